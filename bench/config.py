@@ -1,0 +1,122 @@
+"""The run configuration: one frozen dataclass built once (defaults < preset < flags) and passed down."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from .errors import BenchError
+from .model import ModelCfg, TextCfg
+
+# A preset sets the recipe, never the architecture: the encoder name alone fixes the vision tower.
+PRESETS: dict[str, dict] = {
+    "reference": dict(  # the spec's recipe: AdamW 1e-4, wd 0.01, cosine over 50 epochs, batch 32, full CIFAR-10
+        epochs=50, batch_size=32, lr=1e-4, weight_decay=0.01, warmup_steps=0, limit_train=None, limit_test=None,
+        loss="clip",
+    ),
+    "smoke": dict(  # seconds on a CPU: a few steps on a small slice, to check that everything runs
+        epochs=2, batch_size=32, lr=1e-4, weight_decay=0.01, warmup_steps=0, limit_train=256, limit_test=256,
+        loss="clip",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelCfg = field(default_factory=ModelCfg)  # architecture: encoder + text tower
+    tokenizer: str = "clip_bpe"  # registered tokenizer name
+    templates: str = "seed"  # registered template set used for training captions and zero-shot
+    dataset: str = "cifar10"  # registered dataset name
+    data_dir: str | None = None  # dataset folder; None = the dataset's default
+    data_seed: int = 0  # seed of generated datasets (fixed across run seeds, so seeds compare like for like)
+    preset: str = "reference"  # the preset the recipe started from
+    epochs: int = 50  # passes over the training split
+    batch_size: int = 32  # images per optimizer step (per process)
+    lr: float = 1e-4  # AdamW peak learning rate
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    warmup_steps: int = 0  # linear warm-up steps before the cosine decay
+    loss: str = "clip"  # "clip" (symmetric InfoNCE) or "multipositive" (same class = positive)
+    seed: int = 0  # seed of initialisation, data order, augmentation and template choice
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
+    limit_train: int | None = None  # use only the first N training images
+    limit_test: int | None = None  # evaluate on the first N test images
+    eval_every: int = 1  # zero-shot evaluation every N epochs (and always after the last)
+    log_every: int = 50  # steps between reading the loss back to the host
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = True  # channels_last memory format for convolutional towers on CUDA
+    save_checkpoints: bool = True  # keep best.pt and last.pt in the run folder
+    out: str = "results"  # results folder: runs.csv and runs/<run_id>/
+    progress: bool | None = None  # tqdm bars; None = only on a terminal
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        d = dict(d)
+        d["model"] = ModelCfg.from_dict(d.get("model", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def parse_opts(pairs) -> tuple:
+    """``["drop_path_rate=0.1", "width=16"]`` -> sorted ``(key, value)`` pairs, values parsed as JSON when possible."""
+    out = {}
+    for pair in pairs or ():
+        if "=" not in pair:
+            raise BenchError(f"option {pair!r} is not KEY=VALUE; write it like --encoder-opt drop_path_rate=0.1")
+        key, value = pair.split("=", 1)
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return tuple(sorted(out.items()))
+
+
+def make_config(preset: str = "reference", model: dict | None = None, **overrides) -> RunConfig:
+    """Defaults < preset < ``overrides`` (None values are ignored, so unset flags keep the preset's value)."""
+    if preset not in PRESETS:
+        from .registry import unknown_name_message
+
+        raise BenchError(unknown_name_message("preset", preset, sorted(PRESETS)))
+    values = dict(PRESETS[preset])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    model = {k: v for k, v in (model or {}).items() if v is not None}
+    text = {k: model.pop(k) for k in list(model) if k in {f.name for f in dataclasses.fields(TextCfg)}}
+    model_cfg = ModelCfg(text=TextCfg(**text), **model)
+    return validate_config(RunConfig(model=model_cfg, preset=preset, **values))
+
+
+def validate_config(cfg: RunConfig) -> RunConfig:
+    """Reject values no run can use, before any work starts."""
+    checks = [
+        (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 2, f"--batch-size must be at least 2 (a contrastive batch needs negatives), got {cfg.batch_size}"),
+        (0 < cfg.lr <= 1, f"--lr must be in (0, 1], got {cfg.lr}"),
+        (0 <= cfg.weight_decay <= 1, f"--weight-decay must be in [0, 1], got {cfg.weight_decay}"),
+        (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {cfg.warmup_steps}"),
+        (cfg.limit_train is None or cfg.limit_train >= 1, f"--limit-train must be at least 1, got {cfg.limit_train}"),
+        (cfg.limit_test is None or cfg.limit_test >= 1, f"--limit-test must be at least 1, got {cfg.limit_test}"),
+        (cfg.eval_every >= 1, f"--eval-every must be at least 1, got {cfg.eval_every}"),
+        (cfg.log_every >= 1, f"--log-every must be at least 1, got {cfg.log_every}"),
+        (cfg.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {cfg.precision!r}"),
+        (cfg.loss in ("clip", "multipositive"), f"--loss must be clip or multipositive, got {cfg.loss!r}"),
+        (cfg.model.embed_dim >= 1, f"--embed-dim must be at least 1, got {cfg.model.embed_dim}"),
+        (cfg.model.image_resolution >= 8, f"--image-size must be at least 8, got {cfg.model.image_resolution}"),
+        (cfg.model.text.width % max(cfg.model.text.heads, 1) == 0 and cfg.model.text.heads >= 1,
+         f"--text-width ({cfg.model.text.width}) must be a multiple of --text-heads ({cfg.model.text.heads})"),
+        (cfg.model.text.layers >= 1, f"--text-layers must be at least 1, got {cfg.model.text.layers}"),
+        (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise BenchError(message)
+    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
+        raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    return cfg

@@ -1,0 +1,16 @@
+"""Errors meant for the user: the CLI prints their message on one line and exits with code 2."""
+
+
+class BenchError(Exception):
+    """A problem the user can fix; the message names the problem and the fix."""
+
+
+class UnknownNameError(BenchError, KeyError):
+    """A name that no plugin registered."""
+
+    def __str__(self):  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+class PluginError(BenchError):
+    """A plugin that cannot be loaded or registers something wrong."""

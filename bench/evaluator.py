@@ -1,0 +1,55 @@
+"""Zero-shot classification: a template-ensembled text classifier, then metrics over a test split."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .data import normalize
+from .metrics import classification_metrics
+from .templates import fill
+
+
+def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Cut the context to the longest text (its end-of-text position + 1): exact under the causal mask."""
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    return tokens[:, :length]
+
+
+@torch.no_grad()
+def build_zero_shot_classifier(model, class_names, templates, tokenizer, device, autocast_dtype=None) -> torch.Tensor:
+    """``(embed_dim, n_classes)`` weights: normalise each template's embedding, average, renormalise."""
+    prompts = fill(templates, class_names)
+    tokens = trim_tokens(tokenizer(prompts)).to(device)
+    with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        features = model.encode_text(tokens).float()
+    features = F.normalize(features, dim=-1).view(len(class_names), len(templates), -1)
+    return F.normalize(features.mean(dim=1), dim=-1).t().contiguous()
+
+
+@torch.no_grad()
+def image_features(model, images_uint8: torch.Tensor, batch_size: int = 500, autocast_dtype=None,
+                   channels_last: bool = False) -> torch.Tensor:
+    """Normalised image features of a uint8 NCHW tensor already on the model's device."""
+    device_type = images_uint8.device.type
+    out = []
+    for start in range(0, len(images_uint8), batch_size):
+        x = normalize(images_uint8[start:start + batch_size])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out.append(F.normalize(model.encode_image(x).float(), dim=-1))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def validate(model, images_uint8: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, batch_size: int = 500,
+             autocast_dtype=None, channels_last: bool = False) -> dict:
+    """Zero-shot metrics (top-1, top-5, mean per-class recall, per-class accuracy, confusion matrix)."""
+    was_training = model.training
+    model.eval()
+    try:
+        feats = image_features(model, images_uint8, batch_size, autocast_dtype, channels_last)
+        logits = 100.0 * feats @ classifier
+        return classification_metrics(logits, labels.to(logits.device))
+    finally:
+        model.train(was_training)

@@ -1,0 +1,174 @@
+"""The training engine: optimizer and schedule, one epoch of CLIP steps on device-resident batches.
+
+Cost model, per step on a GPU: the batch is gathered and augmented on the device; captions are prompt
+ids into a small table of pre-tokenized prompts, trimmed to the longest prompt, so the text tower encodes
+only unique prompts (or the whole table when it is no larger than a batch: static shapes, no host sync);
+the loss is read back to the host only every ``log_every`` steps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .loss import ClipLoss
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover - tqdm is a declared dependency
+    tqdm = None
+
+
+def resolve_device(name: str) -> torch.device:
+    from .errors import BenchError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"--device {name} asked for CUDA, but torch sees no GPU; use --device cpu or auto")
+    return device
+
+
+def autocast_dtype_for(precision: str, device: torch.device):
+    """bf16 autocast on CUDA by default; fp32 (no autocast) on CPU unless bf16 is asked for."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def set_backend_flags(device: torch.device):
+    """TF32 matmuls and cudnn autotuning: set once by the caller, never at import."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def build_optimizer(model, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over all parameters, as the reference recipe; fused kernels on CUDA, foreach on CPU."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kwargs)
+
+
+def build_scheduler(optimizer, total_steps: int, warmup_steps: int = 0):
+    """Linear warm-up, then cosine decay to zero over the remaining steps (per step, not per epoch)."""
+
+    def factor(step):
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def encode_prompts(model, prompt_tokens: torch.Tensor, prompt_ids: torch.Tensor, mode: str = "unique") -> torch.Tensor:
+    """Text features of a batch whose captions are rows ``prompt_ids`` of ``prompt_tokens``.
+
+    ``"unique"`` encodes each distinct prompt of the batch once and gathers; ``"all"`` encodes the whole
+    prompt table (no data-dependent shapes, so no host sync on CUDA). Both equal encoding every caption:
+    the gather sums the gradients of repeated captions, as separate copies would.
+    """
+    if mode == "all":
+        return model.encode_text(prompt_tokens)[prompt_ids]
+    unique, inverse = torch.unique(prompt_ids, return_inverse=True)
+    return model.encode_text(prompt_tokens[unique])[inverse]
+
+
+def text_mode_for(n_prompts: int, batch_size: int, device: torch.device) -> str:
+    return "all" if device.type == "cuda" and n_prompts <= max(batch_size, 512) else "unique"
+
+
+@dataclass
+class StepOutput:
+    loss: torch.Tensor
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training; enough to resume (with the loader's generator)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loss_fn: ClipLoss
+    prompt_tokens: torch.Tensor  # (P, L) pre-tokenized prompt table, trimmed to the longest prompt
+    autocast_dtype: object = None
+    text_mode: str = "unique"
+    max_grad_norm: float | None = None
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken in total
+    history: list = field(default_factory=list)  # one dict per finished epoch
+
+
+def clip_step(state: TrainState, images, labels, prompt_ids):
+    """Forward, loss, backward, optimizer and schedule step; returns the loss (not synced)."""
+    model = state.model
+    device_type = images.device.type
+    with torch.autocast(device_type, dtype=state.autocast_dtype, enabled=state.autocast_dtype is not None):
+        image_features = F.normalize(model.encode_image(images), dim=-1)
+        text_features = F.normalize(encode_prompts(model, state.prompt_tokens, prompt_ids, state.text_mode), dim=-1)
+        loss = state.loss_fn(image_features.float(), text_features.float(), _unwrap(model).clamped_logit_scale(), labels)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if state.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), state.max_grad_norm)
+    state.optimizer.step()
+    if state.scheduler is not None:
+        state.scheduler.step()
+    with torch.no_grad():  # as open_clip: keep the temperature in [1, 100]
+        _unwrap(model).logit_scale.clamp_(0, math.log(100))
+    state.step += 1
+    return loss.detach()
+
+
+def _unwrap(model):
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DistributedDataParallel
+
+
+def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, progress: bool | None = None,
+                desc: str = "train", on_log=None) -> dict:
+    """Run the batches of one epoch; returns mean loss, images and seconds (device-synchronised).
+
+    The running loss stays on the device and is read back every ``log_every`` steps, so the loop does
+    not wait for the GPU between steps. ``on_log(step, loss)`` is called at each read-back.
+    """
+    model = state.model
+    model.train()
+    # disable=None lets tqdm show the bar only on a terminal
+    bar = tqdm(total=n_steps, desc=desc, leave=False, disable=None if progress is None else not progress,
+               dynamic_ncols=True) if tqdm is not None else None
+    device = state.prompt_tokens.device
+    loss_sum = torch.zeros((), device=device)
+    seen, steps, last_logged = 0, 0, 0
+    _sync(device)
+    start = time.perf_counter()
+    for batch in batches:
+        loss_sum += clip_step(state, batch.images, batch.labels, batch.prompt_ids)
+        seen += batch.images.shape[0]
+        steps += 1
+        if steps % log_every == 0 or steps == n_steps:
+            mean = float(loss_sum) / steps  # the one host sync of the cadence
+            if on_log is not None:
+                on_log(state.step, mean)
+            if bar is not None:
+                elapsed = time.perf_counter() - start
+                bar.update(steps - last_logged)
+                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+            last_logged = steps
+    _sync(device)
+    seconds = time.perf_counter() - start
+    if bar is not None:
+        bar.close()
+    return {"train_loss": float(loss_sum) / max(steps, 1), "images": seen, "seconds": seconds, "steps": steps}
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
