@@ -175,12 +175,19 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _ensure_builtin_package():
-    """Make ``bench_plugins`` importable from a source checkout that was not pip-installed."""
-    if importlib.util.find_spec("bench_plugins") is not None:
-        return
+    """Import ``bench_plugins`` from the ``plugins/`` folder beside this ``bench`` package when there is one.
+
+    In a source checkout (or a git worktree, or a copy on a GPU machine) the built-ins must come from the
+    same tree as ``bench`` itself, whatever an editable install elsewhere maps ``bench_plugins`` to.
+    """
     folder = Path(__file__).resolve().parent.parent / "plugins"
     init = folder / "__init__.py"
+    loaded = sys.modules.get("bench_plugins")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == init.resolve():
+        return
     if init.is_file():
+        for name in [m for m in sys.modules if m == "bench_plugins" or m.startswith("bench_plugins.")]:
+            del sys.modules[name]
         spec = importlib.util.spec_from_file_location("bench_plugins", init, submodule_search_locations=[str(folder)])
         module = importlib.util.module_from_spec(spec)
         sys.modules["bench_plugins"] = module

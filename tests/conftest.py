@@ -1,0 +1,53 @@
+"""Shared fixtures: no stray installed plugins, outputs under tmp_path, a fresh plugin host per test."""
+import os
+
+import pytest
+
+# Tests never load third-party plugins that happen to be installed (explicit switch, not a sys attribute).
+os.environ["BENCH_LOAD_PLUGINS"] = ""
+os.environ.pop("BENCH_PLUGINS_DIR", None)
+os.environ.pop("BENCH_STRICT_PLUGINS", None)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Each test gets its own results folder and a plugin host built from scratch on first use."""
+    from bench.plugins import set_host
+
+    monkeypatch.setenv("BENCH_LOAD_PLUGINS", "")
+    monkeypatch.chdir(tmp_path)
+    previous = set_host(None)
+    yield
+    set_host(previous)
+
+
+@pytest.fixture
+def host():
+    """A freshly built plugin host with only the built-ins."""
+    from bench.plugins import build_host, set_host
+
+    h = build_host()
+    set_host(h)
+    return h
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``bench ARGS...`` in-process; returns (exit_code, stdout, stderr)."""
+    from bench.cli import main
+
+    def _run(*args):
+        code = 0
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return _run
+
+
+# A tiny CLIP for CPU tests: the text tower shrunk, the vision tower at width 8.
+TINY = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2",
+        "--encoder-opt", "width=8", "--no-progress"]
