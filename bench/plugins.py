@@ -142,7 +142,7 @@ class Host:
             info.registered = {k: [] for k in KINDS}
         for kind in KINDS:
             caller = getattr(self.pm.hook, f"register_{kind}")
-            for impl in reversed(caller.get_hookimpls()):  # registration order
+            for impl in caller.get_hookimpls():  # registration order (pluggy calls them in reverse)
                 name = impl.plugin_name
 
                 def register(entry_name, factory, summary="", _kind=kind, _plugin=name, **meta):

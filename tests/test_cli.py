@@ -1,0 +1,94 @@
+"""bench run / eval / predict end to end on the synthetic set with a tiny model."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from .conftest import TINY
+
+REQUIRED = ["run_id", "encoder", "tokenizer", "templates", "dataset", "epochs", "batch_size", "lr", "seed", "device",
+            "params", "train_seconds", "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall",
+            "final_train_loss", "git_commit", "torch_version", "device_name", "time"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run shared by the tests below: it must learn the synthetic set."""
+    import os
+
+    from bench.cli import main
+    from bench.plugins import set_host
+
+    out = tmp_path_factory.mktemp("results")
+    os.environ["BENCH_LOAD_PLUGINS"] = ""
+    set_host(None)
+    args = ["run", "--encoder", "modified_resnet", "--dataset", "synthetic", "--epochs", "3", "--batch-size", "64",
+            "--lr", "3e-3", "--limit-train", "1600", "--limit-test", "400", "--out", str(out), *TINY,
+            "--encoder-opt", "width=16"]
+    try:
+        main(args)
+    except SystemExit as exc:
+        assert exc.code in (0, None)
+    set_host(None)
+    return out
+
+
+def test_synthetic_set_is_learnable_to_90_percent_zero_shot(trained):
+    runs = pd.read_csv(trained / "runs.csv")
+    assert len(runs) == 1
+    assert runs.loc[0, "zeroshot_top1"] >= 0.9
+
+
+def test_run_writes_the_documented_tables_and_files(trained):
+    runs = pd.read_csv(trained / "runs.csv")
+    assert set(REQUIRED) <= set(runs.columns)
+    row = runs.iloc[0]
+    assert 0 <= row.zeroshot_top1 <= row.zeroshot_top5 <= 1 and row.params > 0 and row.train_images_per_s > 0
+    run_dir = trained / "runs" / row.run_id
+    for name in ("config.json", "history.csv", "per_class.csv", "confusion.csv", "curves.png", "best.pt", "last.pt"):
+        assert (run_dir / name).is_file(), name
+    history = pd.read_csv(run_dir / "history.csv")
+    assert history.epoch.tolist() == [1, 2, 3] and history.train_loss.iloc[-1] < history.train_loss.iloc[0]
+    per_class = pd.read_csv(run_dir / "per_class.csv")
+    assert len(per_class) == 10 and per_class.support.sum() == 400
+    assert json.loads((run_dir / "config.json").read_text())["model"]["encoder"] == "modified_resnet"
+
+
+def test_eval_reproduces_the_run_and_ablates_template_sets(trained, run_cli):
+    row = pd.read_csv(trained / "runs.csv").iloc[0]
+    ckpt = trained / "runs" / row.run_id / "last.pt"
+    code, out, err = run_cli("eval", ckpt, "--templates", "seed,openai", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [r["templates"] for r in rows] == ["seed", "openai"]
+    assert rows[0]["zeroshot_top1"] == pytest.approx(row.zeroshot_top1, abs=1e-6)
+
+
+def test_predict_names_the_class_of_image_files(trained, run_cli, tmp_path):
+    from bench.data import make_synthetic
+
+    test = make_synthetic("test", n=20)
+    paths = []
+    for i in range(4):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(test.images[i]).resize((64, 64)).save(path)  # any size: resized to 32
+        paths.append(path)
+    ckpt = trained / "runs" / pd.read_csv(trained / "runs.csv").run_id[0] / "best.pt"
+    code, out, err = run_cli("predict", ckpt, *paths, "--top-k", "2")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 4
+    hits = sum(line.split(": ")[1].split(" ")[0] == test.classes[test.labels[i]] for i, line in enumerate(lines))
+    assert hits >= 3
+
+
+def test_presets_set_the_recipe_and_flags_override_them():
+    from bench.config import make_config
+
+    smoke = make_config("smoke", epochs=1)
+    assert smoke.epochs == 1 and smoke.limit_train == 256 and smoke.model.encoder == "modified_resnet"
+    ref = make_config("reference")
+    assert (ref.epochs, ref.batch_size, ref.lr, ref.weight_decay) == (50, 32, 1e-4, 0.01)
+    assert make_config("smoke").model == ref.model  # a preset never changes the architecture

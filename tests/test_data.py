@@ -1,0 +1,80 @@
+"""Datasets and the device-resident loader."""
+import numpy as np
+import pytest
+import torch
+
+from bench.data import (ArrayDataset, CIFARCLIPDataset, DeviceLoader, batch_flip_crop, collate_fn, load_cifar10,
+                        make_synthetic)
+from bench.errors import BenchError
+
+
+def test_synthetic_is_deterministic_per_seed_and_split():
+    a, b = make_synthetic("train", seed=3, n=64), make_synthetic("train", seed=3, n=64)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.labels, b.labels)
+    assert not np.array_equal(a.images, make_synthetic("test", seed=3, n=64).images)
+    assert a.images.shape == (64, 32, 32, 3) and a.images.dtype == np.uint8 and len(a.classes) == 10
+
+
+def test_flip_crop_moves_whole_images_and_pads_with_zeros():
+    # An image whose pixel values encode their own position: every output pixel must be either padding (0)
+    # or the source pixel at a constant shift (a crop), possibly mirrored (a flip).
+    h = w = 8
+    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    img = (1 + ys * w + xs).to(torch.uint8)[None, None].repeat(64, 3, 1, 1)
+    out = batch_flip_crop(img, torch.Generator().manual_seed(0), pad=2)
+    assert out.shape == img.shape
+    flips = shifts = 0
+    for o in out[:, 0]:
+        inside = o > 0
+        assert inside.any()
+        pos = o[inside].long() - 1
+        sy, sx = pos // w - ys[inside], pos % w - xs[inside]
+        flipped = len(set(sx.tolist())) > 1
+        if flipped:
+            sx = (w - 1 - pos % w) - xs[inside]
+        assert len(set(sy.tolist())) == 1 and len(set(sx.tolist())) == 1
+        flips += flipped
+        shifts += int(sy[0] != 0 or sx[0] != 0)
+    assert 10 < flips < 54 and shifts > 32  # both augmentations happen, at random
+
+
+def test_device_loader_batches_cover_an_epoch_without_repeats():
+    data = make_synthetic("train", n=100)
+    loader = DeviceLoader(data, 32, "cpu", n_templates=5, generator=torch.Generator().manual_seed(0), augment=False)
+    order = loader.epoch_order()
+    assert len(loader) == 3 and len(set(order.tolist())) == 96
+    batch = loader.make_batch(order[:32])
+    assert batch.images.shape == (32, 3, 32, 32) and batch.images.min() >= -1 and batch.images.max() <= 1
+    assert torch.equal(batch.prompt_ids // 5, batch.labels)
+
+
+def test_batch_larger_than_the_data_is_a_clear_error():
+    with pytest.raises(BenchError, match="lower --batch-size"):
+        DeviceLoader(make_synthetic("train", n=10), 32, "cpu", 5, torch.Generator())
+
+
+def test_cifar10_reads_npz_folders(tmp_path):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "test.npz", images=rng.integers(0, 255, (7, 32, 32, 3), dtype=np.uint8),
+             labels=np.arange(7, dtype=np.uint8))
+    data = load_cifar10("test", tmp_path, download=False)
+    assert len(data) == 7 and data.classes[0] == "airplane" and data.labels.dtype == np.int64
+
+
+def test_missing_cifar10_says_both_ways_to_provide_it(tmp_path):
+    with pytest.raises(BenchError) as info:
+        load_cifar10("train", tmp_path / "nothing", download=False)
+    assert "download" in str(info.value) and "train.npz/test.npz" in str(info.value)
+
+
+def test_reference_per_sample_dataset_and_collate():
+    base = make_synthetic("train", n=8)
+    ds = CIFARCLIPDataset(base, base.classes)
+    images, tokens, labels = collate_fn([ds[i] for i in range(4)])
+    assert images.shape == (4, 3, 32, 32) and tokens.shape == (4, 77) and labels.tolist() == base.labels[:4].tolist()
+    assert float(images.min()) >= -1 and float(images.max()) <= 1
+
+
+def test_array_dataset_rejects_wrong_dtype():
+    with pytest.raises(BenchError, match="uint8"):
+        ArrayDataset(np.zeros((2, 32, 32, 3), dtype=np.float32), np.zeros(2), ("a",), "x")
