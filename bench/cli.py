@@ -52,6 +52,8 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--checkpoints/--no-checkpoints", default=True, show_default=True, help="Keep best.pt and last.pt.")
 @click.option("--progress/--no-progress", default=None, help="tqdm bars (default: only on a terminal).")
 @click.option("--out", default="results", show_default=True, help="Results folder.")
+@click.option("--sync-bn/--no-sync-bn", default=True, show_default=True,
+              help="Under torchrun: batch norm statistics over all ranks' images (docs/distributed.md).")
 def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_layers, text_heads, compile_,
         checkpoints, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
@@ -62,9 +64,14 @@ def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_l
                  image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
     cfg = make_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, **flags)
     row = run_training(cfg)
+    from .distributed import is_main_process
+
+    if not is_main_process():  # under torchrun only rank 0 reports
+        return
+    ranks = f" on {row['world_size']} ranks" if row.get("world_size", 1) > 1 else ""
     click.echo(f"run {row['run_id']}: zero-shot top-1 {row['zeroshot_top1']:.4f}, top-5 {row['zeroshot_top5']:.4f}, "
                f"mean per-class recall {row['mean_per_class_recall']:.4f}, {row['train_images_per_s']:.0f} images/s "
-               f"over {row['train_seconds']:.1f} s -> {cfg.out}/runs.csv")
+               f"over {row['train_seconds']:.1f} s{ranks} -> {cfg.out}/runs.csv")
 
 
 @cli.command(name="eval")

@@ -48,6 +48,7 @@ class RunConfig:
     save_checkpoints: bool = True  # keep best.pt and last.pt in the run folder
     out: str = "results"  # results folder: runs.csv and runs/<run_id>/
     progress: bool | None = None  # tqdm bars; None = only on a terminal
+    sync_bn: bool = True  # under torchrun: batch norm over the global batch (exactly one process's batch N x B)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

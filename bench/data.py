@@ -155,23 +155,32 @@ def normalize(images_uint8: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     return images_uint8.to(dtype).mul_(2 / 255).sub_(1)
 
 
-def batch_flip_crop(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+def batch_flip_crop(images: torch.Tensor, generator: torch.Generator, pad: int = 4,
+                    shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
     """Random horizontal flip and random crop with zero padding ``pad``, for a whole uint8 NCHW batch.
 
     Same distribution as torchvision's ``RandomCrop(H, padding=pad)`` + ``RandomHorizontalFlip()`` per image.
+    With ``shard=(rank, world)`` the batch is rank ``rank``'s slice of a global batch ``world`` times as
+    large: the draws are made for the global batch and sliced, so ranks augment independently.
     """
     n, c, h, w = images.shape
     device = images.device
-    flip = torch.rand(n, generator=generator, device=device) < 0.5
+    flip = _shard_draw(torch.rand(n * shard[1], generator=generator, device=device), n, shard) < 0.5
     images = torch.where(flip[:, None, None, None], images.flip(3), images)
     if pad <= 0:
         return images
     padded = F.pad(images, (pad, pad, pad, pad))
-    shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=device)
+    shifts = _shard_draw(torch.randint(0, 2 * pad + 1, (2, n * shard[1]), generator=generator, device=device), n, shard)
     rows = (shifts[0][:, None] + torch.arange(h, device=device))[:, None, :, None]
     cols = (shifts[1][:, None] + torch.arange(w, device=device))[:, None, None, :]
     return padded[torch.arange(n, device=device)[:, None, None, None], torch.arange(c, device=device)[None, :, None, None],
                   rows, cols]
+
+
+def _shard_draw(draws: torch.Tensor, n: int, shard: tuple[int, int]) -> torch.Tensor:
+    """This rank's ``n`` draws (last dim) of those made for the global batch: all of them when alone, so a
+    single process draws the same stream as before sharding existed."""
+    return draws[..., shard[0] * n:(shard[0] + 1) * n]
 
 
 @dataclass
@@ -187,6 +196,11 @@ class DeviceLoader:
     Each epoch is a device ``randperm``; the last partial batch is dropped so every step has one shape.
     ``generator`` (on ``device``) drives order, augmentation and template choice, so its state plus the
     epoch and step pins down every batch (exact resume).
+
+    ``shard=(rank, world)``: every rank holds the same generator and makes the draws of the global batch
+    (``world * batch_size`` images), keeping its slice. Rank ``r``'s step ``i`` is therefore exactly slice
+    ``r`` of step ``i`` of one process with batch ``world * batch_size``; the stream depends on the global
+    batch only, so a run can resume under another number of ranks with the same global batch.
     """
 
     def __init__(self, data: ArrayDataset, batch_size: int, device, n_templates: int, generator: torch.Generator,
@@ -211,20 +225,22 @@ class DeviceLoader:
         return len(self.labels) // self.world // self.batch_size
 
     def epoch_order(self) -> torch.Tensor:
-        """This rank's indices for one epoch: every rank draws the same permutation and takes its shard."""
+        """This rank's indices for one epoch: every rank draws the same permutation; of each global batch
+        of ``world * batch_size`` consecutive indices, rank ``r`` takes the ``r``-th ``batch_size``."""
         perm = torch.randperm(len(self.labels), generator=self.generator, device=self.device)
-        per_rank = len(self) * self.batch_size
-        return perm[self.rank * per_rank:(self.rank + 1) * per_rank]
+        steps = perm[:len(self) * self.world * self.batch_size].view(len(self), self.world, self.batch_size)
+        return steps[:, self.rank].reshape(-1)
 
     def make_batch(self, idx: torch.Tensor) -> Batch:
         images = self.images[idx]
         if self.augment:
-            images = batch_flip_crop(images, self.generator, self.pad)
+            images = batch_flip_crop(images, self.generator, self.pad, (self.rank, self.world))
         images = normalize(images, self.dtype)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = self.labels[idx]
-        templates = torch.randint(0, self.n_templates, (len(idx),), generator=self.generator, device=self.device)
+        templates = _shard_draw(torch.randint(0, self.n_templates, (len(idx) * self.world,), generator=self.generator,
+                                              device=self.device), len(idx), (self.rank, self.world))
         return Batch(images, labels, labels * self.n_templates + templates)
 
     def __iter__(self):

@@ -28,32 +28,55 @@ def multipositive_loss(logits_per_image: torch.Tensor, labels: torch.Tensor,
     if logits_per_text is None:
         logits_per_text = logits_per_image.t()
     col_labels = labels if col_labels is None else col_labels
-    same = (labels[:, None] == col_labels[None, :]).to(logits_per_image.dtype)
-    loss_i = -(same / same.sum(1, keepdim=True) * F.log_softmax(logits_per_image, dim=1)).sum(1).mean()
-    same_t = same.t()
-    loss_t = -(same_t / same_t.sum(1, keepdim=True) * F.log_softmax(logits_per_text, dim=1)).sum(1).mean()
-    return (loss_i + loss_t) / 2
+    same = labels[:, None] == col_labels[None, :]
+    return (_multipositive_ce(logits_per_image, same) + _multipositive_ce(logits_per_text, same.t())) / 2
+
+
+def _multipositive_ce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the cross-entropy against a target uniform over the row's ``positives`` (bool mask)."""
+    target = positives.to(logits.dtype)
+    return -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 class ClipLoss(nn.Module):
     """Loss from normalised features: ``kind`` is ``"clip"`` or ``"multipositive"``.
 
-    Returns the scalar loss, or ``{"contrastive_loss": loss}`` with ``output_dict=True``.
+    Returns the scalar loss, or ``{"contrastive_loss": loss}`` with ``output_dict=True``. With
+    ``world_size > 1`` (one instance per rank), each rank scores its own rows against every rank's
+    columns, gathered with gradient, as open_clip's ``local_loss`` + ``gather_with_grad``: the mean of
+    the ranks' losses, and DDP's mean of their gradients, equal one process's over the whole batch.
     """
 
-    def __init__(self, kind: str = "clip"):
+    def __init__(self, kind: str = "clip", rank: int = 0, world_size: int = 1):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
         self.kind = kind
+        self.rank = rank
+        self.world_size = world_size
 
     def forward(self, image_features, text_features, logit_scale, labels=None, output_dict=False):
-        logits_per_image = logit_scale * image_features @ text_features.t()
-        if self.kind == "clip":
-            loss = contrastive_loss(logits_per_image)
+        if self.world_size > 1:
+            loss = self._local_loss(image_features, text_features, logit_scale, labels)
         else:
-            loss = multipositive_loss(logits_per_image, labels)
+            logits_per_image = logit_scale * image_features @ text_features.t()
+            if self.kind == "clip":
+                loss = contrastive_loss(logits_per_image)
+            else:
+                loss = multipositive_loss(logits_per_image, labels)
         return {"contrastive_loss": loss} if output_dict else loss
+
+    def _local_loss(self, image_features, text_features, logit_scale, labels):
+        from .distributed import gather, gather_with_grad
+
+        logits_per_image = logit_scale * image_features @ gather_with_grad(text_features).t()
+        logits_per_text = logit_scale * text_features @ gather_with_grad(image_features).t()
+        if self.kind == "clip":  # this rank's pairs sit at columns rank * B ...
+            targets = torch.arange(len(image_features), device=image_features.device) + self.rank * len(image_features)
+            return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
+        # both directions have this rank's rows against every rank's columns, so they share the mask
+        same = labels[:, None] == gather(labels)[None, :]
+        return (_multipositive_ce(logits_per_image, same) + _multipositive_ce(logits_per_text, same)) / 2
 
 
 LOSSES = ("clip", "multipositive")

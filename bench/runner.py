@@ -14,16 +14,18 @@ import torch
 
 from .config import RunConfig
 from .data import ArrayDataset, DeviceLoader, to_device_uint8
+from .ddp import validate_sharded, wrap_model
+from .distributed import broadcast_object, init_distributed, log_main, reduce_epoch_stats, world_size
 from .errors import BenchError
-from .evaluator import build_zero_shot_classifier, trim_tokens, validate
+from .evaluator import build_zero_shot_classifier, trim_tokens
 from .io import atomic_write_text, save_checkpoint
 from .loss import ClipLoss
 from .model import count_parameters, create_model_from_cfg
 from .plugins import get_entry
 from .results import append_run, plot_curves, provenance, write_csv
 from .templates import check_templates, fill
-from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, resolve_device,
-                      set_backend_flags, text_mode_for, train_epoch)
+from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, set_backend_flags,
+                      text_mode_for, train_epoch)
 
 
 @dataclass
@@ -95,6 +97,7 @@ def checkpoint_payload(state: TrainState, cfg: RunConfig, classes, generator, me
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
         "history": state.history,
         "bench_version": __version__,
+        "world_size": world_size(),  # ranks that trained it; config batch_size is per rank
     }
     if with_optimizer:
         payload.update(optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
@@ -106,7 +109,8 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     """Train, evaluate zero-shot every ``eval_every`` epochs, write the run folder and a ``runs.csv`` row."""
     check_names(cfg)
     out = check_out_dir(cfg.out)
-    device = resolve_device(cfg.device)
+    world = init_distributed(cfg.device)  # a plain run unless started by torchrun
+    device = world.device
     set_backend_flags(device)
     seed_everything(cfg.seed)
     parts = load_components(cfg)
@@ -117,27 +121,32 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     n_params = count_parameters(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_model = torch.compile(model) if cfg.compile else model
+    train_model = wrap_model(model, world, cfg.sync_bn)  # DDP under torchrun; ``model`` stays the bare CLIP
+    train_model = torch.compile(train_model) if cfg.compile else train_model
     prompt_tokens = trim_tokens(parts.tokenizer(fill(parts.templates, parts.classes))).to(device)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), generator,
-                          channels_last=channels_last)
+                          channels_last=channels_last, shard=(world.rank, world.size))
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = build_scheduler(optimizer, cfg.epochs * len(loader), cfg.warmup_steps)
-    state = TrainState(train_model, optimizer, scheduler, ClipLoss(cfg.loss), prompt_tokens, autocast_dtype,
-                       text_mode_for(len(prompt_tokens), cfg.batch_size, device))
+    state = TrainState(train_model, optimizer, scheduler, ClipLoss(cfg.loss, world.rank, world.size), prompt_tokens,
+                       autocast_dtype, text_mode_for(len(prompt_tokens), cfg.batch_size, device))
     test_images = to_device_uint8(parts.test.images, device)
     test_labels = torch.as_tensor(parts.test.labels, device=device)
 
-    run_id = run_id or new_run_id(cfg)
+    run_id = broadcast_object(run_id or new_run_id(cfg), world)
     run_dir = out / "runs" / run_id
-    run_dir.mkdir(parents=True, exist_ok=False)
-    atomic_write_text(run_dir / "config.json", cfg.to_json())
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=False)
+        atomic_write_text(run_dir / "config.json", cfg.to_json())
+    if world.distributed:
+        log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
 
     best, metrics, train_seconds, train_images = None, {}, 0.0, 0
     for epoch in range(cfg.epochs):
-        stats = train_epoch(state, loader, len(loader), cfg.log_every, cfg.progress,
+        stats = train_epoch(state, loader, len(loader), cfg.log_every, cfg.progress if world.is_main else False,
                             desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        stats = reduce_epoch_stats(stats, world)
         state.epoch = epoch + 1
         train_seconds += stats["seconds"]
         train_images += stats["images"]
@@ -148,13 +157,14 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
         if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
             classifier = build_zero_shot_classifier(model, parts.classes, parts.templates, parts.tokenizer, device,
                                                     autocast_dtype)
-            metrics = validate(model, test_images, test_labels, classifier, autocast_dtype=autocast_dtype,
-                               channels_last=channels_last)
+            metrics = validate_sharded(model, test_images, test_labels, classifier, world,
+                                       autocast_dtype=autocast_dtype, channels_last=channels_last)
             row.update(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
                        mean_per_class_recall=metrics["mean_per_class_recall"])
         state.history.append(row)
-        write_csv(pd.DataFrame(state.history), run_dir / "history.csv")
-        if cfg.save_checkpoints:
+        if world.is_main:
+            write_csv(pd.DataFrame(state.history), run_dir / "history.csv")
+        if cfg.save_checkpoints and world.is_main:
             is_best = not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"])
             save_checkpoint(checkpoint_payload(state, cfg, parts.classes, generator, row, True), run_dir / "last.pt")
             if is_best:
@@ -163,14 +173,17 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
             best = row
 
     history = pd.DataFrame(state.history)
+    row = run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics, history, best, parts,
+                  autocast_dtype)
+    row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size)
+    if not world.is_main:
+        return row
     plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({run_id})")
     per_class = pd.DataFrame({"class": list(parts.classes), "accuracy": metrics["per_class"],
                               "support": metrics["confusion"].sum(axis=1)})
     write_csv(per_class, run_dir / "per_class.csv")
     write_csv(pd.DataFrame(metrics["confusion"], index=list(parts.classes), columns=list(parts.classes))
               .rename_axis("true").reset_index(), run_dir / "confusion.csv")
-    row = run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics, history, best, parts,
-                  autocast_dtype)
     append_run(out, row)
     return row
 

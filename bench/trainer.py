@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
 
 from .loss import ClipLoss
 
@@ -111,8 +112,7 @@ def clip_step(state: TrainState, images, labels, prompt_ids):
     model = state.model
     device_type = images.device.type
     with torch.autocast(device_type, dtype=state.autocast_dtype, enabled=state.autocast_dtype is not None):
-        image_features = F.normalize(model.encode_image(images), dim=-1)
-        text_features = F.normalize(encode_prompts(model, state.prompt_tokens, prompt_ids, state.text_mode), dim=-1)
+        image_features, text_features = clip_features(model, images, state.prompt_tokens, prompt_ids, state.text_mode)
         loss = state.loss_fn(image_features.float(), text_features.float(), _unwrap(model).clamped_logit_scale(), labels)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -127,9 +127,26 @@ def clip_step(state: TrainState, images, labels, prompt_ids):
     return loss.detach()
 
 
+def clip_features(model, images, prompt_tokens, prompt_ids, text_mode: str = "unique"):
+    """Normalised image and text features of a batch.
+
+    Under DDP (see :mod:`bench.ddp`) the wrapper's forward computes them, so DDP's reducer sees the step.
+    """
+    if isinstance(getattr(model, "_orig_mod", model), DistributedDataParallel):
+        return model(images, prompt_tokens, prompt_ids, text_mode)
+    image_features = F.normalize(model.encode_image(images), dim=-1)
+    text_features = F.normalize(encode_prompts(model, prompt_tokens, prompt_ids, text_mode), dim=-1)
+    return image_features, text_features
+
+
 def _unwrap(model):
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DistributedDataParallel
+    """The CLIP under torch.compile (``_orig_mod``), DDP and bench's DDP adapter (``module``), in any nesting."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None) if inner is None else inner
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
 
 
 def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, progress: bool | None = None,

@@ -1,0 +1,127 @@
+"""Single-device training throughput of bench's DDP code path against the plain path.
+
+Times ``trainer.clip_step`` on one device twice over the same synthetic batch: once on the bare CLIP (what
+``bench run`` does without torchrun) and once through ``ddp.wrap_model`` in a 1-rank process group (what
+``torchrun --nproc_per_node 1 -m bench run`` does: DDP reducer, gradient all-reduce, the feature adapter).
+The paths alternate over ``--repeats`` rounds of ``--warmup`` untimed and ``--steps`` timed steps, the
+clock synchronising the GPU; each path's median images/s is reported, and the overhead is
+``plain / ddp - 1``. The last line is JSON.
+
+    python scripts/ddp_overhead.py                        # the reference model, batch 32, on the GPU
+    python scripts/ddp_overhead.py --model tiny --device cpu --steps 5 --repeats 3   # seconds on a CPU
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+from bench.data import CIFAR10_CLASSES  # noqa: E402
+from bench.ddp import wrap_model  # noqa: E402
+from bench.distributed import init_distributed, shutdown  # noqa: E402
+from bench.evaluator import trim_tokens  # noqa: E402
+from bench.loss import ClipLoss  # noqa: E402
+from bench.model import ModelCfg, TextCfg, count_parameters, create_model_from_cfg  # noqa: E402
+from bench.templates import SEED_TEMPLATES, fill  # noqa: E402
+from bench.tokenizer import tokenize  # noqa: E402
+from bench.trainer import (TrainState, _sync, autocast_dtype_for, build_optimizer, clip_step,  # noqa: E402
+                           set_backend_flags, text_mode_for)
+
+MODELS = {
+    "reference": ModelCfg(),  # the spec's CLIP: ModifiedResNet (2,2,2,2) width 32, text 512 x 6 layers
+    "tiny": ModelCfg(embed_dim=32, text=TextCfg(width=32, heads=2, layers=1), encoder_opts=(("width", 8),)),
+}
+
+
+def _one_rank_group(device: str):
+    """A 1-rank process group, as ``torchrun --nproc_per_node 1`` would set up (unless already under torchrun)."""
+    if "RANK" not in os.environ:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(port))
+    return init_distributed(device)
+
+
+def _images_per_s(state, batch, steps: int, warmup: int, device) -> float:
+    for _ in range(warmup):
+        clip_step(state, *batch)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        clip_step(state, *batch)
+    _sync(device)
+    return steps * len(batch[0]) / (time.perf_counter() - start)
+
+
+def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: int, repeats: int,
+            precision: str) -> dict:
+    world = _one_rank_group(device)
+    device = world.device
+    set_backend_flags(device)
+    torch.manual_seed(0)
+    plain = create_model_from_cfg(MODELS[model_name]).to(device)
+    channels_last = device.type == "cuda"  # as bench run
+    if channels_last:
+        plain = plain.to(memory_format=torch.channels_last)
+    bare = copy.deepcopy(plain)
+    ddp = wrap_model(bare, world)
+    autocast = autocast_dtype_for(precision, device)
+    tokens = trim_tokens(tokenize(fill(SEED_TEMPLATES, CIFAR10_CLASSES))).to(device)
+    g = torch.Generator(device=device).manual_seed(0)
+    images = torch.rand(batch_size, 3, 32, 32, generator=g, device=device).mul_(2).sub_(1)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    labels = torch.randint(0, len(CIFAR10_CLASSES), (batch_size,), generator=g, device=device)
+    prompt_ids = labels * len(SEED_TEMPLATES) + torch.randint(0, len(SEED_TEMPLATES), (batch_size,), generator=g,
+                                                              device=device)
+    mode = text_mode_for(len(tokens), batch_size, device)
+    states = {name: TrainState(m, build_optimizer(bare_m, 1e-4, 0.01, device), None, ClipLoss("clip"), tokens, autocast,
+                               mode)
+              for name, m, bare_m in (("plain", plain, plain), ("ddp", ddp, bare))}
+    rates = {"plain": [], "ddp": []}
+    for _ in range(repeats):  # alternate, so drift in clocks or load hits both paths alike
+        for name, state in states.items():
+            rates[name].append(_images_per_s(state, (images, labels, prompt_ids), steps, warmup, device))
+    plain_ips, ddp_ips = statistics.median(rates["plain"]), statistics.median(rates["ddp"])
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    shutdown()
+    return {"model": model_name, "params": count_parameters(plain), "device": str(device), "device_name": device_name,
+            "backend": world.backend, "torch": torch.__version__, "batch_size": batch_size, "steps": steps,
+            "warmup": warmup, "repeats": repeats, "precision": "bf16" if autocast is not None else "fp32",
+            "text_mode": mode, "plain_images_per_s": round(plain_ips, 2), "ddp_images_per_s": round(ddp_ips, 2),
+            "ddp_overhead_pct": round(100 * (plain_ips / ddp_ips - 1), 2),
+            "plain_runs": [round(r, 2) for r in rates["plain"]], "ddp_runs": [round(r, 2) for r in rates["ddp"]]}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="reference")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--batch-size", type=int, default=32, help="the spec's batch (per rank)")
+    parser.add_argument("--steps", type=int, default=200, help="timed steps per round")
+    parser.add_argument("--warmup", type=int, default=20, help="untimed steps before each round")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds per path; the median is reported")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    args = parser.parse_args(argv)
+    result = measure(args.model, args.device, args.batch_size, args.steps, args.warmup, args.repeats, args.precision)
+    print(f"{result['model']} ({result['params']:,} params) on {result['device_name']}, batch {result['batch_size']}, "
+          f"{result['precision']}: plain {result['plain_images_per_s']:.1f} images/s, DDP (1 rank, {result['backend']}) "
+          f"{result['ddp_images_per_s']:.1f} images/s, overhead {result['ddp_overhead_pct']:+.2f}%")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()
