@@ -51,13 +51,14 @@ def wrap_model(model: nn.Module, world: World, sync_bn: bool = True) -> nn.Modul
 
         warnings.warn(f"--sync-bn: {len(left)} batch-norm layers of type {', '.join(sorted(set(left)))} keep "
                       f"per-rank statistics (bench syncs plain BatchNorm only)", stacklevel=2)
-    # synced batch norm keeps running stats equal on every rank; otherwise rank 0's are sent every forward
-    buffers = {_SYNC_BUFFERS: not (sync_bn and world.size > 1 and not left)}
+    # rank 0's buffers (batch-norm running stats) go to the others every forward, unless synced batch norm
+    # already keeps them equal, or there are no others
+    buffers = {_SYNC_BUFFERS: world.size > 1 and not (sync_bn and not left)}
     return DistributedDataParallel(ClipFeatures(model), device_ids=[world.device.index] if world.device.type == "cuda"
                                    else None, static_graph=True, **buffers)
 
 
-# torch 2.14 renamed ``broadcast_buffers`` (both sync at construction; only the per-forward sync differs)
+# torch 2.14 renamed ``broadcast_buffers``; ``forward_sync_buffers=False`` still syncs them once at construction
 _DDP_ARGS = inspect.signature(DistributedDataParallel).parameters
 _SYNC_BUFFERS = "forward_sync_buffers" if "forward_sync_buffers" in _DDP_ARGS else "broadcast_buffers"
 
