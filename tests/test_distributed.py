@@ -23,6 +23,16 @@ B = 4  # images per rank in the step test
 CASES = [("clip", "unique"), ("multipositive", "unique"), ("clip", "all"), ("multipositive", "all")]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One intra-op thread here, as in the workers: these steps are tiny, and on a shared machine two
+    spinning OpenMP threads per process cost about 3x the CPU time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _tiny_clip():
     # the reference architecture (ModifiedResNet with batch norm, causal text Transformer), shrunk
     return CLIP(embed_dim=16, image_resolution=32, vision_layers=(1, 1, 1, 1), vision_width=8, context_length=8,
