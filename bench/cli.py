@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .errors import BenchError
+from .errors import BenchError, Interrupted
 
 
 def _split(ctx, param, value):
@@ -54,16 +54,27 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--out", default="results", show_default=True, help="Results folder.")
 @click.option("--sync-bn/--no-sync-bn", default=True, show_default=True,
               help="Under torchrun: batch norm statistics over all ranks' images (docs/distributed.md).")
+@click.option("--checkpoint-every", type=int, help="Also save last.pt every N steps (default 0: each epoch only).")
+@click.option("--max-grad-norm", type=float, help="Clip the global gradient norm to this value (default: no clip).")
+@click.option("--resume", metavar="RUN_ID|RUN_DIR|latest", help="Continue a stopped run from its last.pt.")
 def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_layers, text_heads, compile_,
-        checkpoints, **flags):
+        checkpoints, resume, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
     from .config import make_config, parse_opts
     from .runner import run as run_training
 
-    model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
-                 image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
-    cfg = make_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, **flags)
-    row = run_training(cfg)
+    if resume is not None:
+        from .resume import resume_run
+
+        ctx = click.get_current_context()
+        given = [p.name for p in ctx.command.params if p.name != "resume"
+                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        row, out = resume_run(resume, flags["out"], given, flags["progress"], flags["checkpoint_every"])
+    else:
+        model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
+                     image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
+        cfg = make_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, **flags)
+        row, out = run_training(cfg), cfg.out
     from .distributed import is_main_process
 
     if not is_main_process():  # under torchrun only rank 0 reports
@@ -71,7 +82,7 @@ def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_l
     ranks = f" on {row['world_size']} ranks" if row.get("world_size", 1) > 1 else ""
     click.echo(f"run {row['run_id']}: zero-shot top-1 {row['zeroshot_top1']:.4f}, top-5 {row['zeroshot_top5']:.4f}, "
                f"mean per-class recall {row['mean_per_class_recall']:.4f}, {row['train_images_per_s']:.0f} images/s "
-               f"over {row['train_seconds']:.1f} s{ranks} -> {cfg.out}/runs.csv")
+               f"over {row['train_seconds']:.1f} s{ranks} -> {out}/runs.csv")
 
 
 @cli.command(name="eval")
@@ -103,6 +114,16 @@ def predict(checkpoint, images, top_k, templates, device):
 
     for path, ranked in predict_images(checkpoint, images, top_k=top_k, templates=templates, device=device):
         click.echo(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
+
+
+@cli.command()
+@click.argument("path", default="results", required=False)
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+def results(path, fmt):
+    """Print the results table PATH (a results folder or its runs.csv); damaged rows are reported on stderr."""
+    from .runs_table import read_results
+
+    click.echo(_format(read_results(path), fmt))
 
 
 @cli.command()
@@ -190,6 +211,9 @@ def main(argv=None):
     except BenchError as exc:
         click.echo(f"bench: error: {exc}", err=True)
         sys.exit(2)
+    except Interrupted as exc:  # a run stopped by a signal, with where its checkpoint is
+        click.echo(f"bench: interrupted: {exc}", err=True)
+        sys.exit(130)
     except click.Abort:
         click.echo("bench: aborted", err=True)
         sys.exit(130)

@@ -49,6 +49,8 @@ class RunConfig:
     out: str = "results"  # results folder: runs.csv and runs/<run_id>/
     progress: bool | None = None  # tqdm bars; None = only on a terminal
     sync_bn: bool = True  # under torchrun: batch norm over the global batch (exactly one process's batch N x B)
+    checkpoint_every: int = 0  # also save last.pt every N optimizer steps (0 = only at the end of each epoch)
+    max_grad_norm: float | None = None  # clip the global gradient norm to this value; None = no clipping
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

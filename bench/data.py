@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import BenchError
+from .io import load_array_pickle
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -62,7 +64,7 @@ def _load_npz(path: Path, name: str) -> ArrayDataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             return ArrayDataset(f["images"], f["labels"], CIFAR10_CLASSES, name)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BenchError(f"{path} is not a readable CIFAR-10 .npz ({type(exc).__name__}); unpack it again "
                          f"or point --data-dir at a folder with train.npz/test.npz") from None
 
@@ -72,8 +74,8 @@ def _load_batches(folder: Path, split: str, name: str) -> ArrayDataset:
     images, labels = [], []
     for file in files:
         with open(folder / file, "rb") as f:
-            # the python pickles of the official CIFAR-10 release hold only dicts of arrays and lists
-            entry = pickle.load(f, encoding="latin1")
+            # the official python pickles hold only dicts of arrays and lists: anything else is refused
+            entry = load_array_pickle(f)
         images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.extend(entry["labels"])
     return ArrayDataset(np.ascontiguousarray(np.concatenate(images)), np.asarray(labels), CIFAR10_CLASSES, name)
@@ -98,8 +100,9 @@ def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, download
         try:
             return _load_batches(batches, split, name)
         except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
-            raise BenchError(f"{batches} is damaged ({type(exc).__name__}); delete it to download again, or pass "
-                             f"--data-dir with train.npz/test.npz") from None
+            raise BenchError(f"{batches} is damaged or not the CIFAR-10 release ({type(exc).__name__}: "
+                             f"{str(exc)[:80]}); delete it to download again, or pass --data-dir with "
+                             f"train.npz/test.npz") from None
     raise BenchError(f"CIFAR-10 not found in {folder}: run once with network access to download it "
                      f"(torchvision layout cifar-10-batches-py/), or pass --data-dir DIR holding train.npz/test.npz")
 
@@ -224,10 +227,15 @@ class DeviceLoader:
     def __len__(self):
         return len(self.labels) // self.world // self.batch_size
 
-    def epoch_order(self) -> torch.Tensor:
+    def epoch_permutation(self) -> torch.Tensor:
+        """One epoch's permutation of the whole split, the same on every rank (what a checkpoint saves)."""
+        return torch.randperm(len(self.labels), generator=self.generator, device=self.device)
+
+    def epoch_order(self, perm: torch.Tensor | None = None) -> torch.Tensor:
         """This rank's indices for one epoch: every rank draws the same permutation; of each global batch
-        of ``world * batch_size`` consecutive indices, rank ``r`` takes the ``r``-th ``batch_size``."""
-        perm = torch.randperm(len(self.labels), generator=self.generator, device=self.device)
+        of ``world * batch_size`` consecutive indices, rank ``r`` takes the ``r``-th ``batch_size``.
+        ``perm`` replays a saved permutation, possibly drawn under another number of ranks."""
+        perm = self.epoch_permutation() if perm is None else perm
         steps = perm[:len(self) * self.world * self.batch_size].view(len(self), self.world, self.batch_size)
         return steps[:, self.rank].reshape(-1)
 

@@ -14,3 +14,10 @@ class UnknownNameError(BenchError, KeyError):
 
 class PluginError(BenchError):
     """A plugin that cannot be loaded or registers something wrong."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM stopped a run between steps; the message says where its checkpoint is and how to resume.
+
+    Not a KeyboardInterrupt, which click would turn into a bare "Aborted!".
+    """

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .checkpoint import load_weights
 from .config import RunConfig
 from .errors import BenchError
 from .evaluator import build_zero_shot_classifier, image_features, validate
@@ -15,6 +16,7 @@ from .model import create_model_from_cfg
 from .plugins import get_entry
 from .templates import check_templates, fill
 from .trainer import autocast_dtype_for, resolve_device
+from .validation import check_data_dir, check_device, check_positive
 
 
 def load_model(path, device) -> tuple[torch.nn.Module, RunConfig, dict]:
@@ -25,17 +27,19 @@ def load_model(path, device) -> tuple[torch.nn.Module, RunConfig, dict]:
                          f"for an OpenAI-layout state dict use bench.build_model")
     cfg = RunConfig.from_dict(ckpt["config"])
     model = create_model_from_cfg(cfg.model)
-    missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    mismatched = [k for k, v in ckpt["model"].items() if k in model.state_dict() and model.state_dict()[k].shape != v.shape]
-    if missing or unexpected or mismatched:
-        raise BenchError(f"{path} does not match encoder {cfg.model.encoder!r} as this code builds it "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} mis-shaped tensors); "
-                         f"it was written by bench {ckpt.get('bench_version', '?')}")
+    load_weights(model, ckpt["model"], ckpt, path)
     return model.to(device).eval(), cfg, ckpt
 
 
 def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit_test=None, device="auto") -> pd.DataFrame:
     """Zero-shot metrics of a checkpoint, one row per template set (default: the run's)."""
+    check_positive("--limit-test", limit_test)
+    for name in templates or []:
+        get_entry("templates", name)
+    if dataset is not None:
+        get_entry("datasets", dataset)
+    check_data_dir(data_dir)
+    check_device(device)
     device = resolve_device(device)
     model, cfg, ckpt = load_model(path, device)
     dataset = dataset or cfg.dataset
@@ -71,6 +75,10 @@ def read_image(path: str, size: int) -> np.ndarray:
 
 def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
     """For each image file, the ``top_k`` classes and their probabilities under the zero-shot classifier."""
+    check_positive("--top-k", top_k, allow_none=False)
+    if templates is not None:
+        get_entry("templates", templates)
+    check_device(device)
     device = resolve_device(device)
     images = np.stack([read_image(p, 32) for p in image_paths])  # validate inputs before loading the model
     model, cfg, ckpt = load_model(path, device)

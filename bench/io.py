@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import os
 import pickle
+import re
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import torch
@@ -14,13 +16,16 @@ import torch
 from .errors import BenchError
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes):
-    """Write to a temp file in the same folder, fsync, then rename over ``path``: readers see old or new, never half."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike):
+    """A binary file that replaces ``path`` only once the block ends without error: temp file in the same
+    folder, fsync, rename, fsync of the folder. Readers see the old or the new file, never half of one, even
+    if the process is killed or the machine loses power mid-write."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -28,6 +33,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes):
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_text(path, text: str):
@@ -47,9 +63,41 @@ def file_lock(path: str | os.PathLike):
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike):
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    """``torch.save`` straight into an :func:`atomic_file` (no second copy of a 600 MB checkpoint in memory)."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, numbers, strings and numpy arrays, and refuses every other global: a data file
+    cannot make it import or call anything (the CIFAR-10 python batches need exactly these)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"unsupported GLOBAL {module}.{name}")
+
+
+def load_array_pickle(f, encoding: str = "latin1"):
+    """``pickle.load`` for data files that hold only containers and numpy arrays; anything else is refused."""
+    return _ArrayUnpickler(f, encoding=encoding).load()
+
+
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (or, in its legacy format, a pickle starting with the PROTO opcode)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    return zipfile.is_zipfile(path) or head[:1] == b"\x80"
+
+
+def _refusal_reason(exc: Exception) -> str:
+    """The part of torch's weights_only message that names what the file wanted to import or call."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"(unsupported (?:global: )?GLOBAL [\w.]+|Unsupported operand \d+)", text, re.IGNORECASE)
+    return found.group(1) if found else text[:120]
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -57,12 +105,17 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"checkpoint {str(path)!r} does not exist; pass a .pt file written by bench run")
+    if not _looks_like_torch_file(path):
+        raise BenchError(f"checkpoint {str(path)!r} is not a readable torch file (neither a torch zip archive nor a "
+                         f"pickle); pass a .pt file written by bench run or torch.save")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of foreign files: noise here
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = " ".join(str(exc).split())[:160]
         raise BenchError(f"checkpoint {str(path)!r} was refused: it holds pickled objects other than tensors and "
-                         f"plain data ({reason}); only load files you trust, and re-save them as a state dict") from None
+                         f"plain data ({_refusal_reason(exc)}); nothing in it was run. Only load files you trust, "
+                         f"and re-save them as a state dict") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise BenchError(f"checkpoint {str(path)!r} is not a readable torch file ({type(exc).__name__}); "
                          f"it may be truncated or not a checkpoint") from None

@@ -10,9 +10,10 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from .io import atomic_write_text, file_lock
+from .io import atomic_write_text
 
 # The fixed column order of runs.csv; a row's extra keys go after these, in sorted order.
 RUN_COLUMNS = [
@@ -21,7 +22,7 @@ RUN_COLUMNS = [
     "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "final_train_loss",
     "best_epoch", "best_zeroshot_top1", "limit_train", "limit_test", "train_images", "test_images",
     "eval_templates", "image_size", "normalization", "git_commit", "git_dirty", "torch_version", "cuda_version",
-    "bench_version", "python_version", "hostname", "command",
+    "bench_version", "python_version", "hostname", "command", "numpy_version", "resumes",
 ]
 
 
@@ -55,6 +56,7 @@ def provenance(device=None) -> dict:
         "cuda_version": torch.version.cuda or "",
         "bench_version": __version__,
         "python_version": platform.python_version(),
+        "numpy_version": np.__version__,
         "hostname": socket.gethostname(),
         "device_name": device_name,
         "command": " ".join(["bench"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("bench") else " ".join(sys.argv),
@@ -67,14 +69,10 @@ def order_columns(df: pd.DataFrame, columns=RUN_COLUMNS) -> pd.DataFrame:
 
 
 def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
-    """Append one row to ``out_dir/runs.csv`` under a lock, rewriting the file atomically."""
-    path = Path(out_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path):
-        old = pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
-        table = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
-        write_csv(order_columns(table), path)
-    return path
+    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows (see bench.runs_table)."""
+    from .runs_table import append_row
+
+    return append_row(Path(out_dir) / name, row, RUN_COLUMNS)
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike):
@@ -84,8 +82,12 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike):
 
 
 def read_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> pd.DataFrame:
-    path = Path(out_dir) / name
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=RUN_COLUMNS)
+    """The intact rows of ``out_dir/runs.csv``; damaged rows are reported on stderr, a foreign file refused."""
+    from .runs_table import read_table
+
+    table = read_table(Path(out_dir) / name)
+    table.report()
+    return table.frame() if table.header else pd.DataFrame(columns=RUN_COLUMNS)
 
 
 def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = ""):

@@ -12,20 +12,24 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .checkpoint import CheckpointSaver, RunProgress, load_weights, plain, restore_training
 from .config import RunConfig
 from .data import ArrayDataset, DeviceLoader, to_device_uint8
 from .ddp import validate_sharded, wrap_model
-from .distributed import broadcast_object, init_distributed, log_main, reduce_epoch_stats, world_size
-from .errors import BenchError
+from .distributed import broadcast_object, init_distributed, log_main, reduce_epoch_stats
+from .errors import BenchError, Interrupted
 from .evaluator import build_zero_shot_classifier, trim_tokens
-from .io import atomic_write_text, save_checkpoint
+from .faults import FiniteWatch, stop_on_signal
+from .io import atomic_write_text
 from .loss import ClipLoss
 from .model import count_parameters, create_model_from_cfg
 from .plugins import get_entry
-from .results import append_run, plot_curves, provenance, write_csv
+from .results import plot_curves, provenance, write_csv
+from .runs_table import finish_run
 from .templates import check_templates, fill
 from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, set_backend_flags,
                       text_mode_for, train_epoch)
+from .validation import check_run_inputs
 
 
 @dataclass
@@ -84,31 +88,14 @@ def new_run_id(cfg: RunConfig) -> str:
     return f"{stamp}-{encoder}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
 
 
-def checkpoint_payload(state: TrainState, cfg: RunConfig, classes, generator, metrics: dict, with_optimizer: bool):
-    from . import __version__
-    from .trainer import _unwrap
+def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -> dict:
+    """Train, evaluate zero-shot every ``eval_every`` epochs, write the run folder and a ``runs.csv`` row.
 
-    payload = {
-        "model": _unwrap(state.model).state_dict(),
-        "config": cfg.to_dict(),
-        "classes": list(classes),
-        "epoch": state.epoch,
-        "step": state.step,
-        "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-        "history": state.history,
-        "bench_version": __version__,
-        "world_size": world_size(),  # ranks that trained it; config batch_size is per rank
-    }
-    if with_optimizer:
-        payload.update(optimizer=state.optimizer.state_dict(), scheduler=state.scheduler.state_dict(),
-                       generator=generator.get_state(), torch_rng=torch.get_rng_state())
-    return payload
-
-
-def run(cfg: RunConfig, run_id: str | None = None) -> dict:
-    """Train, evaluate zero-shot every ``eval_every`` epochs, write the run folder and a ``runs.csv`` row."""
+    Every input is read and checked before the first byte is written. ``resume`` is the ``last.pt`` of run
+    ``run_id`` (see :mod:`bench.resume`): the run continues from it and ends as if never stopped.
+    """
     check_names(cfg)
-    out = check_out_dir(cfg.out)
+    check_run_inputs(cfg)
     world = init_distributed(cfg.device)  # a plain run unless started by torchrun
     device = world.device
     set_backend_flags(device)
@@ -117,7 +104,10 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     autocast_dtype = autocast_dtype_for(cfg.precision, device)
     channels_last = cfg.channels_last and device.type == "cuda"
 
-    model = create_model_from_cfg(cfg.model).to(device)
+    model = create_model_from_cfg(cfg.model)
+    if resume is not None:  # into the bare CLIP, before any wrapper (see docs/distributed.md)
+        load_weights(model, resume["model"], resume, Path(cfg.out) / "runs" / str(run_id) / "last.pt")
+    model = model.to(device)
     n_params = count_parameters(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -130,52 +120,63 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
     scheduler = build_scheduler(optimizer, cfg.epochs * len(loader), cfg.warmup_steps)
     state = TrainState(train_model, optimizer, scheduler, ClipLoss(cfg.loss, world.rank, world.size), prompt_tokens,
-                       autocast_dtype, text_mode_for(len(prompt_tokens), cfg.batch_size, device))
+                       autocast_dtype, text_mode_for(len(prompt_tokens), cfg.batch_size, device),
+                       max_grad_norm=cfg.max_grad_norm)
     test_images = to_device_uint8(parts.test.images, device)
     test_labels = torch.as_tensor(parts.test.labels, device=device)
 
+    out = check_out_dir(cfg.out)  # the first write: every input has been read by now
     run_id = broadcast_object(run_id or new_run_id(cfg), world)
     run_dir = out / "runs" / run_id
-    if world.is_main:
+    progress, saved_step = RunProgress(), None
+    if resume is not None:
+        progress, saved_step = restore_training(resume, state, generator, device), resume["step"]
+    elif world.is_main:
         run_dir.mkdir(parents=True, exist_ok=False)
         atomic_write_text(run_dir / "config.json", cfg.to_json())
     if world.distributed:
         log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
+    saver = CheckpointSaver(run_dir, state, cfg, parts.classes, generator, run_id, progress, world, saved_step)
 
-    best, metrics, train_seconds, train_images = None, {}, 0.0, 0
-    for epoch in range(cfg.epochs):
-        stats = train_epoch(state, loader, len(loader), cfg.log_every, cfg.progress if world.is_main else False,
-                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
-        stats = reduce_epoch_stats(stats, world)
-        state.epoch = epoch + 1
-        train_seconds += stats["seconds"]
-        train_images += stats["images"]
-        row = {"epoch": state.epoch, "step": state.step, "train_loss": stats["train_loss"],
-               "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": stats["seconds"],
-               "images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
-               "zeroshot_top1": np.nan, "zeroshot_top5": np.nan, "mean_per_class_recall": np.nan}
-        if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
-            classifier = build_zero_shot_classifier(model, parts.classes, parts.templates, parts.tokenizer, device,
-                                                    autocast_dtype)
-            metrics = validate_sharded(model, test_images, test_labels, classifier, world,
-                                       autocast_dtype=autocast_dtype, channels_last=channels_last)
-            row.update(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
-                       mean_per_class_recall=metrics["mean_per_class_recall"])
-        state.history.append(row)
-        if world.is_main:
-            write_csv(pd.DataFrame(state.history), run_dir / "history.csv")
-        if cfg.save_checkpoints and world.is_main:
+    with stop_on_signal(world) as stop:
+        for epoch in range(state.epoch, cfg.epochs):
+            stats = reduce_epoch_stats(_train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world), world)
+            state.epoch = epoch + 1
+            progress.train_seconds += stats["seconds"]
+            progress.train_images += stats["images"]
+            row = {"epoch": state.epoch, "step": state.step, "train_loss": stats["train_loss"],
+                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": stats["seconds"],
+                   "images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
+                   "zeroshot_top1": np.nan, "zeroshot_top5": np.nan, "mean_per_class_recall": np.nan}
+            if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+                classifier = build_zero_shot_classifier(model, parts.classes, parts.templates, parts.tokenizer, device,
+                                                        autocast_dtype)
+                metrics = validate_sharded(model, test_images, test_labels, classifier, world,
+                                           autocast_dtype=autocast_dtype, channels_last=channels_last)
+                progress.metrics = plain({**metrics, "per_class": metrics["per_class"].tolist(),
+                                          "confusion": metrics["confusion"].tolist()})
+                row.update(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
+                           mean_per_class_recall=metrics["mean_per_class_recall"])
+            row = plain(row)
+            state.history.append(row)
+            if world.is_main:
+                write_csv(pd.DataFrame(state.history), run_dir / "history.csv")
+            best = progress.best
             is_best = not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"])
-            save_checkpoint(checkpoint_payload(state, cfg, parts.classes, generator, row, True), run_dir / "last.pt")
             if is_best:
-                save_checkpoint(checkpoint_payload(state, cfg, parts.classes, generator, row, False), run_dir / "best.pt")
-        if not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"]):
-            best = row
+                progress.best = row
+            saver.save_last(row)
+            if is_best:
+                saver.save_best(row)
+            if stop.agreed(collective_point=True) and state.epoch < cfg.epochs:
+                raise _interrupted(stop, state, saver, run_id, out)
 
+    metrics = {**progress.metrics, "per_class": np.asarray(progress.metrics["per_class"], dtype=float),
+               "confusion": np.asarray(progress.metrics["confusion"], dtype=np.int64)}
     history = pd.DataFrame(state.history)
-    row = run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics, history, best, parts,
-                  autocast_dtype)
-    row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size)
+    row = run_row(cfg, run_id, device, n_params, progress.train_seconds, progress.train_images, metrics, history,
+                  progress.best, parts, autocast_dtype)
+    row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes)
     if not world.is_main:
         return row
     plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({run_id})")
@@ -184,8 +185,48 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     write_csv(per_class, run_dir / "per_class.csv")
     write_csv(pd.DataFrame(metrics["confusion"], index=list(parts.classes), columns=list(parts.classes))
               .rename_axis("true").reset_index(), run_dir / "confusion.csv")
-    append_run(out, row)
+    finish_run(out, run_dir, row)
     return row
+
+
+def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world) -> dict:
+    """One epoch, checkpointed every ``cfg.checkpoint_every`` steps; stops cleanly on a signal or a NaN loss."""
+    n = len(loader)
+    if progress.epoch is None:  # a fresh epoch draws its order; a resumed one replays the saved one
+        progress.order = loader.epoch_permutation()  # the whole split's: resumable under any number of ranks
+    start, order = progress.epoch, loader.epoch_order(progress.order)
+    watch = FiniteWatch(state.prompt_tokens.device, world)
+
+    def describe(step):
+        return f"epoch {(step - 1) // n + 1}, batch {(step - 1) % n + 1} of {n}"
+
+    def on_step(epoch_progress, loss):
+        watch.update(state.step, loss)
+        progress.epoch = epoch_progress
+        periodic = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and epoch_progress.steps < n
+        stopping = stop.agreed(collective_point=periodic or epoch_progress.steps % cfg.log_every == 0)
+        if periodic or stopping:
+            watch.check(describe, saver.describe())  # never checkpoint weights a NaN step has touched
+            saver.save_last()
+        if stopping:
+            raise _interrupted(stop, state, saver, saver.run_id, Path(cfg.out))
+
+    def on_log(step, mean):  # the loss was just read back anyway: a free moment to look for a NaN
+        watch.check(describe, saver.describe())
+
+    stats = train_epoch(state, loader.iter_from(start.steps if start else 0, order), n, cfg.log_every,
+                        cfg.progress if world.is_main else False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                        on_log=on_log, on_step=on_step, start=start)
+    watch.check(describe, saver.describe())
+    progress.epoch, progress.order = None, None
+    return stats
+
+
+def _interrupted(stop, state, saver, run_id, out) -> Interrupted:
+    if saver.saved_step != state.step:
+        return Interrupted(f"stopped by {stop.requested} at step {state.step}; {saver.describe()}")
+    return Interrupted(f"stopped by {stop.requested} at step {state.step}, checkpoint saved; continue with: "
+                       f"bench run --resume {run_id} --out {out}")
 
 
 def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics, history, best, parts, autocast_dtype):
@@ -206,5 +247,5 @@ def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics,
         "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
         "normalization": "[-1,1]",
         **{k: prov[k] for k in ("git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
-                                "python_version", "hostname", "command")},
+                                "python_version", "hostname", "command", "numpy_version")},
     }

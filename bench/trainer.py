@@ -105,6 +105,17 @@ class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken in total
     history: list = field(default_factory=list)  # one dict per finished epoch
+    scaler: object = None  # torch.amp.GradScaler when a precision needs one; saved in checkpoints
+
+
+@dataclass
+class EpochProgress:
+    """Where the current epoch stands; a checkpoint saves it so a resumed epoch ends with the same mean loss."""
+
+    steps: int = 0  # batches done in this epoch
+    loss_sum: torch.Tensor | None = None  # running sum of batch losses, kept on the device (no sync per step)
+    images: int = 0  # images seen in this epoch
+    seconds: float = 0.0  # training time spent in this epoch (timing only, not part of exact resume)
 
 
 def clip_step(state: TrainState, images, labels, prompt_ids):
@@ -150,40 +161,51 @@ def _unwrap(model):
 
 
 def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, progress: bool | None = None,
-                desc: str = "train", on_log=None) -> dict:
+                desc: str = "train", on_log=None, on_step=None, start: EpochProgress | None = None) -> dict:
     """Run the batches of one epoch; returns mean loss, images and seconds (device-synchronised).
 
     The running loss stays on the device and is read back every ``log_every`` steps, so the loop does
     not wait for the GPU between steps. ``on_log(step, loss)`` is called at each read-back.
+    ``on_step(epoch_progress, loss)`` runs after every step (checkpoints, fault checks; it may raise);
+    ``start`` continues an epoch that a checkpoint interrupted, ``batches`` then being its remaining ones.
     """
     model = state.model
     model.train()
+    done = start.steps if start is not None else 0
     # disable=None lets tqdm show the bar only on a terminal
-    bar = tqdm(total=n_steps, desc=desc, leave=False, disable=None if progress is None else not progress,
-               dynamic_ncols=True) if tqdm is not None else None
+    bar = tqdm(total=n_steps, initial=done, desc=desc, leave=False,
+               disable=None if progress is None else not progress, dynamic_ncols=True) if tqdm is not None else None
     device = state.prompt_tokens.device
-    loss_sum = torch.zeros((), device=device)
-    seen, steps, last_logged = 0, 0, 0
+    epoch = EpochProgress(done, torch.zeros((), device=device), 0, 0.0)
+    if start is not None:
+        epoch.loss_sum += start.loss_sum.to(device)
+        epoch.images, epoch.seconds = start.images, start.seconds
+    base_seconds, last_logged = epoch.seconds, done
     _sync(device)
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     for batch in batches:
-        loss_sum += clip_step(state, batch.images, batch.labels, batch.prompt_ids)
-        seen += batch.images.shape[0]
-        steps += 1
+        loss = clip_step(state, batch.images, batch.labels, batch.prompt_ids)
+        epoch.loss_sum += loss
+        epoch.images += batch.images.shape[0]
+        epoch.steps += 1
+        epoch.seconds = base_seconds + time.perf_counter() - t0
+        if on_step is not None:
+            on_step(epoch, loss)
+        steps = epoch.steps
         if steps % log_every == 0 or steps == n_steps:
-            mean = float(loss_sum) / steps  # the one host sync of the cadence
+            mean = float(epoch.loss_sum) / steps  # the one host sync of the cadence
             if on_log is not None:
                 on_log(state.step, mean)
             if bar is not None:
-                elapsed = time.perf_counter() - start
                 bar.update(steps - last_logged)
-                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{epoch.images / max(epoch.seconds, 1e-9):.0f}")
             last_logged = steps
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds = base_seconds + time.perf_counter() - t0
     if bar is not None:
         bar.close()
-    return {"train_loss": float(loss_sum) / max(steps, 1), "images": seen, "seconds": seconds, "steps": steps}
+    return {"train_loss": float(epoch.loss_sum) / max(epoch.steps, 1), "images": epoch.images, "seconds": seconds,
+            "steps": epoch.steps}
 
 
 def _sync(device):

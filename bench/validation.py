@@ -1,0 +1,84 @@
+"""Input checks that run before any work: each failure is one BenchError naming the problem and the fix.
+
+Nothing here writes: the results folder is inspected, not created, so a rejected command leaves every
+file as it was. Range checks of the run config itself live in :func:`bench.config.validate_config`.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from pathlib import Path
+
+from .errors import BenchError
+
+
+def check_run_inputs(cfg):
+    """What ``bench run`` needs beyond ``validate_config``: checkpoint options, encoder options, folders."""
+    if cfg.checkpoint_every < 0:
+        raise BenchError(f"--checkpoint-every must be >= 0 steps (0 = only at the end of each epoch), "
+                         f"got {cfg.checkpoint_every}")
+    if cfg.max_grad_norm is not None and not (cfg.max_grad_norm > 0 and math.isfinite(cfg.max_grad_norm)):
+        raise BenchError(f"--max-grad-norm must be a positive number, got {cfg.max_grad_norm}; leave it out to not clip")
+    check_encoder_opts(cfg.model.encoder, dict(cfg.model.encoder_opts))
+    check_data_dir(cfg.data_dir)
+    check_out_dir_writable(cfg.out)
+
+
+def check_encoder_opts(encoder: str, opts: dict):
+    """Unknown ``--encoder-opt`` keys fail here, not as a TypeError deep inside the model constructor."""
+    from .plugins import get_entry
+
+    factory = get_entry("encoders", encoder).factory
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C factory: nothing to check against
+        return
+    try:
+        signature.bind_partial(1, 1, **opts)
+    except TypeError:
+        accepted = [p.name for p in list(signature.parameters.values())[2:]
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [k for k in opts if k not in accepted]
+        raise BenchError(f"encoder {encoder!r} takes no option {unknown[0] if unknown else ''!r}; its options are "
+                         f"{', '.join(accepted) or 'none'} (--encoder-opt KEY=VALUE)") from None
+
+
+def check_data_dir(data_dir):
+    if data_dir is not None and not Path(data_dir).expanduser().is_dir():
+        raise BenchError(f"--data-dir {str(data_dir)!r} is not a folder; pass the folder that holds the dataset "
+                         f"(CIFAR-10: train.npz/test.npz or cifar-10-batches-py/)")
+
+
+def check_out_dir_writable(out) -> Path:
+    """The results folder (or the nearest folder above it that exists) is a writable folder, and a runs.csv
+    already in it is a results table. Damaged rows in it are reported now, not after hours of training."""
+    from .runs_table import read_table
+
+    out = Path(out).expanduser()
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"--out {str(out)!r}: {str(existing)!r} is a file, not a folder; pass a folder for results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchError(f"--out {str(out)!r}: {str(existing)!r} is not writable; pass a writable --out")
+    if out.exists() and (out / "runs").exists() and not (out / "runs").is_dir():
+        raise BenchError(f"--out {str(out)!r}: {str(out / 'runs')!r} is a file, not the runs folder; move it away")
+    if (out / "runs.csv").exists():
+        read_table(out / "runs.csv").report()
+    return out
+
+
+def check_device(name: str):
+    if not (name in ("auto", "cpu", "cuda") or name.startswith("cuda:")):
+        raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def check_positive(option: str, value, allow_none: bool = True):
+    if value is None and allow_none:
+        return
+    if value is None or value < 1:
+        raise BenchError(f"{option} must be at least 1, got {value}")

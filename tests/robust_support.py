@@ -1,0 +1,91 @@
+"""Helpers shared by the robustness tests: one tiny finished run, subprocess launching, folder snapshots."""
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from .conftest import TINY
+
+# 2 epochs x 8 steps of batch 8 on 64 synthetic images: seconds on one CPU thread.
+FLAGS = ["--dataset", "synthetic", "--epochs", "2", "--limit-train", "64", "--limit-test", "64", "--batch-size", "8",
+         "--device", "cpu", *TINY]
+# Columns of history.csv that are timings, so differ between identical runs.
+TIMING = ["epoch_seconds", "images_per_s"]
+METRICS = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "final_train_loss", "best_epoch",
+           "best_zeroshot_top1", "train_images"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Exactness holds for a fixed thread count; one thread also keeps 2 shared cores usable.
+
+    Import it into a test module to make it apply there.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def finished_run(base: Path) -> Path:
+    """A results folder holding one finished tiny run (made once per session, reused by path)."""
+    out = base / "finished"
+    if not (out / "runs.csv").is_file():
+        from bench.cli import main
+        from bench.plugins import set_host
+
+        previous = set_host(None)
+        try:
+            main(["run", *FLAGS, "--out", str(out)])
+        finally:
+            set_host(previous)
+    return out
+
+
+def run_dir_of(out: Path) -> Path:
+    (path,) = glob.glob(str(out / "runs" / "*"))
+    return Path(path)
+
+
+def history(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "history.csv").drop(columns=TIMING)
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def spawn_bench(*args, **kwargs) -> subprocess.Popen:
+    """``python -m bench ARGS`` in a child with this checkout first on the path and one torch thread."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "BENCH_LOAD_PLUGINS": ""}
+    return subprocess.Popen([sys.executable, "-m", "bench", *map(str, args)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file and folder under ``folder``: equal snapshots, nothing was written, replaced or removed.
+
+    Small files are hashed; for large ones (checkpoints) size, mtime and inode show any write, since an
+    in-place write moves the mtime and an atomic replace brings a new inode.
+    """
+    if not folder.exists():
+        return {}
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        rel = str(path.relative_to(folder))
+        if path.is_dir():
+            state[rel] = "dir"
+            continue
+        st = path.stat()
+        state[rel] = (st.st_size, st.st_mtime_ns, st.st_ino,
+                      hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size < 1 << 20 else None)
+    return state
