@@ -5,6 +5,7 @@ import math
 import os
 import pickle
 import random
+import shutil
 import signal
 import time
 
@@ -14,7 +15,8 @@ import pytest
 import torch
 
 from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)
-from .robust_support import FLAGS, METRICS, finished_run, history, run_dir_of, spawn_bench, weights
+from .robust_support import (FLAGS, METRICS, finished_run, free_port, history, run_dir_of, spawn_bench,
+                             weights)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +47,10 @@ def _assert_same_as_baseline(baseline, out):
     return row
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(baseline, tmp_path, run_cli):
-    """A run killed with SIGKILL between checkpoints resumes to the very same metrics, history and weights."""
-    out = tmp_path / "killed"
+@pytest.fixture(scope="module")
+def killed(tmp_path_factory):
+    """A results folder whose run was SIGKILLed between two checkpoints (tests resume copies of it)."""
+    out = tmp_path_factory.mktemp("killed") / "results"
     proc = spawn_bench("run", *FLAGS, "--checkpoint-every", "3", "--out", out)
     _wait_for(lambda: list(out.glob("runs/*/last.pt")), proc)
     time.sleep(random.uniform(0.0, 0.2))  # anywhere between two checkpoints
@@ -57,11 +60,50 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(baseline, tmp_p
     saved = torch.load(run_dir / "last.pt", weights_only=True)
     assert saved["step"] < 16, "the kill did not land before the end of training"
     assert not (run_dir / "result.json").exists() and not (out / "runs.csv").exists()
+    return out
 
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(baseline, killed, tmp_path, run_cli):
+    """A run killed with SIGKILL between checkpoints resumes to the very same metrics, history and weights."""
+    out = tmp_path / "results"
+    shutil.copytree(killed, out)
     code, stdout, stderr = run_cli("run", "--resume", "latest", "--out", out, "--no-progress")
     assert code == 0, stderr
     row = _assert_same_as_baseline(baseline, out)
     assert row["resumes"] == 1
+
+
+def _resume_rank(rank, port, run_dir):
+    """One of two gloo ranks, with the variables torchrun sets, resuming a run saved by one process."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", BENCH_LOAD_PLUGINS="")
+    torch.set_num_threads(1)
+    from bench.cli import main
+    from bench.distributed import shutdown
+
+    try:
+        main(["run", "--resume", run_dir, "--no-progress"])
+    except SystemExit as exc:  # a failed rank must die, so that spawn stops the other rank too
+        raise RuntimeError(f"rank {rank}: bench run --resume exited {exc.code}") from None
+    shutdown()
+
+
+def test_a_run_saved_by_one_process_resumes_under_two_ranks(baseline, killed, tmp_path):
+    """Resumed under 2 gloo ranks with the global batch kept (8 = 2 x 4), the run ends as the uninterrupted
+    single-process run: one row, the same zero-shot metrics, the loss within fp32 reduction-order noise."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "results"
+    shutil.copytree(killed, out)
+    mp.spawn(_resume_rank, args=(free_port(), str(run_dir_of(out))), nprocs=2)
+    rows = pd.read_csv(out / "runs.csv")
+    assert len(rows) == 1
+    row, base = rows.iloc[0], pd.read_csv(baseline[0] / "runs.csv").iloc[0]
+    assert (row["world_size"], row["batch_size"], row["global_batch_size"], row["resumes"]) == (2, 4, 8, 1)
+    for column in ("zeroshot_top1", "zeroshot_top5", "mean_per_class_recall"):
+        assert row[column] == base[column]
+    ours, theirs = history(run_dir_of(out)), history(baseline[1])
+    assert ours["train_loss"].tolist() == pytest.approx(theirs["train_loss"].tolist(), rel=1e-5)
 
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(baseline, tmp_path, run_cli):
