@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 
 import pandas as pd
 
 from bench.results import RUN_COLUMNS
 from bench.runs_table import append_row, read_table
 
+from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)
 from .robust_support import FLAGS, spawn_bench
 
 
@@ -22,14 +24,18 @@ def _append_many(path, writer, n):
         append_row(path, _row(writer, i), RUN_COLUMNS)
 
 
-def test_two_runs_at_once_into_one_results_folder_both_rows_intact(tmp_path):
-    """Two bench runs finishing into one folder: both rows land, whole, each matching its own run folder."""
+def test_two_runs_at_once_into_one_results_folder_both_rows_intact(tmp_path, run_cli):
+    """Two bench runs at once (a child process and this one) into one folder: both rows land, whole, each
+    matching its own run folder."""
     out = tmp_path / "shared"
-    procs = [spawn_bench("run", *FLAGS, "--epochs", 1, "--seed", seed, "--no-checkpoints", "--out", out)
-             for seed in (0, 1)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=600)
-        assert proc.returncode == 0, err
+    child = spawn_bench("run", *FLAGS, "--epochs", 1, "--seed", 1, "--no-checkpoints", "--out", out)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("runs/*/config.json")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the child is training: start ours
+    code, _, err = run_cli("run", *FLAGS, "--epochs", 1, "--seed", 0, "--no-checkpoints", "--out", out)
+    assert code == 0, err
+    _, child_err = child.communicate(timeout=600)
+    assert child.returncode == 0, child_err
     table = read_table(out / "runs.csv")
     assert table.problems == {} and len(table.rows) == 2
     runs = table.frame()
