@@ -78,7 +78,7 @@ def test_logit_scale_starts_at_one_over_007_and_is_clamped_at_100():
     assert math.isclose(float(model.logit_scale.detach()), math.log(1 / 0.07), rel_tol=1e-6)
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
-    assert float(model.clamped_logit_scale()) == 100.0
+    assert float(model.clamped_logit_scale().detach()) == 100.0
 
 
 def test_forward_returns_logits_per_image_and_their_transpose():
