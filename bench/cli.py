@@ -52,19 +52,100 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--checkpoints/--no-checkpoints", default=True, show_default=True, help="Keep best.pt and last.pt.")
 @click.option("--progress/--no-progress", default=None, help="tqdm bars (default: only on a terminal).")
 @click.option("--out", default="results", show_default=True, help="Results folder.")
-def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_layers, text_heads, compile_,
-        checkpoints, **flags):
+@click.option("--seeds", callback=_split, multiple=True,
+              help="Repeat for each seed, comma-separated (replaces --seed); prints mean ± std.")
+@click.option("--evals", callback=_split, multiple=True,
+              help="After training also run: retrieval, probe, robustness (comma-separated).")
+@click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
+@click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
+def run(seeds, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
-    from .config import make_config, parse_opts
     from .runner import run as run_training
+
+    cfg = _config_from_flags(**flags)
+    if not seeds:
+        _echo_run(run_training(cfg), cfg)
+        return
+    from dataclasses import replace
+
+    from .sweep import parse_seeds
+
+    cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)]
+    rows = [_echo_run(run_training(c), c) for c in cfgs]
+    _echo_summary(rows)
+
+
+def _config_from_flags(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_layers, text_heads,
+                       compile_, checkpoints, evals, robust_severities, **flags):
+    """The frozen run config from ``bench run``'s flags (shared by ``bench sweep``)."""
+    from .config import make_config, parse_opts
+    from .corruptions import parse_severities
 
     model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
                  image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
-    cfg = make_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, **flags)
-    row = run_training(cfg)
+    return make_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
+                       robust_severities=parse_severities(robust_severities), **flags)
+
+
+def _echo_run(row, cfg):
     click.echo(f"run {row['run_id']}: zero-shot top-1 {row['zeroshot_top1']:.4f}, top-5 {row['zeroshot_top5']:.4f}, "
                f"mean per-class recall {row['mean_per_class_recall']:.4f}, {row['train_images_per_s']:.0f} images/s "
                f"over {row['train_seconds']:.1f} s -> {cfg.out}/runs.csv")
+    return row
+
+
+def _echo_summary(rows):
+    """Mean ± std over seeds of the headline metrics, one line per configuration."""
+    import pandas as pd
+
+    from .tables import SUMMARY_METRICS, aggregate, fmt_value
+
+    table = aggregate(pd.DataFrame(rows))
+    metrics = [m for m in SUMMARY_METRICS if m in table.columns.str.removesuffix("_mean")]
+    for _, r in table.iterrows():
+        parts = [f"{m} {fmt_value(r[f'{m}_mean'], m, r[f'{m}_std'])}" for m in metrics]
+        click.echo(f"{r.get('encoder', '')} / {r.get('templates', '')} over {int(r['n'])} seeds: " + ", ".join(parts))
+
+
+def sweep(encoder, templates, seeds, skip_existing, **flags):
+    """Run the cross product encoders x template sets x seeds into one results folder (--out).
+
+    With --skip-existing, configurations already in OUT/runs.csv are not run again, so an interrupted sweep
+    continues where it stopped. Takes every flag of `bench run`.
+    """
+    from .sweep import parse_seeds, plan
+    from .sweep import sweep as run_sweep
+
+    base = _config_from_flags(encoder=encoder[0], templates=templates[0] if templates else "seed", seed=0, **flags)
+    cfgs = plan(base, encoder, templates, parse_seeds(seeds) if seeds else [0])
+    rows = run_sweep(cfgs, skip_existing, echo=click.echo, on_row=_echo_run)
+    from .results import read_runs
+    from .tables import config_key
+
+    planned = {(config_key(c), c.seed) for c in cfgs}
+    table = read_runs(base.out)
+    if len(table) and "config_id" in table.columns:
+        mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in planned]
+        if mine:
+            _echo_summary(mine)
+    return rows
+
+
+def _sweep_command() -> click.Command:
+    """``bench sweep`` takes ``bench run``'s flags, with --encoder, --templates and --seeds as comma lists."""
+    lists = [
+        click.Option(["--encoder"], callback=_split, multiple=True, required=True,
+                     help="Vision encoders, comma-separated (bench list encoders)."),
+        click.Option(["--templates"], callback=_split, multiple=True, help="Template sets, comma-separated [seed]."),
+        click.Option(["--seeds"], callback=_split, multiple=True, help="Seeds, comma-separated [0]."),
+        click.Option(["--skip-existing"], is_flag=True, help="Skip configurations already in OUT/runs.csv."),
+    ]
+    shared = [p for p in run.params if p.name not in {"encoder", "templates", "seed", "seeds"}]
+    return click.Command("sweep", params=lists + shared, callback=sweep, help=sweep.__doc__,
+                         short_help="Run encoders x template sets x seeds into one results folder.")
+
+
+cli.add_command(_sweep_command())
 
 
 @cli.command(name="eval")
@@ -75,12 +156,24 @@ def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_l
 @click.option("--limit-test", type=int)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
-def eval_(checkpoint, templates, dataset, data_dir, limit_test, device, fmt):
-    """Re-evaluate CHECKPOINT zero-shot: one row per template set."""
+@click.option("--per-template", is_flag=True, help="Also one row per single template of each set.")
+@click.option("--evals", callback=_split, multiple=True, help="Also: retrieval, probe, robustness (comma-separated).")
+@click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
+@click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
+@click.option("--out", type=click.Path(), help="Also write eval.csv, per-class accuracy and confusion matrices here.")
+def eval_(checkpoint, templates, dataset, data_dir, limit_test, device, fmt, per_template, evals, robust_limit,
+          robust_severities, out):
+    """Re-evaluate CHECKPOINT zero-shot: one row per template set (with its protocol)."""
+    from .corruptions import parse_severities
     from .evaluate_checkpoint import evaluate_checkpoint
+    from .suite import SuiteOptions, parse_evals
 
+    if robust_limit is not None and robust_limit < 1:
+        raise BenchError(f"--robust-limit must be at least 1, got {robust_limit}")
+    suite = SuiteOptions(evals=parse_evals(evals), robust_limit=robust_limit,
+                         robust_severities=parse_severities(robust_severities))
     table = evaluate_checkpoint(checkpoint, templates=templates or None, dataset=dataset, data_dir=data_dir,
-                                limit_test=limit_test, device=device)
+                                limit_test=limit_test, device=device, per_template=per_template, suite=suite, out=out)
     click.echo(_format(table, fmt))
 
 

@@ -13,15 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from .io import atomic_write_text, file_lock
+from .tables import LONG_SUFFIX, long_table
 
 # The fixed column order of runs.csv; a row's extra keys go after these, in sorted order.
 RUN_COLUMNS = [
-    "run_id", "time", "encoder", "tokenizer", "templates", "dataset", "preset", "epochs", "batch_size", "lr",
-    "weight_decay", "loss", "seed", "device", "device_name", "precision", "params", "train_seconds",
-    "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "final_train_loss",
-    "best_epoch", "best_zeroshot_top1", "limit_train", "limit_test", "train_images", "test_images",
-    "eval_templates", "image_size", "normalization", "git_commit", "git_dirty", "torch_version", "cuda_version",
-    "bench_version", "python_version", "hostname", "command",
+    "run_id", "config_id", "time", "encoder", "tokenizer", "templates", "dataset", "preset", "epochs",
+    "batch_size", "lr", "weight_decay", "loss", "seed", "device", "device_name", "precision", "params",
+    "train_seconds", "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall",
+    "final_train_loss", "best_epoch", "best_zeroshot_top1", "limit_train", "limit_test", "train_images",
+    "test_images", "eval_templates", "image_size", "normalization", "eval_checkpoint", "git_commit", "git_dirty",
+    "torch_version", "cuda_version", "bench_version", "python_version", "hostname", "command",
 ]
 
 
@@ -73,8 +74,17 @@ def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv") ->
     with file_lock(path):
         old = pd.read_csv(path) if path.is_file() and path.stat().st_size else pd.DataFrame()
         table = pd.concat([old, pd.DataFrame([row])], ignore_index=True) if len(old) else pd.DataFrame([row])
-        write_csv(order_columns(table), path)
+        table = order_columns(table)
+        write_csv(table, path)
+        # the tidy twin (run x metric) is rebuilt under the same lock, so the two never disagree for long
+        write_csv(long_table(table), long_path(path))
     return path
+
+
+def long_path(path: str | os.PathLike) -> Path:
+    """``runs.csv`` -> ``runs_long.csv``: the long table lives beside its wide table."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{LONG_SUFFIX}{path.suffix}")
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike):

@@ -21,6 +21,7 @@ from .loss import ClipLoss
 from .model import count_parameters, create_model_from_cfg
 from .plugins import get_entry
 from .results import append_run, plot_curves, provenance, write_csv
+from .tables import config_key
 from .templates import check_templates, fill
 from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, resolve_device,
                       set_backend_flags, text_mode_for, train_epoch)
@@ -164,6 +165,7 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
 
     history = pd.DataFrame(state.history)
     plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({run_id})")
+    suite_columns = run_eval_suite(cfg, model, parts, device, autocast_dtype, run_dir, run_id)
     per_class = pd.DataFrame({"class": list(parts.classes), "accuracy": metrics["per_class"],
                               "support": metrics["confusion"].sum(axis=1)})
     write_csv(per_class, run_dir / "per_class.csv")
@@ -171,14 +173,31 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
               .rename_axis("true").reset_index(), run_dir / "confusion.csv")
     row = run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics, history, best, parts,
                   autocast_dtype)
+    row.update(suite_columns)
     append_run(out, row)
     return row
+
+
+def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dtype, run_dir: Path, run_id: str) -> dict:
+    """Retrieval, linear probe and robustness on the final weights (``--evals``); tables go to the run folder."""
+    if not cfg.evals:
+        return {}
+    from .suite import FeatureCache, SuiteOptions, run_suite
+
+    opts = SuiteOptions(evals=tuple(cfg.evals), robust_limit=cfg.robust_limit,
+                        robust_severities=tuple(cfg.robust_severities), seed=cfg.data_seed)
+    columns, tables = run_suite(model, opts, train=parts.train, test=parts.test, templates=parts.templates,
+                                tokenizer=parts.tokenizer, device=device, autocast_dtype=autocast_dtype,
+                                cache=FeatureCache(run_dir / "features"), weights_id=f"final-e{cfg.epochs}")
+    for name, table in tables.items():
+        write_csv(table, run_dir / f"{name}.csv")
+    return columns
 
 
 def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics, history, best, parts, autocast_dtype):
     prov = provenance(device)
     return {
-        "run_id": run_id, "time": prov["time"], "encoder": cfg.model.encoder, "tokenizer": cfg.tokenizer,
+        "run_id": run_id, "config_id": config_key(cfg), "time": prov["time"], "encoder": cfg.model.encoder, "tokenizer": cfg.tokenizer,
         "templates": cfg.templates, "dataset": cfg.dataset, "preset": cfg.preset, "epochs": cfg.epochs,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "loss": cfg.loss,
         "seed": cfg.seed, "device": str(device), "device_name": prov["device_name"],
@@ -191,7 +210,7 @@ def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics,
         "best_zeroshot_top1": float(best["zeroshot_top1"]) if best else None,
         "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.train),
         "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
-        "normalization": "[-1,1]",
+        "normalization": "[-1,1]", "eval_checkpoint": "final epoch",
         **{k: prov[k] for k in ("git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
                                 "python_version", "hostname", "command")},
     }
