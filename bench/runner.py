@@ -103,6 +103,29 @@ def checkpoint_payload(state: TrainState, cfg: RunConfig, classes, generator, me
     return payload
 
 
+class LossLog:
+    """Training loss every ``log_every`` steps (``train_log.csv``), for curves finer than one point per epoch.
+
+    The trainer reports the running mean of the epoch so far; this keeps the mean of each window instead,
+    so late steps are not averaged with the first ones.
+    """
+
+    def __init__(self):
+        self.rows = []
+
+    def callback(self, epoch: int, start_step: int):
+        last = {"steps": 0, "total": 0.0}
+
+        def on_log(step: int, running_mean: float):
+            steps = step - start_step
+            total = running_mean * steps
+            window = (total - last["total"]) / max(steps - last["steps"], 1)
+            self.rows.append({"step": step, "epoch": epoch, "train_loss": window})
+            last.update(steps=steps, total=total)
+
+        return on_log
+
+
 def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     """Train, evaluate zero-shot every ``eval_every`` epochs, write the run folder and a ``runs.csv`` row."""
     check_names(cfg)
@@ -136,9 +159,10 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     atomic_write_text(run_dir / "config.json", cfg.to_json())
 
     best, metrics, train_seconds, train_images = None, {}, 0.0, 0
+    loss_log = LossLog()
     for epoch in range(cfg.epochs):
         stats = train_epoch(state, loader, len(loader), cfg.log_every, cfg.progress,
-                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
+                            desc=f"epoch {epoch + 1}/{cfg.epochs}", on_log=loss_log.callback(epoch + 1, state.step))
         state.epoch = epoch + 1
         train_seconds += stats["seconds"]
         train_images += stats["images"]
@@ -155,6 +179,7 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
                        mean_per_class_recall=metrics["mean_per_class_recall"])
         state.history.append(row)
         write_csv(pd.DataFrame(state.history), run_dir / "history.csv")
+        write_csv(pd.DataFrame(loss_log.rows), run_dir / "train_log.csv")
         if cfg.save_checkpoints:
             is_best = not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"])
             save_checkpoint(checkpoint_payload(state, cfg, parts.classes, generator, row, True), run_dir / "last.pt")

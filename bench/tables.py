@@ -48,9 +48,19 @@ def is_accuracy(metric: str) -> bool:
     return bool(_ACCURACY.match(metric))
 
 
+_FAMILY_ORDER = ["zeroshot_", "mean_per_class_recall", "best_zeroshot_", "retrieval_i2t_", "retrieval_t2i_",
+                 "probe_top", "probe_", "robust_mean", "robust_clean", "robust_"]
+
+
+def _metric_order(name: str):
+    family = next(i for i, p in enumerate(_FAMILY_ORDER + [""]) if name.startswith(p))
+    number = re.search(r"(\d+)$", name)
+    return family, int(number.group(1)) if number else 0, name
+
+
 def metric_columns(df: pd.DataFrame) -> list[str]:
-    """The metric columns of a wide table, accuracy-like first, in table order."""
-    acc = [c for c in df.columns if is_accuracy(c) and pd.api.types.is_numeric_dtype(df[c])]
+    """The metric columns of a wide table: accuracies (zero-shot, retrieval, probe, robustness), then the rest."""
+    acc = sorted((c for c in df.columns if is_accuracy(c) and pd.api.types.is_numeric_dtype(df[c])), key=_metric_order)
     return acc + [c for c in OTHER_METRICS if c in df.columns and pd.api.types.is_numeric_dtype(df[c])]
 
 
@@ -187,6 +197,8 @@ def fmt_value(value, metric: str | None = None, std=None) -> str:
     """Accuracies as percent with one decimal (``42.1 ± 0.8``); other numbers compactly."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
+    if metric == "params":
+        return f"{value:,.0f}"
     scale, digits = (100, 1) if metric and is_accuracy(metric) else (1, 3)
     if isinstance(value, (int, np.integer)) and scale == 1:
         text = f"{int(value)}"
