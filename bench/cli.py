@@ -177,6 +177,81 @@ def eval_(checkpoint, templates, dataset, data_dir, limit_test, device, fmt, per
     click.echo(_format(table, fmt))
 
 
+# --- result tables: bench results, bench compare, bench report ----------------------------------------------
+@cli.command(name="results")
+@click.argument("sources", nargs=-1)
+@click.option("--results", "results_dir", default="results", show_default=True,
+              help="Results folder read when no SOURCE is given, and where run ids are looked up.")
+@click.option("--where", "wheres", multiple=True, metavar="COL=VALUE",
+              help="Keep rows where COL=VALUE (also !=, >, <, >=, <=; VALUE may be a,b); repeatable.")
+@click.option("--sort", "sort_by", help="Sort by this column (metrics best first).")
+@click.option("--ascending/--descending", default=None, help="Override the sort direction.")
+@click.option("--columns", callback=_split, multiple=True, help="Columns to show, comma-separated.")
+@click.option("--aggregate", "aggregate_", is_flag=True, help="One row per configuration: mean ± std over seeds.")
+@click.option("--long", "long_", is_flag=True, help="The tidy long table: one row per run x metric.")
+@click.option("--limit", type=int, help="Show at most N rows.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate_, long_, limit, fmt):
+    """Print result tables (SOURCES: results folders, runs.csv files, run folders or run ids; default --results)."""
+    from .sources import combine, load_sources
+    from .tables import display_table
+
+    table = combine(load_sources(sources or [results_dir], results_dir)).table
+    shown = display_table(table, wheres=wheres, sort_by=sort_by, descending=None if ascending is None else not ascending,
+                          columns=columns, aggregate_=aggregate_, long_=long_, limit=limit, pretty=fmt == "markdown")
+    # numbers are already formatted (42.0 stays 42.0): stop tabulate from re-parsing them
+    click.echo(shown.to_markdown(index=False, disable_numparse=True) if fmt == "markdown" else _format(shown, fmt))
+
+
+@cli.command(name="compare")
+@click.argument("sides", nargs=-1, required=True)
+@click.option("--results", "results_dir", default="results", show_default=True, help="Where run ids are looked up.")
+@click.option("--split-by", help="Split the runs of all SIDES by this column instead (e.g. encoder).")
+@click.option("--on", callback=_split, multiple=True, help="Join on these configuration columns (default: automatic).")
+@click.option("--where", "wheres", multiple=True, metavar="COL=VALUE", help="Filter every side first; repeatable.")
+@click.option("--metrics", callback=_split, multiple=True, help="Metrics to compare (default: all shared).")
+@click.option("--fail-on", "fail_on", multiple=True, metavar="METRIC:DELTA",
+              help="Exit 1 when a candidate's difference passes DELTA (accuracies in points): e.g. zeroshot_top1:-0.5.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fmt):
+    """Compare runs A B [C...] side by side: the first is the baseline; configurations are joined, seeds pooled."""
+    from .compare import compare, parse_fail_on, render_markdown, split_sides
+    from .sources import load_sources
+    from .tables import filter_rows
+
+    thresholds = parse_fail_on(fail_on)
+    sources = load_sources(sides, results_dir)
+    for source in sources:
+        source.table = filter_rows(source.table, wheres)
+    result = compare(split_sides(sources, split_by), metrics=metrics or None, on=on or None, fail_on=thresholds)
+    for warning in result.warnings:
+        click.echo(f"bench: warning: {warning}", err=True)
+    click.echo(render_markdown(result) if fmt == "markdown" else _format(result.rows, fmt))
+    if result.failures:
+        for failure in result.failures:
+            click.echo(f"bench: compare failed: {failure}", err=True)
+        sys.exit(1)
+
+
+@cli.command(name="report")
+@click.argument("runs", nargs=-1)
+@click.option("--out", required=True, type=click.Path(), help="Folder for report.md and the figures.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              help="Results folder used when no RUNS are given, and where run ids are looked up.")
+@click.option("--where", "wheres", multiple=True, metavar="COL=VALUE", help="Report only matching runs; repeatable.")
+@click.option("--title", help="Report title.")
+def report(runs, out, results_dir, wheres, title):
+    """Write a markdown report with figures for RUNS (results folders, files, run folders or run ids)."""
+    from .report import build_report
+    from .sources import combine, load_sources
+    from .tables import filter_rows
+
+    source = combine(load_sources(runs or [results_dir], results_dir))
+    source.table = filter_rows(source.table, wheres)
+    paths = build_report([source], out, title=title)
+    click.echo(f"wrote {paths[0]} and {len(paths) - 1} figures")
+
+
 @cli.command()
 @click.argument("checkpoint", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())

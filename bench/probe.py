@@ -7,6 +7,8 @@ training mean and std, the fit is full-batch L-BFGS from zeros, so it is determi
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -51,10 +53,27 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay:
     return w.detach(), b.detach()
 
 
+@contextlib.contextmanager
+def _one_thread():
+    """L-BFGS runs thousands of small ops; with several intra-op threads each op pays a thread hand-off, and on a
+    shared, loaded CPU that made a fit 70x slower (13.6 s vs 0.19 s for 38 x 32 features, 2 threads vs 1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def linear_probe(train_x, train_y, test_x, test_y, n_classes: int, weight_decays=WEIGHT_DECAYS,
                  val_fraction: float = VAL_FRACTION, seed: int = 0) -> dict:
     """Probe metrics (``probe_top1``, ``probe_top5``, ``probe_mean_per_class_recall``), the chosen weight decay
     and its validation top-1. Inputs are CPU tensors: features ``(N, D)`` and int64 labels."""
+    with _one_thread():
+        return _linear_probe(train_x, train_y, test_x, test_y, n_classes, weight_decays, val_fraction, seed)
+
+
+def _linear_probe(train_x, train_y, test_x, test_y, n_classes, weight_decays, val_fraction, seed) -> dict:
     train_x, test_x = train_x.double().cpu(), test_x.double().cpu()
     train_y, test_y = train_y.long().cpu(), test_y.long().cpu()
     mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)

@@ -62,28 +62,36 @@ def _read(run_dirs: dict, run_id: str, name: str) -> pd.DataFrame | None:
 # Figures
 # ------------------------------------------------------------------------------------------------------
 def plot_curves(table, run_dirs, colors, path) -> bool:
-    """Training loss and zero-shot top-1 per epoch, one line per run, coloured by configuration."""
+    """Training loss (every ``log_every`` steps from ``train_log.csv``, else per epoch) and zero-shot top-1 per
+    epoch, one line per run, coloured by configuration."""
     import matplotlib.pyplot as plt
 
-    histories = [(r[LABEL], r.get("seed"), _read(run_dirs, r["run_id"], "history.csv")) for _, r in table.iterrows()]
-    histories = [h for h in histories if h[2] is not None and len(h[2])]
-    if not histories:
+    runs = []
+    for _, r in table.iterrows():
+        history = _read(run_dirs, r["run_id"], "history.csv")
+        if history is not None and len(history):
+            steps = _read(run_dirs, r["run_id"], "train_log.csv")
+            runs.append((r[LABEL], history, steps if steps is not None and len(steps) else None))
+    if not runs:
         return False
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     seen = set()
-    for label, seed, h in histories:
-        kw = dict(color=colors[label], alpha=0.8, marker="o", markersize=4, lw=1.5,
-                  label=label if label not in seen else None)
+    for label, history, steps in runs:
+        kw = dict(color=colors[label], alpha=0.75, lw=1.5, label=label if label not in seen else None)
         seen.add(label)
-        ax_loss.plot(h["epoch"], h["train_loss"], **kw)
-        acc = h.dropna(subset=["zeroshot_top1"])
-        ax_acc.plot(acc["epoch"], 100 * acc["zeroshot_top1"], **kw)
-    ax_loss.set(xlabel="epoch", ylabel="mean training loss", title="training loss (one line per run)")
+        if steps is not None:
+            ax_loss.plot(steps["step"], steps["train_loss"], **kw)
+        else:
+            ax_loss.plot(history["step"], history["train_loss"], marker="o", **kw)
+        acc = history.dropna(subset=["zeroshot_top1"])
+        ax_acc.plot(acc["epoch"], 100 * acc["zeroshot_top1"], marker="o", markersize=6, **kw)
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss (window mean)", title="training loss, one line per run")
     ax_acc.set(xlabel="epoch", ylabel="zero-shot top-1 (%)", title="zero-shot top-1 on the test split")
+    if history["epoch"].max() == 1:  # one epoch: a single point per run, keep the axis readable
+        ax_acc.set_xticks([1])
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    ax_acc.legend(loc="best", fontsize=9)
+    ax_loss.legend(loc="best", fontsize=9)
     _save(fig, path)
     return True
 
@@ -106,7 +114,7 @@ def plot_confusions(confusions: dict, path) -> bool:
     if not confusions:
         return False
     n = len(confusions)
-    fig, axes = plt.subplots(1, n, figsize=(5.6 * n, 5.2), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(5.4 * n + 1, 5.2), squeeze=False, constrained_layout=True)
     for ax, (label, (cm, classes)) in zip(axes[0], confusions.items()):
         pct = 100 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
@@ -118,7 +126,7 @@ def plot_confusions(confusions: dict, path) -> bool:
         ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(len(classes)), classes, fontsize=8)
         ax.set(xlabel="predicted class", ylabel="true class", title=f"{label}\n(% of each true class, runs pooled)")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="% of true class")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="% of the true class")
     _save(fig, path)
     return True
 
@@ -154,7 +162,7 @@ def plot_per_class(pc: pd.DataFrame, colors, path) -> bool:
     ax.set(ylabel="zero-shot accuracy (%)", title="per-class zero-shot accuracy (mean ± std over seeds)",
            ylim=(0, min(100, max(10, float(100 * (pc["mean"] + pc["std"].fillna(0)).max()) * 1.15))))
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
     return True
 
@@ -189,7 +197,7 @@ def plot_robustness(agg: pd.DataFrame, colors, path) -> bool:
         return False
     names = ["clean"] + names + ["mean"]
     width = 0.8 / len(agg)
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(names)), 4.2))
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(names)), 4.2), constrained_layout=True)
     x = np.arange(len(names))
     for i, (_, r) in enumerate(agg.iterrows()):
         means = [100 * r.get(f"robust_{n}_mean", np.nan) for n in names]
@@ -200,7 +208,7 @@ def plot_robustness(agg: pd.DataFrame, colors, path) -> bool:
     ax.axvline(len(names) - 1.5, color="gray", lw=0.8, ls="--")
     ax.set(ylabel="zero-shot top-1 (%)", title="zero-shot top-1 under corruptions (mean over severities; ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
     return True
 

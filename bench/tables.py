@@ -209,3 +209,47 @@ def fmt_value(value, metric: str | None = None, std=None) -> str:
     return text
 
 
+
+
+def display_table(table: pd.DataFrame, wheres=(), sort_by=None, descending=None, columns=(), aggregate_=False,
+                  long_=False, limit=None, pretty=True) -> pd.DataFrame:
+    """What ``bench results`` prints: filtered, then long or aggregated, sorted, cut to columns and rows.
+
+    ``pretty`` formats accuracies as percent (``mean ± std`` when aggregated); otherwise numbers stay raw.
+    """
+    table = filter_rows(table, wheres)
+    if long_:
+        shown = long_table(table)
+    elif aggregate_:
+        shown = aggregate(table)
+    else:
+        shown = table
+    if sort_by and aggregate_ and sort_by not in shown.columns and f"{sort_by}_mean" in shown.columns:
+        sort_by = f"{sort_by}_mean"
+    shown = sort_rows(shown, sort_by, descending)
+    if columns:
+        wanted = []
+        for c in columns:
+            found = [c] if c in shown.columns else [x for x in (f"{c}_mean", f"{c}_std") if x in shown.columns]
+            if not found:
+                raise BenchError(f"--columns: no column {c!r}; columns are {', '.join(map(str, shown.columns))}")
+            wanted += found
+        shown = shown[wanted]
+    elif not long_ and not aggregate_:
+        default = [c for c in ["run_id", "encoder", "templates", "seed", *SUMMARY_METRICS] if c in shown.columns]
+        shown = shown[default] if len(default) > 1 else shown
+    if limit is not None:
+        shown = shown.head(limit)
+    return _pretty(shown) if pretty else shown.reset_index(drop=True)
+
+
+def _pretty(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for c in df.columns:
+        if c.endswith("_mean") and f"{c[:-5]}_std" in df.columns:
+            m = c[:-5]
+            out[c] = [fmt_value(a, m, s) for a, s in zip(df[c], df[f"{m}_std"])]
+            out = out.drop(columns=[f"{m}_std"]).rename(columns={c: m})
+        elif c in metric_columns(df) or (c == "value" and "metric" in df.columns):
+            out[c] = [fmt_value(v, c if c != "value" else None) for v in df[c]] if c != "value" else df[c]
+    return out.reset_index(drop=True)
