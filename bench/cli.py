@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -196,6 +197,9 @@ def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate
     from .sources import combine, load_sources
     from .tables import display_table
 
+    if not sources and not (Path(results_dir) / "runs.csv").is_file():
+        raise BenchError(f"no results table at {results_dir}/runs.csv; run `bench run` first, or pass a results "
+                         f"folder, results file, run folder or run id")
     table = combine(load_sources(sources or [results_dir], results_dir)).table
     shown = display_table(table, wheres=wheres, sort_by=sort_by, descending=None if ascending is None else not ascending,
                           columns=columns, aggregate_=aggregate_, long_=long_, limit=limit, pretty=fmt == "markdown")

@@ -167,23 +167,26 @@ def plot_per_class(pc: pd.DataFrame, colors, path) -> bool:
     return True
 
 
-def plot_scatter(table, x: str, xlabel: str, colors, path, log_x=False) -> bool:
-    """zero-shot top-1 against ``x``: each run as a dot, each configuration's mean ± std as a cross."""
+def plot_scatter(table, x: str, xlabel: str, colors, path, scale: float = 1.0) -> bool:
+    """zero-shot top-1 against ``x`` (divided by ``scale``): each run a dot, each configuration's mean ± std a
+    cross, labelled, so close configurations stay apart."""
     import matplotlib.pyplot as plt
 
     if x not in table.columns or "zeroshot_top1" not in table.columns or table[x].isna().all():
         return False
-    fig, ax = plt.subplots(figsize=(6.5, 4.3))
+    fig, ax = plt.subplots(figsize=(6.8, 4.3), constrained_layout=True)
     for label, part in table.groupby(LABEL, sort=False):
-        ax.scatter(part[x], 100 * part["zeroshot_top1"], color=colors[label], alpha=0.45, s=28)
-        ax.errorbar(part[x].mean(), 100 * part["zeroshot_top1"].mean(), xerr=part[x].std(ddof=1) if len(part) > 1 else None,
-                    yerr=100 * part["zeroshot_top1"].std(ddof=1) if len(part) > 1 else None, fmt="X", ms=10,
-                    color=colors[label], capsize=3, label=f"{label} (n={len(part)})")
-    if log_x:
-        ax.set_xscale("log")
+        xs, ys = part[x] / scale, 100 * part["zeroshot_top1"]
+        ax.scatter(xs, ys, color=colors[label], alpha=0.45, s=28)
+        spread = len(part) > 1
+        ax.errorbar(xs.mean(), ys.mean(), xerr=xs.std(ddof=1) if spread else None, yerr=ys.std(ddof=1) if spread else None,
+                    fmt="X", ms=10, color=colors[label], capsize=3, label=f"{label} (n={len(part)})")
+        ax.annotate(label, (xs.mean(), ys.mean()), textcoords="offset points", xytext=(8, 6), fontsize=8,
+                    color=colors[label])
+    ax.margins(x=0.15, y=0.12)  # room for the labels beside the crosses
     ax.set(xlabel=xlabel, ylabel="zero-shot top-1 (%)", title=f"zero-shot top-1 vs {xlabel.split(' (')[0]}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9)
+    ax.legend(fontsize=8, loc="best")
     _save(fig, path)
     return True
 
@@ -264,8 +267,8 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
     figure("per_class", plot_per_class(pc, colors, out / "per_class.png"))
     figure("accuracy_vs_time", plot_scatter(table, "train_seconds", "training time (s)", colors,
                                             out / "accuracy_vs_time.png"))
-    figure("accuracy_vs_params", plot_scatter(table, "params", "parameters", colors, out / "accuracy_vs_params.png",
-                                              log_x=table["params"].nunique() > 1 if "params" in table else False))
+    figure("accuracy_vs_params", plot_scatter(table, "params", "parameters (millions)", colors,
+                                              out / "accuracy_vs_params.png", scale=1e6))
     figure("robustness", plot_robustness(agg, colors, out / "robustness.png"))
 
     md = [f"# {title or 'bench report'}", ""]
