@@ -74,10 +74,13 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
         for label, chosen in [(name, tpl)] + ([(f"{name}[{i}]", [t]) for i, t in enumerate(tpl)] if per_template else []):
             classifier = build_zero_shot_classifier(model, test.classes, chosen, tokenizer, device, autocast_dtype)
             m = classification_metrics(100.0 * feats @ classifier.cpu(), labels)
-            row = {**protocol, "templates": label, "template": chosen[0] if label != name else "",
+            row = {"run_id": f"{Path(path).parent.name}:{label}", **protocol, "templates": cfg.templates,
+                   "eval_templates": label, "template": chosen[0] if label != name else "",
                    "n_templates": len(chosen), "zeroshot_top1": m["top1"], "zeroshot_top5": m["top5"],
                    "mean_per_class_recall": m["mean_per_class_recall"]}
-            per_class[label], confusions[label] = m["per_class"], m["confusion"]
+            per_class[label] = m["per_class"]
+            if label == name:  # one confusion matrix per set; single templates get per-class accuracy only
+                confusions[label] = m["confusion"]
             if suite is not None and suite.evals and label == name:
                 evals = tuple(e for e in suite.evals if e != "probe" or probe_columns is None)
                 train = entry.create("train", data_dir or cfg.data_dir, cfg.data_seed).subset(cfg.limit_train) \

@@ -21,15 +21,15 @@ from .errors import BenchError
 LONG_SUFFIX = "_long"  # runs.csv -> runs_long.csv
 
 # What defines a configuration in a table (besides config_id, the hash of the full config).
-CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "dataset", "preset", "epochs", "batch_size", "lr",
-                  "weight_decay", "loss", "limit_train", "limit_test", "image_size", "precision"]
+CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "dataset", "preset", "epochs", "batch_size",
+                  "lr", "weight_decay", "loss", "limit_train", "limit_test", "image_size", "precision"]
 
 # Configuration fields that do not change what is trained or measured, left out of the key.
 _NOT_CONFIG = {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
                "eval_every", "channels_last", "evals", "robust_limit", "robust_severities"}
 
 # Columns that describe how a number was measured; compare warns when they differ.
-PROTOCOL_COLUMNS = ["dataset", "test_images", "eval_templates", "image_size", "normalization", "eval_checkpoint",
+PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "eval_checkpoint",
                     "retrieval_captions", "probe_train_images", "probe_val_fraction", "robust_images",
                     "robust_severities"]
 MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version"]
@@ -87,9 +87,10 @@ def config_key(cfg) -> str:
 
 
 def group_columns(df: pd.DataFrame) -> list[str]:
-    """Columns whose values together name a configuration in ``df``."""
+    """Columns whose values together name a configuration in ``df``: the config id, plus the evaluated template
+    set where it is not the trained one (``bench eval --templates`` rows of one checkpoint)."""
     if "config_id" in df.columns and df["config_id"].notna().all():
-        return ["config_id"]
+        return ["config_id"] + (["eval_templates"] if "eval_templates" in df.columns else [])
     cols = [c for c in CONFIG_COLUMNS if c in df.columns]
     if not cols:
         raise BenchError("the table has no configuration columns (encoder, templates, ...); is it a bench results table?")
@@ -236,7 +237,10 @@ def display_table(table: pd.DataFrame, wheres=(), sort_by=None, descending=None,
             wanted += found
         shown = shown[wanted]
     elif not long_ and not aggregate_:
-        default = [c for c in ["run_id", "encoder", "templates", "seed", *SUMMARY_METRICS] if c in shown.columns]
+        evaluated = ["eval_templates"] if "eval_templates" in shown.columns and "templates" in shown.columns and \
+            not shown["eval_templates"].astype(str).equals(shown["templates"].astype(str)) else []
+        default = [c for c in ["run_id", "encoder", "templates", *evaluated, "seed", *SUMMARY_METRICS]
+                   if c in shown.columns]
         shown = shown[default] if len(default) > 1 else shown
     if limit is not None:
         shown = shown.head(limit)

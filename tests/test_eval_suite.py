@@ -52,13 +52,19 @@ def test_seeds_suite_sweep_and_eval(tmp_path, run_cli):
     assert code == 0, err
     table = pd.read_csv(io.StringIO(stdout))
     assert len(table) == 2 + 5 + 18
-    assert table.set_index("templates").loc["seed", "zeroshot_top1"] == runs.zeroshot_top1[0]
+    assert table.set_index("eval_templates").loc["seed", "zeroshot_top1"] == runs.zeroshot_top1[0]
     sets = table[table.template.isna()]
-    assert list(sets.templates) == ["seed", "openai"] and list(sets.n_templates) == [5, 18]
+    assert list(sets.eval_templates) == ["seed", "openai"] and list(sets.n_templates) == [5, 18]
+    assert (table.templates == "seed").all() and table.run_id.is_unique  # trained on seed; one id per row
     assert sets.retrieval_i2t_r1.notna().all() and table[table.template.notna()].retrieval_i2t_r1.isna().all()
     assert (table.image_size == 32).all() and table.checkpoint_sha256.nunique() == 1
-    for name in ("eval.csv", "per_class.csv", "confusion-seed.csv", "confusion-openai_3_.csv"):
+    for name in ("eval.csv", "per_class.csv", "confusion-seed.csv", "confusion-openai.csv"):
         assert (tmp_path / "ev" / name).is_file(), name
+    # the ablation table reads back like any results table: seed vs openai, one row per evaluated set
+    code, stdout, err = run_cli("results", tmp_path / "ev" / "eval.csv", "--aggregate", "--format", "csv",
+                                "--columns", "eval_templates,n,zeroshot_top1")
+    assert code == 0, err
+    assert len(pd.read_csv(io.StringIO(stdout))) == 25
 
 
 def test_bad_suite_options_exit_2_before_training(tmp_path, run_cli):
