@@ -206,7 +206,7 @@ def render_markdown(result: Comparison) -> str:
             "ratio": [f"{r.ratio:.3f}" if not math.isnan(r.ratio) else "" for r in part.itertuples()],
             "significant": [_sig(r) for r in part.itertuples()],
         })
-        lines.append(table.to_markdown(index=False))
+        lines.append(table.to_markdown(index=False, disable_numparse=True))
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -76,19 +76,23 @@ def plot_curves(table, run_dirs, colors, path) -> bool:
         return False
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     seen = set()
+    order = list(colors)
     for label, history, steps in runs:
         kw = dict(color=colors[label], alpha=0.75, lw=1.5, label=label if label not in seen else None)
+        # configurations side by side at each epoch, so equal accuracies do not hide each other
+        shift = 0.06 * (order.index(label) - (len(order) - 1) / 2)
         seen.add(label)
         if steps is not None:
             ax_loss.plot(steps["step"], steps["train_loss"], **kw)
         else:
             ax_loss.plot(history["step"], history["train_loss"], marker="o", **kw)
         acc = history.dropna(subset=["zeroshot_top1"])
-        ax_acc.plot(acc["epoch"], 100 * acc["zeroshot_top1"], marker="o", markersize=6, **kw)
+        ax_acc.plot(acc["epoch"] + shift, 100 * acc["zeroshot_top1"], marker="o", markersize=6, **kw)
     ax_loss.set(xlabel="optimizer step", ylabel="training loss (window mean)", title="training loss, one line per run")
     ax_acc.set(xlabel="epoch", ylabel="zero-shot top-1 (%)", title="zero-shot top-1 on the test split")
-    if history["epoch"].max() == 1:  # one epoch: a single point per run, keep the axis readable
-        ax_acc.set_xticks([1])
+    last_epoch = max(int(h["epoch"].max()) for _, h, _ in runs)
+    ax_acc.set_xlim(0.5, last_epoch + 0.5)
+    ax_acc.set_xticks(range(1, last_epoch + 1))
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
     ax_loss.legend(loc="best", fontsize=9)
@@ -184,6 +188,9 @@ def plot_scatter(table, x: str, xlabel: str, colors, path, scale: float = 1.0) -
         ax.annotate(label, (xs.mean(), ys.mean()), textcoords="offset points", xytext=(8, 6), fontsize=8,
                     color=colors[label])
     ax.margins(x=0.15, y=0.12)  # room for the labels beside the crosses
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.set(xlabel=xlabel, ylabel="zero-shot top-1 (%)", title=f"zero-shot top-1 vs {xlabel.split(' (')[0]}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
@@ -219,6 +226,11 @@ def plot_robustness(agg: pd.DataFrame, colors, path) -> bool:
 # ------------------------------------------------------------------------------------------------------
 # The markdown
 # ------------------------------------------------------------------------------------------------------
+def _md(df: pd.DataFrame) -> str:
+    """Markdown of already formatted cells (tabulate would turn "24.0" back into 24)."""
+    return df.to_markdown(index=False, disable_numparse=True)
+
+
 def _summary(agg: pd.DataFrame, metrics) -> pd.DataFrame:
     out = pd.DataFrame({LABEL: agg[LABEL], "runs": agg["n"].astype(int)})
     if "seeds" in agg.columns:
@@ -281,13 +293,16 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
            f"- protocol: dataset {_values(table, 'dataset')}, {_values(table, 'test_images')} test images, "
            f"templates {_values(table, 'eval_templates')}, image size {_values(table, 'image_size')}, normalisation "
            f"{_values(table, 'normalization')}, weights: {_values(table, 'eval_checkpoint')}", ""]
-    md += ["## Summary", "", _summary(agg, [m for m in SUMMARY_METRICS if m in metrics]).to_markdown(index=False), ""]
+    md += ["## Summary", "", _summary(agg, [m for m in SUMMARY_METRICS if m in metrics]).pipe(_md), ""]
     if len(labels) > 1:
-        result = compare(split_sides([Source("all", table)], LABEL), metrics=[m for m in metrics if m != "params"])
+        sides = split_sides([Source("all", table)], LABEL)
+        for side in sides:
+            side.label = side.label.split("=", 1)[1]  # "configuration=a" -> "a"
+        result = compare(sides, metrics=[m for m in metrics if m != "params"])
         md += ["## Comparison", "",
                "Differences are candidate − baseline; a difference no larger than the seed spread (the larger of "
                "the two standard deviations) is not significant.", "",
-               render_markdown(result).replace(f"{LABEL}=", ""), ""]
+               render_markdown(result), ""]
         md += [f"> warning: {w}" for w in result.warnings] + ([""] if result.warnings else [])
     sections = [
         ("Zero-shot classification", ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1"],
@@ -304,12 +319,12 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
     for heading, cols, note in sections:
         cols = [c for c in cols if c in metrics]
         if cols and any(c not in ("zeroshot_top1",) for c in cols):
-            md += [f"## {heading}", "", note, "", _summary(agg, cols).to_markdown(index=False), ""]
+            md += [f"## {heading}", "", note, "", _summary(agg, cols).pipe(_md), ""]
     if pc is not None:
         wide = pc.assign(value=[fmt_value(m, "zeroshot_top1", s) for m, s in zip(pc["mean"], pc["std"])])
         md += ["## Per-class zero-shot accuracy", "",
                wide.pivot(index="class", columns=LABEL, values="value").reindex(pc["class"].unique())
-               .reset_index().to_markdown(index=False), ""]
+               .reset_index().pipe(_md), ""]
     if "probe_weight_decay" in table.columns:
         md += [f"Probe weight decay chosen per run: {', '.join(f'{v:g}' for v in table['probe_weight_decay'].dropna())}.",
                ""]
@@ -325,7 +340,7 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
     runs = table[cols].copy()
     for c in cols[3:]:
         runs[c] = [fmt_value(v, c) for v in runs[c]]
-    md += [runs.to_markdown(index=False), ""]
+    md += [runs.pipe(_md), ""]
     if "command" in table.columns:
         md += ["Commands recorded with the runs:", ""] + [f"    {c}" for c in sorted(set(table["command"].dropna()))] + [""]
     report = out / "report.md"

@@ -200,7 +200,8 @@ def fmt_value(value, metric: str | None = None, std=None) -> str:
         return ""
     if metric == "params":
         return f"{value:,.0f}"
-    scale, digits = (100, 1) if metric and is_accuracy(metric) else (1, 3)
+    scale, digits = (100, 1) if metric and is_accuracy(metric) else (1, 1 if metric in ("train_seconds",
+                                                                                      "train_images_per_s") else 3)
     if isinstance(value, (int, np.integer)) and scale == 1:
         text = f"{int(value)}"
     else:
