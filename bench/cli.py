@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -57,10 +58,14 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--checkpoint-every", type=int, help="Also save last.pt every N steps (default 0: each epoch only).")
 @click.option("--max-grad-norm", type=float, help="Clip the global gradient norm to this value (default: no clip).")
 @click.option("--resume", metavar="RUN_ID|RUN_DIR|latest", help="Continue a stopped run from its last.pt.")
-def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_layers, text_heads, compile_,
-        checkpoints, resume, **flags):
+@click.option("--seeds", callback=_split, multiple=True,
+              help="Repeat for each seed, comma-separated (replaces --seed); prints mean ± std.")
+@click.option("--evals", callback=_split, multiple=True,
+              help="After training also run: retrieval, probe, robustness (comma-separated).")
+@click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
+@click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
+def run(seeds, resume, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
-    from .config import make_config, parse_opts
     from .runner import run as run_training
 
     if resume is not None:
@@ -70,19 +75,97 @@ def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_l
         given = [p.name for p in ctx.command.params if p.name != "resume"
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         row, out = resume_run(resume, flags["out"], given, flags["progress"], flags["checkpoint_every"])
-    else:
-        model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
-                     image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
-        cfg = make_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, **flags)
-        row, out = run_training(cfg), cfg.out
+        _echo_run(row, out)
+        return
+    cfg = _config_from_flags(**flags)
+    if not seeds:
+        _echo_run(run_training(cfg), cfg.out)
+        return
+    from dataclasses import replace
+
+    from .sweep import parse_seeds
+
+    cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)]
+    rows = [_echo_run(run_training(c), c.out) for c in cfgs]
+    _echo_summary(rows)
+
+
+def _config_from_flags(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_layers, text_heads,
+                       compile_, checkpoints, evals, robust_severities, **flags):
+    """The frozen run config from ``bench run``'s flags (shared by ``bench sweep``)."""
+    from .config import make_config, parse_opts
+    from .corruptions import parse_severities
+
+    model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
+                 image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
+    return make_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
+                       robust_severities=parse_severities(robust_severities), **flags)
+
+
+def _echo_run(row, out):
+    """One line per finished run (rank 0 only under torchrun)."""
     from .distributed import is_main_process
 
-    if not is_main_process():  # under torchrun only rank 0 reports
-        return
-    ranks = f" on {row['world_size']} ranks" if row.get("world_size", 1) > 1 else ""
-    click.echo(f"run {row['run_id']}: zero-shot top-1 {row['zeroshot_top1']:.4f}, top-5 {row['zeroshot_top5']:.4f}, "
-               f"mean per-class recall {row['mean_per_class_recall']:.4f}, {row['train_images_per_s']:.0f} images/s "
-               f"over {row['train_seconds']:.1f} s{ranks} -> {out}/runs.csv")
+    if is_main_process():
+        ranks = f" on {row['world_size']} ranks" if row.get("world_size", 1) > 1 else ""
+        click.echo(f"run {row['run_id']}: zero-shot top-1 {row['zeroshot_top1']:.4f}, "
+                   f"top-5 {row['zeroshot_top5']:.4f}, mean per-class recall {row['mean_per_class_recall']:.4f}, "
+                   f"{row['train_images_per_s']:.0f} images/s over {row['train_seconds']:.1f} s{ranks} -> {out}/runs.csv")
+    return row
+
+
+def _echo_summary(rows):
+    """Mean ± std over seeds of the headline metrics, one line per configuration."""
+    import pandas as pd
+
+    from .tables import SUMMARY_METRICS, aggregate, fmt_value
+
+    table = aggregate(pd.DataFrame(rows))
+    metrics = [m for m in SUMMARY_METRICS if m in table.columns.str.removesuffix("_mean")]
+    for _, r in table.iterrows():
+        parts = [f"{m} {fmt_value(r[f'{m}_mean'], m, r[f'{m}_std'])}" for m in metrics]
+        click.echo(f"{r.get('encoder', '')} / {r.get('templates', '')} over {int(r['n'])} seeds: " + ", ".join(parts))
+
+
+def sweep(encoder, templates, seeds, skip_existing, **flags):
+    """Run the cross product encoders x template sets x seeds into one results folder (--out).
+
+    With --skip-existing, configurations already in OUT/runs.csv are not run again, so an interrupted sweep
+    continues where it stopped. Takes every flag of `bench run`.
+    """
+    from .sweep import parse_seeds, plan
+    from .sweep import sweep as run_sweep
+
+    base = _config_from_flags(encoder=encoder[0], templates=templates[0] if templates else "seed", seed=0, **flags)
+    cfgs = plan(base, encoder, templates, parse_seeds(seeds) if seeds else [0])
+    rows = run_sweep(cfgs, skip_existing, echo=click.echo, on_row=lambda row, cfg: _echo_run(row, cfg.out))
+    from .results import read_runs
+    from .tables import config_key
+
+    planned = {(config_key(c), c.seed) for c in cfgs}
+    table = read_runs(base.out)
+    if len(table) and "config_id" in table.columns:
+        mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in planned]
+        if mine:
+            _echo_summary(mine)
+    return rows
+
+
+def _sweep_command() -> click.Command:
+    """``bench sweep`` takes ``bench run``'s flags, with --encoder, --templates and --seeds as comma lists."""
+    lists = [
+        click.Option(["--encoder"], callback=_split, multiple=True, required=True,
+                     help="Vision encoders, comma-separated (bench list encoders)."),
+        click.Option(["--templates"], callback=_split, multiple=True, help="Template sets, comma-separated [seed]."),
+        click.Option(["--seeds"], callback=_split, multiple=True, help="Seeds, comma-separated [0]."),
+        click.Option(["--skip-existing"], is_flag=True, help="Skip configurations already in OUT/runs.csv."),
+    ]
+    shared = [p for p in run.params if p.name not in {"encoder", "templates", "seed", "seeds", "resume"}]
+    return click.Command("sweep", params=lists + shared, callback=sweep, help=sweep.__doc__,
+                         short_help="Run encoders x template sets x seeds into one results folder.")
+
+
+cli.add_command(_sweep_command())
 
 
 @cli.command(name="eval")
@@ -93,13 +176,103 @@ def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_l
 @click.option("--limit-test", type=int)
 @click.option("--device", default="auto", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
-def eval_(checkpoint, templates, dataset, data_dir, limit_test, device, fmt):
-    """Re-evaluate CHECKPOINT zero-shot: one row per template set."""
+@click.option("--per-template", is_flag=True, help="Also one row per single template of each set.")
+@click.option("--evals", callback=_split, multiple=True, help="Also: retrieval, probe, robustness (comma-separated).")
+@click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
+@click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
+@click.option("--out", type=click.Path(), help="Also write eval.csv, per-class accuracy and confusion matrices here.")
+def eval_(checkpoint, templates, dataset, data_dir, limit_test, device, fmt, per_template, evals, robust_limit,
+          robust_severities, out):
+    """Re-evaluate CHECKPOINT zero-shot: one row per template set (with its protocol)."""
+    from .corruptions import parse_severities
     from .evaluate_checkpoint import evaluate_checkpoint
+    from .suite import SuiteOptions, parse_evals
 
+    if robust_limit is not None and robust_limit < 1:
+        raise BenchError(f"--robust-limit must be at least 1, got {robust_limit}")
+    suite = SuiteOptions(evals=parse_evals(evals), robust_limit=robust_limit,
+                         robust_severities=parse_severities(robust_severities))
     table = evaluate_checkpoint(checkpoint, templates=templates or None, dataset=dataset, data_dir=data_dir,
-                                limit_test=limit_test, device=device)
+                                limit_test=limit_test, device=device, per_template=per_template, suite=suite, out=out)
     click.echo(_format(table, fmt))
+
+
+# --- result tables: bench results, bench compare, bench report ----------------------------------------------
+@cli.command(name="results")
+@click.argument("sources", nargs=-1)
+@click.option("--results", "results_dir", default="results", show_default=True,
+              help="Results folder read when no SOURCE is given, and where run ids are looked up.")
+@click.option("--where", "wheres", multiple=True, metavar="COL=VALUE",
+              help="Keep rows where COL=VALUE (also !=, >, <, >=, <=; VALUE may be a,b); repeatable.")
+@click.option("--sort", "sort_by", help="Sort by this column (metrics best first).")
+@click.option("--ascending/--descending", default=None, help="Override the sort direction.")
+@click.option("--columns", callback=_split, multiple=True, help="Columns to show, comma-separated.")
+@click.option("--aggregate", "aggregate_", is_flag=True, help="One row per configuration: mean ± std over seeds.")
+@click.option("--long", "long_", is_flag=True, help="The tidy long table: one row per run x metric.")
+@click.option("--limit", type=int, help="Show at most N rows.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate_, long_, limit, fmt):
+    """Print result tables (SOURCES: results folders, runs.csv files, run folders or run ids; default --results)."""
+    from .sources import combine, load_sources
+    from .tables import display_table
+
+    if not sources and not (Path(results_dir) / "runs.csv").is_file():
+        raise BenchError(f"no results table at {results_dir}/runs.csv; run `bench run` first, or pass a results "
+                         f"folder, results file, run folder or run id")
+    table = combine(load_sources(sources or [results_dir], results_dir)).table
+    shown = display_table(table, wheres=wheres, sort_by=sort_by, descending=None if ascending is None else not ascending,
+                          columns=columns, aggregate_=aggregate_, long_=long_, limit=limit, pretty=fmt == "markdown")
+    # numbers are already formatted (42.0 stays 42.0): stop tabulate from re-parsing them
+    click.echo(shown.to_markdown(index=False, disable_numparse=True) if fmt == "markdown" else _format(shown, fmt))
+
+
+@cli.command(name="compare")
+@click.argument("sides", nargs=-1, required=True)
+@click.option("--results", "results_dir", default="results", show_default=True, help="Where run ids are looked up.")
+@click.option("--split-by", help="Split the runs of all SIDES by this column instead (e.g. encoder).")
+@click.option("--on", callback=_split, multiple=True, help="Join on these configuration columns (default: automatic).")
+@click.option("--where", "wheres", multiple=True, metavar="COL=VALUE", help="Filter every side first; repeatable.")
+@click.option("--metrics", callback=_split, multiple=True, help="Metrics to compare (default: all shared).")
+@click.option("--fail-on", "fail_on", multiple=True, metavar="METRIC:DELTA",
+              help="Exit 1 when a candidate's difference passes DELTA (accuracies in points): e.g. zeroshot_top1:-0.5.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fmt):
+    """Compare runs A B [C...] side by side: the first is the baseline; configurations are joined, seeds pooled."""
+    from .compare import compare, parse_fail_on, render_markdown, split_sides
+    from .sources import load_sources
+    from .tables import filter_rows
+
+    thresholds = parse_fail_on(fail_on)
+    sources = load_sources(sides, results_dir)
+    for source in sources:
+        source.table = filter_rows(source.table, wheres)
+    result = compare(split_sides(sources, split_by), metrics=metrics or None, on=on or None, fail_on=thresholds)
+    for warning in result.warnings:
+        click.echo(f"bench: warning: {warning}", err=True)
+    click.echo(render_markdown(result) if fmt == "markdown" else _format(result.rows, fmt))
+    if result.failures:
+        for failure in result.failures:
+            click.echo(f"bench: compare failed: {failure}", err=True)
+        sys.exit(1)
+
+
+@cli.command(name="report")
+@click.argument("runs", nargs=-1)
+@click.option("--out", required=True, type=click.Path(), help="Folder for report.md and the figures.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              help="Results folder used when no RUNS are given, and where run ids are looked up.")
+@click.option("--where", "wheres", multiple=True, metavar="COL=VALUE", help="Report only matching runs; repeatable.")
+@click.option("--title", help="Report title.")
+def report(runs, out, results_dir, wheres, title):
+    """Write a markdown report with figures for RUNS (results folders, files, run folders or run ids)."""
+    from .report import build_report
+    from .sources import combine, load_sources
+    from .tables import filter_rows
+
+    source = combine(load_sources(runs or [results_dir], results_dir))
+    source.table = filter_rows(source.table, wheres)
+    paths = build_report([source], out, title=title)
+    click.echo(f"wrote {paths[0]} and {len(paths) - 1} figures")
 
 
 @cli.command()
@@ -114,16 +287,6 @@ def predict(checkpoint, images, top_k, templates, device):
 
     for path, ranked in predict_images(checkpoint, images, top_k=top_k, templates=templates, device=device):
         click.echo(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
-
-
-@cli.command()
-@click.argument("path", default="results", required=False)
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
-def results(path, fmt):
-    """Print the results table PATH (a results folder or its runs.csv); damaged rows are reported on stderr."""
-    from .runs_table import read_results
-
-    click.echo(_format(read_results(path), fmt))
 
 
 @cli.command()

@@ -51,6 +51,10 @@ class RunConfig:
     sync_bn: bool = True  # under torchrun: batch norm over the global batch (exactly one process's batch N x B)
     checkpoint_every: int = 0  # also save last.pt every N optimizer steps (0 = only at the end of each epoch)
     max_grad_norm: float | None = None  # clip the global gradient norm to this value; None = no clipping
+    # -- evaluation suite after training (bench.suite); none of these change what is trained --
+    evals: tuple = ()  # extra evaluations on the final weights: any of "retrieval", "probe", "robustness"
+    robust_limit: int | None = None  # robustness on the first N test images (None = the whole test split)
+    robust_severities: tuple = (1, 2, 3, 4, 5)  # corruption severities evaluated
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -61,6 +65,9 @@ class RunConfig:
     def from_dict(cls, d: dict) -> "RunConfig":
         d = dict(d)
         d["model"] = ModelCfg.from_dict(d.get("model", {}))
+        for name in ("evals", "robust_severities"):  # JSON gives lists; the frozen config keeps tuples
+            if isinstance(d.get(name), list):
+                d[name] = tuple(d[name])
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -116,10 +123,16 @@ def validate_config(cfg: RunConfig) -> RunConfig:
          f"--text-width ({cfg.model.text.width}) must be a multiple of --text-heads ({cfg.model.text.heads})"),
         (cfg.model.text.layers >= 1, f"--text-layers must be at least 1, got {cfg.model.text.layers}"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
+        (cfg.robust_limit is None or cfg.robust_limit >= 1, f"--robust-limit must be at least 1, got {cfg.robust_limit}"),
     ]
     for ok, message in checks:
         if not ok:
             raise BenchError(message)
+    from .corruptions import parse_severities
+    from .suite import parse_evals
+
+    parse_evals(cfg.evals)
+    parse_severities(cfg.robust_severities)
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
     return cfg

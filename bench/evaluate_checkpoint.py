@@ -1,6 +1,8 @@
 """Load a bench checkpoint safely and evaluate it again, or classify image files with it."""
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,10 +12,14 @@ import torch
 from .checkpoint import load_weights
 from .config import RunConfig
 from .errors import BenchError
-from .evaluator import build_zero_shot_classifier, image_features, validate
+from .data import to_device_uint8
+from .evaluator import build_zero_shot_classifier, image_features
 from .io import load_checkpoint
+from .metrics import classification_metrics
 from .model import create_model_from_cfg
 from .plugins import get_entry
+from .results import write_csv
+from .tables import config_key
 from .templates import check_templates, fill
 from .trainer import autocast_dtype_for, resolve_device
 from .validation import check_data_dir, check_device, check_positive
@@ -31,8 +37,17 @@ def load_model(path, device) -> tuple[torch.nn.Module, RunConfig, dict]:
     return model.to(device).eval(), cfg, ckpt
 
 
-def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit_test=None, device="auto") -> pd.DataFrame:
-    """Zero-shot metrics of a checkpoint, one row per template set (default: the run's)."""
+def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit_test=None, device="auto",
+                        per_template: bool = False, suite=None, out=None) -> pd.DataFrame:
+    """Zero-shot metrics of a checkpoint, one row per template set (default: the run's).
+
+    ``per_template`` adds one row per single template of each set (the template-set ablation). ``suite``
+    (a :class:`bench.suite.SuiteOptions`) adds retrieval, linear-probe and robustness columns to each set's
+    row. Every row records the protocol: checkpoint and its digest, templates, image size, normalisation.
+    With ``out``, the table, per-class accuracies, confusion matrices and suite tables are written there.
+    """
+    from .suite import FeatureCache, file_digest, run_suite
+
     check_positive("--limit-test", limit_test)
     for name in templates or []:
         get_entry("templates", name)
@@ -43,22 +58,71 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     device = resolve_device(device)
     model, cfg, ckpt = load_model(path, device)
     dataset = dataset or cfg.dataset
-    test = get_entry("datasets", dataset).create("test", data_dir or cfg.data_dir, cfg.data_seed)
-    test = test.subset(limit_test or cfg.limit_test)
+    entry = get_entry("datasets", dataset)
+    test = entry.create("test", data_dir or cfg.data_dir, cfg.data_seed).subset(limit_test or cfg.limit_test)
     sets = {name: check_templates(name, get_entry("templates", name).create()) for name in (templates or [cfg.templates])}
     prompts = [p for tpl in sets.values() for p in fill(tpl, test.classes)]
     tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, prompts)
     autocast_dtype = autocast_dtype_for(cfg.precision, device)
-    images = torch.from_numpy(test.images).permute(0, 3, 1, 2).contiguous().to(device)
-    labels = torch.as_tensor(test.labels, device=device)
-    rows = []
+    digest = file_digest(path)
+    cache = FeatureCache(_writable(Path(path).parent / "features"))
+    feats = cache.get(f"ckpt-{digest}-{test.name.replace('/', '_')}-{len(test)}",
+                      lambda: image_features(model, to_device_uint8(test.images, device), autocast_dtype=autocast_dtype))
+    labels = torch.as_tensor(test.labels)
+    protocol = {"checkpoint": str(path), "checkpoint_sha256": digest, "checkpoint_epoch": ckpt.get("epoch"),
+                "encoder": cfg.model.encoder, "config_id": config_key(cfg), "seed": cfg.seed, "dataset": dataset,
+                "test_images": len(test), "image_size": cfg.model.image_resolution, "normalization": "[-1,1]"}
+    rows, per_class, confusions, tables = [], {}, {}, {}
+    probe_columns = None
     for name, tpl in sets.items():
-        classifier = build_zero_shot_classifier(model, test.classes, tpl, tokenizer, device, autocast_dtype)
-        m = validate(model, images, labels, classifier, autocast_dtype=autocast_dtype)
-        rows.append({"checkpoint": str(path), "encoder": cfg.model.encoder, "dataset": dataset, "templates": name,
-                     "n_templates": len(tpl), "test_images": len(test), "zeroshot_top1": m["top1"],
-                     "zeroshot_top5": m["top5"], "mean_per_class_recall": m["mean_per_class_recall"]})
-    return pd.DataFrame(rows)
+        for label, chosen in [(name, tpl)] + ([(f"{name}[{i}]", [t]) for i, t in enumerate(tpl)] if per_template else []):
+            classifier = build_zero_shot_classifier(model, test.classes, chosen, tokenizer, device, autocast_dtype)
+            m = classification_metrics(100.0 * feats @ classifier.cpu(), labels)
+            row = {"run_id": f"{Path(path).parent.name}:{label}", **protocol, "templates": cfg.templates,
+                   "eval_templates": label, "template": chosen[0] if label != name else "",
+                   "n_templates": len(chosen), "zeroshot_top1": m["top1"], "zeroshot_top5": m["top5"],
+                   "mean_per_class_recall": m["mean_per_class_recall"]}
+            per_class[label] = m["per_class"]
+            if label == name:  # one confusion matrix per set; single templates get per-class accuracy only
+                confusions[label] = m["confusion"]
+            if suite is not None and suite.evals and label == name:
+                evals = tuple(e for e in suite.evals if e != "probe" or probe_columns is None)
+                train = entry.create("train", data_dir or cfg.data_dir, cfg.data_seed).subset(cfg.limit_train) \
+                    if "probe" in evals else test
+                columns, set_tables = run_suite(model, replace(suite, evals=evals), train=train, test=test,
+                                                templates=chosen, tokenizer=tokenizer, device=device,
+                                                autocast_dtype=autocast_dtype, cache=cache, weights_id=f"ckpt-{digest}")
+                if "probe" in evals:
+                    probe_columns = {k: v for k, v in columns.items() if k.startswith("probe_")}
+                row.update(columns, **(probe_columns or {}))
+                tables.update({f"{k}-{name}": v for k, v in set_tables.items()})
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if out is not None:
+        write_eval_files(out, table, test.classes, per_class, confusions, tables)
+    return table
+
+
+def write_eval_files(out, table: pd.DataFrame, classes, per_class: dict, confusions: dict, tables: dict):
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_csv(table, out / "eval.csv")
+    write_csv(pd.DataFrame({"class": list(classes), **per_class}), out / "per_class.csv")
+    for label, cm in confusions.items():
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+        write_csv(pd.DataFrame(cm, index=list(classes), columns=list(classes)).rename_axis("true").reset_index(),
+                  out / f"confusion-{safe}.csv")
+    for name, t in tables.items():
+        write_csv(t, out / f"{name}.csv")
+
+
+def _writable(folder: Path) -> Path | None:
+    """The feature cache folder beside the checkpoint, or None (memory only) where it cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return folder if os.access(folder, os.W_OK) else None
 
 
 def read_image(path: str, size: int) -> np.ndarray:

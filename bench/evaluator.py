@@ -18,12 +18,18 @@ def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def build_zero_shot_classifier(model, class_names, templates, tokenizer, device, autocast_dtype=None) -> torch.Tensor:
     """``(embed_dim, n_classes)`` weights: normalise each template's embedding, average, renormalise."""
-    prompts = fill(templates, class_names)
-    tokens = trim_tokens(tokenizer(prompts)).to(device)
+    features = prompt_features(model, fill(templates, class_names), tokenizer, device, autocast_dtype)
+    features = features.view(len(class_names), len(templates), -1)
+    return F.normalize(features.mean(dim=1), dim=-1).t().contiguous()
+
+
+@torch.no_grad()
+def prompt_features(model, prompts, tokenizer, device, autocast_dtype=None) -> torch.Tensor:
+    """Normalised text features ``(len(prompts), embed_dim)``, one row per prompt (no averaging)."""
+    tokens = trim_tokens(tokenizer(list(prompts))).to(device)
     with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         features = model.encode_text(tokens).float()
-    features = F.normalize(features, dim=-1).view(len(class_names), len(templates), -1)
-    return F.normalize(features.mean(dim=1), dim=-1).t().contiguous()
+    return F.normalize(features, dim=-1)
 
 
 @torch.no_grad()

@@ -1,16 +1,27 @@
-"""Classification metrics from logits, as plain tensors and numpy (no model code)."""
+"""Classification and retrieval metrics from scores, as plain tensors and numpy (no model code).
+
+Ties are broken by index everywhere, as ``argmax`` does: among equal scores the lower class (or gallery)
+index ranks first. Top-1 is then exactly "argmax == label", and a number never depends on the order in
+which a sort kernel happens to return equal values.
+"""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 
+def label_rank(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """0-based rank of each row's label among its scores: higher scores first, ties by lower index."""
+    own = scores.gather(1, labels[:, None])
+    index = torch.arange(scores.shape[1], device=scores.device)
+    ahead = (scores > own) | ((scores == own) & (index[None, :] < labels[:, None]))
+    return ahead.sum(dim=1)
+
+
 def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> dict[int, torch.Tensor]:
-    """Per-sample hit flags for each k: the label is among the k highest logits (ties broken by index)."""
-    maxk = min(max(ks), logits.shape[1])
-    top = logits.topk(maxk, dim=1).indices
-    hits = top == labels[:, None]
-    return {k: hits[:, : min(k, maxk)].any(dim=1) for k in ks}
+    """Per-sample hit flags for each k: the label ranks among the k highest logits (ties by index)."""
+    rank = label_rank(logits, labels)
+    return {k: rank < k for k in ks}
 
 
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
@@ -22,7 +33,8 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> n
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     """top-1, top-5, mean per-class recall, per-class accuracy and the confusion matrix.
 
-    A class with no test samples has recall NaN and is left out of the mean.
+    A class with no test samples has recall NaN and is left out of the mean; a class that is never
+    predicted has recall 0 (if it has samples) and an all-zero column in the confusion matrix.
     """
     n_classes = logits.shape[1]
     hits = topk_correct(logits, labels, (1, 5))
@@ -39,3 +51,21 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
         "per_class": per_class,
         "confusion": cm,
     }
+
+
+def first_hit_rank(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """0-based rank of the best-ranked positive of each query row (gallery along dim 1; ties by index).
+
+    A query with no positive gets rank ``scores.shape[1]`` (never a hit).
+    """
+    # a stable descending sort keeps equal scores in index order, the same tie rule as argmax
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    hit = positives.gather(1, order)
+    rank = hit.int().argmax(dim=1)  # first True; 0 when there is none, fixed below
+    return torch.where(hit.any(dim=1), rank, torch.full_like(rank, scores.shape[1]))
+
+
+def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, ks=(1, 5, 10)) -> dict[int, float]:
+    """Fraction of queries with at least one positive among their ``k`` best-scored gallery items."""
+    rank = first_hit_rank(scores, positives)
+    return {k: float((rank < k).float().mean()) for k in ks}

@@ -14,15 +14,17 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_write_text
+from .tables import LONG_SUFFIX, long_table
 
 # The fixed column order of runs.csv; a row's extra keys go after these, in sorted order.
 RUN_COLUMNS = [
-    "run_id", "time", "encoder", "tokenizer", "templates", "dataset", "preset", "epochs", "batch_size", "lr",
-    "weight_decay", "loss", "seed", "device", "device_name", "precision", "params", "train_seconds",
-    "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "final_train_loss",
-    "best_epoch", "best_zeroshot_top1", "limit_train", "limit_test", "train_images", "test_images",
-    "eval_templates", "image_size", "normalization", "git_commit", "git_dirty", "torch_version", "cuda_version",
-    "bench_version", "python_version", "hostname", "command", "numpy_version", "resumes",
+    "run_id", "config_id", "time", "encoder", "tokenizer", "templates", "dataset", "preset", "epochs",
+    "batch_size", "lr", "weight_decay", "loss", "seed", "device", "device_name", "precision", "params",
+    "train_seconds", "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall",
+    "final_train_loss", "best_epoch", "best_zeroshot_top1", "limit_train", "limit_test", "train_images",
+    "test_images", "eval_templates", "image_size", "normalization", "eval_checkpoint", "git_commit", "git_dirty",
+    "torch_version", "cuda_version", "bench_version", "python_version", "hostname", "command", "numpy_version",
+    "resumes",
 ]
 
 
@@ -69,10 +71,20 @@ def order_columns(df: pd.DataFrame, columns=RUN_COLUMNS) -> pd.DataFrame:
 
 
 def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
-    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows (see bench.runs_table)."""
+    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows (see bench.runs_table).
+
+    The tidy twin ``runs_long.csv`` (run x metric) is rebuilt under the same lock, so the two agree.
+    """
     from .runs_table import append_row
 
-    return append_row(Path(out_dir) / name, row, RUN_COLUMNS)
+    return append_row(Path(out_dir) / name, row, RUN_COLUMNS,
+                      on_written=lambda table, path: write_csv(long_table(table.frame()), long_path(path)))
+
+
+def long_path(path: str | os.PathLike) -> Path:
+    """``runs.csv`` -> ``runs_long.csv``: the long table lives beside its wide table."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{LONG_SUFFIX}{path.suffix}")
 
 
 def write_csv(df: pd.DataFrame, path: str | os.PathLike):

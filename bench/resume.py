@@ -15,7 +15,7 @@ from .checkpoint import FORMAT
 from .config import RunConfig, validate_config
 from .errors import BenchError
 from .io import load_checkpoint
-from .runs_table import append_row, read_table
+from .runs_table import read_table
 
 ALLOWED_WITH_RESUME = ("out", "progress", "checkpoint_every")
 
@@ -77,10 +77,10 @@ def resume_run(target: str, out: str, given=(), progress: bool | None = None, ch
     rank, ranks = _launch()
     if (run_dir / "result.json").is_file():  # stopped after its result was saved, before the row was appended
         row = json.loads((run_dir / "result.json").read_text())
-        from .results import RUN_COLUMNS
+        from .results import append_run
 
         if rank == 0:
-            append_row(results / "runs.csv", row, RUN_COLUMNS)
+            append_run(results, row)
         return row, results
     last = run_dir / "last.pt"
     if not last.is_file():

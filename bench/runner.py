@@ -26,6 +26,7 @@ from .model import count_parameters, create_model_from_cfg
 from .plugins import get_entry
 from .results import plot_curves, provenance, write_csv
 from .runs_table import finish_run
+from .tables import config_key
 from .templates import check_templates, fill
 from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, set_backend_flags,
                       text_mode_for, train_epoch)
@@ -88,6 +89,29 @@ def new_run_id(cfg: RunConfig) -> str:
     return f"{stamp}-{encoder}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
 
 
+class LossLog:
+    """Training loss every ``log_every`` steps (``train_log.csv``), for curves finer than one point per epoch.
+
+    The trainer reports the running mean of the epoch so far; this keeps the mean of each window instead,
+    so late steps are not averaged with the first ones. A resumed run continues the file it left.
+    """
+
+    def __init__(self, path: Path | None = None):
+        self.rows = pd.read_csv(path).to_dict("records") if path is not None and path.is_file() else []
+
+    def callback(self, epoch: int, start_step: int):
+        last = {"steps": 0, "total": 0.0}
+
+        def on_log(step: int, running_mean: float):
+            steps = step - start_step
+            total = running_mean * steps
+            window = (total - last["total"]) / max(steps - last["steps"], 1)
+            self.rows.append({"step": step, "epoch": epoch, "train_loss": window})
+            last.update(steps=steps, total=total)
+
+        return on_log
+
+
 def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -> dict:
     """Train, evaluate zero-shot every ``eval_every`` epochs, write the run folder and a ``runs.csv`` row.
 
@@ -138,9 +162,11 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
         log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
     saver = CheckpointSaver(run_dir, state, cfg, parts.classes, generator, run_id, progress, world, saved_step)
 
+    loss_log = LossLog(run_dir / "train_log.csv" if resume is not None else None)
     with stop_on_signal(world) as stop:
         for epoch in range(state.epoch, cfg.epochs):
-            stats = reduce_epoch_stats(_train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world), world)
+            stats = _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log)
+            stats = reduce_epoch_stats(stats, world)
             state.epoch = epoch + 1
             progress.train_seconds += stats["seconds"]
             progress.train_images += stats["images"]
@@ -161,6 +187,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
             state.history.append(row)
             if world.is_main:
                 write_csv(pd.DataFrame(state.history), run_dir / "history.csv")
+                write_csv(pd.DataFrame(loss_log.rows), run_dir / "train_log.csv")
             best = progress.best
             is_best = not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"])
             if is_best:
@@ -180,16 +207,34 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     if not world.is_main:
         return row
     plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({run_id})")
+    suite_columns = run_eval_suite(cfg, model, parts, device, autocast_dtype, run_dir, run_id)
     per_class = pd.DataFrame({"class": list(parts.classes), "accuracy": metrics["per_class"],
                               "support": metrics["confusion"].sum(axis=1)})
     write_csv(per_class, run_dir / "per_class.csv")
     write_csv(pd.DataFrame(metrics["confusion"], index=list(parts.classes), columns=list(parts.classes))
               .rename_axis("true").reset_index(), run_dir / "confusion.csv")
+    row.update(suite_columns)
     finish_run(out, run_dir, row)
     return row
 
 
-def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world) -> dict:
+def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dtype, run_dir: Path, run_id: str) -> dict:
+    """Retrieval, linear probe and robustness on the final weights (``--evals``); tables go to the run folder."""
+    if not cfg.evals:
+        return {}
+    from .suite import FeatureCache, SuiteOptions, run_suite
+
+    opts = SuiteOptions(evals=tuple(cfg.evals), robust_limit=cfg.robust_limit,
+                        robust_severities=tuple(cfg.robust_severities), seed=cfg.data_seed)
+    columns, tables = run_suite(model, opts, train=parts.train, test=parts.test, templates=parts.templates,
+                                tokenizer=parts.tokenizer, device=device, autocast_dtype=autocast_dtype,
+                                cache=FeatureCache(run_dir / "features"), weights_id=f"final-e{cfg.epochs}")
+    for name, table in tables.items():
+        write_csv(table, run_dir / f"{name}.csv")
+    return columns
+
+
+def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log) -> dict:
     """One epoch, checkpointed every ``cfg.checkpoint_every`` steps; stops cleanly on a signal or a NaN loss."""
     n = len(loader)
     if progress.epoch is None:  # a fresh epoch draws its order; a resumed one replays the saved one
@@ -211,8 +256,11 @@ def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world) ->
         if stopping:
             raise _interrupted(stop, state, saver, saver.run_id, Path(cfg.out))
 
+    log_loss = loss_log.callback(epoch + 1, state.step - (start.steps if start else 0))
+
     def on_log(step, mean):  # the loss was just read back anyway: a free moment to look for a NaN
         watch.check(describe, saver.describe())
+        log_loss(step, mean)
 
     stats = train_epoch(state, loader.iter_from(start.steps if start else 0, order), n, cfg.log_every,
                         cfg.progress if world.is_main else False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -232,7 +280,8 @@ def _interrupted(stop, state, saver, run_id, out) -> Interrupted:
 def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics, history, best, parts, autocast_dtype):
     prov = provenance(device)
     return {
-        "run_id": run_id, "time": prov["time"], "encoder": cfg.model.encoder, "tokenizer": cfg.tokenizer,
+        "run_id": run_id, "config_id": config_key(cfg), "time": prov["time"], "encoder": cfg.model.encoder,
+        "tokenizer": cfg.tokenizer,
         "templates": cfg.templates, "dataset": cfg.dataset, "preset": cfg.preset, "epochs": cfg.epochs,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "loss": cfg.loss,
         "seed": cfg.seed, "device": str(device), "device_name": prov["device_name"],
@@ -245,7 +294,7 @@ def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics,
         "best_zeroshot_top1": float(best["zeroshot_top1"]) if best else None,
         "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.train),
         "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
-        "normalization": "[-1,1]",
+        "normalization": "[-1,1]", "eval_checkpoint": "final epoch",
         **{k: prov[k] for k in ("git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
                                 "python_version", "hostname", "command", "numpy_version")},
     }

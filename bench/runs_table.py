@@ -129,10 +129,11 @@ def _to_csv(records) -> str:
     return buffer.getvalue()
 
 
-def append_row(path: str | os.PathLike, row: dict, columns=()) -> Path:
+def append_row(path: str | os.PathLike, row: dict, columns=(), on_written=None) -> Path:
     """Add ``row`` to the table at ``path`` under the lock; columns the file lacks are added at its end.
 
-    ``columns`` orders a new file's header (known columns first, the rest sorted).
+    ``columns`` orders a new file's header (known columns first, the rest sorted). ``on_written(table,
+    path)`` runs while the lock is still held, for files derived from the table.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +148,8 @@ def append_row(path: str | os.PathLike, row: dict, columns=()) -> Path:
             table.rows = [r + [""] * pad if i not in table.problems else r for i, r in enumerate(table.rows)]
         table.rows.append([_format(row.get(c)) for c in header])
         atomic_write_text(path, _to_csv([header] + table.rows))
+        if on_written is not None:
+            on_written(read_table(path), path)
     return path
 
 
@@ -165,7 +168,7 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
 
 def finish_run(out: str | os.PathLike, run_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
     """Record a finished run: ``result.json`` in its folder first (so the row survives anything), then the table."""
-    from .results import RUN_COLUMNS
+    from .results import append_run
 
     atomic_write_text(Path(run_dir) / "result.json", json.dumps(row, indent=2, default=str) + "\n")
-    return append_row(Path(out) / name, row, RUN_COLUMNS)
+    return append_run(out, row, name)

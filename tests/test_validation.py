@@ -125,7 +125,7 @@ CASES = [
     ("predict-zero-top-k", ["predict", "{ckpt}", "{tmp}/img.png", "--top-k", "0"], "--top-k must be at least 1", _image),
     ("results-foreign-table", ["results", "{tmp}/foreign/runs.csv"], "is not a bench results table", _foreign_results),
     ("results-binary-file", ["results", "{tmp}/blob.csv"], "is not a results table", _binary),
-    ("results-missing", ["results", "{tmp}/nowhere"], "no results table at", None),
+    ("results-missing", ["results", "{tmp}/nowhere"], "is not a file or folder", None),
 ]
 
 
