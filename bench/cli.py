@@ -52,6 +52,10 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--checkpoints/--no-checkpoints", default=True, show_default=True, help="Keep best.pt and last.pt.")
 @click.option("--progress/--no-progress", default=None, help="tqdm bars (default: only on a terminal).")
 @click.option("--out", default="results", show_default=True, help="Results folder.")
+@click.option("--cuda-graph/--no-cuda-graph", default=None,
+              help="On CUDA, replay the training step as one captured CUDA graph (default: on).")
+@click.option("--compact-embedding/--no-compact-embedding", default=None,
+              help="Train only the token-embedding rows the prompts use; exact (default: on).")
 def run(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_layers, text_heads, compile_,
         checkpoints, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""

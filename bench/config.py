@@ -48,6 +48,9 @@ class RunConfig:
     save_checkpoints: bool = True  # keep best.pt and last.pt in the run folder
     out: str = "results"  # results folder: runs.csv and runs/<run_id>/
     progress: bool | None = None  # tqdm bars; None = only on a terminal
+    # speed (docs/performance.md); both leave the computed function unchanged
+    cuda_graph: bool = True  # on CUDA, capture the whole training step as one CUDA graph and replay it
+    compact_embedding: bool = True  # train only the token-embedding rows the prompts use; decay the rest exactly
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import compact_embedding
 from .config import RunConfig
+from .cuda_graph import CudaGraphStep
 from .data import ArrayDataset, DeviceLoader, to_device_uint8
 from .errors import BenchError
 from .evaluator import build_zero_shot_classifier, trim_tokens, validate
@@ -117,15 +119,21 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     n_params = count_parameters(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_model = torch.compile(model) if cfg.compile else model
     prompt_tokens = trim_tokens(parts.tokenizer(fill(parts.templates, parts.classes))).to(device)
+    # speed (docs/performance.md): exact sparse token-embedding updates; the step as one CUDA graph
+    compact = compact_embedding.install(model, prompt_tokens) if cfg.compact_embedding else None
+    text_mode = text_mode_for(len(prompt_tokens), cfg.batch_size, device)
+    use_graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all"
+    train_model = torch.compile(model) if cfg.compile else model
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), generator,
                           channels_last=channels_last)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, capturable=use_graph)
+    if compact is not None:
+        compact_embedding.attach(compact, optimizer)
     scheduler = build_scheduler(optimizer, cfg.epochs * len(loader), cfg.warmup_steps)
-    state = TrainState(train_model, optimizer, scheduler, ClipLoss(cfg.loss), prompt_tokens, autocast_dtype,
-                       text_mode_for(len(prompt_tokens), cfg.batch_size, device))
+    state = TrainState(train_model, optimizer, scheduler, ClipLoss(cfg.loss), prompt_tokens, autocast_dtype, text_mode)
+    step_fn = CudaGraphStep() if use_graph else None
     test_images = to_device_uint8(parts.test.images, device)
     test_labels = torch.as_tensor(parts.test.labels, device=device)
 
@@ -137,7 +145,7 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     best, metrics, train_seconds, train_images = None, {}, 0.0, 0
     for epoch in range(cfg.epochs):
         stats = train_epoch(state, loader, len(loader), cfg.log_every, cfg.progress,
-                            desc=f"epoch {epoch + 1}/{cfg.epochs}")
+                            desc=f"epoch {epoch + 1}/{cfg.epochs}", step_fn=step_fn)
         state.epoch = epoch + 1
         train_seconds += stats["seconds"]
         train_images += stats["images"]
