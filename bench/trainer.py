@@ -82,17 +82,26 @@ def encode_prompts(model, prompt_tokens: torch.Tensor, prompt_ids: torch.Tensor,
     """Text features of a batch whose captions are rows ``prompt_ids`` of ``prompt_tokens``.
 
     ``"unique"`` encodes each distinct prompt of the batch once and gathers; ``"all"`` encodes the whole
-    prompt table (no data-dependent shapes, so no host sync on CUDA). Both equal encoding every caption:
-    the gather sums the gradients of repeated captions, as separate copies would.
+    prompt table (no data-dependent shapes, so no host sync on CUDA); ``"tree"``/``"tree_all"`` encode the
+    batch's prompts / all prompts as one prefix tree. All equal encoding every caption: the gather sums the
+    gradients of repeated captions, as separate copies would.
     """
     if mode == "all":
         return model.encode_text(prompt_tokens)[prompt_ids]
+    if mode in ("tree", "tree_all"):  # shared prefixes computed once (bench.prompt_tree); exact
+        from .prompt_tree import encode_tree
+
+        return encode_tree(model, prompt_tokens, prompt_ids, only_used=mode == "tree")
     unique, inverse = torch.unique(prompt_ids, return_inverse=True)
     return model.encode_text(prompt_tokens[unique])[inverse]
 
 
 def text_mode_for(n_prompts: int, batch_size: int, device: torch.device) -> str:
-    return "all" if device.type == "cuda" and n_prompts <= max(batch_size, 512) else "unique"
+    """CUDA: the whole table (static shapes, CUDA graphs) while it is small; CPU: the prompt tree of the
+    batch's prompts (fewest tokens; measured in docs/performance.md)."""
+    if device.type == "cuda":
+        return "all" if n_prompts <= max(batch_size, 512) else "unique"
+    return "tree"
 
 
 @dataclass

@@ -77,7 +77,7 @@ def test_trimming_shortens_the_context_without_cutting_any_prompt():
 
 
 @pytest.mark.parametrize("kind", ["clip", "multipositive"])
-@pytest.mark.parametrize("mode", ["unique", "all"])
+@pytest.mark.parametrize("mode", ["unique", "all", "tree", "tree_all"])
 def test_truncated_unique_prompt_encoding_equals_full_77_token_computation(mode, kind):
     """Loss and every parameter's gradient equal those of encoding each caption at 77 tokens on its own."""
     model = tiny_clip()
@@ -89,6 +89,18 @@ def test_truncated_unique_prompt_encoding_equals_full_77_token_computation(mode,
     # the token embedding's gradient is non-zero only on the prompts' rows, in both computations
     rows = plain[1]["token_embedding.weight"].abs().sum(1).nonzero().flatten()
     assert set(rows.tolist()) <= set(trimmed.unique().tolist())
+
+
+def test_prompt_tree_shares_prefixes():
+    """The seed prompts' tree has far fewer nodes than the trimmed table has tokens, one end per prompt."""
+    from bench.prompt_tree import PromptTree
+
+    _, trimmed = prompt_tables()
+    tree = PromptTree.build(trimmed)
+    assert len(tree) < trimmed.numel() / 2
+    assert len(set(tree.eot.tolist())) == len(trimmed)
+    assert torch.equal(tree.tokens[tree.eot], trimmed.max(dim=1).values)
+    assert tree.allowed.sum(1).max() == trimmed.argmax(1).max() + 1  # a node sees its path, no more
 
 
 def test_truncation_would_be_wrong_without_the_causal_mask():
