@@ -160,18 +160,28 @@ def batch_flip_crop(images: torch.Tensor, generator: torch.Generator, pad: int =
 
     Same distribution as torchvision's ``RandomCrop(H, padding=pad)`` + ``RandomHorizontalFlip()`` per image.
     """
-    n, c, h, w = images.shape
-    device = images.device
-    flip = torch.rand(n, generator=generator, device=device) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(3), images)
     if pad <= 0:
-        return images
-    padded = F.pad(images, (pad, pad, pad, pad))
+        flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
+        return torch.where(flip[:, None, None, None], images.flip(3), images)
+    rows = torch.arange(images.shape[0], device=images.device)
+    return flip_crop_rows(F.pad(images, (pad, pad, pad, pad)), rows, generator, pad)
+
+
+def flip_crop_rows(padded: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
+    """Rows ``idx`` of an already padded uint8 NCHW set, each randomly flipped, then cropped at a random offset.
+
+    One indexing op reads every crop straight out of the padded set: a strided view holds every
+    ``(dy, dx)`` window of every image, and image i takes window ``(dy_i, dx_i)``; a flipped image takes
+    the mirrored window ``2 * pad - dx_i`` and is mirrored after (flip then crop, as torchvision).
+    """
+    n = len(idx)
+    device = padded.device
+    h, w = padded.shape[2] - 2 * pad, padded.shape[3] - 2 * pad
+    flip = torch.rand(n, generator=generator, device=device) < 0.5
     shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=device)
-    rows = (shifts[0][:, None] + torch.arange(h, device=device))[:, None, :, None]
-    cols = (shifts[1][:, None] + torch.arange(w, device=device))[:, None, None, :]
-    return padded[torch.arange(n, device=device)[:, None, None, None], torch.arange(c, device=device)[None, :, None, None],
-                  rows, cols]
+    windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (N, C, 2p+1, 2p+1, H, W), no copy
+    crops = windows[idx, :, shifts[0], torch.where(flip, 2 * pad - shifts[1], shifts[1])]
+    return torch.where(flip[:, None, None, None], crops.flip(3), crops)
 
 
 @dataclass
@@ -196,6 +206,8 @@ class DeviceLoader:
             raise BenchError(f"batch size {batch_size} is larger than the {len(data)} training images; "
                              f"lower --batch-size or raise --limit-train")
         self.images = to_device_uint8(data.images, device)
+        # padded once for the whole split (airbench's epoch-0 precompute), so a batch is one indexing op
+        self.padded = F.pad(self.images, (pad,) * 4) if augment and pad > 0 else None
         self.labels = torch.as_tensor(data.labels, device=device)
         self.batch_size = batch_size
         self.n_templates = n_templates
@@ -217,9 +229,12 @@ class DeviceLoader:
         return perm[self.rank * per_rank:(self.rank + 1) * per_rank]
 
     def make_batch(self, idx: torch.Tensor) -> Batch:
-        images = self.images[idx]
-        if self.augment:
-            images = batch_flip_crop(images, self.generator, self.pad)
+        if self.padded is not None:
+            images = flip_crop_rows(self.padded, idx, self.generator, self.pad)
+        elif self.augment:
+            images = batch_flip_crop(self.images[idx], self.generator, self.pad)
+        else:
+            images = self.images[idx]
         images = normalize(images, self.dtype)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

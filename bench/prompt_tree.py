@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-_CACHE: "weakref.WeakKeyDictionary[torch.Tensor, PromptTree]" = weakref.WeakKeyDictionary()
+# id(table) -> (weak reference to the table, its tree); tensors cannot be dict keys (== is elementwise)
+_CACHE: dict = {}
 
 
 @dataclass
@@ -68,9 +69,13 @@ class PromptTree:
 
 def tree_for(table: torch.Tensor) -> PromptTree:
     """The tree of ``table``, built once per table tensor."""
-    tree = _CACHE.get(table)
-    if tree is None:
-        tree = _CACHE[table] = PromptTree.build(table)
+    hit = _CACHE.get(id(table))
+    if hit is not None and hit[0]() is table:
+        return hit[1]
+    for key in [k for k, (ref, _) in _CACHE.items() if ref() is None]:  # forget tables that are gone
+        del _CACHE[key]
+    tree = PromptTree.build(table)
+    _CACHE[id(table)] = (weakref.ref(table), tree)
     return tree
 
 
