@@ -164,24 +164,28 @@ def batch_flip_crop(images: torch.Tensor, generator: torch.Generator, pad: int =
         flip = torch.rand(images.shape[0], generator=generator, device=images.device) < 0.5
         return torch.where(flip[:, None, None, None], images.flip(3), images)
     rows = torch.arange(images.shape[0], device=images.device)
-    return flip_crop_rows(F.pad(images, (pad, pad, pad, pad)), rows, generator, pad)
+    return flip_crop_rows(pad_both_ways(images, pad), rows, generator, pad)
 
 
-def flip_crop_rows(padded: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
-    """Rows ``idx`` of an already padded uint8 NCHW set, each randomly flipped, then cropped at a random offset.
+def pad_both_ways(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """``(2, N, C, H + 2 pad, W + 2 pad)``: the zero-padded images, and the same mirrored left-right."""
+    padded = F.pad(images, (pad, pad, pad, pad))
+    return torch.stack([padded, padded.flip(3)])
 
-    One indexing op reads every crop straight out of the padded set: a strided view holds every
-    ``(dy, dx)`` window of every image, and image i takes window ``(dy_i, dx_i)``; a flipped image takes
-    the mirrored window ``2 * pad - dx_i`` and is mirrored after (flip then crop, as torchvision).
+
+def flip_crop_rows(padded2: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
+    """Rows ``idx`` of a :func:`pad_both_ways` set, each flipped at random and cropped at a random offset.
+
+    One indexing op does gather, flip and crop: a strided view holds every ``(dy, dx)`` window of every
+    image in both orientations, and image i reads window ``(flip_i, dy_i, dx_i)``.
     """
     n = len(idx)
-    device = padded.device
-    h, w = padded.shape[2] - 2 * pad, padded.shape[3] - 2 * pad
+    device = padded2.device
+    h, w = padded2.shape[3] - 2 * pad, padded2.shape[4] - 2 * pad
     flip = torch.rand(n, generator=generator, device=device) < 0.5
     shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=device)
-    windows = padded.unfold(2, h, 1).unfold(3, w, 1)  # (N, C, 2p+1, 2p+1, H, W), no copy
-    crops = windows[idx, :, shifts[0], torch.where(flip, 2 * pad - shifts[1], shifts[1])]
-    return torch.where(flip[:, None, None, None], crops.flip(3), crops)
+    windows = padded2.unfold(3, h, 1).unfold(4, w, 1)  # (2, N, C, 2p+1, 2p+1, H, W), no copy
+    return windows[flip.long(), idx, :, shifts[0], shifts[1]]
 
 
 @dataclass
@@ -206,8 +210,9 @@ class DeviceLoader:
             raise BenchError(f"batch size {batch_size} is larger than the {len(data)} training images; "
                              f"lower --batch-size or raise --limit-train")
         self.images = to_device_uint8(data.images, device)
-        # padded once for the whole split (airbench's epoch-0 precompute), so a batch is one indexing op
-        self.padded = F.pad(self.images, (pad,) * 4) if augment and pad > 0 else None
+        # padded and mirrored once for the whole split (airbench's epoch-0 precompute; twice the uint8 set),
+        # so gather + flip + crop of a batch is one indexing op
+        self.padded = pad_both_ways(self.images, pad) if augment and pad > 0 else None
         self.labels = torch.as_tensor(data.labels, device=device)
         self.batch_size = batch_size
         self.n_templates = n_templates
