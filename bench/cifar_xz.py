@@ -1,0 +1,88 @@
+"""Read the project's offline CIFAR-10 copy (``data_batch_N.xz``, ``test_batch.xz``) into train/test .npz.
+
+The format (as the copy's own ``unpack.py`` describes it): each file is ``lzma(labels + residuals)``; the
+residuals are a lossless transform of the pixels, channel-major: colour decorrelation (G, R-G, B-G mod
+256) followed by the LOCO-I median predictor. Decoding undoes the predictor row by row, then the colour
+transform. Only numpy and lzma are needed, so a machine with the .xz files and this repository can make
+the .npz files ``bench`` loads (``--data-dir``); the GPU check uses it because three .xz files fit the
+GPU machine's upload limit where the .npz files would not.
+"""
+from __future__ import annotations
+
+import hashlib
+import lzma
+from pathlib import Path
+
+import numpy as np
+
+# sha256 of images.tobytes() + labels.tobytes() for the full sets, from the copy's unpack.py
+SHA256 = {
+    "train": "f912919bdea371136f1aa4feed6beeca728015a5f08b1899a29c932a7e30be2b",
+    "test": "8193b3fbce55bec361cd1b8fd4880cb1649832dc4d6de6da1e7a21847a4843aa",
+}
+
+
+def _median_predict(a, b, c):
+    hi, lo = np.maximum(a, b), np.minimum(a, b)
+    return np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
+
+
+def decode(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Decompressed bytes -> (uint8 images (N, 32, 32, 3) RGB, uint8 labels (N,))."""
+    n = len(raw) // (1 + 3 * 32 * 32)
+    labels = np.frombuffer(raw[:n], np.uint8).copy()
+    residual = np.frombuffer(raw[n:], np.uint8).reshape(3, n, 32, 32).astype(np.int16)
+    y = np.zeros_like(residual)
+    zero = np.zeros((3, n), np.int16)
+    for i in range(32):
+        for j in range(32):
+            left = y[:, :, i, j - 1] if j else zero
+            up = y[:, :, i - 1, j] if i else zero
+            diag = y[:, :, i - 1, j - 1] if (i and j) else zero
+            y[:, :, i, j] = (residual[:, :, i, j] + _median_predict(left, up, diag)) % 256
+    g = y[0]
+    images = np.stack([(y[1] + g) % 256, g, (y[2] + g) % 256], -1).astype(np.uint8)
+    return images, labels
+
+
+def encode(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """The inverse of :func:`decode` (uncompressed), for tests and for making small files in the format."""
+    img = images.astype(np.int16)
+    g = img[..., 1]
+    y = np.stack([g, (img[..., 0] - g) % 256, (img[..., 2] - g) % 256])  # (3, N, 32, 32)
+    n = len(labels)
+    residual = np.zeros_like(y)
+    zero = np.zeros((3, n), np.int16)
+    for i in range(32):
+        for j in range(32):
+            left = y[:, :, i, j - 1] if j else zero
+            up = y[:, :, i - 1, j] if i else zero
+            diag = y[:, :, i - 1, j - 1] if (i and j) else zero
+            residual[:, :, i, j] = (y[:, :, i, j] - _median_predict(left, up, diag)) % 256
+    return labels.astype(np.uint8).tobytes() + residual.astype(np.uint8).tobytes()
+
+
+def digest(images: np.ndarray, labels: np.ndarray) -> str:
+    return hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
+
+
+def unpack(src: str | Path, dest: str | Path) -> dict:
+    """Decode every ``*.xz`` batch in ``src`` into ``dest/train.npz`` (whichever train batches are there)
+    and ``dest/test.npz``; full sets are checked against their checksums. Returns image counts."""
+    src, dest = Path(src), Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    train_files = sorted(src.glob("data_batch_*.xz"))
+    for split, files in (("train", train_files), ("test", [src / "test_batch.xz"])):
+        files = [f for f in files if f.is_file()]
+        if not files:
+            continue
+        parts = [decode(lzma.decompress(f.read_bytes())) for f in files]
+        images = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        complete = len(labels) == (50000 if split == "train" else 10000)  # checksums exist for full sets only
+        if complete and digest(images, labels) != SHA256[split]:
+            raise ValueError(f"{split} set from {src} does not match its checksum")
+        np.savez(dest / f"{split}.npz", images=images, labels=labels)
+        counts[split] = len(labels)
+    return counts
