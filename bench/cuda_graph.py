@@ -15,6 +15,8 @@ eagerly, so its numerics can be compared against :func:`bench.trainer.clip_step`
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from .errors import BenchError
@@ -37,16 +39,17 @@ class CudaGraphStep:
         self.replays = 0
         self._static = None  # (images, labels, prompt_ids, loss) living in the graph's memory
         self._lr_tensors = None  # the optimizer's lr tensors as first seen (the graph reads these)
+        self.error = None  # why capture failed, if it did (the step then stays eager)
 
     def __call__(self, state: TrainState, images, labels, prompt_ids):
         capture = images.is_cuda if self.capture is None else self.capture
         if self.eager_steps == 0:
             check_capturable(state)
-        if not capture or self.eager_steps < self.warmup:
-            loss = self._eager(state, images, labels, prompt_ids, side_stream=capture)
+        if capture and self.eager_steps >= self.warmup and self.graph is None and self.error is None:
+            self._try_capture(state, images, labels, prompt_ids)
+        if self.graph is None:
+            loss = self._eager(state, images, labels, prompt_ids, side_stream=capture and self.error is None)
         else:
-            if self.graph is None:
-                self._capture(state, images, labels, prompt_ids)
             static_images, static_labels, static_ids, static_loss = self._static
             static_images.copy_(images, non_blocking=True)
             static_labels.copy_(labels, non_blocking=True)
@@ -81,6 +84,16 @@ class CudaGraphStep:
             loss = device_step(state, images, labels, prompt_ids, autocast_cache=False)
         torch.cuda.current_stream(images.device).wait_stream(stream)
         return loss
+
+    def _try_capture(self, state, images, labels, prompt_ids):
+        """Capture; if this torch or GPU refuses, say so once and train on eagerly (same step, slower)."""
+        try:
+            self._capture(state, images, labels, prompt_ids)
+        except Exception as exc:  # noqa: BLE001 - a capture failure must not end a run
+            self.graph, self._static = None, None
+            self.error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            torch.cuda.synchronize()
+            warnings.warn(f"CUDA graph capture failed, training on without it: {self.error}", stacklevel=3)
 
     def _capture(self, state, images, labels, prompt_ids):
         static_images, static_labels, static_ids = images.clone(), labels.clone(), prompt_ids.clone()

@@ -255,6 +255,7 @@ def main(argv=None) -> int:
     if args.tiny:
         fast += TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--limit-train", "64", "--limit-test", "64",
                               "--batch-size", "32", "--epochs", "1", "--warmup-steps", "1"]
+    fast += [] if graph_ok or args.tiny else ["--no-cuda-graph"]
     check.run("fast_preset", fast, cap=170)
     history = run_history(work / "fast")
     results["fast"] = fast_summary(history, n_train if not args.tiny else 64)
