@@ -24,8 +24,8 @@ from .model import count_parameters, create_model_from_cfg
 from .plugins import get_entry
 from .results import append_run, plot_curves, provenance, write_csv
 from .templates import check_templates, fill
-from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, resolve_device,
-                      set_backend_flags, text_mode_for, train_epoch)
+from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, compile_towers,
+                      resolve_device, set_backend_flags, text_mode_for, train_epoch)
 
 
 @dataclass
@@ -124,7 +124,7 @@ def run(cfg: RunConfig, run_id: str | None = None) -> dict:
     compact = compact_embedding.install(model, prompt_tokens) if cfg.compact_embedding else None
     text_mode = text_mode_for(len(prompt_tokens), cfg.batch_size, device)
     use_graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all"
-    train_model = torch.compile(model) if cfg.compile else model
+    train_model = compile_towers(model) if cfg.compile else model
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), generator,
                           channels_last=channels_last)

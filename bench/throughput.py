@@ -172,7 +172,7 @@ def _clip_step(cfg, model, batch, device):
     from .loss import ClipLoss
     from .templates import SEED_TEMPLATES, fill
     from .tokenizer import create_tokenizer
-    from .trainer import TrainState, build_optimizer, build_scheduler, clip_step, text_mode_for
+    from .trainer import TrainState, build_optimizer, build_scheduler, clip_step, compile_towers, text_mode_for
 
     prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
     table = trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device)
@@ -181,7 +181,7 @@ def _clip_step(cfg, model, batch, device):
     graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all"
     optimizer = build_optimizer(model, 1e-4, 0.01, device, capturable=graph)
     compact_embedding.attach(emb, optimizer)
-    train_model = torch.compile(model) if cfg.compile else model
+    train_model = compile_towers(model) if cfg.compile else model
     state = TrainState(train_model, optimizer, build_scheduler(optimizer, 10 ** 6), ClipLoss("clip"), table,
                        PRECISIONS[cfg.precision], text_mode)
     step_fn = CudaGraphStep() if graph else clip_step

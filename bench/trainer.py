@@ -66,6 +66,17 @@ def build_optimizer(model, lr: float, weight_decay: float, device: torch.device,
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
+def compile_towers(model, **kwargs):
+    """``torch.compile`` the vision tower and the text Transformer in place (``nn.Module.compile``).
+
+    The training step calls ``model.encode_image``/``encode_text``, which ``torch.compile(model)`` leaves
+    uncompiled (it compiles ``forward`` only); compiling the towers in place also keeps state-dict keys.
+    """
+    model.visual.compile(**kwargs)
+    model.transformer.compile(**kwargs)
+    return model
+
+
 def build_scheduler(optimizer, total_steps: int, warmup_steps: int = 0):
     """Linear warm-up, then cosine decay to zero over the remaining steps (per step, not per epoch)."""
 

@@ -278,7 +278,10 @@ def main(argv=None) -> int:
             ("throughput_reference_fp32", ["--encoder", "modified_resnet", "--mode", "train", "--batch-size", "32",
                                            "--precision", "fp32", "--channels-last"]),
             ("throughput_fast_batch", ["--encoder", "airbench", "--mode", "both", "--batch-size", "1024",
-                                       "--precision", "bf16", "--channels-last"])]
+                                       "--precision", "bf16", "--channels-last"]),
+            # last: torch.compile of both towers inside the graph (compile time is in the warm-up)
+            ("throughput_reference_compile", ["--encoder", "modified_resnet", "--mode", "train", "--batch-size",
+                                              "32", "--precision", "bf16", "--channels-last", "--compile"])]
     if args.tiny:
         runs = [("throughput_main", ["--encoder", "modified_resnet", "--mode", "both", "--encoder-opt", "width=8"])]
     for name, extra in runs:

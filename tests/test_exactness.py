@@ -211,3 +211,21 @@ def test_cpu_optimizer_is_fused_adamw():
     opt = build_optimizer(tiny_clip(), 1e-4, 0.01, CPU)
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults.get("fused")
     assert math.isclose(opt.defaults["weight_decay"], 0.01)
+
+
+def test_compile_reaches_the_towers_the_step_calls():
+    """--compile must compile what clip_step runs (encode_image/encode_text), not only CLIP.forward."""
+    import torch._dynamo
+
+    from bench.trainer import compile_towers
+
+    model = tiny_clip().float()
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compile_towers(model, backend="eager")  # dynamo tracing without inductor's code generation
+    images, _labels, ids = batch(n=4)
+    _, trimmed = prompt_tables()
+    model.encode_image(images.float())
+    model.encode_text(trimmed[ids])
+    assert torch._dynamo.utils.counters["frames"]["ok"] >= 2
+    assert "token_embedding.weight" in model.state_dict()  # keys unchanged
