@@ -27,6 +27,14 @@ def _median_predict(a, b, c):
     return np.where(c >= hi, lo, np.where(c <= lo, hi, a + b - c))
 
 
+def _predict(y: np.ndarray, i: int, j: int, zero: np.ndarray) -> np.ndarray:
+    """LOCO-I's prediction of pixel (i, j) of every image and channel from its left, upper, upper-left pixels."""
+    left = y[:, :, i, j - 1] if j else zero
+    up = y[:, :, i - 1, j] if i else zero
+    diag = y[:, :, i - 1, j - 1] if (i and j) else zero
+    return _median_predict(left, up, diag)
+
+
 def decode(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     """Decompressed bytes -> (uint8 images (N, 32, 32, 3) RGB, uint8 labels (N,))."""
     n = len(raw) // (1 + 3 * 32 * 32)
@@ -34,12 +42,9 @@ def decode(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
     residual = np.frombuffer(raw[n:], np.uint8).reshape(3, n, 32, 32).astype(np.int16)
     y = np.zeros_like(residual)
     zero = np.zeros((3, n), np.int16)
-    for i in range(32):
+    for i in range(32):  # in raster order: each prediction reads pixels already decoded
         for j in range(32):
-            left = y[:, :, i, j - 1] if j else zero
-            up = y[:, :, i - 1, j] if i else zero
-            diag = y[:, :, i - 1, j - 1] if (i and j) else zero
-            y[:, :, i, j] = (residual[:, :, i, j] + _median_predict(left, up, diag)) % 256
+            y[:, :, i, j] = (residual[:, :, i, j] + _predict(y, i, j, zero)) % 256
     g = y[0]
     images = np.stack([(y[1] + g) % 256, g, (y[2] + g) % 256], -1).astype(np.uint8)
     return images, labels
@@ -50,15 +55,11 @@ def encode(images: np.ndarray, labels: np.ndarray) -> bytes:
     img = images.astype(np.int16)
     g = img[..., 1]
     y = np.stack([g, (img[..., 0] - g) % 256, (img[..., 2] - g) % 256])  # (3, N, 32, 32)
-    n = len(labels)
+    zero = np.zeros((3, len(labels)), np.int16)
     residual = np.zeros_like(y)
-    zero = np.zeros((3, n), np.int16)
     for i in range(32):
         for j in range(32):
-            left = y[:, :, i, j - 1] if j else zero
-            up = y[:, :, i - 1, j] if i else zero
-            diag = y[:, :, i - 1, j - 1] if (i and j) else zero
-            residual[:, :, i, j] = (y[:, :, i, j] - _median_predict(left, up, diag)) % 256
+            residual[:, :, i, j] = (y[:, :, i, j] - _predict(y, i, j, zero)) % 256
     return labels.astype(np.uint8).tobytes() + residual.astype(np.uint8).tobytes()
 
 

@@ -63,7 +63,7 @@ def make_state(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
 
 
 def main(argv=None) -> pd.DataFrame:
-    from bench.results import provenance, write_csv
+    from _results import save
     from bench.trainer import clip_step
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -88,17 +88,12 @@ def main(argv=None) -> pd.DataFrame:
                 clip_step(state, images, labels, ids)
             times[name].append((time.perf_counter() - start) / args.steps)
     base = statistics.median(times[next(iter(times))])
-    prov = provenance("cpu")
     rows = [{"variant": name, "seconds_per_step": statistics.median(t), "speedup_vs_A": base / statistics.median(t),
-             "rounds": args.rounds, "steps_per_round": args.steps, "torch_threads": args.threads,
-             **{k: prov[k] for k in ("time", "device_name", "git_commit", "git_dirty", "torch_version", "command")}}
+             "rounds": args.rounds, "steps_per_round": args.steps, "torch_threads": args.threads}
             for name, t in times.items()]
     table = pd.DataFrame(rows)
     print(table[["variant", "seconds_per_step", "speedup_vs_A"]].to_string(index=False))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(table, out / "cpu_step_ablation.csv")
-    return table
+    return save(table, args.out, "cpu_step_ablation.csv")
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _results import save  # noqa: E402
 from bench.loader_speed import compare, ratio  # noqa: E402
-from bench.results import provenance, write_csv  # noqa: E402
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -49,7 +49,6 @@ def main(argv=None) -> pd.DataFrame:
     data = data if data is not None else make_synthetic("train", 0, n=1024)
     table = trim_tokens(tokenize(fill(SEED_TEMPLATES, data.classes)))
     sizes = [int(b) for b in args.batch_size.split(",") if b]
-    prov = provenance("cpu")
     frames = []
     for batch_size in sizes:
         device_n, tv_n = (4, 2) if args.tiny else (max(20, 6400 // batch_size), max(4, 640 // batch_size))
@@ -60,13 +59,8 @@ def main(argv=None) -> pd.DataFrame:
         frames.append(pd.DataFrame(rows).assign(batch_size=batch_size, ratio=r, dataset=dataset,
                                                 torch_threads=args.threads, device_batches=device_n,
                                                 torchvision_batches=tv_n))
-    table_out = pd.concat(frames, ignore_index=True).assign(
-        **{k: prov[k] for k in ("time", "device_name", "git_commit", "git_dirty", "torch_version", "hostname",
-                                "command")})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(table_out, out / "loader_speed.csv")
-    return table_out
+    table_out = pd.concat(frames, ignore_index=True)
+    return save(table_out, args.out, "loader_speed.csv")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ give the same loss for the same weights and batch, and again after one optimizer
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -29,12 +28,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.results import provenance, write_csv  # noqa: E402
+from _results import save  # noqa: E402
 
 REFERENCE = dict(embed_dim=512, layers=(2, 2, 2, 2), width=32, image_size=32, context_length=77, vocab_size=49408,
                  text_width=512, heads=8, text_layers=6)
@@ -196,17 +194,12 @@ def main(argv=None) -> pd.DataFrame:
     per_round = table.pivot(index="round", columns="engine", values="images_per_s")
     table["round_ratio"] = table["round"].map(per_round["bench"] / per_round["open_clip"])
     med = table.groupby("engine")["images_per_s"].median()
-    prov = provenance("cpu")
     summary = {"config": "tiny" if args.tiny else "reference", "dataset": dataset, "batch_size": 32,
                "rounds": args.rounds, "bench_steps": args.bench_steps, "baseline_steps": args.baseline_steps,
                "bench_images_per_s_median": med["bench"], "open_clip_images_per_s_median": med["open_clip"],
-               "ratio": med["bench"] / med["open_clip"], **losses, "torch_threads": torch.get_num_threads(),
-               **{k: prov[k] for k in ("time", "device_name", "git_commit", "git_dirty", "torch_version",
-                                       "hostname", "command")}}
+               "ratio": med["bench"] / med["open_clip"], **losses, "torch_threads": torch.get_num_threads()}
     table = table.assign(**{k: v for k, v in summary.items() if k not in ("rounds",)})
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(table, out / "vs_open_clip.csv")
+    table = save(table, args.out, "vs_open_clip.csv")
     print(f"bench {med['bench']:.2f} images/s vs open_clip {med['open_clip']:.2f} images/s: "
           f"{summary['ratio']:.1f}x (median of {args.rounds} interleaved rounds); "
           f"loss |diff| {losses['loss_step0_abs_diff']:.2e} before and {losses['loss_step1_abs_diff']:.2e} after one step")
