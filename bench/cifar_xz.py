@@ -67,23 +67,28 @@ def digest(images: np.ndarray, labels: np.ndarray) -> str:
     return hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest()
 
 
-def unpack(src: str | Path, dest: str | Path) -> dict:
-    """Decode every ``*.xz`` batch in ``src`` into ``dest/train.npz`` (whichever train batches are there)
-    and ``dest/test.npz``; full sets are checked against their checksums. Returns image counts."""
-    src, dest = Path(src), Path(dest)
+def unpack(src, dest: str | Path) -> dict:
+    """Decode the ``*.xz`` batches in folder(s) ``src`` into ``dest/train.npz`` (whichever training batches
+    are there, each once) and ``dest/test.npz``; full sets are checked against their checksums. Returns the
+    image counts per split."""
+    folders = [Path(src)] if isinstance(src, (str, Path)) else [Path(f) for f in src]
+    dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    found: dict[str, Path] = {}
+    for folder in folders:
+        for f in sorted(folder.glob("*.xz")):
+            found.setdefault(f.name, f)
     counts = {}
-    train_files = sorted(src.glob("data_batch_*.xz"))
-    for split, files in (("train", train_files), ("test", [src / "test_batch.xz"])):
-        files = [f for f in files if f.is_file()]
-        if not files:
+    train_names = sorted(n for n in found if n.startswith("data_batch_"))
+    for split, names in (("train", train_names), ("test", [n for n in ("test_batch.xz",) if n in found])):
+        if not names:
             continue
-        parts = [decode(lzma.decompress(f.read_bytes())) for f in files]
+        parts = [decode(lzma.decompress(found[n].read_bytes())) for n in names]
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
         complete = len(labels) == (50000 if split == "train" else 10000)  # checksums exist for full sets only
         if complete and digest(images, labels) != SHA256[split]:
-            raise ValueError(f"{split} set from {src} does not match its checksum")
+            raise ValueError(f"{split} set from {', '.join(map(str, folders))} does not match its checksum")
         np.savez(dest / f"{split}.npz", images=images, labels=labels)
         counts[split] = len(labels)
     return counts

@@ -20,9 +20,10 @@ def test_xz_format_round_trip(tmp_path):
     train, test = make_synthetic("train", 0, n=40), make_synthetic("test", 0, n=20)
     images, labels = cifar_xz.decode(cifar_xz.encode(train.images, train.labels))
     assert np.array_equal(images, train.images) and np.array_equal(labels, train.labels)
-    for name, d in (("data_batch_1.xz", train), ("data_batch_2.xz", train), ("test_batch.xz", test)):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()  # batches split over two folders, as two uploads leave them
+    for name, d in (("a/data_batch_1.xz", train), ("b/data_batch_2.xz", train), ("a/test_batch.xz", test)):
         (tmp_path / name).write_bytes(lzma.compress(cifar_xz.encode(d.images, d.labels)))
-    assert cifar_xz.unpack(tmp_path, tmp_path / "npz") == {"train": 80, "test": 20}
+    assert cifar_xz.unpack([tmp_path / "a", tmp_path / "b"], tmp_path / "npz") == {"train": 80, "test": 20}
     from bench.data import load_cifar10
 
     loaded = load_cifar10("test", tmp_path / "npz", download=False)
