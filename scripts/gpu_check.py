@@ -169,6 +169,11 @@ def report(check: Check, results: dict) -> str:
         lines.append(f"| fast preset ({f['train_images']} training images) | top-1 {f['final_top1']:.4f} "
                      f"(best {f['best_top1']:.4f}) after {f['epochs_done']} epochs, {f['train_seconds']} s of training "
                      f"({f['train_seconds_at_50k']} s scaled to 50k images); 94% reached at {f['seconds_to_94']} s |")
+    w = results.get("fast_wide") or {}
+    if w:
+        lines.append(f"| fast variant: widths 96/384/384, 40 epochs | top-1 {w['final_top1']:.4f} (best {w['best_top1']:.4f}) "
+                     f"after {w['epochs_done']} epochs, {w['train_seconds']} s ({w['train_seconds_at_50k']} s at 50k); "
+                     f"94% at {w['seconds_to_94']} s |")
     for row in results.get("throughput", []):
         if isinstance(row.get("error"), str):
             lines.append(f"| throughput {row['encoder']} {row['component']}/{row['mode']} b{row['requested_batch_size']} "
@@ -297,7 +302,13 @@ def main(argv=None) -> int:
 
         results["throughput"] = pd.read_csv(table_path).iloc[rows_before:].to_dict("records")
 
-    # 6. DDP overhead (issue 6): its script when it is in the tree
+    # 6. if time is left: a wider, longer variant of the fast recipe, to see how much accuracy time buys
+    if not args.tiny:
+        check.run("fast_wide", fast + ["--epochs", "40", "--encoder-opt", "widths=[96,384,384]", "--out",
+                                       str(work / "fast_wide")], cap=120)
+        results["fast_wide"] = fast_summary(run_history(work / "fast_wide"), n_train)
+
+    # 7. DDP overhead (issue 6): its script when it is in the tree
     ddp_script = ROOT / "scripts" / "ddp_overhead.py"
     if args.tiny:
         results["ddp"] = "skipped in --tiny"
