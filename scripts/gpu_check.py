@@ -60,14 +60,20 @@ class Check:
             self.log.write(f"\n===== {name}: {record['cmd']} (limit {limit:.0f} s)\n")
             start = time.monotonic()
             try:
-                proc = subprocess.run(cmd, cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT,
+                proc = subprocess.run(cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       timeout=limit)
+                output = proc.stdout
                 record["status"] = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
-            except subprocess.TimeoutExpired:
+            except subprocess.TimeoutExpired as exc:
+                output = exc.output or b""
                 record["status"] = f"timed out after {limit:.0f} s"
             record["seconds"] = round(time.monotonic() - start, 1)
+            text = output.decode("utf-8", "replace")
+            self.log.write(text)
         self.stages[name] = record
         self.say(f"[{name}] {record['status']} in {record['seconds']} s")
+        if record["status"] not in ("ok",) and record["seconds"]:
+            self.say("    " + "\n    ".join(text.rstrip().splitlines()[-12:]))  # the cause, without fetching the log
         return record
 
 
@@ -212,7 +218,7 @@ def main(argv=None) -> int:
         return 2
     device = "cpu" if args.tiny else "cuda"
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               BENCH_LOAD_PLUGINS="", PYTHONUNBUFFERED="1", PYTHONWARNINGS="ignore")
+               BENCH_LOAD_PLUGINS="", PYTHONUNBUFFERED="1")
     bpe = ROOT / ".data" / "bpe_simple_vocab_16e6.txt.gz"
     if bpe.is_file():
         env["BENCH_BPE_PATH"] = str(bpe)
