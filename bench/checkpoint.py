@@ -121,6 +121,7 @@ def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generat
             generator=generator.get_state(),  # kept at the top level for readers of the first layout
             torch_rng=torch.get_rng_state(),
             rng=capture_rng(generator),
+            compact_embedding=_compact_state(state.model),
             progress=plain({
                 "train_seconds": progress.train_seconds, "train_images": progress.train_images,
                 "best": progress.best, "metrics": progress.metrics, "resumes": progress.resumes,
@@ -144,6 +145,7 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
     if state.scaler is not None and ckpt.get("scaler") is not None:
         state.scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"], generator)
+    _restore_compact(state.model, ckpt.get("compact_embedding"))
     state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
     p = ckpt["progress"]
     progress = RunProgress(p["train_seconds"], p["train_images"], p["best"], dict(p["metrics"]), p["resumes"] + 1)
@@ -152,6 +154,27 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
                                        p["epoch_seconds"])
         progress.order = p["order"].to(device)
     return progress
+
+
+def _compact_state(model) -> dict | None:
+    """The compact embedding's frozen rows and decay product: the dense ``weight`` in the state dict is their
+    rounded product, and continuing from it would round differently from the run that never stopped."""
+    from .compact_embedding import CompactTokenEmbedding
+
+    emb = getattr(_unwrap(model), "token_embedding", None)
+    if not isinstance(emb, CompactTokenEmbedding):
+        return None
+    return {"frozen": emb.frozen.detach().cpu().clone(), "decay": emb.decay.detach().cpu().clone()}
+
+
+def _restore_compact(model, saved: dict | None):
+    from .compact_embedding import CompactTokenEmbedding
+
+    emb = getattr(_unwrap(model), "token_embedding", None)
+    if saved is not None and isinstance(emb, CompactTokenEmbedding):
+        with torch.no_grad():
+            emb.frozen.copy_(saved["frozen"])
+            emb.decay.copy_(saved["decay"])
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict, ckpt: dict, path):

@@ -24,9 +24,10 @@ def cli(plugins_dirs, plugin_modules):
 
 
 @cli.command()
-@click.option("--encoder", default="modified_resnet", show_default=True, help="Vision encoder (bench list encoders).")
+@click.option("--encoder", help="Vision encoder (bench list encoders); default: the preset's, else modified_resnet.")
 @click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE", help="Encoder factory option.")
-@click.option("--preset", default="reference", show_default=True, help="Recipe: reference (the spec's) or smoke.")
+@click.option("--preset", default="reference", show_default=True,
+              help="Recipe: reference (the spec's), smoke, or fast (airbench encoder, batch 1024, for GPUs).")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
@@ -64,6 +65,10 @@ def cli(plugins_dirs, plugin_modules):
               help="After training also run: retrieval, probe, robustness (comma-separated).")
 @click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
 @click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
+@click.option("--cuda-graph/--no-cuda-graph", default=None,
+              help="On CUDA, replay the training step as one captured CUDA graph (default: on).")
+@click.option("--compact-embedding/--no-compact-embedding", default=None,
+              help="Train only the token-embedding rows the prompts use; exact (default: on).")
 def run(seeds, resume, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
     from .runner import run as run_training
@@ -319,6 +324,41 @@ def list_(kind, pattern):
     for e in entries:
         extra = f" [{e.meta['family']}]" if e.meta.get("family") else ""
         click.echo(f"{e.name:<{width}}  {e.summary}{extra}  ({e.plugin})")
+
+
+@cli.command()
+@click.option("--encoder", "encoders", default="modified_resnet", show_default=True,
+              help="Encoder name, comma-separated names, or 'all' (every registered encoder).")
+@click.option("--mode", type=click.Choice(["train", "infer", "both"]), default="both", show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Halved on out-of-memory (recorded).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast (default: bf16 on CUDA, fp32 on CPU).")
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True)
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True, help="torch.compile (time not counted).")
+@click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="CLIP step as a CUDA graph (CUDA only).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--steps", type=int, help="Timed steps (default 20 on CUDA, 5 on CPU).")
+@click.option("--warmup", type=int, help="Untimed steps first (default 10 on CUDA, 2 on CPU).")
+@click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE")
+@click.option("--embed-dim", type=int, default=512, show_default=True)
+@click.option("--text-width", type=int, default=512, show_default=True)
+@click.option("--text-layers", type=int, default=6, show_default=True)
+@click.option("--text-heads", type=int, default=8, show_default=True)
+@click.option("--out", default="results", show_default=True, help="Appends rows to OUT/throughput.csv.")
+def throughput(encoders, mode, compile_, encoder_opts, out, **flags):
+    """Images/s, step time, memory, params and GFLOPs of encoders on synthetic inputs."""
+    from pathlib import Path
+
+    from .config import parse_opts
+    from .throughput import append_rows, resolve, run_throughput, summary
+
+    cfg, names = resolve(encoders, compile=compile_, encoder_opts=parse_opts(encoder_opts), **flags)
+    path = Path(out) / "throughput.csv"
+    table = run_throughput(cfg, names, mode, on_row=lambda row: click.echo(
+        f"{row['encoder']} {row['component']}/{row['mode']}: " + (f"error {row['error']}" if row["error"] else
+                                                                  f"{row['samples_per_s']:.1f} samples/s"), err=True))
+    append_rows(table, path)
+    click.echo(_format(summary(table), "markdown"))
+    click.echo(f"{len(table)} rows ({int(table['error'].notna().sum())} failed) -> {path}")
 
 
 def _format(table, fmt: str) -> str:

@@ -166,18 +166,35 @@ def batch_flip_crop(images: torch.Tensor, generator: torch.Generator, pad: int =
     With ``shard=(rank, world)`` the batch is rank ``rank``'s slice of a global batch ``world`` times as
     large: the draws are made for the global batch and sliced, so ranks augment independently.
     """
-    n, c, h, w = images.shape
-    device = images.device
-    flip = _shard_draw(torch.rand(n * shard[1], generator=generator, device=device), n, shard) < 0.5
-    images = torch.where(flip[:, None, None, None], images.flip(3), images)
+    n = images.shape[0]
     if pad <= 0:
-        return images
+        flip = _shard_draw(torch.rand(n * shard[1], generator=generator, device=images.device), n, shard) < 0.5
+        return torch.where(flip[:, None, None, None], images.flip(3), images)
+    rows = torch.arange(n, device=images.device)
+    return flip_crop_rows(pad_both_ways(images, pad), rows, generator, pad, shard)
+
+
+def pad_both_ways(images: torch.Tensor, pad: int) -> torch.Tensor:
+    """``(2, N, C, H + 2 pad, W + 2 pad)``: the zero-padded images, and the same mirrored left-right."""
     padded = F.pad(images, (pad, pad, pad, pad))
+    return torch.stack([padded, padded.flip(3)])
+
+
+def flip_crop_rows(padded2: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, pad: int,
+                   shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """Rows ``idx`` of a :func:`pad_both_ways` set, each flipped at random and cropped at a random offset.
+
+    One indexing op does gather, flip and crop: a strided view holds every ``(dy, dx)`` window of every
+    image in both orientations, and image i reads window ``(flip_i, dy_i, dx_i)``. Draws are made for the
+    global batch and sliced by ``shard``, as in :func:`batch_flip_crop`.
+    """
+    n = len(idx)
+    device = padded2.device
+    h, w = padded2.shape[3] - 2 * pad, padded2.shape[4] - 2 * pad
+    flip = _shard_draw(torch.rand(n * shard[1], generator=generator, device=device), n, shard) < 0.5
     shifts = _shard_draw(torch.randint(0, 2 * pad + 1, (2, n * shard[1]), generator=generator, device=device), n, shard)
-    rows = (shifts[0][:, None] + torch.arange(h, device=device))[:, None, :, None]
-    cols = (shifts[1][:, None] + torch.arange(w, device=device))[:, None, None, :]
-    return padded[torch.arange(n, device=device)[:, None, None, None], torch.arange(c, device=device)[None, :, None, None],
-                  rows, cols]
+    windows = padded2.unfold(3, h, 1).unfold(4, w, 1)  # (2, N, C, 2p+1, 2p+1, H, W), no copy
+    return windows[flip.long(), idx, :, shifts[0], shifts[1]]
 
 
 def _shard_draw(draws: torch.Tensor, n: int, shard: tuple[int, int]) -> torch.Tensor:
@@ -213,6 +230,9 @@ class DeviceLoader:
             raise BenchError(f"batch size {batch_size} is larger than the {len(data)} training images; "
                              f"lower --batch-size or raise --limit-train")
         self.images = to_device_uint8(data.images, device)
+        # padded and mirrored once for the whole split (airbench's epoch-0 precompute; twice the uint8 set),
+        # so gather + flip + crop of a batch is one indexing op
+        self.padded = pad_both_ways(self.images, pad) if augment and pad > 0 else None
         self.labels = torch.as_tensor(data.labels, device=device)
         self.batch_size = batch_size
         self.n_templates = n_templates
@@ -240,9 +260,13 @@ class DeviceLoader:
         return steps[:, self.rank].reshape(-1)
 
     def make_batch(self, idx: torch.Tensor) -> Batch:
-        images = self.images[idx]
-        if self.augment:
-            images = batch_flip_crop(images, self.generator, self.pad, (self.rank, self.world))
+        shard = (self.rank, self.world)
+        if self.padded is not None:
+            images = flip_crop_rows(self.padded, idx, self.generator, self.pad, shard)
+        elif self.augment:
+            images = batch_flip_crop(self.images[idx], self.generator, self.pad, shard)
+        else:
+            images = self.images[idx]
         images = normalize(images, self.dtype)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)

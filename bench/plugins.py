@@ -25,6 +25,7 @@ BUILTIN_PLUGINS = (
     "bench_plugins.clip_bpe",
     "bench_plugins.templates",
     "bench_plugins.datasets",
+    "bench_plugins.airbench",
 )
 ENTRY_POINT_GROUP = "bench"
 

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import compact_embedding
 from .checkpoint import CheckpointSaver, RunProgress, load_weights, plain, restore_training
 from .config import RunConfig
+from .cuda_graph import CudaGraphStep
 from .data import ArrayDataset, DeviceLoader, to_device_uint8
 from .ddp import validate_sharded, wrap_model
 from .distributed import broadcast_object, init_distributed, log_main, reduce_epoch_stats
@@ -28,8 +30,8 @@ from .results import plot_curves, provenance, write_csv
 from .runs_table import finish_run
 from .tables import config_key
 from .templates import check_templates, fill
-from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, set_backend_flags,
-                      text_mode_for, train_epoch)
+from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, compile_towers,
+                      set_backend_flags, text_mode_for, train_epoch)
 from .validation import check_run_inputs
 
 
@@ -135,17 +137,26 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     n_params = count_parameters(model)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_model = wrap_model(model, world, cfg.sync_bn)  # DDP under torchrun; ``model`` stays the bare CLIP
-    train_model = torch.compile(train_model) if cfg.compile else train_model
     prompt_tokens = trim_tokens(parts.tokenizer(fill(parts.templates, parts.classes))).to(device)
+    # speed (docs/performance.md): exact sparse token-embedding updates; the step as one CUDA graph
+    compact = compact_embedding.install(model, prompt_tokens) if cfg.compact_embedding else None
+    text_mode = text_mode_for(len(prompt_tokens), cfg.batch_size, device)
+    # one captured graph per step needs static shapes and one process: DDP's hooks and compile's own graphs opt out
+    use_graph = (cfg.cuda_graph and device.type == "cuda" and text_mode == "all" and not world.distributed
+                 and not cfg.compile)
+    if cfg.compile:
+        compile_towers(model)  # in place: state-dict keys unchanged
+    train_model = wrap_model(model, world, cfg.sync_bn)  # DDP under torchrun; ``model`` stays the bare CLIP
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), generator,
                           channels_last=channels_last, shard=(world.rank, world.size))
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, capturable=use_graph)
+    if compact is not None:
+        compact_embedding.attach(compact, optimizer)
     scheduler = build_scheduler(optimizer, cfg.epochs * len(loader), cfg.warmup_steps)
     state = TrainState(train_model, optimizer, scheduler, ClipLoss(cfg.loss, world.rank, world.size), prompt_tokens,
-                       autocast_dtype, text_mode_for(len(prompt_tokens), cfg.batch_size, device),
-                       max_grad_norm=cfg.max_grad_norm)
+                       autocast_dtype, text_mode, max_grad_norm=cfg.max_grad_norm)
+    step_fn = CudaGraphStep() if use_graph else None
     test_images = to_device_uint8(parts.test.images, device)
     test_labels = torch.as_tensor(parts.test.labels, device=device)
 
@@ -165,7 +176,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     loss_log = LossLog(run_dir / "train_log.csv" if resume is not None else None)
     with stop_on_signal(world) as stop:
         for epoch in range(state.epoch, cfg.epochs):
-            stats = _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log)
+            stats = _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log, step_fn)
             stats = reduce_epoch_stats(stats, world)
             state.epoch = epoch + 1
             progress.train_seconds += stats["seconds"]
@@ -234,7 +245,7 @@ def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dt
     return columns
 
 
-def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log) -> dict:
+def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log, step_fn=None) -> dict:
     """One epoch, checkpointed every ``cfg.checkpoint_every`` steps; stops cleanly on a signal or a NaN loss."""
     n = len(loader)
     if progress.epoch is None:  # a fresh epoch draws its order; a resumed one replays the saved one
@@ -264,7 +275,7 @@ def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, lo
 
     stats = train_epoch(state, loader.iter_from(start.steps if start else 0, order), n, cfg.log_every,
                         cfg.progress if world.is_main else False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                        on_log=on_log, on_step=on_step, start=start)
+                        on_log=on_log, on_step=on_step, start=start, step_fn=step_fn)
     watch.check(describe, saver.describe())
     progress.epoch, progress.order = None, None
     return stats

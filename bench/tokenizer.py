@@ -14,7 +14,6 @@ import warnings
 from functools import lru_cache
 from pathlib import Path
 
-import ftfy
 import regex as re
 import torch
 
@@ -48,8 +47,15 @@ def get_pairs(word):
     return {(a, b) for a, b in zip(word[:-1], word[1:])}
 
 
+try:
+    from ftfy import fix_text as _fix_text
+except ImportError:  # e.g. a GPU machine without ftfy: prompts here are plain text, which ftfy leaves unchanged
+    def _fix_text(text: str) -> str:
+        return text
+
+
 def clean(text: str) -> str:
-    text = html.unescape(html.unescape(ftfy.fix_text(text))).strip()
+    text = html.unescape(html.unescape(_fix_text(text))).strip()
     return re.sub(r"\s+", " ", text).strip().lower()
 
 

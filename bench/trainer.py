@@ -49,11 +49,33 @@ def set_backend_flags(device: torch.device):
         torch.backends.cudnn.benchmark = True
 
 
-def build_optimizer(model, lr: float, weight_decay: float, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over all parameters, as the reference recipe; fused kernels on CUDA, foreach on CPU."""
+def build_optimizer(model, lr: float, weight_decay: float, device: torch.device,
+                    capturable: bool = False) -> torch.optim.Optimizer:
+    """AdamW over all parameters, as the reference recipe, with the fused kernel (one pass over each tensor).
+
+    Fused AdamW exists on CPU since torch 2.4 and is several times faster there than foreach (measured
+    in docs/performance.md); older torch falls back to foreach. ``capturable`` (CUDA graphs) keeps the
+    step count and the learning rate as device tensors, so a replayed graph reads the current lr.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    kwargs = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, **kwargs)
+    if capturable:
+        return torch.optim.AdamW(params, lr=torch.tensor(lr, device=device), weight_decay=weight_decay, fused=True,
+                                 capturable=True)
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # pragma: no cover - torch < 2.4 has no fused CPU kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def compile_towers(model, **kwargs):
+    """``torch.compile`` the vision tower and the text Transformer in place (``nn.Module.compile``).
+
+    The training step calls ``model.encode_image``/``encode_text``, which ``torch.compile(model)`` leaves
+    uncompiled (it compiles ``forward`` only); compiling the towers in place also keeps state-dict keys.
+    """
+    model.visual.compile(**kwargs)
+    model.transformer.compile(**kwargs)
+    return model
 
 
 def build_scheduler(optimizer, total_steps: int, warmup_steps: int = 0):
@@ -72,17 +94,26 @@ def encode_prompts(model, prompt_tokens: torch.Tensor, prompt_ids: torch.Tensor,
     """Text features of a batch whose captions are rows ``prompt_ids`` of ``prompt_tokens``.
 
     ``"unique"`` encodes each distinct prompt of the batch once and gathers; ``"all"`` encodes the whole
-    prompt table (no data-dependent shapes, so no host sync on CUDA). Both equal encoding every caption:
-    the gather sums the gradients of repeated captions, as separate copies would.
+    prompt table (no data-dependent shapes, so no host sync on CUDA); ``"tree"``/``"tree_all"`` encode the
+    batch's prompts / all prompts as one prefix tree. All equal encoding every caption: the gather sums the
+    gradients of repeated captions, as separate copies would.
     """
     if mode == "all":
         return model.encode_text(prompt_tokens)[prompt_ids]
+    if mode in ("tree", "tree_all"):  # shared prefixes computed once (bench.prompt_tree); exact
+        from .prompt_tree import encode_tree
+
+        return encode_tree(model, prompt_tokens, prompt_ids, only_used=mode == "tree")
     unique, inverse = torch.unique(prompt_ids, return_inverse=True)
     return model.encode_text(prompt_tokens[unique])[inverse]
 
 
 def text_mode_for(n_prompts: int, batch_size: int, device: torch.device) -> str:
-    return "all" if device.type == "cuda" and n_prompts <= max(batch_size, 512) else "unique"
+    """CUDA: the whole table (static shapes, CUDA graphs) while it is small; CPU: the prompt tree of the
+    batch's prompts (fewest tokens; measured in docs/performance.md)."""
+    if device.type == "cuda":
+        return "all" if n_prompts <= max(batch_size, 512) else "unique"
+    return "tree"
 
 
 @dataclass
@@ -120,9 +151,20 @@ class EpochProgress:
 
 def clip_step(state: TrainState, images, labels, prompt_ids):
     """Forward, loss, backward, optimizer and schedule step; returns the loss (not synced)."""
+    loss = device_step(state, images, labels, prompt_ids)
+    finish_step(state)
+    return loss
+
+
+def device_step(state: TrainState, images, labels, prompt_ids, autocast_cache: bool = True):
+    """The device work of a step (forward, loss, backward, AdamW, temperature clamp), no host state.
+
+    This is what :mod:`bench.cuda_graph` captures; ``autocast_cache=False`` there, as CUDA graphs need.
+    """
     model = state.model
     device_type = images.device.type
-    with torch.autocast(device_type, dtype=state.autocast_dtype, enabled=state.autocast_dtype is not None):
+    with torch.autocast(device_type, dtype=state.autocast_dtype, enabled=state.autocast_dtype is not None,
+                        cache_enabled=autocast_cache):
         image_features, text_features = clip_features(model, images, state.prompt_tokens, prompt_ids, state.text_mode)
         loss = state.loss_fn(image_features.float(), text_features.float(), _unwrap(model).clamped_logit_scale(), labels)
     state.optimizer.zero_grad(set_to_none=True)
@@ -130,11 +172,8 @@ def clip_step(state: TrainState, images, labels, prompt_ids):
     if state.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), state.max_grad_norm)
     state.optimizer.step()
-    if state.scheduler is not None:
-        state.scheduler.step()
     with torch.no_grad():  # as open_clip: keep the temperature in [1, 100]
         _unwrap(model).logit_scale.clamp_(0, math.log(100))
-    state.step += 1
     return loss.detach()
 
 
@@ -150,6 +189,13 @@ def clip_features(model, images, prompt_tokens, prompt_ids, text_mode: str = "un
     return image_features, text_features
 
 
+def finish_step(state: TrainState):
+    """The host side of a step: advance the schedule and the step count."""
+    if state.scheduler is not None:
+        state.scheduler.step()
+    state.step += 1
+
+
 def _unwrap(model):
     """The CLIP under torch.compile (``_orig_mod``), DDP and bench's DDP adapter (``module``), in any nesting."""
     while True:
@@ -161,14 +207,17 @@ def _unwrap(model):
 
 
 def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, progress: bool | None = None,
-                desc: str = "train", on_log=None, on_step=None, start: EpochProgress | None = None) -> dict:
+                desc: str = "train", on_log=None, on_step=None, start: EpochProgress | None = None,
+                step_fn=None) -> dict:
     """Run the batches of one epoch; returns mean loss, images and seconds (device-synchronised).
 
     The running loss stays on the device and is read back every ``log_every`` steps, so the loop does
     not wait for the GPU between steps. ``on_log(step, loss)`` is called at each read-back.
     ``on_step(epoch_progress, loss)`` runs after every step (checkpoints, fault checks; it may raise);
     ``start`` continues an epoch that a checkpoint interrupted, ``batches`` then being its remaining ones.
+    ``step_fn`` replaces :func:`clip_step` (same signature), e.g. by a :class:`bench.cuda_graph.CudaGraphStep`.
     """
+    step_fn = step_fn or clip_step
     model = state.model
     model.train()
     done = start.steps if start is not None else 0
@@ -184,7 +233,7 @@ def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, p
     _sync(device)
     t0 = time.perf_counter()
     for batch in batches:
-        loss = clip_step(state, batch.images, batch.labels, batch.prompt_ids)
+        loss = step_fn(state, batch.images, batch.labels, batch.prompt_ids)
         epoch.loss_sum += loss
         epoch.images += batch.images.shape[0]
         epoch.steps += 1

@@ -1,0 +1,111 @@
+"""Hot paths of training and evaluation, each timed on its own (see conftest.py for how to run)."""
+import statistics
+
+import pytest
+import torch
+
+from bench import compact_embedding
+from bench.data import CIFAR10_CLASSES, make_synthetic, to_device_uint8
+from bench.evaluator import build_zero_shot_classifier, trim_tokens, validate
+from bench.loader_speed import device_batches, device_loader, images_per_second, torchvision_batches
+from bench.loss import ClipLoss
+from bench.model import create_model
+from bench.templates import SEED_TEMPLATES, fill
+from bench.tokenizer import create_tokenizer
+from bench.trainer import TrainState, build_optimizer, clip_step, encode_prompts
+
+BATCH = 32
+PROMPTS = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
+
+
+def make_model(size):
+    torch.manual_seed(0)
+    if size == "tiny":
+        return create_model(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
+                            encoder_opts={"width": 8})
+    return create_model()  # the reference configuration
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return create_tokenizer(77, PROMPTS)
+
+
+@pytest.fixture(scope="module")
+def table(tokenizer):
+    return trim_tokens(tokenizer(PROMPTS))
+
+
+@pytest.fixture(scope="module")
+def data(size):
+    return make_synthetic("train", 0, n=512 if size == "tiny" else 5000)
+
+
+def test_tokenize_batch(benchmark, tokenizer):
+    """The reference path tokenizes 32 captions per step; bench does it once per run."""
+    captions = [PROMPTS[i] for i in torch.randint(0, len(PROMPTS), (BATCH,), generator=torch.Generator().manual_seed(0))]
+    tokens = benchmark(tokenizer, captions)
+    assert tokens.shape == (BATCH, 77)
+
+
+def test_batch_augmentation(benchmark, data, table):
+    """One training batch from the device loader: gather, flip, crop, normalise, template ids."""
+    loader = device_loader(data, BATCH, table)
+    order = loader.epoch_order()
+    batch = benchmark(loader.make_batch, order[:BATCH])
+    assert batch.images.shape == (BATCH, 3, 32, 32) and float(batch.images.abs().max()) <= 1
+
+
+def test_device_loader_vs_torchvision(benchmark, data, table, benchmarking):
+    """The engine's loader against torchvision per-sample transforms through a DataLoader: >= 20x on CPU."""
+    n_device, n_torchvision = 40, 4
+    loader = device_loader(data, BATCH, table)
+    torchvision_rate = statistics.median(images_per_second(torchvision_batches(data, BATCH, n_torchvision))
+                                         for _ in range(3 if benchmarking else 1))
+    benchmark(lambda: images_per_second(device_batches(loader, n_device, table)))
+    if benchmarking:
+        device_rate = n_device * BATCH / benchmark.stats.stats.median
+        benchmark.extra_info.update(device_images_per_s=device_rate, torchvision_images_per_s=torchvision_rate,
+                                    ratio=device_rate / torchvision_rate)
+        assert device_rate / torchvision_rate >= 20
+
+
+@pytest.mark.parametrize("mode", ["tree", "unique", "all"])
+def test_text_encoding(benchmark, size, table, mode):
+    """Forward and backward of the text tower for one batch's captions, per text mode."""
+    model = make_model(size).train()
+    ids = torch.randint(0, len(table), (BATCH,), generator=torch.Generator().manual_seed(0))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        encode_prompts(model, table, ids, mode).sum().backward()
+
+    benchmark(step)
+
+
+def test_training_step(benchmark, size, table):
+    """bench's whole CLIP training step at batch 32 (the `bench run` engine on CPU)."""
+    model = make_model(size).train()
+    emb = compact_embedding.install(model, table)
+    optimizer = build_optimizer(model, 1e-4, 0.01, torch.device("cpu"))
+    compact_embedding.attach(emb, optimizer)
+    state = TrainState(model, optimizer, None, ClipLoss("clip"), table, text_mode="tree")
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(BATCH, 3, 32, 32, generator=g)
+    prompt_ids = torch.randint(0, len(table), (BATCH,), generator=g)
+    loss = benchmark(clip_step, state, images, prompt_ids // len(SEED_TEMPLATES), prompt_ids)
+    assert torch.isfinite(loss)
+
+
+def test_zero_shot_eval(benchmark, size, tokenizer):
+    """Zero-shot evaluation: the template-ensembled classifier, then 500 test images."""
+    model = make_model(size)
+    test = make_synthetic("test", 0, n=500)
+    images, labels = to_device_uint8(test.images, "cpu"), torch.as_tensor(test.labels)
+
+    def evaluate():
+        classifier = build_zero_shot_classifier(model, CIFAR10_CLASSES, SEED_TEMPLATES, tokenizer, "cpu")
+        return validate(model, images, labels, classifier)
+
+    metrics = benchmark(evaluate)
+    assert 0 <= metrics["top1"] <= 1

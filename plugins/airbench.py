@@ -1,0 +1,78 @@
+"""An airbench94-style convolutional encoder: the vision tower of the ``fast`` preset.
+
+Shaped after Keller Jordan's cifar10-airbench network (a 2x2 stem conv, then three groups of
+conv -> max-pool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU at widths 64/256/256, then a global
+max-pool), which trains to 94% on CIFAR-10 in seconds. Departures, because here it is a CLIP tower
+trained by bench's own loop (AdamW over every parameter, the contrastive loss):
+
+- the stem is an ordinary learned conv (airbench initialises it to whiten image patches, which needs
+  the training set at construction; a factory here only gets sizes);
+- the head is a linear projection to the CLIP embedding width instead of a 10-way classifier;
+- ``flip_tta`` (default on): in eval mode the features are the mean over the image and its mirror
+  image, as airbench's evaluation does; training is unchanged. It doubles evaluation cost only.
+
+Kept from airbench: BatchNorm with a frozen scale (only the shift trains) and low running-stat
+momentum, identity (dirac) initialisation of each conv's first input channels, no conv biases.
+"""
+from bench import hookimpl
+
+
+def _build(embed_dim, image_size, widths=(64, 256, 256), flip_tta=True, bn_momentum=0.4):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class FrozenScaleBatchNorm(nn.BatchNorm2d):
+        """BatchNorm whose scale stays 1: the conv that follows absorbs any scale (airbench)."""
+
+        def __init__(self, channels):
+            super().__init__(channels, eps=1e-12, momentum=bn_momentum)
+            self.weight.requires_grad = False
+
+    class Conv(nn.Conv2d):
+        def __init__(self, c_in, c_out):
+            super().__init__(c_in, c_out, 3, padding="same", bias=False)
+
+        def reset_parameters(self):
+            super().reset_parameters()
+            # the first c_in filters start as the identity, so a fresh group passes its input through
+            nn.init.dirac_(self.weight.data[:self.weight.shape[1]])
+
+    class ConvGroup(nn.Sequential):
+        def __init__(self, c_in, c_out):
+            super().__init__(Conv(c_in, c_out), nn.MaxPool2d(2), FrozenScaleBatchNorm(c_out), nn.GELU(),
+                             Conv(c_out, c_out), FrozenScaleBatchNorm(c_out), nn.GELU())
+
+    class AirbenchEncoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            stem_width = 24  # airbench's whitening width: 2 x 3 channels x 2 x 2 patch
+            self.stem = nn.Conv2d(3, stem_width, 2, padding=0, bias=True)
+            groups, c_in = [], stem_width
+            for width in widths:
+                groups.append(ConvGroup(c_in, width))
+                c_in = width
+            self.groups = nn.Sequential(*groups)
+            self.proj = nn.Linear(c_in, embed_dim, bias=False)
+            self.flip_tta = flip_tta
+
+        def features(self, x):
+            x = self.groups(F.gelu(self.stem(x)))
+            return self.proj(torch.amax(x, dim=(2, 3)))  # global max-pool, as airbench's final MaxPool2d
+
+        def forward(self, x):
+            if self.training or not self.flip_tta:
+                return self.features(x)
+            return (self.features(x) + self.features(x.flip(3))) / 2
+
+    if image_size < 16:
+        raise ValueError(f"airbench needs images of at least 16 px (three 2x pools after a 2x2 stem), got {image_size}")
+    return AirbenchEncoder()
+
+
+@hookimpl
+def register_encoders(register):
+    register("airbench", _build,
+             "airbench94-style net: 2x2 stem, conv groups 64/256/256 with max-pool, frozen-scale BatchNorm, GELU, "
+             "global max-pool, linear to embed; eval averages image and mirror (flip_tta=True)",
+             family="convnet", source="bench (after KellerJordan/cifar10-airbench)")

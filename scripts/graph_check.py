@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""The CUDA-graph training step against the eager step: same losses and weights, and the time each takes.
+
+    PYTHONPATH=. python scripts/graph_check.py [--device cuda] [--steps 8] [--tiny] [--json OUT.json]
+
+Two copies of one model train on the same batches: one with :func:`bench.trainer.clip_step` (eager,
+whole prompt table, fused AdamW), one with :class:`bench.cuda_graph.CudaGraphStep` (captured after 3
+eager warm-up steps, capturable AdamW, lr as a device tensor). fp32 with TF32 off, so differences are
+rounding and non-deterministic GPU reductions only. Then both are timed (median ms/step) at the same size.
+On a CPU the graph step runs eagerly (capture=False): the check then covers the step logic, not capture.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def make_state(tiny: bool, device, graph: bool, precision=None):
+    from bench import compact_embedding
+    from bench.data import CIFAR10_CLASSES
+    from bench.evaluator import trim_tokens
+    from bench.loss import ClipLoss
+    from bench.model import create_model
+    from bench.templates import SEED_TEMPLATES, fill
+    from bench.tokenizer import create_tokenizer
+    from bench.trainer import TrainState, build_optimizer, build_scheduler
+
+    torch.manual_seed(0)
+    kwargs = dict(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
+                  encoder_opts={"width": 8}) if tiny else {}
+    model = create_model(**kwargs).to(device).train()
+    prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
+    table = trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device)
+    emb = compact_embedding.install(model, table)
+    optimizer = build_optimizer(model, 1e-4, 0.01, device, capturable=graph)
+    compact_embedding.attach(emb, optimizer)
+    return TrainState(model, optimizer, build_scheduler(optimizer, 1000, 10), ClipLoss("clip"), table, precision,
+                      "all")
+
+
+def batches(n, device, batch=32, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        ids = torch.randint(0, 50, (batch,), generator=g)
+        yield torch.randn(batch, 3, 32, 32, generator=g).to(device), (ids // 5).to(device), ids.to(device)
+
+
+def time_steps(state, step_fn, device, n):
+    data = list(batches(n + 5, device, seed=2))
+    for b in data[:5]:
+        step_fn(state, *b)
+    times = []
+    for b in data[5:]:
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            step_fn(state, *b)
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            import time
+
+            t = time.perf_counter()
+            step_fn(state, *b)
+            times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def main(argv=None) -> dict:
+    from bench.cuda_graph import CudaGraphStep
+    from bench.trainer import clip_step
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--time-steps", type=int, default=50)
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    eager, graphed = make_state(args.tiny, device, False), make_state(args.tiny, device, True)
+    graph_step = CudaGraphStep(warmup=3)
+    losses = [(float(clip_step(eager, *b)), float(graph_step(graphed, *b))) for b in batches(args.steps, device)]
+    a, b = eager.model.state_dict(), graphed.model.state_dict()
+    weight_diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    result = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "steps": args.steps, "replays": graph_step.replays, "captured": graph_step.graph is not None,
+              "max_loss_diff": max(abs(x - y) for x, y in losses), "max_weight_diff": weight_diff,
+              "lr_equal": abs(float(graphed.optimizer.param_groups[0]["lr"]) - eager.optimizer.param_groups[0]["lr"]) < 1e-9}
+    result["capture_error"] = graph_step.error
+    result["ok"] = (result["max_loss_diff"] < 1e-3 and weight_diff < 1e-3 and result["lr_equal"]
+                    and (result["captured"] or device.type != "cuda"))
+    # timing at the preset's precision: bf16 autocast on CUDA
+    precision = torch.bfloat16 if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    n = args.time_steps if not args.tiny else 3
+    result["eager_ms_per_step"] = time_steps(make_state(args.tiny, device, False, precision), clip_step, device, n)
+    result["graph_ms_per_step"] = time_steps(make_state(args.tiny, device, True, precision), CudaGraphStep(), device, n)
+    print(json.dumps(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()

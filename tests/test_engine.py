@@ -1,0 +1,100 @@
+"""The data engine's augmentation, the loss option and the fast preset."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.data import DeviceLoader, batch_flip_crop, make_synthetic
+from bench.loss import ClipLoss
+
+from .conftest import TINY
+
+
+def per_image_flip_crop(images, generator, pad):
+    """The definition, one image at a time: flip it, pad it, cut the window at the drawn offset (random
+    draws in the order batch_flip_crop makes them)."""
+    n, _, h, w = images.shape
+    flip = torch.rand(n, generator=generator) < 0.5
+    shifts = torch.randint(0, 2 * pad + 1, (2, n), generator=generator)
+    out = []
+    for i in range(n):
+        img = images[i].flip(2) if flip[i] else images[i]
+        padded = F.pad(img, (pad, pad, pad, pad))
+        out.append(padded[:, shifts[0, i]:shifts[0, i] + h, shifts[1, i]:shifts[1, i] + w])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("pad", [0, 1, 4])
+def test_batched_flip_crop_equals_the_per_image_definition(pad):
+    """The one-op batched crop gives exactly the per-image result for the same random draws."""
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    fast = batch_flip_crop(images, torch.Generator().manual_seed(7), pad)
+    slow = per_image_flip_crop(images, torch.Generator().manual_seed(7), pad)
+    assert torch.equal(fast, slow)
+
+
+def test_flip_crop_draws_every_offset_and_orientation():
+    """Each of the 2 x 9 x 9 (flip, dy, dx) outcomes occurs, about equally often, and nothing else does."""
+    image = (torch.arange(64, dtype=torch.uint8) + 1).view(1, 1, 8, 8)  # every pixel distinct, none zero
+    outcomes = {}
+    for flip in (False, True):
+        padded = F.pad(image[0].flip(2) if flip else image[0], (4, 4, 4, 4))
+        for dy in range(9):
+            for dx in range(9):
+                outcomes[padded[:, dy:dy + 8, dx:dx + 8].numpy().tobytes()] = (flip, dy, dx)
+    out = batch_flip_crop(image.expand(8100, 1, 8, 8), torch.Generator().manual_seed(0), 4)
+    counts = pd.Series([outcomes[o.numpy().tobytes()] for o in out]).value_counts()
+    assert len(counts) == 162 and counts.min() > 20 and counts.max() < 90  # expected 50 each
+
+
+def test_device_loader_batch_is_the_batched_transform_of_its_rows():
+    """A DeviceLoader batch is flip+crop of the selected rows, normalised to [-1, 1], labels and prompts aligned."""
+    data = make_synthetic("train", 0, n=128)
+    loader = DeviceLoader(data, 16, "cpu", n_templates=5, generator=torch.Generator().manual_seed(3))
+    idx = torch.randperm(128)[:16]
+    batch = loader.make_batch(idx)
+    rows = torch.from_numpy(data.images[idx.numpy()]).permute(0, 3, 1, 2)
+    expected = batch_flip_crop(rows, torch.Generator().manual_seed(3), 4).float() * (2 / 255) - 1
+    assert torch.allclose(batch.images, expected, atol=1e-6)
+    assert torch.equal(batch.labels, torch.as_tensor(data.labels[idx.numpy()]))
+    assert torch.equal(batch.prompt_ids // 5, batch.labels)
+
+
+def test_multipositive_equals_clip_when_classes_are_distinct_and_differs_otherwise():
+    """Same-class pairs are the only difference between the two losses."""
+    torch.manual_seed(0)
+    img, txt = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    scale = torch.tensor(10.0)
+    distinct = torch.arange(6)
+    assert torch.allclose(ClipLoss("clip")(img, txt, scale, distinct), ClipLoss("multipositive")(img, txt, scale, distinct))
+    shared = torch.tensor([0, 0, 1, 1, 2, 2])
+    assert not torch.allclose(ClipLoss("clip")(img, txt, scale, shared), ClipLoss("multipositive")(img, txt, scale, shared))
+
+
+def test_multipositive_hand_computed():
+    """Two images of one class, uniform targets over both captions: -log(1/2) in each direction."""
+    logits_features = torch.eye(2)
+    loss = ClipLoss("multipositive")(logits_features, logits_features, torch.tensor(0.0), torch.tensor([3, 3]))
+    assert float(loss) == pytest.approx(np.log(2))
+
+
+@pytest.mark.parametrize("loss", ["clip", "multipositive"])
+def test_run_with_loss_option(run_cli, loss):
+    """``bench run --loss`` trains with that loss and records it in runs.csv."""
+    code, out, err = run_cli("run", "--dataset", "synthetic", "--epochs", "1", "--limit-train", "32",
+                             "--limit-test", "32", "--batch-size", "16", "--device", "cpu", "--loss", loss,
+                             "--no-checkpoints", *TINY)
+    assert code == 0, err
+    row = pd.read_csv("results/runs.csv").iloc[-1]
+    assert row["loss"] == loss and np.isfinite(row["final_train_loss"])
+
+
+def test_fast_preset_names_its_encoder_as_a_default():
+    """The fast preset picks the airbench encoder and multi-positive loss; an explicit encoder wins."""
+    from bench.config import make_config
+
+    cfg = make_config("fast")
+    assert (cfg.model.encoder, cfg.loss, cfg.batch_size) == ("airbench", "multipositive", 1024)
+    assert make_config("fast", model={"encoder": "modified_resnet"}).model.encoder == "modified_resnet"
+    assert make_config("reference").model.encoder == "modified_resnet"

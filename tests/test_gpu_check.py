@@ -1,0 +1,46 @@
+"""scripts/gpu_check.sh runs end to end (CPU, --tiny), and the CIFAR-10 .xz decoder it relies on is exact."""
+import json
+import lzma
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench import cifar_xz
+from bench.data import make_synthetic
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_xz_format_round_trip(tmp_path):
+    """decode(encode(x)) == x, and unpack() writes the npz files bench loads."""
+    train, test = make_synthetic("train", 0, n=40), make_synthetic("test", 0, n=20)
+    images, labels = cifar_xz.decode(cifar_xz.encode(train.images, train.labels))
+    assert np.array_equal(images, train.images) and np.array_equal(labels, train.labels)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()  # batches split over two folders, as two uploads leave them
+    for name, d in (("a/data_batch_1.xz", train), ("b/data_batch_2.xz", train), ("a/test_batch.xz", test)):
+        (tmp_path / name).write_bytes(lzma.compress(cifar_xz.encode(d.images, d.labels)))
+    assert cifar_xz.unpack([tmp_path / "a", tmp_path / "b"], tmp_path / "npz") == {"train": 80, "test": 20}
+    from bench.data import load_cifar10
+
+    loaded = load_cifar10("test", tmp_path / "npz", download=False)
+    assert np.array_equal(loaded.images, test.images)
+
+
+def test_gpu_check_tiny_runs_every_stage(tmp_path):
+    """The one-call GPU check, at tiny size on CPU: every stage ok, the table printed last, files in $OUT."""
+    env = dict(os.environ, OUT=str(tmp_path / "out"), PYTHON=sys.executable)
+    proc = subprocess.run(["bash", "scripts/gpu_check.sh", "--tiny", "--work", str(tmp_path / "work")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = tmp_path / "out"
+    assert proc.stdout.rstrip().endswith((out / "summary.md").read_text().rstrip())
+    results = json.loads((out / "results.json").read_text())
+    assert all(s["status"] == "ok" for s in results["stages"].values()), results["stages"]
+    assert results["graph_check"]["ok"] and results["reference"]["ms_per_step"] > 0
+    assert "extrapolated_50_epoch_s" in results["reference"] and results["fast"]["epochs_done"] == 1
+    assert len(pd.read_csv(out / "throughput.csv")) == 3
+    assert len(list(out.iterdir())) <= 8  # what the device tool brings back

@@ -1,0 +1,79 @@
+"""``bench throughput``: rows for every encoder asked for, failures kept as rows, out-of-memory retried."""
+import pandas as pd
+import pytest
+import torch
+
+from bench.throughput import COLUMNS, ThroughputCfg, measure, resolve, with_oom_retry
+
+TEXT = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2"]
+
+
+def test_throughput_command_writes_rows_with_provenance_and_keeps_failures(run_cli):
+    """Two encoders, both modes: 6 rows appended to throughput.csv; a bad encoder option is an error row."""
+    args = ["throughput", "--encoder", "modified_resnet,airbench", "--device", "cpu", "--batch-size", "4",
+            "--steps", "1", "--warmup", "0", "--encoder-opt", "width=8", *TEXT, "--out", "res"]
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    table = pd.read_csv("res/throughput.csv")
+    assert list(table.columns) == COLUMNS and len(table) == 6
+    ok = table[table.encoder == "modified_resnet"]
+    assert ok["error"].isna().all() and (ok["samples_per_s"] > 0).all() and (ok["gflops_per_sample"] > 0).all()
+    assert set(zip(ok.component, ok["mode"])) == {("vision", "infer"), ("vision", "train"), ("clip", "train")}
+    assert (ok.loc[ok.component == "clip", "params"] > ok.loc[ok.component == "vision", "params"].max()).all()
+    bad = table[table.encoder == "airbench"]  # airbench has no 'width' option
+    assert bad["error"].str.contains("width").all() and bad["samples_per_s"].isna().all()
+    assert table["git_commit"].notna().all() and (table["device"] == "cpu").all()
+    assert "| modified_resnet" in out
+    code, _, _ = run_cli("throughput", "--encoder", "modified_resnet", "--mode", "infer", "--device", "cpu",
+                         "--steps", "1", "--warmup", "0", "--encoder-opt", "width=8", *TEXT, "--out", "res")
+    assert code == 0 and len(pd.read_csv("res/throughput.csv")) == 7  # appended; the old rows are kept
+
+
+def test_encoder_all_means_every_registered_encoder(host):
+    cfg, names = resolve("all", device="cpu")
+    assert names == host.registry.names("encoders") and "airbench" in names
+    assert (cfg.precision, cfg.steps) == ("fp32", 5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--encoder", "nope"], "nope"),
+    (["--batch-size", "1"], "--batch-size"),
+    (["--steps", "0"], "--steps"),
+])
+def test_bad_input_is_one_line_exit_2(run_cli, args, message):
+    code, _, err = run_cli("throughput", "--device", "cpu", *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_out_of_memory_halves_the_batch_and_says_so():
+    """A step that runs out of memory above batch 8 is retried at 16 -> 8, and the retries are counted."""
+    tried = []
+
+    def step(batch):
+        tried.append(batch)
+        if batch > 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return "ok"
+
+    assert with_oom_retry(step, 32, torch.device("cpu")) == ("ok", 8, 2)
+    assert tried == [32, 16, 8]
+    with pytest.raises(ValueError):  # anything else is not retried
+        with_oom_retry(lambda b: (_ for _ in ()).throw(ValueError("shape")), 32, torch.device("cpu"))
+
+
+def test_measure_records_the_retry(monkeypatch):
+    """measure() reports the batch it finally ran and how many retries it took."""
+    import bench.throughput as tp
+
+    real = tp._vision_step
+
+    def flaky(cfg, model, batch, device, train):
+        if batch > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
+        return real(cfg, model, batch, device, train)
+
+    monkeypatch.setattr(tp, "_vision_step", flaky)
+    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=8, steps=1, warmup=0, embed_dim=32, text_width=32,
+                        text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
+    row = measure(cfg, "vision", "infer")
+    assert (row["batch_size"], row["oom_retries"]) == (2, 2)
