@@ -28,6 +28,9 @@ BUILTIN_PLUGINS = (
     "bench_plugins.datasets",
 )
 ENTRY_POINT_GROUP = "bench"
+# (plugin object, name) pairs every new host registers last; bench.testing.plugin_registered manages it, so
+# that in-process CLI calls in a plugin's tests see the plugin.
+EXTRA_PLUGINS: list[tuple[object, str]] = []
 
 
 @dataclass
@@ -239,6 +242,9 @@ def build_host(plugins_dirs=(), modules=(), entry_points: bool = True, strict: b
         host.load_directory(directory)
     for module in modules:
         host.add_module(module)
+    for plugin, name in EXTRA_PLUGINS:
+        if not host.pm.is_registered(plugin):  # already in through its entry point or a folder
+            host.add(plugin, name)
     host.collect()
     return host
 
