@@ -71,7 +71,13 @@ class Host:
         """Register a plugin object (module or instance); a bad hookimpl is reported, not raised."""
         try:
             self.pm.register(plugin, name=name)
-        except (pluggy.PluginValidationError, ValueError) as exc:
+        except pluggy.PluginValidationError as exc:
+            # pluggy keeps the plugin and its hookimpls verified before the bad one; drop them all, so a
+            # plugin reported invalid registers nothing.
+            self.pm.unregister(name=name)
+            self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin)
+            return False
+        except ValueError as exc:  # the name or the object is already registered
             self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin)
             return False
         unknown = _unknown_hooks(self.pm, plugin)

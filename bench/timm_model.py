@@ -108,9 +108,12 @@ class TimmModel(nn.Module):
     def _attention_pool(self, pool: str, width: int, embed_dim: int) -> nn.Module:
         from timm.layers import AttentionPool2d, RotAttentionPool2d
 
+        # timm's default of 64-wide heads fails for widths like RegNetX-200MF's 368; take the most heads
+        # (of 64-wide heads, or 8, 4, 2, 1) that divide the width into a size rotary embeddings accept.
+        heads = next(h for h in (width // 64, 8, 4, 2, 1) if h and width % h == 0 and (width // h) % 4 == 0)
         if pool == "rot_attn":
-            return RotAttentionPool2d(width, out_features=embed_dim)
-        return AttentionPool2d(width, feat_size=self._feature_size(), out_features=embed_dim)
+            return RotAttentionPool2d(width, out_features=embed_dim, num_heads=heads)
+        return AttentionPool2d(width, feat_size=self._feature_size(), out_features=embed_dim, num_heads=heads)
 
     def _feature_size(self) -> tuple[int, int]:
         """Side of the trunk's final map, from a shape-only pass (no compute on the meta device)."""

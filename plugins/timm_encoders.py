@@ -3,7 +3,7 @@
 The curated encoders change what CIFAR papers change so that 32 px inputs keep a spatial map until the
 pool: ResNets take a 3x3 stride-1 first conv and drop the stem max pool (He et al. 2016, sec. 4.2; 8x
 downsampling, a 4x4 final map); EfficientNet, MobileNet and RegNet keep their blocks but their stem conv
-gets stride 1 (16x, a 2x2 map); ConvNeXt patchifies with 2x2 patches instead of 4x4 (16x, a 2x2 map);
+gets stride 1 (16x, a 2x2 map); ConvNeXt's 4x4 patchify stem becomes a 3x3 stride-1 conv (8x, a 4x4 map);
 ViTs use 4x4 patches at ``img_size`` 32 (64 tokens). Without this, a 32x-downsampling trunk pools a 1x1 map.
 
 Every encoder is a :class:`bench.timm_model.TimmModel`: the trunk's features are pooled (``pool``, default
@@ -27,6 +27,14 @@ def _resnet_stem(trunk):
     trunk.maxpool = nn.Identity()
 
 
+def _convnext_stem(trunk):
+    from torch import nn
+
+    # timm's own patch_size=2 also makes stage 0 stride 2 (32x in total), so replace the patchify conv.
+    patchify = trunk.stem[0]
+    trunk.stem[0] = nn.Conv2d(3, patchify.out_channels, 3, stride=1, padding=1)
+
+
 def _stem_stride_1(path):
     """Set the stride of the stem conv at attribute ``path`` (e.g. ``"stem.conv"``) to 1; padding keeps the size."""
 
@@ -44,8 +52,8 @@ CURATED = {
     "resnet18": ("resnet18", "resnet", {}, _resnet_stem, "3x3/1 stem conv, no max pool: 4x4 final map"),
     "resnet34": ("resnet34", "resnet", {}, _resnet_stem, "3x3/1 stem conv, no max pool: 4x4 final map"),
     "resnet50": ("resnet50", "resnet", {}, _resnet_stem, "3x3/1 stem conv, no max pool: 4x4 final map"),
-    "convnext_atto": ("convnext_atto", "convnext", {"patch_size": 2}, None, "2x2 patchify stem (was 4x4): 2x2 final map"),
-    "convnext_femto": ("convnext_femto", "convnext", {"patch_size": 2}, None, "2x2 patchify stem (was 4x4): 2x2 final map"),
+    "convnext_atto": ("convnext_atto", "convnext", {}, _convnext_stem, "3x3/1 stem conv instead of 4x4/4 patchify: 4x4 final map"),
+    "convnext_femto": ("convnext_femto", "convnext", {}, _convnext_stem, "3x3/1 stem conv instead of 4x4/4 patchify: 4x4 final map"),
     "vit_tiny_patch4_32": ("vit_tiny_patch16_224", "vit", {"patch_size": 4}, None, "ViT-Ti, 4x4 patches at img_size 32: 64 tokens"),
     "vit_small_patch4_32": ("vit_small_patch16_224", "vit", {"patch_size": 4}, None, "ViT-S, 4x4 patches at img_size 32: 64 tokens"),
     "efficientnet_b0": ("efficientnet_b0", "efficientnet", {}, _stem_stride_1("conv_stem"), "stride-1 stem conv: 2x2 final map"),
