@@ -166,13 +166,13 @@ class Host:
 
                 def register(entry_name, factory, summary="", _kind=kind, _plugin=name, prefix=False, **meta):
                     try:
-                        self.registry.add(_kind, entry_name, factory, summary, _plugin, prefix=prefix, **meta)
+                        entry = self.registry.add(_kind, entry_name, factory, summary, _plugin, prefix=prefix, **meta)
                     except DuplicateNameError as exc:
                         # Neither registration wins: using the name reports both plugins.
                         self.conflicts[(_kind, entry_name, bool(prefix))] = str(exc)
                         self._fail(_plugin, str(exc))
                         return
-                    self.infos[_plugin].registered[_kind].append(entry_name)
+                    self.infos[_plugin].registered[_kind].append(entry.display_name)
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
