@@ -79,6 +79,19 @@ def test_bench_load_plugins_selects_installed_plugins(site, monkeypatch, selecti
     assert set(host.registry.names("encoders")) & {"alpha", "beta"} == expected
 
 
+def test_an_installed_plugin_that_fails_to_import_is_skipped(run_cli, site, monkeypatch):
+    """An entry point whose module raises: one warning naming it; the other installed plugin still loads."""
+    write_plugin(site, "crashing_mod", "raise ImportError('needs torchaudio')\n")
+    fake_distribution(site, "crashing-dist", "0.3", "crashing", "crashing_mod")
+    write_plugin(site, "fine_mod", GOOD_ENCODER.format(name="fine"))
+    fake_distribution(site, "fine-dist", "1.0", "fine", "fine_mod")
+    monkeypatch.setenv("BENCH_LOAD_PLUGINS", "crashing,fine")
+    code, out, err = run_cli("list", "encoders", "--filter", "fine")
+    warnings = _warnings(err)
+    assert code == 0 and "fine" in out and len(warnings) == 1, err
+    assert "plugin 'crashing' failed to import: ImportError: needs torchaudio" in warnings[0]
+
+
 def test_strict_plugins_turns_a_load_failure_into_a_one_line_error(run_cli, tmp_path, monkeypatch):
     """BENCH_STRICT_PLUGINS=1: a broken plugin stops bench with exit 2 and one line naming it."""
     write_plugin(tmp_path / "dir", "broken", "raise RuntimeError('boom')\n")
