@@ -1,4 +1,4 @@
-"""Loading plugins (issue 3): the three ways in, BENCH_LOAD_PLUGINS / BENCH_STRICT_PLUGINS, and failures that stay local."""
+"""Loading plugins (issue 3): the three ways in, BENCH_LOAD_PLUGINS / BENCH_STRICT_PLUGINS, local failures."""
 import json
 
 import pandas as pd
