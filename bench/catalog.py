@@ -34,18 +34,17 @@ def encoder_params(entry: Entry, embed_dim: int | None = None, image_size: int |
 
 
 def format_entries(registry: Registry, kind: str, pattern: str | None = None) -> list[str]:
-    """Lines of an aligned table of ``kind`` entries matching the fnmatch ``pattern``."""
+    """Lines listing the ``kind`` entries that match the fnmatch ``pattern``; encoders as a table with a header."""
     entries = registry.entries(kind, pattern)
-    if kind == "encoders":
-        header = ("NAME", "FAMILY", "PARAMS", "SOURCE", "SUMMARY")
-        rows = []
-        for e in entries:
-            params = encoder_params(e)
-            rows.append((e.display_name, e.meta.get("family", "-"), f"{params:,}" if params is not None else "-",
-                         e.meta.get("source") or e.plugin, e.summary))
-    else:
-        header = ("NAME", "PLUGIN", "SUMMARY")
-        rows = [(e.display_name, e.plugin, e.summary) for e in entries]
+    if kind != "encoders":  # one column of names, then what each is and which plugin registered it
+        width = max((len(e.display_name) for e in entries), default=0)
+        return [f"{e.display_name:<{width}}  {e.summary}  ({e.plugin})" for e in entries]
+    header = ("NAME", "FAMILY", "PARAMS", "SOURCE", "SUMMARY")
+    rows = []
+    for e in entries:
+        params = encoder_params(e)
+        rows.append((e.display_name, e.meta.get("family", "-"), f"{params:,}" if params is not None else "-",
+                     e.meta.get("source") or e.plugin, e.summary))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     right = {"PARAMS"}  # numbers align right
     lines = []
