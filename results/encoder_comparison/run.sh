@@ -7,8 +7,9 @@
 set -euo pipefail
 export OMP_NUM_THREADS=1
 cd "$(dirname "$0")/../.."
-for encoder in timm/regnetx_002 timm/mobilenetv3_large_100 timm/convnext_atto modified_resnet \
-               timm/vit_tiny_patch4_32 timm/efficientnet_b0 modified_resnet_cifar timm/resnet18; do
+# Cheapest first, so the required set (both modified_resnets, three timm families) finishes earliest.
+for encoder in timm/regnetx_002 modified_resnet timm/mobilenetv3_large_100 timm/convnext_atto \
+               modified_resnet_cifar timm/vit_tiny_patch4_32 timm/efficientnet_b0 timm/resnet18; do
   nice -n 10 python -m bench run --encoder "$encoder" --dataset cifar10 --epochs 1 \
     --limit-train 10000 --limit-test 2000 --device cpu --seed 0 --no-checkpoints --no-progress \
     --log-every 50 --out results/encoder_comparison
