@@ -73,9 +73,10 @@ def _curated_factory(model_name, timm_kwargs, stem):
 
 def _any_timm(model_name: str):
     """Resolve ``timm:<model_name>`` to a factory; unknown names fail here, before any data is read."""
-    import timm
-
     from bench.errors import UnknownNameError
+    from bench.timm_model import require_timm
+
+    timm = require_timm()
 
     if not timm.is_model(model_name):
         import difflib
