@@ -24,7 +24,7 @@ PROJS = ("linear", "mlp", "none")
 
 
 def require_timm():
-    """The timm module, or a BenchError with the pip hint (timm is optional for the rest of bench)."""
+    """The timm module, or a BenchError with the pip hint (bench imports timm only to build timm encoders)."""
     try:
         import timm
     except ImportError:
