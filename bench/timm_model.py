@@ -119,13 +119,14 @@ class TimmModel(nn.Module):
 
         # timm's default of 64-wide heads fails for widths like RegNetX-200MF's 368; take the most heads
         # (of 64-wide heads, or 8, 4, 2, 1) that divide the width into a size rotary embeddings accept.
-        heads = next(h for h in (width // 64, 8, 4, 2, 1) if h and width % h == 0 and (width // h) % 4 == 0)
+        heads = next((h for h in (width // 64, 8, 4, 2) if h and width % h == 0 and (width // h) % 4 == 0), 1)
+        feat_size = self._feature_size(pool)  # also refuses trunks without a 2-d map (ViTs give tokens)
         if pool == "rot_attn":
             return RotAttentionPool2d(width, out_features=embed_dim, num_heads=heads)
-        return AttentionPool2d(width, feat_size=self._feature_size(), out_features=embed_dim, num_heads=heads)
+        return AttentionPool2d(width, feat_size=feat_size, out_features=embed_dim, num_heads=heads)
 
-    def _feature_size(self) -> tuple[int, int]:
-        """Side of the trunk's final map, from a shape-only pass (no compute on the meta device)."""
+    def _feature_size(self, pool: str) -> tuple[int, int]:
+        """Height and width of the trunk's final map, from one forward of a zero image (free on the meta device)."""
         device = next(self.trunk.parameters()).device
         was_training = self.trunk.training
         self.trunk.eval()  # BatchNorm in training mode rejects a batch of one 1x1 map
@@ -133,7 +134,7 @@ class TimmModel(nn.Module):
             features = self.trunk.forward_features(torch.zeros(1, 3, self.image_size, self.image_size, device=device))
         self.trunk.train(was_training)
         if features.ndim != 4:
-            raise BenchError(f"pool='abs_attn' needs a feature map (N, C, H, W) but {self.model_name!r} gives "
+            raise BenchError(f"pool={pool!r} needs a feature map (N, C, H, W) but {self.model_name!r} gives "
                              f"{features.ndim}-d features; use pool=avg or pool=token")
         return tuple(features.shape[-2:])
 

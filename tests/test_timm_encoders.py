@@ -82,6 +82,14 @@ def test_pool_and_projection_choices_give_embed_dim(opts):
     assert out.shape == (2, 24) and tower.trunk.stem.conv.weight.grad is not None
 
 
+def test_attention_pools_refuse_token_trunks():
+    """A ViT gives tokens, not a map: the attention pools say so at construction, not at the first forward."""
+    entry = build_host(entry_points=False).registry.get("encoders", "timm:vit_tiny_patch16_224")
+    for pool in ("abs_attn", "rot_attn"):
+        with pytest.raises(BenchError, match=f"pool='{pool}' needs a feature map"):
+            entry.create(8, 32, pool=pool, depth=1)
+
+
 def test_bad_pool_or_projection_is_a_bench_error():
     """Invalid choices name the option and the fix instead of asserting inside timm."""
     entry = build_host(entry_points=False).registry.get("encoders", "timm/regnetx_002")
