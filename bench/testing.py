@@ -29,7 +29,7 @@ def plugin_registered(plugin, name: str | None = None):
     """Make ``plugin`` (a module, class or instance with ``@bench.hookimpl`` functions) part of every host.
 
     Inside the block, :func:`bench.plugins.get_host` and in-process ``bench.cli.main([...])`` calls see the
-    built-ins plus ``plugin``; afterwards the previous host comes back. A plugin that fails to load raises
+    plugins they would load anyway plus ``plugin``; afterwards the previous host comes back. A plugin that fails to load raises
     :class:`~bench.errors.PluginError` here instead of printing a warning.
     """
     name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
