@@ -316,14 +316,12 @@ def plugins(as_json):
 @click.argument("kind", type=click.Choice(["encoders", "tokenizers", "templates", "datasets"]))
 @click.option("--filter", "pattern", help="fnmatch pattern, e.g. 'timm/*'.")
 def list_(kind, pattern):
-    """List registered names with their summaries."""
+    """List registered names with their summaries (encoders: family, parameters at embed width 512, source)."""
+    from .catalog import format_entries
     from .plugins import get_registry
 
-    entries = [e for e in get_registry().entries(kind) if not pattern or e.name in get_registry().names(kind, pattern)]
-    width = max((len(e.name) for e in entries), default=0)
-    for e in entries:
-        extra = f" [{e.meta['family']}]" if e.meta.get("family") else ""
-        click.echo(f"{e.name:<{width}}  {e.summary}{extra}  ({e.plugin})")
+    for line in format_entries(get_registry(), kind, pattern):
+        click.echo(line)
 
 
 @cli.command()

@@ -3,6 +3,10 @@
 Every hook receives a ``register`` callback instead of returning values, so the host owns collection,
 duplicate detection and validation. An implementation may accept fewer arguments than the spec names
 (pluggy's opt-in arguments), which lets a hook grow a new argument without breaking old plugins.
+
+Every ``register`` also accepts ``prefix=True``: the name is then a prefix (``"timm:"``) and ``factory(rest)``
+returns the factory for the name ``prefix + rest``, so a plugin can offer open-ended names on demand.
+The full guide, with each hook's exact signature, is ``docs/plugins.md``.
 """
 import pluggy
 

@@ -22,12 +22,16 @@ from .registry import KINDS, DuplicateNameError, Registry
 
 BUILTIN_PLUGINS = (
     "bench_plugins.modified_resnet",
+    "bench_plugins.timm_encoders",
     "bench_plugins.clip_bpe",
     "bench_plugins.templates",
     "bench_plugins.datasets",
     "bench_plugins.airbench",
 )
 ENTRY_POINT_GROUP = "bench"
+# (plugin object, name) pairs every new host registers last; bench.testing.plugin_registered manages it, so
+# that in-process CLI calls in a plugin's tests see the plugin.
+EXTRA_PLUGINS: list[tuple[object, str]] = []
 
 
 @dataclass
@@ -53,7 +57,7 @@ class Host:
         self.registry = Registry()
         self.infos: dict[str, PluginInfo] = {}
         self.strict = os.environ.get("BENCH_STRICT_PLUGINS", "") not in ("", "0") if strict is None else strict
-        self.conflicts: dict[tuple[str, str], str] = {}
+        self.conflicts: dict[tuple[str, str, bool], str] = {}  # (kind, name, is_prefix) -> message
         self._collected = False
 
     # -- loading -----------------------------------------------------------------------------------------
@@ -68,10 +72,25 @@ class Host:
         """Register a plugin object (module or instance); a bad hookimpl is reported, not raised."""
         try:
             self.pm.register(plugin, name=name)
-        except (pluggy.PluginValidationError, ValueError) as exc:
+        except pluggy.PluginValidationError as exc:
+            # pluggy keeps the plugin and its hookimpls verified before the bad one; drop them all, so a
+            # plugin reported invalid registers nothing.
+            self.pm.unregister(name=name)
             self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin)
             return False
-        self.infos[name] = PluginInfo(name=name, version=version, builtin=builtin,
+        except ValueError as exc:  # the name or the object is already registered
+            self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin)
+            return False
+        unknown = _unknown_hooks(self.pm, plugin)
+        if unknown:
+            # pluggy accepts a hookimpl without a spec silently (check_pending would raise for all plugins
+            # at once); a misspelled hook would then do nothing, so refuse this plugin alone.
+            self.pm.unregister(plugin)
+            self._fail(name, f"plugin {name!r} implements {', '.join(unknown)}, which bench has no hook for; "
+                             f"hooks are {', '.join(_hook_names())}", version=version, builtin=builtin)
+            return False
+        self.infos[name] = PluginInfo(name=name, version=version or getattr(plugin, "__version__", None),
+                                      builtin=builtin,
                                       hooks=sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
         self._collected = False
         return True
@@ -146,15 +165,15 @@ class Host:
             for impl in caller.get_hookimpls():  # registration order (pluggy calls them in reverse)
                 name = impl.plugin_name
 
-                def register(entry_name, factory, summary="", _kind=kind, _plugin=name, **meta):
+                def register(entry_name, factory, summary="", _kind=kind, _plugin=name, prefix=False, **meta):
                     try:
-                        self.registry.add(_kind, entry_name, factory, summary, _plugin, **meta)
+                        entry = self.registry.add(_kind, entry_name, factory, summary, _plugin, prefix=prefix, **meta)
                     except DuplicateNameError as exc:
                         # Neither registration wins: using the name reports both plugins.
-                        self.conflicts[(_kind, entry_name)] = str(exc)
+                        self.conflicts[(_kind, entry_name, bool(prefix))] = str(exc)
                         self._fail(_plugin, str(exc))
                         return
-                    self.infos[_plugin].registered[_kind].append(entry_name)
+                    self.infos[_plugin].registered[_kind].append(entry.display_name)
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
@@ -168,6 +187,20 @@ class Host:
     def plugins(self) -> list[PluginInfo]:
         self.collect()
         return sorted(self.infos.values(), key=lambda i: (not i.builtin, i.name))
+
+
+def _hook_names() -> list[str]:
+    return sorted(n for n in vars(hookspecs) if n.startswith("register_"))
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin) -> list[str]:
+    """Hooks ``plugin`` implements that have no spec and are not marked ``optionalhook``."""
+    unknown = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.spec is None and any(not impl.optionalhook for impl in caller.get_hookimpls()
+                                       if impl.plugin is plugin):
+            unknown.append(caller.name)
+    return sorted(unknown)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -216,6 +249,9 @@ def build_host(plugins_dirs=(), modules=(), entry_points: bool = True, strict: b
         host.load_directory(directory)
     for module in modules:
         host.add_module(module)
+    for plugin, name in EXTRA_PLUGINS:
+        if not host.pm.is_registered(plugin):  # already in through its entry point or a folder
+            host.add(plugin, name)
     host.collect()
     return host
 
@@ -243,7 +279,7 @@ def get_registry() -> Registry:
 def get_entry(kind: str, name: str):
     host = get_host()
     registry = host.collect()
-    conflict = host.conflicts.get((kind, name))
-    if conflict:
-        raise PluginError(conflict)
+    for (conflict_kind, conflict_name, is_prefix), message in host.conflicts.items():
+        if conflict_kind == kind and (name == conflict_name or is_prefix and name.startswith(conflict_name)):
+            raise PluginError(message)
     return registry.get(kind, name)

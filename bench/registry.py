@@ -21,6 +21,11 @@ class Entry:
     plugin: str  # name of the plugin that registered it
     kind: str  # one of KINDS
     meta: dict = field(default_factory=dict, compare=False)  # free-form extras (family, source, ...)
+    prefix: bool = False  # True: ``name`` is a prefix and ``factory(rest)`` returns the factory of ``name + rest``
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.name}<{self.meta.get('placeholder', 'name')}>" if self.prefix else self.name
 
     def create(self, *args, **kwargs):
         return self.factory(*args, **kwargs)
@@ -39,29 +44,29 @@ class Registry:
 
     def __init__(self):
         self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
-        self._resolvers: dict[str, list[tuple[str, Callable[[str], Entry | None]]]] = {k: [] for k in KINDS}
+        self._prefixes: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}  # ``timm:`` -> its resolver entry
 
-    def add(self, kind: str, name: str, factory: Callable, summary: str, plugin: str, **meta) -> Entry:
+    def add(self, kind: str, name: str, factory: Callable, summary: str, plugin: str, prefix: bool = False,
+            **meta) -> Entry:
+        """Add an entry; with ``prefix=True`` every name ``name + rest`` resolves on demand (``timm:resnet34``)."""
         if kind not in self._entries:
             raise PluginError(f"plugin {plugin!r} registered unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
         if not isinstance(name, str) or not name or any(c.isspace() for c in name):
             raise PluginError(f"plugin {plugin!r} registered an invalid {_SINGULAR[kind]} name {name!r}")
         if not callable(factory):
             raise PluginError(f"plugin {plugin!r} registered {_SINGULAR[kind]} {name!r} with a factory that is not callable")
-        old = self._entries[kind].get(name)
+        table = self._prefixes[kind] if prefix else self._entries[kind]
+        old = table.get(name)
         if old is not None:
+            what = f"{_SINGULAR[kind]} prefix" if prefix else _SINGULAR[kind]
             raise DuplicateNameError(
-                f"{_SINGULAR[kind]} {name!r} is registered twice: by plugin {old.plugin!r} and by plugin {plugin!r}; "
+                f"{what} {name!r} is registered twice: by plugin {old.plugin!r} and by plugin {plugin!r}; "
                 f"rename one or disable one plugin with BENCH_LOAD_PLUGINS"
             )
         entry = Entry(name=name, factory=factory, summary=(summary or "").strip().splitlines()[0] if summary else "",
-                      plugin=plugin, kind=kind, meta=dict(meta))
-        self._entries[kind][name] = entry
+                      plugin=plugin, kind=kind, meta=dict(meta), prefix=prefix)
+        table[name] = entry
         return entry
-
-    def add_resolver(self, kind: str, prefix: str, resolve: Callable[[str], Entry | None]):
-        """Let names of the form ``prefix<anything>`` resolve to entries made on demand (``timm:resnet34``)."""
-        self._resolvers[kind].append((prefix, resolve))
 
     def names(self, kind: str, include: str | None = None) -> list[str]:
         names = self._entries[kind].keys()
@@ -69,23 +74,29 @@ class Registry:
             names = [n for n in names if fnmatch.fnmatch(n, include)]
         return sorted(names, key=_natural_key)
 
-    def entries(self, kind: str) -> list[Entry]:
-        return [self._entries[kind][n] for n in self.names(kind)]
+    def entries(self, kind: str, include: str | None = None) -> list[Entry]:
+        """Named entries (naturally sorted), then prefix entries; ``include`` filters both by fnmatch."""
+        prefixes = sorted(self._prefixes[kind].values(), key=lambda e: _natural_key(e.name))
+        return ([self._entries[kind][n] for n in self.names(kind, include)]
+                + [e for e in prefixes if not include or fnmatch.fnmatch(e.name, include)])
 
     def get(self, kind: str, name: str) -> Entry:
+        """The entry called ``name``, or one made by the longest registered prefix of ``name``."""
         entry = self._entries[kind].get(name)
         if entry is not None:
             return entry
-        for prefix, resolve in self._resolvers[kind]:
-            if name.startswith(prefix):
-                entry = resolve(name)
-                if entry is not None:
-                    return entry
-        raise UnknownNameError(unknown_name_message(_SINGULAR[kind], name, self.names(kind)))
+        matches = [e for p, e in self._prefixes[kind].items() if name.startswith(p) and len(name) > len(p)]
+        if matches:
+            base = max(matches, key=lambda e: len(e.name))
+            # The resolver raises a BenchError for names it does not know (with its own suggestions).
+            return Entry(name=name, factory=base.factory(name[len(base.name):]), summary=base.summary,
+                         plugin=base.plugin, kind=kind, meta={**base.meta, "prefix": base.name})
+        available = self.names(kind) + [e.display_name for e in self._prefixes[kind].values()]
+        raise UnknownNameError(unknown_name_message(_SINGULAR[kind], name, available))
 
     def __contains__(self, item):
         kind, name = item
-        return name in self._entries[kind]
+        return name in self._entries[kind] or name in self._prefixes[kind]
 
 
 def unknown_name_message(what: str, name: str, available: list[str]) -> str:

@@ -1,0 +1,53 @@
+"""Prefix entries (`timm:<model>`): exact names first, then the longest prefix; duplicates are refused."""
+import pytest
+
+from bench.errors import BenchError, UnknownNameError
+from bench.registry import DuplicateNameError, Registry
+
+
+def _registry():
+    registry = Registry()
+    registry.add("encoders", "hub:special", lambda *a: "exact", "the exact one", "p1")
+    registry.add("encoders", "hub:", lambda rest: (lambda *a: f"short {rest}"), "any hub model", "p1", prefix=True,
+                 placeholder="model")
+    registry.add("encoders", "hub:big/", lambda rest: (lambda *a: f"long {rest}"), "big models", "p2", prefix=True)
+    return registry
+
+
+def test_exact_name_wins_over_a_prefix():
+    assert _registry().get("encoders", "hub:special").create() == "exact"
+
+
+def test_longest_prefix_wins_and_gets_the_rest_of_the_name():
+    registry = _registry()
+    assert registry.get("encoders", "hub:big/x").create() == "long x"
+    entry = registry.get("encoders", "hub:small")
+    assert entry.create() == "short small" and entry.name == "hub:small" and entry.plugin == "p1"
+    assert entry.meta["prefix"] == "hub:"
+
+
+def test_the_bare_prefix_is_not_a_name():
+    with pytest.raises(UnknownNameError, match=r"available: hub:special, hub:<model>, hub:big/<name>"):
+        _registry().get("encoders", "hub:")
+
+
+def test_a_prefix_registered_twice_names_both_plugins():
+    with pytest.raises(DuplicateNameError, match="prefix 'hub:' is registered twice: by plugin 'p1' and by plugin 'p3'"):
+        _registry().add("encoders", "hub:", lambda rest: None, "", "p3", prefix=True)
+
+
+def test_listing_shows_prefixes_after_names_with_their_placeholder():
+    entries = _registry().entries("encoders")
+    assert [e.display_name for e in entries] == ["hub:special", "hub:<model>", "hub:big/<name>"]
+    assert [e.display_name for e in _registry().entries("encoders", "hub:b*")] == ["hub:big/<name>"]
+
+
+def test_a_resolver_error_reaches_the_user():
+    registry = Registry()
+
+    def resolve(rest):
+        raise BenchError(f"no model {rest!r}")
+
+    registry.add("encoders", "x:", resolve, "", "p", prefix=True)
+    with pytest.raises(BenchError, match="no model 'y'"):
+        registry.get("encoders", "x:y")
