@@ -182,7 +182,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
             progress.train_seconds += stats["seconds"]
             progress.train_images += stats["images"]
             row = {"epoch": state.epoch, "step": state.step, "train_loss": stats["train_loss"],
-                   "lr": optimizer.param_groups[0]["lr"], "epoch_seconds": stats["seconds"],
+                   "lr": float(optimizer.param_groups[0]["lr"]), "epoch_seconds": stats["seconds"],
                    "images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
                    "zeroshot_top1": np.nan, "zeroshot_top5": np.nan, "mean_per_class_recall": np.nan}
             if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
