@@ -65,11 +65,6 @@ def provenance(device=None) -> dict:
     }
 
 
-def order_columns(df: pd.DataFrame, columns=RUN_COLUMNS) -> pd.DataFrame:
-    head = [c for c in columns if c in df.columns]
-    return df[head + sorted(c for c in df.columns if c not in head)]
-
-
 def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
     """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows (see bench.runs_table).
 

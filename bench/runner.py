@@ -202,7 +202,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
             best = progress.best
             is_best = not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"])
             if is_best:
-                progress.best = row
+                progress.best = row  # before save_last, so last.pt records the new best
             saver.save_last(row)
             if is_best:
                 saver.save_best(row)
