@@ -79,11 +79,13 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
 
     def forward(self, x):
+        from .trainer import at_least_fp32
+
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()  # statistics in fp32 even under bf16 autocast, as torch's batch norm
+        xf = at_least_fp32(x)  # statistics in fp32 even under bf16 autocast, as torch's batch norm
         count = torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64)
         dist.all_reduce(count)
         n = float(count)

@@ -6,11 +6,11 @@ from torch import nn
 
 
 class LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in fp32, so fp16 weights and activations stay numerically safe."""
+    """LayerNorm computed in (at least) fp32, so fp16 weights and activations stay numerically safe."""
 
     def forward(self, x: torch.Tensor):
         orig_type = x.dtype
-        ret = super().forward(x.type(torch.float32))
+        ret = super().forward(x.type(torch.promote_types(orig_type, torch.float32)))
         return ret.type(orig_type)
 
 

@@ -166,7 +166,8 @@ def device_step(state: TrainState, images, labels, prompt_ids, autocast_cache: b
     with torch.autocast(device_type, dtype=state.autocast_dtype, enabled=state.autocast_dtype is not None,
                         cache_enabled=autocast_cache):
         image_features, text_features = clip_features(model, images, state.prompt_tokens, prompt_ids, state.text_mode)
-        loss = state.loss_fn(image_features.float(), text_features.float(), _unwrap(model).clamped_logit_scale(), labels)
+        loss = state.loss_fn(at_least_fp32(image_features), at_least_fp32(text_features),
+                             _unwrap(model).clamped_logit_scale(), labels)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if state.max_grad_norm:
@@ -175,6 +176,11 @@ def device_step(state: TrainState, images, labels, prompt_ids, autocast_cache: b
     with torch.no_grad():  # as open_clip: keep the temperature in [1, 100]
         _unwrap(model).logit_scale.clamp_(0, math.log(100))
     return loss.detach()
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 features up to fp32 for the loss; fp64 stays fp64 (the exactness tests run in it)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def clip_features(model, images, prompt_tokens, prompt_ids, text_mode: str = "unique"):
