@@ -34,6 +34,7 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--weight-decay", type=float)
 @click.option("--warmup-steps", type=int)
 @click.option("--loss", type=click.Choice(["clip", "multipositive"]))
+@click.option("--label-smoothing", type=float, help="Mix each target with the uniform one over the batch (default 0).")
 @click.option("--templates", default="seed", show_default=True)
 @click.option("--tokenizer", default="clip_bpe", show_default=True)
 @click.option("--dataset", default="cifar10", show_default=True)
@@ -67,6 +68,8 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
 @click.option("--cuda-graph/--no-cuda-graph", default=None,
               help="On CUDA, replay the training step as one captured CUDA graph (default: on).")
+@click.option("--tower-streams/--no-tower-streams", default=None,
+              help="On CUDA, run the image and text towers concurrently on two streams (default: on).")
 @click.option("--compact-embedding/--no-compact-embedding", default=None,
               help="Train only the token-embedding rows the prompts use; exact (default: on).")
 def run(seeds, resume, **flags):
@@ -333,6 +336,8 @@ def list_(kind, pattern):
 @click.option("--channels-last/--no-channels-last", default=False, show_default=True)
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True, help="torch.compile (time not counted).")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="CLIP step as a CUDA graph (CUDA only).")
+@click.option("--tower-streams/--no-tower-streams", default=True, show_default=True,
+              help="CLIP step with the two towers on two CUDA streams (CUDA only).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--steps", type=int, help="Timed steps (default 20 on CUDA, 5 on CPU).")
 @click.option("--warmup", type=int, help="Untimed steps first (default 10 on CUDA, 2 on CPU).")

@@ -10,6 +10,10 @@ that the scheduler updates in place; autocast without its weight-cast cache; no 
 ``warmup`` steps run eagerly on a side stream (cuDNN autotuning, optimizer state allocation), then the
 step is captured and replayed. Every batch is a real step: warm-up steps train as usual.
 
+Under DDP (torchrun, NCCL) the capture holds DDP's gradient all-reduces too, following torch's recipe for
+whole-network capture with DDP: NCCL async error handling off before the process group starts, DDP built
+on a side stream, and :data:`DDP_WARMUP` eager steps first (:mod:`bench.distributed`, :mod:`bench.ddp`).
+
 On a CPU (tests), :class:`CudaGraphStep` with ``capture=False`` runs the identical step function
 eagerly, so its numerics can be compared against :func:`bench.trainer.clip_step`.
 """
@@ -21,6 +25,9 @@ import torch
 
 from .errors import BenchError
 from .trainer import TrainState, device_step, finish_step
+
+# torch's CUDA-graph notes: DDP needs at least 11 eager iterations before its backward is captured
+DDP_WARMUP = 11
 
 
 class CudaGraphStep:

@@ -29,19 +29,21 @@ class ClipFeatures(nn.Module):
         super().__init__()
         self.module = clip
 
-    def forward(self, images, prompt_tokens, prompt_ids, text_mode: str = "unique"):
+    def forward(self, images, prompt_tokens, prompt_ids, text_mode: str = "unique", tower_streams: bool = False):
         from .trainer import clip_features
 
-        return clip_features(self.module, images, prompt_tokens, prompt_ids, text_mode)
+        return clip_features(self.module, images, prompt_tokens, prompt_ids, text_mode, tower_streams)
 
 
-def wrap_model(model: nn.Module, world: World, sync_bn: bool = True) -> nn.Module:
+def wrap_model(model: nn.Module, world: World, sync_bn: bool = True, cuda_graph: bool = False) -> nn.Module:
     """The module to train: ``model`` itself in a plain run, else DDP over :class:`ClipFeatures`.
 
     ``model`` is changed in place (batch norm layers swapped when ``sync_bn``), so the caller keeps
     evaluating and checkpointing it. ``static_graph`` lets DDP cope with encoders whose parameters get
     no gradient (a classifier head) without a per-step search for them: the set of used parameters
-    never changes between steps.
+    never changes between steps. ``cuda_graph``: the step will be captured whole, DDP's all-reduces
+    included, so DDP is built on a side stream, as torch's CUDA-graph notes ask (its gradient
+    accumulators then run on that stream, which capture can follow; see :mod:`bench.cuda_graph`).
     """
     if not world.distributed:
         return model
@@ -54,8 +56,20 @@ def wrap_model(model: nn.Module, world: World, sync_bn: bool = True) -> nn.Modul
     # rank 0's buffers (batch-norm running stats) go to the others every forward, unless synced batch norm
     # already keeps them equal, or there are no others
     buffers = {_SYNC_BUFFERS: world.size > 1 and not (sync_bn and not left)}
-    return DistributedDataParallel(ClipFeatures(model), device_ids=[world.device.index] if world.device.type == "cuda"
-                                   else None, static_graph=True, **buffers)
+    on_gpu = world.device.type == "cuda"
+
+    def build():
+        return DistributedDataParallel(ClipFeatures(model), device_ids=[world.device.index] if on_gpu else None,
+                                       static_graph=True, **buffers)
+
+    if not (cuda_graph and on_gpu):
+        return build()
+    stream = torch.cuda.Stream(device=world.device)
+    stream.wait_stream(torch.cuda.current_stream(world.device))
+    with torch.cuda.stream(stream):
+        ddp = build()
+    torch.cuda.current_stream(world.device).wait_stream(stream)
+    return ddp
 
 
 # torch 2.14 renamed ``broadcast_buffers``; ``forward_sync_buffers=False`` still syncs them once at construction

@@ -50,11 +50,12 @@ def launched_by_torchrun() -> bool:
     return all(var in os.environ for var in _LAUNCH_VARS)
 
 
-def init_distributed(device_name: str = "auto") -> World:
+def init_distributed(device_name: str = "auto", cuda_graph: bool = False) -> World:
     """Join the process group torchrun set up (once per process), or describe a plain run.
 
     Under torchrun, ``--device auto``/``cuda`` put each rank on ``cuda:LOCAL_RANK`` with NCCL and
-    ``--device cpu`` runs gloo. The group is destroyed at interpreter exit.
+    ``--device cpu`` runs gloo. The group is destroyed at interpreter exit. ``cuda_graph``: the training
+    step, its all-reduces included, will be captured as a CUDA graph.
     """
     from .errors import BenchError
     from .trainer import resolve_device
@@ -79,6 +80,10 @@ def init_distributed(device_name: str = "auto") -> World:
         torch.cuda.set_device(device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
+        if backend == "nccl" and cuda_graph:
+            # torch's CUDA-graph notes: NCCL's async error handling polls events, which a captured
+            # all-reduce does not have; it must be off before the group exists
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")
         dist.init_process_group(backend)
         atexit.register(shutdown)
     return World(device, rank, size, local_rank, dist.get_backend())

@@ -6,36 +6,46 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def contrastive_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | None = None) -> torch.Tensor:
+def contrastive_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | None = None,
+                     label_smoothing: float = 0.0) -> torch.Tensor:
     """Symmetric cross-entropy over the image-text similarity matrix; pair ``i`` is row ``i``'s positive.
 
-    ``logits_per_text`` defaults to the transpose of ``logits_per_image``.
+    ``logits_per_text`` defaults to the transpose of ``logits_per_image``. ``label_smoothing`` as in
+    :func:`torch.nn.functional.cross_entropy` (0: CLIP's loss).
     """
     if logits_per_text is None:
         logits_per_text = logits_per_image.t()
     targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
-    return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
+    return (F.cross_entropy(logits_per_image, targets, label_smoothing=label_smoothing)
+            + F.cross_entropy(logits_per_text, targets, label_smoothing=label_smoothing)) / 2
 
 
 def multipositive_loss(logits_per_image: torch.Tensor, labels: torch.Tensor,
-                       logits_per_text: torch.Tensor | None = None, col_labels: torch.Tensor | None = None) -> torch.Tensor:
+                       logits_per_text: torch.Tensor | None = None, col_labels: torch.Tensor | None = None,
+                       label_smoothing: float = 0.0) -> torch.Tensor:
     """Symmetric cross-entropy where every pair of the same class is a positive.
 
     The target of a row is uniform over the columns of its class (as in SupCLIP-style multi-positive
     losses): in CIFAR-10 a batch of 32 holds about three captions per class, which plain CLIP would push
-    apart as negatives.
+    apart as negatives. ``label_smoothing`` mixes that target with the uniform one over all columns, as
+    :func:`torch.nn.functional.cross_entropy` does with one-hot targets.
     """
     if logits_per_text is None:
         logits_per_text = logits_per_image.t()
     col_labels = labels if col_labels is None else col_labels
     same = labels[:, None] == col_labels[None, :]
-    return (_multipositive_ce(logits_per_image, same) + _multipositive_ce(logits_per_text, same.t())) / 2
+    return (_multipositive_ce(logits_per_image, same, label_smoothing)
+            + _multipositive_ce(logits_per_text, same.t(), label_smoothing)) / 2
 
 
-def _multipositive_ce(logits: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of the cross-entropy against a target uniform over the row's ``positives`` (bool mask)."""
+def _multipositive_ce(logits: torch.Tensor, positives: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Mean over rows of the cross-entropy against a target uniform over the row's ``positives`` (bool mask),
+    mixed with weight ``label_smoothing`` with the uniform target over all columns."""
     target = positives.to(logits.dtype)
-    return -(target / target.sum(1, keepdim=True) * F.log_softmax(logits, dim=1)).sum(1).mean()
+    target = target / target.sum(1, keepdim=True)
+    if label_smoothing:
+        target = (1 - label_smoothing) * target + label_smoothing / logits.shape[1]
+    return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 class ClipLoss(nn.Module):
@@ -47,13 +57,16 @@ class ClipLoss(nn.Module):
     the ranks' losses, and DDP's mean of their gradients, equal one process's over the whole batch.
     """
 
-    def __init__(self, kind: str = "clip", rank: int = 0, world_size: int = 1):
+    def __init__(self, kind: str = "clip", rank: int = 0, world_size: int = 1, label_smoothing: float = 0.0):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.kind = kind
         self.rank = rank
         self.world_size = world_size
+        self.label_smoothing = label_smoothing
 
     def forward(self, image_features, text_features, logit_scale, labels=None, output_dict=False):
         if self.world_size > 1:
@@ -61,9 +74,9 @@ class ClipLoss(nn.Module):
         else:
             logits_per_image = logit_scale * image_features @ text_features.t()
             if self.kind == "clip":
-                loss = contrastive_loss(logits_per_image)
+                loss = contrastive_loss(logits_per_image, label_smoothing=self.label_smoothing)
             else:
-                loss = multipositive_loss(logits_per_image, labels)
+                loss = multipositive_loss(logits_per_image, labels, label_smoothing=self.label_smoothing)
         return {"contrastive_loss": loss} if output_dict else loss
 
     def _local_loss(self, image_features, text_features, logit_scale, labels):
@@ -73,10 +86,13 @@ class ClipLoss(nn.Module):
         logits_per_text = logit_scale * text_features @ gather_with_grad(image_features).t()
         if self.kind == "clip":  # this rank's pairs sit at columns rank * B ...
             targets = torch.arange(len(image_features), device=image_features.device) + self.rank * len(image_features)
-            return (F.cross_entropy(logits_per_image, targets) + F.cross_entropy(logits_per_text, targets)) / 2
+            eps = self.label_smoothing
+            return (F.cross_entropy(logits_per_image, targets, label_smoothing=eps)
+                    + F.cross_entropy(logits_per_text, targets, label_smoothing=eps)) / 2
         # both directions have this rank's rows against every rank's columns, so they share the mask
         same = labels[:, None] == gather(labels)[None, :]
-        return (_multipositive_ce(logits_per_image, same) + _multipositive_ce(logits_per_text, same)) / 2
+        return (_multipositive_ce(logits_per_image, same, self.label_smoothing)
+                + _multipositive_ce(logits_per_text, same, self.label_smoothing)) / 2
 
 
 LOSSES = ("clip", "multipositive")

@@ -15,7 +15,7 @@ import torch
 from . import compact_embedding
 from .checkpoint import CheckpointSaver, RunProgress, load_weights, plain, restore_training
 from .config import RunConfig
-from .cuda_graph import CudaGraphStep
+from .cuda_graph import DDP_WARMUP, CudaGraphStep
 from .data import ArrayDataset, DeviceLoader, to_device_uint8
 from .ddp import validate_sharded, wrap_model
 from .distributed import broadcast_object, init_distributed, log_main, reduce_epoch_stats
@@ -122,7 +122,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     """
     check_names(cfg)
     check_run_inputs(cfg)
-    world = init_distributed(cfg.device)  # a plain run unless started by torchrun
+    world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
     device = world.device
     set_backend_flags(device)
     seed_everything(cfg.seed)
@@ -141,12 +141,11 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     # speed (docs/performance.md): exact sparse token-embedding updates; the step as one CUDA graph
     compact = compact_embedding.install(model, prompt_tokens) if cfg.compact_embedding else None
     text_mode = text_mode_for(len(prompt_tokens), cfg.batch_size, device)
-    # one captured graph per step needs static shapes and one process: DDP's hooks and compile's own graphs opt out
-    use_graph = (cfg.cuda_graph and device.type == "cuda" and text_mode == "all" and not world.distributed
-                 and not cfg.compile)
+    # one captured graph per step (DDP's all-reduces included) needs static shapes; compile's own graphs opt out
+    use_graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all" and not cfg.compile
     if cfg.compile:
         compile_towers(model)  # in place: state-dict keys unchanged
-    train_model = wrap_model(model, world, cfg.sync_bn)  # DDP under torchrun; ``model`` stays the bare CLIP
+    train_model = wrap_model(model, world, cfg.sync_bn, use_graph)  # DDP under torchrun; ``model`` stays the bare CLIP
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), generator,
                           channels_last=channels_last, shard=(world.rank, world.size))
@@ -154,9 +153,10 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     if compact is not None:
         compact_embedding.attach(compact, optimizer)
     scheduler = build_scheduler(optimizer, cfg.epochs * len(loader), cfg.warmup_steps)
-    state = TrainState(train_model, optimizer, scheduler, ClipLoss(cfg.loss, world.rank, world.size), prompt_tokens,
-                       autocast_dtype, text_mode, max_grad_norm=cfg.max_grad_norm)
-    step_fn = CudaGraphStep() if use_graph else None
+    loss_fn = ClipLoss(cfg.loss, world.rank, world.size, cfg.label_smoothing)
+    state = TrainState(train_model, optimizer, scheduler, loss_fn, prompt_tokens, autocast_dtype, text_mode,
+                       max_grad_norm=cfg.max_grad_norm, tower_streams=cfg.tower_streams and device.type == "cuda")
+    step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
     test_images = to_device_uint8(parts.test.images, device)
     test_labels = torch.as_tensor(parts.test.labels, device=device)
 

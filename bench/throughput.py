@@ -25,7 +25,7 @@ from .errors import BenchError
 
 COLUMNS = [
     "encoder", "component", "mode", "batch_size", "requested_batch_size", "oom_retries", "precision",
-    "channels_last", "compile", "cuda_graph", "device", "device_name", "samples_per_s", "step_ms_median",
+    "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "samples_per_s", "step_ms_median",
     "step_ms_p90", "steps", "warmup", "peak_mem_mb", "params", "gflops_per_sample", "error", "time",
     "torch_version", "cuda_version", "git_commit", "git_dirty", "hostname", "command",
 ]
@@ -40,6 +40,7 @@ class ThroughputCfg:
     channels_last: bool = False  # channels_last inputs and weights
     compile: bool = False  # torch.compile the model (compile time is in the warm-up, not the timing)
     cuda_graph: bool = True  # on CUDA, the CLIP training step as one replayed graph (as bench run does)
+    tower_streams: bool = True  # on CUDA, the two towers on two streams (as bench run does)
     device: str = "cpu"
     steps: int = 10  # timed steps
     warmup: int = 3  # untimed steps first (autotuning, allocation, compilation)
@@ -191,7 +192,7 @@ def _clip_step(cfg, model, batch, device):
     compact_embedding.attach(emb, optimizer)
     train_model = compile_towers(model) if cfg.compile else model
     state = TrainState(train_model, optimizer, build_scheduler(optimizer, 10 ** 6), ClipLoss("clip"), table,
-                       PRECISIONS[cfg.precision], text_mode)
+                       PRECISIONS[cfg.precision], text_mode, tower_streams=cfg.tower_streams and device.type == "cuda")
     step_fn = CudaGraphStep() if graph else clip_step
     model.train()
     images = _images(cfg, batch, device)

@@ -10,6 +10,9 @@ trained by bench's own loop (AdamW over every parameter, the contrastive loss):
 - the head is a linear projection to the CLIP embedding width instead of a 10-way classifier;
 - ``flip_tta`` (default on): in eval mode the features are the mean over the image and its mirror
   image, as airbench's evaluation does; training is unchanged. It doubles evaluation cost only.
+- ``translate_tta`` (default off): airbench94's second TTA level on top: half the weight on the mirror
+  pair, a quarter each on the pair shifted one pixel up-left and down-right (reflection padding). Six
+  passes per test image; training is unchanged.
 
 Kept from airbench: BatchNorm with a frozen scale (only the shift trains) and low running-stat
 momentum, identity (dirac) initialisation of each conv's first input channels, no conv biases.
@@ -17,7 +20,7 @@ momentum, identity (dirac) initialisation of each conv's first input channels, n
 from bench import hookimpl
 
 
-def _build(embed_dim, image_size, widths=(64, 256, 256), flip_tta=True, bn_momentum=0.4):
+def _build(embed_dim, image_size, widths=(64, 256, 256), flip_tta=True, translate_tta=False, bn_momentum=0.4):
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -55,24 +58,42 @@ def _build(embed_dim, image_size, widths=(64, 256, 256), flip_tta=True, bn_momen
             self.groups = nn.Sequential(*groups)
             self.proj = nn.Linear(c_in, embed_dim, bias=False)
             self.flip_tta = flip_tta
+            self.translate_tta = translate_tta
 
         def features(self, x):
             x = self.groups(F.gelu(self.stem(x)))
             return self.proj(torch.amax(x, dim=(2, 3)))  # global max-pool, as airbench's final MaxPool2d
 
+        def mirrored(self, x):
+            return (self.features(x) + self.features(x.flip(3))) / 2 if self.flip_tta else self.features(x)
+
         def forward(self, x):
-            if self.training or not self.flip_tta:
+            if self.training:
                 return self.features(x)
-            return (self.features(x) + self.features(x.flip(3))) / 2
+            if not self.translate_tta:
+                return self.mirrored(x)
+            h, w = x.shape[-2:]
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            shifted = (self.mirrored(padded[..., :h, :w]) + self.mirrored(padded[..., 2:, 2:])) / 2
+            return (self.mirrored(x) + shifted) / 2
 
     if image_size < 16:
         raise ValueError(f"airbench needs images of at least 16 px (three 2x pools after a 2x2 stem), got {image_size}")
     return AirbenchEncoder()
 
 
+def _build_wide(embed_dim, image_size, widths=(96, 384, 384), flip_tta=True, translate_tta=True, bn_momentum=0.4):
+    return _build(embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum)
+
+
 @hookimpl
 def register_encoders(register):
     register("airbench", _build,
              "airbench94-style net: 2x2 stem, conv groups 64/256/256 with max-pool, frozen-scale BatchNorm, GELU, "
-             "global max-pool, linear to embed; eval averages image and mirror (flip_tta=True)",
+             "global max-pool, linear to embed; eval averages image and mirror (flip_tta=True), and one-pixel shifts "
+             "(translate_tta=True)",
+             family="convnet", source="bench (after KellerJordan/cifar10-airbench)")
+    register("airbench_wide", _build_wide,
+             "airbench at widths 96/384/384 (the fast preset's tower); eval averages mirror and one-pixel shifts, as "
+             "airbench94's default evaluation (translate_tta=True)",
              family="convnet", source="bench (after KellerJordan/cifar10-airbench)")

@@ -1,8 +1,10 @@
 """Single-device training throughput of bench's DDP code path against the plain path.
 
-Times ``trainer.clip_step`` on one device twice over the same synthetic batch: once on the bare CLIP (what
+Times bench's training step on one device twice over the same synthetic batch: once on the bare CLIP (what
 ``bench run`` does without torchrun) and once through ``ddp.wrap_model`` in a 1-rank process group (what
 ``torchrun --nproc_per_node 1 -m bench run`` does: DDP reducer, gradient all-reduce, the feature adapter).
+On CUDA both paths run as ``bench run`` does by default: the step captured as one CUDA graph (under DDP,
+its all-reduce captured too) with the towers on two streams; ``--no-cuda-graph`` times the eager step.
 The paths alternate over ``--repeats`` rounds of ``--warmup`` untimed and ``--steps`` timed steps, the
 clock synchronising the GPU; each path's median images/s is reported, and the overhead is
 ``plain / ddp - 1``. The last line is JSON.
@@ -34,6 +36,7 @@ from bench.loss import ClipLoss  # noqa: E402
 from bench.model import ModelCfg, TextCfg, count_parameters, create_model_from_cfg  # noqa: E402
 from bench.templates import SEED_TEMPLATES, fill  # noqa: E402
 from bench.tokenizer import tokenize  # noqa: E402
+from bench.cuda_graph import DDP_WARMUP, CudaGraphStep  # noqa: E402
 from bench.trainer import (TrainState, _sync, autocast_dtype_for, build_optimizer, clip_step,  # noqa: E402
                            set_backend_flags, text_mode_for)
 
@@ -43,7 +46,7 @@ MODELS = {
 }
 
 
-def _one_rank_group(device: str):
+def _one_rank_group(device: str, cuda_graph: bool):
     """A 1-rank process group, as ``torchrun --nproc_per_node 1`` would set up (unless already under torchrun)."""
     if "RANK" not in os.environ:
         with socket.socket() as s:
@@ -51,24 +54,25 @@ def _one_rank_group(device: str):
             port = s.getsockname()[1]
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(port))
-    return init_distributed(device)
+    return init_distributed(device, cuda_graph)
 
 
-def _images_per_s(state, batch, steps: int, warmup: int, device) -> float:
+def _images_per_s(state, step_fn, batch, steps: int, warmup: int, device) -> float:
     for _ in range(warmup):
-        clip_step(state, *batch)
+        step_fn(state, *batch)
     _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
-        clip_step(state, *batch)
+        step_fn(state, *batch)
     _sync(device)
     return steps * len(batch[0]) / (time.perf_counter() - start)
 
 
 def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: int, repeats: int,
-            precision: str) -> dict:
-    world = _one_rank_group(device)
+            precision: str, cuda_graph: bool = True, tower_streams: bool = True) -> dict:
+    world = _one_rank_group(device, cuda_graph)
     device = world.device
+    cuda_graph, tower_streams = cuda_graph and device.type == "cuda", tower_streams and device.type == "cuda"
     set_backend_flags(device)
     torch.manual_seed(0)
     plain = create_model_from_cfg(MODELS[model_name]).to(device)
@@ -76,7 +80,7 @@ def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: i
     if channels_last:
         plain = plain.to(memory_format=torch.channels_last)
     bare = copy.deepcopy(plain)
-    ddp = wrap_model(bare, world)
+    ddp = wrap_model(bare, world, cuda_graph=cuda_graph)
     autocast = autocast_dtype_for(precision, device)
     tokens = trim_tokens(tokenize(fill(SEED_TEMPLATES, CIFAR10_CLASSES))).to(device)
     g = torch.Generator(device=device).manual_seed(0)
@@ -87,20 +91,27 @@ def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: i
     prompt_ids = labels * len(SEED_TEMPLATES) + torch.randint(0, len(SEED_TEMPLATES), (batch_size,), generator=g,
                                                               device=device)
     mode = text_mode_for(len(tokens), batch_size, device)
-    states = {name: TrainState(m, build_optimizer(bare_m, 1e-4, 0.01, device), None, ClipLoss("clip"), tokens, autocast,
-                               mode)
+    cuda_graph = cuda_graph and mode == "all"  # static shapes
+    states = {name: TrainState(m, build_optimizer(bare_m, 1e-4, 0.01, device, capturable=cuda_graph), None,
+                               ClipLoss("clip"), tokens, autocast, mode, tower_streams=tower_streams)
               for name, m, bare_m in (("plain", plain, plain), ("ddp", ddp, bare))}
+    # both paths capture after DDP's warm-up, so they start timing from the same state
+    steps_fn = {name: CudaGraphStep(warmup=DDP_WARMUP) if cuda_graph else clip_step for name in states}
     rates = {"plain": [], "ddp": []}
     for _ in range(repeats):  # alternate, so drift in clocks or load hits both paths alike
         for name, state in states.items():
-            rates[name].append(_images_per_s(state, (images, labels, prompt_ids), steps, warmup, device))
+            rates[name].append(_images_per_s(state, steps_fn[name], (images, labels, prompt_ids), steps,
+                                             max(warmup, DDP_WARMUP + 1 if cuda_graph else 0), device))
+    captured = {name: getattr(fn, "graph", None) is not None for name, fn in steps_fn.items()}
+    errors = {name: getattr(fn, "error", None) for name, fn in steps_fn.items()}
     plain_ips, ddp_ips = statistics.median(rates["plain"]), statistics.median(rates["ddp"])
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     shutdown()
     return {"model": model_name, "params": count_parameters(plain), "device": str(device), "device_name": device_name,
             "backend": world.backend, "torch": torch.__version__, "batch_size": batch_size, "steps": steps,
             "warmup": warmup, "repeats": repeats, "precision": "bf16" if autocast is not None else "fp32",
-            "text_mode": mode, "plain_images_per_s": round(plain_ips, 2), "ddp_images_per_s": round(ddp_ips, 2),
+            "text_mode": mode, "cuda_graph": cuda_graph, "tower_streams": tower_streams, "captured": captured,
+            "capture_errors": errors, "plain_images_per_s": round(plain_ips, 2), "ddp_images_per_s": round(ddp_ips, 2),
             "ddp_overhead_pct": round(100 * (plain_ips / ddp_ips - 1), 2),
             "plain_runs": [round(r, 2) for r in rates["plain"]], "ddp_runs": [round(r, 2) for r in rates["ddp"]]}
 
@@ -114,10 +125,15 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps before each round")
     parser.add_argument("--repeats", type=int, default=5, help="rounds per path; the median is reported")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
+                        help="on CUDA, both paths replay the step as one captured graph, as bench run does")
+    parser.add_argument("--tower-streams", action=argparse.BooleanOptionalAction, default=True,
+                        help="on CUDA, both paths run the towers on two streams, as bench run does")
     args = parser.parse_args(argv)
-    result = measure(args.model, args.device, args.batch_size, args.steps, args.warmup, args.repeats, args.precision)
+    result = measure(args.model, args.device, args.batch_size, args.steps, args.warmup, args.repeats, args.precision,
+                     args.cuda_graph, args.tower_streams)
     print(f"{result['model']} ({result['params']:,} params) on {result['device_name']}, batch {result['batch_size']}, "
-          f"{result['precision']}: plain {result['plain_images_per_s']:.1f} images/s, DDP (1 rank, {result['backend']}) "
+          f"{result['precision']}, graph {result['cuda_graph']}, tower streams {result['tower_streams']}: plain {result['plain_images_per_s']:.1f} images/s, DDP (1 rank, {result['backend']}) "
           f"{result['ddp_images_per_s']:.1f} images/s, overhead {result['ddp_overhead_pct']:+.2f}%")
     print(json.dumps(result))
     return result

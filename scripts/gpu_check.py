@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""One call on a GPU machine: CUDA-graph check, reference-preset slice, fast preset, throughput table, DDP hook.
+"""One call on a GPU machine: CUDA-graph check, the reference preset, fast preset, DDP overhead, throughput table.
 
     bash scripts/gpu_check.sh            # on the GPU machine, from the repository root
     bash scripts/gpu_check.sh --tiny     # anywhere, CPU, tiny sizes: checks that every stage runs
 
 Every stage is a subprocess with its own time limit, all under one deadline (``--budget`` seconds,
-default 440, so the whole check ends inside an 8-minute call even when a stage hangs); a stage that
-fails or times out is recorded and the next one runs. Data: ``.data/cifar10/{train,test}.npz`` if
+default 540, so the whole check ends inside a 10-minute call even when a stage hangs); a stage that
+fails or times out is recorded and the next one runs. The reference preset runs whole (``--reference
+full``: 50 epochs, the wall time of ``bench run`` is the figure) or as a 1- and 2-epoch slice that is
+extrapolated (``--reference slice``, the default with ``--tiny``). It runs with the towers on two streams
+when the graph check timed that faster than one stream, else with ``--no-tower-streams``. Data: ``.data/cifar10/{train,test}.npz`` if
 present, else the offline copy's ``.data/cifar10xz/*.xz`` batches (decoded here; three fit the upload
 limit: test + 2 train batches = 20k training images), else the synthetic set. ``.data/bpe_simple_vocab_16e6.txt.gz``,
 if present, is the CLIP BPE file (the GPU image has no open_clip). Everything goes under ``$OUT``
@@ -29,7 +32,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 TINY_MODEL = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2"]
-MAIN_ENCODERS = ["modified_resnet", "modified_resnet_cifar", "airbench"]
+MAIN_ENCODERS = ["modified_resnet", "modified_resnet_cifar", "airbench", "airbench_wide"]
+# (name, flags added to the fast preset): each ~20-40 s on an H100-class GPU
+FAST_VARIANTS = [("fast_e75", ["--epochs", "75"]), ("fast_no_smoothing", ["--label-smoothing", "0"])]
 OPTIONAL_ENCODERS = ["timm/resnet18", "timm/convnext_atto", "timm/vit_tiny_patch4_32"]  # when registered (issue 3)
 STEPS_PER_REFERENCE_RUN = 50 * (50000 // 32)  # the reference preset: 50 epochs of 1562 steps
 
@@ -155,6 +160,21 @@ def reference_summary(h1, h2, wall1: float, wall2: float, n_train: int, batch: i
             "top1_after_2_epochs": float(h2["zeroshot_top1"].iloc[-1])}
 
 
+def reference_full_summary(history, record: dict, n_train: int) -> dict:
+    """The whole reference run: wall time of ``bench run`` (start-up, training, evaluation, checkpoints)."""
+    if history is None or history.empty:
+        return {"status": record.get("status")}
+    epochs, train = int(history["epoch"].iloc[-1]), float(history["epoch_seconds"].sum())
+    out = {"status": record.get("status"), "wall_s": record.get("seconds"), "epochs_done": epochs,
+           "train_s": round(train, 1), "steps_per_epoch": n_train // 32,
+           "ms_per_step": round(1e3 * float(history["epoch_seconds"].iloc[1:].median()) / max(n_train // 32, 1), 3),
+           "final_top1": float(history["zeroshot_top1"].iloc[-1]), "best_top1": float(history["zeroshot_top1"].max())}
+    if epochs < 50:  # stopped by its cap: what the rest would take at the measured pace (an estimate)
+        per_epoch = (record.get("seconds", 0) - float(history["epoch_seconds"].iloc[0])) / max(epochs - 1, 1)
+        out["estimated_50_epoch_wall_s"] = round(record.get("seconds", 0) + (50 - epochs) * per_epoch, 1)
+    return out
+
+
 def report(check: Check, results: dict) -> str:
     """The short table printed last (also summary.md)."""
     device = "cpu" if results.get("tiny") else "cuda"
@@ -163,8 +183,17 @@ def report(check: Check, results: dict) -> str:
     if g:
         lines.append(f"| CUDA graph == eager ({g.get('device')}) | ok={g.get('ok')}, max loss diff "
                      f"{g.get('max_loss_diff', float('nan')):.2e}, max weight diff {g.get('max_weight_diff', float('nan')):.2e} |")
-        lines.append(f"| reference step, batch 32, {'bf16' if device == 'cuda' else 'fp32'} | eager {g.get('eager_ms_per_step', float('nan')):.2f} ms, "
-                     f"CUDA graph {g.get('graph_ms_per_step', float('nan')):.2f} ms |")
+        lines.append(f"| reference step, batch 32, {'bf16' if device == 'cuda' else 'fp32'} | eager "
+                     f"{g.get('eager_ms_per_step', float('nan')):.2f} ms, CUDA graph "
+                     f"{g.get('graph_one_stream_ms_per_step', float('nan')):.2f} ms, graph + tower streams "
+                     f"{g.get('graph_ms_per_step', float('nan')):.2f} ms |")
+    r = results.get("reference_full") or {}
+    if r.get("epochs_done"):
+        lines.append(f"| reference preset, whole run (tower streams {results.get('tower_streams_used')}) | "
+                     f"**{r['wall_s']} s** wall for {r['epochs_done']} epochs ({r['status']}); training {r['train_s']} s, "
+                     f"{r['ms_per_step']} ms/step; top-1 {r['final_top1']:.4f}"
+                     + (f"; 50 epochs estimated at {r['estimated_50_epoch_wall_s']} s" if "estimated_50_epoch_wall_s" in r
+                        else "") + " (target < 300 s) |")
     r = results.get("reference") or {}
     if r:
         lines.append(f"| reference preset: measured | {r['ms_per_step']} ms/step over {r['steps_per_epoch_here']} steps; "
@@ -176,11 +205,10 @@ def report(check: Check, results: dict) -> str:
         lines.append(f"| fast preset ({f['train_images']} training images) | top-1 {f['final_top1']:.4f} "
                      f"(best {f['best_top1']:.4f}) after {f['epochs_done']} epochs, {f['train_seconds']} s of training "
                      f"({f['train_seconds_at_50k']} s scaled to 50k images); 94% reached at {f['seconds_to_94']} s |")
-    w = results.get("fast_wide") or {}
-    if w:
-        lines.append(f"| fast variant: widths 96/384/384, 40 epochs | top-1 {w['final_top1']:.4f} (best {w['best_top1']:.4f}) "
-                     f"after {w['epochs_done']} epochs, {w['train_seconds']} s ({w['train_seconds_at_50k']} s at 50k); "
-                     f"94% at {w['seconds_to_94']} s |")
+    for name, w in (results.get("fast_variants") or {}).items():
+        if w.get("epochs_done"):
+            lines.append(f"| {name} (fast + {w['flags']}) | top-1 {w['final_top1']:.4f} (best {w['best_top1']:.4f}) "
+                         f"after {w['epochs_done']} epochs, {w['train_seconds']} s; 94% at {w['seconds_to_94']} s |")
     for row in results.get("throughput", []):
         if isinstance(row.get("error"), str):
             lines.append(f"| throughput {row['encoder']} {row['component']}/{row['mode']} b{row['requested_batch_size']} "
@@ -203,7 +231,10 @@ def report(check: Check, results: dict) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="CPU, tiny model and data: every stage in well under a minute")
-    p.add_argument("--budget", type=float, default=440, help="seconds for everything")
+    p.add_argument("--budget", type=float, default=540, help="seconds for everything")
+    p.add_argument("--reference", choices=["full", "slice"], help="the whole reference preset, or 1 + 2 epochs "
+                   "extrapolated (default: full on a GPU, slice with --tiny)")
+    p.add_argument("--reference-cap", type=float, default=330, help="seconds the whole reference run may take")
     p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "results" / "gpu"))
     p.add_argument("--work", default="/tmp/bench_gpu_check")
     p.add_argument("--xz-dir", default=str(ROOT / ".data" / "cifar10xz"))
@@ -253,19 +284,31 @@ def main(argv=None) -> int:
     results["graph_check"] = json.loads(graph_json.read_text()) if graph_json.is_file() else {}
     graph_ok = results["graph_check"].get("ok", False)
 
-    # 3. a timed slice of the reference preset: 1 epoch, then 2 epochs (extrapolated to 50 below)
-    ref = ["-m", "bench", "run", "--preset", "reference", "--device", device, "--no-progress", *data_args]
-    ref += ([] if graph_ok or args.tiny else ["--no-cuda-graph"])
+    # 3. the reference preset: whole (wall time of bench run), or a 1- and 2-epoch slice extrapolated to 50
+    # graph_ok covers the graph with tower streams; without it, or if one stream timed faster, runs use one
+    # stream (the one-stream graph falls back to eager by itself if this GPU refuses the capture)
+    g = results["graph_check"]
+    streams = args.tiny or (graph_ok and g.get("graph_ms_per_step", 0) <= g.get("graph_one_stream_ms_per_step", 0))
+    results["tower_streams_used"] = bool(streams)
+    speed_flags = [] if streams else ["--no-tower-streams"]
+    ref = ["-m", "bench", "run", "--preset", "reference", "--device", device, "--no-progress", *data_args, *speed_flags]
     ref += tiny_model + (["--limit-train", "64", "--limit-test", "64"] if args.tiny else [])
-    walls = {}
-    for epochs in (1, 2):
-        name = f"reference_{epochs}ep"
-        record = check.run(name, py + ref + ["--epochs", str(epochs), "--out", str(work / name)], cap=80 + 20 * epochs)
-        walls[epochs] = record["seconds"]
-    h1, h2 = run_history(work / "reference_1ep"), run_history(work / "reference_2ep")
-    results["reference"] = reference_summary(h1, h2, walls[1], walls[2], n_train if not args.tiny else 64)
-    if h2 is not None:
-        h2.to_csv(out / "reference_history.csv", index=False)
+    reference_mode = args.reference or ("slice" if args.tiny else "full")
+    if reference_mode == "full":
+        record = check.run("reference_full", py + ref + ["--out", str(work / "reference_full")], cap=args.reference_cap)
+        history = run_history(work / "reference_full")
+        results["reference_full"] = reference_full_summary(history, record, n_train)
+    else:
+        walls = {}
+        for epochs in (1, 2):
+            name = f"reference_{epochs}ep"
+            record = check.run(name, py + ref + ["--epochs", str(epochs), "--out", str(work / name)],
+                               cap=80 + 20 * epochs)
+            walls[epochs] = record["seconds"]
+        h1, history = run_history(work / "reference_1ep"), run_history(work / "reference_2ep")
+        results["reference"] = reference_summary(h1, history, walls[1], walls[2], n_train if not args.tiny else 64)
+    if history is not None:
+        history.to_csv(out / "reference_history.csv", index=False)
 
     # 4. the fast preset, full test set
     fast = py + ["-m", "bench", "run", "--preset", "fast", "--device", device, "--no-checkpoints", "--no-progress",
@@ -273,14 +316,35 @@ def main(argv=None) -> int:
     if args.tiny:
         fast += TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--limit-train", "64", "--limit-test", "64",
                               "--batch-size", "32", "--epochs", "1", "--warmup-steps", "1"]
-    fast += [] if graph_ok or args.tiny else ["--no-cuda-graph"]
-    check.run("fast_preset", fast, cap=170)
+    fast += speed_flags
+    check.run("fast_preset", fast, cap=90)
     history = run_history(work / "fast")
     results["fast"] = fast_summary(history, n_train if not args.tiny else 64)
     if history is not None:
         history.to_csv(out / "fast_history.csv", index=False)
 
-    # 5. throughput of the main encoders (every row appended to OUT/throughput.csv)
+    # 5. DDP code path against the plain path on one GPU (issue 6), both as bench run trains by default
+    ddp_script = ROOT / "scripts" / "ddp_overhead.py"
+    if args.tiny:
+        results["ddp"] = "skipped in --tiny"
+    else:
+        record = check.run("ddp_overhead", py + [str(ddp_script), "--steps", "100", "--warmup", "20", "--repeats", "5",
+                                                 *speed_flags], cap=100)
+        try:  # the script's last line is JSON
+            results["ddp"] = json.loads(record.get("last_line", ""))
+        except ValueError:
+            results["ddp"] = f"{record['status']}: see gpu_check.log (stage ddp_overhead)"
+
+    # 6. variants of the fast recipe: what more epochs buy, and what the label smoothing is worth
+    results["fast_variants"] = {}
+    for name, extra in ([] if args.tiny else FAST_VARIANTS):
+        check.run(name, fast + extra + ["--out", str(work / name)], cap=90)
+        history = run_history(work / name)
+        results["fast_variants"][name] = {"flags": " ".join(extra), **fast_summary(history, n_train)}
+        if history is not None:
+            history.to_csv(out / f"{name}_history.csv", index=False)
+
+    # 7. throughput of the main encoders (every row appended to OUT/throughput.csv)
     from bench.plugins import get_registry
 
     registered = get_registry().names("encoders")
@@ -291,15 +355,12 @@ def main(argv=None) -> int:
     tp_tiny = TINY_MODEL + ["--steps", "1", "--warmup", "0", "--batch-size", "4"] if args.tiny else []
     runs = [("throughput_main", ["--encoder", ",".join(encoders), "--mode", "both", "--batch-size", "32",
                                  "--precision", "bf16", "--channels-last"]),
+            ("throughput_reference_one_stream", ["--encoder", "modified_resnet", "--mode", "train", "--batch-size",
+                                                 "32", "--precision", "bf16", "--channels-last", "--no-tower-streams"]),
             ("throughput_reference_eager", ["--encoder", "modified_resnet", "--mode", "train", "--batch-size", "32",
                                             "--precision", "bf16", "--channels-last", "--no-cuda-graph"]),
-            ("throughput_reference_fp32", ["--encoder", "modified_resnet", "--mode", "train", "--batch-size", "32",
-                                           "--precision", "fp32", "--channels-last"]),
-            ("throughput_fast_batch", ["--encoder", "airbench", "--mode", "both", "--batch-size", "1024",
-                                       "--precision", "bf16", "--channels-last"]),
-            # last: torch.compile of both towers inside the graph (compile time is in the warm-up)
-            ("throughput_reference_compile", ["--encoder", "modified_resnet", "--mode", "train", "--batch-size",
-                                              "32", "--precision", "bf16", "--channels-last", "--compile"])]
+            ("throughput_fast_batch", ["--encoder", "airbench_wide", "--mode", "train", "--batch-size", "1024",
+                                       "--precision", "bf16", "--channels-last"])]
     if args.tiny:
         runs = [("throughput_main", ["--encoder", "modified_resnet", "--mode", "both", "--encoder-opt", "width=8"])]
     for name, extra in runs:
@@ -308,25 +369,6 @@ def main(argv=None) -> int:
         import pandas as pd
 
         results["throughput"] = pd.read_csv(table_path).iloc[rows_before:].to_dict("records")
-
-    # 6. if time is left: a wider, longer variant of the fast recipe, to see how much accuracy time buys
-    if not args.tiny:
-        check.run("fast_wide", fast + ["--epochs", "40", "--encoder-opt", "widths=[96,384,384]", "--out",
-                                       str(work / "fast_wide")], cap=120)
-        results["fast_wide"] = fast_summary(run_history(work / "fast_wide"), n_train)
-
-    # 7. DDP overhead (issue 6): its script when it is in the tree
-    ddp_script = ROOT / "scripts" / "ddp_overhead.py"
-    if args.tiny:
-        results["ddp"] = "skipped in --tiny"
-    elif ddp_script.is_file():
-        record = check.run("ddp_overhead", py + [str(ddp_script)], cap=90)  # its defaults: reference model, GPU
-        try:  # the script's last line is JSON
-            results["ddp"] = json.loads(record.get("last_line", ""))
-        except ValueError:
-            results["ddp"] = f"{record['status']}: see gpu_check.log (stage ddp_overhead)"
-    else:
-        results["ddp"] = "HOOK: scripts/ddp_overhead.py not in this tree (issue 6), not run"
 
     try:
         summary = report(check, results)

@@ -91,10 +91,32 @@ def test_run_with_loss_option(run_cli, loss):
 
 
 def test_fast_preset_names_its_encoder_as_a_default():
-    """The fast preset picks the airbench encoder and multi-positive loss; an explicit encoder wins."""
+    """The fast preset picks the wide airbench encoder and the smoothed multi-positive loss; an explicit encoder wins."""
     from bench.config import make_config
 
     cfg = make_config("fast")
-    assert (cfg.model.encoder, cfg.loss, cfg.batch_size) == ("airbench", "multipositive", 1024)
+    assert (cfg.model.encoder, cfg.loss, cfg.label_smoothing, cfg.batch_size) == ("airbench_wide", "multipositive",
+                                                                                   0.2, 1024)
     assert make_config("fast", model={"encoder": "modified_resnet"}).model.encoder == "modified_resnet"
     assert make_config("reference").model.encoder == "modified_resnet"
+
+
+def test_airbench_translate_tta_is_airbench94s_second_level():
+    """Eval features with ``translate_tta``: half the mirror pair, a quarter each of the pair shifted one
+    pixel up-left and down-right with reflection padding; training features are untouched."""
+    from bench.plugins import get_entry
+
+    torch.manual_seed(0)
+    factory = get_entry("encoders", "airbench").factory
+    net = factory(embed_dim=8, image_size=32, widths=(8, 16, 16), translate_tta=True).eval()
+    x = torch.randn(3, 3, 32, 32)
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+
+    def mirror(v):
+        return (net.features(v) + net.features(v.flip(3))) / 2
+
+    expected = 0.5 * mirror(x) + 0.25 * mirror(padded[..., :32, :32]) + 0.25 * mirror(padded[..., 2:, 2:])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), expected)
+        assert not torch.allclose(net(x), mirror(x), atol=1e-4)
+        torch.testing.assert_close(net.train()(x), net.features(x))

@@ -44,3 +44,21 @@ def test_gpu_check_tiny_runs_every_stage(tmp_path):
     assert "extrapolated_50_epoch_s" in results["reference"] and results["fast"]["epochs_done"] == 1
     assert len(pd.read_csv(out / "throughput.csv")) == 3
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
+
+
+def test_whole_reference_run_summary_estimates_only_what_was_cut_off():
+    """A reference run stopped by its cap is summarised with an estimate of the 50-epoch wall time from the
+    pace of the epochs after the first (which holds cuDNN autotuning and graph capture); a finished run
+    is reported as measured, without an estimate."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    history = pd.DataFrame({"epoch": [1, 2, 3], "epoch_seconds": [12.0, 5.0, 5.0], "zeroshot_top1": [0.4, 0.5, 0.6]})
+    cut = gpu_check.reference_full_summary(history, {"status": "timed out after 30 s", "seconds": 30.0}, 50000)
+    assert cut["epochs_done"] == 3 and cut["ms_per_step"] == round(5000 / 1562, 3)
+    assert cut["estimated_50_epoch_wall_s"] == 30.0 + 47 * (30.0 - 12.0) / 2
+    done = pd.concat([history] * 17, ignore_index=True).assign(epoch=range(1, 52))[:50]
+    assert "estimated_50_epoch_wall_s" not in gpu_check.reference_full_summary(done, {"status": "ok", "seconds": 280.0},
+                                                                               50000)

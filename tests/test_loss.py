@@ -38,3 +38,21 @@ def test_clip_loss_module_returns_named_terms():
     feats = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
     out = ClipLoss("clip")(feats, feats, torch.tensor(10.0), output_dict=True)
     assert set(out) == {"contrastive_loss"} and out["contrastive_loss"].ndim == 0
+
+
+def test_label_smoothing_follows_torch_and_reaches_the_multipositive_loss():
+    """With every label distinct, multi-positive with smoothing equals CLIP's loss with smoothing, which is
+    torch's cross-entropy with ``label_smoothing`` in both directions; smoothing raises a confident loss."""
+    logits = torch.randn(5, 5) * 4
+    targets = torch.arange(5)
+    eps = 0.2
+    torch_value = (torch.nn.functional.cross_entropy(logits, targets, label_smoothing=eps)
+                   + torch.nn.functional.cross_entropy(logits.t(), targets, label_smoothing=eps)) / 2
+    torch.testing.assert_close(contrastive_loss(logits, label_smoothing=eps), torch_value)
+    torch.testing.assert_close(multipositive_loss(logits, targets, label_smoothing=eps), torch_value)
+    confident = torch.eye(5) * 20
+    assert float(multipositive_loss(confident, targets, label_smoothing=eps)) > 10 * float(
+        multipositive_loss(confident, targets))
+    feats = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    torch.testing.assert_close(ClipLoss("multipositive", label_smoothing=eps)(feats, feats, torch.tensor(3.0), targets),
+                               ClipLoss("clip", label_smoothing=eps)(feats, feats, torch.tensor(3.0), targets))
