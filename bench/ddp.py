@@ -59,8 +59,10 @@ def wrap_model(model: nn.Module, world: World, sync_bn: bool = True, cuda_graph:
     on_gpu = world.device.type == "cuda"
 
     def build():
+        # gradients are views into DDP's all-reduce buckets: no copy from the buckets back to .grad after the
+        # all-reduce, about 180 small kernels per step at the end of backward for the reference model
         return DistributedDataParallel(ClipFeatures(model), device_ids=[world.device.index] if on_gpu else None,
-                                       static_graph=True, **buffers)
+                                       static_graph=True, gradient_as_bucket_view=True, **buffers)
 
     if not (cuda_graph and on_gpu):
         return build()

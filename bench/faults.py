@@ -84,7 +84,9 @@ class FiniteWatch:
         self.first_bad = torch.where(bad, step, self.first_bad)  # a Python scalar: no host-to-device copy
         self.value = torch.where(bad, loss.float(), self.value)
 
-    def check(self, describe_step, last_good: str):
+    def check(self, describe_step, last_good):
+        """Raise :class:`NonFiniteLoss` if a step's loss was not finite; ``last_good()`` (called only then)
+        says where the last good checkpoint is."""
         first = self.first_bad.clone()
         if self.world is not None and self.world.distributed:  # every rank stops, at the earliest bad step
             dist.all_reduce(first, op=dist.ReduceOp.MIN)
@@ -92,5 +94,5 @@ class FiniteWatch:
         if step != _NONE:
             value = float(self.value) if int(self.first_bad) == step else "not finite on another rank"
             raise NonFiniteLoss(f"the training loss became {value} at step {step} ({describe_step(step)}) and the "
-                                f"run stopped; {last_good}; lower --lr or pass --max-grad-norm, then start again "
+                                f"run stopped; {last_good()}; lower --lr or pass --max-grad-norm, then start again "
                                 f"or resume from that checkpoint")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,6 +121,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     Every input is read and checked before the first byte is written. ``resume`` is the ``last.pt`` of run
     ``run_id`` (see :mod:`bench.resume`): the run continues from it and ends as if never stopped.
     """
+    started = time.perf_counter()
     check_names(cfg)
     check_run_inputs(cfg)
     world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
@@ -174,7 +176,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     saver = CheckpointSaver(run_dir, state, cfg, parts.classes, generator, run_id, progress, world, saved_step)
 
     loss_log = LossLog(run_dir / "train_log.csv" if resume is not None else None)
-    with stop_on_signal(world) as stop:
+    with stop_on_signal(world) as stop, saver:  # leaving waits for the checkpoint being written
         for epoch in range(state.epoch, cfg.epochs):
             stats = _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log, step_fn)
             stats = reduce_epoch_stats(stats, world)
@@ -194,6 +196,8 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
                                           "confusion": metrics["confusion"].tolist()})
                 row.update(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
                            mean_per_class_recall=metrics["mean_per_class_recall"])
+            # wall time since this process started the run (start-up, evaluations and checkpoints included)
+            row["elapsed_seconds"] = round(time.perf_counter() - started, 3)
             row = plain(row)
             state.history.append(row)
             if world.is_main:
@@ -262,7 +266,7 @@ def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, lo
         periodic = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and epoch_progress.steps < n
         stopping = stop.agreed(collective_point=periodic or epoch_progress.steps % cfg.log_every == 0)
         if periodic or stopping:
-            watch.check(describe, saver.describe())  # never checkpoint weights a NaN step has touched
+            watch.check(describe, saver.describe)  # never checkpoint weights a NaN step has touched
             saver.save_last()
         if stopping:
             raise _interrupted(stop, state, saver, saver.run_id, Path(cfg.out))
@@ -270,18 +274,19 @@ def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, lo
     log_loss = loss_log.callback(epoch + 1, state.step - (start.steps if start else 0))
 
     def on_log(step, mean):  # the loss was just read back anyway: a free moment to look for a NaN
-        watch.check(describe, saver.describe())
+        watch.check(describe, saver.describe)
         log_loss(step, mean)
 
     stats = train_epoch(state, loader.iter_from(start.steps if start else 0, order), n, cfg.log_every,
                         cfg.progress if world.is_main else False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                         on_log=on_log, on_step=on_step, start=start, step_fn=step_fn)
-    watch.check(describe, saver.describe())
+    watch.check(describe, saver.describe)
     progress.epoch, progress.order = None, None
     return stats
 
 
 def _interrupted(stop, state, saver, run_id, out) -> Interrupted:
+    saver.wait()  # the checkpoint just asked for is on disk before the message says so
     if saver.saved_step != state.step:
         return Interrupted(f"stopped by {stop.requested} at step {state.step}; {saver.describe()}")
     return Interrupted(f"stopped by {stop.requested} at step {state.step}, checkpoint saved; continue with: "

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 TINY_MODEL = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2"]
 MAIN_ENCODERS = ["modified_resnet", "modified_resnet_cifar", "airbench", "airbench_wide"]
 # (name, flags added to the fast preset): each ~20-40 s on an H100-class GPU
-FAST_VARIANTS = [("fast_e75", ["--epochs", "75"]), ("fast_no_smoothing", ["--label-smoothing", "0"])]
+FAST_VARIANTS = [("fast_e75", ["--epochs", "75"]), ("fast_smoothing", ["--label-smoothing", "0.2"])]
 OPTIONAL_ENCODERS = ["timm/resnet18", "timm/convnext_atto", "timm/vit_tiny_patch4_32"]  # when registered (issue 3)
 STEPS_PER_REFERENCE_RUN = 50 * (50000 // 32)  # the reference preset: 50 epochs of 1562 steps
 
@@ -161,7 +161,12 @@ def reference_summary(h1, h2, wall1: float, wall2: float, n_train: int, batch: i
 
 
 def reference_full_summary(history, record: dict, n_train: int) -> dict:
-    """The whole reference run: wall time of ``bench run`` (start-up, training, evaluation, checkpoints)."""
+    """A complete reference run: wall time of ``bench run`` (start-up, training, evaluation, checkpoints).
+
+    A run of fewer than 50 epochs (``--reference-epochs``, or one stopped by its cap) adds an estimate:
+    its wall time plus the missing epochs at its median wall time per epoch after the first (from the
+    ``elapsed_seconds`` column: training, evaluation and checkpoint of one epoch).
+    """
     if history is None or history.empty:
         return {"status": record.get("status")}
     epochs, train = int(history["epoch"].iloc[-1]), float(history["epoch_seconds"].sum())
@@ -169,9 +174,11 @@ def reference_full_summary(history, record: dict, n_train: int) -> dict:
            "train_s": round(train, 1), "steps_per_epoch": n_train // 32,
            "ms_per_step": round(1e3 * float(history["epoch_seconds"].iloc[1:].median()) / max(n_train // 32, 1), 3),
            "final_top1": float(history["zeroshot_top1"].iloc[-1]), "best_top1": float(history["zeroshot_top1"].max())}
-    if epochs < 50:  # stopped by its cap: what the rest would take at the measured pace (an estimate)
-        per_epoch = (record.get("seconds", 0) - float(history["epoch_seconds"].iloc[0])) / max(epochs - 1, 1)
-        out["estimated_50_epoch_wall_s"] = round(record.get("seconds", 0) + (50 - epochs) * per_epoch, 1)
+    if "elapsed_seconds" in history and epochs >= 2:
+        out["wall_per_epoch_s"] = round(float(history["elapsed_seconds"].diff().iloc[1:].median()), 3)
+    if epochs < 50:
+        pace = out.get("wall_per_epoch_s", float(history["epoch_seconds"].iloc[1:].median()))
+        out["estimated_50_epoch_wall_s"] = round(record.get("seconds", 0) + (50 - epochs) * pace, 1)
     return out
 
 
@@ -189,7 +196,7 @@ def report(check: Check, results: dict) -> str:
                      f"{g.get('graph_ms_per_step', float('nan')):.2f} ms |")
     r = results.get("reference_full") or {}
     if r.get("epochs_done"):
-        lines.append(f"| reference preset, whole run (tower streams {results.get('tower_streams_used')}) | "
+        lines.append(f"| reference preset, {r['epochs_done']} epochs run (tower streams {results.get('tower_streams_used')}) | "
                      f"**{r['wall_s']} s** wall for {r['epochs_done']} epochs ({r['status']}); training {r['train_s']} s, "
                      f"{r['ms_per_step']} ms/step; top-1 {r['final_top1']:.4f}"
                      + (f"; 50 epochs estimated at {r['estimated_50_epoch_wall_s']} s" if "estimated_50_epoch_wall_s" in r
@@ -218,8 +225,14 @@ def report(check: Check, results: dict) -> str:
                          f"{row['precision']}{' graph' if row.get('cuda_graph') is True else ''} | "
                          f"{row['samples_per_s']:.0f}/s, {row['step_ms_median']:.2f} ms (p90 {row['step_ms_p90']:.2f}), "
                          f"{row['peak_mem_mb']:.0f} MB, {row['gflops_per_sample']:.3f} GFLOP/sample |")
-    d = results.get("ddp")
-    lines.append(f"| DDP vs plain | {d} |")
+    for key in ("ddp", "ddp_one_stream"):
+        d = results.get(key)
+        if isinstance(d, dict):
+            d = (f"plain {d['plain_images_per_s']:.0f} vs DDP {d['ddp_images_per_s']:.0f} images/s, overhead "
+                 f"**{d['ddp_overhead_pct']:+.2f}%** (graph {d['cuda_graph']}, captured {d['captured']}, tower streams "
+                 f"{d['tower_streams']}, median of {d['repeats']} x {d['steps']} steps)")
+        if d is not None:
+            lines.append(f"| {key.replace('_', ' ')}: DDP code path vs plain, 1 GPU, reference model (target < 5%) | {d} |")
     for name, s in check.stages.items():
         lines.append(f"| stage {name} | {s['status']}, {s['seconds']} s |")
     lines.append(f"| data | {results['data'].get('source')}: train {results['data'].get('train', '-')}, "
@@ -235,6 +248,10 @@ def main(argv=None) -> int:
     p.add_argument("--reference", choices=["full", "slice"], help="the whole reference preset, or 1 + 2 epochs "
                    "extrapolated (default: full on a GPU, slice with --tiny)")
     p.add_argument("--reference-cap", type=float, default=330, help="seconds the whole reference run may take")
+    p.add_argument("--reference-epochs", type=int, default=50, help="a shorter complete run, extrapolated to 50 "
+                   "epochs at its measured wall time per epoch (when a lease is too short for the whole run)")
+    p.add_argument("--only", default="graph_check,reference,fast,ddp,variants,throughput",
+                   help="comma-separated stages to run (data always runs)")
     p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "results" / "gpu"))
     p.add_argument("--work", default="/tmp/bench_gpu_check")
     p.add_argument("--xz-dir", default=str(ROOT / ".data" / "cifar10xz"))
@@ -278,11 +295,13 @@ def main(argv=None) -> int:
     data_args = ["--dataset", data["dataset"]] + (["--data-dir", data["data_dir"]] if data["data_dir"] else [])
 
     # 2. CUDA graph == eager, and their step times at the reference size
+    only = set(args.only.split(","))
     graph_json = work / "graph_check.json"  # also in results.json
-    check.run("graph_check", py + ["scripts/graph_check.py", "--device", device, "--json", str(graph_json)]
-              + (["--tiny", "--steps", "3"] if args.tiny else []), cap=90)
+    if "graph_check" in only:
+        check.run("graph_check", py + ["scripts/graph_check.py", "--device", device, "--json", str(graph_json)]
+                  + (["--tiny", "--steps", "3"] if args.tiny else []), cap=90)
     results["graph_check"] = json.loads(graph_json.read_text()) if graph_json.is_file() else {}
-    graph_ok = results["graph_check"].get("ok", False)
+    graph_ok = results["graph_check"].get("ok", False) or "graph_check" not in only  # not run: bench's defaults
 
     # 3. the reference preset: whole (wall time of bench run), or a 1- and 2-epoch slice extrapolated to 50
     # graph_ok covers the graph with tower streams; without it, or if one stream timed faster, runs use one
@@ -294,11 +313,14 @@ def main(argv=None) -> int:
     ref = ["-m", "bench", "run", "--preset", "reference", "--device", device, "--no-progress", *data_args, *speed_flags]
     ref += tiny_model + (["--limit-train", "64", "--limit-test", "64"] if args.tiny else [])
     reference_mode = args.reference or ("slice" if args.tiny else "full")
-    if reference_mode == "full":
-        record = check.run("reference_full", py + ref + ["--out", str(work / "reference_full")], cap=args.reference_cap)
+    history = None
+    if "reference" in only and reference_mode == "full":
+        epochs = ["--epochs", str(args.reference_epochs)] if args.reference_epochs != 50 else []
+        record = check.run("reference_full", py + ref + epochs + ["--out", str(work / "reference_full")],
+                           cap=args.reference_cap)
         history = run_history(work / "reference_full")
         results["reference_full"] = reference_full_summary(history, record, n_train)
-    else:
+    elif "reference" in only:
         walls = {}
         for epochs in (1, 2):
             name = f"reference_{epochs}ep"
@@ -317,29 +339,33 @@ def main(argv=None) -> int:
         fast += TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--limit-train", "64", "--limit-test", "64",
                               "--batch-size", "32", "--epochs", "1", "--warmup-steps", "1"]
     fast += speed_flags
-    check.run("fast_preset", fast, cap=90)
-    history = run_history(work / "fast")
-    results["fast"] = fast_summary(history, n_train if not args.tiny else 64)
-    if history is not None:
-        history.to_csv(out / "fast_history.csv", index=False)
+    if "fast" in only:
+        check.run("fast_preset", fast, cap=90)
+        history = run_history(work / "fast")
+        results["fast"] = fast_summary(history, n_train if not args.tiny else 64)
+        if history is not None:
+            history.to_csv(out / "fast_history.csv", index=False)
 
     # 5. DDP code path against the plain path on one GPU (issue 6), both as bench run trains by default
     ddp_script = ROOT / "scripts" / "ddp_overhead.py"
-    if args.tiny:
-        results["ddp"] = "skipped in --tiny"
+    if args.tiny or "ddp" not in only:
+        results["ddp"] = "not run" + (" in --tiny" if args.tiny else "")
     else:
-        record = check.run("ddp_overhead", py + [str(ddp_script), "--steps", "100", "--warmup", "20", "--repeats", "5",
-                                                 *speed_flags], cap=100)
-        try:  # the script's last line is JSON
-            results["ddp"] = json.loads(record.get("last_line", ""))
-        except ValueError:
-            results["ddp"] = f"{record['status']}: see gpu_check.log (stage ddp_overhead)"
+        # "ddp_one_stream" in --only adds the same comparison with both paths on one stream
+        for name, flags in [("ddp_overhead", speed_flags)] + ([("ddp_overhead_one_stream", ["--no-tower-streams"])]
+                                                              if "ddp_one_stream" in only else []):
+            record = check.run(name, py + [str(ddp_script), "--steps", "100", "--warmup", "20", "--repeats", "5",
+                                           *flags], cap=100)
+            try:  # the script's last line is JSON
+                results[name.replace("_overhead", "")] = json.loads(record.get("last_line", ""))
+            except ValueError:
+                results[name.replace("_overhead", "")] = f"{record['status']}: see gpu_check.log (stage {name})"
 
     # 6. variants of the fast recipe: what more epochs buy (what the smoothing is worth comes last, if time is left)
     results["fast_variants"] = {}
 
     def fast_variants(variants):
-        for name, extra in ([] if args.tiny else variants):
+        for name, extra in ([] if args.tiny or "variants" not in only else variants):
             check.run(name, fast + extra + ["--out", str(work / name)], cap=90)
             history = run_history(work / name)
             results["fast_variants"][name] = {"flags": " ".join(extra), **fast_summary(history, n_train)}
@@ -368,6 +394,8 @@ def main(argv=None) -> int:
                                        "--precision", "bf16", "--channels-last"])]
     if args.tiny:
         runs = [("throughput_main", ["--encoder", "modified_resnet", "--mode", "both", "--encoder-opt", "width=8"])]
+    if "throughput" not in only:
+        runs = []
     for name, extra in runs[:2]:
         check.run(name, tp + extra + tp_tiny, cap=120)
     fast_variants(FAST_VARIANTS[1:])

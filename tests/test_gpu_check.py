@@ -46,19 +46,20 @@ def test_gpu_check_tiny_runs_every_stage(tmp_path):
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
 
 
-def test_whole_reference_run_summary_estimates_only_what_was_cut_off():
-    """A reference run stopped by its cap is summarised with an estimate of the 50-epoch wall time from the
-    pace of the epochs after the first (which holds cuDNN autotuning and graph capture); a finished run
-    is reported as measured, without an estimate."""
+def test_whole_reference_run_summary_estimates_only_what_was_not_run():
+    """A reference run of fewer than 50 epochs (shortened, or stopped by its cap) is summarised with an
+    estimate: its wall time plus the missing epochs at its median wall time per epoch after the first
+    (which holds cuDNN autotuning and graph capture); a run of 50 epochs is reported as measured."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
         import gpu_check
     finally:
         sys.path.remove(str(ROOT / "scripts"))
-    history = pd.DataFrame({"epoch": [1, 2, 3], "epoch_seconds": [12.0, 5.0, 5.0], "zeroshot_top1": [0.4, 0.5, 0.6]})
-    cut = gpu_check.reference_full_summary(history, {"status": "timed out after 30 s", "seconds": 30.0}, 50000)
-    assert cut["epochs_done"] == 3 and cut["ms_per_step"] == round(5000 / 1562, 3)
-    assert cut["estimated_50_epoch_wall_s"] == 30.0 + 47 * (30.0 - 12.0) / 2
-    done = pd.concat([history] * 17, ignore_index=True).assign(epoch=range(1, 52))[:50]
+    history = pd.DataFrame({"epoch": [1, 2, 3, 4], "epoch_seconds": [12.0, 5.0, 5.0, 5.0],
+                            "elapsed_seconds": [30.0, 35.5, 41.5, 47.0], "zeroshot_top1": [0.4, 0.5, 0.6, 0.6]})
+    short = gpu_check.reference_full_summary(history, {"status": "ok", "seconds": 50.0}, 50000)
+    assert short["epochs_done"] == 4 and short["ms_per_step"] == round(5000 / 1562, 3)
+    assert short["wall_per_epoch_s"] == 5.5 and short["estimated_50_epoch_wall_s"] == 50.0 + 46 * 5.5
+    done = pd.concat([history] * 13, ignore_index=True).assign(epoch=range(1, 53))[:50]
     assert "estimated_50_epoch_wall_s" not in gpu_check.reference_full_summary(done, {"status": "ok", "seconds": 280.0},
                                                                                50000)
