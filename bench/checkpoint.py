@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import random
-import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -92,15 +92,16 @@ def code_version() -> dict:
 
 def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generator, progress: RunProgress,
                        run_id: str, metrics: dict, with_training_state: bool, world_size: int = 1,
-                       epoch_loss_sum: torch.Tensor | None = None) -> dict:
+                       epoch_loss_sum: torch.Tensor | None = None, weights: dict | None = None) -> dict:
     """A checkpoint dict: weights, config and code version always; the full training state for ``last.pt``.
 
     ``epoch_loss_sum`` is the running loss sum of the unfinished epoch as every rank count sees it (the
-    mean of the ranks' sums); it defaults to this process's own.
+    mean of the ranks' sums); it defaults to this process's own. ``weights``: the model's state dict, if
+    the caller already has it.
     """
     code = dict(code_version())
     payload = {
-        "model": _unwrap(state.model).state_dict(),
+        "model": _unwrap(state.model).state_dict() if weights is None else weights,
         "config": cfg.to_dict(),
         "classes": list(classes),
         "epoch": state.epoch,
@@ -238,10 +239,12 @@ class CheckpointSaver:
     Under torchrun every rank calls :meth:`save_last` at the same step (it takes part in one all-reduce)
     and rank 0 alone writes.
 
-    The writing happens on a background thread: a save copies the state to the CPU (tens of milliseconds
-    on a GPU) and returns, while the thread pickles, writes and fsyncs the file (about a second for the
-    reference model's 420 MB ``last.pt``, every epoch). At most one write is in flight: the next save, and
-    leaving the ``with`` block, wait for it. A failed write raises at that point.
+    The files are written by one background thread, in order: a save copies the state to the CPU and
+    returns, while the thread pickles, writes and fsyncs (about a second for the reference model's
+    420 MB ``last.pt``, every epoch). ``best.pt`` of the same step reuses ``last.pt``'s copy of the
+    weights. At most two writes wait at a time (one epoch's ``last.pt`` and ``best.pt``), so a save
+    blocks only when the disk is slower than training. :meth:`wait`, and leaving the ``with`` block, wait
+    for every write; a failed write raises there, or at the next save.
     """
 
     def __init__(self, run_dir, state: TrainState, cfg, classes, generator, run_id: str, progress: RunProgress,
@@ -249,8 +252,10 @@ class CheckpointSaver:
         self.run_dir, self.state, self.cfg, self.classes = run_dir, state, cfg, classes
         self.generator, self.run_id, self.progress, self.world = generator, run_id, progress, world
         self.saved_step = saved_step  # step of the newest last.pt on disk; None until one exists
-        self._writer: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
         self._error: BaseException | None = None
+        self._weights: tuple[int, dict] | None = None  # (step, CPU copy of the weights) of the newest last.pt
 
     def save_last(self, row: dict | None = None):
         if not self.cfg.save_checkpoints:
@@ -261,49 +266,66 @@ class CheckpointSaver:
             loss_sum = epoch.loss_sum.detach().clone()
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= self.world.size
-        if self.world.is_main:
-            row = row if row is not None else (self.state.history[-1] if self.state.history else {})
-            payload = checkpoint_payload(self.state, self.cfg, self.classes, self.generator, self.progress,
-                                         self.run_id, row, True, self.world.size, loss_sum)
-            self._write(payload, self.run_dir / "last.pt", self.state.step)
-        else:
+        if not self.world.is_main:
             self.saved_step = self.state.step
+            return
+        row = row if row is not None else (self.state.history[-1] if self.state.history else {})
+        self._reap(keep=1)
+        payload = snapshot(checkpoint_payload(self.state, self.cfg, self.classes, self.generator, self.progress,
+                                              self.run_id, row, True, self.world.size, loss_sum))
+        self._weights = (self.state.step, payload["model"])
+        self._submit(payload, self.run_dir / "last.pt", self.state.step)
 
     def save_best(self, row: dict):
-        if self.cfg.save_checkpoints and self.world.is_main:
-            self._write(checkpoint_payload(self.state, self.cfg, self.classes, self.generator, self.progress,
-                                           self.run_id, row, False, self.world.size), self.run_dir / "best.pt")
+        if not (self.cfg.save_checkpoints and self.world.is_main):
+            return
+        self._reap(keep=1)
+        # the weights did not change since last.pt of this step: its CPU copy serves, without building the dense
+        # token embedding and copying it off the device a second time
+        weights = self._weights[1] if self._weights and self._weights[0] == self.state.step else None
+        payload = checkpoint_payload(self.state, self.cfg, self.classes, self.generator, self.progress,
+                                     self.run_id, row, False, self.world.size, weights=weights)
+        if weights is not None:
+            payload = {**snapshot({k: v for k, v in payload.items() if k != "model"}), "model": weights}
+        else:
+            payload = snapshot(payload)
+        self._submit(payload, self.run_dir / "best.pt")
 
-    def _write(self, payload: dict, path, step: int | None = None):
-        self.wait()
-        payload = snapshot(payload)
+    def _submit(self, payload: dict, path, step: int | None = None):
+        if self._pool is None:  # one worker: files are written in the order they were saved
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-checkpoint")
+        self._pending.append(self._pool.submit(self._save, payload, path, step))
 
-        def write():
-            try:
-                save_checkpoint(payload, path)
-                if step is not None:
-                    self.saved_step = step
-            except BaseException as exc:  # noqa: BLE001 - handed to the training thread by wait()
-                self._error = exc
+    def _save(self, payload: dict, path, step: int | None):
+        save_checkpoint(payload, path)
+        if step is not None:
+            self.saved_step = step
 
-        self._writer = threading.Thread(target=write, name=f"bench-save-{path.name}")  # not a daemon: exit waits
-        self._writer.start()
-
-    def wait(self, raise_error: bool = True):
-        """Block until the checkpoint being written is on disk; re-raise its failure."""
-        if self._writer is not None:
-            self._writer.join()
-            self._writer = None
+    def _reap(self, keep: int = 0, raise_error: bool = True):
+        """Wait until at most ``keep`` writes are pending; then raise the first failure, if asked."""
+        while len(self._pending) > keep:
+            error = self._pending.pop(0).exception()  # blocks until that write ends
+            if error is not None and self._error is None:
+                self._error = error
         if self._error is not None and raise_error:
             error, self._error = self._error, None
             raise BenchError(f"could not write a checkpoint in {self.run_dir}: {error}; free disk space or pass "
                              f"--no-checkpoints") from error
 
+    def wait(self, raise_error: bool = True):
+        """Block until every checkpoint asked for is on disk; re-raise a failure."""
+        self._reap(0, raise_error)
+
     def __enter__(self):
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        self.wait(raise_error=exc_type is None)  # an error already on its way out is the one to report
+        try:
+            self.wait(raise_error=exc_type is None)  # an error already on its way out is the one to report
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def describe(self) -> str:
         """Where the last good state is, for messages."""

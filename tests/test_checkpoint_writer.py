@@ -29,9 +29,10 @@ def test_background_write_holds_the_state_of_the_save_not_of_later_steps(tmp_pat
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with saver:
         saver.save_last({"epoch": 1})
-        with torch.no_grad():  # training goes on while the thread writes
+        with torch.no_grad():  # a training step while the thread writes
             for p in model.parameters():
                 p.add_(1.0)
+        saver.state.step = 1
         saver.save_best({"epoch": 1})
     assert saver.saved_step == 0
     last = torch.load(tmp_path / "last.pt", weights_only=True)
@@ -40,7 +41,19 @@ def test_background_write_holds_the_state_of_the_save_not_of_later_steps(tmp_pat
         assert torch.equal(last["model"][key], value), key
         if value.is_floating_point() and "running" not in key:
             assert torch.equal(best["model"][key], value + 1.0), key
-    assert "optimizer" in last and "optimizer" not in best
+    assert "optimizer" in last and "optimizer" not in best and best["step"] == 1
+
+
+def test_best_of_the_same_step_reuses_the_copy_of_last_and_equals_it(tmp_path):
+    saver = _saver(tmp_path)
+    with saver:
+        saver.save_last({"epoch": 1})
+        saver.save_best({"epoch": 1})
+        assert saver._weights is not None and saver._weights[0] == 0
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert last["model"].keys() == best["model"].keys()
+    assert all(torch.equal(last["model"][k], best["model"][k]) for k in last["model"])
 
 
 def test_failed_write_is_one_line_naming_the_folder_and_the_fix(tmp_path):

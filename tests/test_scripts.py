@@ -30,3 +30,10 @@ def test_loader_speed_and_step_ablation_tiny(tmp_path):
     assert set(loader["path"]) == {"device", "torchvision"} and (loader["images_per_s"] > 0).all()
     ablation = load("cpu_step_ablation").main(["--tiny", "--rounds", "1", "--steps", "1", "--out", str(tmp_path)])
     assert len(ablation) == 5 and ablation["git_commit"].notna().all()
+
+
+def test_checkpoint_cost_tiny(tmp_path):
+    """The epoch-end checkpoint timing behind docs/performance.md runs, times both modes and leaves no files."""
+    table = load("checkpoint_cost").main(["--tiny", "--rounds", "1", "--out", str(tmp_path)])
+    assert set(table["mode"]) == {"blocking", "background"} and (table["blocked_s"] > 0).all()
+    assert (table["files_mb"] > 0).all() and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_cost.csv"]
