@@ -25,8 +25,8 @@ from .errors import BenchError
 
 COLUMNS = [
     "encoder", "component", "mode", "batch_size", "requested_batch_size", "oom_retries", "precision",
-    "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "samples_per_s", "step_ms_median",
-    "step_ms_p90", "steps", "warmup", "peak_mem_mb", "params", "gflops_per_sample", "error", "time",
+    "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "samples_per_s",
+    "step_ms_median", "step_ms_p90", "steps", "warmup", "peak_mem_mb", "params", "gflops_per_sample", "error", "time",
     "torch_version", "cuda_version", "git_commit", "git_dirty", "hostname", "command",
 ]
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

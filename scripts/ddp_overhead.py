@@ -133,7 +133,8 @@ def main(argv=None):
     result = measure(args.model, args.device, args.batch_size, args.steps, args.warmup, args.repeats, args.precision,
                      args.cuda_graph, args.tower_streams)
     print(f"{result['model']} ({result['params']:,} params) on {result['device_name']}, batch {result['batch_size']}, "
-          f"{result['precision']}, graph {result['cuda_graph']}, tower streams {result['tower_streams']}: plain {result['plain_images_per_s']:.1f} images/s, DDP (1 rank, {result['backend']}) "
+          f"{result['precision']}, graph {result['cuda_graph']}, tower streams {result['tower_streams']}: "
+          f"plain {result['plain_images_per_s']:.1f} images/s, DDP (1 rank, {result['backend']}) "
           f"{result['ddp_images_per_s']:.1f} images/s, overhead {result['ddp_overhead_pct']:+.2f}%")
     print(json.dumps(result))
     return result

@@ -4,10 +4,11 @@
     PYTHONPATH=. python scripts/graph_check.py [--device cuda] [--steps 8] [--tiny] [--json OUT.json]
 
 Two copies of one model train on the same batches: one with :func:`bench.trainer.clip_step` (eager,
-one stream, whole prompt table, fused AdamW), one as ``bench run`` trains on CUDA: :class:`bench.cuda_graph.CudaGraphStep`
-(captured after 3 eager warm-up steps, capturable AdamW, lr as a device tensor) with the towers on two
-streams. fp32 with TF32 off, so differences are rounding and non-deterministic GPU reductions only. Then
-eager, the graph on one stream and the graph on two streams are timed (median ms/step) at the same size.
+one stream, whole prompt table, fused AdamW), one as ``bench run`` trains on CUDA:
+:class:`bench.cuda_graph.CudaGraphStep` (captured after 3 eager warm-up steps, capturable AdamW, lr as a
+device tensor) with the towers on two streams. fp32 with TF32 off, so differences are rounding and
+non-deterministic GPU reductions only. Then eager, the graph on one stream and the graph on two streams
+are timed (median ms/step) at the same size.
 On a CPU the graph step runs eagerly (capture=False): the check then covers the step logic, not capture.
 """
 from __future__ import annotations
