@@ -85,6 +85,7 @@ CASES = [
     ("zero-lr", RUN + ["--lr", "0"], "--lr must be in (0, 1]", None),
     ("huge-lr", RUN + ["--lr", "3"], "--lr must be in (0, 1]", None),
     ("negative-wd", RUN + ["--weight-decay", "-0.1"], "--weight-decay must be in [0, 1]", None),
+    ("full-label-smoothing", RUN + ["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)", None),
     ("zero-limit-train", RUN + ["--limit-train", "0"], "--limit-train must be at least 1", None),
     ("negative-limit-test", RUN + ["--limit-test", "-5"], "--limit-test must be at least 1", None),
     ("zero-eval-every", RUN + ["--eval-every", "0"], "--eval-every must be at least 1", None),
