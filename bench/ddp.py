@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from .distributed import World, all_reduce_with_grad, gather_rows, shard_bounds, world_size
+from .trainer import at_least_fp32, clip_features
 
 
 class ClipFeatures(nn.Module):
@@ -30,8 +31,6 @@ class ClipFeatures(nn.Module):
         self.module = clip
 
     def forward(self, images, prompt_tokens, prompt_ids, text_mode: str = "unique", tower_streams: bool = False):
-        from .trainer import clip_features
-
         return clip_features(self.module, images, prompt_tokens, prompt_ids, text_mode, tower_streams)
 
 
@@ -95,8 +94,6 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2D input (got {x.dim()}D input)")
 
     def forward(self, x):
-        from .trainer import at_least_fp32
-
         if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
         dims = [0, *range(2, x.dim())]

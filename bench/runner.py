@@ -157,7 +157,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     scheduler = build_scheduler(optimizer, cfg.epochs * len(loader), cfg.warmup_steps)
     loss_fn = ClipLoss(cfg.loss, world.rank, world.size, cfg.label_smoothing)
     state = TrainState(train_model, optimizer, scheduler, loss_fn, prompt_tokens, autocast_dtype, text_mode,
-                       max_grad_norm=cfg.max_grad_norm, tower_streams=cfg.tower_streams and device.type == "cuda")
+                       max_grad_norm=cfg.max_grad_norm, tower_streams=cfg.tower_streams)
     step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
     test_images = to_device_uint8(parts.test.images, device)
     test_labels = torch.as_tensor(parts.test.labels, device=device)

@@ -192,7 +192,7 @@ def _clip_step(cfg, model, batch, device):
     compact_embedding.attach(emb, optimizer)
     train_model = compile_towers(model) if cfg.compile else model
     state = TrainState(train_model, optimizer, build_scheduler(optimizer, 10 ** 6), ClipLoss("clip"), table,
-                       PRECISIONS[cfg.precision], text_mode, tower_streams=cfg.tower_streams and device.type == "cuda")
+                       PRECISIONS[cfg.precision], text_mode, tower_streams=cfg.tower_streams)
     step_fn = CudaGraphStep() if graph else clip_step
     model.train()
     images = _images(cfg, batch, device)

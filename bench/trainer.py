@@ -137,7 +137,7 @@ class TrainState:
     step: int = 0  # optimizer steps taken in total
     history: list = field(default_factory=list)  # one dict per finished epoch
     scaler: object = None  # torch.amp.GradScaler when a precision needs one; saved in checkpoints
-    tower_streams: bool = False  # on CUDA, the two towers on two streams (run_towers)
+    tower_streams: bool = False  # the two towers on two streams when on CUDA (run_towers; no effect on CPU)
 
 
 @dataclass
