@@ -97,7 +97,7 @@ def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generat
 
     ``epoch_loss_sum`` is the running loss sum of the unfinished epoch as every rank count sees it (the
     mean of the ranks' sums); it defaults to this process's own. ``weights``: the model's state dict, if
-    the caller already has it.
+    the caller already has it. Tensors stay on the training device: :func:`snapshot` copies them off.
     """
     code = dict(code_version())
     payload = {
@@ -128,11 +128,11 @@ def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generat
                 "train_seconds": progress.train_seconds, "train_images": progress.train_images,
                 "best": progress.best, "metrics": progress.metrics, "resumes": progress.resumes,
                 "step_in_epoch": epoch.steps if epoch else 0,
-                "epoch_loss_sum": (epoch.loss_sum if epoch_loss_sum is None else epoch_loss_sum).detach().cpu().clone()
+                "epoch_loss_sum": (epoch.loss_sum if epoch_loss_sum is None else epoch_loss_sum).detach()
                 if epoch else None,
                 "epoch_images": epoch.images if epoch else 0,
                 "epoch_seconds": epoch.seconds if epoch else 0.0,
-                "order": progress.order.cpu() if epoch is not None and progress.order is not None else None,
+                "order": progress.order if epoch is not None and progress.order is not None else None,
             }),
         )
     return payload
@@ -166,7 +166,7 @@ def _compact_state(model) -> dict | None:
     emb = getattr(_unwrap(model), "token_embedding", None)
     if not isinstance(emb, CompactTokenEmbedding):
         return None
-    return {"frozen": emb.frozen.detach().cpu().clone(), "decay": emb.decay.detach().cpu().clone()}
+    return {"frozen": emb.frozen.detach(), "decay": emb.decay.detach()}
 
 
 def _restore_compact(model, saved: dict | None):
@@ -215,22 +215,36 @@ def explain_mismatch(model: torch.nn.Module, state_dict: dict) -> str | None:
     return ", ".join(parts)
 
 
-def snapshot(obj):
+def snapshot(obj, non_blocking: bool = False):
     """A copy of ``obj`` whose tensors are on the CPU and share no memory with training, which goes on.
 
-    Containers keep their type and attributes (a state dict's ``_metadata``)."""
+    Containers keep their type and attributes (a state dict's ``_metadata``). ``non_blocking``: CUDA tensors
+    are copied into pinned memory on the current stream without waiting for the copies; the caller records an
+    event after them and waits for it before reading (:class:`CheckpointSaver` does, on its writer thread).
+    Later steps on that stream run after the copies, so the copy is of this moment's values.
+    """
     if isinstance(obj, torch.Tensor):
         t = obj.detach()
-        return t.clone() if t.device.type == "cpu" else t.to("cpu")
+        if t.device.type == "cpu":
+            return t.clone()
+        if non_blocking and t.device.type == "cuda" and _dense(t):
+            out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="cpu", pin_memory=True)
+            return out.copy_(t, non_blocking=True)
+        return t.to("cpu")
     if isinstance(obj, dict):
-        out = type(obj)((k, snapshot(v)) for k, v in obj.items())
+        out = type(obj)((k, snapshot(v, non_blocking)) for k, v in obj.items())
         if hasattr(obj, "__dict__"):  # OrderedDict's attributes, e.g. a state dict's _metadata
             out.__dict__.update(obj.__dict__)
         return out
     if isinstance(obj, (list, tuple)):
-        items = [snapshot(v) for v in obj]
+        items = [snapshot(v, non_blocking) for v in obj]
         return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
     return obj
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Laid out as a contiguous or channels-last block: its bytes copy as one piece into the same strides."""
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
 
 
 class CheckpointSaver:
@@ -241,10 +255,12 @@ class CheckpointSaver:
 
     The files are written by one background thread, in order: a save copies the state to the CPU and
     returns, while the thread pickles, writes and fsyncs (about a second for the reference model's
-    420 MB ``last.pt``, every epoch). ``best.pt`` of the same step reuses ``last.pt``'s copy of the
-    weights. At most two writes wait at a time (one epoch's ``last.pt`` and ``best.pt``), so a save
-    blocks only when the disk is slower than training. :meth:`wait`, and leaving the ``with`` block, wait
-    for every write; a failed write raises there, or at the next save.
+    420 MB ``last.pt``, every epoch). On a GPU the copy itself is queued on the training stream into
+    pinned memory, so a save does not wait for the device; the thread waits for the copy's event.
+    ``best.pt`` of the same step reuses ``last.pt``'s copy of the weights. At most two writes wait at a
+    time (one epoch's ``last.pt`` and ``best.pt``), so a save blocks only when the disk is slower than
+    training. :meth:`wait`, and leaving the ``with`` block, wait for every write; a failed write raises
+    there, or at the next save.
     """
 
     def __init__(self, run_dir, state: TrainState, cfg, classes, generator, run_id: str, progress: RunProgress,
@@ -271,10 +287,11 @@ class CheckpointSaver:
             return
         row = row if row is not None else (self.state.history[-1] if self.state.history else {})
         self._reap(keep=1)
-        payload = snapshot(checkpoint_payload(self.state, self.cfg, self.classes, self.generator, self.progress,
-                                              self.run_id, row, True, self.world.size, loss_sum))
+        payload, copied = self._snapshot(checkpoint_payload(self.state, self.cfg, self.classes, self.generator,
+                                                            self.progress, self.run_id, row, True, self.world.size,
+                                                            loss_sum))
         self._weights = (self.state.step, payload["model"])
-        self._submit(payload, self.run_dir / "last.pt", self.state.step)
+        self._submit(payload, copied, self.run_dir / "last.pt", self.state.step)
 
     def save_best(self, row: dict):
         if not (self.cfg.save_checkpoints and self.world.is_main):
@@ -286,17 +303,29 @@ class CheckpointSaver:
         payload = checkpoint_payload(self.state, self.cfg, self.classes, self.generator, self.progress,
                                      self.run_id, row, False, self.world.size, weights=weights)
         if weights is not None:
-            payload = {**snapshot({k: v for k, v in payload.items() if k != "model"}), "model": weights}
+            rest, copied = self._snapshot({k: v for k, v in payload.items() if k != "model"})
+            payload = {**rest, "model": weights}
         else:
-            payload = snapshot(payload)
-        self._submit(payload, self.run_dir / "best.pt")
+            payload, copied = self._snapshot(payload)
+        self._submit(payload, copied, self.run_dir / "best.pt")
 
-    def _submit(self, payload: dict, path, step: int | None = None):
+    def _snapshot(self, payload: dict):
+        """(CPU copy, CUDA event that marks it complete or None): on a GPU the copy does not stop training."""
+        if not self.state.prompt_tokens.is_cuda:
+            return snapshot(payload), None
+        copy = snapshot(payload, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()  # after every copy above, on the stream that training continues on
+        return copy, copied
+
+    def _submit(self, payload: dict, copied, path, step: int | None = None):
         if self._pool is None:  # one worker: files are written in the order they were saved
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-checkpoint")
-        self._pending.append(self._pool.submit(self._save, payload, path, step))
+        self._pending.append(self._pool.submit(self._save, payload, copied, path, step))
 
-    def _save(self, payload: dict, path, step: int | None):
+    def _save(self, payload: dict, copied, path, step: int | None):
+        if copied is not None:
+            copied.synchronize()
         save_checkpoint(payload, path)
         if step is not None:
             self.saved_step = step

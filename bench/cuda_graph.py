@@ -12,7 +12,8 @@ step is captured and replayed. Every batch is a real step: warm-up steps train a
 
 Under DDP (torchrun, NCCL) the capture holds DDP's gradient all-reduces too, following torch's recipe for
 whole-network capture with DDP: NCCL async error handling off before the process group starts, DDP built
-on a side stream, and :data:`DDP_WARMUP` eager steps first (:mod:`bench.distributed`, :mod:`bench.ddp`).
+on a side stream (the :func:`capture_stream` the warm-up and the capture use too), and :data:`DDP_WARMUP`
+eager steps first (:mod:`bench.distributed`, :mod:`bench.ddp`).
 
 On a CPU (tests), :class:`CudaGraphStep` with ``capture=False`` runs the identical step function
 eagerly, so its numerics can be compared against :func:`bench.trainer.clip_step`.
@@ -28,6 +29,23 @@ from .trainer import TrainState, device_step, finish_step
 
 # torch's CUDA-graph notes: DDP needs at least 11 eager iterations before its backward is captured
 DDP_WARMUP = 11
+
+_CAPTURE_STREAMS: dict = {}
+
+
+def capture_stream(device) -> "torch.cuda.Stream":
+    """The one side stream per device on which DDP is built, the eager warm-up runs and the step is captured.
+
+    One stream for all three: autograd runs a parameter's gradient accumulation on the stream current when
+    its accumulator was made (DDP makes them at construction), and a step on another stream pays a
+    cross-stream wait per parameter (torch warns: "AccumulateGrad node's stream does not match").
+    """
+    device = torch.device(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    stream = _CAPTURE_STREAMS.get(index)
+    if stream is None:
+        stream = _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
+    return stream
 
 
 class CudaGraphStep:
@@ -84,8 +102,9 @@ class CudaGraphStep:
         self.eager_steps += 1
         if not side_stream:
             return device_step(state, images, labels, prompt_ids, autocast_cache=False)
-        # warm-up on a side stream, as torch.cuda.graphs' documentation asks before capturing
-        stream = torch.cuda.Stream(device=images.device)
+        # warm-up on a side stream, as torch.cuda.graphs' documentation asks before capturing: the one the
+        # capture will use
+        stream = capture_stream(images.device)
         stream.wait_stream(torch.cuda.current_stream(images.device))
         with torch.cuda.stream(stream):
             loss = device_step(state, images, labels, prompt_ids, autocast_cache=False)
@@ -106,7 +125,7 @@ class CudaGraphStep:
         static_images, static_labels, static_ids = images.clone(), labels.clone(), prompt_ids.clone()
         state.optimizer.zero_grad(set_to_none=True)  # backward allocates the grads inside the graph's pool
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph, stream=capture_stream(images.device)):
             static_loss = device_step(state, static_images, static_labels, static_ids, autocast_cache=False)
         self.graph = graph
         self._static = (static_images, static_labels, static_ids, static_loss)

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .cuda_graph import capture_stream
 from .distributed import World, all_reduce_with_grad, gather_rows, shard_bounds, world_size
 from .trainer import at_least_fp32, clip_features
 
@@ -34,15 +35,18 @@ class ClipFeatures(nn.Module):
         return clip_features(self.module, images, prompt_tokens, prompt_ids, text_mode, tower_streams)
 
 
-def wrap_model(model: nn.Module, world: World, sync_bn: bool = True, cuda_graph: bool = False) -> nn.Module:
+def wrap_model(model: nn.Module, world: World, sync_bn: bool = True, cuda_graph: bool = False,
+               build_stream=None, **ddp_options) -> nn.Module:
     """The module to train: ``model`` itself in a plain run, else DDP over :class:`ClipFeatures`.
 
     ``model`` is changed in place (batch norm layers swapped when ``sync_bn``), so the caller keeps
     evaluating and checkpointing it. ``static_graph`` lets DDP cope with encoders whose parameters get
     no gradient (a classifier head) without a per-step search for them: the set of used parameters
     never changes between steps. ``cuda_graph``: the step will be captured whole, DDP's all-reduces
-    included, so DDP is built on a side stream, as torch's CUDA-graph notes ask (its gradient
-    accumulators then run on that stream, which capture can follow; see :mod:`bench.cuda_graph`).
+    included, so DDP is built on a side stream, as torch's CUDA-graph notes ask: the
+    :func:`bench.cuda_graph.capture_stream` that the warm-up and the capture run on, unless
+    ``build_stream`` names another (``scripts/ddp_overhead.py`` measures the difference).
+    ``ddp_options`` go to DDP (``bucket_cap_mb``, ...).
     """
     if not world.distributed:
         return model
@@ -61,11 +65,11 @@ def wrap_model(model: nn.Module, world: World, sync_bn: bool = True, cuda_graph:
         # gradients are views into DDP's all-reduce buckets: no copy from the buckets back to .grad after the
         # all-reduce, about 180 small kernels per step at the end of backward for the reference model
         return DistributedDataParallel(ClipFeatures(model), device_ids=[world.device.index] if on_gpu else None,
-                                       static_graph=True, gradient_as_bucket_view=True, **buffers)
+                                       static_graph=True, gradient_as_bucket_view=True, **buffers, **ddp_options)
 
     if not (cuda_graph and on_gpu):
         return build()
-    stream = torch.cuda.Stream(device=world.device)
+    stream = build_stream or capture_stream(world.device)
     stream.wait_stream(torch.cuda.current_stream(world.device))
     with torch.cuda.stream(stream):
         ddp = build()

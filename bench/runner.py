@@ -186,8 +186,10 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
             row = {"epoch": state.epoch, "step": state.step, "train_loss": stats["train_loss"],
                    "lr": float(optimizer.param_groups[0]["lr"]), "epoch_seconds": stats["seconds"],
                    "images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
-                   "zeroshot_top1": np.nan, "zeroshot_top5": np.nan, "mean_per_class_recall": np.nan}
+                   "zeroshot_top1": np.nan, "zeroshot_top5": np.nan, "mean_per_class_recall": np.nan,
+                   "eval_seconds": np.nan}
             if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+                eval_started = time.perf_counter()
                 classifier = build_zero_shot_classifier(model, parts.classes, parts.templates, parts.tokenizer, device,
                                                         autocast_dtype)
                 metrics = validate_sharded(model, test_images, test_labels, classifier, world,
@@ -195,7 +197,8 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
                 progress.metrics = plain({**metrics, "per_class": metrics["per_class"].tolist(),
                                           "confusion": metrics["confusion"].tolist()})
                 row.update(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
-                           mean_per_class_recall=metrics["mean_per_class_recall"])
+                           mean_per_class_recall=metrics["mean_per_class_recall"],
+                           eval_seconds=time.perf_counter() - eval_started)  # metrics are on the host: synced
             # wall time since this process started the run (start-up, evaluations and checkpoints included)
             row["elapsed_seconds"] = round(time.perf_counter() - started, 3)
             row = plain(row)

@@ -7,7 +7,8 @@ On CUDA both paths run as ``bench run`` does by default: the step captured as on
 its all-reduce captured too) with the towers on two streams; ``--no-cuda-graph`` times the eager step.
 The paths alternate over ``--repeats`` rounds of ``--warmup`` untimed and ``--steps`` timed steps, the
 clock synchronising the GPU; each path's median images/s is reported, and the overhead is
-``plain / ddp - 1``. The last line is JSON.
+``plain / ddp - 1``. ``--variants`` adds DDP built on a stream of its own (not the capture stream), DDP
+with one bucket, and both paths with the towers on one stream. The last line is JSON.
 
     python scripts/ddp_overhead.py                        # the reference model, batch 32, on the GPU
     python scripts/ddp_overhead.py --model tiny --device cpu --steps 5 --repeats 3   # seconds on a CPU
@@ -68,8 +69,18 @@ def _images_per_s(state, step_fn, batch, steps: int, warmup: int, device) -> flo
     return steps * len(batch[0]) / (time.perf_counter() - start)
 
 
+# --variants: (name, path, tower streams, wrap_model options); a "ddp*" row is compared with the "plain*" row of
+# the same tower streams
+VARIANTS = [
+    ("ddp_fresh_build_stream", "ddp", True, {"build_stream": "fresh"}),  # DDP built on a stream of its own
+    ("ddp_one_bucket", "ddp", True, {"bucket_cap_mb": 1024}),  # one all-reduce after the whole backward
+    ("plain_one_stream", "plain", False, {}),
+    ("ddp_one_stream", "ddp", False, {}),
+]
+
+
 def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: int, repeats: int,
-            precision: str, cuda_graph: bool = True, tower_streams: bool = True) -> dict:
+            precision: str, cuda_graph: bool = True, tower_streams: bool = True, variants: bool = False) -> dict:
     world = _one_rank_group(device, cuda_graph)
     device = world.device
     cuda_graph, tower_streams = cuda_graph and device.type == "cuda", tower_streams and device.type == "cuda"
@@ -79,8 +90,6 @@ def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: i
     channels_last = device.type == "cuda"  # as bench run
     if channels_last:
         plain = plain.to(memory_format=torch.channels_last)
-    bare = copy.deepcopy(plain)
-    ddp = wrap_model(bare, world, cuda_graph=cuda_graph)
     autocast = autocast_dtype_for(precision, device)
     tokens = trim_tokens(tokenize(fill(SEED_TEMPLATES, CIFAR10_CLASSES))).to(device)
     g = torch.Generator(device=device).manual_seed(0)
@@ -92,28 +101,45 @@ def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: i
                                                               device=device)
     mode = text_mode_for(len(tokens), batch_size, device)
     cuda_graph = cuda_graph and mode == "all"  # static shapes
-    states = {name: TrainState(m, build_optimizer(bare_m, 1e-4, 0.01, device, capturable=cuda_graph), None,
-                               ClipLoss("clip"), tokens, autocast, mode, tower_streams=tower_streams)
-              for name, m, bare_m in (("plain", plain, plain), ("ddp", ddp, bare))}
-    # both paths capture after DDP's warm-up, so they start timing from the same state
-    steps_fn = {name: CudaGraphStep(warmup=DDP_WARMUP) if cuda_graph else clip_step for name in states}
-    rates = {"plain": [], "ddp": []}
-    for _ in range(repeats):  # alternate, so drift in clocks or load hits both paths alike
+    specs = [("plain", "plain", tower_streams, {}), ("ddp", "ddp", tower_streams, {})]
+    if variants:  # the one-stream pair only where the default has two; a stream of DDP's own only with CUDA graphs
+        specs += [(name, path, streams and tower_streams, options) for name, path, streams, options in VARIANTS
+                  if (streams or tower_streams) and (cuda_graph or "build_stream" not in options)]
+    states, steps_fn = {}, {}
+    for name, path, streams, options in specs:
+        bare = copy.deepcopy(plain) if name != "plain" else plain
+        if options.get("build_stream") == "fresh":
+            options = {**options, "build_stream": torch.cuda.Stream(device=device)}
+        m = wrap_model(bare, world, cuda_graph=cuda_graph, **options) if path == "ddp" else bare
+        states[name] = TrainState(m, build_optimizer(bare, 1e-4, 0.01, device, capturable=cuda_graph), None,
+                                  ClipLoss("clip"), tokens, autocast, mode, tower_streams=streams)
+        # every path captures after DDP's warm-up, so they start timing from the same state
+        steps_fn[name] = CudaGraphStep(warmup=DDP_WARMUP) if cuda_graph else clip_step
+    rates = {name: [] for name in states}
+    for _ in range(repeats):  # alternate, so drift in clocks or load hits every path alike
         for name, state in states.items():
             rates[name].append(_images_per_s(state, steps_fn[name], (images, labels, prompt_ids), steps,
                                              max(warmup, DDP_WARMUP + 1 if cuda_graph else 0), device))
     captured = {name: getattr(fn, "graph", None) is not None for name, fn in steps_fn.items()}
     errors = {name: getattr(fn, "error", None) for name, fn in steps_fn.items()}
-    plain_ips, ddp_ips = statistics.median(rates["plain"]), statistics.median(rates["ddp"])
+    ips = {name: statistics.median(r) for name, r in rates.items()}
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     shutdown()
-    return {"model": model_name, "params": count_parameters(plain), "device": str(device), "device_name": device_name,
-            "backend": world.backend, "torch": torch.__version__, "batch_size": batch_size, "steps": steps,
-            "warmup": warmup, "repeats": repeats, "precision": "bf16" if autocast is not None else "fp32",
-            "text_mode": mode, "cuda_graph": cuda_graph, "tower_streams": tower_streams, "captured": captured,
-            "capture_errors": errors, "plain_images_per_s": round(plain_ips, 2), "ddp_images_per_s": round(ddp_ips, 2),
-            "ddp_overhead_pct": round(100 * (plain_ips / ddp_ips - 1), 2),
-            "plain_runs": [round(r, 2) for r in rates["plain"]], "ddp_runs": [round(r, 2) for r in rates["ddp"]]}
+    result = {"model": model_name, "params": count_parameters(plain), "device": str(device),
+              "device_name": device_name, "backend": world.backend, "torch": torch.__version__,
+              "batch_size": batch_size, "steps": steps, "warmup": warmup, "repeats": repeats,
+              "precision": "bf16" if autocast is not None else "fp32", "text_mode": mode, "cuda_graph": cuda_graph,
+              "tower_streams": tower_streams, "captured": captured, "capture_errors": errors,
+              "plain_images_per_s": round(ips["plain"], 2), "ddp_images_per_s": round(ips["ddp"], 2),
+              "ddp_overhead_pct": round(100 * (ips["plain"] / ips["ddp"] - 1), 2),
+              "plain_runs": [round(r, 2) for r in rates["plain"]], "ddp_runs": [round(r, 2) for r in rates["ddp"]]}
+    if len(specs) > 2:
+        result["variants"] = {}
+        for name, path, streams, options in specs[2:]:
+            base = "plain" if streams == tower_streams else "plain_one_stream"
+            result["variants"][name] = {"images_per_s": round(ips[name], 2), "vs": base, "overhead_pct": round(
+                100 * (ips[base] / ips[name] - 1), 2) if path == "ddp" else None}
+    return result
 
 
 def main(argv=None):
@@ -129,13 +155,19 @@ def main(argv=None):
                         help="on CUDA, both paths replay the step as one captured graph, as bench run does")
     parser.add_argument("--tower-streams", action=argparse.BooleanOptionalAction, default=True,
                         help="on CUDA, both paths run the towers on two streams, as bench run does")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time DDP with one bucket and, with CUDA graphs and tower streams, DDP built on a "
+                             "stream of its own and both paths with the towers on one stream")
     args = parser.parse_args(argv)
     result = measure(args.model, args.device, args.batch_size, args.steps, args.warmup, args.repeats, args.precision,
-                     args.cuda_graph, args.tower_streams)
+                     args.cuda_graph, args.tower_streams, args.variants)
     print(f"{result['model']} ({result['params']:,} params) on {result['device_name']}, batch {result['batch_size']}, "
           f"{result['precision']}, graph {result['cuda_graph']}, tower streams {result['tower_streams']}: "
           f"plain {result['plain_images_per_s']:.1f} images/s, DDP (1 rank, {result['backend']}) "
           f"{result['ddp_images_per_s']:.1f} images/s, overhead {result['ddp_overhead_pct']:+.2f}%")
+    for name, v in result.get("variants", {}).items():
+        print(f"  {name}: {v['images_per_s']:.1f} images/s" + (f", overhead {v['overhead_pct']:+.2f}% against {v['vs']}"
+                                                                 if v["overhead_pct"] is not None else ""))
     print(json.dumps(result))
     return result
 

@@ -177,9 +177,28 @@ def reference_full_summary(history, record: dict, n_train: int) -> dict:
            "final_top1": float(history["zeroshot_top1"].iloc[-1]), "best_top1": float(history["zeroshot_top1"].max())}
     if "elapsed_seconds" in history and epochs >= 2:
         out["wall_per_epoch_s"] = round(float(history["elapsed_seconds"].diff().iloc[1:].median()), 3)
+        out.update(where_the_time_goes(history, record.get("seconds")))
     if epochs < 50:
         pace = out.get("wall_per_epoch_s", float(history["epoch_seconds"].iloc[1:].median()))
         out["estimated_50_epoch_wall_s"] = round(record.get("seconds", 0) + (50 - epochs) * pace, 1)
+    return out
+
+
+def where_the_time_goes(history, wall_s) -> dict:
+    """The run's wall time in parts: the first epoch's training (graph capture and cuDNN autotuning fall in
+    it), the other epochs' training, evaluation, what else each epoch end costs (checkpoints, tables), and
+    before the first step plus after the last evaluation (start-up, final tables; ``wall_s`` is the whole
+    ``bench run`` process)."""
+    elapsed, train = history["elapsed_seconds"], history["epoch_seconds"]
+    evals = history["eval_seconds"].fillna(0.0) if "eval_seconds" in history else train * 0.0
+    other = elapsed.diff().iloc[1:] - train.iloc[1:] - evals.iloc[1:]
+    out = {"first_epoch_train_s": round(float(train.iloc[0]), 2),
+           "eval_s_median": round(float(evals.iloc[1:].median()), 3),
+           "epoch_end_other_s_median": round(float(other.median()), 3),
+           "eval_total_s": round(float(evals.sum()), 2), "epoch_end_other_total_s": round(float(other.sum()), 2),
+           "before_first_epoch_s": round(float(elapsed.iloc[0] - train.iloc[0] - evals.iloc[0]), 1)}
+    if wall_s:
+        out["after_last_epoch_s"] = round(float(wall_s) - float(elapsed.iloc[-1]), 1)
     return out
 
 
@@ -195,6 +214,10 @@ def report(check: Check, results: dict) -> str:
                      f"{g.get('eager_ms_per_step', float('nan')):.2f} ms, CUDA graph "
                      f"{g.get('graph_one_stream_ms_per_step', float('nan')):.2f} ms, graph + tower streams "
                      f"{g.get('graph_ms_per_step', float('nan')):.2f} ms |")
+        for c in g.get("cold_start") or []:
+            lines.append(f"| cold start, cudnn.benchmark {c.get('cudnn_benchmark')} | " + (
+                f"error: {c['error']}" if "error" in c else f"first {c['first_steps']} steps (autotuning, capture) "
+                f"{c['first_steps_s']} s, then {c['ms_per_step']:.2f} ms/step") + " |")
     r = results.get("reference_full") or {}
     if r.get("epochs_done"):
         estimate = r.get("estimated_50_epoch_wall_s")
@@ -203,6 +226,11 @@ def report(check: Check, results: dict) -> str:
                      f"({r['status']}); training {r['train_s']} s, {r['ms_per_step']} ms/step; top-1 "
                      f"{r['final_top1']:.4f}" + (f"; 50 epochs estimated at {estimate} s" if estimate else "")
                      + " (target < 300 s) |")
+        if "first_epoch_train_s" in r:
+            lines.append(f"| reference preset: where the wall time went | first epoch's training "
+                         f"{r['first_epoch_train_s']} s; evaluation {r['eval_total_s']} s ({r['eval_s_median']} s each); "
+                         f"other epoch-end work {r['epoch_end_other_total_s']} s ({r['epoch_end_other_s_median']} s "
+                         f"each); start-up {r['before_first_epoch_s']} s + end {r.get('after_last_epoch_s')} s |")
     r = results.get("reference") or {}
     if r:
         lines.append(f"| reference preset: measured | {r['ms_per_step']} ms/step over {r['steps_per_epoch_here']} steps; "
@@ -236,6 +264,11 @@ def report(check: Check, results: dict) -> str:
         if d is not None:
             lines.append(f"| {key.replace('_', ' ')}: DDP code path vs plain, 1 GPU, reference model "
                          f"(target < 5%) | {d} |")
+        variants = results[key].get("variants", {}) if isinstance(results.get(key), dict) else {}
+        for name, v in variants.items():
+            lines.append(f"| {key.replace('_', ' ')} variant {name} | {v['images_per_s']:.0f} images/s"
+                         + (f", overhead **{v['overhead_pct']:+.2f}%** against {v['vs']}" if v["overhead_pct"] is not None
+                            else "") + " |")
     for name, s in check.stages.items():
         lines.append(f"| stage {name} | {s['status']}, {s['seconds']} s |")
     lines.append(f"| data | {results['data'].get('source')}: train {results['data'].get('train', '-')}, "
@@ -301,8 +334,8 @@ def main(argv=None) -> int:
     only = set(args.only.split(","))
     graph_json = work / "graph_check.json"  # also in results.json
     if "graph_check" in only:
-        check.run("graph_check", py + ["scripts/graph_check.py", "--device", device, "--json", str(graph_json)]
-                  + (["--tiny", "--steps", "3"] if args.tiny else []), cap=90)
+        check.run("graph_check", py + ["scripts/graph_check.py", "--device", device, "--json", str(graph_json),
+                                       "--cold-start"] + (["--tiny", "--steps", "3"] if args.tiny else []), cap=150)
     results["graph_check"] = json.loads(graph_json.read_text()) if graph_json.is_file() else {}
     graph_ok = results["graph_check"].get("ok", False) or "graph_check" not in only  # not run: bench's defaults
 
@@ -316,6 +349,8 @@ def main(argv=None) -> int:
     ref = ["-m", "bench", "run", "--preset", "reference", "--device", device, "--no-progress", *data_args, *speed_flags]
     ref += tiny_model + (["--limit-train", "64", "--limit-test", "64"] if args.tiny else [])
     reference_mode = args.reference or ("slice" if args.tiny else "full")
+    if not args.tiny and "graph_check" in only and not g.get("captured"):  # ~10x slower eagerly: no whole run
+        reference_mode = "slice"
     history = None
     if "reference" in only and reference_mode == "full":
         epochs = ["--epochs", str(args.reference_epochs)] if args.reference_epochs != 50 else []
@@ -358,7 +393,7 @@ def main(argv=None) -> int:
         for name, flags in [("ddp_overhead", speed_flags)] + ([("ddp_overhead_one_stream", ["--no-tower-streams"])]
                                                               if "ddp_one_stream" in only else []):
             record = check.run(name, py + [str(ddp_script), "--steps", "100", "--warmup", "20", "--repeats", "5",
-                                           *flags], cap=100)
+                                           "--variants", *flags], cap=100)
             try:  # the script's last line is JSON
                 results[name.replace("_overhead", "")] = json.loads(record.get("last_line", ""))
             except ValueError:

@@ -8,7 +8,8 @@ one stream, whole prompt table, fused AdamW), one as ``bench run`` trains on CUD
 :class:`bench.cuda_graph.CudaGraphStep` (captured after 3 eager warm-up steps, capturable AdamW, lr as a
 device tensor) with the towers on two streams. fp32 with TF32 off, so differences are rounding and
 non-deterministic GPU reductions only. Then eager, the graph on one stream and the graph on two streams
-are timed (median ms/step) at the same size.
+are timed (median ms/step) at the same size. ``--cold-start`` adds, from fresh processes, how long the
+first steps take (autotuning, capture) with ``cudnn.benchmark`` off and on, and the step time each gives.
 On a CPU the graph step runs eagerly (capture=False): the check then covers the step logic, not capture.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -69,12 +71,50 @@ def time_steps(state, step_fn, device, n):
             end.synchronize()
             times.append(start.elapsed_time(end))
         else:
-            import time
-
             t = time.perf_counter()
             step_fn(state, *b)
             times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+def cold_start(device, benchmark: bool, tiny: bool, steps: int = 50) -> dict:
+    """In a fresh process: the wall time from the first step until the graph is captured and replayed once
+    (cuDNN autotuning, kernel loading, capture), then the steady ms/step, at the reference preset's
+    settings (bf16, channels_last, graph + tower streams), with ``cudnn.benchmark`` on or off."""
+    from bench.cuda_graph import CudaGraphStep
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = benchmark
+    precision = torch.bfloat16 if device.type == "cuda" else None
+    state = make_state(tiny, device, True, precision, tower_streams=True)
+    if device.type == "cuda":
+        state.model.to(memory_format=torch.channels_last)
+    step = CudaGraphStep()
+    data = list(batches(step.warmup + 2, device, seed=3))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for b in data:
+        step(state, *b)
+    sync()
+    first = time.perf_counter() - t
+    return {"cudnn_benchmark": benchmark, "first_steps": len(data), "first_steps_s": round(first, 3),
+            "ms_per_step": time_steps(state, step, device, steps if not tiny else 3)}
+
+
+def cold_starts(args) -> list:
+    """:func:`cold_start` with cuDNN autotuning off and on, each in its own process (its caches start empty)."""
+    import subprocess
+
+    rows = []
+    for flag in ("0", "1"):
+        cmd = [sys.executable, __file__, "--device", args.device, "--cold-start-child", flag] + (["--tiny"] if args.tiny else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        lines = out.stdout.strip().splitlines()
+        rows.append(json.loads(lines[-1]) if out.returncode == 0 and lines else
+                    {"cudnn_benchmark": flag == "1", "error": (out.stderr.strip().splitlines() or ["?"])[-1][:300]})
+    return rows
 
 
 def main(argv=None) -> dict:
@@ -87,8 +127,15 @@ def main(argv=None) -> dict:
     p.add_argument("--time-steps", type=int, default=50)
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--json", default=None)
+    p.add_argument("--cold-start", action="store_true", help="also time the first steps (autotuning, capture) in "
+                   "fresh processes, cudnn.benchmark off and on")
+    p.add_argument("--cold-start-child", choices=["0", "1"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if args.cold_start_child is not None:
+        row = cold_start(device, args.cold_start_child == "1", args.tiny)
+        print(json.dumps(row))
+        return row
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
@@ -116,6 +163,8 @@ def main(argv=None) -> dict:
                                                         device, n)
     result["graph_ms_per_step"] = time_steps(make_state(args.tiny, device, True, precision, tower_streams=True),
                                              CudaGraphStep(), device, n)
+    if args.cold_start:
+        result["cold_start"] = cold_starts(args)
     print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -60,6 +60,15 @@ def test_whole_reference_run_summary_estimates_only_what_was_not_run():
     short = gpu_check.reference_full_summary(history, {"status": "ok", "seconds": 50.0}, 50000)
     assert short["epochs_done"] == 4 and short["ms_per_step"] == round(5000 / 1562, 3)
     assert short["wall_per_epoch_s"] == 5.5 and short["estimated_50_epoch_wall_s"] == 50.0 + 46 * 5.5
+    # the parts add up to the wall time: 12 s first epoch, 3 x 5 s training, 3 x 0.25 s evaluation, the rest
+    # of each epoch end, 18 - 0.5 s before the first epoch's end, 3 s after the last
+    parts = gpu_check.reference_full_summary(history.assign(eval_seconds=[0.5, 0.25, 0.25, 0.25]),
+                                             {"status": "ok", "seconds": 50.0}, 50000)
+    assert parts["first_epoch_train_s"] == 12.0 and parts["eval_s_median"] == 0.25
+    assert parts["epoch_end_other_s_median"] == 0.25 and parts["before_first_epoch_s"] == 17.5
+    assert parts["after_last_epoch_s"] == 3.0
+    assert (parts["before_first_epoch_s"] + 12.0 + 15.0 + parts["eval_total_s"] + parts["epoch_end_other_total_s"]
+            + parts["after_last_epoch_s"]) == 50.0
     done = pd.concat([history] * 13, ignore_index=True).assign(epoch=range(1, 53))[:50]
     assert "estimated_50_epoch_wall_s" not in gpu_check.reference_full_summary(done, {"status": "ok", "seconds": 280.0},
                                                                                50000)
