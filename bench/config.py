@@ -47,6 +47,8 @@ class RunConfig:
     warmup_steps: int = 0  # linear warm-up steps before the cosine decay
     loss: str = "clip"  # "clip" (symmetric InfoNCE) or "multipositive" (same class = positive)
     label_smoothing: float = 0.0  # mix each row's target with the uniform one over the batch (0: off)
+    crop_pad: int = 4  # zero padding of the random crop (the reference recipe's padded crop); 0: flip only
+    cutout: int = 0  # side of the random square blanked in each training image (DeVries & Taylor; 0: off)
     seed: int = 0  # seed of initialisation, data order, augmentation and template choice
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
@@ -136,6 +138,10 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (cfg.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {cfg.precision!r}"),
         (cfg.loss in ("clip", "multipositive"), f"--loss must be clip or multipositive, got {cfg.loss!r}"),
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
+        (0 <= cfg.crop_pad < cfg.model.image_resolution,
+         f"--crop-pad must be in [0, {cfg.model.image_resolution}) for {cfg.model.image_resolution}-pixel images, got {cfg.crop_pad}"),
+        (0 <= cfg.cutout <= cfg.model.image_resolution,
+         f"--cutout must be in [0, {cfg.model.image_resolution}] for {cfg.model.image_resolution}-pixel images, got {cfg.cutout}"),
         (cfg.model.embed_dim >= 1, f"--embed-dim must be at least 1, got {cfg.model.embed_dim}"),
         (cfg.model.image_resolution >= 8, f"--image-size must be at least 8, got {cfg.model.image_resolution}"),
         (cfg.model.text.width % max(cfg.model.text.heads, 1) == 0 and cfg.model.text.heads >= 1,

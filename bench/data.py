@@ -203,6 +203,19 @@ def _shard_draw(draws: torch.Tensor, n: int, shard: tuple[int, int]) -> torch.Te
     return draws[..., shard[0] * n:(shard[0] + 1) * n]
 
 
+def cutout_masks(n: int, size: int, side: int, generator: torch.Generator, shard: tuple[int, int] = (0, 1),
+                 device=None) -> torch.Tensor:
+    """``(n, 1, size, size)`` bool masks, each a ``side`` x ``side`` square at a uniformly random place inside
+    the image (airbench's ``make_random_square_masks``). Draws are made for the global batch and sliced by
+    ``shard``, as in :func:`batch_flip_crop`."""
+    corners = _shard_draw(torch.randint(0, size - side + 1, (2, n * shard[1]), generator=generator, device=device),
+                          n, shard)
+    span = torch.arange(size, device=device)
+    dy = span.view(1, size, 1) - corners[0].view(-1, 1, 1)
+    dx = span.view(1, 1, size) - corners[1].view(-1, 1, 1)
+    return ((dy >= 0) & (dy < side) & (dx >= 0) & (dx < side)).unsqueeze(1)
+
+
 @dataclass
 class Batch:
     images: torch.Tensor  # (B, 3, H, W) normalised, on the device
@@ -221,11 +234,14 @@ class DeviceLoader:
     (``world * batch_size`` images), keeping its slice. Rank ``r``'s step ``i`` is therefore exactly slice
     ``r`` of step ``i`` of one process with batch ``world * batch_size``; the stream depends on the global
     batch only, so a run can resume under another number of ranks with the same global batch.
+
+    Augmentation: random flip and random crop with zero padding ``pad``, then, if ``cutout``, one random
+    ``cutout`` x ``cutout`` square of each normalised image set to 0 (:func:`cutout_masks`).
     """
 
     def __init__(self, data: ArrayDataset, batch_size: int, device, n_templates: int, generator: torch.Generator,
                  augment: bool = True, dtype=torch.float32, channels_last: bool = False, pad: int = 4,
-                 shard: tuple[int, int] = (0, 1)):
+                 shard: tuple[int, int] = (0, 1), cutout: int = 0):
         if batch_size > len(data):
             raise BenchError(f"batch size {batch_size} is larger than the {len(data)} training images; "
                              f"lower --batch-size or raise --limit-train")
@@ -241,6 +257,7 @@ class DeviceLoader:
         self.dtype = dtype
         self.channels_last = channels_last
         self.pad = pad
+        self.cutout = cutout if augment else 0
         self.rank, self.world = shard
         self.device = torch.device(device)
 
@@ -268,6 +285,9 @@ class DeviceLoader:
         else:
             images = self.images[idx]
         images = normalize(images, self.dtype)
+        if self.cutout:  # blanked to 0, the middle of [-1, 1]
+            images = images.masked_fill(cutout_masks(len(idx), images.shape[-1], self.cutout, self.generator, shard,
+                                                     self.device), 0.0)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         labels = self.labels[idx]

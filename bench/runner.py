@@ -150,7 +150,8 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     train_model = wrap_model(model, world, cfg.sync_bn, use_graph)  # DDP under torchrun; ``model`` stays the bare CLIP
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), generator,
-                          channels_last=channels_last, shard=(world.rank, world.size))
+                          channels_last=channels_last, pad=cfg.crop_pad, shard=(world.rank, world.size),
+                          cutout=cfg.cutout)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, capturable=use_graph)
     if compact is not None:
         compact_embedding.attach(compact, optimizer)

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import (ArrayDataset, CIFARCLIPDataset, DeviceLoader, batch_flip_crop, collate_fn, load_cifar10,
-                        make_synthetic)
+from bench.data import (ArrayDataset, CIFARCLIPDataset, DeviceLoader, batch_flip_crop, collate_fn, cutout_masks,
+                        load_cifar10, make_synthetic)
 from bench.errors import BenchError
 
 
@@ -46,6 +46,31 @@ def test_device_loader_batches_cover_an_epoch_without_repeats():
     batch = loader.make_batch(order[:32])
     assert batch.images.shape == (32, 3, 32, 32) and batch.images.min() >= -1 and batch.images.max() <= 1
     assert torch.equal(batch.prompt_ids // 5, batch.labels)
+
+
+def test_cutout_blanks_one_whole_square_inside_each_image_at_every_possible_place():
+    masks = cutout_masks(4000, 8, 3, torch.Generator().manual_seed(0))
+    assert masks.shape == (4000, 1, 8, 8) and bool((masks.sum((1, 2, 3)) == 9).all())
+    rows, cols = masks[:, 0].any(2), masks[:, 0].any(1)  # which rows / columns each square covers
+    assert bool((rows.sum(1) == 3).all() and (cols.sum(1) == 3).all())  # a 3 x 3 square, never clipped
+    top = rows.float().argmax(1) * 6 + cols.float().argmax(1)
+    assert torch.bincount(top, minlength=36).min() > 60  # all 6 x 6 corners, about 111 times each
+    # a rank's masks are its slice of the global batch's (as every other draw of the loader)
+    global_masks = cutout_masks(6, 8, 3, torch.Generator().manual_seed(1))
+    assert torch.equal(cutout_masks(3, 8, 3, torch.Generator().manual_seed(1), shard=(1, 2)), global_masks[3:])
+
+
+def test_loader_cutout_zeroes_a_square_and_changes_nothing_else():
+    data = make_synthetic("train", n=64)
+    plain = DeviceLoader(data, 32, "cpu", 5, torch.Generator().manual_seed(0))
+    cut = DeviceLoader(data, 32, "cpu", 5, torch.Generator().manual_seed(0), cutout=12)
+    order = plain.epoch_order()
+    assert torch.equal(order, cut.epoch_order())
+    a, b = plain.make_batch(order[:32]), cut.make_batch(order[:32])
+    changed = a.images != b.images
+    assert bool((b.images[changed] == 0).all())  # only blanked pixels differ
+    assert bool(((b.images == 0).all(1).sum((1, 2)) >= 144).all())  # every image has its 12 x 12 square
+    assert torch.equal(a.labels, b.labels)
 
 
 def test_batch_larger_than_the_data_is_a_clear_error():

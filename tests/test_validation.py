@@ -86,6 +86,8 @@ CASES = [
     ("huge-lr", RUN + ["--lr", "3"], "--lr must be in (0, 1]", None),
     ("negative-wd", RUN + ["--weight-decay", "-0.1"], "--weight-decay must be in [0, 1]", None),
     ("full-label-smoothing", RUN + ["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)", None),
+    ("negative-crop-pad", RUN + ["--crop-pad", "-1"], "--crop-pad must be in [0, 32) for 32-pixel images", None),
+    ("cutout-over-image", RUN + ["--cutout", "33"], "--cutout must be in [0, 32] for 32-pixel images", None),
     ("zero-limit-train", RUN + ["--limit-train", "0"], "--limit-train must be at least 1", None),
     ("negative-limit-test", RUN + ["--limit-test", "-5"], "--limit-test must be at least 1", None),
     ("zero-eval-every", RUN + ["--eval-every", "0"], "--eval-every must be at least 1", None),
