@@ -71,6 +71,7 @@ class RunConfig:
     # speed (docs/performance.md); both leave the computed function unchanged
     cuda_graph: bool = True  # on CUDA, capture the whole training step as one CUDA graph and replay it
     tower_streams: bool = True  # on CUDA, run the image and text towers concurrently on two streams
+    cudnn_benchmark: bool = True  # on CUDA, time cuDNN's convolution algorithms at each new shape and keep the fastest
     compact_embedding: bool = True  # train only the token-embedding rows the prompts use; decay the rest exactly
 
     def to_dict(self) -> dict:

@@ -126,7 +126,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     check_run_inputs(cfg)
     world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
     device = world.device
-    set_backend_flags(device)
+    set_backend_flags(device, cfg.cudnn_benchmark)
     seed_everything(cfg.seed)
     parts = load_components(cfg)
     autocast_dtype = autocast_dtype_for(cfg.precision, device)

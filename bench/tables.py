@@ -26,7 +26,7 @@ CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "datase
 
 # Configuration fields that do not change what is trained or measured, left out of the key.
 _NOT_CONFIG = {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
-               "eval_every", "channels_last", "evals", "robust_limit", "robust_severities"}
+               "eval_every", "channels_last", "evals", "robust_limit", "robust_severities", "cudnn_benchmark"}
 
 # Columns that describe how a number was measured; compare warns when they differ.
 PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "eval_checkpoint",

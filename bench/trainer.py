@@ -41,12 +41,12 @@ def autocast_dtype_for(precision: str, device: torch.device):
     return None
 
 
-def set_backend_flags(device: torch.device):
-    """TF32 matmuls and cudnn autotuning: set once by the caller, never at import."""
+def set_backend_flags(device: torch.device, cudnn_benchmark: bool = True):
+    """TF32 matmuls and cuDNN autotuning: set once by the caller, never at import."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark
 
 
 def build_optimizer(model, lr: float, weight_decay: float, device: torch.device,

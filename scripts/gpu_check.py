@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 TINY_MODEL = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2"]
 MAIN_ENCODERS = ["modified_resnet", "modified_resnet_cifar", "airbench", "airbench_wide"]
 # (name, flags added to the fast preset): each ~20-40 s on an H100-class GPU
-FAST_VARIANTS = [("fast_e75", ["--epochs", "75"]), ("fast_smoothing", ["--label-smoothing", "0.2"])]
+FAST_VARIANTS = [("fast_cutout12", ["--cutout", "12"]), ("fast_cutout8", ["--cutout", "8"])]
 OPTIONAL_ENCODERS = ["timm/resnet18", "timm/convnext_atto", "timm/vit_tiny_patch4_32"]  # when registered (issue 3)
 STEPS_PER_REFERENCE_RUN = 50 * (50000 // 32)  # the reference preset: 50 epochs of 1562 steps
 
@@ -184,6 +184,16 @@ def reference_full_summary(history, record: dict, n_train: int) -> dict:
     return out
 
 
+def cudnn_benchmark_pays(cold_start) -> bool:
+    """Whether autotuning's one-off cost (first steps) is won back over a reference run's steps, from
+    graph_check's cold-start rows; True (torch's usual advice for fixed shapes) when either row is missing."""
+    rows = {c.get("cudnn_benchmark"): c for c in cold_start or [] if "error" not in c}
+    if not (True in rows and False in rows):
+        return True
+    cost = {b: c["first_steps_s"] + STEPS_PER_REFERENCE_RUN * c["ms_per_step"] / 1e3 for b, c in rows.items()}
+    return cost[True] <= cost[False]
+
+
 def where_the_time_goes(history, wall_s) -> dict:
     """The run's wall time in parts: the first epoch's training (graph capture and cuDNN autotuning fall in
     it), the other epochs' training, evaluation, what else each epoch end costs (checkpoints, tables), and
@@ -222,7 +232,7 @@ def report(check: Check, results: dict) -> str:
     if r.get("epochs_done"):
         estimate = r.get("estimated_50_epoch_wall_s")
         lines.append(f"| reference preset, {r['epochs_done']} epochs run (tower streams "
-                     f"{results.get('tower_streams_used')}) | **{r['wall_s']} s** wall for {r['epochs_done']} epochs "
+                     f"{results.get('tower_streams_used')}, cudnn.benchmark {results.get('cudnn_benchmark_used')}) | **{r['wall_s']} s** wall for {r['epochs_done']} epochs "
                      f"({r['status']}); training {r['train_s']} s, {r['ms_per_step']} ms/step; top-1 "
                      f"{r['final_top1']:.4f}" + (f"; 50 epochs estimated at {estimate} s" if estimate else "")
                      + " (target < 300 s) |")
@@ -288,10 +298,14 @@ def main(argv=None) -> int:
                    "epochs at its measured wall time per epoch (when a lease is too short for the whole run)")
     p.add_argument("--only", default="graph_check,reference,fast,ddp,variants,throughput",
                    help="comma-separated stages to run (data always runs)")
+    p.add_argument("--variant", action="append", metavar="NAME=FLAGS", help="a fast-preset variant to run instead of "
+                   "the built-in ones, e.g. 'fast_c16=--cutout 16' (repeatable)")
     p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "results" / "gpu"))
     p.add_argument("--work", default="/tmp/bench_gpu_check")
     p.add_argument("--xz-dir", default=str(ROOT / ".data" / "cifar10xz"))
     args = p.parse_args(argv)
+    if any("=" not in v for v in args.variant or []):
+        p.error("--variant takes NAME=FLAGS, e.g. 'fast_c16=--cutout 16'")
     out, work = Path(args.out), Path(args.work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -346,7 +360,11 @@ def main(argv=None) -> int:
     streams = args.tiny or (graph_ok and g.get("graph_ms_per_step", 0) <= g.get("graph_one_stream_ms_per_step", 0))
     results["tower_streams_used"] = bool(streams)
     speed_flags = [] if streams else ["--no-tower-streams"]
-    ref = ["-m", "bench", "run", "--preset", "reference", "--device", device, "--no-progress", *data_args, *speed_flags]
+    # cuDNN autotuning stays on unless the cold-start timing says the reference run is cheaper without it
+    results["cudnn_benchmark_used"] = cudnn_benchmark_pays(g.get("cold_start"))
+    tuning = [] if results["cudnn_benchmark_used"] else ["--no-cudnn-benchmark"]
+    ref = ["-m", "bench", "run", "--preset", "reference", "--device", device, "--no-progress", *data_args, *speed_flags,
+           *tuning]
     ref += tiny_model + (["--limit-train", "64", "--limit-test", "64"] if args.tiny else [])
     reference_mode = args.reference or ("slice" if args.tiny else "full")
     if not args.tiny and "graph_check" in only and not g.get("captured"):  # ~10x slower eagerly: no whole run
@@ -399,11 +417,13 @@ def main(argv=None) -> int:
             except ValueError:
                 results[name.replace("_overhead", "")] = f"{record['status']}: see gpu_check.log (stage {name})"
 
-    # 6. variants of the fast recipe: what more epochs buy (what the smoothing is worth comes last, if time is left)
+    # 6. variants of the fast recipe: the first right after the preset, the others after the main throughput rows
     results["fast_variants"] = {}
+    variants = [(v.split("=", 1)[0], shlex.split(v.split("=", 1)[1])) for v in args.variant] if args.variant \
+        else FAST_VARIANTS
 
-    def fast_variants(variants):
-        for name, extra in ([] if args.tiny or "variants" not in only else variants):
+    def fast_variants(chosen):
+        for name, extra in ([] if args.tiny or "variants" not in only else chosen):
             check.run(name, fast + extra + ["--out", str(work / name)], cap=90)
             history = run_history(work / name)
             results["fast_variants"][name] = {"flags": " ".join(extra), **fast_summary(history, n_train)}
@@ -411,7 +431,7 @@ def main(argv=None) -> int:
                 path = out / "fast_variants_history.csv"
                 history.assign(variant=name).to_csv(path, index=False, mode="a", header=not path.is_file())
 
-    fast_variants(FAST_VARIANTS[:1])
+    fast_variants(variants[:1])
 
     # 7. throughput of the main encoders (every row appended to OUT/throughput.csv)
     from bench.plugins import get_registry
@@ -436,7 +456,7 @@ def main(argv=None) -> int:
         runs = []
     for name, extra in runs[:2]:
         check.run(name, tp + extra + tp_tiny, cap=120)
-    fast_variants(FAST_VARIANTS[1:])
+    fast_variants(variants[1:])
     for name, extra in runs[2:]:
         check.run(name, tp + extra + tp_tiny, cap=120)
     if table_path.is_file():

@@ -50,11 +50,7 @@ def test_whole_reference_run_summary_estimates_only_what_was_not_run():
     """A reference run of fewer than 50 epochs (shortened, or stopped by its cap) is summarised with an
     estimate: its wall time plus the missing epochs at its median wall time per epoch after the first
     (which holds cuDNN autotuning and graph capture); a run of 50 epochs is reported as measured."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import gpu_check
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    gpu_check = _script_module()
     history = pd.DataFrame({"epoch": [1, 2, 3, 4], "epoch_seconds": [12.0, 5.0, 5.0, 5.0],
                             "elapsed_seconds": [30.0, 35.5, 41.5, 47.0], "zeroshot_top1": [0.4, 0.5, 0.6, 0.6]})
     short = gpu_check.reference_full_summary(history, {"status": "ok", "seconds": 50.0}, 50000)
@@ -72,3 +68,26 @@ def test_whole_reference_run_summary_estimates_only_what_was_not_run():
     done = pd.concat([history] * 13, ignore_index=True).assign(epoch=range(1, 53))[:50]
     assert "estimated_50_epoch_wall_s" not in gpu_check.reference_full_summary(done, {"status": "ok", "seconds": 280.0},
                                                                                50000)
+
+
+def test_cudnn_autotuning_is_dropped_only_when_the_cold_start_says_a_whole_run_pays_for_it():
+    """Autotuning costs seconds once and may save microseconds per step: over the reference run's 78,100
+    steps, 10 s of tuning pays for itself only if it saves more than 0.128 ms a step."""
+    gpu_check = _script_module()
+
+    def rows(on_first, on_ms):
+        return [{"cudnn_benchmark": False, "first_steps_s": 1.0, "ms_per_step": 3.0},
+                {"cudnn_benchmark": True, "first_steps_s": on_first, "ms_per_step": on_ms}]
+    assert gpu_check.cudnn_benchmark_pays(rows(11.0, 2.8))  # 9.8 s tuning < 15.6 s saved
+    assert not gpu_check.cudnn_benchmark_pays(rows(11.0, 2.9))  # 7.8 s saved
+    assert gpu_check.cudnn_benchmark_pays(None) and gpu_check.cudnn_benchmark_pays(rows(11.0, 2.9)[:1])
+
+
+def _script_module():
+    """scripts/gpu_check.py as a module (scripts/ is not a package)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import gpu_check
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    return gpu_check
