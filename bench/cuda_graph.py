@@ -12,8 +12,7 @@ step is captured and replayed. Every batch is a real step: warm-up steps train a
 
 Under DDP (torchrun, NCCL) the capture holds DDP's gradient all-reduces too, following torch's recipe for
 whole-network capture with DDP: NCCL async error handling off before the process group starts, DDP built
-on a side stream (the :func:`capture_stream` the warm-up and the capture use too), and :data:`DDP_WARMUP`
-eager steps first (:mod:`bench.distributed`, :mod:`bench.ddp`).
+on a side stream, and :data:`DDP_WARMUP` eager steps first (:mod:`bench.distributed`, :mod:`bench.ddp`).
 
 On a CPU (tests), :class:`CudaGraphStep` with ``capture=False`` runs the identical step function
 eagerly, so its numerics can be compared against :func:`bench.trainer.clip_step`.
@@ -34,11 +33,11 @@ _CAPTURE_STREAMS: dict = {}
 
 
 def capture_stream(device) -> "torch.cuda.Stream":
-    """The one side stream per device on which DDP is built, the eager warm-up runs and the step is captured.
+    """The one side stream per device on which the eager warm-up runs and the step is captured.
 
-    One stream for all three: autograd runs a parameter's gradient accumulation on the stream current when
-    its accumulator was made (DDP makes them at construction), and a step on another stream pays a
-    cross-stream wait per parameter (torch warns: "AccumulateGrad node's stream does not match").
+    One stream for both: autograd makes a parameter's gradient accumulator on the stream of the step that
+    first uses it, and a later step on another stream pays a cross-stream wait per parameter. (DDP makes
+    its accumulators when it is built, on a stream of its own: see :func:`bench.ddp.wrap_model`.)
     """
     device = torch.device(device)
     index = device.index if device.index is not None else torch.cuda.current_device()

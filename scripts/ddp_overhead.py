@@ -7,8 +7,8 @@ On CUDA both paths run as ``bench run`` does by default: the step captured as on
 its all-reduce captured too) with the towers on two streams; ``--no-cuda-graph`` times the eager step.
 The paths alternate over ``--repeats`` rounds of ``--warmup`` untimed and ``--steps`` timed steps, the
 clock synchronising the GPU; each path's median images/s is reported, and the overhead is
-``plain / ddp - 1``. ``--variants`` adds DDP built on a stream of its own (not the capture stream), DDP
-with one bucket, and both paths with the towers on one stream. The last line is JSON.
+``plain / ddp - 1``. ``--variants [NAMES]`` adds other settings (:data:`VARIANTS`: DDP built on the capture
+stream, other bucket sizes, both paths with the towers on one stream). The last line is JSON.
 
     python scripts/ddp_overhead.py                        # the reference model, batch 32, on the GPU
     python scripts/ddp_overhead.py --model tiny --device cpu --steps 5 --repeats 3   # seconds on a CPU
@@ -37,7 +37,7 @@ from bench.loss import ClipLoss  # noqa: E402
 from bench.model import ModelCfg, TextCfg, count_parameters, create_model_from_cfg  # noqa: E402
 from bench.templates import SEED_TEMPLATES, fill  # noqa: E402
 from bench.tokenizer import tokenize  # noqa: E402
-from bench.cuda_graph import DDP_WARMUP, CudaGraphStep  # noqa: E402
+from bench.cuda_graph import DDP_WARMUP, CudaGraphStep, capture_stream  # noqa: E402
 from bench.trainer import (TrainState, _sync, autocast_dtype_for, build_optimizer, clip_step,  # noqa: E402
                            set_backend_flags, text_mode_for)
 
@@ -69,18 +69,21 @@ def _images_per_s(state, step_fn, batch, steps: int, warmup: int, device) -> flo
     return steps * len(batch[0]) / (time.perf_counter() - start)
 
 
-# --variants: (name, path, tower streams, wrap_model options); a "ddp*" row is compared with the "plain*" row of
-# the same tower streams
-VARIANTS = [
-    ("ddp_fresh_build_stream", "ddp", True, {"build_stream": "fresh"}),  # DDP built on a stream of its own
-    ("ddp_one_bucket", "ddp", True, {"bucket_cap_mb": 1024}),  # one all-reduce after the whole backward
-    ("plain_one_stream", "plain", False, {}),
-    ("ddp_one_stream", "ddp", False, {}),
-]
+# --variants: (path, tower streams, wrap_model options); a "ddp*" row is compared with the "plain*" row of the same
+# tower streams
+VARIANTS = {
+    "ddp_capture_stream": ("ddp", True, {"build_stream": "capture"}),  # DDP built on the warm-up/capture stream
+    "ddp_one_bucket": ("ddp", True, {"bucket_cap_mb": 1024}),  # one all-reduce after the whole backward
+    "ddp_bucket5": ("ddp", True, {"bucket_cap_mb": 5}),  # DDP's default is 25 MB
+    "ddp_bucket10": ("ddp", True, {"bucket_cap_mb": 10}),
+    "ddp_bucket50": ("ddp", True, {"bucket_cap_mb": 50}),
+    "plain_one_stream": ("plain", False, {}),
+    "ddp_one_stream": ("ddp", False, {}),
+}
 
 
 def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: int, repeats: int,
-            precision: str, cuda_graph: bool = True, tower_streams: bool = True, variants: bool = False) -> dict:
+            precision: str, cuda_graph: bool = True, tower_streams: bool = True, variants=()) -> dict:
     world = _one_rank_group(device, cuda_graph)
     device = world.device
     cuda_graph, tower_streams = cuda_graph and device.type == "cuda", tower_streams and device.type == "cuda"
@@ -102,14 +105,16 @@ def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: i
     mode = text_mode_for(len(tokens), batch_size, device)
     cuda_graph = cuda_graph and mode == "all"  # static shapes
     specs = [("plain", "plain", tower_streams, {}), ("ddp", "ddp", tower_streams, {})]
-    if variants:  # the one-stream pair only where the default has two; a stream of DDP's own only with CUDA graphs
-        specs += [(name, path, streams and tower_streams, options) for name, path, streams, options in VARIANTS
-                  if (streams or tower_streams) and (cuda_graph or "build_stream" not in options)]
+    # the one-stream pair only where the default has two; the build stream matters only with CUDA graphs
+    for name in variants:
+        path, streams, options = VARIANTS[name]
+        if (streams or tower_streams) and (cuda_graph or "build_stream" not in options):
+            specs.append((name, path, streams and tower_streams, options))
     states, steps_fn = {}, {}
     for name, path, streams, options in specs:
         bare = copy.deepcopy(plain) if name != "plain" else plain
-        if options.get("build_stream") == "fresh":
-            options = {**options, "build_stream": torch.cuda.Stream(device=device)}
+        if options.get("build_stream") == "capture":
+            options = {**options, "build_stream": capture_stream(device)}
         m = wrap_model(bare, world, cuda_graph=cuda_graph, **options) if path == "ddp" else bare
         states[name] = TrainState(m, build_optimizer(bare, 1e-4, 0.01, device, capturable=cuda_graph), None,
                                   ClipLoss("clip"), tokens, autocast, mode, tower_streams=streams)
@@ -155,12 +160,15 @@ def main(argv=None):
                         help="on CUDA, both paths replay the step as one captured graph, as bench run does")
     parser.add_argument("--tower-streams", action=argparse.BooleanOptionalAction, default=True,
                         help="on CUDA, both paths run the towers on two streams, as bench run does")
-    parser.add_argument("--variants", action="store_true",
-                        help="also time DDP with one bucket and, with CUDA graphs and tower streams, DDP built on a "
-                             "stream of its own and both paths with the towers on one stream")
+    parser.add_argument("--variants", nargs="?", const="all", default="",
+                        help="also time these variants (comma-separated, or all): " + ", ".join(VARIANTS))
     args = parser.parse_args(argv)
+    names = list(VARIANTS) if args.variants == "all" else [v for v in args.variants.split(",") if v]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     result = measure(args.model, args.device, args.batch_size, args.steps, args.warmup, args.repeats, args.precision,
-                     args.cuda_graph, args.tower_streams, args.variants)
+                     args.cuda_graph, args.tower_streams, names)
     print(f"{result['model']} ({result['params']:,} params) on {result['device_name']}, batch {result['batch_size']}, "
           f"{result['precision']}, graph {result['cuda_graph']}, tower streams {result['tower_streams']}: "
           f"plain {result['plain_images_per_s']:.1f} images/s, DDP (1 rank, {result['backend']}) "
