@@ -304,7 +304,8 @@ def main(argv=None) -> int:
                         "first steps with cuDNN autotuning off and on), ddp_one_stream")
     p.add_argument("--variant", action="append", metavar="NAME=FLAGS", help="a fast-preset variant to run instead of "
                    "the built-in ones, e.g. 'fast_c16=--cutout 16' (repeatable)")
-    p.add_argument("--ddp-variants", default="all", help="scripts/ddp_overhead.py --variants for the DDP stage")
+    p.add_argument("--ddp-variants", default="", help="scripts/ddp_overhead.py --variants for the DDP stage "
+                   "(comma-separated names, or all; default none: about 25 s of the budget)")
     p.add_argument("--out", default=os.environ.get("OUT") or str(ROOT / "results" / "gpu"))
     p.add_argument("--work", default="/tmp/bench_gpu_check")
     p.add_argument("--xz-dir", default=str(ROOT / ".data" / "cifar10xz"))
