@@ -73,7 +73,8 @@ class RunConfig:
     evals: tuple = ()  # extra evaluations on the final weights: any of "retrieval", "probe", "robustness"
     robust_limit: int | None = None  # robustness on the first N test images (None = the whole test split)
     robust_severities: tuple = (1, 2, 3, 4, 5)  # corruption severities evaluated
-    # speed (docs/performance.md); both leave the computed function unchanged
+    # speed (docs/performance.md); these leave the computed function unchanged (cuDNN's choice of algorithm only
+    # changes rounding)
     cuda_graph: bool = True  # on CUDA, capture the whole training step as one CUDA graph and replay it
     tower_streams: bool = True  # on CUDA, run the image and text towers concurrently on two streams
     cudnn_benchmark: bool = True  # on CUDA, time cuDNN's convolution algorithms at each new shape and keep the fastest
@@ -131,6 +132,7 @@ def make_config(preset: str = "reference", model: dict | None = None, **override
 
 def validate_config(cfg: RunConfig) -> RunConfig:
     """Reject values no run can use, before any work starts."""
+    px = cfg.model.image_resolution
     checks = [
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
         (cfg.batch_size >= 2, f"--batch-size must be at least 2 (a contrastive batch needs negatives), got {cfg.batch_size}"),
@@ -144,10 +146,8 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (cfg.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {cfg.precision!r}"),
         (cfg.loss in ("clip", "multipositive"), f"--loss must be clip or multipositive, got {cfg.loss!r}"),
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
-        (0 <= cfg.crop_pad < cfg.model.image_resolution,
-         f"--crop-pad must be in [0, {cfg.model.image_resolution}) for {cfg.model.image_resolution}-pixel images, got {cfg.crop_pad}"),
-        (0 <= cfg.cutout <= cfg.model.image_resolution,
-         f"--cutout must be in [0, {cfg.model.image_resolution}] for {cfg.model.image_resolution}-pixel images, got {cfg.cutout}"),
+        (0 <= cfg.crop_pad < px, f"--crop-pad must be in [0, {px}) for {px}-pixel images, got {cfg.crop_pad}"),
+        (0 <= cfg.cutout <= px, f"--cutout must be in [0, {px}] for {px}-pixel images, got {cfg.cutout}"),
         (cfg.model.embed_dim >= 1, f"--embed-dim must be at least 1, got {cfg.model.embed_dim}"),
         (cfg.model.image_resolution >= 8, f"--image-size must be at least 8, got {cfg.model.image_resolution}"),
         (cfg.model.text.width % max(cfg.model.text.heads, 1) == 0 and cfg.model.text.heads >= 1,

@@ -235,14 +235,15 @@ def report(check: Check, results: dict) -> str:
     if r.get("epochs_done"):
         estimate = r.get("estimated_50_epoch_wall_s")
         lines.append(f"| reference preset, {r['epochs_done']} epochs run (tower streams "
-                     f"{results.get('tower_streams_used')}, cudnn.benchmark {results.get('cudnn_benchmark_used')}) | **{r['wall_s']} s** wall for {r['epochs_done']} epochs "
+                     f"{results.get('tower_streams_used')}, cudnn.benchmark {results.get('cudnn_benchmark_used')}) | "
+                     f"**{r['wall_s']} s** wall for {r['epochs_done']} epochs "
                      f"({r['status']}); training {r['train_s']} s, {r['ms_per_step']} ms/step; top-1 "
                      f"{r['final_top1']:.4f}" + (f"; 50 epochs estimated at {estimate} s" if estimate else "")
                      + " (target < 300 s) |")
         if "first_epoch_train_s" in r:
             lines.append(f"| reference preset: where the wall time went | first epoch's training "
-                         f"{r['first_epoch_train_s']} s; evaluation {r['eval_total_s']} s ({r['eval_s_median']} s each); "
-                         f"other epoch-end work {r['epoch_end_other_total_s']} s ({r['epoch_end_other_s_median']} s "
+                         f"{r['first_epoch_train_s']} s; evaluation {r['eval_total_s']} s "
+                         f"({r['eval_s_median']} s each); other epoch-end work {r['epoch_end_other_total_s']} s ({r['epoch_end_other_s_median']} s "
                          f"each); start-up {r['before_first_epoch_s']} s + end {r.get('after_last_epoch_s')} s |")
     r = results.get("reference") or {}
     if r:
@@ -279,9 +280,8 @@ def report(check: Check, results: dict) -> str:
                          f"(target < 5%) | {d} |")
         variants = results[key].get("variants", {}) if isinstance(results.get(key), dict) else {}
         for name, v in variants.items():
-            lines.append(f"| {key.replace('_', ' ')} variant {name} | {v['images_per_s']:.0f} images/s"
-                         + (f", overhead **{v['overhead_pct']:+.2f}%** against {v['vs']}" if v["overhead_pct"] is not None
-                            else "") + " |")
+            overhead = "" if v["overhead_pct"] is None else f", overhead **{v['overhead_pct']:+.2f}%** against {v['vs']}"
+            lines.append(f"| {key.replace('_', ' ')} variant {name} | {v['images_per_s']:.0f} images/s{overhead} |")
     for name, s in check.stages.items():
         lines.append(f"| stage {name} | {s['status']}, {s['seconds']} s |")
     lines.append(f"| data | {results['data'].get('source')}: train {results['data'].get('train', '-')}, "

@@ -109,7 +109,8 @@ def cold_starts(args) -> list:
 
     rows = []
     for flag in ("0", "1"):
-        cmd = [sys.executable, __file__, "--device", args.device, "--cold-start-child", flag] + (["--tiny"] if args.tiny else [])
+        cmd = [sys.executable, __file__, "--device", args.device, "--cold-start-child", flag]
+        cmd += ["--tiny"] if args.tiny else []
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         lines = out.stdout.strip().splitlines()
         rows.append(json.loads(lines[-1]) if out.returncode == 0 and lines else
