@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -203,6 +204,8 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
             # wall time since this process started the run (start-up, evaluations and checkpoints included)
             row["elapsed_seconds"] = round(time.perf_counter() - started, 3)
             row = plain(row)
+            if not bars_shown(cfg.progress):  # logs and batch jobs still see the run advance
+                log_main(world, epoch_line(row, cfg.epochs))
             state.history.append(row)
             if world.is_main:
                 write_csv(pd.DataFrame(state.history), run_dir / "history.csv")
@@ -251,6 +254,22 @@ def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dt
     for name, table in tables.items():
         write_csv(table, run_dir / f"{name}.csv")
     return columns
+
+
+def bars_shown(progress: bool | None) -> bool:
+    """Whether tqdm draws progress bars: asked for, or by default when stderr is a terminal."""
+    return bool(progress) if progress is not None else sys.stderr.isatty()
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line per finished epoch for logs: loss, zero-shot top-1 when evaluated, and the epoch's times."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}"]
+    if not np.isnan(row["zeroshot_top1"]):
+        parts.append(f"zero-shot top-1 {row['zeroshot_top1']:.4f}")
+    parts.append(f"train {row['epoch_seconds']:.2f} s ({row['images_per_s']:,.0f} images/s)")
+    if not np.isnan(row["eval_seconds"]):
+        parts.append(f"eval {row['eval_seconds']:.2f} s")
+    return ", ".join(parts)
 
 
 def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log, step_fn=None) -> dict:

@@ -84,6 +84,20 @@ def test_predict_names_the_class_of_image_files(trained, run_cli, tmp_path):
     assert hits >= 3
 
 
+def test_epoch_log_line_names_loss_accuracy_and_times_only_when_measured():
+    """Without progress bars (a log file, a batch job) each epoch is one line; an epoch without evaluation
+    says nothing about accuracy rather than printing nan."""
+    from bench.runner import bars_shown, epoch_line
+
+    row = {"epoch": 3, "train_loss": 2.41191, "zeroshot_top1": 0.5977, "epoch_seconds": 4.656, "images_per_s": 10733.9,
+           "eval_seconds": 0.102}
+    assert epoch_line(row, 50) == ("epoch 3/50, loss 2.4119, zero-shot top-1 0.5977, train 4.66 s (10,734 images/s), "
+                                   "eval 0.10 s")
+    assert epoch_line({**row, "zeroshot_top1": np.nan, "eval_seconds": np.nan}, 50) == (
+        "epoch 3/50, loss 2.4119, train 4.66 s (10,734 images/s)")
+    assert bars_shown(True) and not bars_shown(False)
+
+
 def test_presets_set_the_recipe_and_flags_override_them():
     from bench.config import make_config
 
