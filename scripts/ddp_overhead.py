@@ -43,6 +43,7 @@ from bench.trainer import (TrainState, _sync, autocast_dtype_for, build_optimize
 
 MODELS = {
     "reference": ModelCfg(),  # the spec's CLIP: ModifiedResNet (2,2,2,2) width 32, text 512 x 6 layers
+    "fast": ModelCfg(encoder="airbench_wide"),  # the fast preset's CLIP; time it at its batch, --batch-size 1024
     "tiny": ModelCfg(embed_dim=32, text=TextCfg(width=32, heads=2, layers=1), encoder_opts=(("width", 8),)),
 }
 

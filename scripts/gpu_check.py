@@ -269,15 +269,15 @@ def report(check: Check, results: dict) -> str:
                          f"{row['precision']}{' graph' if row.get('cuda_graph') is True else ''} | "
                          f"{row['samples_per_s']:.0f}/s, {row['step_ms_median']:.2f} ms (p90 {row['step_ms_p90']:.2f}), "
                          f"{row['peak_mem_mb']:.0f} MB, {row['gflops_per_sample']:.3f} GFLOP/sample |")
-    for key in ("ddp", "ddp_one_stream"):
+    for key in ("ddp", "ddp_one_stream", "ddp_fast"):
         d = results.get(key)
         if isinstance(d, dict):
             d = (f"plain {d['plain_images_per_s']:.0f} vs DDP {d['ddp_images_per_s']:.0f} images/s, overhead "
                  f"**{d['ddp_overhead_pct']:+.2f}%** (graph {d['cuda_graph']}, captured {d['captured']}, tower streams "
                  f"{d['tower_streams']}, median of {d['repeats']} x {d['steps']} steps)")
         if d is not None:
-            lines.append(f"| {key.replace('_', ' ')}: DDP code path vs plain, 1 GPU, reference model "
-                         f"(target < 5%) | {d} |")
+            model = "fast model, batch 1024" if key == "ddp_fast" else "reference model"
+            lines.append(f"| {key.replace('_', ' ')}: DDP code path vs plain, 1 GPU, {model} (target < 5%) | {d} |")
         variants = results[key].get("variants", {}) if isinstance(results.get(key), dict) else {}
         for name, v in variants.items():
             overhead = "" if v["overhead_pct"] is None else f", overhead **{v['overhead_pct']:+.2f}%** against {v['vs']}"
@@ -301,7 +301,7 @@ def main(argv=None) -> int:
                    "epochs at its measured wall time per epoch (when a lease is too short for the whole run)")
     p.add_argument("--only", default="graph_check,reference,fast,throughput,ddp,variants",
                    help="comma-separated stages to run (data always runs); also: cold_start (graph_check times the "
-                        "first steps with cuDNN autotuning off and on), ddp_one_stream")
+                        "first steps with cuDNN autotuning off and on), ddp_one_stream, ddp_fast")
     p.add_argument("--variant", action="append", metavar="NAME=FLAGS", help="a fast-preset variant to run instead of "
                    "the built-in ones, e.g. 'fast_c16=--cutout 16' (repeatable)")
     p.add_argument("--ddp-variants", default="", help="scripts/ddp_overhead.py --variants for the DDP stage "
@@ -441,9 +441,11 @@ def main(argv=None) -> int:
     if args.tiny or "ddp" not in only:
         results["ddp"] = "not run" + (" in --tiny" if args.tiny else "")
     else:
-        # "ddp_one_stream" in --only adds the same comparison with both paths on one stream
-        for name, flags in [("ddp_overhead", speed_flags)] + ([("ddp_overhead_one_stream", ["--no-tower-streams"])]
-                                                              if "ddp_one_stream" in only else []):
+        # in --only, "ddp_one_stream" adds the same comparison with both paths on one stream, "ddp_fast" the fast
+        # preset's model at its batch of 1024 (a step of ~8 ms instead of ~3 ms)
+        extra = {"ddp_one_stream": ["--no-tower-streams"], "ddp_fast": ["--model", "fast", "--batch-size", "1024"]}
+        for name, flags in [("ddp_overhead", speed_flags)] + [(f"ddp_overhead{k[3:]}", v) for k, v in extra.items()
+                                                              if k in only]:
             record = check.run(name, py + [str(ddp_script), "--steps", "100", "--warmup", "20", "--repeats", "5",
                                            "--variants", args.ddp_variants, *flags], cap=100)
             try:  # the script's last line is JSON

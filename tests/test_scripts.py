@@ -1,5 +1,8 @@
 """The measurement scripts behind docs/performance.md run at tiny size, so they cannot rot."""
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -37,3 +40,17 @@ def test_checkpoint_cost_tiny(tmp_path):
     table = load("checkpoint_cost").main(["--tiny", "--rounds", "1", "--out", str(tmp_path)])
     assert set(table["mode"]) == {"blocking", "background"} and (table["blocked_s"] > 0).all()
     assert (table["files_mb"] > 0).all() and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_cost.csv"]
+
+
+def test_ddp_overhead_times_both_paths_and_every_cpu_variant():
+    """scripts/ddp_overhead.py (a 1-rank gloo group, in its own process): the plain and DDP paths and each
+    variant that applies without CUDA graphs get a rate, and each DDP row an overhead against its plain row."""
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "ddp_overhead.py"), "--model", "tiny", "--device", "cpu",
+                           "--steps", "2", "--warmup", "1", "--repeats", "1", "--variants", "all"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "gloo" and result["plain_images_per_s"] > 0 and result["ddp_images_per_s"] > 0
+    # the stream variants need CUDA graphs and tower streams; the bucket sizes apply anywhere
+    assert sorted(result["variants"]) == ["ddp_bucket10", "ddp_bucket5", "ddp_bucket50", "ddp_one_bucket"]
+    assert all(v["vs"] == "plain" and v["images_per_s"] > 0 for v in result["variants"].values())
