@@ -16,6 +16,15 @@ import torch
 from .errors import BenchError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_CREATE_MODE = 0o666 & ~_umask()  # read once at import: os.umask can only be read by setting it
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike):
     """A binary file that replaces ``path`` only once the block ends without error: temp file in the same
@@ -24,6 +33,7 @@ def atomic_file(path: str | os.PathLike):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _CREATE_MODE)  # mkstemp makes 0600; results are shared as open() would have made them
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

@@ -103,3 +103,19 @@ def test_rows_already_written_are_copied_field_for_field(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0] == "run_id,limit_train,new_metric" and first.splitlines()[1] + "," == lines[1]
     assert lines[2] == "b,,0.5"
+
+
+def test_result_files_get_the_permissions_open_would_give_them(tmp_path):
+    """Atomic writes go through mkstemp, which makes files readable by their owner only; a results folder
+    on a shared machine must stay readable by whoever may read files its owner creates (the umask)."""
+    import os
+    import stat
+
+    from bench.io import atomic_write_text
+
+    plain, atomic = tmp_path / "plain.txt", tmp_path / "atomic.txt"
+    plain.write_text("x")
+    atomic_write_text(atomic, "x")
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    append_row(tmp_path / "runs.csv", _row(0, 0), RUN_COLUMNS)
+    assert stat.S_IMODE(os.stat(tmp_path / "runs.csv").st_mode) == stat.S_IMODE(plain.stat().st_mode)
