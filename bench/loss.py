@@ -7,15 +7,16 @@ from torch import nn
 
 
 def contrastive_loss(logits_per_image: torch.Tensor, logits_per_text: torch.Tensor | None = None,
-                     label_smoothing: float = 0.0) -> torch.Tensor:
+                     label_smoothing: float = 0.0, offset: int = 0) -> torch.Tensor:
     """Symmetric cross-entropy over the image-text similarity matrix; pair ``i`` is row ``i``'s positive.
 
     ``logits_per_text`` defaults to the transpose of ``logits_per_image``. ``label_smoothing`` as in
-    :func:`torch.nn.functional.cross_entropy` (0: CLIP's loss).
+    :func:`torch.nn.functional.cross_entropy` (0: CLIP's loss). ``offset``: row ``i``'s positive is column
+    ``offset + i`` (one rank's rows against every rank's columns).
     """
     if logits_per_text is None:
         logits_per_text = logits_per_image.t()
-    targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device)
+    targets = torch.arange(logits_per_image.shape[0], device=logits_per_image.device) + offset
     return (F.cross_entropy(logits_per_image, targets, label_smoothing=label_smoothing)
             + F.cross_entropy(logits_per_text, targets, label_smoothing=label_smoothing)) / 2
 
@@ -85,10 +86,8 @@ class ClipLoss(nn.Module):
         logits_per_image = logit_scale * image_features @ gather_with_grad(text_features).t()
         logits_per_text = logit_scale * text_features @ gather_with_grad(image_features).t()
         if self.kind == "clip":  # this rank's pairs sit at columns rank * B ...
-            targets = torch.arange(len(image_features), device=image_features.device) + self.rank * len(image_features)
-            eps = self.label_smoothing
-            return (F.cross_entropy(logits_per_image, targets, label_smoothing=eps)
-                    + F.cross_entropy(logits_per_text, targets, label_smoothing=eps)) / 2
+            return contrastive_loss(logits_per_image, logits_per_text, self.label_smoothing,
+                                    offset=self.rank * len(image_features))
         # both directions have this rank's rows against every rank's columns, so they share the mask
         same = labels[:, None] == gather(labels)[None, :]
         return (_multipositive_ce(logits_per_image, same, self.label_smoothing)
