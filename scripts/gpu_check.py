@@ -187,6 +187,27 @@ def reference_full_summary(history, record: dict, n_train: int) -> dict:
     return out
 
 
+def checkpoint_check(check: Check, py: list, run_out: Path, work: Path, data_args: list, device: str) -> dict:
+    """The run's ``last.pt``, re-evaluated by ``bench eval`` in a fresh process, gives the run's final
+    top-1: the checkpoint copied off the GPU in the background holds the weights training ended with."""
+    import pandas as pd
+
+    files = sorted((run_out / "runs").glob("*/last.pt")) if run_out.is_dir() else []
+    if not files:
+        return {"status": "no last.pt"}
+    eval_out = work / "reference_checkpoint"
+    record = check.run("reference_checkpoint", py + ["-m", "bench", "eval", str(files[-1]), "--device", device,
+                                                     *data_args, "--format", "csv", "--out", str(eval_out)], cap=60)
+    table = eval_out / "eval.csv"
+    if not table.is_file():
+        return {"status": record["status"]}
+    run_top1 = float(pd.read_csv(files[-1].parent / "history.csv")["zeroshot_top1"].iloc[-1])
+    top1 = float(pd.read_csv(table)["zeroshot_top1"].iloc[0])
+    # the same weights; on a GPU another process may pick other kernels, which can flip a few borderline images
+    return {"status": record["status"], "run_top1": run_top1, "reloaded_top1": top1,
+            "ok": abs(top1 - run_top1) <= (0 if device == "cpu" else 2e-3)}
+
+
 def cudnn_benchmark_pays(cold_start) -> bool | None:
     """Whether autotuning's one-off cost (first steps) is won back over a reference run's steps, from
     graph_check's cold-start rows; None (the preset decides) when either row is missing."""
@@ -251,6 +272,10 @@ def report(check: Check, results: dict) -> str:
                      f"epoch overhead (eval + checkpoint) {r['epoch_overhead_s']} s; startup {r['startup_s']} s |")
         lines.append(f"| reference preset: EXTRAPOLATED to 50 epochs x 1562 steps | **{r['extrapolated_50_epoch_s']} s** "
                      f"(training alone {r['extrapolated_train_only_s']} s; target < 300 s) |")
+    c = results.get("reference_checkpoint") or {}
+    if "ok" in c:
+        lines.append(f"| reference last.pt re-evaluated by bench eval | top-1 {c['reloaded_top1']:.4f} against the run's "
+                     f"{c['run_top1']:.4f}: {'same weights' if c['ok'] else '**DIFFERENT**'} |")
     f = results.get("fast") or {}
     if f:
         lines.append(f"| fast preset ({f['train_images']} training images) | top-1 {f['final_top1']:.4f} "
@@ -395,6 +420,9 @@ def main(argv=None) -> int:
         results["reference"] = reference_summary(h1, history, walls[1], walls[2], n_train if not args.tiny else 64)
     if history is not None:
         history.to_csv(out / "reference_history.csv", index=False)
+        run_out = work / ("reference_full" if reference_mode == "full" else "reference_2ep")
+        limit = ["--limit-test", "64"] if args.tiny else []
+        results["reference_checkpoint"] = checkpoint_check(check, py, run_out, work, data_args + limit, device)
 
     # 4. the fast preset, full test set
     fast = py + ["-m", "bench", "run", "--preset", "fast", "--device", device, "--no-checkpoints", "--no-progress",

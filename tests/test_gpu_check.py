@@ -41,6 +41,7 @@ def test_gpu_check_tiny_runs_every_stage(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert all(s["status"] == "ok" for s in results["stages"].values()), results["stages"]
     assert results["graph_check"]["ok"] and results["reference"]["ms_per_step"] > 0
+    assert results["reference_checkpoint"]["ok"]  # last.pt, reloaded by bench eval, scores as the run did
     assert "extrapolated_50_epoch_s" in results["reference"] and results["fast"]["epochs_done"] == 1
     assert len(pd.read_csv(out / "throughput.csv")) == 3
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
