@@ -228,7 +228,10 @@ def snapshot(obj, non_blocking: bool = False):
         if t.device.type == "cpu":
             return t.clone()
         if non_blocking and t.device.type == "cuda" and _dense(t):
-            out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="cpu", pin_memory=True)
+            try:
+                out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="cpu", pin_memory=True)
+            except RuntimeError:  # no pinned memory to be had (a locked-memory limit): copy and wait instead
+                return t.to("cpu")
             return out.copy_(t, non_blocking=True)
         return t.to("cpu")
     if isinstance(obj, dict):
