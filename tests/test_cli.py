@@ -51,6 +51,10 @@ def test_run_writes_the_documented_tables_and_files(trained):
         assert (run_dir / name).is_file(), name
     history = pd.read_csv(run_dir / "history.csv")
     assert history.epoch.tolist() == [1, 2, 3] and history.train_loss.iloc[-1] < history.train_loss.iloc[0]
+    assert list(history.columns) == ["epoch", "step", "train_loss", "lr", "epoch_seconds", "images_per_s",  # README
+                                     "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "eval_seconds",
+                                     "elapsed_seconds"]
+    assert history.elapsed_seconds.is_monotonic_increasing and (history.eval_seconds > 0).all()
     per_class = pd.read_csv(run_dir / "per_class.csv")
     assert len(per_class) == 10 and per_class.support.sum() == 400
     assert json.loads((run_dir / "config.json").read_text())["model"]["encoder"] == "modified_resnet"
