@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -32,8 +31,8 @@ from .results import plot_curves, provenance, write_csv
 from .runs_table import finish_run
 from .tables import config_key
 from .templates import check_templates, fill
-from .trainer import (TrainState, autocast_dtype_for, build_optimizer, build_scheduler, compile_towers,
-                      set_backend_flags, text_mode_for, train_epoch)
+from .trainer import (TrainState, autocast_dtype_for, bars_shown, build_optimizer, build_scheduler,
+                      compile_towers, set_backend_flags, text_mode_for, train_epoch)
 from .validation import check_run_inputs
 
 
@@ -254,11 +253,6 @@ def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dt
     for name, table in tables.items():
         write_csv(table, run_dir / f"{name}.csv")
     return columns
-
-
-def bars_shown(progress: bool | None) -> bool:
-    """Whether tqdm draws progress bars: asked for, or by default when stderr is a terminal."""
-    return bool(progress) if progress is not None else sys.stderr.isatty()
 
 
 def epoch_line(row: dict, epochs: int) -> str:

@@ -8,6 +8,7 @@ the loss is read back to the host only every ``log_every`` steps.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -258,9 +259,8 @@ def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, p
     model = state.model
     model.train()
     done = start.steps if start is not None else 0
-    # disable=None lets tqdm show the bar only on a terminal
-    bar = tqdm(total=n_steps, initial=done, desc=desc, leave=False,
-               disable=None if progress is None else not progress, dynamic_ncols=True) if tqdm is not None else None
+    bar = tqdm(total=n_steps, initial=done, desc=desc, leave=False, disable=not bars_shown(progress),
+               dynamic_ncols=True) if tqdm is not None else None
     device = state.prompt_tokens.device
     epoch = EpochProgress(done, torch.zeros((), device=device), 0, 0.0)
     if start is not None:
@@ -292,6 +292,11 @@ def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, p
         bar.close()
     return {"train_loss": float(epoch.loss_sum) / max(epoch.steps, 1), "images": epoch.images, "seconds": seconds,
             "steps": epoch.steps}
+
+
+def bars_shown(progress: bool | None) -> bool:
+    """Whether the epoch's progress bar is drawn: when asked for, or by default when stderr is a terminal."""
+    return bool(progress) if progress is not None else sys.stderr.isatty()
 
 
 def _sync(device):

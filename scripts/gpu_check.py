@@ -187,9 +187,10 @@ def reference_full_summary(history, record: dict, n_train: int) -> dict:
     return out
 
 
-def checkpoint_check(check: Check, py: list, run_out: Path, work: Path, data_args: list, device: str) -> dict:
+def checkpoint_check(check: Check, py: list, run_out: Path, work: Path, data_args: list, device: str,
+                     run_top1: float) -> dict:
     """The run's ``last.pt``, re-evaluated by ``bench eval`` in a fresh process, gives the run's final
-    top-1: the checkpoint copied off the GPU in the background holds the weights training ended with."""
+    top-1 ``run_top1``: the checkpoint copied off the GPU in the background holds the final weights."""
     import pandas as pd
 
     files = sorted((run_out / "runs").glob("*/last.pt")) if run_out.is_dir() else []
@@ -201,7 +202,6 @@ def checkpoint_check(check: Check, py: list, run_out: Path, work: Path, data_arg
     table = eval_out / "eval.csv"
     if not table.is_file():
         return {"status": record["status"]}
-    run_top1 = float(pd.read_csv(files[-1].parent / "history.csv")["zeroshot_top1"].iloc[-1])
     top1 = float(pd.read_csv(table)["zeroshot_top1"].iloc[0])
     # the same weights; on a GPU another process may pick other kernels, which can flip a few borderline images
     return {"status": record["status"], "run_top1": run_top1, "reloaded_top1": top1,
@@ -264,8 +264,8 @@ def report(check: Check, results: dict) -> str:
         if "first_epoch_train_s" in r:
             lines.append(f"| reference preset: where the wall time went | first epoch's training "
                          f"{r['first_epoch_train_s']} s; evaluation {r['eval_total_s']} s "
-                         f"({r['eval_s_median']} s each); other epoch-end work {r['epoch_end_other_total_s']} s ({r['epoch_end_other_s_median']} s "
-                         f"each); start-up {r['before_first_epoch_s']} s + end {r.get('after_last_epoch_s')} s |")
+                         f"({r['eval_s_median']} s each); other epoch-end work {r['epoch_end_other_total_s']} s "
+                         f"({r['epoch_end_other_s_median']} s each); start-up {r['before_first_epoch_s']} s + end {r.get('after_last_epoch_s')} s |")
     r = results.get("reference") or {}
     if r:
         lines.append(f"| reference preset: measured | {r['ms_per_step']} ms/step over {r['steps_per_epoch_here']} steps; "
@@ -422,7 +422,8 @@ def main(argv=None) -> int:
         history.to_csv(out / "reference_history.csv", index=False)
         run_out = work / ("reference_full" if reference_mode == "full" else "reference_2ep")
         limit = ["--limit-test", "64"] if args.tiny else []
-        results["reference_checkpoint"] = checkpoint_check(check, py, run_out, work, data_args + limit, device)
+        results["reference_checkpoint"] = checkpoint_check(check, py, run_out, work, data_args + limit, device,
+                                                           float(history["zeroshot_top1"].iloc[-1]))
 
     # 4. the fast preset, full test set
     fast = py + ["-m", "bench", "run", "--preset", "fast", "--device", device, "--no-checkpoints", "--no-progress",

@@ -82,22 +82,20 @@ def cold_start(device, benchmark: bool, tiny: bool, steps: int = 50) -> dict:
     (cuDNN autotuning, kernel loading, capture), then the steady ms/step, at the reference preset's
     settings (bf16, channels_last, graph + tower streams), with ``cudnn.benchmark`` on or off."""
     from bench.cuda_graph import CudaGraphStep
+    from bench.trainer import _sync, set_backend_flags
 
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = benchmark
+    set_backend_flags(device, cudnn_benchmark=benchmark)  # as bench run sets them
     precision = torch.bfloat16 if device.type == "cuda" else None
     state = make_state(tiny, device, True, precision, tower_streams=True)
     if device.type == "cuda":
         state.model.to(memory_format=torch.channels_last)
     step = CudaGraphStep()
     data = list(batches(step.warmup + 2, device, seed=3))
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
+    _sync(device)
     t = time.perf_counter()
     for b in data:
         step(state, *b)
-    sync()
+    _sync(device)
     first = time.perf_counter() - t
     return {"cudnn_benchmark": benchmark, "first_steps": len(data), "first_steps_s": round(first, 3),
             "ms_per_step": time_steps(state, step, device, steps if not tiny else 3)}
