@@ -5,6 +5,6 @@
 # BENCH_LOAD_PLUGINS=""). Called from .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -m pip install --quiet --no-deps --no-build-isolation -e plugins/examples/bench-example
+python -m pip install --quiet --no-deps -e plugins/examples/bench-example
 trap 'python -m pip uninstall --quiet -y bench-example' EXIT
 BENCH_LOAD_PLUGINS=example python -m pytest -q -p no:cacheprovider plugins/examples/bench-example/tests

@@ -1,0 +1,86 @@
+"""Every third-party import of the package and its tests is a declared dependency, and every module imports.
+
+The real guard is CI's fresh virtual environment (.ci/run); these make a missing declaration fail on any
+machine, even one where the package happens to be installed (scipy was used by bench.corruptions for a
+while without being declared, and CI passed because the CI machine had it).
+"""
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+REPO = Path(__file__).resolve().parent.parent
+# the project's own top-level names: its packages, the scripts folder's helpers, and plugins tests write
+LOCAL = {"bench", "bench_plugins", "tests", "_results", "gpu_check", "my_plugin", "bench_example"}
+
+
+def _imports(folder: Path) -> dict[str, str]:
+    """Top-level names imported anywhere under ``folder`` -> one file that imports it."""
+    found = {}
+    for path in sorted(folder.rglob("*.py")):
+        if "examples" in path.relative_to(REPO).parts:  # the example plugin is its own package with its own deps
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split(".")[0], str(path.relative_to(REPO)))
+    return found
+
+
+def _declared(extra: str | None) -> set[str]:
+    """Distributions bench's installed metadata requires, without extras or with ``extra``."""
+    out = set()
+    for spec in importlib.metadata.requires("bench") or []:
+        req = Requirement(spec)
+        if req.marker is None or (extra is not None and req.marker.evaluate({"extra": extra})):
+            out.add(canonicalize_name(req.name))
+    return out
+
+
+def _third_party(imports: dict[str, str]) -> dict[str, str]:
+    return {name: where for name, where in imports.items() if name not in sys.stdlib_module_names and name not in LOCAL}
+
+
+def _undeclared(imports: dict[str, str], declared: set[str]) -> list[str]:
+    distributions = importlib.metadata.packages_distributions()
+    missing = []
+    for name, where in sorted(_third_party(imports).items()):
+        owners = {canonicalize_name(d) for d in distributions.get(name, [])}
+        if not owners & declared:
+            missing.append(f"{name} (imported by {where}; installed from {sorted(owners) or 'nothing'})")
+    return missing
+
+
+def test_the_package_imports_only_what_it_declares():
+    imports = {**_imports(REPO / "bench"), **_imports(REPO / "plugins")}
+    assert {"torch", "scipy", "pandas", "pluggy"} <= set(_third_party(imports))  # the scan sees real imports
+    assert _undeclared(imports, _declared(None)) == []
+
+
+def test_tests_benchmarks_and_scripts_import_only_what_the_test_extra_declares():
+    imports = {**_imports(REPO / "tests"), **_imports(REPO / "benchmarks"), **_imports(REPO / "scripts")}
+    assert _undeclared(imports, _declared(None) | _declared("test")) == []
+
+
+@pytest.mark.parametrize("package, folder", [("bench", "bench"), ("bench_plugins", "plugins")])
+def test_every_module_imports_in_a_fresh_interpreter(package, folder):
+    modules = [f"{package}.{p.stem}" for p in sorted((REPO / folder).glob("*.py")) if p.stem not in ("__init__", "__main__")]
+    code = ("import importlib, sys\nfailed = []\nfor m in sys.argv[1:]:\n    try:\n        importlib.import_module(m)\n"
+            "    except Exception as exc:\n        failed.append(f'{m}: {type(exc).__name__}: {exc}')\nprint('\\n'.join(failed))")
+    result = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, timeout=300,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "", result.stdout
+    assert len(modules) >= 6
