@@ -37,6 +37,8 @@ class RunProgress:
     resumes: int = 0  # how many times this run was resumed
     epoch: EpochProgress | None = None  # the unfinished epoch, None at an epoch boundary
     order: torch.Tensor | None = None  # that epoch's data order (indices into the training split)
+    loss_log: list = field(default_factory=list)  # train_log.csv's rows so far: step, epoch, train_loss
+    loss_window: tuple = (0, 0.0)  # (steps, loss sum) of the current epoch at its last loss read-back
 
 
 def plain(obj):
@@ -133,6 +135,9 @@ def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generat
                 "epoch_images": epoch.images if epoch else 0,
                 "epoch_seconds": epoch.seconds if epoch else 0.0,
                 "order": progress.order if epoch is not None and progress.order is not None else None,
+                # the loss log as of this step: a run killed after a later epoch end wrote train_log.csv rows
+                # past this checkpoint, and rows of an unfinished epoch are not on disk yet
+                "loss_log": progress.loss_log, "loss_window": list(progress.loss_window),
             }),
         )
     return payload
@@ -150,7 +155,8 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
     _restore_compact(state.model, ckpt.get("compact_embedding"))
     state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
     p = ckpt["progress"]
-    progress = RunProgress(p["train_seconds"], p["train_images"], p["best"], dict(p["metrics"]), p["resumes"] + 1)
+    progress = RunProgress(p["train_seconds"], p["train_images"], p["best"], dict(p["metrics"]), p["resumes"] + 1,
+                           loss_log=list(p.get("loss_log", [])), loss_window=tuple(p.get("loss_window", (0, 0.0))))
     if p["step_in_epoch"]:
         progress.epoch = EpochProgress(p["step_in_epoch"], p["epoch_loss_sum"].to(device), p["epoch_images"],
                                        p["epoch_seconds"])

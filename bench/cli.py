@@ -76,6 +76,9 @@ def cli(plugins_dirs, plugin_modules):
               help="On CUDA, autotune each convolution shape once (default: on; off saves the first steps' tuning).")
 @click.option("--compact-embedding/--no-compact-embedding", default=None,
               help="Train only the token-embedding rows the prompts use; exact (default: on).")
+@click.option("--deterministic/--no-deterministic", default=None,
+              help="Bit-identical reruns on CUDA: deterministic kernels only (slower); CPU runs are bit-identical "
+                   "without it (default: off).")
 def run(seeds, resume, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
     from .runner import run as run_training
@@ -148,6 +151,8 @@ def sweep(encoder, templates, seeds, skip_existing, **flags):
     from .sweep import parse_seeds, plan
     from .sweep import sweep as run_sweep
 
+    if not encoder:
+        raise BenchError("--encoder is empty; name one or more encoders, comma-separated (bench list encoders)")
     base = _config_from_flags(encoder=encoder[0], templates=templates[0] if templates else "seed", seed=0, **flags)
     cfgs = plan(base, encoder, templates, parse_seeds(seeds) if seeds else [0])
     rows = run_sweep(cfgs, skip_existing, echo=click.echo, on_row=lambda row, cfg: _echo_run(row, cfg.out))
@@ -227,7 +232,9 @@ def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate
     """Print result tables (SOURCES: results folders, runs.csv files, run folders or run ids; default --results)."""
     from .sources import combine, load_sources
     from .tables import display_table
+    from .validation import check_positive
 
+    check_positive("--limit", limit)
     if not sources and not (Path(results_dir) / "runs.csv").is_file():
         raise BenchError(f"no results table at {results_dir}/runs.csv; run `bench run` first, or pass a results "
                          f"folder, results file, run folder or run id")
@@ -247,18 +254,33 @@ def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate
 @click.option("--metrics", callback=_split, multiple=True, help="Metrics to compare (default: all shared).")
 @click.option("--fail-on", "fail_on", multiple=True, metavar="METRIC:DELTA",
               help="Exit 1 when a candidate's difference passes DELTA (accuracies in points): e.g. zeroshot_top1:-0.5.")
+@click.option("--fail-on-significant", is_flag=True,
+              help="With --fail-on: fail only on differences past DELTA that are also significant.")
+@click.option("--alpha", type=float, default=0.05, show_default=True,
+              help="Significance level: p < alpha is significant.")
+@click.option("--correct", type=click.Choice(["none", "holm"]), default="none", show_default=True,
+              help="Adjust p-values across the metrics of each comparison (holm: family-wise error rate).")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
-def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fmt):
-    """Compare runs A B [C...] side by side: the first is the baseline; configurations are joined, seeds pooled."""
-    from .compare import compare, parse_fail_on, render_markdown, split_sides
+def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fail_on_significant, alpha, correct, fmt):
+    """Compare runs A B [C...] side by side: the first is the baseline; configurations are joined, seeds pooled.
+
+    Differences get Welch's t-test over seeds and, for zero-shot top-1, a paired test over the test images
+    (docs/evaluation.md).
+    """
+    from .compare import check_alpha, compare, parse_fail_on, render_markdown, split_sides
     from .sources import load_sources
     from .tables import filter_rows
 
     thresholds = parse_fail_on(fail_on)
+    check_alpha(alpha)
+    if fail_on_significant and not thresholds:
+        raise BenchError("--fail-on-significant refines --fail-on; add a threshold, e.g. --fail-on zeroshot_top1:0 "
+                         "--fail-on-significant to fail on any significant drop of top-1")
     sources = load_sources(sides, results_dir)
     for source in sources:
         source.table = filter_rows(source.table, wheres)
-    result = compare(split_sides(sources, split_by), metrics=metrics or None, on=on or None, fail_on=thresholds)
+    result = compare(split_sides(sources, split_by), metrics=metrics or None, on=on or None, fail_on=thresholds,
+                     alpha=alpha, correct=correct, fail_on_significant=fail_on_significant)
     for warning in result.warnings:
         click.echo(f"bench: warning: {warning}", err=True)
     click.echo(render_markdown(result) if fmt == "markdown" else _format(result.rows, fmt))
@@ -357,9 +379,10 @@ def throughput(encoders, mode, compile_, encoder_opts, out, **flags):
 
     from .config import parse_opts
     from .throughput import append_rows, resolve, run_throughput, summary
+    from .validation import check_writable_folder
 
     cfg, names = resolve(encoders, compile=compile_, encoder_opts=parse_opts(encoder_opts), **flags)
-    path = Path(out) / "throughput.csv"
+    path = check_writable_folder(out) / "throughput.csv"
     table = run_throughput(cfg, names, mode, on_row=lambda row: click.echo(
         f"{row['encoder']} {row['component']}/{row['mode']}: " + (f"error {row['error']}" if row["error"] else
                                                                   f"{row['samples_per_s']:.1f} samples/s"), err=True))

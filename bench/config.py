@@ -79,6 +79,9 @@ class RunConfig:
     tower_streams: bool = True  # on CUDA, run the image and text towers concurrently on two streams
     cudnn_benchmark: bool = True  # on CUDA, time cuDNN's convolution algorithms at each new shape and keep the fastest
     compact_embedding: bool = True  # train only the token-embedding rows the prompts use; decay the rest exactly
+    # bit-identical reruns on CUDA (bench.deterministic): deterministic algorithms only, cuDNN deterministic without
+    # autotuning, a fixed cuBLAS workspace; CPU runs at one thread count are bit-identical without it
+    deterministic: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -134,6 +137,7 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     """Reject values no run can use, before any work starts."""
     px = cfg.model.image_resolution
     checks = [
+        (cfg.model.image_resolution >= 8, f"--image-size must be at least 8, got {cfg.model.image_resolution}"),
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
         (cfg.batch_size >= 2, f"--batch-size must be at least 2 (a contrastive batch needs negatives), got {cfg.batch_size}"),
         (0 < cfg.lr <= 1, f"--lr must be in (0, 1], got {cfg.lr}"),
@@ -149,8 +153,9 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (0 <= cfg.crop_pad < px, f"--crop-pad must be in [0, {px}) for {px}-pixel images, got {cfg.crop_pad}"),
         (0 <= cfg.cutout <= px, f"--cutout must be in [0, {px}] for {px}-pixel images, got {cfg.cutout}"),
         (cfg.model.embed_dim >= 1, f"--embed-dim must be at least 1, got {cfg.model.embed_dim}"),
-        (cfg.model.image_resolution >= 8, f"--image-size must be at least 8, got {cfg.model.image_resolution}"),
-        (cfg.model.text.width % max(cfg.model.text.heads, 1) == 0 and cfg.model.text.heads >= 1,
+        (cfg.model.text.width >= 1, f"--text-width must be at least 1, got {cfg.model.text.width}"),
+        (cfg.model.text.heads >= 1, f"--text-heads must be at least 1, got {cfg.model.text.heads}"),
+        (cfg.model.text.width % max(cfg.model.text.heads, 1) == 0,
          f"--text-width ({cfg.model.text.width}) must be a multiple of --text-heads ({cfg.model.text.heads})"),
         (cfg.model.text.layers >= 1, f"--text-layers must be at least 1, got {cfg.model.text.layers}"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
@@ -161,9 +166,9 @@ def validate_config(cfg: RunConfig) -> RunConfig:
             raise BenchError(message)
     from .corruptions import parse_severities
     from .suite import parse_evals
+    from .validation import check_device
 
     parse_evals(cfg.evals)
     parse_severities(cfg.robust_severities)
-    if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
-        raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    check_device(cfg.device)
     return cfg

@@ -22,7 +22,7 @@ from .results import write_csv
 from .tables import config_key
 from .templates import check_templates, fill
 from .trainer import autocast_dtype_for, resolve_device
-from .validation import check_data_dir, check_device, check_positive
+from .validation import check_data_dir, check_device, check_positive, check_writable_folder
 
 
 def load_model(path, device) -> tuple[torch.nn.Module, RunConfig, dict]:
@@ -55,6 +55,8 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
         get_entry("datasets", dataset)
     check_data_dir(data_dir)
     check_device(device)
+    if out is not None:
+        check_writable_folder(out)
     device = resolve_device(device)
     model, cfg, ckpt = load_model(path, device)
     dataset = dataset or cfg.dataset

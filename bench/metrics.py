@@ -31,7 +31,8 @@ def confusion_matrix(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> n
 
 
 def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
-    """top-1, top-5, mean per-class recall, per-class accuracy and the confusion matrix.
+    """top-1, top-5, mean per-class recall, per-class accuracy, the confusion matrix and each sample's top-1 class
+    (``predictions``, for paired tests between runs).
 
     A class with no test samples has recall NaN and is left out of the mean; a class that is never
     predicted has recall 0 (if it has samples) and an all-zero column in the confusion matrix.
@@ -50,6 +51,7 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
         "mean_per_class_recall": float(np.nanmean(per_class)) if np.any(support > 0) else float("nan"),
         "per_class": per_class,
         "confusion": cm,
+        "predictions": preds,
     }
 
 

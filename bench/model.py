@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .deterministic import take_rows
 from .modified_resnet import STEMS, ModifiedResNet
 from .text import LayerNorm, Transformer
 
@@ -112,9 +113,10 @@ class CLIP(nn.Module):
         x = self.token_embedding(text).type(self.dtype) + self.positional_embedding[:length].type(self.dtype)
         x = self.transformer(x, self.attn_mask[:length, :length])
         x = self.ln_final(x).type(self.dtype)
-        # the end-of-text token has the largest id, so argmax finds it
-        x = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)]
-        return x @ self.text_projection
+        # the end-of-text token has the largest id, so argmax finds it; a row gather of the flattened states
+        # instead of x[arange, eot], whose backward is not deterministic on CPUs (bench.deterministic)
+        eot = torch.arange(x.shape[0], device=x.device) * length + text.argmax(dim=-1)
+        return take_rows(x.reshape(-1, x.shape[-1]), eot) @ self.text_projection
 
     def clamped_logit_scale(self):
         return self.logit_scale.exp().clamp(max=100)

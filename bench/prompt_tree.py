@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .deterministic import take_rows
+
 # id(table) -> (weak reference to the table, its tree); tensors cannot be dict keys (== is elementwise)
 _CACHE: dict = {}
 
@@ -93,7 +95,8 @@ def encode_tree(model, table: torch.Tensor, prompt_ids: torch.Tensor, only_used:
         tokens, depth, allowed = tokens[keep], depth[keep], allowed[keep][:, keep]
         eot = (used.cumsum(0) - 1)[eot]  # node index -> index among the kept nodes
     dtype = model.dtype
-    x = model.token_embedding(tokens).type(dtype) + model.positional_embedding[depth].type(dtype)
+    # row gathers whose backward is deterministic (bench.deterministic), not positional_embedding[depth] / x[eot]
+    x = model.token_embedding(tokens).type(dtype) + take_rows(model.positional_embedding, depth).type(dtype)
     x = model.transformer(x.unsqueeze(0), ~allowed)  # True = may not attend, as CLIP's causal mask
     x = model.ln_final(x).type(dtype)[0]
-    return x[eot] @ model.text_projection
+    return take_rows(x, eot) @ model.text_projection

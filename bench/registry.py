@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import PluginError, UnknownNameError
+from .errors import BenchError, PluginError, UnknownNameError
 
 KINDS = ("encoders", "tokenizers", "templates", "datasets")
 _SINGULAR = {"encoders": "encoder", "tokenizers": "tokenizer", "templates": "template set", "datasets": "dataset"}
@@ -28,7 +28,35 @@ class Entry:
         return f"{self.name}<{self.meta.get('placeholder', 'name')}>" if self.prefix else self.name
 
     def create(self, *args, **kwargs):
-        return self.factory(*args, **kwargs)
+        """Call the factory; an exception it raises becomes one :class:`PluginFactoryError` line naming this entry,
+        its plugin, the options it was given and the cause (a :class:`BenchError` already names its fix)."""
+        try:
+            return self.factory(*args, **kwargs)
+        except BenchError:
+            raise
+        except Exception as exc:
+            options = ", ".join([_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()])
+            cause = (str(exc).strip().splitlines() or [""])[0][:300]
+            fix = _FIXES.get(self.kind, "")
+            raise PluginFactoryError(
+                f"{_SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin!r}) could not be built from "
+                f"({options}): {type(exc).__name__}: {cause}{fix}") from exc
+
+
+# what to change when a factory rejects what it was given
+_FIXES = {"encoders": "; check the --encoder-opt values and --embed-dim/--image-size (bench list encoders)",
+          "tokenizers": "; check --tokenizer and the text context length",
+          "datasets": "; check --dataset and --data-dir", "templates": "; check --templates"}
+
+
+def _short(value) -> str:
+    """An option as the message shows it: long values (prompt lists) cut to a few dozen characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+class PluginFactoryError(PluginError):
+    """A plugin's factory failed on the options the user gave it."""
 
 
 class DuplicateNameError(PluginError):

@@ -1,7 +1,8 @@
 """``bench report``: a markdown report with figures for a set of runs, written into one folder.
 
 Figures: training curves overlaid, confusion-matrix heat maps, per-class accuracy bars, accuracy against
-training time and against parameters, and robustness per corruption. Runs are grouped by configuration
+training time and against parameters, robustness per corruption, and each candidate's accuracy differences
+to the baseline with their 95% confidence intervals as error bars. Runs are grouped by configuration
 (seeds pooled, mean ± std); a configuration is named by the configuration columns that vary between the
 runs shown (e.g. the encoder). Figures that need run folders (curves, confusions, per-class) are left out,
 with a note, when only a results file is given.
@@ -14,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .compare import compare, render_markdown, split_sides
+from .compare import compare, display_diff, render_markdown, split_sides
 from .errors import BenchError
 from .io import atomic_write_bytes, atomic_write_text
 from .sources import Source, combine
-from .tables import CONFIG_COLUMNS, SUMMARY_METRICS, aggregate, fmt_value, group_columns, metric_columns
+from .validation import check_writable_folder
+from .tables import (CONFIG_COLUMNS, SUMMARY_METRICS, aggregate, fmt_value, group_columns, is_accuracy,
+                     metric_columns)
 
 LABEL = "configuration"  # the column naming each configuration in the report
 
@@ -198,6 +201,43 @@ def plot_scatter(table, x: str, xlabel: str, colors, path, scale: float = 1.0) -
     return True
 
 
+def plot_differences(rows: pd.DataFrame, path) -> bool:
+    """Candidate − baseline of each accuracy metric in points, one panel per candidate, with the 95% interval of
+    the deciding test (Welch over seeds, else the paired test over test images) as error bars."""
+    import matplotlib.pyplot as plt
+
+    if not len(rows):
+        return False
+    rows = rows[[is_accuracy(m) for m in rows["metric"]]]
+    rows = rows.assign(low=rows["seeds_ci_low"].fillna(rows["images_ci_low"]),
+                       high=rows["seeds_ci_high"].fillna(rows["images_ci_high"]))
+    group_cols = [c for c in rows.columns if c.startswith("on_") and rows[c].nunique() > 1]
+    panels = list(rows.groupby(["side"] + group_cols, sort=False))
+    if not panels:
+        return False
+    height = 0.28 * max(len(part) for _, part in panels) + 1.2
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), height), squeeze=False,
+                             constrained_layout=True)
+    for ax, (key, part) in zip(axes[0], panels):
+        y = np.arange(len(part))[::-1]
+        diff = np.array([display_diff(m, d) for m, d in zip(part["metric"], part["diff"])])
+        low = np.array([display_diff(m, v) for m, v in zip(part["metric"], part["low"])])
+        high = np.array([display_diff(m, v) for m, v in zip(part["metric"], part["high"])])
+        known = ~np.isnan(low)
+        colors = ["tab:green" if s is True else "tab:gray" for s in part["significant"]]
+        ax.errorbar(diff[known], y[known], xerr=[diff[known] - low[known], high[known] - diff[known]], fmt="none",
+                    ecolor="0.4", capsize=3)
+        ax.scatter(diff, y, c=colors, zorder=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, part["metric"], fontsize=8)
+        side = key[0] if isinstance(key, tuple) else key
+        ax.set(xlabel="difference to the baseline (points)",
+               title=f"{side} vs {part['baseline'].iloc[0]}" + (f" ({', '.join(map(str, key[1:]))})" if group_cols else ""))
+        ax.grid(alpha=0.3, axis="x")
+    _save(fig, path)
+    return True
+
+
 def plot_robustness(agg: pd.DataFrame, colors, path) -> bool:
     import matplotlib.pyplot as plt
 
@@ -252,7 +292,7 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
     src = combine(sources)
     if not len(src.table):
         raise BenchError("no runs to report on; pass results folders, results files, run folders or run ids")
-    out = Path(out)
+    out = check_writable_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -300,9 +340,11 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
             side.label = side.label.split("=", 1)[1]  # "configuration=a" -> "a"
         result = compare(sides, metrics=[m for m in metrics if m != "params"])
         md += ["## Comparison", "",
-               "Differences are candidate − baseline; a difference no larger than the seed spread (the larger of "
-               "the two standard deviations) is not significant.", "",
+               "Differences are candidate − baseline, with the 95% confidence interval and p-value of Welch's t-test "
+               "over seeds and, for zero-shot top-1, of the paired test over the test images (the figure "
+               "`differences.png` draws the intervals; green: significant).", "",
                render_markdown(result), ""]
+        figure("differences", plot_differences(result.rows, out / "differences.png"))
         md += [f"> warning: {w}" for w in result.warnings] + ([""] if result.warnings else [])
     sections = [
         ("Zero-shot classification", ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1"],

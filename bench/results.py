@@ -19,7 +19,8 @@ from .tables import LONG_SUFFIX, long_table
 # The fixed column order of runs.csv; a row's extra keys go after these, in sorted order.
 RUN_COLUMNS = [
     "run_id", "config_id", "time", "encoder", "tokenizer", "templates", "dataset", "preset", "epochs",
-    "batch_size", "lr", "weight_decay", "loss", "seed", "device", "device_name", "precision", "params",
+    "batch_size", "lr", "weight_decay", "loss", "seed", "device", "device_name", "precision", "deterministic",
+    "torch_threads", "params",
     "train_seconds", "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall",
     "final_train_loss", "best_epoch", "best_zeroshot_top1", "limit_train", "limit_test", "train_images",
     "test_images", "eval_templates", "image_size", "normalization", "eval_checkpoint", "git_commit", "git_dirty",

@@ -18,6 +18,7 @@ from .checkpoint import CheckpointSaver, RunProgress, load_weights, plain, resto
 from .config import RunConfig
 from .cuda_graph import DDP_WARMUP, CudaGraphStep
 from .data import ArrayDataset, DeviceLoader, to_device_uint8
+from .deterministic import deterministic_mode
 from .ddp import validate_sharded, wrap_model
 from .distributed import broadcast_object, init_distributed, log_main, reduce_epoch_stats
 from .errors import BenchError, Interrupted
@@ -27,13 +28,15 @@ from .io import atomic_write_text
 from .loss import ClipLoss
 from .model import count_parameters, create_model_from_cfg
 from .plugins import get_entry
+from .predictions import FILENAME as PREDICTIONS
+from .predictions import save_predictions
 from .results import plot_curves, provenance, write_csv
 from .runs_table import finish_run
 from .tables import config_key
 from .templates import check_templates, fill
 from .trainer import (TrainState, autocast_dtype_for, bars_shown, build_optimizer, build_scheduler,
                       compile_towers, set_backend_flags, text_mode_for, train_epoch)
-from .validation import check_run_inputs
+from .validation import check_encoder_forward, check_image_size, check_run_inputs
 
 
 @dataclass
@@ -96,23 +99,36 @@ class LossLog:
     """Training loss every ``log_every`` steps (``train_log.csv``), for curves finer than one point per epoch.
 
     The trainer reports the running mean of the epoch so far; this keeps the mean of each window instead,
-    so late steps are not averaged with the first ones. A resumed run continues the file it left.
+    so late steps are not averaged with the first ones. Rows and the current window live in the run's
+    :class:`RunProgress`, so a checkpoint holds them and a resumed run continues them exactly.
     """
 
-    def __init__(self, path: Path | None = None):
-        self.rows = pd.read_csv(path).to_dict("records") if path is not None and path.is_file() else []
+    def __init__(self, progress: RunProgress):
+        self.progress = progress
 
-    def callback(self, epoch: int, start_step: int):
-        last = {"steps": 0, "total": 0.0}
+    @property
+    def rows(self) -> list:
+        return self.progress.loss_log
+
+    def callback(self, epoch: int, start_step: int, resumed: bool):
+        if not resumed:  # a new epoch: its first window starts at its first step
+            self.progress.loss_window = (0, 0.0)
 
         def on_log(step: int, running_mean: float):
             steps = step - start_step
             total = running_mean * steps
-            window = (total - last["total"]) / max(steps - last["steps"], 1)
-            self.rows.append({"step": step, "epoch": epoch, "train_loss": window})
-            last.update(steps=steps, total=total)
+            last_steps, last_total = self.progress.loss_window
+            window = (total - last_total) / max(steps - last_steps, 1)
+            self.progress.loss_log.append({"step": step, "epoch": epoch, "train_loss": window})
+            self.progress.loss_window = (steps, total)
 
         return on_log
+
+
+def _legacy_loss_log(progress: RunProgress, resume: dict, path: Path):
+    """Checkpoints from before the loss log was saved in them: the file's rows up to the checkpoint's step."""
+    if "loss_log" not in resume.get("progress", {}) and path.is_file():
+        progress.loss_log = [r for r in pd.read_csv(path).to_dict("records") if r["step"] <= resume["step"]]
 
 
 def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -> dict:
@@ -120,19 +136,28 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
 
     Every input is read and checked before the first byte is written. ``resume`` is the ``last.pt`` of run
     ``run_id`` (see :mod:`bench.resume`): the run continues from it and ends as if never stopped.
+    ``cfg.deterministic`` holds torch's deterministic settings for the whole run, and only for it.
     """
+    with deterministic_mode(cfg.deterministic):
+        return _run(cfg, run_id, resume)
+
+
+def _run(cfg: RunConfig, run_id: str | None, resume: dict | None) -> dict:
     started = time.perf_counter()
     check_names(cfg)
     check_run_inputs(cfg)
     world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
     device = world.device
-    set_backend_flags(device, cfg.cudnn_benchmark)
+    set_backend_flags(device, cfg.cudnn_benchmark and not cfg.deterministic)  # autotuning picks kernels by timing
     seed_everything(cfg.seed)
     parts = load_components(cfg)
+    check_image_size(cfg, parts.train)
     autocast_dtype = autocast_dtype_for(cfg.precision, device)
     channels_last = cfg.channels_last and device.type == "cuda"
 
     model = create_model_from_cfg(cfg.model)
+    check_encoder_forward(get_entry("encoders", cfg.model.encoder), model.visual, cfg.model.image_resolution,
+                          cfg.model.embed_dim)
     if resume is not None:  # into the bare CLIP, before any wrapper (see docs/distributed.md)
         load_weights(model, resume["model"], resume, Path(cfg.out) / "runs" / str(run_id) / "last.pt")
     model = model.to(device)
@@ -176,7 +201,9 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
         log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
     saver = CheckpointSaver(run_dir, state, cfg, parts.classes, generator, run_id, progress, world, saved_step)
 
-    loss_log = LossLog(run_dir / "train_log.csv" if resume is not None else None)
+    if resume is not None:
+        _legacy_loss_log(progress, resume, run_dir / "train_log.csv")
+    loss_log = LossLog(progress)
     with stop_on_signal(world) as stop, saver:  # leaving waits for the checkpoint being written
         for epoch in range(state.epoch, cfg.epochs):
             stats = _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log, step_fn)
@@ -220,7 +247,8 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
                 raise _interrupted(stop, state, saver, run_id, out)
 
     metrics = {**progress.metrics, "per_class": np.asarray(progress.metrics["per_class"], dtype=float),
-               "confusion": np.asarray(progress.metrics["confusion"], dtype=np.int64)}
+               "confusion": np.asarray(progress.metrics["confusion"], dtype=np.int64),
+               "predictions": progress.metrics.get("predictions")}  # None in checkpoints from before it was kept
     history = pd.DataFrame(state.history)
     row = run_row(cfg, run_id, device, n_params, progress.train_seconds, progress.train_images, metrics, history,
                   progress.best, parts, autocast_dtype)
@@ -234,6 +262,8 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     write_csv(per_class, run_dir / "per_class.csv")
     write_csv(pd.DataFrame(metrics["confusion"], index=list(parts.classes), columns=list(parts.classes))
               .rename_axis("true").reset_index(), run_dir / "confusion.csv")
+    if metrics["predictions"] is not None:
+        save_predictions(run_dir / PREDICTIONS, parts.test.labels, np.asarray(metrics["predictions"]), len(parts.classes))
     row.update(suite_columns)
     finish_run(out, run_dir, row)
     return row
@@ -288,7 +318,11 @@ def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, lo
         if stopping:
             raise _interrupted(stop, state, saver, saver.run_id, Path(cfg.out))
 
-    log_loss = loss_log.callback(epoch + 1, state.step - (start.steps if start else 0))
+    log_loss = loss_log.callback(epoch + 1, state.step - (start.steps if start else 0), resumed=start is not None)
+    if start is not None and start.steps % cfg.log_every == 0:
+        # a mid-epoch checkpoint is taken in on_step, before that step's loss read-back: make the row the
+        # uninterrupted run made there, from the same running sum
+        log_loss(state.step, float(start.loss_sum) / start.steps)
 
     def on_log(step, mean):  # the loss was just read back anyway: a free moment to look for a NaN
         watch.check(describe, saver.describe)
@@ -327,7 +361,9 @@ def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics,
         "best_zeroshot_top1": float(best["zeroshot_top1"]) if best else None,
         "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.train),
         "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
-        "normalization": "[-1,1]", "eval_checkpoint": "final epoch",
+        "normalization": "[-1,1]", "eval_checkpoint": "final epoch", "deterministic": cfg.deterministic,
+        # CPU kernels split work by thread count, so bit-identical reruns need the same count
+        "torch_threads": torch.get_num_threads(),
         **{k: prov[k] for k in ("git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
                                 "python_version", "hostname", "command", "numpy_version")},
     }

@@ -27,14 +27,23 @@ def parse_seeds(values) -> list[int]:
 
 
 def plan(base: RunConfig, encoders, templates, seeds) -> list[RunConfig]:
-    """Every configuration of the cross product, encoder-major (all seeds of one configuration together)."""
-    from .runner import check_names
+    """Every configuration of the cross product, encoder-major (all seeds of one configuration together).
 
-    cfgs = []
+    Every name, option and encoder is checked first, so a typo or a bad option of the third encoder fails
+    before the first run starts (each encoder configuration's vision tower is built once for that).
+    """
+    from .runner import check_names
+    from .validation import check_encoder_builds, check_run_inputs
+
+    cfgs, built = [], set()
     for encoder, tpl, seed in itertools.product(encoders or [base.model.encoder], templates or [base.templates],
                                                 seeds or [base.seed]):
         cfg = replace(base, model=replace(base.model, encoder=encoder), templates=tpl, seed=seed)
-        check_names(cfg)  # a typo in the third encoder fails before the first run starts
+        check_names(cfg)
+        check_run_inputs(cfg)
+        if cfg.model not in built:
+            check_encoder_builds(cfg.model)
+            built.add(cfg.model)
         cfgs.append(cfg)
     return cfgs
 

@@ -26,13 +26,14 @@ CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "datase
 
 # Configuration fields that do not change what is trained or measured, left out of the key.
 _NOT_CONFIG = {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
-               "eval_every", "channels_last", "evals", "robust_limit", "robust_severities", "cudnn_benchmark"}
+               "eval_every", "channels_last", "evals", "robust_limit", "robust_severities", "cudnn_benchmark",
+               "deterministic"}
 
 # Columns that describe how a number was measured; compare warns when they differ.
 PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "eval_checkpoint",
                     "retrieval_captions", "probe_train_images", "probe_val_fraction", "robust_images",
                     "robust_severities"]
-MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version"]
+MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version", "torch_threads"]
 
 # Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better.
 _ACCURACY = re.compile(r"^(zeroshot_top\d+|mean_per_class_recall|best_zeroshot_top1|retrieval_(i2t|t2i)_r\d+|"

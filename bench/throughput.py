@@ -237,10 +237,27 @@ def plan(mode: str) -> list[tuple[str, str]]:
     return pairs + ([("vision", "train"), ("clip", "train")] if mode in ("train", "both") else [])
 
 
+def check_encoders_accept(cfg: ThroughputCfg, encoders: list[str]) -> None:
+    """Build each encoder's vision tower on the CPU with the user's options and run two images through it."""
+    from .plugins import get_entry
+    from .validation import check_encoder_forward
+
+    for encoder in encoders:
+        entry = get_entry("encoders", encoder)
+        visual = entry.create(cfg.embed_dim, cfg.image_size, **dict(cfg.encoder_opts))
+        check_encoder_forward(entry, visual, cfg.image_size, cfg.embed_dim)
+
+
 def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", on_row=None) -> pd.DataFrame:
-    """Benchmark each encoder; a failure becomes a row with ``error`` set, and the others still run."""
+    """Benchmark each encoder; a failure becomes a row with ``error`` set, and the others still run.
+
+    Except one: options the user gave (``--encoder-opt``) that an encoder rejects are the user's to fix, so every
+    encoder is built with them first and a :class:`BenchError` ends the command (exit 2) before anything is timed.
+    """
     from .results import provenance
 
+    if cfg.encoder_opts:
+        check_encoders_accept(cfg, encoders)
     device = torch.device(cfg.device)
     prov = provenance(device)
     rows = []
@@ -310,7 +327,13 @@ def resolve(encoders: str, device: str = "auto", precision: str | None = None, s
               (cfg.steps >= 1, f"--steps must be at least 1, got {cfg.steps}"),
               (cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}"),
               (cfg.precision in PRECISIONS, f"--precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
-              (cfg.image_size >= 8, f"--image-size must be at least 8, got {cfg.image_size}")]
+              (cfg.image_size >= 8, f"--image-size must be at least 8, got {cfg.image_size}"),
+              (cfg.embed_dim >= 1, f"--embed-dim must be at least 1, got {cfg.embed_dim}"),
+              (cfg.text_width >= 1, f"--text-width must be at least 1, got {cfg.text_width}"),
+              (cfg.text_layers >= 1, f"--text-layers must be at least 1, got {cfg.text_layers}"),
+              (cfg.text_heads >= 1, f"--text-heads must be at least 1, got {cfg.text_heads}"),
+              (cfg.text_width % max(cfg.text_heads, 1) == 0,
+               f"--text-width ({cfg.text_width}) must be a multiple of --text-heads ({cfg.text_heads})")]
     for ok, message in checks:
         if not ok:
             raise BenchError(message)

@@ -11,6 +11,7 @@ Departures from open_clip's adapter:
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Callable
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import BenchError
+from .options import boolean, number
 
 POOLS = ("avg", "max", "avgmax", "token", "abs_attn", "rot_attn", "")  # "" = the trunk's own default pooling
 PROJS = ("linear", "mlp", "none")
@@ -48,6 +50,26 @@ def _create_trunk(model_name: str, image_size: int, timm_kwargs: dict) -> nn.Mod
         return timm.create_model(model_name, pretrained=False, **timm_kwargs)
     except TypeError as exc:
         raise _bad_option(model_name, exc) from None
+
+
+def _check_timm_kwargs(owner: str, trunk: nn.Module, timm_kwargs: dict):
+    """timm keeps many options (``drop_rate``, ``drop_path_rate``) until a training forward reads them, so a wrong
+    type would fail mid-run: check each against the type of its default in the built model's constructor."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(type(trunk).__init__).parameters
+    except (TypeError, ValueError):
+        return
+    for key, value in timm_kwargs.items():
+        default = parameters[key].default if key in parameters else None
+        if isinstance(default, bool):
+            boolean(owner, key, value)
+        elif isinstance(default, (int, float)) and (key.endswith("_rate") or key.startswith("drop")):
+            number(owner, key, value, 0, 1, "a probability, e.g. 0.1", high_open=True)
+        elif isinstance(default, (int, float)) and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                                   or not math.isfinite(value)):
+            raise BenchError(f"{owner}: --encoder-opt {key}={value!r} must be a number (timm's default is {default!r})")
 
 
 def _bad_option(model_name: str, exc: Exception) -> BenchError:
@@ -82,9 +104,13 @@ class TimmModel(nn.Module):
                              f"{', '.join(repr(p) for p in POOLS)}")
         if proj not in PROJS:
             raise BenchError(f"unknown proj {proj!r} for timm model {model_name!r}; choose one of {', '.join(PROJS)}")
+        owner = f"timm model {model_name!r}"
+        drop = number(owner, "drop", drop, 0, 1, "dropout before the projection, e.g. drop=0.1", high_open=True)
+        proj_bias = boolean(owner, "proj_bias", proj_bias)
         self.model_name = model_name
         self.image_size = image_size
         self.trunk = _create_trunk(model_name, image_size, dict(timm_kwargs))
+        _check_timm_kwargs(owner, self.trunk, timm_kwargs)
         if stem is not None:
             stem(self.trunk)
         attn_pool = self.pool_in_head = pool in ("abs_attn", "rot_attn")

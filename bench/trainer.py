@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
+from .deterministic import take_rows
 from .loss import ClipLoss
 
 try:
@@ -26,12 +27,16 @@ except ImportError:  # pragma: no cover - tqdm is a declared dependency
 
 def resolve_device(name: str) -> torch.device:
     from .errors import BenchError
+    from .validation import check_device
 
+    check_device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"--device {name} asked for CUDA, but torch sees no GPU; use --device cpu or auto")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BenchError(f"--device {name}: torch sees {torch.cuda.device_count()} GPU(s), numbered from 0")
     return device
 
 
@@ -97,16 +102,16 @@ def encode_prompts(model, prompt_tokens: torch.Tensor, prompt_ids: torch.Tensor,
     ``"unique"`` encodes each distinct prompt of the batch once and gathers; ``"all"`` encodes the whole
     prompt table (no data-dependent shapes, so no host sync on CUDA); ``"tree"``/``"tree_all"`` encode the
     batch's prompts / all prompts as one prefix tree. All equal encoding every caption: the gather sums the
-    gradients of repeated captions, as separate copies would.
+    gradients of repeated captions, as separate copies would, in a fixed order (bench.deterministic).
     """
     if mode == "all":
-        return model.encode_text(prompt_tokens)[prompt_ids]
+        return take_rows(model.encode_text(prompt_tokens), prompt_ids)
     if mode in ("tree", "tree_all"):  # shared prefixes computed once (bench.prompt_tree); exact
         from .prompt_tree import encode_tree
 
         return encode_tree(model, prompt_tokens, prompt_ids, only_used=mode == "tree")
     unique, inverse = torch.unique(prompt_ids, return_inverse=True)
-    return model.encode_text(prompt_tokens[unique])[inverse]
+    return take_rows(model.encode_text(prompt_tokens[unique]), inverse)
 
 
 def text_mode_for(n_prompts: int, batch_size: int, device: torch.device) -> str:

@@ -55,16 +55,7 @@ def check_out_dir_writable(out) -> Path:
     already in it is a results table. Damaged rows in it are reported now, not after hours of training."""
     from .runs_table import read_table
 
-    out = Path(out).expanduser()
-    existing = out
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise BenchError(f"--out {str(out)!r}: {str(existing)!r} is a file, not a folder; pass a folder for results")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise BenchError(f"--out {str(out)!r}: {str(existing)!r} is not writable; pass a writable --out")
+    out = check_writable_folder(out)
     if out.exists() and (out / "runs").exists() and not (out / "runs").is_dir():
         raise BenchError(f"--out {str(out)!r}: {str(out / 'runs')!r} is a file, not the runs folder; move it away")
     if (out / "runs.csv").exists():
@@ -72,8 +63,23 @@ def check_out_dir_writable(out) -> Path:
     return out
 
 
+def check_writable_folder(out, option: str = "--out") -> Path:
+    """``out`` is a folder, or can be made one: the nearest folder above it that exists is writable, not a file."""
+    out = Path(out).expanduser()
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is a file, not a folder; pass a folder for results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is not writable; pass a writable {option}")
+    return out
+
+
 def check_device(name: str):
-    if not (name in ("auto", "cpu", "cuda") or name.startswith("cuda:")):
+    if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
         raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
 
 
@@ -82,3 +88,47 @@ def check_positive(option: str, value, allow_none: bool = True):
         return
     if value is None or value < 1:
         raise BenchError(f"{option} must be at least 1, got {value}")
+
+
+def check_image_size(cfg, data):
+    """The model is built for ``--image-size``; the loader feeds the dataset's images as they are."""
+    height, width = data.images.shape[1:3]
+    if height != width:
+        raise BenchError(f"dataset {cfg.dataset!r} has {height}x{width} images; bench trains on square images")
+    if height != cfg.model.image_resolution:
+        raise BenchError(f"--image-size {cfg.model.image_resolution} does not match dataset {cfg.dataset!r}, whose "
+                         f"images are {height}x{height}; use --image-size {height}")
+
+
+def check_encoder_forward(entry, visual, image_size: int, embed_dim: int):
+    """One eval-mode forward of two blank images through a freshly built vision tower, without gradients: a tower
+    that cannot run at this size (a plugin's shapes, a heads count that does not divide) fails now, in one line,
+    not mid-run. Eval mode and ``no_grad`` leave its state (batch-norm statistics, RNG) untouched."""
+    import torch
+
+    was_training = visual.training
+    visual.eval()
+    try:
+        with torch.no_grad():
+            features = visual(torch.zeros(2, 3, image_size, image_size))
+    except Exception as exc:  # noqa: BLE001 - any failure of the plugin's module is reported as its own
+        cause = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise BenchError(f"encoder {entry.name!r} (plugin {entry.plugin!r}) fails on {image_size}-pixel images: "
+                         f"{type(exc).__name__}: {cause}; check --image-size and --encoder-opt") from exc
+    finally:
+        visual.train(was_training)
+    if tuple(getattr(features, "shape", ())) != (2, embed_dim):
+        raise BenchError(f"encoder {entry.name!r} (plugin {entry.plugin!r}) returns features of shape "
+                         f"{tuple(getattr(features, 'shape', ()))} for 2 images; a vision tower must return "
+                         f"(N, embed_dim) = (2, {embed_dim})")
+
+
+def check_encoder_builds(model_cfg):
+    """Build the vision tower of ``model_cfg`` once and run :func:`check_encoder_forward`: what a sweep does for
+    each of its encoder configurations before its first run starts."""
+    from .plugins import get_entry
+
+    entry = get_entry("encoders", model_cfg.encoder)
+    opts = {k: v for k, v in model_cfg.encoder_opts if v is not None}
+    visual = entry.create(model_cfg.embed_dim, model_cfg.image_resolution, **opts)
+    check_encoder_forward(entry, visual, model_cfg.image_resolution, model_cfg.embed_dim)

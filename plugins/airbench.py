@@ -18,9 +18,19 @@ Kept from airbench: BatchNorm with a frozen scale (only the shift trains) and lo
 momentum, identity (dirac) initialisation of each conv's first input channels, no conv biases.
 """
 from bench import hookimpl
+from bench.errors import BenchError
+from bench.options import boolean, int_tuple, number
 
 
-def _build(embed_dim, image_size, widths=(64, 256, 256), flip_tta=True, translate_tta=False, bn_momentum=0.4):
+def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum):
+    owner = f"encoder {name!r}"
+    widths = int_tuple(owner, "widths", widths, 3, "the channels of its 3 conv groups, e.g. widths=[64,256,256]")
+    flip_tta = boolean(owner, "flip_tta", flip_tta)
+    translate_tta = boolean(owner, "translate_tta", translate_tta)
+    bn_momentum = number(owner, "bn_momentum", bn_momentum, 0, 1, "airbench uses 0.4 (1 = only the last batch)",
+                         low_open=True)
+    if image_size < 16:
+        raise BenchError(f"{owner} needs --image-size of at least 16 (three 2x pools after a 2x2 stem), got {image_size}")
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -77,23 +87,27 @@ def _build(embed_dim, image_size, widths=(64, 256, 256), flip_tta=True, translat
             shifted = (self.mirrored(padded[..., :h, :w]) + self.mirrored(padded[..., 2:, 2:])) / 2
             return (self.mirrored(x) + shifted) / 2
 
-    if image_size < 16:
-        raise ValueError(f"airbench needs images of at least 16 px (three 2x pools after a 2x2 stem), got {image_size}")
     return AirbenchEncoder()
 
 
-def _build_wide(embed_dim, image_size, widths=(96, 384, 384), flip_tta=True, translate_tta=True, bn_momentum=0.4):
-    return _build(embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum)
+def _factory(name, default_widths, default_translate_tta):
+    """The factory of ``name``: its --encoder-opt keys are the arguments after ``image_size``."""
+
+    def factory(embed_dim, image_size, widths=default_widths, flip_tta=True, translate_tta=default_translate_tta,
+                bn_momentum=0.4):
+        return _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum)
+
+    return factory
 
 
 @hookimpl
 def register_encoders(register):
-    register("airbench", _build,
+    register("airbench", _factory("airbench", (64, 256, 256), False),
              "airbench94-style net: 2x2 stem, conv groups 64/256/256 with max-pool, frozen-scale BatchNorm, GELU, "
              "global max-pool, linear to embed; eval averages image and mirror (flip_tta=True), and one-pixel shifts "
              "(translate_tta=True)",
              family="convnet", source="bench (after KellerJordan/cifar10-airbench)")
-    register("airbench_wide", _build_wide,
+    register("airbench_wide", _factory("airbench_wide", (96, 384, 384), True),
              "airbench at widths 96/384/384 (the fast preset's tower); eval averages mirror and one-pixel shifts, as "
              "airbench94's default evaluation (translate_tta=True)",
              family="convnet", source="bench (after KellerJordan/cifar10-airbench)")

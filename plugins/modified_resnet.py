@@ -1,13 +1,32 @@
 """The reference vision tower, OpenAI's ModifiedResNet, and bench's 32 px variant."""
 from bench import hookimpl
+from bench.errors import BenchError
+from bench.options import int_tuple, positive_int
 
 
 def _modified_resnet(stem):
-    def factory(embed_dim, image_size, layers=(2, 2, 2, 2), width=32, heads=None):
-        from bench.modified_resnet import ModifiedResNet  # heavy import only when the encoder is built
+    name = "modified_resnet" if stem == "openai" else "modified_resnet_cifar"
+    owner = f"encoder {name!r}"
 
-        return ModifiedResNet(layers=tuple(layers), output_dim=embed_dim, heads=heads or width * 32 // 64,
-                              input_resolution=image_size, width=width, stem=stem)
+    def factory(embed_dim, image_size, layers=(2, 2, 2, 2), width=32, heads=None):
+        layers = int_tuple(owner, "layers", layers, 4, "the blocks of its 4 stages, e.g. layers=[2,2,2,2]")
+        width = positive_int(owner, "width", width, "its stem's first conv has width/2 channels; e.g. width=32",
+                             minimum=2)
+        features = width * 32  # the attention pool's width
+        heads = features // 64 or 1 if heads is None else heads
+        if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or features % heads:
+            raise BenchError(f"{owner}: --encoder-opt heads={heads!r} must be a positive divisor of the attention "
+                             f"pool's width {features} (width x 32); leave it out for {max(features // 64, 1)}")
+        from bench.modified_resnet import STEMS, ModifiedResNet  # heavy import only when the encoder is built
+
+        step = STEMS[stem]
+        if image_size % step:
+            other = ", or modified_resnet_cifar (multiples of 8)" if stem == "openai" else ""
+            raise BenchError(f"{owner} downsamples {step}x, so --image-size {image_size} must be a multiple of {step}; "
+                             f"use {step * max(1, round(image_size / step))}{other}")
+
+        return ModifiedResNet(layers=layers, output_dim=embed_dim, heads=heads, input_resolution=image_size,
+                              width=width, stem=stem)
 
     return factory
 

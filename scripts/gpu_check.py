@@ -307,6 +307,15 @@ def report(check: Check, results: dict) -> str:
         for name, v in variants.items():
             overhead = "" if v["overhead_pct"] is None else f", overhead **{v['overhead_pct']:+.2f}%** against {v['vs']}"
             lines.append(f"| {key.replace('_', ' ')} variant {name} | {v['images_per_s']:.0f} images/s{overhead} |")
+    for key in ("deterministic_reference", "deterministic_fast"):
+        d = results.get(key)
+        if isinstance(d, dict):
+            lines.append(f"| {key.replace('_', ' ')} preset, `--deterministic` | rerun bit-identical "
+                         f"{d['rerun_identical']}, SIGKILL at step {d['killed_at_step']} + resume bit-identical "
+                         f"{d['resume_identical']}; training {d['deterministic_train_seconds']:.2f} s vs "
+                         f"{d['plain_train_seconds']:.2f} s without: cost **{100 * d['deterministic_cost']:+.1f}%** |")
+        elif d is not None:
+            lines.append(f"| {key.replace('_', ' ')} | {d} |")
     for name, s in check.stages.items():
         lines.append(f"| stage {name} | {s['status']}, {s['seconds']} s |")
     lines.append(f"| data | {results['data'].get('source')}: train {results['data'].get('train', '-')}, "
@@ -326,7 +335,8 @@ def main(argv=None) -> int:
                    "epochs at its measured wall time per epoch (when a lease is too short for the whole run)")
     p.add_argument("--only", default="graph_check,reference,fast,throughput,ddp,variants",
                    help="comma-separated stages to run (data always runs); also: cold_start (graph_check times the "
-                        "first steps with cuDNN autotuning off and on), ddp_one_stream, ddp_fast")
+                        "first steps with cuDNN autotuning off and on), ddp_one_stream, ddp_fast, deterministic "
+                        "(bit-identical reruns and resume under --deterministic, and its cost; about 3 minutes)")
     p.add_argument("--variant", action="append", metavar="NAME=FLAGS", help="a fast-preset variant to run instead of "
                    "the built-in ones, e.g. 'fast_c16=--cutout 16' (repeatable)")
     p.add_argument("--ddp-variants", default="", help="scripts/ddp_overhead.py --variants for the DDP stage "
@@ -481,6 +491,25 @@ def main(argv=None) -> int:
                 results[name.replace("_overhead", "")] = json.loads(record.get("last_line", ""))
             except ValueError:
                 results[name.replace("_overhead", "")] = f"{record['status']}: see gpu_check.log (stage {name})"
+
+    # 6b. --deterministic (opt-in: --only ...,deterministic): two reruns and a SIGKILL + resume must be bit-identical,
+    # and its cost against the default kernels, on a 256-step slice of the reference preset and 2 fast epochs
+    if "deterministic" in only:
+        det = py + [str(ROOT / "scripts" / "determinism_check.py")]
+        tiny = ["--limit-train", "64", "--limit-test", "64", "--batch-size", "8"]  # later flags win in click
+        slices = [("deterministic_reference", ["--preset", "reference", "--epochs", "1", "--limit-train", "8192",
+                                               "--limit-test", "2000"], tiny_model + tiny, 50),
+                  ("deterministic_fast", ["--preset", "fast", "--epochs", "2"],
+                   TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--warmup-steps", "1"] + tiny, 20)]
+        for name, flags, tiny_flags, every in slices:
+            flags = flags + ["--device", device, *data_args, *speed_flags] + (tiny_flags if args.tiny else [])
+            every = 3 if args.tiny else every
+            record = check.run(name, det + ["--work", str(work / name), "--label", name, "--checkpoint-every",
+                                            str(every), "--", *flags], cap=150)
+            try:
+                results[name] = json.loads(record.get("last_line", ""))
+            except ValueError:
+                results[name] = f"{record['status']}: see gpu_check.log (stage {name})"
 
     # 7. with the time left: variants of the fast recipe, then the other throughput rows
     results["fast_variants"] = {}

@@ -66,9 +66,13 @@ def weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
-def spawn_bench(*args, **kwargs) -> subprocess.Popen:
-    """``python -m bench ARGS`` in a child with this checkout first on the path and one torch thread."""
+def spawn_bench(*args, default_threads: bool = False, **kwargs) -> subprocess.Popen:
+    """``python -m bench ARGS`` in a child with this checkout first on the path and one torch thread, or, with
+    ``default_threads``, torch's default thread count (one per core), as a user's shell gives it."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "BENCH_LOAD_PLUGINS": ""}
+    if default_threads:
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env.pop(name, None)
     return subprocess.Popen([sys.executable, "-m", "bench", *map(str, args)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
 

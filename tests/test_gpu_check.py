@@ -47,6 +47,21 @@ def test_gpu_check_tiny_runs_every_stage(tmp_path):
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
 
 
+def test_summary_table_shows_the_deterministic_stage_and_its_cost(tmp_path):
+    """The --only deterministic stage's JSON becomes one row per preset with the bit-identity verdicts and the
+    cost of --deterministic as a percentage of the plain run's training time; a failed stage says where to look."""
+    gpu_check = _script_module()
+    check = gpu_check.Check(tmp_path, 10, dict(os.environ))
+    results = {"data": {"source": "synthetic"}, "deterministic_fast": "failed: see gpu_check.log",
+               "deterministic_reference": {"rerun_identical": True, "resume_identical": True, "killed_at_step": 50,
+                                           "deterministic_train_seconds": 12.0, "plain_train_seconds": 10.0,
+                                           "deterministic_cost": 0.2}}
+    table = gpu_check.report(check, results)
+    assert ("| deterministic reference preset, `--deterministic` | rerun bit-identical True, SIGKILL at step 50 + "
+            "resume bit-identical True; training 12.00 s vs 10.00 s without: cost **+20.0%** |") in table
+    assert "| deterministic fast | failed: see gpu_check.log |" in table
+
+
 def test_whole_reference_run_summary_estimates_only_what_was_not_run():
     """A reference run of fewer than 50 epochs (shortened, or stopped by its cap) is summarised with an
     estimate: its wall time plus the missing epochs at its median wall time per epoch after the first

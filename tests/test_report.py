@@ -5,7 +5,7 @@ from PIL import Image
 
 from ._results_fixture import make_row, write_results
 
-FIGURES = {"curves", "confusion", "per_class", "accuracy_vs_time", "accuracy_vs_params", "robustness"}
+FIGURES = {"curves", "confusion", "per_class", "accuracy_vs_time", "accuracy_vs_params", "robustness", "differences"}
 
 
 def _rows():
@@ -32,8 +32,9 @@ def test_report_writes_markdown_and_every_figure(tmp_path, run_cli):
         with Image.open(tmp_path / "report" / f"{name}.png") as img:
             img.verify()
             assert img.size[0] >= 600 and img.size[1] >= 300
-    # the comparison names the side that differs and judges the 10 point gain against the seed spread
-    assert "b vs a (baseline)" in md and "yes (>" in md
+    # the comparison names the side that differs and tests the 10 point gain over seeds (Welch), with its interval:
+    # variances 0.5 points^2 a side: se = sqrt(0.5/2 + 0.5/2) = 0.707 points, df = 2, t_0.975(2) = 4.303: 10 ± 3.04
+    assert "b vs a (baseline)" in md and "yes (Welch, p=0.005)" in md and "[+6.96 pp, +13.04 pp], p=0.005" in md
 
 
 def test_report_from_a_file_alone_says_which_figures_need_run_folders(tmp_path, run_cli):

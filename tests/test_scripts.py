@@ -54,3 +54,18 @@ def test_ddp_overhead_times_both_paths_and_every_cpu_variant():
     # the stream variants need CUDA graphs and tower streams; the bucket sizes apply anywhere
     assert sorted(result["variants"]) == ["ddp_bucket10", "ddp_bucket5", "ddp_bucket50", "ddp_one_bucket"]
     assert all(v["vs"] == "plain" and v["images_per_s"] > 0 for v in result["variants"].values())
+
+
+def test_determinism_check_finds_reruns_and_resume_identical_on_cpu(tmp_path):
+    """scripts/determinism_check.py (the GPU check's --deterministic stage) on a tiny CPU run: reruns, the
+    SIGKILLed-and-resumed run and the run without --deterministic are all bit-identical to the first."""
+    from .conftest import TINY
+
+    flags = ["--dataset", "synthetic", "--epochs", "1", "--limit-train", "48", "--limit-test", "32", "--batch-size",
+             "8", "--device", "cpu", *TINY]
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "determinism_check.py"), "--work", str(tmp_path / "w"),
+                           "--checkpoint-every", "3", "--", *flags], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rerun_identical"] and result["resume_identical"] and result["plain_identical_to_deterministic"]
+    assert 3 <= result["killed_at_step"] < 6 and result["deterministic_train_seconds"] > 0

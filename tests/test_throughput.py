@@ -1,4 +1,6 @@
 """``bench throughput``: rows for every encoder asked for, failures kept as rows, out-of-memory retried."""
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import torch
@@ -8,10 +10,24 @@ from bench.throughput import COLUMNS, ThroughputCfg, measure, resolve, with_oom_
 TEXT = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2"]
 
 
-def test_throughput_command_writes_rows_with_provenance_and_keeps_failures(run_cli):
-    """Two encoders, both modes: 6 rows appended to throughput.csv; a bad encoder option is an error row."""
+def test_throughput_command_writes_rows_with_provenance_and_keeps_failures(run_cli, monkeypatch):
+    """Two encoders, both modes: 6 rows appended to throughput.csv; an encoder that fails while timed is an error
+    row and the other encoder's rows are still measured."""
+    import bench.throughput as throughput
+
+    measure_real = throughput.measure
+
+    def measure_or_fail(cfg, component, mode):
+        if cfg.encoder == "airbench":
+            raise RuntimeError("kernel launch failed")
+        return measure_real(cfg, component, mode)
+
+    monkeypatch.setattr(throughput, "measure", measure_or_fail)
     args = ["throughput", "--encoder", "modified_resnet,airbench", "--device", "cpu", "--batch-size", "4",
-            "--steps", "1", "--warmup", "0", "--encoder-opt", "width=8", *TEXT, "--out", "res"]
+            "--steps", "1", "--warmup", "0", *TEXT, "--out", "res"]
+    code, out, err = run_cli(*args, "--encoder-opt", "width=8")
+    assert code == 2 and "airbench" in err and "width" in err and len(err.strip().splitlines()) == 1
+    assert not Path("res/throughput.csv").exists()  # checked before the first encoder was timed
     code, out, err = run_cli(*args)
     assert code == 0, err
     table = pd.read_csv("res/throughput.csv")
@@ -20,8 +36,8 @@ def test_throughput_command_writes_rows_with_provenance_and_keeps_failures(run_c
     assert ok["error"].isna().all() and (ok["samples_per_s"] > 0).all() and (ok["gflops_per_sample"] > 0).all()
     assert set(zip(ok.component, ok["mode"])) == {("vision", "infer"), ("vision", "train"), ("clip", "train")}
     assert (ok.loc[ok.component == "clip", "params"] > ok.loc[ok.component == "vision", "params"].max()).all()
-    bad = table[table.encoder == "airbench"]  # airbench has no 'width' option
-    assert bad["error"].str.contains("width").all() and bad["samples_per_s"].isna().all()
+    bad = table[table.encoder == "airbench"]
+    assert bad["error"].str.contains("RuntimeError: kernel launch failed").all() and bad["samples_per_s"].isna().all()
     assert table["git_commit"].notna().all() and (table["device"] == "cpu").all()
     assert "| modified_resnet" in out
     code, _, _ = run_cli("throughput", "--encoder", "modified_resnet", "--mode", "infer", "--device", "cpu",

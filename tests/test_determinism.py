@@ -1,0 +1,132 @@
+"""Bit-identical reruns at torch's default thread count (one per core), as users run bench: not at one thread.
+
+The runs here use a 512-wide text tower: at that width the prompt tree's positional-embedding gather has
+more than 32,768 elements, where torch's CPU ``index_put_`` backward turns into parallel atomic adds, so
+these tests fail if a gather of the step goes back to plain indexing (measured: scripts/cpu_determinism.py).
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.deterministic import deterministic_mode, take_rows
+
+from .robust_support import METRICS, history, run_dir_of, spawn_bench, weights
+
+# 3 epochs x 4 steps of batch 32 on 128 synthetic images; the text tower at the reference width, one layer
+DET_FLAGS = ["--dataset", "synthetic", "--epochs", "3", "--limit-train", "128", "--limit-test", "64",
+             "--batch-size", "32", "--cutout", "8", "--device", "cpu", "--embed-dim", "32", "--text-width", "512",
+             "--text-layers", "1", "--text-heads", "8", "--encoder-opt", "width=8", "--no-progress", "--log-every", "2"]
+STEPS = 12
+
+
+def _bench(*args, timeout=600):
+    proc = spawn_bench(*args, default_threads=True)
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return out, err
+
+
+def _same_run(a, b):
+    """History (all but timings), metrics, predictions and every weight tensor equal bit for bit."""
+    dir_a, dir_b = run_dir_of(a), run_dir_of(b)
+    pd.testing.assert_frame_equal(history(dir_a), history(dir_b), check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(dir_a / "train_log.csv"), pd.read_csv(dir_b / "train_log.csv"),
+                                  check_exact=True)
+    row_a, row_b = pd.read_csv(a / "runs.csv").iloc[0], pd.read_csv(b / "runs.csv").iloc[0]
+    assert {m: row_a[m] for m in METRICS} == {m: row_b[m] for m in METRICS}
+    assert (dir_a / "predictions.npy").read_bytes() == (dir_b / "predictions.npy").read_bytes()
+    ours, theirs = weights(dir_a / "last.pt"), weights(dir_b / "last.pt")
+    assert ours.keys() == theirs.keys()
+    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
+    return row_b
+
+
+@pytest.fixture(scope="module")
+def first(tmp_path_factory):
+    out = tmp_path_factory.mktemp("det") / "first"
+    _bench("run", *DET_FLAGS, "--out", out)
+    return out
+
+
+def test_two_runs_at_the_default_thread_count_are_bit_identical(first, tmp_path):
+    """The same command twice, at torch's default threads: the same history, metrics, predictions and weights."""
+    row = pd.read_csv(first / "runs.csv").iloc[0]
+    if row["torch_threads"] < 2:
+        pytest.skip("this machine gives torch one thread: nothing here would run in parallel")
+    assert row["deterministic"] == False  # noqa: E712  (a plain run: no --deterministic needed on a CPU)
+    second = tmp_path / "second"
+    _bench("run", *DET_FLAGS, "--out", second)
+    assert _same_run(first, second)["torch_threads"] == row["torch_threads"]
+
+
+def test_sigkill_mid_epoch_then_resume_at_the_default_thread_count_is_the_uninterrupted_run(first, tmp_path):
+    """SIGKILL between two checkpoints, then `bench run --resume latest`, both at the default thread count."""
+    out = tmp_path / "killed"
+    proc = spawn_bench("run", *DET_FLAGS, "--checkpoint-every", "2", "--out", out, default_threads=True)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("runs/*/last.pt")):
+        assert proc.poll() is None, f"bench exited early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out waiting for the first checkpoint"
+        time.sleep(0.01)
+    time.sleep(random.uniform(0.0, 0.1))  # anywhere between two checkpoints
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    saved = torch.load(run_dir_of(out) / "last.pt", weights_only=True)
+    assert saved["step"] < STEPS and not (out / "runs.csv").exists(), "the kill did not land before the end"
+    _bench("run", "--resume", "latest", "--out", out, "--no-progress")
+    row = _same_run(first, out)
+    assert row["resumes"] == 1
+
+
+def test_deterministic_flag_on_cpu_changes_nothing_but_the_record(first, tmp_path):
+    """--deterministic (torch's deterministic algorithms) trains the same bits on a CPU and says so in the row."""
+    out = tmp_path / "deterministic"
+    _bench("run", *DET_FLAGS, "--deterministic", "--out", out)
+    assert _same_run(first, out)["deterministic"] == True  # noqa: E712
+
+
+@pytest.mark.parametrize("shape, n", [((77, 512), 74), ((93, 512), 64), ((48, 512), 128)],
+                         ids=["tree-positions", "tree-end-of-text", "caption-rows"])
+def test_take_rows_gradient_is_the_same_bits_at_two_threads_as_serial_indexing(shape, n):
+    """At two threads, 30 backward passes of take_rows give one gradient, equal bit for bit to plain indexing's
+    at one thread (where torch accumulates serially, in index order). Shapes: the step's gathers, above
+    torch's 32,768-element threshold for parallel accumulation."""
+    torch.manual_seed(0)
+    table = torch.randn(*shape, requires_grad=True)
+    index, grad = torch.randint(0, shape[0], (n,)), torch.randn(n, shape[1])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        table[index].backward(grad)
+        serial, table.grad = table.grad.clone(), None
+        torch.set_num_threads(2)
+        grads = set()
+        for _ in range(30):
+            take_rows(table, index).backward(grad)
+            grads.add(table.grad.numpy().tobytes())
+            table.grad = None
+    finally:
+        torch.set_num_threads(threads)
+    assert grads == {serial.numpy().tobytes()}
+    assert torch.equal(take_rows(table, index), table[index])
+
+
+def test_deterministic_mode_sets_torch_cudnn_and_cublas_and_restores_them(monkeypatch):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    with deterministic_mode(True):
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert not torch.backends.cudnn.benchmark and os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+            torch.backends.cudnn.benchmark) == before
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    with deterministic_mode(False):
+        assert torch.are_deterministic_algorithms_enabled() == before[0]
