@@ -375,8 +375,6 @@ def list_(kind, pattern):
 @click.option("--out", default="results", show_default=True, help="Appends rows to OUT/throughput.csv.")
 def throughput(encoders, mode, compile_, encoder_opts, out, **flags):
     """Images/s, step time, memory, params and GFLOPs of encoders on synthetic inputs."""
-    from pathlib import Path
-
     from .config import parse_opts
     from .throughput import append_rows, resolve, run_throughput, summary
     from .validation import check_writable_folder

@@ -66,6 +66,22 @@ def weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
+def assert_same_run(a: Path, b: Path) -> pd.Series:
+    """The runs in results folders ``a`` and ``b`` are the same run bit for bit: history (all but timings),
+    loss log, metrics, predictions and every weight tensor; returns ``b``'s runs.csv row."""
+    dir_a, dir_b = run_dir_of(a), run_dir_of(b)
+    pd.testing.assert_frame_equal(history(dir_a), history(dir_b), check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(dir_a / "train_log.csv"), pd.read_csv(dir_b / "train_log.csv"),
+                                  check_exact=True)
+    row_a, row_b = pd.read_csv(a / "runs.csv").iloc[0], pd.read_csv(b / "runs.csv").iloc[0]
+    assert {m: row_a[m] for m in METRICS} == {m: row_b[m] for m in METRICS}
+    assert (dir_a / "predictions.npy").read_bytes() == (dir_b / "predictions.npy").read_bytes()
+    ours, theirs = weights(dir_a / "last.pt"), weights(dir_b / "last.pt")
+    assert ours.keys() == theirs.keys()
+    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
+    return row_b
+
+
 def spawn_bench(*args, default_threads: bool = False, **kwargs) -> subprocess.Popen:
     """``python -m bench ARGS`` in a child with this checkout first on the path and one torch thread, or, with
     ``default_threads``, torch's default thread count (one per core), as a user's shell gives it."""

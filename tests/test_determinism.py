@@ -17,7 +17,7 @@ import torch
 
 from bench.deterministic import deterministic_mode, take_rows
 
-from .robust_support import METRICS, history, run_dir_of, spawn_bench, weights
+from .robust_support import assert_same_run, run_dir_of, spawn_bench
 
 # 3 epochs x 4 steps of batch 32 on 128 synthetic images; the text tower at the reference width, one layer
 DET_FLAGS = ["--dataset", "synthetic", "--epochs", "3", "--limit-train", "128", "--limit-test", "64",
@@ -31,21 +31,6 @@ def _bench(*args, timeout=600):
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err
     return out, err
-
-
-def _same_run(a, b):
-    """History (all but timings), metrics, predictions and every weight tensor equal bit for bit."""
-    dir_a, dir_b = run_dir_of(a), run_dir_of(b)
-    pd.testing.assert_frame_equal(history(dir_a), history(dir_b), check_exact=True)
-    pd.testing.assert_frame_equal(pd.read_csv(dir_a / "train_log.csv"), pd.read_csv(dir_b / "train_log.csv"),
-                                  check_exact=True)
-    row_a, row_b = pd.read_csv(a / "runs.csv").iloc[0], pd.read_csv(b / "runs.csv").iloc[0]
-    assert {m: row_a[m] for m in METRICS} == {m: row_b[m] for m in METRICS}
-    assert (dir_a / "predictions.npy").read_bytes() == (dir_b / "predictions.npy").read_bytes()
-    ours, theirs = weights(dir_a / "last.pt"), weights(dir_b / "last.pt")
-    assert ours.keys() == theirs.keys()
-    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
-    return row_b
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +48,7 @@ def test_two_runs_at_the_default_thread_count_are_bit_identical(first, tmp_path)
     assert row["deterministic"] == False  # noqa: E712  (a plain run: no --deterministic needed on a CPU)
     second = tmp_path / "second"
     _bench("run", *DET_FLAGS, "--out", second)
-    assert _same_run(first, second)["torch_threads"] == row["torch_threads"]
+    assert assert_same_run(first, second)["torch_threads"] == row["torch_threads"]
 
 
 def test_sigkill_mid_epoch_then_resume_at_the_default_thread_count_is_the_uninterrupted_run(first, tmp_path):
@@ -81,7 +66,7 @@ def test_sigkill_mid_epoch_then_resume_at_the_default_thread_count_is_the_uninte
     saved = torch.load(run_dir_of(out) / "last.pt", weights_only=True)
     assert saved["step"] < STEPS and not (out / "runs.csv").exists(), "the kill did not land before the end"
     _bench("run", "--resume", "latest", "--out", out, "--no-progress")
-    row = _same_run(first, out)
+    row = assert_same_run(first, out)
     assert row["resumes"] == 1
 
 
@@ -89,7 +74,7 @@ def test_deterministic_flag_on_cpu_changes_nothing_but_the_record(first, tmp_pat
     """--deterministic (torch's deterministic algorithms) trains the same bits on a CPU and says so in the row."""
     out = tmp_path / "deterministic"
     _bench("run", *DET_FLAGS, "--deterministic", "--out", out)
-    assert _same_run(first, out)["deterministic"] == True  # noqa: E712
+    assert assert_same_run(first, out)["deterministic"] == True  # noqa: E712
 
 
 @pytest.mark.parametrize("shape, n", [((77, 512), 74), ((93, 512), 64), ((48, 512), 128)],

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)
-from .robust_support import (FLAGS, METRICS, finished_run, free_port, history, run_dir_of, spawn_bench,
-                             weights)
+from .robust_support import FLAGS, assert_same_run, finished_run, free_port, history, run_dir_of, spawn_bench
 
 
 @pytest.fixture(scope="module")
@@ -36,16 +35,7 @@ def _wait_for(path, proc, timeout=300.0):
 
 
 def _assert_same_as_baseline(baseline, out):
-    base_out, base_dir = baseline
-    run_dir = run_dir_of(out)
-    pd.testing.assert_frame_equal(history(run_dir), history(base_dir), check_exact=True)
-    base_row = pd.read_csv(base_out / "runs.csv").iloc[0]
-    row = pd.read_csv(out / "runs.csv").iloc[0]
-    assert {m: row[m] for m in METRICS} == {m: base_row[m] for m in METRICS}
-    ours, theirs = weights(run_dir / "last.pt"), weights(base_dir / "last.pt")
-    assert ours.keys() == theirs.keys()
-    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
-    return row
+    return assert_same_run(baseline[0], out)
 
 
 @pytest.fixture(scope="module")
