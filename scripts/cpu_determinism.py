@@ -8,7 +8,7 @@ gradients it gets, for plain indexing (``table[index]``, whose backward is an ``
 ``--find-ops`` is how the gathers were found: it runs identical training steps several times and lists
 every aten op whose outputs differed although its inputs were the same.
 
-    python scripts/cpu_determinism.py --step --out results/cpu_determinism.csv     # torch's default threads
+    python scripts/cpu_determinism.py --step --out results/cpu_determinism/gathers.csv   # torch's default threads
     python scripts/cpu_determinism.py --find-ops modified_resnet:32:tree timm/resnet18:128:unique --gather index
 """
 from __future__ import annotations

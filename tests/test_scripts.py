@@ -69,3 +69,14 @@ def test_determinism_check_finds_reruns_and_resume_identical_on_cpu(tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["rerun_identical"] and result["resume_identical"] and result["plain_identical_to_deterministic"]
     assert 3 <= result["killed_at_step"] < 6 and result["deterministic_train_seconds"] > 0
+
+
+def test_cpu_determinism_counts_one_gradient_for_take_rows_at_every_site(tmp_path):
+    """scripts/cpu_determinism.py at the training step's gather shapes, at torch's default thread count: the
+    deterministic gather gives one distinct gradient over repeated backward passes at every site, and each site
+    gets its after/before time ratio."""
+    table = load("cpu_determinism").main(["--repeats", "5", "--rounds", "1", "--reps", "2",
+                                          "--out", str(tmp_path / "gathers.csv")])
+    after = table[table["gather"] == "take_rows (after)"]
+    assert len(after) == len(load("cpu_determinism").SITES) and (after["distinct_gradients"] == 1).all()
+    assert (table["after_over_before"] > 0).all() and (tmp_path / "gathers.csv").is_file()
