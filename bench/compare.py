@@ -169,7 +169,7 @@ def _decide(rows: pd.DataFrame, alpha: float, correct: str) -> pd.DataFrame:
     if not len(rows):
         return rows
     rows = rows.copy()
-    rows["p_adjusted"] = rows["p_value"]
+    rows["p_adjusted"], rows["correction"] = rows["p_value"], correct
     if correct == "holm":
         group_cols = ["side"] + [c for c in rows.columns if c.startswith("on_")]
         for _, index in rows.groupby(group_cols, sort=False, dropna=False).groups.items():
@@ -332,8 +332,11 @@ def _verdict(r) -> str:
     significant = r["significant"] if isinstance(r, pd.Series) else r.significant
     test = r["test"] if isinstance(r, pd.Series) else r.test
     p = r["p_adjusted"] if isinstance(r, pd.Series) else r.p_adjusted
-    raw = r["p_value"] if isinstance(r, pd.Series) else r.p_value
+    correction = r["correction"] if isinstance(r, pd.Series) else r.correction
     if significant is None or (isinstance(significant, float) and math.isnan(significant)):
-        return "n/a (no variance)" if isinstance(test, str) else "n/a (one seed, no predictions)"
-    label = "Holm p" if p != raw else "p"
+        if isinstance(test, str):
+            return "n/a (no variance)"
+        metric = r["metric"] if isinstance(r, pd.Series) else r.metric
+        return "n/a (one seed, no predictions.npy)" if metric == PAIRED_METRIC else "n/a (one seed a side)"
+    label = "Holm p" if correction == "holm" else "p"
     return f"{'yes' if significant else 'no'} ({TEST_NAMES[test]}, {label}={_p(p)})"

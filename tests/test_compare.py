@@ -230,14 +230,16 @@ def test_cli_compare_reads_folders_run_ids_and_exits_1_past_threshold(tmp_path, 
     cand = write_results(tmp_path / "cand", [make_row("rb0", "a", 0, 0.40), make_row("rb1", "a", 1, 0.42)])
     code, out, err = run_cli("compare", base, cand, "--metrics", "zeroshot_top1", "--fail-on", "zeroshot_top1:-0.5")
     assert code == 1 and "compare failed" in err and "zeroshot_top1" in out
-    code, out, _ = run_cli("compare", base / "runs" / "ra0", "rb1", "--results", cand, "--metrics", "zeroshot_top1")
-    assert code == 0 and "n/a (one seed, no predictions)" in out
+    code, out, _ = run_cli("compare", base / "runs" / "ra0", "rb1", "--results", cand, "--metrics",
+                           "zeroshot_top1,zeroshot_top5")
+    assert code == 0 and "n/a (one seed, no predictions.npy)" in out and "n/a (one seed a side)" in out
     # -10 points over two seeds of 1.4 points spread: Welch p = 0.019, significant at 0.05 but not at 0.01
     gate = ["compare", base, cand, "--metrics", "zeroshot_top1", "--fail-on", "zeroshot_top1:-0.5", "--fail-on-significant"]
     code, out, err = run_cli(*gate)
     assert code == 1 and "yes (Welch, p=0.019)" in out and "yes (Welch, p=0.019)" in err
     code, out, err = run_cli(*gate, "--alpha", "0.01", "--correct", "holm")
-    assert code == 0 and "no (Welch, p=0.019)" in out and "Holm-adjusted" in out and "p < 0.01" in out
+    # one metric: Holm leaves its p as it is, and the cell still says the p is Holm's
+    assert code == 0 and "no (Welch, Holm p=0.019)" in out and "Holm-adjusted" in out and "p < 0.01" in out
     code, _, err = run_cli("compare", base, tmp_path / "nowhere")
     assert code == 2 and err.count("\n") == 1 and "bench: error:" in err
     (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
