@@ -42,7 +42,7 @@ def plan(base: RunConfig, encoders, templates, seeds) -> list[RunConfig]:
         check_names(cfg)
         check_run_inputs(cfg)
         if cfg.model not in built:
-            check_encoder_builds(cfg.model)
+            check_encoder_builds(encoder, cfg.model.embed_dim, cfg.model.image_resolution, dict(cfg.model.encoder_opts))
             built.add(cfg.model)
         cfgs.append(cfg)
     return cfgs

@@ -237,17 +237,6 @@ def plan(mode: str) -> list[tuple[str, str]]:
     return pairs + ([("vision", "train"), ("clip", "train")] if mode in ("train", "both") else [])
 
 
-def check_encoders_accept(cfg: ThroughputCfg, encoders: list[str]) -> None:
-    """Build each encoder's vision tower on the CPU with the user's options and run two images through it."""
-    from .plugins import get_entry
-    from .validation import check_encoder_forward
-
-    for encoder in encoders:
-        entry = get_entry("encoders", encoder)
-        visual = entry.create(cfg.embed_dim, cfg.image_size, **dict(cfg.encoder_opts))
-        check_encoder_forward(entry, visual, cfg.image_size, cfg.embed_dim)
-
-
 def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", on_row=None) -> pd.DataFrame:
     """Benchmark each encoder; a failure becomes a row with ``error`` set, and the others still run.
 
@@ -257,7 +246,10 @@ def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", 
     from .results import provenance
 
     if cfg.encoder_opts:
-        check_encoders_accept(cfg, encoders)
+        from .validation import check_encoder_builds
+
+        for encoder in encoders:
+            check_encoder_builds(encoder, cfg.embed_dim, cfg.image_size, dict(cfg.encoder_opts))
     device = torch.device(cfg.device)
     prov = provenance(device)
     rows = []

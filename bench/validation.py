@@ -123,12 +123,11 @@ def check_encoder_forward(entry, visual, image_size: int, embed_dim: int):
                          f"(N, embed_dim) = (2, {embed_dim})")
 
 
-def check_encoder_builds(model_cfg):
-    """Build the vision tower of ``model_cfg`` once and run :func:`check_encoder_forward`: what a sweep does for
-    each of its encoder configurations before its first run starts."""
+def check_encoder_builds(encoder: str, embed_dim: int, image_size: int, opts: dict):
+    """Build ``encoder``'s vision tower from the user's options once and run :func:`check_encoder_forward`: what
+    a sweep and ``bench throughput`` do for each encoder configuration before the first run or timing starts."""
     from .plugins import get_entry
 
-    entry = get_entry("encoders", model_cfg.encoder)
-    opts = {k: v for k, v in model_cfg.encoder_opts if v is not None}
-    visual = entry.create(model_cfg.embed_dim, model_cfg.image_resolution, **opts)
-    check_encoder_forward(entry, visual, model_cfg.image_resolution, model_cfg.embed_dim)
+    entry = get_entry("encoders", encoder)
+    visual = entry.create(embed_dim, image_size, **{k: v for k, v in opts.items() if v is not None})
+    check_encoder_forward(entry, visual, image_size, embed_dim)
