@@ -319,9 +319,9 @@ def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, lo
             raise _interrupted(stop, state, saver, saver.run_id, Path(cfg.out))
 
     log_loss = loss_log.callback(epoch + 1, state.step - (start.steps if start else 0), resumed=start is not None)
-    if start is not None and start.steps % cfg.log_every == 0:
-        # a mid-epoch checkpoint is taken in on_step, before that step's loss read-back: make the row the
-        # uninterrupted run made there, from the same running sum
+    if start is not None and (start.steps % cfg.log_every == 0 or start.steps == n):
+        # a mid-epoch checkpoint (or a stop after the epoch's last step) is taken in on_step, before that step's
+        # loss read-back: make the row the uninterrupted run made there, from the same running sum
         log_loss(state.step, float(start.loss_sum) / start.steps)
 
     def on_log(step, mean):  # the loss was just read back anyway: a free moment to look for a NaN

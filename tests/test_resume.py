@@ -133,6 +133,31 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(baseline, tmp_path, run_cli
     _assert_same_as_baseline(baseline, out)
 
 
+@pytest.mark.parametrize("ask, stop_at", [(4, 4), (6, 6), (8, 8), (12, 11)])
+def test_a_stop_at_any_step_resumes_to_the_uninterrupted_run(ask, stop_at, baseline, tmp_path, run_cli, monkeypatch):
+    """A stop honoured after step 4 (between loss read-backs), 6 (at one), 8 (the first epoch's last step: its
+    checkpoint precedes that epoch's closing read-back) or 11 (at a read-back of epoch 2): the resumed run has
+    the uninterrupted run's train_log.csv, history, predictions and weights."""
+    from bench import faults
+
+    asked = []
+
+    def agreed(self, collective_point):  # the loop asks after every step and once more at each epoch end
+        asked.append(collective_point)
+        if len(asked) == ask:
+            self.requested = "SIGINT"
+        return self.requested is not None
+
+    monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
+    out = tmp_path / "stopped"
+    code, _, err = run_cli("run", *FLAGS, "--out", out)
+    assert code == 130 and f"at step {stop_at}, checkpoint saved" in err, err
+    monkeypatch.undo()
+    code, _, err = run_cli("run", "--resume", str(run_dir_of(out)), "--no-progress")
+    assert code == 0, err
+    _assert_same_as_baseline(baseline, out)
+
+
 def test_same_seed_gives_identical_history_and_records_provenance(baseline, tmp_path, run_cli):
     """Two runs with one seed on CPU give identical history tables; each row says how it was made."""
     out = tmp_path / "again"
