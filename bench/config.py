@@ -135,9 +135,11 @@ def make_config(preset: str = "reference", model: dict | None = None, **override
 
 def validate_config(cfg: RunConfig) -> RunConfig:
     """Reject values no run can use, before any work starts."""
-    px = cfg.model.image_resolution
+    from .validation import check_device, model_size_checks
+
+    px, text = cfg.model.image_resolution, cfg.model.text
     checks = [
-        (cfg.model.image_resolution >= 8, f"--image-size must be at least 8, got {cfg.model.image_resolution}"),
+        *model_size_checks(px, cfg.model.embed_dim, text.width, text.heads, text.layers),  # first: px is used below
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
         (cfg.batch_size >= 2, f"--batch-size must be at least 2 (a contrastive batch needs negatives), got {cfg.batch_size}"),
         (0 < cfg.lr <= 1, f"--lr must be in (0, 1], got {cfg.lr}"),
@@ -152,12 +154,6 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
         (0 <= cfg.crop_pad < px, f"--crop-pad must be in [0, {px}) for {px}-pixel images, got {cfg.crop_pad}"),
         (0 <= cfg.cutout <= px, f"--cutout must be in [0, {px}] for {px}-pixel images, got {cfg.cutout}"),
-        (cfg.model.embed_dim >= 1, f"--embed-dim must be at least 1, got {cfg.model.embed_dim}"),
-        (cfg.model.text.width >= 1, f"--text-width must be at least 1, got {cfg.model.text.width}"),
-        (cfg.model.text.heads >= 1, f"--text-heads must be at least 1, got {cfg.model.text.heads}"),
-        (cfg.model.text.width % max(cfg.model.text.heads, 1) == 0,
-         f"--text-width ({cfg.model.text.width}) must be a multiple of --text-heads ({cfg.model.text.heads})"),
-        (cfg.model.text.layers >= 1, f"--text-layers must be at least 1, got {cfg.model.text.layers}"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
         (cfg.robust_limit is None or cfg.robust_limit >= 1, f"--robust-limit must be at least 1, got {cfg.robust_limit}"),
     ]
@@ -166,7 +162,6 @@ def validate_config(cfg: RunConfig) -> RunConfig:
             raise BenchError(message)
     from .corruptions import parse_severities
     from .suite import parse_evals
-    from .validation import check_device
 
     parse_evals(cfg.evals)
     parse_severities(cfg.robust_severities)

@@ -5,6 +5,11 @@ class BenchError(Exception):
     """A problem the user can fix; the message names the problem and the fix."""
 
 
+def one_line_cause(exc: BaseException) -> str:
+    """``TypeName: first line of the message`` (at most 300 characters), for a one-line error about ``exc``."""
+    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+
+
 class UnknownNameError(BenchError, KeyError):
     """A name that no plugin registered."""
 

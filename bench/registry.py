@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import BenchError, PluginError, UnknownNameError
+from .errors import BenchError, PluginError, UnknownNameError, one_line_cause
 
 KINDS = ("encoders", "tokenizers", "templates", "datasets")
 _SINGULAR = {"encoders": "encoder", "tokenizers": "tokenizer", "templates": "template set", "datasets": "dataset"}
@@ -36,11 +36,9 @@ class Entry:
             raise
         except Exception as exc:
             options = ", ".join([_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwargs.items()])
-            cause = (str(exc).strip().splitlines() or [""])[0][:300]
-            fix = _FIXES.get(self.kind, "")
             raise PluginFactoryError(
                 f"{_SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin!r}) could not be built from "
-                f"({options}): {type(exc).__name__}: {cause}{fix}") from exc
+                f"({options}): {one_line_cause(exc)}{_FIXES.get(self.kind, '')}") from exc
 
 
 # what to change when a factory rejects what it was given

@@ -19,9 +19,9 @@ from .compare import compare, display_diff, render_markdown, split_sides
 from .errors import BenchError
 from .io import atomic_write_bytes, atomic_write_text
 from .sources import Source, combine
-from .validation import check_writable_folder
 from .tables import (CONFIG_COLUMNS, SUMMARY_METRICS, aggregate, fmt_value, group_columns, is_accuracy,
                      metric_columns)
+from .validation import check_writable_folder
 
 LABEL = "configuration"  # the column naming each configuration in the report
 

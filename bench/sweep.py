@@ -40,8 +40,8 @@ def plan(base: RunConfig, encoders, templates, seeds) -> list[RunConfig]:
                                                 seeds or [base.seed]):
         cfg = replace(base, model=replace(base.model, encoder=encoder), templates=tpl, seed=seed)
         check_names(cfg)
-        check_run_inputs(cfg)
-        if cfg.model not in built:
+        if cfg.model not in built:  # the rest of a run's inputs vary only with its model, not templates or seed
+            check_run_inputs(cfg)
             check_encoder_builds(encoder, cfg.model.embed_dim, cfg.model.image_resolution, dict(cfg.model.encoder_opts))
             built.add(cfg.model)
         cfgs.append(cfg)

@@ -304,6 +304,7 @@ def resolve(encoders: str, device: str = "auto", precision: str | None = None, s
     """Validate command-line values into a config and a list of encoder names (``all``: every registered one)."""
     from .plugins import get_entry, get_registry
     from .trainer import resolve_device
+    from .validation import model_size_checks
 
     dev = resolve_device(device)
     cuda = dev.type == "cuda"
@@ -319,13 +320,7 @@ def resolve(encoders: str, device: str = "auto", precision: str | None = None, s
               (cfg.steps >= 1, f"--steps must be at least 1, got {cfg.steps}"),
               (cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}"),
               (cfg.precision in PRECISIONS, f"--precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
-              (cfg.image_size >= 8, f"--image-size must be at least 8, got {cfg.image_size}"),
-              (cfg.embed_dim >= 1, f"--embed-dim must be at least 1, got {cfg.embed_dim}"),
-              (cfg.text_width >= 1, f"--text-width must be at least 1, got {cfg.text_width}"),
-              (cfg.text_layers >= 1, f"--text-layers must be at least 1, got {cfg.text_layers}"),
-              (cfg.text_heads >= 1, f"--text-heads must be at least 1, got {cfg.text_heads}"),
-              (cfg.text_width % max(cfg.text_heads, 1) == 0,
-               f"--text-width ({cfg.text_width}) must be a multiple of --text-heads ({cfg.text_heads})")]
+              *model_size_checks(cfg.image_size, cfg.embed_dim, cfg.text_width, cfg.text_heads, cfg.text_layers)]
     for ok, message in checks:
         if not ok:
             raise BenchError(message)

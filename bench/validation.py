@@ -10,7 +10,7 @@ import math
 import os
 from pathlib import Path
 
-from .errors import BenchError
+from .errors import BenchError, one_line_cause
 
 
 def check_run_inputs(cfg):
@@ -78,6 +78,20 @@ def check_writable_folder(out, option: str = "--out") -> Path:
     return out
 
 
+def model_size_checks(image_size: int, embed_dim: int, text_width: int, text_heads: int,
+                      text_layers: int) -> list[tuple[bool, str]]:
+    """``(ok, message)`` for the model sizes ``bench run`` and ``bench throughput`` both take from flags."""
+    return [
+        (image_size >= 8, f"--image-size must be at least 8, got {image_size}"),
+        (embed_dim >= 1, f"--embed-dim must be at least 1, got {embed_dim}"),
+        (text_width >= 1, f"--text-width must be at least 1, got {text_width}"),
+        (text_heads >= 1, f"--text-heads must be at least 1, got {text_heads}"),
+        (text_width % max(text_heads, 1) == 0,
+         f"--text-width ({text_width}) must be a multiple of --text-heads ({text_heads})"),
+        (text_layers >= 1, f"--text-layers must be at least 1, got {text_layers}"),
+    ]
+
+
 def check_device(name: str):
     if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
         raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
@@ -112,9 +126,8 @@ def check_encoder_forward(entry, visual, image_size: int, embed_dim: int):
         with torch.no_grad():
             features = visual(torch.zeros(2, 3, image_size, image_size))
     except Exception as exc:  # noqa: BLE001 - any failure of the plugin's module is reported as its own
-        cause = (str(exc).strip().splitlines() or [""])[0][:300]
         raise BenchError(f"encoder {entry.name!r} (plugin {entry.plugin!r}) fails on {image_size}-pixel images: "
-                         f"{type(exc).__name__}: {cause}; check --image-size and --encoder-opt") from exc
+                         f"{one_line_cause(exc)}; check --image-size and --encoder-opt") from exc
     finally:
         visual.train(was_training)
     if tuple(getattr(features, "shape", ())) != (2, embed_dim):

@@ -13,10 +13,10 @@ def _modified_resnet(stem):
         width = positive_int(owner, "width", width, "its stem's first conv has width/2 channels; e.g. width=32",
                              minimum=2)
         features = width * 32  # the attention pool's width
-        heads = features // 64 or 1 if heads is None else heads
+        heads = features // 64 if heads is None else heads  # OpenAI's default; width >= 2 makes it >= 1
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or features % heads:
             raise BenchError(f"{owner}: --encoder-opt heads={heads!r} must be a positive divisor of the attention "
-                             f"pool's width {features} (width x 32); leave it out for {max(features // 64, 1)}")
+                             f"pool's width {features} (width x 32); leave it out for {features // 64}")
         from bench.modified_resnet import STEMS, ModifiedResNet  # heavy import only when the encoder is built
 
         step = STEMS[stem]

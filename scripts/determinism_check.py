@@ -97,13 +97,14 @@ def main(argv=None) -> dict:
     bench([*flags, "--deterministic", "--out", b], env)
     bench([*flags, "--out", c], env)
     killed_at = killed_and_resumed([*flags, "--deterministic"], d, env, args.checkpoint_every)
+    rerun, resume, plain = differences(a, b), differences(a, d), differences(a, c)
+    seconds_det, seconds_plain = train_seconds(a), train_seconds(c)
     result = {
-        "check": args.label or " ".join(flags), "rerun_identical": not differences(a, b),
-        "rerun_differs_in": differences(a, b), "resume_identical": not differences(a, d),
-        "resume_differs_in": differences(a, d), "killed_at_step": killed_at,
-        "plain_identical_to_deterministic": not differences(a, c),
-        "deterministic_train_seconds": train_seconds(a), "plain_train_seconds": train_seconds(c),
-        "deterministic_cost": round(train_seconds(a) / train_seconds(c) - 1, 4),
+        "check": args.label or " ".join(flags), "rerun_identical": not rerun, "rerun_differs_in": rerun,
+        "resume_identical": not resume, "resume_differs_in": resume, "killed_at_step": killed_at,
+        "plain_identical_to_deterministic": not plain,
+        "deterministic_train_seconds": seconds_det, "plain_train_seconds": seconds_plain,
+        "deterministic_cost": round(seconds_det / seconds_plain - 1, 4),
     }
     print(json.dumps(result))
     return result

@@ -81,7 +81,7 @@ def test_deterministic_flag_on_cpu_changes_nothing_but_the_record(first, tmp_pat
                          ids=["tree-positions", "tree-end-of-text", "caption-rows"])
 def test_take_rows_gradient_is_the_same_bits_at_two_threads_as_serial_indexing(shape, n):
     """At two threads, 30 backward passes of take_rows give one gradient, equal bit for bit to plain indexing's
-    at one thread (where torch accumulates serially, in index order). Shapes: the step's gathers, above
+    at one thread (where torch accumulates serially, in index order). Shapes: the step's gathers, at or above
     torch's 32,768-element threshold for parallel accumulation."""
     torch.manual_seed(0)
     table = torch.randn(*shape, requires_grad=True)
