@@ -3,15 +3,15 @@ and datasets as pluggy plugins."""
 
 __version__ = "0.1.0"
 
-from .hookspecs import hookimpl  # noqa: E402  (plugins import only ``bench``)
+from .host.hookspecs import hookimpl  # noqa: E402  (plugins import only ``bench``)
 
 _LAZY = {
-    "create_model": "model", "build_model": "model", "convert_weights": "model", "CLIP": "model",
-    "ModelCfg": "model", "TextCfg": "model",
-    "tokenize": "tokenizer", "SimpleTokenizer": "tokenizer",
-    "contrastive_loss": "loss", "multipositive_loss": "loss", "ClipLoss": "loss",
-    "train_epoch": "api", "validate": "api",
-    "CIFARCLIPDataset": "data", "collate_fn": "data", "ArrayDataset": "data",
+    "create_model": "clip.model", "build_model": "clip.model", "convert_weights": "clip.model", "CLIP": "clip.model",
+    "ModelCfg": "clip.configs", "TextCfg": "clip.configs",
+    "tokenize": "clip.tokenizer", "SimpleTokenizer": "clip.tokenizer",
+    "contrastive_loss": "clip.loss", "multipositive_loss": "clip.loss", "ClipLoss": "clip.loss",
+    "train_epoch": "engine.reference_loop", "validate": "engine.reference_loop",
+    "CIFARCLIPDataset": "data.datasets", "collate_fn": "data.datasets", "ArrayDataset": "data.datasets",
     "RunConfig": "config", "make_config": "config",
     "BenchError": "errors",
 }

@@ -81,10 +81,10 @@ def cli(plugins_dirs, plugin_modules):
                    "without it (default: off).")
 def run(seeds, resume, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
-    from .runner import run as run_training
+    from .app.run import run as run_training
 
     if resume is not None:
-        from .resume import resume_run
+        from .app.resume import resume_run
 
         ctx = click.get_current_context()
         given = [p.name for p in ctx.command.params if p.name != "resume"
@@ -98,7 +98,7 @@ def run(seeds, resume, **flags):
         return
     from dataclasses import replace
 
-    from .sweep import parse_seeds
+    from .app.sweep import parse_seeds
 
     cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)]
     rows = [_echo_run(run_training(c), c.out) for c in cfgs]
@@ -109,7 +109,7 @@ def _config_from_flags(encoder, encoder_opts, preset, embed_dim, image_size, tex
                        compile_, checkpoints, evals, robust_severities, **flags):
     """The frozen run config from ``bench run``'s flags (shared by ``bench sweep``)."""
     from .config import make_config, parse_opts
-    from .corruptions import parse_severities
+    from .data.corruptions import parse_severities
 
     model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
                  image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
@@ -119,7 +119,7 @@ def _config_from_flags(encoder, encoder_opts, preset, embed_dim, image_size, tex
 
 def _echo_run(row, out):
     """One line per finished run (rank 0 only under torchrun)."""
-    from .distributed import is_main_process
+    from .distributed.world import is_main_process
 
     if is_main_process():
         ranks = f" on {row['world_size']} ranks" if row.get("world_size", 1) > 1 else ""
@@ -133,7 +133,7 @@ def _echo_summary(rows):
     """Mean ± std over seeds of the headline metrics, one line per configuration."""
     import pandas as pd
 
-    from .tables import SUMMARY_METRICS, aggregate, fmt_value
+    from .results.tables import SUMMARY_METRICS, aggregate, fmt_value
 
     table = aggregate(pd.DataFrame(rows))
     metrics = [m for m in SUMMARY_METRICS if m in table.columns.str.removesuffix("_mean")]
@@ -148,16 +148,16 @@ def sweep(encoder, templates, seeds, skip_existing, **flags):
     With --skip-existing, configurations already in OUT/runs.csv are not run again, so an interrupted sweep
     continues where it stopped. Takes every flag of `bench run`.
     """
-    from .sweep import parse_seeds, plan
-    from .sweep import sweep as run_sweep
+    from .app.sweep import parse_seeds, plan
+    from .app.sweep import sweep as run_sweep
 
     if not encoder:
         raise BenchError("--encoder is empty; name one or more encoders, comma-separated (bench list encoders)")
     base = _config_from_flags(encoder=encoder[0], templates=templates[0] if templates else "seed", seed=0, **flags)
     cfgs = plan(base, encoder, templates, parse_seeds(seeds) if seeds else [0])
     rows = run_sweep(cfgs, skip_existing, echo=click.echo, on_row=lambda row, cfg: _echo_run(row, cfg.out))
-    from .results import read_runs
-    from .tables import config_key
+    from .results.run_files import read_runs
+    from .results.tables import config_key
 
     planned = {(config_key(c), c.seed) for c in cfgs}
     table = read_runs(base.out)
@@ -201,9 +201,10 @@ cli.add_command(_sweep_command())
 def eval_(checkpoint, templates, dataset, data_dir, limit_test, device, fmt, per_template, evals, robust_limit,
           robust_severities, out):
     """Re-evaluate CHECKPOINT zero-shot: one row per template set (with its protocol)."""
-    from .corruptions import parse_severities
-    from .evaluate_checkpoint import evaluate_checkpoint
-    from .suite import SuiteOptions, parse_evals
+    from .app.evaluate import evaluate_checkpoint
+    from .data.corruptions import parse_severities
+    from .evaluation import parse_evals
+    from .evaluation.suite import SuiteOptions
 
     if robust_limit is not None and robust_limit < 1:
         raise BenchError(f"--robust-limit must be at least 1, got {robust_limit}")
@@ -230,9 +231,9 @@ def eval_(checkpoint, templates, dataset, data_dir, limit_test, device, fmt, per
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
 def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate_, long_, limit, fmt):
     """Print result tables (SOURCES: results folders, runs.csv files, run folders or run ids; default --results)."""
-    from .sources import combine, load_sources
-    from .tables import display_table
-    from .validation import check_positive
+    from .app.validation import check_positive
+    from .results.sources import combine, load_sources
+    from .results.tables import display_table
 
     check_positive("--limit", limit)
     if not sources and not (Path(results_dir) / "runs.csv").is_file():
@@ -267,9 +268,9 @@ def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fail_on
     Differences get Welch's t-test over seeds and, for zero-shot top-1, a paired test over the test images
     (docs/evaluation.md).
     """
-    from .compare import check_alpha, compare, parse_fail_on, render_markdown, split_sides
-    from .sources import load_sources
-    from .tables import filter_rows
+    from .results.compare import check_alpha, compare, parse_fail_on, render_markdown, split_sides
+    from .results.sources import load_sources
+    from .results.tables import filter_rows
 
     thresholds = parse_fail_on(fail_on)
     check_alpha(alpha)
@@ -299,9 +300,9 @@ def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fail_on
 @click.option("--title", help="Report title.")
 def report(runs, out, results_dir, wheres, title):
     """Write a markdown report with figures for RUNS (results folders, files, run folders or run ids)."""
-    from .report import build_report
-    from .sources import combine, load_sources
-    from .tables import filter_rows
+    from .results.report import build_report
+    from .results.sources import combine, load_sources
+    from .results.tables import filter_rows
 
     source = combine(load_sources(runs or [results_dir], results_dir))
     source.table = filter_rows(source.table, wheres)
@@ -317,7 +318,7 @@ def report(runs, out, results_dir, wheres, title):
 @click.option("--device", default="auto", show_default=True)
 def predict(checkpoint, images, top_k, templates, device):
     """Print the top classes of each image file (any size; resized to the model's input)."""
-    from .evaluate_checkpoint import predict_images
+    from .app.evaluate import predict_images
 
     for path, ranked in predict_images(checkpoint, images, top_k=top_k, templates=templates, device=device):
         click.echo(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in ranked))
@@ -327,7 +328,7 @@ def predict(checkpoint, images, top_k, templates, device):
 @click.option("--json", "as_json", is_flag=True, help="Name, version, hooks, load error and registrations as JSON.")
 def plugins(as_json):
     """List every plugin with what it registered."""
-    from .plugins import get_host
+    from .host.manager import get_host
 
     infos = get_host().plugins()
     if as_json:
@@ -346,8 +347,8 @@ def plugins(as_json):
 @click.option("--filter", "pattern", help="fnmatch pattern, e.g. 'timm/*'.")
 def list_(kind, pattern):
     """List registered names with their summaries (encoders: family, parameters at embed width 512, source)."""
-    from .catalog import format_entries
-    from .plugins import get_registry
+    from .app.catalog import format_entries
+    from .host.manager import get_registry
 
     for line in format_entries(get_registry(), kind, pattern):
         click.echo(line)
@@ -375,9 +376,9 @@ def list_(kind, pattern):
 @click.option("--out", default="results", show_default=True, help="Appends rows to OUT/throughput.csv.")
 def throughput(encoders, mode, compile_, encoder_opts, out, **flags):
     """Images/s, step time, memory, params and GFLOPs of encoders on synthetic inputs."""
+    from .app.validation import check_writable_folder
     from .config import parse_opts
-    from .throughput import append_rows, resolve, run_throughput, summary
-    from .validation import check_writable_folder
+    from .perf.throughput import append_rows, resolve, run_throughput, summary
 
     cfg, names = resolve(encoders, compile=compile_, encoder_opts=parse_opts(encoder_opts), **flags)
     path = check_writable_folder(out) / "throughput.csv"
@@ -407,7 +408,7 @@ def _has_tabulate() -> bool:
 
 def _preload_plugins(argv):
     """Load --plugins-dir / -p plugins before click parses, so their commands exist."""
-    from .plugins import build_host, set_host
+    from .host.manager import build_host, set_host
 
     dirs, modules = [], []
     for i, arg in enumerate(argv):

@@ -5,8 +5,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from .clip.configs import ModelCfg, TextCfg
 from .errors import BenchError
-from .model import ModelCfg, TextCfg
 
 # A preset sets the recipe, never the architecture: the encoder name alone fixes the vision tower.
 PRESETS: dict[str, dict] = {
@@ -119,7 +119,7 @@ def parse_opts(pairs) -> tuple:
 def make_config(preset: str = "reference", model: dict | None = None, **overrides) -> RunConfig:
     """Defaults < preset < ``overrides`` (None values are ignored, so unset flags keep the preset's value)."""
     if preset not in PRESETS:
-        from .registry import unknown_name_message
+        from .host.registry import unknown_name_message
 
         raise BenchError(unknown_name_message("preset", preset, sorted(PRESETS)))
     values = dict(PRESETS[preset])
@@ -135,7 +135,7 @@ def make_config(preset: str = "reference", model: dict | None = None, **override
 
 def validate_config(cfg: RunConfig) -> RunConfig:
     """Reject values no run can use, before any work starts."""
-    from .validation import check_device, model_size_checks
+
 
     px, text = cfg.model.image_resolution, cfg.model.text
     checks = [
@@ -160,10 +160,30 @@ def validate_config(cfg: RunConfig) -> RunConfig:
     for ok, message in checks:
         if not ok:
             raise BenchError(message)
-    from .corruptions import parse_severities
-    from .suite import parse_evals
+    from .data.corruptions import parse_severities
+    from .evaluation import parse_evals
 
     parse_evals(cfg.evals)
     parse_severities(cfg.robust_severities)
     check_device(cfg.device)
     return cfg
+
+
+def model_size_checks(image_size: int, embed_dim: int, text_width: int, text_heads: int,
+                      text_layers: int) -> list[tuple[bool, str]]:
+    """``(ok, message)`` for the model sizes ``bench run`` and ``bench throughput`` both take from flags."""
+    return [
+        (image_size >= 8, f"--image-size must be at least 8, got {image_size}"),
+        (embed_dim >= 1, f"--embed-dim must be at least 1, got {embed_dim}"),
+        (text_width >= 1, f"--text-width must be at least 1, got {text_width}"),
+        (text_heads >= 1, f"--text-heads must be at least 1, got {text_heads}"),
+        (text_width % max(text_heads, 1) == 0,
+         f"--text-width ({text_width}) must be a multiple of --text-heads ({text_heads})"),
+        (text_layers >= 1, f"--text-layers must be at least 1, got {text_layers}"),
+    ]
+
+
+
+def check_device(name: str):
+    if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")

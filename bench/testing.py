@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 
-from . import plugins as _plugins
 from .errors import BenchError, PluginError
+from .host import manager as _plugins
 
 __all__ = ["Report", "plugin_registered", "check_encoder", "check_tokenizer", "check_templates", "check_dataset",
            "check_entry"]
@@ -227,7 +227,7 @@ def check_tokenizer(target, context_length: int = 77, prompts=_SAMPLE_PROMPTS) -
 # -- template sets -----------------------------------------------------------------------------------------
 def check_templates(target) -> Report:
     """Check a template set: a non-empty list of distinct strings with one ``{}``, a fresh list per call."""
-    from .templates import check_templates as validate
+    from .clip.templates import check_templates as validate
 
     label, factory = _factory("templates", target)
     report = Report(f"template set {label!r}")
@@ -254,7 +254,7 @@ def check_dataset(target, data_dir=None, seed: int = 0) -> Report:
     the same seed."""
     import numpy as np
 
-    from .data import ArrayDataset
+    from .data.datasets import ArrayDataset
 
     label, factory = _factory("datasets", target)
     report = Report(f"dataset {label!r}")

@@ -4,15 +4,17 @@ import statistics
 import pytest
 import torch
 
-from bench import compact_embedding
-from bench.data import CIFAR10_CLASSES, make_synthetic, to_device_uint8
-from bench.evaluator import build_zero_shot_classifier, trim_tokens, validate
-from bench.loader_speed import device_batches, device_loader, images_per_second, torchvision_batches
-from bench.loss import ClipLoss
-from bench.model import create_model
-from bench.templates import SEED_TEMPLATES, fill
-from bench.tokenizer import create_tokenizer
-from bench.trainer import TrainState, build_optimizer, clip_step, encode_prompts
+from bench.clip.loss import ClipLoss
+from bench.clip.model import create_model
+from bench.clip.templates import SEED_TEMPLATES, fill
+from bench.clip.tokenizer import create_tokenizer, trim_tokens
+from bench.data.datasets import CIFAR10_CLASSES, make_synthetic
+from bench.data.loader import to_device_uint8
+from bench.engine import compact_embedding
+from bench.engine.optim import build_optimizer
+from bench.engine.step import TrainState, clip_step, encode_prompts
+from bench.evaluation.zero_shot import build_zero_shot_classifier, validate
+from bench.perf.loader_speed import device_batches, device_loader, images_per_second, torchvision_batches
 
 BATCH = 32
 PROMPTS = fill(SEED_TEMPLATES, CIFAR10_CLASSES)

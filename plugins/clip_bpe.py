@@ -3,7 +3,7 @@ from bench import hookimpl
 
 
 def _clip_bpe(context_length=77, prompts=None):
-    from bench.tokenizer import create_tokenizer
+    from bench.clip.tokenizer import create_tokenizer
 
     return create_tokenizer(context_length, prompts)
 

@@ -3,13 +3,13 @@ from bench import hookimpl
 
 
 def _cifar10(split, data_dir=None, seed=0):
-    from bench.data import load_cifar10
+    from bench.data.datasets import load_cifar10
 
     return load_cifar10(split, data_dir)
 
 
 def _synthetic(split, data_dir=None, seed=0):
-    from bench.data import make_synthetic
+    from bench.data.datasets import make_synthetic
 
     return make_synthetic(split, seed)
 

@@ -17,7 +17,7 @@ def _modified_resnet(stem):
         if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 or features % heads:
             raise BenchError(f"{owner}: --encoder-opt heads={heads!r} must be a positive divisor of the attention "
                              f"pool's width {features} (width x 32); leave it out for {features // 64}")
-        from bench.modified_resnet import STEMS, ModifiedResNet  # heavy import only when the encoder is built
+        from bench.clip.modified_resnet import STEMS, ModifiedResNet  # heavy import only when the encoder is built
 
         step = STEMS[stem]
         if image_size % step:

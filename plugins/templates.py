@@ -1,6 +1,6 @@
 """The template sets of the reference spec and of the CLIP paper."""
 from bench import hookimpl
-from bench.templates import OPENAI_CIFAR10_TEMPLATES, SEED_TEMPLATES
+from bench.clip.templates import OPENAI_CIFAR10_TEMPLATES, SEED_TEMPLATES
 
 
 @hookimpl

@@ -64,7 +64,7 @@ CURATED = {
 
 def _curated_factory(model_name, timm_kwargs, stem):
     def factory(embed_dim, image_size, **opts):
-        from bench.timm_model import TimmModel
+        from bench.clip.timm_model import TimmModel
 
         return TimmModel(model_name, embed_dim, image_size, stem=stem, **{**timm_kwargs, **opts})
 
@@ -73,8 +73,8 @@ def _curated_factory(model_name, timm_kwargs, stem):
 
 def _any_timm(model_name: str):
     """Resolve ``timm:<model_name>`` to a factory; unknown names fail here, before any data is read."""
+    from bench.clip.timm_model import require_timm
     from bench.errors import UnknownNameError
-    from bench.timm_model import require_timm
 
     timm = require_timm()
 

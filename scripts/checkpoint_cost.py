@@ -28,17 +28,17 @@ from _results import save  # noqa: E402
 
 
 def build_saver(run_dir: Path, device: torch.device, tiny: bool):
-    from bench import compact_embedding
-    from bench.checkpoint import CheckpointSaver, RunProgress
+    from bench.clip.loss import ClipLoss
+    from bench.clip.model import create_model
+    from bench.clip.templates import SEED_TEMPLATES, fill
+    from bench.clip.tokenizer import create_tokenizer, trim_tokens
     from bench.config import make_config
-    from bench.data import CIFAR10_CLASSES
-    from bench.distributed import World
-    from bench.evaluator import trim_tokens
-    from bench.loss import ClipLoss
-    from bench.model import create_model
-    from bench.templates import SEED_TEMPLATES, fill
-    from bench.tokenizer import create_tokenizer
-    from bench.trainer import TrainState, build_optimizer
+    from bench.data.datasets import CIFAR10_CLASSES
+    from bench.distributed.world import World
+    from bench.engine import compact_embedding
+    from bench.engine.checkpoint import CheckpointSaver, RunProgress
+    from bench.engine.optim import build_optimizer
+    from bench.engine.step import TrainState
 
     kwargs = dict(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
                   encoder_opts={"width": 8}) if tiny else {}

@@ -24,7 +24,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import deterministic, model as model_module, prompt_tree, trainer  # noqa: E402
+from bench import deterministic  # noqa: E402
+from bench.clip import model as model_module  # noqa: E402
+from bench.engine import optim, prompt_tree  # noqa: E402
+from bench.engine import step as trainer  # noqa: E402
 
 # (site, table shape, index length): the gathers of one step of the reference model (text width 512)
 SITES = [
@@ -85,11 +88,11 @@ def gather_in_step(gather):
 
 
 def time_step(rounds: int, steps: int) -> dict:
-    from bench import compact_embedding
-    from bench.evaluator import trim_tokens
-    from bench.loss import ClipLoss
-    from bench.plugins import get_entry
-    from bench.templates import fill
+    from bench.clip.loss import ClipLoss
+    from bench.clip.templates import fill
+    from bench.clip.tokenizer import trim_tokens
+    from bench.engine import compact_embedding
+    from bench.host.manager import get_entry
 
     templates = get_entry("templates", "seed").create()
     classes = [f"class{i}" for i in range(10)]
@@ -98,7 +101,7 @@ def time_step(rounds: int, steps: int) -> dict:
     torch.manual_seed(0)
     clip = model_module.create_model("modified_resnet")
     compact = compact_embedding.install(clip, tokens)
-    optimizer = trainer.build_optimizer(clip, 1e-4, 0.01, torch.device("cpu"))
+    optimizer = optim.build_optimizer(clip, 1e-4, 0.01, torch.device("cpu"))
     compact_embedding.attach(compact, optimizer)
     state = trainer.TrainState(clip, optimizer, None, ClipLoss("clip"), tokens, None, "tree")
     images, labels = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
@@ -126,11 +129,11 @@ def find_nondeterministic_ops(encoder: str, batch: int, text_mode: str, runs: in
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
 
-    from bench import compact_embedding
-    from bench.evaluator import trim_tokens
-    from bench.loss import ClipLoss
-    from bench.plugins import get_entry
-    from bench.templates import fill
+    from bench.clip.loss import ClipLoss
+    from bench.clip.templates import fill
+    from bench.clip.tokenizer import trim_tokens
+    from bench.engine import compact_embedding
+    from bench.host.manager import get_entry
 
     def digest(t):
         return hashlib.sha1(t.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
@@ -160,7 +163,7 @@ def find_nondeterministic_ops(encoder: str, batch: int, text_mode: str, runs: in
     def run_once(record: bool):
         clip = copy.deepcopy(base)
         compact = compact_embedding.install(clip, tokens)
-        optimizer = trainer.build_optimizer(clip, 1e-4, 0.01, torch.device("cpu"))
+        optimizer = optim.build_optimizer(clip, 1e-4, 0.01, torch.device("cpu"))
         compact_embedding.attach(compact, optimizer)
         state = trainer.TrainState(clip, optimizer, None, ClipLoss("clip"), tokens, None, text_mode)
         recorder = Recorder()

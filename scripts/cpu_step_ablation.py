@@ -39,14 +39,13 @@ VARIANTS = {  # name: (trimmed context, text mode, fused AdamW, compact embeddin
 
 
 def make_state(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
-    from bench import compact_embedding
-    from bench.data import CIFAR10_CLASSES
-    from bench.evaluator import trim_tokens
-    from bench.loss import ClipLoss
-    from bench.model import create_model
-    from bench.templates import SEED_TEMPLATES, fill
-    from bench.tokenizer import tokenize
-    from bench.trainer import TrainState
+    from bench.clip.loss import ClipLoss
+    from bench.clip.model import create_model
+    from bench.clip.templates import SEED_TEMPLATES, fill
+    from bench.clip.tokenizer import tokenize, trim_tokens
+    from bench.data.datasets import CIFAR10_CLASSES
+    from bench.engine import compact_embedding
+    from bench.engine.step import TrainState
 
     torch.manual_seed(0)
     kwargs = dict(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
@@ -64,7 +63,8 @@ def make_state(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
 
 def main(argv=None) -> pd.DataFrame:
     from _results import save
-    from bench.trainer import clip_step
+
+    from bench.engine.step import clip_step
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)

@@ -29,17 +29,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import torch  # noqa: E402
 
-from bench.data import CIFAR10_CLASSES  # noqa: E402
-from bench.ddp import wrap_model  # noqa: E402
-from bench.distributed import init_distributed, shutdown  # noqa: E402
-from bench.evaluator import trim_tokens  # noqa: E402
-from bench.loss import ClipLoss  # noqa: E402
-from bench.model import ModelCfg, TextCfg, count_parameters, create_model_from_cfg  # noqa: E402
-from bench.templates import SEED_TEMPLATES, fill  # noqa: E402
-from bench.tokenizer import tokenize  # noqa: E402
-from bench.cuda_graph import DDP_WARMUP, CudaGraphStep, capture_stream  # noqa: E402
-from bench.trainer import (TrainState, _sync, autocast_dtype_for, build_optimizer, clip_step,  # noqa: E402
-                           set_backend_flags, text_mode_for)
+from bench.clip.configs import ModelCfg, TextCfg  # noqa: E402
+from bench.clip.loss import ClipLoss  # noqa: E402
+from bench.clip.model import count_parameters, create_model_from_cfg  # noqa: E402
+from bench.clip.templates import SEED_TEMPLATES, fill  # noqa: E402
+from bench.clip.tokenizer import tokenize  # noqa: E402
+from bench.clip.tokenizer import trim_tokens  # noqa: E402
+from bench.data.datasets import CIFAR10_CLASSES  # noqa: E402
+from bench.distributed.world import init_distributed, shutdown  # noqa: E402
+from bench.engine.cuda_graph import DDP_WARMUP, CudaGraphStep, capture_stream  # noqa: E402
+from bench.engine.ddp import wrap_model  # noqa: E402
+from bench.engine.optim import build_optimizer
+from bench.engine.step import TrainState, _sync, autocast_dtype_for, clip_step, set_backend_flags, text_mode_for
 
 MODELS = {
     "reference": ModelCfg(),  # the spec's CLIP: ModifiedResNet (2,2,2,2) width 32, text 512 x 6 layers

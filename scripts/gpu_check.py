@@ -94,7 +94,7 @@ def prepare_data(args, work: Path) -> dict:
     """Folder with train.npz/test.npz for ``--data-dir``, from npz, .xz batches or (tiny) a made-up .xz."""
     import numpy as np
 
-    from bench import cifar_xz
+    from bench.data import cifar_xz
 
     npz = ROOT / ".data" / "cifar10"
     if not args.tiny and (npz / "train.npz").is_file() and (npz / "test.npz").is_file():
@@ -103,7 +103,7 @@ def prepare_data(args, work: Path) -> dict:
     # .data/cifar10xz_* a previous call left on a still-warm machine (the other train batches)
     srcs = [Path(args.xz_dir)] + sorted(Path(args.xz_dir).parent.glob(Path(args.xz_dir).name + "_*"))
     if args.tiny:  # the real decoder on a small file in the real format
-        from bench.data import make_synthetic
+        from bench.data.datasets import make_synthetic
 
         srcs = [work / "xz"]
         srcs[0].mkdir(parents=True, exist_ok=True)
@@ -450,7 +450,7 @@ def main(argv=None) -> int:
             history.to_csv(out / "fast_history.csv", index=False)
 
     # 5. throughput of the main encoders (every row appended to OUT/throughput.csv); more rows at the end
-    from bench.plugins import get_registry
+    from bench.host.manager import get_registry
 
     registered = get_registry().names("encoders")
     table_path = out / "throughput.csv"

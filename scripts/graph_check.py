@@ -28,14 +28,14 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_state(tiny: bool, device, graph: bool, precision=None, tower_streams: bool = False):
-    from bench import compact_embedding
-    from bench.data import CIFAR10_CLASSES
-    from bench.evaluator import trim_tokens
-    from bench.loss import ClipLoss
-    from bench.model import create_model
-    from bench.templates import SEED_TEMPLATES, fill
-    from bench.tokenizer import create_tokenizer
-    from bench.trainer import TrainState, build_optimizer, build_scheduler
+    from bench.clip.loss import ClipLoss
+    from bench.clip.model import create_model
+    from bench.clip.templates import SEED_TEMPLATES, fill
+    from bench.clip.tokenizer import create_tokenizer, trim_tokens
+    from bench.data.datasets import CIFAR10_CLASSES
+    from bench.engine import compact_embedding
+    from bench.engine.optim import build_optimizer, build_scheduler
+    from bench.engine.step import TrainState
 
     torch.manual_seed(0)
     kwargs = dict(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
@@ -81,8 +81,8 @@ def cold_start(device, benchmark: bool, tiny: bool, steps: int = 50) -> dict:
     """In a fresh process: the wall time from the first step until the graph is captured and replayed once
     (cuDNN autotuning, kernel loading, capture), then the steady ms/step, at the reference preset's
     settings (bf16, channels_last, graph + tower streams), with ``cudnn.benchmark`` on or off."""
-    from bench.cuda_graph import CudaGraphStep
-    from bench.trainer import _sync, set_backend_flags
+    from bench.engine.cuda_graph import CudaGraphStep
+    from bench.engine.step import _sync, set_backend_flags
 
     set_backend_flags(device, cudnn_benchmark=benchmark)  # as bench run sets them
     precision = torch.bfloat16 if device.type == "cuda" else None
@@ -117,8 +117,8 @@ def cold_starts(args) -> list:
 
 
 def main(argv=None) -> dict:
-    from bench.cuda_graph import CudaGraphStep
-    from bench.trainer import clip_step
+    from bench.engine.cuda_graph import CudaGraphStep
+    from bench.engine.step import clip_step
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

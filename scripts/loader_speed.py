@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _results import save  # noqa: E402
-from bench.loader_speed import compare, ratio  # noqa: E402
+
+from bench.perf.loader_speed import compare, ratio  # noqa: E402
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -34,11 +35,10 @@ def main(argv=None) -> pd.DataFrame:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from bench.data import load_cifar10, make_synthetic
+    from bench.clip.templates import SEED_TEMPLATES, fill
+    from bench.clip.tokenizer import tokenize, trim_tokens
+    from bench.data.datasets import load_cifar10, make_synthetic
     from bench.errors import BenchError
-    from bench.evaluator import trim_tokens
-    from bench.templates import SEED_TEMPLATES, fill
-    from bench.tokenizer import tokenize
 
     data, dataset = None, "synthetic"
     if not args.tiny:

@@ -50,7 +50,7 @@ def open_clip_model(cfg: dict):
 
 
 def bench_model(cfg: dict):
-    from bench.model import create_model
+    from bench.clip.model import create_model
 
     return create_model("modified_resnet", cfg["embed_dim"], cfg["image_size"], cfg["context_length"],
                         cfg["vocab_size"], cfg["text_width"], cfg["heads"], cfg["text_layers"], {"width": cfg["width"]})
@@ -63,13 +63,13 @@ def check_same_loss(cfg: dict, data, seed: int = 0) -> dict:
     """Losses of bench's fast path and open_clip's plain path on two batches, around one AdamW step each."""
     import open_clip
 
-    from bench import compact_embedding
-    from bench.data import normalize, to_device_uint8
-    from bench.evaluator import trim_tokens
-    from bench.loss import ClipLoss
-    from bench.templates import SEED_TEMPLATES, fill
-    from bench.tokenizer import tokenize
-    from bench.trainer import TrainState, build_optimizer, clip_step
+    from bench.clip.loss import ClipLoss
+    from bench.clip.templates import SEED_TEMPLATES, fill
+    from bench.clip.tokenizer import tokenize, trim_tokens
+    from bench.data.loader import normalize, to_device_uint8
+    from bench.engine import compact_embedding
+    from bench.engine.optim import build_optimizer
+    from bench.engine.step import TrainState, clip_step
 
     torch.manual_seed(seed)
     ours = bench_model(cfg).train()
@@ -106,8 +106,8 @@ def check_same_loss(cfg: dict, data, seed: int = 0) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 def bench_round(cfg: dict, steps: int, dataset: str, data_dir, out: Path) -> float:
     """Images/s of ``bench.runner.run`` at the reference recipe for ``steps`` steps (training loop only)."""
+    from bench.app.run import run
     from bench.config import make_config
-    from bench.runner import run
 
     model = dict(encoder="modified_resnet", encoder_opts=(("width", cfg["width"]),), embed_dim=cfg["embed_dim"],
                  width=cfg["text_width"], heads=cfg["heads"], layers=cfg["text_layers"])
@@ -123,7 +123,7 @@ class OpenClipLoop:
     def __init__(self, cfg: dict, data, seed: int = 0):
         import open_clip
 
-        from bench.data import CIFARCLIPDataset
+        from bench.data.datasets import CIFARCLIPDataset
 
         torch.manual_seed(seed)
         self.model = open_clip_model(cfg).train()
@@ -132,7 +132,7 @@ class OpenClipLoop:
         self.dataset = CIFARCLIPDataset(data, class_names=data.classes)
 
     def round(self, steps: int) -> float:
-        from bench.data import collate_fn
+        from bench.data.datasets import collate_fn
 
         loader = torch.utils.data.DataLoader(self.dataset, batch_size=32, shuffle=True, drop_last=True,
                                              collate_fn=collate_fn, num_workers=0)
@@ -151,7 +151,7 @@ class OpenClipLoop:
 
 
 def load_data(tiny: bool, data_dir):
-    from bench.data import load_cifar10, make_synthetic
+    from bench.data.datasets import load_cifar10, make_synthetic
     from bench.errors import BenchError
 
     if not tiny:

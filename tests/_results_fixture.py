@@ -4,7 +4,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.results import append_run, write_csv
+from bench.results.run_files import append_run, write_csv
 
 CLASSES = ["cat", "dog", "frog"]
 

@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Each test gets its own results folder and a plugin host built from scratch on first use."""
-    from bench.plugins import set_host
+    from bench.host.manager import set_host
 
     monkeypatch.setenv("BENCH_LOAD_PLUGINS", "")
     monkeypatch.chdir(tmp_path)
@@ -27,7 +27,7 @@ def _isolated(tmp_path, monkeypatch):
 @pytest.fixture
 def host():
     """A freshly built plugin host with only the built-ins."""
-    from bench.plugins import build_host, set_host
+    from bench.host.manager import build_host, set_host
 
     h = build_host()
     set_host(h)

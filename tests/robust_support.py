@@ -44,7 +44,7 @@ def finished_run(base: Path) -> Path:
     out = base / "finished"
     if not (out / "runs.csv").is_file():
         from bench.cli import main
-        from bench.plugins import set_host
+        from bench.host.manager import set_host
 
         previous = set_host(None)
         try:

@@ -1,8 +1,8 @@
 """`bench list`: encoders with family, parameter count at the default embed width, and source."""
 import torch
 
-from bench.catalog import encoder_params
-from bench.model import ModelCfg
+from bench.app.catalog import encoder_params
+from bench.clip.configs import ModelCfg
 
 
 def _rows(out: str) -> dict[str, list[str]]:

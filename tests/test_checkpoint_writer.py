@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.checkpoint import CheckpointSaver, RunProgress, snapshot
+from bench.clip.loss import ClipLoss
+from bench.clip.model import CLIP
 from bench.config import make_config
-from bench.distributed import World
+from bench.distributed.world import World
+from bench.engine.checkpoint import CheckpointSaver, RunProgress, snapshot
+from bench.engine.step import TrainState
 from bench.errors import BenchError
-from bench.loss import ClipLoss
-from bench.model import CLIP
-from bench.trainer import TrainState
 
 
 def _saver(run_dir):

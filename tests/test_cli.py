@@ -19,7 +19,7 @@ def trained(tmp_path_factory):
     import os
 
     from bench.cli import main
-    from bench.plugins import set_host
+    from bench.host.manager import set_host
 
     out = tmp_path_factory.mktemp("results")
     os.environ["BENCH_LOAD_PLUGINS"] = ""
@@ -71,7 +71,7 @@ def test_eval_reproduces_the_run_and_ablates_template_sets(trained, run_cli):
 
 
 def test_predict_names_the_class_of_image_files(trained, run_cli, tmp_path):
-    from bench.data import make_synthetic
+    from bench.data.datasets import make_synthetic
 
     test = make_synthetic("test", n=20)
     paths = []
@@ -91,8 +91,8 @@ def test_predict_names_the_class_of_image_files(trained, run_cli, tmp_path):
 def test_epoch_log_line_names_loss_accuracy_and_times_only_when_measured():
     """Without progress bars (a log file, a batch job) each epoch is one line; an epoch without evaluation
     says nothing about accuracy rather than printing nan."""
-    from bench.runner import epoch_line
-    from bench.trainer import bars_shown
+    from bench.app.run import epoch_line
+    from bench.engine.step import bars_shown
 
     row = {"epoch": 3, "train_loss": 2.41191, "zeroshot_top1": 0.5977, "epoch_seconds": 4.656, "images_per_s": 10733.9,
            "eval_seconds": 0.102}

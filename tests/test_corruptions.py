@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from bench.corruptions import CORRUPTIONS, corrupt, parse_severities
-from bench.data import make_synthetic
+from bench.data.corruptions import CORRUPTIONS, corrupt, parse_severities
+from bench.data.datasets import make_synthetic
 from bench.errors import BenchError
 
 IMAGES = make_synthetic("test", seed=0, n=6).images

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.data import (ArrayDataset, CIFARCLIPDataset, DeviceLoader, batch_flip_crop, collate_fn, cutout_masks,
-                        load_cifar10, make_synthetic)
+from bench.data.datasets import ArrayDataset, CIFARCLIPDataset, collate_fn, load_cifar10, make_synthetic
+from bench.data.loader import DeviceLoader, batch_flip_crop, cutout_masks
 from bench.errors import BenchError
 
 

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.data import DeviceLoader, make_synthetic
-from bench.loss import ClipLoss
-from bench.model import CLIP
-from bench.trainer import TrainState, clip_step
+from bench.clip.loss import ClipLoss
+from bench.clip.model import CLIP
+from bench.data.datasets import make_synthetic
+from bench.data.loader import DeviceLoader
+from bench.engine.step import TrainState, clip_step
 from tests.conftest import TINY
 
 B = 4  # images per rank in the step test
@@ -83,8 +84,9 @@ def _worker(rank, port, folder):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
     torch.set_num_threads(1)
     from bench.cli import main
-    from bench.ddp import validate_sharded, wrap_model
-    from bench.distributed import init_distributed, shutdown
+    from bench.distributed.world import init_distributed, shutdown
+    from bench.engine.ddp import wrap_model
+    from bench.evaluation.zero_shot import validate_sharded
 
     world = init_distributed("cpu")
     inputs = torch.load(Path(folder) / "inputs.pt")
@@ -136,7 +138,7 @@ def test_two_gloo_ranks_step_equals_one_process_with_the_concatenated_batch(two_
     summation order alone is ~3e-5 (8 ulps). A wrong or missing term (no gradient through the gather,
     per-rank batch norm) is off by orders of magnitude more in either precision.
     """
-    from bench.evaluator import validate
+    from bench.evaluation.zero_shot import validate
 
     inputs, ranks, _ = two_ranks
 
@@ -183,7 +185,7 @@ def test_ranks_draw_slices_of_the_global_batch():
 def test_batch_norm_subclasses_are_left_alone_and_named():
     """--sync-bn swaps only plain BatchNorm: a subclass (timm's BatchNormAct2d fuses an activation that a
     plain swap would drop) stays, and is reported so the run can warn."""
-    from bench.ddp import CpuSyncBatchNorm, convert_sync_batchnorm
+    from bench.engine.ddp import CpuSyncBatchNorm, convert_sync_batchnorm
 
     class BatchNormAct(torch.nn.BatchNorm2d):
         pass

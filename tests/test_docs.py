@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-import bench.hookspecs
+import bench.host.hookspecs
 import bench.testing
 from tests.plugin_support import EXAMPLE_DIR
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
-HOOKSPECS = {name: fn for name, fn in vars(bench.hookspecs).items() if hasattr(fn, "bench_spec")}
+HOOKSPECS = {name: fn for name, fn in vars(bench.host.hookspecs).items() if hasattr(fn, "bench_spec")}
 HEADING = re.compile(r"^### `(register_\w+)\((.*)\)`$", re.M)
 
 

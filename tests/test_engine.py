@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.data import DeviceLoader, batch_flip_crop, make_synthetic
-from bench.loss import ClipLoss
+from bench.clip.loss import ClipLoss
+from bench.data.datasets import make_synthetic
+from bench.data.loader import DeviceLoader, batch_flip_crop
 
 from .conftest import TINY
 
@@ -104,7 +105,7 @@ def test_fast_preset_names_its_encoder_as_a_default():
 def test_airbench_translate_tta_is_airbench94s_second_level():
     """Eval features with ``translate_tta``: half the mirror pair, a quarter each of the pair shifted one
     pixel up-left and down-right with reflection padding; training features are untouched."""
-    from bench.plugins import get_entry
+    from bench.host.manager import get_entry
 
     torch.manual_seed(0)
     factory = get_entry("encoders", "airbench").factory

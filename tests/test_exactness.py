@@ -8,15 +8,15 @@ import math
 import pytest
 import torch
 
-from bench import compact_embedding
-from bench.cuda_graph import CudaGraphStep
-from bench.data import CIFAR10_CLASSES
-from bench.evaluator import trim_tokens
-from bench.loss import ClipLoss
-from bench.model import create_model
-from bench.templates import OPENAI_CIFAR10_TEMPLATES, SEED_TEMPLATES, fill
-from bench.tokenizer import tokenize
-from bench.trainer import TrainState, build_optimizer, build_scheduler, clip_step, encode_prompts
+from bench.clip.loss import ClipLoss
+from bench.clip.model import create_model
+from bench.clip.templates import OPENAI_CIFAR10_TEMPLATES, SEED_TEMPLATES, fill
+from bench.clip.tokenizer import tokenize, trim_tokens
+from bench.data.datasets import CIFAR10_CLASSES
+from bench.engine import compact_embedding
+from bench.engine.cuda_graph import CudaGraphStep
+from bench.engine.optim import build_optimizer, build_scheduler
+from bench.engine.step import TrainState, clip_step, encode_prompts
 
 CPU = torch.device("cpu")
 
@@ -25,9 +25,9 @@ CPU = torch.device("cpu")
 def _float64_layer_norm(monkeypatch):
     """bench's LayerNorm upcasts to fp32 (for fp16 weights); in these float64 tests it computes in float64,
     so a difference left below is the computation's, not fp32 rounding's."""
-    import bench.text
+    import bench.clip.text_transformer
 
-    monkeypatch.setattr(bench.text.LayerNorm, "forward", torch.nn.LayerNorm.forward)
+    monkeypatch.setattr(bench.clip.text_transformer.LayerNorm, "forward", torch.nn.LayerNorm.forward)
 
 
 def tiny_clip(seed=0):
@@ -93,7 +93,7 @@ def test_truncated_unique_prompt_encoding_equals_full_77_token_computation(mode,
 
 def test_prompt_tree_shares_prefixes():
     """The seed prompts' tree has far fewer nodes than the trimmed table has tokens, one end per prompt."""
-    from bench.prompt_tree import PromptTree
+    from bench.engine.prompt_tree import PromptTree
 
     _, trimmed = prompt_tables()
     tree = PromptTree.build(trimmed)
@@ -217,7 +217,7 @@ def test_compile_reaches_the_towers_the_step_calls():
     """--compile must compile what clip_step runs (encode_image/encode_text), not only CLIP.forward."""
     import torch._dynamo
 
-    from bench.trainer import compile_towers
+    from bench.engine.step import compile_towers
 
     model = tiny_clip().float()
     torch._dynamo.reset()

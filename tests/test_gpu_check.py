@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import cifar_xz
-from bench.data import make_synthetic
+from bench.data import cifar_xz
+from bench.data.datasets import make_synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,7 +24,7 @@ def test_xz_format_round_trip(tmp_path):
     for name, d in (("a/data_batch_1.xz", train), ("b/data_batch_2.xz", train), ("a/test_batch.xz", test)):
         (tmp_path / name).write_bytes(lzma.compress(cifar_xz.encode(d.images, d.labels)))
     assert cifar_xz.unpack([tmp_path / "a", tmp_path / "b"], tmp_path / "npz") == {"train": 80, "test": 20}
-    from bench.data import load_cifar10
+    from bench.data.datasets import load_cifar10
 
     loaded = load_cifar10("test", tmp_path / "npz", download=False)
     assert np.array_equal(loaded.images, test.images)

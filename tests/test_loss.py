@@ -4,7 +4,7 @@ import math
 import torch
 
 from bench import contrastive_loss
-from bench.loss import ClipLoss, multipositive_loss
+from bench.clip.loss import ClipLoss, multipositive_loss
 
 
 def test_loss_is_symmetric_in_images_and_texts():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics import classification_metrics, confusion_matrix, first_hit_rank, recall_at_k, topk_correct
+from bench.evaluation.metrics import classification_metrics, confusion_matrix, first_hit_rank, recall_at_k, topk_correct
 
 # 4 samples, 4 classes; class 3 has no samples and is never predicted, class 2 is never predicted.
 #   s0 [2, 1, 0, -1] label 0: rank 0

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from bench import CLIP, build_model, convert_weights, create_model
-from bench.model import count_parameters
+from bench.clip.model import count_parameters
 
 
 def test_reference_configuration_has_the_spec_parameter_count():
@@ -92,8 +92,7 @@ def test_forward_returns_logits_per_image_and_their_transpose():
 
 
 def test_text_features_of_a_trimmed_context_equal_the_full_77_token_computation():
-    from bench.evaluator import trim_tokens
-    from bench.tokenizer import tokenize
+    from bench.clip.tokenizer import tokenize, trim_tokens
 
     torch.manual_seed(0)
     model = CLIP(transformer_layers=2).eval()

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from bench.errors import PluginError
-from bench.plugins import build_host
+from bench.host.manager import build_host
 from tests.plugin_support import EXAMPLE_DIR, GOOD_ENCODER, TINY_RUN, fake_distribution, write_plugin
 
 EXAMPLE_RUN = ["run", "--encoder", "example/convnet", "--tokenizer", "example/bytes", "--templates", "example/short",

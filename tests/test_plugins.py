@@ -5,7 +5,7 @@ import pytest
 
 from bench import hookimpl
 from bench.errors import PluginError, UnknownNameError
-from bench.plugins import build_host, get_entry, set_host
+from bench.host.manager import build_host, get_entry, set_host
 
 
 def test_builtins_register_every_kind_through_the_hooks(host):

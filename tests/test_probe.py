@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from bench.errors import BenchError
-from bench.probe import linear_probe, stratified_split
+from bench.evaluation.probe import linear_probe, stratified_split
 
 
 def test_stratified_split_takes_a_share_of_each_class():

@@ -2,7 +2,7 @@
 import pytest
 
 from bench.errors import BenchError, UnknownNameError
-from bench.registry import DuplicateNameError, Registry
+from bench.host.registry import DuplicateNameError, Registry
 
 
 def _registry():

@@ -70,7 +70,7 @@ def _resume_rank(rank, port, run_dir):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", BENCH_LOAD_PLUGINS="")
     torch.set_num_threads(1)
     from bench.cli import main
-    from bench.distributed import shutdown
+    from bench.distributed.world import shutdown
 
     try:
         main(["run", "--resume", run_dir, "--no-progress"])
@@ -138,7 +138,7 @@ def test_a_stop_at_any_step_resumes_to_the_uninterrupted_run(ask, stop_at, basel
     """A stop honoured after step 4 (between loss read-backs), 6 (at one), 8 (the first epoch's last step: its
     checkpoint precedes that epoch's closing read-back) or 11 (at a read-back of epoch 2): the resumed run has
     the uninterrupted run's train_log.csv, history, predictions and weights."""
-    from bench import faults
+    from bench.engine import faults
 
     asked = []
 
@@ -219,9 +219,10 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_max_grad_norm_bounds_the_gradient_the_optimizer_sees():
     """--max-grad-norm clips the global gradient norm before the optimizer step; without it the norm is larger."""
-    from bench.loss import ClipLoss
-    from bench.model import create_model
-    from bench.trainer import TrainState, build_optimizer, clip_step
+    from bench.clip.loss import ClipLoss
+    from bench.clip.model import create_model
+    from bench.engine.optim import build_optimizer
+    from bench.engine.step import TrainState, clip_step
 
     def grad_norm(max_grad_norm):
         torch.manual_seed(0)
@@ -299,7 +300,7 @@ def _write_batches(folder, make_entry):
 
 def test_dataset_pickles_load_arrays_but_never_run_code(tmp_path, run_cli):
     """CIFAR-10's python batches load through an unpickler that allows arrays only; a planted call is refused."""
-    from bench.data import load_cifar10
+    from bench.data.datasets import load_cifar10
 
     rng = np.random.default_rng(0)
     good = tmp_path / "good"

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench.retrieval import caption_labels, retrieval_metrics
+from bench.evaluation.retrieval import caption_labels, retrieval_metrics
 
 
 def test_retrieval_by_hand():

@@ -6,8 +6,8 @@ import time
 
 import pandas as pd
 
-from bench.results import RUN_COLUMNS
-from bench.runs_table import append_row, read_table
+from bench.results.run_files import RUN_COLUMNS
+from bench.results.runs_table import append_row, read_table
 
 from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)
 from .robust_support import FLAGS, spawn_bench
@@ -111,7 +111,7 @@ def test_result_files_get_the_permissions_open_would_give_them(tmp_path):
     import os
     import stat
 
-    from bench.io import atomic_write_text
+    from bench.files import atomic_write_text
 
     plain, atomic = tmp_path / "plain.txt", tmp_path / "atomic.txt"
     plain.write_text("x")

@@ -5,9 +5,9 @@ import torch
 from torch import nn
 
 import bench
-from bench.data import ArrayDataset
+from bench.clip.tokenizer import MinimalTokenizer
+from bench.data.datasets import ArrayDataset
 from bench.testing import check_dataset, check_encoder, check_entry, check_templates, check_tokenizer
-from bench.tokenizer import MinimalTokenizer
 
 
 @pytest.mark.parametrize("kind,name,kwargs", [

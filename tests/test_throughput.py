@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.throughput import COLUMNS, ThroughputCfg, measure, resolve, with_oom_retry
+from bench.perf.throughput import COLUMNS, ThroughputCfg, measure, resolve, with_oom_retry
 
 TEXT = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2"]
 
@@ -13,7 +13,7 @@ TEXT = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text
 def test_throughput_command_writes_rows_with_provenance_and_keeps_failures(run_cli, monkeypatch):
     """Two encoders, both modes: 6 rows appended to throughput.csv; an encoder that fails while timed is an error
     row and the other encoder's rows are still measured."""
-    import bench.throughput as throughput
+    import bench.perf.throughput as throughput
 
     measure_real = throughput.measure
 
@@ -79,7 +79,7 @@ def test_out_of_memory_halves_the_batch_and_says_so():
 
 def test_measure_records_the_retry(monkeypatch):
     """measure() reports the batch it finally ran and how many retries it took."""
-    import bench.throughput as tp
+    import bench.perf.throughput as tp
 
     real = tp._vision_step
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
-from bench.plugins import build_host
+from bench.host.manager import build_host
 from tests.plugin_support import TINY_RUN
 
 CURATED_NAMES = build_host(entry_points=False).registry.names("encoders", "timm/*")

@@ -2,8 +2,8 @@
 import pytest
 
 from bench import tokenize
+from bench.clip.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, MinimalTokenizer, SimpleTokenizer, create_tokenizer
 from bench.errors import BenchError
-from bench.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, MinimalTokenizer, SimpleTokenizer, create_tokenizer
 
 
 def test_tokenize_matches_openai_clip_ids():

@@ -1,0 +1,110 @@
+"""``bench run --resume RUN_ID|RUN_DIR|latest``: find a stopped run and continue it from its ``last.pt``.
+
+The run continues with the configuration saved in its checkpoint, so only options that cannot change its
+numbers (``--out``, ``--progress``, ``--checkpoint-every``) may come with ``--resume``. Under torchrun it
+may resume with another number of ranks: the per-rank batch is rescaled so the global batch stays.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from ..config import RunConfig, validate_config
+from ..engine.checkpoint import FORMAT
+from ..errors import BenchError
+from ..files import load_checkpoint
+from ..results.runs_table import read_table
+
+ALLOWED_WITH_RESUME = ("out", "progress", "checkpoint_every")
+
+
+def find_run_dir(target: str, out: str | Path) -> Path:
+    """A run folder from a run id (under ``out/runs``), a path to the folder, or ``latest``."""
+    out = Path(out).expanduser()
+    if target == "latest":
+        return _latest_unfinished(out)
+    path = Path(target).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        if path.resolve().parent.name != "runs":
+            raise BenchError(f"run folder {path} is not inside a results folder's runs/; move it back to OUT/runs/")
+        return path
+    if "/" not in target and (out / "runs" / target).is_dir():
+        return out / "runs" / target
+    raise BenchError(f"--resume {target!r} is neither a run id in {out / 'runs'} nor a run folder; pass one of "
+                     f"those (with --out if the run is elsewhere) or latest")
+
+
+def _latest_unfinished(out: Path) -> Path:
+    finished = read_table(out / "runs.csv").run_ids() if (out / "runs.csv").exists() else set()
+    candidates = [p.parent for p in (out / "runs").glob("*/last.pt")
+                  if p.parent.name not in finished and not (p.parent / "result.json").exists()]
+    if not candidates:
+        raise BenchError(f"no unfinished run with a last.pt in {out / 'runs'}; start one with bench run, or pass "
+                         f"--out where the stopped run is")
+    return max(candidates, key=lambda p: (p / "last.pt").stat().st_mtime)
+
+
+def _launch() -> tuple[int, int]:
+    """This process's rank and the number of ranks, as torchrun set them (the process group comes later)."""
+    from ..distributed.world import launched_by_torchrun
+
+    if not launched_by_torchrun():
+        return 0, 1
+    return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+
+def resume_run(target: str, out: str, given=(), progress: bool | None = None, checkpoint_every: int | None = None):
+    """Continue the run ``target``; returns its ``runs.csv`` row and the results folder.
+
+    ``given`` names the options the user typed: any other than :data:`ALLOWED_WITH_RESUME` is refused,
+    since the saved configuration decides the run.
+    """
+    conflicting = [g for g in given if g not in ALLOWED_WITH_RESUME]
+    if conflicting:
+        flag = "--" + conflicting[0].replace("_", "-")
+        raise BenchError(f"--resume continues a run with the settings saved in its checkpoint; drop {flag} "
+                         f"(only --out, --progress and --checkpoint-every may change)")
+    run_dir = find_run_dir(target, out)
+    results = run_dir.parent.parent
+    if target not in ("latest",) and Path(target).expanduser().is_dir() and "out" in given \
+            and Path(out).expanduser().resolve() != results.resolve():
+        raise BenchError(f"run folder {run_dir} belongs to results folder {results}, not --out {out}; drop --out")
+    run_id = run_dir.name
+    if (results / "runs.csv").exists() and run_id in read_table(results / "runs.csv").run_ids():
+        raise BenchError(f"run {run_id} already finished (its row is in {results / 'runs.csv'}); start a new run instead")
+    rank, ranks = _launch()
+    if (run_dir / "result.json").is_file():  # stopped after its result was saved, before the row was appended
+        row = json.loads((run_dir / "result.json").read_text())
+        from ..results.run_files import append_run
+
+        if rank == 0:
+            append_run(results, row)
+        return row, results
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        raise BenchError(f"run {run_id} has no last.pt (it ran with --no-checkpoints or stopped before its first "
+                         f"checkpoint); start it again with bench run")
+    ckpt = load_checkpoint(last)
+    if ckpt.get("format") != FORMAT or "config" not in ckpt:
+        raise BenchError(f"{last} holds no training state this bench can resume (format {ckpt.get('format')!r}, "
+                         f"expected {FORMAT}); bench eval can still evaluate its weights")
+    cfg = RunConfig.from_dict(ckpt["config"])
+    global_batch = cfg.batch_size * int(ckpt.get("world_size", 1))
+    if global_batch % ranks:
+        raise BenchError(f"run {run_id} trained with a global batch of {global_batch} images, which {ranks} ranks "
+                         f"cannot share evenly; resume it with a number of ranks that divides {global_batch}")
+    # the same global batch under any number of ranks: step k of an epoch is the same images
+    changes = {"out": str(results), "batch_size": global_batch // ranks}
+    if "progress" in given:
+        changes["progress"] = progress
+    if "checkpoint_every" in given:
+        changes["checkpoint_every"] = checkpoint_every
+    cfg = validate_config(dataclasses.replace(cfg, **changes))
+    if rank == 0:
+        for stale in run_dir.glob(".*.pt.*.tmp"):  # half-written checkpoints of a killed process
+            stale.unlink(missing_ok=True)
+    from .run import run
+
+    return run(cfg, run_id=run_id, resume=ckpt), results

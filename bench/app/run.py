@@ -1,0 +1,372 @@
+"""One training run end to end: registry lookups -> data and model -> trainer -> evaluator -> result tables."""
+from __future__ import annotations
+
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..clip.loss import ClipLoss
+from ..clip.model import count_parameters, create_model_from_cfg
+from ..clip.templates import check_templates, fill
+from ..clip.tokenizer import trim_tokens
+from ..config import RunConfig
+from ..data.datasets import ArrayDataset
+from ..data.loader import DeviceLoader, to_device_uint8
+from ..deterministic import deterministic_mode
+from ..distributed.world import broadcast_object, init_distributed, log_main, reduce_epoch_stats
+from ..engine import compact_embedding
+from ..engine.checkpoint import CheckpointSaver, RunProgress, load_weights, plain, restore_training
+from ..engine.cuda_graph import DDP_WARMUP, CudaGraphStep
+from ..engine.ddp import wrap_model
+from ..engine.faults import FiniteWatch, stop_on_signal
+from ..engine.optim import build_optimizer, build_scheduler
+from ..engine.step import (TrainState, autocast_dtype_for, bars_shown, compile_towers, set_backend_flags, text_mode_for,
+                           train_epoch)
+from ..errors import BenchError, Interrupted
+from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
+from ..files import atomic_write_text
+from ..host.manager import get_entry
+from ..results.predictions import FILENAME as PREDICTIONS
+from ..results.predictions import save_predictions
+from ..results.run_files import plot_curves, provenance, write_csv
+from ..results.runs_table import finish_run
+from ..results.tables import config_key
+from .validation import check_encoder_forward, check_image_size, check_run_inputs
+
+
+@dataclass
+class Components:
+    """What the registry names resolve to for one configuration."""
+
+    templates: list
+    train: ArrayDataset
+    test: ArrayDataset
+    tokenizer: object
+
+    @property
+    def classes(self):
+        return self.train.classes
+
+
+def seed_everything(seed: int):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def check_names(cfg: RunConfig):
+    """Resolve every registered name first, so a typo fails before any data is read."""
+    for kind, name in (("encoders", cfg.model.encoder), ("tokenizers", cfg.tokenizer), ("templates", cfg.templates),
+                       ("datasets", cfg.dataset)):
+        get_entry(kind, name)
+
+
+def check_out_dir(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    try:
+        (out / "runs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create results folder {str(out)!r} ({exc.strerror}); pass a writable --out") from None
+    if not os.access(out, os.W_OK):
+        raise BenchError(f"results folder {str(out)!r} is not writable; pass a writable --out")
+    return out
+
+
+def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Components:
+    templates = check_templates(cfg.templates, get_entry("templates", cfg.templates).create())
+    dataset = get_entry("datasets", cfg.dataset)
+    train = dataset.create("train", cfg.data_dir, cfg.data_seed).subset(cfg.limit_train)
+    test = dataset.create("test", cfg.data_dir, cfg.data_seed).subset(cfg.limit_test)
+    if train.classes != test.classes:
+        raise BenchError(f"dataset {cfg.dataset!r}: train and test splits name different classes")
+    prompts = fill(templates + list(eval_templates or []), train.classes)
+    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, prompts)
+    return Components(templates, train, test, tokenizer)
+
+
+def new_run_id(cfg: RunConfig) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    encoder = "".join(c if c.isalnum() or c in "-_" else "-" for c in cfg.model.encoder)
+    return f"{stamp}-{encoder}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
+
+
+class LossLog:
+    """Training loss every ``log_every`` steps (``train_log.csv``), for curves finer than one point per epoch.
+
+    The trainer reports the running mean of the epoch so far; this keeps the mean of each window instead,
+    so late steps are not averaged with the first ones. Rows and the current window live in the run's
+    :class:`RunProgress`, so a checkpoint holds them and a resumed run continues them exactly.
+    """
+
+    def __init__(self, progress: RunProgress):
+        self.progress = progress
+
+    @property
+    def rows(self) -> list:
+        return self.progress.loss_log
+
+    def callback(self, epoch: int, start_step: int, resumed: bool):
+        if not resumed:  # a new epoch: its first window starts at its first step
+            self.progress.loss_window = (0, 0.0)
+
+        def on_log(step: int, running_mean: float):
+            steps = step - start_step
+            total = running_mean * steps
+            last_steps, last_total = self.progress.loss_window
+            window = (total - last_total) / max(steps - last_steps, 1)
+            self.progress.loss_log.append({"step": step, "epoch": epoch, "train_loss": window})
+            self.progress.loss_window = (steps, total)
+
+        return on_log
+
+
+def _legacy_loss_log(progress: RunProgress, resume: dict, path: Path):
+    """Checkpoints from before the loss log was saved in them: the file's rows up to the checkpoint's step."""
+    if "loss_log" not in resume.get("progress", {}) and path.is_file():
+        progress.loss_log = [r for r in pd.read_csv(path).to_dict("records") if r["step"] <= resume["step"]]
+
+
+def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -> dict:
+    """Train, evaluate zero-shot every ``eval_every`` epochs, write the run folder and a ``runs.csv`` row.
+
+    Every input is read and checked before the first byte is written. ``resume`` is the ``last.pt`` of run
+    ``run_id`` (see :mod:`bench.resume`): the run continues from it and ends as if never stopped.
+    ``cfg.deterministic`` holds torch's deterministic settings for the whole run, and only for it.
+    """
+    with deterministic_mode(cfg.deterministic):
+        return _run(cfg, run_id, resume)
+
+
+def _run(cfg: RunConfig, run_id: str | None, resume: dict | None) -> dict:
+    started = time.perf_counter()
+    check_names(cfg)
+    check_run_inputs(cfg)
+    world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
+    device = world.device
+    set_backend_flags(device, cfg.cudnn_benchmark and not cfg.deterministic)  # autotuning picks kernels by timing
+    seed_everything(cfg.seed)
+    parts = load_components(cfg)
+    check_image_size(cfg, parts.train)
+    autocast_dtype = autocast_dtype_for(cfg.precision, device)
+    channels_last = cfg.channels_last and device.type == "cuda"
+
+    model = create_model_from_cfg(cfg.model)
+    check_encoder_forward(get_entry("encoders", cfg.model.encoder), model.visual, cfg.model.image_resolution,
+                          cfg.model.embed_dim)
+    if resume is not None:  # into the bare CLIP, before any wrapper (see docs/distributed.md)
+        load_weights(model, resume["model"], resume, Path(cfg.out) / "runs" / str(run_id) / "last.pt")
+    model = model.to(device)
+    n_params = count_parameters(model)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    prompt_tokens = trim_tokens(parts.tokenizer(fill(parts.templates, parts.classes))).to(device)
+    # speed (docs/performance.md): exact sparse token-embedding updates; the step as one CUDA graph
+    compact = compact_embedding.install(model, prompt_tokens) if cfg.compact_embedding else None
+    text_mode = text_mode_for(len(prompt_tokens), cfg.batch_size, device)
+    # one captured graph per step (DDP's all-reduces included) needs static shapes; compile's own graphs opt out
+    use_graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all" and not cfg.compile
+    if cfg.compile:
+        compile_towers(model)  # in place: state-dict keys unchanged
+    train_model = wrap_model(model, world, cfg.sync_bn, use_graph)  # DDP under torchrun; ``model`` stays the bare CLIP
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), generator,
+                          channels_last=channels_last, pad=cfg.crop_pad, shard=(world.rank, world.size),
+                          cutout=cfg.cutout)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, capturable=use_graph)
+    if compact is not None:
+        compact_embedding.attach(compact, optimizer)
+    scheduler = build_scheduler(optimizer, cfg.epochs * len(loader), cfg.warmup_steps)
+    loss_fn = ClipLoss(cfg.loss, world.rank, world.size, cfg.label_smoothing)
+    state = TrainState(train_model, optimizer, scheduler, loss_fn, prompt_tokens, autocast_dtype, text_mode,
+                       max_grad_norm=cfg.max_grad_norm, tower_streams=cfg.tower_streams)
+    step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
+    test_images = to_device_uint8(parts.test.images, device)
+    test_labels = torch.as_tensor(parts.test.labels, device=device)
+
+    out = check_out_dir(cfg.out)  # the first write: every input has been read by now
+    run_id = broadcast_object(run_id or new_run_id(cfg), world)
+    run_dir = out / "runs" / run_id
+    progress, saved_step = RunProgress(), None
+    if resume is not None:
+        progress, saved_step = restore_training(resume, state, generator, device), resume["step"]
+    elif world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=False)
+        atomic_write_text(run_dir / "config.json", cfg.to_json())
+    if world.distributed:
+        log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
+    saver = CheckpointSaver(run_dir, state, cfg, parts.classes, generator, run_id, progress, world, saved_step)
+
+    if resume is not None:
+        _legacy_loss_log(progress, resume, run_dir / "train_log.csv")
+    loss_log = LossLog(progress)
+    with stop_on_signal(world) as stop, saver:  # leaving waits for the checkpoint being written
+        for epoch in range(state.epoch, cfg.epochs):
+            stats = _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log, step_fn)
+            stats = reduce_epoch_stats(stats, world)
+            state.epoch = epoch + 1
+            progress.train_seconds += stats["seconds"]
+            progress.train_images += stats["images"]
+            row = {"epoch": state.epoch, "step": state.step, "train_loss": stats["train_loss"],
+                   "lr": float(optimizer.param_groups[0]["lr"]), "epoch_seconds": stats["seconds"],
+                   "images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
+                   "zeroshot_top1": np.nan, "zeroshot_top5": np.nan, "mean_per_class_recall": np.nan,
+                   "eval_seconds": np.nan}
+            if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+                eval_started = time.perf_counter()
+                classifier = build_zero_shot_classifier(model, parts.classes, parts.templates, parts.tokenizer, device,
+                                                        autocast_dtype)
+                metrics = validate_sharded(model, test_images, test_labels, classifier, world,
+                                           autocast_dtype=autocast_dtype, channels_last=channels_last)
+                progress.metrics = plain({**metrics, "per_class": metrics["per_class"].tolist(),
+                                          "confusion": metrics["confusion"].tolist()})
+                row.update(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
+                           mean_per_class_recall=metrics["mean_per_class_recall"],
+                           eval_seconds=time.perf_counter() - eval_started)  # metrics are on the host: synced
+            # wall time since this process started the run (start-up, evaluations and checkpoints included)
+            row["elapsed_seconds"] = round(time.perf_counter() - started, 3)
+            row = plain(row)
+            if not bars_shown(cfg.progress):  # logs and batch jobs still see the run advance
+                log_main(world, epoch_line(row, cfg.epochs))
+            state.history.append(row)
+            if world.is_main:
+                write_csv(pd.DataFrame(state.history), run_dir / "history.csv")
+                write_csv(pd.DataFrame(loss_log.rows), run_dir / "train_log.csv")
+            best = progress.best
+            is_best = not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"])
+            if is_best:
+                progress.best = row  # before save_last, so last.pt records the new best
+            saver.save_last(row)
+            if is_best:
+                saver.save_best(row)
+            if stop.agreed(collective_point=True) and state.epoch < cfg.epochs:
+                raise _interrupted(stop, state, saver, run_id, out)
+
+    metrics = {**progress.metrics, "per_class": np.asarray(progress.metrics["per_class"], dtype=float),
+               "confusion": np.asarray(progress.metrics["confusion"], dtype=np.int64),
+               "predictions": progress.metrics.get("predictions")}  # None in checkpoints from before it was kept
+    history = pd.DataFrame(state.history)
+    row = run_row(cfg, run_id, device, n_params, progress.train_seconds, progress.train_images, metrics, history,
+                  progress.best, parts, autocast_dtype)
+    row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes)
+    if not world.is_main:
+        return row
+    plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({run_id})")
+    suite_columns = run_eval_suite(cfg, model, parts, device, autocast_dtype, run_dir, run_id)
+    per_class = pd.DataFrame({"class": list(parts.classes), "accuracy": metrics["per_class"],
+                              "support": metrics["confusion"].sum(axis=1)})
+    write_csv(per_class, run_dir / "per_class.csv")
+    write_csv(pd.DataFrame(metrics["confusion"], index=list(parts.classes), columns=list(parts.classes))
+              .rename_axis("true").reset_index(), run_dir / "confusion.csv")
+    if metrics["predictions"] is not None:
+        save_predictions(run_dir / PREDICTIONS, parts.test.labels, np.asarray(metrics["predictions"]), len(parts.classes))
+    row.update(suite_columns)
+    finish_run(out, run_dir, row)
+    return row
+
+
+def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dtype, run_dir: Path, run_id: str) -> dict:
+    """Retrieval, linear probe and robustness on the final weights (``--evals``); tables go to the run folder."""
+    if not cfg.evals:
+        return {}
+    from ..evaluation.suite import FeatureCache, SuiteOptions, run_suite
+
+    opts = SuiteOptions(evals=tuple(cfg.evals), robust_limit=cfg.robust_limit,
+                        robust_severities=tuple(cfg.robust_severities), seed=cfg.data_seed)
+    columns, tables = run_suite(model, opts, train=parts.train, test=parts.test, templates=parts.templates,
+                                tokenizer=parts.tokenizer, device=device, autocast_dtype=autocast_dtype,
+                                cache=FeatureCache(run_dir / "features"), weights_id=f"final-e{cfg.epochs}")
+    for name, table in tables.items():
+        write_csv(table, run_dir / f"{name}.csv")
+    return columns
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line per finished epoch for logs: loss, zero-shot top-1 when evaluated, and the epoch's times."""
+    parts = [f"epoch {row['epoch']}/{epochs}", f"loss {row['train_loss']:.4f}"]
+    if not np.isnan(row["zeroshot_top1"]):
+        parts.append(f"zero-shot top-1 {row['zeroshot_top1']:.4f}")
+    parts.append(f"train {row['epoch_seconds']:.2f} s ({row['images_per_s']:,.0f} images/s)")
+    if not np.isnan(row["eval_seconds"]):
+        parts.append(f"eval {row['eval_seconds']:.2f} s")
+    return ", ".join(parts)
+
+
+def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log, step_fn=None) -> dict:
+    """One epoch, checkpointed every ``cfg.checkpoint_every`` steps; stops cleanly on a signal or a NaN loss."""
+    n = len(loader)
+    if progress.epoch is None:  # a fresh epoch draws its order; a resumed one replays the saved one
+        progress.order = loader.epoch_permutation()  # the whole split's: resumable under any number of ranks
+    start, order = progress.epoch, loader.epoch_order(progress.order)
+    watch = FiniteWatch(state.prompt_tokens.device, world)
+
+    def describe(step):
+        return f"epoch {(step - 1) // n + 1}, batch {(step - 1) % n + 1} of {n}"
+
+    def on_step(epoch_progress, loss):
+        watch.update(state.step, loss)
+        progress.epoch = epoch_progress
+        periodic = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and epoch_progress.steps < n
+        stopping = stop.agreed(collective_point=periodic or epoch_progress.steps % cfg.log_every == 0)
+        if periodic or stopping:
+            watch.check(describe, saver.describe)  # never checkpoint weights a NaN step has touched
+            saver.save_last()
+        if stopping:
+            raise _interrupted(stop, state, saver, saver.run_id, Path(cfg.out))
+
+    log_loss = loss_log.callback(epoch + 1, state.step - (start.steps if start else 0), resumed=start is not None)
+    if start is not None and (start.steps % cfg.log_every == 0 or start.steps == n):
+        # a mid-epoch checkpoint (or a stop after the epoch's last step) is taken in on_step, before that step's
+        # loss read-back: make the row the uninterrupted run made there, from the same running sum
+        log_loss(state.step, float(start.loss_sum) / start.steps)
+
+    def on_log(step, mean):  # the loss was just read back anyway: a free moment to look for a NaN
+        watch.check(describe, saver.describe)
+        log_loss(step, mean)
+
+    stats = train_epoch(state, loader.iter_from(start.steps if start else 0, order), n, cfg.log_every,
+                        cfg.progress if world.is_main else False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                        on_log=on_log, on_step=on_step, start=start, step_fn=step_fn)
+    watch.check(describe, saver.describe)
+    progress.epoch, progress.order = None, None
+    return stats
+
+
+def _interrupted(stop, state, saver, run_id, out) -> Interrupted:
+    saver.wait()  # the checkpoint just asked for is on disk before the message says so
+    if saver.saved_step != state.step:
+        return Interrupted(f"stopped by {stop.requested} at step {state.step}; {saver.describe()}")
+    return Interrupted(f"stopped by {stop.requested} at step {state.step}, checkpoint saved; continue with: "
+                       f"bench run --resume {run_id} --out {out}")
+
+
+def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics, history, best, parts, autocast_dtype):
+    prov = provenance(device)
+    return {
+        "run_id": run_id, "config_id": config_key(cfg), "time": prov["time"], "encoder": cfg.model.encoder,
+        "tokenizer": cfg.tokenizer,
+        "templates": cfg.templates, "dataset": cfg.dataset, "preset": cfg.preset, "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "loss": cfg.loss,
+        "seed": cfg.seed, "device": str(device), "device_name": prov["device_name"],
+        "precision": "bf16" if autocast_dtype is not None else "fp32", "params": n_params,
+        "train_seconds": round(train_seconds, 3), "train_images_per_s": round(train_images / max(train_seconds, 1e-9), 2),
+        "zeroshot_top1": metrics["top1"], "zeroshot_top5": metrics["top5"],
+        "mean_per_class_recall": metrics["mean_per_class_recall"],
+        "final_train_loss": float(history["train_loss"].iloc[-1]),
+        "best_epoch": int(best["epoch"]) if best else None,
+        "best_zeroshot_top1": float(best["zeroshot_top1"]) if best else None,
+        "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.train),
+        "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
+        "normalization": "[-1,1]", "eval_checkpoint": "final epoch", "deterministic": cfg.deterministic,
+        # CPU kernels split work by thread count, so bit-identical reruns need the same count
+        "torch_threads": torch.get_num_threads(),
+        **{k: prov[k] for k in ("git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
+                                "python_version", "hostname", "command", "numpy_version")},
+    }

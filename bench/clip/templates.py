@@ -1,0 +1,49 @@
+"""Text-template sets as plain data; ``{}`` is the class name."""
+
+SEED_TEMPLATES = (
+    "a photo of a {}",
+    "a picture of a {}",
+    "an image of a {}",
+    "a {} photo",
+    "a {} picture",
+)
+
+# The 18 CIFAR-10 prompts of the CLIP paper (OpenAI's notebook "Prompt_Engineering_for_ImageNet", CIFAR10)
+OPENAI_CIFAR10_TEMPLATES = (
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a black and white photo of a {}.",
+    "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.",
+    "a bad photo of a {}.",
+    "a good photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a big {}.",
+    "a photo of the {}.",
+    "a blurry photo of the {}.",
+    "a black and white photo of the {}.",
+    "a low contrast photo of the {}.",
+    "a high contrast photo of the {}.",
+    "a bad photo of the {}.",
+    "a good photo of the {}.",
+    "a photo of the small {}.",
+    "a photo of the big {}.",
+)
+
+
+def check_templates(name: str, templates) -> list[str]:
+    """Validate a template set: a non-empty list of strings with exactly one ``{}`` each."""
+    from ..errors import BenchError
+
+    templates = list(templates)
+    if not templates:
+        raise BenchError(f"template set {name!r} is empty; register at least one template")
+    for t in templates:
+        if not isinstance(t, str) or t.count("{}") != 1:
+            raise BenchError(f"template {t!r} of set {name!r} must be a string with exactly one '{{}}' placeholder")
+    return templates
+
+
+def fill(templates, class_names) -> list[str]:
+    """Every prompt, class-major: prompt ``c * len(templates) + t`` is template ``t`` of class ``c``."""
+    return [t.format(c) for c in class_names for t in templates]

@@ -1,0 +1,223 @@
+"""CLIP's byte-level BPE tokenizer (OpenAI's ``simple_tokenizer``), and a fallback word vocabulary.
+
+The BPE merges are read from ``bpe_simple_vocab_16e6.txt.gz`` as shipped inside the ``open_clip_torch``
+package (``BENCH_BPE_PATH`` points elsewhere). Without that file, :class:`MinimalTokenizer` builds a word
+vocabulary from the run's own prompts, as the reference implementation does, and says so.
+"""
+from __future__ import annotations
+
+import gzip
+import html
+import importlib.util
+import os
+import warnings
+from functools import lru_cache
+from pathlib import Path
+
+import regex as re
+import torch
+
+from ..errors import BenchError
+
+SOT_TOKEN_ID = 49406
+EOT_TOKEN_ID = 49407
+VOCAB_SIZE = 49408
+CONTEXT_LENGTH = 77
+BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+_PATTERN = re.compile(
+    r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", re.IGNORECASE
+)
+
+
+@lru_cache()
+def bytes_to_unicode():
+    """Map every byte to a printable unicode character, so BPE never sees whitespace or control bytes."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(2 ** 8):
+        if b not in bs:
+            bs.append(b)
+            cs.append(2 ** 8 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def get_pairs(word):
+    return {(a, b) for a, b in zip(word[:-1], word[1:])}
+
+
+try:
+    from ftfy import fix_text as _fix_text
+except ImportError:  # e.g. a GPU machine without ftfy: prompts here are plain text, which ftfy leaves unchanged
+    def _fix_text(text: str) -> str:
+        return text
+
+
+def clean(text: str) -> str:
+    text = html.unescape(html.unescape(_fix_text(text))).strip()
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+def default_bpe_path() -> Path | None:
+    """The BPE merges file: ``BENCH_BPE_PATH`` if set, else the copy inside the open_clip package."""
+    env = os.environ.get("BENCH_BPE_PATH")
+    if env:
+        return Path(env) if Path(env).is_file() else None
+    spec = importlib.util.find_spec("open_clip")  # locate, do not import: open_clip imports torch and timm
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / BPE_FILE
+        if path.is_file():
+            return path
+    return None
+
+
+class _Base:
+    vocab_size = VOCAB_SIZE
+    sot_token_id = SOT_TOKEN_ID
+    eot_token_id = EOT_TOKEN_ID
+
+    def __init__(self, context_length: int = CONTEXT_LENGTH):
+        self.context_length = context_length
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def __call__(self, texts, context_length: int | None = None, truncate: bool = False) -> torch.LongTensor:
+        """Tokenize ``texts`` to a ``(N, context_length)`` LongTensor: start, tokens, end, zero padding.
+
+        Raises:
+            BenchError: a text is longer than the context and ``truncate`` is False.
+        """
+        if isinstance(texts, str):
+            texts = [texts]
+        context_length = context_length or self.context_length
+        result = torch.zeros(len(texts), context_length, dtype=torch.long)
+        for i, text in enumerate(texts):
+            tokens = [self.sot_token_id] + self.encode(text) + [self.eot_token_id]
+            if len(tokens) > context_length:
+                if not truncate:
+                    raise BenchError(f"text {text[:40]!r} is {len(tokens)} tokens, longer than the context of "
+                                     f"{context_length}; shorten it or ask for truncate=True")
+                tokens = tokens[:context_length]
+                tokens[-1] = self.eot_token_id
+            result[i, : len(tokens)] = torch.tensor(tokens)
+        return result
+
+
+class SimpleTokenizer(_Base):
+    """CLIP's byte-level BPE: ftfy + html unescape, lower case, regex pre-split, then byte-pair merges."""
+
+    def __init__(self, bpe_path: str | os.PathLike | None = None, context_length: int = CONTEXT_LENGTH):
+        super().__init__(context_length)
+        bpe_path = bpe_path or default_bpe_path()
+        if bpe_path is None:
+            raise BenchError(f"CLIP BPE file {BPE_FILE} not found; pip install open_clip_torch or set BENCH_BPE_PATH")
+        self.byte_encoder = bytes_to_unicode()
+        self.byte_decoder = {v: k for k, v in self.byte_encoder.items()}
+        merges = gzip.open(bpe_path).read().decode("utf-8").split("\n")
+        merges = [tuple(m.split()) for m in merges[1: 49152 - 256 - 2 + 1]]
+        vocab = list(self.byte_encoder.values())
+        vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
+        vocab += ["<|startoftext|>", "<|endoftext|>"]
+        self.encoder = dict(zip(vocab, range(len(vocab))))
+        self.decoder = {v: k for k, v in self.encoder.items()}
+        self.bpe_ranks = dict(zip(merges, range(len(merges))))
+        self.cache = {"<|startoftext|>": "<|startoftext|>", "<|endoftext|>": "<|endoftext|>"}
+
+    def bpe(self, token: str) -> str:
+        if token in self.cache:
+            return self.cache[token]
+        word = tuple(token[:-1]) + (token[-1] + "</w>",)
+        pairs = get_pairs(word)
+        if not pairs:
+            return token + "</w>"
+        while True:
+            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
+            if bigram not in self.bpe_ranks:
+                break
+            first, second = bigram
+            new_word, i = [], 0
+            while i < len(word):
+                try:
+                    j = word.index(first, i)
+                except ValueError:
+                    new_word.extend(word[i:])
+                    break
+                new_word.extend(word[i:j])
+                i = j
+                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
+                    new_word.append(first + second)
+                    i += 2
+                else:
+                    new_word.append(word[i])
+                    i += 1
+            word = tuple(new_word)
+            if len(word) == 1:
+                break
+            pairs = get_pairs(word)
+        self.cache[token] = " ".join(word)
+        return self.cache[token]
+
+    def encode(self, text: str) -> list[int]:
+        tokens = []
+        for token in re.findall(_PATTERN, clean(text)):
+            token = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
+            tokens.extend(self.encoder[t] for t in self.bpe(token).split(" "))
+        return tokens
+
+    def decode(self, tokens) -> str:
+        text = "".join(self.decoder[int(t)] for t in tokens)
+        return bytearray([self.byte_decoder[c] for c in text]).decode("utf-8", errors="replace").replace("</w>", " ")
+
+
+class MinimalTokenizer(_Base):
+    """A word vocabulary built from known prompts, for when the BPE file is missing.
+
+    Ids 1..n are the sorted words; start and end keep CLIP's ids, so end-of-text pooling (argmax) works
+    and the model keeps its 49408-row embedding. A word never seen maps to ``UNK`` (49405).
+    """
+
+    UNK = VOCAB_SIZE - 3
+
+    def __init__(self, prompts, context_length: int = CONTEXT_LENGTH):
+        super().__init__(context_length)
+        words = sorted({w for p in prompts for w in re.findall(_PATTERN, clean(p))})
+        if len(words) >= self.UNK:
+            raise BenchError(f"{len(words)} distinct words do not fit the fallback vocabulary; install open_clip_torch")
+        self.encoder = {w: i + 1 for i, w in enumerate(words)}
+
+    def encode(self, text: str) -> list[int]:
+        return [self.encoder.get(w, self.UNK) for w in re.findall(_PATTERN, clean(text))]
+
+
+def create_tokenizer(context_length: int = CONTEXT_LENGTH, prompts=None):
+    """The CLIP BPE tokenizer, or (with a warning) a word vocabulary from ``prompts`` when its file is missing."""
+    path = default_bpe_path()
+    if path is not None:
+        return _cached_bpe(str(path), context_length)
+    warnings.warn(f"CLIP BPE file {BPE_FILE} not found (pip install open_clip_torch): using a minimal word "
+                  f"vocabulary built from the run's prompts; its ids are not CLIP's", stacklevel=2)
+    return MinimalTokenizer(prompts or [], context_length)
+
+
+@lru_cache(maxsize=4)
+def _cached_bpe(path: str, context_length: int) -> SimpleTokenizer:
+    return SimpleTokenizer(path, context_length)
+
+
+def tokenize(texts, context_length: int = CONTEXT_LENGTH, truncate: bool = False) -> torch.LongTensor:
+    """Tokenize with the default tokenizer (CLIP BPE): a ``(N, context_length)`` LongTensor.
+
+    Example:
+        >>> tokenize("a photo of a cat")[0, :7].tolist()
+        [49406, 320, 1125, 539, 320, 2368, 49407]
+    """
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    return create_tokenizer(context_length, prompts=texts)(texts, context_length, truncate)
+
+
+def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
+    """Cut the context to the longest text (its end-of-text position + 1): exact under the causal mask."""
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    return tokens[:, :length]

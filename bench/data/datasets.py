@@ -1,0 +1,187 @@
+"""Datasets as uint8 arrays (CIFAR-10, the learnable synthetic set), and the spec's per-sample dataset.
+
+The training loader is :mod:`bench.data.loader`. :class:`CIFARCLIPDataset` + :func:`collate_fn` keep the
+reference implementation's per-sample path (torchvision transforms through a DataLoader).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import BenchError
+from ..files import load_array_pickle
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass
+class ArrayDataset:
+    images: np.ndarray  # uint8 (N, H, W, 3), RGB
+    labels: np.ndarray  # int64 (N,)
+    classes: tuple  # class names, index = label
+    name: str = ""
+
+    def __post_init__(self):
+        if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise BenchError(f"dataset {self.name!r}: images must be uint8 (N, H, W, 3), got "
+                             f"{self.images.dtype} {tuple(self.images.shape)}")
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.labels) != len(self.images):
+            raise BenchError(f"dataset {self.name!r}: {len(self.images)} images but {len(self.labels)} labels")
+        if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
+            raise BenchError(f"dataset {self.name!r}: labels outside 0..{len(self.classes) - 1}")
+        self.classes = tuple(self.classes)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, limit: int | None) -> "ArrayDataset":
+        """The first ``limit`` samples (all when None): a fixed, reproducible subset."""
+        if limit is None or limit >= len(self):
+            return self
+        return ArrayDataset(self.images[:limit], self.labels[:limit], self.classes, self.name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# CIFAR-10
+# ---------------------------------------------------------------------------------------------------------
+def default_data_dir() -> Path:
+    return Path(os.environ.get("BENCH_DATA_DIR", "~/.cache/cifar10")).expanduser()
+
+
+def _load_npz(path: Path, name: str) -> ArrayDataset:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return ArrayDataset(f["images"], f["labels"], CIFAR10_CLASSES, name)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise BenchError(f"{path} is not a readable CIFAR-10 .npz ({type(exc).__name__}); unpack it again "
+                         f"or point --data-dir at a folder with train.npz/test.npz") from None
+
+
+def _load_batches(folder: Path, split: str, name: str) -> ArrayDataset:
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = [], []
+    for file in files:
+        with open(folder / file, "rb") as f:
+            # the official python pickles hold only dicts of arrays and lists: anything else is refused
+            entry = load_array_pickle(f)
+        images.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.extend(entry["labels"])
+    return ArrayDataset(np.ascontiguousarray(np.concatenate(images)), np.asarray(labels), CIFAR10_CLASSES, name)
+
+
+def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> ArrayDataset:
+    """CIFAR-10 from ``data_dir``: ``train.npz``/``test.npz``, or torchvision's ``cifar-10-batches-py/``,
+    downloading the latter with torchvision when neither is there and ``download`` is set."""
+    folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    name = f"cifar10/{split}"
+    if (folder / f"{split}.npz").is_file():
+        return _load_npz(folder / f"{split}.npz", name)
+    batches = folder / "cifar-10-batches-py"
+    if not batches.is_dir() and download:
+        try:
+            import torchvision
+
+            torchvision.datasets.CIFAR10(str(folder), train=(split == "train"), download=True)
+        except Exception:  # noqa: BLE001 - offline, or a mirror failure: fall through to the message
+            pass
+    if batches.is_dir():
+        try:
+            return _load_batches(batches, split, name)
+        except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+            raise BenchError(f"{batches} is damaged or not the CIFAR-10 release ({type(exc).__name__}: "
+                             f"{str(exc)[:80]}); delete it to download again, or pass --data-dir with "
+                             f"train.npz/test.npz") from None
+    raise BenchError(f"CIFAR-10 not found in {folder}: run once with network access to download it "
+                     f"(torchvision layout cifar-10-batches-py/), or pass --data-dir DIR holding train.npz/test.npz")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Synthetic: a learnable 10-class set the project generates itself
+# ---------------------------------------------------------------------------------------------------------
+SYNTHETIC_CLASSES = ("red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink", "brown", "gray")
+_SYNTHETIC_RGB = np.array([
+    [220, 40, 40], [240, 140, 30], [230, 220, 40], [50, 180, 60], [40, 210, 210],
+    [40, 70, 220], [130, 50, 190], [240, 120, 190], [130, 80, 40], [128, 128, 128],
+], dtype=np.float32)
+SYNTHETIC_SIZES = {"train": 5000, "test": 1000}
+
+
+def make_synthetic(split: str, seed: int = 0, n: int | None = None, size: int = 32) -> ArrayDataset:
+    """Class ``k`` is a grating of colour ``k`` at orientation ``k * 18`` degrees, with random phase,
+    frequency, contrast, a random background and Gaussian noise: learnable, but not from one pixel.
+
+    Deterministic in ``(split, seed)``; train and test draw from different streams.
+    """
+    n = SYNTHETIC_SIZES[split] if n is None else n
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    labels = rng.integers(0, 10, size=n)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    theta = labels * (np.pi / 10)
+    freq = rng.uniform(2.0, 4.0, size=n) * 2 * np.pi
+    phase = rng.uniform(0, 2 * np.pi, size=n)
+    proj = np.cos(theta)[:, None, None] * xx + np.sin(theta)[:, None, None] * yy
+    wave = 0.5 + 0.5 * np.sin(freq[:, None, None] * proj + phase[:, None, None])  # (n, H, W) in [0, 1]
+    contrast = rng.uniform(0.6, 1.0, size=n)[:, None, None, None]
+    background = rng.uniform(0, 80, size=(n, 1, 1, 3)).astype(np.float32)
+    colour = _SYNTHETIC_RGB[labels][:, None, None, :]
+    img = background + contrast * wave[..., None] * (colour - background)
+    img += rng.normal(0, 20, size=img.shape)
+    images = np.clip(img, 0, 255).astype(np.uint8)
+    return ArrayDataset(images, labels, SYNTHETIC_CLASSES, f"synthetic/{split}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The reference implementation's per-sample path
+# ---------------------------------------------------------------------------------------------------------
+def reference_transform(train: bool = True):
+    """torchvision transforms of the reference recipe: flip + padded crop (train), then [-1, 1]."""
+    from torchvision import transforms
+
+    ops = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if train else []
+    return transforms.Compose(ops + [transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)])
+
+
+class CIFARCLIPDataset(torch.utils.data.Dataset):
+    """Pairs each image with a caption: a template of its class drawn at random (the spec's dataset).
+
+    ``base`` is an :class:`ArrayDataset` or any dataset yielding ``(PIL image, label)`` (torchvision's
+    ``CIFAR10``). Items are ``(image_tensor, caption, label)``; :func:`collate_fn` tokenizes captions.
+    """
+
+    def __init__(self, base, class_names=CIFAR10_CLASSES, templates=None, transform=None):
+        from ..clip.templates import SEED_TEMPLATES
+
+        self.base = base
+        self.class_names = list(class_names)
+        self.templates = list(templates or SEED_TEMPLATES)
+        self.transform = transform if transform is not None else reference_transform(train=True)
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if isinstance(self.base, ArrayDataset):
+            from PIL import Image
+
+            image, label = Image.fromarray(self.base.images[i]), int(self.base.labels[i])
+        else:
+            image, label = self.base[i]
+        caption = random.choice(self.templates).format(self.class_names[label])
+        return self.transform(image), caption, label
+
+
+def collate_fn(batch, tokenizer=None):
+    """Stack images, tokenize captions (default tokenizer), and return ``(images, tokens, labels)``."""
+    from ..clip.tokenizer import tokenize
+
+    images, captions, labels = zip(*batch)
+    tokens = tokenizer(list(captions)) if tokenizer is not None else tokenize(list(captions))
+    return torch.stack(images), tokens, torch.tensor(labels)

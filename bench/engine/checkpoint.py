@@ -1,0 +1,375 @@
+"""Training checkpoints: everything a run needs to continue exactly, and loading that explains mismatches.
+
+``last.pt`` holds the model, optimizer, scheduler and grad scaler, every RNG state (Python, numpy, torch CPU
+and CUDA, and the loader's generator, which alone drives data order, augmentation and template choice), the
+epoch, the step within the epoch, that epoch's data order and running loss, and what the run accumulated
+(history, best epoch, last metrics). Restoring all of it and replaying the remaining batches gives, on
+CPU, bit-identical weights and metrics to a run that was never stopped. ``best.pt`` holds weights only.
+
+Every value is a tensor or plain Python data, so ``torch.load(weights_only=True)`` reads it back: numpy
+scalars and arrays are converted on the way in (:func:`plain`).
+"""
+from __future__ import annotations
+
+import functools
+import random
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..errors import BenchError
+from ..files import save_checkpoint
+from .step import EpochProgress, TrainState, _unwrap
+
+FORMAT = 1  # bumped when the layout of the training state changes incompatibly
+
+
+@dataclass
+class RunProgress:
+    """What a run has accumulated besides the :class:`TrainState`, saved so a resumed run ends identically."""
+
+    train_seconds: float = 0.0  # training time of the finished epochs (timing only)
+    train_images: int = 0  # images trained on in the finished epochs
+    best: dict | None = None  # history row of the best zero-shot epoch so far
+    metrics: dict = field(default_factory=dict)  # the last zero-shot evaluation, per_class/confusion as lists
+    resumes: int = 0  # how many times this run was resumed
+    epoch: EpochProgress | None = None  # the unfinished epoch, None at an epoch boundary
+    order: torch.Tensor | None = None  # that epoch's data order (indices into the training split)
+    loss_log: list = field(default_factory=list)  # train_log.csv's rows so far: step, epoch, train_loss
+    loss_window: tuple = (0, 0.0)  # (steps, loss sum) of the current epoch at its last loss read-back
+
+
+def plain(obj):
+    """numpy scalars and arrays -> Python numbers and tensors, recursively: the only types weights_only reads."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj)
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, str) and type(obj) is not str:  # torch.__version__ is a TorchVersion, a str subclass
+        return str(obj)
+    return obj
+
+
+def capture_rng(generator: torch.Generator) -> dict:
+    state = np.random.get_state(legacy=False)
+    rng = {
+        "python": random.getstate(),
+        "numpy": {**state, "state": {**state["state"], "key": torch.from_numpy(state["state"]["key"].astype(np.int64))}},
+        "torch": torch.get_rng_state(),
+        "loader": generator.get_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else [],
+    }
+    return rng
+
+
+def restore_rng(rng: dict, generator: torch.Generator):
+    random.setstate(_as_tuple(rng["python"]))
+    state = dict(rng["numpy"])
+    state["state"] = {**state["state"], "key": state["state"]["key"].numpy().astype(np.uint32)}
+    np.random.set_state(state)
+    torch.set_rng_state(rng["torch"])
+    generator.set_state(rng["loader"])
+    if rng.get("cuda") and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> dict:
+    """The code that wrote a checkpoint, asked of git once per process (checkpoints may come every few steps)."""
+    from ..results.run_files import provenance
+
+    prov = provenance()
+    return plain({k: prov[k] for k in ("bench_version", "git_commit", "git_dirty", "torch_version")})
+
+
+def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generator, progress: RunProgress,
+                       run_id: str, metrics: dict, with_training_state: bool, world_size: int = 1,
+                       epoch_loss_sum: torch.Tensor | None = None, weights: dict | None = None) -> dict:
+    """A checkpoint dict: weights, config and code version always; the full training state for ``last.pt``.
+
+    ``epoch_loss_sum`` is the running loss sum of the unfinished epoch as every rank count sees it (the
+    mean of the ranks' sums); it defaults to this process's own. ``weights``: the model's state dict, if
+    the caller already has it. Tensors stay on the training device: :func:`snapshot` copies them off.
+    """
+    code = dict(code_version())
+    payload = {
+        "model": _unwrap(state.model).state_dict() if weights is None else weights,
+        "config": cfg.to_dict(),
+        "classes": list(classes),
+        "epoch": state.epoch,
+        "step": state.step,
+        "metrics": plain({k: v for k, v in metrics.items() if isinstance(v, (int, float))}),
+        "history": plain(state.history),
+        "bench_version": code["bench_version"],
+        "run_id": run_id,
+        "code": code,
+        "world_size": world_size,  # ranks that trained it; config batch_size is per rank
+    }
+    if with_training_state:
+        epoch = progress.epoch
+        payload.update(
+            format=FORMAT,
+            optimizer=state.optimizer.state_dict(),
+            scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
+            scaler=state.scaler.state_dict() if state.scaler is not None else None,
+            generator=generator.get_state(),  # kept at the top level for readers of the first layout
+            torch_rng=torch.get_rng_state(),
+            rng=capture_rng(generator),
+            compact_embedding=_compact_state(state.model),
+            progress=plain({
+                "train_seconds": progress.train_seconds, "train_images": progress.train_images,
+                "best": progress.best, "metrics": progress.metrics, "resumes": progress.resumes,
+                "step_in_epoch": epoch.steps if epoch else 0,
+                "epoch_loss_sum": (epoch.loss_sum if epoch_loss_sum is None else epoch_loss_sum).detach()
+                if epoch else None,
+                "epoch_images": epoch.images if epoch else 0,
+                "epoch_seconds": epoch.seconds if epoch else 0.0,
+                "order": progress.order if epoch is not None and progress.order is not None else None,
+                # the loss log as of this step: a run killed after a later epoch end wrote train_log.csv rows
+                # past this checkpoint, and rows of an unfinished epoch are not on disk yet
+                "loss_log": progress.loss_log, "loss_window": list(progress.loss_window),
+            }),
+        )
+    return payload
+
+
+def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device) -> RunProgress:
+    """Load a ``last.pt`` into a freshly built ``state`` and ``generator`` (weights are loaded before, into the
+    bare model: see :func:`load_weights`); returns what the run had accumulated."""
+    state.optimizer.load_state_dict(ckpt["optimizer"])
+    if state.scheduler is not None and ckpt.get("scheduler") is not None:
+        state.scheduler.load_state_dict(ckpt["scheduler"])
+    if state.scaler is not None and ckpt.get("scaler") is not None:
+        state.scaler.load_state_dict(ckpt["scaler"])
+    restore_rng(ckpt["rng"], generator)
+    _restore_compact(state.model, ckpt.get("compact_embedding"))
+    state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+    p = ckpt["progress"]
+    progress = RunProgress(p["train_seconds"], p["train_images"], p["best"], dict(p["metrics"]), p["resumes"] + 1,
+                           loss_log=list(p.get("loss_log", [])), loss_window=tuple(p.get("loss_window", (0, 0.0))))
+    if p["step_in_epoch"]:
+        progress.epoch = EpochProgress(p["step_in_epoch"], p["epoch_loss_sum"].to(device), p["epoch_images"],
+                                       p["epoch_seconds"])
+        progress.order = p["order"].to(device)
+    return progress
+
+
+def _compact_state(model) -> dict | None:
+    """The compact embedding's frozen rows and decay product: the dense ``weight`` in the state dict is their
+    rounded product, and continuing from it would round differently from the run that never stopped."""
+    from .compact_embedding import CompactTokenEmbedding
+
+    emb = getattr(_unwrap(model), "token_embedding", None)
+    if not isinstance(emb, CompactTokenEmbedding):
+        return None
+    return {"frozen": emb.frozen.detach(), "decay": emb.decay.detach()}
+
+
+def _restore_compact(model, saved: dict | None):
+    from .compact_embedding import CompactTokenEmbedding
+
+    emb = getattr(_unwrap(model), "token_embedding", None)
+    if saved is not None and isinstance(emb, CompactTokenEmbedding):
+        with torch.no_grad():
+            emb.frozen.copy_(saved["frozen"])
+            emb.decay.copy_(saved["decay"])
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, ckpt: dict, path):
+    """``model.load_state_dict`` that explains a checkpoint of another architecture instead of a shape traceback."""
+    problem = explain_mismatch(model, state_dict)
+    if problem:
+        cfg = ckpt.get("config", {}).get("model", {})
+        raise BenchError(f"{path} does not fit encoder {cfg.get('encoder', '?')!r} as this code builds it from the "
+                         f"checkpoint's config: {problem}; it was written by bench {ckpt.get('bench_version', '?')} "
+                         f"(commit {str(ckpt.get('code', {}).get('git_commit', '?'))[:12]}), so check out that "
+                         f"version or retrain")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def explain_mismatch(model: torch.nn.Module, state_dict: dict) -> str | None:
+    """One clause naming what differs between ``model`` and ``state_dict`` (vocabulary first), or None."""
+    own = model.state_dict()
+    shaped = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
+              if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)]
+    for key, theirs, ours in shaped:
+        if key == "token_embedding.weight":
+            return (f"its text vocabulary has {theirs[0]} tokens of width {theirs[1]}, the model built here "
+                    f"{ours[0]} of width {ours[1]} (another tokenizer or --text-width)")
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    if not (shaped or missing or unexpected):
+        return None
+    parts = []
+    if shaped:
+        key, theirs, ours = shaped[0]
+        parts.append(f"{len(shaped)} tensors differ in shape (first {key}: {list(theirs)} in the file, {list(ours)} here)")
+    if missing:
+        parts.append(f"{len(missing)} tensors missing (first {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+    return ", ".join(parts)
+
+
+def snapshot(obj, non_blocking: bool = False):
+    """A copy of ``obj`` whose tensors are on the CPU and share no memory with training, which goes on.
+
+    Containers keep their type and attributes (a state dict's ``_metadata``). ``non_blocking``: CUDA tensors
+    are copied into pinned memory on the current stream without waiting for the copies; the caller records an
+    event after them and waits for it before reading (:class:`CheckpointSaver` does, on its writer thread).
+    Later steps on that stream run after the copies, so the copy is of this moment's values.
+    """
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach()
+        if t.device.type == "cpu":
+            return t.clone()
+        if non_blocking and t.device.type == "cuda" and _dense(t):
+            try:
+                out = torch.empty_strided(t.size(), t.stride(), dtype=t.dtype, device="cpu", pin_memory=True)
+            except RuntimeError:  # no pinned memory to be had (a locked-memory limit): copy and wait instead
+                return t.to("cpu")
+            return out.copy_(t, non_blocking=True)
+        return t.to("cpu")
+    if isinstance(obj, dict):
+        out = type(obj)((k, snapshot(v, non_blocking)) for k, v in obj.items())
+        if hasattr(obj, "__dict__"):  # OrderedDict's attributes, e.g. a state dict's _metadata
+            out.__dict__.update(obj.__dict__)
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [snapshot(v, non_blocking) for v in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+    return obj
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """Laid out as a contiguous or channels-last block: its bytes copy as one piece into the same strides."""
+    return t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))
+
+
+class CheckpointSaver:
+    """Writes one run's ``last.pt`` (full training state) and ``best.pt`` (weights), atomically, when enabled.
+
+    Under torchrun every rank calls :meth:`save_last` at the same step (it takes part in one all-reduce)
+    and rank 0 alone writes.
+
+    The files are written by one background thread, in order: a save copies the state to the CPU and
+    returns, while the thread pickles, writes and fsyncs (about a second for the reference model's
+    420 MB ``last.pt``, every epoch). On a GPU the copy itself is queued on the training stream into
+    pinned memory, so a save does not wait for the device; the thread waits for the copy's event.
+    ``best.pt`` of the same step reuses ``last.pt``'s copy of the weights. At most two writes wait at a
+    time (one epoch's ``last.pt`` and ``best.pt``), so a save blocks only when the disk is slower than
+    training. :meth:`wait`, and leaving the ``with`` block, wait for every write; a failed write raises
+    there, or at the next save.
+    """
+
+    def __init__(self, run_dir, state: TrainState, cfg, classes, generator, run_id: str, progress: RunProgress,
+                 world, saved_step: int | None = None):
+        self.run_dir, self.state, self.cfg, self.classes = run_dir, state, cfg, classes
+        self.generator, self.run_id, self.progress, self.world = generator, run_id, progress, world
+        self.saved_step = saved_step  # step of the newest last.pt on disk; None until one exists
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+        self._error: BaseException | None = None
+        self._weights: tuple[int, dict] | None = None  # (step, CPU copy of the weights) of the newest last.pt
+
+    def save_last(self, row: dict | None = None):
+        if not self.cfg.save_checkpoints:
+            return
+        epoch = self.progress.epoch
+        loss_sum = None
+        if epoch is not None and self.world.distributed:  # rank-count independent: the mean of the ranks' sums
+            loss_sum = epoch.loss_sum.detach().clone()
+            torch.distributed.all_reduce(loss_sum)
+            loss_sum /= self.world.size
+        if not self.world.is_main:
+            self.saved_step = self.state.step
+            return
+        row = row if row is not None else (self.state.history[-1] if self.state.history else {})
+        self._reap(keep=1)
+        payload, copied = self._snapshot(checkpoint_payload(self.state, self.cfg, self.classes, self.generator,
+                                                            self.progress, self.run_id, row, True, self.world.size,
+                                                            loss_sum))
+        self._weights = (self.state.step, payload["model"])
+        self._submit(payload, copied, self.run_dir / "last.pt", self.state.step)
+
+    def save_best(self, row: dict):
+        if not (self.cfg.save_checkpoints and self.world.is_main):
+            return
+        self._reap(keep=1)
+        # the weights did not change since last.pt of this step: its CPU copy serves, without building the dense
+        # token embedding and copying it off the device a second time
+        weights = self._weights[1] if self._weights and self._weights[0] == self.state.step else None
+        payload = checkpoint_payload(self.state, self.cfg, self.classes, self.generator, self.progress,
+                                     self.run_id, row, False, self.world.size, weights=weights)
+        if weights is not None:
+            rest, copied = self._snapshot({k: v for k, v in payload.items() if k != "model"})
+            payload = {**rest, "model": weights}
+        else:
+            payload, copied = self._snapshot(payload)
+        self._submit(payload, copied, self.run_dir / "best.pt")
+
+    def _snapshot(self, payload: dict):
+        """(CPU copy, CUDA event that marks it complete or None): on a GPU the copy does not stop training."""
+        if not self.state.prompt_tokens.is_cuda:
+            return snapshot(payload), None
+        copy = snapshot(payload, non_blocking=True)
+        copied = torch.cuda.Event()
+        copied.record()  # after every copy above, on the stream that training continues on
+        return copy, copied
+
+    def _submit(self, payload: dict, copied, path, step: int | None = None):
+        if self._pool is None:  # one worker: files are written in the order they were saved
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-checkpoint")
+        self._pending.append(self._pool.submit(self._save, payload, copied, path, step))
+
+    def _save(self, payload: dict, copied, path, step: int | None):
+        if copied is not None:
+            copied.synchronize()
+        save_checkpoint(payload, path)
+        if step is not None:
+            self.saved_step = step
+
+    def _reap(self, keep: int = 0, raise_error: bool = True):
+        """Wait until at most ``keep`` writes are pending; then raise the first failure, if asked."""
+        while len(self._pending) > keep:
+            error = self._pending.pop(0).exception()  # blocks until that write ends
+            if error is not None and self._error is None:
+                self._error = error
+        if self._error is not None and raise_error:
+            error, self._error = self._error, None
+            raise BenchError(f"could not write a checkpoint in {self.run_dir}: {error}; free disk space or pass "
+                             f"--no-checkpoints") from error
+
+    def wait(self, raise_error: bool = True):
+        """Block until every checkpoint asked for is on disk; re-raise a failure."""
+        self._reap(0, raise_error)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.wait(raise_error=exc_type is None)  # an error already on its way out is the one to report
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def describe(self) -> str:
+        """Where the last good state is, for messages."""
+        self.wait(raise_error=False)
+        if not self.cfg.save_checkpoints:
+            return "no checkpoint was kept (--no-checkpoints)"
+        if self.saved_step is None:
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint is {self.run_dir / 'last.pt'} (step {self.saved_step})"

@@ -1,0 +1,259 @@
+"""The training engine: optimizer and schedule, one epoch of CLIP steps on device-resident batches.
+
+Cost model, per step on a GPU: the batch is gathered and augmented on the device; captions are prompt
+ids into a small table of pre-tokenized prompts, trimmed to the longest prompt, so the text tower encodes
+only unique prompts (or the whole table when it is no larger than a batch: static shapes, no host sync);
+the loss is read back to the host only every ``log_every`` steps.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+
+from ..clip.loss import ClipLoss
+from ..deterministic import take_rows
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover - tqdm is a declared dependency
+    tqdm = None
+
+
+def autocast_dtype_for(precision: str, device: torch.device):
+    """bf16 autocast on CUDA by default; fp32 (no autocast) on CPU unless bf16 is asked for."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def set_backend_flags(device: torch.device, cudnn_benchmark: bool = True):
+    """TF32 matmuls and cuDNN autotuning: set once by the caller, never at import."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def compile_towers(model, **kwargs):
+    """``torch.compile`` the vision tower and the text Transformer in place (``nn.Module.compile``).
+
+    The training step calls ``model.encode_image``/``encode_text``, which ``torch.compile(model)`` leaves
+    uncompiled (it compiles ``forward`` only); compiling the towers in place also keeps state-dict keys.
+    """
+    model.visual.compile(**kwargs)
+    model.transformer.compile(**kwargs)
+    return model
+
+
+def encode_prompts(model, prompt_tokens: torch.Tensor, prompt_ids: torch.Tensor, mode: str = "unique") -> torch.Tensor:
+    """Text features of a batch whose captions are rows ``prompt_ids`` of ``prompt_tokens``.
+
+    ``"unique"`` encodes each distinct prompt of the batch once and gathers; ``"all"`` encodes the whole
+    prompt table (no data-dependent shapes, so no host sync on CUDA); ``"tree"``/``"tree_all"`` encode the
+    batch's prompts / all prompts as one prefix tree. All equal encoding every caption: the gather sums the
+    gradients of repeated captions, as separate copies would, in a fixed order (bench.deterministic).
+    """
+    if mode == "all":
+        return take_rows(model.encode_text(prompt_tokens), prompt_ids)
+    if mode in ("tree", "tree_all"):  # shared prefixes computed once (bench.prompt_tree); exact
+        from .prompt_tree import encode_tree
+
+        return encode_tree(model, prompt_tokens, prompt_ids, only_used=mode == "tree")
+    unique, inverse = torch.unique(prompt_ids, return_inverse=True)
+    return take_rows(model.encode_text(prompt_tokens[unique]), inverse)
+
+
+def text_mode_for(n_prompts: int, batch_size: int, device: torch.device) -> str:
+    """CUDA: the whole table (static shapes, CUDA graphs) while it is small; CPU: the prompt tree of the
+    batch's prompts (fewest tokens; measured in docs/performance.md)."""
+    if device.type == "cuda":
+        return "all" if n_prompts <= max(batch_size, 512) else "unique"
+    return "tree"
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training; enough to resume (with the loader's generator)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    loss_fn: ClipLoss
+    prompt_tokens: torch.Tensor  # (P, L) pre-tokenized prompt table, trimmed to the longest prompt
+    autocast_dtype: object = None
+    text_mode: str = "unique"
+    max_grad_norm: float | None = None
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimizer steps taken in total
+    history: list = field(default_factory=list)  # one dict per finished epoch
+    scaler: object = None  # torch.amp.GradScaler when a precision needs one; saved in checkpoints
+    tower_streams: bool = False  # the two towers on two streams when on CUDA (run_towers; no effect on CPU)
+
+
+@dataclass
+class EpochProgress:
+    """Where the current epoch stands; a checkpoint saves it so a resumed epoch ends with the same mean loss."""
+
+    steps: int = 0  # batches done in this epoch
+    loss_sum: torch.Tensor | None = None  # running sum of batch losses, kept on the device (no sync per step)
+    images: int = 0  # images seen in this epoch
+    seconds: float = 0.0  # training time spent in this epoch (timing only, not part of exact resume)
+
+
+def clip_step(state: TrainState, images, labels, prompt_ids):
+    """Forward, loss, backward, optimizer and schedule step; returns the loss (not synced)."""
+    loss = device_step(state, images, labels, prompt_ids)
+    finish_step(state)
+    return loss
+
+
+def device_step(state: TrainState, images, labels, prompt_ids, autocast_cache: bool = True):
+    """The device work of a step (forward, loss, backward, AdamW, temperature clamp), no host state.
+
+    This is what :mod:`bench.cuda_graph` captures; ``autocast_cache=False`` there, as CUDA graphs need.
+    """
+    model = state.model
+    device_type = images.device.type
+    with torch.autocast(device_type, dtype=state.autocast_dtype, enabled=state.autocast_dtype is not None,
+                        cache_enabled=autocast_cache):
+        image_features, text_features = clip_features(model, images, state.prompt_tokens, prompt_ids, state.text_mode,
+                                                      state.tower_streams)
+        loss = state.loss_fn(at_least_fp32(image_features), at_least_fp32(text_features),
+                             _unwrap(model).clamped_logit_scale(), labels)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if state.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), state.max_grad_norm)
+    state.optimizer.step()
+    with torch.no_grad():  # as open_clip: keep the temperature in [1, 100]
+        _unwrap(model).logit_scale.clamp_(0, math.log(100))
+    return loss.detach()
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 features up to fp32 for the loss; fp64 stays fp64 (the exactness tests run in it)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def clip_features(model, images, prompt_tokens, prompt_ids, text_mode: str = "unique", tower_streams: bool = False):
+    """Normalised image and text features of a batch.
+
+    Under DDP (see :mod:`bench.ddp`) the wrapper's forward computes them, so DDP's reducer sees the step.
+    ``tower_streams``: on CUDA, run the two towers concurrently (see :func:`run_towers`).
+    """
+    if isinstance(getattr(model, "_orig_mod", model), DistributedDataParallel):
+        return model(images, prompt_tokens, prompt_ids, text_mode, tower_streams)
+    image_features, text_features = run_towers(
+        lambda: model.encode_image(images), lambda: encode_prompts(model, prompt_tokens, prompt_ids, text_mode),
+        images.device if tower_streams else None)
+    return F.normalize(image_features, dim=-1), F.normalize(text_features, dim=-1)
+
+
+_SIDE_STREAMS: dict = {}
+
+
+def run_towers(image_tower, text_tower, device=None):
+    """``(image_tower(), text_tower())``; on a CUDA ``device``, the text tower runs on a side stream.
+
+    Why: at batch 32 each kernel of either tower fills a small part of the GPU, and a step is a long
+    chain of such kernels, so the GPU idles between them. The towers are independent until the loss, so
+    their kernels can run side by side; autograd runs each backward op on its forward's stream, so the
+    backward passes overlap too, and it joins the streams before the optimizer reads the gradients.
+    Inside a CUDA graph capture the fork and join become graph edges. Same arithmetic either way.
+    """
+    if device is None or torch.device(device).type != "cuda":
+        return image_tower(), text_tower()
+    main = torch.cuda.current_stream(device)
+    side = _SIDE_STREAMS.get(main.device)
+    if side is None:
+        side = _SIDE_STREAMS[main.device] = torch.cuda.Stream(device=main.device)
+    side.wait_stream(main)  # the batch and the weights were written on the main stream
+    with torch.cuda.stream(side):
+        text = text_tower()
+    image = image_tower()
+    main.wait_stream(side)
+    text.record_stream(main)  # allocated on the side stream, freed after the main stream reads it
+    return image, text
+
+
+def finish_step(state: TrainState):
+    """The host side of a step: advance the schedule and the step count."""
+    if state.scheduler is not None:
+        state.scheduler.step()
+    state.step += 1
+
+
+def _unwrap(model):
+    """The CLIP under torch.compile (``_orig_mod``), DDP and bench's DDP adapter (``module``), in any nesting."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        inner = getattr(model, "module", None) if inner is None else inner
+        if not isinstance(inner, torch.nn.Module):
+            return model
+        model = inner
+
+
+def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, progress: bool | None = None,
+                desc: str = "train", on_log=None, on_step=None, start: EpochProgress | None = None,
+                step_fn=None) -> dict:
+    """Run the batches of one epoch; returns mean loss, images and seconds (device-synchronised).
+
+    The running loss stays on the device and is read back every ``log_every`` steps, so the loop does
+    not wait for the GPU between steps. ``on_log(step, loss)`` is called at each read-back.
+    ``on_step(epoch_progress, loss)`` runs after every step (checkpoints, fault checks; it may raise);
+    ``start`` continues an epoch that a checkpoint interrupted, ``batches`` then being its remaining ones.
+    ``step_fn`` replaces :func:`clip_step` (same signature), e.g. by a :class:`bench.cuda_graph.CudaGraphStep`.
+    """
+    step_fn = step_fn or clip_step
+    model = state.model
+    model.train()
+    done = start.steps if start is not None else 0
+    bar = tqdm(total=n_steps, initial=done, desc=desc, leave=False, disable=not bars_shown(progress),
+               dynamic_ncols=True) if tqdm is not None else None
+    device = state.prompt_tokens.device
+    epoch = EpochProgress(done, torch.zeros((), device=device), 0, 0.0)
+    if start is not None:
+        epoch.loss_sum += start.loss_sum.to(device)
+        epoch.images, epoch.seconds = start.images, start.seconds
+    base_seconds, last_logged = epoch.seconds, done
+    _sync(device)
+    t0 = time.perf_counter()
+    for batch in batches:
+        loss = step_fn(state, batch.images, batch.labels, batch.prompt_ids)
+        epoch.loss_sum += loss
+        epoch.images += batch.images.shape[0]
+        epoch.steps += 1
+        epoch.seconds = base_seconds + time.perf_counter() - t0
+        if on_step is not None:
+            on_step(epoch, loss)
+        steps = epoch.steps
+        if steps % log_every == 0 or steps == n_steps:
+            mean = float(epoch.loss_sum) / steps  # the one host sync of the cadence
+            if on_log is not None:
+                on_log(state.step, mean)
+            if bar is not None:
+                bar.update(steps - last_logged)
+                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{epoch.images / max(epoch.seconds, 1e-9):.0f}")
+            last_logged = steps
+    _sync(device)
+    seconds = base_seconds + time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    return {"train_loss": float(epoch.loss_sum) / max(epoch.steps, 1), "images": epoch.images, "seconds": seconds,
+            "steps": epoch.steps}
+
+
+def bars_shown(progress: bool | None) -> bool:
+    """Whether the epoch's progress bar is drawn: when asked for, or by default when stderr is a terminal."""
+    return bool(progress) if progress is not None else sys.stderr.isatty()
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

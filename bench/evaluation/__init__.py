@@ -1,0 +1,18 @@
+"""Evaluation: zero-shot classification, retrieval, linear probe, robustness, metrics (imports clip, data,
+distributed and the base modules, never the engine, results or app).
+
+The suite's evaluation names live here, torch-free, so the configuration can check ``--evals`` without torch.
+"""
+from __future__ import annotations
+
+from ..errors import BenchError
+
+EVALS = ("retrieval", "probe", "robustness")
+
+
+def parse_evals(names) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(names or ()))
+    unknown = [n for n in names if n not in EVALS]
+    if unknown:
+        raise BenchError(f"unknown evaluation {unknown[0]!r} in --evals; choose from {', '.join(EVALS)}")
+    return names

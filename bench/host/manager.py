@@ -1,0 +1,285 @@
+"""Builds the plugin manager: hookspecs, built-ins from ``plugins/``, entry points, plugin folders, modules.
+
+Order follows pluggy's eggsample host: specs first, then built-ins through the very ``pm.register`` a
+third-party plugin goes through, then entry points of group ``bench``, each loaded in its own try/except
+so one broken plugin cannot stop the rest. Collected entries go into a :class:`~bench.registry.Registry`.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pluggy
+
+from ..errors import PluginError
+from ..host import hookspecs
+from .registry import KINDS, DuplicateNameError, Registry
+
+BUILTIN_PLUGINS = (
+    "bench_plugins.modified_resnet",
+    "bench_plugins.timm_encoders",
+    "bench_plugins.clip_bpe",
+    "bench_plugins.templates",
+    "bench_plugins.datasets",
+    "bench_plugins.airbench",
+)
+ENTRY_POINT_GROUP = "bench"
+# (plugin object, name) pairs every new host registers last; bench.testing.plugin_registered manages it, so
+# that in-process CLI calls in a plugin's tests see the plugin.
+EXTRA_PLUGINS: list[tuple[object, str]] = []
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str | None = None
+    hooks: list[str] = field(default_factory=list)
+    error: str | None = None  # one line, set when loading or registering failed
+    builtin: bool = False
+    registered: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
+
+    def as_dict(self):
+        return {"name": self.name, "version": self.version, "hooks": self.hooks, "error": self.error,
+                "builtin": self.builtin, "registered": self.registered}
+
+
+class Host:
+    """The plugin manager, what each plugin registered, and the warnings loading produced."""
+
+    def __init__(self, strict: bool | None = None):
+        self.pm = pluggy.PluginManager("bench")
+        self.pm.add_hookspecs(hookspecs)
+        self.registry = Registry()
+        self.infos: dict[str, PluginInfo] = {}
+        self.strict = os.environ.get("BENCH_STRICT_PLUGINS", "") not in ("", "0") if strict is None else strict
+        self.conflicts: dict[tuple[str, str, bool], str] = {}  # (kind, name, is_prefix) -> message
+        self._collected = False
+
+    # -- loading -----------------------------------------------------------------------------------------
+    def _fail(self, name: str, message: str, **info):
+        info_obj = self.infos.setdefault(name, PluginInfo(name=name, **info))
+        info_obj.error = message
+        if self.strict:
+            raise PluginError(f"{message} (BENCH_STRICT_PLUGINS=1 makes this an error)")
+        print(f"bench: warning: {message}; other plugins still work", file=sys.stderr)
+
+    def add(self, plugin, name: str, version: str | None = None, builtin: bool = False) -> bool:
+        """Register a plugin object (module or instance); a bad hookimpl is reported, not raised."""
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            # pluggy keeps the plugin and its hookimpls verified before the bad one; drop them all, so a
+            # plugin reported invalid registers nothing.
+            self.pm.unregister(name=name)
+            self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin)
+            return False
+        except ValueError as exc:  # the name or the object is already registered
+            self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin)
+            return False
+        unknown = _unknown_hooks(self.pm, plugin)
+        if unknown:
+            # pluggy accepts a hookimpl without a spec silently (check_pending would raise for all plugins
+            # at once); a misspelled hook would then do nothing, so refuse this plugin alone.
+            self.pm.unregister(plugin)
+            self._fail(name, f"plugin {name!r} implements {', '.join(unknown)}, which bench has no hook for; "
+                             f"hooks are {', '.join(_hook_names())}", version=version, builtin=builtin)
+            return False
+        self.infos[name] = PluginInfo(name=name, version=version or getattr(plugin, "__version__", None),
+                                      builtin=builtin,
+                                      hooks=sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
+        self._collected = False
+        return True
+
+    def add_module(self, module_name: str, builtin: bool = False, version: str | None = None) -> bool:
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, not ours
+            self._fail(module_name, f"plugin {module_name!r} failed to import: {_one_line(exc)}", builtin=builtin)
+            return False
+        return self.add(module, module_name, version=version, builtin=builtin)
+
+    def load_builtins(self):
+        from .. import __version__
+
+        _ensure_builtin_package()
+        for name in BUILTIN_PLUGINS:
+            self.add_module(name, builtin=True, version=__version__)
+
+    def load_entry_points(self, selected: set[str] | None = None):
+        """Load group ``bench`` entry points; ``selected`` limits them by entry-point or distribution name."""
+        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            if selected is not None and ep.name not in selected and dist_name not in selected:
+                continue
+            version = dist.version if dist is not None else None
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001
+                self._fail(ep.name, f"plugin {ep.name!r} failed to import: {_one_line(exc)}", version=version)
+                continue
+            self.add(plugin, ep.name, version=version)
+
+    def load_directory(self, directory: str | os.PathLike):
+        """Load each ``*.py`` file and each package folder in ``directory`` as a plugin."""
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise PluginError(f"plugins folder {str(directory)!r} does not exist; pass an existing folder to --plugins-dir")
+        for path in sorted(directory.iterdir()):
+            if path.name.startswith(("_", ".")):
+                continue
+            if path.suffix == ".py":
+                location, search = path, None
+            elif (path / "__init__.py").is_file():
+                location, search = path / "__init__.py", [str(path)]
+            else:
+                continue
+            name = f"bench_dir_plugin_{path.stem}"
+            try:
+                spec = importlib.util.spec_from_file_location(name, location, submodule_search_locations=search)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+            except Exception as exc:  # noqa: BLE001
+                sys.modules.pop(name, None)
+                self._fail(path.stem, f"plugin {path.stem!r} ({path}) failed to import: {_one_line(exc)}")
+                continue
+            self.add(module, path.stem)
+
+    # -- collecting ----------------------------------------------------------------------------------------
+    def collect(self):
+        """Call every ``register_<kind>`` hook once per plugin, recording which plugin registered what."""
+        if self._collected:
+            return self.registry
+        self.registry = Registry()
+        self.conflicts = {}
+        for info in self.infos.values():
+            info.registered = {k: [] for k in KINDS}
+        for kind in KINDS:
+            caller = getattr(self.pm.hook, f"register_{kind}")
+            for impl in caller.get_hookimpls():  # registration order (pluggy calls them in reverse)
+                name = impl.plugin_name
+
+                def register(entry_name, factory, summary="", _kind=kind, _plugin=name, prefix=False, **meta):
+                    try:
+                        entry = self.registry.add(_kind, entry_name, factory, summary, _plugin, prefix=prefix, **meta)
+                    except DuplicateNameError as exc:
+                        # Neither registration wins: using the name reports both plugins.
+                        self.conflicts[(_kind, entry_name, bool(prefix))] = str(exc)
+                        self._fail(_plugin, str(exc))
+                        return
+                    self.infos[_plugin].registered[_kind].append(entry.display_name)
+
+                try:
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except PluginError as exc:
+                    self._fail(name, str(exc))
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(name, f"plugin {name!r} failed in register_{kind}: {_one_line(exc)}")
+        self._collected = True
+        return self.registry
+
+    def plugins(self) -> list[PluginInfo]:
+        self.collect()
+        return sorted(self.infos.values(), key=lambda i: (not i.builtin, i.name))
+
+
+def _hook_names() -> list[str]:
+    return sorted(n for n in vars(hookspecs) if n.startswith("register_"))
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin) -> list[str]:
+    """Hooks ``plugin`` implements that have no spec and are not marked ``optionalhook``."""
+    unknown = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.spec is None and any(not impl.optionalhook for impl in caller.get_hookimpls()
+                                       if impl.plugin is plugin):
+            unknown.append(caller.name)
+    return sorted(unknown)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}".strip()
+    return " ".join(text.split())
+
+
+def _ensure_builtin_package():
+    """Import ``bench_plugins`` from the ``plugins/`` folder beside this ``bench`` package when there is one.
+
+    In a source checkout (or a git worktree, or a copy on a GPU machine) the built-ins must come from the
+    same tree as ``bench`` itself, whatever an editable install elsewhere maps ``bench_plugins`` to.
+    """
+    folder = Path(__file__).resolve().parent.parent / "plugins"
+    init = folder / "__init__.py"
+    loaded = sys.modules.get("bench_plugins")
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() == init.resolve():
+        return
+    if init.is_file():
+        for name in [m for m in sys.modules if m == "bench_plugins" or m.startswith("bench_plugins.")]:
+            del sys.modules[name]
+        spec = importlib.util.spec_from_file_location("bench_plugins", init, submodule_search_locations=[str(folder)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["bench_plugins"] = module
+        spec.loader.exec_module(module)
+
+
+def _selected_from_env() -> set[str] | None:
+    value = os.environ.get("BENCH_LOAD_PLUGINS")
+    if value is None:
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+_HOST: Host | None = None
+
+
+def build_host(plugins_dirs=(), modules=(), entry_points: bool = True, strict: bool | None = None) -> Host:
+    """Build a fresh host: built-ins, entry points (filtered by BENCH_LOAD_PLUGINS), folders, modules."""
+    host = Host(strict=strict)
+    host.load_builtins()
+    if entry_points:
+        host.load_entry_points(_selected_from_env())
+    env_dir = os.environ.get("BENCH_PLUGINS_DIR")
+    for directory in ([env_dir] if env_dir else []) + list(plugins_dirs):
+        host.load_directory(directory)
+    for module in modules:
+        host.add_module(module)
+    for plugin, name in EXTRA_PLUGINS:
+        if not host.pm.is_registered(plugin):  # already in through its entry point or a folder
+            host.add(plugin, name)
+    host.collect()
+    return host
+
+
+def get_host() -> Host:
+    """The process-wide host, built on first use."""
+    global _HOST
+    if _HOST is None:
+        _HOST = build_host()
+    return _HOST
+
+
+def set_host(host: Host | None) -> Host | None:
+    """Replace the process-wide host (``None`` rebuilds on next use); returns the previous one."""
+    global _HOST
+    previous, _HOST = _HOST, host
+    return previous
+
+
+def get_registry() -> Registry:
+    host = get_host()
+    return host.collect()
+
+
+def get_entry(kind: str, name: str):
+    host = get_host()
+    registry = host.collect()
+    for (conflict_kind, conflict_name, is_prefix), message in host.conflicts.items():
+        if conflict_kind == kind and (name == conflict_name or is_prefix and name.startswith(conflict_name)):
+            raise PluginError(message)
+    return registry.get(kind, name)

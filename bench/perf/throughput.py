@@ -1,0 +1,328 @@
+"""Throughput of encoders: the vision tower alone and the whole CLIP training step, on synthetic inputs.
+
+Follows timm's ``benchmark.py``: inputs built on the device, warm-up steps apart from timed ones, the
+clock picked once (CUDA events per step on a GPU, ``perf_counter`` on a CPU), flat rows with a fixed
+column order, and on out-of-memory a retry at a smaller batch that the row records. Unlike timm's bulk
+mode, a failed benchmark stays in the table with its ``error``.
+
+Rows (one per encoder x component x mode):
+- ``vision/infer``: the vision tower's forward under ``no_grad`` (what zero-shot evaluation runs);
+- ``vision/train``: forward, a stand-in loss, backward and fused AdamW over the tower's parameters;
+- ``clip/train``: bench's whole CLIP training step (:func:`bench.trainer.clip_step`, or the CUDA-graph
+  step on a GPU), text tower, prompt table, contrastive loss and optimizer included.
+"""
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+
+import pandas as pd
+import torch
+
+from ..errors import BenchError
+
+COLUMNS = [
+    "encoder", "component", "mode", "batch_size", "requested_batch_size", "oom_retries", "precision",
+    "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "samples_per_s",
+    "step_ms_median", "step_ms_p90", "steps", "warmup", "peak_mem_mb", "params", "gflops_per_sample", "error", "time",
+    "torch_version", "cuda_version", "git_commit", "git_dirty", "hostname", "command",
+]
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ThroughputCfg:
+    encoder: str = "modified_resnet"  # registered encoder name
+    batch_size: int = 32  # samples per step, before any out-of-memory retry
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" autocast
+    channels_last: bool = False  # channels_last inputs and weights
+    compile: bool = False  # torch.compile the model (compile time is in the warm-up, not the timing)
+    cuda_graph: bool = True  # on CUDA, the CLIP training step as one replayed graph (as bench run does)
+    tower_streams: bool = True  # on CUDA, the two towers on two streams (as bench run does)
+    device: str = "cpu"
+    steps: int = 10  # timed steps
+    warmup: int = 3  # untimed steps first (autotuning, allocation, compilation)
+    image_size: int = 32
+    embed_dim: int = 512
+    text_width: int = 512
+    text_heads: int = 8
+    text_layers: int = 6
+    encoder_opts: tuple = ()  # (key, value) pairs for the encoder factory
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Clock, memory, FLOPs
+# ---------------------------------------------------------------------------------------------------------
+def time_steps(fn, steps: int, device: torch.device) -> list[float]:
+    """Milliseconds of each of ``steps`` calls of ``fn``: CUDA events around each call on a GPU (one sync at
+    the end, so the GPU stays busy between steps), ``perf_counter`` on a CPU."""
+    if device.type == "cuda":
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
+        for start, end in events:
+            start.record()
+            fn()
+            end.record()
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) for start, end in events]
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def p90(values) -> float:
+    return float(torch.tensor(values, dtype=torch.float64).quantile(0.9))
+
+
+def count_flops(fn) -> float:
+    """FLOPs of one call as torch's own counter sees them (matmuls, convolutions, attention).
+
+    Compiled code runs eagerly while counting (the counter sees aten ops, which compiled kernels hide);
+    NaN if counting fails, so a FLOP-counter limitation never costs the timing.
+    """
+    import torch._dynamo
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch._dynamo.config.patch(disable=True), FlopCounterMode(display=False) as counter:
+            fn()
+    except Exception:  # noqa: BLE001
+        return float("nan")
+    return counter.get_total_flops()
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated device memory on CUDA; on CPU the process's peak resident set (a high-water mark)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2 ** 20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def with_oom_retry(fn, batch_size: int, device: torch.device, min_batch: int = 2):
+    """``fn(batch_size)``, halving the batch after each out-of-memory error; returns (result, batch, retries)."""
+    retries = 0
+    while True:
+        try:
+            return fn(batch_size), batch_size, retries
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is retried
+            if not is_oom(exc) or batch_size // 2 < min_batch:
+                raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        batch_size //= 2
+        retries += 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What is timed
+# ---------------------------------------------------------------------------------------------------------
+def _build(cfg: ThroughputCfg, device: torch.device):
+    from ..clip.model import count_parameters, create_model
+
+    model = create_model(cfg.encoder, cfg.embed_dim, cfg.image_size, 77, 49408, cfg.text_width, cfg.text_heads,
+                         cfg.text_layers, dict(cfg.encoder_opts)).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, count_parameters(model.visual), count_parameters(model)
+
+
+def _images(cfg, batch, device):
+    x = torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=device)
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+def _vision_step(cfg, model, batch, device, train: bool):
+    """A closure running one vision-tower step on fresh-looking synthetic images."""
+    dtype = PRECISIONS[cfg.precision]
+    visual = torch.compile(model.visual) if cfg.compile else model.visual
+    x = _images(cfg, batch, device)
+    autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)  # noqa: E731
+    if not train:
+        model.eval()
+
+        @torch.no_grad()
+        def step():
+            with autocast():
+                return visual(x)
+
+        return step
+    model.train()
+    optimizer = torch.optim.AdamW(model.visual.parameters(), lr=1e-4, fused=True)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+
+    def step():
+        with autocast():
+            loss = visual(x).float().pow(2).mean()  # stands in for any loss on the features
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    return step
+
+
+def _clip_step(cfg, model, batch, device):
+    """A closure running bench's whole CLIP training step (the `bench run` engine) on synthetic data."""
+    from ..clip.loss import ClipLoss
+    from ..clip.templates import SEED_TEMPLATES, fill
+    from ..clip.tokenizer import create_tokenizer, trim_tokens
+    from ..data.datasets import CIFAR10_CLASSES
+    from ..engine import compact_embedding
+    from ..engine.cuda_graph import CudaGraphStep
+    from ..engine.optim import build_optimizer, build_scheduler
+    from ..engine.step import TrainState, clip_step, compile_towers, text_mode_for
+
+    prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
+    table = trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device)
+    emb = compact_embedding.install(model, table)
+    text_mode = text_mode_for(len(table), batch, device)
+    graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all"
+    optimizer = build_optimizer(model, 1e-4, 0.01, device, capturable=graph)
+    compact_embedding.attach(emb, optimizer)
+    train_model = compile_towers(model) if cfg.compile else model
+    state = TrainState(train_model, optimizer, build_scheduler(optimizer, 10 ** 6), ClipLoss("clip"), table,
+                       PRECISIONS[cfg.precision], text_mode, tower_streams=cfg.tower_streams)
+    step_fn = CudaGraphStep() if graph else clip_step
+    model.train()
+    images = _images(cfg, batch, device)
+    prompt_ids = torch.randint(0, len(table), (batch,), device=device)
+    labels = prompt_ids // len(SEED_TEMPLATES)
+    return lambda: step_fn(state, images, labels, prompt_ids), graph
+
+
+def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
+    """One row: build, count FLOPs, warm up, time; out-of-memory retried at half the batch."""
+    device = torch.device(cfg.device)
+
+    def attempt(batch):
+        model, vision_params, clip_params = _build(cfg, device)
+        graph = False
+        if component == "clip":
+            step, graph = _clip_step(cfg, model, batch, device)
+        else:
+            step = _vision_step(cfg, model, batch, device, train=mode == "train")
+        flops = count_flops(step)  # also the first warm-up step: eager, before any graph capture
+        for _ in range(max(cfg.warmup, 4 if graph else 0)):  # a graph is captured after 3 eager steps
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        times = time_steps(step, cfg.steps, device)
+        return {"params": clip_params if component == "clip" else vision_params, "flops": flops, "times": times,
+                "graph": graph, "peak": peak_memory_mb(device)}
+
+    out, batch, retries = with_oom_retry(attempt, cfg.batch_size, device)
+    median = statistics.median(out["times"])
+    return {"batch_size": batch, "oom_retries": retries, "samples_per_s": batch / median * 1e3,
+            "step_ms_median": median, "step_ms_p90": p90(out["times"]), "peak_mem_mb": out["peak"],
+            "params": out["params"], "gflops_per_sample": out["flops"] / batch / 1e9, "cuda_graph": out["graph"]}
+
+
+def plan(mode: str) -> list[tuple[str, str]]:
+    """(component, mode) pairs for ``--mode``."""
+    if mode not in ("train", "infer", "both"):
+        raise BenchError(f"--mode must be train, infer or both, got {mode!r}")
+    pairs = [("vision", "infer")] if mode in ("infer", "both") else []
+    return pairs + ([("vision", "train"), ("clip", "train")] if mode in ("train", "both") else [])
+
+
+def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", on_row=None) -> pd.DataFrame:
+    """Benchmark each encoder; a failure becomes a row with ``error`` set, and the others still run.
+
+    Except one: options the user gave (``--encoder-opt``) that an encoder rejects are the user's to fix, so every
+    encoder is built with them first and a :class:`BenchError` ends the command (exit 2) before anything is timed.
+    """
+    from ..results.run_files import provenance
+
+    if cfg.encoder_opts:
+        from ..app.validation import check_encoder_builds
+
+        for encoder in encoders:
+            check_encoder_builds(encoder, cfg.embed_dim, cfg.image_size, dict(cfg.encoder_opts))
+    device = torch.device(cfg.device)
+    prov = provenance(device)
+    rows = []
+    for encoder in encoders:
+        for component, step_mode in plan(mode):
+            run_cfg = replace(cfg, encoder=encoder)
+            row = {"encoder": encoder, "component": component, "mode": step_mode,
+                   "requested_batch_size": cfg.batch_size, **{k: v for k, v in asdict(run_cfg).items()
+                                                              if k in COLUMNS}, "error": None}
+            try:
+                row.update(measure(run_cfg, component, step_mode))
+            except Exception as exc:  # noqa: BLE001 - a broken encoder is a row, not the end of the table
+                row["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            row.update({k: prov[k] for k in ("time", "device_name", "torch_version", "cuda_version", "git_commit",
+                                             "git_dirty", "hostname", "command")})
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+def append_rows(table: pd.DataFrame, path) -> None:
+    """Append to ``path`` (a CSV) under a lock, atomically, in :data:`COLUMNS` order."""
+    from pathlib import Path
+
+    from ..files import file_lock
+    from ..results.run_files import write_csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path):
+        old = pd.read_csv(path) if path.is_file() and path.stat().st_size else None
+        merged = table if old is None else pd.concat([old, table], ignore_index=True)
+        extra = sorted(c for c in merged.columns if c not in COLUMNS)
+        write_csv(merged.reindex(columns=COLUMNS + extra), path)
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """The columns worth reading on a terminal."""
+    cols = ["encoder", "component", "mode", "batch_size", "precision", "samples_per_s", "step_ms_median",
+            "step_ms_p90", "peak_mem_mb", "params", "gflops_per_sample", "error"]
+    out = table[cols].copy()
+    for col, digits in (("samples_per_s", 1), ("step_ms_median", 2), ("step_ms_p90", 2), ("peak_mem_mb", 0),
+                        ("gflops_per_sample", 3)):
+        out[col] = out[col].astype(float).round(digits)
+    out["params"] = (out["params"].astype(float) / 1e6).round(2).astype(str) + "M"
+    return out
+
+
+def resolve(encoders: str, device: str = "auto", precision: str | None = None, steps: int | None = None,
+            warmup: int | None = None, **kwargs) -> tuple[ThroughputCfg, list[str]]:
+    """Validate command-line values into a config and a list of encoder names (``all``: every registered one)."""
+    from ..config import check_device, model_size_checks
+    from ..distributed.world import resolve_device
+    from ..host.manager import get_entry, get_registry
+
+    check_device(device)
+    dev = resolve_device(device)
+    cuda = dev.type == "cuda"
+    names = get_registry().names("encoders") if encoders == "all" else [n for n in encoders.split(",") if n]
+    if not names:
+        raise BenchError("--encoder is empty; name an encoder (bench list encoders) or 'all'")
+    for name in names:
+        get_entry("encoders", name)  # unknown names fail here, listing what exists
+    cfg = ThroughputCfg(device=str(dev), precision=precision or ("bf16" if cuda else "fp32"),
+                        steps=steps if steps is not None else (20 if cuda else 5),
+                        warmup=warmup if warmup is not None else (10 if cuda else 2), **kwargs)
+    checks = [(cfg.batch_size >= 2, f"--batch-size must be at least 2, got {cfg.batch_size}"),
+              (cfg.steps >= 1, f"--steps must be at least 1, got {cfg.steps}"),
+              (cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}"),
+              (cfg.precision in PRECISIONS, f"--precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
+              *model_size_checks(cfg.image_size, cfg.embed_dim, cfg.text_width, cfg.text_heads, cfg.text_layers)]
+    for ok, message in checks:
+        if not ok:
+            raise BenchError(message)
+    return cfg, names

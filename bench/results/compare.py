@@ -1,0 +1,340 @@
+"""``bench compare``: line up two or more sets of runs by configuration and say which differences are real.
+
+Each side (a run, a results folder or file, or one value of ``--split-by``) is aggregated over seeds per
+configuration. Sides are joined on the configuration columns they share values in; a configuration
+column whose values do not overlap between two sides (say ``encoder``) is what is being compared, so it
+is left out of the join and reported as "differs". Every metric then gets baseline and candidate mean ±
+std, the difference and the ratio, and (:mod:`bench.stats`) Welch's t-test over seeds where both sides
+have at least two, with a 95% interval of the difference. Zero-shot top-1 also gets a paired test over
+the test images from the runs' ``predictions.npy`` (exact McNemar for one run per side, a paired
+bootstrap otherwise), so one-seed comparisons get an interval too. ``significant`` is ``p < alpha`` of
+Welch's test where it applies, else of the paired test, else unknown; ``--correct holm`` adjusts the
+deciding p-values across the metrics of each comparison.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BenchError
+from .predictions import FILENAME as PREDICTIONS
+from .predictions import load_predictions
+from .sources import Source, combine
+from .stats import TestResult, holm, paired_top1, welch
+from .tables import CONFIG_COLUMNS, MACHINE_COLUMNS, PROTOCOL_COLUMNS, fmt_value, is_accuracy, metric_columns
+
+PAIRED_METRIC = "zeroshot_top1"  # the metric the per-image predictions pair (top-1 hits)
+CORRECTIONS = ("none", "holm")
+
+
+@dataclass
+class Comparison:
+    rows: pd.DataFrame  # one row per (candidate side, joined configuration, metric)
+    joined_on: list[str]
+    differs: list[str]
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    alpha: float = 0.05
+    correct: str = "none"
+
+
+def _norm(value) -> str:
+    """One spelling per value, so 2500 (int), 2500.0 (float after a NaN) and '2500' join, and NaN == NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "none"
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return str(value)
+
+
+def split_sides(sources: list[Source], split_by: str | None = None) -> list[Source]:
+    """Sides to compare: each source, or (with ``split_by``) the groups of one column over all sources, in the
+    order they first appear (the first is the baseline)."""
+    if split_by:
+        whole = combine(sources)
+        table = whole.table
+        if split_by not in table.columns:
+            raise BenchError(f"--split-by {split_by!r}: no such column; columns are {', '.join(map(str, table.columns))}")
+        keys = table[split_by].map(_norm)
+        sides = [Source(f"{split_by}={k}", table[keys == k], whole.run_dirs) for k in dict.fromkeys(keys)]
+    else:
+        sides = sources
+    if len(sides) < 2:
+        raise BenchError("compare needs at least two sides: pass A B [C...] (run ids, run folders, results files) "
+                         "or one results table with --split-by COLUMN")
+    return sides
+
+
+def join_columns(sides: list[Source], on=None) -> tuple[list[str], list[str]]:
+    """``(joined_on, differs)``: configuration columns to join on, and those that tell the sides apart."""
+    candidates = [c for c in CONFIG_COLUMNS if all(c in s.table.columns for s in sides)]
+    if on:
+        missing = [c for c in on if c not in candidates]
+        if missing:
+            raise BenchError(f"--on {missing[0]!r} is not a configuration column of every side; "
+                             f"choose from {', '.join(candidates)}")
+        return list(on), [c for c in candidates if c not in on]
+    base = sides[0].table
+    differs = [c for c in candidates
+               if any(not set(base[c].map(_norm)) & set(s.table[c].map(_norm)) for s in sides[1:])]
+    return [c for c in candidates if c not in differs], differs
+
+
+def _aggregate(table: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
+    """Per configuration: run count, run ids, and each metric's per-seed values, mean, std and count."""
+    keyed = table.assign(**{f"_k_{c}": table[c].map(_norm) for c in keys})
+    grouped = keyed.groupby([f"_k_{c}" for c in keys], sort=False, dropna=False)
+    columns = {"n": grouped.size(), "run_ids": grouped["run_id"].agg(lambda ids: [str(i) for i in ids])}
+    for m in metrics:
+        columns.update({f"{m}_values": grouped[m].agg(list), f"{m}_mean": grouped[m].mean(),
+                        f"{m}_std": grouped[m].std(ddof=1), f"{m}_n": grouped[m].count()})
+    return pd.concat(columns, axis=1).copy().reset_index()  # copy: one block, so reset_index does not fragment it
+
+
+def check_alpha(alpha: float) -> float:
+    if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+        raise BenchError(f"--alpha must be in (0, 1), got {alpha}; 0.05 is the usual level")
+    return float(alpha)
+
+
+def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float = 0.05, correct: str = "none",
+            fail_on_significant: bool = False) -> Comparison:
+    alpha = check_alpha(alpha)
+    if correct not in CORRECTIONS:
+        raise BenchError(f"--correct must be one of {', '.join(CORRECTIONS)}, got {correct!r}")
+    joined_on, differs = join_columns(sides, on)
+    shared = [m for m in metric_columns(sides[0].table) if all(m in s.table.columns for s in sides[1:])]
+    if metrics:
+        unknown = [m for m in metrics if m not in shared]
+        if unknown:
+            raise BenchError(f"metric {unknown[0]!r} is not in every side; shared metrics: {', '.join(shared)}")
+        shared = list(metrics)
+    if not shared:
+        raise BenchError("the sides share no metric column; are they bench results tables?")
+    base = sides[0]
+    agg_base = _aggregate(base.table, joined_on + differs, shared)
+    keys = [f"_k_{c}" for c in joined_on]
+    records, warnings = [], compare_context(sides)
+    for side in sides[1:]:
+        agg = _aggregate(side.table, joined_on + differs, shared)
+        merged = agg_base.merge(agg, on=keys, suffixes=("_a", "_b")) if keys else agg_base.merge(agg, how="cross",
+                                                                                                  suffixes=("_a", "_b"))
+        if not len(merged):
+            raise BenchError(f"{side.label} and {base.label} have no configuration in common (joined on "
+                             f"{', '.join(joined_on) or 'nothing'}); choose join columns with --on")
+        unmatched = len(agg) - merged[keys].drop_duplicates().shape[0] if keys else 0
+        if unmatched > 0:
+            warnings.append(f"{unmatched} configuration(s) of {side.label} have no partner in {base.label} and are "
+                            f"left out")
+        for _, r in merged.iterrows():
+            group = {c: r[f"_k_{c}"] for c in joined_on}
+            changed = {c: (r[f"_k_{c}_a"], r[f"_k_{c}_b"]) for c in differs}
+            paired = None
+            if PAIRED_METRIC in shared:
+                paired = _paired_top1(base, r["run_ids_a"], side, r["run_ids_b"], warnings)
+            for m in shared:
+                a, b = r[f"{m}_mean_a"], r[f"{m}_mean_b"]
+                seeds = welch(r[f"{m}_values_a"], r[f"{m}_values_b"])
+                images = paired if m == PAIRED_METRIC else None
+                decided = seeds or images
+                records.append({"baseline": base.label, "side": side.label, **{f"on_{k}": v for k, v in group.items()},
+                                "differs": "; ".join(f"{c}: {x} -> {y}" for c, (x, y) in changed.items() if x != y),
+                                "metric": m, "a_mean": a, "a_std": r[f"{m}_std_a"], "a_n": r[f"{m}_n_a"],
+                                "b_mean": b, "b_std": r[f"{m}_std_b"], "b_n": r[f"{m}_n_b"], "diff": b - a,
+                                "ratio": b / a if a else float("nan"),
+                                **_test_columns("seeds", seeds), **_test_columns("images", images),
+                                "test": decided.test if decided else None,
+                                "p_value": decided.p_value if decided else float("nan")})
+    rows = _decide(pd.DataFrame(records), alpha, correct)
+    return Comparison(rows, joined_on, differs, warnings, check_thresholds(rows, fail_on, fail_on_significant),
+                      alpha, correct)
+
+
+def _test_columns(prefix: str, result: TestResult | None) -> dict:
+    if result is None:
+        return {f"{prefix}_p": float("nan"), f"{prefix}_ci_low": float("nan"), f"{prefix}_ci_high": float("nan"),
+                f"{prefix}_test": None}
+    return {f"{prefix}_p": result.p_value, f"{prefix}_ci_low": result.ci_low, f"{prefix}_ci_high": result.ci_high,
+            f"{prefix}_test": result.test}
+
+
+def _decide(rows: pd.DataFrame, alpha: float, correct: str) -> pd.DataFrame:
+    """``p_adjusted`` (Holm within each candidate side and configuration, when asked) and ``significant``:
+    True or False from the deciding test, None where no test applies (one seed and no predictions)."""
+    if not len(rows):
+        return rows
+    rows = rows.copy()
+    rows["p_adjusted"], rows["correction"] = rows["p_value"], correct
+    if correct == "holm":
+        group_cols = ["side"] + [c for c in rows.columns if c.startswith("on_")]
+        for _, index in rows.groupby(group_cols, sort=False, dropna=False).groups.items():
+            rows.loc[index, "p_adjusted"] = holm(rows.loc[index, "p_value"].to_numpy())
+    # object dtype: Python True/False/None, so "is True" reads as it says
+    rows["significant"] = pd.Series([None if math.isnan(p) else bool(p < alpha) for p in rows["p_adjusted"]],
+                                    index=rows.index, dtype=object)
+    return rows
+
+
+def _paired_top1(base: Source, ids_a: list, side: Source, ids_b: list, warnings: list) -> TestResult | None:
+    """The paired top-1 test when every run of both groups kept its predictions on the same test images."""
+    hits_a, hits_b = _hits(base, ids_a), _hits(side, ids_b)
+    if hits_a is None or hits_b is None:
+        return None
+    (labels_a, correct_a), (labels_b, correct_b) = hits_a, hits_b
+    if not np.array_equal(labels_a, labels_b):
+        warnings.append(f"{side.label} and {base.label} were evaluated on different test images (their "
+                        f"predictions.npy labels differ); the paired test over images is left out")
+        return None
+    return paired_top1(correct_a, correct_b)
+
+
+def _hits(source: Source, run_ids: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(labels, correct)`` with ``correct`` of shape (runs, images), or None if a run has no usable file."""
+    labels, correct = None, []
+    for run_id in run_ids:
+        folder = source.run_dirs.get(run_id)
+        loaded = load_predictions(folder / PREDICTIONS) if folder is not None else None
+        if loaded is None or (labels is not None and not np.array_equal(loaded[0], labels)):
+            return None
+        labels = loaded[0]
+        correct.append(loaded[1] == loaded[0])
+    return (labels, np.stack(correct)) if correct else None
+
+
+def compare_context(sides: list[Source]) -> list[str]:
+    """Warnings when the sides were measured on different machines or software, or under different protocols."""
+    out = []
+    for kind, columns in (("machines", MACHINE_COLUMNS), ("protocols", PROTOCOL_COLUMNS)):
+        for c in columns:
+            if not all(c in s.table.columns for s in sides):
+                continue
+            values = [sorted(set(s.table[c].map(_norm))) for s in sides]
+            if any(v != values[0] for v in values[1:]) or any(len(v) > 1 for v in values):
+                listed = "; ".join(f"{s.label}: {', '.join(v)}" for s, v in zip(sides, values))
+                out.append(f"the runs' {kind} differ in {c} ({listed}); differences may not be like for like")
+    return out
+
+
+def parse_fail_on(specs) -> list[tuple[str, float]]:
+    out = []
+    for spec in specs or ():
+        metric, sep, value = spec.rpartition(":")
+        try:
+            threshold = float(value)
+        except ValueError:
+            threshold = None
+        if not sep or not metric or threshold is None or not math.isfinite(threshold):
+            raise BenchError(f"--fail-on {spec!r} is not METRIC:DELTA; write it like --fail-on zeroshot_top1:-0.5")
+        out.append((metric, threshold))
+    return out
+
+
+def display_diff(metric: str, diff: float) -> float:
+    """Differences of accuracies in percentage points, others in their own unit (as thresholds are read)."""
+    return diff * 100 if is_accuracy(metric) else diff
+
+
+def check_thresholds(rows: pd.DataFrame, fail_on, only_significant: bool = False) -> list[str]:
+    """``METRIC:DELTA`` fails when a candidate's difference to the baseline goes past DELTA: below it when
+    DELTA <= 0 (a drop, e.g. ``zeroshot_top1:-0.5`` = more than half a point lower), above it when DELTA > 0
+    (a rise, for losses and times, e.g. ``train_seconds:30``). Accuracies are in percentage points.
+    ``only_significant``: a difference past DELTA fails only when its test also calls it significant."""
+    failures = []
+    for metric, threshold in fail_on:
+        selected = rows[rows["metric"] == metric] if len(rows) else rows
+        if not len(selected):
+            raise BenchError(f"--fail-on {metric!r}: no such metric in the comparison")
+        for _, r in selected.iterrows():
+            d = display_diff(metric, r["diff"])
+            if (threshold <= 0 and d < threshold) or (threshold > 0 and d > threshold):
+                if only_significant and r["significant"] is not True:
+                    continue
+                unit = " pp" if is_accuracy(metric) else ""
+                failures.append(f"{metric} changed by {d:+.3g}{unit} ({r['side']} vs {r['baseline']}; "
+                                f"{_verdict(r)}), past --fail-on {metric}:{threshold:g}")
+    return failures
+
+
+TEST_NAMES = {"welch": "Welch", "mcnemar": "McNemar", "bootstrap": "bootstrap"}
+
+
+def render_markdown(result: Comparison) -> str:
+    rows = result.rows
+    lines = []
+    group_cols = [c for c in rows.columns if c.startswith("on_") and rows[c].nunique() > 1]
+    for side, part in rows.groupby("side", sort=False):
+        baseline = part["baseline"].iloc[0]
+        lines.append(f"### {side} vs {baseline} (baseline)\n")
+        changed = sorted(set(part["differs"]) - {""})
+        if changed:
+            lines.append("differs: " + " | ".join(changed))
+        lines.append(f"joined on: {', '.join(result.joined_on) or 'nothing (one configuration per side)'}\n")
+        records = list(part.itertuples())
+        table = pd.DataFrame({
+            **{c[3:]: part[c] for c in group_cols},
+            "metric": part["metric"],
+            baseline: [_cell(r.metric, r.a_mean, r.a_std, r.a_n) for r in records],
+            side: [_cell(r.metric, r.b_mean, r.b_std, r.b_n) for r in records],
+            "diff": [_diff(r.metric, r.diff) for r in records],
+            "ratio": [f"{r.ratio:.3f}" if not math.isnan(r.ratio) else "" for r in records],
+            "seeds: 95% CI, p (Welch)": [_interval(r, "seeds") for r in records],
+        })
+        if part["images_test"].notna().any():
+            table["test images: 95% CI, p"] = [_interval(r, "images") for r in records]
+        table["significant"] = [_verdict(r) for r in records]
+        lines.append(table.to_markdown(index=False, disable_numparse=True))
+        lines.append("")
+    lines.append(_method_note(result))
+    return "\n".join(lines).rstrip()
+
+
+def _method_note(result: Comparison) -> str:
+    holm = (" p-values Holm-adjusted across the metrics of each comparison (--correct holm)."
+            if result.correct == "holm" else "")
+    return (f"Intervals are 95% confidence intervals of candidate − baseline. significant: p < {result.alpha:g} in "
+            f"Welch's t-test over seeds where both sides have at least 2; otherwise, for zero-shot top-1, in the paired "
+            f"test over the same test images (exact McNemar for one run per side, a paired bootstrap of per-image "
+            f"accuracy otherwise; from each run's predictions.npy); n/a where neither applies.{holm} "
+            f"See docs/evaluation.md.")
+
+
+def _cell(metric, mean, std, n) -> str:
+    return f"{fmt_value(mean, metric, std if n and n > 1 else None)} (n={int(n)})"
+
+
+def _diff(metric, diff) -> str:
+    if diff is None or math.isnan(diff):
+        return ""
+    return f"{display_diff(metric, diff):+.2f}{' pp' if is_accuracy(metric) else ''}"
+
+
+def _interval(r, prefix: str) -> str:
+    test = getattr(r, f"{prefix}_test")
+    if test is None or (isinstance(test, float) and math.isnan(test)):
+        return ""
+    low, high, p = (getattr(r, f"{prefix}_{k}") for k in ("ci_low", "ci_high", "p"))
+    if math.isnan(p):
+        return "no variance"
+    name = "" if prefix == "seeds" else f" ({TEST_NAMES[test]})"
+    return f"[{_diff(r.metric, low)}, {_diff(r.metric, high)}], p={_p(p)}{name}"
+
+
+def _p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _verdict(r) -> str:
+    significant = r["significant"] if isinstance(r, pd.Series) else r.significant
+    test = r["test"] if isinstance(r, pd.Series) else r.test
+    p = r["p_adjusted"] if isinstance(r, pd.Series) else r.p_adjusted
+    correction = r["correction"] if isinstance(r, pd.Series) else r.correction
+    if significant is None or (isinstance(significant, float) and math.isnan(significant)):
+        if isinstance(test, str):
+            return "n/a (no variance)"
+        metric = r["metric"] if isinstance(r, pd.Series) else r.metric
+        return "n/a (one seed, no predictions.npy)" if metric == PAIRED_METRIC else "n/a (one seed a side)"
+    label = "Holm p" if correction == "holm" else "p"
+    return f"{'yes' if significant else 'no'} ({TEST_NAMES[test]}, {label}={_p(p)})"

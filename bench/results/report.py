@@ -1,0 +1,390 @@
+"""``bench report``: a markdown report with figures for a set of runs, written into one folder.
+
+Figures: training curves overlaid, confusion-matrix heat maps, per-class accuracy bars, accuracy against
+training time and against parameters, robustness per corruption, and each candidate's accuracy differences
+to the baseline with their 95% confidence intervals as error bars. Runs are grouped by configuration
+(seeds pooled, mean ± std); a configuration is named by the configuration columns that vary between the
+runs shown (e.g. the encoder). Figures that need run folders (curves, confusions, per-class) are left out,
+with a note, when only a results file is given.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..app.validation import check_writable_folder
+from ..errors import BenchError
+from ..files import atomic_write_bytes, atomic_write_text
+from .compare import compare, display_diff, render_markdown, split_sides
+from .sources import Source, combine
+from .tables import CONFIG_COLUMNS, SUMMARY_METRICS, aggregate, fmt_value, group_columns, is_accuracy, metric_columns
+
+LABEL = "configuration"  # the column naming each configuration in the report
+
+
+def label_configs(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``configuration``: the values of the configuration columns that vary between runs (or the config id)."""
+    keys = group_columns(table)
+    varying = [c for c in CONFIG_COLUMNS if c in table.columns and table[c].astype(str).nunique() > 1]
+    if varying:
+        names = table[varying].astype(str).agg(" / ".join, axis=1)
+    elif "encoder" in table.columns:
+        names = table["encoder"].astype(str)
+    else:
+        names = table[keys].astype(str).agg(" / ".join, axis=1)
+    return table.assign(**{LABEL: names})
+
+
+def _colors(labels) -> dict:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+
+
+def _save(fig, path: Path):
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _read(run_dirs: dict, run_id: str, name: str) -> pd.DataFrame | None:
+    folder = run_dirs.get(str(run_id))
+    path = folder / name if folder else None
+    return pd.read_csv(path) if path is not None and path.is_file() else None
+
+
+# ------------------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------------------
+def plot_curves(table, run_dirs, colors, path) -> bool:
+    """Training loss (every ``log_every`` steps from ``train_log.csv``, else per epoch) and zero-shot top-1 per
+    epoch, one line per run, coloured by configuration."""
+    import matplotlib.pyplot as plt
+
+    runs = []
+    for _, r in table.iterrows():
+        history = _read(run_dirs, r["run_id"], "history.csv")
+        if history is not None and len(history):
+            steps = _read(run_dirs, r["run_id"], "train_log.csv")
+            runs.append((r[LABEL], history, steps if steps is not None and len(steps) else None))
+    if not runs:
+        return False
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    seen = set()
+    order = list(colors)
+    for label, history, steps in runs:
+        kw = dict(color=colors[label], alpha=0.75, lw=1.5, label=label if label not in seen else None)
+        # configurations side by side at each epoch, so equal accuracies do not hide each other
+        shift = 0.06 * (order.index(label) - (len(order) - 1) / 2)
+        seen.add(label)
+        if steps is not None:
+            ax_loss.plot(steps["step"], steps["train_loss"], **kw)
+        else:
+            ax_loss.plot(history["step"], history["train_loss"], marker="o", **kw)
+        acc = history.dropna(subset=["zeroshot_top1"])
+        ax_acc.plot(acc["epoch"] + shift, 100 * acc["zeroshot_top1"], marker="o", markersize=6, **kw)
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss (window mean)", title="training loss, one line per run")
+    ax_acc.set(xlabel="epoch", ylabel="zero-shot top-1 (%)", title="zero-shot top-1 on the test split")
+    last_epoch = max(int(h["epoch"].max()) for _, h, _ in runs)
+    ax_acc.set_xlim(0.5, last_epoch + 0.5)
+    ax_acc.set_xticks(range(1, last_epoch + 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    ax_loss.legend(loc="best", fontsize=9)
+    _save(fig, path)
+    return True
+
+
+def mean_confusions(table, run_dirs) -> dict:
+    """Per configuration: the confusion matrix summed over its runs, with class names."""
+    out = {}
+    for label, part in table.groupby(LABEL, sort=False):
+        mats = [_read(run_dirs, rid, "confusion.csv") for rid in part["run_id"]]
+        mats = [m.set_index("true") for m in mats if m is not None]
+        if mats:
+            out[label] = sum(m.to_numpy() for m in mats), list(mats[0].index)
+    return out
+
+
+def plot_confusions(confusions: dict, path) -> bool:
+    """Row-normalised confusion matrices (percent of each true class), one heat map per configuration."""
+    import matplotlib.pyplot as plt
+
+    if not confusions:
+        return False
+    n = len(confusions)
+    fig, axes = plt.subplots(1, n, figsize=(5.4 * n + 1, 5.2), squeeze=False, constrained_layout=True)
+    for ax, (label, (cm, classes)) in zip(axes[0], confusions.items()):
+        pct = 100 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                if pct[i, j] >= 0.5:
+                    ax.text(j, i, f"{pct[i, j]:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if pct[i, j] > 55 else "black")
+        ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(classes)), classes, fontsize=8)
+        ax.set(xlabel="predicted class", ylabel="true class", title=f"{label}\n(% of each true class, runs pooled)")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="% of the true class")
+    _save(fig, path)
+    return True
+
+
+def per_class_table(table, run_dirs) -> pd.DataFrame | None:
+    """class x configuration: mean and std over seeds of per-class zero-shot accuracy."""
+    frames = []
+    for _, r in table.iterrows():
+        pc = _read(run_dirs, r["run_id"], "per_class.csv")
+        if pc is not None:
+            frames.append(pc.assign(**{LABEL: r[LABEL], "run_id": r["run_id"]}))
+    if not frames:
+        return None
+    data = pd.concat(frames)
+    return data.groupby([LABEL, "class"], sort=False)["accuracy"].agg(["mean", "std", "count"]).reset_index()
+
+
+def plot_per_class(pc: pd.DataFrame, colors, path) -> bool:
+    import matplotlib.pyplot as plt
+
+    if pc is None or not len(pc):
+        return False
+    labels = list(dict.fromkeys(pc[LABEL]))
+    classes = list(dict.fromkeys(pc["class"]))
+    width = 0.8 / len(labels)
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(classes) * max(1, len(labels) / 2)), 4.2))
+    x = np.arange(len(classes))
+    for i, label in enumerate(labels):
+        part = pc[pc[LABEL] == label].set_index("class").reindex(classes)
+        ax.bar(x + (i - (len(labels) - 1) / 2) * width, 100 * part["mean"], width, yerr=100 * part["std"].fillna(0),
+               capsize=2, color=colors[label], label=label, error_kw=dict(lw=0.8))
+    ax.set_xticks(x, classes, rotation=30, ha="right")
+    ax.set(ylabel="zero-shot accuracy (%)", title="per-class zero-shot accuracy (mean ± std over seeds)",
+           ylim=(0, min(100, max(10, float(100 * (pc["mean"] + pc["std"].fillna(0)).max()) * 1.15))))
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+    return True
+
+
+def plot_scatter(table, x: str, xlabel: str, colors, path, scale: float = 1.0) -> bool:
+    """zero-shot top-1 against ``x`` (divided by ``scale``): each run a dot, each configuration's mean ± std a
+    cross, labelled, so close configurations stay apart."""
+    import matplotlib.pyplot as plt
+
+    if x not in table.columns or "zeroshot_top1" not in table.columns or table[x].isna().all():
+        return False
+    fig, ax = plt.subplots(figsize=(6.8, 4.3), constrained_layout=True)
+    for label, part in table.groupby(LABEL, sort=False):
+        xs, ys = part[x] / scale, 100 * part["zeroshot_top1"]
+        ax.scatter(xs, ys, color=colors[label], alpha=0.45, s=28)
+        spread = len(part) > 1
+        ax.errorbar(xs.mean(), ys.mean(), xerr=xs.std(ddof=1) if spread else None, yerr=ys.std(ddof=1) if spread else None,
+                    fmt="X", ms=10, color=colors[label], capsize=3, label=f"{label} (n={len(part)})")
+        ax.annotate(label, (xs.mean(), ys.mean()), textcoords="offset points", xytext=(8, 6), fontsize=8,
+                    color=colors[label])
+    ax.margins(x=0.15, y=0.12)  # room for the labels beside the crosses
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+    ax.set(xlabel=xlabel, ylabel="zero-shot top-1 (%)", title=f"zero-shot top-1 vs {xlabel.split(' (')[0]}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path)
+    return True
+
+
+def plot_differences(rows: pd.DataFrame, path) -> bool:
+    """Candidate − baseline of each accuracy metric in points, one panel per candidate, with the 95% interval of
+    the deciding test (Welch over seeds, else the paired test over test images) as error bars."""
+    import matplotlib.pyplot as plt
+
+    if not len(rows):
+        return False
+    rows = rows[[is_accuracy(m) for m in rows["metric"]]]
+    rows = rows.assign(low=rows["seeds_ci_low"].fillna(rows["images_ci_low"]),
+                       high=rows["seeds_ci_high"].fillna(rows["images_ci_high"]))
+    group_cols = [c for c in rows.columns if c.startswith("on_") and rows[c].nunique() > 1]
+    panels = list(rows.groupby(["side"] + group_cols, sort=False))
+    if not panels:
+        return False
+    height = 0.28 * max(len(part) for _, part in panels) + 1.2
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), height), squeeze=False,
+                             constrained_layout=True)
+    for ax, (key, part) in zip(axes[0], panels):
+        y = np.arange(len(part))[::-1]
+        diff = np.array([display_diff(m, d) for m, d in zip(part["metric"], part["diff"])])
+        low = np.array([display_diff(m, v) for m, v in zip(part["metric"], part["low"])])
+        high = np.array([display_diff(m, v) for m, v in zip(part["metric"], part["high"])])
+        known = ~np.isnan(low)
+        colors = ["tab:green" if s is True else "tab:gray" for s in part["significant"]]
+        ax.errorbar(diff[known], y[known], xerr=[diff[known] - low[known], high[known] - diff[known]], fmt="none",
+                    ecolor="0.4", capsize=3)
+        ax.scatter(diff, y, c=colors, zorder=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(y, part["metric"], fontsize=8)
+        side = key[0] if isinstance(key, tuple) else key
+        ax.set(xlabel="difference to the baseline (points)",
+               title=f"{side} vs {part['baseline'].iloc[0]}" + (f" ({', '.join(map(str, key[1:]))})" if group_cols else ""))
+        ax.grid(alpha=0.3, axis="x")
+    _save(fig, path)
+    return True
+
+
+def plot_robustness(agg: pd.DataFrame, colors, path) -> bool:
+    import matplotlib.pyplot as plt
+
+    names = [c[len("robust_"):-len("_mean")] for c in agg.columns
+             if c.startswith("robust_") and c.endswith("_mean") and c not in ("robust_mean_mean", "robust_clean_mean")]
+    if not names:
+        return False
+    names = ["clean"] + names + ["mean"]
+    width = 0.8 / len(agg)
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(names)), 4.2), constrained_layout=True)
+    x = np.arange(len(names))
+    for i, (_, r) in enumerate(agg.iterrows()):
+        means = [100 * r.get(f"robust_{n}_mean", np.nan) for n in names]
+        stds = [100 * np.nan_to_num(r.get(f"robust_{n}_std", np.nan)) for n in names]
+        ax.bar(x + (i - (len(agg) - 1) / 2) * width, means, width, yerr=stds, capsize=2, color=colors[r[LABEL]],
+               label=r[LABEL], error_kw=dict(lw=0.8))
+    ax.set_xticks(x, [n.replace("_", " ") for n in names], rotation=30, ha="right")
+    ax.axvline(len(names) - 1.5, color="gray", lw=0.8, ls="--")
+    ax.set(ylabel="zero-shot top-1 (%)", title="zero-shot top-1 under corruptions (mean over severities; ± std over seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+    return True
+
+
+# ------------------------------------------------------------------------------------------------------
+# The markdown
+# ------------------------------------------------------------------------------------------------------
+def _md(df: pd.DataFrame) -> str:
+    """Markdown of already formatted cells (tabulate would turn "24.0" back into 24)."""
+    return df.to_markdown(index=False, disable_numparse=True)
+
+
+def _summary(agg: pd.DataFrame, metrics) -> pd.DataFrame:
+    out = pd.DataFrame({LABEL: agg[LABEL], "runs": agg["n"].astype(int)})
+    if "seeds" in agg.columns:
+        out["seeds"] = agg["seeds"]
+    for m in metrics:
+        if f"{m}_mean" in agg.columns:
+            out[m] = [fmt_value(a, m, s) for a, s in zip(agg[f"{m}_mean"], agg[f"{m}_std"])]
+    return out
+
+
+def _values(table: pd.DataFrame, column: str) -> str:
+    if column not in table.columns:
+        return "unknown"
+    return ", ".join(sorted({str(v) for v in table[column].dropna()})) or "unknown"
+
+
+def build_report(sources: list[Source], out, title: str | None = None) -> list[Path]:
+    """Write ``report.md`` and its PNG figures into ``out``; returns the paths written."""
+    src = combine(sources)
+    if not len(src.table):
+        raise BenchError("no runs to report on; pass results folders, results files, run folders or run ids")
+    out = check_writable_folder(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create report folder {str(out)!r} ({exc.strerror}); pass a writable --out") from None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    table = label_configs(src.table)
+    labels = list(dict.fromkeys(table[LABEL]))
+    colors = _colors(labels)
+    metrics = metric_columns(table)
+    agg = aggregate(table.drop(columns=[LABEL]), metrics)
+    agg[LABEL] = table.groupby(group_columns(table), sort=False, dropna=False)[LABEL].first().to_numpy()
+    written, figures = [], {}
+
+    def figure(name, ok):
+        if ok:
+            figures[name] = out / f"{name}.png"
+            written.append(figures[name])
+
+    figure("curves", plot_curves(table, src.run_dirs, colors, out / "curves.png"))
+    figure("confusion", plot_confusions(mean_confusions(table, src.run_dirs), out / "confusion.png"))
+    pc = per_class_table(table, src.run_dirs)
+    figure("per_class", plot_per_class(pc, colors, out / "per_class.png"))
+    figure("accuracy_vs_time", plot_scatter(table, "train_seconds", "training time (s)", colors,
+                                            out / "accuracy_vs_time.png"))
+    figure("accuracy_vs_params", plot_scatter(table, "params", "parameters (millions)", colors,
+                                              out / "accuracy_vs_params.png", scale=1e6))
+    figure("robustness", plot_robustness(agg, colors, out / "robustness.png"))
+
+    md = [f"# {title or 'bench report'}", ""]
+    md += [f"{len(table)} runs in {len(labels)} configuration(s): {', '.join(labels)}. Accuracies are percent, "
+           f"mean ± sample std over seeds.", "",
+           f"- machine: {_values(table, 'device_name')} on host {_values(table, 'hostname')}; "
+           f"torch {_values(table, 'torch_version')}",
+           f"- code: bench {_values(table, 'bench_version')}, git commit {_values(table, 'git_commit')}"
+           + (" (tree dirty)" if "git_dirty" in table and table["git_dirty"].astype(str).eq("True").any() else ""),
+           f"- protocol: dataset {_values(table, 'dataset')}, {_values(table, 'test_images')} test images, "
+           f"templates {_values(table, 'eval_templates')}, image size {_values(table, 'image_size')}, normalisation "
+           f"{_values(table, 'normalization')}, weights: {_values(table, 'eval_checkpoint')}", ""]
+    md += ["## Summary", "", _summary(agg, [m for m in SUMMARY_METRICS if m in metrics]).pipe(_md), ""]
+    if len(labels) > 1:
+        sides = split_sides([Source("all", table)], LABEL)
+        for side in sides:
+            side.label = side.label.split("=", 1)[1]  # "configuration=a" -> "a"
+        result = compare(sides, metrics=[m for m in metrics if m != "params"])
+        md += ["## Comparison", "",
+               "Differences are candidate − baseline, with the 95% confidence interval and p-value of Welch's t-test "
+               "over seeds and, for zero-shot top-1, of the paired test over the test images (the figure "
+               "`differences.png` draws the intervals; green: significant).", "",
+               render_markdown(result), ""]
+        figure("differences", plot_differences(result.rows, out / "differences.png"))
+        md += [f"> warning: {w}" for w in result.warnings] + ([""] if result.warnings else [])
+    sections = [
+        ("Zero-shot classification", ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1"],
+         "Template-ensembled classifier (each class: mean of its normalised template embeddings, renormalised)."),
+        ("Retrieval", [m for m in metrics if m.startswith("retrieval_")],
+         "Class-level recall@k on the test split: a hit is any caption of the right class among the k nearest "
+         "(see docs/evaluation.md)."),
+        ("Linear probe beside zero-shot", ["zeroshot_top1", "probe_top1", "probe_top5", "probe_mean_per_class_recall"],
+         "Logistic regression on frozen, cached image features; weight decay chosen on a validation split carved "
+         "from train."),
+        ("Robustness", [m for m in metrics if m.startswith("robust_")],
+         "Zero-shot top-1 on corrupted test images (mean over the severities run), generated by bench.corruptions."),
+    ]
+    for heading, cols, note in sections:
+        cols = [c for c in cols if c in metrics]
+        if cols and any(c not in ("zeroshot_top1",) for c in cols):
+            md += [f"## {heading}", "", note, "", _summary(agg, cols).pipe(_md), ""]
+    if pc is not None:
+        wide = pc.assign(value=[fmt_value(m, "zeroshot_top1", s) for m, s in zip(pc["mean"], pc["std"])])
+        md += ["## Per-class zero-shot accuracy", "",
+               wide.pivot(index="class", columns=LABEL, values="value").reindex(pc["class"].unique())
+               .reset_index().pipe(_md), ""]
+    if "probe_weight_decay" in table.columns:
+        md += [f"Probe weight decay chosen per run: {', '.join(f'{v:g}' for v in table['probe_weight_decay'].dropna())}.",
+               ""]
+    md += ["## Figures", ""]
+    for name, path in figures.items():
+        md += [f"![{name.replace('_', ' ')}]({path.name})", ""]
+    missing = [n for n in ("curves", "confusion", "per_class") if n not in figures]
+    if missing:
+        md += [f"Not drawn ({', '.join(missing)}): the run folders (runs/<run_id>/) were not found beside the table.", ""]
+    md += ["## Runs", ""]
+    cols = [c for c in ["run_id", LABEL, "seed", "zeroshot_top1", "probe_top1", "robust_mean", "train_seconds",
+                        "train_images_per_s"] if c in table.columns]
+    runs = table[cols].copy()
+    for c in cols[3:]:
+        runs[c] = [fmt_value(v, c) for v in runs[c]]
+    md += [runs.pipe(_md), ""]
+    if "command" in table.columns:
+        md += ["Commands recorded with the runs:", ""] + [f"    {c}" for c in sorted(set(table["command"].dropna()))] + [""]
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(md))
+    return [report] + written
+

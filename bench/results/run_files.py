@@ -1,0 +1,127 @@
+"""Result tables with pandas: ``runs.csv`` (one row per run, fixed columns) and per-run files."""
+from __future__ import annotations
+
+import io
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..files import atomic_write_text
+from .tables import LONG_SUFFIX, long_table
+
+# The fixed column order of runs.csv; a row's extra keys go after these, in sorted order.
+RUN_COLUMNS = [
+    "run_id", "config_id", "time", "encoder", "tokenizer", "templates", "dataset", "preset", "epochs",
+    "batch_size", "lr", "weight_decay", "loss", "seed", "device", "device_name", "precision", "deterministic",
+    "torch_threads", "params",
+    "train_seconds", "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall",
+    "final_train_loss", "best_epoch", "best_zeroshot_top1", "limit_train", "limit_test", "train_images",
+    "test_images", "eval_templates", "image_size", "normalization", "eval_checkpoint", "git_commit", "git_dirty",
+    "torch_version", "cuda_version", "bench_version", "python_version", "hostname", "command", "numpy_version",
+    "resumes",
+]
+
+
+def _git(*args) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance(device=None) -> dict:
+    """Where and with what a number was made: code version, libraries, machine, command line."""
+    import torch
+
+    from .. import __version__
+
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    device_name = "cpu"
+    if device is not None and str(device).startswith("cuda"):
+        device_name = torch.cuda.get_device_name(device)
+    elif device is not None:
+        device_name = platform.processor() or platform.machine() or "cpu"
+    return {
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": commit or "unknown",
+        "git_dirty": None if status is None else bool(status),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda or "",
+        "bench_version": __version__,
+        "python_version": platform.python_version(),
+        "numpy_version": np.__version__,
+        "hostname": socket.gethostname(),
+        "device_name": device_name,
+        "command": " ".join(["bench"] + sys.argv[1:]) if sys.argv and sys.argv[0].endswith("bench") else " ".join(sys.argv),
+    }
+
+
+def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
+    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows (see bench.runs_table).
+
+    The tidy twin ``runs_long.csv`` (run x metric) is rebuilt under the same lock, so the two agree.
+    """
+    from .runs_table import append_row
+
+    return append_row(Path(out_dir) / name, row, RUN_COLUMNS,
+                      on_written=lambda table, path: write_csv(long_table(table.frame()), long_path(path)))
+
+
+def long_path(path: str | os.PathLike) -> Path:
+    """``runs.csv`` -> ``runs_long.csv``: the long table lives beside its wide table."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{LONG_SUFFIX}{path.suffix}")
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike):
+    buffer = io.StringIO()
+    df.to_csv(buffer, index=False)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def read_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> pd.DataFrame:
+    """The intact rows of ``out_dir/runs.csv``; damaged rows are reported on stderr, a foreign file refused."""
+    from .runs_table import read_table
+
+    table = read_table(Path(out_dir) / name)
+    table.report()
+    return table.frame() if table.header else pd.DataFrame(columns=RUN_COLUMNS)
+
+
+def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = ""):
+    """Training loss and zero-shot accuracy per epoch, side by side, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax_loss.plot(history["epoch"], history["train_loss"], marker="o", color="tab:blue")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    evaluated = history.dropna(subset=["zeroshot_top1"])
+    for column, label in (("zeroshot_top1", "top-1"), ("zeroshot_top5", "top-5"),
+                          ("mean_per_class_recall", "mean per-class recall")):
+        ax_acc.plot(evaluated["epoch"], evaluated[column], marker="o", label=label)
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="zero-shot on the test split", ylim=(0, 1))
+    ax_acc.legend(loc="lower right")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    from ..files import atomic_write_bytes
+
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,115 @@
+"""Turn what a user points at (a run id, a run folder, a results folder or a results file) into a table.
+
+Every source becomes a wide table (one row per run) plus, where the run folders exist, a map from run id
+to folder, which the report reads for curves, confusion matrices and per-class accuracy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import BenchError
+from .runs_table import read_results
+from .tables import metric_columns, wide_from_long
+
+
+@dataclass
+class Source:
+    label: str  # how tables and warnings name it
+    table: pd.DataFrame  # one row per run
+    run_dirs: dict = field(default_factory=dict)  # run_id -> Path of its folder, where it exists
+
+
+def _has_run_ids(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return b"run_id" in f.readline()
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A results file: wide or long CSV (``runs.csv``, ``runs_long.csv``, ``eval.csv``) or JSON records."""
+    try:
+        if path.suffix == ".json":
+            table = pd.read_json(path, orient="records")
+        elif path.suffix == ".csv" and _has_run_ids(path):
+            table = read_results(path)  # bench's own tables: damaged rows are named on stderr, not dropped silently
+        elif path.suffix in (".csv", ".tsv"):
+            table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
+        else:
+            raise BenchError(f"{str(path)!r} is not a results file; pass a .csv or .json table, a results folder, "
+                             f"a run folder or a run id")
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{str(path)!r} is not a results table ({type(exc).__name__}); "
+                         f"pass a runs.csv written by bench") from None
+    if {"metric", "value"} <= set(table.columns) and "run_id" in table.columns:
+        table = wide_from_long(table)
+    if not len(table.columns) or not metric_columns(table):
+        raise BenchError(f"{str(path)!r} is not a bench results table (no metric columns such as zeroshot_top1); "
+                         f"pass a runs.csv written by bench")
+    if "run_id" not in table.columns:  # e.g. bench eval's eval.csv: one row per checkpoint x template set
+        table = table.assign(run_id=[f"{path.stem}:{i}" for i in range(len(table))])
+    return table
+
+
+def _run_dirs(table: pd.DataFrame, results_dir: Path) -> dict:
+    found = {}
+    for run_id in table["run_id"].astype(str):
+        folder = results_dir / "runs" / run_id
+        if folder.is_dir():
+            found[run_id] = folder
+    return found
+
+
+def load_source(spec: str, results_dir: str | Path = "results") -> Source:
+    """Resolve one command-line argument; anything else is a one-line error naming what is accepted."""
+    path = Path(spec)
+    if path.is_file():
+        table = read_table(path)
+        return Source(spec, table, _run_dirs(table, path.parent))
+    if path.is_dir() and (path / "runs.csv").is_file():
+        table = read_table(path / "runs.csv")
+        return Source(spec, table, _run_dirs(table, path))
+    if path.is_dir() and (path / "config.json").is_file():  # a run folder: results/runs/<run_id>/
+        runs_csv = path.resolve().parent.parent / "runs.csv"
+        table = read_table(runs_csv) if runs_csv.is_file() else pd.DataFrame(columns=["run_id"])
+        table = table[table["run_id"].astype(str) == path.name]
+        if not len(table):
+            raise BenchError(f"run folder {spec!r} has no row in {runs_csv}; the run did not finish "
+                             f"(resume or rerun it)")
+        return Source(path.name, table, {path.name: path})
+    if path.is_dir():
+        raise BenchError(f"{spec!r} holds neither runs.csv nor config.json; pass a results folder, a run folder, "
+                         f"a results file or a run id")
+    return _by_run_id(spec, Path(results_dir))
+
+
+def _by_run_id(run_id: str, results_dir: Path) -> Source:
+    runs_csv = results_dir / "runs.csv"
+    if not runs_csv.is_file():
+        raise BenchError(f"{run_id!r} is not a file or folder, and there is no {runs_csv} to look it up as a run id; "
+                         f"pass --results DIR")
+    table = read_table(runs_csv)
+    ids = table["run_id"].astype(str)
+    match = table[ids == run_id]
+    if not len(match):
+        match = table[ids.str.startswith(run_id)]
+    if len(match) != 1:
+        what = "no run" if not len(match) else f"{len(match)} runs"
+        raise BenchError(f"{what} in {runs_csv} match {run_id!r}; pass a full run id, a run folder or a results file")
+    rid = str(match["run_id"].iloc[0])
+    return Source(rid, match, _run_dirs(match, results_dir))
+
+
+def load_sources(specs, results_dir: str | Path = "results") -> list[Source]:
+    return [load_source(str(s), results_dir) for s in specs]
+
+
+def combine(sources: list[Source]) -> Source:
+    """All sources as one table (a run listed twice counts once)."""
+    table = pd.concat([s.table for s in sources], ignore_index=True)
+    table = table.drop_duplicates(subset=["run_id"], keep="first").reset_index(drop=True)
+    run_dirs = {}
+    for s in sources:
+        run_dirs.update({k: v for k, v in s.run_dirs.items() if k not in run_dirs})
+    return Source(", ".join(s.label for s in sources), table, run_dirs)

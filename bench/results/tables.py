@@ -1,0 +1,259 @@
+"""Result tables as data: which columns are configuration and which are metrics, the configuration key,
+the tidy long table (one row per run x metric), seed aggregation, and filtering and sorting.
+
+``runs.csv`` is wide (one row per run); ``runs_long.csv`` beside it holds the same numbers as
+``run_id, config_id, seed, <configuration>, metric, value``, which pandas, R or a spreadsheet pivot
+without knowing the metric names.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import operator
+import re
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BenchError
+
+LONG_SUFFIX = "_long"  # runs.csv -> runs_long.csv
+
+# What defines a configuration in a table (besides config_id, the hash of the full config).
+CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "dataset", "preset", "epochs", "batch_size",
+                  "lr", "weight_decay", "loss", "limit_train", "limit_test", "image_size", "precision"]
+
+# Configuration fields that do not change what is trained or measured, left out of the key.
+_NOT_CONFIG = {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
+               "eval_every", "channels_last", "evals", "robust_limit", "robust_severities", "cudnn_benchmark",
+               "deterministic"}
+
+# Columns that describe how a number was measured; compare warns when they differ.
+PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "eval_checkpoint",
+                    "retrieval_captions", "probe_train_images", "probe_val_fraction", "robust_images",
+                    "robust_severities"]
+MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version", "torch_threads"]
+
+# Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better.
+_ACCURACY = re.compile(r"^(zeroshot_top\d+|mean_per_class_recall|best_zeroshot_top1|retrieval_(i2t|t2i)_r\d+|"
+                       r"probe_top\d+|probe_mean_per_class_recall|robust_(?!images$|severities$)\w+)$")
+# The headline numbers, in the order summaries show them.
+SUMMARY_METRICS = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "retrieval_i2t_r1", "retrieval_t2i_r1",
+                   "probe_top1", "robust_mean", "train_seconds"]
+LOWER_IS_BETTER = {"final_train_loss", "train_seconds"}
+OTHER_METRICS = ["final_train_loss", "train_seconds", "train_images_per_s", "params"]
+
+
+def is_accuracy(metric: str) -> bool:
+    return bool(_ACCURACY.match(metric))
+
+
+_FAMILY_ORDER = ["zeroshot_", "mean_per_class_recall", "best_zeroshot_", "retrieval_i2t_", "retrieval_t2i_",
+                 "probe_top", "probe_", "robust_mean", "robust_clean", "robust_"]
+
+
+def _metric_order(name: str):
+    family = next(i for i, p in enumerate(_FAMILY_ORDER + [""]) if name.startswith(p))
+    number = re.search(r"(\d+)$", name)
+    return family, int(number.group(1)) if number else 0, name
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """The metric columns of a wide table: accuracies (zero-shot, retrieval, probe, robustness), then the rest."""
+    acc = sorted((c for c in df.columns if is_accuracy(c) and pd.api.types.is_numeric_dtype(df[c])), key=_metric_order)
+    return acc + [c for c in OTHER_METRICS if c in df.columns and pd.api.types.is_numeric_dtype(df[c])]
+
+
+def _flat(d: dict, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_key(cfg) -> str:
+    """10 hex digits naming a configuration: every field that shapes training or evaluation except the seed.
+
+    Only fields that differ from the ``RunConfig`` defaults enter the hash, so adding a new field (with its
+    default) to ``RunConfig`` leaves the keys of existing results unchanged.
+    """
+    default = _flat(type(cfg)().to_dict())
+    values = {k: v for k, v in _flat(cfg.to_dict()).items()
+              if k.split(".")[0] not in _NOT_CONFIG and default.get(k, object()) != v}
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def group_columns(df: pd.DataFrame) -> list[str]:
+    """Columns whose values together name a configuration in ``df``: the config id, plus the evaluated template
+    set where it is not the trained one (``bench eval --templates`` rows of one checkpoint)."""
+    if "config_id" in df.columns and df["config_id"].notna().all():
+        return ["config_id"] + (["eval_templates"] if "eval_templates" in df.columns else [])
+    cols = [c for c in CONFIG_COLUMNS if c in df.columns]
+    if not cols:
+        raise BenchError("the table has no configuration columns (encoder, templates, ...); is it a bench results table?")
+    return cols
+
+
+def long_table(wide: pd.DataFrame) -> pd.DataFrame:
+    """One row per run x metric (NaN metrics left out)."""
+    ids = [c for c in ["run_id", "config_id", "seed", *CONFIG_COLUMNS] if c in wide.columns]
+    metrics = metric_columns(wide)
+    if not metrics:
+        return pd.DataFrame(columns=ids + ["metric", "value"])
+    long = wide[ids + metrics].melt(id_vars=ids, value_vars=metrics, var_name="metric", value_name="value")
+    long = long.dropna(subset=["value"])
+    order = {m: i for i, m in enumerate(metrics)}
+    long = long.assign(_m=long["metric"].map(order), _r=long.index % max(len(wide), 1))
+    return long.sort_values(["_r", "_m"], kind="stable").drop(columns=["_m", "_r"]).reset_index(drop=True)
+
+
+def wide_from_long(long: pd.DataFrame) -> pd.DataFrame:
+    """Back to one row per run (the inverse of :func:`long_table` for its metrics)."""
+    ids = [c for c in long.columns if c not in ("metric", "value")]
+    wide = long.pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
+    meta = long[ids].drop_duplicates("run_id").set_index("run_id")
+    return meta.join(wide).reset_index()
+
+
+def aggregate(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Mean, sample std (ddof=1; NaN for one seed) and the number of seeds of each metric per configuration.
+
+    Columns: the configuration columns that exist, ``n``, then ``<metric>_mean`` and ``<metric>_std``.
+    """
+    metrics = metric_columns(df) if metrics is None else metrics
+    keys = group_columns(df)
+    shown = [c for c in ["config_id", *CONFIG_COLUMNS] if c in df.columns]
+    grouped = df.groupby(keys, sort=False, dropna=False)
+    out = grouped[[c for c in shown if c not in keys]].first() if len(shown) > len(keys) else grouped.size().to_frame()[[]]
+    out["n"] = grouped.size()
+    if "seed" in df.columns:
+        out["seeds"] = grouped["seed"].agg(lambda s: ",".join(str(int(v)) for v in sorted(s.dropna())))
+    for m in metrics:
+        out[f"{m}_mean"] = grouped[m].mean()
+        out[f"{m}_std"] = grouped[m].std(ddof=1)
+    out = out.reset_index()
+    return out[[c for c in shown if c in out.columns] + [c for c in out.columns if c not in shown]]
+
+
+# ------------------------------------------------------------------------------------------------------
+# --where and --sort
+# ------------------------------------------------------------------------------------------------------
+_OPS = [("!=", operator.ne), (">=", operator.ge), ("<=", operator.le), ("=", operator.eq), (">", operator.gt),
+        ("<", operator.lt)]
+
+
+def parse_where(expr: str):
+    """``encoder=modified_resnet``, ``seed!=0``, ``zeroshot_top1>0.3`` -> (column, op, value)."""
+    for symbol, op in _OPS:
+        if symbol in expr:
+            column, value = expr.split(symbol, 1)
+            if column.strip() and value.strip():
+                return column.strip(), op, value.strip()
+    raise BenchError(f"--where {expr!r} is not COLUMN=VALUE (or !=, >, <, >=, <=); write it like --where encoder=modified_resnet")
+
+
+def filter_rows(df: pd.DataFrame, wheres) -> pd.DataFrame:
+    """Rows matching every condition; values compare as numbers in numeric columns, else as text.
+    ``COLUMN=a,b`` matches any of the listed values."""
+    for expr in wheres or ():
+        column, op, value = parse_where(expr)
+        if column not in df.columns:
+            raise BenchError(f"--where: no column {column!r} in the table; columns are {', '.join(map(str, df.columns))}")
+        values = value.split(",") if op in (operator.eq, operator.ne) else [value]
+        col = df[column]
+        if pd.api.types.is_numeric_dtype(col):
+            try:
+                values = [float(v) for v in values]
+            except ValueError:
+                raise BenchError(f"--where {expr!r}: column {column!r} is numeric, {value!r} is not a number") from None
+        else:
+            col = col.astype(str)
+        if op is operator.eq:
+            mask = col.isin(values)
+        elif op is operator.ne:
+            mask = ~col.isin(values)
+        else:
+            mask = op(col, values[0])
+        df = df[mask.fillna(False)]
+    return df
+
+
+def sort_rows(df: pd.DataFrame, column: str | None, descending: bool | None = None) -> pd.DataFrame:
+    """Sort by ``column``: by default best first for metrics (highest, or lowest for losses and times),
+    ascending for anything else; rows without a value go last."""
+    if not column:
+        return df
+    if column not in df.columns:
+        raise BenchError(f"--sort: no column {column!r} in the table; columns are {', '.join(map(str, df.columns))}")
+    base = column[:-5] if column.endswith("_mean") else column
+    if descending is None:
+        descending = (is_accuracy(base) or base in OTHER_METRICS) and base not in LOWER_IS_BETTER
+    return df.sort_values(column, ascending=not descending, na_position="last", kind="stable")
+
+
+def fmt_value(value, metric: str | None = None, std=None) -> str:
+    """Accuracies as percent with one decimal (``42.1 ± 0.8``); other numbers compactly."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if metric == "params":
+        return f"{value:,.0f}"
+    scale, digits = (100, 1) if metric and is_accuracy(metric) else (1, 1 if metric in ("train_seconds",
+                                                                                      "train_images_per_s") else 3)
+    if isinstance(value, (int, np.integer)) and scale == 1:
+        text = f"{int(value)}"
+    else:
+        text = f"{value * scale:.{digits}f}" if abs(value * scale) < 1e5 else f"{value * scale:.3g}"
+    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+        text += f" ± {std * scale:.{digits}f}"
+    return text
+
+
+def display_table(table: pd.DataFrame, wheres=(), sort_by=None, descending=None, columns=(), aggregate_=False,
+                  long_=False, limit=None, pretty=True) -> pd.DataFrame:
+    """What ``bench results`` prints: filtered, then long or aggregated, sorted, cut to columns and rows.
+
+    ``pretty`` formats accuracies as percent (``mean ± std`` when aggregated); otherwise numbers stay raw.
+    """
+    table = filter_rows(table, wheres)
+    if long_:
+        shown = long_table(table)
+    elif aggregate_:
+        shown = aggregate(table)
+    else:
+        shown = table
+    if sort_by and aggregate_ and sort_by not in shown.columns and f"{sort_by}_mean" in shown.columns:
+        sort_by = f"{sort_by}_mean"
+    shown = sort_rows(shown, sort_by, descending)
+    if columns:
+        wanted = []
+        for c in columns:
+            found = [c] if c in shown.columns else [x for x in (f"{c}_mean", f"{c}_std") if x in shown.columns]
+            if not found:
+                raise BenchError(f"--columns: no column {c!r}; columns are {', '.join(map(str, shown.columns))}")
+            wanted += found
+        shown = shown[wanted]
+    elif not long_ and not aggregate_:
+        evaluated = ["eval_templates"] if "eval_templates" in shown.columns and "templates" in shown.columns and \
+            not shown["eval_templates"].astype(str).equals(shown["templates"].astype(str)) else []
+        default = [c for c in ["run_id", "encoder", "templates", *evaluated, "seed", *SUMMARY_METRICS]
+                   if c in shown.columns]
+        shown = shown[default] if len(default) > 1 else shown
+    if limit is not None:
+        shown = shown.head(limit)
+    return _pretty(shown) if pretty else shown.reset_index(drop=True)
+
+
+def _pretty(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    for c in df.columns:
+        if c.endswith("_mean") and f"{c[:-5]}_std" in df.columns:
+            m = c[:-5]
+            out[c] = [fmt_value(a, m, s) for a, s in zip(df[c], df[f"{m}_std"])]
+            out = out.drop(columns=[f"{m}_std"]).rename(columns={c: m})
+        elif c in metric_columns(df) or (c == "value" and "metric" in df.columns):
+            out[c] = [fmt_value(v, c if c != "value" else None) for v in df[c]] if c != "value" else df[c]
+    return out.reset_index(drop=True)
