@@ -69,7 +69,7 @@ class RunConfig:
     sync_bn: bool = True  # under torchrun: batch norm over the global batch (exactly one process's batch N x B)
     checkpoint_every: int = 0  # also save last.pt every N optimizer steps (0 = only at the end of each epoch)
     max_grad_norm: float | None = None  # clip the global gradient norm to this value; None = no clipping
-    # -- evaluation suite after training (bench.suite); none of these change what is trained --
+    # -- evaluation suite after training (bench.evaluation.suite); none of these change what is trained --
     evals: tuple = ()  # extra evaluations on the final weights: any of "retrieval", "probe", "robustness"
     robust_limit: int | None = None  # robustness on the first N test images (None = the whole test split)
     robust_severities: tuple = (1, 2, 3, 4, 5)  # corruption severities evaluated

@@ -10,7 +10,7 @@ Example (pytest)::
             bench.testing.check_encoder("my_encoder").assert_ok()
 
 Each ``check_*`` runs one registered thing (or a bare factory) through the contract of its hook in
-:mod:`bench.hookspecs` and returns a :class:`Report` listing every problem found, not only the first.
+:mod:`bench.host.hookspecs` and returns a :class:`Report` listing every problem found, not only the first.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ downsampling, a 4x4 final map); EfficientNet, MobileNet and RegNet keep their bl
 gets stride 1 (16x, a 2x2 map); ConvNeXt's 4x4 patchify stem becomes a 3x3 stride-1 conv (8x, a 4x4 map);
 ViTs use 4x4 patches at ``img_size`` 32 (64 tokens). Without this, a 32x-downsampling trunk pools a 1x1 map.
 
-Every encoder is a :class:`bench.timm_model.TimmModel`: the trunk's features are pooled (``pool``, default
+Every encoder is a :class:`bench.clip.timm_model.TimmModel`: the trunk's features are pooled (``pool``, default
 ``avg``) and projected to the CLIP width (``proj``, default ``linear`` without bias), as open_clip does.
 ``--encoder-opt`` keys go to TimmModel (``pool``, ``proj``, ``proj_bias``, ``drop``) or, for any other key, to
 ``timm.create_model`` (``drop_path_rate=0.1``). Weights are never pretrained: bench runs offline.

@@ -3,9 +3,9 @@
 
     PYTHONPATH=. python scripts/graph_check.py [--device cuda] [--steps 8] [--tiny] [--json OUT.json]
 
-Two copies of one model train on the same batches: one with :func:`bench.trainer.clip_step` (eager,
+Two copies of one model train on the same batches: one with :func:`bench.engine.step.clip_step` (eager,
 one stream, whole prompt table, fused AdamW), one as ``bench run`` trains on CUDA:
-:class:`bench.cuda_graph.CudaGraphStep` (captured after 3 eager warm-up steps, capturable AdamW, lr as a
+:class:`bench.engine.cuda_graph.CudaGraphStep` (captured after 3 eager warm-up steps, capturable AdamW, lr as a
 device tensor) with the towers on two streams. fp32 with TF32 off, so differences are rounding and
 non-deterministic GPU reductions only. Then eager, the graph on one stream and the graph on two streams
 are timed (median ms/step) at the same size. ``--cold-start`` adds, from fresh processes, how long the

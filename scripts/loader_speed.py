@@ -3,7 +3,7 @@
 
     PYTHONPATH=. python scripts/loader_speed.py [--batch-size 32,256] [--rounds 3] [--tiny]
 
-Rounds alternate between the two paths (see bench/loader_speed.py for what each produces), so both see
+Rounds alternate between the two paths (see bench/perf/loader_speed.py for what each produces), so both see
 the same machine load; the ratio is median(device) / median(torchvision) images/s. Writes
 results/loader_speed.csv (one row per round and path, with provenance).
 """

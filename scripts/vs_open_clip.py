@@ -6,7 +6,7 @@
 What is compared, at the reference configuration (embed 512; ModifiedResNet layers (2,2,2,2), width 32,
 32 px; text context 77, vocab 49408, width 512, heads 8, layers 6; batch 32; AdamW lr 1e-4, wd 0.01):
 
-- bench: ``bench.runner.run`` (what ``bench run --preset reference`` runs) for ``--bench-steps`` steps on
+- bench: ``bench.app.run.run`` (what ``bench run --preset reference`` runs) for ``--bench-steps`` steps on
   real CIFAR-10 (synthetic with ``--tiny`` or when CIFAR-10 is missing); its own ``train_images_per_s``
   (training loop only, evaluation excluded) is the number.
 - open_clip: ``open_clip.model.CLIP(quick_gelu=True)`` holding the same weights, fed by a DataLoader over
@@ -105,7 +105,7 @@ def check_same_loss(cfg: dict, data, seed: int = 0) -> dict:
 # Throughput
 # ---------------------------------------------------------------------------------------------------------
 def bench_round(cfg: dict, steps: int, dataset: str, data_dir, out: Path) -> float:
-    """Images/s of ``bench.runner.run`` at the reference recipe for ``steps`` steps (training loop only)."""
+    """Images/s of ``bench.app.run.run`` at the reference recipe for ``steps`` steps (training loop only)."""
     from bench.app.run import run
     from bench.config import make_config
 

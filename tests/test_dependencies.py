@@ -1,7 +1,7 @@
 """Every third-party import of the package and its tests is a declared dependency, and every module imports.
 
 The real guard is CI's fresh virtual environment (.ci/run); these make a missing declaration fail on any
-machine, even one where the package happens to be installed (scipy was used by bench.corruptions for a
+machine, even one where the package happens to be installed (scipy was used by bench.data.corruptions for a
 while without being declared, and CI passed because the CI machine had it).
 """
 from __future__ import annotations

@@ -43,7 +43,7 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     """Zero-shot metrics of a checkpoint, one row per template set (default: the run's).
 
     ``per_template`` adds one row per single template of each set (the template-set ablation). ``suite``
-    (a :class:`bench.suite.SuiteOptions`) adds retrieval, linear-probe and robustness columns to each set's
+    (a :class:`bench.evaluation.suite.SuiteOptions`) adds retrieval, linear-probe and robustness columns to each set's
     row. Every row records the protocol: checkpoint and its digest, templates, image size, normalisation.
     With ``out``, the table, per-class accuracies, confusion matrices and suite tables are written there.
     """

@@ -138,7 +138,7 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     """Train, evaluate zero-shot every ``eval_every`` epochs, write the run folder and a ``runs.csv`` row.
 
     Every input is read and checked before the first byte is written. ``resume`` is the ``last.pt`` of run
-    ``run_id`` (see :mod:`bench.resume`): the run continues from it and ends as if never stopped.
+    ``run_id`` (see :mod:`bench.app.resume`): the run continues from it and ends as if never stopped.
     ``cfg.deterministic`` holds torch's deterministic settings for the whole run, and only for it.
     """
     with deterministic_mode(cfg.deterministic):

@@ -23,7 +23,7 @@ class CLIP(nn.Module):
 
     The constructor keeps OpenAI's signature (``vision_patch_size`` must be None: only ResNet towers are
     built here). ``visual`` replaces the vision tower with any module mapping images to ``embed_dim``
-    features; ``vision_stem`` picks the ModifiedResNet stem (see :mod:`bench.modified_resnet`).
+    features; ``vision_stem`` picks the ModifiedResNet stem (see :mod:`bench.clip.modified_resnet`).
     """
 
     def __init__(self, embed_dim=512, image_resolution=32, vision_layers=(2, 2, 2, 2), vision_width=32,

@@ -12,10 +12,10 @@ step is captured and replayed. Every batch is a real step: warm-up steps train a
 
 Under DDP (torchrun, NCCL) the capture holds DDP's gradient all-reduces too, following torch's recipe for
 whole-network capture with DDP: NCCL async error handling off before the process group starts, DDP built
-on a side stream, and :data:`DDP_WARMUP` eager steps first (:mod:`bench.distributed`, :mod:`bench.ddp`).
+on a side stream, and :data:`DDP_WARMUP` eager steps first (:mod:`bench.distributed`, :mod:`bench.engine.ddp`).
 
 On a CPU (tests), :class:`CudaGraphStep` with ``capture=False`` runs the identical step function
-eagerly, so its numerics can be compared against :func:`bench.trainer.clip_step`.
+eagerly, so its numerics can be compared against :func:`bench.engine.step.clip_step`.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def capture_stream(device) -> "torch.cuda.Stream":
 
     One stream for both: autograd makes a parameter's gradient accumulator on the stream of the step that
     first uses it, and a later step on another stream pays a cross-stream wait per parameter. (DDP makes
-    its accumulators when it is built, on a stream of its own: see :func:`bench.ddp.wrap_model`.)
+    its accumulators when it is built, on a stream of its own: see :func:`bench.engine.ddp.wrap_model`.)
     """
     device = torch.device(device)
     index = device.index if device.index is not None else torch.cuda.current_device()
@@ -48,7 +48,7 @@ def capture_stream(device) -> "torch.cuda.Stream":
 
 
 class CudaGraphStep:
-    """A drop-in ``step_fn`` for :func:`bench.trainer.train_epoch` that captures the step once.
+    """A drop-in ``step_fn`` for :func:`bench.engine.step.train_epoch` that captures the step once.
 
     Args:
         warmup: eager steps before the capture (at least 1: AdamW must have created its state).

@@ -1,8 +1,8 @@
 """Data-parallel CLIP training: the module DDP wraps, batch norm synced over ranks, sharded zero-shot evaluation.
 
 With ``sync_bn`` (the default), N ranks with batch B train exactly as one process with batch N x B:
-the loss gathers every rank's features (:class:`bench.loss.ClipLoss`), the loader hands rank ``r`` the
-``r``-th slice of each global batch (:class:`bench.data.DeviceLoader`), and batch norm normalises with
+the loss gathers every rank's features (:class:`bench.clip.loss.ClipLoss`), the loader hands rank ``r`` the
+``r``-th slice of each global batch (:class:`bench.data.loader.DeviceLoader`), and batch norm normalises with
 statistics of the global batch. Without it each rank's batch norm sees only its own B images.
 """
 from __future__ import annotations

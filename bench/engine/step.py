@@ -61,7 +61,7 @@ def encode_prompts(model, prompt_tokens: torch.Tensor, prompt_ids: torch.Tensor,
     """
     if mode == "all":
         return take_rows(model.encode_text(prompt_tokens), prompt_ids)
-    if mode in ("tree", "tree_all"):  # shared prefixes computed once (bench.prompt_tree); exact
+    if mode in ("tree", "tree_all"):  # shared prefixes computed once (bench.engine.prompt_tree); exact
         from .prompt_tree import encode_tree
 
         return encode_tree(model, prompt_tokens, prompt_ids, only_used=mode == "tree")
@@ -116,7 +116,7 @@ def clip_step(state: TrainState, images, labels, prompt_ids):
 def device_step(state: TrainState, images, labels, prompt_ids, autocast_cache: bool = True):
     """The device work of a step (forward, loss, backward, AdamW, temperature clamp), no host state.
 
-    This is what :mod:`bench.cuda_graph` captures; ``autocast_cache=False`` there, as CUDA graphs need.
+    This is what :mod:`bench.engine.cuda_graph` captures; ``autocast_cache=False`` there, as CUDA graphs need.
     """
     model = state.model
     device_type = images.device.type
@@ -144,7 +144,7 @@ def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
 def clip_features(model, images, prompt_tokens, prompt_ids, text_mode: str = "unique", tower_streams: bool = False):
     """Normalised image and text features of a batch.
 
-    Under DDP (see :mod:`bench.ddp`) the wrapper's forward computes them, so DDP's reducer sees the step.
+    Under DDP (see :mod:`bench.engine.ddp`) the wrapper's forward computes them, so DDP's reducer sees the step.
     ``tower_streams``: on CUDA, run the two towers concurrently (see :func:`run_towers`).
     """
     if isinstance(getattr(model, "_orig_mod", model), DistributedDataParallel):
@@ -208,7 +208,7 @@ def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, p
     not wait for the GPU between steps. ``on_log(step, loss)`` is called at each read-back.
     ``on_step(epoch_progress, loss)`` runs after every step (checkpoints, fault checks; it may raise);
     ``start`` continues an epoch that a checkpoint interrupted, ``batches`` then being its remaining ones.
-    ``step_fn`` replaces :func:`clip_step` (same signature), e.g. by a :class:`bench.cuda_graph.CudaGraphStep`.
+    ``step_fn`` replaces :func:`clip_step` (same signature), e.g. by a :class:`bench.engine.cuda_graph.CudaGraphStep`.
     """
     step_fn = step_fn or clip_step
     model = state.model

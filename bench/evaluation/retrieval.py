@@ -5,7 +5,7 @@ Protocol: the gallery of texts is every prompt of the evaluation template set fi
 name (``n_classes * n_templates`` captions, each encoded on its own, not averaged); the gallery of
 images is the test split. A pair is positive when the caption names the image's class, so a query is a
 hit at ``k`` when any of its ``k`` best-scored gallery items is of the right class. Scores are cosine
-similarities; ties rank by gallery index (see :mod:`bench.metrics`).
+similarities; ties rank by gallery index (see :mod:`bench.evaluation.metrics`).
 
 - image -> text: each test image queries the captions. With C classes and T templates a class owns T
   of the C*T captions, so R@k for k >= (C-1)*T + 1 is 1 by construction.
@@ -33,5 +33,5 @@ def retrieval_metrics(image_feats: torch.Tensor, image_labels: torch.Tensor, tex
 
 
 def caption_labels(n_classes: int, n_templates: int, device=None) -> torch.Tensor:
-    """Class of each caption in :func:`bench.templates.fill` order (class-major)."""
+    """Class of each caption in :func:`bench.clip.templates.fill` order (class-major)."""
     return torch.arange(n_classes, device=device).repeat_interleave(n_templates)

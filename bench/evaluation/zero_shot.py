@@ -68,7 +68,7 @@ def validate_sharded(model, images_uint8: torch.Tensor, labels: torch.Tensor, cl
 
     Each rank encodes ``1/N`` of the images and the ``(n, classes)`` logits are gathered: image encoding
     is nearly all of evaluation's cost, so this is N times faster than rank 0 alone while the other
-    ranks wait. ``kwargs`` are :func:`bench.evaluator.validate`'s.
+    ranks wait. ``kwargs`` are :func:`bench.evaluation.zero_shot.validate`'s.
     """
 
     from .metrics import classification_metrics

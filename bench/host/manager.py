@@ -2,7 +2,7 @@
 
 Order follows pluggy's eggsample host: specs first, then built-ins through the very ``pm.register`` a
 third-party plugin goes through, then entry points of group ``bench``, each loaded in its own try/except
-so one broken plugin cannot stop the rest. Collected entries go into a :class:`~bench.registry.Registry`.
+so one broken plugin cannot stop the rest. Collected entries go into a :class:`~bench.host.registry.Registry`.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Both produce what a training step consumes: augmented images in [-1, 1] (random crop with 4 px of
 zero padding, random flip) and the 77-or-fewer token ids of one random template per image.
 
-- device: :class:`bench.data.DeviceLoader` over the uint8 split held as one tensor (batched gather,
+- device: :class:`bench.data.loader.DeviceLoader` over the uint8 split held as one tensor (batched gather,
   flip and crop in one ``gather``, normalise, template ids), then the prompt table's rows for its ids;
 - torchvision: the spec's ``CIFARCLIPDataset`` (PIL image -> RandomCrop, RandomHorizontalFlip,
   ToTensor, Normalize per sample) through a ``DataLoader`` with the spec's ``collate_fn`` (tokenizes

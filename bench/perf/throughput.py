@@ -8,7 +8,7 @@ mode, a failed benchmark stays in the table with its ``error``.
 Rows (one per encoder x component x mode):
 - ``vision/infer``: the vision tower's forward under ``no_grad`` (what zero-shot evaluation runs);
 - ``vision/train``: forward, a stand-in loss, backward and fused AdamW over the tower's parameters;
-- ``clip/train``: bench's whole CLIP training step (:func:`bench.trainer.clip_step`, or the CUDA-graph
+- ``clip/train``: bench's whole CLIP training step (:func:`bench.engine.step.clip_step`, or the CUDA-graph
   step on a GPU), text tower, prompt table, contrastive loss and optimizer included.
 """
 from __future__ import annotations

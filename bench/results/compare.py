@@ -4,7 +4,7 @@ Each side (a run, a results folder or file, or one value of ``--split-by``) is a
 configuration. Sides are joined on the configuration columns they share values in; a configuration
 column whose values do not overlap between two sides (say ``encoder``) is what is being compared, so it
 is left out of the join and reported as "differs". Every metric then gets baseline and candidate mean ±
-std, the difference and the ratio, and (:mod:`bench.stats`) Welch's t-test over seeds where both sides
+std, the difference and the ratio, and (:mod:`bench.results.stats`) Welch's t-test over seeds where both sides
 have at least two, with a 95% interval of the difference. Zero-shot top-1 also gets a paired test over
 the test images from the runs' ``predictions.npy`` (exact McNemar for one run per side, a paired
 bootstrap otherwise), so one-seed comparisons get an interval too. ``significant`` is ``p < alpha`` of

@@ -67,7 +67,7 @@ def provenance(device=None) -> dict:
 
 
 def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
-    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows (see bench.runs_table).
+    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows (see bench.results.runs_table).
 
     The tidy twin ``runs_long.csv`` (run x metric) is rebuilt under the same lock, so the two agree.
     """
