@@ -19,13 +19,21 @@ _LAZY = {
 __all__ = ["__version__", "hookimpl", *_LAZY]
 
 
-def __getattr__(name):
-    # Lazy, so ``bench plugins`` and ``bench list`` (and plugins importing ``bench.hookimpl``) skip torch.
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bench' has no attribute {name!r}")
-    import importlib
+def lazy_attributes(package: str, table: dict, namespace: dict):
+    """A module ``__getattr__`` that imports ``name`` from ``package + "." + table[name]`` on first use."""
 
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    def __getattr__(name):
+        module = table.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        import importlib
+
+        value = getattr(importlib.import_module(f".{module}", package), name)
+        namespace[name] = value
+        return value
+
+    return __getattr__
+
+
+# Lazy, so ``bench plugins`` and ``bench list`` (and plugins importing ``bench.hookimpl``) skip torch.
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())

@@ -5,6 +5,7 @@ tokenizer of the spec's per-sample dataset) and the base modules.
 The names plugins use (``bench.data.ArrayDataset``, ``load_cifar10``, ``make_synthetic``, ...) resolve here
 lazily, so importing ``bench.data.corruptions`` does not import torch.
 """
+from .. import lazy_attributes
 
 _LAZY = {
     **dict.fromkeys(["ArrayDataset", "CIFAR10_CLASSES", "SYNTHETIC_CLASSES", "SYNTHETIC_SIZES", "default_data_dir",
@@ -17,12 +18,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'bench.data' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY, globals())
