@@ -156,7 +156,7 @@ def sweep(encoder, templates, seeds, skip_existing, **flags):
     base = _config_from_flags(encoder=encoder[0], templates=templates[0] if templates else "seed", seed=0, **flags)
     cfgs = plan(base, encoder, templates, parse_seeds(seeds) if seeds else [0])
     rows = run_sweep(cfgs, skip_existing, echo=click.echo, on_row=lambda row, cfg: _echo_run(row, cfg.out))
-    from .results.run_files import read_runs
+    from .results.runs_table import read_runs
     from .results.tables import config_key
 
     planned = {(config_key(c), c.seed) for c in cfgs}
@@ -376,7 +376,7 @@ def list_(kind, pattern):
 @click.option("--out", default="results", show_default=True, help="Appends rows to OUT/throughput.csv.")
 def throughput(encoders, mode, compile_, encoder_opts, out, **flags):
     """Images/s, step time, memory, params and GFLOPs of encoders on synthetic inputs."""
-    from .app.validation import check_writable_folder
+    from .files import check_writable_folder
     from .config import parse_opts
     from .perf.throughput import append_rows, resolve, run_throughput, summary
 

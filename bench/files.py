@@ -1,4 +1,4 @@
-"""Atomic, locked file writes and safe checkpoint loading."""
+"""Atomic, locked file writes, safe checkpoint loading, and the check that a folder can be written into."""
 from __future__ import annotations
 
 import contextlib
@@ -133,3 +133,18 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise BenchError(f"checkpoint {str(path)!r} holds a {type(obj).__name__}, not a dict; pass a bench checkpoint "
                          f"or an OpenAI-layout state dict")
     return obj
+
+
+def check_writable_folder(out, option: str = "--out") -> Path:
+    """``out`` is a folder, or can be made one: the nearest folder above it that exists is writable, not a file."""
+    out = Path(out).expanduser()
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is a file, not a folder; pass a folder for results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is not writable; pass a writable {option}")
+    return out

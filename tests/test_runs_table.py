@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 
-from bench.results.run_files import RUN_COLUMNS
+from bench.results.runs_table import RUN_COLUMNS
 from bench.results.runs_table import append_row, read_table
 
 from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)

@@ -84,7 +84,7 @@ def test_a_crash_while_writing_leaves_the_old_tables_intact(tmp_path):
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
         import bench.files
         from tests._results_fixture import make_row
-        from bench.results.run_files import append_run
+        from bench.results.runs_table import append_run
 
         def crash(fd):  # the temp file holds the new table; die before os.replace
             os.kill(os.getpid(), signal.SIGKILL)

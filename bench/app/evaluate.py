@@ -19,11 +19,11 @@ from ..engine.step import autocast_dtype_for
 from ..errors import BenchError
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.zero_shot import build_zero_shot_classifier, image_features
-from ..files import load_checkpoint
+from ..files import check_writable_folder, load_checkpoint
 from ..host.manager import get_entry
 from ..results.run_files import write_csv
 from ..results.tables import config_key
-from .validation import check_data_dir, check_positive, check_writable_folder
+from .validation import check_data_dir, check_positive
 
 
 def load_model(path, device) -> tuple[torch.nn.Module, RunConfig, dict]:

@@ -15,7 +15,7 @@ from ..config import RunConfig, validate_config
 from ..engine.checkpoint import FORMAT
 from ..errors import BenchError
 from ..files import load_checkpoint
-from ..results.runs_table import read_table
+from ..results.runs_table import append_run, read_table
 
 ALLOWED_WITH_RESUME = ("out", "progress", "checkpoint_every")
 
@@ -37,7 +37,7 @@ def find_run_dir(target: str, out: str | Path) -> Path:
 
 
 def _latest_unfinished(out: Path) -> Path:
-    finished = read_table(out / "runs.csv").run_ids() if (out / "runs.csv").exists() else set()
+    finished = read_table(out / "runs.csv").run_ids()
     candidates = [p.parent for p in (out / "runs").glob("*/last.pt")
                   if p.parent.name not in finished and not (p.parent / "result.json").exists()]
     if not candidates:
@@ -72,13 +72,11 @@ def resume_run(target: str, out: str, given=(), progress: bool | None = None, ch
             and Path(out).expanduser().resolve() != results.resolve():
         raise BenchError(f"run folder {run_dir} belongs to results folder {results}, not --out {out}; drop --out")
     run_id = run_dir.name
-    if (results / "runs.csv").exists() and run_id in read_table(results / "runs.csv").run_ids():
+    if run_id in read_table(results / "runs.csv").run_ids():
         raise BenchError(f"run {run_id} already finished (its row is in {results / 'runs.csv'}); start a new run instead")
     rank, ranks = _launch()
     if (run_dir / "result.json").is_file():  # stopped after its result was saved, before the row was appended
         row = json.loads((run_dir / "result.json").read_text())
-        from ..results.run_files import append_run
-
         if rank == 0:
             append_run(results, row)
         return row, results

@@ -1,6 +1,7 @@
 """One training run end to end: registry lookups -> data and model -> trainer -> evaluator -> result tables."""
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -13,7 +14,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..clip.loss import ClipLoss
 from ..clip.model import count_parameters, create_model_from_cfg
 from ..clip.templates import check_templates, fill
 from ..clip.tokenizer import trim_tokens
@@ -22,14 +22,12 @@ from ..data.datasets import ArrayDataset
 from ..data.loader import DeviceLoader, to_device_uint8
 from ..deterministic import deterministic_mode
 from ..distributed.world import broadcast_object, init_distributed, log_main, reduce_epoch_stats
-from ..engine import compact_embedding
+from ..engine.build import build_train_state
 from ..engine.checkpoint import CheckpointSaver, RunProgress, load_weights, plain, restore_training
 from ..engine.cuda_graph import DDP_WARMUP, CudaGraphStep
 from ..engine.ddp import wrap_model
 from ..engine.faults import FiniteWatch, stop_on_signal
-from ..engine.optim import build_optimizer, build_scheduler
-from ..engine.step import (TrainState, autocast_dtype_for, bars_shown, compile_towers, set_backend_flags, text_mode_for,
-                           train_epoch)
+from ..engine.step import autocast_dtype_for, bars_shown, compile_towers, set_backend_flags, text_mode_for, train_epoch
 from ..errors import BenchError, Interrupted
 from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
 from ..files import atomic_write_text
@@ -142,134 +140,195 @@ def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -
     ``cfg.deterministic`` holds torch's deterministic settings for the whole run, and only for it.
     """
     with deterministic_mode(cfg.deterministic):
-        return _run(cfg, run_id, resume)
+        job = Run(cfg, run_id, resume)
+        with job:
+            while not job.done:
+                job.step()
+        return job.finish()
 
 
-def _run(cfg: RunConfig, run_id: str | None, resume: dict | None) -> dict:
-    started = time.perf_counter()
-    check_names(cfg)
-    check_run_inputs(cfg)
-    world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
-    device = world.device
-    set_backend_flags(device, cfg.cudnn_benchmark and not cfg.deterministic)  # autotuning picks kernels by timing
-    seed_everything(cfg.seed)
-    parts = load_components(cfg)
-    check_image_size(cfg, parts.train)
-    autocast_dtype = autocast_dtype_for(cfg.precision, device)
-    channels_last = cfg.channels_last and device.type == "cuda"
+class Run:
+    """One training run as explicit phases: build (the constructor), :meth:`step` (one epoch, then its end:
+    evaluation, history, checkpoints), :meth:`finish` (the run's files and its ``runs.csv`` row).
 
-    model = create_model_from_cfg(cfg.model)
-    check_encoder_forward(get_entry("encoders", cfg.model.encoder), model.visual, cfg.model.image_resolution,
-                          cfg.model.embed_dim)
-    if resume is not None:  # into the bare CLIP, before any wrapper (see docs/distributed.md)
-        load_weights(model, resume["model"], resume, Path(cfg.out) / "runs" / str(run_id) / "last.pt")
-    model = model.to(device)
-    n_params = count_parameters(model)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    prompt_tokens = trim_tokens(parts.tokenizer(fill(parts.templates, parts.classes))).to(device)
-    # speed (docs/performance.md): exact sparse token-embedding updates; the step as one CUDA graph
-    compact = compact_embedding.install(model, prompt_tokens) if cfg.compact_embedding else None
-    text_mode = text_mode_for(len(prompt_tokens), cfg.batch_size, device)
-    # one captured graph per step (DDP's all-reduces included) needs static shapes; compile's own graphs opt out
-    use_graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all" and not cfg.compile
-    if cfg.compile:
-        compile_towers(model)  # in place: state-dict keys unchanged
-    train_model = wrap_model(model, world, cfg.sync_bn, use_graph)  # DDP under torchrun; ``model`` stays the bare CLIP
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), generator,
-                          channels_last=channels_last, pad=cfg.crop_pad, shard=(world.rank, world.size),
-                          cutout=cfg.cutout)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, capturable=use_graph)
-    if compact is not None:
-        compact_embedding.attach(compact, optimizer)
-    scheduler = build_scheduler(optimizer, cfg.epochs * len(loader), cfg.warmup_steps)
-    loss_fn = ClipLoss(cfg.loss, world.rank, world.size, cfg.label_smoothing)
-    state = TrainState(train_model, optimizer, scheduler, loss_fn, prompt_tokens, autocast_dtype, text_mode,
-                       max_grad_norm=cfg.max_grad_norm, tower_streams=cfg.tower_streams)
-    step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
-    test_images = to_device_uint8(parts.test.images, device)
-    test_labels = torch.as_tensor(parts.test.labels, device=device)
+    :func:`run` drives one run through them; a scheduler can hold several and step them in turn. Between
+    ``with run:`` and its exit a stop request (Ctrl-C, SIGTERM) is honoured at the next step, and leaving waits
+    for the checkpoint being written.
+    """
 
-    out = check_out_dir(cfg.out)  # the first write: every input has been read by now
-    run_id = broadcast_object(run_id or new_run_id(cfg), world)
-    run_dir = out / "runs" / run_id
-    progress, saved_step = RunProgress(), None
-    if resume is not None:
-        progress, saved_step = restore_training(resume, state, generator, device), resume["step"]
-    elif world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=False)
-        atomic_write_text(run_dir / "config.json", cfg.to_json())
-    if world.distributed:
-        log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
-    saver = CheckpointSaver(run_dir, state, cfg, parts.classes, generator, run_id, progress, world, saved_step)
+    def __init__(self, cfg: RunConfig, run_id: str | None = None, resume: dict | None = None):
+        self.cfg, self.resume = cfg, resume
+        self.started = time.perf_counter()
+        self._build_engine(run_id)
+        self._create_run_folder(run_id)
+        self._contexts = None
 
-    if resume is not None:
-        _legacy_loss_log(progress, resume, run_dir / "train_log.csv")
-    loss_log = LossLog(progress)
-    with stop_on_signal(world) as stop, saver:  # leaving waits for the checkpoint being written
-        for epoch in range(state.epoch, cfg.epochs):
-            stats = _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log, step_fn)
-            stats = reduce_epoch_stats(stats, world)
-            state.epoch = epoch + 1
-            progress.train_seconds += stats["seconds"]
-            progress.train_images += stats["images"]
-            row = {"epoch": state.epoch, "step": state.step, "train_loss": stats["train_loss"],
-                   "lr": float(optimizer.param_groups[0]["lr"]), "epoch_seconds": stats["seconds"],
-                   "images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
-                   "zeroshot_top1": np.nan, "zeroshot_top5": np.nan, "mean_per_class_recall": np.nan,
-                   "eval_seconds": np.nan}
-            if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
-                eval_started = time.perf_counter()
-                classifier = build_zero_shot_classifier(model, parts.classes, parts.templates, parts.tokenizer, device,
-                                                        autocast_dtype)
-                metrics = validate_sharded(model, test_images, test_labels, classifier, world,
-                                           autocast_dtype=autocast_dtype, channels_last=channels_last)
-                progress.metrics = plain({**metrics, "per_class": metrics["per_class"].tolist(),
-                                          "confusion": metrics["confusion"].tolist()})
-                row.update(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
-                           mean_per_class_recall=metrics["mean_per_class_recall"],
-                           eval_seconds=time.perf_counter() - eval_started)  # metrics are on the host: synced
-            # wall time since this process started the run (start-up, evaluations and checkpoints included)
-            row["elapsed_seconds"] = round(time.perf_counter() - started, 3)
-            row = plain(row)
-            if not bars_shown(cfg.progress):  # logs and batch jobs still see the run advance
-                log_main(world, epoch_line(row, cfg.epochs))
-            state.history.append(row)
-            if world.is_main:
-                write_csv(pd.DataFrame(state.history), run_dir / "history.csv")
-                write_csv(pd.DataFrame(loss_log.rows), run_dir / "train_log.csv")
-            best = progress.best
-            is_best = not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"])
-            if is_best:
-                progress.best = row  # before save_last, so last.pt records the new best
-            saver.save_last(row)
-            if is_best:
-                saver.save_best(row)
-            if stop.agreed(collective_point=True) and state.epoch < cfg.epochs:
-                raise _interrupted(stop, state, saver, run_id, out)
+    def _build_engine(self, run_id):
+        """Every input read and checked, the model, loader and training state built; nothing written yet."""
+        cfg, resume = self.cfg, self.resume
+        check_names(cfg)
+        check_run_inputs(cfg)
+        self.world = world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
+        self.device = device = world.device
+        set_backend_flags(device, cfg.cudnn_benchmark and not cfg.deterministic)  # autotuning picks kernels by timing
+        seed_everything(cfg.seed)
+        self.parts = parts = load_components(cfg)
+        check_image_size(cfg, parts.train)
+        self.autocast_dtype = autocast_dtype_for(cfg.precision, device)
+        self.channels_last = channels_last = cfg.channels_last and device.type == "cuda"
 
-    metrics = {**progress.metrics, "per_class": np.asarray(progress.metrics["per_class"], dtype=float),
-               "confusion": np.asarray(progress.metrics["confusion"], dtype=np.int64),
-               "predictions": progress.metrics.get("predictions")}  # None in checkpoints from before it was kept
-    history = pd.DataFrame(state.history)
-    row = run_row(cfg, run_id, device, n_params, progress.train_seconds, progress.train_images, metrics, history,
-                  progress.best, parts, autocast_dtype)
-    row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes)
-    if not world.is_main:
+        self.model = model = create_model_from_cfg(cfg.model)
+        check_encoder_forward(get_entry("encoders", cfg.model.encoder), model.visual, cfg.model.image_resolution,
+                              cfg.model.embed_dim)
+        if resume is not None:  # into the bare CLIP, before any wrapper (see docs/distributed.md)
+            load_weights(model, resume["model"], resume, Path(cfg.out) / "runs" / str(run_id) / "last.pt")
+        model.to(device)
+        self.n_params = count_parameters(model)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        prompt_tokens = trim_tokens(parts.tokenizer(fill(parts.templates, parts.classes))).to(device)
+        text_mode = text_mode_for(len(prompt_tokens), cfg.batch_size, device)
+        # one captured graph per step (DDP's all-reduces included) needs static shapes; compile's own graphs opt out
+        use_graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all" and not cfg.compile
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), self.generator,
+                                   channels_last=channels_last, pad=cfg.crop_pad, shard=(world.rank, world.size),
+                                   cutout=cfg.cutout)
+
+        def wrap(bare):
+            if cfg.compile:
+                compile_towers(bare)  # in place: state-dict keys unchanged
+            return wrap_model(bare, world, cfg.sync_bn, use_graph)  # DDP under torchrun; ``bare`` stays the CLIP
+
+        # speed (docs/performance.md): exact sparse token-embedding updates; the step as one CUDA graph
+        self.state = build_train_state(
+            model, prompt_tokens, lr=cfg.lr, weight_decay=cfg.weight_decay, compact=cfg.compact_embedding,
+            capturable=use_graph, total_steps=cfg.epochs * len(self.loader), warmup_steps=cfg.warmup_steps,
+            loss=cfg.loss, rank=world.rank, world_size=world.size, label_smoothing=cfg.label_smoothing,
+            autocast_dtype=self.autocast_dtype, text_mode=text_mode, wrap=wrap, max_grad_norm=cfg.max_grad_norm,
+            tower_streams=cfg.tower_streams)
+        self.step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
+        self.test_images = to_device_uint8(parts.test.images, device)
+        self.test_labels = torch.as_tensor(parts.test.labels, device=device)
+
+    def _create_run_folder(self, run_id):
+        """The first write: every input has been read by now."""
+        cfg, world, resume = self.cfg, self.world, self.resume
+        self.out = check_out_dir(cfg.out)
+        self.run_id = run_id = broadcast_object(run_id or new_run_id(cfg), world)
+        self.run_dir = run_dir = self.out / "runs" / run_id
+        self.progress, saved_step = RunProgress(), None
+        if resume is not None:
+            self.progress, saved_step = restore_training(resume, self.state, self.generator, self.device), resume["step"]
+        elif world.is_main:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            atomic_write_text(run_dir / "config.json", cfg.to_json())
+        if world.distributed:
+            log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
+        self.saver = CheckpointSaver(run_dir, self.state, cfg, self.parts.classes, self.generator, run_id,
+                                     self.progress, world, saved_step)
+        if resume is not None:
+            _legacy_loss_log(self.progress, resume, run_dir / "train_log.csv")
+        self.loss_log = LossLog(self.progress)
+
+    def __enter__(self):
+        self._contexts = contextlib.ExitStack()
+        self.stop = self._contexts.enter_context(stop_on_signal(self.world))
+        self._contexts.enter_context(self.saver)  # leaving waits for the checkpoint being written
+        return self
+
+    def __exit__(self, *exc_info):
+        contexts, self._contexts = self._contexts, None
+        return contexts.__exit__(*exc_info)
+
+    @property
+    def done(self) -> bool:
+        return self.state.epoch >= self.cfg.epochs
+
+    def step(self) -> dict:
+        """Train the next epoch and end it; returns its history row."""
+        return self.end_epoch(self.train_epoch())
+
+    def train_epoch(self) -> dict:
+        """One epoch of steps, with checkpoints and stop checks on the way; its statistics over all ranks."""
+        cfg, state = self.cfg, self.state
+        stats = _train_one_epoch(cfg, state, self.loader, self.progress, self.saver, self.stop, state.epoch,
+                                 self.world, self.loss_log, self.step_fn)
+        return reduce_epoch_stats(stats, self.world)
+
+    def end_epoch(self, stats: dict) -> dict:
+        """Evaluate when due, append the history row, write the curves' tables, checkpoint, honour a stop."""
+        cfg, state, progress, world = self.cfg, self.state, self.progress, self.world
+        state.epoch += 1
+        progress.train_seconds += stats["seconds"]
+        progress.train_images += stats["images"]
+        row = {"epoch": state.epoch, "step": state.step, "train_loss": stats["train_loss"],
+               "lr": float(state.optimizer.param_groups[0]["lr"]), "epoch_seconds": stats["seconds"],
+               "images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
+               "zeroshot_top1": np.nan, "zeroshot_top5": np.nan, "mean_per_class_recall": np.nan,
+               "eval_seconds": np.nan}
+        if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+            row.update(self.evaluate())
+        # wall time since this process started the run (start-up, evaluations and checkpoints included)
+        row["elapsed_seconds"] = round(time.perf_counter() - self.started, 3)
+        row = plain(row)
+        if not bars_shown(cfg.progress):  # logs and batch jobs still see the run advance
+            log_main(world, epoch_line(row, cfg.epochs))
+        state.history.append(row)
+        if world.is_main:
+            write_csv(pd.DataFrame(state.history), self.run_dir / "history.csv")
+            write_csv(pd.DataFrame(self.loss_log.rows), self.run_dir / "train_log.csv")
+        best = progress.best
+        is_best = not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"])
+        if is_best:
+            progress.best = row  # before save_last, so last.pt records the new best
+        self.saver.save_last(row)
+        if is_best:
+            self.saver.save_best(row)
+        if self.stop.agreed(collective_point=True) and state.epoch < cfg.epochs:
+            raise _interrupted(self.stop, state, self.saver, self.run_id, self.out)
         return row
-    plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({run_id})")
-    suite_columns = run_eval_suite(cfg, model, parts, device, autocast_dtype, run_dir, run_id)
-    per_class = pd.DataFrame({"class": list(parts.classes), "accuracy": metrics["per_class"],
-                              "support": metrics["confusion"].sum(axis=1)})
-    write_csv(per_class, run_dir / "per_class.csv")
-    write_csv(pd.DataFrame(metrics["confusion"], index=list(parts.classes), columns=list(parts.classes))
-              .rename_axis("true").reset_index(), run_dir / "confusion.csv")
-    if metrics["predictions"] is not None:
-        save_predictions(run_dir / PREDICTIONS, parts.test.labels, np.asarray(metrics["predictions"]), len(parts.classes))
-    row.update(suite_columns)
-    finish_run(out, run_dir, row)
-    return row
+
+    def evaluate(self) -> dict:
+        """Zero-shot on the test split, sharded over ranks; kept in the progress for checkpoints and the row."""
+        started = time.perf_counter()
+        parts = self.parts
+        classifier = build_zero_shot_classifier(self.model, parts.classes, parts.templates, parts.tokenizer,
+                                                self.device, self.autocast_dtype)
+        metrics = validate_sharded(self.model, self.test_images, self.test_labels, classifier, self.world,
+                                   autocast_dtype=self.autocast_dtype, channels_last=self.channels_last)
+        self.progress.metrics = plain({**metrics, "per_class": metrics["per_class"].tolist(),
+                                       "confusion": metrics["confusion"].tolist()})
+        return dict(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
+                    mean_per_class_recall=metrics["mean_per_class_recall"],
+                    eval_seconds=time.perf_counter() - started)  # metrics are on the host: synced
+
+    def finish(self) -> dict:
+        """The run's row; on the main rank also its curves, per-class, confusion and predictions files, the
+        evaluation suite, ``result.json`` and the ``runs.csv`` row."""
+        cfg, progress, world, parts, run_dir = self.cfg, self.progress, self.world, self.parts, self.run_dir
+        metrics = {**progress.metrics, "per_class": np.asarray(progress.metrics["per_class"], dtype=float),
+                   "confusion": np.asarray(progress.metrics["confusion"], dtype=np.int64),
+                   "predictions": progress.metrics.get("predictions")}  # None in checkpoints from before it was kept
+        history = pd.DataFrame(self.state.history)
+        row = run_row(cfg, self.run_id, self.device, self.n_params, progress.train_seconds, progress.train_images,
+                      metrics, history, progress.best, parts, self.autocast_dtype)
+        row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes)
+        if not world.is_main:
+            return row
+        plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({self.run_id})")
+        suite_columns = run_eval_suite(cfg, self.model, parts, self.device, self.autocast_dtype, run_dir, self.run_id)
+        per_class = pd.DataFrame({"class": list(parts.classes), "accuracy": metrics["per_class"],
+                                  "support": metrics["confusion"].sum(axis=1)})
+        write_csv(per_class, run_dir / "per_class.csv")
+        write_csv(pd.DataFrame(metrics["confusion"], index=list(parts.classes), columns=list(parts.classes))
+                  .rename_axis("true").reset_index(), run_dir / "confusion.csv")
+        if metrics["predictions"] is not None:
+            save_predictions(run_dir / PREDICTIONS, parts.test.labels, np.asarray(metrics["predictions"]),
+                             len(parts.classes))
+        row.update(suite_columns)
+        finish_run(self.out, run_dir, row)
+        return row
 
 
 def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dtype, run_dir: Path, run_id: str) -> dict:

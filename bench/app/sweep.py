@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import BenchError
-from ..results.run_files import read_runs
+from ..results.runs_table import read_runs
 from ..results.tables import config_key
 
 

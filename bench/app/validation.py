@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 from pathlib import Path
 
 from ..errors import BenchError, one_line_cause
+from ..files import check_writable_folder
 
 
 def check_run_inputs(cfg):
@@ -60,21 +60,6 @@ def check_out_dir_writable(out) -> Path:
         raise BenchError(f"--out {str(out)!r}: {str(out / 'runs')!r} is a file, not the runs folder; move it away")
     if (out / "runs.csv").exists():
         read_table(out / "runs.csv").report()
-    return out
-
-
-def check_writable_folder(out, option: str = "--out") -> Path:
-    """``out`` is a folder, or can be made one: the nearest folder above it that exists is writable, not a file."""
-    out = Path(out).expanduser()
-    existing = out
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is a file, not a folder; pass a folder for results")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is not writable; pass a writable {option}")
     return out
 
 

@@ -7,22 +7,24 @@ import torch
 
 
 def build_optimizer(model, lr: float, weight_decay: float, device: torch.device,
-                    capturable: bool = False) -> torch.optim.Optimizer:
+                    capturable: bool = False, fused: bool = True) -> torch.optim.Optimizer:
     """AdamW over all parameters, as the reference recipe, with the fused kernel (one pass over each tensor).
 
     Fused AdamW exists on CPU since torch 2.4 and is several times faster there than foreach (measured
     in docs/performance.md); older torch falls back to foreach. ``capturable`` (CUDA graphs) keeps the
     step count and the learning rate as device tensors, so a replayed graph reads the current lr.
+    ``fused=False`` asks for foreach (for measuring the difference).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if capturable:
         return torch.optim.AdamW(params, lr=torch.tensor(lr, device=device), weight_decay=weight_decay, fused=True,
                                  capturable=True)
     try:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        if fused:
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     except RuntimeError:  # pragma: no cover - torch < 2.4 has no fused CPU kernel
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
-
+        pass
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 def build_scheduler(optimizer, total_steps: int, warmup_steps: int = 0):

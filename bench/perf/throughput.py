@@ -272,19 +272,11 @@ def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", 
 
 
 def append_rows(table: pd.DataFrame, path) -> None:
-    """Append to ``path`` (a CSV) under a lock, atomically, in :data:`COLUMNS` order."""
-    from pathlib import Path
+    """Append to ``path`` (a CSV) under the lock runs.csv uses, in :data:`COLUMNS` order; rows already in the
+    file are copied field for field, not re-typed."""
+    from ..results.runs_table import append_rows as append_table_rows
 
-    from ..files import file_lock
-    from ..results.run_files import write_csv
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(path):
-        old = pd.read_csv(path) if path.is_file() and path.stat().st_size else None
-        merged = table if old is None else pd.concat([old, table], ignore_index=True)
-        extra = sorted(c for c in merged.columns if c not in COLUMNS)
-        write_csv(merged.reindex(columns=COLUMNS + extra), path)
+    append_table_rows(path, table.to_dict("records"), COLUMNS, key=None)
 
 
 def summary(table: pd.DataFrame) -> pd.DataFrame:

@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..app.validation import check_writable_folder
 from ..errors import BenchError
-from ..files import atomic_write_bytes, atomic_write_text
+from ..files import atomic_write_bytes, atomic_write_text, check_writable_folder
 from .compare import compare, display_diff, render_markdown, split_sides
 from .sources import Source, combine
 from .tables import CONFIG_COLUMNS, SUMMARY_METRICS, aggregate, fmt_value, group_columns, is_accuracy, metric_columns
@@ -63,7 +62,7 @@ def _read(run_dirs: dict, run_id: str, name: str) -> pd.DataFrame | None:
 # ------------------------------------------------------------------------------------------------------
 # Figures
 # ------------------------------------------------------------------------------------------------------
-def plot_curves(table, run_dirs, colors, path) -> bool:
+def plot_overlaid_curves(table, run_dirs, colors, path) -> bool:
     """Training loss (every ``log_every`` steps from ``train_log.csv``, else per epoch) and zero-shot top-1 per
     epoch, one line per run, coloured by configuration."""
     import matplotlib.pyplot as plt
@@ -312,7 +311,7 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
             figures[name] = out / f"{name}.png"
             written.append(figures[name])
 
-    figure("curves", plot_curves(table, src.run_dirs, colors, out / "curves.png"))
+    figure("curves", plot_overlaid_curves(table, src.run_dirs, colors, out / "curves.png"))
     figure("confusion", plot_confusions(mean_confusions(table, src.run_dirs), out / "confusion.png"))
     pc = per_class_table(table, src.run_dirs)
     figure("per_class", plot_per_class(pc, colors, out / "per_class.png"))

@@ -1,4 +1,7 @@
-"""Result tables with pandas: ``runs.csv`` (one row per run, fixed columns) and per-run files."""
+"""A run folder's own files: CSV tables written atomically, the curves figure, and the provenance of a row.
+
+``runs.csv``, the table of all runs, is :mod:`bench.results.runs_table`'s.
+"""
 from __future__ import annotations
 
 import io
@@ -14,20 +17,6 @@ import numpy as np
 import pandas as pd
 
 from ..files import atomic_write_text
-from .tables import LONG_SUFFIX, long_table
-
-# The fixed column order of runs.csv; a row's extra keys go after these, in sorted order.
-RUN_COLUMNS = [
-    "run_id", "config_id", "time", "encoder", "tokenizer", "templates", "dataset", "preset", "epochs",
-    "batch_size", "lr", "weight_decay", "loss", "seed", "device", "device_name", "precision", "deterministic",
-    "torch_threads", "params",
-    "train_seconds", "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall",
-    "final_train_loss", "best_epoch", "best_zeroshot_top1", "limit_train", "limit_test", "train_images",
-    "test_images", "eval_templates", "image_size", "normalization", "eval_checkpoint", "git_commit", "git_dirty",
-    "torch_version", "cuda_version", "bench_version", "python_version", "hostname", "command", "numpy_version",
-    "resumes",
-]
-
 
 def _git(*args) -> str | None:
     try:
@@ -66,36 +55,10 @@ def provenance(device=None) -> dict:
     }
 
 
-def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
-    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows (see bench.results.runs_table).
-
-    The tidy twin ``runs_long.csv`` (run x metric) is rebuilt under the same lock, so the two agree.
-    """
-    from .runs_table import append_row
-
-    return append_row(Path(out_dir) / name, row, RUN_COLUMNS,
-                      on_written=lambda table, path: write_csv(long_table(table.frame()), long_path(path)))
-
-
-def long_path(path: str | os.PathLike) -> Path:
-    """``runs.csv`` -> ``runs_long.csv``: the long table lives beside its wide table."""
-    path = Path(path)
-    return path.with_name(f"{path.stem}{LONG_SUFFIX}{path.suffix}")
-
-
 def write_csv(df: pd.DataFrame, path: str | os.PathLike):
     buffer = io.StringIO()
     df.to_csv(buffer, index=False)
     atomic_write_text(path, buffer.getvalue())
-
-
-def read_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> pd.DataFrame:
-    """The intact rows of ``out_dir/runs.csv``; damaged rows are reported on stderr, a foreign file refused."""
-    from .runs_table import read_table
-
-    table = read_table(Path(out_dir) / name)
-    table.report()
-    return table.frame() if table.header else pd.DataFrame(columns=RUN_COLUMNS)
 
 
 def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = ""):

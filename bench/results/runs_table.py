@@ -1,4 +1,8 @@
-"""``runs.csv`` as a shared table that concurrent runs append to without losing, tearing or rewriting rows.
+"""``runs.csv``, the table of all runs, and everything that reads or writes it: its fixed columns, reading,
+appending, and the long twin ``runs_long.csv`` rebuilt on every append. A missing file reads as a table with
+no runs; only :func:`read_results`, for a path the user named, makes that an error.
+
+It is a shared table that concurrent runs append to without losing, tearing or rewriting rows.
 
 An append holds an exclusive lock on ``runs.csv.lock``, re-reads the file, adds one line and replaces the
 file atomically (temp file, fsync, rename), so two runs finishing at once both land, and a reader sees the
@@ -22,6 +26,20 @@ import pandas as pd
 
 from ..errors import BenchError
 from ..files import atomic_write_text, file_lock
+from .run_files import write_csv
+from .tables import LONG_SUFFIX, long_table
+
+# The fixed column order of runs.csv; a row's extra keys go after these, in sorted order.
+RUN_COLUMNS = [
+    "run_id", "config_id", "time", "encoder", "tokenizer", "templates", "dataset", "preset", "epochs",
+    "batch_size", "lr", "weight_decay", "loss", "seed", "device", "device_name", "precision", "deterministic",
+    "torch_threads", "params",
+    "train_seconds", "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall",
+    "final_train_loss", "best_epoch", "best_zeroshot_top1", "limit_train", "limit_test", "train_images",
+    "test_images", "eval_templates", "image_size", "normalization", "eval_checkpoint", "git_commit", "git_dirty",
+    "torch_version", "cuda_version", "bench_version", "python_version", "hostname", "command", "numpy_version",
+    "resumes",
+]
 
 # Columns whose values must be numbers (or blank) in a row bench wrote.
 NUMERIC_COLUMNS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "params", "train_seconds",
@@ -41,6 +59,8 @@ class RunsTable:
         return [r for i, r in enumerate(self.rows) if i not in self.problems]
 
     def run_ids(self) -> set[str]:
+        if not self.header:
+            return set()
         column = self.header.index("run_id")
         return {r[column] for r in self.intact()}
 
@@ -56,8 +76,12 @@ class RunsTable:
             print(f"bench: warning: {message}", file=stream or sys.stderr)
 
 
-def read_table(path: str | os.PathLike) -> RunsTable:
-    """Parse ``path``; a missing or empty file is an empty table, a file that is not a results table an error."""
+def read_table(path: str | os.PathLike, key: str | None = "run_id") -> RunsTable:
+    """Parse ``path``; a missing or empty file is an empty table, a file that is not a results table an error.
+
+    ``key`` is the column that names a row (``runs.csv``: ``run_id``); ``None`` for tables without one
+    (``throughput.csv``), whose rows are then only checked for their number of fields.
+    """
     path = Path(path)
     table = RunsTable(path)
     if not path.exists():
@@ -73,17 +97,16 @@ def read_table(path: str | os.PathLike) -> RunsTable:
     if not records:
         return table
     header = records[0]
-    if "run_id" not in header or len(set(header)) != len(header):
-        why = "has no run_id column" if "run_id" not in header else "repeats a column"
+    if (key is not None and key not in header) or len(set(header)) != len(header):
+        why = f"has no {key} column" if key is not None and key not in header else "repeats a column"
         raise BenchError(f"{path} is not a bench results table (its header {why}); move it away or pass another --out")
     table.header, table.rows = header, records[1:]
-    _find_problems(table)
+    _find_problems(table, key)
     return table
 
 
-def _find_problems(table: RunsTable):
+def _find_problems(table: RunsTable, key: str | None = "run_id"):
     header, name = table.header, table.path.name
-    id_col = header.index("run_id")
     numeric = [(c, header.index(c)) for c in NUMERIC_COLUMNS if c in header]
     seen: dict[str, int] = {}
     for i, row in enumerate(table.rows):
@@ -92,7 +115,9 @@ def _find_problems(table: RunsTable):
             table.problems[i] = (f"{where} has {len(row)} fields where the header has {len(header)}: damaged or "
                                  f"foreign; it is kept in the file but left out of tables, fix or delete it")
             continue
-        run_id = row[id_col]
+        if key is None:
+            continue
+        run_id = row[header.index(key)]
         if not run_id:
             table.problems[i] = f"{where} has no run_id; it is kept in the file but left out of tables, fix or delete it"
             continue
@@ -129,32 +154,65 @@ def _to_csv(records) -> str:
     return buffer.getvalue()
 
 
-def append_row(path: str | os.PathLike, row: dict, columns=(), on_written=None) -> Path:
-    """Add ``row`` to the table at ``path`` under the lock; columns the file lacks are added at its end.
+def append_rows(path: str | os.PathLike, rows: list[dict], columns=(), on_written=None,
+                key: str | None = "run_id") -> Path:
+    """Add ``rows`` to the table at ``path`` under the lock; columns the file lacks are added at its end.
 
     ``columns`` orders a new file's header (known columns first, the rest sorted). ``on_written(table,
-    path)`` runs while the lock is still held, for files derived from the table.
+    path)`` runs while the lock is still held, for files derived from the table. ``key``: see :func:`read_table`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path):
-        table = read_table(path)
+        table = read_table(path, key)
         table.report()
-        header = table.header or [c for c in columns if c in row] + sorted(c for c in row if c not in columns)
-        extra = [c for c in row if c not in header]
+        names = list(dict.fromkeys(c for row in rows for c in row))
+        header = table.header or [c for c in columns if c in names] + sorted(c for c in names if c not in columns)
+        extra = [c for c in names if c not in header]
         if extra:  # widen the header; intact rows get blanks, damaged rows are copied as they are
             header = header + [c for c in columns if c in extra] + sorted(c for c in extra if c not in columns)
             pad = len(header) - len(table.header)
             table.rows = [r + [""] * pad if i not in table.problems else r for i, r in enumerate(table.rows)]
-        table.rows.append([_format(row.get(c)) for c in header])
+        table.rows += [[_format(row.get(c)) for c in header] for row in rows]
         atomic_write_text(path, _to_csv([header] + table.rows))
         if on_written is not None:
-            on_written(read_table(path), path)
+            on_written(read_table(path, key), path)
     return path
 
 
+def append_row(path: str | os.PathLike, row: dict, columns=(), on_written=None) -> Path:
+    """:func:`append_rows` for one run row."""
+    return append_rows(path, [row], columns, on_written)
+
+
+def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
+    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows.
+
+    The tidy twin ``runs_long.csv`` (run x metric) is rebuilt under the same lock, so the two agree.
+    """
+    return append_row(Path(out_dir) / name, row, RUN_COLUMNS,
+                      on_written=lambda table, path: write_csv(long_table(table.frame()), long_path(path)))
+
+
+def long_path(path: str | os.PathLike) -> Path:
+    """``runs.csv`` -> ``runs_long.csv``: the long table lives beside its wide table."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}{LONG_SUFFIX}{path.suffix}")
+
+
+def read_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> pd.DataFrame:
+    """The intact rows of ``out_dir/runs.csv``; damaged rows are reported on stderr, a foreign file refused.
+
+    A folder without a runs.csv is a folder without runs: an empty table with the fixed columns.
+    """
+    table = read_table(Path(out_dir) / name)
+    table.report()
+    return table.frame() if table.header else pd.DataFrame(columns=RUN_COLUMNS)
+
+
 def read_results(path: str | os.PathLike) -> pd.DataFrame:
-    """The intact rows of a results table given as a results folder (its runs.csv) or a CSV file."""
+    """A results table the user pointed at (a results folder or its CSV file), by :func:`read_runs`; a path with
+    no runs in it (missing or empty) is an error naming it, since the user expected runs there."""
     path = Path(path).expanduser()
     file = path / "runs.csv" if path.is_dir() else path
     if not file.is_file():
@@ -168,7 +226,5 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
 
 def finish_run(out: str | os.PathLike, run_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
     """Record a finished run: ``result.json`` in its folder first (so the row survives anything), then the table."""
-    from .run_files import append_run
-
     atomic_write_text(Path(run_dir) / "result.json", json.dumps(row, indent=2, default=str) + "\n")
     return append_run(out, row, name)

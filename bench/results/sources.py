@@ -27,7 +27,7 @@ def _has_run_ids(path: Path) -> bool:
         return b"run_id" in f.readline()
 
 
-def read_table(path: Path) -> pd.DataFrame:
+def read_results_file(path: Path) -> pd.DataFrame:
     """A results file: wide or long CSV (``runs.csv``, ``runs_long.csv``, ``eval.csv``) or JSON records."""
     try:
         if path.suffix == ".json":
@@ -65,14 +65,14 @@ def load_source(spec: str, results_dir: str | Path = "results") -> Source:
     """Resolve one command-line argument; anything else is a one-line error naming what is accepted."""
     path = Path(spec)
     if path.is_file():
-        table = read_table(path)
+        table = read_results_file(path)
         return Source(spec, table, _run_dirs(table, path.parent))
     if path.is_dir() and (path / "runs.csv").is_file():
-        table = read_table(path / "runs.csv")
+        table = read_results_file(path / "runs.csv")
         return Source(spec, table, _run_dirs(table, path))
     if path.is_dir() and (path / "config.json").is_file():  # a run folder: results/runs/<run_id>/
         runs_csv = path.resolve().parent.parent / "runs.csv"
-        table = read_table(runs_csv) if runs_csv.is_file() else pd.DataFrame(columns=["run_id"])
+        table = read_results_file(runs_csv) if runs_csv.is_file() else pd.DataFrame(columns=["run_id"])
         table = table[table["run_id"].astype(str) == path.name]
         if not len(table):
             raise BenchError(f"run folder {spec!r} has no row in {runs_csv}; the run did not finish "
@@ -89,7 +89,7 @@ def _by_run_id(run_id: str, results_dir: Path) -> Source:
     if not runs_csv.is_file():
         raise BenchError(f"{run_id!r} is not a file or folder, and there is no {runs_csv} to look it up as a run id; "
                          f"pass --results DIR")
-    table = read_table(runs_csv)
+    table = read_results_file(runs_csv)
     ids = table["run_id"].astype(str)
     match = table[ids == run_id]
     if not len(match):
