@@ -227,7 +227,7 @@ def check_tokenizer(target, context_length: int = 77, prompts=_SAMPLE_PROMPTS) -
 # -- template sets -----------------------------------------------------------------------------------------
 def check_templates(target) -> Report:
     """Check a template set: a non-empty list of distinct strings with one ``{}``, a fresh list per call."""
-    from .clip.templates import check_templates as validate
+    from .clip.templates import validated_templates
 
     label, factory = _factory("templates", target)
     report = Report(f"template set {label!r}")
@@ -236,7 +236,7 @@ def check_templates(target) -> Report:
         return report
     if not report.check("list of strings", isinstance(first, list), f"factory returned {type(first).__name__}"):
         return report
-    if _attempt(report, "templates", lambda: validate(label, first)) is not None:
+    if _attempt(report, "templates", lambda: validated_templates(label, first)) is not None:
         report.passed.append("templates")
     report.check("distinct", len(set(first)) == len(first), "a template appears twice (it would weigh double)")
     first.append("mutated {}")

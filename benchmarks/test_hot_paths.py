@@ -4,16 +4,14 @@ import statistics
 import pytest
 import torch
 
-from bench.clip.loss import ClipLoss
 from bench.clip.model import create_model
 from bench.clip.templates import SEED_TEMPLATES, fill
 from bench.clip.tokenizer import create_tokenizer, trim_tokens
 from bench.data.datasets import CIFAR10_CLASSES, make_synthetic
 from bench.data.loader import to_device_uint8
-from bench.engine import compact_embedding
-from bench.engine.optim import build_optimizer
-from bench.engine.step import TrainState, clip_step, encode_prompts
-from bench.evaluation.zero_shot import build_zero_shot_classifier, validate
+from bench.engine.build import build_train_state
+from bench.engine.step import clip_step, encode_prompts
+from bench.evaluation.zero_shot import build_zero_shot_classifier, zero_shot_metrics
 from bench.perf.loader_speed import device_batches, device_loader, images_per_second, torchvision_batches
 
 BATCH = 32
@@ -88,10 +86,7 @@ def test_text_encoding(benchmark, size, table, mode):
 def test_training_step(benchmark, size, table):
     """bench's whole CLIP training step at batch 32 (the `bench run` engine on CPU)."""
     model = make_model(size).train()
-    emb = compact_embedding.install(model, table)
-    optimizer = build_optimizer(model, 1e-4, 0.01, torch.device("cpu"))
-    compact_embedding.attach(emb, optimizer)
-    state = TrainState(model, optimizer, None, ClipLoss("clip"), table, text_mode="tree")
+    state = build_train_state(model, table, text_mode="tree")
     g = torch.Generator().manual_seed(0)
     images = torch.randn(BATCH, 3, 32, 32, generator=g)
     prompt_ids = torch.randint(0, len(table), (BATCH,), generator=g)
@@ -107,7 +102,7 @@ def test_zero_shot_eval(benchmark, size, tokenizer):
 
     def evaluate():
         classifier = build_zero_shot_classifier(model, CIFAR10_CLASSES, SEED_TEMPLATES, tokenizer, "cpu")
-        return validate(model, images, labels, classifier)
+        return zero_shot_metrics(model, images, labels, classifier)
 
     metrics = benchmark(evaluate)
     assert 0 <= metrics["top1"] <= 1

@@ -12,7 +12,6 @@ every save did before. Rounds alternate between the two. Writes results/checkpoi
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -28,30 +27,24 @@ from _results import save  # noqa: E402
 
 
 def build_saver(run_dir: Path, device: torch.device, tiny: bool):
-    from bench.clip.loss import ClipLoss
     from bench.clip.model import create_model
     from bench.clip.templates import SEED_TEMPLATES, fill
     from bench.clip.tokenizer import create_tokenizer, trim_tokens
     from bench.config import make_config
     from bench.data.datasets import CIFAR10_CLASSES
     from bench.distributed.world import World
-    from bench.engine import compact_embedding
+    from bench.engine.build import build_train_state
     from bench.engine.checkpoint import CheckpointSaver, RunProgress
-    from bench.engine.optim import build_optimizer
-    from bench.engine.step import TrainState
 
     kwargs = dict(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
                   encoder_opts={"width": 8}) if tiny else {}
     model = create_model(**kwargs).to(device)
     prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
     table = trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device)
-    emb = compact_embedding.install(model, table)
-    optimizer = build_optimizer(model, 1e-4, 0.01, device)
-    compact_embedding.attach(emb, optimizer)
+    state = build_train_state(model, table)
     for p in model.parameters():  # one step, so AdamW holds its moments as in any real checkpoint
         p.grad = torch.zeros_like(p)
-    optimizer.step()
-    state = TrainState(model, optimizer, None, ClipLoss("clip"), table)
+    state.optimizer.step()
     return CheckpointSaver(run_dir, state, make_config("reference"), list(CIFAR10_CLASSES),
                            torch.Generator(device=device).manual_seed(0), "checkpoint-cost", RunProgress(),
                            World(device))

@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import deterministic  # noqa: E402
 from bench.clip import model as model_module  # noqa: E402
-from bench.engine import optim, prompt_tree  # noqa: E402
+from bench.engine import prompt_tree  # noqa: E402
 from bench.engine import step as trainer  # noqa: E402
+from bench.engine.build import build_train_state  # noqa: E402
 
 # (site, table shape, index length): the gathers of one step of the reference model (text width 512)
 SITES = [
@@ -88,10 +89,8 @@ def gather_in_step(gather):
 
 
 def time_step(rounds: int, steps: int) -> dict:
-    from bench.clip.loss import ClipLoss
     from bench.clip.templates import fill
     from bench.clip.tokenizer import trim_tokens
-    from bench.engine import compact_embedding
     from bench.host.manager import get_entry
 
     templates = get_entry("templates", "seed").create()
@@ -100,10 +99,7 @@ def time_step(rounds: int, steps: int) -> dict:
         fill(templates, classes)))
     torch.manual_seed(0)
     clip = model_module.create_model("modified_resnet")
-    compact = compact_embedding.install(clip, tokens)
-    optimizer = optim.build_optimizer(clip, 1e-4, 0.01, torch.device("cpu"))
-    compact_embedding.attach(compact, optimizer)
-    state = trainer.TrainState(clip, optimizer, None, ClipLoss("clip"), tokens, None, "tree")
+    state = build_train_state(clip, tokens, text_mode="tree")
     images, labels = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
     prompt_ids = labels * len(templates) + torch.randint(0, len(templates), (32,))
     samples = {name: [] for name in GATHERS}
@@ -129,10 +125,8 @@ def find_nondeterministic_ops(encoder: str, batch: int, text_mode: str, runs: in
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
 
-    from bench.clip.loss import ClipLoss
     from bench.clip.templates import fill
     from bench.clip.tokenizer import trim_tokens
-    from bench.engine import compact_embedding
     from bench.host.manager import get_entry
 
     def digest(t):
@@ -162,10 +156,7 @@ def find_nondeterministic_ops(encoder: str, batch: int, text_mode: str, runs: in
 
     def run_once(record: bool):
         clip = copy.deepcopy(base)
-        compact = compact_embedding.install(clip, tokens)
-        optimizer = optim.build_optimizer(clip, 1e-4, 0.01, torch.device("cpu"))
-        compact_embedding.attach(compact, optimizer)
-        state = trainer.TrainState(clip, optimizer, None, ClipLoss("clip"), tokens, None, text_mode)
+        state = build_train_state(clip, tokens, text_mode=text_mode)
         recorder = Recorder()
         with recorder if record else contextlib.nullcontext():
             for _ in range(steps):

@@ -39,13 +39,11 @@ VARIANTS = {  # name: (trimmed context, text mode, fused AdamW, compact embeddin
 
 
 def make_state(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
-    from bench.clip.loss import ClipLoss
     from bench.clip.model import create_model
     from bench.clip.templates import SEED_TEMPLATES, fill
     from bench.clip.tokenizer import tokenize, trim_tokens
     from bench.data.datasets import CIFAR10_CLASSES
-    from bench.engine import compact_embedding
-    from bench.engine.step import TrainState
+    from bench.engine.build import build_train_state
 
     torch.manual_seed(0)
     kwargs = dict(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
@@ -53,12 +51,7 @@ def make_state(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
     model = create_model(**kwargs).train()
     table = tokenize(fill(SEED_TEMPLATES, CIFAR10_CLASSES))
     table = trim_tokens(table) if trim else table
-    emb = compact_embedding.install(model, table) if compact else None
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01,
-                            **({"fused": True} if fused else {"foreach": True}))
-    if emb is not None:
-        compact_embedding.attach(emb, opt)
-    return TrainState(model, opt, None, ClipLoss("clip"), table, text_mode=mode)
+    return build_train_state(model, table, compact=compact, fused=fused, text_mode=mode)
 
 
 def main(argv=None) -> pd.DataFrame:

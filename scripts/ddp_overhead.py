@@ -30,17 +30,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import torch  # noqa: E402
 
 from bench.clip.configs import ModelCfg, TextCfg  # noqa: E402
-from bench.clip.loss import ClipLoss  # noqa: E402
 from bench.clip.model import count_parameters, create_model_from_cfg  # noqa: E402
 from bench.clip.templates import SEED_TEMPLATES, fill  # noqa: E402
 from bench.clip.tokenizer import tokenize  # noqa: E402
 from bench.clip.tokenizer import trim_tokens  # noqa: E402
 from bench.data.datasets import CIFAR10_CLASSES  # noqa: E402
 from bench.distributed.world import init_distributed, shutdown  # noqa: E402
+from bench.engine.build import build_train_state  # noqa: E402
 from bench.engine.cuda_graph import DDP_WARMUP, CudaGraphStep, capture_stream  # noqa: E402
 from bench.engine.ddp import wrap_model  # noqa: E402
-from bench.engine.optim import build_optimizer
-from bench.engine.step import TrainState, _sync, autocast_dtype_for, clip_step, set_backend_flags, text_mode_for
+from bench.engine.step import _sync, autocast_dtype_for, clip_step, set_backend_flags, text_mode_for
 
 MODELS = {
     "reference": ModelCfg(),  # the spec's CLIP: ModifiedResNet (2,2,2,2) width 32, text 512 x 6 layers
@@ -117,9 +116,10 @@ def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: i
         bare = copy.deepcopy(plain) if name != "plain" else plain
         if options.get("build_stream") == "capture":
             options = {**options, "build_stream": capture_stream(device)}
-        m = wrap_model(bare, world, cuda_graph=cuda_graph, **options) if path == "ddp" else bare
-        states[name] = TrainState(m, build_optimizer(bare, 1e-4, 0.01, device, capturable=cuda_graph), None,
-                                  ClipLoss("clip"), tokens, autocast, mode, tower_streams=streams)
+        wrap = (lambda m, options=options: wrap_model(m, world, cuda_graph=cuda_graph, **options)) \
+            if path == "ddp" else None
+        states[name] = build_train_state(bare, tokens, compact=False, capturable=cuda_graph, autocast_dtype=autocast,
+                                         text_mode=mode, wrap=wrap, tower_streams=streams)
         # every path captures after DDP's warm-up, so they start timing from the same state
         steps_fn[name] = CudaGraphStep(warmup=DDP_WARMUP) if cuda_graph else clip_step
     rates = {name: [] for name in states}

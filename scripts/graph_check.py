@@ -28,14 +28,11 @@ sys.path.insert(0, str(ROOT))
 
 
 def make_state(tiny: bool, device, graph: bool, precision=None, tower_streams: bool = False):
-    from bench.clip.loss import ClipLoss
     from bench.clip.model import create_model
     from bench.clip.templates import SEED_TEMPLATES, fill
     from bench.clip.tokenizer import create_tokenizer, trim_tokens
     from bench.data.datasets import CIFAR10_CLASSES
-    from bench.engine import compact_embedding
-    from bench.engine.optim import build_optimizer, build_scheduler
-    from bench.engine.step import TrainState
+    from bench.engine.build import build_train_state
 
     torch.manual_seed(0)
     kwargs = dict(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
@@ -43,11 +40,8 @@ def make_state(tiny: bool, device, graph: bool, precision=None, tower_streams: b
     model = create_model(**kwargs).to(device).train()
     prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
     table = trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device)
-    emb = compact_embedding.install(model, table)
-    optimizer = build_optimizer(model, 1e-4, 0.01, device, capturable=graph)
-    compact_embedding.attach(emb, optimizer)
-    return TrainState(model, optimizer, build_scheduler(optimizer, 1000, 10), ClipLoss("clip"), table, precision,
-                      "all", tower_streams=tower_streams)
+    return build_train_state(model, table, capturable=graph, total_steps=1000, warmup_steps=10,
+                             autocast_dtype=precision, text_mode="all", tower_streams=tower_streams)
 
 
 def batches(n, device, batch=32, seed=1):

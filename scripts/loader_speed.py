@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from _results import save  # noqa: E402
 
-from bench.perf.loader_speed import compare, ratio  # noqa: E402
+from bench.perf.loader_speed import ratio, side_by_side  # noqa: E402
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -52,7 +52,7 @@ def main(argv=None) -> pd.DataFrame:
     frames = []
     for batch_size in sizes:
         device_n, tv_n = (4, 2) if args.tiny else (max(20, 6400 // batch_size), max(4, 640 // batch_size))
-        rows = compare(data, table, batch_size, args.rounds, device_n, tv_n)
+        rows = side_by_side(data, table, batch_size, args.rounds, device_n, tv_n)
         r = ratio(rows)
         print(f"batch {batch_size}: device loader {r:.1f}x torchvision per-sample "
               + ", ".join(f"{row['path']} {row['images_per_s']:.0f}" for row in rows), flush=True)

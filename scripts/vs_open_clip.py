@@ -63,13 +63,11 @@ def check_same_loss(cfg: dict, data, seed: int = 0) -> dict:
     """Losses of bench's fast path and open_clip's plain path on two batches, around one AdamW step each."""
     import open_clip
 
-    from bench.clip.loss import ClipLoss
     from bench.clip.templates import SEED_TEMPLATES, fill
     from bench.clip.tokenizer import tokenize, trim_tokens
     from bench.data.loader import normalize, to_device_uint8
-    from bench.engine import compact_embedding
-    from bench.engine.optim import build_optimizer
-    from bench.engine.step import TrainState, clip_step
+    from bench.engine.build import build_train_state
+    from bench.engine.step import clip_step
 
     torch.manual_seed(seed)
     ours = bench_model(cfg).train()
@@ -77,11 +75,8 @@ def check_same_loss(cfg: dict, data, seed: int = 0) -> dict:
     theirs.load_state_dict(ours.state_dict(), strict=True)  # same OpenAI layout, every key
     full = tokenize(fill(SEED_TEMPLATES, data.classes))  # (50, 77): what the usual loop feeds
     table = trim_tokens(full)
-    emb = compact_embedding.install(ours, table)
-    opt_ours = build_optimizer(ours, 1e-4, 0.01, torch.device("cpu"))
-    compact_embedding.attach(emb, opt_ours)
+    state = build_train_state(ours, table)
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01)
-    state = TrainState(ours, opt_ours, None, ClipLoss("clip"), table)
     g = torch.Generator().manual_seed(seed)
     rows = {}
     for step in (0, 1):

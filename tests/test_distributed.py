@@ -138,7 +138,7 @@ def test_two_gloo_ranks_step_equals_one_process_with_the_concatenated_batch(two_
     summation order alone is ~3e-5 (8 ulps). A wrong or missing term (no gradient through the gather,
     per-rank batch norm) is off by orders of magnitude more in either precision.
     """
-    from bench.evaluation.zero_shot import validate
+    from bench.evaluation.zero_shot import zero_shot_metrics
 
     inputs, ranks, _ = two_ranks
 
@@ -158,7 +158,7 @@ def test_two_gloo_ranks_step_equals_one_process_with_the_concatenated_batch(two_
                 torch.testing.assert_close(r[case]["buffers"][name], buf, atol=1e-5, rtol=0)
         assert ranks[0][case]["loss"] != ranks[1][case]["loss"]  # each rank scored its own rows
 
-    expected = validate(model, inputs["test_images"], inputs["test_labels"], inputs["classifier"])
+    expected = zero_shot_metrics(model, inputs["test_images"], inputs["test_labels"], inputs["classifier"])
     for r in ranks:
         assert r["metrics"]["top1"] == expected["top1"] and r["metrics"]["top5"] == expected["top5"]
         assert (r["metrics"]["confusion"] == expected["confusion"]).all()

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from ..clip.model import create_model_from_cfg
-from ..clip.templates import check_templates, fill
+from ..clip.templates import fill, validated_templates
 from ..config import RunConfig, check_device
 from ..data.loader import to_device_uint8
 from ..distributed.world import resolve_device
@@ -63,7 +63,7 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     dataset = dataset or cfg.dataset
     entry = get_entry("datasets", dataset)
     test = entry.create("test", data_dir or cfg.data_dir, cfg.data_seed).subset(limit_test or cfg.limit_test)
-    sets = {name: check_templates(name, get_entry("templates", name).create()) for name in (templates or [cfg.templates])}
+    sets = {name: validated_templates(name, get_entry("templates", name).create()) for name in (templates or [cfg.templates])}
     prompts = [p for tpl in sets.values() for p in fill(tpl, test.classes)]
     tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, prompts)
     autocast_dtype = autocast_dtype_for(cfg.precision, device)
@@ -153,7 +153,7 @@ def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
         images = np.stack([read_image(p, cfg.model.image_resolution) for p in image_paths])
     classes = ckpt.get("classes") or list(get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, 0).classes)
     name = templates or cfg.templates
-    tpl = check_templates(name, get_entry("templates", name).create())
+    tpl = validated_templates(name, get_entry("templates", name).create())
     tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, fill(tpl, classes))
     autocast_dtype = autocast_dtype_for(cfg.precision, device)
     classifier = build_zero_shot_classifier(model, classes, tpl, tokenizer, device, autocast_dtype)

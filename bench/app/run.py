@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ..clip.model import count_parameters, create_model_from_cfg
-from ..clip.templates import check_templates, fill
+from ..clip.templates import fill, validated_templates
 from ..clip.tokenizer import trim_tokens
 from ..config import RunConfig
 from ..data.datasets import ArrayDataset
@@ -27,7 +27,7 @@ from ..engine.checkpoint import CheckpointSaver, RunProgress, load_weights, plai
 from ..engine.cuda_graph import DDP_WARMUP, CudaGraphStep
 from ..engine.ddp import wrap_model
 from ..engine.faults import FiniteWatch, stop_on_signal
-from ..engine.step import autocast_dtype_for, bars_shown, compile_towers, set_backend_flags, text_mode_for, train_epoch
+from ..engine.step import autocast_dtype_for, bars_shown, compile_towers, set_backend_flags, text_mode_for, train_steps
 from ..errors import BenchError, Interrupted
 from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
 from ..files import atomic_write_text
@@ -79,7 +79,7 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 
 
 def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Components:
-    templates = check_templates(cfg.templates, get_entry("templates", cfg.templates).create())
+    templates = validated_templates(cfg.templates, get_entry("templates", cfg.templates).create())
     dataset = get_entry("datasets", cfg.dataset)
     train = dataset.create("train", cfg.data_dir, cfg.data_seed).subset(cfg.limit_train)
     test = dataset.create("test", cfg.data_dir, cfg.data_seed).subset(cfg.limit_test)
@@ -219,7 +219,8 @@ class Run:
         self.run_dir = run_dir = self.out / "runs" / run_id
         self.progress, saved_step = RunProgress(), None
         if resume is not None:
-            self.progress, saved_step = restore_training(resume, self.state, self.generator, self.device), resume["step"]
+            self.progress = restore_training(resume, self.state, self.generator, self.device)
+            saved_step = resume["step"]
         elif world.is_main:
             run_dir.mkdir(parents=True, exist_ok=False)
             atomic_write_text(run_dir / "config.json", cfg.to_json())
@@ -390,7 +391,7 @@ def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, lo
         watch.check(describe, saver.describe)
         log_loss(step, mean)
 
-    stats = train_epoch(state, loader.iter_from(start.steps if start else 0, order), n, cfg.log_every,
+    stats = train_steps(state, loader.iter_from(start.steps if start else 0, order), n, cfg.log_every,
                         cfg.progress if world.is_main else False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                         on_log=on_log, on_step=on_step, start=start, step_fn=step_fn)
     watch.check(describe, saver.describe)

@@ -31,7 +31,7 @@ OPENAI_CIFAR10_TEMPLATES = (
 )
 
 
-def check_templates(name: str, templates) -> list[str]:
+def validated_templates(name: str, templates) -> list[str]:
     """Validate a template set: a non-empty list of strings with exactly one ``{}`` each."""
     from ..errors import BenchError
 

@@ -48,7 +48,7 @@ def capture_stream(device) -> "torch.cuda.Stream":
 
 
 class CudaGraphStep:
-    """A drop-in ``step_fn`` for :func:`bench.engine.step.train_epoch` that captures the step once.
+    """A drop-in ``step_fn`` for :func:`bench.engine.step.train_steps` that captures the step once.
 
     Args:
         warmup: eager steps before the capture (at least 1: AdamW must have created its state).

@@ -199,7 +199,7 @@ def _unwrap(model):
         model = inner
 
 
-def train_epoch(state: TrainState, batches, n_steps: int, log_every: int = 50, progress: bool | None = None,
+def train_steps(state: TrainState, batches, n_steps: int, log_every: int = 50, progress: bool | None = None,
                 desc: str = "train", on_log=None, on_step=None, start: EpochProgress | None = None,
                 step_fn=None) -> dict:
     """Run the batches of one epoch; returns mean loss, images and seconds (device-synchronised).

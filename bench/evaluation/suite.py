@@ -20,7 +20,7 @@ from ..data.loader import to_device_uint8
 from ..files import atomic_write_bytes
 from .probe import VAL_FRACTION, WEIGHT_DECAYS, linear_probe
 from .retrieval import caption_labels, retrieval_metrics
-from .zero_shot import build_zero_shot_classifier, image_features, prompt_features, validate
+from .zero_shot import build_zero_shot_classifier, image_features, prompt_features, zero_shot_metrics
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,8 @@ def robustness(model, test: ArrayDataset, templates, tokenizer, device, autocast
     labels = torch.as_tensor(test.labels, device=device)
 
     def top1(images: np.ndarray) -> float:
-        return validate(model, to_device_uint8(images, device), labels, classifier, autocast_dtype=autocast_dtype)["top1"]
+        return zero_shot_metrics(model, to_device_uint8(images, device), labels, classifier,
+                                 autocast_dtype=autocast_dtype)["top1"]
 
     rows = [{"corruption": "clean", "severity": 0, "top1": top1(test.images)}]
     for name in opts.corruptions:

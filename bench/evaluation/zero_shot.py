@@ -45,8 +45,8 @@ def image_features(model, images_uint8: torch.Tensor, batch_size: int = 500, aut
 
 
 @torch.no_grad()
-def validate(model, images_uint8: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, batch_size: int = 500,
-             autocast_dtype=None, channels_last: bool = False) -> dict:
+def zero_shot_metrics(model, images_uint8: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor,
+                      batch_size: int = 500, autocast_dtype=None, channels_last: bool = False) -> dict:
     """Zero-shot metrics (top-1, top-5, mean per-class recall, per-class accuracy, confusion matrix)."""
     was_training = model.training
     model.eval()
@@ -68,13 +68,13 @@ def validate_sharded(model, images_uint8: torch.Tensor, labels: torch.Tensor, cl
 
     Each rank encodes ``1/N`` of the images and the ``(n, classes)`` logits are gathered: image encoding
     is nearly all of evaluation's cost, so this is N times faster than rank 0 alone while the other
-    ranks wait. ``kwargs`` are :func:`bench.evaluation.zero_shot.validate`'s.
+    ranks wait. ``kwargs`` are :func:`bench.evaluation.zero_shot.zero_shot_metrics`'s.
     """
 
     from .metrics import classification_metrics
 
     if world_size() == 1:
-        return validate(model, images_uint8, labels, classifier, **kwargs)
+        return zero_shot_metrics(model, images_uint8, labels, classifier, **kwargs)
     lo, hi = shard_bounds(len(images_uint8), world.rank, world.size)
     was_training = model.training
     model.eval()

@@ -59,7 +59,7 @@ def images_per_second(batches) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def compare(data: ArrayDataset, table: torch.Tensor, batch_size: int = 32, rounds: int = 3,
+def side_by_side(data: ArrayDataset, table: torch.Tensor, batch_size: int = 32, rounds: int = 3,
             device_batches_per_round: int = 200, torchvision_batches_per_round: int = 20) -> list[dict]:
     """Interleaved rounds (device, torchvision, device, ...): one row per round and path."""
     rows = []

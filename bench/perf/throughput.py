@@ -174,25 +174,20 @@ def _vision_step(cfg, model, batch, device, train: bool):
 
 def _clip_step(cfg, model, batch, device):
     """A closure running bench's whole CLIP training step (the `bench run` engine) on synthetic data."""
-    from ..clip.loss import ClipLoss
     from ..clip.templates import SEED_TEMPLATES, fill
     from ..clip.tokenizer import create_tokenizer, trim_tokens
     from ..data.datasets import CIFAR10_CLASSES
-    from ..engine import compact_embedding
+    from ..engine.build import build_train_state
     from ..engine.cuda_graph import CudaGraphStep
-    from ..engine.optim import build_optimizer, build_scheduler
-    from ..engine.step import TrainState, clip_step, compile_towers, text_mode_for
+    from ..engine.step import clip_step, compile_towers, text_mode_for
 
     prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
     table = trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device)
-    emb = compact_embedding.install(model, table)
     text_mode = text_mode_for(len(table), batch, device)
     graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all"
-    optimizer = build_optimizer(model, 1e-4, 0.01, device, capturable=graph)
-    compact_embedding.attach(emb, optimizer)
-    train_model = compile_towers(model) if cfg.compile else model
-    state = TrainState(train_model, optimizer, build_scheduler(optimizer, 10 ** 6), ClipLoss("clip"), table,
-                       PRECISIONS[cfg.precision], text_mode, tower_streams=cfg.tower_streams)
+    state = build_train_state(model, table, capturable=graph, total_steps=10 ** 6,
+                              autocast_dtype=PRECISIONS[cfg.precision], text_mode=text_mode,
+                              wrap=compile_towers if cfg.compile else None, tower_streams=cfg.tower_streams)
     step_fn = CudaGraphStep() if graph else clip_step
     model.train()
     images = _images(cfg, batch, device)
@@ -229,7 +224,7 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
             "params": out["params"], "gflops_per_sample": out["flops"] / batch / 1e9, "cuda_graph": out["graph"]}
 
 
-def plan(mode: str) -> list[tuple[str, str]]:
+def measurements(mode: str) -> list[tuple[str, str]]:
     """(component, mode) pairs for ``--mode``."""
     if mode not in ("train", "infer", "both"):
         raise BenchError(f"--mode must be train, infer or both, got {mode!r}")
@@ -254,7 +249,7 @@ def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", 
     prov = provenance(device)
     rows = []
     for encoder in encoders:
-        for component, step_mode in plan(mode):
+        for component, step_mode in measurements(mode):
             run_cfg = replace(cfg, encoder=encoder)
             row = {"encoder": encoder, "component": component, "mode": step_mode,
                    "requested_batch_size": cfg.batch_size, **{k: v for k, v in asdict(run_cfg).items()
