@@ -395,15 +395,7 @@ def _format(table, fmt: str) -> str:
         return table.to_csv(index=False).rstrip()
     if fmt == "json":
         return table.to_json(orient="records", indent=2)
-    return table.to_markdown(index=False) if _has_tabulate() else table.to_string(index=False)
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return table.to_markdown(index=False)  # through tabulate, a declared dependency
 
 
 def _preload_plugins(argv):

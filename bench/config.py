@@ -36,13 +36,19 @@ PRESETS: dict[str, dict] = {
 # vision tower.
 
 
+def not_in_id(default):
+    """A field of how a run is carried out or reported, not of what it computes: left out of its configuration
+    id (``config_id``), so runs that differ only here compare as one configuration over seeds."""
+    return field(default=default, metadata={"config_id": False})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: ModelCfg = field(default_factory=ModelCfg)  # architecture: encoder + text tower
     tokenizer: str = "clip_bpe"  # registered tokenizer name
     templates: str = "seed"  # registered template set used for training captions and zero-shot
     dataset: str = "cifar10"  # registered dataset name
-    data_dir: str | None = None  # dataset folder; None = the dataset's default
+    data_dir: str | None = not_in_id(None)  # dataset folder; None = the dataset's default
     data_seed: int = 0  # seed of generated datasets (fixed across run seeds, so seeds compare like for like)
     preset: str = "reference"  # the preset the recipe started from
     epochs: int = 50  # passes over the training split
@@ -54,34 +60,36 @@ class RunConfig:
     label_smoothing: float = 0.0  # mix each row's target with the uniform one over the batch (0: off)
     crop_pad: int = 4  # zero padding of the random crop (the reference recipe's padded crop); 0: flip only
     cutout: int = 0  # side of the random square blanked in each training image (DeVries & Taylor; 0: off)
-    seed: int = 0  # seed of initialisation, data order, augmentation and template choice
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
+    seed: int = not_in_id(0)  # seed of initialisation, data order, augmentation and template choice
+    device: str = not_in_id("auto")  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
     limit_train: int | None = None  # use only the first N training images
     limit_test: int | None = None  # evaluate on the first N test images
-    eval_every: int = 1  # zero-shot evaluation every N epochs (and always after the last)
-    log_every: int = 50  # steps between reading the loss back to the host
-    compile: bool = False  # torch.compile the model
-    channels_last: bool = True  # channels_last memory format for convolutional towers on CUDA
-    save_checkpoints: bool = True  # keep best.pt and last.pt in the run folder
-    out: str = "results"  # results folder: runs.csv and runs/<run_id>/
-    progress: bool | None = None  # tqdm bars; None = only on a terminal
+    eval_every: int = not_in_id(1)  # zero-shot evaluation every N epochs (and always after the last)
+    log_every: int = not_in_id(50)  # steps between reading the loss back to the host
+    compile: bool = not_in_id(False)  # torch.compile the model
+    channels_last: bool = not_in_id(True)  # channels_last memory format for convolutional towers on CUDA
+    save_checkpoints: bool = not_in_id(True)  # keep best.pt and last.pt in the run folder
+    out: str = not_in_id("results")  # results folder: runs.csv and runs/<run_id>/
+    progress: bool | None = not_in_id(None)  # tqdm bars; None = only on a terminal
     sync_bn: bool = True  # under torchrun: batch norm over the global batch (exactly one process's batch N x B)
-    checkpoint_every: int = 0  # also save last.pt every N optimizer steps (0 = only at the end of each epoch)
+    # also save last.pt every N optimizer steps (0 = only at the end of each epoch)
+    checkpoint_every: int = not_in_id(0)
     max_grad_norm: float | None = None  # clip the global gradient norm to this value; None = no clipping
     # -- evaluation suite after training (bench.evaluation.suite); none of these change what is trained --
-    evals: tuple = ()  # extra evaluations on the final weights: any of "retrieval", "probe", "robustness"
-    robust_limit: int | None = None  # robustness on the first N test images (None = the whole test split)
-    robust_severities: tuple = (1, 2, 3, 4, 5)  # corruption severities evaluated
+    evals: tuple = not_in_id(())  # extra evaluations on the final weights: any of "retrieval", "probe", "robustness"
+    robust_limit: int | None = not_in_id(None)  # robustness on the first N test images (None = the whole test split)
+    robust_severities: tuple = not_in_id((1, 2, 3, 4, 5))  # corruption severities evaluated
     # speed (docs/performance.md); these leave the computed function unchanged (cuDNN's choice of algorithm only
     # changes rounding)
     cuda_graph: bool = True  # on CUDA, capture the whole training step as one CUDA graph and replay it
     tower_streams: bool = True  # on CUDA, run the image and text towers concurrently on two streams
-    cudnn_benchmark: bool = True  # on CUDA, time cuDNN's convolution algorithms at each new shape and keep the fastest
+    # on CUDA, time cuDNN's convolution algorithms at each new shape and keep the fastest
+    cudnn_benchmark: bool = not_in_id(True)
     compact_embedding: bool = True  # train only the token-embedding rows the prompts use; decay the rest exactly
     # bit-identical reruns on CUDA (bench.deterministic): deterministic algorithms only, cuDNN deterministic without
     # autotuning, a fixed cuBLAS workspace; CPU runs at one thread count are bit-identical without it
-    deterministic: bool = False
+    deterministic: bool = not_in_id(False)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

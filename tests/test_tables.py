@@ -98,3 +98,22 @@ def test_a_crash_while_writing_leaves_the_old_tables_intact(tmp_path):
     for name, data in before.items():
         assert (tmp_path / name).read_bytes() == data
     assert list(pd.read_csv(tmp_path / "runs.csv").run_id) == ["r1"]
+
+
+def test_config_id_leaves_out_every_option_resume_may_change_and_only_the_marked_fields():
+    """The fields `--resume` may change (and the other how-it-runs fields) never change a configuration's id;
+    a field that shapes training does."""
+    import dataclasses
+
+    from bench.app.resume import ALLOWED_WITH_RESUME
+    from bench.config import RunConfig, make_config
+
+    excluded = {f.name for f in dataclasses.fields(RunConfig) if not f.metadata.get("config_id", True)}
+    assert set(ALLOWED_WITH_RESUME) <= excluded
+    assert excluded == {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
+                        "eval_every", "channels_last", "evals", "robust_limit", "robust_severities",
+                        "cudnn_benchmark", "deterministic", "checkpoint_every"}
+    base = make_config("reference")
+    for changed in (dict(out="elsewhere"), dict(progress=True), dict(checkpoint_every=100), dict(seed=3)):
+        assert config_key(dataclasses.replace(base, **changed)) == config_key(base), changed
+    assert config_key(dataclasses.replace(base, lr=3e-4)) != config_key(base)

@@ -110,14 +110,6 @@ def corrupt(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.n
     return _FUNCTIONS[name](images, PARAMS[name][severity - 1], _rng(name, severity, seed))
 
 
-def parse_corruptions(value) -> tuple[str, ...]:
-    names = tuple(value) if value else CORRUPTIONS
-    unknown = [n for n in names if n not in PARAMS]
-    if unknown:
-        raise BenchError(f"unknown corruption {unknown[0]!r}; choose from {', '.join(CORRUPTIONS)}")
-    return names
-
-
 def parse_severities(value) -> tuple[int, ...]:
     try:
         severities = tuple(sorted({int(s) for s in value})) if value else SEVERITIES

@@ -122,8 +122,6 @@ def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generat
             optimizer=state.optimizer.state_dict(),
             scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
             scaler=state.scaler.state_dict() if state.scaler is not None else None,
-            generator=generator.get_state(),  # kept at the top level for readers of the first layout
-            torch_rng=torch.get_rng_state(),
             rng=capture_rng(generator),
             compact_embedding=_compact_state(state.model),
             progress=plain({

@@ -7,6 +7,7 @@ without knowing the metric names.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -25,10 +26,6 @@ CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "datase
                   "lr", "weight_decay", "loss", "limit_train", "limit_test", "image_size", "precision"]
 
 # Configuration fields that do not change what is trained or measured, left out of the key.
-_NOT_CONFIG = {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
-               "eval_every", "channels_last", "evals", "robust_limit", "robust_severities", "cudnn_benchmark",
-               "deterministic"}
-
 # Columns that describe how a number was measured; compare warns when they differ.
 PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "eval_checkpoint",
                     "retrieval_captions", "probe_train_images", "probe_val_fraction", "robust_images",
@@ -80,10 +77,12 @@ def config_key(cfg) -> str:
 
     Only fields that differ from the ``RunConfig`` defaults enter the hash, so adding a new field (with its
     default) to ``RunConfig`` leaves the keys of existing results unchanged.
+    Fields whose metadata says ``config_id: False`` (``bench.config.not_in_id``) never enter it.
     """
+    excluded = {f.name for f in dataclasses.fields(cfg) if not f.metadata.get("config_id", True)}
     default = _flat(type(cfg)().to_dict())
     values = {k: v for k, v in _flat(cfg.to_dict()).items()
-              if k.split(".")[0] not in _NOT_CONFIG and default.get(k, object()) != v}
+              if k.split(".")[0] not in excluded and default.get(k, object()) != v}
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
