@@ -142,44 +142,169 @@ def _echo_summary(rows):
         click.echo(f"{r.get('encoder', '')} / {r.get('templates', '')} over {int(r['n'])} seeds: " + ", ".join(parts))
 
 
-def sweep(encoder, templates, seeds, skip_existing, **flags):
-    """Run the cross product encoders x template sets x seeds into one results folder (--out).
+def sweep(file, encoder, templates, seeds, skip_existing, dry_run, status, concurrent, workers, gpus, launcher,
+          gpus_per_run, ray_address, slurm, **flags):
+    """Run a sweep: FILE.toml's plan (docs/sweeps.md), or the cross product --encoder x --templates x --seeds.
 
-    With --skip-existing, configurations already in OUT/runs.csv are not run again, so an interrupted sweep
-    continues where it stopped. Takes every flag of `bench run`.
+    Every run has a fixed id in OUT/runs/, so the same command again skips finished runs and continues
+    stopped ones from their last.pt. --concurrent K trains K runs at once on one device; --workers/--gpus
+    start one worker per device; --launcher ray|slurm spreads the runs over a cluster. Takes every flag of
+    `bench run`, which override FILE's [base].
     """
-    from .app.sweep import parse_seeds, plan
-    from .app.sweep import sweep as run_sweep
+    import os
 
-    if not encoder:
-        raise BenchError("--encoder is empty; name one or more encoders, comma-separated (bench list encoders)")
-    base = _config_from_flags(encoder=encoder[0], templates=templates[0] if templates else "seed", seed=0, **flags)
-    cfgs = plan(base, encoder, templates, parse_seeds(seeds) if seeds else [0])
-    rows = run_sweep(cfgs, skip_existing, echo=click.echo, on_row=lambda row, cfg: _echo_run(row, cfg.out))
+    from .app.sweep import cross_product, parse_seeds, plan, plan_lines
+
+    ctx = click.get_current_context()
+    given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
+    settings, slurm_table = {}, {}
+    if file is not None:
+        if encoder or templates or seeds:
+            raise BenchError("--encoder, --templates and --seeds form a sweep without a file; with FILE, put them "
+                             "in its [grid]")
+        from .app.sweep_file import read_sweep_file, varying_keys
+
+        spec = read_sweep_file(file)
+        settings, slurm_table = spec.sweep, spec.slurm
+        keys = varying_keys(spec.points)
+        cfgs = [_config_from_point(spec.path, point, flags, given, keys) for point in spec.points]
+        varying = [{k: p[k] if k in p else _effective(c, k) for k in keys} for p, c in zip(spec.points, cfgs)]
+    else:
+        if not encoder:
+            raise BenchError("--encoder is empty; name one or more encoders, comma-separated (bench list encoders), "
+                             "or pass a sweep file")
+        base = _config_from_flags(encoder=encoder[0], templates=templates[0] if templates else "seed", seed=0, **flags)
+        cfgs = cross_product(base, encoder, templates, parse_seeds(seeds) if seeds else [0])
+        varying = [{"encoder": c.model.encoder, "templates": c.templates, "seed": c.seed} for c in cfgs]
+        shown = [k for k in ("encoder", "templates", "seed") if len({v[k] for v in varying}) > 1] or ["encoder", "seed"]
+        varying = [{k: v[k] for k in shown} for v in varying]
+    planned = plan(cfgs, varying)
+    if dry_run or status:
+        for line in plan_lines(planned):
+            click.echo(line)
+        return
+    opts = {name: value for name, value in (("concurrent", concurrent), ("workers", workers), ("gpus", gpus),
+                                             ("launcher", launcher), ("gpus_per_run", gpus_per_run),
+                                             ("ray_address", ray_address)) if name in given}
+    settings = {**settings, **opts}
+    slurm_table = {**slurm_table, **dict(_slurm_pairs(slurm))}
+    from .app.launchers import launch
+
+    in_worker = "BENCH_SWEEP_WORKER" in os.environ  # a worker that --workers/--gpus started: its share only
+    outcomes = launch(planned, settings, slurm_table, argv=sys.argv[1:], in_worker=in_worker, echo=click.echo,
+                      plugins=_plugin_args(sys.argv[1:]))
+    if in_worker:
+        return
     from .results.runs_table import read_runs
     from .results.tables import config_key
 
-    planned = {(config_key(c), c.seed) for c in cfgs}
-    table = read_runs(base.out)
+    keys = {(config_key(p.cfg), p.cfg.seed) for p in planned}
+    table = read_runs(planned[0].out)
     if len(table) and "config_id" in table.columns:
-        mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in planned]
+        mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in keys]
         if mine:
             _echo_summary(mine)
-    return rows
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        click.echo(f"bench: {len(failed)} of {len(planned)} runs failed (errors in {planned[0].out}/sweep/failed/); "
+                   f"fix the cause and run the same command again to retry them", err=True)
+        sys.exit(1)
+
+
+def _config_from_point(path, point: dict, flags: dict, given: set, varying: list):
+    """One run's config: ``bench run``'s defaults < the sweep file's point < flags typed on the command line."""
+    import difflib
+
+    by_key = {_option_key(p): p for p in _SWEEP_RUN_PARAMS}
+    values = dict(flags)
+    values.update(encoder=None, templates="seed", seed=0)
+    ctx = click.get_current_context()
+    for key, value in point.items():
+        param = by_key.get(key)
+        if param is None:
+            close = difflib.get_close_matches(key, list(by_key), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise BenchError(f"{path}: unknown option {key!r}; {hint}a sweep file takes `bench run` options by their "
+                             f"long names with underscores (bench run --help)")
+        if param.name in given:
+            if key in varying:
+                raise BenchError(f"{path} sweeps {key}, and --{key.replace('_', '-')} was given too; drop one")
+            continue
+        values[param.name] = _convert(path, key, param, value, ctx)
+    return _config_from_flags(**values)
+
+
+def _effective(cfg, key: str):
+    """The value a run got for option ``key`` that its sweep-file point left out (the preset's or the default)."""
+    names = {"text_width": "width", "text_layers": "layers", "text_heads": "heads", "image_size": "image_resolution"}
+    for obj in (cfg, cfg.model, cfg.model.text):
+        if hasattr(obj, names.get(key, key)):
+            return getattr(obj, names.get(key, key))
+    return "default"
+
+
+def _option_key(param) -> str:
+    return max(param.opts, key=len).lstrip("-").replace("-", "_") if param.name not in ("encoder", "templates", "seed") \
+        else param.name
+
+
+def _convert(path, key: str, param, value, ctx):
+    """A sweep file's TOML value as the flag's own type would read it from the command line."""
+    if key == "encoder_opt":
+        if isinstance(value, dict):
+            return [f"{k}={json.dumps(v)}" for k, v in value.items()]
+        return [value] if isinstance(value, str) else [str(v) for v in value]
+    if param.multiple:
+        return [v for v in value.split(",") if v] if isinstance(value, str) else [str(v) for v in value]
+    if getattr(param, "is_flag", False) and not isinstance(value, bool):
+        raise BenchError(f"{path}: {key} = {value!r} must be true or false")
+    try:
+        return param.type.convert(value, param, ctx)
+    except click.BadParameter as exc:
+        raise BenchError(f"{path}: {key} = {value!r}: {exc.format_message()}") from None
+
+
+def _slurm_pairs(values):
+    for pair in values:
+        if "=" not in pair:
+            raise BenchError(f"--slurm {pair!r} is not KEY=VALUE; write it like --slurm partition=gpu")
+        key, value = pair.split("=", 1)
+        try:
+            yield key.strip(), json.loads(value)
+        except json.JSONDecodeError:
+            yield key.strip(), value
+
+
+_SWEEP_RUN_PARAMS: list = []  # bench run's options that a sweep takes per run (filled below)
 
 
 def _sweep_command() -> click.Command:
     """``bench sweep`` takes ``bench run``'s flags, with --encoder, --templates and --seeds as comma lists."""
     lists = [
-        click.Option(["--encoder"], callback=_split, multiple=True, required=True,
-                     help="Vision encoders, comma-separated (bench list encoders)."),
+        click.Argument(["file"], required=False, type=click.Path()),
+        click.Option(["--encoder"], callback=_split, multiple=True,
+                     help="Vision encoders, comma-separated (bench list encoders), without FILE."),
         click.Option(["--templates"], callback=_split, multiple=True, help="Template sets, comma-separated [seed]."),
         click.Option(["--seeds"], callback=_split, multiple=True, help="Seeds, comma-separated [0]."),
-        click.Option(["--skip-existing"], is_flag=True, help="Skip configurations already in OUT/runs.csv."),
+        click.Option(["--skip-existing"], is_flag=True, hidden=True, help="Kept for old scripts: now always so."),
+        click.Option(["--dry-run"], is_flag=True, help="Print the plan (each run's id, state and what varies); run nothing."),
+        click.Option(["--status"], is_flag=True, help="Print where each run of the plan stands (as --dry-run)."),
+        click.Option(["--concurrent"], type=int, default=1, show_default=True,
+                     help="Runs trained at once in one process on one device (own CUDA stream and graph each)."),
+        click.Option(["--workers"], type=int, help="Worker processes on this machine (default: one per --gpus)."),
+        click.Option(["--gpus"], help="GPUs for one worker each: 0,1,... or all (default: all visible, if several)."),
+        click.Option(["--launcher"], type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True,
+                     help="ray: each run a Ray task; slurm: a submitit job array (docs/sweeps.md)."),
+        click.Option(["--gpus-per-run"], type=float, help="Ray: GPUs (or a fraction) per run [1 with GPUs, else 0]."),
+        click.Option(["--ray-address"], help="Ray: an existing cluster (default: a local Ray for this sweep)."),
+        click.Option(["--slurm"], multiple=True, metavar="KEY=VALUE",
+                     help="Slurm/submitit setting, repeatable: partition, time_min, gpus_per_job, runs_per_job, "
+                          "cluster=local, ... (also FILE's [slurm])."),
     ]
     shared = [p for p in run.params if p.name not in {"encoder", "templates", "seed", "seeds", "resume"}]
+    _SWEEP_RUN_PARAMS[:] = shared + [p for p in run.params if p.name in {"encoder", "templates", "seed"}]
     return click.Command("sweep", params=lists + shared, callback=sweep, help=sweep.__doc__,
-                         short_help="Run encoders x template sets x seeds into one results folder.")
+                         short_help="Run a sweep file's plan, or encoders x template sets x seeds.")
 
 
 cli.add_command(_sweep_command())
@@ -229,13 +354,25 @@ def eval_(checkpoint, templates, dataset, data_dir, limit_test, device, fmt, per
 @click.option("--long", "long_", is_flag=True, help="The tidy long table: one row per run x metric.")
 @click.option("--limit", type=int, help="Show at most N rows.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
-def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate_, long_, limit, fmt):
+@click.option("--rebuild", is_flag=True,
+              help="Rebuild --results' runs.csv from its runs' records (runs/*/result.json), then print it.")
+def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate_, long_, limit, fmt, rebuild):
     """Print result tables (SOURCES: results folders, runs.csv files, run folders or run ids; default --results)."""
     from .app.validation import check_positive
     from .results.sources import combine, load_sources
     from .results.tables import display_table
 
     check_positive("--limit", limit)
+    if rebuild:
+        from .results.runs_table import rebuild_runs
+
+        if not (Path(results_dir) / "runs").is_dir():
+            raise BenchError(f"{results_dir} has no runs/ folder to rebuild runs.csv from; pass the results folder "
+                             f"with --results")
+        done = rebuild_runs(results_dir)
+        kept = f", the old table kept as {done['backup'].name}" if done["backup"] else ""
+        click.echo(f"rebuilt {results_dir}/runs.csv: {done['rows']} runs, {done['added']} added from records, "
+                   f"{done['dropped']} dropped (damaged or repeated){kept}", err=True)
     if not sources and not (Path(results_dir) / "runs.csv").is_file():
         raise BenchError(f"no results table at {results_dir}/runs.csv; run `bench run` first, or pass a results "
                          f"folder, results file, run folder or run id")
@@ -398,10 +535,8 @@ def _format(table, fmt: str) -> str:
     return table.to_markdown(index=False)  # through tabulate, a declared dependency
 
 
-def _preload_plugins(argv):
-    """Load --plugins-dir / -p plugins before click parses, so their commands exist."""
-    from .host.manager import build_host, set_host
-
+def _plugin_args(argv) -> tuple[list, list]:
+    """The --plugins-dir and -p/--plugin values of a command line (sweep workers elsewhere load the same)."""
     dirs, modules = [], []
     for i, arg in enumerate(argv):
         for flag, target in (("--plugins-dir", dirs), ("--plugin", modules), ("-p", modules)):
@@ -409,6 +544,14 @@ def _preload_plugins(argv):
                 target.append(argv[i + 1])
             elif arg.startswith(flag + "="):
                 target.append(arg.split("=", 1)[1])
+    return dirs, modules
+
+
+def _preload_plugins(argv):
+    """Load --plugins-dir / -p plugins before click parses, so their commands exist."""
+    from .host.manager import build_host, set_host
+
+    dirs, modules = _plugin_args(argv)
     host = build_host(plugins_dirs=dirs, modules=modules)
     set_host(host)
     return host

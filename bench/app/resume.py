@@ -74,12 +74,24 @@ def resume_run(target: str, out: str, given=(), progress: bool | None = None, ch
     run_id = run_dir.name
     if run_id in read_table(results / "runs.csv").run_ids():
         raise BenchError(f"run {run_id} already finished (its row is in {results / 'runs.csv'}); start a new run instead")
-    rank, ranks = _launch()
+    rank, _ = _launch()
     if (run_dir / "result.json").is_file():  # stopped after its result was saved, before the row was appended
         row = json.loads((run_dir / "result.json").read_text())
         if rank == 0:
             append_run(results, row)
         return row, results
+    changes = {name: value for name, value in (("progress", progress), ("checkpoint_every", checkpoint_every))
+               if name in given}
+    cfg, ckpt = load_resumable(run_dir, results, changes)
+    from .run import run
+
+    return run(cfg, run_id=run_id, resume=ckpt), results
+
+
+def load_resumable(run_dir: Path, results: Path, changes: dict | None = None) -> tuple[RunConfig, dict]:
+    """The configuration saved in ``run_dir/last.pt`` (with ``changes`` and its results folder) and the checkpoint,
+    ready for ``Run(cfg, run_dir.name, resume=ckpt)``; a missing or foreign checkpoint is a one-line error."""
+    run_id = run_dir.name
     last = run_dir / "last.pt"
     if not last.is_file():
         raise BenchError(f"run {run_id} has no last.pt (it ran with --no-checkpoints or stopped before its first "
@@ -89,20 +101,15 @@ def resume_run(target: str, out: str, given=(), progress: bool | None = None, ch
         raise BenchError(f"{last} holds no training state this bench can resume (format {ckpt.get('format')!r}, "
                          f"expected {FORMAT}); bench eval can still evaluate its weights")
     cfg = RunConfig.from_dict(ckpt["config"])
+    rank, ranks = _launch()
     global_batch = cfg.batch_size * int(ckpt.get("world_size", 1))
     if global_batch % ranks:
         raise BenchError(f"run {run_id} trained with a global batch of {global_batch} images, which {ranks} ranks "
                          f"cannot share evenly; resume it with a number of ranks that divides {global_batch}")
     # the same global batch under any number of ranks: step k of an epoch is the same images
-    changes = {"out": str(results), "batch_size": global_batch // ranks}
-    if "progress" in given:
-        changes["progress"] = progress
-    if "checkpoint_every" in given:
-        changes["checkpoint_every"] = checkpoint_every
-    cfg = validate_config(dataclasses.replace(cfg, **changes))
+    cfg = validate_config(dataclasses.replace(cfg, **{"out": str(results), "batch_size": global_batch // ranks,
+                                                     **(changes or {})}))
     if rank == 0:
         for stale in run_dir.glob(".*.pt.*.tmp"):  # half-written checkpoints of a killed process
             stale.unlink(missing_ok=True)
-    from .run import run
-
-    return run(cfg, run_id=run_id, resume=ckpt), results
+    return cfg, ckpt

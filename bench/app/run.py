@@ -153,11 +153,12 @@ class Run:
 
     :func:`run` drives one run through them; a scheduler can hold several and step them in turn. Between
     ``with run:`` and its exit a stop request (Ctrl-C, SIGTERM) is honoured at the next step, and leaving waits
-    for the checkpoint being written.
+    for the checkpoint being written. ``stop``: a :class:`bench.engine.faults.StopRequest` shared by the runs of
+    a scheduler whose main thread owns the signal handlers; by default the run installs its own.
     """
 
-    def __init__(self, cfg: RunConfig, run_id: str | None = None, resume: dict | None = None):
-        self.cfg, self.resume = cfg, resume
+    def __init__(self, cfg: RunConfig, run_id: str | None = None, resume: dict | None = None, stop=None):
+        self.cfg, self.resume, self._shared_stop = cfg, resume, stop
         self.started = time.perf_counter()
         self._build_engine(run_id)
         self._create_run_folder(run_id)
@@ -234,7 +235,8 @@ class Run:
 
     def __enter__(self):
         self._contexts = contextlib.ExitStack()
-        self.stop = self._contexts.enter_context(stop_on_signal(self.world))
+        self.stop = self._shared_stop if self._shared_stop is not None else \
+            self._contexts.enter_context(stop_on_signal(self.world))
         self._contexts.enter_context(self.saver)  # leaving waits for the checkpoint being written
         return self
 

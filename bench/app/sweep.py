@@ -1,19 +1,26 @@
-"""Repeats and sweeps: the cross product of encoders x template sets x seeds into one results folder.
+"""A sweep's plan: its runs, each with a run id fixed by what it computes, and where each run stands.
 
-A configuration is done when ``runs.csv`` holds a row with its ``config_id`` and seed; with
-``skip_existing`` those are not run again, so a sweep that was interrupted (or extended with a new
-encoder) continues where it stopped. A run killed half-way has no row and is run again from scratch.
+A planned run's id is ``<encoder>-<config_id>-s<seed>``, the same on every machine and every restart, so a
+sweep started again (after a kill, a preemption, on another node) finds each run's folder: a ``result.json``
+there means done, a ``last.pt`` means continue from it under the same id. A ``(config_id, seed)`` already in
+``runs.csv`` under another id (a ``bench run`` made by hand) counts as done too.
+
+The sweep's own bookkeeping lives in ``OUT/sweep/``: ``claims/<run_id>`` while a process runs it
+(:class:`bench.files.Claim`), ``failed/<run_id>.json`` with the error of a run that failed.
 """
 from __future__ import annotations
 
-import itertools
-from dataclasses import replace
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config import RunConfig
 from ..errors import BenchError
-from ..results.runs_table import read_runs
+from ..files import claim_alive, read_claim
+from ..results.runs_table import read_table
 from ..results.tables import config_key
+
+DONE, RUNNING, FAILED, RESUME, TODO = "done", "running", "failed", "resume", "to do"
 
 
 def parse_seeds(values) -> list[int]:
@@ -26,50 +33,125 @@ def parse_seeds(values) -> list[int]:
     return seeds
 
 
-def plan(base: RunConfig, encoders, templates, seeds) -> list[RunConfig]:
-    """Every configuration of the cross product, encoder-major (all seeds of one configuration together).
+@dataclass(frozen=True)
+class Planned:
+    """One run of a sweep: its configuration, its fixed run id, and the options it varies in (for the plan)."""
 
-    Every name, option and encoder is checked first, so a typo or a bad option of the third encoder fails
-    before the first run starts (each encoder configuration's vision tower is built once for that).
-    """
+    cfg: RunConfig
+    run_id: str
+    varying: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "runs" / self.run_id
+
+    @property
+    def claim_path(self) -> Path:
+        return self.out / "sweep" / "claims" / self.run_id
+
+    @property
+    def failed_path(self) -> Path:
+        return self.out / "sweep" / "failed" / f"{self.run_id}.json"
+
+    def label(self) -> str:
+        shown = self.varying or {"encoder": self.cfg.model.encoder, "seed": self.cfg.seed}
+        return " ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def planned_run_id(cfg: RunConfig) -> str:
+    encoder = "".join(c if c.isalnum() or c in "-_" else "-" for c in cfg.model.encoder)
+    return f"{encoder}-{config_key(cfg)}-s{cfg.seed}"
+
+
+def cross_product(base: RunConfig, encoders, templates, seeds) -> list[RunConfig]:
+    """``bench sweep``'s flags form: encoders x template sets x seeds, encoder-major."""
+    return [replace(base, model=replace(base.model, encoder=e), templates=t, seed=s)
+            for e in encoders or [base.model.encoder] for t in templates or [base.templates]
+            for s in seeds or [base.seed]]
+
+
+def plan(cfgs: list[RunConfig], varying: list[dict] | None = None) -> list[Planned]:
+    """The planned runs of ``cfgs``, every name, option and encoder checked first, so a typo or a bad option of
+    the third encoder fails before the first run starts (each encoder configuration's tower is built once)."""
     from .run import check_names
     from .validation import check_encoder_builds, check_run_inputs
 
-    cfgs, built = [], set()
-    for encoder, tpl, seed in itertools.product(encoders or [base.model.encoder], templates or [base.templates],
-                                                seeds or [base.seed]):
-        cfg = replace(base, model=replace(base.model, encoder=encoder), templates=tpl, seed=seed)
+    if not cfgs:
+        raise BenchError("the sweep plans no run; name at least one encoder")
+    outs = {str(Path(c.out).expanduser().resolve()) for c in cfgs}
+    if len(outs) > 1:
+        raise BenchError(f"the runs of one sweep write into one results folder; out varies ({', '.join(sorted(outs))})"
+                         f": set out once, in [base] or with --out")
+    planned, built, seen = [], set(), {}
+    for i, cfg in enumerate(cfgs):
         check_names(cfg)
         if cfg.model not in built:  # the rest of a run's inputs vary only with its model, not templates or seed
             check_run_inputs(cfg)
-            check_encoder_builds(encoder, cfg.model.embed_dim, cfg.model.image_resolution, dict(cfg.model.encoder_opts))
+            check_encoder_builds(cfg.model.encoder, cfg.model.embed_dim, cfg.model.image_resolution,
+                                 dict(cfg.model.encoder_opts))
             built.add(cfg.model)
-        cfgs.append(cfg)
-    return cfgs
+        run_id = planned_run_id(cfg)
+        if run_id in seen:
+            raise BenchError(f"runs {seen[run_id] + 1} and {i + 1} of the plan are the same run (configuration "
+                             f"{config_key(cfg)}, seed {cfg.seed}: they differ only in options that do not change "
+                             f"what is computed); drop one")
+        seen[run_id] = i
+        planned.append(Planned(cfg, run_id, (varying or [{}] * len(cfgs))[i]))
+    return planned
 
 
-def completed(out) -> set[tuple[str, int]]:
-    """``(config_id, seed)`` of every run with a row in ``out/runs.csv``."""
-    runs = read_runs(Path(out))
-    if not len(runs) or "config_id" not in runs.columns:
-        return set()
-    return {(str(c), int(s)) for c, s in zip(runs["config_id"], runs["seed"]) if isinstance(c, str)}
+@dataclass(frozen=True)
+class State:
+    name: str  # DONE, RUNNING, FAILED, RESUME or TODO
+    detail: str = ""
 
 
-def sweep(cfgs: list[RunConfig], skip_existing: bool = False, echo=print, on_row=None) -> list[dict]:
-    """Run each configuration not already in the results folder; returns the new rows (each also passed to
-    ``on_row`` as soon as it is written)."""
-    done = completed(cfgs[0].out) if skip_existing and cfgs else set()
-    from .run import run
+def finished_keys(out: str | Path) -> dict[tuple[str, int], str]:
+    """``(config_id, seed) -> run_id`` of every run with a row in ``out/runs.csv``."""
+    table = read_table(Path(out) / "runs.csv")
+    if not table.header or "config_id" not in table.header:
+        return {}
+    frame = table.frame()
+    return {(str(c), int(s)): str(r) for c, s, r in zip(frame["config_id"], frame["seed"], frame["run_id"])
+            if isinstance(c, str)}
 
-    rows = []
-    for i, cfg in enumerate(cfgs, 1):
-        label = f"[{i}/{len(cfgs)}] {cfg.model.encoder} templates={cfg.templates} seed={cfg.seed}"
-        if (config_key(cfg), cfg.seed) in done:
-            echo(f"{label}: already in {cfg.out}/runs.csv, skipped")
-            continue
-        echo(f"{label}: running")
-        rows.append(run(cfg))
-        if on_row is not None:
-            on_row(rows[-1], cfg)
-    return rows
+
+def run_state(p: Planned, finished: dict | None = None) -> State:
+    """Where a planned run stands, from the files alone (so any process, on any machine, can tell)."""
+    finished = finished_keys(p.out) if finished is None else finished
+    if (p.run_dir / "result.json").is_file():
+        return State(DONE, p.run_id)
+    other = finished.get((config_key(p.cfg), p.cfg.seed))
+    if other is not None:
+        return State(DONE, other)
+    holder = read_claim(p.claim_path)
+    if holder is not None and claim_alive(p.claim_path, holder):
+        return State(RUNNING, f"{holder.get('host', '?')} pid {holder.get('pid', '?')}")
+    if p.failed_path.is_file():
+        try:
+            error = json.loads(p.failed_path.read_text()).get("error", "")
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            error = "unreadable failure record"
+        return State(FAILED, error)
+    if (p.run_dir / "last.pt").is_file():
+        return State(RESUME, "from its last.pt")
+    return State(TODO)
+
+
+def plan_lines(planned: list[Planned]) -> list[str]:
+    """``--dry-run`` and ``--status``: one line per run, then the count of each state."""
+    finished = finished_keys(planned[0].out) if planned else {}
+    states = [run_state(p, finished) for p in planned]
+    width = max(len(p.run_id) for p in planned)
+    lines = []
+    for i, (p, s) in enumerate(zip(planned, states), 1):
+        detail = f" ({s.detail})" if s.detail and s.name != DONE else ""
+        lines.append(f"{i:>3}  {p.run_id:<{width}}  {s.name:<7} {p.label()}{detail}")
+    counts = {name: sum(s.name == name for s in states) for name in (DONE, RUNNING, FAILED, RESUME, TODO)}
+    lines.append(f"{len(planned)} runs: " + ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+                 + f" -> {planned[0].out}/runs.csv")
+    return lines

@@ -19,6 +19,7 @@ eagerly, so its numerics can be compared against :func:`bench.engine.step.clip_s
 """
 from __future__ import annotations
 
+import threading
 import warnings
 
 import torch
@@ -41,9 +42,11 @@ def capture_stream(device) -> "torch.cuda.Stream":
     """
     device = torch.device(device)
     index = device.index if device.index is not None else torch.cuda.current_device()
-    stream = _CAPTURE_STREAMS.get(index)
+    # one per thread too: concurrent runs of a sweep (one thread each) must not enqueue into each other's capture
+    key = (index, threading.get_ident())
+    stream = _CAPTURE_STREAMS.get(key)
     if stream is None:
-        stream = _CAPTURE_STREAMS[index] = torch.cuda.Stream(device=index)
+        stream = _CAPTURE_STREAMS[key] = torch.cuda.Stream(device=index)
     return stream
 
 
@@ -124,7 +127,8 @@ class CudaGraphStep:
         static_images, static_labels, static_ids = images.clone(), labels.clone(), prompt_ids.clone()
         state.optimizer.zero_grad(set_to_none=True)  # backward allocates the grads inside the graph's pool
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, stream=capture_stream(images.device)):
+        # thread_local: another run's thread may launch kernels while this one captures
+        with torch.cuda.graph(graph, stream=capture_stream(images.device), capture_error_mode="thread_local"):
             static_loss = device_step(state, static_images, static_labels, static_ids, autocast_cache=False)
         self.graph = graph
         self._static = (static_images, static_labels, static_ids, static_loss)

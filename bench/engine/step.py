@@ -255,5 +255,5 @@ def bars_shown(progress: bool | None) -> bool:
 
 
 def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+    if torch.device(device).type == "cuda":  # this run's stream only: concurrent runs of a sweep go on meanwhile
+        torch.cuda.current_stream(device).synchronize()

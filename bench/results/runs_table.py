@@ -9,7 +9,13 @@ file atomically (temp file, fsync, rename), so two runs finishing at once both l
 table before or after a row, never half of one. Rows already written are copied field for field, never
 re-typed by pandas (which would turn ``64`` into ``64.0`` once a column holds a blank). A damaged or
 foreign row (wrong number of fields, no run id, a metric that is not a number, a repeated run id) is kept
-in the file and reported on stderr by every reader and writer; it is never dropped silently.
+in the file and reported on stderr by every reader and writer; it is never dropped silently. A row whose run
+id the table already holds is not appended again.
+
+The table is not the source of truth: each finished run's ``runs/<run_id>/result.json`` is, written before its
+row. File locks are unreliable on network file systems, so when many machines finish runs into one folder a
+row may still be lost to a race; :func:`reconcile_runs` (every sweep's end) appends the rows of records the
+table lacks, and :func:`rebuild_runs` (``bench results --rebuild``) rebuilds the table from the records.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import math
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -166,6 +173,11 @@ def append_rows(path: str | os.PathLike, rows: list[dict], columns=(), on_writte
     with file_lock(path):
         table = read_table(path, key)
         table.report()
+        if key is not None:  # a row per run: one the table already holds is not appended twice
+            have = table.run_ids() if key == "run_id" else set()
+            rows = [r for r in rows if str(r.get(key)) not in have]
+            if not rows:
+                return path
         names = list(dict.fromkeys(c for row in rows for c in row))
         header = table.header or [c for c in columns if c in names] + sorted(c for c in names if c not in columns)
         extra = [c for c in names if c not in header]
@@ -228,3 +240,65 @@ def finish_run(out: str | os.PathLike, run_dir: str | os.PathLike, row: dict, na
     """Record a finished run: ``result.json`` in its folder first (so the row survives anything), then the table."""
     atomic_write_text(Path(run_dir) / "result.json", json.dumps(row, indent=2, default=str) + "\n")
     return append_run(out, row, name)
+
+
+def run_records(out_dir: str | os.PathLike) -> dict[str, dict]:
+    """``run_id -> row`` from every ``runs/<run_id>/result.json`` under ``out_dir`` (unreadable ones reported)."""
+    records = {}
+    for path in sorted(Path(out_dir).glob("runs/*/result.json")):
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            row = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+            print(f"bench: warning: {path} is not a readable run record ({type(exc).__name__}); its run is left out",
+                  file=sys.stderr)
+            continue
+        if isinstance(row, dict) and row.get("run_id") == path.parent.name:
+            records[path.parent.name] = row
+    return records
+
+
+def reconcile_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> int:
+    """Append the row of every run record that ``out_dir/runs.csv`` lacks; returns how many were added."""
+    path = Path(out_dir) / name
+    have = read_table(path).run_ids()
+    missing = [row for run_id, row in run_records(out_dir).items() if run_id not in have]
+    missing.sort(key=lambda r: str(r.get("time", "")))
+    if missing:
+        append_rows(path, missing, RUN_COLUMNS,
+                    on_written=lambda table, p: write_csv(long_table(table.frame()), long_path(p)))
+    return len(missing)
+
+
+def rebuild_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> dict:
+    """``runs.csv`` rebuilt from the run records: a row with a record is replaced by it, a row without one (a
+    run from before records, a ``bench eval`` row) kept as written, a record without a row added, a repeated or
+    damaged row dropped. The old file is kept beside it as ``runs.csv.<time>.bak`` when anything changed."""
+    path = Path(out_dir) / name
+    records = run_records(out_dir)
+    with file_lock(path):
+        table = read_table(path)
+        header = table.header
+        kept, seen = [], set()
+        for i, fields in enumerate(table.rows):
+            if i in table.problems:
+                continue
+            run_id = fields[header.index("run_id")]
+            seen.add(run_id)
+            kept.append(records[run_id] if run_id in records else dict(zip(header, fields)))
+        added = sorted((r for run_id, r in records.items() if run_id not in seen), key=lambda r: str(r.get("time", "")))
+        rows = kept + added
+        names = list(dict.fromkeys(c for row in rows for c in row))
+        new_header = [c for c in RUN_COLUMNS if c in names] + sorted(c for c in names if c not in RUN_COLUMNS)
+        text = _to_csv([new_header] + [[_format(row.get(c)) for c in new_header] for row in rows]) if rows else ""
+        old = path.read_text(encoding="utf-8") if path.is_file() else ""
+        backup = None
+        if text != old:
+            if old:
+                backup = path.with_name(f"{path.name}.{datetime.now().strftime('%Y%m%d-%H%M%S')}.bak")
+                atomic_write_text(backup, old)
+            atomic_write_text(path, text)
+            if rows:
+                write_csv(long_table(read_table(path).frame()), long_path(path))
+    return {"rows": len(rows), "added": len(added), "dropped": len(table.problems), "backup": backup}

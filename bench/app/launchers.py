@@ -1,0 +1,271 @@
+"""Where a sweep's runs execute: this process (``--concurrent K``), one worker process per GPU of this machine
+(``--workers`` / ``--gpus``), Ray tasks (``--launcher ray``) or a Slurm job array through submitit
+(``--launcher slurm``; ``cluster = "local"`` runs the same jobs as local processes, for tests and laptops).
+
+Every path ends in :func:`bench.app.scheduler.run_planned`, so each run is claimed before it starts (no run twice,
+even when two launchers share one results folder), resumes from its ``last.pt`` after a kill or a preemption,
+and writes its record before its row. Remote workers get each run's configuration as a plain dict and load the
+same plugins (``--plugins-dir`` / ``-p``, absolute paths) before they resolve any name.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from ..errors import BenchError
+from .scheduler import Outcome, SweepProgress, run_plan, run_planned, worker_env
+from .sweep import DONE, Planned, run_state
+
+SLURM_PARAMETERS = {  # [slurm] keys -> submitit's AutoExecutor parameters
+    "partition": "slurm_partition", "time_min": "timeout_min", "gpus_per_job": "gpus_per_node",
+    "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb", "account": "slurm_account", "qos": "slurm_qos",
+    "constraint": "slurm_constraint", "array_parallelism": "slurm_array_parallelism", "setup": "slurm_setup",
+}
+
+
+def launch(planned: list[Planned], settings: dict, slurm: dict, argv, in_worker: bool, echo=print,
+           plugins=((), ())) -> list[Outcome]:
+    """Run ``planned`` where ``settings`` (the sweep file's [sweep] table, flags over it) say."""
+    concurrent = int(settings.get("concurrent", 1))
+    launcher = settings.get("launcher", "local")
+    if launcher not in ("local", "ray", "slurm"):
+        raise BenchError(f"launcher must be local, ray or slurm, got {launcher!r}")
+    if in_worker or launcher == "local":
+        gpus = None if in_worker else _gpu_list(settings.get("gpus"), planned)
+        workers = 1 if in_worker else int(settings.get("workers") or (len(gpus) if gpus else 1))
+        if workers < 1:
+            raise BenchError(f"--workers must be at least 1, got {workers}")
+        if workers == 1:
+            return run_plan(planned, concurrent, echo)
+        return local_workers(planned, argv, workers, gpus, echo)
+    remote = [_portable(p) for p in planned]
+    if launcher == "ray":
+        return ray_sweep(remote, settings, plugins, echo)
+    return slurm_sweep(remote, slurm, concurrent, plugins, echo)
+
+
+def _gpu_list(value, planned: list[Planned]) -> list[str] | None:
+    """``--gpus 0,1`` / ``all``; by default every visible GPU when there are several and runs use CUDA."""
+    if value is None:
+        if not any(p.cfg.device in ("auto", "cuda") for p in planned):
+            return None
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return [str(i) for i in range(n)] if n > 1 else None
+    if str(value) == "all":
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not n:
+            raise BenchError("--gpus all: torch sees no GPU; leave --gpus out (or use --workers) on a CPU machine")
+        return [str(i) for i in range(n)]
+    gpus = [g.strip() for g in str(value).split(",") if g.strip()]
+    if not gpus or not all(g.isdigit() for g in gpus):
+        raise BenchError(f"--gpus takes GPU indices separated by commas (0,1,...) or all, got {value!r}")
+    return gpus
+
+
+def local_workers(planned: list[Planned], argv, workers: int, gpus: list[str] | None, echo=print) -> list[Outcome]:
+    """``workers`` copies of this command, each seeing one GPU (round robin over ``gpus``), sharing the plan
+    through the run claims; their lines come through prefixed with the worker's number."""
+    if gpus and any(p.cfg.device.startswith("cuda:") for p in planned):
+        raise BenchError("--gpus gives each worker one GPU as cuda:0; drop --device cuda:N (use auto or cuda)")
+    procs = []
+    for i in range(workers):
+        gpu = gpus[i % len(gpus)] if gpus else None
+        procs.append(subprocess.Popen([sys.executable, "-m", "bench", *argv], env=worker_env(i, gpu),
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1))
+        echo(f"worker {i}: pid {procs[-1].pid}" + (f", GPU {gpu}" if gpu else ""))
+
+    def relay(i, proc):
+        for line in proc.stdout:
+            echo(f"w{i} | {line.rstrip()}")
+
+    relays = [threading.Thread(target=relay, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+    for t in relays:
+        t.start()
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:  # Ctrl-C reached the workers too (one process group): let them save and stop
+        codes = [p.wait() for p in procs]
+    for t in relays:
+        t.join()
+    outcomes = _outcomes_from_files(planned)
+    if any(c in (130, 143, -15, -2) for c in codes):
+        from ..errors import Interrupted
+
+        raise Interrupted("sweep workers stopped by a signal; run the same command again to continue")
+    return outcomes
+
+
+def _outcomes_from_files(planned: list[Planned]) -> list[Outcome]:
+    """What became of each run, read back from the results folder (workers elsewhere wrote it)."""
+    from ..results.runs_table import reconcile_runs
+
+    if planned:
+        reconcile_runs(planned[0].out)
+    outcomes = []
+    for p in planned:
+        state = run_state(p)
+        status = {"done": "done", "failed": "failed"}.get(state.name, "stopped" if state.name != DONE else "done")
+        outcomes.append(Outcome(p, status, error=state.detail if state.name == "failed" else ""))
+    return outcomes
+
+
+def _portable(p: Planned) -> Planned:
+    """Paths absolute, so a worker started in another folder (Ray, Slurm) writes to the same place."""
+    cfg = p.cfg
+    absolute = {"out": str(Path(cfg.out).expanduser().resolve())}
+    if cfg.data_dir is not None:
+        absolute["data_dir"] = str(Path(cfg.data_dir).expanduser().resolve())
+    return dataclasses.replace(p, cfg=dataclasses.replace(cfg, **absolute))
+
+
+def _payload(p: Planned) -> dict:
+    return {"config": p.cfg.to_dict(), "run_id": p.run_id, "varying": p.varying}
+
+
+def _absolute_plugins(plugins) -> tuple[list, list]:
+    dirs, modules = plugins
+    return [str(Path(d).expanduser().resolve()) for d in dirs], list(modules)
+
+
+def run_payload(payload: dict, plugins) -> dict:
+    """A remote worker's entry point: load the plugins, rebuild the planned run, run it; a plain dict back."""
+    from ..config import RunConfig
+    from ..host.manager import build_host, set_host
+
+    dirs, modules = plugins
+    set_host(build_host(plugins_dirs=dirs, modules=modules))
+    p = Planned(RunConfig.from_dict(payload["config"]), payload["run_id"], payload.get("varying", {}))
+    return run_planned(p).to_dict()
+
+
+def _outcome(planned: dict[str, Planned], result: dict) -> Outcome:
+    return Outcome(planned[result["run_id"]], result["status"], result.get("row"), result.get("error", ""),
+                   result.get("seconds", 0.0))
+
+
+def ray_sweep(planned: list[Planned], settings: dict, plugins, echo=print) -> list[Outcome]:
+    """Each run not yet done as one Ray task with ``gpus_per_run`` GPUs (a fraction shares a GPU)."""
+    try:
+        import ray
+    except ImportError:
+        raise BenchError("--launcher ray needs Ray; install it with: pip install 'bench[ray]'") from None
+    import torch
+
+    gpus_per_run = settings.get("gpus_per_run")
+    if gpus_per_run is None:
+        gpus_per_run = 1 if torch.cuda.is_available() else 0
+    if not 0 <= float(gpus_per_run) <= 8:
+        raise BenchError(f"--gpus-per-run must be between 0 and 8, got {gpus_per_run}")
+    address = settings.get("ray_address")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 **({} if address else {"num_cpus": os.cpu_count()}))
+    task = ray.remote(run_payload).options(num_gpus=float(gpus_per_run), num_cpus=1, max_retries=0)
+    plugins = _absolute_plugins(plugins)
+    todo = [p for p in planned if run_state(p).name != DONE]
+    by_id = {p.run_id: p for p in planned}
+    progress = SweepProgress(planned, len(todo), echo)
+    refs = {task.remote(_payload(p), plugins): p for p in todo}
+    for p in todo:
+        progress.start(p, "queued")
+    outcomes = []
+    while refs:
+        ready, _ = ray.wait(list(refs), num_returns=1)
+        p = refs.pop(ready[0])
+        try:
+            outcome = _outcome(by_id, ray.get(ready[0]))
+        except Exception as exc:  # noqa: BLE001 - a worker that died (OOM killer, node lost)
+            from ..errors import one_line_cause
+
+            outcome = Outcome(p, "failed", error=one_line_cause(exc))
+        outcomes.append(outcome)
+        progress.finish(outcome, trained=outcome.status in ("done", "failed"))
+    return _finish_remote(planned, outcomes)
+
+
+def _finish_remote(planned: list[Planned], outcomes: list[Outcome]) -> list[Outcome]:
+    from ..results.runs_table import reconcile_runs
+
+    reconcile_runs(planned[0].out)
+    if any(o.status == "stopped" for o in outcomes):
+        from ..errors import Interrupted
+
+        raise Interrupted("some runs of the sweep were stopped by a signal; run the same command again to continue")
+    return outcomes
+
+
+class SlurmJob:
+    """One job of the array: a chunk of the plan, run ``concurrent`` at a time. On preemption or time-out submitit
+    calls :meth:`checkpoint` and requeues the job, which then skips the finished runs and resumes the rest."""
+
+    def __init__(self, payloads: list[dict], plugins, concurrent: int = 1):
+        self.payloads, self.plugins, self.concurrent = payloads, plugins, concurrent
+
+    def __call__(self) -> list[dict]:
+        from ..config import RunConfig
+        from ..host.manager import build_host, set_host
+
+        dirs, modules = self.plugins
+        set_host(build_host(plugins_dirs=dirs, modules=modules))
+        planned = [Planned(RunConfig.from_dict(d["config"]), d["run_id"], d.get("varying", {})) for d in self.payloads]
+        return [o.to_dict() for o in run_plan(planned, self.concurrent)]
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(SlurmJob(self.payloads, self.plugins, self.concurrent))
+
+
+def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, echo=print) -> list[Outcome]:
+    """The runs not yet done as a submitit job array, ``runs_per_job`` runs per job; waits for every job."""
+    try:
+        import submitit
+    except ImportError:
+        raise BenchError("--launcher slurm needs submitit; install it with: pip install 'bench[slurm]'") from None
+    unknown = [k for k in slurm if k not in (*SLURM_PARAMETERS, "cluster", "runs_per_job", "folder")]
+    if unknown:
+        raise BenchError(f"unknown slurm setting {unknown[0]!r}; use {', '.join(sorted(SLURM_PARAMETERS))}, cluster, "
+                         f"runs_per_job or folder")
+    runs_per_job = int(slurm.get("runs_per_job", 1))
+    if runs_per_job < 1:
+        raise BenchError(f"slurm runs_per_job must be at least 1, got {runs_per_job}")
+    cluster = slurm.get("cluster")
+    if cluster not in (None, "slurm", "local", "debug"):
+        raise BenchError(f"slurm cluster must be slurm, local or debug, got {cluster!r}")
+    folder = Path(slurm.get("folder") or Path(planned[0].cfg.out) / "sweep" / "slurm" / "%j")
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    executor.update_parameters(name="bench-sweep", **{SLURM_PARAMETERS[k]: v for k, v in slurm.items()
+                                                       if k in SLURM_PARAMETERS})
+    todo = [p for p in planned if run_state(p).name != DONE]
+    chunks = [todo[i:i + runs_per_job] for i in range(0, len(todo), runs_per_job)]
+    plugins = _absolute_plugins(plugins)
+    jobs = []
+    with executor.batch():  # one job array
+        for chunk in chunks:
+            jobs.append(executor.submit(SlurmJob([_payload(p) for p in chunk], plugins, concurrent)))
+    by_id = {p.run_id: p for p in planned}
+    progress = SweepProgress(planned, len(chunks), echo)
+    for p in todo:
+        progress.start(p, "queued")
+    echo(f"submitted {len(jobs)} job(s) of {runs_per_job} run(s) each: {', '.join(str(j.job_id) for j in jobs)} "
+         f"(logs in {folder.parent if '%j' in folder.name else folder})")
+    outcomes = []
+    for job, chunk in zip(jobs, chunks):
+        try:
+            results = [_outcome(by_id, r) for r in job.result()]
+        except Exception as exc:  # noqa: BLE001 - the job itself failed (killed, node lost): its runs failed
+            from ..errors import one_line_cause
+
+            results = [Outcome(p, "failed", error=f"job {job.job_id}: {one_line_cause(exc)}") for p in chunk]
+        for outcome in results:
+            outcomes.append(outcome)
+            progress.finish(outcome, trained=outcome.status in ("done", "failed"))
+    return _finish_remote(planned, outcomes)
