@@ -191,8 +191,8 @@ def sweep(file, encoder, templates, seeds, skip_existing, dry_run, status, concu
     from .app.launchers import launch
 
     in_worker = "BENCH_SWEEP_WORKER" in os.environ  # a worker that --workers/--gpus started: its share only
-    outcomes = launch(planned, settings, slurm_table, argv=sys.argv[1:], in_worker=in_worker, echo=click.echo,
-                      plugins=_plugin_args(sys.argv[1:]))
+    outcomes = launch(planned, settings, slurm_table, argv=_ARGV, in_worker=in_worker, echo=click.echo,
+                      plugins=_plugin_args(_ARGV))
     if in_worker:
         return
     from .results.runs_table import read_runs
@@ -565,8 +565,12 @@ def build_cli(host) -> click.Group:
     return group
 
 
+_ARGV: list[str] = []  # this invocation's arguments: sweep workers are started with the same command line
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    _ARGV[:] = argv
     try:
         group = build_cli(_preload_plugins(argv))
         group.main(args=argv, prog_name="bench", standalone_mode=False)

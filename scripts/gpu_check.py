@@ -316,6 +316,14 @@ def report(check: Check, results: dict) -> str:
                          f"{d['plain_train_seconds']:.2f} s without: cost **{100 * d['deterministic_cost']:+.1f}%** |")
         elif d is not None:
             lines.append(f"| {key.replace('_', ' ')} | {d} |")
+    scaling = results.get("sweep_scaling")
+    if isinstance(scaling, dict):
+        for r in scaling["rows"]:
+            memory = "" if r["peak_gib"] is None else f", peak {r['peak_gib']} GiB"
+            lines.append(f"| sweep --concurrent {r['k']}, {scaling['preset']} x {scaling['epochs']} epoch(s) | "
+                         f"{r['wall_s']:.1f} s, {r['runs_per_hour']:.0f} runs/hour, **{r['vs_k1']:.2f}x** K=1{memory} |")
+    elif scaling is not None:
+        lines.append(f"| sweep --concurrent scaling | {scaling} |")
     for name, s in check.stages.items():
         lines.append(f"| stage {name} | {s['status']}, {s['seconds']} s |")
     lines.append(f"| data | {results['data'].get('source')}: train {results['data'].get('train', '-')}, "
@@ -336,7 +344,9 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="graph_check,reference,fast,throughput,ddp,variants",
                    help="comma-separated stages to run (data always runs); also: cold_start (graph_check times the "
                         "first steps with cuDNN autotuning off and on), ddp_one_stream, ddp_fast, deterministic "
-                        "(bit-identical reruns and resume under --deterministic, and its cost; about 3 minutes)")
+                        "(bit-identical reruns and resume under --deterministic, and its cost; about 3 minutes), sweep_scaling "
+                        "(runs per hour of bench sweep --concurrent K for --sweep-ks, 1 reference epoch per run)")
+    p.add_argument("--sweep-ks", default="1,2,4,8,16", help="K values of the sweep_scaling stage")
     p.add_argument("--variant", action="append", metavar="NAME=FLAGS", help="a fast-preset variant to run instead of "
                    "the built-in ones, e.g. 'fast_c16=--cutout 16' (repeatable)")
     p.add_argument("--ddp-variants", default="", help="scripts/ddp_overhead.py --variants for the DDP stage "
@@ -510,6 +520,16 @@ def main(argv=None) -> int:
                 results[name] = json.loads(record.get("last_line", ""))
             except ValueError:
                 results[name] = f"{record['status']}: see gpu_check.log (stage {name})"
+
+    # 6c. sweep --concurrent K (opt-in: --only ...,sweep_scaling): runs per hour at K = 1, 2, 4, 8, 16
+    if "sweep_scaling" in only:
+        scale = py + ["scripts/sweep_scaling.py", "--device", device, *data_args, "--work", str(work / "scaling")]
+        scale += ["--tiny", "--ks", "1,2"] if args.tiny else ["--ks", args.sweep_ks, "--epochs", "1"]
+        record = check.run("sweep_scaling", scale, cap=400)
+        try:
+            results["sweep_scaling"] = json.loads(record.get("last_line", ""))
+        except ValueError:
+            results["sweep_scaling"] = f"{record['status']}: see gpu_check.log (stage sweep_scaling)"
 
     # 7. with the time left: variants of the fast recipe, then the other throughput rows
     results["fast_variants"] = {}

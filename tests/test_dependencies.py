@@ -39,13 +39,31 @@ def _imports(folder: Path) -> dict[str, str]:
     return found
 
 
+# Optional extras: imported only by the module that turns their absence into a one-line "pip install" error.
+OPTIONAL_EXTRAS = {"ray": "bench/app/launchers.py", "slurm": "bench/app/launchers.py"}
+
+
 def _declared(extra: str | None) -> set[str]:
-    """Distributions bench's installed metadata requires, without extras or with ``extra``."""
+    """Distributions bench's installed metadata requires, without extras or with ``extra``; a requirement for
+    some Python versions only (tomli before 3.11) counts as declared."""
     out = set()
     for spec in importlib.metadata.requires("bench") or []:
         req = Requirement(spec)
-        if req.marker is None or (extra is not None and req.marker.evaluate({"extra": extra})):
+        marker = str(req.marker) if req.marker is not None else ""
+        if not marker or ("extra" not in marker) or (extra is not None and req.marker.evaluate({"extra": extra})):
             out.add(canonicalize_name(req.name))
+    return out
+
+
+def _undeclared_optional(imports: dict[str, str]) -> list[str]:
+    """Imports declared only by an optional extra, from a module other than the one that guards them."""
+    plain = _declared(None)
+    out = []
+    for extra, guard in OPTIONAL_EXTRAS.items():
+        for name in _declared(extra) - plain:
+            module = name.replace("-", "_")
+            if module in imports and imports[module] != guard:
+                out.append(f"{module} (extra {extra}) imported by {imports[module]}, not only {guard}")
     return out
 
 
@@ -57,7 +75,8 @@ def _undeclared(imports: dict[str, str], declared: set[str]) -> list[str]:
     distributions = importlib.metadata.packages_distributions()
     missing = []
     for name, where in sorted(_third_party(imports).items()):
-        owners = {canonicalize_name(d) for d in distributions.get(name, [])}
+        # not installed here (tomli on Python 3.11+): the import's name is the distribution's
+        owners = {canonicalize_name(d) for d in distributions.get(name, [])} or {canonicalize_name(name)}
         if not owners & declared:
             missing.append(f"{name} (imported by {where}; installed from {sorted(owners) or 'nothing'})")
     return missing
@@ -66,12 +85,15 @@ def _undeclared(imports: dict[str, str], declared: set[str]) -> list[str]:
 def test_the_package_imports_only_what_it_declares():
     imports = {**_imports(REPO / "bench"), **_imports(REPO / "plugins")}
     assert {"torch", "scipy", "pandas", "pluggy"} <= set(_third_party(imports))  # the scan sees real imports
-    assert _undeclared(imports, _declared(None)) == []
+    optional = set().union(*(_declared(extra) for extra in OPTIONAL_EXTRAS))
+    assert _undeclared(imports, _declared(None) | optional) == []
+    assert _undeclared_optional(imports) == []
 
 
 def test_tests_benchmarks_and_scripts_import_only_what_the_test_extra_declares():
     imports = {**_imports(REPO / "tests"), **_imports(REPO / "benchmarks"), **_imports(REPO / "scripts")}
-    assert _undeclared(imports, _declared(None) | _declared("test")) == []
+    optional = set().union(*(_declared(extra) for extra in OPTIONAL_EXTRAS))
+    assert _undeclared(imports, _declared(None) | _declared("test") | optional) == []
 
 
 @pytest.mark.parametrize("package, folder", [("bench", "bench"), ("bench_plugins", "plugins")])

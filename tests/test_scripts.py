@@ -80,3 +80,14 @@ def test_cpu_determinism_counts_one_gradient_for_take_rows_at_every_site(tmp_pat
     after = table[table["gather"] == "take_rows (after)"]
     assert len(after) == len(load("cpu_determinism").SITES) and (after["distinct_gradients"] == 1).all()
     assert (table["after_over_before"] > 0).all() and (tmp_path / "gathers.csv").is_file()
+
+
+def test_sweep_scaling_tiny_measures_each_k_and_runs_compute_as_alone(tmp_path, capsys):
+    """scripts/sweep_scaling.py (the GPU check's --concurrent stage): one row per K, and run seed s scores the same
+    whether it trained alone (K = 1) or beside another run (K = 2)."""
+    assert load("sweep_scaling").main(["--tiny", "--ks", "1,2", "--device", "cpu", "--work", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[1].startswith("| K | wall s | runs/hour") and len(lines) == 1 + 2 + 2 + 1
+    rows = json.loads(lines[-1])["rows"]
+    assert [r["k"] for r in rows] == [1, 2] and all(r["runs_per_hour"] > 0 for r in rows)
+    assert rows[0]["vs_k1"] == 1.0 and rows[1]["zeroshot_top1"][0] == rows[0]["zeroshot_top1"][0]

@@ -323,3 +323,76 @@ def test_missing_launcher_extra_is_one_line(tmp_path, run_cli, monkeypatch):
     assert code == 2 and "pip install 'bench[ray]'" in err
     code, out, err = run_cli("sweep", path, "--launcher", "slurm")
     assert code == 2 and "pip install 'bench[slurm]'" in err
+
+
+def test_two_workers_share_the_plan_each_run_once(tmp_path, run_cli):
+    """--workers 2 (on CPU; one per GPU with --gpus): two processes take runs through the claims, none twice."""
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2, 3]\n", epochs=1)
+    code, out, err = run_cli("sweep", path, "--workers", "2", "--no-checkpoints")
+    assert code == 0, err
+    done = [line.split()[-1] for line in out.splitlines() if " start " in line]
+    assert len(done) == 4 and len(set(done)) == 4, out
+    assert {line[:2] for line in out.splitlines() if " start " in line} <= {"w0", "w1"}
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 4 and table.run_id.is_unique
+
+
+def test_sigterm_stops_concurrent_runs_with_checkpoints_and_the_same_command_continues(tmp_path):
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n", epochs=8)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = _bench("sweep", path, "--concurrent", "2", "--checkpoint-every", "2", env=env)
+    runs = tmp_path / "res" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(runs.glob("*/last.pt"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "sweep stopped by SIGTERM" in err and "run the same command again" in err
+    assert not list(runs.glob("*/result.json")) or len(list(runs.glob("*/result.json"))) < 2
+    again = _bench("sweep", path, "--concurrent", "2", "--checkpoint-every", "2", env=env)
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "resume" in out
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 2 and table.run_id.is_unique and table.resumes.max() == 1
+
+
+def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
+    import socket
+
+    from bench.files import Claim
+
+    path = tmp_path / "claim"
+    a, b = Claim(path), Claim(path)
+    assert a.acquire() and not b.acquire()
+    a.release()
+    assert b.acquire()
+    b.release()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(json.dumps({"token": "t", "host": socket.gethostname(), "pid": dead.pid}))
+    taker = Claim(path)
+    assert taker.acquire()  # its holder's process is gone
+    taker.release()
+    path.write_text(json.dumps({"token": "u", "host": "another-node", "pid": 1}))
+    assert not Claim(path, stale_after=60).acquire()  # another machine's, with a fresh heartbeat
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    beating = Claim(path, heartbeat=0.05, stale_after=60)
+    assert beating.acquire()  # no heartbeat for 2 minutes: stale
+    time.sleep(0.3)
+    assert time.time() - path.stat().st_mtime < 1  # the holder's heartbeat keeps it fresh
+    beating.release()
+    assert not path.exists()
+
+
+def test_a_preempted_slurm_job_requeues_itself_with_its_runs():
+    submitit = pytest.importorskip("submitit")
+    from bench.app.launchers import SlurmJob
+
+    job = SlurmJob([{"config": {}, "run_id": "r"}], ([], []), concurrent=2)
+    again = job.checkpoint()
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert isinstance(again.function, SlurmJob) and again.function.payloads == job.payloads
+    assert again.function.concurrent == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -52,6 +53,11 @@ class Components:
     @property
     def classes(self):
         return self.train.classes
+
+
+# Held from a run's seeding to the end of its model's initialisation, the only draws from the global generators
+# (training draws from the run's own generator), so runs built in several threads at once initialise as alone.
+GLOBAL_RNG = threading.Lock()
 
 
 def seed_everything(seed: int):
@@ -159,6 +165,7 @@ class Run:
 
     def __init__(self, cfg: RunConfig, run_id: str | None = None, resume: dict | None = None, stop=None):
         self.cfg, self.resume, self._shared_stop = cfg, resume, stop
+        self.log_name: str | None = None
         self.started = time.perf_counter()
         self._build_engine(run_id)
         self._create_run_folder(run_id)
@@ -172,13 +179,13 @@ class Run:
         self.world = world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
         self.device = device = world.device
         set_backend_flags(device, cfg.cudnn_benchmark and not cfg.deterministic)  # autotuning picks kernels by timing
-        seed_everything(cfg.seed)
-        self.parts = parts = load_components(cfg)
-        check_image_size(cfg, parts.train)
+        with GLOBAL_RNG:  # the seed, then every draw of initialisation, before another thread's run reseeds
+            seed_everything(cfg.seed)
+            self.parts = parts = load_components(cfg)
+            check_image_size(cfg, parts.train)
+            self.model = model = create_model_from_cfg(cfg.model)
         self.autocast_dtype = autocast_dtype_for(cfg.precision, device)
         self.channels_last = channels_last = cfg.channels_last and device.type == "cuda"
-
-        self.model = model = create_model_from_cfg(cfg.model)
         check_encoder_forward(get_entry("encoders", cfg.model.encoder), model.visual, cfg.model.image_resolution,
                               cfg.model.embed_dim)
         if resume is not None:  # into the bare CLIP, before any wrapper (see docs/distributed.md)
@@ -276,7 +283,8 @@ class Run:
         row["elapsed_seconds"] = round(time.perf_counter() - self.started, 3)
         row = plain(row)
         if not bars_shown(cfg.progress):  # logs and batch jobs still see the run advance
-            log_main(world, epoch_line(row, cfg.epochs))
+            prefix = f"{self.log_name}: " if self.log_name else ""  # a sweep's concurrent runs share one log
+            log_main(world, prefix + epoch_line(row, cfg.epochs))
         state.history.append(row)
         if world.is_main:
             write_csv(pd.DataFrame(state.history), self.run_dir / "history.csv")

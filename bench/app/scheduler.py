@@ -3,8 +3,8 @@
 ``--concurrent K`` runs K runs at once, one thread each. On CUDA each run has its own stream (and, through
 :mod:`bench.engine.cuda_graph`, its own captured graph and memory pool), so while one run's host prepares its
 next step the GPU executes the others' kernels: at batch 32 one run leaves most of an H200 idle. Each run
-computes exactly what it computes alone: its model is built under a lock (initialisation draws from torch's
-global generator), every random draw of training comes from the run's own generator, and on CPU each thread
+computes exactly what it computes alone: its model is initialised under a lock (:data:`bench.app.run.GLOBAL_RNG`:
+initialisation draws from the global generators), every random draw of training comes from the run's own generator, and on CPU each thread
 uses the process's intra-op thread count, so the kernels split their work the same way (tested bit for bit).
 
 A run that fails (a NaN loss, out of memory, a plugin error) is recorded in ``OUT/sweep/failed/`` with its
@@ -28,9 +28,6 @@ from ..errors import BenchError, Interrupted, one_line_cause
 from ..files import Claim, atomic_write_text
 from ..results.runs_table import reconcile_runs
 from .sweep import DONE, Planned, run_state
-
-_BUILD_LOCK = threading.Lock()
-
 
 @dataclass
 class Outcome:
@@ -115,8 +112,8 @@ def run_planned(p: Planned, stop=None, progress: SweepProgress | None = None) ->
         if run_state(p).name == DONE:  # finished by another process between the plan and the claim
             outcome = Outcome(p, "skipped")
         else:
-            with _BUILD_LOCK:  # model initialisation draws from torch's global generator
-                job, resumed = _build(p, stop)
+            job, resumed = _build(p, stop)
+            job.log_name = p.run_id
             trained = True
             if progress:
                 progress.start(p, "resume" if resumed else "start")

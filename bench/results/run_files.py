@@ -63,12 +63,12 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike):
 
 def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = ""):
     """Training loss and zero-shot accuracy per epoch, side by side, as a PNG."""
-    import matplotlib
+    # a bare Figure, not pyplot: pyplot's global figure list is not thread-safe, and concurrent runs of a sweep
+    # (one thread each) finish at the same time
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig = Figure(figsize=(10, 3.8))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(history["epoch"], history["train_loss"], marker="o", color="tab:blue")
     ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
     evaluated = history.dropna(subset=["zeroshot_top1"])
@@ -84,7 +84,6 @@ def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = "")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
     from ..files import atomic_write_bytes
 
     atomic_write_bytes(path, buffer.getvalue())
