@@ -205,9 +205,15 @@ def sweep(file, encoder, templates, seeds, skip_existing, dry_run, status, concu
         if mine:
             _echo_summary(mine)
     failed = [o for o in outcomes if o.status == "failed"]
+    unfinished = [o for o in outcomes if o.status == "unfinished"]
     if failed:
         click.echo(f"bench: {len(failed)} of {len(planned)} runs failed (errors in {planned[0].out}/sweep/failed/); "
                    f"fix the cause and run the same command again to retry them", err=True)
+    if unfinished:
+        why = f" ({unfinished[0].error})" if unfinished[0].error else ""
+        click.echo(f"bench: {len(unfinished)} of {len(planned)} runs unfinished{why}; run the same command again to "
+                   f"continue them", err=True)
+    if failed or unfinished:
         sys.exit(1)
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import BenchError
 from .scheduler import Outcome, SweepProgress, run_plan, run_planned, worker_env
-from .sweep import DONE, Planned, run_state
+from .sweep import DONE, FAILED, RUNNING, Planned, run_state
 
 SLURM_PARAMETERS = {  # [slurm] keys -> submitit's AutoExecutor parameters
     "partition": "slurm_partition", "time_min": "timeout_min", "gpus_per_job": "gpus_per_node",
@@ -100,6 +100,10 @@ def local_workers(planned: list[Planned], argv, workers: int, gpus: list[str] | 
         from ..errors import Interrupted
 
         raise Interrupted("sweep workers stopped by a signal; run the same command again to continue")
+    crashed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c not in (0, 1)]
+    for outcome in outcomes:
+        if outcome.status == "unfinished" and crashed:
+            outcome.error = "; ".join(crashed)
     return outcomes
 
 
@@ -110,10 +114,10 @@ def _outcomes_from_files(planned: list[Planned]) -> list[Outcome]:
     if planned:
         reconcile_runs(planned[0].out)
     outcomes = []
-    for p in planned:
+    for p in planned:  # "unfinished": a worker stopped before it (crashed, or stopped by a signal)
         state = run_state(p)
-        status = {"done": "done", "failed": "failed"}.get(state.name, "stopped" if state.name != DONE else "done")
-        outcomes.append(Outcome(p, status, error=state.detail if state.name == "failed" else ""))
+        status = {DONE: "done", FAILED: "failed", RUNNING: "elsewhere"}.get(state.name, "unfinished")
+        outcomes.append(Outcome(p, status, error=state.detail if state.name == FAILED else ""))
     return outcomes
 
 

@@ -29,6 +29,7 @@ from ..files import Claim, atomic_write_text
 from ..results.runs_table import reconcile_runs
 from .sweep import DONE, Planned, run_state
 
+
 @dataclass
 class Outcome:
     """What became of one planned run in this process."""
