@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from ..errors import BenchError
-from .scheduler import Outcome, SweepProgress, run_plan, run_planned, worker_env
+from .scheduler import Outcome, SweepProgress, run_plan, run_planned
 from .sweep import DONE, FAILED, RUNNING, Planned, run_state
 
 SLURM_PARAMETERS = {  # [slurm] keys -> submitit's AutoExecutor parameters
@@ -53,14 +53,10 @@ def _gpu_list(value, planned: list[Planned]) -> list[str] | None:
     if value is None:
         if not any(p.cfg.device in ("auto", "cuda") for p in planned):
             return None
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        n = _visible_gpus()
         return [str(i) for i in range(n)] if n > 1 else None
     if str(value) == "all":
-        import torch
-
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        n = _visible_gpus()
         if not n:
             raise BenchError("--gpus all: torch sees no GPU; leave --gpus out (or use --workers) on a CPU machine")
         return [str(i) for i in range(n)]
@@ -68,6 +64,20 @@ def _gpu_list(value, planned: list[Planned]) -> list[str] | None:
     if not gpus or not all(g.isdigit() for g in gpus):
         raise BenchError(f"--gpus takes GPU indices separated by commas (0,1,...) or all, got {value!r}")
     return gpus
+
+
+def _visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def worker_env(index: int, gpu: str | None) -> dict:
+    """The environment of sweep worker ``index`` (``bench sweep --workers/--gpus``): one GPU each, if given."""
+    env = dict(os.environ, BENCH_SWEEP_WORKER=str(index))
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    return env
 
 
 def local_workers(planned: list[Planned], argv, workers: int, gpus: list[str] | None, echo=print) -> list[Outcome]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import shutil
 import threading
@@ -226,10 +225,3 @@ def _run_stream(device_name: str):
         return contextlib.nullcontext()
     return torch.cuda.stream(torch.cuda.Stream(device=device))
 
-
-def worker_env(index: int, gpu: str | None) -> dict:
-    """The environment of sweep worker ``index`` (``bench sweep --workers/--gpus``): one GPU each, if given."""
-    env = dict(os.environ, BENCH_SWEEP_WORKER=str(index))
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    return env
