@@ -76,6 +76,10 @@ def cli(plugins_dirs, plugin_modules):
               help="On CUDA, autotune each convolution shape once (default: on; off saves the first steps' tuning).")
 @click.option("--compact-embedding/--no-compact-embedding", default=None,
               help="Train only the token-embedding rows the prompts use; exact (default: on).")
+@click.option("--log", callback=_split, multiple=True,
+              help="Live curves: tensorboard, wandb (comma-separated; pip install 'bench[tensorboard]' / 'bench[wandb]').")
+@click.option("--wandb-project", help="W&B project (default: WANDB_PROJECT, else bench).")
+@click.option("--wandb-entity", help="W&B entity (default: WANDB_ENTITY, else your default).")
 @click.option("--deterministic/--no-deterministic", default=None,
               help="Bit-identical reruns on CUDA: deterministic kernels only (slower); CPU runs are bit-identical "
                    "without it (default: off).")
@@ -84,12 +88,12 @@ def run(seeds, resume, **flags):
     from .app.run import run as run_training
 
     if resume is not None:
-        from .app.resume import resume_run
+        from .app.resume import ALLOWED_WITH_RESUME, resume_run
 
         ctx = click.get_current_context()
         given = [p.name for p in ctx.command.params if p.name != "resume"
                  and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
-        row, out = resume_run(resume, flags["out"], given, flags["progress"], flags["checkpoint_every"])
+        row, out = resume_run(resume, flags["out"], given, {k: flags[k] for k in ALLOWED_WITH_RESUME})
         _echo_run(row, out)
         return
     cfg = _config_from_flags(**flags)
@@ -106,7 +110,7 @@ def run(seeds, resume, **flags):
 
 
 def _config_from_flags(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_layers, text_heads,
-                       compile_, checkpoints, evals, robust_severities, **flags):
+                       compile_, checkpoints, evals, robust_severities, log, **flags):
     """The frozen run config from ``bench run``'s flags (shared by ``bench sweep``)."""
     from .config import make_config, parse_opts
     from .data.corruptions import parse_severities
@@ -114,6 +118,7 @@ def _config_from_flags(encoder, encoder_opts, preset, embed_dim, image_size, tex
     model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
                  image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
     return make_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
+                       log=tuple(log),
                        robust_severities=parse_severities(robust_severities), **flags)
 
 

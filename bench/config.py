@@ -90,6 +90,10 @@ class RunConfig:
     # bit-identical reruns on CUDA (bench.deterministic): deterministic algorithms only, cuDNN deterministic without
     # autotuning, a fixed cuBLAS workspace; CPU runs at one thread count are bit-identical without it
     deterministic: bool = not_in_id(False)
+    # -- live curves (bench.results.loggers); never part of what is computed --
+    log: tuple = not_in_id(())  # any of "tensorboard", "wandb"
+    wandb_project: str | None = not_in_id(None)  # None: WANDB_PROJECT, else "bench"
+    wandb_entity: str | None = not_in_id(None)  # None: WANDB_ENTITY, else the account's default
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -100,7 +104,7 @@ class RunConfig:
     def from_dict(cls, d: dict) -> "RunConfig":
         d = dict(d)
         d["model"] = ModelCfg.from_dict(d.get("model", {}))
-        for name in ("evals", "robust_severities"):  # JSON gives lists; the frozen config keeps tuples
+        for name in ("evals", "robust_severities", "log"):  # JSON gives lists; the frozen config keeps tuples
             if isinstance(d.get(name), list):
                 d[name] = tuple(d[name])
         known = {f.name for f in dataclasses.fields(cls)}
@@ -170,8 +174,10 @@ def validate_config(cfg: RunConfig) -> RunConfig:
             raise BenchError(message)
     from .data.corruptions import parse_severities
     from .evaluation import parse_evals
+    from .results.loggers import check_loggers
 
     parse_evals(cfg.evals)
+    check_loggers(cfg.log)
     parse_severities(cfg.robust_severities)
     check_device(cfg.device)
     return cfg

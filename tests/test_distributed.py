@@ -99,7 +99,7 @@ def _worker(rank, port, folder):
 
     with contextlib.redirect_stdout(io.StringIO()) as stdout, contextlib.redirect_stderr(io.StringIO()) as stderr:
         try:
-            main(["run", *RUN, "--batch-size", "8", "--out", str(Path(folder) / "ddp")])
+            main(["run", *RUN, "--batch-size", "8", "--out", str(Path(folder) / "ddp"), "--log", "tensorboard"])
         except SystemExit as exc:  # a failed rank must die, so that spawn stops the other rank too
             raise RuntimeError(f"rank {rank}: bench run exited {exc.code}: {stderr.getvalue()[-2000:]}") from None
     out["cli"] = stdout.getvalue(), stderr.getvalue()
@@ -210,7 +210,8 @@ def test_rank_variables_without_a_rendezvous_are_refused(run_cli, monkeypatch):
 def test_two_rank_bench_run_writes_one_row_and_trains_as_one_process(two_ranks, run_cli, tmp_path):
     """A 2-rank ``bench run`` (gloo, torchrun's variables) writes exactly one runs.csv row and one run
     folder (rank 0 only), prints one summary that names the 2 ranks, and trains as one process with the
-    doubled batch: same loss and zero-shot metrics; its checkpoint is rank-agnostic (CLIP's keys)."""
+    doubled batch: same loss and zero-shot metrics; its checkpoint is rank-agnostic (CLIP's keys). Only rank 0
+    logs to TensorBoard (one event file) and says where."""
     _, ranks, folder = two_ranks
     stdout = [r["cli"][0] for r in ranks]
     assert stdout[0].count("zero-shot top-1") == 1 and "on 2 ranks" in stdout[0] and stdout[1] == ""
@@ -218,6 +219,8 @@ def test_two_rank_bench_run_writes_one_row_and_trains_as_one_process(two_ranks, 
     ddp = pd.read_csv(folder / "ddp" / "runs.csv")
     assert len(ddp) == 1 and len(list((folder / "ddp" / "runs").iterdir())) == 1
     assert ddp.loc[0, "world_size"] == 2 and ddp.loc[0, "global_batch_size"] == 16 and ddp.loc[0, "batch_size"] == 8
+    assert len(list((folder / "ddp" / "runs").glob("*/tensorboard/events.out.tfevents.*"))) == 1
+    assert ["TensorBoard logs in" in r["cli"][1] for r in ranks] == [True, False]
 
     code, _, err = run_cli("run", *RUN, "--batch-size", "16", "--out", tmp_path / "one")
     assert code == 0, err

@@ -125,6 +125,16 @@ def _files(out: Path, run_id: str):
     return ckpt, pd.read_csv(folder / "history.csv"), pd.read_csv(folder / "train_log.csv")
 
 
+def test_a_sweep_file_asks_every_run_for_its_loggers(tmp_path, run_cli):
+    """``log`` in [base] gives each run of the sweep its own TensorBoard folder; it is not part of the run ids."""
+    path = sweep_file(tmp_path, 'log = ["tensorboard"]\n[grid]\nseed = [0, 1]\n', epochs=1)
+    code, _, err = run_cli("sweep", path)
+    assert code == 0, err
+    runs = sorted((tmp_path / "res" / "runs").iterdir())
+    assert [r.name.rsplit("-", 1)[1] for r in runs] == ["s0", "s1"]
+    assert all(len(list((r / "tensorboard").glob("events.out.tfevents.*"))) == 1 for r in runs)
+
+
 def test_concurrent_runs_equal_sequential_runs_bit_for_bit(tmp_path, user_threads):
     """K = 3 runs at once (one thread each, two intra-op threads each) == the same runs one after another."""
     plans = {name: plan([tiny(tmp_path / name, seed, tpl) for seed, tpl in ((0, "seed"), (1, "seed"), (0, "openai"))])

@@ -17,7 +17,8 @@ from ..errors import BenchError
 from ..files import load_checkpoint
 from ..results.runs_table import append_run, read_table
 
-ALLOWED_WITH_RESUME = ("out", "progress", "checkpoint_every")
+# options that cannot change a run's numbers: where it writes, how it reports, how often it checkpoints
+ALLOWED_WITH_RESUME = ("out", "progress", "checkpoint_every", "log", "wandb_project", "wandb_entity")
 
 
 def find_run_dir(target: str, out: str | Path) -> Path:
@@ -55,17 +56,17 @@ def _launch() -> tuple[int, int]:
     return int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 
 
-def resume_run(target: str, out: str, given=(), progress: bool | None = None, checkpoint_every: int | None = None):
+def resume_run(target: str, out: str, given=(), values: dict | None = None):
     """Continue the run ``target``; returns its ``runs.csv`` row and the results folder.
 
     ``given`` names the options the user typed: any other than :data:`ALLOWED_WITH_RESUME` is refused,
-    since the saved configuration decides the run.
+    since the saved configuration decides the run. ``values``: the typed values of the allowed ones.
     """
     conflicting = [g for g in given if g not in ALLOWED_WITH_RESUME]
     if conflicting:
         flag = "--" + conflicting[0].replace("_", "-")
         raise BenchError(f"--resume continues a run with the settings saved in its checkpoint; drop {flag} "
-                         f"(only --out, --progress and --checkpoint-every may change)")
+                         f"(only --out, --progress, --checkpoint-every, --log and the W&B project/entity may change)")
     run_dir = find_run_dir(target, out)
     results = run_dir.parent.parent
     if target not in ("latest",) and Path(target).expanduser().is_dir() and "out" in given \
@@ -80,8 +81,9 @@ def resume_run(target: str, out: str, given=(), progress: bool | None = None, ch
         if rank == 0:
             append_run(results, row)
         return row, results
-    changes = {name: value for name, value in (("progress", progress), ("checkpoint_every", checkpoint_every))
-               if name in given}
+    changes = {name: value for name, value in (values or {}).items() if name in given and name != "out"}
+    if "log" in changes:
+        changes["log"] = tuple(changes["log"])
     cfg, ckpt = load_resumable(run_dir, results, changes)
     from .run import run
 

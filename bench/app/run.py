@@ -110,8 +110,8 @@ class LossLog:
     :class:`RunProgress`, so a checkpoint holds them and a resumed run continues them exactly.
     """
 
-    def __init__(self, progress: RunProgress):
-        self.progress = progress
+    def __init__(self, progress: RunProgress, on_row=None):
+        self.progress, self.on_row = progress, on_row
 
     @property
     def rows(self) -> list:
@@ -127,6 +127,8 @@ class LossLog:
             last_steps, last_total = self.progress.loss_window
             window = (total - last_total) / max(steps - last_steps, 1)
             self.progress.loss_log.append({"step": step, "epoch": epoch, "train_loss": window})
+            if self.on_row is not None:
+                self.on_row(self.progress.loss_log[-1])
             self.progress.loss_window = (steps, total)
 
         return on_log
@@ -238,7 +240,29 @@ class Run:
                                      self.progress, world, saved_step)
         if resume is not None:
             _legacy_loss_log(self.progress, resume, run_dir / "train_log.csv")
-        self.loss_log = LossLog(self.progress)
+        self.loggers = self._open_loggers(saved_step)
+        self.loss_log = LossLog(self.progress, on_row=self.loggers.loss)
+
+    def _open_loggers(self, resume_step):
+        """TensorBoard / W&B (``--log``), on the main rank only; where TensorBoard writes is said once.
+
+        A resumed run's loggers drop what the stopped process logged from the checkpoint's step on (it may have
+        gone further, or not as far) and are given again the rows the checkpoint holds from that step, so each
+        point is logged once and equals ``train_log.csv`` / ``history.csv``.
+        """
+        from ..results.loggers import RunLoggers, open_loggers
+
+        cfg = self.cfg
+        if not cfg.log or not self.world.is_main:
+            return RunLoggers([])
+        loggers = open_loggers(cfg.log, self.run_id, self.run_dir, {**cfg.to_dict(), "config_id": config_key(cfg)},
+                               resume_step, cfg.wandb_project, cfg.wandb_entity)
+        if resume_step is not None:
+            loggers.replay(self.progress.loss_log, self.state.history, resume_step)
+        if "tensorboard" in cfg.log:
+            log_main(self.world, f"TensorBoard logs in {self.run_dir / 'tensorboard'}; view every run with: "
+                                 f"tensorboard --logdir {self.out / 'runs'}")
+        return loggers
 
     def __enter__(self):
         self._contexts = contextlib.ExitStack()
@@ -248,6 +272,8 @@ class Run:
         return self
 
     def __exit__(self, *exc_info):
+        if exc_info[0] is not None:  # stopped or failed: finish() (which logs the end) will not come
+            self.loggers.close()
         contexts, self._contexts = self._contexts, None
         return contexts.__exit__(*exc_info)
 
@@ -286,6 +312,7 @@ class Run:
             prefix = f"{self.log_name}: " if self.log_name else ""  # a sweep's concurrent runs share one log
             log_main(world, prefix + epoch_line(row, cfg.epochs))
         state.history.append(row)
+        self.loggers.epoch(row)
         if world.is_main:
             write_csv(pd.DataFrame(state.history), self.run_dir / "history.csv")
             write_csv(pd.DataFrame(self.loss_log.rows), self.run_dir / "train_log.csv")
@@ -339,6 +366,8 @@ class Run:
                              len(parts.classes))
         row.update(suite_columns)
         finish_run(self.out, run_dir, row)
+        self.loggers.finish(row, self.state.step, run_dir / "curves.png")
+        self.loggers.close()
         return row
 
 

@@ -21,6 +21,9 @@ def check_run_inputs(cfg):
     if cfg.max_grad_norm is not None and not (cfg.max_grad_norm > 0 and math.isfinite(cfg.max_grad_norm)):
         raise BenchError(f"--max-grad-norm must be a positive number, got {cfg.max_grad_norm}; leave it out to not clip")
     check_encoder_opts(cfg.model.encoder, dict(cfg.model.encoder_opts))
+    from ..results.loggers import check_logger_packages
+
+    check_logger_packages(cfg.log)
     check_data_dir(cfg.data_dir)
     check_out_dir_writable(cfg.out)
 
