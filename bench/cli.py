@@ -322,7 +322,14 @@ cli.add_command(_sweep_command())
 
 
 @cli.command(name="eval")
-@click.argument("checkpoint", type=click.Path())
+@click.argument("checkpoint", type=click.Path(), required=False)
+@click.option("--open-clip", "open_clip_model", metavar="MODEL",
+              help="Evaluate this open_clip model (a name from open_clip.list_models(), or a model config .json) "
+                   "instead of a checkpoint.")
+@click.option("--pretrained", metavar="TAG_OR_FILE",
+              help="With --open-clip: an open_clip pretrained tag (downloaded by open_clip) or a local weights file.")
+@click.option("--results", "results_dir", default="results", show_default=True,
+              help="With --open-clip: the results folder whose runs.csv gets one row per template set.")
 @click.option("--templates", callback=_split, multiple=True, help="Template sets, comma-separated (default: the run's).")
 @click.option("--dataset", help="Dataset (default: the run's).")
 @click.option("--data-dir")
@@ -334,20 +341,39 @@ cli.add_command(_sweep_command())
 @click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
 @click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
 @click.option("--out", type=click.Path(), help="Also write eval.csv, per-class accuracy and confusion matrices here.")
-def eval_(checkpoint, templates, dataset, data_dir, limit_test, device, fmt, per_template, evals, robust_limit,
-          robust_severities, out):
-    """Re-evaluate CHECKPOINT zero-shot: one row per template set (with its protocol)."""
-    from .app.evaluate import evaluate_checkpoint
+def eval_(checkpoint, open_clip_model, pretrained, results_dir, templates, dataset, data_dir, limit_test, device, fmt,
+          per_template, evals, robust_limit, robust_severities, out):
+    """Re-evaluate CHECKPOINT zero-shot: one row per template set (with its protocol).
+
+    CHECKPOINT is a bench run's last.pt/best.pt or an OpenAI-format state dict (OpenAI's preprocessing). With
+    --open-clip MODEL --pretrained TAG_OR_FILE, a pretrained open_clip model is evaluated the same way, with its
+    own preprocessing, and recorded in --results' runs.csv next to trained runs.
+    """
     from .data.corruptions import parse_severities
     from .evaluation import parse_evals
     from .evaluation.suite import SuiteOptions
 
+    if (checkpoint is None) == (open_clip_model is None):
+        raise BenchError("bench eval takes a CHECKPOINT or --open-clip MODEL --pretrained TAG_OR_FILE (one of them)")
+    if pretrained is not None and open_clip_model is None:
+        raise BenchError("--pretrained goes with --open-clip MODEL; a bench checkpoint is given as CHECKPOINT")
     if robust_limit is not None and robust_limit < 1:
         raise BenchError(f"--robust-limit must be at least 1, got {robust_limit}")
     suite = SuiteOptions(evals=parse_evals(evals), robust_limit=robust_limit,
                          robust_severities=parse_severities(robust_severities))
-    table = evaluate_checkpoint(checkpoint, templates=templates or None, dataset=dataset, data_dir=data_dir,
-                                limit_test=limit_test, device=device, per_template=per_template, suite=suite, out=out)
+    common = dict(templates=templates or None, data_dir=data_dir, limit_test=limit_test, device=device,
+                  per_template=per_template, suite=suite, out=out)
+    if open_clip_model is not None:
+        from .app.evaluate_pretrained import evaluate_open_clip
+
+        table = evaluate_open_clip(open_clip_model, pretrained, dataset=dataset or "cifar10", results=results_dir,
+                                   **common)
+        click.echo(_format(table, fmt))
+        click.echo(f"{len(set(table['templates']))} row(s) -> {Path(results_dir) / 'runs.csv'}", err=True)
+        return
+    from .app.evaluate import evaluate_checkpoint
+
+    table = evaluate_checkpoint(checkpoint, dataset=dataset, **common)
     click.echo(_format(table, fmt))
 
 

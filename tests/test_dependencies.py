@@ -41,8 +41,7 @@ def _imports(folder: Path) -> dict[str, str]:
 
 # Optional extras: imported only by the module that turns their absence into a one-line "pip install" error.
 OPTIONAL_EXTRAS = {"ray": "bench/app/launchers.py", "slurm": "bench/app/launchers.py",
-                   "tensorboard": "bench/results/loggers.py", "wandb": "bench/results/loggers.py",
-                   "open_clip": "bench/clip/open_clip_adapter.py"}
+                   "tensorboard": "bench/results/loggers.py", "wandb": "bench/results/loggers.py"}
 
 
 def _declared(extra: str | None) -> set[str]:

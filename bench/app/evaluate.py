@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from ..clip.model import create_model_from_cfg
+from ..clip.pretrained import is_openai_state_dict, load_openai_state_dict
 from ..clip.templates import fill, validated_templates
 from ..config import RunConfig, check_device
 from ..data.loader import to_device_uint8
@@ -26,12 +27,13 @@ from ..results.tables import config_key
 from .validation import check_data_dir, check_positive
 
 
-def load_model(path, device) -> tuple[torch.nn.Module, RunConfig, dict]:
-    """Rebuild the run's model from its checkpoint; a mismatch is explained, not a shape traceback."""
-    ckpt = load_checkpoint(path)
+def load_model(path, device, ckpt: dict | None = None) -> tuple[torch.nn.Module, RunConfig, dict]:
+    """Rebuild the run's model from its checkpoint (``ckpt``: the file already loaded); a mismatch is explained,
+    not a shape traceback."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     if "model" not in ckpt or "config" not in ckpt:
-        raise BenchError(f"{path} is not a bench checkpoint (no 'model'/'config' entries); "
-                         f"for an OpenAI-layout state dict use bench.build_model")
+        raise BenchError(f"{path} is not a bench checkpoint (no 'model'/'config' entries) nor an OpenAI-layout "
+                         f"state dict; pass a last.pt/best.pt written by bench run")
     cfg = RunConfig.from_dict(ckpt["config"])
     model = create_model_from_cfg(cfg.model)
     load_weights(model, ckpt["model"], ckpt, path)
@@ -46,9 +48,48 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     (a :class:`bench.evaluation.suite.SuiteOptions`) adds retrieval, linear-probe and robustness columns to each set's
     row. Every row records the protocol: checkpoint and its digest, templates, image size, normalisation.
     With ``out``, the table, per-class accuracies, confusion matrices and suite tables are written there.
+    An OpenAI-format state dict (what :func:`bench.build_model` loads) is evaluated with OpenAI's preprocessing.
     """
-    from ..evaluation.suite import FeatureCache, file_digest, run_suite
+    from ..evaluation.suite import FeatureCache, file_digest
 
+    check_eval_inputs(templates, dataset, data_dir, limit_test, device, out)
+    device = resolve_device(device)
+    ckpt = load_checkpoint(path)
+    if is_openai_state_dict(ckpt):
+        model, info = load_openai_state_dict(ckpt, device)
+        cfg, epoch, encoder, config_id, run_templates = RunConfig(), None, "openai_state_dict", "", "openai"
+        context, seed, preprocessing = info["context_length"], None, {k: info[k] for k in ("image_size", "normalization",
+                                                                                            "interpolation")}
+        autocast_dtype = autocast_dtype_for("bf16", device)
+    else:
+        model, cfg, ckpt = load_model(path, device, ckpt)
+        epoch, encoder, config_id, run_templates = ckpt.get("epoch"), cfg.model.encoder, config_key(cfg), cfg.templates
+        context, seed = cfg.model.text.context_length, cfg.seed
+        preprocessing = {"image_size": cfg.model.image_resolution, "normalization": "[-1,1]"}
+        autocast_dtype = autocast_dtype_for(cfg.precision, device)
+    dataset = dataset or cfg.dataset
+    entry = get_entry("datasets", dataset)
+    test = entry.create("test", data_dir or cfg.data_dir, cfg.data_seed).subset(limit_test or cfg.limit_test)
+    sets = template_sets(templates or [run_templates])
+    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(context, [p for t in sets.values()
+                                                                        for p in fill(t, test.classes)])
+    digest = file_digest(path)
+    protocol = {"checkpoint": str(path), "checkpoint_sha256": digest, "checkpoint_epoch": epoch, "encoder": encoder,
+                "config_id": config_id, "seed": seed, "dataset": dataset, "test_images": len(test), **preprocessing}
+    result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
+                           suite=suite, cache=FeatureCache(_writable(Path(path).parent / "features")),
+                           weights_id=f"ckpt-{digest}",
+                           train=lambda: entry.create("train", data_dir or cfg.data_dir, cfg.data_seed)
+                           .subset(cfg.limit_train))
+    table = pd.DataFrame([{"run_id": f"{Path(path).parent.name}:{row['eval_templates']}", **protocol,
+                           "templates": run_templates, **row} for row in result.rows])
+    if out is not None:
+        write_eval_files(out, table, test.classes, result.per_class, result.confusions, result.tables)
+    return table
+
+
+def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):
+    """Every named input exists before a model is loaded."""
     check_positive("--limit-test", limit_test)
     for name in templates or []:
         get_entry("templates", name)
@@ -58,52 +99,59 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     check_device(device)
     if out is not None:
         check_writable_folder(out)
-    device = resolve_device(device)
-    model, cfg, ckpt = load_model(path, device)
-    dataset = dataset or cfg.dataset
-    entry = get_entry("datasets", dataset)
-    test = entry.create("test", data_dir or cfg.data_dir, cfg.data_seed).subset(limit_test or cfg.limit_test)
-    sets = {name: validated_templates(name, get_entry("templates", name).create()) for name in (templates or [cfg.templates])}
-    prompts = [p for tpl in sets.values() for p in fill(tpl, test.classes)]
-    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, prompts)
-    autocast_dtype = autocast_dtype_for(cfg.precision, device)
-    digest = file_digest(path)
-    cache = FeatureCache(_writable(Path(path).parent / "features"))
-    feats = cache.get(f"ckpt-{digest}-{test.name.replace('/', '_')}-{len(test)}",
+
+
+def template_sets(names) -> dict:
+    return {name: validated_templates(name, get_entry("templates", name).create()) for name in names}
+
+
+@dataclass
+class SetResults:
+    """What :func:`evaluate_sets` measured: one row per template set (and single template), with their tables."""
+
+    rows: list = field(default_factory=list)
+    per_class: dict = field(default_factory=dict)  # label -> per-class accuracy
+    confusions: dict = field(default_factory=dict)  # set name -> confusion matrix
+    predictions: dict = field(default_factory=dict)  # set name -> each test image's top-1 class
+    tables: dict = field(default_factory=dict)  # "<suite table>-<set>" -> DataFrame
+
+
+def evaluate_sets(model, tokenizer, test, sets: dict, device, autocast_dtype, *, per_template=False, suite=None,
+                  cache=None, weights_id="", train=None) -> SetResults:
+    """Zero-shot (and the ``suite``'s evaluations) of ``model`` on ``test`` for each template set of ``sets``.
+
+    The test images are encoded once; each set (and with ``per_template`` each of its templates) gets its own
+    classifier. ``train``: a callable giving the linear probe's training split, asked for only when needed.
+    """
+    from ..evaluation.suite import FeatureCache, run_suite
+
+    cache = cache or FeatureCache(None)
+    feats = cache.get(f"{weights_id}-{test.name.replace('/', '_')}-{len(test)}",
                       lambda: image_features(model, to_device_uint8(test.images, device), autocast_dtype=autocast_dtype))
     labels = torch.as_tensor(test.labels)
-    protocol = {"checkpoint": str(path), "checkpoint_sha256": digest, "checkpoint_epoch": ckpt.get("epoch"),
-                "encoder": cfg.model.encoder, "config_id": config_key(cfg), "seed": cfg.seed, "dataset": dataset,
-                "test_images": len(test), "image_size": cfg.model.image_resolution, "normalization": "[-1,1]"}
-    rows, per_class, confusions, tables = [], {}, {}, {}
-    probe_columns = None
+    out, probe_columns = SetResults(), None
     for name, tpl in sets.items():
         for label, chosen in [(name, tpl)] + ([(f"{name}[{i}]", [t]) for i, t in enumerate(tpl)] if per_template else []):
             classifier = build_zero_shot_classifier(model, test.classes, chosen, tokenizer, device, autocast_dtype)
             m = classification_metrics(100.0 * feats @ classifier.cpu(), labels)
-            row = {"run_id": f"{Path(path).parent.name}:{label}", **protocol, "templates": cfg.templates,
-                   "eval_templates": label, "template": chosen[0] if label != name else "",
+            row = {"eval_templates": label, "template": chosen[0] if label != name else "",
                    "n_templates": len(chosen), "zeroshot_top1": m["top1"], "zeroshot_top5": m["top5"],
                    "mean_per_class_recall": m["mean_per_class_recall"]}
-            per_class[label] = m["per_class"]
+            out.per_class[label] = m["per_class"]
             if label == name:  # one confusion matrix per set; single templates get per-class accuracy only
-                confusions[label] = m["confusion"]
+                out.confusions[label], out.predictions[label] = m["confusion"], m["predictions"]
             if suite is not None and suite.evals and label == name:
                 evals = tuple(e for e in suite.evals if e != "probe" or probe_columns is None)
-                train = entry.create("train", data_dir or cfg.data_dir, cfg.data_seed).subset(cfg.limit_train) \
-                    if "probe" in evals else test
-                columns, set_tables = run_suite(model, replace(suite, evals=evals), train=train, test=test,
+                columns, set_tables = run_suite(model, replace(suite, evals=evals),
+                                                train=train() if "probe" in evals else test, test=test,
                                                 templates=chosen, tokenizer=tokenizer, device=device,
-                                                autocast_dtype=autocast_dtype, cache=cache, weights_id=f"ckpt-{digest}")
+                                                autocast_dtype=autocast_dtype, cache=cache, weights_id=weights_id)
                 if "probe" in evals:
                     probe_columns = {k: v for k, v in columns.items() if k.startswith("probe_")}
                 row.update(columns, **(probe_columns or {}))
-                tables.update({f"{k}-{name}": v for k, v in set_tables.items()})
-            rows.append(row)
-    table = pd.DataFrame(rows)
-    if out is not None:
-        write_eval_files(out, table, test.classes, per_class, confusions, tables)
-    return table
+                out.tables.update({f"{k}-{name}": v for k, v in set_tables.items()})
+            out.rows.append(row)
+    return out
 
 
 def write_eval_files(out, table: pd.DataFrame, classes, per_class: dict, confusions: dict, tables: dict):

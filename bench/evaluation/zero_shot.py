@@ -32,11 +32,16 @@ def prompt_features(model, prompts, tokenizer, device, autocast_dtype=None) -> t
 @torch.no_grad()
 def image_features(model, images_uint8: torch.Tensor, batch_size: int = 500, autocast_dtype=None,
                    channels_last: bool = False) -> torch.Tensor:
-    """Normalised image features of a uint8 NCHW tensor already on the model's device."""
+    """Normalised image features of a uint8 NCHW tensor already on the model's device.
+
+    A model with a ``preprocess_uint8`` method (a pretrained CLIP, :mod:`bench.clip.pretrained`) makes its own
+    inputs from the uint8 images; bench's models take them in [-1, 1].
+    """
     device_type = images_uint8.device.type
+    preprocess = getattr(model, "preprocess_uint8", normalize)
     out = []
     for start in range(0, len(images_uint8), batch_size):
-        x = normalize(images_uint8[start:start + batch_size])
+        x = preprocess(images_uint8[start:start + batch_size])
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_dtype is not None):

@@ -1,0 +1,118 @@
+"""``bench eval --open-clip MODEL --pretrained TAG_OR_FILE``: a pretrained open_clip CLIP measured with bench's
+protocol, recorded as rows of ``runs.csv`` that ``bench compare`` and ``bench report`` read like any run's.
+
+Each template set evaluated is one row and one run folder (``runs/<run_id>/``: ``result.json``, per-class
+accuracy, the confusion matrix, each test image's prediction for paired tests, and the suite's tables). The row
+names the model (``encoder`` ``open_clip:<MODEL>``), its weights (``pretrained``: the tag, or the file with its
+digest), its preprocessing and parameter count; the training columns stay blank.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..clip.model import count_parameters
+from ..clip.pretrained import load_open_clip
+from ..config import RunConfig
+from ..distributed.world import resolve_device
+from ..engine.step import autocast_dtype_for
+from ..errors import BenchError
+from ..files import check_writable_folder
+from ..host.manager import get_entry
+from ..results.predictions import FILENAME as PREDICTIONS
+from ..results.predictions import save_predictions
+from ..results.run_files import provenance, write_csv
+from ..results.runs_table import finish_run
+from .evaluate import check_eval_inputs, template_sets, evaluate_sets, write_eval_files
+
+
+def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, dataset: str = "cifar10",
+                       data_dir=None, limit_test=None, device="auto", per_template: bool = False, suite=None,
+                       out=None, results="results") -> pd.DataFrame:
+    """Zero-shot (and ``suite``) metrics of an open_clip model, one row per template set (default: ``openai``,
+    CLIP's 18 CIFAR-10 prompts); each set's row is appended to ``results/runs.csv``."""
+    from ..evaluation.suite import file_digest
+
+    if not pretrained:
+        raise BenchError("--open-clip needs --pretrained TAG_OR_FILE: an open_clip tag (open_clip.list_pretrained() "
+                         "names them; downloaded by open_clip) or a local weights file")
+    check_eval_inputs(templates, dataset, data_dir, limit_test, device, out)
+    get_entry("datasets", dataset)
+    results = check_writable_folder(results, "--results")
+    device = resolve_device(device)
+    model, tokenizer, info = load_open_clip(model_name, pretrained, device)
+    model_name = info["name"]  # a config file's model is named by its stem
+    defaults = RunConfig()
+    entry = get_entry("datasets", dataset)
+    test = entry.create("test", data_dir or defaults.data_dir, defaults.data_seed).subset(limit_test)
+    sets = template_sets(templates or ["openai"])
+    weights = info["weights_file"]
+    digest = file_digest(weights) if weights else None
+    autocast_dtype = autocast_dtype_for("auto", device)  # bf16 on CUDA (as CLIP_benchmark's amp), fp32 on CPU
+    result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
+                           suite=suite, weights_id=f"openclip-{digest or pretrained}",
+                           train=lambda: entry.create("train", data_dir or defaults.data_dir, defaults.data_seed))
+    prov = provenance(device)
+    base = {
+        "encoder": f"open_clip:{model_name}", "tokenizer": f"open_clip:{model_name}", "dataset": dataset,
+        "preset": "pretrained", "device": str(device), "device_name": prov["device_name"],
+        "precision": "bf16" if autocast_dtype is not None else "fp32", "torch_threads": torch.get_num_threads(),
+        "params": count_parameters(model.model), "limit_test": limit_test, "test_images": len(test),
+        "image_size": info["image_size"], "normalization": info["normalization"],
+        "interpolation": info["interpolation"], "pretrained": Path(weights).name if weights else pretrained,
+        "pretrained_sha256": digest, "eval_checkpoint": weights or f"open_clip:{pretrained}",
+        **{k: prov[k] for k in ("time", "git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
+                                "python_version", "hostname", "command", "numpy_version")},
+    }
+    rows = []
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    for row in result.rows:
+        label = row["eval_templates"]
+        set_name = label.split("[")[0]
+        rows.append({"config_id": _config_id(model_name, digest or pretrained, label, dataset, limit_test),
+                     "templates": set_name, **base, **row})
+        if label != set_name:  # a single template's row: printed, not a run of its own
+            rows[-1]["run_id"] = f"{rows[-2]['run_id']}:{label}"
+            continue
+        run_id = f"{stamp}-openclip-{_safe(model_name)}-{_safe(base['pretrained'])}-{set_name}-{uuid.uuid4().hex[:6]}"
+        rows[-1]["run_id"] = run_id
+        _record(results, run_id, rows[-1], test, result, set_name)
+    columns = ["run_id"] + [c for c in rows[0] if c != "run_id"]
+    table = pd.DataFrame(rows)[columns]
+    if out is not None:
+        write_eval_files(out, table, test.classes, result.per_class, result.confusions, result.tables)
+    return table
+
+
+def _record(results: Path, run_id: str, row: dict, test, result, set_name: str):
+    """The run folder of one template set's evaluation, then its runs.csv row."""
+    run_dir = results / "runs" / run_id
+    run_dir.mkdir(parents=True)
+    confusion = result.confusions[set_name]
+    write_csv(pd.DataFrame({"class": list(test.classes), "accuracy": result.per_class[set_name],
+                            "support": confusion.sum(axis=1)}), run_dir / "per_class.csv")
+    write_csv(pd.DataFrame(confusion, index=list(test.classes), columns=list(test.classes))
+              .rename_axis("true").reset_index(), run_dir / "confusion.csv")
+    save_predictions(run_dir / PREDICTIONS, test.labels, np.asarray(result.predictions[set_name]), len(test.classes))
+    for name, table in result.tables.items():
+        if name.endswith(f"-{set_name}"):
+            write_csv(table, run_dir / f"{name.removesuffix('-' + set_name)}.csv")
+    finish_run(results, run_dir, {k: v for k, v in row.items() if k not in ("template", "n_templates")})
+
+
+def _config_id(model_name, weights, templates, dataset, limit_test) -> str:
+    """10 hex digits naming what was measured: model, weights, templates, data (as bench run's config ids)."""
+    key = {"open_clip": model_name, "pretrained": weights, "templates": templates, "dataset": dataset,
+           "limit_test": limit_test}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))[:40]
