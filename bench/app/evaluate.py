@@ -60,7 +60,7 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
         cfg, epoch, encoder, config_id, run_templates = RunConfig(), None, "openai_state_dict", "", "openai"
         context, seed, preprocessing = info["context_length"], None, {k: info[k] for k in ("image_size", "normalization",
                                                                                             "interpolation")}
-        autocast_dtype = autocast_dtype_for("bf16", device)
+        autocast_dtype = autocast_dtype_for("auto", device)  # bf16 on CUDA, fp32 on CPU
     else:
         model, cfg, ckpt = load_model(path, device, ckpt)
         epoch, encoder, config_id, run_templates = ckpt.get("epoch"), cfg.model.encoder, config_key(cfg), cfg.templates

@@ -30,7 +30,7 @@ from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
 from ..results.run_files import provenance, write_csv
 from ..results.runs_table import finish_run
-from .evaluate import check_eval_inputs, template_sets, evaluate_sets, write_eval_files
+from .evaluate import check_eval_inputs, evaluate_sets, template_sets, write_eval_files
 
 
 def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, dataset: str = "cifar10",
@@ -44,7 +44,6 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
         raise BenchError("--open-clip needs --pretrained TAG_OR_FILE: an open_clip tag (open_clip.list_pretrained() "
                          "names them; downloaded by open_clip) or a local weights file")
     check_eval_inputs(templates, dataset, data_dir, limit_test, device, out)
-    get_entry("datasets", dataset)
     results = check_writable_folder(results, "--results")
     device = resolve_device(device)
     model, tokenizer, info = load_open_clip(model_name, pretrained, device)
@@ -78,8 +77,8 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
         set_name = label.split("[")[0]
         rows.append({"config_id": _config_id(model_name, digest or pretrained, label, dataset, limit_test),
                      "templates": set_name, **base, **row})
-        if label != set_name:  # a single template's row: printed, not a run of its own
-            rows[-1]["run_id"] = f"{rows[-2]['run_id']}:{label}"
+        if label != set_name:  # a single template's row (rows follow their set's): printed, not a run of its own
+            rows[-1]["run_id"] = f"{run_id}:{label}"
             continue
         run_id = f"{stamp}-openclip-{_safe(model_name)}-{_safe(base['pretrained'])}-{set_name}-{uuid.uuid4().hex[:6]}"
         rows[-1]["run_id"] = run_id
