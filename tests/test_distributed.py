@@ -234,3 +234,28 @@ def test_two_rank_bench_run_writes_one_row_and_trains_as_one_process(two_ranks, 
     # weights are not compared: AdamW turns rounding noise in a zero gradient (attnpool's k_proj bias
     # cannot change the softmax) into +-lr steps, so they differ by ~lr even when training is identical
     assert {k: v.shape for k, v in ckpt["model"].items()} == {k: v.shape for k, v in ref["model"].items()}
+
+
+def test_one_rank_under_torchrun_is_a_plain_run_unless_ddp_is_forced(tmp_path, monkeypatch):
+    """``torchrun --nproc_per_node 1`` exports RANK=0, WORLD_SIZE=1 and a rendezvous. bench then runs as a plain
+    process: no process group and no DDP wrapper (nothing to pay), and the history is bit-identical to a run without
+    torchrun. BENCH_FORCE_DDP=1 keeps the group and DDP, to measure its reducer, and trains to the same numbers."""
+    from .robust_support import free_port, history, run_dir_of, spawn_bench
+
+    def run(name, **env):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        proc = spawn_bench("run", *RUN, "--batch-size", "16", "--out", tmp_path / name)
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        for key in env:
+            monkeypatch.delenv(key)
+        return history(run_dir_of(tmp_path / name)), err
+
+    plain, _ = run("plain")
+    launch = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+    one, err_one = run("one", MASTER_PORT=str(free_port()), **launch)
+    forced, err_forced = run("forced", MASTER_PORT=str(free_port()), BENCH_FORCE_DDP="1", **launch)
+    assert "backend" not in err_one and "1 ranks on 1 node(s), backend gloo" in err_forced
+    pd.testing.assert_frame_equal(plain, one, check_exact=True)
+    pd.testing.assert_frame_equal(plain, forced, check_exact=True)

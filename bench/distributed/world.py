@@ -57,10 +57,9 @@ def init_distributed(device_name: str = "auto", cuda_graph: bool = False) -> Wor
 
     Under torchrun, ``--device auto``/``cuda`` put each rank on ``cuda:LOCAL_RANK`` with NCCL and
     ``--device cpu`` runs gloo. The group is destroyed at interpreter exit. ``cuda_graph``: the training
-    step, its all-reduces included, will be captured as a CUDA graph.
+    step, its all-reduces included, will be captured as a CUDA graph. A world of one rank is a plain run
+    unless ``BENCH_FORCE_DDP=1``.
     """
-
-
     device = resolve_device(device_name)
     if not launched_by_torchrun():
         if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
@@ -79,6 +78,11 @@ def init_distributed(device_name: str = "auto", cuda_graph: bool = False) -> Wor
                                  f"{torch.cuda.device_count()} GPU(s); lower --nproc_per_node")
             device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
+    if size == 1 and os.environ.get("BENCH_FORCE_DDP") != "1":
+        # one rank is a plain run, as open_clip, timm, Accelerate and Lightning treat it: no process group, no DDP
+        # wrapper, so `torchrun --nproc_per_node 1` costs nothing. BENCH_FORCE_DDP=1 keeps both, to measure what
+        # DDP's reducer costs a step (docs/distributed.md)
+        return World(device, 0, 1, local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         if backend == "nccl" and cuda_graph:
