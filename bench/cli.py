@@ -37,6 +37,10 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--label-smoothing", type=float, help="Mix each target with the uniform one over the batch (default 0).")
 @click.option("--crop-pad", type=int, help="Zero padding of the random crop, in pixels (default 4; 0: flip only).")
 @click.option("--cutout", type=int, help="Blank one random square of this side in each training image (default 0: off).")
+@click.option("--flip", type=click.Choice(["random", "alternate"]),
+              help="Horizontal flips: random each epoch, or alternate (each epoch flips the images the last did not).")
+@click.option("--schedule", type=click.Choice(["cosine", "linear"]),
+              help="Learning-rate decay after the warm-up, to zero (default cosine).")
 @click.option("--templates", default="seed", show_default=True)
 @click.option("--tokenizer", default="clip_bpe", show_default=True)
 @click.option("--dataset", default="cifar10", show_default=True)

@@ -60,6 +60,10 @@ class RunConfig:
     label_smoothing: float = 0.0  # mix each row's target with the uniform one over the batch (0: off)
     crop_pad: int = 4  # zero padding of the random crop (the reference recipe's padded crop); 0: flip only
     cutout: int = 0  # side of the random square blanked in each training image (DeVries & Taylor; 0: off)
+    # "random": each image flipped with probability 1/2 every epoch; "alternate": at random in the first epoch,
+    # then each epoch flips exactly the images the one before did not (airbench's alternating flip)
+    flip: str = "random"
+    schedule: str = "cosine"  # after the warm-up: "cosine" or "linear" decay to zero (airbench's triangle)
     seed: int = not_in_id(0)  # seed of initialisation, data order, augmentation and template choice
     device: str = not_in_id("auto")  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
@@ -166,6 +170,8 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
         (0 <= cfg.crop_pad < px, f"--crop-pad must be in [0, {px}) for {px}-pixel images, got {cfg.crop_pad}"),
         (0 <= cfg.cutout <= px, f"--cutout must be in [0, {px}] for {px}-pixel images, got {cfg.cutout}"),
+        (cfg.flip in ("random", "alternate"), f"--flip must be random or alternate, got {cfg.flip!r}"),
+        (cfg.schedule in ("cosine", "linear"), f"--schedule must be cosine or linear, got {cfg.schedule!r}"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
         (cfg.robust_limit is None or cfg.robust_limit >= 1, f"--robust-limit must be at least 1, got {cfg.robust_limit}"),
     ]

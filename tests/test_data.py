@@ -103,3 +103,32 @@ def test_reference_per_sample_dataset_and_collate():
 def test_array_dataset_rejects_wrong_dtype():
     with pytest.raises(BenchError, match="uint8"):
         ArrayDataset(np.zeros((2, 32, 32, 3), dtype=np.float32), np.zeros(2), ("a",), "x")
+
+
+def _flipped_per_epoch(flip: str, pad: int, epochs: int = 4, n: int = 64) -> list[torch.Tensor]:
+    """Which of ``n`` left-to-right ramp images each epoch's batches show mirrored (the ramp's slope flips sign)."""
+    ramp = np.tile(np.linspace(0, 255, 32).astype(np.uint8), (32, 1))
+    images = np.repeat(ramp[None, :, :, None], 3, axis=3).repeat(n, axis=0)
+    data = ArrayDataset(images, np.arange(n) % 10, tuple(str(i) for i in range(10)))
+    loader = DeviceLoader(data, 16, "cpu", 1, torch.Generator().manual_seed(0), pad=pad, flip=flip)
+    seen = []
+    for epoch in range(epochs):
+        order, flipped = loader.epoch_order(), torch.zeros(n, dtype=torch.bool)
+        for i, batch in enumerate(loader.iter_from(0, order, epoch)):
+            # columns 8 and 24 stay inside the image under any crop shift of up to 4 pixels
+            flipped[order[i * 16:(i + 1) * 16]] = batch.images[:, 0, 16, 24] < batch.images[:, 0, 16, 8]
+        seen.append(flipped)
+    return seen
+
+
+@pytest.mark.parametrize("pad", [0, 4])
+def test_alternating_flips_show_each_image_the_other_way_every_epoch(pad):
+    """flip="alternate": the first epoch mirrors about half the images, and every later epoch mirrors exactly the
+    images the epoch before did not, through the loader's own batches (with and without the padded crop);
+    random flips do not alternate."""
+    seen = _flipped_per_epoch("alternate", pad)
+    assert 16 < int(seen[0].sum()) < 48
+    for before, after in zip(seen, seen[1:]):
+        assert torch.equal(after, ~before)
+    randomly = _flipped_per_epoch("random", pad)
+    assert not all(torch.equal(b, ~a) for a, b in zip(randomly, randomly[1:]))

@@ -121,3 +121,25 @@ def test_airbench_translate_tta_is_airbench94s_second_level():
         torch.testing.assert_close(net(x), expected)
         assert not torch.allclose(net(x), mirror(x), atol=1e-4)
         torch.testing.assert_close(net.train()(x), net.features(x))
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_the_schedule_warms_up_linearly_then_decays_to_zero_as_named(kind):
+    """``--schedule``: lr(step) = peak * (step + 1) / warmup during the warm-up, then peak * (1 - p) (linear) or
+    peak * (1 + cos(pi p)) / 2 (cosine) at progress p through the remaining steps, reaching 0 at the end."""
+    import math
+
+    from bench.engine.optim import build_scheduler
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.5)
+    scheduler = build_scheduler(optimizer, total_steps=14, warmup_steps=4, kind=kind)
+    lrs = []
+    for _ in range(14):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    lrs.append(optimizer.param_groups[0]["lr"])
+    decay = (lambda p: 1 - p) if kind == "linear" else (lambda p: (1 + math.cos(math.pi * p)) / 2)
+    expected = [0.5 * (s + 1) / 4 for s in range(4)] + [0.5 * decay((s - 4) / 10) for s in range(4, 15)]
+    assert lrs == pytest.approx(expected, abs=1e-12) and lrs[-1] == 0.0

@@ -317,3 +317,28 @@ def test_dataset_pickles_load_arrays_but_never_run_code(tmp_path, run_cli):
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "unsupported GLOBAL posix.system" in err
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_alternating_flips_resume_exactly(tmp_path, run_cli, monkeypatch):
+    """--flip alternate draws the first epoch's flips once, at start: a run stopped in its second epoch and resumed
+    equals the uninterrupted run bit for bit (history, loss log, metrics, predictions, weights)."""
+    from bench.engine import faults
+
+    flags = [*FLAGS, "--flip", "alternate"]
+    code, _, err = run_cli("run", *flags, "--out", tmp_path / "whole")
+    assert code == 0, err
+    asked = []
+
+    def agreed(self, collective_point):
+        asked.append(collective_point)
+        if len(asked) == 12:
+            self.requested = "SIGINT"
+        return self.requested is not None
+
+    monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
+    code, _, err = run_cli("run", *flags, "--out", tmp_path / "stopped")
+    assert code == 130 and "at step 11, checkpoint saved" in err, err
+    monkeypatch.undo()
+    code, _, err = run_cli("run", "--resume", str(run_dir_of(tmp_path / "stopped")), "--no-progress")
+    assert code == 0, err
+    assert_same_run(tmp_path / "whole", tmp_path / "stopped")

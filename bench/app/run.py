@@ -203,7 +203,7 @@ class Run:
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), self.generator,
                                    channels_last=channels_last, pad=cfg.crop_pad, shard=(world.rank, world.size),
-                                   cutout=cfg.cutout)
+                                   cutout=cfg.cutout, flip=cfg.flip)
 
         def wrap(bare):
             if cfg.compile:
@@ -216,7 +216,7 @@ class Run:
             capturable=use_graph, total_steps=cfg.epochs * len(self.loader), warmup_steps=cfg.warmup_steps,
             loss=cfg.loss, rank=world.rank, world_size=world.size, label_smoothing=cfg.label_smoothing,
             autocast_dtype=self.autocast_dtype, text_mode=text_mode, wrap=wrap, max_grad_norm=cfg.max_grad_norm,
-            tower_streams=cfg.tower_streams)
+            tower_streams=cfg.tower_streams, schedule=cfg.schedule)
         self.step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
         self.test_images = to_device_uint8(parts.test.images, device)
         self.test_labels = torch.as_tensor(parts.test.labels, device=device)
@@ -430,7 +430,7 @@ def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, lo
         watch.check(describe, saver.describe)
         log_loss(step, mean)
 
-    stats = train_steps(state, loader.iter_from(start.steps if start else 0, order), n, cfg.log_every,
+    stats = train_steps(state, loader.iter_from(start.steps if start else 0, order, epoch), n, cfg.log_every,
                         cfg.progress if world.is_main else False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                         on_log=on_log, on_step=on_step, start=start, step_fn=step_fn)
     watch.check(describe, saver.describe)

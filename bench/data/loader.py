@@ -35,19 +35,21 @@ def normalize(images_uint8: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
 
 
 def batch_flip_crop(images: torch.Tensor, generator: torch.Generator, pad: int = 4,
-                    shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+                    shard: tuple[int, int] = (0, 1), flip: torch.Tensor | None = None) -> torch.Tensor:
     """Random horizontal flip and random crop with zero padding ``pad``, for a whole uint8 NCHW batch.
 
     Same distribution as torchvision's ``RandomCrop(H, padding=pad)`` + ``RandomHorizontalFlip()`` per image.
     With ``shard=(rank, world)`` the batch is rank ``rank``'s slice of a global batch ``world`` times as
-    large: the draws are made for the global batch and sliced, so ranks augment independently.
+    large: the draws are made for the global batch and sliced, so ranks augment independently. ``flip`` (a bool
+    per image) replaces the random flips (alternating flips, :class:`DeviceLoader`).
     """
     n = images.shape[0]
     if pad <= 0:
-        flip = _shard_draw(torch.rand(n * shard[1], generator=generator, device=images.device), n, shard) < 0.5
+        if flip is None:
+            flip = _shard_draw(torch.rand(n * shard[1], generator=generator, device=images.device), n, shard) < 0.5
         return torch.where(flip[:, None, None, None], images.flip(3), images)
     rows = torch.arange(n, device=images.device)
-    return flip_crop_rows(pad_both_ways(images, pad), rows, generator, pad, shard)
+    return flip_crop_rows(pad_both_ways(images, pad), rows, generator, pad, shard, flip)
 
 
 
@@ -59,17 +61,18 @@ def pad_both_ways(images: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def flip_crop_rows(padded2: torch.Tensor, idx: torch.Tensor, generator: torch.Generator, pad: int,
-                   shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+                   shard: tuple[int, int] = (0, 1), flip: torch.Tensor | None = None) -> torch.Tensor:
     """Rows ``idx`` of a :func:`pad_both_ways` set, each flipped at random and cropped at a random offset.
 
     One indexing op does gather, flip and crop: a strided view holds every ``(dy, dx)`` window of every
     image in both orientations, and image i reads window ``(flip_i, dy_i, dx_i)``. Draws are made for the
-    global batch and sliced by ``shard``, as in :func:`batch_flip_crop`.
+    global batch and sliced by ``shard``, as in :func:`batch_flip_crop`; ``flip`` as there.
     """
     n = len(idx)
     device = padded2.device
     h, w = padded2.shape[3] - 2 * pad, padded2.shape[4] - 2 * pad
-    flip = _shard_draw(torch.rand(n * shard[1], generator=generator, device=device), n, shard) < 0.5
+    if flip is None:
+        flip = _shard_draw(torch.rand(n * shard[1], generator=generator, device=device), n, shard) < 0.5
     shifts = _shard_draw(torch.randint(0, 2 * pad + 1, (2, n * shard[1]), generator=generator, device=device), n, shard)
     windows = padded2.unfold(3, h, 1).unfold(4, w, 1)  # (2, N, C, 2p+1, 2p+1, H, W), no copy
     return windows[flip.long(), idx, :, shifts[0], shifts[1]]
@@ -119,11 +122,15 @@ class DeviceLoader:
 
     Augmentation: random flip and random crop with zero padding ``pad``, then, if ``cutout``, one random
     ``cutout`` x ``cutout`` square of each normalised image set to 0 (:func:`cutout_masks`).
+
+    ``flip="alternate"`` (airbench): which images epoch 0 flips is drawn once, at construction, so a resumed run
+    draws it again identically; epoch ``e`` flips those images when ``e`` is even and the others when it is odd.
+    Every image is then seen both ways in any two consecutive epochs, which random flips only do half the time.
     """
 
     def __init__(self, data: ArrayDataset, batch_size: int, device, n_templates: int, generator: torch.Generator,
                  augment: bool = True, dtype=torch.float32, channels_last: bool = False, pad: int = 4,
-                 shard: tuple[int, int] = (0, 1), cutout: int = 0):
+                 shard: tuple[int, int] = (0, 1), cutout: int = 0, flip: str = "random"):
         if batch_size > len(data):
             raise BenchError(f"batch size {batch_size} is larger than the {len(data)} training images; "
                              f"lower --batch-size or raise --limit-train")
@@ -142,6 +149,10 @@ class DeviceLoader:
         self.cutout = cutout if augment else 0
         self.rank, self.world = shard
         self.device = torch.device(device)
+        if flip not in ("random", "alternate"):
+            raise BenchError(f"flip must be random or alternate, got {flip!r}")
+        self.first_flips = (torch.rand(len(self.labels), generator=generator, device=self.device) < 0.5
+                            if augment and flip == "alternate" else None)
 
     def __len__(self):
         return len(self.labels) // self.world // self.batch_size
@@ -158,12 +169,18 @@ class DeviceLoader:
         steps = perm[:len(self) * self.world * self.batch_size].view(len(self), self.world, self.batch_size)
         return steps[:, self.rank].reshape(-1)
 
-    def make_batch(self, idx: torch.Tensor) -> Batch:
-        shard = (self.rank, self.world)
+    def flips(self, idx: torch.Tensor, epoch: int) -> torch.Tensor | None:
+        """Alternating flips of images ``idx`` in epoch ``epoch`` (0-based); None for random ones."""
+        if self.first_flips is None:
+            return None
+        return self.first_flips[idx] ^ bool(epoch % 2)
+
+    def make_batch(self, idx: torch.Tensor, epoch: int = 0) -> Batch:
+        shard, flip = (self.rank, self.world), self.flips(idx, epoch)
         if self.padded is not None:
-            images = flip_crop_rows(self.padded, idx, self.generator, self.pad, shard)
+            images = flip_crop_rows(self.padded, idx, self.generator, self.pad, shard, flip)
         elif self.augment:
-            images = batch_flip_crop(self.images[idx], self.generator, self.pad, shard)
+            images = batch_flip_crop(self.images[idx], self.generator, self.pad, shard, flip)
         else:
             images = self.images[idx]
         images = normalize(images, self.dtype)
@@ -180,6 +197,6 @@ class DeviceLoader:
     def __iter__(self):
         return self.iter_from(0, self.epoch_order())
 
-    def iter_from(self, step: int, order: torch.Tensor):
+    def iter_from(self, step: int, order: torch.Tensor, epoch: int = 0):
         for i in range(step, len(self)):
-            yield self.make_batch(order[i * self.batch_size:(i + 1) * self.batch_size])
+            yield self.make_batch(order[i * self.batch_size:(i + 1) * self.batch_size], epoch)

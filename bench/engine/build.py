@@ -18,12 +18,13 @@ def build_train_state(model, prompt_tokens, *, lr: float = 1e-4, weight_decay: f
                       capturable: bool = False, fused: bool = True, total_steps: int | None = None,
                       warmup_steps: int = 0, loss: str = "clip", rank: int = 0, world_size: int = 1,
                       label_smoothing: float = 0.0, autocast_dtype=None, text_mode: str = "unique", wrap=None,
-                      max_grad_norm: float | None = None, tower_streams: bool = False) -> TrainState:
+                      max_grad_norm: float | None = None, tower_streams: bool = False,
+                      schedule: str = "cosine") -> TrainState:
     """The training state of ``model`` (the bare CLIP) on the prompt table ``prompt_tokens`` (on its device).
 
     ``compact``: train only the token rows the prompts use (:mod:`bench.engine.compact_embedding`).
-    ``capturable``: an optimizer a CUDA graph can replay. ``total_steps``: a warm-up + cosine schedule over that
-    many steps (None: no scheduler). ``wrap(model)`` returns the module the step calls (DDP, ...); the state
+    ``capturable``: an optimizer a CUDA graph can replay. ``total_steps``: a warm-up + ``schedule`` (cosine or
+    linear) decay over that many steps (None: no scheduler). ``wrap(model)`` returns the module the step calls (DDP, ...); the state
     keeps the bare model for checkpoints through it.
     """
     embedding = compact_embedding.install(model, prompt_tokens) if compact else None
@@ -31,7 +32,7 @@ def build_train_state(model, prompt_tokens, *, lr: float = 1e-4, weight_decay: f
     optimizer = build_optimizer(model, lr, weight_decay, prompt_tokens.device, capturable=capturable, fused=fused)
     if embedding is not None:
         compact_embedding.attach(embedding, optimizer)
-    scheduler = build_scheduler(optimizer, total_steps, warmup_steps) if total_steps is not None else None
+    scheduler = build_scheduler(optimizer, total_steps, warmup_steps, schedule) if total_steps is not None else None
     return TrainState(train_model, optimizer, scheduler, ClipLoss(loss, rank, world_size, label_smoothing),
                       prompt_tokens, autocast_dtype, text_mode, max_grad_norm=max_grad_norm,
                       tower_streams=tower_streams)

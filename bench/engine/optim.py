@@ -27,13 +27,14 @@ def build_optimizer(model, lr: float, weight_decay: float, device: torch.device,
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
-def build_scheduler(optimizer, total_steps: int, warmup_steps: int = 0):
-    """Linear warm-up, then cosine decay to zero over the remaining steps (per step, not per epoch)."""
+def build_scheduler(optimizer, total_steps: int, warmup_steps: int = 0, kind: str = "cosine"):
+    """Linear warm-up, then ``kind`` decay to zero over the remaining steps (per step, not per epoch):
+    ``cosine`` (the reference recipe) or ``linear`` (with the warm-up, airbench's triangular schedule)."""
 
     def factor(step):
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 1.0 - progress if kind == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
