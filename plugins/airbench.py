@@ -5,8 +5,11 @@ conv -> max-pool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU at widths 64/
 max-pool), which trains to 94% on CIFAR-10 in seconds. Departures, because here it is a CLIP tower
 trained by bench's own loop (AdamW over every parameter, the contrastive loss):
 
-- the stem is an ordinary learned conv (airbench initialises it to whiten image patches, which needs
-  the training set at construction; a factory here only gets sizes);
+- the stem is an ordinary learned conv unless ``whiten=True``: then, as airbench, it is a frozen 2x2
+  patch-whitening conv (the eigenvectors of the training patches' second moments, scaled by their inverse
+  square roots, and their negations; its bias still trains). A factory only gets sizes, so the weights are
+  set by ``setup_from_data``, the optional encoder method bench calls with the training images before a fresh
+  run's first step (docs/plugins.md);
 - the head is a linear projection to the CLIP embedding width instead of a 10-way classifier;
 - ``flip_tta`` (default on): in eval mode the features are the mean over the image and its mirror
   image, as airbench's evaluation does; training is unchanged. It doubles evaluation cost only.
@@ -22,13 +25,31 @@ from bench.errors import BenchError
 from bench.options import boolean, int_tuple, number
 
 
-def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum):
+WHITEN_IMAGES = 5000  # airbench estimates the patch statistics on the first 5000 training images
+WHITEN_EPS = 5e-4  # and adds this to each eigenvalue before the inverse square root
+
+
+def whitening_weights(images, eps: float = WHITEN_EPS):
+    """``(2 * 3 * 2 * 2, 3, 2, 2)`` conv weights that whiten the 2x2 patches of ``images`` (float NCHW): the
+    eigenvectors of the patches' (uncentred) second-moment matrix, largest first, each divided by the square root
+    of its eigenvalue plus ``eps``, then the same negated (airbench's ``init_whitening_conv``)."""
+    import torch
+
+    c = images.shape[1]
+    patches = images.unfold(2, 2, 1).unfold(3, 2, 1).transpose(1, 3).reshape(-1, c * 4).double()
+    eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+    scaled = (eigenvectors.T / torch.sqrt(eigenvalues + eps)[:, None]).flip(0).reshape(c * 4, c, 2, 2)
+    return torch.cat([scaled, -scaled]).float()
+
+
+def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum, whiten):
     owner = f"encoder {name!r}"
     widths = int_tuple(owner, "widths", widths, 3, "the channels of its 3 conv groups, e.g. widths=[64,256,256]")
     flip_tta = boolean(owner, "flip_tta", flip_tta)
     translate_tta = boolean(owner, "translate_tta", translate_tta)
     bn_momentum = number(owner, "bn_momentum", bn_momentum, 0, 1, "airbench uses 0.4 (1 = only the last batch)",
                          low_open=True)
+    whiten = boolean(owner, "whiten", whiten)
     if image_size < 16:
         raise BenchError(f"{owner} needs --image-size of at least 16 (three 2x pools after a 2x2 stem), got {image_size}")
     import torch
@@ -61,6 +82,7 @@ def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_mome
             super().__init__()
             stem_width = 24  # airbench's whitening width: 2 x 3 channels x 2 x 2 patch
             self.stem = nn.Conv2d(3, stem_width, 2, padding=0, bias=True)
+            self.stem.weight.requires_grad = not whiten  # a whitening stem is set from data, then frozen
             groups, c_in = [], stem_width
             for width in widths:
                 groups.append(ConvGroup(c_in, width))
@@ -69,6 +91,14 @@ def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_mome
             self.proj = nn.Linear(c_in, embed_dim, bias=False)
             self.flip_tta = flip_tta
             self.translate_tta = translate_tta
+
+        def setup_from_data(self, images):
+            """Whitening stem (``whiten=True``): its weights from the first training images' 2x2 patches."""
+            if whiten:
+                from bench.data.loader import normalize
+
+                with torch.no_grad():
+                    self.stem.weight.copy_(whitening_weights(normalize(images[:WHITEN_IMAGES])))
 
         def features(self, x):
             x = self.groups(F.gelu(self.stem(x)))
@@ -94,8 +124,8 @@ def _factory(name, default_widths, default_translate_tta):
     """The factory of ``name``: its --encoder-opt keys are the arguments after ``image_size``."""
 
     def factory(embed_dim, image_size, widths=default_widths, flip_tta=True, translate_tta=default_translate_tta,
-                bn_momentum=0.4):
-        return _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum)
+                bn_momentum=0.4, whiten=False):
+        return _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum, whiten)
 
     return factory
 
@@ -105,7 +135,7 @@ def register_encoders(register):
     register("airbench", _factory("airbench", (64, 256, 256), False),
              "airbench94-style net: 2x2 stem, conv groups 64/256/256 with max-pool, frozen-scale BatchNorm, GELU, "
              "global max-pool, linear to embed; eval averages image and mirror (flip_tta=True), and one-pixel shifts "
-             "(translate_tta=True)",
+             "(translate_tta=True); whiten=True: a frozen patch-whitening stem set from the training images",
              family="convnet", source="bench (after KellerJordan/cifar10-airbench)")
     register("airbench_wide", _factory("airbench_wide", (96, 384, 384), True),
              "airbench at widths 96/384/384 (the fast preset's tower); eval averages mirror and one-pixel shifts, as "

@@ -123,6 +123,37 @@ def test_airbench_translate_tta_is_airbench94s_second_level():
         torch.testing.assert_close(net.train()(x), net.features(x))
 
 
+def test_airbench_whitening_stem_whitens_the_training_patches():
+    """whiten=True: after setup_from_data, the stem's first 12 channels (bias aside) map the training images' 2x2
+    patches to outputs whose second-moment matrix is diagonal with entries lambda / (lambda + eps), i.e. the
+    identity wherever a direction has more energy than eps; the other 12 channels are their negations, and the
+    stem's weights are frozen while its bias trains."""
+    from bench.data.loader import normalize, to_device_uint8
+    from bench.host.manager import get_entry
+    from bench_plugins.airbench import WHITEN_EPS
+
+    images = to_device_uint8(make_synthetic("train", n=256).images, "cpu")
+    net = get_entry("encoders", "airbench").factory(embed_dim=8, image_size=32, widths=(8, 16, 16), whiten=True)
+    assert not net.stem.weight.requires_grad and net.stem.bias.requires_grad
+    before = net.stem.weight.detach().clone()
+    net.setup_from_data(images)
+    assert not torch.equal(before, net.stem.weight)
+    x = normalize(images).double()
+    with torch.no_grad():
+        out = F.conv2d(x, net.stem.weight.double())  # (N, 24, 31, 31): every 2x2 patch
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 24)
+    moment = flat[:, :12].T @ flat[:, :12] / len(flat)
+    patches = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+    eigenvalues = torch.linalg.eigvalsh(patches.T @ patches / len(patches)).flip(0)
+    torch.testing.assert_close(moment, torch.diag(eigenvalues / (eigenvalues + WHITEN_EPS)), atol=2e-4, rtol=1e-3)
+    assert float(moment.diagonal()[:3].min()) > 0.995  # the strong directions come out with unit variance
+    torch.testing.assert_close(flat[:, 12:], -flat[:, :12])
+    plain = get_entry("encoders", "airbench").factory(embed_dim=8, image_size=32, widths=(8, 16, 16))
+    weights = plain.stem.weight.detach().clone()
+    plain.setup_from_data(images)  # without whiten the stem is an ordinary learned conv, untouched by the data
+    assert plain.stem.weight.requires_grad and torch.equal(weights, plain.stem.weight)
+
+
 @pytest.mark.parametrize("kind", ["cosine", "linear"])
 def test_the_schedule_warms_up_linearly_then_decays_to_zero_as_named(kind):
     """``--schedule``: lr(step) = peak * (step + 1) / warmup during the warm-up, then peak * (1 - p) (linear) or

@@ -88,3 +88,68 @@ def test_bench_plugins_and_list_commands(run_cli):
     assert code == 0 and "bench_plugins.modified_resnet (built-in)" in out and "encoders: modified_resnet" in out
     code, out, _ = run_cli("list", "templates")
     assert code == 0 and out.splitlines()[0].startswith("openai") and "seed" in out
+
+
+
+class _DataSetUpEncoder:
+    """A third-party encoder whose set-up needs the training images: it keeps their mean pixel in a buffer."""
+
+    calls = []
+
+    @hookimpl
+    def register_encoders(self, register):
+        def factory(embed_dim, image_size):
+            import torch
+            from torch import nn
+
+            class MeanAware(nn.Sequential):
+                def __init__(self):
+                    super().__init__(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, embed_dim))
+                    self.register_buffer("pixel_mean", torch.zeros(3))
+
+                def setup_from_data(self, images):
+                    _DataSetUpEncoder.calls.append(tuple(images.shape))
+                    self.pixel_mean.copy_(images.float().mean(dim=(0, 2, 3)))
+
+            return MeanAware()
+
+        register("third/mean_aware", factory, "an encoder set up from the training images")
+
+
+def test_setup_from_data_runs_once_before_a_fresh_run_and_its_result_is_checkpointed(tmp_path, run_cli, monkeypatch):
+    """bench calls an encoder's optional setup_from_data once, with the whole training split as uint8 NCHW, before
+    training; what it sets is in the checkpoint; a stopped run resumed does not call it again."""
+    import numpy as np
+    import torch
+
+    import bench.testing
+    from bench.engine import faults
+
+    from .plugin_support import TINY_RUN
+
+    _DataSetUpEncoder.calls.clear()
+    out = tmp_path / "results"
+    flags = [f for f in TINY_RUN if f != "--no-checkpoints"] + ["--limit-train", "32", "--batch-size", "8",
+                                                               "--epochs", "2", "--device", "cpu"]
+    with bench.testing.plugin_registered(_DataSetUpEncoder(), "mean_aware"):
+        asked = []
+
+        def agreed(self, collective_point):  # stop after the third step
+            asked.append(collective_point)
+            if len(asked) == 3:
+                self.requested = "SIGINT"
+            return self.requested is not None
+
+        monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
+        code, _, err = run_cli("run", "--encoder", "third/mean_aware", *flags, "--out", out)
+        assert code == 130, err
+        monkeypatch.undo()
+        assert _DataSetUpEncoder.calls == [(32, 3, 32, 32)]
+        (run_dir,) = (out / "runs").iterdir()
+        code, _, err = run_cli("run", "--resume", run_dir, "--no-progress")
+        assert code == 0, err
+        assert len(_DataSetUpEncoder.calls) == 1
+    saved = torch.load(run_dir / "last.pt", weights_only=True)["model"]["visual.pixel_mean"]
+    train = get_entry("datasets", "synthetic").create("train", None, 0).subset(32)  # what the run trained on
+    expected = train.images.reshape(-1, 3).astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(saved.numpy(), expected, rtol=1e-5)

@@ -205,6 +205,13 @@ class Run:
                                    channels_last=channels_last, pad=cfg.crop_pad, shard=(world.rank, world.size),
                                    cutout=cfg.cutout, flip=cfg.flip)
 
+        setup = getattr(model.visual, "setup_from_data", None)
+        if setup is not None and resume is None:  # a resumed run's weights are the checkpoint's
+            # under the run's seed, on forked RNG states: the draws of everything after are those of a run without it
+            with GLOBAL_RNG, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(cfg.seed)
+                setup(self.loader.images)
+
         def wrap(bare):
             if cfg.compile:
                 compile_towers(bare)  # in place: state-dict keys unchanged
