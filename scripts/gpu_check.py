@@ -38,7 +38,10 @@ sys.path.insert(0, str(ROOT))
 TINY_MODEL = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2"]
 MAIN_ENCODERS = ["modified_resnet", "modified_resnet_cifar", "airbench", "airbench_wide"]
 # (name, flags added to the fast preset): each ~20-40 s on an H100-class GPU
-FAST_VARIANTS = [("fast_seed1", ["--seed", "1"]), ("fast_cutout12", ["--cutout", "12"])]
+FAST_VARIANTS = [("fast_seed1", ["--seed", "1"]), ("fast_cutout12", ["--cutout", "12"]),
+                 # airbench's methods, not measured on a GPU yet (docs/performance.md)
+                 ("fast_alternate_flip", ["--flip", "alternate"]), ("fast_whiten", ["--encoder-opt", "whiten=true"]),
+                 ("fast_linear", ["--schedule", "linear"])]
 OPTIONAL_ENCODERS = ["timm/resnet18", "timm/convnext_atto", "timm/vit_tiny_patch4_32"]  # when registered (issue 3)
 STEPS_PER_REFERENCE_RUN = 50 * (50000 // 32)  # the reference preset: 50 epochs of 1562 steps
 

@@ -112,8 +112,10 @@ def test_config_id_leaves_out_every_option_resume_may_change_and_only_the_marked
     assert set(ALLOWED_WITH_RESUME) <= excluded
     assert excluded == {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
                         "eval_every", "channels_last", "evals", "robust_limit", "robust_severities",
-                        "cudnn_benchmark", "deterministic", "checkpoint_every"}
+                        "cudnn_benchmark", "deterministic", "checkpoint_every", "log", "wandb_project",
+                        "wandb_entity"}
     base = make_config("reference")
-    for changed in (dict(out="elsewhere"), dict(progress=True), dict(checkpoint_every=100), dict(seed=3)):
+    for changed in (dict(out="elsewhere"), dict(progress=True), dict(checkpoint_every=100), dict(seed=3),
+                    dict(log=("tensorboard", "wandb"), wandb_project="p")):
         assert config_key(dataclasses.replace(base, **changed)) == config_key(base), changed
     assert config_key(dataclasses.replace(base, lr=3e-4)) != config_key(base)
