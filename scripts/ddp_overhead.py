@@ -1,8 +1,9 @@
 """Single-device training throughput of bench's DDP code path against the plain path.
 
 Times bench's training step on one device twice over the same synthetic batch: once on the bare CLIP (what
-``bench run`` does without torchrun) and once through ``ddp.wrap_model`` in a 1-rank process group (what
-``torchrun --nproc_per_node 1 -m bench run`` does: DDP reducer, gradient all-reduce, the feature adapter).
+``bench run`` does without torchrun, and with one rank under it) and once through ``ddp.wrap_model`` in a 1-rank
+process group (what ``BENCH_FORCE_DDP=1 torchrun --nproc_per_node 1 -m bench run`` does, and what every rank of a
+multi-GPU run pays besides communication: DDP reducer, gradient all-reduce, the feature adapter).
 On CUDA both paths run as ``bench run`` does by default: the step captured as one CUDA graph (under DDP,
 its all-reduce captured too) with the towers on two streams; ``--no-cuda-graph`` times the eager step.
 The paths alternate over ``--repeats`` rounds of ``--warmup`` untimed and ``--steps`` timed steps, the
@@ -49,7 +50,9 @@ MODELS = {
 
 
 def _one_rank_group(device: str, cuda_graph: bool):
-    """A 1-rank process group, as ``torchrun --nproc_per_node 1`` would set up (unless already under torchrun)."""
+    """A 1-rank process group, as ``BENCH_FORCE_DDP=1 torchrun --nproc_per_node 1`` would set up (unless already
+    under torchrun): without the switch bench runs one rank as a plain run, with no group to time DDP in."""
+    os.environ["BENCH_FORCE_DDP"] = "1"
     if "RANK" not in os.environ:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
