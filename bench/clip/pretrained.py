@@ -132,9 +132,10 @@ def load_open_clip(name: str, pretrained: str | None, device) -> tuple[Preproces
             have = f"its tags: {', '.join(tags)}" if tags else "it has no pretrained tags"
             raise BenchError(f"open_clip has no pretrained tag {pretrained!r} for {name} ({have}); "
                              f"or pass a weights file with --pretrained FILE")
-    quiet = logging.getLogger()
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # open_clip warns at root level that a model without a tag is randomly initialised
+    # open_clip and huggingface_hub log (a model built without a tag "initialised randomly", each failed download
+    # try); bench says what matters in one line, so their records are held back while the model is built
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             name, pretrained=None if weights_file is not None else pretrained, device="cpu")
@@ -144,7 +145,7 @@ def load_open_clip(name: str, pretrained: str | None, device) -> tuple[Preproces
                              f"offline, pass a local weights file with --pretrained FILE") from None
         raise BenchError(f"open_clip cannot build {name} ({one_line_cause(exc)})") from None
     finally:
-        quiet.setLevel(level)
+        logging.disable(previous)
     if weights_file is not None:
         _load_weights_file(model, weights_file, name)
     tokenizer = open_clip.get_tokenizer(name)
