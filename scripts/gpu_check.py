@@ -239,6 +239,12 @@ def where_the_time_goes(history, wall_s) -> dict:
     return out
 
 
+def _kernels(row: dict) -> str:
+    """", N kernels/step" for a throughput row that counted them (rows of older tables have no count)."""
+    k = row.get("kernels_per_step")
+    return f", {int(k)} kernels/step" if isinstance(k, (int, float)) and k == k else ""
+
+
 def report(check: Check, results: dict) -> str:
     """The short table printed last (also summary.md)."""
     device = "cpu" if results.get("tiny") else "cuda"
@@ -296,7 +302,7 @@ def report(check: Check, results: dict) -> str:
             lines.append(f"| throughput {row['encoder']} {row['component']}/{row['mode']} b{int(row['batch_size'])} "
                          f"{row['precision']}{' graph' if row.get('cuda_graph') is True else ''} | "
                          f"{row['samples_per_s']:.0f}/s, {row['step_ms_median']:.2f} ms (p90 {row['step_ms_p90']:.2f}), "
-                         f"{row['peak_mem_mb']:.0f} MB, {row['gflops_per_sample']:.3f} GFLOP/sample |")
+                         f"{row['peak_mem_mb']:.0f} MB, {row['gflops_per_sample']:.3f} GFLOP/sample{_kernels(row)} |")
     for key in ("ddp", "ddp_one_stream", "ddp_fast"):
         d = results.get(key)
         if isinstance(d, dict):

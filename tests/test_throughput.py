@@ -93,3 +93,18 @@ def test_measure_records_the_retry(monkeypatch):
                         text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
     row = measure(cfg, "vision", "infer")
     assert (row["batch_size"], row["oom_retries"]) == (2, 2)
+
+
+def test_kernels_per_step_counts_the_work_one_step_launches():
+    """kernels_per_step (on a CPU the top-level aten ops of one eager step, forward, backward and optimizer) is
+    the same on a second count, and each extra text-tower layer adds the same number of ops."""
+    from bench.perf.throughput import count_kernels
+
+    counts = []
+    for layers in (1, 2, 3):
+        cfg = ThroughputCfg(encoder="modified_resnet", batch_size=4, steps=1, warmup=0, embed_dim=32, text_width=32,
+                            text_heads=2, text_layers=layers, encoder_opts=(("width", 8),))
+        counts.append(measure(cfg, "clip", "train")["kernels_per_step"])
+    assert counts[0] > 100 and counts[1] - counts[0] == counts[2] - counts[1] > 0, counts
+    x = torch.randn(8, 8)
+    assert count_kernels(lambda: (x @ x).relu().sum(), torch.device("cpu")) == 3

@@ -26,7 +26,8 @@ from ..errors import BenchError
 COLUMNS = [
     "encoder", "component", "mode", "batch_size", "requested_batch_size", "oom_retries", "precision",
     "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "samples_per_s",
-    "step_ms_median", "step_ms_p90", "steps", "warmup", "peak_mem_mb", "params", "gflops_per_sample", "error", "time",
+    "step_ms_median", "step_ms_p90", "steps", "warmup", "peak_mem_mb", "params", "gflops_per_sample",
+    "kernels_per_step", "error", "time",
     "torch_version", "cuda_version", "git_commit", "git_dirty", "hostname", "command",
 ]
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -93,6 +94,36 @@ def count_flops(fn) -> float:
     except Exception:  # noqa: BLE001
         return float("nan")
     return counter.get_total_flops()
+
+
+def count_kernels(fn, device: torch.device) -> int:
+    """Work items one call of ``fn`` launches: on CUDA the device kernels torch.profiler records (memory copies and
+    sets included); on a CPU the aten operations that reach a backend, views left out (a dispatch mode counts
+    them; the CPU's unit of launched work, and no profiler start-up noise on a machine without a GPU).
+
+    Count an eager call: a captured CUDA graph replays the same kernels as one launch, and it is their number,
+    each a few microseconds of fixed cost at small batches, that a faster step has to cut.
+    """
+    if device.type == "cuda":
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize(device)
+        return sum(1 for e in prof.events() if e.device_type == DeviceType.CUDA)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Count.n += not func.is_view
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -208,6 +239,8 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
         else:
             step = _vision_step(cfg, model, batch, device, train=mode == "train")
         flops = count_flops(step)  # also the first warm-up step: eager, before any graph capture
+        step()  # compiles, with --compile
+        kernels = count_kernels(step, device)  # the third step: still eager, every kernel compiled and tuned
         for _ in range(max(cfg.warmup, 4 if graph else 0)):  # a graph is captured after 3 eager steps
             step()
         if device.type == "cuda":
@@ -215,13 +248,14 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
             torch.cuda.reset_peak_memory_stats(device)
         times = time_steps(step, cfg.steps, device)
         return {"params": clip_params if component == "clip" else vision_params, "flops": flops, "times": times,
-                "graph": graph, "peak": peak_memory_mb(device)}
+                "graph": graph, "peak": peak_memory_mb(device), "kernels": kernels}
 
     out, batch, retries = with_oom_retry(attempt, cfg.batch_size, device)
     median = statistics.median(out["times"])
     return {"batch_size": batch, "oom_retries": retries, "samples_per_s": batch / median * 1e3,
             "step_ms_median": median, "step_ms_p90": p90(out["times"]), "peak_mem_mb": out["peak"],
-            "params": out["params"], "gflops_per_sample": out["flops"] / batch / 1e9, "cuda_graph": out["graph"]}
+            "params": out["params"], "gflops_per_sample": out["flops"] / batch / 1e9, "cuda_graph": out["graph"],
+            "kernels_per_step": out["kernels"]}
 
 
 def measurements(mode: str) -> list[tuple[str, str]]:
@@ -277,7 +311,7 @@ def append_rows(table: pd.DataFrame, path) -> None:
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """The columns worth reading on a terminal."""
     cols = ["encoder", "component", "mode", "batch_size", "precision", "samples_per_s", "step_ms_median",
-            "step_ms_p90", "peak_mem_mb", "params", "gflops_per_sample", "error"]
+            "step_ms_p90", "peak_mem_mb", "params", "gflops_per_sample", "kernels_per_step", "error"]
     out = table[cols].copy()
     for col, digits in (("samples_per_s", 1), ("step_ms_median", 2), ("step_ms_p90", 2), ("peak_mem_mb", 0),
                         ("gflops_per_sample", 3)):
