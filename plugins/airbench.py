@@ -16,6 +16,8 @@ trained by bench's own loop (AdamW over every parameter, the contrastive loss):
 - ``translate_tta`` (default off): airbench94's second TTA level on top: half the weight on the mirror
   pair, a quarter each on the pair shifted one pixel up-left and down-right (reflection padding). Six
   passes per test image; training is unchanged.
+- ``test_time_augmentation``: True when either TTA is on; bench sets it False for one more final evaluation
+  with a single plain view, so a run's row has ``zeroshot_top1_no_tta`` beside the TTA figure.
 
 Kept from airbench: BatchNorm with a frozen scale (only the shift trains) and low running-stat
 momentum, identity (dirac) initialisation of each conv's first input channels, no conv biases.
@@ -91,6 +93,8 @@ def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_mome
             self.proj = nn.Linear(c_in, embed_dim, bias=False)
             self.flip_tta = flip_tta
             self.translate_tta = translate_tta
+            # bench's switch for one plain view at evaluation (its rows then report top-1 without TTA as well)
+            self.test_time_augmentation = flip_tta or translate_tta
 
         def setup_from_data(self, images):
             """Whitening stem (``whiten=True``): its weights from the first training images' 2x2 patches."""
@@ -108,7 +112,7 @@ def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_mome
             return (self.features(x) + self.features(x.flip(3))) / 2 if self.flip_tta else self.features(x)
 
         def forward(self, x):
-            if self.training:
+            if self.training or not self.test_time_augmentation:
                 return self.features(x)
             if not self.translate_tta:
                 return self.mirrored(x)

@@ -174,3 +174,32 @@ def test_the_schedule_warms_up_linearly_then_decays_to_zero_as_named(kind):
     decay = (lambda p: 1 - p) if kind == "linear" else (lambda p: (1 + math.cos(math.pi * p)) / 2)
     expected = [0.5 * (s + 1) / 4 for s in range(4)] + [0.5 * decay((s - 4) / 10) for s in range(4, 15)]
     assert lrs == pytest.approx(expected, abs=1e-12) and lrs[-1] == 0.0
+
+
+def test_a_run_with_test_time_augmentation_also_reports_top1_without_it(tmp_path, run_cli):
+    """An airbench run (mirror TTA on) has zeroshot_top1_no_tta in its row: the top-1 of its final weights with
+    the encoder's TTA switched off, recomputed here from last.pt; with TTA off there is no such column."""
+    from bench.app.evaluate import load_model
+    from bench.clip.templates import fill
+    from bench.data.loader import to_device_uint8
+    from bench.evaluation.zero_shot import build_zero_shot_classifier, zero_shot_metrics
+    from bench.host.manager import get_entry
+
+    flags = ["--encoder", "airbench", "--encoder-opt", "widths=[8,16,16]", "--dataset", "synthetic", "--epochs", "1",
+             "--limit-train", "64", "--limit-test", "64", "--batch-size", "16", "--device", "cpu", *TINY[:8]]
+    code, _, err = run_cli("run", *flags, "--out", tmp_path / "tta")
+    assert code == 0, err
+    row = pd.read_csv(tmp_path / "tta" / "runs.csv").iloc[0]
+    model, cfg, _ = load_model(next((tmp_path / "tta" / "runs").iterdir()) / "last.pt", "cpu")
+    test = get_entry("datasets", "synthetic").create("test", None, 0).subset(64)
+    tpl = get_entry("templates", cfg.templates).create()
+    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(77, fill(tpl, test.classes))
+    classifier = build_zero_shot_classifier(model, list(test.classes), tpl, tokenizer, "cpu")
+    images, labels = to_device_uint8(test.images, "cpu"), torch.as_tensor(test.labels)
+    assert zero_shot_metrics(model, images, labels, classifier)["top1"] == row["zeroshot_top1"]
+    model.visual.test_time_augmentation = False
+    assert zero_shot_metrics(model, images, labels, classifier)["top1"] == row["zeroshot_top1_no_tta"]
+
+    code, _, err = run_cli("run", *flags, "--encoder-opt", "flip_tta=false", "--out", tmp_path / "plain")
+    assert code == 0, err
+    assert "zeroshot_top1_no_tta" not in pd.read_csv(tmp_path / "plain" / "runs.csv").columns

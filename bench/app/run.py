@@ -348,6 +348,24 @@ class Run:
                     mean_per_class_recall=metrics["mean_per_class_recall"],
                     eval_seconds=time.perf_counter() - started)  # metrics are on the host: synced
 
+    def _without_tta(self) -> dict:
+        """Zero-shot top-1 once more with the encoder's test-time augmentation off, for an encoder that has one
+        (a true ``test_time_augmentation`` attribute), so a row shows what the averaged views add; every rank
+        takes part, as in :meth:`evaluate`."""
+        visual = self.model.visual
+        if getattr(visual, "test_time_augmentation", False) is not True:
+            return {}
+        parts = self.parts
+        classifier = build_zero_shot_classifier(self.model, parts.classes, parts.templates, parts.tokenizer,
+                                                self.device, self.autocast_dtype)
+        visual.test_time_augmentation = False
+        try:
+            metrics = validate_sharded(self.model, self.test_images, self.test_labels, classifier, self.world,
+                                       autocast_dtype=self.autocast_dtype, channels_last=self.channels_last)
+        finally:
+            visual.test_time_augmentation = True
+        return {"zeroshot_top1_no_tta": metrics["top1"]}
+
     def finish(self) -> dict:
         """The run's row; on the main rank also its curves, per-class, confusion and predictions files, the
         evaluation suite, ``result.json`` and the ``runs.csv`` row."""
@@ -359,6 +377,7 @@ class Run:
         row = run_row(cfg, self.run_id, self.device, self.n_params, progress.train_seconds, progress.train_images,
                       metrics, history, progress.best, parts, self.autocast_dtype)
         row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes)
+        row.update(self._without_tta())
         if not world.is_main:
             return row
         plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({self.run_id})")
