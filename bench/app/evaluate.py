@@ -22,7 +22,7 @@ from ..evaluation.metrics import classification_metrics
 from ..evaluation.zero_shot import build_zero_shot_classifier, image_features
 from ..files import check_writable_folder, load_checkpoint
 from ..host.manager import get_entry
-from ..results.run_files import write_csv
+from ..results.run_files import confusion_frame, write_csv
 from ..results.tables import config_key
 from .validation import check_data_dir, check_positive
 
@@ -161,8 +161,7 @@ def write_eval_files(out, table: pd.DataFrame, classes, per_class: dict, confusi
     write_csv(pd.DataFrame({"class": list(classes), **per_class}), out / "per_class.csv")
     for label, cm in confusions.items():
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
-        write_csv(pd.DataFrame(cm, index=list(classes), columns=list(classes)).rename_axis("true").reset_index(),
-                  out / f"confusion-{safe}.csv")
+        write_csv(confusion_frame(cm, classes), out / f"confusion-{safe}.csv")
     for name, t in tables.items():
         write_csv(t, out / f"{name}.csv")
 

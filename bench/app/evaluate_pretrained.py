@@ -28,7 +28,7 @@ from ..files import check_writable_folder
 from ..host.manager import get_entry
 from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
-from ..results.run_files import provenance, write_csv
+from ..results.run_files import provenance, write_class_tables, write_csv
 from ..results.runs_table import finish_run
 from .evaluate import check_eval_inputs, evaluate_sets, template_sets, write_eval_files
 
@@ -75,16 +75,15 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
     for row in result.rows:
         label = row["eval_templates"]
         set_name = label.split("[")[0]
-        rows.append({"config_id": _config_id(model_name, digest or pretrained, label, dataset, limit_test),
+        is_set = label == set_name  # a set's row is a run of its own; its single templates' rows follow, printed only
+        if is_set:
+            run_id = f"{stamp}-openclip-{_safe(model_name)}-{_safe(base['pretrained'])}-{set_name}-{uuid.uuid4().hex[:6]}"
+        rows.append({"run_id": run_id if is_set else f"{run_id}:{label}",
+                     "config_id": _config_id(model_name, digest or pretrained, label, dataset, limit_test),
                      "templates": set_name, **base, **row})
-        if label != set_name:  # a single template's row (rows follow their set's): printed, not a run of its own
-            rows[-1]["run_id"] = f"{run_id}:{label}"
-            continue
-        run_id = f"{stamp}-openclip-{_safe(model_name)}-{_safe(base['pretrained'])}-{set_name}-{uuid.uuid4().hex[:6]}"
-        rows[-1]["run_id"] = run_id
-        _record(results, run_id, rows[-1], test, result, set_name)
-    columns = ["run_id"] + [c for c in rows[0] if c != "run_id"]
-    table = pd.DataFrame(rows)[columns]
+        if is_set:
+            _record(results, run_id, rows[-1], test, result, set_name)
+    table = pd.DataFrame(rows)
     if out is not None:
         write_eval_files(out, table, test.classes, result.per_class, result.confusions, result.tables)
     return table
@@ -94,11 +93,7 @@ def _record(results: Path, run_id: str, row: dict, test, result, set_name: str):
     """The run folder of one template set's evaluation, then its runs.csv row."""
     run_dir = results / "runs" / run_id
     run_dir.mkdir(parents=True)
-    confusion = result.confusions[set_name]
-    write_csv(pd.DataFrame({"class": list(test.classes), "accuracy": result.per_class[set_name],
-                            "support": confusion.sum(axis=1)}), run_dir / "per_class.csv")
-    write_csv(pd.DataFrame(confusion, index=list(test.classes), columns=list(test.classes))
-              .rename_axis("true").reset_index(), run_dir / "confusion.csv")
+    write_class_tables(run_dir, test.classes, result.per_class[set_name], result.confusions[set_name])
     save_predictions(run_dir / PREDICTIONS, test.labels, np.asarray(result.predictions[set_name]), len(test.classes))
     for name, table in result.tables.items():
         if name.endswith(f"-{set_name}"):

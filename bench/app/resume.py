@@ -17,8 +17,10 @@ from ..errors import BenchError
 from ..files import load_checkpoint
 from ..results.runs_table import append_run, read_table
 
+# how a run reports (progress bars, live curves): a restarted run takes the new values
+REPORTING = ("progress", "log", "wandb_project", "wandb_entity")
 # options that cannot change a run's numbers: where it writes, how it reports, how often it checkpoints
-ALLOWED_WITH_RESUME = ("out", "progress", "checkpoint_every", "log", "wandb_project", "wandb_entity")
+ALLOWED_WITH_RESUME = ("out", "checkpoint_every", *REPORTING)
 
 
 def find_run_dir(target: str, out: str | Path) -> Path:

@@ -35,7 +35,7 @@ from ..files import atomic_write_text
 from ..host.manager import get_entry
 from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
-from ..results.run_files import plot_curves, provenance, write_csv
+from ..results.run_files import plot_curves, provenance, write_class_tables, write_csv
 from ..results.runs_table import finish_run
 from ..results.tables import config_key
 from .validation import check_encoder_forward, check_image_size, check_run_inputs
@@ -337,11 +337,7 @@ class Run:
     def evaluate(self) -> dict:
         """Zero-shot on the test split, sharded over ranks; kept in the progress for checkpoints and the row."""
         started = time.perf_counter()
-        parts = self.parts
-        classifier = build_zero_shot_classifier(self.model, parts.classes, parts.templates, parts.tokenizer,
-                                                self.device, self.autocast_dtype)
-        metrics = validate_sharded(self.model, self.test_images, self.test_labels, classifier, self.world,
-                                   autocast_dtype=self.autocast_dtype, channels_last=self.channels_last)
+        metrics = self._zero_shot()
         self.progress.metrics = plain({**metrics, "per_class": metrics["per_class"].tolist(),
                                        "confusion": metrics["confusion"].tolist()})
         return dict(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
@@ -355,16 +351,19 @@ class Run:
         visual = self.model.visual
         if getattr(visual, "test_time_augmentation", False) is not True:
             return {}
+        visual.test_time_augmentation = False
+        try:
+            return {"zeroshot_top1_no_tta": self._zero_shot()["top1"]}
+        finally:
+            visual.test_time_augmentation = True
+
+    def _zero_shot(self) -> dict:
+        """Zero-shot metrics of the current weights on the test split: the template classifier, images sharded."""
         parts = self.parts
         classifier = build_zero_shot_classifier(self.model, parts.classes, parts.templates, parts.tokenizer,
                                                 self.device, self.autocast_dtype)
-        visual.test_time_augmentation = False
-        try:
-            metrics = validate_sharded(self.model, self.test_images, self.test_labels, classifier, self.world,
-                                       autocast_dtype=self.autocast_dtype, channels_last=self.channels_last)
-        finally:
-            visual.test_time_augmentation = True
-        return {"zeroshot_top1_no_tta": metrics["top1"]}
+        return validate_sharded(self.model, self.test_images, self.test_labels, classifier, self.world,
+                                autocast_dtype=self.autocast_dtype, channels_last=self.channels_last)
 
     def finish(self) -> dict:
         """The run's row; on the main rank also its curves, per-class, confusion and predictions files, the
@@ -382,11 +381,7 @@ class Run:
             return row
         plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({self.run_id})")
         suite_columns = run_eval_suite(cfg, self.model, parts, self.device, self.autocast_dtype, run_dir, self.run_id)
-        per_class = pd.DataFrame({"class": list(parts.classes), "accuracy": metrics["per_class"],
-                                  "support": metrics["confusion"].sum(axis=1)})
-        write_csv(per_class, run_dir / "per_class.csv")
-        write_csv(pd.DataFrame(metrics["confusion"], index=list(parts.classes), columns=list(parts.classes))
-                  .rename_axis("true").reset_index(), run_dir / "confusion.csv")
+        write_class_tables(run_dir, parts.classes, metrics["per_class"], metrics["confusion"])
         if metrics["predictions"] is not None:
             save_predictions(run_dir / PREDICTIONS, parts.test.labels, np.asarray(metrics["predictions"]),
                              len(parts.classes))

@@ -139,13 +139,12 @@ def run_planned(p: Planned, stop=None, progress: SweepProgress | None = None) ->
 
 
 def _build(p: Planned, stop):
-    from .resume import load_resumable
+    from .resume import REPORTING, load_resumable
     from .run import Run
 
     if (p.run_dir / "last.pt").is_file():
         # how it reports may change on a restart (what it computes may not: that is in the run id)
-        reporting = {k: getattr(p.cfg, k) for k in ("progress", "log", "wandb_project", "wandb_entity")}
-        cfg, ckpt = load_resumable(p.run_dir, p.out, reporting)
+        cfg, ckpt = load_resumable(p.run_dir, p.out, {k: getattr(p.cfg, k) for k in REPORTING})
         return Run(cfg, p.run_id, ckpt, stop=stop), True
     if p.run_dir.exists():  # started, killed before its first checkpoint: start again, keeping what it wrote
         shutil.move(p.run_dir, p.run_dir.with_name(f".{p.run_id}.abandoned-{time.strftime('%Y%m%d-%H%M%S')}"))

@@ -26,6 +26,7 @@ from ..errors import BenchError, one_line_cause
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+HUB_SCHEMES = ("hf-hub:", "local-dir:")  # open_clip names whose config (and tags) live outside open_clip
 
 
 class Preprocessed(torch.nn.Module):
@@ -111,7 +112,7 @@ def resolve_open_clip_name(name: str) -> str:
             raise BenchError(f"--open-clip {name}: no such model config file")
         open_clip.add_model_config(path)
         return path.stem
-    if name.startswith(("hf-hub:", "local-dir:")) or name in open_clip.list_models():
+    if name.startswith(HUB_SCHEMES) or name in open_clip.list_models():
         return name
     close = difflib.get_close_matches(name, open_clip.list_models(), n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -126,7 +127,7 @@ def load_open_clip(name: str, pretrained: str | None, device) -> tuple[Preproces
     open_clip = _open_clip()
     name = resolve_open_clip_name(name)
     weights_file = _weights_file(pretrained)
-    if weights_file is None and pretrained is not None and not name.startswith(("hf-hub:", "local-dir:")):
+    if weights_file is None and pretrained is not None and not name.startswith(HUB_SCHEMES):
         tags = open_clip.list_pretrained_tags_by_model(name)
         if pretrained not in tags:
             have = f"its tags: {', '.join(tags)}" if tags else "it has no pretrained tags"

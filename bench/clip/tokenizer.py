@@ -219,7 +219,7 @@ def tokenize(texts, context_length: int = CONTEXT_LENGTH, truncate: bool = False
 
 def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:
     """Cut the padding (id 0) columns after the longest text: exact under the causal mask, and undone by padding
-    with 0 again (what a model with a fixed context, such as open_clip's, does; :mod:`bench.clip.open_clip_adapter`).
+    with 0 again (what a model with a fixed context, such as open_clip's, does; :mod:`bench.clip.pretrained`).
 
     For CLIP's BPE the last column kept is the longest text's end-of-text token. Padding is found, not assumed
     from the end-of-text id being the largest, so other tokenizers (open_clip's Hugging Face ones) trim safely.

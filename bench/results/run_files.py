@@ -61,6 +61,19 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike):
     atomic_write_text(path, buffer.getvalue())
 
 
+def confusion_frame(confusion, classes) -> pd.DataFrame:
+    """A confusion matrix ``cm[true, predicted]`` as a table: column ``true``, then one column per predicted class."""
+    return pd.DataFrame(confusion, index=list(classes), columns=list(classes)).rename_axis("true").reset_index()
+
+
+def write_class_tables(run_dir: str | os.PathLike, classes, accuracy, confusion):
+    """A run folder's ``per_class.csv`` (class, accuracy, support: its test images) and ``confusion.csv``."""
+    run_dir = Path(run_dir)
+    write_csv(pd.DataFrame({"class": list(classes), "accuracy": accuracy, "support": np.asarray(confusion).sum(axis=1)}),
+              run_dir / "per_class.csv")
+    write_csv(confusion_frame(confusion, classes), run_dir / "confusion.csv")
+
+
 def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = ""):
     """Training loss and zero-shot accuracy per epoch, side by side, as a PNG."""
     # a bare Figure, not pyplot: pyplot's global figure list is not thread-safe, and concurrent runs of a sweep
