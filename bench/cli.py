@@ -27,7 +27,8 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--encoder", help="Vision encoder (bench list encoders); default: the preset's, else modified_resnet.")
 @click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE", help="Encoder factory option.")
 @click.option("--preset", default="reference", show_default=True,
-              help="Recipe: reference (the spec's), smoke, or fast (airbench encoder, batch 1024, for GPUs).")
+              help="Recipe: reference (the spec's), smoke, fast (airbench encoder, batch 1024, for GPUs) or fast96 "
+                   "(airbench96's tower).")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
@@ -41,6 +42,18 @@ def cli(plugins_dirs, plugin_modules):
               help="Horizontal flips: random each epoch, or alternate (each epoch flips the images the last did not).")
 @click.option("--schedule", type=click.Choice(["cosine", "linear"]),
               help="Learning-rate decay after the warm-up, to zero (default cosine).")
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]),
+              help="adamw (default), or sgd: the vision tower on Nesterov SGD with decoupled lr, momentum and decay "
+                   "(airbench's), the rest on AdamW at --text-lr.")
+@click.option("--momentum", type=float, help="--optimizer sgd's Nesterov momentum (default 0.85).")
+@click.option("--text-lr", type=float, help="AdamW lr of all but the vision tower (default --lr; needed with sgd).")
+@click.option("--text-weight-decay", type=float, help="Weight decay of all but the vision tower (default --weight-decay).")
+@click.option("--norm-lr-scale", type=float,
+              help="Learning-rate multiplier of the vision tower's normalisation parameters, decay unchanged "
+                   "(default 1).")
+@click.option("--lookahead", type=float,
+              help="airbench's lookahead: per-step EMA decay the weights are pulled to, ramped up to the end, where "
+                   "the run takes the average (e.g. 0.95; default 0: off).")
 @click.option("--templates", default="seed", show_default=True)
 @click.option("--tokenizer", default="clip_bpe", show_default=True)
 @click.option("--dataset", default="cifar10", show_default=True)

@@ -9,7 +9,9 @@ trained by bench's own loop (AdamW over every parameter, the contrastive loss):
   patch-whitening conv (the eigenvectors of the training patches' second moments, scaled by their inverse
   square roots, and their negations; its bias still trains). A factory only gets sizes, so the weights are
   set by ``setup_from_data``, the optional encoder method bench calls with the training images before a fresh
-  run's first step (docs/plugins.md);
+  run's first step (docs/plugins.md). As airbench94, the stem's bias trains for the first
+  ``whiten_bias_epochs`` (3) epochs only, then is frozen: the encoder lists it in ``frozen_after_epochs``, the
+  optional attribute through which any encoder names parameters that train for a limited span;
 - the head is a linear projection to the CLIP embedding width instead of a 10-way classifier;
 - ``flip_tta`` (default on): in eval mode the features are the mean over the image and its mirror
   image, as airbench's evaluation does; training is unchanged. It doubles evaluation cost only.
@@ -18,6 +20,8 @@ trained by bench's own loop (AdamW over every parameter, the contrastive loss):
   passes per test image; training is unchanged.
 - ``test_time_augmentation``: True when either TTA is on; bench sets it False for one more final evaluation
   with a single plain view, so a run's row has ``zeroshot_top1_no_tta`` beside the TTA figure.
+- ``depth=3`` (``airbench96``): each group has a third conv + BatchNorm, and the group's pooled activation is
+  added back before the last GELU, as airbench96's ConvGroup.
 
 Kept from airbench: BatchNorm with a frozen scale (only the shift trains) and low running-stat
 momentum, identity (dirac) initialisation of each conv's first input channels, no conv biases.
@@ -44,14 +48,20 @@ def whitening_weights(images, eps: float = WHITEN_EPS):
     return torch.cat([scaled, -scaled]).float()
 
 
-def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum, whiten):
+def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum, whiten, depth,
+           whiten_bias_epochs):
     owner = f"encoder {name!r}"
     widths = int_tuple(owner, "widths", widths, 3, "the channels of its 3 conv groups, e.g. widths=[64,256,256]")
+    if depth not in (2, 3) or isinstance(depth, bool):
+        raise BenchError(f"{owner}: depth must be 2 (airbench94's groups) or 3 (airbench96's, with a residual third "
+                         f"conv), got {depth!r}")
     flip_tta = boolean(owner, "flip_tta", flip_tta)
     translate_tta = boolean(owner, "translate_tta", translate_tta)
     bn_momentum = number(owner, "bn_momentum", bn_momentum, 0, 1, "airbench uses 0.4 (1 = only the last batch)",
                          low_open=True)
     whiten = boolean(owner, "whiten", whiten)
+    whiten_bias_epochs = number(owner, "whiten_bias_epochs", whiten_bias_epochs, 0, 10**6,
+                                "airbench trains the whitening bias for 3 epochs")
     if image_size < 16:
         raise BenchError(f"{owner} needs --image-size of at least 16 (three 2x pools after a 2x2 stem), got {image_size}")
     import torch
@@ -79,15 +89,30 @@ def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_mome
             super().__init__(Conv(c_in, c_out), nn.MaxPool2d(2), FrozenScaleBatchNorm(c_out), nn.GELU(),
                              Conv(c_out, c_out), FrozenScaleBatchNorm(c_out), nn.GELU())
 
+    class ResidualGroup(nn.Module):
+        """airbench96's group: conv, pool, norm, GELU (= x0), conv, norm, GELU, conv, norm, + x0, GELU."""
+
+        def __init__(self, c_in, c_out):
+            super().__init__()
+            self.first = nn.Sequential(Conv(c_in, c_out), nn.MaxPool2d(2), FrozenScaleBatchNorm(c_out), nn.GELU())
+            self.rest = nn.Sequential(Conv(c_out, c_out), FrozenScaleBatchNorm(c_out), nn.GELU(),
+                                      Conv(c_out, c_out), FrozenScaleBatchNorm(c_out))
+
+        def forward(self, x):
+            x = self.first(x)
+            return F.gelu(self.rest(x) + x)
+
     class AirbenchEncoder(nn.Module):
         def __init__(self):
             super().__init__()
             stem_width = 24  # airbench's whitening width: 2 x 3 channels x 2 x 2 patch
             self.stem = nn.Conv2d(3, stem_width, 2, padding=0, bias=True)
             self.stem.weight.requires_grad = not whiten  # a whitening stem is set from data, then frozen
+            # and its bias, after a few epochs in which the first layer's shifts settle (bench's optimizer reads this)
+            self.frozen_after_epochs = {"stem.bias": whiten_bias_epochs} if whiten else {}
             groups, c_in = [], stem_width
             for width in widths:
-                groups.append(ConvGroup(c_in, width))
+                groups.append((ConvGroup if depth == 2 else ResidualGroup)(c_in, width))
                 c_in = width
             self.groups = nn.Sequential(*groups)
             self.proj = nn.Linear(c_in, embed_dim, bias=False)
@@ -124,12 +149,13 @@ def _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_mome
     return AirbenchEncoder()
 
 
-def _factory(name, default_widths, default_translate_tta):
+def _factory(name, default_widths, default_translate_tta, default_depth=2):
     """The factory of ``name``: its --encoder-opt keys are the arguments after ``image_size``."""
 
     def factory(embed_dim, image_size, widths=default_widths, flip_tta=True, translate_tta=default_translate_tta,
-                bn_momentum=0.4, whiten=False):
-        return _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum, whiten)
+                bn_momentum=0.4, whiten=False, depth=default_depth, whiten_bias_epochs=3):
+        return _build(name, embed_dim, image_size, widths, flip_tta, translate_tta, bn_momentum, whiten, depth,
+                      whiten_bias_epochs)
 
     return factory
 
@@ -145,3 +171,7 @@ def register_encoders(register):
              "airbench at widths 96/384/384 (the fast preset's tower); eval averages mirror and one-pixel shifts, as "
              "airbench94's default evaluation (translate_tta=True)",
              family="convnet", source="bench (after KellerJordan/cifar10-airbench)")
+    register("airbench96", _factory("airbench96", (128, 384, 512), True, 3),
+             "airbench96's net (the fast96 preset's tower): groups of three convs with a residual, widths "
+             "128/384/512; eval averages mirror and one-pixel shifts", family="convnet",
+             source="bench (after KellerJordan/cifar10-airbench)")

@@ -102,6 +102,34 @@ def test_fast_preset_names_its_encoder_as_a_default():
     assert make_config("reference").model.encoder == "modified_resnet"
 
 
+def test_fast96_preset_is_a_recipe_on_airbench96s_tower():
+    from bench.config import make_config
+
+    cfg = make_config("fast96")
+    assert (cfg.model.encoder, cfg.loss, cfg.cutout, cfg.batch_size) == ("airbench96", "multipositive", 12, 1024)
+    assert make_config("fast96", model={"encoder": "modified_resnet"}).model.encoder == "modified_resnet"
+
+
+def test_airbench96_groups_are_three_convs_with_the_pooled_input_added_back():
+    """depth=3: each group is conv, pool, norm, GELU (x0), then conv, norm, GELU, conv, norm, + x0, GELU, as
+    airbench96's ConvGroup; depth 2 keeps airbench94's layout (and its state-dict keys)."""
+    from bench.host.manager import get_entry
+
+    torch.manual_seed(0)
+    net = get_entry("encoders", "airbench96").factory(embed_dim=8, image_size=32, widths=(8, 16, 16)).eval()
+    group = net.groups[0]
+    x = torch.randn(2, 24, 16, 16)
+    conv1, pool, bn1, _ = group.first
+    conv2, bn2, _, conv3, bn3 = group.rest
+    with torch.no_grad():
+        x0 = F.gelu(bn1(pool(conv1(x))))
+        expected = F.gelu(bn3(conv3(F.gelu(bn2(conv2(x0))))) + x0)
+        torch.testing.assert_close(group(x), expected)
+    assert len([m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]) == 1 + 3 * 3
+    shallow = get_entry("encoders", "airbench").factory(embed_dim=8, image_size=32, widths=(8, 16, 16))
+    assert "groups.0.0.weight" in shallow.state_dict() and "groups.0.first.0.weight" in net.state_dict()
+
+
 def test_airbench_translate_tta_is_airbench94s_second_level():
     """Eval features with ``translate_tta``: half the mirror pair, a quarter each of the pair shifted one
     pixel up-left and down-right with reflection padding; training features are untouched."""
@@ -199,6 +227,11 @@ def test_a_run_with_test_time_augmentation_also_reports_top1_without_it(tmp_path
     assert zero_shot_metrics(model, images, labels, classifier)["top1"] == row["zeroshot_top1"]
     model.visual.test_time_augmentation = False
     assert zero_shot_metrics(model, images, labels, classifier)["top1"] == row["zeroshot_top1_no_tta"]
+    # airbench's timed span: all training plus the final (TTA) evaluation, not the no-TTA pass after it
+    history = pd.read_csv(next((tmp_path / "tta" / "runs").iterdir()) / "history.csv")
+    assert row["train_eval_seconds"] == pytest.approx(row["train_seconds"] + history["eval_seconds"].iloc[-1],
+                                                      abs=2e-3)
+    assert row["train_eval_seconds"] > row["train_seconds"]
 
     code, _, err = run_cli("run", *flags, "--encoder-opt", "flip_tta=false", "--out", tmp_path / "plain")
     assert code == 0, err

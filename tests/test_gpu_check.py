@@ -43,7 +43,11 @@ def test_gpu_check_tiny_runs_every_stage(tmp_path):
     assert results["graph_check"]["ok"] and results["reference"]["ms_per_step"] > 0
     assert results["reference_checkpoint"]["ok"]  # last.pt, reloaded by bench eval, scores as the run did
     assert "extrapolated_50_epoch_s" in results["reference"] and results["fast"]["epochs_done"] == 1
-    assert len(pd.read_csv(out / "throughput.csv")) == 3
+    assert len(pd.read_csv(out / "throughput.csv")) == 4  # vision infer and train, text train, clip train
+    for name in ("fast_seeds", "fast96"):  # issue 15's seed spreads, at tiny size
+        assert results[name]["seeds"] == [0, 1] and len(results[name]["train_eval_seconds"]["values"]) == 2
+        assert f"| {name.replace('_seeds', '')} preset, seeds 0,1, one process | top-1" in proc.stdout
+    assert "| text tower's share of a step, modified_resnet b4 fp32 | text " in proc.stdout
     assert len(list(out.iterdir())) <= 8  # what the device tool brings back
 
 

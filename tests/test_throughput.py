@@ -31,18 +31,20 @@ def test_throughput_command_writes_rows_with_provenance_and_keeps_failures(run_c
     code, out, err = run_cli(*args)
     assert code == 0, err
     table = pd.read_csv("res/throughput.csv")
-    assert list(table.columns) == COLUMNS and len(table) == 6
+    assert list(table.columns) == COLUMNS and len(table) == 8
     ok = table[table.encoder == "modified_resnet"]
     assert ok["error"].isna().all() and (ok["samples_per_s"] > 0).all() and (ok["gflops_per_sample"] > 0).all()
-    assert set(zip(ok.component, ok["mode"])) == {("vision", "infer"), ("vision", "train"), ("clip", "train")}
-    assert (ok.loc[ok.component == "clip", "params"] > ok.loc[ok.component == "vision", "params"].max()).all()
+    assert set(zip(ok.component, ok["mode"])) == {("vision", "infer"), ("vision", "train"), ("text", "train"),
+                                                     ("clip", "train")}
+    params = ok.groupby("component")["params"].max()
+    assert params["clip"] > params["vision"] and params["text"] == params["clip"] - params["vision"]
     bad = table[table.encoder == "airbench"]
     assert bad["error"].str.contains("RuntimeError: kernel launch failed").all() and bad["samples_per_s"].isna().all()
     assert table["git_commit"].notna().all() and (table["device"] == "cpu").all()
     assert "| modified_resnet" in out
     code, _, _ = run_cli("throughput", "--encoder", "modified_resnet", "--mode", "infer", "--device", "cpu",
                          "--steps", "1", "--warmup", "0", "--encoder-opt", "width=8", *TEXT, "--out", "res")
-    assert code == 0 and len(pd.read_csv("res/throughput.csv")) == 7  # appended; the old rows are kept
+    assert code == 0 and len(pd.read_csv("res/throughput.csv")) == 9  # appended; the old rows are kept
 
 
 def test_encoder_all_means_every_registered_encoder(host):

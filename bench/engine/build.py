@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..clip.loss import ClipLoss
 from . import compact_embedding
+from .lookahead import Lookahead, averaged_tensors
 from .optim import build_optimizer, build_scheduler
 from .step import TrainState
 
@@ -19,20 +20,31 @@ def build_train_state(model, prompt_tokens, *, lr: float = 1e-4, weight_decay: f
                       warmup_steps: int = 0, loss: str = "clip", rank: int = 0, world_size: int = 1,
                       label_smoothing: float = 0.0, autocast_dtype=None, text_mode: str = "unique", wrap=None,
                       max_grad_norm: float | None = None, tower_streams: bool = False,
-                      schedule: str = "cosine") -> TrainState:
+                      schedule: str = "cosine", optimizer: str = "adamw", momentum: float = 0.85,
+                      norm_lr_scale: float = 1.0, text_lr: float | None = None,
+                      text_weight_decay: float | None = None, lookahead: float = 0.0,
+                      steps_per_epoch: int | None = None) -> TrainState:
     """The training state of ``model`` (the bare CLIP) on the prompt table ``prompt_tokens`` (on its device).
 
     ``compact``: train only the token rows the prompts use (:mod:`bench.engine.compact_embedding`).
     ``capturable``: an optimizer a CUDA graph can replay. ``total_steps``: a warm-up + ``schedule`` (cosine or
-    linear) decay over that many steps (None: no scheduler). ``wrap(model)`` returns the module the step calls (DDP, ...); the state
-    keeps the bare model for checkpoints through it.
+    linear) decay over that many steps (None: no scheduler). ``wrap(model)`` returns the module the step calls (DDP,
+    ...); the state keeps the bare model for checkpoints through it. ``optimizer``, ``momentum``, ``norm_lr_scale``,
+    ``text_lr``, ``text_weight_decay``: :func:`bench.engine.optim.build_optimizer`. ``lookahead``: the per-step decay of
+    :class:`bench.engine.lookahead.Lookahead` over ``total_steps`` (0: off). ``steps_per_epoch``: the unit of the
+    encoder's ``frozen_after_epochs`` spans (:func:`bench.engine.optim.build_scheduler`).
     """
     embedding = compact_embedding.install(model, prompt_tokens) if compact else None
     train_model = wrap(model) if wrap is not None else model
-    optimizer = build_optimizer(model, lr, weight_decay, prompt_tokens.device, capturable=capturable, fused=fused)
+    opt = build_optimizer(model, lr, weight_decay, prompt_tokens.device, capturable=capturable, fused=fused,
+                          kind=optimizer, momentum=momentum, norm_lr_scale=norm_lr_scale, text_lr=text_lr,
+                          text_weight_decay=text_weight_decay)
     if embedding is not None:
-        compact_embedding.attach(embedding, optimizer)
-    scheduler = build_scheduler(optimizer, total_steps, warmup_steps, schedule) if total_steps is not None else None
-    return TrainState(train_model, optimizer, scheduler, ClipLoss(loss, rank, world_size, label_smoothing),
+        compact_embedding.attach(embedding, opt)
+    scheduler = build_scheduler(opt, total_steps, warmup_steps, schedule, steps_per_epoch) if total_steps is not None else None
+    if lookahead and total_steps is None:
+        raise ValueError("a lookahead needs total_steps: its schedule runs to the last step")
+    slow = Lookahead(averaged_tensors(model, opt), lookahead, total_steps) if lookahead else None
+    return TrainState(train_model, opt, scheduler, ClipLoss(loss, rank, world_size, label_smoothing),
                       prompt_tokens, autocast_dtype, text_mode, max_grad_norm=max_grad_norm,
-                      tower_streams=tower_streams)
+                      tower_streams=tower_streams, lookahead=slow)

@@ -124,6 +124,7 @@ def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generat
             scaler=state.scaler.state_dict() if state.scaler is not None else None,
             rng=capture_rng(generator),
             compact_embedding=_compact_state(state.model),
+            lookahead=state.lookahead.state_dict() if state.lookahead is not None else None,
             progress=plain({
                 "train_seconds": progress.train_seconds, "train_images": progress.train_images,
                 "best": progress.best, "metrics": progress.metrics, "resumes": progress.resumes,
@@ -151,6 +152,8 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
         state.scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"], generator)
     _restore_compact(state.model, ckpt.get("compact_embedding"))
+    if state.lookahead is not None:
+        state.lookahead.load_state_dict(ckpt["lookahead"])
     state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
     p = ckpt["progress"]
     progress = RunProgress(p["train_seconds"], p["train_images"], p["best"], dict(p["metrics"]), p["resumes"] + 1,

@@ -94,6 +94,7 @@ class TrainState:
     history: list = field(default_factory=list)  # one dict per finished epoch
     scaler: object = None  # torch.amp.GradScaler when a precision needs one; saved in checkpoints
     tower_streams: bool = False  # the two towers on two streams when on CUDA (run_towers; no effect on CPU)
+    lookahead: object = None  # a bench.engine.lookahead.Lookahead, pulled after each step; saved in checkpoints
 
 
 @dataclass
@@ -183,10 +184,13 @@ def run_towers(image_tower, text_tower, device=None):
 
 
 def finish_step(state: TrainState):
-    """The host side of a step: advance the schedule and the step count."""
+    """The host side of a step: advance the schedule and the step count; the lookahead's pull when due (device
+    work outside a captured graph, on the same stream)."""
     if state.scheduler is not None:
         state.scheduler.step()
     state.step += 1
+    if state.lookahead is not None:
+        state.lookahead.after_step(state.step)
 
 
 def _unwrap(model):

@@ -8,6 +8,10 @@ mode, a failed benchmark stays in the table with its ``error``.
 Rows (one per encoder x component x mode):
 - ``vision/infer``: the vision tower's forward under ``no_grad`` (what zero-shot evaluation runs);
 - ``vision/train``: forward, a stand-in loss, backward and fused AdamW over the tower's parameters;
+- ``text/train``: the text tower's part of that step: the whole prompt table forward and backward once (bench's
+  text mode ``all``: each prompt once per step, whatever the batch), a stand-in loss, fused AdamW over the
+  parameters outside the vision tower. Beside ``vision/train`` (same batch and precision, both eager) it gives
+  the text tower's share of a step: text / (text + vision);
 - ``clip/train``: bench's whole CLIP training step (:func:`bench.engine.step.clip_step`, or the CUDA-graph
   step on a GPU), text tower, prompt table, contrastive loss and optimizer included.
 """
@@ -178,23 +182,28 @@ def _vision_step(cfg, model, batch, device, train: bool):
     dtype = PRECISIONS[cfg.precision]
     visual = torch.compile(model.visual) if cfg.compile else model.visual
     x = _images(cfg, batch, device)
-    autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)  # noqa: E731
     if not train:
         model.eval()
 
         @torch.no_grad()
         def step():
-            with autocast():
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 return visual(x)
 
         return step
+    return _train_step(cfg, model, lambda: visual(x), model.visual.parameters(), device)
+
+
+def _train_step(cfg, model, forward, params, device):
+    """A closure: ``forward()``'s features, a stand-in loss, backward and fused AdamW over ``params``."""
+    dtype = PRECISIONS[cfg.precision]
     model.train()
-    optimizer = torch.optim.AdamW(model.visual.parameters(), lr=1e-4, fused=True)
+    optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     def step():
-        with autocast():
-            loss = visual(x).float().pow(2).mean()  # stands in for any loss on the features
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            loss = forward().float().pow(2).mean()  # stands in for any loss on the features
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -203,17 +212,31 @@ def _vision_step(cfg, model, batch, device, train: bool):
     return step
 
 
-def _clip_step(cfg, model, batch, device):
-    """A closure running bench's whole CLIP training step (the `bench run` engine) on synthetic data."""
+def _prompt_table(device):
+    """The seed templates' 50 CIFAR-10 prompts, tokenized and trimmed to the longest, as bench run's table."""
     from ..clip.templates import SEED_TEMPLATES, fill
     from ..clip.tokenizer import create_tokenizer, trim_tokens
     from ..data.datasets import CIFAR10_CLASSES
+
+    prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
+    return trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device), len(SEED_TEMPLATES)
+
+
+def _text_step(cfg, model, device):
+    """A closure running the text tower's part of a CLIP step: every prompt of the table once (text mode ``all``)."""
+    table, _ = _prompt_table(device)
+    text = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
+    text_tower = torch.compile(model.encode_text) if cfg.compile else model.encode_text
+    return _train_step(cfg, model, lambda: text_tower(table), text, device)
+
+
+def _clip_step(cfg, model, batch, device):
+    """A closure running bench's whole CLIP training step (the `bench run` engine) on synthetic data."""
     from ..engine.build import build_train_state
     from ..engine.cuda_graph import CudaGraphStep
     from ..engine.step import clip_step, compile_towers, text_mode_for
 
-    prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
-    table = trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device)
+    table, n_templates = _prompt_table(device)
     text_mode = text_mode_for(len(table), batch, device)
     graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all"
     state = build_train_state(model, table, capturable=graph, total_steps=10 ** 6,
@@ -223,7 +246,7 @@ def _clip_step(cfg, model, batch, device):
     model.train()
     images = _images(cfg, batch, device)
     prompt_ids = torch.randint(0, len(table), (batch,), device=device)
-    labels = prompt_ids // len(SEED_TEMPLATES)
+    labels = prompt_ids // n_templates
     return lambda: step_fn(state, images, labels, prompt_ids), graph
 
 
@@ -236,6 +259,8 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
         graph = False
         if component == "clip":
             step, graph = _clip_step(cfg, model, batch, device)
+        elif component == "text":
+            step = _text_step(cfg, model, device)
         else:
             step = _vision_step(cfg, model, batch, device, train=mode == "train")
         flops = count_flops(step)  # also the first warm-up step: eager, before any graph capture
@@ -247,7 +272,8 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
         times = time_steps(step, cfg.steps, device)
-        return {"params": clip_params if component == "clip" else vision_params, "flops": flops, "times": times,
+        params = {"clip": clip_params, "text": clip_params - vision_params}.get(component, vision_params)
+        return {"params": params, "flops": flops, "times": times,
                 "graph": graph, "peak": peak_memory_mb(device), "kernels": kernels}
 
     out, batch, retries = with_oom_retry(attempt, cfg.batch_size, device)
@@ -263,7 +289,7 @@ def measurements(mode: str) -> list[tuple[str, str]]:
     if mode not in ("train", "infer", "both"):
         raise BenchError(f"--mode must be train, infer or both, got {mode!r}")
     pairs = [("vision", "infer")] if mode in ("infer", "both") else []
-    return pairs + ([("vision", "train"), ("clip", "train")] if mode in ("train", "both") else [])
+    return pairs + ([("vision", "train"), ("text", "train"), ("clip", "train")] if mode in ("train", "both") else [])
 
 
 def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", on_row=None) -> pd.DataFrame:

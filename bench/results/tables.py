@@ -38,8 +38,8 @@ _ACCURACY = re.compile(r"^(zeroshot_top\d+|mean_per_class_recall|best_zeroshot_t
 # The headline numbers, in the order summaries show them.
 SUMMARY_METRICS = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "retrieval_i2t_r1", "retrieval_t2i_r1",
                    "probe_top1", "robust_mean", "train_seconds"]
-LOWER_IS_BETTER = {"final_train_loss", "train_seconds"}
-OTHER_METRICS = ["final_train_loss", "train_seconds", "train_images_per_s", "params"]
+LOWER_IS_BETTER = {"final_train_loss", "train_seconds", "train_eval_seconds"}
+OTHER_METRICS = ["final_train_loss", "train_seconds", "train_eval_seconds", "train_images_per_s", "params"]
 
 
 def is_accuracy(metric: str) -> bool:

@@ -1,0 +1,230 @@
+"""airbench's optimizer pieces: decoupled Nesterov SGD beside AdamW, per-tower and normalisation learning rates,
+and the lookahead. Each against its definition."""
+import pytest
+import torch
+
+from bench.engine import compact_embedding
+from bench.engine.build import build_train_state
+from bench.engine.lookahead import Lookahead, averaged_tensors
+from bench.engine.optim import SGDAndAdamW, build_optimizer, nesterov_sgdw_, param_groups
+from bench.engine.step import clip_step
+
+from .test_exactness import CPU, batch, prompt_tables, run_steps, tiny_clip
+
+
+def gradient_sequence(shape, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g, dtype=torch.float64) for _ in range(n)]
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.85, 0.9])
+@pytest.mark.parametrize("tensor_lr", [False, True])
+def test_nesterov_sgdw_is_torch_sgd_after_decoupled_decay(momentum, tensor_lr):
+    """The step equals decay by (1 - lr wd), then torch's Nesterov SGD at lr (1 - m), over 6 steps of changing
+    lr; a float or a device-tensor lr (CUDA graphs) give the same numbers."""
+    ours = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = torch.nn.Parameter(ours.clone())
+    buffer = torch.zeros_like(ours)
+    wd = 0.05
+    for i, grad in enumerate(gradient_sequence(ours.shape, 6)):
+        lr = 0.3 / (i + 1)
+        nesterov_sgdw_([ours], [grad], [buffer], torch.tensor(lr, dtype=torch.float64) if tensor_lr else lr,
+                       momentum, wd)
+        with torch.no_grad():
+            ref.mul_(1 - lr * wd)
+        if i == 0:
+            sgd = torch.optim.SGD([ref], lr=lr * (1 - momentum), momentum=momentum, nesterov=momentum > 0)
+        sgd.param_groups[0]["lr"] = lr * (1 - momentum)
+        ref.grad = grad.clone()
+        sgd.step()
+        assert torch.allclose(ours, ref.detach(), rtol=1e-13, atol=1e-15), i
+
+
+def test_sgd_step_size_does_not_depend_on_the_momentum():
+    """The decoupling: under a constant gradient the step tends to lr x gradient whatever the momentum (torch's
+    SGD would take 1 / (1 - m) times that)."""
+    grad = torch.full((3,), 2.0, dtype=torch.float64)
+    for momentum in (0.5, 0.85, 0.95):
+        p, buffer = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+        for _ in range(2000):
+            before = p.clone()
+            nesterov_sgdw_([p], [grad], [buffer], 0.1, momentum, 0.0)
+        assert torch.allclose(before - p, 0.1 * grad, rtol=1e-9), momentum
+
+
+def test_groups_split_the_towers_and_scale_only_the_vision_norm_steps():
+    """Vision tower at lr, its BatchNorm parameters at lr x scale with wd / scale (same decay per step), the
+    rest (text tower, token embedding, temperature) at the text lr and decay; every parameter once."""
+    model = tiny_clip()
+    groups = param_groups(model, 0.5, 0.01, norm_lr_scale=16, text_lr=2e-3, text_weight_decay=0.05, sgd=True)
+    vision, norm, text = groups
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters() if p.requires_grad)
+    visual = {id(p) for p in model.visual.parameters()}
+    bn = {id(p) for m in model.visual.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    assert {id(p) for p in norm["params"]} == bn and bn
+    assert {id(p) for p in vision["params"]} == visual - bn
+    assert id(model.logit_scale) in {id(p) for p in text["params"]} and not {id(p) for p in text["params"]} & visual
+    assert (vision["lr"], norm["lr"], text["lr"]) == (0.5, 8.0, 2e-3)
+    assert norm["lr"] * norm["weight_decay"] == pytest.approx(vision["lr"] * vision["weight_decay"])
+    assert vision["sgd"] and norm["sgd"] and "sgd" not in text
+    # nothing asked for: the reference recipe's single group, so its optimizer and checkpoints are unchanged
+    assert len(param_groups(model, 1e-4, 0.01)) == 1
+
+
+def test_mixed_optimizer_steps_adamw_groups_as_torch_adamw_and_sgd_groups_as_defined():
+    """Through a real CLIP step: the text tower's parameters equal torch.optim.AdamW's bit for bit, the vision
+    tower's equal nesterov_sgdw_ applied to the same gradients."""
+    model, twin = tiny_clip(), tiny_clip()
+    groups = param_groups(model, 0.2, 0.01, text_lr=1e-3, text_weight_decay=0.1, sgd=True, momentum=0.9)
+    mixed = SGDAndAdamW(groups, lr=0.2, weight_decay=0.01)
+    adamw = torch.optim.AdamW([p for p in twin.parameters() if not any(p is q for q in twin.visual.parameters())],
+                              lr=1e-3, weight_decay=0.1)
+    buffers = {n: torch.zeros_like(p) for n, p in twin.visual.named_parameters()}
+    tokens = prompt_tables()[1]
+    from bench.clip.loss import ClipLoss
+    from bench.engine.step import clip_features
+
+    for i in range(3):
+        images, labels, ids = batch(seed=20 + i)
+        for m in (model, twin):
+            m.zero_grad(set_to_none=True)
+            image_features, text_features = clip_features(m, images, tokens, ids)
+            ClipLoss("clip")(image_features, text_features, m.clamped_logit_scale(), labels).backward()
+        mixed.step()
+        adamw.step()
+        with torch.no_grad():
+            for name, p in twin.visual.named_parameters():
+                nesterov_sgdw_([p], [p.grad], [buffers[name]], 0.2, 0.9, 0.01)
+    ours, ref = model.state_dict(), twin.state_dict()
+    for name in ours:
+        if name.startswith("visual."):
+            assert torch.allclose(ours[name], ref[name], rtol=1e-12, atol=1e-15), name
+        else:
+            assert torch.equal(ours[name], ref[name]), name
+    assert not torch.equal(ours["visual.attnpool.c_proj.weight"], tiny_clip().state_dict()["visual.attnpool.c_proj.weight"])
+
+
+def test_compact_embedding_stays_exact_under_the_mixed_optimizer():
+    """With the vision tower on SGD the token embedding is on AdamW: four steps with the compact embedding give
+    the dense run's losses and all 49408 rows."""
+    def state(compact):
+        return build_train_state(tiny_clip(), prompt_tables()[1], lr=0.2, weight_decay=0.01, compact=compact,
+                                 optimizer="sgd", text_lr=1e-3, text_weight_decay=0.1, total_steps=20,
+                                 warmup_steps=2)
+
+    dense, compact = state(False), state(True)
+    assert run_steps(dense, 4) == pytest.approx(run_steps(compact, 4), abs=1e-12)
+    a, b = dense.model.state_dict(), compact.model.state_dict()
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=1e-10, atol=1e-14), name
+
+
+def test_capturable_mixed_optimizer_keeps_one_lr_tensor_per_group():
+    """For CUDA graphs every group's lr is a device tensor the scheduler updates in place, SGD groups included."""
+    model = tiny_clip()
+    optimizer = build_optimizer(model, 0.5, 0.01, CPU, capturable=True, kind="sgd", norm_lr_scale=4, text_lr=1e-3)
+    from bench.engine.cuda_graph import check_capturable
+    from bench.engine.step import TrainState
+
+    assert all(isinstance(g["lr"], torch.Tensor) for g in optimizer.param_groups)
+    assert [float(g["lr"]) for g in optimizer.param_groups] == pytest.approx([0.5, 2.0, 1e-3])
+    check_capturable(TrainState(model, optimizer, None, None, prompt_tables()[1], text_mode="all"))
+
+
+def test_lookahead_equals_its_formula():
+    """Every 5 steps slow <- d slow + (1 - d) w and w <- slow, d = base^5 (t / T)^3; at T the weights are the slow
+    copy. Checked against the recurrence in float64 on a scalar trajectory, including the final step."""
+    total, base = 23, 0.9
+    w = torch.zeros(2, dtype=torch.float64)
+    lookahead = Lookahead([w], base, total)
+    slow, expected = 0.0, 0.0
+    for t in range(1, total + 1):
+        w += t  # an optimizer step
+        expected += t
+        lookahead.after_step(t)
+        if t % 5 == 0:
+            d = base ** 5 * (t / total) ** 3
+            slow = d * slow + (1 - d) * expected
+            expected = slow
+        if t == total:
+            expected = slow
+        assert w.tolist() == pytest.approx([expected] * 2, rel=1e-12), t
+    assert w.tolist() == pytest.approx(lookahead.slow[0].tolist(), rel=0)
+
+
+def test_lookahead_averages_the_optimizer_parameters_and_norm_statistics():
+    model = tiny_clip()
+    state = build_train_state(model, prompt_tables()[1], lookahead=0.95, total_steps=10)
+    tensors = averaged_tensors(model, state.optimizer)
+    ids = {id(t) for t in tensors}
+    assert all(id(p) in ids for g in state.optimizer.param_groups for p in g["params"])
+    assert id(model.token_embedding.active) in ids and id(model.token_embedding.frozen) not in ids
+    bn = next(m for m in model.visual.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert id(bn.running_mean) in ids and id(bn.running_var) in ids and id(bn.num_batches_tracked) not in ids
+
+
+def test_a_run_with_lookahead_ends_on_the_slow_weights():
+    """After the last step the weights equal the slow copy, and differ from the same run without lookahead."""
+    def train(lookahead):
+        state = build_train_state(tiny_clip(), prompt_tables()[1], lr=1e-3, total_steps=7, lookahead=lookahead)
+        run_steps(state, 7, clip_step)
+        return state
+
+    with_la, without = train(0.95), train(0.0)
+    params = [p for g in with_la.optimizer.param_groups for p in g["params"]]
+    assert all(torch.equal(p, s) for p, s in zip(params, with_la.lookahead.slow))
+    assert not torch.equal(with_la.model.visual.attnpool.c_proj.weight, without.model.visual.attnpool.c_proj.weight)
+
+
+def test_compact_embedding_refuses_torch_sgd_but_takes_the_mixed_optimizer():
+    model = tiny_clip()
+    emb = compact_embedding.install(model, prompt_tables()[1])
+    optimizer = build_optimizer(model, 0.5, 0.01, CPU, kind="sgd", text_lr=1e-3)
+    compact_embedding.attach(emb, optimizer)  # the embedding's group is AdamW: exact
+
+
+@pytest.mark.parametrize("kind", ["adamw", "sgd"])
+def test_a_parameter_the_encoder_limits_trains_its_epochs_then_stays_frozen(kind):
+    """``frozen_after_epochs``: the named parameter follows the run's own steps for its epochs (bitwise those of the
+    run without the limit), then never changes; the others go on training."""
+    def train(spans, steps):
+        model = tiny_clip()
+        model.visual.frozen_after_epochs = spans
+        state = build_train_state(model, prompt_tables()[1], lr=0.05 if kind == "sgd" else 1e-3, weight_decay=0.1,
+                                  total_steps=6, warmup_steps=1, steps_per_epoch=2, optimizer=kind,
+                                  text_lr=1e-3 if kind == "sgd" else None)
+        run_steps(state, steps)
+        return state.model.visual
+
+    limited = "attnpool.c_proj.bias"
+    after_one_epoch, free = train({limited: 1}, 2), train({}, 2)
+    value = dict(after_one_epoch.named_parameters())[limited].detach().clone()
+    assert torch.equal(value, dict(free.named_parameters())[limited])
+    full, free_full = train({limited: 1}, 6), train({}, 6)
+    assert torch.equal(dict(full.named_parameters())[limited], value)
+    assert not torch.equal(dict(free_full.named_parameters())[limited], value)
+    assert not torch.equal(full.attnpool.c_proj.weight, after_one_epoch.attnpool.c_proj.weight)
+
+
+@pytest.mark.parametrize("spans, message", [({"stem.nope": 3}, "not one of its parameters"),
+                                            ({"attnpool.c_proj.bias": -1}, "number of epochs >= 0")])
+def test_frozen_after_epochs_names_real_parameters(spans, message):
+    from bench.errors import BenchError
+
+    model = tiny_clip()
+    model.visual.frozen_after_epochs = spans
+    with pytest.raises(BenchError, match=message):
+        param_groups(model, 1e-3, 0.0)
+
+
+def test_airbench_whitening_bias_is_limited_to_its_first_epochs():
+    """airbench94's whitening stem: frozen weights, and a bias that trains ``whiten_bias_epochs`` (3) epochs only."""
+    from bench.host.manager import get_entry
+
+    factory = get_entry("encoders", "airbench").factory
+    net = factory(embed_dim=8, image_size=32, widths=(8, 16, 16), whiten=True)
+    assert net.frozen_after_epochs == {"stem.bias": 3} and not net.stem.weight.requires_grad
+    assert factory(embed_dim=8, image_size=32, widths=(8, 16, 16), whiten=True,
+                   whiten_bias_epochs=1).frozen_after_epochs == {"stem.bias": 1}
+    assert factory(embed_dim=8, image_size=32, widths=(8, 16, 16)).frozen_after_epochs == {}
