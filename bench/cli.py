@@ -42,10 +42,12 @@ def cli(plugins_dirs, plugin_modules):
               help="Horizontal flips: random each epoch, or alternate (each epoch flips the images the last did not).")
 @click.option("--schedule", type=click.Choice(["cosine", "linear"]),
               help="Learning-rate decay after the warm-up, to zero (default cosine).")
-@click.option("--optimizer", type=click.Choice(["adamw", "sgd"]),
+@click.option("--optimizer", type=click.Choice(["adamw", "sgd", "muon"]),
               help="adamw (default), or sgd: the vision tower on Nesterov SGD with decoupled lr, momentum and decay "
-                   "(airbench's), the rest on AdamW at --text-lr.")
+                   "(airbench's), the rest on AdamW at --text-lr; muon: as sgd, its conv filters on Muon.")
 @click.option("--momentum", type=float, help="--optimizer sgd's Nesterov momentum (default 0.85).")
+@click.option("--muon-lr", type=float, help="--optimizer muon: the conv filters' lr (default 0.24).")
+@click.option("--muon-momentum", type=float, help="--optimizer muon: the conv filters' momentum (default 0.6).")
 @click.option("--text-lr", type=float, help="AdamW lr of all but the vision tower (default --lr; needed with sgd).")
 @click.option("--text-weight-decay", type=float, help="Weight decay of all but the vision tower (default --weight-decay).")
 @click.option("--norm-lr-scale", type=float,

@@ -73,9 +73,11 @@ class RunConfig:
     schedule: str = "cosine"  # after the warm-up: "cosine" or "linear" decay to zero (airbench's triangle)
     # "adamw" (the reference recipe) or "sgd": the vision tower on Nesterov SGD with airbench's decoupled
     # hyperparameters (a step is lr x gradient at any momentum; decay lr x wd per step, as AdamW's), the rest on
-    # AdamW (bench.engine.optim.SGDAndAdamW)
+    # AdamW (bench.engine.optim.MixedAdamW); "muon": as sgd, with the tower's conv filters on Muon (airbench94_muon)
     optimizer: str = "adamw"
     momentum: float = 0.85  # --optimizer sgd's Nesterov momentum
+    muon_lr: float = 0.24  # --optimizer muon: the conv filters' lr (airbench94_muon's) and Nesterov momentum
+    muon_momentum: float = 0.6
     # lr and weight decay of everything outside the vision tower (text tower, token embedding, projections,
     # temperature); None: lr / weight_decay. --optimizer sgd needs text_lr: there lr is SGD's
     text_lr: float | None = None
@@ -171,7 +173,7 @@ def make_config(preset: str = "reference", model: dict | None = None, **override
 
 # the largest --lr each optimizer takes: AdamW's steps are lr-sized; SGD's are lr x gradient, and the contrastive
 # loss's gradients are small
-MAX_LR = {"adamw": 1, "sgd": 100}
+MAX_LR = {"adamw": 1, "sgd": 100, "muon": 100}
 OPTIMIZERS = tuple(MAX_LR)
 
 
@@ -185,11 +187,14 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (cfg.batch_size >= 2, f"--batch-size must be at least 2 (a contrastive batch needs negatives), got {cfg.batch_size}"),
         (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}"),
         (0 < cfg.lr <= MAX_LR.get(cfg.optimizer, 1),
-         f"--lr must be in (0, {MAX_LR.get(cfg.optimizer, 1)}]{' with --optimizer sgd' if cfg.optimizer == 'sgd' else ''}"
-         f", got {cfg.lr}"),
+         f"--lr must be in (0, {MAX_LR.get(cfg.optimizer, 1)}]"
+         f"{'' if cfg.optimizer == 'adamw' else f' with --optimizer {cfg.optimizer}'}, got {cfg.lr}"),
         (0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}"),
-        (cfg.optimizer != "sgd" or cfg.text_lr is not None,
-         "--optimizer sgd trains the text tower with AdamW: give its learning rate with --text-lr (e.g. 2e-3)"),
+        (0 < cfg.muon_lr <= 100, f"--muon-lr must be in (0, 100], got {cfg.muon_lr}"),
+        (0 <= cfg.muon_momentum < 1, f"--muon-momentum must be in [0, 1), got {cfg.muon_momentum}"),
+        (cfg.optimizer == "adamw" or cfg.text_lr is not None,
+         f"--optimizer {cfg.optimizer} trains the text tower with AdamW: give its learning rate with --text-lr "
+         f"(e.g. 2e-3)"),
         (cfg.text_lr is None or 0 < cfg.text_lr <= 1, f"--text-lr must be in (0, 1] (AdamW), got {cfg.text_lr}"),
         (cfg.text_weight_decay is None or 0 <= cfg.text_weight_decay <= 1,
          f"--text-weight-decay must be in [0, 1], got {cfg.text_weight_decay}"),

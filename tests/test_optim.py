@@ -6,7 +6,7 @@ import torch
 from bench.engine import compact_embedding
 from bench.engine.build import build_train_state
 from bench.engine.lookahead import Lookahead, averaged_tensors
-from bench.engine.optim import SGDAndAdamW, build_optimizer, nesterov_sgdw_, param_groups
+from bench.engine.optim import MixedAdamW, build_optimizer, nesterov_sgdw_, param_groups
 from bench.engine.step import clip_step
 
 from .test_exactness import CPU, batch, prompt_tables, run_steps, tiny_clip
@@ -77,7 +77,7 @@ def test_mixed_optimizer_steps_adamw_groups_as_torch_adamw_and_sgd_groups_as_def
     tower's equal nesterov_sgdw_ applied to the same gradients."""
     model, twin = tiny_clip(), tiny_clip()
     groups = param_groups(model, 0.2, 0.01, text_lr=1e-3, text_weight_decay=0.1, sgd=True, momentum=0.9)
-    mixed = SGDAndAdamW(groups, lr=0.2, weight_decay=0.01)
+    mixed = MixedAdamW(groups, lr=0.2, weight_decay=0.01)
     adamw = torch.optim.AdamW([p for p in twin.parameters() if not any(p is q for q in twin.visual.parameters())],
                               lr=1e-3, weight_decay=0.1)
     buffers = {n: torch.zeros_like(p) for n, p in twin.visual.named_parameters()}
@@ -228,3 +228,74 @@ def test_airbench_whitening_bias_is_limited_to_its_first_epochs():
     assert factory(embed_dim=8, image_size=32, widths=(8, 16, 16), whiten=True,
                    whiten_bias_epochs=1).frozen_after_epochs == {"stem.bias": 1}
     assert factory(embed_dim=8, image_size=32, widths=(8, 16, 16)).frozen_after_epochs == {}
+
+
+def airbench_newton_schulz(g, steps=3, eps=1e-7):
+    """airbench94_muon's zeropower_via_newtonschulz5 for one matrix, as written there (dtype left to the caller)."""
+    a, b, c = (3.4445, -4.7750, 2.0315)
+    x = g / (g.norm() + eps)
+    if g.size(0) > g.size(1):
+        x = x.T
+    for _ in range(steps):
+        A = x @ x.T
+        B = b * A + c * A @ A
+        x = a * x + B @ x
+    return x.T if g.size(0) > g.size(1) else x
+
+
+def test_batched_newton_schulz_is_airbenchs_per_matrix_and_flattens_the_spectrum():
+    """One call on a stack equals airbench's function on each matrix (wide and tall); the result keeps the singular
+    vectors and moves every singular value into about [0.6, 1.25] (from a spread of 10x) in airbench's 3 steps."""
+    from bench.engine.optim import orthogonalize
+
+    g = torch.Generator().manual_seed(0)
+    for shape in ((4, 8, 18), (3, 18, 8)):
+        u, _, v = torch.linalg.svd(torch.randn(*shape, generator=g, dtype=torch.float64), full_matrices=False)
+        spread = torch.logspace(0, -1, min(shape[1:]), dtype=torch.float64)
+        stack = u @ torch.diag_embed(spread.expand(shape[0], -1)) @ v
+        out = orthogonalize(stack, dtype=torch.float64)
+        for i in range(shape[0]):
+            assert torch.allclose(out[i], airbench_newton_schulz(stack[i]), rtol=1e-10, atol=1e-12)
+        inner = u.mT @ out @ v.mT  # diagonal: the same singular vectors
+        sigma = torch.diagonal(inner, dim1=-2, dim2=-1)
+        assert torch.allclose(inner, torch.diag_embed(sigma), atol=1e-9)
+        assert sigma.min() > 0.6 and sigma.max() < 1.25, sigma
+
+
+def test_muon_step_is_airbench94_muons():
+    """Nesterov momentum, the filter bank renormalised to norm sqrt(out channels), then lr x the orthogonalised
+    update, over 4 steps of two same-shaped filters (one batched call) and one of another shape."""
+    from bench.engine.optim import muon_
+
+    gen = torch.Generator().manual_seed(2)
+    shapes = [(8, 4, 3, 3), (8, 4, 3, 3), (16, 8, 3, 3)]
+    ours = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+    ref = [p.clone() for p in ours]
+    bufs, ref_bufs = [torch.zeros_like(p) for p in ours], [torch.zeros_like(p) for p in ours]
+    for step in range(4):
+        grads = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
+        lr = 0.24 * (1 - step / 4)
+        muon_(ours, grads, bufs, lr, 0.6, dtype=torch.float64)
+        for p, g, buf in zip(ref, grads, ref_bufs):
+            buf.mul_(0.6).add_(g)
+            update = g.add(buf, alpha=0.6)
+            p.mul_(len(p) ** 0.5 / p.norm())
+            p.add_(airbench_newton_schulz(update.reshape(len(update), -1)).view(update.shape), alpha=-lr)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_muon_groups_take_the_vision_filters_only():
+    """--optimizer muon: the vision tower's 4-d weights in one Muon group without decay; the tower's other
+    parameters on SGD; the text tower on AdamW. After a few steps the filters' norms are sqrt(out channels)."""
+    model = tiny_clip()
+    state = build_train_state(model, prompt_tables()[1], lr=0.05, weight_decay=0.01, total_steps=3,
+                              optimizer="muon", text_lr=1e-3, muon_lr=0.1)
+    muon, *rest = state.optimizer.param_groups
+    filters = [p for p in model.visual.parameters() if p.ndim == 4]
+    assert muon["muon"] and muon["weight_decay"] == 0 and {id(p) for p in muon["params"]} == {id(p) for p in filters}
+    assert all(not g.get("muon") for g in rest) and rest[0]["sgd"] and not rest[-1].get("sgd")
+    losses = run_steps(state, 3)
+    assert all(torch.isfinite(torch.tensor(losses)))
+    for p in filters:
+        assert torch.allclose(p.norm(), torch.tensor(len(p) ** 0.5, dtype=p.dtype), rtol=0.3)

@@ -344,13 +344,14 @@ def test_alternating_flips_resume_exactly(tmp_path, run_cli, monkeypatch):
     assert_same_run(tmp_path / "whole", tmp_path / "stopped")
 
 
-def test_mixed_optimizer_and_lookahead_resume_exactly(tmp_path, run_cli, monkeypatch):
+@pytest.mark.parametrize("optimizer, groups", [("sgd", 3), ("muon", 4)])
+def test_mixed_optimizer_and_lookahead_resume_exactly(tmp_path, run_cli, monkeypatch, optimizer, groups):
     """Momentum buffers, the per-group lrs and the lookahead's slow copy are in last.pt: a run on --optimizer sgd
-    with --lookahead stopped at step 11 (after the pull at step 10, before those at 15 and at the end) and resumed
-    equals the uninterrupted run bit for bit."""
+    (or muon) with --lookahead stopped at step 11 (after the pull at step 10, before those at 15 and at the end)
+    and resumed equals the uninterrupted run bit for bit."""
     from bench.engine import faults
 
-    flags = [*FLAGS, "--optimizer", "sgd", "--lr", "0.05", "--text-lr", "1e-3", "--norm-lr-scale", "4",
+    flags = [*FLAGS, "--optimizer", optimizer, "--lr", "0.05", "--text-lr", "1e-3", "--norm-lr-scale", "4",
              "--lookahead", "0.9"]
     code, _, err = run_cli("run", *flags, "--out", tmp_path / "whole")
     assert code == 0, err
@@ -367,7 +368,7 @@ def test_mixed_optimizer_and_lookahead_resume_exactly(tmp_path, run_cli, monkeyp
     assert code == 130 and "at step 11, checkpoint saved" in err, err
     monkeypatch.undo()
     checkpoint = torch.load(run_dir_of(tmp_path / "stopped") / "last.pt", weights_only=True)
-    assert len(checkpoint["lookahead"]["slow"]) > 0 and len(checkpoint["optimizer"]["param_groups"]) == 3
+    assert len(checkpoint["lookahead"]["slow"]) > 0 and len(checkpoint["optimizer"]["param_groups"]) == groups
     code, _, err = run_cli("run", "--resume", str(run_dir_of(tmp_path / "stopped")), "--no-progress")
     assert code == 0, err
     assert_same_run(tmp_path / "whole", tmp_path / "stopped")

@@ -225,7 +225,8 @@ class Run:
             autocast_dtype=self.autocast_dtype, text_mode=text_mode, wrap=wrap, max_grad_norm=cfg.max_grad_norm,
             tower_streams=cfg.tower_streams, schedule=cfg.schedule, optimizer=cfg.optimizer, momentum=cfg.momentum,
             norm_lr_scale=cfg.norm_lr_scale, text_lr=cfg.text_lr, text_weight_decay=cfg.text_weight_decay,
-            lookahead=cfg.lookahead, steps_per_epoch=len(self.loader))
+            lookahead=cfg.lookahead, steps_per_epoch=len(self.loader), muon_lr=cfg.muon_lr,
+            muon_momentum=cfg.muon_momentum)
         self.step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
         self.test_images = to_device_uint8(parts.test.images, device)
         self.test_labels = torch.as_tensor(parts.test.labels, device=device)

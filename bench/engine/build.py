@@ -23,25 +23,28 @@ def build_train_state(model, prompt_tokens, *, lr: float = 1e-4, weight_decay: f
                       schedule: str = "cosine", optimizer: str = "adamw", momentum: float = 0.85,
                       norm_lr_scale: float = 1.0, text_lr: float | None = None,
                       text_weight_decay: float | None = None, lookahead: float = 0.0,
-                      steps_per_epoch: int | None = None) -> TrainState:
+                      steps_per_epoch: int | None = None, muon_lr: float = 0.24,
+                      muon_momentum: float = 0.6) -> TrainState:
     """The training state of ``model`` (the bare CLIP) on the prompt table ``prompt_tokens`` (on its device).
 
     ``compact``: train only the token rows the prompts use (:mod:`bench.engine.compact_embedding`).
     ``capturable``: an optimizer a CUDA graph can replay. ``total_steps``: a warm-up + ``schedule`` (cosine or
     linear) decay over that many steps (None: no scheduler). ``wrap(model)`` returns the module the step calls (DDP,
     ...); the state keeps the bare model for checkpoints through it. ``optimizer``, ``momentum``, ``norm_lr_scale``,
-    ``text_lr``, ``text_weight_decay``: :func:`bench.engine.optim.build_optimizer`. ``lookahead``: the per-step decay of
-    :class:`bench.engine.lookahead.Lookahead` over ``total_steps`` (0: off). ``steps_per_epoch``: the unit of the
-    encoder's ``frozen_after_epochs`` spans (:func:`bench.engine.optim.build_scheduler`).
+    ``text_lr``, ``text_weight_decay``, ``muon_lr``, ``muon_momentum``: :func:`bench.engine.optim.build_optimizer`.
+    ``lookahead``: the per-step decay of :class:`bench.engine.lookahead.Lookahead` over ``total_steps`` (0: off).
+    ``steps_per_epoch``: the unit of the encoder's ``frozen_after_epochs`` spans
+    (:func:`bench.engine.optim.build_scheduler`).
     """
     embedding = compact_embedding.install(model, prompt_tokens) if compact else None
     train_model = wrap(model) if wrap is not None else model
     opt = build_optimizer(model, lr, weight_decay, prompt_tokens.device, capturable=capturable, fused=fused,
                           kind=optimizer, momentum=momentum, norm_lr_scale=norm_lr_scale, text_lr=text_lr,
-                          text_weight_decay=text_weight_decay)
+                          text_weight_decay=text_weight_decay, muon_lr=muon_lr, muon_momentum=muon_momentum)
     if embedding is not None:
         compact_embedding.attach(embedding, opt)
-    scheduler = build_scheduler(opt, total_steps, warmup_steps, schedule, steps_per_epoch) if total_steps is not None else None
+    scheduler = None if total_steps is None else build_scheduler(opt, total_steps, warmup_steps, schedule,
+                                                                 steps_per_epoch)
     if lookahead and total_steps is None:
         raise ValueError("a lookahead needs total_steps: its schedule runs to the last step")
     slow = Lookahead(averaged_tensors(model, opt), lookahead, total_steps) if lookahead else None

@@ -1,10 +1,12 @@
-"""The optimizers and the schedule: fused AdamW (the reference recipe), or airbench's Nesterov SGD with decoupled
-hyperparameters for the vision tower beside AdamW for the rest; per-tower learning rates and weight decays, a
-larger learning rate for normalisation parameters; linear warm-up then per-step cosine or linear decay."""
+"""The optimizers and the schedule: fused AdamW (the reference recipe), or for the vision tower airbench's Nesterov
+SGD with decoupled hyperparameters (and optionally Muon on its conv filters) beside AdamW for the rest; per-tower
+learning rates and weight decays, a larger learning rate for normalisation parameters; linear warm-up then
+per-step cosine or linear decay."""
 from __future__ import annotations
 
 import inspect
 import math
+from collections import defaultdict
 
 import torch
 from torch import nn
@@ -38,18 +40,64 @@ def nesterov_sgdw_(params, grads, buffers, lr, momentum: float, weight_decay: fl
     torch._foreach_add_(params, updates)
 
 
+# Keller Jordan's quintic Newton-Schulz coefficients (Muon; airbench94_muon): fast convergence of the singular
+# values towards 1 (into roughly [0.7, 1.2]), not exact orthogonality
+NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
+
+
+def orthogonalize(matrices: torch.Tensor, steps: int = 3, eps: float = 1e-7, dtype=torch.bfloat16) -> torch.Tensor:
+    """Newton-Schulz on a ``(B, m, n)`` stack at once: each matrix scaled to unit Frobenius norm, then ``steps``
+    quintic iterations, which map ``U S V^T`` to about ``U V^T`` (airbench94_muon's ``zeropower_via_newtonschulz5``,
+    batched over same-shaped matrices). Computed in ``dtype`` (bf16 as airbench; tests use float64)."""
+    x = matrices.to(dtype)
+    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
+    tall = x.shape[-2] > x.shape[-1]
+    if tall:  # iterate on the smaller Gram matrix
+        x = x.mT
+    a, b, c = NEWTON_SCHULZ
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.mT if tall else x
+
+
+def muon_(params, grads, buffers, lr, momentum: float, dtype=torch.bfloat16):
+    """One step of airbench94_muon's Muon on conv filters, in place::
+
+        buf <- m * buf + g;   u <- g + m * buf                  # Nesterov
+        p   <- p * sqrt(out_channels) / ||p||                    # weight norm held fixed
+        p   <- p - lr * orthogonalize(u as out_channels x rest)
+
+    Filters of the same shape are orthogonalised together in one batched call (one set of matmuls for many
+    layers). No weight decay: the renormalisation fixes the weight's norm. ``lr`` may be a device tensor.
+    """
+    torch._foreach_mul_(buffers, momentum)
+    torch._foreach_add_(buffers, grads)
+    updates = torch._foreach_add(grads, buffers, alpha=momentum)
+    by_shape = defaultdict(list)
+    for i, p in enumerate(params):
+        by_shape[tuple(p.shape)].append(i)
+    for shape, members in by_shape.items():
+        stacked = orthogonalize(torch.stack([updates[i].reshape(shape[0], -1) for i in members]), dtype=dtype)
+        for k, i in enumerate(members):
+            p = params[i]
+            p.mul_(shape[0] ** 0.5 / p.norm())
+            p.sub_(stacked[k].view(shape).to(p.dtype) * lr)
+
+
 # torch wraps an optimizer class's step with its hooks on first use; the bare loop over the groups is below that
 _ADAMW_STEP = inspect.unwrap(torch.optim.AdamW.step)
 
 
-class SGDAndAdamW(torch.optim.AdamW):
-    """AdamW, except that param groups with ``sgd=True`` take :func:`nesterov_sgdw_` steps with their ``momentum``.
+class MixedAdamW(torch.optim.AdamW):
+    """AdamW, except that param groups with ``sgd=True`` take :func:`nesterov_sgdw_` steps with their ``momentum``
+    and groups with ``muon=True`` :func:`muon_` steps.
 
-    One optimizer, so one schedule, one state dict and one CUDA graph hold both; the AdamW groups are stepped by
+    One optimizer, so one schedule, one state dict and one CUDA graph hold all; the AdamW groups are stepped by
     torch's own AdamW (fused when asked), so they equal ``torch.optim.AdamW`` exactly. Why mixed: airbench's SGD
-    suits the convolutional vision tower, and Transformers train badly under SGD (the text tower stays on AdamW,
-    as Muon's users keep AdamW for what is not a hidden matrix). An SGD parameter whose gradient has always been
-    zero only decays, as under AdamW, so :mod:`bench.engine.compact_embedding` stays exact either way.
+    and Muon suit the convolutional vision tower, and Transformers train badly under SGD (the text tower stays on
+    AdamW, as Muon's users keep AdamW for what is not a hidden matrix). An SGD parameter whose gradient has always
+    been zero only decays, as under AdamW, so :mod:`bench.engine.compact_embedding` stays exact either way.
     """
 
     @torch.no_grad()
@@ -60,17 +108,19 @@ class SGDAndAdamW(torch.optim.AdamW):
                 loss = closure()
         groups = self.param_groups
         try:  # AdamW's step sees its own groups only; unwrapped, or the step hooks would run twice
-            self.param_groups = [g for g in groups if not g.get("sgd")]
+            self.param_groups = [g for g in groups if not (g.get("sgd") or g.get("muon"))]
             _ADAMW_STEP(self)
         finally:
             self.param_groups = groups
         for group in groups:
-            if not group.get("sgd"):
-                continue
             params = [p for p in group["params"] if p.grad is not None]
-            if params:
-                nesterov_sgdw_(params, [p.grad for p in params], [self._momentum_buffer(p) for p in params],
-                               group["lr"], group["momentum"], group["weight_decay"])
+            if not params or not (group.get("sgd") or group.get("muon")):
+                continue
+            grads, buffers = [p.grad for p in params], [self._momentum_buffer(p) for p in params]
+            if group.get("muon"):
+                muon_(params, grads, buffers, group["lr"], group["momentum"])
+            else:
+                nesterov_sgdw_(params, grads, buffers, group["lr"], group["momentum"], group["weight_decay"])
         return loss
 
     def _momentum_buffer(self, p):
@@ -82,7 +132,8 @@ class SGDAndAdamW(torch.optim.AdamW):
 
 
 def param_groups(model, lr, weight_decay: float, norm_lr_scale: float = 1.0, text_lr: float | None = None,
-                 text_weight_decay: float | None = None, sgd: bool = False, momentum: float = 0.85) -> list[dict]:
+                 text_weight_decay: float | None = None, sgd: bool = False, momentum: float = 0.85,
+                 muon_lr: float | None = None, muon_momentum: float = 0.6) -> list[dict]:
     """The trainable parameters of a CLIP as optimizer groups.
 
     - The vision tower (``model.visual``) at ``lr`` and ``weight_decay``; its normalisation-layer parameters
@@ -90,7 +141,9 @@ def param_groups(model, lr, weight_decay: float, norm_lr_scale: float = 1.0, tex
       (``lr * wd``) is unchanged: airbench's bias_scaler scales the step, not the decay.
     - Everything else (text tower, token embedding, projections, temperature) at ``text_lr`` and
       ``text_weight_decay`` (None: the vision tower's values).
-    - ``sgd``: the vision groups are marked for :class:`SGDAndAdamW`'s Nesterov step with ``momentum``.
+    - ``sgd``: the vision groups are marked for :class:`MixedAdamW`'s Nesterov step with ``momentum``.
+    - ``muon_lr``: the vision tower's conv filters (4-d weights) move to a Muon group at that lr and
+      ``muon_momentum``, without weight decay (airbench94_muon; the rest of the tower as ``sgd``).
     - A vision parameter the encoder lists in ``frozen_after_epochs`` gets a group of its own, with its group's
       hyperparameters and ``train_epochs`` (:func:`build_scheduler` freezes it after that many epochs).
 
@@ -101,6 +154,7 @@ def param_groups(model, lr, weight_decay: float, norm_lr_scale: float = 1.0, tex
     text_weight_decay = weight_decay if text_weight_decay is None else text_weight_decay
     visual = getattr(model, "visual", None)
     spans = frozen_after_epochs(visual)
+    sgd = sgd or muon_lr is not None
     if norm_lr_scale == 1 and (text_lr, text_weight_decay) == (lr, weight_decay) and not sgd and not spans:
         return [dict(params=params)]
     vision = {id(p) for p in visual.parameters()} if visual is not None else set()
@@ -112,7 +166,12 @@ def param_groups(model, lr, weight_decay: float, norm_lr_scale: float = 1.0, tex
               dict(params=[p for p in params if id(p) in norm], lr=lr * norm_lr_scale,
                    weight_decay=weight_decay / norm_lr_scale, **tower),
               dict(params=[p for p in params if id(p) not in vision], lr=text_lr, weight_decay=text_weight_decay)]
-    for group in groups[:2]:  # a parameter with a span leaves its group for one of its own, same hyperparameters
+    if muon_lr is not None:
+        filters = {id(p) for p in groups[0]["params"] if p.ndim == 4}
+        groups[0]["params"] = [p for p in groups[0]["params"] if id(p) not in filters]
+        groups.insert(0, dict(params=[p for p in params if id(p) in filters], lr=muon_lr, weight_decay=0.0,
+                              muon=True, momentum=muon_momentum))
+    for group in groups[:-1]:  # a vision parameter with a span leaves its group for one of its own, same settings
         for epochs in sorted({spans[id(p)] for p in group["params"] if id(p) in spans}):
             groups.append({**group, "params": [p for p in group["params"] if spans.get(id(p)) == epochs],
                            "train_epochs": epochs})
@@ -147,21 +206,23 @@ def frozen_after_epochs(visual) -> dict[int, float]:
 
 def build_optimizer(model, lr: float, weight_decay: float, device: torch.device, capturable: bool = False,
                     fused: bool = True, kind: str = "adamw", momentum: float = 0.85, norm_lr_scale: float = 1.0,
-                    text_lr: float | None = None, text_weight_decay: float | None = None) -> torch.optim.Optimizer:
+                    text_lr: float | None = None, text_weight_decay: float | None = None,
+                    muon_lr: float = 0.24, muon_momentum: float = 0.6) -> torch.optim.Optimizer:
     """AdamW over all trainable parameters, as the reference recipe, with the fused kernel (one pass over each
-    tensor); ``kind="sgd"``: :class:`SGDAndAdamW`, Nesterov SGD with ``momentum`` on the vision tower. The groups
-    are :func:`param_groups`'.
+    tensor); ``kind="sgd"``: :class:`MixedAdamW`, Nesterov SGD with ``momentum`` on the vision tower;
+    ``kind="muon"``: the same with its conv filters on Muon at ``muon_lr`` and ``muon_momentum``. The groups are
+    :func:`param_groups`'.
 
     Fused AdamW exists on CPU since torch 2.4 and is several times faster there than foreach (measured
     in docs/performance.md); older torch falls back to foreach. ``capturable`` (CUDA graphs) keeps the
     step count and the learning rates as device tensors, so a replayed graph reads the current lr.
     ``fused=False`` asks for foreach (for measuring the difference).
     """
-    if kind not in ("adamw", "sgd"):
-        raise ValueError(f"unknown optimizer {kind!r}; adamw or sgd")
+    if kind not in ("adamw", "sgd", "muon"):
+        raise ValueError(f"unknown optimizer {kind!r}; adamw, sgd or muon")
     groups = param_groups(model, lr, weight_decay, norm_lr_scale, text_lr, text_weight_decay, kind == "sgd",
-                          momentum)
-    cls = SGDAndAdamW if kind == "sgd" else torch.optim.AdamW
+                          momentum, muon_lr if kind == "muon" else None, muon_momentum)
+    cls = torch.optim.AdamW if kind == "adamw" else MixedAdamW
     if capturable:  # one lr tensor per group: the scheduler writes each in place
         for group in groups:
             group["lr"] = torch.tensor(group.get("lr", lr), device=device)
