@@ -3,6 +3,7 @@ and the lookahead. Each against its definition."""
 import pytest
 import torch
 
+from bench.clip.loss import ClipLoss
 from bench.engine import compact_embedding
 from bench.engine.build import build_train_state
 from bench.engine.lookahead import Lookahead, averaged_tensors
@@ -120,16 +121,28 @@ def test_compact_embedding_stays_exact_under_the_mixed_optimizer():
         assert torch.allclose(a[name], b[name], rtol=1e-10, atol=1e-14), name
 
 
-def test_capturable_mixed_optimizer_keeps_one_lr_tensor_per_group():
-    """For CUDA graphs every group's lr is a device tensor the scheduler updates in place, SGD groups included."""
-    model = tiny_clip()
-    optimizer = build_optimizer(model, 0.5, 0.01, CPU, capturable=True, kind="sgd", norm_lr_scale=4, text_lr=1e-3)
+@pytest.mark.parametrize("kind, lrs", [("sgd", [0.5, 2.0, 1e-3]), ("muon", [0.24, 0.5, 2.0, 1e-3])])
+def test_capturable_mixed_optimizer_keeps_one_lr_tensor_per_group(kind, lrs):
+    """For CUDA graphs every group's lr is a device tensor the scheduler updates in place, SGD and Muon groups
+    included, and a step reads them: it equals the step with float lrs (to float32 rounding: the lr tensors are
+    float32, as on the GPU, and this model is float64)."""
     from bench.engine.cuda_graph import check_capturable
     from bench.engine.step import TrainState
 
+    states = []
+    for capturable in (True, False):
+        model = tiny_clip()
+        optimizer = build_optimizer(model, 0.5, 0.01, CPU, capturable=capturable, kind=kind, norm_lr_scale=4,
+                                    text_lr=1e-3)
+        states.append(TrainState(model, optimizer, None, ClipLoss(), prompt_tables()[1], text_mode="all"))
+    optimizer = states[0].optimizer
     assert all(isinstance(g["lr"], torch.Tensor) for g in optimizer.param_groups)
-    assert [float(g["lr"]) for g in optimizer.param_groups] == pytest.approx([0.5, 2.0, 1e-3])
-    check_capturable(TrainState(model, optimizer, None, None, prompt_tables()[1], text_mode="all"))
+    assert [float(g["lr"]) for g in optimizer.param_groups] == pytest.approx(lrs)
+    check_capturable(states[0])
+    for state in states:
+        run_steps(state, 2)
+    captured, plain = (dict(s.model.visual.named_parameters()) for s in states)
+    assert all(torch.allclose(captured[k], plain[k], rtol=1e-6, atol=1e-7) for k in plain)
 
 
 def test_lookahead_equals_its_formula():
