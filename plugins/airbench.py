@@ -3,11 +3,11 @@
 Shaped after Keller Jordan's cifar10-airbench network (a 2x2 stem conv, then three groups of
 conv -> max-pool -> BatchNorm -> GELU -> conv -> BatchNorm -> GELU at widths 64/256/256, then a global
 max-pool), which trains to 94% on CIFAR-10 in seconds. Departures, because here it is a CLIP tower
-trained by bench's own loop (AdamW over every parameter, the contrastive loss):
+trained by bench's own loop (its optimizers, the contrastive loss):
 
 - the stem is an ordinary learned conv unless ``whiten=True``: then, as airbench, it is a frozen 2x2
   patch-whitening conv (the eigenvectors of the training patches' second moments, scaled by their inverse
-  square roots, and their negations; its bias still trains). A factory only gets sizes, so the weights are
+  square roots, and their negations). A factory only gets sizes, so the weights are
   set by ``setup_from_data``, the optional encoder method bench calls with the training images before a fresh
   run's first step (docs/plugins.md). As airbench94, the stem's bias trains for the first
   ``whiten_bias_epochs`` (3) epochs only, then is frozen: the encoder lists it in ``frozen_after_epochs``, the

@@ -6,8 +6,10 @@
 
 Every stage is a subprocess with its own time limit, all under one deadline (``--budget`` seconds,
 default 470, so the whole check ends inside 8 minutes even when a stage hangs); a stage that fails or
-times out is recorded and the next one runs. Order: data, graph check, reference, fast, the main
-encoders' throughput, DDP overhead, then with the time left fast variants and more throughput rows.
+times out is recorded and the next one runs. Order: data, graph check, reference, fast (then, when asked,
+fast over 5 seeds and fast96 over 3: ``--only fast,fast_seeds,fast96,throughput,variants`` is issue 15's
+check), the main encoders' and the fast towers' throughput (with the text tower's share of a step), DDP
+overhead, then with the time left fast variants and more throughput rows.
 The reference preset runs whole (``--reference full``: 50 epochs, the wall time of ``bench run`` is
 the figure) or as a 1- and 2-epoch slice that is extrapolated (``--reference slice``, the default with
 ``--tiny``, and when the graph check could not capture). It runs with the towers on two streams when
@@ -519,10 +521,9 @@ def main(argv=None) -> int:
     # 4. the fast preset, full test set
     fast = py + ["-m", "bench", "run", "--preset", "fast", "--device", device, "--no-checkpoints", "--no-progress",
                  *data_args, "--out", str(work / "fast")]
-    if args.tiny:
-        fast += TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--limit-train", "64", "--limit-test", "64",
-                              "--batch-size", "32", "--epochs", "1", "--warmup-steps", "1"]
-    fast += speed_flags
+    tiny_fast = TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--limit-train", "64", "--limit-test", "64",
+                              "--batch-size", "32", "--epochs", "1", "--warmup-steps", "1"] if args.tiny else []
+    fast += tiny_fast + speed_flags
     if "fast" in only:
         record = check.run("fast_preset", fast, cap=90)
         history = run_history(work / "fast")
@@ -533,8 +534,6 @@ def main(argv=None) -> int:
             history.to_csv(out / "fast_history.csv", index=False)
 
     # 4b. issue 15's figures: fast over 5 seeds and fast96 over 3, each in one bench run --seeds process
-    tiny_fast = TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--limit-train", "64", "--limit-test", "64",
-                              "--batch-size", "32", "--epochs", "1", "--warmup-steps", "1"] if args.tiny else []
     for name, preset, seeds, cap in (("fast_seeds", "fast", "0,1,2,3,4", 220), ("fast96", "fast96", "0,1,2", 240)):
         if name in only:
             cmd = py + ["-m", "bench", "run", "--preset", preset, "--device", device, "--no-checkpoints",

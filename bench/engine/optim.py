@@ -173,7 +173,8 @@ def param_groups(model, lr, weight_decay: float, norm_lr_scale: float = 1.0, tex
     if muon_lr is not None:
         filters = {id(p) for p in groups[0]["params"] if p.ndim == 4}
         groups[0]["params"] = [p for p in groups[0]["params"] if id(p) not in filters]
-        groups.insert(0, dict(params=[p for p in params if id(p) in filters], lr=muon_lr, weight_decay=0.0,
+        # second, so the first group is still at --lr (the lr that history.csv records)
+        groups.insert(1, dict(params=[p for p in params if id(p) in filters], lr=muon_lr, weight_decay=0.0,
                               muon=True, momentum=muon_momentum))
     for group in groups[:-1]:  # a vision parameter with a span leaves its group for one of its own, same settings
         for epochs in sorted({spans[id(p)] for p in group["params"] if id(p) in spans}):
