@@ -124,8 +124,9 @@ def test_compact_embedding_stays_exact_under_the_mixed_optimizer():
 @pytest.mark.parametrize("kind, lrs", [("sgd", [0.5, 2.0, 1e-3]), ("muon", [0.5, 0.24, 2.0, 1e-3])])
 def test_capturable_mixed_optimizer_keeps_one_lr_tensor_per_group(kind, lrs):
     """For CUDA graphs every group's lr is a device tensor the scheduler updates in place, SGD and Muon groups
-    included, and a step reads them: it equals the step with float lrs (to float32 rounding: the lr tensors are
-    float32, as on the GPU, and this model is float64)."""
+    included, and a step reads them: it equals the step with float lrs (to float32 rounding, as the lr tensors
+    are float32 as on the GPU and this model is float64; Muon's bf16 Newton-Schulz turns that into at most one
+    bf16 rounding step of its update, lr x 2^-7)."""
     from bench.engine.cuda_graph import check_capturable
     from bench.engine.step import TrainState
 
@@ -142,7 +143,8 @@ def test_capturable_mixed_optimizer_keeps_one_lr_tensor_per_group(kind, lrs):
     for state in states:
         run_steps(state, 2)
     captured, plain = (dict(s.model.visual.named_parameters()) for s in states)
-    assert all(torch.allclose(captured[k], plain[k], rtol=1e-6, atol=1e-7) for k in plain)
+    atol = 0.24 * 2 ** -7 if kind == "muon" else 1e-7
+    assert all(torch.allclose(captured[k], plain[k], rtol=1e-6, atol=atol) for k in plain)
 
 
 def test_lookahead_equals_its_formula():

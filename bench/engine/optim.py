@@ -61,7 +61,7 @@ def orthogonalize(matrices: torch.Tensor, steps: int = 3, eps: float = 1e-7, dty
     return x.mT if tall else x
 
 
-def muon_(params, grads, buffers, lr, momentum: float, dtype=None):
+def muon_(params, grads, buffers, lr, momentum: float, dtype=torch.bfloat16):
     """One step of airbench94_muon's Muon on conv filters, in place::
 
         buf <- m * buf + g;   u <- g + m * buf                  # Nesterov
@@ -70,8 +70,8 @@ def muon_(params, grads, buffers, lr, momentum: float, dtype=None):
 
     Filters of the same shape are orthogonalised together in one batched call (one set of matmuls for many
     layers). No weight decay: the renormalisation fixes the weight's norm. ``lr`` may be a device tensor.
-    ``dtype`` of the Newton-Schulz matmuls: None is bf16 on CUDA (airbench's; tensor cores) and float32 elsewhere,
-    where bf16 matmuls are emulated and slower.
+    ``dtype`` of the Newton-Schulz matmuls: bf16 as airbench, on every device (on the CPU comparison of
+    docs/performance.md float32 did no better).
     """
     torch._foreach_mul_(buffers, momentum)
     torch._foreach_add_(buffers, grads)
@@ -79,8 +79,6 @@ def muon_(params, grads, buffers, lr, momentum: float, dtype=None):
     by_shape = defaultdict(list)
     for i, p in enumerate(params):
         by_shape[tuple(p.shape)].append(i)
-    if dtype is None:
-        dtype = torch.bfloat16 if params and params[0].is_cuda else torch.float32
     for shape, members in by_shape.items():
         stacked = orthogonalize(torch.stack([updates[i].reshape(shape[0], -1) for i in members]), dtype=dtype)
         for k, i in enumerate(members):
