@@ -355,6 +355,7 @@ def test_mixed_optimizer_and_lookahead_resume_exactly(tmp_path, run_cli, monkeyp
              "--lookahead", "0.9"]
     code, _, err = run_cli("run", *flags, "--out", tmp_path / "whole")
     assert code == 0, err
+    assert pd.read_csv(tmp_path / "whole" / "runs.csv")["optimizer"].tolist() == [optimizer]  # what --lr meant
     asked = []
 
     def agreed(self, collective_point):

@@ -477,6 +477,7 @@ def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics,
         "tokenizer": cfg.tokenizer,
         "templates": cfg.templates, "dataset": cfg.dataset, "preset": cfg.preset, "epochs": cfg.epochs,
         "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "loss": cfg.loss,
+        "optimizer": cfg.optimizer,  # what --lr means depends on it (AdamW's step size, or SGD's multiplier)
         "seed": cfg.seed, "device": str(device), "device_name": prov["device_name"],
         "precision": "bf16" if autocast_dtype is not None else "fp32", "params": n_params,
         "train_seconds": round(train_seconds, 3), "train_images_per_s": round(train_images / max(train_seconds, 1e-9), 2),

@@ -23,7 +23,7 @@ LONG_SUFFIX = "_long"  # runs.csv -> runs_long.csv
 
 # What defines a configuration in a table (besides config_id, the hash of the full config).
 CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "dataset", "preset", "epochs", "batch_size",
-                  "lr", "weight_decay", "loss", "limit_train", "limit_test", "image_size", "precision"]
+                  "lr", "weight_decay", "optimizer", "loss", "limit_train", "limit_test", "image_size", "precision"]
 
 # Configuration fields that do not change what is trained or measured, left out of the key.
 # Columns that describe how a number was measured; compare warns when they differ.
