@@ -198,8 +198,10 @@ class Run:
             model.to(memory_format=torch.channels_last)
         prompt_tokens = trim_tokens(parts.tokenizer(fill(parts.templates, parts.classes))).to(device)
         text_mode = text_mode_for(len(prompt_tokens), cfg.batch_size, device)
-        # one captured graph per step (DDP's all-reduces included) needs static shapes; compile's own graphs opt out
-        use_graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all" and not cfg.compile
+        # one captured graph per step (DDP's all-reduces included) needs static shapes. --compile's towers (inductor's
+        # default mode, which makes no CUDA graphs of its own) compile in the eager warm-up steps and are captured
+        # with the rest of the step, as bench throughput --compile does; a refused capture trains on eagerly
+        use_graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all"
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), self.generator,
                                    channels_last=channels_last, pad=cfg.crop_pad, shard=(world.rank, world.size),
