@@ -53,6 +53,9 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--norm-lr-scale", type=float,
               help="Learning-rate multiplier of the vision tower's normalisation parameters, decay unchanged "
                    "(default 1).")
+@click.option("--warm-up", type=int,
+              help="Train this many steps of a throwaway copy on random images first (compilation, autotuning), "
+                   "outside train_seconds; results unchanged (default 0: off).")
 @click.option("--lookahead", type=float,
               help="airbench's lookahead: per-step EMA decay the weights are pulled to, ramped up to the end, where "
                    "the run takes the average (e.g. 0.95; default 0: off).")

@@ -86,6 +86,9 @@ class RunConfig:
     # airbench's lookahead (bench.engine.lookahead): every 5 steps the weights move to an EMA of themselves whose
     # decay ramps up to this per-step value (airbench: 0.95) by the end, where the run takes the average; 0: off
     lookahead: float = 0.0
+    # train this many steps of a throwaway copy on random images first (compilation, cuDNN autotuning, CUDA
+    # start-up), outside train_seconds, as airbench times warm runs; the run's numbers are unchanged. 0: off
+    warm_up: int = not_in_id(0)
     seed: int = not_in_id(0)  # seed of initialisation, data order, augmentation and template choice
     device: str = not_in_id("auto")  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
@@ -199,6 +202,7 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (cfg.text_weight_decay is None or 0 <= cfg.text_weight_decay <= 1,
          f"--text-weight-decay must be in [0, 1], got {cfg.text_weight_decay}"),
         (0 < cfg.norm_lr_scale <= 1000, f"--norm-lr-scale must be in (0, 1000], got {cfg.norm_lr_scale}"),
+        (cfg.warm_up >= 0, f"--warm-up must be a number of steps >= 0, got {cfg.warm_up}"),
         (0 <= cfg.lookahead < 1, f"--lookahead must be in [0, 1) (a per-step decay such as 0.95; 0: off), got "
                                  f"{cfg.lookahead}"),
         (0 <= cfg.weight_decay <= 1, f"--weight-decay must be in [0, 1], got {cfg.weight_decay}"),

@@ -105,6 +105,7 @@ CASES = [
     ("zero-muon-lr", RUN + ["--muon-lr", "0"], "--muon-lr must be in (0, 100]", None),
     ("whiten-bias-epochs", RUN + ["--encoder", "airbench", "--encoder-opt", "whiten_bias_epochs=-1"],
      "whiten_bias_epochs", None),
+    ("negative-warm-up", RUN + ["--warm-up", "-1"], "--warm-up must be a number of steps >= 0", None),
     ("zero-norm-lr-scale", RUN + ["--norm-lr-scale", "0"], "--norm-lr-scale must be in (0, 1000]", None),
     ("lookahead-one", RUN + ["--lookahead", "1"], "--lookahead must be in [0, 1)", None),
     ("full-label-smoothing", RUN + ["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)", None),

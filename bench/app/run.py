@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import threading
@@ -29,6 +30,7 @@ from ..engine.cuda_graph import DDP_WARMUP, CudaGraphStep
 from ..engine.ddp import wrap_model
 from ..engine.faults import FiniteWatch, stop_on_signal
 from ..engine.step import autocast_dtype_for, bars_shown, compile_towers, set_backend_flags, text_mode_for, train_steps
+from ..engine.warmup import warm_up
 from ..errors import BenchError, Interrupted
 from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
 from ..files import atomic_write_text
@@ -213,6 +215,7 @@ class Run:
             with GLOBAL_RNG, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(cfg.seed)
                 setup(self.loader.images)
+        spare = copy.deepcopy(model) if cfg.warm_up else None  # before the state changes it (compact rows, compile)
 
         def wrap(bare):
             if cfg.compile:
@@ -220,16 +223,23 @@ class Run:
             return wrap_model(bare, world, cfg.sync_bn, use_graph)  # DDP under torchrun; ``bare`` stays the CLIP
 
         # speed (docs/performance.md): exact sparse token-embedding updates; the step as one CUDA graph
-        self.state = build_train_state(
-            model, prompt_tokens, lr=cfg.lr, weight_decay=cfg.weight_decay, compact=cfg.compact_embedding,
-            capturable=use_graph, total_steps=cfg.epochs * len(self.loader), warmup_steps=cfg.warmup_steps,
-            loss=cfg.loss, rank=world.rank, world_size=world.size, label_smoothing=cfg.label_smoothing,
-            autocast_dtype=self.autocast_dtype, text_mode=text_mode, wrap=wrap, max_grad_norm=cfg.max_grad_norm,
-            tower_streams=cfg.tower_streams, schedule=cfg.schedule, optimizer=cfg.optimizer, momentum=cfg.momentum,
-            norm_lr_scale=cfg.norm_lr_scale, text_lr=cfg.text_lr, text_weight_decay=cfg.text_weight_decay,
-            lookahead=cfg.lookahead, steps_per_epoch=len(self.loader), muon_lr=cfg.muon_lr,
-            muon_momentum=cfg.muon_momentum)
+        recipe = dict(
+            lr=cfg.lr, weight_decay=cfg.weight_decay, compact=cfg.compact_embedding, capturable=use_graph,
+            total_steps=cfg.epochs * len(self.loader), warmup_steps=cfg.warmup_steps, loss=cfg.loss,
+            label_smoothing=cfg.label_smoothing, autocast_dtype=self.autocast_dtype, text_mode=text_mode,
+            max_grad_norm=cfg.max_grad_norm, tower_streams=cfg.tower_streams, schedule=cfg.schedule,
+            optimizer=cfg.optimizer, momentum=cfg.momentum, norm_lr_scale=cfg.norm_lr_scale, text_lr=cfg.text_lr,
+            text_weight_decay=cfg.text_weight_decay, lookahead=cfg.lookahead, steps_per_epoch=len(self.loader),
+            muon_lr=cfg.muon_lr, muon_momentum=cfg.muon_momentum)
+        self.state = build_train_state(model, prompt_tokens, rank=world.rank, world_size=world.size, wrap=wrap,
+                                       **recipe)
         self.step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
+        self.warmup_seconds = 0.0
+        if spare is not None:  # the same step on a throwaway copy, alone on its rank (no DDP, no collectives)
+            spare_state = build_train_state(spare, prompt_tokens, wrap=compile_towers if cfg.compile else None,
+                                            **recipe)
+            self.warmup_seconds = warm_up(spare_state, CudaGraphStep() if use_graph else None, self.loader,
+                                          cfg.warm_up, cfg.seed)
         self.test_images = to_device_uint8(parts.test.images, device)
         self.test_labels = torch.as_tensor(parts.test.labels, device=device)
 
@@ -380,7 +390,8 @@ class Run:
         history = pd.DataFrame(self.state.history)
         row = run_row(cfg, self.run_id, self.device, self.n_params, progress.train_seconds, progress.train_images,
                       metrics, history, progress.best, parts, self.autocast_dtype)
-        row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes)
+        row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes,
+                   warmup_seconds=round(self.warmup_seconds, 3))  # --warm-up: before the clock of train_seconds
         row.update(self._without_tta())
         if not world.is_main:
             return row
