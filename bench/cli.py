@@ -72,7 +72,7 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--log-every", type=int, default=50, show_default=True)
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the two towers (on CUDA inside the step's CUDA graph; compile time counts as "
-                   "training time).")
+                   "training time unless --warm-up compiles first).")
 @click.option("--embed-dim", type=int, help="Joint embedding width (default 512).")
 @click.option("--image-size", type=int, help="Input resolution (default 32).")
 @click.option("--text-width", type=int, help="Text Transformer width (default 512).")

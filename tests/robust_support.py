@@ -54,6 +54,22 @@ def finished_run(base: Path) -> Path:
     return out
 
 
+def stop_at_ask(monkeypatch, ask: int):
+    """A stop request (as SIGINT) at the run loop's ``ask``-th stop check: the loop asks after every step and once
+    more at each epoch end. ``monkeypatch.undo()`` lets the next run go on unstopped."""
+    from bench.engine import faults
+
+    asked = []
+
+    def agreed(self, collective_point):
+        asked.append(collective_point)
+        if len(asked) == ask:
+            self.requested = "SIGINT"
+        return self.requested is not None
+
+    monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
+
+
 def run_dir_of(out: Path) -> Path:
     (path,) = glob.glob(str(out / "runs" / "*"))
     return Path(path)

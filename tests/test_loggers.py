@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)
-from .robust_support import FLAGS, run_dir_of
+from .robust_support import FLAGS, run_dir_of, stop_at_ask
 
 HISTORY_TAGS = {"train_loss": "train/epoch_loss", "lr": "train/lr", "zeroshot_top1": "zeroshot/top1",
                 "zeroshot_top5": "zeroshot/top5", "mean_per_class_recall": "zeroshot/mean_per_class_recall",
@@ -57,20 +57,6 @@ def test_tensorboard_event_files_hold_the_history_and_the_run_as_hparams(tmp_pat
     assert stderr.count(f"tensorboard --logdir {out / 'runs'}") == 1
 
 
-def _stop_at(monkeypatch, ask):
-    from bench.engine import faults
-
-    asked = []
-
-    def agreed(self, collective_point):
-        asked.append(collective_point)
-        if len(asked) == ask:
-            self.requested = "SIGINT"
-        return self.requested is not None
-
-    monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
-
-
 @pytest.mark.parametrize("ask, stop_at", [(6, 6), (8, 8)])
 def test_a_resumed_run_continues_its_tensorboard_curves_without_doubled_points(ask, stop_at, tmp_path, run_cli,
                                                                                  monkeypatch):
@@ -80,7 +66,7 @@ def test_a_resumed_run_continues_its_tensorboard_curves_without_doubled_points(a
     from torch.utils.tensorboard import SummaryWriter
 
     out = tmp_path / "results"
-    _stop_at(monkeypatch, ask)
+    stop_at_ask(monkeypatch, ask)
     code, _, err = run_cli("run", *FLAGS, "--out", out, "--log", "tensorboard")
     assert code == 130 and f"at step {stop_at}, checkpoint saved" in err, err
     monkeypatch.undo()
@@ -128,7 +114,7 @@ def test_wandb_offline_writes_its_run_folder_and_a_resume_continues_the_same_run
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "results"
-    _stop_at(monkeypatch, 6)
+    stop_at_ask(monkeypatch, 6)
     code, _, err = run_cli("run", *FLAGS, "--out", out, "--log", "wandb", "--wandb-project", "bench-tests")
     assert code == 130, err
     monkeypatch.undo()

@@ -123,24 +123,16 @@ def test_setup_from_data_runs_once_before_a_fresh_run_and_its_result_is_checkpoi
     import torch
 
     import bench.testing
-    from bench.engine import faults
 
     from .plugin_support import TINY_RUN
+    from .robust_support import stop_at_ask
 
     _DataSetUpEncoder.calls.clear()
     out = tmp_path / "results"
     flags = [f for f in TINY_RUN if f != "--no-checkpoints"] + ["--limit-train", "32", "--batch-size", "8",
                                                                "--epochs", "2", "--device", "cpu"]
     with bench.testing.plugin_registered(_DataSetUpEncoder(), "mean_aware"):
-        asked = []
-
-        def agreed(self, collective_point):  # stop after the third step
-            asked.append(collective_point)
-            if len(asked) == 3:
-                self.requested = "SIGINT"
-            return self.requested is not None
-
-        monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
+        stop_at_ask(monkeypatch, 3)  # stop after the third step
         code, _, err = run_cli("run", "--encoder", "third/mean_aware", *flags, "--out", out)
         assert code == 130, err
         monkeypatch.undo()

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)
-from .robust_support import FLAGS, assert_same_run, finished_run, free_port, history, run_dir_of, spawn_bench
+from .robust_support import (FLAGS, assert_same_run, finished_run, free_port, history, run_dir_of, spawn_bench,
+                             stop_at_ask)
 
 
 @pytest.fixture(scope="module")
@@ -138,17 +139,7 @@ def test_a_stop_at_any_step_resumes_to_the_uninterrupted_run(ask, stop_at, basel
     """A stop honoured after step 4 (between loss read-backs), 6 (at one), 8 (the first epoch's last step: its
     checkpoint precedes that epoch's closing read-back) or 11 (at a read-back of epoch 2): the resumed run has
     the uninterrupted run's train_log.csv, history, predictions and weights."""
-    from bench.engine import faults
-
-    asked = []
-
-    def agreed(self, collective_point):  # the loop asks after every step and once more at each epoch end
-        asked.append(collective_point)
-        if len(asked) == ask:
-            self.requested = "SIGINT"
-        return self.requested is not None
-
-    monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
+    stop_at_ask(monkeypatch, ask)
     out = tmp_path / "stopped"
     code, _, err = run_cli("run", *FLAGS, "--out", out)
     assert code == 130 and f"at step {stop_at}, checkpoint saved" in err, err
@@ -322,20 +313,10 @@ def test_dataset_pickles_load_arrays_but_never_run_code(tmp_path, run_cli):
 def test_alternating_flips_resume_exactly(tmp_path, run_cli, monkeypatch):
     """--flip alternate draws the first epoch's flips once, at start: a run stopped in its second epoch and resumed
     equals the uninterrupted run bit for bit (history, loss log, metrics, predictions, weights)."""
-    from bench.engine import faults
-
     flags = [*FLAGS, "--flip", "alternate"]
     code, _, err = run_cli("run", *flags, "--out", tmp_path / "whole")
     assert code == 0, err
-    asked = []
-
-    def agreed(self, collective_point):
-        asked.append(collective_point)
-        if len(asked) == 12:
-            self.requested = "SIGINT"
-        return self.requested is not None
-
-    monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
+    stop_at_ask(monkeypatch, 12)
     code, _, err = run_cli("run", *flags, "--out", tmp_path / "stopped")
     assert code == 130 and "at step 11, checkpoint saved" in err, err
     monkeypatch.undo()
@@ -349,22 +330,12 @@ def test_mixed_optimizer_and_lookahead_resume_exactly(tmp_path, run_cli, monkeyp
     """Momentum buffers, the per-group lrs and the lookahead's slow copy are in last.pt: a run on --optimizer sgd
     (or muon) with --lookahead stopped at step 11 (after the pull at step 10, before those at 15 and at the end)
     and resumed equals the uninterrupted run bit for bit."""
-    from bench.engine import faults
-
     flags = [*FLAGS, "--optimizer", optimizer, "--lr", "0.05", "--text-lr", "1e-3", "--norm-lr-scale", "4",
              "--lookahead", "0.9"]
     code, _, err = run_cli("run", *flags, "--out", tmp_path / "whole")
     assert code == 0, err
     assert pd.read_csv(tmp_path / "whole" / "runs.csv")["optimizer"].tolist() == [optimizer]  # what --lr meant
-    asked = []
-
-    def agreed(self, collective_point):
-        asked.append(collective_point)
-        if len(asked) == 12:
-            self.requested = "SIGINT"
-        return self.requested is not None
-
-    monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
+    stop_at_ask(monkeypatch, 12)
     code, _, err = run_cli("run", *flags, "--out", tmp_path / "stopped")
     assert code == 130 and "at step 11, checkpoint saved" in err, err
     monkeypatch.undo()

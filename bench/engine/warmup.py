@@ -21,11 +21,10 @@ def warm_up(state, step_fn, loader, steps: int, seed: int = 0) -> float:
     step_fn = step_fn or clip_step
     device = state.prompt_tokens.device
     generator = torch.Generator(device=device).manual_seed(seed)
-    n_prompts = len(state.prompt_tokens)
+    n_prompts, shape = len(state.prompt_tokens), (loader.batch_size, *loader.images.shape[1:])
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         for _ in range(steps):
-            shape = (loader.batch_size, *loader.images.shape[1:])
             images = normalize(torch.randint(0, 256, shape, generator=generator, device=device, dtype=torch.uint8),
                                loader.dtype)
             if loader.channels_last:
