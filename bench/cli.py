@@ -126,7 +126,7 @@ def run(seeds, resume, **flags):
         return
     from dataclasses import replace
 
-    from .app.sweep import parse_seeds
+    from .app.sweep.plan import parse_seeds
 
     cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)]
     rows = [_echo_run(run_training(c), c.out) for c in cfgs]
@@ -162,7 +162,8 @@ def _echo_summary(rows):
     """Mean ± std over seeds of the headline metrics, one line per configuration."""
     import pandas as pd
 
-    from .results.tables import SUMMARY_METRICS, aggregate, fmt_value
+    from .results.columns import SUMMARY_METRICS
+    from .results.views import aggregate, fmt_value
 
     table = aggregate(pd.DataFrame(rows))
     metrics = [m for m in SUMMARY_METRICS if m in table.columns.str.removesuffix("_mean")]
@@ -182,7 +183,7 @@ def sweep(file, encoder, templates, seeds, skip_existing, dry_run, status, concu
     """
     import os
 
-    from .app.sweep import cross_product, parse_seeds, plan, plan_lines
+    from .app.sweep.plan import cross_product, parse_seeds, plan, plan_lines
 
     ctx = click.get_current_context()
     given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
@@ -191,7 +192,7 @@ def sweep(file, encoder, templates, seeds, skip_existing, dry_run, status, concu
         if encoder or templates or seeds:
             raise BenchError("--encoder, --templates and --seeds form a sweep without a file; with FILE, put them "
                              "in its [grid]")
-        from .app.sweep_file import read_sweep_file, varying_keys
+        from .app.sweep.toml_file import read_sweep_file, varying_keys
 
         spec = read_sweep_file(file)
         settings, slurm_table = spec.sweep, spec.slurm
@@ -217,15 +218,15 @@ def sweep(file, encoder, templates, seeds, skip_existing, dry_run, status, concu
                                              ("ray_address", ray_address)) if name in given}
     settings = {**settings, **opts}
     slurm_table = {**slurm_table, **dict(_slurm_pairs(slurm))}
-    from .app.launchers import launch
+    from .app.sweep.launchers import launch
 
     in_worker = "BENCH_SWEEP_WORKER" in os.environ  # a worker that --workers/--gpus started: its share only
     outcomes = launch(planned, settings, slurm_table, argv=_ARGV, in_worker=in_worker, echo=click.echo,
                       plugins=_plugin_args(_ARGV))
     if in_worker:
         return
-    from .results.runs_table import read_runs
-    from .results.tables import config_key
+    from .results.columns import config_key
+    from .results.runs_csv import read_runs
 
     keys = {(config_key(p.cfg), p.cfg.seed) for p in planned}
     table = read_runs(planned[0].out)
@@ -420,12 +421,12 @@ def eval_(checkpoint, open_clip_model, pretrained, results_dir, templates, datas
 def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate_, long_, limit, fmt, rebuild):
     """Print result tables (SOURCES: results folders, runs.csv files, run folders or run ids; default --results)."""
     from .app.validation import check_positive
-    from .results.sources import combine, load_sources
-    from .results.tables import display_table
+    from .results.lookup import combine, load_sources
+    from .results.views import display_table
 
     check_positive("--limit", limit)
     if rebuild:
-        from .results.runs_table import rebuild_runs
+        from .results.runs_csv import rebuild_runs
 
         if not (Path(results_dir) / "runs").is_dir():
             raise BenchError(f"{results_dir} has no runs/ folder to rebuild runs.csv from; pass the results folder "
@@ -466,9 +467,15 @@ def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fail_on
     Differences get Welch's t-test over seeds and, for zero-shot top-1, a paired test over the test images
     (docs/evaluation.md).
     """
-    from .results.compare import check_alpha, compare, parse_fail_on, render_markdown, split_sides
-    from .results.sources import load_sources
-    from .results.tables import filter_rows
+    from .results.compare import (
+        check_alpha,
+        compare,
+        parse_fail_on,
+        render_markdown,
+        split_sides,
+    )
+    from .results.lookup import load_sources
+    from .results.views import filter_rows
 
     thresholds = parse_fail_on(fail_on)
     check_alpha(alpha)
@@ -498,9 +505,9 @@ def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fail_on
 @click.option("--title", help="Report title.")
 def report(runs, out, results_dir, wheres, title):
     """Write a markdown report with figures for RUNS (results folders, files, run folders or run ids)."""
+    from .results.lookup import combine, load_sources
     from .results.report import build_report
-    from .results.sources import combine, load_sources
-    from .results.tables import filter_rows
+    from .results.views import filter_rows
 
     source = combine(load_sources(runs or [results_dir], results_dir))
     source.table = filter_rows(source.table, wheres)
@@ -574,7 +581,7 @@ def list_(kind, pattern):
 @click.option("--out", default="results", show_default=True, help="Appends rows to OUT/throughput.csv.")
 def throughput(encoders, mode, compile_, encoder_opts, out, **flags):
     """Images/s, step time, memory, params and GFLOPs of encoders on synthetic inputs."""
-    from .files import check_writable_folder
+    from .atomic_files import check_writable_folder
     from .config import parse_opts
     from .perf.throughput import append_rows, resolve, run_throughput, summary
 

@@ -10,9 +10,14 @@ from bench.clip.tokenizer import create_tokenizer, trim_tokens
 from bench.data.datasets import CIFAR10_CLASSES, make_synthetic
 from bench.data.loader import to_device_uint8
 from bench.engine.build import build_train_state
-from bench.engine.step import clip_step, encode_prompts
+from bench.engine.train_step import clip_step, encode_prompts
 from bench.evaluation.zero_shot import build_zero_shot_classifier, zero_shot_metrics
-from bench.perf.loader_speed import device_batches, device_loader, images_per_second, torchvision_batches
+from bench.perf.loader_speed import (
+    device_batches,
+    device_loader,
+    images_per_second,
+    torchvision_batches,
+)
 
 BATCH = 32
 PROMPTS = fill(SEED_TEMPLATES, CIFAR10_CLASSES)

@@ -28,7 +28,7 @@ momentum, identity (dirac) initialisation of each conv's first input channels, n
 """
 from bench import hookimpl
 from bench.errors import BenchError
-from bench.options import boolean, int_tuple, number
+from bench.factory_options import boolean, int_tuple, number
 
 
 WHITEN_IMAGES = 5000  # airbench estimates the patch statistics on the first 5000 training images

@@ -1,7 +1,7 @@
 """The reference vision tower, OpenAI's ModifiedResNet, and bench's 32 px variant."""
 from bench import hookimpl
 from bench.errors import BenchError
-from bench.options import int_tuple, positive_int
+from bench.factory_options import int_tuple, positive_int
 
 
 def _modified_resnet(stem):

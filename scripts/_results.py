@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.results.run_files import provenance, write_csv
+from bench.results.run_folder import provenance, write_csv
 
 PROVENANCE = ("time", "device_name", "git_commit", "git_dirty", "torch_version", "hostname", "command")
 

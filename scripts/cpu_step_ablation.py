@@ -57,7 +57,7 @@ def make_state(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
 def main(argv=None) -> pd.DataFrame:
     from _results import save
 
-    from bench.engine.step import clip_step
+    from bench.engine.train_step import clip_step
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)

@@ -33,14 +33,22 @@ import torch  # noqa: E402
 from bench.clip.configs import ModelCfg, TextCfg  # noqa: E402
 from bench.clip.model import count_parameters, create_model_from_cfg  # noqa: E402
 from bench.clip.templates import SEED_TEMPLATES, fill  # noqa: E402
-from bench.clip.tokenizer import tokenize  # noqa: E402
-from bench.clip.tokenizer import trim_tokens  # noqa: E402
+from bench.clip.tokenizer import (
+    tokenize,  # noqa: E402
+    trim_tokens,  # noqa: E402
+)
 from bench.data.datasets import CIFAR10_CLASSES  # noqa: E402
 from bench.distributed.world import init_distributed, shutdown  # noqa: E402
-from bench.engine.build import build_train_state  # noqa: E402
+from bench.engine.build import (
+    autocast_dtype_for,
+    build_train_state,  # noqa: E402
+    set_backend_flags,
+    text_mode_for,
+)
 from bench.engine.cuda_graph import DDP_WARMUP, CudaGraphStep, capture_stream  # noqa: E402
 from bench.engine.ddp import wrap_model  # noqa: E402
-from bench.engine.step import _sync, autocast_dtype_for, clip_step, set_backend_flags, text_mode_for
+from bench.engine.epoch_loop import sync_device
+from bench.engine.train_step import clip_step
 
 MODELS = {
     "reference": ModelCfg(),  # the spec's CLIP: ModifiedResNet (2,2,2,2) width 32, text 512 x 6 layers
@@ -65,11 +73,11 @@ def _one_rank_group(device: str, cuda_graph: bool):
 def _images_per_s(state, step_fn, batch, steps: int, warmup: int, device) -> float:
     for _ in range(warmup):
         step_fn(state, *batch)
-    _sync(device)
+    sync_device(device)
     start = time.perf_counter()
     for _ in range(steps):
         step_fn(state, *batch)
-    _sync(device)
+    sync_device(device)
     return steps * len(batch[0]) / (time.perf_counter() - start)
 
 

@@ -3,7 +3,7 @@
 
     PYTHONPATH=. python scripts/graph_check.py [--device cuda] [--steps 8] [--tiny] [--json OUT.json]
 
-Two copies of one model train on the same batches: one with :func:`bench.engine.step.clip_step` (eager,
+Two copies of one model train on the same batches: one with :func:`bench.engine.train_step.clip_step` (eager,
 one stream, whole prompt table, fused AdamW), one as ``bench run`` trains on CUDA:
 :class:`bench.engine.cuda_graph.CudaGraphStep` (captured after 3 eager warm-up steps, capturable AdamW, lr as a
 device tensor) with the towers on two streams. fp32 with TF32 off, so differences are rounding and
@@ -75,8 +75,9 @@ def cold_start(device, benchmark: bool, tiny: bool, steps: int = 50) -> dict:
     """In a fresh process: the wall time from the first step until the graph is captured and replayed once
     (cuDNN autotuning, kernel loading, capture), then the steady ms/step, at the reference preset's
     settings (bf16, channels_last, graph + tower streams), with ``cudnn.benchmark`` on or off."""
+    from bench.engine.build import set_backend_flags
     from bench.engine.cuda_graph import CudaGraphStep
-    from bench.engine.step import _sync, set_backend_flags
+    from bench.engine.epoch_loop import sync_device
 
     set_backend_flags(device, cudnn_benchmark=benchmark)  # as bench run sets them
     precision = torch.bfloat16 if device.type == "cuda" else None
@@ -85,11 +86,11 @@ def cold_start(device, benchmark: bool, tiny: bool, steps: int = 50) -> dict:
         state.model.to(memory_format=torch.channels_last)
     step = CudaGraphStep()
     data = list(batches(step.warmup + 2, device, seed=3))
-    _sync(device)
+    sync_device(device)
     t = time.perf_counter()
     for b in data:
         step(state, *b)
-    _sync(device)
+    sync_device(device)
     first = time.perf_counter() - t
     return {"cudnn_benchmark": benchmark, "first_steps": len(data), "first_steps_s": round(first, 3),
             "ms_per_step": time_steps(state, step, device, steps if not tiny else 3)}
@@ -112,7 +113,7 @@ def cold_starts(args) -> list:
 
 def main(argv=None) -> dict:
     from bench.engine.cuda_graph import CudaGraphStep
-    from bench.engine.step import clip_step
+    from bench.engine.train_step import clip_step
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -5,7 +5,7 @@
     python scripts/sweep_scaling.py --tiny --ks 1,2 --device cpu                          # CPU, seconds
 
 For each K: K runs of the preset (seeds 0..K-1), shortened by ``--epochs`` / ``--limit-train``, through bench's own
-scheduler (:func:`bench.app.scheduler.run_plan`) into a fresh folder, after one untimed warm-up run. The wall time runs from the first run's
+scheduler (:func:`bench.app.sweep.in_process.run_plan`) into a fresh folder, after one untimed warm-up run. The wall time runs from the first run's
 build to the last row written, so start-up and evaluation are in it as a sweep pays them. Per K: wall seconds,
 runs per hour, its ratio to K = 1 (the issue's target: at least 5x at K = 8), the mean of the runs' own training
 seconds, and the device's peak memory. Prints a markdown table, then one JSON line (for scripts/gpu_check.py).
@@ -29,8 +29,8 @@ TINY = dict(model=dict(embed_dim=16, width=32, heads=2, layers=1, encoder_opts=(
 def measure(k: int, args, work: Path) -> dict:
     import torch
 
-    from bench.app.scheduler import run_plan
-    from bench.app.sweep import plan
+    from bench.app.sweep.in_process import run_plan
+    from bench.app.sweep.plan import plan
     from bench.config import make_config
 
     out = work / f"k{k}"

@@ -67,7 +67,7 @@ def check_same_loss(cfg: dict, data, seed: int = 0) -> dict:
     from bench.clip.tokenizer import tokenize, trim_tokens
     from bench.data.loader import normalize, to_device_uint8
     from bench.engine.build import build_train_state
-    from bench.engine.step import clip_step
+    from bench.engine.train_step import clip_step
 
     torch.manual_seed(seed)
     ours = bench_model(cfg).train()

@@ -4,8 +4,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.results.run_files import write_csv
-from bench.results.runs_table import append_run
+from bench.results.run_folder import write_csv
+from bench.results.runs_csv import append_run
 
 CLASSES = ["cat", "dog", "frog"]
 

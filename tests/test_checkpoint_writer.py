@@ -10,7 +10,7 @@ from bench.clip.model import CLIP
 from bench.config import make_config
 from bench.distributed.world import World
 from bench.engine.checkpoint import CheckpointSaver, RunProgress, snapshot
-from bench.engine.step import TrainState
+from bench.engine.train_step import TrainState
 from bench.errors import BenchError
 
 

@@ -92,7 +92,7 @@ def test_epoch_log_line_names_loss_accuracy_and_times_only_when_measured():
     """Without progress bars (a log file, a batch job) each epoch is one line; an epoch without evaluation
     says nothing about accuracy rather than printing nan."""
     from bench.app.run import epoch_line
-    from bench.engine.step import bars_shown
+    from bench.engine.epoch_loop import bars_shown
 
     row = {"epoch": 3, "train_loss": 2.41191, "zeroshot_top1": 0.5977, "epoch_seconds": 4.656, "images_per_s": 10733.9,
            "eval_seconds": 0.102}

@@ -9,9 +9,15 @@ from scipy import stats as scipy_stats
 
 from bench.errors import BenchError
 from bench.results.compare import compare, join_columns, parse_fail_on, split_sides
+from bench.results.lookup import Source
 from bench.results.predictions import load_predictions, save_predictions
-from bench.results.sources import Source
-from bench.results.stats import holm, mcnemar_exact, paired_bootstrap, paired_top1, welch
+from bench.results.stats import (
+    holm,
+    mcnemar_exact,
+    paired_bootstrap,
+    paired_top1,
+    welch,
+)
 
 from ._results_fixture import make_row, write_results
 
@@ -150,7 +156,7 @@ def test_one_seed_a_side_gets_mcnemar_from_the_predictions(tmp_path):
     cand_hits[:5], cand_hits[200:230] = False, True
     a = _with_predictions(tmp_path / "a", [make_row("ra", "a", 0, base_hits.mean())], [base_hits], labels)
     b = _with_predictions(tmp_path / "b", [make_row("rb", "b", 0, cand_hits.mean())], [cand_hits], labels)
-    from bench.results.sources import load_sources
+    from bench.results.lookup import load_sources
 
     result = compare(load_sources([a, b]), metrics=["zeroshot_top1", "zeroshot_top5"])
     rows = result.rows.set_index("metric")
@@ -174,7 +180,7 @@ def test_predictions_round_trip_in_int8_and_other_test_images_are_not_paired(tmp
     hits = [np.ones(30, bool)]
     a = _with_predictions(tmp_path / "a", [make_row("ra", "a", 0, 1.0)], hits, np.arange(30) % 3)
     b = _with_predictions(tmp_path / "b", [make_row("rb", "b", 0, 1.0)], hits, (np.arange(30) + 1) % 3)
-    from bench.results.sources import load_sources
+    from bench.results.lookup import load_sources
 
     result = compare(load_sources([a, b]), metrics=["zeroshot_top1"])
     assert result.rows["images_test"].iloc[0] is None and any("different test images" in w for w in result.warnings)

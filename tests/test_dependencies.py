@@ -40,7 +40,7 @@ def _imports(folder: Path) -> dict[str, str]:
 
 
 # Optional extras: imported only by the module that turns their absence into a one-line "pip install" error.
-OPTIONAL_EXTRAS = {"ray": "bench/app/launchers.py", "slurm": "bench/app/launchers.py",
+OPTIONAL_EXTRAS = {"ray": "bench/app/sweep/launchers.py", "slurm": "bench/app/sweep/launchers.py",
                    "tensorboard": "bench/results/loggers.py", "wandb": "bench/results/loggers.py"}
 
 

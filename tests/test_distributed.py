@@ -17,7 +17,7 @@ from bench.clip.loss import ClipLoss
 from bench.clip.model import CLIP
 from bench.data.datasets import make_synthetic
 from bench.data.loader import DeviceLoader
-from bench.engine.step import TrainState, clip_step
+from bench.engine.train_step import TrainState, clip_step
 from tests.conftest import TINY
 
 B = 4  # images per rank in the step test

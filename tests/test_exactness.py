@@ -16,7 +16,7 @@ from bench.data.datasets import CIFAR10_CLASSES
 from bench.engine import compact_embedding
 from bench.engine.cuda_graph import CudaGraphStep
 from bench.engine.optim import build_optimizer, build_scheduler
-from bench.engine.step import TrainState, clip_step, encode_prompts
+from bench.engine.train_step import TrainState, clip_step, encode_prompts
 
 CPU = torch.device("cpu")
 
@@ -217,7 +217,7 @@ def test_compile_reaches_the_towers_the_step_calls():
     """--compile must compile what clip_step runs (encode_image/encode_text), not only CLIP.forward."""
     import torch._dynamo
 
-    from bench.engine.step import compile_towers
+    from bench.engine.build import compile_towers
 
     model = tiny_clip().float()
     torch._dynamo.reset()

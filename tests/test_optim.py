@@ -8,7 +8,7 @@ from bench.engine import compact_embedding
 from bench.engine.build import build_train_state
 from bench.engine.lookahead import Lookahead, averaged_tensors
 from bench.engine.optim import MixedAdamW, build_optimizer, nesterov_sgdw_, param_groups
-from bench.engine.step import clip_step
+from bench.engine.train_step import clip_step
 
 from .test_exactness import CPU, batch, prompt_tables, run_steps, tiny_clip
 
@@ -84,7 +84,7 @@ def test_mixed_optimizer_steps_adamw_groups_as_torch_adamw_and_sgd_groups_as_def
     buffers = {n: torch.zeros_like(p) for n, p in twin.visual.named_parameters()}
     tokens = prompt_tables()[1]
     from bench.clip.loss import ClipLoss
-    from bench.engine.step import clip_features
+    from bench.engine.train_step import clip_features
 
     for i in range(3):
         images, labels, ids = batch(seed=20 + i)
@@ -128,7 +128,7 @@ def test_capturable_mixed_optimizer_keeps_one_lr_tensor_per_group(kind, lrs):
     are float32 as on the GPU and this model is float64; Muon's bf16 Newton-Schulz turns that into at most one
     bf16 rounding step of its update, lr x 2^-7)."""
     from bench.engine.cuda_graph import check_capturable
-    from bench.engine.step import TrainState
+    from bench.engine.train_step import TrainState
 
     states = []
     for capturable in (True, False):

@@ -15,9 +15,17 @@ import pandas as pd
 import pytest
 import torch
 
-from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)
-from .robust_support import (FLAGS, assert_same_run, finished_run, free_port, history, run_dir_of, spawn_bench,
-                             stop_at_ask)
+from .robust_support import (
+    FLAGS,
+    assert_same_run,
+    finished_run,
+    free_port,
+    history,
+    one_thread,  # noqa: F401  (autouse: one torch thread in this module)
+    run_dir_of,
+    spawn_bench,
+    stop_at_ask,
+)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +221,7 @@ def test_max_grad_norm_bounds_the_gradient_the_optimizer_sees():
     from bench.clip.loss import ClipLoss
     from bench.clip.model import create_model
     from bench.engine.optim import build_optimizer
-    from bench.engine.step import TrainState, clip_step
+    from bench.engine.train_step import TrainState, clip_step
 
     def grad_norm(max_grad_norm):
         torch.manual_seed(0)

@@ -8,7 +8,6 @@ from bench.app.run import Run, run
 from bench.config import make_config
 
 
-
 def tiny(tmp_path, name, seed):
     return make_config("smoke", model=dict(embed_dim=16, width=32, heads=2, layers=1), dataset="synthetic",
                        epochs=3, limit_train=64, limit_test=32, batch_size=16, seed=seed, log_every=2,

@@ -6,11 +6,13 @@ import time
 
 import pandas as pd
 
-from bench.results.runs_table import RUN_COLUMNS
-from bench.results.runs_table import append_row, read_table
+from bench.results.runs_csv import RUN_COLUMNS, append_row, read_table
 
-from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)
-from .robust_support import FLAGS, spawn_bench
+from .robust_support import (
+    FLAGS,
+    one_thread,  # noqa: F401  (autouse: one torch thread in this module)
+    spawn_bench,
+)
 
 
 def _row(writer: int, i: int) -> dict:
@@ -111,7 +113,7 @@ def test_result_files_get_the_permissions_open_would_give_them(tmp_path):
     import os
     import stat
 
-    from bench.files import atomic_write_text
+    from bench.atomic_files import atomic_write_text
 
     plain, atomic = tmp_path / "plain.txt", tmp_path / "atomic.txt"
     plain.write_text("x")

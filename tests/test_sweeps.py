@@ -14,8 +14,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.app.scheduler import run_plan
-from bench.app.sweep import plan
+from bench.app.sweep.in_process import run_plan
+from bench.app.sweep.plan import plan
 from bench.config import make_config
 
 BASE = """\
@@ -246,7 +246,7 @@ def test_sigkilled_sweep_continues_each_run_under_its_own_id(tmp_path):
 WRITER = """
 import os, signal, sys, time
 from pathlib import Path
-import bench.results.runs_table as rt
+import bench.results.runs_csv as rt
 out, i, victim = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 if i == victim:  # SIGKILL itself halfway through writing the new table
     real = rt.atomic_write_text
@@ -268,7 +268,7 @@ rt.finish_run(out, run_dir, {"run_id": f"run-{i}", "config_id": "c", "seed": i, 
 
 
 def test_eight_writers_one_killed_every_finished_run_once(tmp_path):
-    from bench.results.runs_table import read_table, reconcile_runs
+    from bench.results.runs_csv import read_table, reconcile_runs
 
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
@@ -371,7 +371,7 @@ def test_sigterm_stops_concurrent_runs_with_checkpoints_and_the_same_command_con
 def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
     import socket
 
-    from bench.files import Claim
+    from bench.claims import Claim
 
     path = tmp_path / "claim"
     a, b = Claim(path), Claim(path)
@@ -399,7 +399,7 @@ def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
 
 def test_a_preempted_slurm_job_requeues_itself_with_its_runs():
     submitit = pytest.importorskip("submitit")
-    from bench.app.launchers import SlurmJob
+    from bench.app.sweep.launchers import SlurmJob
 
     job = SlurmJob([{"config": {}, "run_id": "r"}], ([], []), concurrent=2)
     again = job.checkpoint()

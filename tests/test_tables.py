@@ -1,6 +1,5 @@
 """Result tables: configuration key, long table, seed aggregation, --where/--sort, and atomic writes."""
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,14 @@ import pytest
 
 from bench.config import RunConfig, make_config
 from bench.errors import BenchError
-from bench.results.tables import aggregate, config_key, filter_rows, long_table, sort_rows, wide_from_long
+from bench.results.columns import config_key
+from bench.results.views import (
+    aggregate,
+    filter_rows,
+    long_table,
+    sort_rows,
+    wide_from_long,
+)
 
 from ._results_fixture import make_row, write_results
 
@@ -82,14 +88,14 @@ def test_a_crash_while_writing_leaves_the_old_tables_intact(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
-        import bench.files
+        import bench.atomic_files
         from tests._results_fixture import make_row
-        from bench.results.runs_table import append_run
+        from bench.results.runs_csv import append_run
 
         def crash(fd):  # the temp file holds the new table; die before os.replace
             os.kill(os.getpid(), signal.SIGKILL)
 
-        bench.files.os.fsync = crash
+        bench.atomic_files.os.fsync = crash
         append_run({str(tmp_path)!r}, make_row("r2", seed=1))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -6,8 +6,13 @@ import shutil
 import pytest
 import torch
 
-from .robust_support import one_thread  # noqa: F401  (autouse: one torch thread in this module)
-from .robust_support import FLAGS, finished_run, run_dir_of, snapshot
+from .robust_support import (
+    FLAGS,
+    finished_run,
+    one_thread,  # noqa: F401  (autouse: one torch thread in this module)
+    run_dir_of,
+    snapshot,
+)
 
 
 @pytest.fixture(scope="module")

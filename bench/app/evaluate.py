@@ -9,21 +9,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic_files import check_writable_folder
 from ..clip.model import create_model_from_cfg
 from ..clip.pretrained import is_openai_state_dict, load_openai_state_dict
 from ..clip.templates import fill, validated_templates
 from ..config import RunConfig, check_device
 from ..data.loader import to_device_uint8
 from ..distributed.world import resolve_device
+from ..engine.build import autocast_dtype_for
 from ..engine.checkpoint import load_weights
-from ..engine.step import autocast_dtype_for
 from ..errors import BenchError
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.zero_shot import build_zero_shot_classifier, image_features
-from ..files import check_writable_folder, load_checkpoint
 from ..host.manager import get_entry
-from ..results.run_files import confusion_frame, write_csv
-from ..results.tables import config_key
+from ..results.columns import config_key
+from ..results.run_folder import confusion_frame, write_csv
+from ..safe_load import load_checkpoint
 from .validation import check_data_dir, check_positive
 
 

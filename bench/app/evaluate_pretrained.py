@@ -18,18 +18,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic_files import check_writable_folder
 from ..clip.model import count_parameters
 from ..clip.pretrained import load_open_clip
 from ..config import RunConfig
 from ..distributed.world import resolve_device
-from ..engine.step import autocast_dtype_for
+from ..engine.build import autocast_dtype_for
 from ..errors import BenchError
-from ..files import check_writable_folder
 from ..host.manager import get_entry
 from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
-from ..results.run_files import provenance, write_class_tables, write_csv
-from ..results.runs_table import finish_run
+from ..results.run_folder import provenance, write_class_tables, write_csv
+from ..results.runs_csv import finish_run
 from .evaluate import check_eval_inputs, evaluate_sets, template_sets, write_eval_files
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from ..config import RunConfig, validate_config
 from ..engine.checkpoint import FORMAT
 from ..errors import BenchError
-from ..files import load_checkpoint
-from ..results.runs_table import append_run, read_table
+from ..results.runs_csv import append_run, read_table
+from ..safe_load import load_checkpoint
 
 # how a run reports (progress bars, live curves): a restarted run takes the new values
 REPORTING = ("progress", "log", "wandb_project", "wandb_entity")

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic_files import atomic_write_text
 from ..clip.model import count_parameters, create_model_from_cfg
 from ..clip.templates import fill, validated_templates
 from ..clip.tokenizer import trim_tokens
@@ -23,23 +24,39 @@ from ..config import RunConfig
 from ..data.datasets import ArrayDataset
 from ..data.loader import DeviceLoader, to_device_uint8
 from ..deterministic import deterministic_mode
-from ..distributed.world import broadcast_object, init_distributed, log_main, reduce_epoch_stats
-from ..engine.build import build_train_state
-from ..engine.checkpoint import CheckpointSaver, RunProgress, load_weights, plain, restore_training
+from ..distributed.world import (
+    broadcast_object,
+    init_distributed,
+    log_main,
+    reduce_epoch_stats,
+)
+from ..engine.build import (
+    autocast_dtype_for,
+    build_train_state,
+    compile_towers,
+    set_backend_flags,
+    text_mode_for,
+)
+from ..engine.checkpoint import (
+    CheckpointSaver,
+    RunProgress,
+    load_weights,
+    plain,
+    restore_training,
+)
 from ..engine.cuda_graph import DDP_WARMUP, CudaGraphStep
 from ..engine.ddp import wrap_model
+from ..engine.epoch_loop import bars_shown, train_steps
 from ..engine.faults import FiniteWatch, stop_on_signal
-from ..engine.step import autocast_dtype_for, bars_shown, compile_towers, set_backend_flags, text_mode_for, train_steps
-from ..engine.warmup import warm_up
+from ..engine.prewarm import warm_up
 from ..errors import BenchError, Interrupted
 from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
-from ..files import atomic_write_text
 from ..host.manager import get_entry
+from ..results.columns import config_key
 from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
-from ..results.run_files import plot_curves, provenance, write_class_tables, write_csv
-from ..results.runs_table import finish_run
-from ..results.tables import config_key
+from ..results.run_folder import plot_curves, provenance, write_class_tables, write_csv
+from ..results.runs_csv import finish_run
 from .validation import check_encoder_forward, check_image_size, check_run_inputs
 
 
@@ -161,10 +178,10 @@ class Run:
     """One training run as explicit phases: build (the constructor), :meth:`step` (one epoch, then its end:
     evaluation, history, checkpoints), :meth:`finish` (the run's files and its ``runs.csv`` row).
 
-    :func:`run` drives one run through them; a scheduler can hold several and step them in turn. Between
+    :func:`run` drives one run through them; a sweep's in-process runner can hold several and step them in turn. Between
     ``with run:`` and its exit a stop request (Ctrl-C, SIGTERM) is honoured at the next step, and leaving waits
     for the checkpoint being written. ``stop``: a :class:`bench.engine.faults.StopRequest` shared by the runs of
-    a scheduler whose main thread owns the signal handlers; by default the run installs its own.
+    a sweep runner whose main thread owns the signal handlers; by default the run installs its own.
     """
 
     def __init__(self, cfg: RunConfig, run_id: str | None = None, resume: dict | None = None, stop=None):

@@ -9,8 +9,8 @@ import inspect
 import math
 from pathlib import Path
 
+from ..atomic_files import check_writable_folder
 from ..errors import BenchError, one_line_cause
-from ..files import check_writable_folder
 
 
 def check_run_inputs(cfg):
@@ -56,7 +56,7 @@ def check_data_dir(data_dir):
 def check_out_dir_writable(out) -> Path:
     """The results folder (or the nearest folder above it that exists) is a writable folder, and a runs.csv
     already in it is a results table. Damaged rows in it are reported now, not after hours of training."""
-    from ..results.runs_table import read_table
+    from ..results.runs_csv import read_table
 
     out = check_writable_folder(out)
     if out.exists() and (out / "runs").exists() and not (out / "runs").is_dir():

@@ -171,7 +171,7 @@ def _weights_file(pretrained: str | None) -> Path | None:
 
 
 def _load_weights_file(model, path: Path, name: str):
-    from ..files import load_checkpoint
+    from ..safe_load import load_checkpoint
 
     state = load_checkpoint(path)  # weights_only: a planted pickle is refused
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # open_clip's training checkpoints

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import BenchError
-from ..options import boolean, number
+from ..factory_options import boolean, number
 
 POOLS = ("avg", "max", "avgmax", "token", "abs_attn", "rot_attn", "")  # "" = the trunk's own default pooling
 PROJS = ("linear", "mlp", "none")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import BenchError
-from ..files import load_array_pickle
+from ..safe_load import load_array_pickle
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

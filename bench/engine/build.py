@@ -1,5 +1,5 @@
 """The engine set-up, written once: prompt table -> compact token embedding -> optimizer -> scheduler -> loss
--> :class:`~bench.engine.step.TrainState`.
+-> :class:`~bench.engine.train_step.TrainState`.
 
 ``bench run``, ``bench throughput``, the scripts and the benchmarks all build their training state here, so a
 step measured anywhere is the step ``bench run`` takes. The order matters and is kept: the compact embedding
@@ -8,11 +8,47 @@ changes modules in place runs before the optimizer is built.
 """
 from __future__ import annotations
 
+import torch
+
 from ..clip.loss import ClipLoss
 from . import compact_embedding
 from .lookahead import Lookahead, averaged_tensors
 from .optim import build_optimizer, build_scheduler
-from .step import TrainState
+from .train_step import TrainState
+
+
+def autocast_dtype_for(precision: str, device: torch.device):
+    """bf16 autocast on CUDA by default; fp32 (no autocast) on CPU unless bf16 is asked for."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def set_backend_flags(device: torch.device, cudnn_benchmark: bool = True):
+    """TF32 matmuls and cuDNN autotuning: set once by the caller, never at import."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = cudnn_benchmark
+
+
+def compile_towers(model, **kwargs):
+    """``torch.compile`` the vision tower and the text Transformer in place (``nn.Module.compile``).
+
+    The training step calls ``model.encode_image``/``encode_text``, which ``torch.compile(model)`` leaves
+    uncompiled (it compiles ``forward`` only); compiling the towers in place also keeps state-dict keys.
+    """
+    model.visual.compile(**kwargs)
+    model.transformer.compile(**kwargs)
+    return model
+
+
+def text_mode_for(n_prompts: int, batch_size: int, device: torch.device) -> str:
+    """CUDA: the whole table (static shapes, CUDA graphs) while it is small; CPU: the prompt tree of the
+    batch's prompts (fewest tokens; measured in docs/performance.md)."""
+    if device.type == "cuda":
+        return "all" if n_prompts <= max(batch_size, 512) else "unique"
+    return "tree"
 
 
 def build_train_state(model, prompt_tokens, *, lr: float = 1e-4, weight_decay: float = 0.01, compact: bool = True,

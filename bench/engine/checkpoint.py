@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..atomic_files import save_checkpoint
 from ..errors import BenchError
-from ..files import save_checkpoint
-from .step import EpochProgress, TrainState, _unwrap
+from .epoch_loop import EpochProgress
+from .train_step import TrainState, unwrap_model
 
 FORMAT = 1  # bumped when the layout of the training state changes incompatibly
 
@@ -86,7 +87,7 @@ def _as_tuple(x):
 @functools.lru_cache(maxsize=1)
 def code_version() -> dict:
     """The code that wrote a checkpoint, asked of git once per process (checkpoints may come every few steps)."""
-    from ..results.run_files import provenance
+    from ..results.run_folder import provenance
 
     prov = provenance()
     return plain({k: prov[k] for k in ("bench_version", "git_commit", "git_dirty", "torch_version")})
@@ -103,7 +104,7 @@ def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generat
     """
     code = dict(code_version())
     payload = {
-        "model": _unwrap(state.model).state_dict() if weights is None else weights,
+        "model": unwrap_model(state.model).state_dict() if weights is None else weights,
         "config": cfg.to_dict(),
         "classes": list(classes),
         "epoch": state.epoch,
@@ -170,7 +171,7 @@ def _compact_state(model) -> dict | None:
     rounded product, and continuing from it would round differently from the run that never stopped."""
     from .compact_embedding import CompactTokenEmbedding
 
-    emb = getattr(_unwrap(model), "token_embedding", None)
+    emb = getattr(unwrap_model(model), "token_embedding", None)
     if not isinstance(emb, CompactTokenEmbedding):
         return None
     return {"frozen": emb.frozen.detach(), "decay": emb.decay.detach()}
@@ -179,7 +180,7 @@ def _compact_state(model) -> dict | None:
 def _restore_compact(model, saved: dict | None):
     from .compact_embedding import CompactTokenEmbedding
 
-    emb = getattr(_unwrap(model), "token_embedding", None)
+    emb = getattr(unwrap_model(model), "token_embedding", None)
     if saved is not None and isinstance(emb, CompactTokenEmbedding):
         with torch.no_grad():
             emb.frozen.copy_(saved["frozen"])

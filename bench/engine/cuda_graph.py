@@ -15,7 +15,7 @@ whole-network capture with DDP: NCCL async error handling off before the process
 on a side stream, and :data:`DDP_WARMUP` eager steps first (:mod:`bench.distributed`, :mod:`bench.engine.ddp`).
 
 On a CPU (tests), :class:`CudaGraphStep` with ``capture=False`` runs the identical step function
-eagerly, so its numerics can be compared against :func:`bench.engine.step.clip_step`.
+eagerly, so its numerics can be compared against :func:`bench.engine.train_step.clip_step`.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import warnings
 import torch
 
 from ..errors import BenchError
-from .step import TrainState, device_step, finish_step
+from .train_step import TrainState, device_step, finish_step
 
 # torch's CUDA-graph notes: DDP needs at least 11 eager iterations before its backward is captured
 DDP_WARMUP = 11
@@ -51,7 +51,7 @@ def capture_stream(device) -> "torch.cuda.Stream":
 
 
 class CudaGraphStep:
-    """A drop-in ``step_fn`` for :func:`bench.engine.step.train_steps` that captures the step once.
+    """A drop-in ``step_fn`` for :func:`bench.engine.epoch_loop.train_steps` that captures the step once.
 
     Args:
         warmup: eager steps before the capture (at least 1: AdamW must have created its state).

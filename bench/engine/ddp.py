@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..distributed.collectives import all_reduce_with_grad
 from ..distributed.world import World
-from .step import at_least_fp32, clip_features
+from .train_step import at_least_fp32, clip_features
 
 
 class ClipFeatures(nn.Module):
@@ -24,7 +24,7 @@ class ClipFeatures(nn.Module):
 
     DDP prepares its gradient reducer in ``forward`` only, while a CLIP step calls ``encode_image`` and
     the text tower separately; this runs both behind one forward. The CLIP stays at ``.module``, so
-    ``trainer._unwrap`` reaches it through DDP and this adapter, and checkpoints keep CLIP's keys.
+    ``train_step.unwrap_model`` reaches it through DDP and this adapter, and checkpoints keep CLIP's keys.
     """
 
     def __init__(self, clip: nn.Module):

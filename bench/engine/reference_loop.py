@@ -1,7 +1,7 @@
 """The reference implementation's loop functions over a plain DataLoader of ``(images, tokens, labels)``.
 
 These keep the spec's names and shapes for people porting code; ``bench run`` uses the device-resident
-engine in :mod:`bench.engine.step`, which computes the same loss faster.
+engine in :mod:`bench.engine.train_step`, which computes the same loss faster.
 """
 from __future__ import annotations
 

@@ -14,13 +14,18 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..atomic_files import atomic_write_bytes
 from ..data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from ..data.datasets import ArrayDataset
 from ..data.loader import to_device_uint8
-from ..files import atomic_write_bytes
 from .probe import VAL_FRACTION, WEIGHT_DECAYS, linear_probe
 from .retrieval import caption_labels, retrieval_metrics
-from .zero_shot import build_zero_shot_classifier, image_features, prompt_features, zero_shot_metrics
+from .zero_shot import (
+    build_zero_shot_classifier,
+    image_features,
+    prompt_features,
+    zero_shot_metrics,
+)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ Rows (one per encoder x component x mode):
   text mode ``all``: each prompt once per step, whatever the batch), a stand-in loss, fused AdamW over the
   parameters outside the vision tower. Beside ``vision/train`` (same batch and precision, both eager) it gives
   the text tower's share of a step: text / (text + vision);
-- ``clip/train``: bench's whole CLIP training step (:func:`bench.engine.step.clip_step`, or the CUDA-graph
+- ``clip/train``: bench's whole CLIP training step (:func:`bench.engine.train_step.clip_step`, or the CUDA-graph
   step on a GPU), text tower, prompt table, contrastive loss and optimizer included.
 """
 from __future__ import annotations
@@ -232,9 +232,9 @@ def _text_step(cfg, model, device):
 
 def _clip_step(cfg, model, batch, device):
     """A closure running bench's whole CLIP training step (the `bench run` engine) on synthetic data."""
-    from ..engine.build import build_train_state
+    from ..engine.build import build_train_state, compile_towers, text_mode_for
     from ..engine.cuda_graph import CudaGraphStep
-    from ..engine.step import clip_step, compile_towers, text_mode_for
+    from ..engine.train_step import clip_step
 
     table, n_templates = _prompt_table(device)
     text_mode = text_mode_for(len(table), batch, device)
@@ -298,7 +298,7 @@ def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", 
     Except one: options the user gave (``--encoder-opt``) that an encoder rejects are the user's to fix, so every
     encoder is built with them first and a :class:`BenchError` ends the command (exit 2) before anything is timed.
     """
-    from ..results.run_files import provenance
+    from ..results.run_folder import provenance
 
     if cfg.encoder_opts:
         from ..app.validation import check_encoder_builds
@@ -329,7 +329,7 @@ def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", 
 def append_rows(table: pd.DataFrame, path) -> None:
     """Append to ``path`` (a CSV) under the lock runs.csv uses, in :data:`COLUMNS` order; rows already in the
     file are copied field for field, not re-typed."""
-    from ..results.runs_table import append_rows as append_table_rows
+    from ..results.runs_csv import append_rows as append_table_rows
 
     append_table_rows(path, table.to_dict("records"), COLUMNS, key=None)
 

@@ -20,11 +20,18 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BenchError
+from .columns import (
+    CONFIG_COLUMNS,
+    MACHINE_COLUMNS,
+    PROTOCOL_COLUMNS,
+    is_accuracy,
+    metric_columns,
+)
+from .lookup import Source, combine
 from .predictions import FILENAME as PREDICTIONS
 from .predictions import load_predictions
-from .sources import Source, combine
 from .stats import TestResult, holm, paired_top1, welch
-from .tables import CONFIG_COLUMNS, MACHINE_COLUMNS, PROTOCOL_COLUMNS, fmt_value, is_accuracy, metric_columns
+from .views import fmt_value
 
 PAIRED_METRIC = "zeroshot_top1"  # the metric the per-image predictions pair (top-1 hits)
 CORRECTIONS = ("none", "holm")

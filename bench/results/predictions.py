@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write_bytes
+from ..atomic_files import atomic_write_bytes
 
 FILENAME = "predictions.npy"
 

@@ -15,11 +15,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..atomic_files import atomic_write_bytes, atomic_write_text, check_writable_folder
 from ..errors import BenchError
-from ..files import atomic_write_bytes, atomic_write_text, check_writable_folder
+from .columns import (
+    CONFIG_COLUMNS,
+    SUMMARY_METRICS,
+    group_columns,
+    is_accuracy,
+    metric_columns,
+)
 from .compare import compare, display_diff, render_markdown, split_sides
-from .sources import Source, combine
-from .tables import CONFIG_COLUMNS, SUMMARY_METRICS, aggregate, fmt_value, group_columns, is_accuracy, metric_columns
+from .lookup import Source, combine
+from .views import aggregate, fmt_value
 
 LABEL = "configuration"  # the column naming each configuration in the report
 

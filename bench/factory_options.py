@@ -4,7 +4,7 @@ Each check returns the value (converted where that is lossless, e.g. a JSON list
 :class:`~bench.errors.BenchError` whose one line names the owner, the option, what it must be, and the
 fix. Light on purpose (no torch), so a plugin can import it at module level::
 
-    from bench.options import positive_int
+    from bench.factory_options import positive_int
 
     def factory(embed_dim, image_size, width=32):
         width = positive_int("encoder 'my_net'", "width", width)

@@ -12,7 +12,7 @@ import time
 import torch
 
 from ..data.loader import normalize
-from .step import clip_step
+from .train_step import clip_step
 
 
 def warm_up(state, step_fn, loader, steps: int, seed: int = 0) -> float:

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..atomic_files import atomic_write_text, file_lock
 from ..errors import BenchError
-from ..files import atomic_write_text, file_lock
-from .run_files import write_csv
-from .tables import LONG_SUFFIX, long_table
+from .run_folder import write_csv
+from .views import LONG_SUFFIX, long_table
 
 # The fixed column order of runs.csv; a row's extra keys go after these, in sorted order.
 RUN_COLUMNS = [

@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import BenchError
+from ...errors import BenchError
 
 if sys.version_info >= (3, 11):
     import tomllib

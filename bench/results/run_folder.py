@@ -1,6 +1,6 @@
 """A run folder's own files: CSV tables written atomically, the curves figure, and the provenance of a row.
 
-``runs.csv``, the table of all runs, is :mod:`bench.results.runs_table`'s.
+``runs.csv``, the table of all runs, is :mod:`bench.results.runs_csv`'s.
 """
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..files import atomic_write_text
+from ..atomic_files import atomic_write_text
+
 
 def _git(*args) -> str | None:
     try:
@@ -97,6 +98,6 @@ def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = "")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
-    from ..files import atomic_write_bytes
+    from ..atomic_files import atomic_write_bytes
 
     atomic_write_bytes(path, buffer.getvalue())

@@ -6,7 +6,7 @@ there means done, a ``last.pt`` means continue from it under the same id. A ``(c
 ``runs.csv`` under another id (a ``bench run`` made by hand) counts as done too.
 
 The sweep's own bookkeeping lives in ``OUT/sweep/``: ``claims/<run_id>`` while a process runs it
-(:class:`bench.files.Claim`), ``failed/<run_id>.json`` with the error of a run that failed.
+(:class:`bench.claims.Claim`), ``failed/<run_id>.json`` with the error of a run that failed.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..config import RunConfig
-from ..errors import BenchError
-from ..files import claim_alive, read_claim
-from ..results.runs_table import read_table
-from ..results.tables import config_key
+from ...claims import claim_alive, read_claim
+from ...config import RunConfig
+from ...errors import BenchError
+from ...results.columns import config_key
+from ...results.runs_csv import read_table
 
 DONE, RUNNING, FAILED, RESUME, TODO = "done", "running", "failed", "resume", "to do"
 
@@ -77,8 +77,8 @@ def cross_product(base: RunConfig, encoders, templates, seeds) -> list[RunConfig
 def plan(cfgs: list[RunConfig], varying: list[dict] | None = None) -> list[Planned]:
     """The planned runs of ``cfgs``, every name, option and encoder checked first, so a typo or a bad option of
     the third encoder fails before the first run starts (each encoder configuration's tower is built once)."""
-    from .run import check_names
-    from .validation import check_encoder_builds, check_run_inputs
+    from ..run import check_names
+    from ..validation import check_encoder_builds, check_run_inputs
 
     if not cfgs:
         raise BenchError("the sweep plans no run; name at least one encoder")

@@ -21,12 +21,13 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-from ..deterministic import deterministic_mode
-from ..engine.faults import stop_on_signal
-from ..errors import BenchError, Interrupted, one_line_cause
-from ..files import Claim, atomic_write_text
-from ..results.runs_table import reconcile_runs
-from .sweep import DONE, Planned, run_state
+from ...atomic_files import atomic_write_text
+from ...claims import Claim
+from ...deterministic import deterministic_mode
+from ...engine.faults import stop_on_signal
+from ...errors import BenchError, Interrupted, one_line_cause
+from ...results.runs_csv import reconcile_runs
+from .plan import DONE, Planned, run_state
 
 
 @dataclass
@@ -139,8 +140,8 @@ def run_planned(p: Planned, stop=None, progress: SweepProgress | None = None) ->
 
 
 def _build(p: Planned, stop):
-    from .resume import REPORTING, load_resumable
-    from .run import Run
+    from ..resume import REPORTING, load_resumable
+    from ..run import Run
 
     if (p.run_dir / "last.pt").is_file():
         # how it reports may change on a restart (what it computes may not: that is in the run id)
@@ -219,7 +220,7 @@ def _run_stream(device_name: str):
     """A CUDA stream of the run's own for this thread (a no-op context on CPU)."""
     import torch
 
-    from ..distributed.world import resolve_device
+    from ...distributed.world import resolve_device
 
     device = resolve_device(device_name)
     if device.type != "cuda":

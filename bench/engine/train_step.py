@@ -1,15 +1,11 @@
-"""The training engine: optimizer and schedule, one epoch of CLIP steps on device-resident batches.
+"""One CLIP training step: both towers' features, the contrastive loss, backward, the optimizer and schedule.
 
 Cost model, per step on a GPU: the batch is gathered and augmented on the device; captions are prompt
 ids into a small table of pre-tokenized prompts, trimmed to the longest prompt, so the text tower encodes
-only unique prompts (or the whole table when it is no larger than a batch: static shapes, no host sync);
-the loss is read back to the host only every ``log_every`` steps.
-"""
+only unique prompts (or the whole table when it is no larger than a batch: static shapes, no host sync)."""
 from __future__ import annotations
 
 import math
-import sys
-import time
 from dataclasses import dataclass, field
 
 import torch
@@ -18,37 +14,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..clip.loss import ClipLoss
 from ..deterministic import take_rows
-
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover - tqdm is a declared dependency
-    tqdm = None
-
-
-def autocast_dtype_for(precision: str, device: torch.device):
-    """bf16 autocast on CUDA by default; fp32 (no autocast) on CPU unless bf16 is asked for."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
-def set_backend_flags(device: torch.device, cudnn_benchmark: bool = True):
-    """TF32 matmuls and cuDNN autotuning: set once by the caller, never at import."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = cudnn_benchmark
-
-
-def compile_towers(model, **kwargs):
-    """``torch.compile`` the vision tower and the text Transformer in place (``nn.Module.compile``).
-
-    The training step calls ``model.encode_image``/``encode_text``, which ``torch.compile(model)`` leaves
-    uncompiled (it compiles ``forward`` only); compiling the towers in place also keeps state-dict keys.
-    """
-    model.visual.compile(**kwargs)
-    model.transformer.compile(**kwargs)
-    return model
 
 
 def encode_prompts(model, prompt_tokens: torch.Tensor, prompt_ids: torch.Tensor, mode: str = "unique") -> torch.Tensor:
@@ -67,14 +32,6 @@ def encode_prompts(model, prompt_tokens: torch.Tensor, prompt_ids: torch.Tensor,
         return encode_tree(model, prompt_tokens, prompt_ids, only_used=mode == "tree")
     unique, inverse = torch.unique(prompt_ids, return_inverse=True)
     return take_rows(model.encode_text(prompt_tokens[unique]), inverse)
-
-
-def text_mode_for(n_prompts: int, batch_size: int, device: torch.device) -> str:
-    """CUDA: the whole table (static shapes, CUDA graphs) while it is small; CPU: the prompt tree of the
-    batch's prompts (fewest tokens; measured in docs/performance.md)."""
-    if device.type == "cuda":
-        return "all" if n_prompts <= max(batch_size, 512) else "unique"
-    return "tree"
 
 
 @dataclass
@@ -97,16 +54,6 @@ class TrainState:
     lookahead: object = None  # a bench.engine.lookahead.Lookahead, pulled after each step; saved in checkpoints
 
 
-@dataclass
-class EpochProgress:
-    """Where the current epoch stands; a checkpoint saves it so a resumed epoch ends with the same mean loss."""
-
-    steps: int = 0  # batches done in this epoch
-    loss_sum: torch.Tensor | None = None  # running sum of batch losses, kept on the device (no sync per step)
-    images: int = 0  # images seen in this epoch
-    seconds: float = 0.0  # training time spent in this epoch (timing only, not part of exact resume)
-
-
 def clip_step(state: TrainState, images, labels, prompt_ids):
     """Forward, loss, backward, optimizer and schedule step; returns the loss (not synced)."""
     loss = device_step(state, images, labels, prompt_ids)
@@ -126,14 +73,14 @@ def device_step(state: TrainState, images, labels, prompt_ids, autocast_cache: b
         image_features, text_features = clip_features(model, images, state.prompt_tokens, prompt_ids, state.text_mode,
                                                       state.tower_streams)
         loss = state.loss_fn(at_least_fp32(image_features), at_least_fp32(text_features),
-                             _unwrap(model).clamped_logit_scale(), labels)
+                             unwrap_model(model).clamped_logit_scale(), labels)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if state.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(model.parameters(), state.max_grad_norm)
     state.optimizer.step()
     with torch.no_grad():  # as open_clip: keep the temperature in [1, 100]
-        _unwrap(model).logit_scale.clamp_(0, math.log(100))
+        unwrap_model(model).logit_scale.clamp_(0, math.log(100))
     return loss.detach()
 
 
@@ -193,7 +140,7 @@ def finish_step(state: TrainState):
         state.lookahead.after_step(state.step)
 
 
-def _unwrap(model):
+def unwrap_model(model):
     """The CLIP under torch.compile (``_orig_mod``), DDP and bench's DDP adapter (``module``), in any nesting."""
     while True:
         inner = getattr(model, "_orig_mod", None)
@@ -201,63 +148,3 @@ def _unwrap(model):
         if not isinstance(inner, torch.nn.Module):
             return model
         model = inner
-
-
-def train_steps(state: TrainState, batches, n_steps: int, log_every: int = 50, progress: bool | None = None,
-                desc: str = "train", on_log=None, on_step=None, start: EpochProgress | None = None,
-                step_fn=None) -> dict:
-    """Run the batches of one epoch; returns mean loss, images and seconds (device-synchronised).
-
-    The running loss stays on the device and is read back every ``log_every`` steps, so the loop does
-    not wait for the GPU between steps. ``on_log(step, loss)`` is called at each read-back.
-    ``on_step(epoch_progress, loss)`` runs after every step (checkpoints, fault checks; it may raise);
-    ``start`` continues an epoch that a checkpoint interrupted, ``batches`` then being its remaining ones.
-    ``step_fn`` replaces :func:`clip_step` (same signature), e.g. by a :class:`bench.engine.cuda_graph.CudaGraphStep`.
-    """
-    step_fn = step_fn or clip_step
-    model = state.model
-    model.train()
-    done = start.steps if start is not None else 0
-    bar = tqdm(total=n_steps, initial=done, desc=desc, leave=False, disable=not bars_shown(progress),
-               dynamic_ncols=True) if tqdm is not None else None
-    device = state.prompt_tokens.device
-    epoch = EpochProgress(done, torch.zeros((), device=device), 0, 0.0)
-    if start is not None:
-        epoch.loss_sum += start.loss_sum.to(device)
-        epoch.images, epoch.seconds = start.images, start.seconds
-    base_seconds, last_logged = epoch.seconds, done
-    _sync(device)
-    t0 = time.perf_counter()
-    for batch in batches:
-        loss = step_fn(state, batch.images, batch.labels, batch.prompt_ids)
-        epoch.loss_sum += loss
-        epoch.images += batch.images.shape[0]
-        epoch.steps += 1
-        epoch.seconds = base_seconds + time.perf_counter() - t0
-        if on_step is not None:
-            on_step(epoch, loss)
-        steps = epoch.steps
-        if steps % log_every == 0 or steps == n_steps:
-            mean = float(epoch.loss_sum) / steps  # the one host sync of the cadence
-            if on_log is not None:
-                on_log(state.step, mean)
-            if bar is not None:
-                bar.update(steps - last_logged)
-                bar.set_postfix(loss=f"{mean:.4f}", img_s=f"{epoch.images / max(epoch.seconds, 1e-9):.0f}")
-            last_logged = steps
-    _sync(device)
-    seconds = base_seconds + time.perf_counter() - t0
-    if bar is not None:
-        bar.close()
-    return {"train_loss": float(epoch.loss_sum) / max(epoch.steps, 1), "images": epoch.images, "seconds": seconds,
-            "steps": epoch.steps}
-
-
-def bars_shown(progress: bool | None) -> bool:
-    """Whether the epoch's progress bar is drawn: when asked for, or by default when stderr is a terminal."""
-    return bool(progress) if progress is not None else sys.stderr.isatty()
-
-
-def _sync(device):
-    if torch.device(device).type == "cuda":  # this run's stream only: concurrent runs of a sweep go on meanwhile
-        torch.cuda.current_stream(device).synchronize()

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import BenchError
-from .runs_table import read_results
-from .tables import metric_columns, wide_from_long
+from .columns import metric_columns
+from .runs_csv import read_results
+from .views import wide_from_long
 
 
 @dataclass

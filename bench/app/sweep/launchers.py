@@ -2,7 +2,7 @@
 (``--workers`` / ``--gpus``), Ray tasks (``--launcher ray``) or a Slurm job array through submitit
 (``--launcher slurm``; ``cluster = "local"`` runs the same jobs as local processes, for tests and laptops).
 
-Every path ends in :func:`bench.app.scheduler.run_planned`, so each run is claimed before it starts (no run twice,
+Every path ends in :func:`bench.app.sweep.in_process.run_planned`, so each run is claimed before it starts (no run twice,
 even when two launchers share one results folder), resumes from its ``last.pt`` after a kill or a preemption,
 and writes its record before its row. Remote workers get each run's configuration as a plain dict and load the
 same plugins (``--plugins-dir`` / ``-p``, absolute paths) before they resolve any name.
@@ -16,9 +16,9 @@ import sys
 import threading
 from pathlib import Path
 
-from ..errors import BenchError
-from .scheduler import Outcome, SweepProgress, run_plan, run_planned
-from .sweep import DONE, FAILED, RUNNING, Planned, run_state
+from ...errors import BenchError
+from .in_process import Outcome, SweepProgress, run_plan, run_planned
+from .plan import DONE, FAILED, RUNNING, Planned, run_state
 
 SLURM_PARAMETERS = {  # [slurm] keys -> submitit's AutoExecutor parameters
     "partition": "slurm_partition", "time_min": "timeout_min", "gpus_per_job": "gpus_per_node",
@@ -107,7 +107,7 @@ def local_workers(planned: list[Planned], argv, workers: int, gpus: list[str] | 
         t.join()
     outcomes = _outcomes_from_files(planned)
     if any(c in (130, 143, -15, -2) for c in codes):
-        from ..errors import Interrupted
+        from ...errors import Interrupted
 
         raise Interrupted("sweep workers stopped by a signal; run the same command again to continue")
     crashed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c not in (0, 1)]
@@ -119,7 +119,7 @@ def local_workers(planned: list[Planned], argv, workers: int, gpus: list[str] | 
 
 def _outcomes_from_files(planned: list[Planned]) -> list[Outcome]:
     """What became of each run, read back from the results folder (workers elsewhere wrote it)."""
-    from ..results.runs_table import reconcile_runs
+    from ...results.runs_csv import reconcile_runs
 
     if planned:
         reconcile_runs(planned[0].out)
@@ -151,8 +151,8 @@ def _absolute_plugins(plugins) -> tuple[list, list]:
 
 def run_payload(payload: dict, plugins) -> dict:
     """A remote worker's entry point: load the plugins, rebuild the planned run, run it; a plain dict back."""
-    from ..config import RunConfig
-    from ..host.manager import build_host, set_host
+    from ...config import RunConfig
+    from ...host.manager import build_host, set_host
 
     dirs, modules = plugins
     set_host(build_host(plugins_dirs=dirs, modules=modules))
@@ -197,7 +197,7 @@ def ray_sweep(planned: list[Planned], settings: dict, plugins, echo=print) -> li
         try:
             outcome = _outcome(by_id, ray.get(ready[0]))
         except Exception as exc:  # noqa: BLE001 - a worker that died (OOM killer, node lost)
-            from ..errors import one_line_cause
+            from ...errors import one_line_cause
 
             outcome = Outcome(p, "failed", error=one_line_cause(exc))
         outcomes.append(outcome)
@@ -206,11 +206,11 @@ def ray_sweep(planned: list[Planned], settings: dict, plugins, echo=print) -> li
 
 
 def _finish_remote(planned: list[Planned], outcomes: list[Outcome]) -> list[Outcome]:
-    from ..results.runs_table import reconcile_runs
+    from ...results.runs_csv import reconcile_runs
 
     reconcile_runs(planned[0].out)
     if any(o.status == "stopped" for o in outcomes):
-        from ..errors import Interrupted
+        from ...errors import Interrupted
 
         raise Interrupted("some runs of the sweep were stopped by a signal; run the same command again to continue")
     return outcomes
@@ -224,8 +224,8 @@ class SlurmJob:
         self.payloads, self.plugins, self.concurrent = payloads, plugins, concurrent
 
     def __call__(self) -> list[dict]:
-        from ..config import RunConfig
-        from ..host.manager import build_host, set_host
+        from ...config import RunConfig
+        from ...host.manager import build_host, set_host
 
         dirs, modules = self.plugins
         set_host(build_host(plugins_dirs=dirs, modules=modules))
@@ -276,7 +276,7 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
         try:
             results = [_outcome(by_id, r) for r in job.result()]
         except Exception as exc:  # noqa: BLE001 - the job itself failed (killed, node lost): its runs failed
-            from ..errors import one_line_cause
+            from ...errors import one_line_cause
 
             results = [Outcome(p, "failed", error=f"job {job.job_id}: {one_line_cause(exc)}") for p in chunk]
         for outcome in results:

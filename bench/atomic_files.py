@@ -1,0 +1,90 @@
+"""Writes that never leave a half-written file: atomic replace, advisory locks, and the check that a
+folder can be written into."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import BenchError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+CREATE_MODE = 0o666 & ~_umask()  # read once at import: os.umask can only be read by setting it
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike):
+    """A binary file that replaces ``path`` only once the block ends without error: temp file in the same
+    folder, fsync, rename, fsync of the folder. Readers see the old or the new file, never half of one, even
+    if the process is killed or the machine loses power mid-write."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, CREATE_MODE)  # mkstemp makes 0600; results are shared as open() would have made them
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes):
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+def atomic_write_text(path, text: str):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike):
+    """An exclusive advisory lock on ``path + '.lock'`` (held across processes until the block ends)."""
+    lock_path = f"{path}.lock"
+    with open(lock_path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike):
+    """``torch.save`` straight into an :func:`atomic_file` (no second copy of a 600 MB checkpoint in memory)."""
+    import torch  # here: the result tables use this module and need no torch
+
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+
+
+def check_writable_folder(out, option: str = "--out") -> Path:
+    """``out`` is a folder, or can be made one: the nearest folder above it that exists is writable, not a file."""
+    out = Path(out).expanduser()
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is a file, not a folder; pass a folder for results")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is not writable; pass a writable {option}")
+    return out

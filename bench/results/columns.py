@@ -1,0 +1,97 @@
+"""What each column of a results table is: configuration, protocol, machine or metric (accuracies are fractions,
+higher is better), and the configuration key that names a configuration over seeds."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+
+import pandas as pd
+
+from ..errors import BenchError
+
+# What defines a configuration in a table (besides config_id, the hash of the full config).
+CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "dataset", "preset", "epochs", "batch_size",
+                  "lr", "weight_decay", "optimizer", "loss", "limit_train", "limit_test", "image_size", "precision"]
+
+
+# Configuration fields that do not change what is trained or measured, left out of the key.
+# Columns that describe how a number was measured; compare warns when they differ.
+PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "eval_checkpoint",
+                    "retrieval_captions", "probe_train_images", "probe_val_fraction", "robust_images",
+                    "robust_severities"]
+
+
+MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version", "torch_threads"]
+
+
+# Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better.
+_ACCURACY = re.compile(r"^(zeroshot_top\d+|mean_per_class_recall|best_zeroshot_top1|retrieval_(i2t|t2i)_r\d+|"
+                       r"probe_top\d+|probe_mean_per_class_recall|robust_(?!images$|severities$)\w+)$")
+
+
+# The headline numbers, in the order summaries show them.
+SUMMARY_METRICS = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "retrieval_i2t_r1", "retrieval_t2i_r1",
+                   "probe_top1", "robust_mean", "train_seconds"]
+
+
+LOWER_IS_BETTER = {"final_train_loss", "train_seconds", "train_eval_seconds"}
+
+
+OTHER_METRICS = ["final_train_loss", "train_seconds", "train_eval_seconds", "train_images_per_s", "params"]
+
+
+def is_accuracy(metric: str) -> bool:
+    return bool(_ACCURACY.match(metric))
+
+
+_FAMILY_ORDER = ["zeroshot_", "mean_per_class_recall", "best_zeroshot_", "retrieval_i2t_", "retrieval_t2i_",
+                 "probe_top", "probe_", "robust_mean", "robust_clean", "robust_"]
+
+
+def _metric_order(name: str):
+    family = next(i for i, p in enumerate(_FAMILY_ORDER + [""]) if name.startswith(p))
+    number = re.search(r"(\d+)$", name)
+    return family, int(number.group(1)) if number else 0, name
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """The metric columns of a wide table: accuracies (zero-shot, retrieval, probe, robustness), then the rest."""
+    acc = sorted((c for c in df.columns if is_accuracy(c) and pd.api.types.is_numeric_dtype(df[c])), key=_metric_order)
+    return acc + [c for c in OTHER_METRICS if c in df.columns and pd.api.types.is_numeric_dtype(df[c])]
+
+
+def _flat(d: dict, prefix="") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_key(cfg) -> str:
+    """10 hex digits naming a configuration: every field that shapes training or evaluation except the seed.
+
+    Only fields that differ from the ``RunConfig`` defaults enter the hash, so adding a new field (with its
+    default) to ``RunConfig`` leaves the keys of existing results unchanged.
+    Fields whose metadata says ``config_id: False`` (``bench.config.not_in_id``) never enter it.
+    """
+    excluded = {f.name for f in dataclasses.fields(cfg) if not f.metadata.get("config_id", True)}
+    default = _flat(type(cfg)().to_dict())
+    values = {k: v for k, v in _flat(cfg.to_dict()).items()
+              if k.split(".")[0] not in excluded and default.get(k, object()) != v}
+    return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def group_columns(df: pd.DataFrame) -> list[str]:
+    """Columns whose values together name a configuration in ``df``: the config id, plus the evaluated template
+    set where it is not the trained one (``bench eval --templates`` rows of one checkpoint)."""
+    if "config_id" in df.columns and df["config_id"].notna().all():
+        return ["config_id"] + (["eval_templates"] if "eval_templates" in df.columns else [])
+    cols = [c for c in CONFIG_COLUMNS if c in df.columns]
+    if not cols:
+        raise BenchError("the table has no configuration columns (encoder, templates, ...); is it a bench results table?")
+    return cols
