@@ -64,7 +64,9 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--dataset", default="cifar10", show_default=True)
 @click.option("--data-dir", help="Dataset folder (CIFAR-10: train.npz/test.npz or cifar-10-batches-py/).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
+              help="Autocast: auto is bf16 on a GPU with bf16, fp16 (with dynamic loss scaling) on one without, fp32 "
+                   "on a CPU.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit-train", type=int, help="Train on the first N images.")
 @click.option("--limit-test", type=int, help="Evaluate on the first N test images.")
@@ -565,7 +567,8 @@ def list_(kind, pattern):
 @click.option("--mode", type=click.Choice(["train", "infer", "both"]), default="both", show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Halved on out-of-memory (recorded).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast (default: bf16 on CUDA, fp32 on CPU).")
-@click.option("--channels-last/--no-channels-last", default=False, show_default=True)
+@click.option("--channels-last/--no-channels-last", default=True, show_default=True,
+              help="channels_last weights and inputs, on CUDA only (as bench run).")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True, help="torch.compile (time not counted).")
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="CLIP step as a CUDA graph (CUDA only).")
 @click.option("--tower-streams/--no-tower-streams", default=True, show_default=True,

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 
 from .clip.configs import ModelCfg, TextCfg
+from .engine.recipe import TrainRecipe
 from .errors import BenchError
 
 # A preset sets the recipe, never the architecture: the encoder name alone fixes the vision tower.
@@ -91,7 +92,9 @@ class RunConfig:
     warm_up: int = not_in_id(0)
     seed: int = not_in_id(0)  # seed of initialisation, data order, augmentation and template choice
     device: str = not_in_id("auto")  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
-    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16"
+    # "auto" (bf16 autocast on a CUDA GPU with bf16, fp16 with loss scaling on one without, fp32 on CPU), "fp32",
+    # "bf16", "fp16" (autocast to float16 with dynamic loss scaling)
+    precision: str = "auto"
     limit_train: int | None = None  # use only the first N training images
     limit_test: int | None = None  # evaluate on the first N test images
     eval_every: int = not_in_id(1)  # zero-shot evaluation every N epochs (and always after the last)
@@ -123,6 +126,20 @@ class RunConfig:
     log: tuple = not_in_id(())  # any of "tensorboard", "wandb"
     wandb_project: str | None = not_in_id(None)  # None: WANDB_PROJECT, else "bench"
     wandb_entity: str | None = not_in_id(None)  # None: WANDB_ENTITY, else the account's default
+
+    def recipe(self, steps_per_epoch: int | None = None) -> TrainRecipe:
+        """What the training engine computes for this run (bench.engine.recipe). ``steps_per_epoch``: the loader's
+        length, which the schedule spans with ``epochs`` (None: no schedule)."""
+        return TrainRecipe(
+            optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay, momentum=self.momentum,
+            muon_lr=self.muon_lr, muon_momentum=self.muon_momentum, text_lr=self.text_lr,
+            text_weight_decay=self.text_weight_decay, norm_lr_scale=self.norm_lr_scale, lookahead=self.lookahead,
+            max_grad_norm=self.max_grad_norm, schedule=self.schedule, lr_warmup_steps=self.warmup_steps,
+            epochs=self.epochs, steps_per_epoch=steps_per_epoch, loss=self.loss, label_smoothing=self.label_smoothing,
+            batch_size=self.batch_size, precision=self.precision, cuda_graph=self.cuda_graph,
+            tower_streams=self.tower_streams, compile=self.compile, channels_last=self.channels_last,
+            cudnn_benchmark=self.cudnn_benchmark, deterministic=self.deterministic,
+            compact_embedding=self.compact_embedding, sync_bn=self.sync_bn)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -211,7 +228,8 @@ def validate_config(cfg: RunConfig) -> RunConfig:
         (cfg.limit_test is None or cfg.limit_test >= 1, f"--limit-test must be at least 1, got {cfg.limit_test}"),
         (cfg.eval_every >= 1, f"--eval-every must be at least 1, got {cfg.eval_every}"),
         (cfg.log_every >= 1, f"--log-every must be at least 1, got {cfg.log_every}"),
-        (cfg.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {cfg.precision!r}"),
+        (cfg.precision in ("auto", "fp32", "bf16", "fp16"),
+         f"--precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}"),
         (cfg.loss in ("clip", "multipositive"), f"--loss must be clip or multipositive, got {cfg.loss!r}"),
         (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
         (0 <= cfg.crop_pad < px, f"--crop-pad must be in [0, {px}) for {px}-pixel images, got {cfg.crop_pad}"),

@@ -5,19 +5,16 @@ import pytest
 import torch
 
 from bench.clip.model import create_model
+from bench.clip.prompts import prompt_table
 from bench.clip.templates import SEED_TEMPLATES, fill
-from bench.clip.tokenizer import create_tokenizer, trim_tokens
+from bench.clip.tokenizer import create_tokenizer
+from bench.config import make_config
 from bench.data.datasets import CIFAR10_CLASSES, make_synthetic
 from bench.data.loader import to_device_uint8
-from bench.engine.build import build_train_state
-from bench.engine.train_step import clip_step, encode_prompts
+from bench.engine.build import build_engine
+from bench.engine.train_step import encode_prompts
 from bench.evaluation.zero_shot import build_zero_shot_classifier, zero_shot_metrics
-from bench.perf.loader_speed import (
-    device_batches,
-    device_loader,
-    images_per_second,
-    torchvision_batches,
-)
+from bench.perf.loader_speed import device_batches, device_loader, images_per_second, torchvision_batches
 
 BATCH = 32
 PROMPTS = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
@@ -38,7 +35,7 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def table(tokenizer):
-    return trim_tokens(tokenizer(PROMPTS))
+    return prompt_table(SEED_TEMPLATES, CIFAR10_CLASSES, tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -89,13 +86,13 @@ def test_text_encoding(benchmark, size, table, mode):
 
 
 def test_training_step(benchmark, size, table):
-    """bench's whole CLIP training step at batch 32 (the `bench run` engine on CPU)."""
+    """bench's whole CLIP training step at batch 32 (the `bench run` engine, reference recipe, on CPU)."""
     model = make_model(size).train()
-    state = build_train_state(model, table, text_mode="tree")
+    engine = build_engine(model, table, make_config("reference", batch_size=BATCH, device="cpu").recipe())
     g = torch.Generator().manual_seed(0)
     images = torch.randn(BATCH, 3, 32, 32, generator=g)
     prompt_ids = torch.randint(0, len(table), (BATCH,), generator=g)
-    loss = benchmark(clip_step, state, images, prompt_ids // len(SEED_TEMPLATES), prompt_ids)
+    loss = benchmark(engine.step, images, prompt_ids // len(SEED_TEMPLATES), prompt_ids)
     assert torch.isfinite(loss)
 
 

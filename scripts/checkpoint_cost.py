@@ -28,24 +28,23 @@ from _results import save  # noqa: E402
 
 def build_saver(run_dir: Path, device: torch.device, tiny: bool):
     from bench.clip.model import create_model
-    from bench.clip.templates import SEED_TEMPLATES, fill
-    from bench.clip.tokenizer import create_tokenizer, trim_tokens
+    from bench.clip.prompts import prompt_table
+    from bench.clip.templates import SEED_TEMPLATES
     from bench.config import make_config
     from bench.data.datasets import CIFAR10_CLASSES
     from bench.distributed.world import World
-    from bench.engine.build import build_train_state
+    from bench.engine.build import build_engine
     from bench.engine.checkpoint import CheckpointSaver, RunProgress
 
     kwargs = dict(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
                   encoder_opts={"width": 8}) if tiny else {}
     model = create_model(**kwargs).to(device)
-    prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
-    table = trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device)
-    state = build_train_state(model, table)
+    cfg = make_config("reference")
+    state = build_engine(model, prompt_table(SEED_TEMPLATES, CIFAR10_CLASSES, device=device), cfg.recipe()).state
     for p in model.parameters():  # one step, so AdamW holds its moments as in any real checkpoint
         p.grad = torch.zeros_like(p)
     state.optimizer.step()
-    return CheckpointSaver(run_dir, state, make_config("reference"), list(CIFAR10_CLASSES),
+    return CheckpointSaver(run_dir, state, cfg.to_dict(), list(CIFAR10_CLASSES),
                            torch.Generator(device=device).manual_seed(0), "checkpoint-cost", RunProgress(),
                            World(device))
 

@@ -27,8 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import deterministic  # noqa: E402
 from bench.clip import model as model_module  # noqa: E402
 from bench.engine import prompt_tree  # noqa: E402
-from bench.engine import step as trainer  # noqa: E402
-from bench.engine.build import build_train_state  # noqa: E402
+from bench.clip.prompts import prompt_table  # noqa: E402
+from bench.engine import train_step as trainer  # noqa: E402
+from bench.engine.build import build_engine  # noqa: E402
+from bench.engine.recipe import TrainRecipe  # noqa: E402
 
 # (site, table shape, index length): the gathers of one step of the reference model (text width 512)
 SITES = [
@@ -89,17 +91,14 @@ def gather_in_step(gather):
 
 
 def time_step(rounds: int, steps: int) -> dict:
-    from bench.clip.templates import fill
-    from bench.clip.tokenizer import trim_tokens
     from bench.host.manager import get_entry
 
     templates = get_entry("templates", "seed").create()
     classes = [f"class{i}" for i in range(10)]
-    tokens = trim_tokens(get_entry("tokenizers", "clip_bpe").create(77, fill(templates, classes))(
-        fill(templates, classes)))
+    tokens = prompt_table(templates, classes)
     torch.manual_seed(0)
     clip = model_module.create_model("modified_resnet")
-    state = build_train_state(clip, tokens, text_mode="tree")
+    state = build_engine(clip, tokens, TrainRecipe(text_mode="tree")).state
     images, labels = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
     prompt_ids = labels * len(templates) + torch.randint(0, len(templates), (32,))
     samples = {name: [] for name in GATHERS}
@@ -125,8 +124,6 @@ def find_nondeterministic_ops(encoder: str, batch: int, text_mode: str, runs: in
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_flatten
 
-    from bench.clip.templates import fill
-    from bench.clip.tokenizer import trim_tokens
     from bench.host.manager import get_entry
 
     def digest(t):
@@ -147,8 +144,7 @@ def find_nondeterministic_ops(encoder: str, batch: int, text_mode: str, runs: in
 
     templates = get_entry("templates", "seed").create()
     classes = [f"class{i}" for i in range(10)]
-    prompts = fill(templates, classes)
-    tokens = trim_tokens(get_entry("tokenizers", "clip_bpe").create(77, prompts)(prompts))
+    tokens = prompt_table(templates, classes)
     torch.manual_seed(0)
     base = model_module.create_model(encoder)
     images, labels = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
@@ -156,7 +152,7 @@ def find_nondeterministic_ops(encoder: str, batch: int, text_mode: str, runs: in
 
     def run_once(record: bool):
         clip = copy.deepcopy(base)
-        state = build_train_state(clip, tokens, text_mode=text_mode)
+        state = build_engine(clip, tokens, TrainRecipe(text_mode=text_mode)).state
         recorder = Recorder()
         with recorder if record else contextlib.nullcontext():
             for _ in range(steps):

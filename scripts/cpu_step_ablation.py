@@ -40,18 +40,21 @@ VARIANTS = {  # name: (trimmed context, text mode, fused AdamW, compact embeddin
 
 def make_state(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
     from bench.clip.model import create_model
+    from bench.clip.prompts import prompt_table
     from bench.clip.templates import SEED_TEMPLATES, fill
-    from bench.clip.tokenizer import tokenize, trim_tokens
+    from bench.clip.tokenizer import tokenize
     from bench.data.datasets import CIFAR10_CLASSES
-    from bench.engine.build import build_train_state
+    from bench.engine.build import build_engine
+    from bench.engine.recipe import TrainRecipe
 
     torch.manual_seed(0)
     kwargs = dict(embed_dim=32, transformer_width=32, transformer_heads=2, transformer_layers=1,
                   encoder_opts={"width": 8}) if tiny else {}
     model = create_model(**kwargs).train()
-    table = tokenize(fill(SEED_TEMPLATES, CIFAR10_CLASSES))
-    table = trim_tokens(table) if trim else table
-    return build_train_state(model, table, compact=compact, fused=fused, text_mode=mode)
+    # variant A keeps the 77-token padding the plain loop feeds; every other variant has bench's prompt table
+    table = prompt_table(SEED_TEMPLATES, CIFAR10_CLASSES) if trim else tokenize(fill(SEED_TEMPLATES, CIFAR10_CLASSES))
+    recipe = TrainRecipe(compact_embedding=compact, fused=fused, text_mode=mode)
+    return build_engine(model, table, recipe).state
 
 
 def main(argv=None) -> pd.DataFrame:

@@ -24,6 +24,7 @@ import socket
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
@@ -32,23 +33,14 @@ import torch  # noqa: E402
 
 from bench.clip.configs import ModelCfg, TextCfg  # noqa: E402
 from bench.clip.model import count_parameters, create_model_from_cfg  # noqa: E402
-from bench.clip.templates import SEED_TEMPLATES, fill  # noqa: E402
-from bench.clip.tokenizer import (
-    tokenize,  # noqa: E402
-    trim_tokens,  # noqa: E402
-)
+from bench.clip.prompts import prompt_table  # noqa: E402
+from bench.clip.templates import SEED_TEMPLATES  # noqa: E402
 from bench.data.datasets import CIFAR10_CLASSES  # noqa: E402
 from bench.distributed.world import init_distributed, shutdown  # noqa: E402
-from bench.engine.build import (
-    autocast_dtype_for,
-    build_train_state,  # noqa: E402
-    set_backend_flags,
-    text_mode_for,
-)
-from bench.engine.cuda_graph import DDP_WARMUP, CudaGraphStep, capture_stream  # noqa: E402
-from bench.engine.ddp import wrap_model  # noqa: E402
-from bench.engine.epoch_loop import sync_device
-from bench.engine.train_step import clip_step
+from bench.engine.build import build_engine, uses_channels_last  # noqa: E402
+from bench.engine.cuda_graph import DDP_EAGER_STEPS, capture_stream  # noqa: E402
+from bench.engine.epoch_loop import sync_device  # noqa: E402
+from bench.engine.recipe import TrainRecipe  # noqa: E402
 
 MODELS = {
     "reference": ModelCfg(),  # the spec's CLIP: ModifiedResNet (2,2,2,2) width 32, text 512 x 6 layers
@@ -70,13 +62,13 @@ def _one_rank_group(device: str, cuda_graph: bool):
     return init_distributed(device, cuda_graph)
 
 
-def _images_per_s(state, step_fn, batch, steps: int, warmup: int, device) -> float:
-    for _ in range(warmup):
-        step_fn(state, *batch)
+def _images_per_s(engine, batch, steps: int, untimed: int, device) -> float:
+    for _ in range(untimed):
+        engine.step(*batch)
     sync_device(device)
     start = time.perf_counter()
     for _ in range(steps):
-        step_fn(state, *batch)
+        engine.step(*batch)
     sync_device(device)
     return steps * len(batch[0]) / (time.perf_counter() - start)
 
@@ -98,63 +90,57 @@ def measure(model_name: str, device: str, batch_size: int, steps: int, warmup: i
             precision: str, cuda_graph: bool = True, tower_streams: bool = True, variants=()) -> dict:
     world = _one_rank_group(device, cuda_graph)
     device = world.device
-    cuda_graph, tower_streams = cuda_graph and device.type == "cuda", tower_streams and device.type == "cuda"
-    set_backend_flags(device)
+    # bench run's reference recipe at this batch and precision; the compact embedding off, as first measured
+    recipe = TrainRecipe(batch_size=batch_size, precision=precision, cuda_graph=cuda_graph,
+                         tower_streams=tower_streams, compact_embedding=False)
     torch.manual_seed(0)
     plain = create_model_from_cfg(MODELS[model_name]).to(device)
-    channels_last = device.type == "cuda"  # as bench run
-    if channels_last:
-        plain = plain.to(memory_format=torch.channels_last)
-    autocast = autocast_dtype_for(precision, device)
-    tokens = trim_tokens(tokenize(fill(SEED_TEMPLATES, CIFAR10_CLASSES))).to(device)
+    tokens = prompt_table(SEED_TEMPLATES, CIFAR10_CLASSES, device=device)
     g = torch.Generator(device=device).manual_seed(0)
     images = torch.rand(batch_size, 3, 32, 32, generator=g, device=device).mul_(2).sub_(1)
-    if channels_last:
+    if uses_channels_last(recipe, device):
         images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, len(CIFAR10_CLASSES), (batch_size,), generator=g, device=device)
     prompt_ids = labels * len(SEED_TEMPLATES) + torch.randint(0, len(SEED_TEMPLATES), (batch_size,), generator=g,
                                                               device=device)
-    mode = text_mode_for(len(tokens), batch_size, device)
-    cuda_graph = cuda_graph and mode == "all"  # static shapes
-    specs = [("plain", "plain", tower_streams, {}), ("ddp", "ddp", tower_streams, {})]
+    specs = [("plain", "plain", True, {}), ("ddp", "ddp", True, {})]
     # the one-stream pair only where the default has two; the build stream matters only with CUDA graphs
+    two_streams = tower_streams and device.type == "cuda"
     for name in variants:
         path, streams, options = VARIANTS[name]
-        if (streams or tower_streams) and (cuda_graph or "build_stream" not in options):
-            specs.append((name, path, streams and tower_streams, options))
-    states, steps_fn = {}, {}
+        if (streams or two_streams) and (cuda_graph and device.type == "cuda" or "build_stream" not in options):
+            specs.append((name, path, streams, options))
+    engines = {}
     for name, path, streams, options in specs:
         bare = copy.deepcopy(plain) if name != "plain" else plain
         if options.get("build_stream") == "capture":
             options = {**options, "build_stream": capture_stream(device)}
-        wrap = (lambda m, options=options: wrap_model(m, world, cuda_graph=cuda_graph, **options)) \
-            if path == "ddp" else None
-        states[name] = build_train_state(bare, tokens, compact=False, capturable=cuda_graph, autocast_dtype=autocast,
-                                         text_mode=mode, wrap=wrap, tower_streams=streams)
-        # every path captures after DDP's warm-up, so they start timing from the same state
-        steps_fn[name] = CudaGraphStep(warmup=DDP_WARMUP) if cuda_graph else clip_step
-    rates = {name: [] for name in states}
+        engines[name] = build_engine(bare, tokens, replace(recipe, tower_streams=streams and tower_streams),
+                                     world if path == "ddp" else None, options)
+    mode, graphed = engines["plain"].state.text_mode, engines["plain"].graph is not None
+    # every path captures after DDP's eager steps, so they start timing from the same state
+    untimed = max(warmup, DDP_EAGER_STEPS + 1 if graphed else 0)
+    rates = {name: [] for name in engines}
     for _ in range(repeats):  # alternate, so drift in clocks or load hits every path alike
-        for name, state in states.items():
-            rates[name].append(_images_per_s(state, steps_fn[name], (images, labels, prompt_ids), steps,
-                                             max(warmup, DDP_WARMUP + 1 if cuda_graph else 0), device))
-    captured = {name: getattr(fn, "graph", None) is not None for name, fn in steps_fn.items()}
-    errors = {name: getattr(fn, "error", None) for name, fn in steps_fn.items()}
+        for name, engine in engines.items():
+            rates[name].append(_images_per_s(engine, (images, labels, prompt_ids), steps, untimed, device))
+    captured = {name: e.graph is not None and e.graph.graph is not None for name, e in engines.items()}
+    errors = {name: e.graph.error if e.graph is not None else None for name, e in engines.items()}
     ips = {name: statistics.median(r) for name, r in rates.items()}
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     shutdown()
     result = {"model": model_name, "params": count_parameters(plain), "device": str(device),
               "device_name": device_name, "backend": world.backend, "torch": torch.__version__,
               "batch_size": batch_size, "steps": steps, "warmup": warmup, "repeats": repeats,
-              "precision": "bf16" if autocast is not None else "fp32", "text_mode": mode, "cuda_graph": cuda_graph,
-              "tower_streams": tower_streams, "captured": captured, "capture_errors": errors,
+              "precision": engines["plain"].precision, "text_mode": mode, "cuda_graph": graphed,
+              "tower_streams": two_streams, "captured": captured, "capture_errors": errors,
               "plain_images_per_s": round(ips["plain"], 2), "ddp_images_per_s": round(ips["ddp"], 2),
               "ddp_overhead_pct": round(100 * (ips["plain"] / ips["ddp"] - 1), 2),
               "plain_runs": [round(r, 2) for r in rates["plain"]], "ddp_runs": [round(r, 2) for r in rates["ddp"]]}
     if len(specs) > 2:
         result["variants"] = {}
         for name, path, streams, options in specs[2:]:
-            base = "plain" if streams == tower_streams else "plain_one_stream"
+            base = "plain" if streams or not two_streams else "plain_one_stream"
             result["variants"][name] = {"images_per_s": round(ips[name], 2), "vs": base, "overhead_pct": round(
                 100 * (ips[base] / ips[name] - 1), 2) if path == "ddp" else None}
     return result
@@ -168,7 +154,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=200, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps before each round")
     parser.add_argument("--repeats", type=int, default=5, help="rounds per path; the median is reported")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     parser.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
                         help="on CUDA, both paths replay the step as one captured graph, as bench run does")
     parser.add_argument("--tower-streams", action=argparse.BooleanOptionalAction, default=True,

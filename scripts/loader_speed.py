@@ -35,8 +35,8 @@ def main(argv=None) -> pd.DataFrame:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from bench.clip.templates import SEED_TEMPLATES, fill
-    from bench.clip.tokenizer import tokenize, trim_tokens
+    from bench.clip.prompts import prompt_table
+    from bench.clip.templates import SEED_TEMPLATES
     from bench.data.datasets import load_cifar10, make_synthetic
     from bench.errors import BenchError
 
@@ -47,7 +47,7 @@ def main(argv=None) -> pd.DataFrame:
         except BenchError as exc:
             print(f"CIFAR-10 not available ({exc}); using the synthetic set", file=sys.stderr)
     data = data if data is not None else make_synthetic("train", 0, n=1024)
-    table = trim_tokens(tokenize(fill(SEED_TEMPLATES, data.classes)))
+    table = prompt_table(SEED_TEMPLATES, data.classes)
     sizes = [int(b) for b in args.batch_size.split(",") if b]
     frames = []
     for batch_size in sizes:

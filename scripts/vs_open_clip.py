@@ -63,19 +63,21 @@ def check_same_loss(cfg: dict, data, seed: int = 0) -> dict:
     """Losses of bench's fast path and open_clip's plain path on two batches, around one AdamW step each."""
     import open_clip
 
+    from bench.clip.prompts import prompt_table
     from bench.clip.templates import SEED_TEMPLATES, fill
-    from bench.clip.tokenizer import tokenize, trim_tokens
+    from bench.clip.tokenizer import tokenize
+    from bench.config import make_config
     from bench.data.loader import normalize, to_device_uint8
-    from bench.engine.build import build_train_state
-    from bench.engine.train_step import clip_step
+    from bench.engine.build import build_engine
 
     torch.manual_seed(seed)
     ours = bench_model(cfg).train()
     theirs = open_clip_model(cfg).train()
     theirs.load_state_dict(ours.state_dict(), strict=True)  # same OpenAI layout, every key
     full = tokenize(fill(SEED_TEMPLATES, data.classes))  # (50, 77): what the usual loop feeds
-    table = trim_tokens(full)
-    state = build_train_state(ours, table)
+    table = prompt_table(SEED_TEMPLATES, data.classes)
+    # bench run's reference recipe, one step at a time (no schedule), on the CPU
+    engine = build_engine(ours, table, make_config("reference", batch_size=32).recipe())
     opt_theirs = torch.optim.AdamW(theirs.parameters(), lr=1e-4, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
     rows = {}
@@ -84,7 +86,7 @@ def check_same_loss(cfg: dict, data, seed: int = 0) -> dict:
         images = normalize(to_device_uint8(data.images[idx.numpy()], "cpu"))
         labels = torch.as_tensor(data.labels[idx.numpy()])
         prompt_ids = labels * len(SEED_TEMPLATES) + torch.randint(0, len(SEED_TEMPLATES), (32,), generator=g)
-        loss_ours = float(clip_step(state, images, labels, prompt_ids))  # forward, then one AdamW step
+        loss_ours = float(engine.step(images, labels, prompt_ids))  # forward, then one AdamW step
         image_f, text_f, scale = theirs(images, full[prompt_ids])
         loss_theirs = open_clip.ClipLoss()(image_f, text_f, scale)
         opt_theirs.zero_grad(set_to_none=True)

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.deterministic import deterministic_mode, take_rows
+from bench.deterministic import take_rows
+from bench.engine.determinism import deterministic_mode
 
 from .robust_support import assert_same_run, run_dir_of, spawn_bench
 

@@ -16,6 +16,7 @@ from bench.data.datasets import CIFAR10_CLASSES
 from bench.engine import compact_embedding
 from bench.engine.cuda_graph import CudaGraphStep
 from bench.engine.optim import build_optimizer, build_scheduler
+from bench.engine.recipe import TrainRecipe
 from bench.engine.train_step import TrainState, clip_step, encode_prompts
 
 CPU = torch.device("cpu")
@@ -117,7 +118,7 @@ def make_state(model, compact, scheduler_steps=20, capturable=False):
     full, trimmed = prompt_tables()
     if compact:
         emb = compact_embedding.install(model, trimmed)
-    optimizer = build_optimizer(model, 1e-3, 0.1, CPU, capturable=capturable)
+    optimizer = build_optimizer(model, TrainRecipe(lr=1e-3, weight_decay=0.1), CPU, capturable=capturable)
     if capturable:  # its lr tensor is float32 (fine for training); float64 here, so the comparison stays sharp
         for group in optimizer.param_groups:
             group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float64)
@@ -181,7 +182,7 @@ def test_graph_step_function_equals_clip_step():
     plain.text_mode = "all"  # unique == all is the test above; here only the step machinery differs
     graphed = make_state(tiny_clip(), True, capturable=True)
     assert isinstance(graphed.optimizer.param_groups[0]["lr"], torch.Tensor)
-    step = CudaGraphStep(warmup=1, capture=False)
+    step = CudaGraphStep(eager_steps=1, capture=False)
     loss_plain, loss_graph = run_steps(plain, 4), run_steps(graphed, 4, step)
     # capturable fused AdamW orders its arithmetic slightly differently (~1e-11 after one step), which can flip
     # one fp32 rounding of the loss (the trainer computes it in fp32); a wrong lr or a missed scheduler step
@@ -208,7 +209,7 @@ def test_graph_step_refuses_dynamic_shapes():
 
 def test_cpu_optimizer_is_fused_adamw():
     """CPU training uses the fused AdamW kernel (several times faster than foreach there)."""
-    opt = build_optimizer(tiny_clip(), 1e-4, 0.01, CPU)
+    opt = build_optimizer(tiny_clip(), TrainRecipe(lr=1e-4, weight_decay=0.01), CPU)
     assert isinstance(opt, torch.optim.AdamW) and opt.defaults.get("fused")
     assert math.isclose(opt.defaults["weight_decay"], 0.01)
 

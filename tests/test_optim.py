@@ -5,9 +5,10 @@ import torch
 
 from bench.clip.loss import ClipLoss
 from bench.engine import compact_embedding
-from bench.engine.build import build_train_state
+from bench.engine.build import build_engine
 from bench.engine.lookahead import Lookahead, averaged_tensors
 from bench.engine.optim import MixedAdamW, build_optimizer, nesterov_sgdw_, param_groups
+from bench.engine.recipe import TrainRecipe
 from bench.engine.train_step import clip_step
 
 from .test_exactness import CPU, batch, prompt_tables, run_steps, tiny_clip
@@ -57,7 +58,8 @@ def test_groups_split_the_towers_and_scale_only_the_vision_norm_steps():
     """Vision tower at lr, its BatchNorm parameters at lr x scale with wd / scale (same decay per step), the
     rest (text tower, token embedding, temperature) at the text lr and decay; every parameter once."""
     model = tiny_clip()
-    groups = param_groups(model, 0.5, 0.01, norm_lr_scale=16, text_lr=2e-3, text_weight_decay=0.05, sgd=True)
+    groups = param_groups(model, TrainRecipe(lr=0.5, weight_decay=0.01, norm_lr_scale=16, text_lr=2e-3,
+                                             text_weight_decay=0.05, optimizer="sgd"))
     vision, norm, text = groups
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in model.parameters() if p.requires_grad)
@@ -70,14 +72,15 @@ def test_groups_split_the_towers_and_scale_only_the_vision_norm_steps():
     assert norm["lr"] * norm["weight_decay"] == pytest.approx(vision["lr"] * vision["weight_decay"])
     assert vision["sgd"] and norm["sgd"] and "sgd" not in text
     # nothing asked for: the reference recipe's single group, so its optimizer and checkpoints are unchanged
-    assert len(param_groups(model, 1e-4, 0.01)) == 1
+    assert len(param_groups(model, TrainRecipe(lr=1e-4, weight_decay=0.01))) == 1
 
 
 def test_mixed_optimizer_steps_adamw_groups_as_torch_adamw_and_sgd_groups_as_defined():
     """Through a real CLIP step: the text tower's parameters equal torch.optim.AdamW's bit for bit, the vision
     tower's equal nesterov_sgdw_ applied to the same gradients."""
     model, twin = tiny_clip(), tiny_clip()
-    groups = param_groups(model, 0.2, 0.01, text_lr=1e-3, text_weight_decay=0.1, sgd=True, momentum=0.9)
+    groups = param_groups(model, TrainRecipe(lr=0.2, weight_decay=0.01, text_lr=1e-3, text_weight_decay=0.1,
+                                             optimizer="sgd", momentum=0.9))
     mixed = MixedAdamW(groups, lr=0.2, weight_decay=0.01)
     adamw = torch.optim.AdamW([p for p in twin.parameters() if not any(p is q for q in twin.visual.parameters())],
                               lr=1e-3, weight_decay=0.1)
@@ -110,9 +113,9 @@ def test_compact_embedding_stays_exact_under_the_mixed_optimizer():
     """With the vision tower on SGD the token embedding is on AdamW: four steps with the compact embedding give
     the dense run's losses and all 49408 rows."""
     def state(compact):
-        return build_train_state(tiny_clip(), prompt_tables()[1], lr=0.2, weight_decay=0.01, compact=compact,
-                                 optimizer="sgd", text_lr=1e-3, text_weight_decay=0.1, total_steps=20,
-                                 warmup_steps=2)
+        recipe = TrainRecipe(lr=0.2, weight_decay=0.01, compact_embedding=compact, optimizer="sgd", text_lr=1e-3,
+                             text_weight_decay=0.1, epochs=1, steps_per_epoch=20, lr_warmup_steps=2, text_mode="unique")
+        return build_engine(tiny_clip(), prompt_tables()[1], recipe).state
 
     dense, compact = state(False), state(True)
     assert run_steps(dense, 4) == pytest.approx(run_steps(compact, 4), abs=1e-12)
@@ -133,8 +136,8 @@ def test_capturable_mixed_optimizer_keeps_one_lr_tensor_per_group(kind, lrs):
     states = []
     for capturable in (True, False):
         model = tiny_clip()
-        optimizer = build_optimizer(model, 0.5, 0.01, CPU, capturable=capturable, kind=kind, norm_lr_scale=4,
-                                    text_lr=1e-3)
+        recipe = TrainRecipe(lr=0.5, weight_decay=0.01, optimizer=kind, norm_lr_scale=4, text_lr=1e-3)
+        optimizer = build_optimizer(model, recipe, CPU, capturable=capturable)
         states.append(TrainState(model, optimizer, None, ClipLoss(), prompt_tables()[1], text_mode="all"))
     optimizer = states[0].optimizer
     assert all(isinstance(g["lr"], torch.Tensor) for g in optimizer.param_groups)
@@ -170,7 +173,8 @@ def test_lookahead_equals_its_formula():
 
 def test_lookahead_averages_the_optimizer_parameters_and_norm_statistics():
     model = tiny_clip()
-    state = build_train_state(model, prompt_tables()[1], lookahead=0.95, total_steps=10)
+    state = build_engine(model, prompt_tables()[1], TrainRecipe(lookahead=0.95, epochs=1, steps_per_epoch=10,
+                                                                text_mode="unique")).state
     tensors = averaged_tensors(model, state.optimizer)
     ids = {id(t) for t in tensors}
     assert all(id(p) in ids for g in state.optimizer.param_groups for p in g["params"])
@@ -182,7 +186,8 @@ def test_lookahead_averages_the_optimizer_parameters_and_norm_statistics():
 def test_a_run_with_lookahead_ends_on_the_slow_weights():
     """After the last step the weights equal the slow copy, and differ from the same run without lookahead."""
     def train(lookahead):
-        state = build_train_state(tiny_clip(), prompt_tables()[1], lr=1e-3, total_steps=7, lookahead=lookahead)
+        recipe = TrainRecipe(lr=1e-3, epochs=1, steps_per_epoch=7, lookahead=lookahead, text_mode="unique")
+        state = build_engine(tiny_clip(), prompt_tables()[1], recipe).state
         run_steps(state, 7, clip_step)
         return state
 
@@ -195,7 +200,7 @@ def test_a_run_with_lookahead_ends_on_the_slow_weights():
 def test_compact_embedding_refuses_torch_sgd_but_takes_the_mixed_optimizer():
     model = tiny_clip()
     emb = compact_embedding.install(model, prompt_tables()[1])
-    optimizer = build_optimizer(model, 0.5, 0.01, CPU, kind="sgd", text_lr=1e-3)
+    optimizer = build_optimizer(model, TrainRecipe(lr=0.5, weight_decay=0.01, optimizer="sgd", text_lr=1e-3), CPU)
     compact_embedding.attach(emb, optimizer)  # the embedding's group is AdamW: exact
 
 
@@ -206,9 +211,10 @@ def test_a_parameter_the_encoder_limits_trains_its_epochs_then_stays_frozen(kind
     def train(spans, steps):
         model = tiny_clip()
         model.visual.frozen_after_epochs = spans
-        state = build_train_state(model, prompt_tables()[1], lr=0.05 if kind == "sgd" else 1e-3, weight_decay=0.1,
-                                  total_steps=6, warmup_steps=1, steps_per_epoch=2, optimizer=kind,
-                                  text_lr=1e-3 if kind == "sgd" else None)
+        recipe = TrainRecipe(lr=0.05 if kind == "sgd" else 1e-3, weight_decay=0.1, epochs=3, steps_per_epoch=2,
+                             lr_warmup_steps=1, optimizer=kind, text_lr=1e-3 if kind == "sgd" else None,
+                             text_mode="unique")
+        state = build_engine(model, prompt_tables()[1], recipe).state
         run_steps(state, steps)
         return state.model.visual
 
@@ -230,7 +236,7 @@ def test_frozen_after_epochs_names_real_parameters(spans, message):
     model = tiny_clip()
     model.visual.frozen_after_epochs = spans
     with pytest.raises(BenchError, match=message):
-        param_groups(model, 1e-3, 0.0)
+        param_groups(model, TrainRecipe(lr=1e-3, weight_decay=0.0))
 
 
 def test_airbench_whitening_bias_is_limited_to_its_first_epochs():
@@ -304,8 +310,9 @@ def test_muon_groups_take_the_vision_filters_only():
     """--optimizer muon: the vision tower's 4-d weights in one Muon group without decay; the tower's other
     parameters on SGD; the text tower on AdamW. After a few steps the filters' norms are sqrt(out channels)."""
     model = tiny_clip()
-    state = build_train_state(model, prompt_tables()[1], lr=0.05, weight_decay=0.01, total_steps=3,
-                              optimizer="muon", text_lr=1e-3, muon_lr=0.1)
+    recipe = TrainRecipe(lr=0.05, weight_decay=0.01, epochs=1, steps_per_epoch=3, optimizer="muon", text_lr=1e-3,
+                         muon_lr=0.1, text_mode="unique")
+    state = build_engine(model, prompt_tables()[1], recipe).state
     vision, muon, *rest = state.optimizer.param_groups
     filters = [p for p in model.visual.parameters() if p.ndim == 4]
     assert muon["muon"] and muon["weight_decay"] == 0 and {id(p) for p in muon["params"]} == {id(p) for p in filters}

@@ -218,19 +218,19 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
 def test_max_grad_norm_bounds_the_gradient_the_optimizer_sees():
     """--max-grad-norm clips the global gradient norm before the optimizer step; without it the norm is larger."""
-    from bench.clip.loss import ClipLoss
     from bench.clip.model import create_model
-    from bench.engine.optim import build_optimizer
-    from bench.engine.train_step import TrainState, clip_step
+    from bench.engine.build import build_engine
+    from bench.engine.recipe import TrainRecipe
 
     def grad_norm(max_grad_norm):
         torch.manual_seed(0)
         model = create_model(embed_dim=16, transformer_width=16, transformer_heads=2, transformer_layers=1,
                              encoder_opts={"width": 8})
-        state = TrainState(model, build_optimizer(model, 1e-3, 0.0, torch.device("cpu")), None, ClipLoss("clip"),
-                           torch.randint(1, 400, (10, 6)), max_grad_norm=max_grad_norm)
+        recipe = TrainRecipe(lr=1e-3, weight_decay=0.0, max_grad_norm=max_grad_norm, compact_embedding=False,
+                             text_mode="unique")
+        engine = build_engine(model, torch.randint(1, 400, (10, 6)), recipe)
         images, labels = torch.randn(8, 3, 32, 32), torch.arange(8) % 10
-        clip_step(state, images, labels, labels)
+        engine.step(images, labels, labels)
         return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
 
     assert grad_norm(None) > 1e-2

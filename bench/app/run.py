@@ -18,37 +18,18 @@ import torch
 
 from ..atomic_files import atomic_write_text
 from ..clip.model import count_parameters, create_model_from_cfg
+from ..clip.prompts import prompt_table
 from ..clip.templates import fill, validated_templates
-from ..clip.tokenizer import trim_tokens
 from ..config import RunConfig
 from ..data.datasets import ArrayDataset
 from ..data.loader import DeviceLoader, to_device_uint8
-from ..deterministic import deterministic_mode
-from ..distributed.world import (
-    broadcast_object,
-    init_distributed,
-    log_main,
-    reduce_epoch_stats,
-)
-from ..engine.build import (
-    autocast_dtype_for,
-    build_train_state,
-    compile_towers,
-    set_backend_flags,
-    text_mode_for,
-)
-from ..engine.checkpoint import (
-    CheckpointSaver,
-    RunProgress,
-    load_weights,
-    plain,
-    restore_training,
-)
-from ..engine.cuda_graph import DDP_WARMUP, CudaGraphStep
-from ..engine.ddp import wrap_model
-from ..engine.epoch_loop import bars_shown, train_steps
+from ..engine.determinism import deterministic_mode
+from ..distributed.world import broadcast_object, init_distributed, log_main, reduce_epoch_stats
+from ..engine.build import build_engine, set_backend_flags, uses_channels_last
+from ..engine.checkpoint import CheckpointSaver, RunProgress, load_weights, plain, restore_training
+from ..engine.epoch_loop import bars_shown
 from ..engine.faults import FiniteWatch, stop_on_signal
-from ..engine.prewarm import warm_up
+from ..engine.prewarm import prewarm
 from ..errors import BenchError, Interrupted
 from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
 from ..host.manager import get_entry
@@ -153,12 +134,6 @@ class LossLog:
         return on_log
 
 
-def _legacy_loss_log(progress: RunProgress, resume: dict, path: Path):
-    """Checkpoints from before the loss log was saved in them: the file's rows up to the checkpoint's step."""
-    if "loss_log" not in resume.get("progress", {}) and path.is_file():
-        progress.loss_log = [r for r in pd.read_csv(path).to_dict("records") if r["step"] <= resume["step"]]
-
-
 def run(cfg: RunConfig, run_id: str | None = None, resume: dict | None = None) -> dict:
     """Train, evaluate zero-shot every ``eval_every`` epochs, write the run folder and a ``runs.csv`` row.
 
@@ -193,38 +168,31 @@ class Run:
         self._contexts = None
 
     def _build_engine(self, run_id):
-        """Every input read and checked, the model, loader and training state built; nothing written yet."""
+        """Every input read and checked, the model, loader and engine built; nothing written yet."""
         cfg, resume = self.cfg, self.resume
         check_names(cfg)
         check_run_inputs(cfg)
         self.world = world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
         self.device = device = world.device
-        set_backend_flags(device, cfg.cudnn_benchmark and not cfg.deterministic)  # autotuning picks kernels by timing
+        recipe = cfg.recipe()
+        set_backend_flags(recipe, device)  # before the encoder's data-dependent initialisation runs on the device
         with GLOBAL_RNG:  # the seed, then every draw of initialisation, before another thread's run reseeds
             seed_everything(cfg.seed)
             self.parts = parts = load_components(cfg)
             check_image_size(cfg, parts.train)
             self.model = model = create_model_from_cfg(cfg.model)
-        self.autocast_dtype = autocast_dtype_for(cfg.precision, device)
-        self.channels_last = channels_last = cfg.channels_last and device.type == "cuda"
         check_encoder_forward(get_entry("encoders", cfg.model.encoder), model.visual, cfg.model.image_resolution,
                               cfg.model.embed_dim)
         if resume is not None:  # into the bare CLIP, before any wrapper (see docs/distributed.md)
             load_weights(model, resume["model"], resume, Path(cfg.out) / "runs" / str(run_id) / "last.pt")
         model.to(device)
         self.n_params = count_parameters(model)
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        prompt_tokens = trim_tokens(parts.tokenizer(fill(parts.templates, parts.classes))).to(device)
-        text_mode = text_mode_for(len(prompt_tokens), cfg.batch_size, device)
-        # one captured graph per step (DDP's all-reduces included) needs static shapes. --compile's towers (inductor's
-        # default mode, which makes no CUDA graphs of its own) compile in the eager warm-up steps and are captured
-        # with the rest of the step, as bench throughput --compile does; a refused capture trains on eagerly
-        use_graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all"
+        prompt_tokens = prompt_table(parts.templates, parts.classes, parts.tokenizer, device)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), self.generator,
-                                   channels_last=channels_last, pad=cfg.crop_pad, shard=(world.rank, world.size),
-                                   cutout=cfg.cutout, flip=cfg.flip)
+                                   channels_last=uses_channels_last(recipe, device), pad=cfg.crop_pad,
+                                   shard=(world.rank, world.size), cutout=cfg.cutout, flip=cfg.flip)
+        recipe = cfg.recipe(steps_per_epoch=len(self.loader))
 
         setup = getattr(model.visual, "setup_from_data", None)
         if setup is not None and resume is None:  # a resumed run's weights are the checkpoint's
@@ -232,31 +200,13 @@ class Run:
             with GLOBAL_RNG, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(cfg.seed)
                 setup(self.loader.images)
-        spare = copy.deepcopy(model) if cfg.warm_up else None  # before the state changes it (compact rows, compile)
-
-        def wrap(bare):
-            if cfg.compile:
-                compile_towers(bare)  # in place: state-dict keys unchanged
-            return wrap_model(bare, world, cfg.sync_bn, use_graph)  # DDP under torchrun; ``bare`` stays the CLIP
-
-        # speed (docs/performance.md): exact sparse token-embedding updates; the step as one CUDA graph
-        recipe = dict(
-            lr=cfg.lr, weight_decay=cfg.weight_decay, compact=cfg.compact_embedding, capturable=use_graph,
-            total_steps=cfg.epochs * len(self.loader), warmup_steps=cfg.warmup_steps, loss=cfg.loss,
-            label_smoothing=cfg.label_smoothing, autocast_dtype=self.autocast_dtype, text_mode=text_mode,
-            max_grad_norm=cfg.max_grad_norm, tower_streams=cfg.tower_streams, schedule=cfg.schedule,
-            optimizer=cfg.optimizer, momentum=cfg.momentum, norm_lr_scale=cfg.norm_lr_scale, text_lr=cfg.text_lr,
-            text_weight_decay=cfg.text_weight_decay, lookahead=cfg.lookahead, steps_per_epoch=len(self.loader),
-            muon_lr=cfg.muon_lr, muon_momentum=cfg.muon_momentum)
-        self.state = build_train_state(model, prompt_tokens, rank=world.rank, world_size=world.size, wrap=wrap,
-                                       **recipe)
-        self.step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
+        spare = copy.deepcopy(model) if cfg.warm_up else None  # before the engine changes it (compact rows, compile)
+        self.engine = engine = build_engine(model, prompt_tokens, recipe, world)
+        self.state, self.autocast_dtype, self.channels_last = engine.state, engine.autocast_dtype, engine.channels_last
         self.warmup_seconds = 0.0
         if spare is not None:  # the same step on a throwaway copy, alone on its rank (no DDP, no collectives)
-            spare_state = build_train_state(spare, prompt_tokens, wrap=compile_towers if cfg.compile else None,
-                                            **recipe)
-            self.warmup_seconds = warm_up(spare_state, CudaGraphStep() if use_graph else None, self.loader,
-                                          cfg.warm_up, cfg.seed)
+            self.warmup_seconds = prewarm(build_engine(spare, prompt_tokens, recipe), self.loader, cfg.warm_up,
+                                          cfg.seed)
         self.test_images = to_device_uint8(parts.test.images, device)
         self.test_labels = torch.as_tensor(parts.test.labels, device=device)
 
@@ -275,10 +225,8 @@ class Run:
             atomic_write_text(run_dir / "config.json", cfg.to_json())
         if world.distributed:
             log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
-        self.saver = CheckpointSaver(run_dir, self.state, cfg, self.parts.classes, self.generator, run_id,
-                                     self.progress, world, saved_step)
-        if resume is not None:
-            _legacy_loss_log(self.progress, resume, run_dir / "train_log.csv")
+        self.saver = CheckpointSaver(run_dir, self.state, cfg.to_dict(), self.parts.classes, self.generator, run_id,
+                                     self.progress, world, saved_step, enabled=cfg.save_checkpoints)
         self.loggers = self._open_loggers(saved_step)
         self.loss_log = LossLog(self.progress, on_row=self.loggers.loss)
 
@@ -326,10 +274,7 @@ class Run:
 
     def train_epoch(self) -> dict:
         """One epoch of steps, with checkpoints and stop checks on the way; its statistics over all ranks."""
-        cfg, state = self.cfg, self.state
-        stats = _train_one_epoch(cfg, state, self.loader, self.progress, self.saver, self.stop, state.epoch,
-                                 self.world, self.loss_log, self.step_fn)
-        return reduce_epoch_stats(stats, self.world)
+        return reduce_epoch_stats(self._epoch_steps(), self.world)
 
     def end_epoch(self, stats: dict) -> dict:
         """Evaluate when due, append the history row, write the curves' tables, checkpoint, honour a stop."""
@@ -403,10 +348,9 @@ class Run:
         cfg, progress, world, parts, run_dir = self.cfg, self.progress, self.world, self.parts, self.run_dir
         metrics = {**progress.metrics, "per_class": np.asarray(progress.metrics["per_class"], dtype=float),
                    "confusion": np.asarray(progress.metrics["confusion"], dtype=np.int64),
-                   "predictions": progress.metrics.get("predictions")}  # None in checkpoints from before it was kept
+                   "predictions": np.asarray(progress.metrics["predictions"])}
         history = pd.DataFrame(self.state.history)
-        row = run_row(cfg, self.run_id, self.device, self.n_params, progress.train_seconds, progress.train_images,
-                      metrics, history, progress.best, parts, self.autocast_dtype)
+        row = self._row(metrics, history)
         row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes,
                    warmup_seconds=round(self.warmup_seconds, 3))  # --warm-up: before the clock of train_seconds
         row.update(self._without_tta())
@@ -415,14 +359,88 @@ class Run:
         plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({self.run_id})")
         suite_columns = run_eval_suite(cfg, self.model, parts, self.device, self.autocast_dtype, run_dir, self.run_id)
         write_class_tables(run_dir, parts.classes, metrics["per_class"], metrics["confusion"])
-        if metrics["predictions"] is not None:
-            save_predictions(run_dir / PREDICTIONS, parts.test.labels, np.asarray(metrics["predictions"]),
-                             len(parts.classes))
+        save_predictions(run_dir / PREDICTIONS, parts.test.labels, metrics["predictions"], len(parts.classes))
         row.update(suite_columns)
         finish_run(self.out, run_dir, row)
         self.loggers.finish(row, self.state.step, run_dir / "curves.png")
         self.loggers.close()
         return row
+
+    def _epoch_steps(self) -> dict:
+        """One epoch, checkpointed every ``cfg.checkpoint_every`` steps; stops cleanly on a signal or a NaN loss."""
+        cfg, engine, loader, progress, saver, stop = (self.cfg, self.engine, self.loader, self.progress, self.saver,
+                                                      self.stop)
+        epoch, world, loss_log = self.state.epoch, self.world, self.loss_log
+        n = len(loader)
+        if progress.epoch is None:  # a fresh epoch draws its order; a resumed one replays the saved one
+            progress.order = loader.epoch_permutation()  # the whole split's: resumable under any number of ranks
+        state = engine.state
+        start, order = progress.epoch, loader.epoch_order(progress.order)
+        watch = FiniteWatch(engine.device, world)
+
+        def describe(step):
+            return f"epoch {(step - 1) // n + 1}, batch {(step - 1) % n + 1} of {n}"
+
+        def on_step(epoch_progress, loss):
+            watch.update(state.step, loss)
+            progress.epoch = epoch_progress
+            periodic = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and epoch_progress.steps < n
+            stopping = stop.agreed(collective_point=periodic or epoch_progress.steps % cfg.log_every == 0)
+            if periodic or stopping:
+                watch.check(describe, saver.describe)  # never checkpoint weights a NaN step has touched
+                saver.save_last()
+            if stopping:
+                raise _interrupted(stop, state, saver, saver.run_id, Path(cfg.out))
+
+        log_loss = loss_log.callback(epoch + 1, state.step - (start.steps if start else 0), resumed=start is not None)
+        if start is not None and (start.steps % cfg.log_every == 0 or start.steps == n):
+            # a mid-epoch checkpoint (or a stop after the epoch's last step) is taken in on_step, before that step's
+            # loss read-back: make the row the uninterrupted run made there, from the same running sum
+            log_loss(state.step, float(start.loss_sum) / start.steps)
+
+        def on_log(step, mean):  # the loss was just read back anyway: a free moment to look for a NaN
+            watch.check(describe, saver.describe)
+            log_loss(step, mean)
+
+        stats = engine.train_epoch(loader.iter_from(start.steps if start else 0, order, epoch), n,
+                                   log_every=cfg.log_every, progress=cfg.progress if world.is_main else False,
+                                   desc=f"epoch {epoch + 1}/{cfg.epochs}", on_log=on_log, on_step=on_step, start=start)
+        watch.check(describe, saver.describe)
+        progress.epoch, progress.order = None, None
+        return stats
+
+    def _row(self, metrics: dict, history: pd.DataFrame) -> dict:
+        """The run's ``runs.csv`` row: configuration, size, timings, metrics and provenance."""
+        cfg, parts, progress, engine, best = self.cfg, self.parts, self.progress, self.engine, self.progress.best
+        train_seconds, train_images = progress.train_seconds, progress.train_images
+        prov = provenance(self.device)
+        return {
+            "run_id": self.run_id, "config_id": config_key(cfg), "time": prov["time"], "encoder": cfg.model.encoder,
+            "tokenizer": cfg.tokenizer,
+            "templates": cfg.templates, "dataset": cfg.dataset, "preset": cfg.preset, "epochs": cfg.epochs,
+            "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "loss": cfg.loss,
+            "optimizer": cfg.optimizer,  # what --lr means depends on it (AdamW's step size, or SGD's multiplier)
+            "seed": cfg.seed, "device": str(self.device), "device_name": prov["device_name"],
+            "precision": engine.precision, "params": self.n_params,
+            "skipped_steps": engine.skipped_steps(),  # fp16: steps its loss scaling skipped on an overflow
+            "train_seconds": round(train_seconds, 3),
+            "train_images_per_s": round(train_images / max(train_seconds, 1e-9), 2),
+            # airbench's timed span: every training step, then the final evaluation with its test-time augmentation;
+            # the evaluations of earlier epochs are left out (each timed on its own in history.csv)
+            "train_eval_seconds": round(train_seconds + float(history["eval_seconds"].iloc[-1]), 3),
+            "zeroshot_top1": metrics["top1"], "zeroshot_top5": metrics["top5"],
+            "mean_per_class_recall": metrics["mean_per_class_recall"],
+            "final_train_loss": float(history["train_loss"].iloc[-1]),
+            "best_epoch": int(best["epoch"]) if best else None,
+            "best_zeroshot_top1": float(best["zeroshot_top1"]) if best else None,
+            "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.train),
+            "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
+            "normalization": "[-1,1]", "eval_checkpoint": "final epoch", "deterministic": cfg.deterministic,
+            # CPU kernels split work by thread count, so bit-identical reruns need the same count
+            "torch_threads": torch.get_num_threads(),
+            **{k: prov[k] for k in ("git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
+                                    "python_version", "hostname", "command", "numpy_version")},
+        }
 
 
 def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dtype, run_dir: Path, run_id: str) -> dict:
@@ -452,78 +470,9 @@ def epoch_line(row: dict, epochs: int) -> str:
     return ", ".join(parts)
 
 
-def _train_one_epoch(cfg, state, loader, progress, saver, stop, epoch, world, loss_log, step_fn=None) -> dict:
-    """One epoch, checkpointed every ``cfg.checkpoint_every`` steps; stops cleanly on a signal or a NaN loss."""
-    n = len(loader)
-    if progress.epoch is None:  # a fresh epoch draws its order; a resumed one replays the saved one
-        progress.order = loader.epoch_permutation()  # the whole split's: resumable under any number of ranks
-    start, order = progress.epoch, loader.epoch_order(progress.order)
-    watch = FiniteWatch(state.prompt_tokens.device, world)
-
-    def describe(step):
-        return f"epoch {(step - 1) // n + 1}, batch {(step - 1) % n + 1} of {n}"
-
-    def on_step(epoch_progress, loss):
-        watch.update(state.step, loss)
-        progress.epoch = epoch_progress
-        periodic = cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and epoch_progress.steps < n
-        stopping = stop.agreed(collective_point=periodic or epoch_progress.steps % cfg.log_every == 0)
-        if periodic or stopping:
-            watch.check(describe, saver.describe)  # never checkpoint weights a NaN step has touched
-            saver.save_last()
-        if stopping:
-            raise _interrupted(stop, state, saver, saver.run_id, Path(cfg.out))
-
-    log_loss = loss_log.callback(epoch + 1, state.step - (start.steps if start else 0), resumed=start is not None)
-    if start is not None and (start.steps % cfg.log_every == 0 or start.steps == n):
-        # a mid-epoch checkpoint (or a stop after the epoch's last step) is taken in on_step, before that step's
-        # loss read-back: make the row the uninterrupted run made there, from the same running sum
-        log_loss(state.step, float(start.loss_sum) / start.steps)
-
-    def on_log(step, mean):  # the loss was just read back anyway: a free moment to look for a NaN
-        watch.check(describe, saver.describe)
-        log_loss(step, mean)
-
-    stats = train_steps(state, loader.iter_from(start.steps if start else 0, order, epoch), n, cfg.log_every,
-                        cfg.progress if world.is_main else False, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                        on_log=on_log, on_step=on_step, start=start, step_fn=step_fn)
-    watch.check(describe, saver.describe)
-    progress.epoch, progress.order = None, None
-    return stats
-
-
 def _interrupted(stop, state, saver, run_id, out) -> Interrupted:
     saver.wait()  # the checkpoint just asked for is on disk before the message says so
     if saver.saved_step != state.step:
         return Interrupted(f"stopped by {stop.requested} at step {state.step}; {saver.describe()}")
     return Interrupted(f"stopped by {stop.requested} at step {state.step}, checkpoint saved; continue with: "
                        f"bench run --resume {run_id} --out {out}")
-
-
-def run_row(cfg, run_id, device, n_params, train_seconds, train_images, metrics, history, best, parts, autocast_dtype):
-    prov = provenance(device)
-    return {
-        "run_id": run_id, "config_id": config_key(cfg), "time": prov["time"], "encoder": cfg.model.encoder,
-        "tokenizer": cfg.tokenizer,
-        "templates": cfg.templates, "dataset": cfg.dataset, "preset": cfg.preset, "epochs": cfg.epochs,
-        "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "loss": cfg.loss,
-        "optimizer": cfg.optimizer,  # what --lr means depends on it (AdamW's step size, or SGD's multiplier)
-        "seed": cfg.seed, "device": str(device), "device_name": prov["device_name"],
-        "precision": "bf16" if autocast_dtype is not None else "fp32", "params": n_params,
-        "train_seconds": round(train_seconds, 3), "train_images_per_s": round(train_images / max(train_seconds, 1e-9), 2),
-        # airbench's timed span: every training step, then the final evaluation with its test-time augmentation;
-        # the evaluations of earlier epochs are left out (each timed on its own in history.csv)
-        "train_eval_seconds": round(train_seconds + float(history["eval_seconds"].iloc[-1]), 3),
-        "zeroshot_top1": metrics["top1"], "zeroshot_top5": metrics["top5"],
-        "mean_per_class_recall": metrics["mean_per_class_recall"],
-        "final_train_loss": float(history["train_loss"].iloc[-1]),
-        "best_epoch": int(best["epoch"]) if best else None,
-        "best_zeroshot_top1": float(best["zeroshot_top1"]) if best else None,
-        "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.train),
-        "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
-        "normalization": "[-1,1]", "eval_checkpoint": "final epoch", "deterministic": cfg.deterministic,
-        # CPU kernels split work by thread count, so bit-identical reruns need the same count
-        "torch_threads": torch.get_num_threads(),
-        **{k: prov[k] for k in ("git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
-                                "python_version", "hostname", "command", "numpy_version")},
-    }

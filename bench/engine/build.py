@@ -1,35 +1,63 @@
-"""The engine set-up, written once: prompt table -> compact token embedding -> optimizer -> scheduler -> loss
--> :class:`~bench.engine.train_step.TrainState`.
+"""The engine, built once from a recipe: backend flags -> precision -> memory format -> text mode -> compact token
+embedding -> compile and DDP wrapping -> optimizer -> schedule -> loss scaling -> the step (a CUDA graph or eager).
 
-``bench run``, ``bench throughput``, the scripts and the benchmarks all build their training state here, so a
-step measured anywhere is the step ``bench run`` takes. The order matters and is kept: the compact embedding
-replaces the token table before the optimizer sees the parameters, and a wrapper (DDP, compiled towers) that
-changes modules in place runs before the optimizer is built.
+``bench run``, ``bench throughput``, the scripts, the benchmarks and the tests all build their step here, from a
+:class:`~bench.engine.recipe.TrainRecipe`, so a step measured anywhere is the step ``bench run`` takes, and a new
+training option is threaded through one function. The order matters and is kept: the compact embedding replaces
+the token table before the optimizer sees the parameters, and a wrapper (compiled towers, DDP) that changes
+modules in place runs before the optimizer is built.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from ..clip.loss import ClipLoss
 from . import compact_embedding
+from .cuda_graph import DDP_EAGER_STEPS, CudaGraphStep
+from .ddp import wrap_model
+from .epoch_loop import train_steps
 from .lookahead import Lookahead, averaged_tensors
+from .loss_scale import LossScale
 from .optim import build_optimizer, build_scheduler
-from .train_step import TrainState
+from .recipe import TrainRecipe
+from .train_step import TrainState, clip_step, unwrap_model
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast_dtype_for(precision: str, device: torch.device):
-    """bf16 autocast on CUDA by default; fp32 (no autocast) on CPU unless bf16 is asked for."""
-    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-        return torch.bfloat16
-    return None
+    """The autocast dtype of ``precision`` on ``device`` (None: fp32, no autocast). ``"auto"``: bf16 on a CUDA GPU
+    that has it, fp16 on one without (T4, V100: trained with loss scaling), fp32 on a CPU."""
+    device = torch.device(device)
+    if precision != "auto":
+        return DTYPES[precision]
+    if device.type != "cuda":
+        return None
+    try:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # torch < 2.4 has no emulation to exclude
+        native = torch.cuda.is_bf16_supported()
+    return torch.bfloat16 if native else torch.float16
 
 
-def set_backend_flags(device: torch.device, cudnn_benchmark: bool = True):
-    """TF32 matmuls and cuDNN autotuning: set once by the caller, never at import."""
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = cudnn_benchmark
+def precision_name(autocast_dtype) -> str:
+    """What a row records for an autocast dtype."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype]
+
+
+def set_backend_flags(recipe: TrainRecipe, device: torch.device):
+    """TF32 and cuDNN autotuning as ``recipe`` asks, on CUDA; set by :func:`build_engine`, never at import.
+
+    A caller that runs device work before it builds the engine (a model's data-dependent initialisation) calls
+    this first, so that work sees the flags the run trains under. Autotuning picks kernels by timing, so
+    ``deterministic`` turns it off.
+    """
+    if torch.device(device).type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = recipe.tf32
+        torch.backends.cudnn.allow_tf32 = recipe.tf32
+        torch.backends.cudnn.benchmark = recipe.cudnn_benchmark and not recipe.deterministic
 
 
 def compile_towers(model, **kwargs):
@@ -46,44 +74,106 @@ def compile_towers(model, **kwargs):
 def text_mode_for(n_prompts: int, batch_size: int, device: torch.device) -> str:
     """CUDA: the whole table (static shapes, CUDA graphs) while it is small; CPU: the prompt tree of the
     batch's prompts (fewest tokens; measured in docs/performance.md)."""
-    if device.type == "cuda":
+    if torch.device(device).type == "cuda":
         return "all" if n_prompts <= max(batch_size, 512) else "unique"
     return "tree"
 
 
-def build_train_state(model, prompt_tokens, *, lr: float = 1e-4, weight_decay: float = 0.01, compact: bool = True,
-                      capturable: bool = False, fused: bool = True, total_steps: int | None = None,
-                      warmup_steps: int = 0, loss: str = "clip", rank: int = 0, world_size: int = 1,
-                      label_smoothing: float = 0.0, autocast_dtype=None, text_mode: str = "unique", wrap=None,
-                      max_grad_norm: float | None = None, tower_streams: bool = False,
-                      schedule: str = "cosine", optimizer: str = "adamw", momentum: float = 0.85,
-                      norm_lr_scale: float = 1.0, text_lr: float | None = None,
-                      text_weight_decay: float | None = None, lookahead: float = 0.0,
-                      steps_per_epoch: int | None = None, muon_lr: float = 0.24,
-                      muon_momentum: float = 0.6) -> TrainState:
-    """The training state of ``model`` (the bare CLIP) on the prompt table ``prompt_tokens`` (on its device).
+def uses_channels_last(recipe: TrainRecipe, device: torch.device) -> bool:
+    """channels_last weights and batches: asked for, and on CUDA (on a CPU it measured slower)."""
+    return recipe.channels_last and torch.device(device).type == "cuda"
 
-    ``compact``: train only the token rows the prompts use (:mod:`bench.engine.compact_embedding`).
-    ``capturable``: an optimizer a CUDA graph can replay. ``total_steps``: a warm-up + ``schedule`` (cosine or
-    linear) decay over that many steps (None: no scheduler). ``wrap(model)`` returns the module the step calls (DDP,
-    ...); the state keeps the bare model for checkpoints through it. ``optimizer``, ``momentum``, ``norm_lr_scale``,
-    ``text_lr``, ``text_weight_decay``, ``muon_lr``, ``muon_momentum``: :func:`bench.engine.optim.build_optimizer`.
-    ``lookahead``: the per-step decay of :class:`bench.engine.lookahead.Lookahead` over ``total_steps`` (0: off).
-    ``steps_per_epoch``: the unit of the encoder's ``frozen_after_epochs`` spans
-    (:func:`bench.engine.optim.build_scheduler`).
+
+def captures_graph(recipe: TrainRecipe, device: torch.device, text_mode: str, autocast_dtype) -> bool:
+    """The one rule for a captured step: asked for, on CUDA, with static shapes (the whole prompt table each
+    step), and, under fp16's loss scaling, an optimizer that skips overflowed steps inside its kernel (fused
+    AdamW); SGD and Muon groups check for an overflow on the host, so their fp16 steps stay eager."""
+    fp16_ok = autocast_dtype != torch.float16 or recipe.optimizer == "adamw"
+    return recipe.cuda_graph and torch.device(device).type == "cuda" and text_mode == "all" and fp16_ok
+
+
+@dataclass
+class Engine:
+    """A CLIP ready to train under a recipe on one device: its :class:`TrainState` and its step.
+
+    ``step_fn(state, images, labels, prompt_ids)`` is the step every caller times and trains with: a
+    :class:`CudaGraphStep` where :func:`captures_graph` says so, else :func:`clip_step`.
     """
-    embedding = compact_embedding.install(model, prompt_tokens) if compact else None
-    train_model = wrap(model) if wrap is not None else model
-    opt = build_optimizer(model, lr, weight_decay, prompt_tokens.device, capturable=capturable, fused=fused,
-                          kind=optimizer, momentum=momentum, norm_lr_scale=norm_lr_scale, text_lr=text_lr,
-                          text_weight_decay=text_weight_decay, muon_lr=muon_lr, muon_momentum=muon_momentum)
+
+    state: TrainState
+    recipe: TrainRecipe
+    device: torch.device
+    autocast_dtype: torch.dtype | None  # the training (and evaluation) autocast; None: fp32
+    channels_last: bool  # batches must be channels_last to match the weights
+    graph: CudaGraphStep | None  # the captured step; None when every step runs eagerly
+
+    @property
+    def step_fn(self):
+        return self.graph if self.graph is not None else clip_step
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The bare CLIP (for evaluation and checkpoints), under any compile or DDP wrapper."""
+        return unwrap_model(self.state.model)
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.autocast_dtype)
+
+    def step(self, images, labels, prompt_ids) -> torch.Tensor:
+        """One training step; returns the loss (not synced)."""
+        return self.step_fn(self.state, images, labels, prompt_ids)
+
+    def train_epoch(self, batches, n_steps: int, **kwargs) -> dict:
+        """:func:`bench.engine.epoch_loop.train_steps` with this engine's step."""
+        return train_steps(self.state, batches, n_steps, step_fn=self.step_fn, **kwargs)
+
+    def skipped_steps(self) -> int:
+        """Steps fp16's loss scaling skipped on an overflow (0 in other precisions); reads the device."""
+        return 0 if self.state.scaler is None else int(self.state.scaler.skipped)
+
+
+def build_engine(model, prompt_tokens: torch.Tensor, recipe: TrainRecipe, world=None,
+                 ddp_options: dict | None = None) -> Engine:
+    """The engine of ``model`` (the bare CLIP, already on its device) on the prompt table ``prompt_tokens`` (on the
+    same device; :func:`bench.clip.prompts.prompt_table`) under ``recipe``.
+
+    ``world`` (:class:`bench.distributed.world.World`): under torchrun the step trains the DDP-wrapped model, with
+    the loss gathering every rank's features; None or a plain world: a single process. ``model`` is changed in
+    place (compact token embedding, channels_last, compiled towers, synced batch norm) and stays the bare CLIP.
+    ``ddp_options``: DDP's own settings (``bucket_cap_mb``, ...; :func:`bench.engine.ddp.wrap_model`), for
+    measuring them.
+    """
+    device = prompt_tokens.device
+    set_backend_flags(recipe, device)
+    autocast_dtype = autocast_dtype_for(recipe.precision, device)
+    channels_last = uses_channels_last(recipe, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    text_mode = recipe.text_mode
+    if text_mode == "auto":
+        text_mode = text_mode_for(len(prompt_tokens), recipe.batch_size, device)
+    graph = captures_graph(recipe, device, text_mode, autocast_dtype)
+    distributed = world is not None and world.distributed
+    embedding = compact_embedding.install(model, prompt_tokens) if recipe.compact_embedding else None
+    if recipe.compile:
+        # --compile's towers (inductor's default mode, which makes no CUDA graphs of its own) compile in the eager
+        # steps before the capture and are captured with the rest of the step
+        compile_towers(model)
+    train_model = wrap_model(model, world, recipe.sync_bn, graph, **(ddp_options or {})) if distributed else model
+    opt = build_optimizer(model, recipe, device, capturable=graph)
     if embedding is not None:
         compact_embedding.attach(embedding, opt)
-    scheduler = None if total_steps is None else build_scheduler(opt, total_steps, warmup_steps, schedule,
-                                                                 steps_per_epoch)
-    if lookahead and total_steps is None:
-        raise ValueError("a lookahead needs total_steps: its schedule runs to the last step")
-    slow = Lookahead(averaged_tensors(model, opt), lookahead, total_steps) if lookahead else None
-    return TrainState(train_model, opt, scheduler, ClipLoss(loss, rank, world_size, label_smoothing),
-                      prompt_tokens, autocast_dtype, text_mode, max_grad_norm=max_grad_norm,
-                      tower_streams=tower_streams, lookahead=slow)
+    total = recipe.total_steps
+    scheduler = None if total is None else build_scheduler(opt, total, recipe.lr_warmup_steps, recipe.schedule,
+                                                           recipe.steps_per_epoch)
+    if recipe.lookahead and total is None:
+        raise ValueError("a lookahead needs a schedule (steps_per_epoch): it runs to the last step")
+    slow = Lookahead(averaged_tensors(model, opt), recipe.lookahead, total) if recipe.lookahead else None
+    rank, size = (world.rank, world.size) if distributed else (0, 1)
+    state = TrainState(train_model, opt, scheduler, ClipLoss(recipe.loss, rank, size, recipe.label_smoothing),
+                       prompt_tokens, autocast_dtype, text_mode, max_grad_norm=recipe.max_grad_norm,
+                       tower_streams=recipe.tower_streams, lookahead=slow,
+                       scaler=LossScale(device) if autocast_dtype == torch.float16 else None)
+    step = CudaGraphStep(eager_steps=DDP_EAGER_STEPS if distributed else 3) if graph else None
+    return Engine(state, recipe, device, autocast_dtype, channels_last, step)

@@ -93,56 +93,6 @@ def code_version() -> dict:
     return plain({k: prov[k] for k in ("bench_version", "git_commit", "git_dirty", "torch_version")})
 
 
-def checkpoint_payload(state: TrainState, cfg, classes, generator: torch.Generator, progress: RunProgress,
-                       run_id: str, metrics: dict, with_training_state: bool, world_size: int = 1,
-                       epoch_loss_sum: torch.Tensor | None = None, weights: dict | None = None) -> dict:
-    """A checkpoint dict: weights, config and code version always; the full training state for ``last.pt``.
-
-    ``epoch_loss_sum`` is the running loss sum of the unfinished epoch as every rank count sees it (the
-    mean of the ranks' sums); it defaults to this process's own. ``weights``: the model's state dict, if
-    the caller already has it. Tensors stay on the training device: :func:`snapshot` copies them off.
-    """
-    code = dict(code_version())
-    payload = {
-        "model": unwrap_model(state.model).state_dict() if weights is None else weights,
-        "config": cfg.to_dict(),
-        "classes": list(classes),
-        "epoch": state.epoch,
-        "step": state.step,
-        "metrics": plain({k: v for k, v in metrics.items() if isinstance(v, (int, float))}),
-        "history": plain(state.history),
-        "bench_version": code["bench_version"],
-        "run_id": run_id,
-        "code": code,
-        "world_size": world_size,  # ranks that trained it; config batch_size is per rank
-    }
-    if with_training_state:
-        epoch = progress.epoch
-        payload.update(
-            format=FORMAT,
-            optimizer=state.optimizer.state_dict(),
-            scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
-            scaler=state.scaler.state_dict() if state.scaler is not None else None,
-            rng=capture_rng(generator),
-            compact_embedding=_compact_state(state.model),
-            lookahead=state.lookahead.state_dict() if state.lookahead is not None else None,
-            progress=plain({
-                "train_seconds": progress.train_seconds, "train_images": progress.train_images,
-                "best": progress.best, "metrics": progress.metrics, "resumes": progress.resumes,
-                "step_in_epoch": epoch.steps if epoch else 0,
-                "epoch_loss_sum": (epoch.loss_sum if epoch_loss_sum is None else epoch_loss_sum).detach()
-                if epoch else None,
-                "epoch_images": epoch.images if epoch else 0,
-                "epoch_seconds": epoch.seconds if epoch else 0.0,
-                "order": progress.order if epoch is not None and progress.order is not None else None,
-                # the loss log as of this step: a run killed after a later epoch end wrote train_log.csv rows
-                # past this checkpoint, and rows of an unfinished epoch are not on disk yet
-                "loss_log": progress.loss_log, "loss_window": list(progress.loss_window),
-            }),
-        )
-    return payload
-
-
 def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device) -> RunProgress:
     """Load a ``last.pt`` into a freshly built ``state`` and ``generator`` (weights are loaded before, into the
     bare model: see :func:`load_weights`); returns what the run had accumulated."""
@@ -158,7 +108,7 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
     state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
     p = ckpt["progress"]
     progress = RunProgress(p["train_seconds"], p["train_images"], p["best"], dict(p["metrics"]), p["resumes"] + 1,
-                           loss_log=list(p.get("loss_log", [])), loss_window=tuple(p.get("loss_window", (0, 0.0))))
+                           loss_log=list(p["loss_log"]), loss_window=tuple(p["loss_window"]))
     if p["step_in_epoch"]:
         progress.epoch = EpochProgress(p["step_in_epoch"], p["epoch_loss_sum"].to(device), p["epoch_images"],
                                        p["epoch_seconds"])
@@ -274,9 +224,9 @@ class CheckpointSaver:
     there, or at the next save.
     """
 
-    def __init__(self, run_dir, state: TrainState, cfg, classes, generator, run_id: str, progress: RunProgress,
-                 world, saved_step: int | None = None):
-        self.run_dir, self.state, self.cfg, self.classes = run_dir, state, cfg, classes
+    def __init__(self, run_dir, state: TrainState, config: dict, classes, generator, run_id: str,
+                 progress: RunProgress, world, saved_step: int | None = None, enabled: bool = True):
+        self.run_dir, self.state, self.config, self.classes, self.enabled = run_dir, state, config, classes, enabled
         self.generator, self.run_id, self.progress, self.world = generator, run_id, progress, world
         self.saved_step = saved_step  # step of the newest last.pt on disk; None until one exists
         self._pool: ThreadPoolExecutor | None = None
@@ -284,8 +234,57 @@ class CheckpointSaver:
         self._error: BaseException | None = None
         self._weights: tuple[int, dict] | None = None  # (step, CPU copy of the weights) of the newest last.pt
 
+    def payload(self, metrics: dict, with_training_state: bool, epoch_loss_sum: torch.Tensor | None = None,
+                weights: dict | None = None) -> dict:
+        """A checkpoint dict: weights, config and code version always; the full training state for ``last.pt``.
+
+        ``epoch_loss_sum`` is the running loss sum of the unfinished epoch as every rank count sees it (the
+        mean of the ranks' sums); it defaults to this process's own. ``weights``: the model's state dict, if
+        the caller already has it. Tensors stay on the training device: :func:`snapshot` copies them off.
+        """
+        state, progress = self.state, self.progress
+        code = dict(code_version())
+        payload = {
+            "model": unwrap_model(state.model).state_dict() if weights is None else weights,
+            "config": self.config,
+            "classes": list(self.classes),
+            "epoch": state.epoch,
+            "step": state.step,
+            "metrics": plain({k: v for k, v in metrics.items() if isinstance(v, (int, float))}),
+            "history": plain(state.history),
+            "bench_version": code["bench_version"],
+            "run_id": self.run_id,
+            "code": code,
+            "world_size": self.world.size,  # ranks that trained it; config batch_size is per rank
+        }
+        if with_training_state:
+            epoch = progress.epoch
+            payload.update(
+                format=FORMAT,
+                optimizer=state.optimizer.state_dict(),
+                scheduler=state.scheduler.state_dict() if state.scheduler is not None else None,
+                scaler=state.scaler.state_dict() if state.scaler is not None else None,
+                rng=capture_rng(self.generator),
+                compact_embedding=_compact_state(state.model),
+                lookahead=state.lookahead.state_dict() if state.lookahead is not None else None,
+                progress=plain({
+                    "train_seconds": progress.train_seconds, "train_images": progress.train_images,
+                    "best": progress.best, "metrics": progress.metrics, "resumes": progress.resumes,
+                    "step_in_epoch": epoch.steps if epoch else 0,
+                    "epoch_loss_sum": (epoch.loss_sum if epoch_loss_sum is None else epoch_loss_sum).detach()
+                    if epoch else None,
+                    "epoch_images": epoch.images if epoch else 0,
+                    "epoch_seconds": epoch.seconds if epoch else 0.0,
+                    "order": progress.order if epoch is not None and progress.order is not None else None,
+                    # the loss log as of this step: a run killed after a later epoch end wrote train_log.csv rows
+                    # past this checkpoint, and rows of an unfinished epoch are not on disk yet
+                    "loss_log": progress.loss_log, "loss_window": list(progress.loss_window),
+                }),
+            )
+        return payload
+
     def save_last(self, row: dict | None = None):
-        if not self.cfg.save_checkpoints:
+        if not self.enabled:
             return
         epoch = self.progress.epoch
         loss_sum = None
@@ -298,21 +297,18 @@ class CheckpointSaver:
             return
         row = row if row is not None else (self.state.history[-1] if self.state.history else {})
         self._reap(keep=1)
-        payload, copied = self._snapshot(checkpoint_payload(self.state, self.cfg, self.classes, self.generator,
-                                                            self.progress, self.run_id, row, True, self.world.size,
-                                                            loss_sum))
+        payload, copied = self._snapshot(self.payload(row, True, loss_sum))
         self._weights = (self.state.step, payload["model"])
         self._submit(payload, copied, self.run_dir / "last.pt", self.state.step)
 
     def save_best(self, row: dict):
-        if not (self.cfg.save_checkpoints and self.world.is_main):
+        if not (self.enabled and self.world.is_main):
             return
         self._reap(keep=1)
         # the weights did not change since last.pt of this step: its CPU copy serves, without building the dense
         # token embedding and copying it off the device a second time
         weights = self._weights[1] if self._weights and self._weights[0] == self.state.step else None
-        payload = checkpoint_payload(self.state, self.cfg, self.classes, self.generator, self.progress,
-                                     self.run_id, row, False, self.world.size, weights=weights)
+        payload = self.payload(row, False, weights=weights)
         if weights is not None:
             rest, copied = self._snapshot({k: v for k, v in payload.items() if k != "model"})
             payload = {**rest, "model": weights}
@@ -370,7 +366,7 @@ class CheckpointSaver:
     def describe(self) -> str:
         """Where the last good state is, for messages."""
         self.wait(raise_error=False)
-        if not self.cfg.save_checkpoints:
+        if not self.enabled:
             return "no checkpoint was kept (--no-checkpoints)"
         if self.saved_step is None:
             return "no checkpoint had been written yet"

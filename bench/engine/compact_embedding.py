@@ -60,10 +60,15 @@ class CompactTokenEmbedding(nn.Module):
         return torch.where(self.is_active[ids].unsqueeze(-1), trained, decayed.to(trained.dtype))
 
     @torch.no_grad()
-    def apply_decay(self, lr, weight_decay: float):
-        """Account for one AdamW step of the inactive rows: ``lr`` is a float or a 0-dim device tensor."""
+    def apply_decay(self, lr, weight_decay: float, found_inf=None):
+        """Account for one AdamW step of the inactive rows: ``lr`` is a float or a 0-dim device tensor.
+        ``found_inf``: fp16's overflow flag of the step (a device tensor); a skipped step decays nothing."""
         if weight_decay:
-            self.decay.mul_(1 - lr * weight_decay)
+            factor = 1 - lr * weight_decay
+            if found_inf is not None:  # no host read: the choice is made on the device (CUDA graphs)
+                factor = torch.where(found_inf.to(self.decay.device) > 0, torch.ones_like(self.decay),
+                                     torch.as_tensor(factor, dtype=self.decay.dtype, device=self.decay.device))
+            self.decay.mul_(factor)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         # OpenAI layout: one dense ``weight``, so checkpoints load into a plain CLIP
@@ -123,6 +128,7 @@ def attach(compact: CompactTokenEmbedding, optimizer: torch.optim.Optimizer):
     def hook(opt, args, kwargs):
         # look the group up at each step: optimizer.load_state_dict (a resume) replaces the group dicts
         current = opt.param_groups[index]
-        compact.apply_decay(current["lr"], current["weight_decay"])
+        # under fp16 a fused optimizer is called even for a step it skips; torch's GradScaler sets found_inf
+        compact.apply_decay(current["lr"], current["weight_decay"], getattr(opt, "found_inf", None))
 
     return optimizer.register_step_post_hook(hook)

@@ -7,12 +7,12 @@ so launch overhead alone would take minutes. A captured graph replays all kernel
 What makes the step capturable: static shapes (the text tower encodes the whole prompt table, mode
 ``"all"``, no ``torch.unique``); AdamW with ``capturable=True`` and the learning rate as a device tensor
 that the scheduler updates in place; autocast without its weight-cast cache; no host reads. The first
-``warmup`` steps run eagerly on a side stream (cuDNN autotuning, optimizer state allocation), then the
-step is captured and replayed. Every batch is a real step: warm-up steps train as usual.
+``eager_steps`` steps run eagerly on a side stream (cuDNN autotuning, optimizer state allocation), then the
+step is captured and replayed. Every batch is a real step: the eager steps before the capture train as usual.
 
 Under DDP (torchrun, NCCL) the capture holds DDP's gradient all-reduces too, following torch's recipe for
 whole-network capture with DDP: NCCL async error handling off before the process group starts, DDP built
-on a side stream, and :data:`DDP_WARMUP` eager steps first (:mod:`bench.distributed`, :mod:`bench.engine.ddp`).
+on a side stream, and :data:`DDP_EAGER_STEPS` eager steps first (:mod:`bench.distributed`, :mod:`bench.engine.ddp`).
 
 On a CPU (tests), :class:`CudaGraphStep` with ``capture=False`` runs the identical step function
 eagerly, so its numerics can be compared against :func:`bench.engine.train_step.clip_step`.
@@ -28,13 +28,13 @@ from ..errors import BenchError
 from .train_step import TrainState, device_step, finish_step
 
 # torch's CUDA-graph notes: DDP needs at least 11 eager iterations before its backward is captured
-DDP_WARMUP = 11
+DDP_EAGER_STEPS = 11
 
 _CAPTURE_STREAMS: dict = {}
 
 
 def capture_stream(device) -> "torch.cuda.Stream":
-    """The one side stream per device on which the eager warm-up runs and the step is captured.
+    """The one side stream per device on which the eager steps before the capture run and the step is captured.
 
     One stream for both: autograd makes a parameter's gradient accumulator on the stream of the step that
     first uses it, and a later step on another stream pays a cross-stream wait per parameter. (DDP makes
@@ -54,12 +54,13 @@ class CudaGraphStep:
     """A drop-in ``step_fn`` for :func:`bench.engine.epoch_loop.train_steps` that captures the step once.
 
     Args:
-        warmup: eager steps before the capture (at least 1: AdamW must have created its state).
+        eager_steps: steps run eagerly before the capture (at least 1: AdamW must have created its state, cuDNN
+            tuned its kernels, a compiled tower compiled, fp16's loss scale exists).
         capture: capture and replay a CUDA graph; default: when the batch is on a CUDA device.
     """
 
-    def __init__(self, warmup: int = 3, capture: bool | None = None):
-        self.warmup = max(1, warmup)
+    def __init__(self, eager_steps: int = 3, capture: bool | None = None):
+        self.eager_steps_before_capture = max(1, eager_steps)
         self.capture = capture
         self.graph = None
         self.eager_steps = 0
@@ -72,7 +73,7 @@ class CudaGraphStep:
         capture = images.is_cuda if self.capture is None else self.capture
         if self.eager_steps == 0:
             check_capturable(state)
-        if capture and self.eager_steps >= self.warmup and self.graph is None and self.error is None:
+        if capture and self.eager_steps >= self.eager_steps_before_capture and self.graph is None and self.error is None:
             self._try_capture(state, images, labels, prompt_ids)
         if self.graph is None:
             loss = self._eager(state, images, labels, prompt_ids, side_stream=capture and self.error is None)
@@ -104,7 +105,7 @@ class CudaGraphStep:
         self.eager_steps += 1
         if not side_stream:
             return device_step(state, images, labels, prompt_ids, autocast_cache=False)
-        # warm-up on a side stream, as torch.cuda.graphs' documentation asks before capturing: the one the
+        # eager steps on a side stream, as torch.cuda.graphs' documentation asks before capturing: the one the
         # capture will use
         stream = capture_stream(images.device)
         stream.wait_stream(torch.cuda.current_stream(images.device))
@@ -143,5 +144,8 @@ def check_capturable(state: TrainState):
         if not group.get("capturable") or not isinstance(group["lr"], torch.Tensor):
             raise BenchError("CUDA graphs need AdamW built with capturable=True and a tensor learning rate "
                              "(build_optimizer(..., capturable=True)); use --no-cuda-graph otherwise")
+    if state.scaler is not None and any(g.get("sgd") or g.get("muon") for g in state.optimizer.param_groups):
+        raise BenchError("fp16 steps of --optimizer sgd or muon look for an overflow on the host, which a CUDA graph "
+                         "cannot do; use --precision bf16 or fp32, --optimizer adamw, or --no-cuda-graph")
 
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import BenchError
+from .recipe import TrainRecipe
 
 # the layers whose parameters are per-channel shifts and scales (airbench's "biases" of its bias_scaler)
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
@@ -114,11 +115,18 @@ class MixedAdamW(torch.optim.AdamW):
             _ADAMW_STEP(self)
         finally:
             self.param_groups = groups
+        # fp16's loss scaling (torch's GradScaler) hands a fused optimizer the scale and an overflow flag; fused AdamW
+        # handled its groups above inside its kernel, these groups do it here: skip on an overflow, else unscale
+        grad_scale, found_inf = getattr(self, "grad_scale", None), getattr(self, "found_inf", None)
+        if found_inf is not None and bool(found_inf):  # a host read: such steps are not captured (build_engine)
+            return loss
         for group in groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params or not (group.get("sgd") or group.get("muon")):
                 continue
             grads, buffers = [p.grad for p in params], [self._momentum_buffer(p) for p in params]
+            if grad_scale is not None:
+                grads = torch._foreach_div(grads, grad_scale)
             if group.get("muon"):
                 muon_(params, grads, buffers, group["lr"], group["momentum"])
             else:
@@ -133,47 +141,46 @@ class MixedAdamW(torch.optim.AdamW):
         return state["momentum_buffer"]
 
 
-def param_groups(model, lr, weight_decay: float, norm_lr_scale: float = 1.0, text_lr: float | None = None,
-                 text_weight_decay: float | None = None, sgd: bool = False, momentum: float = 0.85,
-                 muon_lr: float | None = None, muon_momentum: float = 0.6) -> list[dict]:
-    """The trainable parameters of a CLIP as optimizer groups.
+def param_groups(model, recipe: TrainRecipe) -> list[dict]:
+    """The trainable parameters of a CLIP as optimizer groups, with ``recipe``'s settings.
 
     - The vision tower (``model.visual``) at ``lr`` and ``weight_decay``; its normalisation-layer parameters
       (:data:`NORM_LAYERS`) at ``lr * norm_lr_scale`` with the decay divided by the scale, so the decay per step
       (``lr * wd``) is unchanged: airbench's bias_scaler scales the step, not the decay.
     - Everything else (text tower, token embedding, projections, temperature) at ``text_lr`` and
       ``text_weight_decay`` (None: the vision tower's values).
-    - ``sgd``: the vision groups are marked for :class:`MixedAdamW`'s Nesterov step with ``momentum``.
-    - ``muon_lr``: the vision tower's conv filters (4-d weights) move to a Muon group at that lr and
-      ``muon_momentum``, without weight decay (airbench94_muon; the rest of the tower as ``sgd``).
+    - ``optimizer="sgd"``: the vision groups are marked for :class:`MixedAdamW`'s Nesterov step with ``momentum``.
+    - ``optimizer="muon"``: as sgd, and the vision tower's conv filters (4-d weights) move to a Muon group at
+      ``muon_lr`` and ``muon_momentum``, without weight decay (airbench94_muon).
     - A vision parameter the encoder lists in ``frozen_after_epochs`` gets a group of its own, with its group's
       hyperparameters and ``train_epochs`` (:func:`build_scheduler` freezes it after that many epochs).
 
     One group when nothing differs, so the reference recipe's optimizer and checkpoints are as before.
     """
     params = [p for p in model.parameters() if p.requires_grad]
-    text_lr = lr if text_lr is None else text_lr
-    text_weight_decay = weight_decay if text_weight_decay is None else text_weight_decay
+    lr, weight_decay, norm_lr_scale = recipe.lr, recipe.weight_decay, recipe.norm_lr_scale
+    text_lr = lr if recipe.text_lr is None else recipe.text_lr
+    text_weight_decay = weight_decay if recipe.text_weight_decay is None else recipe.text_weight_decay
     visual = getattr(model, "visual", None)
     spans = frozen_after_epochs(visual)
-    sgd = sgd or muon_lr is not None
+    sgd = recipe.optimizer in ("sgd", "muon")
     if norm_lr_scale == 1 and (text_lr, text_weight_decay) == (lr, weight_decay) and not sgd and not spans:
         return [dict(params=params)]
     vision = {id(p) for p in visual.parameters()} if visual is not None else set()
     norm = {id(p) for m in visual.modules() if isinstance(m, NORM_LAYERS)
             for p in m.parameters(recurse=False)} if visual is not None else set()
-    tower = dict(sgd=True, momentum=momentum) if sgd else {}
+    tower = dict(sgd=True, momentum=recipe.momentum) if sgd else {}
     groups = [dict(params=[p for p in params if id(p) in vision and id(p) not in norm], lr=lr,
                    weight_decay=weight_decay, **tower),
               dict(params=[p for p in params if id(p) in norm], lr=lr * norm_lr_scale,
                    weight_decay=weight_decay / norm_lr_scale, **tower),
               dict(params=[p for p in params if id(p) not in vision], lr=text_lr, weight_decay=text_weight_decay)]
-    if muon_lr is not None:
+    if recipe.optimizer == "muon":
         filters = {id(p) for p in groups[0]["params"] if p.ndim == 4}
         groups[0]["params"] = [p for p in groups[0]["params"] if id(p) not in filters]
         # second, so the first group is still at --lr (the lr that history.csv records)
-        groups.insert(1, dict(params=[p for p in params if id(p) in filters], lr=muon_lr, weight_decay=0.0,
-                              muon=True, momentum=muon_momentum))
+        groups.insert(1, dict(params=[p for p in params if id(p) in filters], lr=recipe.muon_lr, weight_decay=0.0,
+                              muon=True, momentum=recipe.muon_momentum))
     for group in groups[:-1]:  # a vision parameter with a span leaves its group for one of its own, same settings
         for epochs in sorted({spans[id(p)] for p in group["params"] if id(p) in spans}):
             groups.append({**group, "params": [p for p in group["params"] if spans.get(id(p)) == epochs],
@@ -207,31 +214,28 @@ def frozen_after_epochs(visual) -> dict[int, float]:
     return spans
 
 
-def build_optimizer(model, lr: float, weight_decay: float, device: torch.device, capturable: bool = False,
-                    fused: bool = True, kind: str = "adamw", momentum: float = 0.85, norm_lr_scale: float = 1.0,
-                    text_lr: float | None = None, text_weight_decay: float | None = None,
-                    muon_lr: float = 0.24, muon_momentum: float = 0.6) -> torch.optim.Optimizer:
+def build_optimizer(model, recipe: TrainRecipe, device: torch.device,
+                    capturable: bool = False) -> torch.optim.Optimizer:
     """AdamW over all trainable parameters, as the reference recipe, with the fused kernel (one pass over each
-    tensor); ``kind="sgd"``: :class:`MixedAdamW`, Nesterov SGD with ``momentum`` on the vision tower;
-    ``kind="muon"``: the same with its conv filters on Muon at ``muon_lr`` and ``muon_momentum``. The groups are
-    :func:`param_groups`'.
+    tensor); ``recipe.optimizer="sgd"``: :class:`MixedAdamW`, Nesterov SGD on the vision tower; ``"muon"``: the same
+    with its conv filters on Muon. The groups are :func:`param_groups`'.
 
     Fused AdamW exists on CPU since torch 2.4 and is several times faster there than foreach (measured
     in docs/performance.md); older torch falls back to foreach. ``capturable`` (CUDA graphs) keeps the
     step count and the learning rates as device tensors, so a replayed graph reads the current lr.
-    ``fused=False`` asks for foreach (for measuring the difference).
+    ``recipe.fused=False`` asks for foreach (for measuring the difference).
     """
+    kind, lr, weight_decay = recipe.optimizer, recipe.lr, recipe.weight_decay
     if kind not in ("adamw", "sgd", "muon"):
         raise ValueError(f"unknown optimizer {kind!r}; adamw, sgd or muon")
-    groups = param_groups(model, lr, weight_decay, norm_lr_scale, text_lr, text_weight_decay, kind == "sgd",
-                          momentum, muon_lr if kind == "muon" else None, muon_momentum)
+    groups = param_groups(model, recipe)
     cls = torch.optim.AdamW if kind == "adamw" else MixedAdamW
     if capturable:  # one lr tensor per group: the scheduler writes each in place
         for group in groups:
             group["lr"] = torch.tensor(group.get("lr", lr), device=device)
         return cls(groups, lr=groups[0]["lr"], weight_decay=weight_decay, fused=True, capturable=True)
     try:
-        if fused:
+        if recipe.fused:
             return cls(groups, lr=lr, weight_decay=weight_decay, fused=True)
     except RuntimeError:  # pragma: no cover - torch < 2.4 has no fused CPU kernel
         pass

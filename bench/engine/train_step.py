@@ -49,7 +49,7 @@ class TrainState:
     epoch: int = 0  # epochs completed
     step: int = 0  # optimizer steps taken in total
     history: list = field(default_factory=list)  # one dict per finished epoch
-    scaler: object = None  # torch.amp.GradScaler when a precision needs one; saved in checkpoints
+    scaler: object = None  # fp16's bench.engine.loss_scale.LossScale (None otherwise); saved in checkpoints
     tower_streams: bool = False  # the two towers on two streams when on CUDA (run_towers; no effect on CPU)
     lookahead: object = None  # a bench.engine.lookahead.Lookahead, pulled after each step; saved in checkpoints
 
@@ -65,6 +65,8 @@ def device_step(state: TrainState, images, labels, prompt_ids, autocast_cache: b
     """The device work of a step (forward, loss, backward, AdamW, temperature clamp), no host state.
 
     This is what :mod:`bench.engine.cuda_graph` captures; ``autocast_cache=False`` there, as CUDA graphs need.
+    Under fp16 the backward pass runs on the scaled loss and an overflowed step is skipped
+    (:class:`bench.engine.loss_scale.LossScale`); the clipped norm is that of the true gradients.
     """
     model = state.model
     device_type = images.device.type
@@ -75,10 +77,19 @@ def device_step(state: TrainState, images, labels, prompt_ids, autocast_cache: b
         loss = state.loss_fn(at_least_fp32(image_features), at_least_fp32(text_features),
                              unwrap_model(model).clamped_logit_scale(), labels)
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scale = state.scaler
+    if scale is None:
+        loss.backward()
+    else:
+        scale.backward(loss)
     if state.max_grad_norm:
+        if scale is not None:
+            scale.unscale_(state.optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), state.max_grad_norm)
-    state.optimizer.step()
+    if scale is None:
+        state.optimizer.step()
+    else:
+        scale.step(state.optimizer)
     with torch.no_grad():  # as open_clip: keep the temperature in [1, 100]
         unwrap_model(model).logit_scale.clamp_(0, math.log(100))
     return loss.detach()

@@ -92,8 +92,7 @@ def run_suite(model, opts: SuiteOptions, *, train: ArrayDataset, test: ArrayData
     test_feats = _features(model, test, device, autocast_dtype, cache, weights_id)
     test_labels = torch.as_tensor(test.labels)
     if "retrieval" in opts.evals:
-        text = prompt_features(model, [t.format(c) for c in classes for t in templates], tokenizer, device,
-                               autocast_dtype).cpu()
+        text = prompt_features(model, classes, templates, tokenizer, device, autocast_dtype).cpu()
         columns.update(retrieval_metrics(test_feats, test_labels, text, caption_labels(len(classes), len(templates))))
         columns["retrieval_captions"] = len(text)
     if "probe" in opts.evals:

@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..clip.templates import fill
-from ..clip.tokenizer import trim_tokens
+from ..clip.prompts import prompt_table
 from ..data.loader import normalize
 from ..distributed.collectives import gather_rows, shard_bounds
 from ..distributed.world import World, world_size
@@ -15,15 +14,16 @@ from .metrics import classification_metrics
 @torch.no_grad()
 def build_zero_shot_classifier(model, class_names, templates, tokenizer, device, autocast_dtype=None) -> torch.Tensor:
     """``(embed_dim, n_classes)`` weights: normalise each template's embedding, average, renormalise."""
-    features = prompt_features(model, fill(templates, class_names), tokenizer, device, autocast_dtype)
+    features = prompt_features(model, class_names, templates, tokenizer, device, autocast_dtype)
     features = features.view(len(class_names), len(templates), -1)
     return F.normalize(features.mean(dim=1), dim=-1).t().contiguous()
 
 
 @torch.no_grad()
-def prompt_features(model, prompts, tokenizer, device, autocast_dtype=None) -> torch.Tensor:
-    """Normalised text features ``(len(prompts), embed_dim)``, one row per prompt (no averaging)."""
-    tokens = trim_tokens(tokenizer(list(prompts))).to(device)
+def prompt_features(model, class_names, templates, tokenizer, device, autocast_dtype=None) -> torch.Tensor:
+    """Normalised text features of the prompt table (:func:`bench.clip.prompts.prompt_table`), one row per prompt
+    (no averaging): row ``c * len(templates) + t`` is template ``t`` of class ``c``."""
+    tokens = prompt_table(templates, class_names, tokenizer, device)
     with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         features = model.encode_text(tokens).float()
     return F.normalize(features, dim=-1)

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, replace
 import pandas as pd
 import torch
 
+from ..engine.build import DTYPES, autocast_dtype_for, precision_name, set_backend_flags
 from ..errors import BenchError
 
 COLUMNS = [
@@ -34,15 +35,14 @@ COLUMNS = [
     "kernels_per_step", "error", "time",
     "torch_version", "cuda_version", "git_commit", "git_dirty", "hostname", "command",
 ]
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
 class ThroughputCfg:
     encoder: str = "modified_resnet"  # registered encoder name
     batch_size: int = 32  # samples per step, before any out-of-memory retry
-    precision: str = "fp32"  # "fp32", "bf16" or "fp16" autocast
-    channels_last: bool = False  # channels_last inputs and weights
+    precision: str = "fp32"  # "fp32", "bf16" or "fp16" autocast (fp16 with bench run's loss scaling)
+    channels_last: bool = True  # channels_last inputs and weights, on CUDA only (as bench run)
     compile: bool = False  # torch.compile the model (compile time is in the warm-up, not the timing)
     cuda_graph: bool = True  # on CUDA, the CLIP training step as one replayed graph (as bench run does)
     tower_streams: bool = True  # on CUDA, the two towers on two streams (as bench run does)
@@ -162,24 +162,31 @@ def with_oom_retry(fn, batch_size: int, device: torch.device, min_batch: int = 2
 # ---------------------------------------------------------------------------------------------------------
 # What is timed
 # ---------------------------------------------------------------------------------------------------------
-def _build(cfg: ThroughputCfg, device: torch.device):
+def _build(cfg: ThroughputCfg, device: torch.device, component: str):
     from ..clip.model import count_parameters, create_model
 
     model = create_model(cfg.encoder, cfg.embed_dim, cfg.image_size, 77, 49408, cfg.text_width, cfg.text_heads,
                          cfg.text_layers, dict(cfg.encoder_opts)).to(device)
-    if cfg.channels_last:
+    if _channels_last(cfg, device) and component != "clip":  # the CLIP step's engine converts its own model
         model = model.to(memory_format=torch.channels_last)
     return model, count_parameters(model.visual), count_parameters(model)
 
 
 def _images(cfg, batch, device):
     x = torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=device)
-    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+    return x.contiguous(memory_format=torch.channels_last) if _channels_last(cfg, device) else x
+
+
+def _channels_last(cfg: ThroughputCfg, device) -> bool:
+    """Whether the timed tensors are channels_last: bench run's rule (asked for, and on CUDA)."""
+    from ..engine.build import uses_channels_last
+
+    return uses_channels_last(clip_recipe(cfg, cfg.batch_size), device)
 
 
 def _vision_step(cfg, model, batch, device, train: bool):
     """A closure running one vision-tower step on fresh-looking synthetic images."""
-    dtype = PRECISIONS[cfg.precision]
+    dtype = autocast_dtype_for(cfg.precision, device)
     visual = torch.compile(model.visual) if cfg.compile else model.visual
     x = _images(cfg, batch, device)
     if not train:
@@ -196,10 +203,10 @@ def _vision_step(cfg, model, batch, device, train: bool):
 
 def _train_step(cfg, model, forward, params, device):
     """A closure: ``forward()``'s features, a stand-in loss, backward and fused AdamW over ``params``."""
-    dtype = PRECISIONS[cfg.precision]
+    dtype = autocast_dtype_for(cfg.precision, device)
     model.train()
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     def step():
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -213,13 +220,12 @@ def _train_step(cfg, model, forward, params, device):
 
 
 def _prompt_table(device):
-    """The seed templates' 50 CIFAR-10 prompts, tokenized and trimmed to the longest, as bench run's table."""
-    from ..clip.templates import SEED_TEMPLATES, fill
-    from ..clip.tokenizer import create_tokenizer, trim_tokens
+    """The seed templates' 50 CIFAR-10 prompts as bench run's prompt table, and the number of templates."""
+    from ..clip.prompts import prompt_table
+    from ..clip.templates import SEED_TEMPLATES
     from ..data.datasets import CIFAR10_CLASSES
 
-    prompts = fill(SEED_TEMPLATES, CIFAR10_CLASSES)
-    return trim_tokens(create_tokenizer(77, prompts)(prompts)).to(device), len(SEED_TEMPLATES)
+    return prompt_table(SEED_TEMPLATES, CIFAR10_CLASSES, device=device), len(SEED_TEMPLATES)
 
 
 def _text_step(cfg, model, device):
@@ -230,24 +236,33 @@ def _text_step(cfg, model, device):
     return _train_step(cfg, model, lambda: text_tower(table), text, device)
 
 
+# the schedule of the timed CLIP step spans a CIFAR-10 training split's epochs, as bench run's would
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+def clip_recipe(cfg: ThroughputCfg, batch: int):
+    """The recipe of the timed CLIP step: what ``bench run`` (preset ``reference``) trains under when given the same
+    flags (batch size, precision, channels_last, compile, CUDA graph, tower streams)."""
+    from ..config import make_config
+
+    run_cfg = make_config("reference", batch_size=batch, precision=cfg.precision, channels_last=cfg.channels_last,
+                          compile=cfg.compile, cuda_graph=cfg.cuda_graph, tower_streams=cfg.tower_streams,
+                          device=cfg.device)
+    return run_cfg.recipe(steps_per_epoch=CIFAR10_TRAIN_IMAGES // batch)
+
+
 def _clip_step(cfg, model, batch, device):
-    """A closure running bench's whole CLIP training step (the `bench run` engine) on synthetic data."""
-    from ..engine.build import build_train_state, compile_towers, text_mode_for
-    from ..engine.cuda_graph import CudaGraphStep
-    from ..engine.train_step import clip_step
+    """A closure running bench's whole CLIP training step (the `bench run` engine) on synthetic data, and whether it
+    replays a CUDA graph."""
+    from ..engine.build import build_engine
 
     table, n_templates = _prompt_table(device)
-    text_mode = text_mode_for(len(table), batch, device)
-    graph = cfg.cuda_graph and device.type == "cuda" and text_mode == "all"
-    state = build_train_state(model, table, capturable=graph, total_steps=10 ** 6,
-                              autocast_dtype=PRECISIONS[cfg.precision], text_mode=text_mode,
-                              wrap=compile_towers if cfg.compile else None, tower_streams=cfg.tower_streams)
-    step_fn = CudaGraphStep() if graph else clip_step
+    engine = build_engine(model, table, clip_recipe(cfg, batch))
     model.train()
     images = _images(cfg, batch, device)
     prompt_ids = torch.randint(0, len(table), (batch,), device=device)
     labels = prompt_ids // n_templates
-    return lambda: step_fn(state, images, labels, prompt_ids), graph
+    return lambda: engine.step(images, labels, prompt_ids), engine.graph is not None
 
 
 def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
@@ -255,7 +270,8 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
     device = torch.device(cfg.device)
 
     def attempt(batch):
-        model, vision_params, clip_params = _build(cfg, device)
+        set_backend_flags(clip_recipe(cfg, batch), device)  # every row under the flags bench run would set
+        model, vision_params, clip_params = _build(cfg, device, component)
         graph = False
         if component == "clip":
             step, graph = _clip_step(cfg, model, batch, device)
@@ -281,6 +297,7 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
     return {"batch_size": batch, "oom_retries": retries, "samples_per_s": batch / median * 1e3,
             "step_ms_median": median, "step_ms_p90": p90(out["times"]), "peak_mem_mb": out["peak"],
             "params": out["params"], "gflops_per_sample": out["flops"] / batch / 1e9, "cuda_graph": out["graph"],
+            "channels_last": _channels_last(cfg, device),
             "kernels_per_step": out["kernels"]}
 
 
@@ -361,13 +378,13 @@ def resolve(encoders: str, device: str = "auto", precision: str | None = None, s
         raise BenchError("--encoder is empty; name an encoder (bench list encoders) or 'all'")
     for name in names:
         get_entry("encoders", name)  # unknown names fail here, listing what exists
-    cfg = ThroughputCfg(device=str(dev), precision=precision or ("bf16" if cuda else "fp32"),
+    cfg = ThroughputCfg(device=str(dev), precision=precision or precision_name(autocast_dtype_for("auto", dev)),
                         steps=steps if steps is not None else (20 if cuda else 5),
                         warmup=warmup if warmup is not None else (10 if cuda else 2), **kwargs)
     checks = [(cfg.batch_size >= 2, f"--batch-size must be at least 2, got {cfg.batch_size}"),
               (cfg.steps >= 1, f"--steps must be at least 1, got {cfg.steps}"),
               (cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}"),
-              (cfg.precision in PRECISIONS, f"--precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
+              (cfg.precision in DTYPES, f"--precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
               *model_size_checks(cfg.image_size, cfg.embed_dim, cfg.text_width, cfg.text_heads, cfg.text_layers)]
     for ok, message in checks:
         if not ok:

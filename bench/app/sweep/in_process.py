@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from ...atomic_files import atomic_write_text
 from ...claims import Claim
-from ...deterministic import deterministic_mode
+from ...engine.determinism import deterministic_mode
 from ...engine.faults import stop_on_signal
 from ...errors import BenchError, Interrupted, one_line_cause
 from ...results.runs_csv import reconcile_runs
