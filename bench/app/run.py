@@ -232,7 +232,8 @@ class Run:
             with GLOBAL_RNG, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(cfg.seed)
                 setup(self.loader.images)
-        spare = copy.deepcopy(model) if cfg.warm_up else None  # before the state changes it (compact rows, compile)
+        # the prewarm trains a copy made before the state changes the model (compact rows, compile)
+        spare = copy.deepcopy(model) if cfg.prewarm_steps else None
 
         def wrap(bare):
             if cfg.compile:
@@ -251,12 +252,12 @@ class Run:
         self.state = build_train_state(model, prompt_tokens, rank=world.rank, world_size=world.size, wrap=wrap,
                                        **recipe)
         self.step_fn = CudaGraphStep(warmup=DDP_WARMUP if world.distributed else 3) if use_graph else None
-        self.warmup_seconds = 0.0
+        self.prewarm_seconds = 0.0
         if spare is not None:  # the same step on a throwaway copy, alone on its rank (no DDP, no collectives)
             spare_state = build_train_state(spare, prompt_tokens, wrap=compile_towers if cfg.compile else None,
                                             **recipe)
-            self.warmup_seconds = warm_up(spare_state, CudaGraphStep() if use_graph else None, self.loader,
-                                          cfg.warm_up, cfg.seed)
+            self.prewarm_seconds = warm_up(spare_state, CudaGraphStep() if use_graph else None, self.loader,
+                                          cfg.prewarm_steps, cfg.seed)
         self.test_images = to_device_uint8(parts.test.images, device)
         self.test_labels = torch.as_tensor(parts.test.labels, device=device)
 
@@ -408,7 +409,7 @@ class Run:
         row = run_row(cfg, self.run_id, self.device, self.n_params, progress.train_seconds, progress.train_images,
                       metrics, history, progress.best, parts, self.autocast_dtype)
         row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes,
-                   warmup_seconds=round(self.warmup_seconds, 3))  # --warm-up: before the clock of train_seconds
+                   prewarm_seconds=round(self.prewarm_seconds, 3))  # --prewarm-steps: before train_seconds' clock
         row.update(self._without_tta())
         if not world.is_main:
             return row
