@@ -10,11 +10,8 @@ import os
 from dataclasses import dataclass, field
 
 from ...errors import BenchError
-from .placement import SWEEP_KEYS, check_placement, read_placement
+from .placement import SWEEP_KEYS, WORKER_VARIABLE, check_placement, read_placement
 from .plan import plan, plan_lines
-
-# set in the environment of the workers that --workers/--gpus start: each runs its share of the plan
-WORKER_VARIABLE = "BENCH_SWEEP_WORKER"
 
 
 @dataclass(frozen=True)

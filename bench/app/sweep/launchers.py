@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ...errors import BenchError
 from .in_process import Outcome, SweepProgress, run_plan, run_planned
-from .placement import SLURM_PARAMETERS, Placement
+from .placement import SLURM_PARAMETERS, WORKER_VARIABLE, Placement
 from .plan import DONE, FAILED, RUNNING, Planned, run_state
 
 
@@ -43,7 +43,7 @@ def worker_env(index: int, gpu: str | None) -> dict:
 
     ``gpu`` counts the GPUs this process sees, as torch numbers them; under a ``CUDA_VISIBLE_DEVICES`` of its own
     the worker gets the device that index stands for."""
-    env = dict(os.environ, BENCH_SWEEP_WORKER=str(index))
+    env = {**os.environ, WORKER_VARIABLE: str(index)}
     if gpu is not None:
         visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         env["CUDA_VISIBLE_DEVICES"] = visible[int(gpu)] if int(gpu) < len(visible) else gpu

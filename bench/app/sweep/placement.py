@@ -30,6 +30,8 @@ SLURM_CLUSTERS = (None, "slurm", "local", "debug")
 ONLY_WITH = {"workers": "local", "gpus": "local", "gpus_per_run": "ray", "ray_address": "ray"}
 EXTRAS = {"ray": ("ray", "Ray"), "slurm": ("submitit", "submitit")}
 MAX_GPUS_PER_RUN = 8
+# set in the environment of the workers that --workers/--gpus start: each runs its share of the plan, unchecked
+WORKER_VARIABLE = "BENCH_SWEEP_WORKER"
 
 
 def visible_gpus() -> int:
