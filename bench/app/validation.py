@@ -23,6 +23,7 @@ OPTIMIZERS = tuple(MAX_LR)
 
 
 def check_preset(preset: str):
+    """A preset name typed by the user (a saved run's ``preset`` is only a label of where its recipe came from)."""
     if preset not in PRESETS:
         raise BenchError(unknown_name_message("preset", preset, sorted(PRESETS)))
 
@@ -30,7 +31,6 @@ def check_preset(preset: str):
 def validate_config(cfg):
     """Reject values no run can use, before any work starts; returns ``cfg``."""
     px, text = cfg.model.image_resolution, cfg.model.text
-    check_preset(cfg.preset)
     checks = [
         *model_size_checks(px, cfg.model.embed_dim, text.width, text.heads, text.layers),  # first: px is used below
         (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
