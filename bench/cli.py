@@ -1,9 +1,8 @@
-"""The ``bench`` command line: a thin click layer over the library; errors become one line and exit 2."""
+"""The ``bench`` command line: click declarations, each command one call into :mod:`bench.app` (or the library
+function that does its job). Errors become one line on stderr and exit code 2."""
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -12,6 +11,17 @@ from .errors import BenchError, Interrupted
 
 def _split(ctx, param, value):
     return [v for part in value for v in part.split(",") if v] if value else []
+
+
+def _typed() -> frozenset:
+    """The parameter names of the running command that were typed on its command line."""
+    ctx = click.get_current_context()
+    return frozenset(p.name for p in ctx.command.params
+                     if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE)
+
+
+def _echo_err(line: str):
+    click.echo(line, err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -33,7 +43,8 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)
 @click.option("--weight-decay", type=float)
-@click.option("--warmup-steps", type=int)
+@click.option("--lr-warmup-steps", "warmup_steps", type=int,
+              help="Learning-rate warm-up: steps of linear ramp to --lr before the decay (default 0).")
 @click.option("--loss", type=click.Choice(["clip", "multipositive"]))
 @click.option("--label-smoothing", type=float, help="Mix each target with the uniform one over the batch (default 0).")
 @click.option("--crop-pad", type=int, help="Zero padding of the random crop, in pixels (default 4; 0: flip only).")
@@ -53,9 +64,9 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--norm-lr-scale", type=float,
               help="Learning-rate multiplier of the vision tower's normalisation parameters, decay unchanged "
                    "(default 1).")
-@click.option("--warm-up", type=int,
-              help="Train this many steps of a throwaway copy on random images first (compilation, autotuning), "
-                   "outside train_seconds; results unchanged (default 0: off).")
+@click.option("--prewarm-steps", type=int,
+              help="Prewarm the process: train this many steps of a throwaway copy on random images first "
+                   "(compilation, autotuning), outside train_seconds; results unchanged (default 0: off).")
 @click.option("--lookahead", type=float,
               help="airbench's lookahead: per-step EMA decay the weights are pulled to, ramped up to the end, where "
                    "the run takes the average (e.g. 0.95; default 0: off).")
@@ -74,7 +85,7 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--log-every", type=int, default=50, show_default=True)
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the two towers (on CUDA inside the step's CUDA graph; compile time counts as "
-                   "training time unless --warm-up compiles first).")
+                   "training time unless --prewarm-steps compiles first).")
 @click.option("--embed-dim", type=int, help="Joint embedding width (default 512).")
 @click.option("--image-size", type=int, help="Input resolution (default 32).")
 @click.option("--text-width", type=int, help="Text Transformer width (default 512).")
@@ -111,71 +122,12 @@ def cli(plugins_dirs, plugin_modules):
                    "without it (default: off).")
 def run(seeds, resume, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
-    from .app.run import run as run_training
+    from .app.run_command import run_command
 
-    if resume is not None:
-        from .app.resume import ALLOWED_WITH_RESUME, resume_run
-
-        ctx = click.get_current_context()
-        given = [p.name for p in ctx.command.params if p.name != "resume"
-                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
-        row, out = resume_run(resume, flags["out"], given, {k: flags[k] for k in ALLOWED_WITH_RESUME})
-        _echo_run(row, out)
-        return
-    cfg = _config_from_flags(**flags)
-    if not seeds:
-        _echo_run(run_training(cfg), cfg.out)
-        return
-    from dataclasses import replace
-
-    from .app.sweep.plan import parse_seeds
-
-    cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)]
-    rows = [_echo_run(run_training(c), c.out) for c in cfgs]
-    _echo_summary(rows)
+    run_command(flags, seeds=seeds, resume=resume, given=_typed(), echo=click.echo)
 
 
-def _config_from_flags(encoder, encoder_opts, preset, embed_dim, image_size, text_width, text_layers, text_heads,
-                       compile_, checkpoints, evals, robust_severities, log, **flags):
-    """The frozen run config from ``bench run``'s flags (shared by ``bench sweep``)."""
-    from .config import make_config, parse_opts
-    from .data.corruptions import parse_severities
-
-    model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
-                 image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
-    return make_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
-                       log=tuple(log),
-                       robust_severities=parse_severities(robust_severities), **flags)
-
-
-def _echo_run(row, out):
-    """One line per finished run (rank 0 only under torchrun)."""
-    from .distributed.world import is_main_process
-
-    if is_main_process():
-        ranks = f" on {row['world_size']} ranks" if row.get("world_size", 1) > 1 else ""
-        click.echo(f"run {row['run_id']}: zero-shot top-1 {row['zeroshot_top1']:.4f}, "
-                   f"top-5 {row['zeroshot_top5']:.4f}, mean per-class recall {row['mean_per_class_recall']:.4f}, "
-                   f"{row['train_images_per_s']:.0f} images/s over {row['train_seconds']:.1f} s{ranks} -> {out}/runs.csv")
-    return row
-
-
-def _echo_summary(rows):
-    """Mean ± std over seeds of the headline metrics, one line per configuration."""
-    import pandas as pd
-
-    from .results.columns import SUMMARY_METRICS
-    from .results.views import aggregate, fmt_value
-
-    table = aggregate(pd.DataFrame(rows))
-    metrics = [m for m in SUMMARY_METRICS if m in table.columns.str.removesuffix("_mean")]
-    for _, r in table.iterrows():
-        parts = [f"{m} {fmt_value(r[f'{m}_mean'], m, r[f'{m}_std'])}" for m in metrics]
-        click.echo(f"{r.get('encoder', '')} / {r.get('templates', '')} over {int(r['n'])} seeds: " + ", ".join(parts))
-
-
-def sweep(file, encoder, templates, seeds, skip_existing, dry_run, status, concurrent, workers, gpus, launcher,
-          gpus_per_run, ray_address, slurm, **flags):
+def sweep(file, encoder, templates, seeds, dry_run, status, slurm, **options):
     """Run a sweep: FILE.toml's plan (docs/sweeps.md), or the cross product --encoder x --templates x --seeds.
 
     Every run has a fixed id in OUT/runs/, so the same command again skips finished runs and continues
@@ -183,137 +135,19 @@ def sweep(file, encoder, templates, seeds, skip_existing, dry_run, status, concu
     start one worker per device; --launcher ray|slurm spreads the runs over a cluster. Takes every flag of
     `bench run`, which override FILE's [base].
     """
-    import os
+    from .app.sweep.command import SweepRequest, sweep_command
 
-    from .app.sweep.plan import cross_product, parse_seeds, plan, plan_lines
-
-    ctx = click.get_current_context()
-    given = {p.name for p in ctx.command.params if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE}
-    settings, slurm_table = {}, {}
-    if file is not None:
-        if encoder or templates or seeds:
-            raise BenchError("--encoder, --templates and --seeds form a sweep without a file; with FILE, put them "
-                             "in its [grid]")
-        from .app.sweep.toml_file import read_sweep_file, varying_keys
-
-        spec = read_sweep_file(file)
-        settings, slurm_table = spec.sweep, spec.slurm
-        keys = varying_keys(spec.points)
-        cfgs = [_config_from_point(spec.path, point, flags, given, keys) for point in spec.points]
-        varying = [{k: p[k] if k in p else _effective(c, k) for k in keys} for p, c in zip(spec.points, cfgs)]
-    else:
-        if not encoder:
-            raise BenchError("--encoder is empty; name one or more encoders, comma-separated (bench list encoders), "
-                             "or pass a sweep file")
-        base = _config_from_flags(encoder=encoder[0], templates=templates[0] if templates else "seed", seed=0, **flags)
-        cfgs = cross_product(base, encoder, templates, parse_seeds(seeds) if seeds else [0])
-        varying = [{"encoder": c.model.encoder, "templates": c.templates, "seed": c.seed} for c in cfgs]
-        shown = [k for k in ("encoder", "templates", "seed") if len({v[k] for v in varying}) > 1] or ["encoder", "seed"]
-        varying = [{k: v[k] for k in shown} for v in varying]
-    planned = plan(cfgs, varying)
-    if dry_run or status:
-        for line in plan_lines(planned):
-            click.echo(line)
-        return
-    opts = {name: value for name, value in (("concurrent", concurrent), ("workers", workers), ("gpus", gpus),
-                                             ("launcher", launcher), ("gpus_per_run", gpus_per_run),
-                                             ("ray_address", ray_address)) if name in given}
-    settings = {**settings, **opts}
-    slurm_table = {**slurm_table, **dict(_slurm_pairs(slurm))}
-    from .app.sweep.launchers import launch
-
-    in_worker = "BENCH_SWEEP_WORKER" in os.environ  # a worker that --workers/--gpus started: its share only
-    outcomes = launch(planned, settings, slurm_table, argv=_ARGV, in_worker=in_worker, echo=click.echo,
-                      plugins=_plugin_args(_ARGV))
-    if in_worker:
-        return
-    from .results.columns import config_key
-    from .results.runs_csv import read_runs
-
-    keys = {(config_key(p.cfg), p.cfg.seed) for p in planned}
-    table = read_runs(planned[0].out)
-    if len(table) and "config_id" in table.columns:
-        mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in keys]
-        if mine:
-            _echo_summary(mine)
-    failed = [o for o in outcomes if o.status == "failed"]
-    unfinished = [o for o in outcomes if o.status == "unfinished"]
-    if failed:
-        click.echo(f"bench: {len(failed)} of {len(planned)} runs failed (errors in {planned[0].out}/sweep/failed/); "
-                   f"fix the cause and run the same command again to retry them", err=True)
-    if unfinished:
-        why = f" ({unfinished[0].error})" if unfinished[0].error else ""
-        click.echo(f"bench: {len(unfinished)} of {len(planned)} runs unfinished{why}; run the same command again to "
-                   f"continue them", err=True)
-    if failed or unfinished:
-        sys.exit(1)
+    request = SweepRequest(file=file, encoders=tuple(encoder), templates=tuple(templates), seeds=tuple(seeds),
+                           dry_run=dry_run, status=status, slurm=tuple(slurm), options=options, given=_typed(),
+                           argv=tuple(click.get_current_context().obj["argv"]))
+    code = sweep_command(request, _sweep_run_params(), echo=click.echo, echo_err=_echo_err)
+    if code:
+        sys.exit(code)
 
 
-def _config_from_point(path, point: dict, flags: dict, given: set, varying: list):
-    """One run's config: ``bench run``'s defaults < the sweep file's point < flags typed on the command line."""
-    import difflib
-
-    by_key = {_option_key(p): p for p in _SWEEP_RUN_PARAMS}
-    values = dict(flags)
-    values.update(encoder=None, templates="seed", seed=0)
-    ctx = click.get_current_context()
-    for key, value in point.items():
-        param = by_key.get(key)
-        if param is None:
-            close = difflib.get_close_matches(key, list(by_key), n=1)
-            hint = f"did you mean {close[0]}? " if close else ""
-            raise BenchError(f"{path}: unknown option {key!r}; {hint}a sweep file takes `bench run` options by their "
-                             f"long names with underscores (bench run --help)")
-        if param.name in given:
-            if key in varying:
-                raise BenchError(f"{path} sweeps {key}, and --{key.replace('_', '-')} was given too; drop one")
-            continue
-        values[param.name] = _convert(path, key, param, value, ctx)
-    return _config_from_flags(**values)
-
-
-def _effective(cfg, key: str):
-    """The value a run got for option ``key`` that its sweep-file point left out (the preset's or the default)."""
-    names = {"text_width": "width", "text_layers": "layers", "text_heads": "heads", "image_size": "image_resolution"}
-    for obj in (cfg, cfg.model, cfg.model.text):
-        if hasattr(obj, names.get(key, key)):
-            return getattr(obj, names.get(key, key))
-    return "default"
-
-
-def _option_key(param) -> str:
-    return max(param.opts, key=len).lstrip("-").replace("-", "_") if param.name not in ("encoder", "templates", "seed") \
-        else param.name
-
-
-def _convert(path, key: str, param, value, ctx):
-    """A sweep file's TOML value as the flag's own type would read it from the command line."""
-    if key == "encoder_opt":
-        if isinstance(value, dict):
-            return [f"{k}={json.dumps(v)}" for k, v in value.items()]
-        return [value] if isinstance(value, str) else [str(v) for v in value]
-    if param.multiple:
-        return [v for v in value.split(",") if v] if isinstance(value, str) else [str(v) for v in value]
-    if getattr(param, "is_flag", False) and not isinstance(value, bool):
-        raise BenchError(f"{path}: {key} = {value!r} must be true or false")
-    try:
-        return param.type.convert(value, param, ctx)
-    except click.BadParameter as exc:
-        raise BenchError(f"{path}: {key} = {value!r}: {exc.format_message()}") from None
-
-
-def _slurm_pairs(values):
-    for pair in values:
-        if "=" not in pair:
-            raise BenchError(f"--slurm {pair!r} is not KEY=VALUE; write it like --slurm partition=gpu")
-        key, value = pair.split("=", 1)
-        try:
-            yield key.strip(), json.loads(value)
-        except json.JSONDecodeError:
-            yield key.strip(), value
-
-
-_SWEEP_RUN_PARAMS: list = []  # bench run's options that a sweep takes per run (filled below)
+def _sweep_run_params() -> list:
+    """``bench run``'s options that a sweep takes per run (in its flags and its file)."""
+    return [p for p in run.params if p.name not in {"seeds", "resume"}]
 
 
 def _sweep_command() -> click.Command:
@@ -324,7 +158,6 @@ def _sweep_command() -> click.Command:
                      help="Vision encoders, comma-separated (bench list encoders), without FILE."),
         click.Option(["--templates"], callback=_split, multiple=True, help="Template sets, comma-separated [seed]."),
         click.Option(["--seeds"], callback=_split, multiple=True, help="Seeds, comma-separated [0]."),
-        click.Option(["--skip-existing"], is_flag=True, hidden=True, help="Kept for old scripts: now always so."),
         click.Option(["--dry-run"], is_flag=True, help="Print the plan (each run's id, state and what varies); run nothing."),
         click.Option(["--status"], is_flag=True, help="Print where each run of the plan stands (as --dry-run)."),
         click.Option(["--concurrent"], type=int, default=1, show_default=True,
@@ -340,7 +173,6 @@ def _sweep_command() -> click.Command:
                           "cluster=local, ... (also FILE's [slurm])."),
     ]
     shared = [p for p in run.params if p.name not in {"encoder", "templates", "seed", "seeds", "resume"}]
-    _SWEEP_RUN_PARAMS[:] = shared + [p for p in run.params if p.name in {"encoder", "templates", "seed"}]
     return click.Command("sweep", params=lists + shared, callback=sweep, help=sweep.__doc__,
                          short_help="Run a sweep file's plan, or encoders x template sets x seeds.")
 
@@ -368,40 +200,20 @@ cli.add_command(_sweep_command())
 @click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
 @click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
 @click.option("--out", type=click.Path(), help="Also write eval.csv, per-class accuracy and confusion matrices here.")
-def eval_(checkpoint, open_clip_model, pretrained, results_dir, templates, dataset, data_dir, limit_test, device, fmt,
-          per_template, evals, robust_limit, robust_severities, out):
+def eval_(fmt, **options):
     """Re-evaluate CHECKPOINT zero-shot: one row per template set (with its protocol).
 
     CHECKPOINT is a bench run's last.pt/best.pt or an OpenAI-format state dict (OpenAI's preprocessing). With
     --open-clip MODEL --pretrained TAG_OR_FILE, a pretrained open_clip model is evaluated the same way, with its
     own preprocessing, and recorded in --results' runs.csv next to trained runs.
     """
-    from .data.corruptions import parse_severities
-    from .evaluation import parse_evals
-    from .evaluation.suite import SuiteOptions
+    from .app.eval_command import eval_command
+    from .app.tables import format_table
 
-    if (checkpoint is None) == (open_clip_model is None):
-        raise BenchError("bench eval takes a CHECKPOINT or --open-clip MODEL --pretrained TAG_OR_FILE (one of them)")
-    if pretrained is not None and open_clip_model is None:
-        raise BenchError("--pretrained goes with --open-clip MODEL; a bench checkpoint is given as CHECKPOINT")
-    if robust_limit is not None and robust_limit < 1:
-        raise BenchError(f"--robust-limit must be at least 1, got {robust_limit}")
-    suite = SuiteOptions(evals=parse_evals(evals), robust_limit=robust_limit,
-                         robust_severities=parse_severities(robust_severities))
-    common = dict(templates=templates or None, data_dir=data_dir, limit_test=limit_test, device=device,
-                  per_template=per_template, suite=suite, out=out)
-    if open_clip_model is not None:
-        from .app.evaluate_pretrained import evaluate_open_clip
-
-        table = evaluate_open_clip(open_clip_model, pretrained, dataset=dataset or "cifar10", results=results_dir,
-                                   **common)
-        click.echo(_format(table, fmt))
-        click.echo(f"{len(set(table['templates']))} row(s) -> {Path(results_dir) / 'runs.csv'}", err=True)
-        return
-    from .app.evaluate import evaluate_checkpoint
-
-    table = evaluate_checkpoint(checkpoint, dataset=dataset, **common)
-    click.echo(_format(table, fmt))
+    table, recorded = eval_command(**options)
+    click.echo(format_table(table, fmt))
+    if recorded is not None:
+        click.echo(f"{len(set(table['templates']))} row(s) -> {recorded}", err=True)
 
 
 # --- result tables: bench results, bench compare, bench report ----------------------------------------------
@@ -420,31 +232,11 @@ def eval_(checkpoint, open_clip_model, pretrained, results_dir, templates, datas
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
 @click.option("--rebuild", is_flag=True,
               help="Rebuild --results' runs.csv from its runs' records (runs/*/result.json), then print it.")
-def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate_, long_, limit, fmt, rebuild):
+def results(**options):
     """Print result tables (SOURCES: results folders, runs.csv files, run folders or run ids; default --results)."""
-    from .app.validation import check_positive
-    from .results.lookup import combine, load_sources
-    from .results.views import display_table
+    from .app.tables import show_results
 
-    check_positive("--limit", limit)
-    if rebuild:
-        from .results.runs_csv import rebuild_runs
-
-        if not (Path(results_dir) / "runs").is_dir():
-            raise BenchError(f"{results_dir} has no runs/ folder to rebuild runs.csv from; pass the results folder "
-                             f"with --results")
-        done = rebuild_runs(results_dir)
-        kept = f", the old table kept as {done['backup'].name}" if done["backup"] else ""
-        click.echo(f"rebuilt {results_dir}/runs.csv: {done['rows']} runs, {done['added']} added from records, "
-                   f"{done['dropped']} dropped (damaged or repeated){kept}", err=True)
-    if not sources and not (Path(results_dir) / "runs.csv").is_file():
-        raise BenchError(f"no results table at {results_dir}/runs.csv; run `bench run` first, or pass a results "
-                         f"folder, results file, run folder or run id")
-    table = combine(load_sources(sources or [results_dir], results_dir)).table
-    shown = display_table(table, wheres=wheres, sort_by=sort_by, descending=None if ascending is None else not ascending,
-                          columns=columns, aggregate_=aggregate_, long_=long_, limit=limit, pretty=fmt == "markdown")
-    # numbers are already formatted (42.0 stays 42.0): stop tabulate from re-parsing them
-    click.echo(shown.to_markdown(index=False, disable_numparse=True) if fmt == "markdown" else _format(shown, fmt))
+    show_results(**options, echo=click.echo, echo_err=_echo_err)
 
 
 @cli.command(name="compare")
@@ -463,39 +255,17 @@ def results(sources, results_dir, wheres, sort_by, ascending, columns, aggregate
 @click.option("--correct", type=click.Choice(["none", "holm"]), default="none", show_default=True,
               help="Adjust p-values across the metrics of each comparison (holm: family-wise error rate).")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
-def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fail_on_significant, alpha, correct, fmt):
+def compare_(**options):
     """Compare runs A B [C...] side by side: the first is the baseline; configurations are joined, seeds pooled.
 
     Differences get Welch's t-test over seeds and, for zero-shot top-1, a paired test over the test images
     (docs/evaluation.md).
     """
-    from .results.compare import (
-        check_alpha,
-        compare,
-        parse_fail_on,
-        render_markdown,
-        split_sides,
-    )
-    from .results.lookup import load_sources
-    from .results.views import filter_rows
+    from .app.tables import compare_sides
 
-    thresholds = parse_fail_on(fail_on)
-    check_alpha(alpha)
-    if fail_on_significant and not thresholds:
-        raise BenchError("--fail-on-significant refines --fail-on; add a threshold, e.g. --fail-on zeroshot_top1:0 "
-                         "--fail-on-significant to fail on any significant drop of top-1")
-    sources = load_sources(sides, results_dir)
-    for source in sources:
-        source.table = filter_rows(source.table, wheres)
-    result = compare(split_sides(sources, split_by), metrics=metrics or None, on=on or None, fail_on=thresholds,
-                     alpha=alpha, correct=correct, fail_on_significant=fail_on_significant)
-    for warning in result.warnings:
-        click.echo(f"bench: warning: {warning}", err=True)
-    click.echo(render_markdown(result) if fmt == "markdown" else _format(result.rows, fmt))
-    if result.failures:
-        for failure in result.failures:
-            click.echo(f"bench: compare failed: {failure}", err=True)
-        sys.exit(1)
+    code = compare_sides(**options, echo=click.echo, echo_err=_echo_err)
+    if code:
+        sys.exit(code)
 
 
 @cli.command(name="report")
@@ -507,13 +277,9 @@ def compare_(sides, results_dir, split_by, on, wheres, metrics, fail_on, fail_on
 @click.option("--title", help="Report title.")
 def report(runs, out, results_dir, wheres, title):
     """Write a markdown report with figures for RUNS (results folders, files, run folders or run ids)."""
-    from .results.lookup import combine, load_sources
-    from .results.report import build_report
-    from .results.views import filter_rows
+    from .app.tables import write_report
 
-    source = combine(load_sources(runs or [results_dir], results_dir))
-    source.table = filter_rows(source.table, wheres)
-    paths = build_report([source], out, title=title)
+    paths = write_report(runs, out, results_dir, wheres, title)
     click.echo(f"wrote {paths[0]} and {len(paths) - 1} figures")
 
 
@@ -535,29 +301,23 @@ def predict(checkpoint, images, top_k, templates, device):
 @click.option("--json", "as_json", is_flag=True, help="Name, version, hooks, load error and registrations as JSON.")
 def plugins(as_json):
     """List every plugin with what it registered."""
-    from .host.manager import get_host
+    from .app.catalog import plugin_lines
 
-    infos = get_host().plugins()
-    if as_json:
-        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
-        return
-    for info in infos:
-        origin = "built-in" if info.builtin else f"version {info.version or '?'}"
-        click.echo(f"{info.name} ({origin})" + (f"  ERROR: {info.error}" if info.error else ""))
-        for kind, names in info.registered.items():
-            if names:
-                click.echo(f"  {kind}: {', '.join(names)}")
+    for line in plugin_lines(as_json):
+        click.echo(line)
 
 
 @cli.command(name="list")
 @click.argument("kind", type=click.Choice(["encoders", "tokenizers", "templates", "datasets"]))
 @click.option("--filter", "pattern", help="fnmatch pattern, e.g. 'timm/*'.")
-def list_(kind, pattern):
+@click.option("--count-params", is_flag=True,
+              help="Encoders whose plugin declares no parameter count: build each on PyTorch's meta device to count "
+                   "it (imports torch: seconds).")
+def list_(kind, pattern, count_params):
     """List registered names with their summaries (encoders: family, parameters at embed width 512, source)."""
-    from .app.catalog import format_entries
-    from .host.manager import get_registry
+    from .app.catalog import listing
 
-    for line in format_entries(get_registry(), kind, pattern):
+    for line in listing(kind, pattern, count=count_params):
         click.echo(line)
 
 
@@ -575,57 +335,18 @@ def list_(kind, pattern):
               help="CLIP step with the two towers on two CUDA streams (CUDA only).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--steps", type=int, help="Timed steps (default 20 on CUDA, 5 on CPU).")
-@click.option("--warmup", type=int, help="Untimed steps first (default 10 on CUDA, 2 on CPU).")
+@click.option("--untimed-steps", type=int, help="Steps run first and not timed (default 10 on CUDA, 2 on CPU).")
 @click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE")
 @click.option("--embed-dim", type=int, default=512, show_default=True)
 @click.option("--text-width", type=int, default=512, show_default=True)
 @click.option("--text-layers", type=int, default=6, show_default=True)
 @click.option("--text-heads", type=int, default=8, show_default=True)
 @click.option("--out", default="results", show_default=True, help="Appends rows to OUT/throughput.csv.")
-def throughput(encoders, mode, compile_, encoder_opts, out, **flags):
+def throughput(encoders, mode, compile_, out, **flags):
     """Images/s, step time, memory, params and GFLOPs of encoders on synthetic inputs."""
-    from .atomic_files import check_writable_folder
-    from .config import parse_opts
-    from .perf.throughput import append_rows, resolve, run_throughput, summary
+    from .perf.throughput import throughput_command
 
-    cfg, names = resolve(encoders, compile=compile_, encoder_opts=parse_opts(encoder_opts), **flags)
-    path = check_writable_folder(out) / "throughput.csv"
-    table = run_throughput(cfg, names, mode, on_row=lambda row: click.echo(
-        f"{row['encoder']} {row['component']}/{row['mode']}: " + (f"error {row['error']}" if row["error"] else
-                                                                  f"{row['samples_per_s']:.1f} samples/s"), err=True))
-    append_rows(table, path)
-    click.echo(_format(summary(table), "markdown"))
-    click.echo(f"{len(table)} rows ({int(table['error'].notna().sum())} failed) -> {path}")
-
-
-def _format(table, fmt: str) -> str:
-    if fmt == "csv":
-        return table.to_csv(index=False).rstrip()
-    if fmt == "json":
-        return table.to_json(orient="records", indent=2)
-    return table.to_markdown(index=False)  # through tabulate, a declared dependency
-
-
-def _plugin_args(argv) -> tuple[list, list]:
-    """The --plugins-dir and -p/--plugin values of a command line (sweep workers elsewhere load the same)."""
-    dirs, modules = [], []
-    for i, arg in enumerate(argv):
-        for flag, target in (("--plugins-dir", dirs), ("--plugin", modules), ("-p", modules)):
-            if arg == flag and i + 1 < len(argv):
-                target.append(argv[i + 1])
-            elif arg.startswith(flag + "="):
-                target.append(arg.split("=", 1)[1])
-    return dirs, modules
-
-
-def _preload_plugins(argv):
-    """Load --plugins-dir / -p plugins before click parses, so their commands exist."""
-    from .host.manager import build_host, set_host
-
-    dirs, modules = _plugin_args(argv)
-    host = build_host(plugins_dirs=dirs, modules=modules)
-    set_host(host)
-    return host
+    throughput_command(encoders, mode, out, compile=compile_, echo=click.echo, echo_err=_echo_err, **flags)
 
 
 def build_cli(host) -> click.Group:
@@ -636,15 +357,15 @@ def build_cli(host) -> click.Group:
     return group
 
 
-_ARGV: list[str] = []  # this invocation's arguments: sweep workers are started with the same command line
-
-
 def main(argv=None):
+    """``bench ARGV...``: plugins named on the command line load first, so that their commands exist; the
+    command line travels down in click's context object (sweep workers run it again)."""
+    from .host.manager import host_for
+
     argv = list(sys.argv[1:] if argv is None else argv)
-    _ARGV[:] = argv
     try:
-        group = build_cli(_preload_plugins(argv))
-        group.main(args=argv, prog_name="bench", standalone_mode=False)
+        group = build_cli(host_for(argv))
+        group.main(args=argv, prog_name="bench", standalone_mode=False, obj={"argv": argv})
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:

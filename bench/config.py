@@ -63,7 +63,7 @@ class RunConfig:
     batch_size: int = 32  # images per optimizer step (per process)
     lr: float = 1e-4  # AdamW peak learning rate
     weight_decay: float = 0.01  # AdamW decoupled weight decay
-    warmup_steps: int = 0  # linear warm-up steps before the cosine decay
+    warmup_steps: int = 0  # learning-rate warm-up: linear steps before the decay (--lr-warmup-steps)
     loss: str = "clip"  # "clip" (symmetric InfoNCE) or "multipositive" (same class = positive)
     label_smoothing: float = 0.0  # mix each row's target with the uniform one over the batch (0: off)
     crop_pad: int = 4  # zero padding of the random crop (the reference recipe's padded crop); 0: flip only
@@ -89,7 +89,7 @@ class RunConfig:
     lookahead: float = 0.0
     # train this many steps of a throwaway copy on random images first (compilation, cuDNN autotuning, CUDA
     # start-up), outside train_seconds, as airbench times warm runs; the run's numbers are unchanged. 0: off
-    warm_up: int = not_in_id(0)
+    prewarm_steps: int = not_in_id(0)
     seed: int = not_in_id(0)  # seed of initialisation, data order, augmentation and template choice
     device: str = not_in_id("auto")  # "auto" (cuda if available), "cpu", "cuda", "cuda:N"
     # "auto" (bf16 autocast on a CUDA GPU with bf16, fp16 with loss scaling on one without, fp32 on CPU), "fp32",
@@ -175,11 +175,11 @@ def parse_opts(pairs) -> tuple:
 
 
 def make_config(preset: str = "reference", model: dict | None = None, **overrides) -> RunConfig:
-    """Defaults < preset < ``overrides`` (None values are ignored, so unset flags keep the preset's value)."""
-    if preset not in PRESETS:
-        from .host.registry import unknown_name_message
+    """Defaults < preset < ``overrides`` (None values are ignored, so unset flags keep the preset's value).
 
-        raise BenchError(unknown_name_message("preset", preset, sorted(PRESETS)))
+    Builds without checking: ``preset`` must be a key of :data:`PRESETS`, and the values are checked where a run
+    takes them (:mod:`bench.app.validation`), so this module stays free of registry and evaluation code.
+    """
     values = dict(PRESETS[preset])
     preset_encoder = values.pop("encoder", None)
     values.update({k: v for k, v in overrides.items() if v is not None})
@@ -188,86 +188,4 @@ def make_config(preset: str = "reference", model: dict | None = None, **override
         model.setdefault("encoder", preset_encoder)
     text = {k: model.pop(k) for k in list(model) if k in {f.name for f in dataclasses.fields(TextCfg)}}
     model_cfg = ModelCfg(text=TextCfg(**text), **model)
-    return validate_config(RunConfig(model=model_cfg, preset=preset, **values))
-
-
-# the largest --lr each optimizer takes: AdamW's steps are lr-sized; SGD's are lr x gradient, and the contrastive
-# loss's gradients are small
-MAX_LR = {"adamw": 1, "sgd": 100, "muon": 100}
-OPTIMIZERS = tuple(MAX_LR)
-
-
-def validate_config(cfg: RunConfig) -> RunConfig:
-    """Reject values no run can use, before any work starts."""
-
-    px, text = cfg.model.image_resolution, cfg.model.text
-    checks = [
-        *model_size_checks(px, cfg.model.embed_dim, text.width, text.heads, text.layers),  # first: px is used below
-        (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
-        (cfg.batch_size >= 2, f"--batch-size must be at least 2 (a contrastive batch needs negatives), got {cfg.batch_size}"),
-        (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}"),
-        (0 < cfg.lr <= MAX_LR.get(cfg.optimizer, 1),
-         f"--lr must be in (0, {MAX_LR.get(cfg.optimizer, 1)}]"
-         f"{'' if cfg.optimizer == 'adamw' else f' with --optimizer {cfg.optimizer}'}, got {cfg.lr}"),
-        (0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}"),
-        (0 < cfg.muon_lr <= 100, f"--muon-lr must be in (0, 100], got {cfg.muon_lr}"),
-        (0 <= cfg.muon_momentum < 1, f"--muon-momentum must be in [0, 1), got {cfg.muon_momentum}"),
-        (cfg.optimizer == "adamw" or cfg.text_lr is not None,
-         f"--optimizer {cfg.optimizer} trains the text tower with AdamW: give its learning rate with --text-lr "
-         f"(e.g. 2e-3)"),
-        (cfg.text_lr is None or 0 < cfg.text_lr <= 1, f"--text-lr must be in (0, 1] (AdamW), got {cfg.text_lr}"),
-        (cfg.text_weight_decay is None or 0 <= cfg.text_weight_decay <= 1,
-         f"--text-weight-decay must be in [0, 1], got {cfg.text_weight_decay}"),
-        (0 < cfg.norm_lr_scale <= 1000, f"--norm-lr-scale must be in (0, 1000], got {cfg.norm_lr_scale}"),
-        (cfg.warm_up >= 0, f"--warm-up must be a number of steps >= 0, got {cfg.warm_up}"),
-        (0 <= cfg.lookahead < 1, f"--lookahead must be in [0, 1) (a per-step decay such as 0.95; 0: off), got "
-                                 f"{cfg.lookahead}"),
-        (0 <= cfg.weight_decay <= 1, f"--weight-decay must be in [0, 1], got {cfg.weight_decay}"),
-        (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {cfg.warmup_steps}"),
-        (cfg.limit_train is None or cfg.limit_train >= 1, f"--limit-train must be at least 1, got {cfg.limit_train}"),
-        (cfg.limit_test is None or cfg.limit_test >= 1, f"--limit-test must be at least 1, got {cfg.limit_test}"),
-        (cfg.eval_every >= 1, f"--eval-every must be at least 1, got {cfg.eval_every}"),
-        (cfg.log_every >= 1, f"--log-every must be at least 1, got {cfg.log_every}"),
-        (cfg.precision in ("auto", "fp32", "bf16", "fp16"),
-         f"--precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}"),
-        (cfg.loss in ("clip", "multipositive"), f"--loss must be clip or multipositive, got {cfg.loss!r}"),
-        (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
-        (0 <= cfg.crop_pad < px, f"--crop-pad must be in [0, {px}) for {px}-pixel images, got {cfg.crop_pad}"),
-        (0 <= cfg.cutout <= px, f"--cutout must be in [0, {px}] for {px}-pixel images, got {cfg.cutout}"),
-        (cfg.flip in ("random", "alternate"), f"--flip must be random or alternate, got {cfg.flip!r}"),
-        (cfg.schedule in ("cosine", "linear"), f"--schedule must be cosine or linear, got {cfg.schedule!r}"),
-        (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
-        (cfg.robust_limit is None or cfg.robust_limit >= 1, f"--robust-limit must be at least 1, got {cfg.robust_limit}"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise BenchError(message)
-    from .data.corruptions import parse_severities
-    from .evaluation import parse_evals
-    from .results.loggers import check_loggers
-
-    parse_evals(cfg.evals)
-    check_loggers(cfg.log)
-    parse_severities(cfg.robust_severities)
-    check_device(cfg.device)
-    return cfg
-
-
-def model_size_checks(image_size: int, embed_dim: int, text_width: int, text_heads: int,
-                      text_layers: int) -> list[tuple[bool, str]]:
-    """``(ok, message)`` for the model sizes ``bench run`` and ``bench throughput`` both take from flags."""
-    return [
-        (image_size >= 8, f"--image-size must be at least 8, got {image_size}"),
-        (embed_dim >= 1, f"--embed-dim must be at least 1, got {embed_dim}"),
-        (text_width >= 1, f"--text-width must be at least 1, got {text_width}"),
-        (text_heads >= 1, f"--text-heads must be at least 1, got {text_heads}"),
-        (text_width % max(text_heads, 1) == 0,
-         f"--text-width ({text_width}) must be a multiple of --text-heads ({text_heads})"),
-        (text_layers >= 1, f"--text-layers must be at least 1, got {text_layers}"),
-    ]
-
-
-
-def check_device(name: str):
-    if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
-        raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return RunConfig(model=model_cfg, preset=preset, **values)

@@ -99,7 +99,8 @@ def check_encoder(target, embed_dim: int = 32, image_size: int = 32, batch: int 
     Checks: the factory returns an ``nn.Module``; images ``(N, 3, H, W)`` float32 map to finite float32
     ``(N, embed_dim)``; every trainable parameter gets a gradient; seeded construction is reproducible;
     eval-mode outputs are deterministic and do not depend on the rest of the batch; a state dict loads
-    strictly into a fresh instance and reproduces the outputs; float64 weights give float64 outputs.
+    strictly into a fresh instance and reproduces the outputs; float64 weights give float64 outputs; for a
+    registered name, a declared ``params`` equals the tower's count at ``bench list``'s size (embed width 512).
     """
     import torch
     from torch import nn
@@ -158,7 +159,30 @@ def check_encoder(target, embed_dim: int = 32, image_size: int = 32, batch: int 
         double = _attempt(report, "float64", lambda: model.double()(x.double()))
         if double is not None:
             report.check("float64", double.dtype == torch.float64, f"float64 weights and input gave {double.dtype}")
+    if isinstance(target, str):
+        _check_declared_params(report, _plugins.get_entry("encoders", target))
     return report
+
+
+def _check_declared_params(report: Report, entry):
+    """The ``params`` a registration declares (what ``bench list encoders`` shows) is the built tower's count."""
+    from .app.catalog import LISTING_SIZE, declared_params, encoder_params
+
+    if "params" not in entry.meta:
+        return
+    declared = declared_params(entry)
+    if not report.check("declared params", declared is not None,
+                        f"params={entry.meta['params']!r} is not a whole number of parameters"):
+        return
+    counted = encoder_params(entry)  # on the meta device, else built for real
+    if counted is None:
+        tower = _attempt(report, "declared params", lambda: entry.factory(*LISTING_SIZE))
+        if tower is None:
+            return
+        counted = sum(p.numel() for p in tower.parameters())
+    report.check("declared params", counted == declared,
+                 f"registered params={declared:,}, but the tower at embed width {LISTING_SIZE[0]} and "
+                 f"{LISTING_SIZE[1]} px has {counted:,}")
 
 
 # -- tokenizers --------------------------------------------------------------------------------------------

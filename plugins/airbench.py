@@ -166,12 +166,12 @@ def register_encoders(register):
              "airbench94-style net: 2x2 stem, conv groups 64/256/256 with max-pool, frozen-scale BatchNorm, GELU, "
              "global max-pool, linear to embed; eval averages image and mirror (flip_tta=True), and one-pixel shifts "
              "(translate_tta=True); whiten=True: a frozen patch-whitening stem set from the training images",
-             family="convnet", source="bench (after KellerJordan/cifar10-airbench)")
+             family="convnet", source="bench (after KellerJordan/cifar10-airbench)", params=2_101_304)
     register("airbench_wide", _factory("airbench_wide", (96, 384, 384), True),
              "airbench at widths 96/384/384 (the fast preset's tower); eval averages mirror and one-pixel shifts, as "
              "airbench94's default evaluation (translate_tta=True)",
-             family="convnet", source="bench (after KellerJordan/cifar10-airbench)")
+             family="convnet", source="bench (after KellerJordan/cifar10-airbench)", params=4_617_144)
     register("airbench96", _factory("airbench96", (128, 384, 512), True, 3),
              "airbench96's net (the fast96 preset's tower): groups of three convs with a residual, widths "
              "128/384/512; eval averages mirror and one-pixel shifts", family="convnet",
-             source="bench (after KellerJordan/cifar10-airbench)")
+             source="bench (after KellerJordan/cifar10-airbench)", params=10_175_800)

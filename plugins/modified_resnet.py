@@ -36,8 +36,8 @@ def register_encoders(register):
     register("modified_resnet", _modified_resnet("openai"),
              "OpenAI CLIP ModifiedResNet, layers (2,2,2,2), width 32: 3-conv stem, anti-aliased strides, "
              "attention pool (the reference; at 32 px it pools a 1x1 map)",
-             family="resnet", source="bench (OpenAI CLIP)")
+             family="resnet", source="bench (OpenAI CLIP)", params=7_174_960)
     register("modified_resnet_cifar", _modified_resnet("cifar"),
              "ModifiedResNet with a full-resolution stem for 32 px (stride-1 first conv, no stem pool): "
              "8x downsampling, attention pool over a 4x4 map",
-             family="resnet", source="bench")
+             family="resnet", source="bench", params=7_190_320)

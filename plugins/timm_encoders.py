@@ -60,6 +60,13 @@ CURATED = {
     "mobilenetv3_large_100": ("mobilenetv3_large_100", "mobilenet", {}, _stem_stride_1("conv_stem"), "stride-1 stem conv: 2x2 final map"),
     "regnetx_002": ("regnetx_002", "regnet", {}, _stem_stride_1("stem.conv"), "RegNetX-200MF, stride-1 stem conv: 2x2 final map"),
 }
+# each tower's parameter count at embed width 512 and 32 px, which `bench list encoders` shows without importing
+# timm (a test builds every tower and checks these counts)
+PARAMS = {
+    "resnet18": 11_430_976, "resnet34": 21_539_136, "resnet50": 24_548_928, "convnext_atto": 3_537_520,
+    "convnext_femto": 5_028_384, "vit_tiny_patch4_32": 5_459_136, "vit_small_patch4_32": 21_535_104,
+    "efficientnet_b0": 4_662_908, "mobilenetv3_large_100": 4_857_392, "regnetx_002": 2_504_208,
+}
 
 
 def _curated_factory(model_name, timm_kwargs, stem):
@@ -73,10 +80,9 @@ def _curated_factory(model_name, timm_kwargs, stem):
 
 def _any_timm(model_name: str):
     """Resolve ``timm:<model_name>`` to a factory; unknown names fail here, before any data is read."""
-    from bench.clip.timm_model import require_timm
-    from bench.errors import UnknownNameError
+    import timm
 
-    timm = require_timm()
+    from bench.errors import UnknownNameError
 
     if not timm.is_model(model_name):
         import difflib
@@ -100,7 +106,7 @@ def register_encoders(register):
     for name, (model_name, family, kwargs, stem, change) in CURATED.items():
         register(f"timm/{name}", _curated_factory(model_name, kwargs, stem),
                  f"timm {model_name}, random init; 32 px: {change}; avg pool + linear projection",
-                 family=family, source=source)
+                 family=family, source=source, params=PARAMS[name])
     register("timm:", _any_timm,
              "any timm model by name, random init, timm's own stem (no 32 px surgery), img_size passed when "
              "the model takes it; avg pool + linear projection; --encoder-opt goes to timm.create_model",

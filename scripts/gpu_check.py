@@ -46,14 +46,14 @@ MAIN_ENCODERS = ["modified_resnet", "modified_resnet_cifar", "airbench", "airben
 AIRBENCH_SGD = ["--encoder-opt", "whiten=true", "--flip", "alternate", "--schedule", "linear", "--optimizer", "sgd",
                 "--lr", "1", "--weight-decay", "0.005", "--text-lr", "2e-3", "--text-weight-decay", "0.05"]
 AIRBENCH_MUON = [*AIRBENCH_SGD[:7], "muon", *AIRBENCH_SGD[8:]]
-E10 = ["--epochs", "10", "--warmup-steps", "49"]  # the records' epoch count, half an epoch of warm-up
+E10 = ["--epochs", "10", "--lr-warmup-steps", "49"]  # the records' epoch count, half an epoch of lr warm-up
 # (name, flags added to the fast preset), shortest first: what is left of the budget runs as many as fit
 FAST_VARIANTS = [("fast_muon_e10", AIRBENCH_MUON + E10), ("fast_sgd_e10", AIRBENCH_SGD + E10),
                  ("fast_muon_e16", AIRBENCH_MUON + ["--epochs", "16"]),
                  ("fast_muon_e30", AIRBENCH_MUON + ["--epochs", "30"]),
                  ("fast_muon", AIRBENCH_MUON), ("fast_sgd", AIRBENCH_SGD),
-                 # compiled towers inside the CUDA graph, compiled in the warm-up (outside train_seconds)
-                 ("fast_muon_e10_compile", AIRBENCH_MUON + E10 + ["--compile", "--warm-up", "10"])]
+                 # compiled towers inside the CUDA graph, compiled in the prewarm (outside train_seconds)
+                 ("fast_muon_e10_compile", AIRBENCH_MUON + E10 + ["--compile", "--prewarm-steps", "10"])]
 OPTIONAL_ENCODERS = ["timm/resnet18", "timm/convnext_atto", "timm/vit_tiny_patch4_32"]  # when registered (issue 3)
 DEFAULT_STAGES = "graph_check,reference,fast,throughput,ddp,variants"
 # issue 15's check, about 7 minutes: bash scripts/gpu_check.sh --only fast,fast_seeds,fast96,throughput,variants
@@ -524,7 +524,7 @@ def main(argv=None) -> int:
     fast = py + ["-m", "bench", "run", "--preset", "fast", "--device", device, "--no-checkpoints", "--no-progress",
                  *data_args, "--out", str(work / "fast")]
     tiny_fast = TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--limit-train", "64", "--limit-test", "64",
-                              "--batch-size", "32", "--epochs", "1", "--warmup-steps", "1"] if args.tiny else []
+                              "--batch-size", "32", "--epochs", "1", "--lr-warmup-steps", "1"] if args.tiny else []
     fast += tiny_fast + speed_flags
     if "fast" in only:
         record = check.run("fast_preset", fast, cap=90)
@@ -536,12 +536,12 @@ def main(argv=None) -> int:
             history.to_csv(out / "fast_history.csv", index=False)
 
     # 4b. issue 15's figures: fast over 5 seeds and fast96 over 3, each in one bench run --seeds process, timed as
-    # airbench times (--warm-up: autotuning and start-up on random images first, outside train_seconds)
+    # airbench times (--prewarm-steps: autotuning and start-up on random images first, outside train_seconds)
     for name, preset, seeds, cap in (("fast_seeds", "fast", "0,1,2,3,4", 220), ("fast96", "fast96", "0,1,2", 240)):
         if name in only:
             cmd = py + ["-m", "bench", "run", "--preset", preset, "--device", device, "--no-checkpoints",
                         "--no-progress", *data_args, "--out", str(work / name), "--seeds",
-                        "0,1" if args.tiny else seeds, "--warm-up", "2" if args.tiny else "10", *tiny_fast,
+                        "0,1" if args.tiny else seeds, "--prewarm-steps", "2" if args.tiny else "10", *tiny_fast,
                         *speed_flags]
             record = check.run(name, cmd, cap=cap)
             results[name] = seeds_summary(work / name / "runs.csv", record["seconds"])
@@ -553,7 +553,7 @@ def main(argv=None) -> int:
     table_path = out / "throughput.csv"
     rows_before = sum(1 for _ in open(table_path)) - 1 if table_path.is_file() else 0
     tp = py + ["-m", "bench", "throughput", "--device", device, "--out", str(out)]
-    tp_tiny = TINY_MODEL + ["--steps", "1", "--warmup", "0", "--batch-size", "4"] if args.tiny else []
+    tp_tiny = TINY_MODEL + ["--steps", "1", "--untimed-steps", "0", "--batch-size", "4"] if args.tiny else []
     bf16_b32 = ["--batch-size", "32", "--precision", "bf16", "--channels-last"]
     runs = [("throughput_main", ["--encoder", ",".join(MAIN_ENCODERS), "--mode", "both", *bf16_b32]),
             ("throughput_reference_one_stream", ["--encoder", "modified_resnet", "--mode", "train", *bf16_b32,
@@ -598,7 +598,7 @@ def main(argv=None) -> int:
         slices = [("deterministic_reference", ["--preset", "reference", "--epochs", "1", "--limit-train", "8192",
                                                "--limit-test", "2000"], tiny_model + tiny, 50),
                   ("deterministic_fast", ["--preset", "fast", "--epochs", "2"],
-                   TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--warmup-steps", "1"] + tiny, 20)]
+                   TINY_MODEL + ["--encoder-opt", "widths=[8,16,16]", "--lr-warmup-steps", "1"] + tiny, 20)]
         for name, flags, tiny_flags, every in slices:
             flags = flags + ["--device", device, *data_args, *speed_flags] + (tiny_flags if args.tiny else [])
             every = 3 if args.tiny else every

@@ -238,20 +238,20 @@ def test_a_run_with_test_time_augmentation_also_reports_top1_without_it(tmp_path
     assert "zeroshot_top1_no_tta" not in pd.read_csv(tmp_path / "plain" / "runs.csv").columns
 
 
-def test_a_process_warm_up_leaves_the_run_bit_identical(tmp_path, run_cli):
-    """--warm-up 3 trains a throwaway copy first (here airbench with its whitening stem, on Muon, so every kind of
-    state is touched); the run's metrics, loss curve and final weights equal those of the same command without it,
-    and its row says how long the warm-up took, outside train_seconds."""
+def test_a_process_prewarm_leaves_the_run_bit_identical(tmp_path, run_cli):
+    """--prewarm-steps 3 trains a throwaway copy first (here airbench with its whitening stem, on Muon, so every
+    kind of state is touched); the run's metrics, loss curve and final weights equal those of the same command
+    without it, and its row says how long the prewarm took, outside train_seconds."""
     flags = ["--encoder", "airbench", "--encoder-opt", "widths=[8,16,16]", "--encoder-opt", "whiten=true",
              "--optimizer", "muon", "--lr", "0.5", "--text-lr", "1e-3", "--dataset", "synthetic", "--epochs", "2",
              "--limit-train", "64", "--limit-test", "64", "--batch-size", "16", "--device", "cpu", *TINY[:8]]
-    for name, extra in (("plain", []), ("warm", ["--warm-up", "3"])):
+    for name, extra in (("plain", []), ("warm", ["--prewarm-steps", "3"])):
         code, _, err = run_cli("run", *flags, *extra, "--out", tmp_path / name)
         assert code == 0, err
     plain, warm = (pd.read_csv(tmp_path / n / "runs.csv").iloc[0] for n in ("plain", "warm"))
     for column in ("zeroshot_top1", "zeroshot_top5", "final_train_loss", "config_id"):
         assert plain[column] == warm[column], column
-    assert plain["warmup_seconds"] == 0 and warm["warmup_seconds"] > 0
+    assert plain["prewarm_seconds"] == 0 and warm["prewarm_seconds"] > 0
     weights = [torch.load(next((tmp_path / n / "runs").iterdir()) / "last.pt", weights_only=True)["model"]
                for n in ("plain", "warm")]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

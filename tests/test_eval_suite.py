@@ -41,8 +41,7 @@ def test_seeds_suite_sweep_and_eval(tmp_path, run_cli):
 
     # an interrupted or extended sweep: seeds 0 and 1 are there, only seed 2 runs (--evals is not part of the
     # configuration, so leaving it out here still matches the runs above)
-    code, stdout, err = run_cli("sweep", "--encoder", "modified_resnet", "--seeds", "0,1,2", "--skip-existing",
-                                *COMMON, "--no-checkpoints", "--out", out)
+    code, stdout, err = run_cli("sweep", "--encoder", "modified_resnet", "--seeds", "0,1,2", *COMMON, "--no-checkpoints", "--out", out)
     assert code == 0, err
     assert stdout.count("skipped") == 2 and len(pd.read_csv(out / "runs.csv")) == 3
 

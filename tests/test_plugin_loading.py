@@ -49,8 +49,9 @@ def test_example_plugin_trains_through_an_installed_entry_point(run_cli, site, m
 def test_dash_p_imports_a_module_from_the_path(run_cli, site):
     """`-p module` registers a module importable from sys.path."""
     write_plugin(site, "linear_plugin", GOOD_ENCODER.format(name="linear"))
-    code, out, err = run_cli("-p", "linear_plugin", "list", "encoders", "--filter", "linear")
-    # the parameter count is at the default embed width: 3*32*32*512 weights + 512 biases
+    code, out, err = run_cli("-p", "linear_plugin", "list", "encoders", "--filter", "linear", "--count-params")
+    # the plugin declares no count, so --count-params builds it: at the default embed width, 3*32*32*512 weights
+    # + 512 biases
     assert code == 0 and out.splitlines()[1].split()[:4] == ["linear", "linear", "1,573,376", "tests"], err
 
 

@@ -31,7 +31,7 @@ def test_config_key_ignores_seed_and_output_but_not_the_recipe():
 
 
 def test_config_key_survives_a_new_config_field_with_a_default():
-    """Adding a field to RunConfig must not re-key existing results (or --skip-existing would rerun them)."""
+    """Adding a field to RunConfig must not re-key existing results (or a sweep would rerun them)."""
     @dataclass(frozen=True)
     class Extended(RunConfig):
         new_knob: int = 3
@@ -119,7 +119,7 @@ def test_config_id_leaves_out_every_option_resume_may_change_and_only_the_marked
     assert excluded == {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
                         "eval_every", "channels_last", "evals", "robust_limit", "robust_severities",
                         "cudnn_benchmark", "deterministic", "checkpoint_every", "log", "wandb_project",
-                        "wandb_entity", "warm_up"}
+                        "wandb_entity", "prewarm_steps"}
     base = make_config("reference")
     for changed in (dict(out="elsewhere"), dict(progress=True), dict(checkpoint_every=100), dict(seed=3),
                     dict(log=("tensorboard", "wandb"), wandb_project="p")):

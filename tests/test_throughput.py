@@ -24,7 +24,7 @@ def test_throughput_command_writes_rows_with_provenance_and_keeps_failures(run_c
 
     monkeypatch.setattr(throughput, "measure", measure_or_fail)
     args = ["throughput", "--encoder", "modified_resnet,airbench", "--device", "cpu", "--batch-size", "4",
-            "--steps", "1", "--warmup", "0", *TEXT, "--out", "res"]
+            "--steps", "1", "--untimed-steps", "0", *TEXT, "--out", "res"]
     code, out, err = run_cli(*args, "--encoder-opt", "width=8")
     assert code == 2 and "airbench" in err and "width" in err and len(err.strip().splitlines()) == 1
     assert not Path("res/throughput.csv").exists()  # checked before the first encoder was timed
@@ -43,7 +43,7 @@ def test_throughput_command_writes_rows_with_provenance_and_keeps_failures(run_c
     assert table["git_commit"].notna().all() and (table["device"] == "cpu").all()
     assert "| modified_resnet" in out
     code, _, _ = run_cli("throughput", "--encoder", "modified_resnet", "--mode", "infer", "--device", "cpu",
-                         "--steps", "1", "--warmup", "0", "--encoder-opt", "width=8", *TEXT, "--out", "res")
+                         "--steps", "1", "--untimed-steps", "0", "--encoder-opt", "width=8", *TEXT, "--out", "res")
     assert code == 0 and len(pd.read_csv("res/throughput.csv")) == 9  # appended; the old rows are kept
 
 
@@ -91,8 +91,8 @@ def test_measure_records_the_retry(monkeypatch):
         return real(cfg, model, batch, device, train)
 
     monkeypatch.setattr(tp, "_vision_step", flaky)
-    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=8, steps=1, warmup=0, embed_dim=32, text_width=32,
-                        text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
+    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=8, steps=1, untimed_steps=0, embed_dim=32,
+                        text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
     row = measure(cfg, "vision", "infer")
     assert (row["batch_size"], row["oom_retries"]) == (2, 2)
 
@@ -104,8 +104,8 @@ def test_kernels_per_step_counts_the_work_one_step_launches():
 
     counts = []
     for layers in (1, 2, 3):
-        cfg = ThroughputCfg(encoder="modified_resnet", batch_size=4, steps=1, warmup=0, embed_dim=32, text_width=32,
-                            text_heads=2, text_layers=layers, encoder_opts=(("width", 8),))
+        cfg = ThroughputCfg(encoder="modified_resnet", batch_size=4, steps=1, untimed_steps=0, embed_dim=32,
+                            text_width=32, text_heads=2, text_layers=layers, encoder_opts=(("width", 8),))
         counts.append(measure(cfg, "clip", "train")["kernels_per_step"])
     assert counts[0] > 100 and counts[1] - counts[0] == counts[2] - counts[1] > 0, counts
     x = torch.randn(8, 8)

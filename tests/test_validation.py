@@ -80,7 +80,7 @@ RUN = ["run", *FLAGS, "--out", "{out}"]
 PLAIN = [f for i, f in enumerate(FLAGS) if f != "--encoder-opt" and (i == 0 or FLAGS[i - 1] != "--encoder-opt")]
 RUN_ENC = ["run", *PLAIN, "--out", "{out}"]
 SWEEP = ["sweep", "--encoder", "modified_resnet", *FLAGS, "--out", "{out}"]
-THROUGHPUT = ["throughput", "--device", "cpu", "--steps", "1", "--warmup", "0", "--embed-dim", "32", "--text-width",
+THROUGHPUT = ["throughput", "--device", "cpu", "--steps", "1", "--untimed-steps", "0", "--embed-dim", "32", "--text-width",
               "32", "--text-layers", "1", "--text-heads", "2", "--out", "{tmp}/tp"]
 COMPARE = ["compare", "{out}", "{out}"]
 REPORT = ["report", "{out}", "--out", "{tmp}/report"]
@@ -110,7 +110,7 @@ CASES = [
     ("zero-muon-lr", RUN + ["--muon-lr", "0"], "--muon-lr must be in (0, 100]", None),
     ("whiten-bias-epochs", RUN + ["--encoder", "airbench", "--encoder-opt", "whiten_bias_epochs=-1"],
      "whiten_bias_epochs", None),
-    ("negative-warm-up", RUN + ["--warm-up", "-1"], "--warm-up must be a number of steps >= 0", None),
+    ("negative-prewarm", RUN + ["--prewarm-steps", "-1"], "--prewarm-steps must be a number of steps >= 0", None),
     ("zero-norm-lr-scale", RUN + ["--norm-lr-scale", "0"], "--norm-lr-scale must be in (0, 1000]", None),
     ("lookahead-one", RUN + ["--lookahead", "1"], "--lookahead must be in [0, 1)", None),
     ("full-label-smoothing", RUN + ["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)", None),
@@ -119,7 +119,7 @@ CASES = [
     ("zero-limit-train", RUN + ["--limit-train", "0"], "--limit-train must be at least 1", None),
     ("negative-limit-test", RUN + ["--limit-test", "-5"], "--limit-test must be at least 1", None),
     ("zero-eval-every", RUN + ["--eval-every", "0"], "--eval-every must be at least 1", None),
-    ("negative-warmup", RUN + ["--warmup-steps", "-1"], "--warmup-steps must be >= 0", None),
+    ("negative-lr-warmup", RUN + ["--lr-warmup-steps", "-1"], "--lr-warmup-steps must be >= 0", None),
     ("negative-seed", RUN + ["--seed", "-1"], "--seed must be >= 0", None),
     ("unknown-device", RUN + ["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N", None),
     ("heads-vs-width", RUN + ["--text-heads", "3"], "must be a multiple of --text-heads (3)", None),
@@ -279,7 +279,7 @@ CASES = [
     # -- bench throughput --
     ("throughput-zero-batch", THROUGHPUT + ["--batch-size", "0"], "--batch-size must be at least 2", None),
     ("throughput-zero-steps", THROUGHPUT + ["--steps", "0"], "--steps must be at least 1", None),
-    ("throughput-negative-warmup", THROUGHPUT + ["--warmup", "-1"], "--warmup must be >= 0", None),
+    ("throughput-negative-untimed", THROUGHPUT + ["--untimed-steps", "-1"], "--untimed-steps must be >= 0", None),
     ("throughput-zero-embed-dim", THROUGHPUT + ["--embed-dim", "0"], "--embed-dim must be at least 1", None),
     ("throughput-zero-text-width", THROUGHPUT + ["--text-width", "0"], "--text-width must be at least 1", None),
     ("throughput-zero-text-layers", THROUGHPUT + ["--text-layers", "0"], "--text-layers must be at least 1", None),

@@ -1,3 +1,5 @@
 """The application layer: one run as phases (``run``), resume, sweeps, evaluating saved checkpoints, the
-catalog ``bench list`` shows, and the input checks run before any work. Imports everything below the CLI.
+catalog ``bench list`` shows, the checks of every option run before any work (``validation``), and what each
+command does with its parsed options (``run_command``, ``sweep.command``, ``eval_command``, ``tables``), so the
+CLI only declares and wires. Imports everything below the CLI.
 """

@@ -13,7 +13,7 @@ from ..atomic_files import check_writable_folder
 from ..clip.model import create_model_from_cfg
 from ..clip.pretrained import is_openai_state_dict, load_openai_state_dict
 from ..clip.templates import fill, validated_templates
-from ..config import RunConfig, check_device
+from ..config import RunConfig
 from ..data.loader import to_device_uint8
 from ..distributed.world import resolve_device
 from ..engine.build import autocast_dtype_for
@@ -25,7 +25,7 @@ from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.run_folder import confusion_frame, write_csv
 from ..safe_load import load_checkpoint
-from .validation import check_data_dir, check_positive
+from .validation import check_data_dir, check_device, check_positive
 
 
 def load_model(path, device, ckpt: dict | None = None) -> tuple[torch.nn.Module, RunConfig, dict]:

@@ -11,11 +11,12 @@ import json
 import os
 from pathlib import Path
 
-from ..config import RunConfig, validate_config
+from ..config import RunConfig
 from ..engine.checkpoint import FORMAT
 from ..errors import BenchError
 from ..results.runs_csv import append_run, read_table
 from ..safe_load import load_checkpoint
+from .validation import validate_config
 
 # how a run reports (progress bars, live curves): a restarted run takes the new values
 REPORTING = ("progress", "log", "wandb_project", "wandb_entity")

@@ -200,13 +200,14 @@ class Run:
             with GLOBAL_RNG, torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                 torch.manual_seed(cfg.seed)
                 setup(self.loader.images)
-        spare = copy.deepcopy(model) if cfg.warm_up else None  # before the engine changes it (compact rows, compile)
+        # the prewarm trains a copy made before the engine changes the model (compact rows, compile)
+        spare = copy.deepcopy(model) if cfg.prewarm_steps else None
         self.engine = engine = build_engine(model, prompt_tokens, recipe, world)
         self.state, self.autocast_dtype, self.channels_last = engine.state, engine.autocast_dtype, engine.channels_last
-        self.warmup_seconds = 0.0
+        self.prewarm_seconds = 0.0
         if spare is not None:  # the same step on a throwaway copy, alone on its rank (no DDP, no collectives)
-            self.warmup_seconds = prewarm(build_engine(spare, prompt_tokens, recipe), self.loader, cfg.warm_up,
-                                          cfg.seed)
+            self.prewarm_seconds = prewarm(build_engine(spare, prompt_tokens, recipe), self.loader,
+                                           cfg.prewarm_steps, cfg.seed)
         self.test_images = to_device_uint8(parts.test.images, device)
         self.test_labels = torch.as_tensor(parts.test.labels, device=device)
 
@@ -352,7 +353,7 @@ class Run:
         history = pd.DataFrame(self.state.history)
         row = self._row(metrics, history)
         row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes,
-                   warmup_seconds=round(self.warmup_seconds, 3))  # --warm-up: before the clock of train_seconds
+                   prewarm_seconds=round(self.prewarm_seconds, 3))  # --prewarm-steps: before train_seconds' clock
         row.update(self._without_tta())
         if not world.is_main:
             return row

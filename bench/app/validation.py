@@ -1,7 +1,9 @@
-"""Input checks that run before any work: each failure is one BenchError naming the problem and the fix.
+"""The checks of every command's options, run before any work: each failure is one BenchError naming the
+problem and the fix.
 
-Nothing here writes: the results folder is inspected, not created, so a rejected command leaves every
-file as it was. Range checks of the run config itself live in :func:`bench.config.validate_config`.
+Nothing here writes: the results folder is inspected, not created, so a rejected command leaves every file as
+it was. :func:`validate_config` holds the range checks of a run configuration (:class:`bench.config.RunConfig`
+is built unchecked), :func:`check_run_inputs` what a run needs beyond them (names, folders, encoder options).
 """
 from __future__ import annotations
 
@@ -10,11 +12,100 @@ import math
 from pathlib import Path
 
 from ..atomic_files import check_writable_folder
+from ..config import PRESETS
 from ..errors import BenchError, one_line_cause
+from ..host.registry import unknown_name_message
+
+# the largest --lr each optimizer takes: AdamW's steps are lr-sized; SGD's are lr x gradient, and the contrastive
+# loss's gradients are small
+MAX_LR = {"adamw": 1, "sgd": 100, "muon": 100}
+OPTIMIZERS = tuple(MAX_LR)
+
+
+def check_preset(preset: str):
+    """A preset name typed by the user (a saved run's ``preset`` is only a label of where its recipe came from)."""
+    if preset not in PRESETS:
+        raise BenchError(unknown_name_message("preset", preset, sorted(PRESETS)))
+
+
+def validate_config(cfg):
+    """Reject values no run can use, before any work starts; returns ``cfg``."""
+    px, text = cfg.model.image_resolution, cfg.model.text
+    checks = [
+        *model_size_checks(px, cfg.model.embed_dim, text.width, text.heads, text.layers),  # first: px is used below
+        (cfg.epochs >= 1, f"--epochs must be at least 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 2, f"--batch-size must be at least 2 (a contrastive batch needs negatives), got {cfg.batch_size}"),
+        (cfg.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {cfg.optimizer!r}"),
+        (0 < cfg.lr <= MAX_LR.get(cfg.optimizer, 1),
+         f"--lr must be in (0, {MAX_LR.get(cfg.optimizer, 1)}]"
+         f"{'' if cfg.optimizer == 'adamw' else f' with --optimizer {cfg.optimizer}'}, got {cfg.lr}"),
+        (0 <= cfg.momentum < 1, f"--momentum must be in [0, 1), got {cfg.momentum}"),
+        (0 < cfg.muon_lr <= 100, f"--muon-lr must be in (0, 100], got {cfg.muon_lr}"),
+        (0 <= cfg.muon_momentum < 1, f"--muon-momentum must be in [0, 1), got {cfg.muon_momentum}"),
+        (cfg.optimizer == "adamw" or cfg.text_lr is not None,
+         f"--optimizer {cfg.optimizer} trains the text tower with AdamW: give its learning rate with --text-lr "
+         f"(e.g. 2e-3)"),
+        (cfg.text_lr is None or 0 < cfg.text_lr <= 1, f"--text-lr must be in (0, 1] (AdamW), got {cfg.text_lr}"),
+        (cfg.text_weight_decay is None or 0 <= cfg.text_weight_decay <= 1,
+         f"--text-weight-decay must be in [0, 1], got {cfg.text_weight_decay}"),
+        (0 < cfg.norm_lr_scale <= 1000, f"--norm-lr-scale must be in (0, 1000], got {cfg.norm_lr_scale}"),
+        (cfg.prewarm_steps >= 0, f"--prewarm-steps must be a number of steps >= 0, got {cfg.prewarm_steps}"),
+        (0 <= cfg.lookahead < 1, f"--lookahead must be in [0, 1) (a per-step decay such as 0.95; 0: off), got "
+                                 f"{cfg.lookahead}"),
+        (0 <= cfg.weight_decay <= 1, f"--weight-decay must be in [0, 1], got {cfg.weight_decay}"),
+        (cfg.warmup_steps >= 0, f"--lr-warmup-steps must be >= 0, got {cfg.warmup_steps}"),
+        (cfg.limit_train is None or cfg.limit_train >= 1, f"--limit-train must be at least 1, got {cfg.limit_train}"),
+        (cfg.limit_test is None or cfg.limit_test >= 1, f"--limit-test must be at least 1, got {cfg.limit_test}"),
+        (cfg.eval_every >= 1, f"--eval-every must be at least 1, got {cfg.eval_every}"),
+        (cfg.log_every >= 1, f"--log-every must be at least 1, got {cfg.log_every}"),
+        (cfg.precision in ("auto", "fp32", "bf16", "fp16"),
+         f"--precision must be auto, fp32, bf16 or fp16, got {cfg.precision!r}"),
+        (cfg.loss in ("clip", "multipositive"), f"--loss must be clip or multipositive, got {cfg.loss!r}"),
+        (0 <= cfg.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}"),
+        (0 <= cfg.crop_pad < px, f"--crop-pad must be in [0, {px}) for {px}-pixel images, got {cfg.crop_pad}"),
+        (0 <= cfg.cutout <= px, f"--cutout must be in [0, {px}] for {px}-pixel images, got {cfg.cutout}"),
+        (cfg.flip in ("random", "alternate"), f"--flip must be random or alternate, got {cfg.flip!r}"),
+        (cfg.schedule in ("cosine", "linear"), f"--schedule must be cosine or linear, got {cfg.schedule!r}"),
+        (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
+        (cfg.robust_limit is None or cfg.robust_limit >= 1, f"--robust-limit must be at least 1, got {cfg.robust_limit}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise BenchError(message)
+    from ..data.corruptions import parse_severities
+    from ..evaluation import parse_evals
+    from ..results.loggers import check_loggers
+
+    parse_evals(cfg.evals)
+    check_loggers(cfg.log)
+    parse_severities(cfg.robust_severities)
+    check_device(cfg.device)
+    return cfg
+
+
+def model_size_checks(image_size: int, embed_dim: int, text_width: int, text_heads: int,
+                      text_layers: int) -> list[tuple[bool, str]]:
+    """``(ok, message)`` for the model sizes ``bench run`` and ``bench throughput`` both take from flags."""
+    return [
+        (image_size >= 8, f"--image-size must be at least 8, got {image_size}"),
+        (embed_dim >= 1, f"--embed-dim must be at least 1, got {embed_dim}"),
+        (text_width >= 1, f"--text-width must be at least 1, got {text_width}"),
+        (text_heads >= 1, f"--text-heads must be at least 1, got {text_heads}"),
+        (text_width % max(text_heads, 1) == 0,
+         f"--text-width ({text_width}) must be a multiple of --text-heads ({text_heads})"),
+        (text_layers >= 1, f"--text-layers must be at least 1, got {text_layers}"),
+    ]
+
+
+def check_device(name: str):
+    if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
+        raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
 
 
 def check_run_inputs(cfg):
-    """What ``bench run`` needs beyond ``validate_config``: checkpoint options, encoder options, folders."""
+    """Everything a run's options must pass before it starts: :func:`validate_config`, then checkpoint options,
+    encoder options, logger packages and folders."""
+    validate_config(cfg)
     if cfg.checkpoint_every < 0:
         raise BenchError(f"--checkpoint-every must be >= 0 steps (0 = only at the end of each epoch), "
                          f"got {cfg.checkpoint_every}")

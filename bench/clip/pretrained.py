@@ -94,18 +94,9 @@ def _normalization(mean, std) -> str:
     return "mean=" + ",".join(f"{m:.4g}" for m in mean) + " std=" + ",".join(f"{s:.4g}" for s in std)
 
 
-def _open_clip():
-    try:
-        import open_clip
-    except ImportError as exc:  # a declared dependency, so only a broken install gets here
-        raise BenchError(f"--open-clip needs open_clip_torch ({one_line_cause(exc)}); reinstall bench: pip install -e .") \
-            from None
-    return open_clip
-
-
 def resolve_open_clip_name(name: str) -> str:
     """An open_clip model name, or a model-config JSON file (open_clip's format) registered under its stem."""
-    open_clip = _open_clip()
+    import open_clip  # here, not at the top: it takes seconds, and only --open-clip needs it
     path = Path(name).expanduser()
     if name.endswith(".json"):
         if not path.is_file():
@@ -124,7 +115,7 @@ def load_open_clip(name: str, pretrained: str | None, device) -> tuple[Preproces
     """The open_clip model ``name`` with weights from a pretrained tag (downloaded by open_clip) or a local file
     (a state dict, or an open_clip training checkpoint); returns the adapted model, its tokenizer and what the
     protocol records (its name, image size, interpolation, normalisation, weights file)."""
-    open_clip = _open_clip()
+    import open_clip
     name = resolve_open_clip_name(name)
     weights_file = _weights_file(pretrained)
     if weights_file is None and pretrained is not None and not name.startswith(HUB_SCHEMES):

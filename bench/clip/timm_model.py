@@ -15,6 +15,7 @@ import math
 from collections import OrderedDict
 from typing import Callable
 
+import timm
 import torch
 from torch import nn
 
@@ -25,18 +26,7 @@ POOLS = ("avg", "max", "avgmax", "token", "abs_attn", "rot_attn", "")  # "" = th
 PROJS = ("linear", "mlp", "none")
 
 
-def require_timm():
-    """The timm module, or a BenchError with the pip hint (bench imports timm only to build timm encoders)."""
-    try:
-        import timm
-    except ImportError:
-        raise BenchError("timm encoders need timm, which is not installed; pip install timm") from None
-    return timm
-
-
 def _create_trunk(model_name: str, image_size: int, timm_kwargs: dict) -> nn.Module:
-    timm = require_timm()
-
     if timm_kwargs.pop("pretrained", False):
         raise BenchError(f"timm model {model_name!r}: pretrained weights are never loaded (bench runs offline); "
                          f"drop --encoder-opt pretrained=...")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import regex as re
 import torch
+from ftfy import fix_text as _fix_text
 
 from ..errors import BenchError
 
@@ -45,13 +46,6 @@ def bytes_to_unicode():
 
 def get_pairs(word):
     return {(a, b) for a, b in zip(word[:-1], word[1:])}
-
-
-try:
-    from ftfy import fix_text as _fix_text
-except ImportError:  # e.g. a GPU machine without ftfy: prompts here are plain text, which ftfy leaves unchanged
-    def _fix_text(text: str) -> str:
-        return text
 
 
 def clean(text: str) -> str:

@@ -136,7 +136,7 @@ def reduce_epoch_stats(stats: dict, world: World) -> dict:
 
 
 def resolve_device(name: str) -> torch.device:
-    """``name`` as :func:`bench.config.check_device` accepts it (the caller checks it first), resolved on this
+    """``name`` as :func:`bench.app.validation.check_device` accepts it (the caller checks it first), resolved on this
     machine: ``auto`` picks CUDA when torch sees a GPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -20,7 +20,9 @@ def register_encoders(register):
 
     :param register: ``register(name, factory, summary, **meta)``; ``factory(embed_dim, image_size, **opts)``
         returns an ``nn.Module`` mapping images ``(N, 3, H, W)`` to features ``(N, embed_dim)``.
-        Optional ``meta``: ``family`` (e.g. ``"resnet"``), ``source`` (where it comes from).
+        Optional ``meta``: ``family`` (e.g. ``"resnet"``), ``source`` (where it comes from), ``params`` (the
+        tower's parameter count at embed width 512 and 32 px, which ``bench list encoders`` shows without
+        building it; ``bench.testing.check_encoder`` checks it against the built tower).
     """
 
 

@@ -256,6 +256,27 @@ def build_host(plugins_dirs=(), modules=(), entry_points: bool = True, strict: b
     return host
 
 
+def plugin_options(argv) -> tuple[list[str], list[str]]:
+    """The ``--plugins-dir`` and ``-p/--plugin`` values of a ``bench`` command line: read before click parses it,
+    so that plugins' commands exist, and handed to sweep workers elsewhere, which load the same plugins."""
+    dirs, modules = [], []
+    for i, arg in enumerate(argv):
+        for flag, target in (("--plugins-dir", dirs), ("--plugin", modules), ("-p", modules)):
+            if arg == flag and i + 1 < len(argv):
+                target.append(argv[i + 1])
+            elif arg.startswith(flag + "="):
+                target.append(arg.split("=", 1)[1])
+    return dirs, modules
+
+
+def host_for(argv) -> Host:
+    """Build the process-wide host with the plugins a ``bench`` command line names, and install it."""
+    dirs, modules = plugin_options(argv)
+    host = build_host(plugins_dirs=dirs, modules=modules)
+    set_host(host)
+    return host
+
+
 def get_host() -> Host:
     """The process-wide host, built on first use."""
     global _HOST

@@ -1,6 +1,6 @@
 """Throughput of encoders: the vision tower alone and the whole CLIP training step, on synthetic inputs.
 
-Follows timm's ``benchmark.py``: inputs built on the device, warm-up steps apart from timed ones, the
+Follows timm's ``benchmark.py``: inputs built on the device, untimed steps apart from timed ones, the
 clock picked once (CUDA events per step on a GPU, ``perf_counter`` on a CPU), flat rows with a fixed
 column order, and on out-of-memory a retry at a smaller batch that the row records. Unlike timm's bulk
 mode, a failed benchmark stays in the table with its ``error``.
@@ -31,7 +31,7 @@ from ..errors import BenchError
 COLUMNS = [
     "encoder", "component", "mode", "batch_size", "requested_batch_size", "oom_retries", "precision",
     "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "samples_per_s",
-    "step_ms_median", "step_ms_p90", "steps", "warmup", "peak_mem_mb", "params", "gflops_per_sample",
+    "step_ms_median", "step_ms_p90", "steps", "untimed_steps", "peak_mem_mb", "params", "gflops_per_sample",
     "kernels_per_step", "error", "time",
     "torch_version", "cuda_version", "git_commit", "git_dirty", "hostname", "command",
 ]
@@ -43,12 +43,12 @@ class ThroughputCfg:
     batch_size: int = 32  # samples per step, before any out-of-memory retry
     precision: str = "fp32"  # "fp32", "bf16" or "fp16" autocast (fp16 with bench run's loss scaling)
     channels_last: bool = True  # channels_last inputs and weights, on CUDA only (as bench run)
-    compile: bool = False  # torch.compile the model (compile time is in the warm-up, not the timing)
+    compile: bool = False  # torch.compile the model (compile time is in the untimed steps, not the timing)
     cuda_graph: bool = True  # on CUDA, the CLIP training step as one replayed graph (as bench run does)
     tower_streams: bool = True  # on CUDA, the two towers on two streams (as bench run does)
     device: str = "cpu"
     steps: int = 10  # timed steps
-    warmup: int = 3  # untimed steps first (autotuning, allocation, compilation)
+    untimed_steps: int = 3  # steps run before the timed ones and not timed (autotuning, allocation, compilation)
     image_size: int = 32
     embed_dim: int = 512
     text_width: int = 512
@@ -282,7 +282,7 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
         flops = count_flops(step)  # also the first warm-up step: eager, before any graph capture
         step()  # compiles, with --compile
         kernels = count_kernels(step, device)  # the third step: still eager, every kernel compiled and tuned
-        for _ in range(max(cfg.warmup, 4 if graph else 0)):  # a graph is captured after 3 eager steps
+        for _ in range(max(cfg.untimed_steps, 4 if graph else 0)):  # a graph is captured after 3 eager steps
             step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -364,9 +364,9 @@ def summary(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def resolve(encoders: str, device: str = "auto", precision: str | None = None, steps: int | None = None,
-            warmup: int | None = None, **kwargs) -> tuple[ThroughputCfg, list[str]]:
+            untimed_steps: int | None = None, **kwargs) -> tuple[ThroughputCfg, list[str]]:
     """Validate command-line values into a config and a list of encoder names (``all``: every registered one)."""
-    from ..config import check_device, model_size_checks
+    from ..app.validation import check_device, model_size_checks
     from ..distributed.world import resolve_device
     from ..host.manager import get_entry, get_registry
 
@@ -380,13 +380,34 @@ def resolve(encoders: str, device: str = "auto", precision: str | None = None, s
         get_entry("encoders", name)  # unknown names fail here, listing what exists
     cfg = ThroughputCfg(device=str(dev), precision=precision or precision_name(autocast_dtype_for("auto", dev)),
                         steps=steps if steps is not None else (20 if cuda else 5),
-                        warmup=warmup if warmup is not None else (10 if cuda else 2), **kwargs)
+                        untimed_steps=untimed_steps if untimed_steps is not None else (10 if cuda else 2), **kwargs)
     checks = [(cfg.batch_size >= 2, f"--batch-size must be at least 2, got {cfg.batch_size}"),
               (cfg.steps >= 1, f"--steps must be at least 1, got {cfg.steps}"),
-              (cfg.warmup >= 0, f"--warmup must be >= 0, got {cfg.warmup}"),
+              (cfg.untimed_steps >= 0, f"--untimed-steps must be >= 0, got {cfg.untimed_steps}"),
               (cfg.precision in DTYPES, f"--precision must be fp32, bf16 or fp16, got {cfg.precision!r}"),
               *model_size_checks(cfg.image_size, cfg.embed_dim, cfg.text_width, cfg.text_heads, cfg.text_layers)]
     for ok, message in checks:
         if not ok:
             raise BenchError(message)
     return cfg, names
+
+
+def throughput_command(encoders: str, mode: str, out, encoder_opts=(), echo=print, echo_err=print,
+                       **options) -> pd.DataFrame:
+    """``bench throughput``: check the options, time every encoder (a line per measurement), append the rows to
+    ``out/throughput.csv`` and print their summary. ``encoder_opts``: ``KEY=VALUE`` strings."""
+    from ..atomic_files import check_writable_folder
+    from ..config import parse_opts
+
+    cfg, names = resolve(encoders, encoder_opts=parse_opts(encoder_opts), **options)
+    path = check_writable_folder(out) / "throughput.csv"
+
+    def line(row):
+        echo_err(f"{row['encoder']} {row['component']}/{row['mode']}: "
+                 + (f"error {row['error']}" if row["error"] else f"{row['samples_per_s']:.1f} samples/s"))
+
+    table = run_throughput(cfg, names, mode, on_row=line)
+    append_rows(table, path)
+    echo(summary(table).to_markdown(index=False))
+    echo(f"{len(table)} rows ({int(table['error'].notna().sum())} failed) -> {path}")
+    return table

@@ -7,7 +7,7 @@ out=results/comparison
 nice -n 10 python -m bench sweep --encoder modified_resnet,modified_resnet_cifar --templates seed --seeds 0,1,2 \
   --dataset cifar10 --limit-train 2500 --limit-test 1000 --epochs 1 \
   --evals retrieval,probe,robustness --robust-limit 250 --robust-severities 1,3,5 \
-  --log-every 5 --no-progress --skip-existing --out "$out"
+  --log-every 5 --no-progress --out "$out"
 for run in "$out"/runs/*/; do
   id=$(basename "$run")
   python -m bench eval "$run/best.pt" --templates seed,openai --per-template --out "$out/template_ablation/$id" \

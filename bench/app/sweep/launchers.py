@@ -18,73 +18,41 @@ from pathlib import Path
 
 from ...errors import BenchError
 from .in_process import Outcome, SweepProgress, run_plan, run_planned
+from .placement import SLURM_PARAMETERS, WORKER_VARIABLE, Placement
 from .plan import DONE, FAILED, RUNNING, Planned, run_state
 
-SLURM_PARAMETERS = {  # [slurm] keys -> submitit's AutoExecutor parameters
-    "partition": "slurm_partition", "time_min": "timeout_min", "gpus_per_job": "gpus_per_node",
-    "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb", "account": "slurm_account", "qos": "slurm_qos",
-    "constraint": "slurm_constraint", "array_parallelism": "slurm_array_parallelism", "setup": "slurm_setup",
-}
 
-
-def launch(planned: list[Planned], settings: dict, slurm: dict, argv, in_worker: bool, echo=print,
+def launch(planned: list[Planned], placement: Placement, argv, in_worker: bool, echo=print,
            plugins=((), ())) -> list[Outcome]:
-    """Run ``planned`` where ``settings`` (the sweep file's [sweep] table, flags over it) say."""
-    concurrent = int(settings.get("concurrent", 1))
-    launcher = settings.get("launcher", "local")
-    if launcher not in ("local", "ray", "slurm"):
-        raise BenchError(f"launcher must be local, ray or slurm, got {launcher!r}")
-    if in_worker or launcher == "local":
-        gpus = None if in_worker else _gpu_list(settings.get("gpus"), planned)
-        workers = 1 if in_worker else int(settings.get("workers") or (len(gpus) if gpus else 1))
-        if workers < 1:
-            raise BenchError(f"--workers must be at least 1, got {workers}")
-        if workers == 1:
-            return run_plan(planned, concurrent, echo)
-        return local_workers(planned, argv, workers, gpus, echo)
+    """Run ``planned`` where ``placement`` says (checked by :func:`.placement.check_placement`, except in a worker:
+    its parent checked it); ``argv``: this command line, which local workers run again."""
+    if in_worker:  # a worker that --workers/--gpus started: its share of the plan, in this process
+        return run_plan(planned, placement.concurrent, echo)
+    if placement.launcher == "local":
+        if placement.workers == 1 and not placement.gpus:  # a GPU named with --gpus is a worker's only GPU
+            return run_plan(planned, placement.concurrent, echo)
+        return local_workers(planned, argv, placement.workers, placement.gpus, echo)
     remote = [_portable(p) for p in planned]
-    if launcher == "ray":
-        return ray_sweep(remote, settings, plugins, echo)
-    return slurm_sweep(remote, slurm, concurrent, plugins, echo)
-
-
-def _gpu_list(value, planned: list[Planned]) -> list[str] | None:
-    """``--gpus 0,1`` / ``all``; by default every visible GPU when there are several and runs use CUDA."""
-    if value is None:
-        if not any(p.cfg.device in ("auto", "cuda") for p in planned):
-            return None
-        n = _visible_gpus()
-        return [str(i) for i in range(n)] if n > 1 else None
-    if str(value) == "all":
-        n = _visible_gpus()
-        if not n:
-            raise BenchError("--gpus all: torch sees no GPU; leave --gpus out (or use --workers) on a CPU machine")
-        return [str(i) for i in range(n)]
-    gpus = [g.strip() for g in str(value).split(",") if g.strip()]
-    if not gpus or not all(g.isdigit() for g in gpus):
-        raise BenchError(f"--gpus takes GPU indices separated by commas (0,1,...) or all, got {value!r}")
-    return gpus
-
-
-def _visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if placement.launcher == "ray":
+        return ray_sweep(remote, placement, plugins, echo)
+    return slurm_sweep(remote, placement.slurm or {}, placement.concurrent, plugins, echo)
 
 
 def worker_env(index: int, gpu: str | None) -> dict:
-    """The environment of sweep worker ``index`` (``bench sweep --workers/--gpus``): one GPU each, if given."""
-    env = dict(os.environ, BENCH_SWEEP_WORKER=str(index))
+    """The environment of sweep worker ``index`` (``bench sweep --workers/--gpus``): one GPU each, if given.
+
+    ``gpu`` counts the GPUs this process sees, as torch numbers them; under a ``CUDA_VISIBLE_DEVICES`` of its own
+    the worker gets the device that index stands for."""
+    env = {**os.environ, WORKER_VARIABLE: str(index)}
     if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
+        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = visible[int(gpu)] if int(gpu) < len(visible) else gpu
     return env
 
 
 def local_workers(planned: list[Planned], argv, workers: int, gpus: list[str] | None, echo=print) -> list[Outcome]:
     """``workers`` copies of this command, each seeing one GPU (round robin over ``gpus``), sharing the plan
     through the run claims; their lines come through prefixed with the worker's number."""
-    if gpus and any(p.cfg.device.startswith("cuda:") for p in planned):
-        raise BenchError("--gpus gives each worker one GPU as cuda:0; drop --device cuda:N (use auto or cuda)")
     procs = []
     for i in range(workers):
         gpu = gpus[i % len(gpus)] if gpus else None
@@ -165,20 +133,15 @@ def _outcome(planned: dict[str, Planned], result: dict) -> Outcome:
                    result.get("seconds", 0.0))
 
 
-def ray_sweep(planned: list[Planned], settings: dict, plugins, echo=print) -> list[Outcome]:
-    """Each run not yet done as one Ray task with ``gpus_per_run`` GPUs (a fraction shares a GPU)."""
+def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print) -> list[Outcome]:
+    """Each run not yet done as one Ray task with ``placement.gpus_per_run`` GPUs (a fraction shares a GPU)."""
     try:
         import ray
     except ImportError:
         raise BenchError("--launcher ray needs Ray; install it with: pip install 'bench[ray]'") from None
-    import torch
 
-    gpus_per_run = settings.get("gpus_per_run")
-    if gpus_per_run is None:
-        gpus_per_run = 1 if torch.cuda.is_available() else 0
-    if not 0 <= float(gpus_per_run) <= 8:
-        raise BenchError(f"--gpus-per-run must be between 0 and 8, got {gpus_per_run}")
-    address = settings.get("ray_address")
+    gpus_per_run = placement.gpus_per_run or 0
+    address = placement.ray_address
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  **({} if address else {"num_cpus": os.cpu_count()}))
@@ -239,21 +202,14 @@ class SlurmJob:
 
 
 def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, echo=print) -> list[Outcome]:
-    """The runs not yet done as a submitit job array, ``runs_per_job`` runs per job; waits for every job."""
+    """The runs not yet done as a submitit job array, ``runs_per_job`` runs per job; waits for every job.
+    ``slurm``: the settings :func:`.placement.read_placement` checked."""
     try:
         import submitit
     except ImportError:
         raise BenchError("--launcher slurm needs submitit; install it with: pip install 'bench[slurm]'") from None
-    unknown = [k for k in slurm if k not in (*SLURM_PARAMETERS, "cluster", "runs_per_job", "folder")]
-    if unknown:
-        raise BenchError(f"unknown slurm setting {unknown[0]!r}; use {', '.join(sorted(SLURM_PARAMETERS))}, cluster, "
-                         f"runs_per_job or folder")
-    runs_per_job = int(slurm.get("runs_per_job", 1))
-    if runs_per_job < 1:
-        raise BenchError(f"slurm runs_per_job must be at least 1, got {runs_per_job}")
+    runs_per_job = slurm.get("runs_per_job", 1)
     cluster = slurm.get("cluster")
-    if cluster not in (None, "slurm", "local", "debug"):
-        raise BenchError(f"slurm cluster must be slurm, local or debug, got {cluster!r}")
     folder = Path(slurm.get("folder") or Path(planned[0].cfg.out) / "sweep" / "slurm" / "%j")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name="bench-sweep", **{SLURM_PARAMETERS[k]: v for k, v in slurm.items()

@@ -17,8 +17,9 @@
     concurrent = 4
     [slurm]             # --launcher slurm: partition, time_min, gpus_per_job, runs_per_job, ...
 
-This module only reads the file into plain option dicts; it knows no option's meaning. The command line checks
-every name and value against ``bench run``'s options and builds the configurations from them.
+This module only reads the file into plain option dicts; it knows no option's meaning. :mod:`.points` checks
+every name and value against ``bench run``'s options and builds the configurations from them; :mod:`.placement`
+checks [sweep] and [slurm].
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ...errors import BenchError
+from .placement import SLURM_KEYS, SWEEP_KEYS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -35,9 +37,6 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 TABLES = ("base", "grid", "exclude", "include", "sweep", "slurm")
-SWEEP_KEYS = ("concurrent", "workers", "gpus", "launcher", "gpus_per_run", "ray_address")
-SLURM_KEYS = ("cluster", "partition", "time_min", "gpus_per_job", "runs_per_job", "cpus_per_task", "mem_gb",
-              "account", "qos", "constraint", "array_parallelism", "folder", "setup")
 
 
 @dataclass

@@ -1,0 +1,36 @@
+"""``bench eval`` from its parsed options: a bench checkpoint (or an OpenAI-format state dict) evaluated again,
+or a pretrained open_clip model evaluated the same way and recorded next to trained runs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BenchError
+from .validation import check_positive
+
+
+def eval_command(checkpoint=None, open_clip_model=None, pretrained=None, results_dir="results", templates=(),
+                 dataset=None, data_dir=None, limit_test=None, device="auto", per_template=False, evals=(),
+                 robust_limit=None, robust_severities=(), out=None):
+    """One row per template set; returns the table and, for open_clip, the runs.csv its rows went to (or None)."""
+    from ..data.corruptions import parse_severities
+    from ..evaluation import parse_evals
+    from ..evaluation.suite import SuiteOptions
+
+    if (checkpoint is None) == (open_clip_model is None):
+        raise BenchError("bench eval takes a CHECKPOINT or --open-clip MODEL --pretrained TAG_OR_FILE (one of them)")
+    if pretrained is not None and open_clip_model is None:
+        raise BenchError("--pretrained goes with --open-clip MODEL; a bench checkpoint is given as CHECKPOINT")
+    check_positive("--robust-limit", robust_limit)
+    suite = SuiteOptions(evals=parse_evals(evals), robust_limit=robust_limit,
+                         robust_severities=parse_severities(robust_severities))
+    common = dict(templates=list(templates) or None, data_dir=data_dir, limit_test=limit_test, device=device,
+                  per_template=per_template, suite=suite, out=out)
+    if open_clip_model is not None:
+        from .evaluate_pretrained import evaluate_open_clip
+
+        table = evaluate_open_clip(open_clip_model, pretrained, dataset=dataset or "cifar10", results=results_dir,
+                                   **common)
+        return table, Path(results_dir) / "runs.csv"
+    from .evaluate import evaluate_checkpoint
+
+    return evaluate_checkpoint(checkpoint, dataset=dataset, **common), None

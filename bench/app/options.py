@@ -1,0 +1,26 @@
+"""``bench run``'s options as one checked :class:`~bench.config.RunConfig`: defaults < preset < flags.
+
+``bench sweep`` builds each of its runs here too, so a value means the same in a flag and in a sweep file.
+"""
+from __future__ import annotations
+
+from ..config import RunConfig, make_config, parse_opts
+from .validation import check_preset, validate_config
+
+
+def build_config(preset: str = "reference", model: dict | None = None, **overrides) -> RunConfig:
+    """:func:`bench.config.make_config`, with the preset name and every value checked."""
+    check_preset(preset)
+    return validate_config(make_config(preset, model=model, **overrides))
+
+
+def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_dim=None, image_size=None,
+                      text_width=None, text_layers=None, text_heads=None, compile_=False, checkpoints=True, evals=(),
+                      robust_severities=(), log=(), **flags) -> RunConfig:
+    """The run config from ``bench run``'s flags as click passes them (parameter names, strings for lists)."""
+    from ..data.corruptions import parse_severities
+
+    model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
+                 image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
+    return build_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
+                        log=tuple(log), robust_severities=parse_severities(robust_severities), **flags)

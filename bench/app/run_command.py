@@ -1,0 +1,41 @@
+"""``bench run`` from its parsed options: one run, one run per seed (then their mean ± std), or a stopped run
+continued (``--resume``)."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .summary import run_line, summary_lines
+
+
+def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo=print) -> list[dict]:
+    """Run what ``flags`` (``bench run``'s options by parameter name) describe and print a line per run.
+
+    ``given``: the parameter names typed on the command line; with ``resume`` only those that cannot change
+    the run's numbers may be among them (:data:`bench.app.resume.ALLOWED_WITH_RESUME`).
+    """
+    from ..distributed.world import is_main_process
+    from .run import run
+
+    def report(row, out):
+        if is_main_process():  # under torchrun, one line per run, not one per rank
+            echo(run_line(row, out))
+        return row
+
+    if resume is not None:
+        from .resume import resume_run
+
+        row, out = resume_run(resume, flags["out"], [g for g in given if g != "resume"], flags)
+        return [report(row, out)]
+    from .options import config_from_flags
+
+    cfg = config_from_flags(**flags)
+    if not seeds:
+        return [report(run(cfg), cfg.out)]
+    from .sweep.plan import parse_seeds
+
+    cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)]
+    rows = [report(run(c), c.out) for c in cfgs]
+    if is_main_process():
+        for line in summary_lines(rows):
+            echo(line)
+    return rows

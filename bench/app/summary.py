@@ -1,0 +1,27 @@
+"""What commands print about finished runs: one line per run, and the mean ± std over seeds of each
+configuration's headline metrics."""
+from __future__ import annotations
+
+
+def run_line(row: dict, out) -> str:
+    """One line for a finished run, with where its row went."""
+    ranks = f" on {row['world_size']} ranks" if row.get("world_size", 1) > 1 else ""
+    return (f"run {row['run_id']}: zero-shot top-1 {row['zeroshot_top1']:.4f}, top-5 {row['zeroshot_top5']:.4f}, "
+            f"mean per-class recall {row['mean_per_class_recall']:.4f}, {row['train_images_per_s']:.0f} images/s "
+            f"over {row['train_seconds']:.1f} s{ranks} -> {out}/runs.csv")
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+    """Mean ± std over seeds of the headline metrics, one line per configuration."""
+    import pandas as pd
+
+    from ..results.columns import SUMMARY_METRICS
+    from ..results.views import aggregate, fmt_value
+
+    table = aggregate(pd.DataFrame(rows))
+    metrics = [m for m in SUMMARY_METRICS if m in table.columns.str.removesuffix("_mean")]
+    lines = []
+    for _, r in table.iterrows():
+        parts = [f"{m} {fmt_value(r[f'{m}_mean'], m, r[f'{m}_std'])}" for m in metrics]
+        lines.append(f"{r.get('encoder', '')} / {r.get('templates', '')} over {int(r['n'])} seeds: " + ", ".join(parts))
+    return lines

@@ -1,0 +1,93 @@
+"""``bench sweep`` from its parsed options: the plan (a sweep file's points or the flags' cross product), where
+its runs go, then the runs, a summary over seeds and the exit status.
+
+Every check runs before the first run starts or the first file is written: options, names and encoders
+(:func:`.plan.plan`), and where the runs go (:mod:`.placement`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ...errors import BenchError
+from .placement import SWEEP_KEYS, WORKER_VARIABLE, check_placement, read_placement
+from .plan import plan, plan_lines
+
+
+@dataclass(frozen=True)
+class SweepRequest:
+    """What ``bench sweep`` was asked, by parameter name."""
+
+    file: str | None  # a sweep file, or None for the flags form
+    encoders: tuple = ()  # the flags form's lists
+    templates: tuple = ()
+    seeds: tuple = ()
+    dry_run: bool = False
+    status: bool = False
+    slurm: tuple = ()  # --slurm KEY=VALUE pairs
+    options: dict = field(default_factory=dict)  # the placement options (SWEEP_KEYS) and bench run's, by name
+    given: frozenset = frozenset()  # the parameter names typed on the command line
+    argv: tuple = ()  # the whole command line (local workers run it again)
+
+
+def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print) -> int:
+    """Plan, check and run the sweep; returns the exit status (1 when runs failed or stayed unfinished).
+
+    ``run_params``: ``bench run``'s click parameters a sweep file may set (see :mod:`.points`).
+    """
+    from ...host.manager import plugin_options
+    from .points import configs_from_file, configs_from_lists
+
+    typed = {key: request.options[key] for key in SWEEP_KEYS if key in request.given}  # over the file's [sweep]
+    flags = {k: v for k, v in request.options.items() if k not in SWEEP_KEYS}
+    if request.file is not None:
+        if request.encoders or request.templates or request.seeds:
+            raise BenchError("--encoder, --templates and --seeds form a sweep without a file; with FILE, put them "
+                             "in its [grid]")
+        from .toml_file import read_sweep_file
+
+        spec = read_sweep_file(request.file)
+        cfgs, varying = configs_from_file(spec, flags, set(request.given), run_params)
+        placement = read_placement(spec.sweep, typed, spec.slurm, request.slurm, spec.path)
+    else:
+        cfgs, varying = configs_from_lists(request.encoders, request.templates, request.seeds, flags)
+        placement = read_placement({}, typed, {}, request.slurm)
+    in_worker = WORKER_VARIABLE in os.environ
+    if not (request.dry_run or request.status or in_worker):
+        placement = check_placement(placement, cfgs)  # before the plan builds every encoder
+    planned = plan(cfgs, varying)
+    if request.dry_run or request.status:
+        for line in plan_lines(planned):
+            echo(line)
+        return 0
+    from .launchers import launch
+
+    outcomes = launch(planned, placement, argv=list(request.argv), in_worker=in_worker, echo=echo,
+                      plugins=plugin_options(request.argv))
+    if in_worker:
+        return 0
+    return _report(planned, outcomes, echo, echo_err)
+
+
+def _report(planned, outcomes, echo, echo_err) -> int:
+    from ...results.columns import config_key
+    from ...results.runs_csv import read_runs
+    from ..summary import summary_lines
+
+    out = planned[0].out
+    keys = {(config_key(p.cfg), p.cfg.seed) for p in planned}
+    table = read_runs(out)
+    if len(table) and "config_id" in table.columns:
+        mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in keys]
+        for line in summary_lines(mine) if mine else []:
+            echo(line)
+    failed = [o for o in outcomes if o.status == "failed"]
+    unfinished = [o for o in outcomes if o.status == "unfinished"]
+    if failed:
+        echo_err(f"bench: {len(failed)} of {len(planned)} runs failed (errors in {out}/sweep/failed/); fix the "
+                 f"cause and run the same command again to retry them")
+    if unfinished:
+        why = f" ({unfinished[0].error})" if unfinished[0].error else ""
+        echo_err(f"bench: {len(unfinished)} of {len(planned)} runs unfinished{why}; run the same command again to "
+                 f"continue them")
+    return 1 if failed or unfinished else 0

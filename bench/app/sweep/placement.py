@@ -1,0 +1,227 @@
+"""Where a sweep's runs execute, checked before anything runs or is written: the [sweep] table's settings with
+the flags typed over them (``--concurrent``, ``--workers``, ``--gpus``, ``--launcher``, ``--gpus-per-run``,
+``--ray-address``) and the [slurm] table with ``--slurm``.
+
+:func:`read_placement` checks each value's form and range, which holds on any machine (so ``--dry-run`` checks
+it too). :func:`check_placement` then checks the settings against this machine (its GPUs, the launcher's
+package) and the plan (how many runs, on which device), and resolves the defaults. Every failure is one line
+naming the option and the fix. The GPU count is read through :func:`visible_gpus` only, so tests can set it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from dataclasses import dataclass, replace
+
+from ...errors import BenchError
+
+LAUNCHERS = ("local", "ray", "slurm")
+SLURM_PARAMETERS = {  # [slurm] keys -> submitit's AutoExecutor parameters
+    "partition": "slurm_partition", "time_min": "timeout_min", "gpus_per_job": "gpus_per_node",
+    "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb", "account": "slurm_account", "qos": "slurm_qos",
+    "constraint": "slurm_constraint", "array_parallelism": "slurm_array_parallelism", "setup": "slurm_setup",
+}
+SWEEP_KEYS = ("concurrent", "workers", "gpus", "launcher", "gpus_per_run", "ray_address")  # a sweep file's [sweep]
+SLURM_KEYS = ("cluster", *SLURM_PARAMETERS, "runs_per_job", "folder")  # its [slurm]
+SLURM_CLUSTERS = (None, "slurm", "local", "debug")
+# settings that mean something under one launcher only: typed for another, they are an error (from a sweep file,
+# which may serve several launchers, they are left unused)
+ONLY_WITH = {"workers": "local", "gpus": "local", "gpus_per_run": "ray", "ray_address": "ray"}
+EXTRAS = {"ray": ("ray", "Ray"), "slurm": ("submitit", "submitit")}
+MAX_GPUS_PER_RUN = 8
+# set in the environment of the workers that --workers/--gpus start: each runs its share of the plan, unchecked
+WORKER_VARIABLE = "BENCH_SWEEP_WORKER"
+
+
+def visible_gpus() -> int:
+    """The GPUs torch sees on this machine (after ``CUDA_VISIBLE_DEVICES``)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the runs go. Before :func:`check_placement`, ``workers``, ``gpus`` and ``gpus_per_run`` may be None
+    (their defaults depend on the machine); after it, ``workers`` is a count and ``gpus`` a list or None."""
+
+    concurrent: int = 1  # runs trained at once by one process (on one device)
+    launcher: str = "local"  # local, ray or slurm
+    workers: int | None = None  # local: worker processes on this machine
+    gpus: tuple | str | None = None  # local: GPU indices, one worker each, or "all"
+    gpus_per_run: float | None = None  # ray: GPUs (or a fraction of one) each task asks for
+    ray_address: str | None = None  # ray: an existing cluster; None starts a local Ray for the sweep
+    slurm: dict | None = None  # slurm: the [slurm] settings
+    typed: frozenset = frozenset()  # the settings typed as flags (the rest came from the sweep file)
+    labels: dict | None = None  # setting -> how a message names it (``--gpus`` or ``s.toml: sweep.gpus``)
+
+    def label(self, key: str) -> str:
+        return (self.labels or {}).get(key, f"--{key.replace('_', '-')}")
+
+
+def read_placement(table: dict, flags: dict, slurm_table: dict, slurm_flags, path=None) -> Placement:
+    """``table`` (a sweep file's [sweep]) with ``flags`` (the typed ones, by the same keys) over it, and the
+    [slurm] table with ``--slurm KEY=VALUE`` pairs over it; each value's form and range checked."""
+    settings = {**table, **flags}
+    labels = {k: f"--{k.replace('_', '-')}" if k in flags or path is None else f"{path}: sweep.{k}" for k in settings}
+    pairs = dict(_slurm_pairs(slurm_flags))
+    slurm = {**slurm_table, **pairs}
+    placement = Placement(typed=frozenset(flags) | ({"slurm"} if pairs else frozenset()), labels=labels, slurm=slurm)
+    label = placement.label
+    launcher = settings.get("launcher", "local")
+    if launcher not in LAUNCHERS:
+        raise BenchError(f"{label('launcher')} must be local, ray or slurm, got {launcher!r}")
+    concurrent = _count(settings.get("concurrent", 1), label("concurrent"), "runs trained at once in one process")
+    workers = settings.get("workers")
+    if workers is not None:
+        workers = _count(workers, label("workers"), "worker processes on this machine")
+    gpus = _gpu_indices(settings["gpus"], label("gpus")) if settings.get("gpus") is not None else None
+    gpus_per_run = settings.get("gpus_per_run")
+    if gpus_per_run is not None:
+        gpus_per_run = _gpus_per_run(gpus_per_run, label("gpus_per_run"))
+    address = settings.get("ray_address")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise BenchError(f"{label('ray_address')} must be a Ray address (auto, HOST:PORT or ray://HOST:PORT), got "
+                         f"{address!r}; leave it out to start a local Ray")
+    placement = replace(placement, concurrent=concurrent, launcher=launcher, workers=workers, gpus=gpus,
+                        gpus_per_run=gpus_per_run, ray_address=address)
+    for key, needs in ONLY_WITH.items():
+        if key in flags and launcher != needs and flags[key] is not None:
+            raise BenchError(f"{label(key)} applies to --launcher {needs} only, and this sweep uses --launcher "
+                             f"{launcher}; drop {label(key)}" + (" or add --launcher ray" if needs == "ray" else ""))
+    if pairs and launcher != "slurm":
+        raise BenchError(f"--slurm applies to --launcher slurm only, and this sweep uses --launcher {launcher}; drop "
+                         f"--slurm or add --launcher slurm")
+    if launcher == "slurm":
+        _check_slurm(slurm)
+    return placement
+
+
+def check_placement(placement: Placement, cfgs) -> Placement:
+    """``placement`` checked against this machine and the plan's runs (``cfgs``), with its defaults resolved:
+    ``workers`` a count, ``gpus`` the indices of a worker's GPU each (or None), ``gpus_per_run`` a number."""
+    label, runs = placement.label, len(cfgs)
+    devices = {c.device for c in cfgs}
+    if placement.launcher in EXTRAS:
+        checked = replace(placement, gpus_per_run=_ray_gpus(placement, devices)) if placement.launcher == "ray" \
+            else placement
+        module, name = EXTRAS[placement.launcher]
+        if importlib.util.find_spec(module) is None:
+            raise BenchError(f"--launcher {placement.launcher} needs {name}; install it with: "
+                             f"pip install 'bench[{placement.launcher}]'")
+        return checked
+    gpus = _local_gpus(placement, devices)
+    workers = placement.workers or (len(gpus) if gpus else 1)
+    if workers > runs:
+        raise BenchError(f"{label('workers')} {workers} starts more workers than the plan has runs ({runs}); use "
+                         f"{label('workers')} {runs} or fewer")
+    return replace(placement, gpus=gpus, workers=workers)
+
+
+def _local_gpus(placement: Placement, devices: set) -> list[str] | None:
+    """The GPU of each local worker: ``--gpus`` checked against the GPUs torch sees; by default every visible GPU
+    when there are several and the runs may use CUDA."""
+    label, value = placement.label("gpus"), placement.gpus
+    if value is None:
+        if not devices & {"auto", "cuda"}:
+            return None
+        n = visible_gpus()
+        return [str(i) for i in range(n)] if n > 1 else None
+    shown = value if value == "all" else ",".join(value)
+    n = visible_gpus()
+    if not n:
+        raise BenchError(f"{label} {shown}: torch sees no GPU on this machine; leave {label} out (use --workers N "
+                         f"for worker processes on the CPU)")
+    gpus = [str(i) for i in range(n)] if value == "all" else list(value)
+    missing = [g for g in gpus if int(g) >= n]
+    if missing:
+        raise BenchError(f"{label} {shown}: there is no GPU {missing[0]}, this machine has {n} (0 to {n - 1}); name "
+                         f"GPUs below {n}, or all")
+    cpu = sorted(d for d in devices if d == "cpu")
+    if cpu:
+        raise BenchError(f"{label} gives each worker a GPU, but the runs use --device cpu; drop {label} (use "
+                         f"--workers N for CPU workers) or --device cpu")
+    indexed = sorted(d for d in devices if d.startswith("cuda:"))
+    if indexed:
+        raise BenchError(f"{label} gives each worker one GPU as cuda:0; drop --device {indexed[0]} (use auto or cuda)")
+    return gpus
+
+
+def _ray_gpus(placement: Placement, devices: set) -> float:
+    """GPUs per Ray task: 1 when torch sees a GPU, else 0; a local Ray (no ``--ray-address``) has only this
+    machine's GPUs to give."""
+    label, value = placement.label("gpus_per_run"), placement.gpus_per_run
+    n = visible_gpus()
+    if value is None:
+        return 1 if n else 0
+    if placement.ray_address is None:
+        if value > 0 and not n:
+            raise BenchError(f"{label} {value:g}: this machine has no GPU for the local Ray to share; use "
+                             f"{label} 0 (CPU runs), or --ray-address of a cluster with GPUs")
+        if value > n:
+            raise BenchError(f"{label} {value:g}: no run could start, this machine has {n} GPU(s) for the local "
+                             f"Ray; use {label} {n} or less")
+    cuda = sorted(d for d in devices if d.startswith("cuda"))
+    if value == 0 and cuda:
+        raise BenchError(f"{label} 0 gives each run no GPU, but the runs use --device {cuda[0]}; give them GPUs "
+                         f"(e.g. {label} 1) or use --device auto")
+    return value
+
+
+def _count(value, label: str, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BenchError(f"{label} must be a whole number of at least 1 ({what}), got {value!r}")
+    return value
+
+
+def _gpu_indices(value, label: str) -> tuple[str, ...] | str:
+    """``all``, ``"0,1"``, a bare index or a list of indices (sweep files) -> ``"all"`` or the indices as strings."""
+    if isinstance(value, str) and value.strip() == "all":
+        return "all"
+    if isinstance(value, list):
+        parts = [str(v) if isinstance(v, int) and not isinstance(v, bool) else "?" for v in value]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        parts = [str(value)]
+    else:
+        parts = [p.strip() for p in str(value).split(",")]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise BenchError(f"{label} takes GPU indices separated by commas (0,1,...) or all, got {value!r}")
+    if len(set(parts)) != len(parts):
+        raise BenchError(f"{label} names a GPU twice ({value!r}); name each once (two workers on one GPU: "
+                         f"--workers 2 --gpus 0)")
+    return tuple(parts)
+
+
+def _gpus_per_run(value, label: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise BenchError(f"{label} must be a number of GPUs (e.g. 1, or 0.25 to share one), got {value!r}")
+    if not 0 <= value <= MAX_GPUS_PER_RUN:
+        raise BenchError(f"{label} must be between 0 and {MAX_GPUS_PER_RUN}, got {value:g}")
+    if value > 1 and value != int(value):
+        raise BenchError(f"{label} {value:g}: a run takes a fraction of one GPU or whole GPUs; use "
+                         f"{math.floor(value)} or {math.ceil(value)}")
+    return value
+
+
+def _slurm_pairs(values):
+    for pair in values or ():
+        if "=" not in pair:
+            raise BenchError(f"--slurm {pair!r} is not KEY=VALUE; write it like --slurm partition=gpu")
+        key, value = pair.split("=", 1)
+        try:
+            yield key.strip(), json.loads(value)
+        except ValueError:
+            yield key.strip(), value
+
+
+def _check_slurm(slurm: dict):
+    unknown = [k for k in slurm if k not in SLURM_KEYS]
+    if unknown:
+        raise BenchError(f"unknown slurm setting {unknown[0]!r}; use {', '.join(sorted(SLURM_PARAMETERS))}, cluster, "
+                         f"runs_per_job or folder")
+    runs_per_job = slurm.get("runs_per_job", 1)
+    if isinstance(runs_per_job, bool) or not isinstance(runs_per_job, int) or runs_per_job < 1:
+        raise BenchError(f"slurm runs_per_job must be at least 1, got {runs_per_job!r}")
+    if slurm.get("cluster") not in SLURM_CLUSTERS:
+        raise BenchError(f"slurm cluster must be slurm, local or debug, got {slurm.get('cluster')!r}")

@@ -1,0 +1,90 @@
+"""``bench results``, ``bench compare`` and ``bench report`` from their parsed options: result tables read,
+filtered, shown, compared and written up."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import BenchError
+from .validation import check_positive
+
+FORMATS = ("markdown", "csv", "json")
+
+
+def format_table(table, fmt: str) -> str:
+    """``table`` as markdown (through tabulate, a declared dependency), CSV or JSON records."""
+    if fmt == "csv":
+        return table.to_csv(index=False).rstrip()
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2)
+    return table.to_markdown(index=False)
+
+
+def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, columns=(), aggregate_=False,
+                 long_=False, limit=None, fmt="markdown", rebuild=False, echo=print, echo_err=print):
+    """Print the runs of ``sources`` (default: ``results_dir``); ``rebuild`` first rebuilds ``results_dir``'s
+    runs.csv from its runs' records."""
+    from ..results.lookup import combine, load_sources
+    from ..results.views import display_table
+
+    check_positive("--limit", limit)
+    if rebuild:
+        from ..results.runs_csv import rebuild_runs
+
+        if not (Path(results_dir) / "runs").is_dir():
+            raise BenchError(f"{results_dir} has no runs/ folder to rebuild runs.csv from; pass the results folder "
+                             f"with --results")
+        done = rebuild_runs(results_dir)
+        kept = f", the old table kept as {done['backup'].name}" if done["backup"] else ""
+        echo_err(f"rebuilt {results_dir}/runs.csv: {done['rows']} runs, {done['added']} added from records, "
+                 f"{done['dropped']} dropped (damaged or repeated){kept}")
+    if not sources and not (Path(results_dir) / "runs.csv").is_file():
+        raise BenchError(f"no results table at {results_dir}/runs.csv; run `bench run` first, or pass a results "
+                         f"folder, results file, run folder or run id")
+    table = combine(load_sources(sources or [results_dir], results_dir)).table
+    shown = display_table(table, wheres=wheres, sort_by=sort_by, descending=None if ascending is None else not ascending,
+                          columns=columns, aggregate_=aggregate_, long_=long_, limit=limit, pretty=fmt == "markdown")
+    # numbers are already formatted (42.0 stays 42.0): stop tabulate from re-parsing them
+    echo(shown.to_markdown(index=False, disable_numparse=True) if fmt == "markdown" else format_table(shown, fmt))
+
+
+def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(), fail_on=(),
+                  fail_on_significant=False, alpha=0.05, correct="none", fmt="markdown", echo=print,
+                  echo_err=print) -> int:
+    """Print the comparison of ``sides``; returns 1 when a ``fail_on`` threshold is passed, else 0."""
+    from ..results.compare import (
+        check_alpha,
+        compare,
+        parse_fail_on,
+        render_markdown,
+        split_sides,
+    )
+    from ..results.lookup import load_sources
+    from ..results.views import filter_rows
+
+    thresholds = parse_fail_on(fail_on)
+    check_alpha(alpha)
+    if fail_on_significant and not thresholds:
+        raise BenchError("--fail-on-significant refines --fail-on; add a threshold, e.g. --fail-on zeroshot_top1:0 "
+                         "--fail-on-significant to fail on any significant drop of top-1")
+    sources = load_sources(sides, results_dir)
+    for source in sources:
+        source.table = filter_rows(source.table, wheres)
+    result = compare(split_sides(sources, split_by), metrics=metrics or None, on=on or None, fail_on=thresholds,
+                     alpha=alpha, correct=correct, fail_on_significant=fail_on_significant)
+    for warning in result.warnings:
+        echo_err(f"bench: warning: {warning}")
+    echo(render_markdown(result) if fmt == "markdown" else format_table(result.rows, fmt))
+    for failure in result.failures:
+        echo_err(f"bench: compare failed: {failure}")
+    return 1 if result.failures else 0
+
+
+def write_report(runs, out, results_dir, wheres=(), title=None) -> list[Path]:
+    """report.md and its figures in ``out`` for ``runs`` (default: ``results_dir``); returns their paths."""
+    from ..results.lookup import combine, load_sources
+    from ..results.report import build_report
+    from ..results.views import filter_rows
+
+    source = combine(load_sources(runs or [results_dir], results_dir))
+    source.table = filter_rows(source.table, wheres)
+    return build_report([source], out, title=title)
