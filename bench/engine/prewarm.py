@@ -3,7 +3,7 @@ steps on random images of the run's batch shape, so that compilation (``--compil
 CUDA context and the allocator's first growth happen before the run's clock starts. The copy has its own
 optimizer and CUDA graph and is dropped afterwards; nothing of the run itself is touched (its model, loader
 generator and the global RNG), so a run with a warm-up computes bit for bit what it computes without one
-(tests/test_engine.py). The run still captures its own graph in its first steps, a few milliseconds.
+(tests/engine/test_engine.py). The run still captures its own graph in its first steps, a few milliseconds.
 """
 from __future__ import annotations
 
