@@ -4,7 +4,7 @@
     PYTHONPATH=. python scripts/cpu_step_ablation.py [--rounds 3] [--steps 3] [--threads 1]
 
 Reference model (51.7M parameters), batch 32, synthetic batches; each variant is the previous one plus
-one change, and every change leaves the loss the same (tests/test_exactness.py):
+one change, and every change leaves the loss the same (tests/engine/test_exactness.py):
 
   A  77-token captions, each distinct prompt encoded once, foreach AdamW, dense 49408-row embedding
   B  + context trimmed to the longest prompt (7 tokens for the seed templates)

@@ -1,4 +1,5 @@
-"""Shared fixtures: no stray installed plugins, outputs under tmp_path, a fresh plugin host per test."""
+"""Shared fixtures: no stray installed plugins, outputs under tmp_path, a fresh plugin host per test, one torch
+thread on request. Plain helpers (flags, builders, launchers) live in tests/support/."""
 import os
 
 import pytest
@@ -51,6 +52,15 @@ def run_cli(capsys):
     return _run
 
 
-# A tiny CLIP for CPU tests: the text tower shrunk, the vision tower at width 8.
-TINY = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2",
-        "--encoder-opt", "width=8", "--no-progress"]
+@pytest.fixture(scope="module")
+def one_thread():
+    """Exactness holds for a fixed thread count; one thread also keeps 2 shared cores usable.
+
+    A module asks for it once for all its tests: ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

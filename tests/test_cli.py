@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from .conftest import TINY
+from tests.support.processes import spawn_bench
+from tests.support.runs import TINY
 
 REQUIRED = ["run_id", "encoder", "tokenizer", "templates", "dataset", "epochs", "batch_size", "lr", "seed", "device",
             "params", "train_seconds", "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall",
@@ -111,3 +112,15 @@ def test_presets_set_the_recipe_and_flags_override_them():
     ref = make_config("reference")
     assert (ref.epochs, ref.batch_size, ref.lr, ref.weight_decay) == (50, 32, 1e-4, 0.01)
     assert make_config("smoke").model == ref.model  # a preset never changes the architecture
+
+
+def test_python_dash_m_bench_is_the_bench_command():
+    """``python -m bench`` (how the subprocess tests start bench) runs the command line, version and commands."""
+    from bench import __version__
+
+    version, listing = spawn_bench("--version"), spawn_bench("--help")
+    (out, err), (commands, _) = version.communicate(timeout=120), listing.communicate(timeout=120)
+    assert version.returncode == listing.returncode == 0, err
+    assert out.strip() == f"bench, version {__version__}"
+    listed = {line.split()[0] for line in commands.split("Commands:")[1].splitlines() if line.strip()}
+    assert {"run", "eval", "sweep", "compare"} <= listed

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 import pytest
 
-from .conftest import TINY
+from tests.support.runs import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 # what bench/config.py may import besides the standard library: errors, the torch-free model configs, and the

@@ -97,13 +97,35 @@ def test_tests_benchmarks_and_scripts_import_only_what_the_test_extra_declares()
     assert _undeclared(imports, _declared(None) | _declared("test") | optional) == []
 
 
+def _modules(package: str, folder: Path) -> list[str]:
+    """Every module and package under ``folder`` (subpackages included) by its import name under ``package``;
+    not ``__main__`` (it runs the CLI) nor plugins/examples (its own distribution, with its own tests in CI)."""
+    names = []
+    for path in sorted(folder.rglob("*.py")):
+        parts = path.relative_to(folder).with_suffix("").parts
+        if parts[-1] == "__main__" or parts[0] == "examples":
+            continue
+        names.append(".".join([package, *(parts[:-1] if parts[-1] == "__init__" else parts)]))
+    return names
+
+
 @pytest.mark.parametrize("package, folder", [("bench", "bench"), ("bench_plugins", "plugins")])
 def test_every_module_imports_in_a_fresh_interpreter(package, folder):
-    modules = [f"{package}.{p.stem}" for p in sorted((REPO / folder).glob("*.py")) if p.stem not in ("__init__", "__main__")]
-    code = ("import importlib, sys\nfailed = []\nfor m in sys.argv[1:]:\n    try:\n        importlib.import_module(m)\n"
-            "    except Exception as exc:\n        failed.append(f'{m}: {type(exc).__name__}: {exc}')\nprint('\\n'.join(failed))")
-    result = subprocess.run([sys.executable, "-c", code, *modules], capture_output=True, text=True, timeout=300,
-                            cwd=REPO)
-    assert result.returncode == 0, result.stderr
+    """Each module in a process of its own with no module of the project imported before it (see
+    tests/support/import_each.py), so one that imports only after another has run fails too."""
+    modules = _modules(package, REPO / folder)
+    result = subprocess.run([sys.executable, "-m", "tests.support.import_each", *modules], capture_output=True,
+                            text=True, timeout=300, cwd=REPO)
     assert result.stdout.strip() == "", result.stdout
+    assert result.returncode == 0, result.stderr
     assert len(modules) >= 6
+
+
+def test_the_import_check_sees_every_module_of_every_subpackage():
+    modules = _modules("bench", REPO / "bench")
+    assert {"bench", "bench.app", "bench.app.sweep", "bench.app.sweep.plan", "bench.engine.build",
+            "bench.results.runs_csv"} <= set(modules)
+    assert "bench.__main__" not in modules
+    assert len(modules) == len(list((REPO / "bench").rglob("*.py"))) - 1
+    plugins = _modules("bench_plugins", REPO / "plugins")
+    assert "bench_plugins.timm_encoders" in plugins and not [m for m in plugins if "example" in m]

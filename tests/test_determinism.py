@@ -18,7 +18,8 @@ import torch
 from bench.deterministic import take_rows
 from bench.engine.determinism import deterministic_mode
 
-from .robust_support import assert_same_run, run_dir_of, spawn_bench
+from tests.support.processes import spawn_bench
+from tests.support.runs import assert_same_run, run_dir_of
 
 # 3 epochs x 4 steps of batch 32 on 128 synthetic images; the text tower at the reference width, one layer
 DET_FLAGS = ["--dataset", "synthetic", "--epochs", "3", "--limit-train", "128", "--limit-test", "64",
@@ -41,6 +42,7 @@ def first(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # bench processes at 2 threads, a 512-wide text tower
 def test_two_runs_at_the_default_thread_count_are_bit_identical(first, tmp_path):
     """The same command twice, at torch's default threads: the same history, metrics, predictions and weights."""
     row = pd.read_csv(first / "runs.csv").iloc[0]
@@ -52,6 +54,7 @@ def test_two_runs_at_the_default_thread_count_are_bit_identical(first, tmp_path)
     assert assert_same_run(first, second)["torch_threads"] == row["torch_threads"]
 
 
+@pytest.mark.slow  # a SIGKILLed bench process, then a resume
 def test_sigkill_mid_epoch_then_resume_at_the_default_thread_count_is_the_uninterrupted_run(first, tmp_path):
     """SIGKILL between two checkpoints, then `bench run --resume latest`, both at the default thread count."""
     out = tmp_path / "killed"
@@ -71,6 +74,7 @@ def test_sigkill_mid_epoch_then_resume_at_the_default_thread_count_is_the_uninte
     assert row["resumes"] == 1
 
 
+@pytest.mark.slow  # a bench process at 2 threads
 def test_deterministic_flag_on_cpu_changes_nothing_but_the_record(first, tmp_path):
     """--deterministic (torch's deterministic algorithms) trains the same bits on a CPU and says so in the row."""
     out = tmp_path / "deterministic"

@@ -8,7 +8,7 @@ import pytest
 
 import bench.host.hookspecs
 import bench.testing
-from tests.plugin_support import EXAMPLE_DIR
+from tests.support.plugins import EXAMPLE_DIR
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
 HOOKSPECS = {name: fn for name, fn in vars(bench.host.hookspecs).items() if hasattr(fn, "bench_spec")}

@@ -156,6 +156,7 @@ def test_the_configuration_and_the_plugin_listing_import_without_torch():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # pip builds a wheel
 def test_a_wheel_holds_every_module_and_the_builtin_plugins(tmp_path):
     """``pip wheel --no-deps .`` packs every module of bench/ (subpackages found, not listed by hand) and
     plugins/ as ``bench_plugins``, and leaves the example plugin out."""

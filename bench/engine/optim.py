@@ -30,7 +30,7 @@ def nesterov_sgdw_(params, grads, buffers, lr, momentum: float, weight_decay: fl
     tuned without retuning the learning rate (airbench divides by the same kind of factor). The decay is
     ``lr * wd`` per step, as AdamW's, whatever the momentum. ``lr`` may be a 0-dim device tensor (CUDA graphs):
     nothing here reads a host value. Equals ``torch.optim.SGD(lr=lr * (1 - m), momentum=m, nesterov=True)``
-    after the decay (tests/test_optim.py).
+    after the decay (tests/engine/test_optim.py).
     """
     if weight_decay:
         torch._foreach_mul_(params, 1 - lr * weight_decay)

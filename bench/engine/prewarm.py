@@ -2,8 +2,8 @@
 random images of the run's batch shape, so that compilation (``--compile``), cuDNN's autotuning, the CUDA context
 and the allocator's first growth happen before the run's clock starts. The copy has its own engine (optimizer,
 CUDA graph) and is dropped afterwards; nothing of the run itself is touched (its model, loader generator and the
-global RNG), so a prewarmed run computes bit for bit what it computes without it (tests). The run still captures
-its own graph in its first steps, a few milliseconds.
+global RNG), so a prewarmed run computes bit for bit what it computes without it (tests/engine/test_engine.py).
+The run still captures its own graph in its first steps, a few milliseconds.
 """
 from __future__ import annotations
 

@@ -1,0 +1,46 @@
+"""A run is an object with phases that ``run()`` drives; two runs stepped in turn in one process each compute
+exactly what they compute alone (the base a sweep scheduler interleaves runs on)."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench.app.run import Run, run
+from bench.config import make_config
+
+
+def tiny(tmp_path, name, seed):
+    return make_config("smoke", model=dict(embed_dim=16, width=32, heads=2, layers=1), dataset="synthetic",
+                       epochs=3, limit_train=64, limit_test=32, batch_size=16, seed=seed, log_every=2,
+                       out=str(tmp_path / name), progress=False, save_checkpoints=True)
+
+
+def weights(row, out):
+    return torch.load(out / "runs" / row["run_id"] / "last.pt", weights_only=True)["model"]
+
+
+@pytest.mark.slow  # four runs; every quick run goes through these phases too
+def test_two_runs_stepped_in_turn_equal_each_run_alone(tmp_path):
+    """Bit-identical metrics, weights and loss log, at torch's default thread count (what users run)."""
+    alone = [run(tiny(tmp_path, "alone", seed)) for seed in (0, 1)]
+    jobs = [Run(tiny(tmp_path, "turns", seed)) for seed in (0, 1)]
+    for job in jobs:
+        job.__enter__()
+    try:
+        while not all(job.done for job in jobs):
+            for job in jobs:
+                if not job.done:
+                    job.step()
+    finally:
+        for job in jobs:
+            job.__exit__(None, None, None)
+    together = [job.finish() for job in jobs]
+    for a, b in zip(alone, together):
+        for key in ("zeroshot_top1", "zeroshot_top5", "final_train_loss", "best_epoch"):
+            assert a[key] == b[key], key
+        wa, wb = weights(a, tmp_path / "alone"), weights(b, tmp_path / "turns")
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+        ha = pd.read_csv(tmp_path / "alone" / "runs" / a["run_id"] / "train_log.csv")
+        hb = pd.read_csv(tmp_path / "turns" / "runs" / b["run_id"] / "train_log.csv")
+        assert np.array_equal(ha["train_loss"].to_numpy(), hb["train_loss"].to_numpy())
+    assert alone[0]["final_train_loss"] != alone[1]["final_train_loss"]  # the two seeds really differ

@@ -1,0 +1,152 @@
+"""Where a sweep's runs go is checked against this machine and the plan before anything runs or is written:
+bad placement is one line naming the option and the fix, exit 2, and the results folder stays as it was.
+
+This machine has no GPU; the GPU count the checks see is set through bench.app.sweep.placement.visible_gpus."""
+import pytest
+
+from tests.support.runs import TINY
+
+TINY_RUN = ["--dataset", "synthetic", "--preset", "smoke", "--epochs", "1", "--limit-train", "32", "--limit-test",
+            "32", "--batch-size", "16", *TINY]
+FLAGS_FORM = ["sweep", "--encoder", "modified_resnet", "--seeds", "0,1", *TINY_RUN]
+
+
+def _sweep_file(tmp_path, table: str) -> str:
+    path = tmp_path / "s.toml"
+    path.write_text(f"[base]\nout = '{tmp_path / 'res'}'\n[grid]\nseed = [0, 1]\n{table}")
+    return str(path)
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()} \
+        if folder.exists() else None
+
+
+@pytest.fixture
+def gpus(monkeypatch):
+    """Set how many GPUs the placement checks see."""
+    from bench.app.sweep import placement
+
+    def set_count(n: int):
+        monkeypatch.setattr(placement, "visible_gpus", lambda: n)
+
+    return set_count
+
+
+# (id, GPUs seen, extra arguments, a sweep file's [sweep]/[slurm] tables or None for the flags form, message)
+CASES = [
+    ("gpu-that-does-not-exist", 1, ["--gpus", "0,7"], None, "--gpus 0,7: there is no GPU 7, this machine has 1"),
+    ("gpus-without-gpu", 0, ["--gpus", "0"], None, "--gpus 0: torch sees no GPU on this machine; leave --gpus out"),
+    ("gpus-all-without-gpu", 0, ["--gpus", "all"], None, "--gpus all: torch sees no GPU"),
+    ("gpu-named-twice", 2, ["--gpus", "1,1"], None, "--gpus names a GPU twice"),
+    ("gpus-not-indices", 2, ["--gpus", "first"], None, "--gpus takes GPU indices separated by commas"),
+    ("gpus-negative-index", 2, ["--gpus", "-1"], None, "--gpus takes GPU indices"),
+    ("gpus-for-cpu-runs", 2, ["--gpus", "0", "--device", "cpu"], None, "but the runs use --device cpu; drop --gpus"),
+    ("gpus-with-a-cuda-index", 2, ["--gpus", "0,1", "--device", "cuda:1"], None, "drop --device cuda:1"),
+    ("zero-workers", 0, ["--workers", "0"], None, "--workers must be a whole number of at least 1"),
+    ("negative-workers", 0, ["--workers", "-2"], None, "--workers must be a whole number of at least 1 (worker processes on this machine), got -2"),
+    ("more-workers-than-runs", 0, ["--workers", "3"], None,
+     "--workers 3 starts more workers than the plan has runs (2); use --workers 2 or fewer"),
+    ("zero-concurrent", 0, ["--concurrent", "0"], None, "--concurrent must be a whole number of at least 1 (runs trained at once in one process), got 0"),
+    ("negative-concurrent", 0, ["--concurrent", "-4"], None, "--concurrent must be a whole number of at least 1"),
+    ("fraction-without-gpu", 0, ["--launcher", "ray", "--gpus-per-run", "0.5"], None,
+     "--gpus-per-run 0.5: this machine has no GPU for the local Ray to share"),
+    ("more-gpus-per-run-than-gpus", 1, ["--launcher", "ray", "--gpus-per-run", "2"], None,
+     "--gpus-per-run 2: no run could start, this machine has 1 GPU(s)"),
+    ("fraction-above-one", 2, ["--launcher", "ray", "--gpus-per-run", "1.5"], None,
+     "--gpus-per-run 1.5: a run takes a fraction of one GPU or whole GPUs; use 1 or 2"),
+    ("negative-gpus-per-run", 1, ["--launcher", "ray", "--gpus-per-run", "-1"], None,
+     "--gpus-per-run must be between 0 and 8"),
+    ("no-gpu-for-cuda-runs", 1, ["--launcher", "ray", "--gpus-per-run", "0", "--device", "cuda"], None,
+     "--gpus-per-run 0 gives each run no GPU, but the runs use --device cuda"),
+    ("gpus-per-run-without-ray", 1, ["--gpus-per-run", "0.5"], None,
+     "--gpus-per-run applies to --launcher ray only, and this sweep uses --launcher local"),
+    ("ray-address-without-ray", 0, ["--ray-address", "auto"], None, "--ray-address applies to --launcher ray only"),
+    ("workers-with-ray", 0, ["--launcher", "ray", "--workers", "2"], None,
+     "--workers applies to --launcher local only, and this sweep uses --launcher ray; drop --workers"),
+    ("gpus-with-slurm", 1, ["--launcher", "slurm", "--gpus", "0"], None, "--gpus applies to --launcher local only"),
+    ("slurm-without-slurm", 0, ["--slurm", "partition=gpu"], None, "--slurm applies to --launcher slurm only"),
+    ("slurm-zero-runs-per-job", 0, ["--launcher", "slurm", "--slurm", "runs_per_job=0"], None,
+     "slurm runs_per_job must be at least 1, got 0"),
+    ("slurm-unknown-setting", 0, ["--launcher", "slurm", "--slurm", "partion=gpu"], None,
+     "unknown slurm setting 'partion'"),
+    # the same options in a sweep file's [sweep] table
+    ("file-zero-concurrent", 0, [], "[sweep]\nconcurrent = 0\n", "s.toml: sweep.concurrent must be a whole number"),
+    ("file-workers-word", 0, [], "[sweep]\nworkers = 'two'\n", "s.toml: sweep.workers must be a whole number"),
+    ("file-gpu-that-does-not-exist", 1, [], "[sweep]\ngpus = [0, 7]\n", "s.toml: sweep.gpus 0,7: there is no GPU 7"),
+    ("file-fraction-without-gpu", 0, [], "[sweep]\nlauncher = 'ray'\ngpus_per_run = 0.25\n",
+     "s.toml: sweep.gpus_per_run 0.25: this machine has no GPU for the local Ray to share"),
+    ("file-unknown-launcher", 0, [], "[sweep]\nlauncher = 'k8s'\n", "s.toml: sweep.launcher must be local, ray or slurm"),
+    ("file-slurm-cluster", 0, [], "[sweep]\nlauncher = 'slurm'\n[slurm]\ncluster = 'aws'\n",
+     "slurm cluster must be slurm, local or debug, got 'aws'"),
+    ("flag-over-file", 1, ["--gpus", "3"], "[sweep]\ngpus = '0'\n", "--gpus 3: there is no GPU 3"),
+]
+
+
+@pytest.mark.parametrize("count, extra, tables, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_placement_exits_2_with_one_line_before_anything_is_written(count, extra, tables, message, tmp_path,
+                                                                       run_cli, gpus):
+    gpus(count)
+    out = tmp_path / "res"
+    if tables is None:
+        args = [*FLAGS_FORM, *extra, "--out", out]
+    else:
+        args = ["sweep", _sweep_file(tmp_path, tables), *TINY_RUN, *extra]
+    code, stdout, stderr = run_cli(*args)
+    assert code == 2, stderr
+    assert stderr.startswith("bench: error: ") and stderr.count("\n") == 1 and message in stderr, stderr
+    assert stdout == "" and not out.exists()
+
+
+def test_a_rejected_placement_leaves_an_existing_results_folder_byte_identical(tmp_path, run_cli, gpus):
+    """A sweep run once, then the same sweep with a GPU this machine lacks: nothing in OUT changes."""
+    gpus(0)
+    out = tmp_path / "res"
+    code, _, err = run_cli(*FLAGS_FORM, "--no-checkpoints", "--out", out)
+    assert code == 0, err
+    before = _snapshot(out)
+    code, _, err = run_cli(*FLAGS_FORM, "--no-checkpoints", "--out", out, "--gpus", "0")
+    assert code == 2 and "torch sees no GPU" in err
+    code, _, err = run_cli(*FLAGS_FORM, "--no-checkpoints", "--out", out, "--workers", "9")
+    assert code == 2 and "more workers than the plan has runs" in err
+    assert _snapshot(out) == before
+
+
+def test_a_dry_run_checks_the_form_of_placement_but_not_this_machines_gpus(tmp_path, run_cli, gpus):
+    """A plan for a GPU node reads on a machine without GPUs; a malformed value fails anywhere."""
+    gpus(0)
+    out = tmp_path / "res"
+    code, stdout, err = run_cli(*FLAGS_FORM, "--out", out, "--gpus", "0,1", "--dry-run")
+    assert code == 0 and "2 runs: 2 to do" in stdout, err
+    code, _, err = run_cli(*FLAGS_FORM, "--out", out, "--gpus", "0,x", "--dry-run")
+    assert code == 2 and "--gpus takes GPU indices" in err
+    assert not out.exists()
+
+
+def test_defaults_resolve_to_one_worker_per_visible_gpu(gpus):
+    """No --gpus: every visible GPU, one worker each, when there are several and the runs may use CUDA."""
+    from bench.app.sweep.placement import check_placement, read_placement
+    from bench.config import make_config
+
+    cfgs = [make_config("smoke", seed=s) for s in range(4)]
+    gpus(2)
+    placed = check_placement(read_placement({}, {}, {}, ()), cfgs)
+    assert (placed.gpus, placed.workers) == (["0", "1"], 2)
+    placed = check_placement(read_placement({}, {"workers": 4}, {}, ()), cfgs)
+    assert (placed.gpus, placed.workers) == (["0", "1"], 4)  # round robin: two workers a GPU
+    assert check_placement(read_placement({}, {}, {}, ()), [make_config("smoke", device="cpu")]).gpus is None
+    gpus(1)
+    placed = check_placement(read_placement({}, {}, {}, ()), cfgs)
+    assert (placed.gpus, placed.workers) == (None, 1)
+    placed = check_placement(read_placement({"gpus": 0}, {}, {}, ()), cfgs)  # a file's bare index
+    assert (placed.gpus, placed.workers) == (["0"], 1)
+
+
+def test_a_worker_gets_the_gpu_its_index_names_under_cuda_visible_devices(monkeypatch):
+    """--gpus counts the GPUs torch sees; with CUDA_VISIBLE_DEVICES=2,3 index 1 is device 3."""
+    from bench.app.sweep.launchers import worker_env
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert worker_env(0, "1")["CUDA_VISIBLE_DEVICES"] == "3"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert worker_env(1, "1")["CUDA_VISIBLE_DEVICES"] == "1" and worker_env(1, "1")["BENCH_SWEEP_WORKER"] == "1"

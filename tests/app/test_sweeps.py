@@ -1,0 +1,410 @@
+"""Sweeps: sweep files and their plan, concurrent runs that compute exactly what sequential runs compute, a
+sweep that survives SIGKILL, runs that fail without stopping the sweep, and Ray / submitit launchers."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from bench.app.sweep.in_process import run_plan
+from bench.app.sweep.plan import plan
+from bench.config import make_config
+from tests.support.processes import spawn_bench
+
+BASE = """\
+[base]
+preset = "smoke"
+dataset = "synthetic"
+epochs = {epochs}
+limit_train = 64
+limit_test = 32
+batch_size = 16
+embed_dim = 16
+text_width = 32
+text_layers = 1
+text_heads = 2
+encoder_opt = {{width = 8}}
+log_every = 2
+progress = false
+out = "{out}"
+"""
+
+
+def sweep_file(tmp_path, body="", epochs=2, name="s.toml", out="res") -> Path:
+    path = tmp_path / name
+    path.write_text(BASE.format(epochs=epochs, out=out) + textwrap.dedent(body))
+    return path
+
+
+def tiny(out, seed, templates="seed"):
+    return make_config("smoke", model=dict(embed_dim=16, width=32, heads=2, layers=1, encoder_opts=(("width", 8),)),
+                       dataset="synthetic", epochs=2, limit_train=64, limit_test=32, batch_size=16, seed=seed,
+                       log_every=2, templates=templates, out=str(out), progress=False)
+
+
+@pytest.fixture
+def user_threads():
+    """Two intra-op threads, as torch picks on this 2-core machine (conftest runs tests at one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sweep_file_plan_and_dry_run(tmp_path, run_cli):
+    path = sweep_file(tmp_path, """
+        [grid]
+        templates = ["seed", "openai"]
+        seed = [0, 1, 2]
+        [[exclude]]
+        templates = "openai"
+        seed = [1, 2]
+        [[include]]
+        templates = "openai"
+        seed = 5
+        lr = 0.001
+    """)
+    code, out, err = run_cli("sweep", path, "--dry-run")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 4 + 1 + 1 and lines[-1].startswith("5 runs: 5 to do")
+    assert "templates=openai seed=5 lr=0.001" in lines[4]
+    assert "templates=seed seed=2 lr=0.0001" in lines[2]  # lr varies (the include sets it): shown, as run
+    ids = [line.split()[1] for line in lines[:-1]]
+    assert len(set(ids)) == 5 and all(i.startswith("modified_resnet-") for i in ids)
+    assert not (tmp_path / "res").exists()  # a dry run writes nothing
+    # the ids are the configuration and seed: the flags form of the same runs names the same ids
+    code, out2, err = run_cli("sweep", "--encoder", "modified_resnet", "--templates", "seed", "--seeds", "0,1,2",
+                              "--preset", "smoke", "--dataset", "synthetic", "--epochs", "2", "--limit-train", "64",
+                              "--limit-test", "32", "--batch-size", "16", "--embed-dim", "16", "--text-width", "32",
+                              "--text-layers", "1", "--text-heads", "2", "--encoder-opt", "width=8", "--log-every", "2",
+                              "--out", "res", "--dry-run")
+    assert code == 0, err
+    assert [line.split()[1] for line in out2.strip().splitlines()[:-1]] == ids[:3]
+
+
+@pytest.mark.parametrize("body, needle", [
+    ("[grid]\nseed = 3\n", "grid.seed must be a non-empty list"),
+    ("[grid]\nbatch_sise = [8, 16]\n", "unknown option 'batch_sise'; did you mean batch_size?"),
+    ("[grid]\nseed = [0]\n[gird]\nx = 1\n", "unknown table [gird]"),
+    ("[grid]\nweight_decay = [0.01, 3.0]\n", "--weight-decay must be in [0, 1], got 3.0"),
+    ("[grid]\nseed = [0]\n[sweep]\nconcurent = 2\n", "unknown key sweep.concurent"),
+    ("[grid]\nseed = [0, 0]\n", "are the same run"),
+    ("[grid]\nseed = [0]\nlr = ['fast']\n", "lr = 'fast'"),
+    ("[grid]\nseed = [0\n", "is not valid TOML"),
+    ("[grid]\nencoder = ['modified_resnet', 'nope']\n", "unknown encoder 'nope'"),
+])
+def test_bad_sweep_file_is_one_line_naming_the_key(tmp_path, run_cli, body, needle):
+    code, out, err = run_cli("sweep", sweep_file(tmp_path, body), "--dry-run")
+    assert code == 2 and needle in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_flags_override_the_file_but_not_what_it_sweeps(tmp_path, run_cli):
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n")
+    code, out, err = run_cli("sweep", path, "--epochs", "1", "--dry-run")
+    assert code == 0, err
+    planned = [line.split()[1] for line in out.splitlines()[:-1]]
+    code, out_default, _ = run_cli("sweep", path, "--dry-run")
+    assert planned != [line.split()[1] for line in out_default.splitlines()[:-1]]  # epochs is in the config id
+    path = sweep_file(tmp_path, "[grid]\nlr = [0.001, 0.002]\n", name="lr.toml")
+    code, out, err = run_cli("sweep", path, "--lr", "0.01", "--dry-run")
+    assert code == 2 and "sweeps lr, and --lr was given too" in err
+
+
+def _files(out: Path, run_id: str):
+    folder = out / "runs" / run_id
+    ckpt = torch.load(folder / "last.pt", weights_only=True)["model"]
+    return ckpt, pd.read_csv(folder / "history.csv"), pd.read_csv(folder / "train_log.csv")
+
+
+@pytest.mark.slow  # two runs writing TensorBoard files; tests/results/test_loggers.py covers the logger
+def test_a_sweep_file_asks_every_run_for_its_loggers(tmp_path, run_cli):
+    """``log`` in [base] gives each run of the sweep its own TensorBoard folder; it is not part of the run ids."""
+    path = sweep_file(tmp_path, 'log = ["tensorboard"]\n[grid]\nseed = [0, 1]\n', epochs=1)
+    code, _, err = run_cli("sweep", path)
+    assert code == 0, err
+    runs = sorted((tmp_path / "res" / "runs").iterdir())
+    assert [r.name.rsplit("-", 1)[1] for r in runs] == ["s0", "s1"]
+    assert all(len(list((r / "tensorboard").glob("events.out.tfevents.*"))) == 1 for r in runs)
+
+
+@pytest.mark.slow  # six runs, three at a time on two threads each
+def test_concurrent_runs_equal_sequential_runs_bit_for_bit(tmp_path, user_threads):
+    """K = 3 runs at once (one thread each, two intra-op threads each) == the same runs one after another."""
+    plans = {name: plan([tiny(tmp_path / name, seed, tpl) for seed, tpl in ((0, "seed"), (1, "seed"), (0, "openai"))])
+             for name in ("one", "three")}
+    alone = run_plan(plans["one"], concurrent=1, echo=lambda line: None)
+    together = run_plan(plans["three"], concurrent=3, echo=lambda line: None)
+    assert [o.status for o in alone] == [o.status for o in together] == ["done"] * 3
+    for a, b in zip(alone, together):
+        assert a.planned.run_id == b.planned.run_id
+        for key in ("zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "final_train_loss"):
+            assert a.row[key] == b.row[key], key
+        wa, ha, la = _files(tmp_path / "one", a.planned.run_id)
+        wb, hb, lb = _files(tmp_path / "three", b.planned.run_id)
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert np.array_equal(ha["train_loss"].to_numpy(), hb["train_loss"].to_numpy())
+        assert np.array_equal(la["train_loss"].to_numpy(), lb["train_loss"].to_numpy())
+    assert alone[0].row["final_train_loss"] != alone[1].row["final_train_loss"]  # seeds really differ
+    table = pd.read_csv(tmp_path / "three" / "runs.csv")
+    assert sorted(table.run_id) == sorted(p.run_id for p in plans["three"])
+
+
+FAILING_ENCODER = '''
+    import bench
+    import torch
+    from torch import nn
+
+    class Fragile(nn.Module):
+        """Builds and passes the forward check; fails in its first training step."""
+        def __init__(self, embed_dim, image_size):
+            super().__init__()
+            self.proj = nn.Linear(3 * image_size * image_size, embed_dim)
+        def forward(self, x):
+            if self.training and torch.is_grad_enabled():
+                raise RuntimeError("boom: this encoder fails at run time")
+            return self.proj(x.flatten(1))
+
+    @bench.hookimpl
+    def register_encoders(register):
+        register("fragile", Fragile, "fails in training", family="test", source="tests")
+'''
+
+
+def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, run_cli):
+    from tests.support.plugins import write_plugin
+
+    write_plugin(tmp_path / "plugins", "fragile", FAILING_ENCODER)
+    path = sweep_file(tmp_path, """
+        [[include]]
+        encoder = "fragile"
+        encoder_opt = {}
+        [[include]]
+        seed = 1
+    """)
+    code, out, err = run_cli("--plugins-dir", tmp_path / "plugins", "sweep", path)
+    assert code == 1, err
+    assert "FAILED encoder_opt={} encoder=fragile" in out and "boom: this encoder fails at run time" in out
+    assert "1 of 2 runs failed" in err
+    runs = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert list(runs.seed) == [1]  # the run after the failed one ran
+    failed = list((tmp_path / "res" / "sweep" / "failed").glob("*.json"))
+    assert len(failed) == 1 and "boom" in json.loads(failed[0].read_text())["error"]
+    code, out, err = run_cli("--plugins-dir", tmp_path / "plugins", "sweep", path, "--status")
+    assert code == 0 and "failed" in out.splitlines()[0] and "boom" in out.splitlines()[0]
+    assert "1 done, 1 failed" in out
+
+
+@pytest.mark.slow  # a SIGKILLed sweep process, then two more
+def test_sigkilled_sweep_continues_each_run_under_its_own_id(tmp_path):
+    """SIGKILL in the middle of the second run; the same command again ends with one row per planned run, the
+    killed run resumed from its last.pt (same run id, a resume counted) and equal to an uninterrupted sweep."""
+    body = "[grid]\nseed = [0, 1, 2]\n"
+    path = sweep_file(tmp_path, body, epochs=3)
+    clean = sweep_file(tmp_path, body, epochs=3, name="clean.toml", out="clean")
+    proc = spawn_bench("sweep", path, "--checkpoint-every", "2")
+    runs = tmp_path / "res" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        done = list(runs.glob("*/result.json"))
+        started = [p for p in runs.glob("*/last.pt") if not (p.parent / "result.json").exists()]
+        if len(done) == 1 and started:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"the sweep never reached its second run: {proc.communicate()}")
+    killed = started[0].parent.name
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (runs / killed / "result.json").exists()
+    again = spawn_bench("sweep", path, "--checkpoint-every", "2")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert f"resume seed={killed[-1]} ({killed})" in out and "skipped" in out
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 3 and table.run_id.is_unique and killed in set(table.run_id)
+    assert int(table.set_index("run_id").loc[killed, "resumes"]) == 1
+    ref = spawn_bench("sweep", clean, "--checkpoint-every", "2")
+    assert ref.wait(timeout=300) == 0
+    reference = pd.read_csv(tmp_path / "clean" / "runs.csv").set_index("run_id")
+    for key in ("zeroshot_top1", "final_train_loss"):
+        assert table.set_index("run_id").loc[killed, key] == reference.loc[killed, key], key
+
+
+WRITER = """
+import os, signal, sys, time
+from pathlib import Path
+import bench.results.runs_csv as rt
+out, i, victim = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+if i == victim:  # SIGKILL itself halfway through writing the new table
+    real = rt.atomic_write_text
+    def torn(path, text):
+        if Path(path).name == "runs.csv":  # as atomic_file writes: a temp file beside it, then the rename
+            with open(Path(path).parent / f".runs.csv.{i}.tmp", "w") as f:
+                f.write(text[: len(text) // 2])
+                f.flush()
+                os.kill(os.getpid(), signal.SIGKILL)
+        real(path, text)
+    rt.atomic_write_text = torn
+while not (out / "go").exists():
+    time.sleep(0.001)
+run_dir = out / "runs" / f"run-{i}"
+run_dir.mkdir(parents=True)
+rt.finish_run(out, run_dir, {"run_id": f"run-{i}", "config_id": "c", "seed": i, "zeroshot_top1": i / 10,
+                             "encoder": "x", "epochs": 1})
+"""
+
+
+@pytest.mark.slow  # eight writer processes, one SIGKILLed
+def test_eight_writers_one_killed_every_finished_run_once(tmp_path):
+    from bench.results.runs_csv import read_table, reconcile_runs
+
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    out = tmp_path / "res"
+    out.mkdir()
+    procs = [subprocess.Popen([sys.executable, script, out, str(i), "3"]) for i in range(8)]
+    time.sleep(1.0)
+    (out / "go").touch()
+    codes = [p.wait(timeout=120) for p in procs]
+    assert codes[3] == -signal.SIGKILL and all(c == 0 for i, c in enumerate(codes) if i != 3)
+    table = read_table(out / "runs.csv")
+    assert not table.problems  # no damaged row
+    assert table.run_ids() == {f"run-{i}" for i in range(8) if i != 3}  # the killed writer's row never landed
+    # its record did: the table built from the records has every run exactly once
+    assert reconcile_runs(out) == 1 and reconcile_runs(out) == 0
+    frame = read_table(out / "runs.csv").frame()
+    assert sorted(frame.run_id) == sorted(f"run-{i}" for i in range(8)) and frame.run_id.is_unique
+
+
+def test_results_rebuild_restores_the_table_from_the_records(tmp_path, run_cli):
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n", epochs=1)
+    assert run_cli("sweep", path, "--no-checkpoints")[0] == 0
+    csv = tmp_path / "res" / "runs.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join(lines[:2] + ["damaged,row"]) + "\n")  # one row lost, one damaged
+    code, out, err = run_cli("results", "--results", tmp_path / "res", "--rebuild")
+    assert code == 0, err
+    assert "2 runs, 1 added from records, 1 dropped" in err
+    table = pd.read_csv(csv)
+    assert len(table) == 2 and table.run_id.is_unique
+    assert list((tmp_path / "res").glob("runs.csv.*.bak"))  # the old file is kept
+
+
+@pytest.mark.slow  # starts a local Ray
+def test_ray_local_sweep_three_runs(tmp_path, run_cli):
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)  # a local Ray of 2 CPUs; the sweep uses the running one
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n", epochs=1)
+    code, out, err = run_cli("sweep", path, "--launcher", "ray", "--no-checkpoints")
+    ray.shutdown()
+    assert code == 0, err
+    assert out.count("queued") == 3 and out.count(" done ") == 3
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 3 and table.run_id.is_unique
+
+
+@pytest.mark.slow  # submitit's local executor: a process per run
+def test_submitit_local_sweep_three_runs(tmp_path, run_cli):
+    pytest.importorskip("submitit")
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n[slurm]\ncluster = 'local'\nruns_per_job = 2\n"
+                                "time_min = 10\n", epochs=1)
+    code, out, err = run_cli("sweep", path, "--launcher", "slurm", "--no-checkpoints")
+    assert code == 0, err
+    assert "submitted 2 job(s)" in out
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 3 and table.run_id.is_unique
+
+
+def test_missing_launcher_extra_is_one_line(tmp_path, run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    path = sweep_file(tmp_path, "[grid]\nseed = [0]\n", epochs=1)
+    code, out, err = run_cli("sweep", path, "--launcher", "ray")
+    assert code == 2 and "pip install 'bench[ray]'" in err
+    code, out, err = run_cli("sweep", path, "--launcher", "slurm")
+    assert code == 2 and "pip install 'bench[slurm]'" in err
+
+
+@pytest.mark.slow  # two worker processes
+def test_two_workers_share_the_plan_each_run_once(tmp_path, run_cli):
+    """--workers 2 (on CPU; one per GPU with --gpus): two processes take runs through the claims, none twice."""
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2, 3]\n", epochs=1)
+    code, out, err = run_cli("sweep", path, "--workers", "2", "--no-checkpoints")
+    assert code == 0, err
+    done = [line.split()[-1] for line in out.splitlines() if " start " in line]
+    assert len(done) == 4 and len(set(done)) == 4, out
+    assert {line[:2] for line in out.splitlines() if " start " in line} <= {"w0", "w1"}
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 4 and table.run_id.is_unique
+
+
+@pytest.mark.slow  # two bench sweep processes
+def test_sigterm_stops_concurrent_runs_with_checkpoints_and_the_same_command_continues(tmp_path):
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n", epochs=8)
+    proc = spawn_bench("sweep", path, "--concurrent", "2", "--checkpoint-every", "2")
+    runs = tmp_path / "res" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(runs.glob("*/last.pt"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "sweep stopped by SIGTERM" in err and "run the same command again" in err
+    assert not list(runs.glob("*/result.json")) or len(list(runs.glob("*/result.json"))) < 2
+    again = spawn_bench("sweep", path, "--concurrent", "2", "--checkpoint-every", "2")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "resume" in out
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 2 and table.run_id.is_unique and table.resumes.max() == 1
+
+
+def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
+    import socket
+
+    from bench.claims import Claim
+
+    path = tmp_path / "claim"
+    a, b = Claim(path), Claim(path)
+    assert a.acquire() and not b.acquire()
+    a.release()
+    assert b.acquire()
+    b.release()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path.write_text(json.dumps({"token": "t", "host": socket.gethostname(), "pid": dead.pid}))
+    taker = Claim(path)
+    assert taker.acquire()  # its holder's process is gone
+    taker.release()
+    path.write_text(json.dumps({"token": "u", "host": "another-node", "pid": 1}))
+    assert not Claim(path, stale_after=60).acquire()  # another machine's, with a fresh heartbeat
+    old = time.time() - 120
+    os.utime(path, (old, old))
+    beating = Claim(path, heartbeat=0.05, stale_after=60)
+    assert beating.acquire()  # no heartbeat for 2 minutes: stale
+    time.sleep(0.3)
+    assert time.time() - path.stat().st_mtime < 1  # the holder's heartbeat keeps it fresh
+    beating.release()
+    assert not path.exists()
+
+
+def test_a_preempted_slurm_job_requeues_itself_with_its_runs():
+    submitit = pytest.importorskip("submitit")
+    from bench.app.sweep.launchers import SlurmJob
+
+    job = SlurmJob([{"config": {}, "run_id": "r"}], ([], []), concurrent=2)
+    again = job.checkpoint()
+    assert isinstance(again, submitit.helpers.DelayedSubmission)
+    assert isinstance(again.function, SlurmJob) and again.function.payloads == job.payloads
+    assert again.function.concurrent == 2

@@ -1,0 +1,378 @@
+"""Bad input to any command: exit code 2, one line naming the problem and the fix, and nothing on disk changes."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from tests.support.runs import FLAGS, finished_run, run_dir_of, snapshot
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread in this module (tests/conftest.py)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A results folder with one finished run: what bad commands must leave exactly as it is."""
+    out = tmp_path_factory.mktemp("validation") / "results"
+    shutil.copytree(finished_run(tmp_path_factory.getbasetemp()), out)
+    return out
+
+
+# -- inputs the cases point at, made in the case's own folder -------------------------------------------------
+def _file(tmp):
+    (tmp / "afile").write_text("not a folder\n")
+
+
+def _corrupt_data(tmp):
+    (tmp / "data").mkdir()
+    for split in ("train", "test"):
+        (tmp / "data" / f"{split}.npz").write_bytes(b"PK\x03\x04 this zip was cut short")
+
+
+def _foreign_results(tmp):
+    (tmp / "foreign").mkdir()
+    (tmp / "foreign" / "runs.csv").write_text("name,score\nalice,3\n")
+
+
+def _binary(tmp):
+    (tmp / "blob.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00")
+
+
+def _not_image(tmp):
+    (tmp / "notes.txt").write_text("a caption, not a picture\n")
+
+
+def _image(tmp):
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp / "img.png")
+
+
+def _garbage_checkpoint(tmp):
+    (tmp / "garbage.pt").write_bytes(b"\x00\x01 this is no torch file" * 10)
+
+
+def _edited_checkpoint(edit):
+    def make(tmp, ckpt):
+        payload = torch.load(ckpt, weights_only=True)
+        edit(payload)
+        torch.save(payload, tmp / "other.pt")
+
+    make.needs_checkpoint = True
+    return make
+
+
+def _wider_embedding(payload):  # the config now builds another architecture than the weights hold
+    payload["config"]["model"]["embed_dim"] = 64
+
+
+def _smaller_vocab(payload):  # weights trained with another tokenizer's vocabulary
+    payload["model"]["token_embedding.weight"] = payload["model"]["token_embedding.weight"][:1000].clone()
+
+
+RUN = ["run", *FLAGS, "--out", "{out}"]
+# the same run without the tiny ModifiedResNet's --encoder-opt width=8, for other encoders' options
+PLAIN = [f for i, f in enumerate(FLAGS) if f != "--encoder-opt" and (i == 0 or FLAGS[i - 1] != "--encoder-opt")]
+RUN_ENC = ["run", *PLAIN, "--out", "{out}"]
+SWEEP = ["sweep", "--encoder", "modified_resnet", *FLAGS, "--out", "{out}"]
+THROUGHPUT = ["throughput", "--device", "cpu", "--steps", "1", "--untimed-steps", "0", "--embed-dim", "32", "--text-width",
+              "32", "--text-layers", "1", "--text-heads", "2", "--out", "{tmp}/tp"]
+COMPARE = ["compare", "{out}", "{out}"]
+REPORT = ["report", "{out}", "--out", "{tmp}/report"]
+
+# (id, command line, what the one-line message must say, setup of the inputs it points at)
+CASES = [
+    ("unknown-encoder", RUN + ["--encoder", "resnet9000"], "unknown encoder 'resnet9000'", None),
+    ("unknown-templates", RUN + ["--templates", "nope"], "unknown template set 'nope'", None),
+    ("unknown-tokenizer", RUN + ["--tokenizer", "nope"], "unknown tokenizer 'nope'", None),
+    ("unknown-dataset", RUN + ["--dataset", "imagenet22k"], "unknown dataset 'imagenet22k'", None),
+    ("unknown-preset", RUN + ["--preset", "fastest"], "unknown preset 'fastest'", None),
+    ("zero-epochs", RUN + ["--epochs", "0"], "--epochs must be at least 1", None),
+    ("negative-batch", RUN + ["--batch-size", "-8"], "--batch-size must be at least 2", None),
+    ("batch-over-data", RUN + ["--batch-size", "128"], "batch size 128 is larger than the 64 training images", None),
+    ("zero-lr", RUN + ["--lr", "0"], "--lr must be in (0, 1]", None),
+    ("huge-lr", RUN + ["--lr", "3"], "--lr must be in (0, 1]", None),
+    ("negative-wd", RUN + ["--weight-decay", "-0.1"], "--weight-decay must be in [0, 1]", None),
+    ("sgd-without-text-lr", RUN + ["--optimizer", "sgd", "--lr", "0.5"], "give its learning rate with --text-lr", None),
+    ("huge-sgd-lr", RUN + ["--optimizer", "sgd", "--lr", "500", "--text-lr", "1e-3"], "--lr must be in (0, 100] with --optimizer sgd",
+     None),
+    ("huge-text-lr", RUN + ["--text-lr", "2"], "--text-lr must be in (0, 1] (AdamW)", None),
+    ("momentum-one", RUN + ["--optimizer", "sgd", "--text-lr", "1e-3", "--momentum", "1"], "--momentum must be in [0, 1)",
+     None),
+    ("muon-without-text-lr", RUN + ["--optimizer", "muon"], "--optimizer muon trains the text tower with AdamW", None),
+    ("muon-momentum-one", RUN + ["--optimizer", "muon", "--text-lr", "1e-3", "--muon-momentum", "1"],
+     "--muon-momentum must be in [0, 1)", None),
+    ("zero-muon-lr", RUN + ["--muon-lr", "0"], "--muon-lr must be in (0, 100]", None),
+    ("whiten-bias-epochs", RUN + ["--encoder", "airbench", "--encoder-opt", "whiten_bias_epochs=-1"],
+     "whiten_bias_epochs", None),
+    ("negative-prewarm", RUN + ["--prewarm-steps", "-1"], "--prewarm-steps must be a number of steps >= 0", None),
+    ("zero-norm-lr-scale", RUN + ["--norm-lr-scale", "0"], "--norm-lr-scale must be in (0, 1000]", None),
+    ("lookahead-one", RUN + ["--lookahead", "1"], "--lookahead must be in [0, 1)", None),
+    ("full-label-smoothing", RUN + ["--label-smoothing", "1"], "--label-smoothing must be in [0, 1)", None),
+    ("negative-crop-pad", RUN + ["--crop-pad", "-1"], "--crop-pad must be in [0, 32) for 32-pixel images", None),
+    ("cutout-over-image", RUN + ["--cutout", "33"], "--cutout must be in [0, 32] for 32-pixel images", None),
+    ("zero-limit-train", RUN + ["--limit-train", "0"], "--limit-train must be at least 1", None),
+    ("negative-limit-test", RUN + ["--limit-test", "-5"], "--limit-test must be at least 1", None),
+    ("zero-eval-every", RUN + ["--eval-every", "0"], "--eval-every must be at least 1", None),
+    ("negative-lr-warmup", RUN + ["--lr-warmup-steps", "-1"], "--lr-warmup-steps must be >= 0", None),
+    ("negative-seed", RUN + ["--seed", "-1"], "--seed must be >= 0", None),
+    ("unknown-device", RUN + ["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N", None),
+    ("heads-vs-width", RUN + ["--text-heads", "3"], "must be a multiple of --text-heads (3)", None),
+    ("unknown-encoder-opt", RUN + ["--encoder-opt", "depth=3"], "takes no option 'depth'", None),
+    ("malformed-encoder-opt", RUN + ["--encoder-opt", "width"], "is not KEY=VALUE", None),
+    ("not-an-int", RUN + ["--epochs", "two"], "'two' is not a valid integer", None),
+    ("bad-precision", RUN + ["--precision", "fp64"], "'fp64' is not one of", None),
+    ("negative-checkpoint-every", RUN + ["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0", None),
+    ("zero-grad-norm", RUN + ["--max-grad-norm", "0"], "--max-grad-norm must be a positive number", None),
+    ("nan-grad-norm", RUN + ["--max-grad-norm", "nan"], "--max-grad-norm must be a positive number", None),
+    ("missing-data-dir", RUN + ["--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"], "is not a folder", None),
+    ("corrupt-data-dir", RUN + ["--dataset", "cifar10", "--data-dir", "{tmp}/data"], "is not a readable CIFAR-10 .npz",
+     _corrupt_data),
+    ("out-is-a-file", ["run", *FLAGS, "--out", "{tmp}/afile"], "is a file, not a folder", _file),
+    ("out-under-a-file", ["run", *FLAGS, "--out", "{tmp}/afile/results"], "is a file, not a folder", _file),
+    ("out-has-foreign-table", ["run", *FLAGS, "--out", "{tmp}/foreign"], "is not a bench results table",
+     _foreign_results),
+    ("resume-unknown-run", ["run", "--resume", "no-such-run", "--out", "{out}"], "is neither a run id", None),
+    ("resume-with-new-settings", ["run", "--resume", "{run_dir}", "--epochs", "5"], "drop --epochs", None),
+    ("resume-finished-run", ["run", "--resume", "{run_dir}"], "already finished", None),
+    ("resume-latest-none-left", ["run", "--resume", "latest", "--out", "{out}"], "no unfinished run", None),
+    ("eval-missing-checkpoint", ["eval", "{tmp}/missing.pt"], "does not exist", None),
+    ("eval-not-a-checkpoint", ["eval", "{tmp}/garbage.pt"], "is not a readable torch file", _garbage_checkpoint),
+    ("eval-other-architecture", ["eval", "{tmp}/other.pt"], "tensors differ in shape (first text_projection",
+     _edited_checkpoint(_wider_embedding)),
+    ("eval-other-vocab", ["eval", "{tmp}/other.pt"], "its text vocabulary has 1000 tokens",
+     _edited_checkpoint(_smaller_vocab)),
+    ("eval-unknown-templates", ["eval", "{ckpt}", "--templates", "seed,nope"], "unknown template set 'nope'", None),
+    ("eval-unknown-dataset", ["eval", "{ckpt}", "--dataset", "nope"], "unknown dataset 'nope'", None),
+    ("eval-zero-limit", ["eval", "{ckpt}", "--limit-test", "0"], "--limit-test must be at least 1", None),
+    ("eval-unknown-device", ["eval", "{ckpt}", "--device", "tpu"], "--device must be auto", None),
+    ("predict-not-an-image", ["predict", "{ckpt}", "{tmp}/notes.txt"], "is not an image PIL can read", _not_image),
+    ("predict-missing-image", ["predict", "{ckpt}", "{tmp}/missing.png"], "does not exist", None),
+    ("predict-zero-top-k", ["predict", "{ckpt}", "{tmp}/img.png", "--top-k", "0"], "--top-k must be at least 1", _image),
+    ("results-foreign-table", ["results", "{tmp}/foreign/runs.csv"], "is not a bench results table", _foreign_results),
+    ("results-binary-file", ["results", "{tmp}/blob.csv"], "is not a results table", _binary),
+    ("results-missing", ["results", "{tmp}/nowhere"], "is not a file or folder", None),
+    # -- bench run at the boundaries of every option (issue 12: no option is ever a traceback) --
+    ("nan-lr", RUN + ["--lr", "nan"], "--lr must be in (0, 1], got nan", None),
+    ("inf-lr", RUN + ["--lr", "inf"], "--lr must be in (0, 1], got inf", None),
+    ("nan-wd", RUN + ["--weight-decay", "nan"], "--weight-decay must be in [0, 1]", None),
+    ("huge-wd", RUN + ["--weight-decay", "2"], "--weight-decay must be in [0, 1]", None),
+    ("nan-label-smoothing", RUN + ["--label-smoothing", "nan"], "--label-smoothing must be in [0, 1)", None),
+    ("negative-label-smoothing", RUN + ["--label-smoothing", "-0.1"], "--label-smoothing must be in [0, 1)", None),
+    ("crop-pad-whole-image", RUN + ["--crop-pad", "32"], "--crop-pad must be in [0, 32)", None),
+    ("negative-cutout", RUN + ["--cutout", "-1"], "--cutout must be in [0, 32]", None),
+    ("batch-of-one", RUN + ["--batch-size", "1"], "--batch-size must be at least 2 (a contrastive batch", None),
+    ("float-epochs", RUN + ["--epochs", "2.5"], "'2.5' is not a valid integer", None),
+    ("negative-epochs", RUN + ["--epochs", "-3"], "--epochs must be at least 1", None),
+    ("zero-log-every", RUN + ["--log-every", "0"], "--log-every must be at least 1", None),
+    ("inf-grad-norm", RUN + ["--max-grad-norm", "inf"], "--max-grad-norm must be a positive number", None),
+    ("negative-grad-norm", RUN + ["--max-grad-norm", "-1"], "--max-grad-norm must be a positive number", None),
+    ("zero-embed-dim", RUN + ["--embed-dim", "0"], "--embed-dim must be at least 1, got 0", None),
+    ("negative-embed-dim", RUN + ["--embed-dim", "-32"], "--embed-dim must be at least 1", None),
+    ("zero-text-width", RUN + ["--text-width", "0"], "--text-width must be at least 1, got 0", None),
+    ("negative-text-width", RUN + ["--text-width", "-8"], "--text-width must be at least 1", None),
+    ("zero-text-layers", RUN + ["--text-layers", "0"], "--text-layers must be at least 1", None),
+    ("zero-text-heads", RUN + ["--text-heads", "0"], "--text-heads must be at least 1, got 0", None),
+    ("tiny-image-size", RUN + ["--image-size", "0"], "--image-size must be at least 8, got 0", None),
+    ("image-size-not-the-data", RUN + ["--image-size", "64"], "--image-size 64 does not match dataset 'synthetic'", None),
+    ("huge-image-size", RUN + ["--image-size", "100000"], "use --image-size 32", None),
+    ("bad-device-index", RUN + ["--device", "cuda:x"], "--device must be auto, cpu, cuda or cuda:N", None),
+    ("cuda-without-gpu", RUN + ["--device", "cuda:0"], "torch sees no GPU", None),
+    ("unknown-loss", RUN + ["--loss", "triplet"], "'triplet' is not one of 'clip', 'multipositive'", None),
+    ("unknown-eval", RUN + ["--evals", "retrieval,nope"], "unknown evaluation 'nope' in --evals", None),
+    ("zero-robust-limit", RUN + ["--robust-limit", "0"], "--robust-limit must be at least 1", None),
+    ("severity-zero", RUN + ["--robust-severities", "0"], "--robust-severities takes integers 1..5", None),
+    ("severity-six", RUN + ["--robust-severities", "1,6"], "--robust-severities takes integers 1..5", None),
+    ("severity-word", RUN + ["--robust-severities", "high"], "--robust-severities takes integers 1..5", None),
+    ("seeds-not-numbers", RUN + ["--seeds", "a,b"], "--seeds takes integers separated by commas", None),
+    ("seeds-negative", RUN + ["--seeds", "-1"], "--seeds must be distinct integers >= 0", None),
+    ("seeds-repeated", RUN + ["--seeds", "1,1"], "--seeds must be distinct integers >= 0", None),
+    ("resume-with-a-seed", ["run", "--resume", "{run_dir}", "--seed", "3"], "drop --seed", None),
+    # -- encoder factories reject their options before anything is written --
+    ("negative-width", RUN_ENC + ["--encoder-opt", "width=-3"], "width=-3 must be an integer of at least 2", None),
+    ("zero-width", RUN_ENC + ["--encoder-opt", "width=0"], "width=0 must be an integer of at least 2", None),
+    ("word-width", RUN_ENC + ["--encoder-opt", "width=abc"], "width='abc' must be an integer", None),
+    ("fractional-width", RUN_ENC + ["--encoder-opt", "width=16.5"], "width=16.5 must be an integer", None),
+    ("short-layers", RUN_ENC + ["--encoder-opt", "layers=[1]"], "layers=[1] must be a list of 4 integers", None),
+    ("empty-stages", RUN_ENC + ["--encoder-opt", "layers=[0,0,0,0]"], "must be a list of 4 integers of at least 1", None),
+    ("zero-heads", RUN_ENC + ["--encoder-opt", "heads=0"], "heads=0 must be a positive divisor of the attention pool", None),
+    ("heads-not-dividing", RUN_ENC + ["--encoder-opt", "heads=3"], "heads=3 must be a positive divisor", None),
+    ("stem-image-size", ["run", *PLAIN, "--dataset", "cifar10", "--data-dir", "{tmp}/data33", "--image-size", "33",
+                         "--crop-pad", "0", "--out", "{out}"], "must be a multiple of 32; use 32, or modified_resnet_cifar",
+     lambda tmp: _cifar_npz(tmp / "data33", 33)),
+    ("timm-drop-rate-word", RUN_ENC + ["--encoder", "timm/resnet18", "--encoder-opt", "drop_rate=abc"],
+     "drop_rate='abc' must be a number in [0, 1)", None),
+    ("timm-drop-rate-over-one", RUN_ENC + ["--encoder", "timm/resnet18", "--encoder-opt", "drop_rate=2"],
+     "drop_rate=2 must be a number in [0, 1)", None),
+    ("timm-unknown-kwarg", RUN_ENC + ["--encoder", "timm/resnet18", "--encoder-opt", "depth=3"],
+     "timm model 'resnet18' rejected an --encoder-opt", None),
+    ("timm-unknown-pool", RUN_ENC + ["--encoder", "timm/resnet18", "--encoder-opt", "pool=median"], "unknown pool 'median'",
+     None),
+    ("timm-proj-bias-word", RUN_ENC + ["--encoder", "timm/resnet18", "--encoder-opt", "proj_bias=maybe"],
+     "proj_bias='maybe' must be true or false", None),
+    ("timm-pretrained", RUN_ENC + ["--encoder", "timm/resnet18", "--encoder-opt", "pretrained=true"],
+     "pretrained weights are never loaded", None),
+    ("airbench-widths", RUN_ENC + ["--encoder", "airbench", "--encoder-opt", "widths=[0,8,8]"],
+     "widths=[0, 8, 8] must be a list of 3 integers of at least 1", None),
+    ("airbench-momentum", RUN_ENC + ["--encoder", "airbench", "--encoder-opt", "bn_momentum=2"],
+     "bn_momentum=2 must be a number in (0, 1]", None),
+    ("airbench-tta-word", RUN_ENC + ["--encoder", "airbench", "--encoder-opt", "flip_tta=yes"],
+     "flip_tta='yes' must be true or false", None),
+    ("plugin-factory-raises", ["--plugins-dir", "{tmp}/plugins", *RUN_ENC, "--encoder", "fragile"],
+     "encoder 'fragile' (plugin 'fragile') could not be built from (32, 32): ZeroDivisionError: integer division",
+     lambda tmp: _plugin(tmp, FRAGILE)),
+    ("plugin-forward-fails", ["--plugins-dir", "{tmp}/plugins", *RUN_ENC, "--encoder", "misshapen"],
+     "encoder 'misshapen' (plugin 'misshapen') fails on 32-pixel images: RuntimeError", lambda tmp: _plugin(tmp, MISSHAPEN)),
+    ("plugin-dataset-raises", ["--plugins-dir", "{tmp}/plugins", *RUN_ENC, "--dataset", "broken_set"],
+     "dataset 'broken_set' (plugin 'broken_set') could not be built from ('train', None, 0): OSError: disk on fire",
+     lambda tmp: _plugin(tmp, BROKEN_SET)),
+    # -- bench sweep --
+    ("sweep-empty-encoder-list", ["sweep", "--encoder", ",", *FLAGS, "--out", "{out}"], "--encoder is empty", None),
+    ("sweep-unknown-encoder", ["sweep", "--encoder", "modified_resnet,nope", *FLAGS, "--out", "{out}"],
+     "unknown encoder 'nope'", None),
+    ("sweep-unknown-templates", SWEEP + ["--templates", "seed,nope"], "unknown template set 'nope'", None),
+    ("sweep-bad-seeds", SWEEP + ["--seeds", "x"], "--seeds takes integers separated by commas", None),
+    ("sweep-zero-epochs", SWEEP + ["--epochs", "0"], "--epochs must be at least 1", None),
+    ("sweep-bad-encoder-opt", ["sweep", "--encoder", "modified_resnet", *PLAIN, "--encoder-opt", "width=-3", "--out",
+                               "{out}"], "width=-3 must be an integer of at least 2", None),
+    # -- bench eval / predict --
+    ("eval-negative-limit", ["eval", "{ckpt}", "--limit-test", "-1"], "--limit-test must be at least 1", None),
+    ("eval-zero-robust-limit", ["eval", "{ckpt}", "--robust-limit", "0"], "--robust-limit must be at least 1", None),
+    ("eval-severity-nine", ["eval", "{ckpt}", "--robust-severities", "9"], "--robust-severities takes integers 1..5", None),
+    ("eval-unknown-eval", ["eval", "{ckpt}", "--evals", "nope"], "unknown evaluation 'nope'", None),
+    ("eval-missing-data-dir", ["eval", "{ckpt}", "--data-dir", "{tmp}/nowhere"], "is not a folder", None),
+    ("eval-unknown-format", ["eval", "{ckpt}", "--format", "xml"], "'xml' is not one of", None),
+    ("eval-out-is-a-file", ["eval", "{ckpt}", "--out", "{tmp}/afile"], "is a file, not a folder", _file),
+    ("eval-cuda-without-gpu", ["eval", "{ckpt}", "--device", "cuda"], "torch sees no GPU", None),
+    ("predict-negative-top-k", ["predict", "{ckpt}", "{tmp}/img.png", "--top-k", "-1"], "--top-k must be at least 1",
+     _image),
+    ("predict-unknown-templates", ["predict", "{ckpt}", "{tmp}/img.png", "--templates", "nope"],
+     "unknown template set 'nope'", _image),
+    ("predict-unknown-device", ["predict", "{ckpt}", "{tmp}/img.png", "--device", "tpu"], "--device must be auto", _image),
+    ("predict-missing-checkpoint", ["predict", "{tmp}/missing.pt", "{tmp}/img.png"], "does not exist", _image),
+    # -- bench compare --
+    ("compare-alpha-zero", COMPARE + ["--alpha", "0"], "--alpha must be in (0, 1), got 0.0", None),
+    ("compare-alpha-one", COMPARE + ["--alpha", "1"], "--alpha must be in (0, 1), got 1.0", None),
+    ("compare-alpha-nan", COMPARE + ["--alpha", "nan"], "--alpha must be in (0, 1), got nan", None),
+    ("compare-alpha-word", COMPARE + ["--alpha", "abc"], "'abc' is not a valid float", None),
+    ("compare-unknown-correction", COMPARE + ["--correct", "bonferroni"], "'bonferroni' is not one of 'none', 'holm'",
+     None),
+    ("compare-nan-threshold", COMPARE + ["--fail-on", "zeroshot_top1:nan"], "is not METRIC:DELTA", None),
+    ("compare-inf-threshold", COMPARE + ["--fail-on", "zeroshot_top1:inf"], "is not METRIC:DELTA", None),
+    ("compare-malformed-threshold", COMPARE + ["--fail-on", "zeroshot_top1"], "is not METRIC:DELTA", None),
+    ("compare-unknown-threshold-metric", COMPARE + ["--fail-on", "nope:-1"], "--fail-on 'nope': no such metric", None),
+    ("compare-significant-without-threshold", COMPARE + ["--fail-on-significant"],
+     "--fail-on-significant refines --fail-on", None),
+    ("compare-unknown-metric", COMPARE + ["--metrics", "nope"], "metric 'nope' is not in every side", None),
+    ("compare-unknown-split", ["compare", "{out}", "--split-by", "nope"], "--split-by 'nope': no such column", None),
+    ("compare-one-side", ["compare", "{out}"], "compare needs at least two sides", None),
+    ("compare-unknown-join", COMPARE + ["--on", "nope"], "--on 'nope' is not a configuration column", None),
+    ("compare-malformed-where", COMPARE + ["--where", "bad"], "--where 'bad' is not COLUMN=VALUE", None),
+    ("compare-unknown-where", COMPARE + ["--where", "nope=1"], "--where: no column 'nope'", None),
+    ("compare-unknown-format", COMPARE + ["--format", "xml"], "'xml' is not one of", None),
+    ("compare-missing-side", ["compare", "{out}", "{tmp}/nowhere"], "is not a file or folder", None),
+    # -- bench throughput --
+    ("throughput-zero-batch", THROUGHPUT + ["--batch-size", "0"], "--batch-size must be at least 2", None),
+    ("throughput-zero-steps", THROUGHPUT + ["--steps", "0"], "--steps must be at least 1", None),
+    ("throughput-negative-untimed", THROUGHPUT + ["--untimed-steps", "-1"], "--untimed-steps must be >= 0", None),
+    ("throughput-zero-embed-dim", THROUGHPUT + ["--embed-dim", "0"], "--embed-dim must be at least 1", None),
+    ("throughput-zero-text-width", THROUGHPUT + ["--text-width", "0"], "--text-width must be at least 1", None),
+    ("throughput-zero-text-layers", THROUGHPUT + ["--text-layers", "0"], "--text-layers must be at least 1", None),
+    ("throughput-heads-vs-width", THROUGHPUT + ["--text-heads", "3"], "must be a multiple of --text-heads (3)", None),
+    ("throughput-unknown-encoder", THROUGHPUT + ["--encoder", "nope"], "unknown encoder 'nope'", None),
+    ("throughput-empty-encoder", THROUGHPUT + ["--encoder", ","], "--encoder is empty", None),
+    ("throughput-bad-encoder-opt", THROUGHPUT + ["--encoder-opt", "width=-3"], "width=-3 must be an integer", None),
+    ("throughput-unknown-device", THROUGHPUT + ["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N", None),
+    ("throughput-cuda-without-gpu", THROUGHPUT + ["--device", "cuda"], "torch sees no GPU", None),
+    ("throughput-unknown-mode", THROUGHPUT + ["--mode", "fast"], "'fast' is not one of 'train', 'infer', 'both'", None),
+    ("throughput-unknown-precision", THROUGHPUT + ["--precision", "fp8"], "'fp8' is not one of", None),
+    ("throughput-out-is-a-file", THROUGHPUT[:-1] + ["{tmp}/afile"], "is a file, not a folder", _file),
+    # -- bench report / results --
+    ("report-out-is-a-file", ["report", "{out}", "--out", "{tmp}/afile"], "is a file", _file),
+    ("report-missing-source", ["report", "{tmp}/nowhere", "--out", "{tmp}/report"], "is not a file or folder", None),
+    ("report-malformed-where", REPORT + ["--where", "bad"], "--where 'bad' is not COLUMN=VALUE", None),
+    ("report-unknown-where", REPORT + ["--where", "nope=1"], "--where: no column 'nope'", None),
+    ("report-nothing-left", REPORT + ["--where", "encoder=none"], "no runs to report on", None),
+    ("report-no-out", ["report", "{out}"], "Missing option '--out'", None),
+    ("results-zero-limit", ["results", "{out}", "--limit", "0"], "--limit must be at least 1", None),
+    ("results-unknown-sort", ["results", "{out}", "--sort", "nope"], "--sort: no column 'nope'", None),
+    ("results-unknown-column", ["results", "{out}", "--columns", "nope"], "--columns: no column 'nope'", None),
+    ("results-malformed-where", ["results", "{out}", "--where", "bad"], "--where 'bad' is not COLUMN=VALUE", None),
+    ("list-unknown-kind", ["list", "models"], "'models' is not one of", None),
+]
+
+
+FRAGILE = """
+from bench import hookimpl
+
+
+@hookimpl
+def register_encoders(register):
+    register("fragile", lambda embed_dim, image_size: embed_dim // 0, "divides by zero when built")
+"""
+
+MISSHAPEN = """
+import torch
+from bench import hookimpl
+
+
+@hookimpl
+def register_encoders(register):
+    # builds fine; its forward needs 64-pixel inputs, so it fails on 32-pixel ones
+    register("misshapen", lambda embed_dim, image_size: torch.nn.Sequential(torch.nn.Flatten(),
+             torch.nn.Linear(3 * 64 * 64, embed_dim)), "expects 64-pixel images")
+"""
+
+BROKEN_SET = """
+from bench import hookimpl
+
+
+def _load(split, data_dir=None, seed=0):
+    raise OSError("disk on fire")
+
+
+@hookimpl
+def register_datasets(register):
+    register("broken_set", _load, "raises when read")
+"""
+
+
+def _plugin(tmp, source):
+    (tmp / "plugins").mkdir(exist_ok=True)
+    name = source.split('register("')[1].split('"')[0]
+    (tmp / "plugins" / f"{name}.py").write_text(source)
+
+
+def _cifar_npz(folder, size):
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        np.savez(folder / f"{split}.npz", images=rng.integers(0, 256, (64, size, size, 3), dtype=np.uint8),
+                 labels=rng.integers(0, 10, 64))
+
+
+def test_the_table_is_large_enough():
+    """At least 100 bad-input cases over every command's options; ids must be unique to read failures."""
+    assert len(CASES) >= 100 and len({c[0] for c in CASES}) == len(CASES)
+    commands = {next(a for a in args if not a.startswith("-") and "{" not in a) for _, args, _, _ in CASES}
+    assert {"run", "sweep", "eval", "predict", "compare", "throughput", "report", "results"} <= commands
+
+
+@pytest.mark.parametrize("args, expected, setup", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(args, expected, setup, results, tmp_path, run_cli):
+    """Each bad input: exit 2, a single 'bench: error:' line with the cause, no traceback, no file touched."""
+    run_dir = run_dir_of(results)
+    ckpt = run_dir / "best.pt"
+    if setup is not None:
+        setup(tmp_path, ckpt) if getattr(setup, "needs_checkpoint", False) else setup(tmp_path)
+    before = snapshot(results), snapshot(tmp_path)
+    values = {"out": results, "tmp": tmp_path, "run_dir": run_dir, "ckpt": ckpt}
+    code, stdout, stderr = run_cli(*[a.format(**values) for a in args])
+    assert code == 2, stderr
+    assert stderr.startswith("bench: error: ") and stderr.count("\n") == 1, stderr
+    assert expected in stderr, stderr
+    assert stdout == ""
+    assert (snapshot(results), snapshot(tmp_path)) == before

@@ -1,0 +1,191 @@
+"""Pretrained CLIPs under bench's protocol: an open_clip model (``bench eval --open-clip``) and an OpenAI-format
+state dict (``bench eval FILE``) give open_clip's own zero-shot logits, land in runs.csv as rows that compare and
+report read like any run's, and bad names or files are one-line errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.support.runs import TINY
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread in this module (tests/conftest.py)
+
+# A small ResNet CLIP in open_clip's config format: 64-px input (so the 32-px test images are resized, bicubic),
+# QuickGELU and text heads of width 64 as OpenAI's build_model infers them, so its state dict is OpenAI-format too.
+CONFIG = {"embed_dim": 32, "quick_gelu": True,
+          "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 8, "patch_size": None},
+          "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}}
+N_IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def tiny_open_clip(tmp_path_factory):
+    """(config file, weights file, open_clip model, its eval transform, its tokenizer): randomly initialised
+    with a fixed seed and saved as open_clip's own state dict."""
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("open_clip")
+    config = folder / "tiny-rn.json"
+    config.write_text(json.dumps(CONFIG))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model, _, preprocess = open_clip.create_model_and_transforms("tiny-rn", pretrained=None)
+    with torch.no_grad():  # the random init leaves logit-relevant parts at zero; give every tensor some signal
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    weights = folder / "tiny-rn.pt"
+    torch.save(model.state_dict(), weights)
+    return config, weights, model.eval(), preprocess, open_clip.get_tokenizer("tiny-rn")
+
+
+def synthetic_test(n=N_IMAGES):
+    from bench.host.manager import get_entry
+
+    return get_entry("datasets", "synthetic").create("test", None, 0).subset(n)
+
+
+def open_clip_logits(model, preprocess, tokenizer, test, templates) -> torch.Tensor:
+    """open_clip's own zero-shot: its transform on each PIL image, its classifier builder, 100 x cosine."""
+    import open_clip
+    from PIL import Image
+
+    images = torch.stack([preprocess(Image.fromarray(a)) for a in np.asarray(test.images)])  # NHWC uint8
+    with torch.no_grad():
+        feats = F.normalize(model.encode_image(images), dim=-1)
+        classifier = open_clip.build_zero_shot_classifier(model, tokenizer, list(test.classes), list(templates),
+                                                          num_classes_per_batch=None)
+    return 100.0 * feats @ classifier
+
+
+def openai_templates():
+    from bench.host.manager import get_entry
+
+    return get_entry("templates", "openai").create()
+
+
+def test_open_clip_through_bench_gives_open_clips_own_logits(tiny_open_clip):
+    """bench's zero-shot path (uint8 images -> the model's transform, trimmed tokens padded back, ensembled
+    classifier) on an open_clip model gives open_clip's own logits on the same images, to float32 rounding."""
+    from bench.clip.pretrained import load_open_clip
+    from bench.data.loader import to_device_uint8
+    from bench.evaluation.zero_shot import build_zero_shot_classifier, image_features
+
+    config, weights, model, preprocess, tokenizer = tiny_open_clip
+    test, templates = synthetic_test(), openai_templates()
+    adapted, bench_tokenizer, info = load_open_clip(str(config), str(weights), torch.device("cpu"))
+    assert (info["name"], info["image_size"], info["interpolation"]) == ("tiny-rn", 64, "bicubic")
+    feats = image_features(adapted, to_device_uint8(test.images, torch.device("cpu")))
+    classifier = build_zero_shot_classifier(adapted, list(test.classes), templates, bench_tokenizer, "cpu")
+    ours, theirs = 100.0 * feats @ classifier, open_clip_logits(model, preprocess, tokenizer, test, templates)
+    assert theirs.std() > 0.1  # the logits separate classes, so equality is not between two constants
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow  # a run, an open_clip eval, compare and report
+def test_bench_eval_open_clip_appends_a_row_that_compare_and_report_read(tiny_open_clip, tmp_path, run_cli):
+    """``bench eval --open-clip CONFIG --pretrained FILE`` writes one runs.csv row (encoder, pretrained file and
+    digest, params, preprocessing; no training columns) whose top-1 and saved predictions are open_clip's own;
+    ``bench compare --split-by encoder`` and ``bench report`` take it next to a trained run."""
+    config, weights, model, preprocess, tokenizer = tiny_open_clip
+    results = tmp_path / "results"
+    code, _, err = run_cli("run", "--dataset", "synthetic", "--epochs", "1", "--limit-train", "64", "--limit-test",
+                           N_IMAGES, "--batch-size", "16", "--device", "cpu", "--templates", "openai", *TINY,
+                           "--out", results)
+    assert code == 0, err
+    code, stdout, err = run_cli("eval", "--open-clip", config, "--pretrained", weights, "--dataset", "synthetic",
+                                "--limit-test", N_IMAGES, "--results", results, "--device", "cpu")
+    assert code == 0, err
+    rows = pd.read_csv(results / "runs.csv")
+    assert len(rows) == 2
+    row = rows[rows["encoder"] == "open_clip:tiny-rn"].iloc[0]
+    theirs = open_clip_logits(model, preprocess, tokenizer, synthetic_test(), openai_templates())
+    labels = torch.as_tensor(synthetic_test().labels)
+    assert row["zeroshot_top1"] == pytest.approx(float((theirs.argmax(1) == labels).float().mean()))
+    assert (row["pretrained"], row["params"], row["image_size"]) == ("tiny-rn.pt", sum(
+        p.numel() for p in model.parameters()), 64)
+    assert row["preset"] == "pretrained" and row["templates"] == "openai" and len(row["pretrained_sha256"]) == 12
+    assert all(pd.isna(row[c]) for c in ("epochs", "lr", "seed", "train_seconds", "final_train_loss"))
+    from bench.results.predictions import FILENAME, load_predictions
+
+    _, top1 = load_predictions(results / "runs" / row["run_id"] / FILENAME)
+    assert top1.tolist() == theirs.argmax(1).tolist()
+    assert "zeroshot_top1" in stdout and "open_clip:tiny-rn" in stdout
+
+    code, stdout, err = run_cli("compare", results, "--split-by", "encoder", "--results", results)
+    assert code == 0, err
+    assert "open_clip:tiny-rn" in stdout and "modified_resnet" in stdout
+    code, _, err = run_cli("report", "--results", results, "--out", tmp_path / "report")
+    assert code == 0, err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "open_clip:tiny-rn" in report and "modified_resnet" in report
+
+
+def test_an_openai_format_state_dict_is_evaluated_with_openais_preprocessing(tiny_open_clip, tmp_path, run_cli):
+    """The same weights as an OpenAI-format state dict, given to ``bench eval FILE``, load through bench's own
+    build_model and ModifiedResNet, at their 64-px input with OpenAI's bicubic resize and mean/std, and give
+    open_clip's top-1 and per-image logits (two implementations of one architecture agreeing)."""
+    from bench.clip.pretrained import load_openai_state_dict
+    from bench.data.loader import to_device_uint8
+    from bench.evaluation.zero_shot import build_zero_shot_classifier, image_features
+    from bench.host.manager import get_entry
+
+    _, weights, model, preprocess, tokenizer = tiny_open_clip
+    test, templates = synthetic_test(), openai_templates()
+    state = torch.load(weights, weights_only=True)
+    adapted, info = load_openai_state_dict(state, torch.device("cpu"))
+    assert info["image_size"] == 64 and info["normalization"].startswith("mean=0.4815")
+    feats = image_features(adapted, to_device_uint8(test.images, torch.device("cpu")))
+    bpe = get_entry("tokenizers", "clip_bpe").create(77, [])
+    ours = 100.0 * feats @ build_zero_shot_classifier(adapted, list(test.classes), templates, bpe, "cpu")
+    theirs = open_clip_logits(model, preprocess, tokenizer, test, templates)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-3)
+
+    code, stdout, err = run_cli("eval", weights, "--dataset", "synthetic", "--limit-test", N_IMAGES, "--device", "cpu",
+                                "--format", "json")
+    assert code == 0, err
+    (row,) = json.loads(stdout)
+    assert row["encoder"] == "openai_state_dict" and row["image_size"] == 64 and row["eval_templates"] == "openai"
+    labels = torch.as_tensor(test.labels)
+    assert row["zeroshot_top1"] == pytest.approx(float((theirs.argmax(1) == labels).float().mean()))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--open-clip", "RN5O", "--pretrained", "openai"], "unknown open_clip model 'RN5O'; did you mean RN50"),
+    (["--open-clip", "RN50", "--pretrained", "laion9b"], "open_clip has no pretrained tag 'laion9b' for RN50 "
+                                                         "(its tags: openai, yfcc15m, cc12m)"),
+    (["--open-clip", "RN50", "--pretrained", "missing/weights.pt"], "--pretrained missing/weights.pt: no such weights "
+                                                                    "file"),
+    (["--open-clip", "RN50"], "--open-clip needs --pretrained TAG_OR_FILE"),
+    (["--pretrained", "openai"], "bench eval takes a CHECKPOINT or --open-clip MODEL"),
+    (["--open-clip", "tiny-rn.json", "--pretrained", "garbage.pt"], "is not a readable torch file"),
+    (["--open-clip", "tiny-rn.json", "--pretrained", "other.pt"], "does not fit open_clip tiny-rn"),
+])
+def test_bad_open_clip_names_and_files_are_one_line_errors(args, message, tmp_path, run_cli):
+    """exit 2, one line naming the problem and the fix, nothing downloaded and nothing written."""
+    (tmp_path / "tiny-rn.json").write_text(json.dumps(CONFIG))
+    (tmp_path / "garbage.pt").write_bytes(b"not a torch file at all" * 10)
+    torch.save({"visual.conv1.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    code, _, err = run_cli("eval", *args, "--dataset", "synthetic", "--results", tmp_path / "results")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "results" / "runs.csv").exists()
+
+
+@pytest.mark.slow  # a bench process that imports open_clip
+def test_a_failed_download_is_one_line_that_names_the_offline_way(tmp_path, monkeypatch):
+    """A tag open_clip cannot fetch (no network: the Hub offline) is one line on stderr, with none of open_clip's
+    or huggingface_hub's log records (a real process, so real stderr), naming how to evaluate from a local file."""
+    from tests.support.processes import spawn_bench
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: nothing to find offline
+    proc = spawn_bench("eval", "--open-clip", "RN50", "--pretrained", "cc12m", "--dataset", "synthetic",
+                       "--results", tmp_path / "results")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert "could not fetch open_clip weights RN50/cc12m" in err and "--pretrained FILE" in err
+    assert not (tmp_path / "results" / "runs.csv").exists()

@@ -1,0 +1,62 @@
+"""bench report writes report.md and readable PNG figures, each referenced from the markdown."""
+import re
+
+from PIL import Image
+
+from tests.support.fake_results import make_row, write_results
+
+FIGURES = {"curves", "confusion", "per_class", "accuracy_vs_time", "accuracy_vs_params", "robustness", "differences"}
+
+
+def _rows():
+    rows = []
+    for enc, base in (("a", 0.5), ("b", 0.6)):
+        for seed in (0, 1):
+            rows.append(make_row(f"{enc}{seed}", enc, seed, base + 0.01 * seed, robust_mean=base - 0.1,
+                                 robust_clean=base, robust_contrast=base - 0.2, robust_gaussian_noise=base - 0.05,
+                                 probe_top1=base + 0.2, retrieval_i2t_r1=base, retrieval_t2i_r1=base))
+    return rows
+
+
+def test_report_writes_markdown_and_every_figure(tmp_path, run_cli):
+    results = write_results(tmp_path / "results", _rows())
+    code, out, err = run_cli("report", results, "--out", tmp_path / "report", "--title", "a vs b")
+    assert code == 0, err
+    md = (tmp_path / "report" / "report.md").read_text()
+    for section in ("# a vs b", "## Summary", "## Comparison", "## Robustness", "## Linear probe",
+                    "## Per-class zero-shot accuracy", "## Runs"):
+        assert section in md
+    linked = set(re.findall(r"!\[[^\]]*\]\(([^)]+)\.png\)", md))
+    assert linked == FIGURES
+    for name in FIGURES:
+        with Image.open(tmp_path / "report" / f"{name}.png") as img:
+            img.verify()
+            assert img.size[0] >= 600 and img.size[1] >= 300
+    # the comparison names the side that differs and tests the 10 point gain over seeds (Welch), with its interval:
+    # variances 0.5 points^2 a side: se = sqrt(0.5/2 + 0.5/2) = 0.707 points, df = 2, t_0.975(2) = 4.303: 10 ± 3.04
+    assert "b vs a (baseline)" in md and "yes (Welch, p=0.005)" in md and "[+6.96 pp, +13.04 pp], p=0.005" in md
+
+
+def test_report_from_a_file_alone_says_which_figures_need_run_folders(tmp_path, run_cli):
+    results = write_results(tmp_path / "results", _rows(), run_folders=False)
+    code, _, err = run_cli("report", results / "runs.csv", "--out", tmp_path / "r")
+    assert code == 0, err
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Not drawn (curves, confusion, per_class)" in md
+    assert (tmp_path / "r" / "accuracy_vs_time.png").is_file() and not (tmp_path / "r" / "curves.png").exists()
+
+
+def test_results_command_filters_sorts_and_formats(tmp_path, run_cli):
+    results = write_results(tmp_path / "results", _rows(), run_folders=False)
+    code, out, _ = run_cli("results", "--results", results, "--where", "encoder=b", "--sort", "zeroshot_top1",
+                           "--format", "csv", "--columns", "run_id,zeroshot_top1")
+    assert code == 0 and out.split() == ["run_id,zeroshot_top1", "b1,0.61", "b0,0.6"]
+    code, out, _ = run_cli("results", results, "--aggregate", "--columns", "encoder,n,zeroshot_top1")
+    assert "50.5 ± 0.7" in out and "60.5 ± 0.7" in out
+    code, out, _ = run_cli("results", results, "--long", "--format", "json", "--where", "run_id=a0")
+    import json
+
+    records = json.loads(out)
+    assert {r["metric"] for r in records} >= {"zeroshot_top1", "robust_mean"} and {r["run_id"] for r in records} == {"a0"}
+    code, _, err = run_cli("results", results, "--sort", "nosuch")
+    assert code == 2 and "no column 'nosuch'" in err

@@ -1,0 +1,123 @@
+"""runs.csv under concurrency and damage: no row lost or torn, no row dropped without a word."""
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pandas as pd
+import pytest
+
+from bench.results.runs_csv import RUN_COLUMNS, append_row, read_table
+from tests.support.processes import spawn_bench
+from tests.support.runs import FLAGS
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread in this module (tests/conftest.py)
+
+
+def _row(writer: int, i: int) -> dict:
+    return {"run_id": f"w{writer}-r{i}", "encoder": "modified_resnet", "seed": writer, "epochs": i,
+            "zeroshot_top1": (writer * 1000 + i) / 1e4, "limit_train": None if i % 2 else 64,
+            "command": f"bench run --seed {writer}, with a comma and \"quotes\""}
+
+
+def _append_many(path, writer, n):
+    for i in range(n):
+        append_row(path, _row(writer, i), RUN_COLUMNS)
+
+
+@pytest.mark.slow  # a bench process beside an in-process run
+def test_two_runs_at_once_into_one_results_folder_both_rows_intact(tmp_path, run_cli):
+    """Two bench runs at once (a child process and this one) into one folder: both rows land, whole, each
+    matching its own run folder."""
+    out = tmp_path / "shared"
+    child = spawn_bench("run", *FLAGS, "--epochs", 1, "--seed", 1, "--no-checkpoints", "--out", out)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("runs/*/config.json")) and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the child is training: start ours
+    code, _, err = run_cli("run", *FLAGS, "--epochs", 1, "--seed", 0, "--no-checkpoints", "--out", out)
+    assert code == 0, err
+    _, child_err = child.communicate(timeout=600)
+    assert child.returncode == 0, child_err
+    table = read_table(out / "runs.csv")
+    assert table.problems == {} and len(table.rows) == 2
+    runs = table.frame()
+    assert sorted(runs["seed"]) == [0, 1]
+    assert sorted(runs["run_id"]) == sorted(p.name for p in (out / "runs").iterdir())
+    for _, row in runs.iterrows():
+        last = pd.read_csv(out / "runs" / row["run_id"] / "history.csv").iloc[-1]
+        assert row["zeroshot_top1"] == last["zeroshot_top1"] and row["final_train_loss"] == last["train_loss"]
+
+
+def test_concurrent_appends_never_lose_or_tear_a_row(tmp_path):
+    """Four processes appending 25 rows each at once: all 100 rows present, each field as written."""
+    path = tmp_path / "runs.csv"
+    ctx = multiprocessing.get_context("fork")
+    workers = [ctx.Process(target=_append_many, args=(path, w, 25)) for w in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=300)
+        assert w.exitcode == 0
+    table = read_table(path)
+    assert table.problems == {} and len(table.rows) == 100
+    written = {r["run_id"]: r for r in (_row(w, i) for w in range(4) for i in range(25))}
+    for fields in table.rows:
+        got = dict(zip(table.header, fields))
+        want = written.pop(got["run_id"])
+        assert got["command"] == want["command"] and float(got["zeroshot_top1"]) == want["zeroshot_top1"]
+        assert got["limit_train"] == ("" if want["limit_train"] is None else "64")
+    assert written == {}
+
+
+def test_damaged_and_foreign_rows_are_reported_and_kept(tmp_path, run_cli, capsys):
+    """A torn row, a non-numeric metric and a repeated run id stay in the file and are named on stderr."""
+    path = tmp_path / "runs.csv"
+    append_row(path, _row(0, 0), RUN_COLUMNS)
+    append_row(path, _row(0, 1), RUN_COLUMNS)
+    header = read_table(path).header
+    foreign = dict(zip(header, [""] * len(header)), run_id="hand-edited", zeroshot_top1="great")
+    with open(path, "a") as f:
+        f.write(",".join(foreign[c] for c in header) + "\n")
+        f.write("w0-r0," + ",".join([""] * (len(header) - 1)) + "\n")  # the run id of row 1 again
+        f.write("w9-torn,2026-01-01,modified_res")  # a writer that died mid-line
+    append_row(path, _row(1, 0), RUN_COLUMNS)
+    assert capsys.readouterr().err.count("bench: warning: runs.csv row ") == 3  # the writer reports them too
+
+    table = read_table(path)
+    assert [r[0] for r in table.rows] == ["w0-r0", "w0-r1", "hand-edited", "w0-r0", "w9-torn", "w1-r0"]
+    assert sorted(table.problems) == [2, 3, 4]
+    code, stdout, stderr = run_cli("results", path, "--format", "csv")
+    assert code == 0
+    assert sorted(pd.read_csv(pd.io.common.StringIO(stdout))["run_id"]) == ["w0-r0", "w0-r1", "w1-r0"]
+    warnings = stderr.strip().splitlines()
+    assert len(warnings) == 3 and all(w.startswith("bench: warning: runs.csv row ") for w in warnings)
+    assert "row 3 (line 4) (run hand-edited) has zeroshot_top1='great', not a number" in warnings[0]
+    assert "row 4 (line 5) repeats run_id w0-r0 of row 1" in warnings[1]
+    assert "row 5 (line 6) has 3 fields where the header has" in warnings[2]
+
+
+def test_rows_already_written_are_copied_field_for_field(tmp_path):
+    """Appending never re-types older rows (pandas would turn 64 into 64.0 beside a blank)."""
+    path = tmp_path / "runs.csv"
+    append_row(path, {"run_id": "a", "limit_train": 64}, RUN_COLUMNS)
+    first = path.read_text()
+    append_row(path, {"run_id": "b", "limit_train": None, "new_metric": 0.5}, RUN_COLUMNS)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "run_id,limit_train,new_metric" and first.splitlines()[1] + "," == lines[1]
+    assert lines[2] == "b,,0.5"
+
+
+def test_result_files_get_the_permissions_open_would_give_them(tmp_path):
+    """Atomic writes go through mkstemp, which makes files readable by their owner only; a results folder
+    on a shared machine must stay readable by whoever may read files its owner creates (the umask)."""
+    import os
+    import stat
+
+    from bench.atomic_files import atomic_write_text
+
+    plain, atomic = tmp_path / "plain.txt", tmp_path / "atomic.txt"
+    plain.write_text("x")
+    atomic_write_text(atomic, "x")
+    assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    append_row(tmp_path / "runs.csv", _row(0, 0), RUN_COLUMNS)
+    assert stat.S_IMODE(os.stat(tmp_path / "runs.csv").st_mode) == stat.S_IMODE(plain.stat().st_mode)

@@ -1,0 +1,126 @@
+"""Result tables: configuration key, long table, seed aggregation, --where/--sort, and atomic writes."""
+import math
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, replace
+
+import pandas as pd
+import pytest
+
+from bench.config import RunConfig, make_config
+from bench.errors import BenchError
+from bench.results.columns import config_key
+from bench.results.views import (
+    aggregate,
+    filter_rows,
+    long_table,
+    sort_rows,
+    wide_from_long,
+)
+from tests.support import REPO
+from tests.support.fake_results import make_row, write_results
+
+
+def test_config_key_ignores_seed_and_output_but_not_the_recipe():
+    cfg = make_config("smoke", seed=0, out="a")
+    assert config_key(cfg) == config_key(replace(cfg, seed=5, out="b", progress=True, evals=("probe",)))
+    assert config_key(cfg) != config_key(replace(cfg, lr=1e-3))
+    assert config_key(cfg) != config_key(replace(cfg, model=replace(cfg.model, encoder="modified_resnet_cifar")))
+
+
+def test_config_key_survives_a_new_config_field_with_a_default():
+    """Adding a field to RunConfig must not re-key existing results (or a sweep would rerun them)."""
+    @dataclass(frozen=True)
+    class Extended(RunConfig):
+        new_knob: int = 3
+
+    base = make_config("smoke")
+    assert config_key(Extended(**{f: getattr(base, f) for f in base.__dataclass_fields__})) == config_key(base)
+
+
+def test_long_table_has_one_row_per_run_and_metric_and_round_trips():
+    wide = pd.DataFrame([make_row("r1", top1=0.5), make_row("r2", top1=0.7, probe_top1=float("nan"))])
+    long = long_table(wide)
+    assert not long.duplicated(["run_id", "metric"]).any()
+    assert set(long[long.run_id == "r1"].metric) >= {"zeroshot_top1", "zeroshot_top5", "train_seconds"}
+    assert long.value.notna().all()
+    back = wide_from_long(long).set_index("run_id")
+    assert back.loc["r2", "zeroshot_top1"] == 0.7 and back.loc["r1", "encoder"] == "a"
+
+
+def test_aggregate_mean_and_sample_std_over_seeds():
+    """Seeds 0.5 and 0.7: mean 0.6, sample std sqrt(0.02); one seed: std NaN."""
+    table = pd.DataFrame([make_row("r1", "a", 0, 0.5), make_row("r2", "a", 1, 0.7), make_row("r3", "b", 0, 0.4)])
+    agg = aggregate(table).set_index("encoder")
+    assert agg.loc["a", "n"] == 2 and agg.loc["a", "seeds"] == "0,1"
+    assert agg.loc["a", "zeroshot_top1_mean"] == pytest.approx(0.6)
+    assert agg.loc["a", "zeroshot_top1_std"] == pytest.approx(math.sqrt(0.02))
+    assert math.isnan(agg.loc["b", "zeroshot_top1_std"])
+
+
+def test_where_and_sort():
+    table = pd.DataFrame([make_row("r1", "a", 0, 0.5), make_row("r2", "a", 1, 0.7), make_row("r3", "b", 0, 0.4)])
+    assert list(filter_rows(table, ["encoder=a", "seed!=0"]).run_id) == ["r2"]
+    assert list(filter_rows(table, ["zeroshot_top1>=0.5"]).run_id) == ["r1", "r2"]
+    assert list(filter_rows(table, ["encoder=a,b"]).run_id) == ["r1", "r2", "r3"]
+    assert list(sort_rows(table, "zeroshot_top1").run_id) == ["r2", "r1", "r3"]  # metrics: best first
+    assert list(sort_rows(table, "train_seconds").run_id) == ["r1", "r3", "r2"]  # times: lowest first
+    for bad in (["nosuch=1"], ["encoder"], ["seed>x"]):
+        with pytest.raises(BenchError):
+            filter_rows(table, bad)
+
+
+def test_append_writes_runs_and_long_table_together(tmp_path):
+    write_results(tmp_path, [make_row("r1"), make_row("r2", seed=1)], run_folders=False)
+    wide = pd.read_csv(tmp_path / "runs.csv")
+    long = pd.read_csv(tmp_path / "runs_long.csv")
+    assert list(wide.run_id) == ["r1", "r2"]
+    assert set(long.run_id) == {"r1", "r2"} and {"metric", "value"} <= set(long.columns)
+
+
+def test_a_crash_while_writing_leaves_the_old_tables_intact(tmp_path):
+    """A process SIGKILLed inside the write (data written, not yet renamed) must leave runs.csv and
+    runs_long.csv exactly as they were, and readable."""
+    write_results(tmp_path, [make_row("r1")], run_folders=False)
+    before = {name: (tmp_path / name).read_bytes() for name in ("runs.csv", "runs_long.csv")}
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {str(REPO)!r})
+        import bench.atomic_files
+        from tests.support.fake_results import make_row
+        from bench.results.runs_csv import append_run
+
+        def crash(fd):  # the temp file holds the new table; die before os.replace
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        bench.atomic_files.os.fsync = crash
+        append_run({str(tmp_path)!r}, make_row("r2", seed=1))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # the half-done write really happened
+    for name, data in before.items():
+        assert (tmp_path / name).read_bytes() == data
+    assert list(pd.read_csv(tmp_path / "runs.csv").run_id) == ["r1"]
+
+
+def test_config_id_leaves_out_every_option_resume_may_change_and_only_the_marked_fields():
+    """The fields `--resume` may change (and the other how-it-runs fields) never change a configuration's id;
+    a field that shapes training does."""
+    import dataclasses
+
+    from bench.app.resume import ALLOWED_WITH_RESUME
+    from bench.config import RunConfig, make_config
+
+    excluded = {f.name for f in dataclasses.fields(RunConfig) if not f.metadata.get("config_id", True)}
+    assert set(ALLOWED_WITH_RESUME) <= excluded
+    assert excluded == {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
+                        "eval_every", "channels_last", "evals", "robust_limit", "robust_severities",
+                        "cudnn_benchmark", "deterministic", "checkpoint_every", "log", "wandb_project",
+                        "wandb_entity", "prewarm_steps"}
+    base = make_config("reference")
+    for changed in (dict(out="elsewhere"), dict(progress=True), dict(checkpoint_every=100), dict(seed=3),
+                    dict(log=("tensorboard", "wandb"), wandb_project="p")):
+        assert config_key(dataclasses.replace(base, **changed)) == config_key(base), changed
+    assert config_key(dataclasses.replace(base, lr=3e-4)) != config_key(base)

@@ -1,0 +1,107 @@
+"""Runs for the tests: the tiny flags, one finished tiny run, stopping at a chosen step, comparing two runs bit for
+bit, and snapshots of a folder."""
+from __future__ import annotations
+
+import glob
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+# A tiny CLIP for CPU tests: the text tower shrunk, the vision tower at width 8.
+TINY = ["--embed-dim", "32", "--text-width", "32", "--text-layers", "1", "--text-heads", "2",
+        "--encoder-opt", "width=8", "--no-progress"]
+# A tiny CLIP text tower and a one-epoch, one-step run on the synthetic set; the encoder is left as built.
+TINY_RUN = ["--dataset", "synthetic", "--epochs", "1", "--limit-train", "4", "--limit-test", "4", "--batch-size", "4",
+            "--embed-dim", "16", "--text-width", "32", "--text-layers", "1", "--text-heads", "2", "--no-progress",
+            "--no-checkpoints"]
+# 2 epochs x 8 steps of batch 8 on 64 synthetic images: seconds on one CPU thread. The cutout puts its draws in
+# the loader's stream too, so exact resume covers them. The loss is logged every 3 steps, which does not divide
+# the epoch, so train_log.csv has rows both at log steps and at epoch ends for resume to reproduce.
+FLAGS = ["--dataset", "synthetic", "--epochs", "2", "--limit-train", "64", "--limit-test", "64", "--batch-size", "8",
+         "--cutout", "8", "--device", "cpu", "--log-every", "3", *TINY]
+# Columns of history.csv that are timings, so differ between identical runs.
+TIMING = ["epoch_seconds", "images_per_s", "elapsed_seconds", "eval_seconds"]
+METRICS = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "final_train_loss", "best_epoch",
+           "best_zeroshot_top1", "train_images"]
+
+
+def finished_run(base: Path) -> Path:
+    """A results folder holding one finished tiny run (made once per session, reused by path)."""
+    out = base / "finished"
+    if not (out / "runs.csv").is_file():
+        from bench.cli import main
+        from bench.host.manager import set_host
+
+        previous = set_host(None)
+        try:
+            main(["run", *FLAGS, "--out", str(out)])
+        finally:
+            set_host(previous)
+    return out
+
+
+def stop_at_ask(monkeypatch, ask: int):
+    """A stop request (as SIGINT) at the run loop's ``ask``-th stop check: the loop asks after every step and once
+    more at each epoch end. ``monkeypatch.undo()`` lets the next run go on unstopped."""
+    from bench.engine import faults
+
+    asked = []
+
+    def agreed(self, collective_point):
+        asked.append(collective_point)
+        if len(asked) == ask:
+            self.requested = "SIGINT"
+        return self.requested is not None
+
+    monkeypatch.setattr(faults.StopRequest, "agreed", agreed)
+
+
+def run_dir_of(out: Path) -> Path:
+    (path,) = glob.glob(str(out / "runs" / "*"))
+    return Path(path)
+
+
+def history(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "history.csv").drop(columns=TIMING)
+
+
+def weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+def assert_same_run(a: Path, b: Path) -> pd.Series:
+    """The runs in results folders ``a`` and ``b`` are the same run bit for bit: history (all but timings),
+    loss log, metrics, predictions and every weight tensor; returns ``b``'s runs.csv row."""
+    dir_a, dir_b = run_dir_of(a), run_dir_of(b)
+    pd.testing.assert_frame_equal(history(dir_a), history(dir_b), check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_csv(dir_a / "train_log.csv"), pd.read_csv(dir_b / "train_log.csv"),
+                                  check_exact=True)
+    row_a, row_b = pd.read_csv(a / "runs.csv").iloc[0], pd.read_csv(b / "runs.csv").iloc[0]
+    assert {m: row_a[m] for m in METRICS} == {m: row_b[m] for m in METRICS}
+    assert (dir_a / "predictions.npy").read_bytes() == (dir_b / "predictions.npy").read_bytes()
+    ours, theirs = weights(dir_a / "last.pt"), weights(dir_b / "last.pt")
+    assert ours.keys() == theirs.keys()
+    assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
+    return row_b
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file and folder under ``folder``: equal snapshots, nothing was written, replaced or removed.
+
+    Small files are hashed; for large ones (checkpoints) size, mtime and inode show any write, since an
+    in-place write moves the mtime and an atomic replace brings a new inode.
+    """
+    if not folder.exists():
+        return {}
+    state = {}
+    for path in sorted(folder.rglob("*")):
+        rel = str(path.relative_to(folder))
+        if path.is_dir():
+            state[rel] = "dir"
+            continue
+        st = path.stat()
+        state[rel] = (st.st_size, st.st_mtime_ns, st.st_ino,
+                      hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size < 1 << 20 else None)
+    return state
