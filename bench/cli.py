@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import json
 import sys
@@ -111,9 +112,9 @@ def cli(plugins_dirs, plugin_modules):
                    "without it (default: off).")
 def run(seeds, resume, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
-    from .app.run import run as run_training
+    with _imports_without_gc():
+        from .app.run import run as run_training
 
-    _freeze_imported()
     if resume is not None:
         from .app.resume import ALLOWED_WITH_RESUME, resume_run
 
@@ -640,13 +641,22 @@ _ARGV: list[str] = []  # this invocation's arguments: sweep workers are started 
 _OWN_PROCESS = False  # main() is the program (python -m bench, the console script), not a call from a test
 
 
-def _freeze_imported():
-    """In a process that is this command, once torch and pandas are imported: their objects live until it exits, so
-    the cyclic GC stops walking them (each full collection walks hundreds of thousands: torch._dynamo's import in
-    the optimizer's constructor triggers some, a second of a smoke run's start-up on a 2-core machine). Another
-    program calling main() keeps its GC as it is."""
-    if _OWN_PROCESS:
+@contextlib.contextmanager
+def _imports_without_gc():
+    """In a process that is this command: no cyclic GC while torch and pandas import, then their objects frozen out
+    of its sight. They live until the process exits, so walking them frees nothing, and each full collection walks
+    a few hundred thousand (several during torch's import, more in torch._dynamo's, which the optimizer's
+    constructor imports: a second or more of a smoke run's start-up on a 2-core machine). Another program that
+    calls main() keeps its GC as it is."""
+    if not _OWN_PROCESS:
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
         gc.freeze()
+        gc.enable()
 
 
 def main(argv=None):

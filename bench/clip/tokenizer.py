@@ -114,9 +114,9 @@ class SimpleTokenizer(_Base):
         if bpe_path is None:
             raise BenchError(f"CLIP BPE file {BPE_FILE} not found; pip install open_clip_torch or set BENCH_BPE_PATH")
         self.byte_encoder = bytes_to_unicode()
-        merges = [tuple(m.split()) for m in _merge_lines(bpe_path, 49152 - 256 - 2)]
+        merges = list(map(tuple, map(str.split, _merge_lines(bpe_path, 49152 - 256 - 2))))
         vocab = list(self.byte_encoder.values())
-        vocab = vocab + [v + "</w>" for v in vocab] + ["".join(m) for m in merges]
+        vocab = vocab + [v + "</w>" for v in vocab] + list(map("".join, merges))
         vocab += ["<|startoftext|>", "<|endoftext|>"]
         self.encoder = dict(zip(vocab, range(len(vocab))))
         self.bpe_ranks = dict(zip(merges, range(len(merges))))

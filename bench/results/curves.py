@@ -52,8 +52,9 @@ def nice_ticks(lo: float, hi: float, most: int = 7, integer: bool = False) -> li
         if math.floor(hi / step + 1e-9) - math.ceil(lo / step - 1e-9) + 1 <= most:
             break
     first = math.ceil(lo / step - 1e-9)
-    ticks = [(first + i) * step for i in range(int(math.floor(hi / step + 1e-9)) - first + 1)]
-    return [0.0 if abs(t) < step * 1e-9 else t for t in ticks]
+    decimals = max(0, 1 - math.floor(math.log10(step)))  # enough for 2.5 times a power of ten
+    return [round((first + i) * step, decimals) + 0.0  # + 0.0: no -0.0
+            for i in range(int(math.floor(hi / step + 1e-9)) - first + 1)]
 
 
 def tick_label(value: float, ticks: list[float]) -> str:

@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import platform
@@ -28,14 +29,20 @@ def _git(*args) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+@functools.lru_cache(maxsize=1)
+def _code_state() -> tuple:
+    """(commit, ``git status`` of tracked files), asked of git once per process, as a checkpoint's code version is:
+    the code a process runs is what it imported, and each ask is two git processes."""
+    return _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
+
+
 def provenance(device=None) -> dict:
     """Where and with what a number was made: code version, libraries, machine, command line."""
     import torch
 
     from .. import __version__
 
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit, status = _code_state()
     device_name = "cpu"
     if device is not None and str(device).startswith("cuda"):
         device_name = torch.cuda.get_device_name(device)
