@@ -1,24 +1,26 @@
 #!/usr/bin/env python
 """A smoke run's wall time against its training time and torch's own imports, and where the rest goes.
 
-    PYTHONPATH=. python scripts/fixed_costs.py [--size tiny|default] [--rounds 3] [--compare DIR] [--phases]
+    PYTHONPATH=. python scripts/fixed_costs.py [--size tiny|default] [--rounds 3] [--compare COMMIT|DIR] [--phases]
 
 Each round times, each in a fresh process: torch's own imports (``import torch``, then ``import torch._dynamo``,
 which torch's optimizer constructor imports; timed inside an interpreter that imports nothing else), and
 ``python -m bench run --preset smoke --dataset synthetic`` from outside (``--size tiny``: the tests' tiny CLIP at one
 thread), with the row's ``train_seconds``. The target: wall time less torch's imports at most ``train_seconds``.
-``--compare DIR`` times another checkout of bench (e.g. ``git worktree add /tmp/before <commit>``) in the same rounds,
-interleaved, so both see the same machine load. ``--phases``: one more run of each under a timer that wraps the
+``--compare`` times other code in the same rounds, interleaved, so both see the same machine load: a commit of this
+repository (its files extracted with ``git archive``) or a checkout's folder. ``--phases``: one more run of each under a timer that wraps the
 functions owning each cost (:data:`PHASES`), in-process. Writes results/fixed_costs.csv.
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -84,6 +86,16 @@ def pythonpath(checkout: Path, folder: Path) -> str:
     return str(folder)
 
 
+def checkout(compare: str, folder: Path) -> Path:
+    """``compare`` itself if it is a folder, else the files of that commit of this repository, extracted."""
+    if Path(compare).is_dir():
+        return Path(compare)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", compare], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    return folder
+
+
 def run_args(size: str, out: str) -> list[str]:
     return ["run", "--encoder", "modified_resnet", "--preset", "smoke", "--dataset", "synthetic", "--no-progress",
             "--out", out] + (TINY if size == "tiny" else [])
@@ -145,15 +157,17 @@ def main(argv=None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=["tiny", "default"], default="tiny")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--compare", metavar="DIR", help="another checkout of bench, timed in the same rounds")
+    p.add_argument("--compare", metavar="COMMIT|DIR", help="other code (a commit or a checkout), timed alike")
     p.add_argument("--phases", action="store_true", help="also one run of each under the phase timer")
     p.add_argument("--out", default=str(ROOT / "results"))
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as paths:
         codes = {"this": pythonpath(ROOT, Path(paths) / "this")}
         if args.compare:
-            codes["compare"] = pythonpath(Path(args.compare), Path(paths) / "compare")
+            codes["compare"] = pythonpath(checkout(args.compare, Path(paths) / "checkout"), Path(paths) / "compare")
         table = measure(args, codes)
+    if args.compare:
+        table["compare"] = args.compare
     for code in codes:
         timed = table[(table.code == code) & (table["round"] != "phases")]
         med = {k: statistics.median(timed[k]) for k in ("wall_s", "train_seconds", "torch_imports_s")}

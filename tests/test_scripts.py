@@ -44,7 +44,9 @@ def test_checkpoint_cost_tiny(tmp_path):
 
 def test_fixed_costs_tiny_times_a_smoke_run_against_torchs_imports_and_splits_the_rest(tmp_path):
     """The smoke-run timing behind docs/performance.md's fixed costs runs, and its breakdown accounts for the run."""
-    table = load("fixed_costs").main(["--size", "tiny", "--rounds", "1", "--phases", "--out", str(tmp_path)])
+    table = load("fixed_costs").main(["--size", "tiny", "--rounds", "1", "--phases", "--compare", "HEAD",
+                                      "--out", str(tmp_path)])
+    assert sorted(table.code) == ["compare", "compare", "this", "this"]  # HEAD's files, timed alike
     timed, phases = table[table["round"] != "phases"].iloc[0], table[table["round"] == "phases"].iloc[0]
     assert timed.wall_s > timed.torch_imports_s > 0 and timed.wall_s > timed.train_seconds > 0
     assert phases["phase: train_epoch"] >= phases.train_seconds and phases["phase: evaluate"] > 0
