@@ -9,7 +9,7 @@ which torch's optimizer constructor imports; timed inside an interpreter that im
 thread), with the row's ``train_seconds``. The target: wall time less torch's imports at most ``train_seconds``.
 ``--compare`` times other code in the same rounds, interleaved, so both see the same machine load: a commit of this
 repository (its files extracted with ``git archive``) or a checkout's folder. ``--phases``: one more run of each under a timer that wraps the
-functions owning each cost (:data:`PHASES`), in-process. Writes results/fixed_costs.csv.
+functions owning each cost (:data:`PHASES`), in-process. Writes results/fixed_costs_<size>.csv.
 """
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def main(argv=None) -> pd.DataFrame:
         med = {k: statistics.median(timed[k]) for k in ("wall_s", "train_seconds", "torch_imports_s")}
         print(f"{code}: median wall {med['wall_s']:.2f} s, train_seconds {med['train_seconds']:.2f} s, torch's imports "
               f"{med['torch_imports_s']:.2f} s, wall less torch's imports {med['wall_s'] - med['torch_imports_s']:.2f} s")
-    return save(table, args.out, "fixed_costs.csv")
+    return save(table, args.out, f"fixed_costs_{args.size}.csv")
 
 
 if __name__ == "__main__":

@@ -65,10 +65,7 @@ def tick_label(value: float, ticks: list[float]) -> str:
 
 
 def _font(size: int):
-    try:
-        return ImageFont.load_default(size * SCALE)
-    except TypeError:  # Pillow before 10.1: only the fixed bitmap font
-        return ImageFont.load_default()
+    return ImageFont.load_default(size * SCALE)  # FreeType's rendering of Pillow's own font (a bitmap font without it)
 
 
 class _Canvas:
