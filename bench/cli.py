@@ -124,7 +124,8 @@ def run(seeds, resume, **flags):
     """Train a CLIP, evaluate it zero-shot each epoch and append a row to OUT/runs.csv."""
     from .app.run_command import run_command
 
-    run_command(flags, seeds=seeds, resume=resume, given=_typed(), echo=click.echo)
+    run_command(flags, seeds=seeds, resume=resume, given=_typed(), echo=click.echo,
+                own_process=click.get_current_context().obj["own_process"])
 
 
 def sweep(file, encoder, templates, seeds, dry_run, status, slurm, **options):
@@ -359,13 +360,18 @@ def build_cli(host) -> click.Group:
 
 def main(argv=None):
     """``bench ARGV...``: plugins named on the command line load first, so that their commands exist; the
-    command line travels down in click's context object (sweep workers run it again)."""
+    command line travels down in click's context object (sweep workers run it again), and whether this process
+    is the command itself (``argv`` None: the console script, ``python -m bench``) or a caller's (a test)."""
+    from .app.own_process import freeze_gc_at_exit
     from .host.manager import host_for
 
+    own_process = argv is None
+    if own_process:
+        freeze_gc_at_exit()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         group = build_cli(host_for(argv))
-        group.main(args=argv, prog_name="bench", standalone_mode=False, obj={"argv": argv})
+        group.main(args=argv, prog_name="bench", standalone_mode=False, obj={"argv": argv, "own_process": own_process})
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:

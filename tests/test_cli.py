@@ -61,6 +61,31 @@ def test_run_writes_the_documented_tables_and_files(trained):
     assert json.loads((run_dir / "config.json").read_text())["model"]["encoder"] == "modified_resnet"
 
 
+def test_curves_figure_draws_the_loss_and_each_zero_shot_metric_in_its_colour(trained):
+    from bench.results.curves import COLORS
+
+    row = pd.read_csv(trained / "runs.csv").iloc[0]
+    image = Image.open(trained / "runs" / row.run_id / "curves.png")
+    assert (image.format, image.mode, image.size) == ("PNG", "RGB", (1100, 418))
+    pixels = np.asarray(image).reshape(-1, 3)
+    left, right = np.asarray(image)[:, :550].reshape(-1, 3), np.asarray(image)[:, 550:].reshape(-1, 3)
+    assert (left == COLORS[0]).all(axis=1).any()  # the training loss, on the left
+    for colour in COLORS[:3]:  # top-1, top-5 and mean per-class recall, on the right
+        assert (right == colour).all(axis=1).any(), colour
+    assert len(np.unique(pixels, axis=0)) > 20  # text and grid besides the lines
+
+
+def test_main_in_a_callers_process_leaves_its_gc_as_it_was(run_cli):
+    """python -m bench freezes the GC over torch's objects once imported (:func:`bench.app.own_process.imports_without_gc`); a
+    program that calls main() keeps its GC as it was."""
+    import gc
+
+    before = gc.get_freeze_count(), gc.isenabled()
+    code, _, err = run_cli("run", "--preset", "no-such-preset", "--dataset", "synthetic")
+    assert code == 2 and "no-such-preset" in err  # refused after the command's imports
+    assert (gc.get_freeze_count(), gc.isenabled()) == before
+
+
 def test_eval_reproduces_the_run_and_ablates_template_sets(trained, run_cli):
     row = pd.read_csv(trained / "runs.csv").iloc[0]
     ckpt = trained / "runs" / row.run_id / "last.pt"

@@ -7,14 +7,19 @@ from dataclasses import replace
 from .summary import run_line, summary_lines
 
 
-def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo=print) -> list[dict]:
+def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo=print,
+                own_process: bool = False) -> list[dict]:
     """Run what ``flags`` (``bench run``'s options by parameter name) describe and print a line per run.
 
     ``given``: the parameter names typed on the command line; with ``resume`` only those that cannot change
-    the run's numbers may be among them (:data:`bench.app.resume.ALLOWED_WITH_RESUME`).
+    the run's numbers may be among them (:data:`bench.app.resume.ALLOWED_WITH_RESUME`). ``own_process``: this
+    process is the command (:mod:`bench.app.own_process`).
     """
-    from ..distributed.world import is_main_process
-    from .run import run
+    from .own_process import imports_without_gc
+
+    with imports_without_gc(own_process):
+        from ..distributed.world import is_main_process
+        from .run import run
 
     def report(row, out):
         if is_main_process():  # under torchrun, one line per run, not one per rank

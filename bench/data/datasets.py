@@ -5,6 +5,7 @@ reference implementation's per-sample path (torchvision transforms through a Dat
 """
 from __future__ import annotations
 
+import copy
 import os
 import pickle
 import random
@@ -118,24 +119,70 @@ def make_synthetic(split: str, seed: int = 0, n: int | None = None, size: int = 
     """Class ``k`` is a grating of colour ``k`` at orientation ``k * 18`` degrees, with random phase,
     frequency, contrast, a random background and Gaussian noise: learnable, but not from one pixel.
 
-    Deterministic in ``(split, seed)``; train and test draw from different streams.
+    Deterministic in ``(split, seed, n, size)``; train and test draw from different streams. The pixels are made
+    on first use, and ``subset(limit)`` makes only the first ``limit`` images (:class:`_SyntheticSet`).
     """
-    n = SYNTHETIC_SIZES[split] if n is None else n
-    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
-    labels = rng.integers(0, 10, size=n)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
-    theta = labels * (np.pi / 10)
-    freq = rng.uniform(2.0, 4.0, size=n) * 2 * np.pi
-    phase = rng.uniform(0, 2 * np.pi, size=n)
-    proj = np.cos(theta)[:, None, None] * xx + np.sin(theta)[:, None, None] * yy
-    wave = 0.5 + 0.5 * np.sin(freq[:, None, None] * proj + phase[:, None, None])  # (n, H, W) in [0, 1]
-    contrast = rng.uniform(0.6, 1.0, size=n)[:, None, None, None]
-    background = rng.uniform(0, 80, size=(n, 1, 1, 3)).astype(np.float32)
-    colour = _SYNTHETIC_RGB[labels][:, None, None, :]
-    img = background + contrast * wave[..., None] * (colour - background)
-    img += rng.normal(0, 20, size=img.shape)
-    images = np.clip(img, 0, 255).astype(np.uint8)
-    return ArrayDataset(images, labels, SYNTHETIC_CLASSES, f"synthetic/{split}")
+    return _SyntheticSet(_SyntheticRecipe(split, seed, SYNTHETIC_SIZES[split] if n is None else n, size))
+
+
+class _SyntheticRecipe:
+    """Every random draw of one synthetic set, in its order: each per-image parameter for all ``n`` images, then
+    the pixel noise image after image. The noise comes last and is drawn in order, so the first ``k`` images
+    need only the first ``k`` images' noise: :meth:`images` makes them without drawing the rest."""
+
+    CHUNK = 256  # images computed at a time: each chunk's float64 temporaries stay in cache
+
+    def __init__(self, split: str, seed: int, n: int, size: int):
+        self.split, self.size = split, size
+        rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+        self.labels = rng.integers(0, 10, size=n)
+        self.freq = rng.uniform(2.0, 4.0, size=n) * 2 * np.pi
+        self.phase = rng.uniform(0, 2 * np.pi, size=n)
+        self.contrast = rng.uniform(0.6, 1.0, size=n)
+        self.background = rng.uniform(0, 80, size=(n, 1, 1, 3)).astype(np.float32)
+        self.noise_rng = rng  # where the noise of image 0 starts; each call of images() reads a copy
+
+    def images(self, k: int) -> np.ndarray:
+        """The set's first ``k`` images, equal bit for bit to the first ``k`` of all ``n``: every operation is
+        elementwise, and the noise stream is read in the same order."""
+        size = self.size
+        rng = copy.deepcopy(self.noise_rng)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        theta = self.labels[:k] * (np.pi / 10)
+        cos, sin = np.cos(theta), np.sin(theta)
+        out = np.empty((k, size, size, 3), dtype=np.uint8)
+        for a in range(0, k, self.CHUNK):
+            b = min(a + self.CHUNK, k)
+            proj = cos[a:b, None, None] * xx + sin[a:b, None, None] * yy
+            wave = 0.5 + 0.5 * np.sin(self.freq[a:b, None, None] * proj + self.phase[a:b, None, None])  # in [0, 1]
+            background = self.background[a:b]
+            colour = _SYNTHETIC_RGB[self.labels[a:b]][:, None, None, :]
+            img = background + self.contrast[a:b, None, None, None] * wave[..., None] * (colour - background)
+            img += rng.normal(0, 20, size=img.shape)
+            np.clip(img, 0, 255, out=img)
+            out[a:b] = img  # float -> uint8 truncates, as astype(np.uint8) does
+        return out
+
+
+class _SyntheticSet(ArrayDataset):
+    """A synthetic split whose images are made when first read, and only those kept: a smoke run's
+    ``subset(256)`` of the 5000 training images makes 256 (equal to the first 256 of the 5000)."""
+
+    def __init__(self, recipe: _SyntheticRecipe, limit: int | None = None):
+        self._recipe, self._images = recipe, None
+        self.labels = recipe.labels if limit is None else recipe.labels[:limit]
+        self.classes, self.name = SYNTHETIC_CLASSES, f"synthetic/{recipe.split}"
+
+    @property
+    def images(self) -> np.ndarray:
+        if self._images is None:
+            self._images = self._recipe.images(len(self.labels))
+        return self._images
+
+    def subset(self, limit: int | None) -> ArrayDataset:
+        if limit is None or limit >= len(self) or self._images is not None:
+            return super().subset(limit)
+        return _SyntheticSet(self._recipe, limit)
 
 
 # ---------------------------------------------------------------------------------------------------------

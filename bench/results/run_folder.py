@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import functools
 import io
 import os
 import platform
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic_files import atomic_write_text
+from ..atomic_files import atomic_write_bytes, atomic_write_text
 
 
 def _git(*args) -> str | None:
@@ -28,14 +29,20 @@ def _git(*args) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+@functools.lru_cache(maxsize=1)
+def _code_state() -> tuple:
+    """(commit, ``git status`` of tracked files), asked of git once per process, as a checkpoint's code version is:
+    the code a process runs is what it imported, and each ask is two git processes."""
+    return _git("rev-parse", "HEAD"), _git("status", "--porcelain", "--untracked-files=no")
+
+
 def provenance(device=None) -> dict:
     """Where and with what a number was made: code version, libraries, machine, command line."""
     import torch
 
     from .. import __version__
 
-    commit = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    commit, status = _code_state()
     device_name = "cpu"
     if device is not None and str(device).startswith("cuda"):
         device_name = torch.cuda.get_device_name(device)
@@ -76,28 +83,14 @@ def write_class_tables(run_dir: str | os.PathLike, classes, accuracy, confusion)
 
 
 def plot_curves(history: pd.DataFrame, path: str | os.PathLike, title: str = ""):
-    """Training loss and zero-shot accuracy per epoch, side by side, as a PNG."""
-    # a bare Figure, not pyplot: pyplot's global figure list is not thread-safe, and concurrent runs of a sweep
-    # (one thread each) finish at the same time
-    from matplotlib.figure import Figure
+    """Training loss and zero-shot accuracy per epoch, side by side, as a PNG (drawn by :mod:`.curves`)."""
+    from .curves import Panel, Series, line_charts
 
-    fig = Figure(figsize=(10, 3.8))
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(history["epoch"], history["train_loss"], marker="o", color="tab:blue")
-    ax_loss.set(xlabel="epoch", ylabel="training loss", title="training loss")
     evaluated = history.dropna(subset=["zeroshot_top1"])
-    for column, label in (("zeroshot_top1", "top-1"), ("zeroshot_top5", "top-5"),
-                          ("mean_per_class_recall", "mean per-class recall")):
-        ax_acc.plot(evaluated["epoch"], evaluated[column], marker="o", label=label)
-    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="zero-shot on the test split", ylim=(0, 1))
-    ax_acc.legend(loc="lower right")
-    for ax in (ax_loss, ax_acc):
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    from ..atomic_files import atomic_write_bytes
-
-    atomic_write_bytes(path, buffer.getvalue())
+    loss = Panel("training loss", "epoch", "training loss", integer_x=True,
+                 series=[Series("training loss", history["epoch"].tolist(), history["train_loss"].tolist())])
+    accuracy = Panel("zero-shot on the test split", "epoch", "accuracy", ylim=(0, 1), legend=True, integer_x=True,
+                     series=[Series(label, evaluated["epoch"].tolist(), evaluated[column].tolist())
+                             for column, label in (("zeroshot_top1", "top-1"), ("zeroshot_top5", "top-5"),
+                                                   ("mean_per_class_recall", "mean per-class recall"))])
+    atomic_write_bytes(path, line_charts([loss, accuracy], title))

@@ -37,3 +37,16 @@ def test_missing_bpe_file_falls_back_to_a_word_vocabulary_with_a_warning(monkeyp
     assert ids[0, 0] == SOT_TOKEN_ID and ids[0, 6] == EOT_TOKEN_ID
     assert ids[0, 5] != ids[1, 5] and ids[1, 5] == MinimalTokenizer.UNK  # unseen word
     assert ids.argmax(dim=1).tolist() == [6, 6]  # end-of-text pooling still finds the end
+
+
+def test_the_merges_read_as_far_as_used_are_the_files_first_lines():
+    """The tokenizer decompresses its BPE file only up to the merges CLIP uses: they are the file's lines after its
+    header, as reading the whole file gives them, also at the end of the file and past it."""
+    import gzip
+
+    from bench.clip.tokenizer import _merge_lines, default_bpe_path
+
+    path = default_bpe_path()
+    lines = gzip.open(path).read().decode("utf-8").split("\n")
+    for count in (0, 1, 48894, len(lines) - 2, len(lines) - 1, len(lines) + 5):
+        assert _merge_lines(path, count) == lines[1:count + 1]

@@ -132,3 +132,38 @@ def test_alternating_flips_show_each_image_the_other_way_every_epoch(pad):
         assert torch.equal(after, ~before)
     randomly = _flipped_per_epoch("random", pad)
     assert not all(torch.equal(b, ~a) for a, b in zip(randomly, randomly[1:]))
+
+
+
+def _synthetic_whole_arrays(split, seed, n, size=32):
+    """make_synthetic as one computation over whole arrays (how it was first written): the plain form."""
+    from bench.data.datasets import _SYNTHETIC_RGB
+
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1])
+    labels = rng.integers(0, 10, size=n)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    theta = labels * (np.pi / 10)
+    freq = rng.uniform(2.0, 4.0, size=n) * 2 * np.pi
+    phase = rng.uniform(0, 2 * np.pi, size=n)
+    proj = np.cos(theta)[:, None, None] * xx + np.sin(theta)[:, None, None] * yy
+    wave = 0.5 + 0.5 * np.sin(freq[:, None, None] * proj + phase[:, None, None])
+    contrast = rng.uniform(0.6, 1.0, size=n)[:, None, None, None]
+    background = rng.uniform(0, 80, size=(n, 1, 1, 3)).astype(np.float32)
+    img = background + contrast * wave[..., None] * (_SYNTHETIC_RGB[labels][:, None, None, :] - background)
+    img += rng.normal(0, 20, size=img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8), labels
+
+
+@pytest.mark.parametrize("split, size", [("train", 32), ("test", 32), ("train", 9)])
+def test_a_synthetic_subset_makes_only_its_images_and_they_equal_the_whole_array_computation(split, size):
+    """A smoke run keeps 256 of the 5000 training images: its subset makes those alone, in chunks, and they are the
+    first images of the set as one computation over whole arrays makes it, bit for bit."""
+    images, labels = _synthetic_whole_arrays(split, 1, 600, size)
+    whole = make_synthetic(split, seed=1, n=600, size=size)
+    assert np.array_equal(whole.images, images) and np.array_equal(whole.labels, labels)
+    for limit in (1, 255, 256, 257, 599):
+        part = make_synthetic(split, seed=1, n=600, size=size).subset(limit)
+        assert part._images is None  # nothing is made before it is read
+        assert np.array_equal(part.images, images[:limit]) and np.array_equal(part.labels, labels[:limit])
+        assert (part.classes, part.name, len(part)) == (whole.classes, whole.name, limit)
+    assert whole.subset(10).images.base is whole.images  # once made, a subset is a view, as for any ArrayDataset

@@ -1,6 +1,8 @@
 """bench report writes report.md and readable PNG figures, each referenced from the markdown."""
+import math
 import re
 
+import pytest
 from PIL import Image
 
 from tests.support.fake_results import make_row, write_results
@@ -60,3 +62,21 @@ def test_results_command_filters_sorts_and_formats(tmp_path, run_cli):
     assert {r["metric"] for r in records} >= {"zeroshot_top1", "robust_mean"} and {r["run_id"] for r in records} == {"a0"}
     code, _, err = run_cli("results", results, "--sort", "nosuch")
     assert code == 2 and "no column 'nosuch'" in err
+
+
+@pytest.mark.parametrize("lo, hi, integer", [(0.0, 1.0, False), (2.13, 3.31, False), (0.95, 2.05, True),
+                                             (0.5, 50.5, True), (-0.02, 0.37, False), (1e-5, 3e-5, False)])
+def test_curve_ticks_are_round_evenly_spaced_and_inside_the_axis(lo, hi, integer):
+    from bench.results.curves import nice_ticks, tick_label
+
+    ticks = nice_ticks(lo, hi, most=7, integer=integer)
+    tolerance = (hi - lo) * 1e-9
+    assert 2 <= len(ticks) <= 7 and all(lo - tolerance <= t <= hi + tolerance for t in ticks)
+    steps = {round(b - a, 12) for a, b in zip(ticks, ticks[1:])}
+    assert len(steps) == 1
+    mantissa = steps.pop() / 10 ** math.floor(math.log10(ticks[1] - ticks[0]))
+    assert any(math.isclose(mantissa, m) for m in (1, 2, 2.5, 5))
+    if integer:
+        assert all(t == int(t) for t in ticks)
+    labels = [tick_label(t, ticks) for t in ticks]
+    assert len(set(labels)) == len(labels) and all(math.isclose(float(x), t, abs_tol=1e-12) for x, t in zip(labels, ticks))

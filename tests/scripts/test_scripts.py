@@ -43,6 +43,19 @@ def test_checkpoint_cost_tiny(tmp_path):
     assert (table["files_mb"] > 0).all() and sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_cost.csv"]
 
 
+@pytest.mark.slow  # smoke runs in fresh processes, this checkout's and HEAD's
+def test_fixed_costs_tiny_times_a_smoke_run_against_torchs_imports_and_splits_the_rest(tmp_path):
+    """The smoke-run timing behind docs/performance.md's fixed costs runs, and its breakdown accounts for the run."""
+    table = load("fixed_costs").main(["--size", "tiny", "--rounds", "1", "--phases", "--compare", "HEAD",
+                                      "--out", str(tmp_path)])
+    assert sorted(table.code) == ["compare", "compare", "this", "this"]  # HEAD's files, timed alike
+    timed, phases = table[table["round"] != "phases"].iloc[0], table[table["round"] == "phases"].iloc[0]
+    assert timed.wall_s > timed.torch_imports_s > 0 and timed.wall_s > timed.train_seconds > 0
+    assert phases["phase: train_epoch"] >= phases.train_seconds and phases["phase: evaluate"] > 0
+    assert phases["phase: import torch"] > 0 and phases["phase: interpreter start and exit"] > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed_costs_tiny.csv"]
+
+
 @pytest.mark.slow  # a script process that starts gloo ranks
 def test_ddp_overhead_times_both_paths_and_every_cpu_variant():
     """scripts/ddp_overhead.py (a 1-rank gloo group, in its own process): the plain and DDP paths and each
