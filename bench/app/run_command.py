@@ -15,11 +15,16 @@ def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo
     the run's numbers may be among them (:data:`bench.app.resume.ALLOWED_WITH_RESUME`). ``own_process``: this
     process is the command (:mod:`bench.app.own_process`).
     """
-    from .own_process import imports_without_gc
+    cfgs = []
+    if resume is None:  # bad options are refused before the heavy imports
+        from .options import config_from_flags
+        from .sweep.plan import parse_seeds
 
-    with imports_without_gc(own_process):
-        from ..distributed.world import is_main_process
-        from .run import run
+        cfg = config_from_flags(**flags)
+        cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)] if seeds else [cfg]
+    _import_the_engine(own_process)
+    from ..distributed.world import is_main_process
+    from .run import run
 
     def report(row, out):
         if is_main_process():  # under torchrun, one line per run, not one per rank
@@ -31,16 +36,19 @@ def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo
 
         row, out = resume_run(resume, flags["out"], [g for g in given if g != "resume"], flags)
         return [report(row, out)]
-    from .options import config_from_flags
-
-    cfg = config_from_flags(**flags)
-    if not seeds:
-        return [report(run(cfg), cfg.out)]
-    from .sweep.plan import parse_seeds
-
-    cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)]
     rows = [report(run(c), c.out) for c in cfgs]
-    if is_main_process():
+    if seeds and is_main_process():
         for line in summary_lines(rows):
             echo(line)
     return rows
+
+
+def _import_the_engine(own_process: bool):
+    """What every run imports, with the command's GC held off (:mod:`bench.app.own_process`): torch, pandas, bench's
+    run, and ``torch._dynamo``, which torch's optimizer constructor imports in every run anyway."""
+    from .own_process import imports_without_gc
+
+    with imports_without_gc(own_process):
+        import torch._dynamo  # noqa: F401
+
+        from . import run  # noqa: F401
