@@ -75,7 +75,7 @@ def register_datasets(register):
              f"when online)", templates="openai_mnist")
     register("fashion_mnist", _torchvision_set("fashion_mnist"),
              f"Fashion-MNIST, 10 clothing classes, 60k/10k 28x28 grayscale as RGB: torchvision's FashionMNIST/raw/ "
-             f"({_DIRS}; downloaded when online)", templates="fashion_mnist")
+             f"({_DIRS}; downloaded when online)", templates="plain_fashion_mnist")
     register("imagefolder:", _imagefolder,
              "your images in torchvision's ImageFolder layout (PATH/train/<class>/, PATH/test/<class>/, or one "
              "PATH/<class>/ tree split by --data-opt test_fraction=0.2); cached decoded; docs/datasets.md",

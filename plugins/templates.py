@@ -15,7 +15,8 @@ def register_templates(register):
     register("openai_stl10", lambda: list(OPENAI_STL10_TEMPLATES),
              "the CLIP paper's 2 STL-10 prompts ('a photo of a {}.', 'a photo of the {}.')")
     register("openai_mnist", lambda: list(OPENAI_MNIST_TEMPLATES),
-             "the CLIP paper's MNIST prompt ('a photo of the number: \"{}\".'); SVHN's too (prompts.md has none for it)")
-    register("fashion_mnist", lambda: list(FASHION_MNIST_TEMPLATES),
+             "the CLIP paper's MNIST prompt ('a photo of the number: \"{}\".'); SVHN's too (prompts.md has none for "
+             "it)")
+    register("plain_fashion_mnist", lambda: list(FASHION_MNIST_TEMPLATES),
              "bench's 4 Fashion-MNIST prompts (prompts.md has none): 'a photo of a {}.', ... 'a type of clothing or "
              "accessory'")

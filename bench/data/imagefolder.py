@@ -45,40 +45,53 @@ class Tree:
 
     folder: Path
     classes: tuple
-    files: list  # (path relative to folder, label), in label then path order
+    files: list  # (path relative to folder, "/"-separated; label), in label then path order
+    stats: list  # (size in bytes, modification time in ns) of each file, read while listing
+
+
+def _walk(top: str, rel: str, found: list):
+    """Image files under ``top`` (``rel`` its path from the tree) with their stats; strings, not pathlib, since a
+    cached load lists every file and 10,000 Path objects cost more than reading the cache."""
+    with os.scandir(top) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                _walk(entry.path, f"{rel}/{entry.name}", found)
+            elif entry.name.lower().endswith(IMG_EXTENSIONS) and entry.is_file():
+                st = entry.stat()
+                found.append((f"{rel}/{entry.name}", st.st_size, st.st_mtime_ns))
 
 
 def scan(folder: Path) -> Tree:
     """The class folders and image files of ``folder`` (hidden entries skipped, as torchvision's ``find_classes``
-    does not list them either); a tree without class folders, or a class folder without images, is an error."""
+    does not list them either; links followed, as its ``make_dataset`` does); a tree without class folders, or a
+    class folder without images, is an error."""
     classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")))
     if not classes:
         raise BenchError(f"image folder {folder} has no class folders; put each class's images in a folder of its own "
                          f"(PATH/<class>/*.png, or PATH/train/<class>/ and PATH/test/<class>/)")
-    files = []
+    files, stats = [], []
     for label, name in enumerate(classes):
         found = []
-        for dirpath, dirnames, filenames in os.walk(folder / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            found += [Path(dirpath, f).relative_to(folder) for f in filenames
-                      if not f.startswith(".") and f.lower().endswith(IMG_EXTENSIONS)]
+        _walk(os.path.join(folder, name), name, found)
         if not found:
             raise BenchError(f"image folder {folder / name} has no images ({', '.join(IMG_EXTENSIONS)}); add some, or "
                              f"remove the folder")
-        files += [(p, label) for p in sorted(found)]
-    return Tree(folder, classes, files)
+        files += [(rel, label) for rel, _, _ in found]
+        stats += [(size, mtime) for _, size, mtime in found]
+    return Tree(folder, classes, files, stats)
 
 
 def listing_key(tree: Tree, size: int) -> str:
     """What the cached arrays depend on: every file's path, size and modification time, and the decoded size."""
     digest = hashlib.sha256(f"{_CACHE_FORMAT}|{size}|{tree.classes}".encode())
-    for rel, label in tree.files:
-        stat = (tree.folder / rel).stat()
-        digest.update(f"|{rel.as_posix()}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    digest.update("".join(f"|{rel}|{label}|{nbytes}|{mtime}"
+                          for (rel, label), (nbytes, mtime) in zip(tree.files, tree.stats)).encode())
     return digest.hexdigest()
 
 
-def decode(path: Path, size: int) -> np.ndarray:
+def decode(path, size: int) -> np.ndarray:
     """One image file as uint8 RGB ``(size, size, 3)``: shorter side scaled to ``size``, then the centre square."""
     from PIL import Image, UnidentifiedImageError
 
@@ -100,7 +113,7 @@ def decode(path: Path, size: int) -> np.ndarray:
 
 def decode_tree(tree: Tree, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Every image of ``tree``, decoded on a few threads (PIL releases the GIL while it decodes)."""
-    paths = [tree.folder / rel for rel, _ in tree.files]
+    paths = [os.path.join(tree.folder, rel) for rel, _ in tree.files]
     images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         for i, image in enumerate(pool.map(lambda p: decode(p, size), paths, chunksize=64)):
@@ -160,7 +173,8 @@ def class_names(root: Path, classes: tuple) -> tuple:
     if len(names) != len(classes) or len(set(names)) != len(names):
         raise BenchError(f"{path} has {len(names)} names{' with repeats' if len(set(names)) != len(names) else ''} "
                          f"for {len(classes)} class folders; write one distinct name per class folder, in the "
-                         f"sorted order of the folder names ({', '.join(classes[:3])}{', ...' if len(classes) > 3 else ''})")
+                         f"sorted order of the folder names ({', '.join(classes[:3])}"
+                         f"{', ...' if len(classes) > 3 else ''})")
     return names
 
 

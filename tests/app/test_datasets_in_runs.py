@@ -22,7 +22,8 @@ SMALL = ["--epochs", "1", "--batch-size", "4", "--device", "cpu", *TINY]
 
 @pytest.mark.parametrize("dataset, templates", [
     ("cifar10", "seed"), ("synthetic", "seed"), ("cifar100", "openai_cifar100"), ("cifar100_coarse", "openai_cifar100"),
-    ("stl10", "openai_stl10"), ("svhn", "openai_mnist"), ("mnist", "openai_mnist"), ("fashion_mnist", "fashion_mnist"),
+    ("stl10", "openai_stl10"), ("svhn", "openai_mnist"), ("mnist", "openai_mnist"),
+    ("fashion_mnist", "plain_fashion_mnist"),
 ])
 def test_without_templates_a_run_takes_its_datasets_own_set_and_a_given_one_wins(dataset, templates):
     assert config_from_flags(dataset=dataset).templates == templates
@@ -70,7 +71,7 @@ def test_a_dataset_far_smaller_than_the_model_or_not_square_is_one_line():
     from bench.data.datasets import ArrayDataset
 
     small = ArrayDataset(np.zeros((2, 8, 8, 3), np.uint8), [0, 1], ("a", "b"), "tiny/test")
-    with pytest.raises(BenchError, match="would enlarge dataset 'tiny''s 8x8 images more than 8-fold; use --image-size 8"):
+    with pytest.raises(BenchError, match="enlarge dataset 'tiny''s 8x8 images more than 8-fold; use --image-size 8"):
         fit_to_size(small, 65, "tiny")
     assert fit_to_size(small, 64, "tiny").images.shape == (2, 64, 64, 3)
     wide = ArrayDataset(np.zeros((2, 8, 16, 3), np.uint8), [0, 1], ("a", "b"), "wide/test")
@@ -141,7 +142,8 @@ def test_offline_without_the_files_a_run_is_one_line_and_leaves_no_folders_behin
     monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
     (tmp_path / "data").mkdir()
     before = snapshot(tmp_path)
-    code, out, err = run_cli("run", "--dataset", "mnist", "--data-dir", tmp_path / "data", *SMALL, "--out", tmp_path / "r")
+    code, out, err = run_cli("run", "--dataset", "mnist", "--data-dir", tmp_path / "data", *SMALL, "--out",
+                             tmp_path / "r")
     assert code == 2 and err.count("\n") == 1 and out == ""
     assert err.startswith(f"bench: error: MNIST not found in {tmp_path / 'data'}: run once with network access")
     assert snapshot(tmp_path) == before

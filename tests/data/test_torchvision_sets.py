@@ -178,7 +178,8 @@ def test_foreign_files_in_the_right_places_are_not_read_as_the_release(tmp_path,
     else:
         write_mnist(tmp_path)
         if damage == "mnist_labels":
-            (tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte").write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3]))
+            labels = bytes([0, 0, 8, 1, 0, 0, 0, 3, 1, 2, 3])  # an IDX header for 3 labels, and 3 labels
+            (tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte").write_bytes(labels)
         else:
             (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"PK\x03\x04 zip, not idx")
     with pytest.raises(BenchError, match="is damaged or " + expected.replace("(", r"\(").replace(")", r"\)")):
