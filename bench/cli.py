@@ -70,10 +70,15 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--lookahead", type=float,
               help="airbench's lookahead: per-step EMA decay the weights are pulled to, ramped up to the end, where "
                    "the run takes the average (e.g. 0.95; default 0: off).")
-@click.option("--templates", default="seed", show_default=True)
+@click.option("--templates", help="Template set (bench list templates); default: the dataset's own (seed for cifar10, "
+                                   "openai_cifar100 for cifar100, ...: bench list datasets).")
 @click.option("--tokenizer", default="clip_bpe", show_default=True)
-@click.option("--dataset", default="cifar10", show_default=True)
-@click.option("--data-dir", help="Dataset folder (CIFAR-10: train.npz/test.npz or cifar-10-batches-py/).")
+@click.option("--dataset", default="cifar10", show_default=True,
+              help="Dataset (bench list datasets), or imagefolder:PATH for your own images.")
+@click.option("--data-dir", help="Dataset folder (CIFAR-10: train.npz/test.npz or cifar-10-batches-py/; the others: "
+                                 "torchvision's files, bench list datasets).")
+@click.option("--data-opt", "data_opts", multiple=True, metavar="KEY=VALUE",
+              help="Dataset factory option, e.g. imagefolder's test_fraction=0.2, split_seed=0, size=32.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="Autocast: auto is bf16 on a GPU with bf16, fp16 (with dynamic loss scaling) on one without, fp32 "

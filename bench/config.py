@@ -54,9 +54,12 @@ def not_in_id(default):
 class RunConfig:
     model: ModelCfg = field(default_factory=ModelCfg)  # architecture: encoder + text tower
     tokenizer: str = "clip_bpe"  # registered tokenizer name
-    templates: str = "seed"  # registered template set used for training captions and zero-shot
+    # registered template set used for training captions and zero-shot; bench run without --templates takes the
+    # dataset's own (its registration's templates=, bench.app.options.dataset_templates), else this
+    templates: str = "seed"
     dataset: str = "cifar10"  # registered dataset name
     data_dir: str | None = not_in_id(None)  # dataset folder; None = the dataset's default
+    data_opts: tuple = ()  # sorted (key, value) pairs passed to the dataset's factory (--data-opt KEY=VALUE)
     data_seed: int = 0  # seed of generated datasets (fixed across run seeds, so seeds compare like for like)
     preset: str = "reference"  # the preset the recipe started from
     epochs: int = 50  # passes over the training split
@@ -153,6 +156,8 @@ class RunConfig:
         for name in ("evals", "robust_severities", "log"):  # JSON gives lists; the frozen config keeps tuples
             if isinstance(d.get(name), list):
                 d[name] = tuple(d[name])
+        if isinstance(d.get("data_opts"), list):  # pairs, as ModelCfg's encoder_opts
+            d["data_opts"] = tuple(tuple(p) for p in d["data_opts"])
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

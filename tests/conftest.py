@@ -19,6 +19,9 @@ def _isolated(tmp_path, monkeypatch):
     from bench.host.manager import set_host
 
     monkeypatch.setenv("BENCH_LOAD_PLUGINS", "")
+    # datasets and the image-folder cache never touch the user's folders (nor download into them)
+    monkeypatch.setenv("BENCH_DATASETS_DIR", str(tmp_path / ".datasets"))
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / ".bench-cache"))
     monkeypatch.chdir(tmp_path)
     previous = set_host(None)
     yield

@@ -54,7 +54,9 @@ def format_entries(registry: Registry, kind: str, pattern: str | None = None, co
     entries = registry.entries(kind, pattern)
     if kind != "encoders":  # one column of names, then what each is and which plugin registered it
         width = max((len(e.display_name) for e in entries), default=0)
-        return [f"{e.display_name:<{width}}  {e.summary}  ({e.plugin})" for e in entries]
+        # a dataset's own template set: what its runs use without --templates
+        own = {e.name: f"  [templates: {e.meta['templates']}]" for e in entries if e.meta.get("templates")}
+        return [f"{e.display_name:<{width}}  {e.summary}{own.get(e.name, '')}  ({e.plugin})" for e in entries]
     header = ("NAME", "FAMILY", "PARAMS", "SOURCE", "SUMMARY")
     rows = []
     for e in entries:

@@ -70,23 +70,34 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
         autocast_dtype = autocast_dtype_for(cfg.precision, device)
     dataset = dataset or cfg.dataset
     entry = get_entry("datasets", dataset)
-    test = entry.create("test", data_dir or cfg.data_dir, cfg.data_seed).subset(limit_test or cfg.limit_test)
+    # a bench model takes its own image size: another dataset's images are resized to it once (bench.data.resize)
+    size = None if is_openai_state_dict(ckpt) else cfg.model.image_resolution
+    opts = dict(cfg.data_opts) if dataset == cfg.dataset else {}
+    test = _sized(entry.create("test", data_dir or cfg.data_dir, cfg.data_seed, **opts)
+                  .subset(limit_test or cfg.limit_test), size, dataset)
     sets = template_sets(templates or [run_templates])
     tokenizer = get_entry("tokenizers", cfg.tokenizer).create(context, [p for t in sets.values()
                                                                         for p in fill(t, test.classes)])
     digest = file_digest(path)
     protocol = {"checkpoint": str(path), "checkpoint_sha256": digest, "checkpoint_epoch": epoch, "encoder": encoder,
-                "config_id": config_id, "seed": seed, "dataset": dataset, "test_images": len(test), **preprocessing}
+                "config_id": config_id, "seed": seed, "dataset": dataset, "test_images": len(test), **preprocessing,
+                **test.info}
     result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
                            suite=suite, cache=FeatureCache(_writable(Path(path).parent / "features")),
                            weights_id=f"ckpt-{digest}",
-                           train=lambda: entry.create("train", data_dir or cfg.data_dir, cfg.data_seed)
-                           .subset(cfg.limit_train))
+                           train=lambda: _sized(entry.create("train", data_dir or cfg.data_dir, cfg.data_seed, **opts)
+                                                .subset(cfg.limit_train), size, dataset))
     table = pd.DataFrame([{"run_id": f"{Path(path).parent.name}:{row['eval_templates']}", **protocol,
                            "templates": run_templates, **row} for row in result.rows])
     if out is not None:
         write_eval_files(out, table, test.classes, result.per_class, result.confusions, result.tables)
     return table
+
+
+def _sized(data, size: int | None, dataset: str):
+    from ..data.resize import fit_to_size
+
+    return data if size is None else fit_to_size(data, size, dataset)
 
 
 def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):

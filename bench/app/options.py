@@ -8,19 +8,33 @@ from ..config import RunConfig, make_config, parse_opts
 from .validation import check_preset, validate_config
 
 
+def dataset_templates(dataset: str) -> str | None:
+    """The template set ``dataset``'s registration names as its own (``templates=``), or None."""
+    from ..host.manager import get_entry
+
+    return get_entry("datasets", dataset).meta.get("templates")
+
+
 def build_config(preset: str = "reference", model: dict | None = None, **overrides) -> RunConfig:
-    """:func:`bench.config.make_config`, with the preset name and every value checked."""
+    """:func:`bench.config.make_config`, with the preset name and every value checked.
+
+    The template set: ``templates`` when given, else the dataset's own (:func:`dataset_templates`), else
+    RunConfig's ``seed``. CIFAR-10 and synthetic name ``seed``, so their runs keep their configuration ids.
+    """
     check_preset(preset)
+    if overrides.get("templates") is None:
+        overrides["templates"] = dataset_templates(overrides.get("dataset") or RunConfig.dataset)
     return validate_config(make_config(preset, model=model, **overrides))
 
 
 def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_dim=None, image_size=None,
                       text_width=None, text_layers=None, text_heads=None, compile_=False, checkpoints=True, evals=(),
-                      robust_severities=(), log=(), **flags) -> RunConfig:
+                      robust_severities=(), log=(), data_opts=(), **flags) -> RunConfig:
     """The run config from ``bench run``'s flags as click passes them (parameter names, strings for lists)."""
     from ..data.corruptions import parse_severities
 
     model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
                  image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
     return build_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
-                        log=tuple(log), robust_severities=parse_severities(robust_severities), **flags)
+                        log=tuple(log), robust_severities=parse_severities(robust_severities),
+                        data_opts=parse_opts(data_opts), **flags)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import random
 import threading
@@ -23,6 +24,7 @@ from ..clip.templates import fill, validated_templates
 from ..config import RunConfig
 from ..data.datasets import ArrayDataset
 from ..data.loader import DeviceLoader, to_device_uint8
+from ..data.resize import fit_to_size
 from ..engine.determinism import deterministic_mode
 from ..distributed.world import broadcast_object, init_distributed, log_main, reduce_epoch_stats
 from ..engine.build import build_engine, set_backend_flags, uses_channels_last
@@ -39,6 +41,10 @@ from ..results.predictions import save_predictions
 from ..results.run_folder import plot_curves, provenance, write_class_tables, write_csv
 from ..results.runs_csv import finish_run
 from .validation import check_encoder_forward, check_image_size, check_run_inputs
+
+
+# what a dataset's ``info`` may add to the run's row (bench.data.datasets.ArrayDataset)
+DATA_COLUMNS = ("data_split", "resize_interpolation", "source_image_size")
 
 
 @dataclass
@@ -85,10 +91,16 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 
 
 def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Components:
+    """Templates, both splits at the model's image size (resized here, once, where the dataset's differs) and the
+    tokenizer."""
     templates = validated_templates(cfg.templates, get_entry("templates", cfg.templates).create())
     dataset = get_entry("datasets", cfg.dataset)
-    train = dataset.create("train", cfg.data_dir, cfg.data_seed).subset(cfg.limit_train)
-    test = dataset.create("test", cfg.data_dir, cfg.data_seed).subset(cfg.limit_test)
+    opts = dict(cfg.data_opts)
+    splits = {split: dataset.create(split, cfg.data_dir, cfg.data_seed, **opts).subset(limit)
+              for split, limit in (("train", cfg.limit_train), ("test", cfg.limit_test))}
+    for data in splits.values():
+        check_image_size(cfg, data)
+    train, test = (fit_to_size(splits[s], cfg.model.image_resolution, cfg.dataset) for s in ("train", "test"))
     if train.classes != test.classes:
         raise BenchError(f"dataset {cfg.dataset!r}: train and test splits name different classes")
     prompts = fill(templates + list(eval_templates or []), train.classes)
@@ -179,7 +191,6 @@ class Run:
         with GLOBAL_RNG:  # the seed, then every draw of initialisation, before another thread's run reseeds
             seed_everything(cfg.seed)
             self.parts = parts = load_components(cfg)
-            check_image_size(cfg, parts.train)
             self.model = model = create_model_from_cfg(cfg.model)
         check_encoder_forward(get_entry("encoders", cfg.model.encoder), model.visual, cfg.model.image_resolution,
                               cfg.model.embed_dim)
@@ -437,6 +448,9 @@ class Run:
             "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.train),
             "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
             "normalization": "[-1,1]", "eval_checkpoint": "final epoch", "deterministic": cfg.deterministic,
+            # how the data was made, where it says (imagefolder's split; the load-time resize and the images' size)
+            **{k: parts.train.info[k] for k in DATA_COLUMNS if k in parts.train.info},
+            **({"data_opts": json.dumps(dict(cfg.data_opts), sort_keys=True)} if cfg.data_opts else {}),
             # CPU kernels split work by thread count, so bit-identical reruns need the same count
             "torch_threads": torch.get_num_threads(),
             **{k: prov[k] for k in ("git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",

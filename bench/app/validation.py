@@ -112,6 +112,7 @@ def check_run_inputs(cfg):
     if cfg.max_grad_norm is not None and not (cfg.max_grad_norm > 0 and math.isfinite(cfg.max_grad_norm)):
         raise BenchError(f"--max-grad-norm must be a positive number, got {cfg.max_grad_norm}; leave it out to not clip")
     check_encoder_opts(cfg.model.encoder, dict(cfg.model.encoder_opts))
+    check_data_opts(cfg.dataset, dict(cfg.data_opts))
     from ..results.loggers import check_logger_packages
 
     check_logger_packages(cfg.log)
@@ -138,10 +139,31 @@ def check_encoder_opts(encoder: str, opts: dict):
                          f"{', '.join(accepted) or 'none'} (--encoder-opt KEY=VALUE)") from None
 
 
+def check_data_opts(dataset: str, opts: dict):
+    """``--data-opt`` keys the dataset's factory does not take fail here, in one line naming the ones it does."""
+    from ..host.manager import get_entry
+
+    if not opts:
+        return
+    factory = get_entry("datasets", dataset).factory
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # a builtin or C factory: nothing to check against
+        return
+    try:
+        signature.bind_partial("train", None, 0, **opts)
+    except TypeError:
+        accepted = [p.name for p in list(signature.parameters.values())[3:]
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [k for k in opts if k not in accepted]
+        raise BenchError(f"dataset {dataset!r} takes no option {unknown[0] if unknown else ''!r}; its options are "
+                         f"{', '.join(accepted) or 'none'} (--data-opt KEY=VALUE)") from None
+
+
 def check_data_dir(data_dir):
     if data_dir is not None and not Path(data_dir).expanduser().is_dir():
         raise BenchError(f"--data-dir {str(data_dir)!r} is not a folder; pass the folder that holds the dataset "
-                         f"(CIFAR-10: train.npz/test.npz or cifar-10-batches-py/)")
+                         f"(CIFAR-10: train.npz/test.npz or cifar-10-batches-py/; the others: bench list datasets)")
 
 
 def check_out_dir_writable(out) -> Path:
@@ -165,13 +187,11 @@ def check_positive(option: str, value, allow_none: bool = True):
 
 
 def check_image_size(cfg, data):
-    """The model is built for ``--image-size``; the loader feeds the dataset's images as they are."""
-    height, width = data.images.shape[1:3]
-    if height != width:
-        raise BenchError(f"dataset {cfg.dataset!r} has {height}x{width} images; bench trains on square images")
-    if height != cfg.model.image_resolution:
-        raise BenchError(f"--image-size {cfg.model.image_resolution} does not match dataset {cfg.dataset!r}, whose "
-                         f"images are {height}x{height}; use --image-size {height}")
+    """The model is built for ``--image-size``; the dataset's images are resized to it once, at load
+    (:mod:`bench.data.resize`), so they must be square and not too far below it."""
+    from ..data.resize import check_resizable
+
+    check_resizable(data, cfg.model.image_resolution, cfg.dataset)
 
 
 def check_encoder_forward(entry, visual, image_size: int, embed_dim: int):

@@ -10,7 +10,7 @@ import os
 import pickle
 import random
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,9 @@ class ArrayDataset:
     labels: np.ndarray  # int64 (N,)
     classes: tuple  # class names, index = label
     name: str = ""
+    # how the arrays were made, for the run's row: ``data_split`` (how train and test were told apart, where a
+    # dataset chose it), ``resize_interpolation`` and ``source_image_size`` (set by bench.data.resize)
+    info: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
@@ -47,7 +50,7 @@ class ArrayDataset:
         """The first ``limit`` samples (all when None): a fixed, reproducible subset."""
         if limit is None or limit >= len(self):
             return self
-        return ArrayDataset(self.images[:limit], self.labels[:limit], self.classes, self.name)
+        return ArrayDataset(self.images[:limit], self.labels[:limit], self.classes, self.name, dict(self.info))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -171,7 +174,7 @@ class _SyntheticSet(ArrayDataset):
     def __init__(self, recipe: _SyntheticRecipe, limit: int | None = None):
         self._recipe, self._images = recipe, None
         self.labels = recipe.labels if limit is None else recipe.labels[:limit]
-        self.classes, self.name = SYNTHETIC_CLASSES, f"synthetic/{recipe.split}"
+        self.classes, self.name, self.info = SYNTHETIC_CLASSES, f"synthetic/{recipe.split}", {}
 
     @property
     def images(self) -> np.ndarray:

@@ -50,8 +50,10 @@ def register_templates(register):
 def register_datasets(register):
     """Register datasets.
 
-    :param register: ``register(name, factory, summary)``; ``factory(split, data_dir, seed)`` returns a
-        :class:`bench.data.ArrayDataset` (uint8 images ``(N, H, W, 3)``, int64 labels, class names).
+    :param register: ``register(name, factory, summary, templates=None)``; ``factory(split, data_dir, seed,
+        **opts)`` returns a :class:`bench.data.ArrayDataset` (uint8 images ``(N, H, W, 3)`` at the dataset's own
+        size, int64 labels, class names as prompts say them). ``opts`` are the user's ``--data-opt`` pairs;
+        ``templates`` names the template set runs use without ``--templates``.
     """
 
 

@@ -39,6 +39,24 @@ def _binary(tmp):
     (tmp / "blob.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00")
 
 
+def _pets(tmp, empty=None, broken=None, rename=None):
+    """``tmp/pets/{train,test}/{cat,dog}/{0,1}.png``, with one class folder emptied, one image broken or one class
+    folder renamed."""
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for name in ("cat", "dog"):
+            (tmp / "pets" / split / name).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(tmp / "pets" / split / name / f"{i}.png")
+    for f in (tmp / "pets" / empty).iterdir() if empty else ():
+        f.unlink()
+    if broken:
+        (tmp / "pets" / broken).write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    if rename:
+        (tmp / "pets" / rename[0]).rename(tmp / "pets" / rename[1])
+
+
 def _not_image(tmp):
     (tmp / "notes.txt").write_text("a caption, not a picture\n")
 
@@ -127,6 +145,18 @@ CASES = [
     ("zero-grad-norm", RUN + ["--max-grad-norm", "0"], "--max-grad-norm must be a positive number", None),
     ("nan-grad-norm", RUN + ["--max-grad-norm", "nan"], "--max-grad-norm must be a positive number", None),
     ("missing-data-dir", RUN + ["--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"], "is not a folder", None),
+    ("unknown-data-opt", RUN + ["--data-opt", "size=64"], "dataset 'synthetic' takes no option 'size'", None),
+    ("malformed-data-opt", RUN + ["--data-opt", "size"], "is not KEY=VALUE", None),
+    # -- imagefolder:PATH: one line naming the file or folder, nothing written (the decoded cache included) --
+    ("imagefolder-not-a-folder", RUN + ["--dataset", "imagefolder:{tmp}/nowhere"], "/nowhere' is not a folder; name a folder with one folder of images per class",
+     None),
+    ("imagefolder-no-images", RUN + ["--dataset", "imagefolder:{tmp}/pets"], "/pets/train/dog has no images", lambda tmp: _pets(tmp, empty="train/dog")),
+    ("imagefolder-unreadable", RUN + ["--dataset", "imagefolder:{tmp}/pets"], "/pets/test/cat/1.png cannot be read", lambda tmp: _pets(tmp, broken="test/cat/1.png")),
+    ("imagefolder-other-classes", RUN + ["--dataset", "imagefolder:{tmp}/pets"], "/pets/test have different classes (bird, dog)", lambda tmp: _pets(tmp, rename=("test/dog", "test/bird"))),
+    ("imagefolder-bad-fraction", RUN + ["--dataset", "imagefolder:{tmp}/pets/train", "--data-opt", "test_fraction=2"],
+     "test_fraction=2 must be a number in (0, 1)", _pets),
+    ("imagefolder-unknown-opt", RUN + ["--dataset", "imagefolder:{tmp}/pets", "--data-opt", "shuffle=1"],
+     "takes no option 'shuffle'; its options are test_fraction, split_seed, size", _pets),
     ("corrupt-data-dir", RUN + ["--dataset", "cifar10", "--data-dir", "{tmp}/data"], "is not a readable CIFAR-10 .npz",
      _corrupt_data),
     ("out-is-a-file", ["run", *FLAGS, "--out", "{tmp}/afile"], "is a file, not a folder", _file),
@@ -175,7 +205,9 @@ CASES = [
     ("zero-text-layers", RUN + ["--text-layers", "0"], "--text-layers must be at least 1", None),
     ("zero-text-heads", RUN + ["--text-heads", "0"], "--text-heads must be at least 1, got 0", None),
     ("tiny-image-size", RUN + ["--image-size", "0"], "--image-size must be at least 8, got 0", None),
-    ("image-size-not-the-data", RUN + ["--image-size", "64"], "--image-size 64 does not match dataset 'synthetic'", None),
+    # a dataset at another size is resized to --image-size at load (bench.data.resize), but not enlarged past 8-fold
+    ("image-size-far-above-the-data", RUN + ["--image-size", "257"],
+     "--image-size 257 would enlarge dataset 'synthetic''s 32x32 images more than 8-fold", None),
     ("huge-image-size", RUN + ["--image-size", "100000"], "use --image-size 32", None),
     ("bad-device-index", RUN + ["--device", "cuda:x"], "--device must be auto, cpu, cuda or cuda:N", None),
     ("cuda-without-gpu", RUN + ["--device", "cuda:0"], "torch sees no GPU", None),

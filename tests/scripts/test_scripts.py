@@ -108,3 +108,10 @@ def test_sweep_scaling_tiny_measures_each_k_and_runs_compute_as_alone(tmp_path, 
     rows = json.loads(lines[-1])["rows"]
     assert [r["k"] for r in rows] == [1, 2] and all(r["runs_per_hour"] > 0 for r in rows)
     assert rows[0]["vs_k1"] == 1.0 and rows[1]["zeroshot_top1"][0] == rows[0]["zeroshot_top1"][0]
+
+
+def test_imagefolder_load_tiny_times_the_first_and_the_cached_load(tmp_path):
+    """The image-folder load measurement behind docs/datasets.md runs and times both loads of every image."""
+    table = load("imagefolder_load").main(["--tiny", "--rounds", "1", "--out", str(tmp_path)])
+    assert list(table["mode"]) == ["first", "cached"] and (table["images"] == 200).all()
+    assert (table["seconds"] > 0).all() and sorted(p.name for p in tmp_path.iterdir()) == ["imagefolder_load.csv"]

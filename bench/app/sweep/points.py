@@ -46,7 +46,8 @@ def configs_from_lists(encoders, templates, seeds, flags: dict) -> tuple[list[Ru
     if not encoders:
         raise BenchError("--encoder is empty; name one or more encoders, comma-separated (bench list encoders), "
                          "or pass a sweep file")
-    base = config_from_flags(encoder=encoders[0], templates=templates[0] if templates else "seed", seed=0, **flags)
+    # without --templates each run takes its dataset's own set (bench.app.options.build_config)
+    base = config_from_flags(encoder=encoders[0], templates=templates[0] if templates else None, seed=0, **flags)
     cfgs = cross_product(base, encoders, templates, parse_seeds(seeds) if seeds else [0])
     varying = [{"encoder": c.model.encoder, "templates": c.templates, "seed": c.seed} for c in cfgs]
     shown = [k for k in ("encoder", "templates", "seed") if len({v[k] for v in varying}) > 1] or ["encoder", "seed"]
@@ -55,7 +56,7 @@ def configs_from_lists(encoders, templates, seeds, flags: dict) -> tuple[list[Ru
 
 def _config_from_point(path, point: dict, flags: dict, given: set, varying: list, by_key: dict) -> RunConfig:
     values = dict(flags)
-    values.update(encoder=None, templates="seed", seed=0)
+    values.update(encoder=None, templates=None, seed=0)
     for key, value in point.items():
         param = by_key.get(key)
         if param is None:
@@ -86,7 +87,7 @@ def _convert(path, key: str, param, value):
     """A sweep file's TOML value as the flag's own type would read it from the command line."""
     import click
 
-    if param.name == "encoder_opts":
+    if param.name in ("encoder_opts", "data_opts"):
         if isinstance(value, dict):
             return [f"{k}={json.dumps(v)}" for k, v in value.items()]
         return [value] if isinstance(value, str) else [str(v) for v in value]

@@ -1,0 +1,238 @@
+"""``imagefolder:PATH``: people's own images in torchvision's ImageFolder layout, decoded once and cached.
+
+Layouts: ``PATH/train/<class>/...`` and ``PATH/test/<class>/...`` (the splits as given), or ``PATH/<class>/...``
+(one tree, split per class by a seeded fraction). Every file whose extension torchvision's ImageFolder takes
+(``.jpg``, ``.png``, ``.webp``, ...) in a class folder or below it is an image of that class; class folders sort by
+name into labels 0, 1, .... Class names are the folder names, or the lines of ``PATH/classnames.txt``: one name per
+class folder, in that sorted order.
+
+Images of any size and mode PIL reads become RGB at ``size`` x ``size`` (default 32): an image of another size is
+scaled on its shorter side (PIL's antialiased bilinear) and centre-cropped. The decoded arrays of each tree are
+cached under ``$BENCH_CACHE_DIR/imagefolder`` (default ``~/.cache/bench/imagefolder``), never in the user's folder,
+keyed by the tree's file list, sizes and modification times: while the folder is unchanged, loading reads one
+``.npz``; a changed folder is decoded again. Problems (no images, an unreadable image, train and test naming
+different classes) are one line naming the file or folder, raised before anything is written.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic_files import atomic_file
+from ..errors import BenchError
+from .datasets import ArrayDataset
+
+# torchvision.datasets.folder.IMG_EXTENSIONS, compared without case
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+DEFAULT_SIZE = 32  # bench's default --image-size: the images are not resized again at load
+DEFAULT_TEST_FRACTION = 0.2
+CLASSNAMES_FILE = "classnames.txt"
+_CACHE_FORMAT = 1  # part of every cache key: a change of what is stored invalidates old entries
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("BENCH_CACHE_DIR", "~/.cache/bench")).expanduser() / "imagefolder"
+
+
+@dataclass
+class Tree:
+    """One folder of class folders: its classes (sorted folder names) and every image file with its label."""
+
+    folder: Path
+    classes: tuple
+    files: list  # (path relative to folder, "/"-separated; label), in label then path order
+    stats: list  # (size in bytes, modification time in ns) of each file, read while listing
+
+
+def _walk(top: str, rel: str, found: list):
+    """Image files under ``top`` (``rel`` its path from the tree) with their stats; strings, not pathlib, since a
+    cached load lists every file and 10,000 Path objects cost more than reading the cache."""
+    with os.scandir(top) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                _walk(entry.path, f"{rel}/{entry.name}", found)
+            elif entry.name.lower().endswith(IMG_EXTENSIONS) and entry.is_file():
+                st = entry.stat()
+                found.append((f"{rel}/{entry.name}", st.st_size, st.st_mtime_ns))
+
+
+def scan(folder: Path) -> Tree:
+    """The class folders and image files of ``folder`` (hidden entries skipped, as torchvision's ``find_classes``
+    does not list them either; links followed, as its ``make_dataset`` does); a tree without class folders, or a
+    class folder without images, is an error."""
+    classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")))
+    if not classes:
+        raise BenchError(f"image folder {folder} has no class folders; put each class's images in a folder of its own "
+                         f"(PATH/<class>/*.png, or PATH/train/<class>/ and PATH/test/<class>/)")
+    files, stats = [], []
+    for label, name in enumerate(classes):
+        found = []
+        _walk(os.path.join(folder, name), name, found)
+        if not found:
+            raise BenchError(f"image folder {folder / name} has no images ({', '.join(IMG_EXTENSIONS)}); add some, or "
+                             f"remove the folder")
+        files += [(rel, label) for rel, _, _ in found]
+        stats += [(size, mtime) for _, size, mtime in found]
+    return Tree(folder, classes, files, stats)
+
+
+def listing_key(tree: Tree, size: int) -> str:
+    """What the cached arrays depend on: every file's path, size and modification time, and the decoded size."""
+    digest = hashlib.sha256(f"{_CACHE_FORMAT}|{size}|{tree.classes}".encode())
+    digest.update("".join(f"|{rel}|{label}|{nbytes}|{mtime}"
+                          for (rel, label), (nbytes, mtime) in zip(tree.files, tree.stats)).encode())
+    return digest.hexdigest()
+
+
+def decode(path, size: int) -> np.ndarray:
+    """One image file as uint8 RGB ``(size, size, 3)``: shorter side scaled to ``size``, then the centre square."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            if img.size != (size, size):
+                width, height = img.size
+                scale = size / min(width, height)
+                w, h = max(size, round(width * scale)), max(size, round(height * scale))
+                img = img.resize((w, h), Image.BILINEAR)
+                left, top = (w - size) // 2, (h - size) // 2
+                img = img.crop((left, top, left + size, top + size))
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError for some headers
+        raise BenchError(f"image {path} cannot be read ({type(exc).__name__}: {str(exc)[:80]}); replace or remove "
+                         f"it") from None
+
+
+def decode_tree(tree: Tree, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every image of ``tree``, decoded on a few threads (PIL releases the GIL while it decodes)."""
+    paths = [os.path.join(tree.folder, rel) for rel, _ in tree.files]
+    images = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for i, image in enumerate(pool.map(lambda p: decode(p, size), paths, chunksize=64)):
+            images[i] = image
+    return images, np.array([label for _, label in tree.files], dtype=np.int64)
+
+
+def _cache_file(folder: Path, size: int) -> Path:
+    # one entry per tree and size, overwritten when the tree changes: a cache that cannot grow without bound
+    name = hashlib.sha256(f"{folder.resolve()}|{size}".encode()).hexdigest()[:24]
+    return cache_root() / f"{name}.npz"
+
+
+def _cache_hit(path: Path, key: str) -> bool:
+    """The cache entry at ``path`` holds the arrays of ``key`` (reads only its key, not its arrays)."""
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            return str(cached["key"]) == key
+    except (OSError, ValueError, KeyError, EOFError):  # absent, or a damaged entry: decode again
+        return False
+
+
+def _write_cache(path: Path, key: str, images: np.ndarray, labels: np.ndarray):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as f:
+            np.savez(f, key=np.array(key), images=images, labels=labels)
+    except OSError:  # a read-only cache only costs the decoding
+        pass
+
+
+def load_trees(trees: dict, want: str, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Tree ``want``'s images and labels, from the cache while its key matches. Every tree of ``trees`` (train and
+    test) not cached is decoded first, and only when all decode is anything cached: a bad image in either split
+    stops the run before anything is written."""
+    keys = {s: listing_key(t, size) for s, t in trees.items()}
+    paths = {s: _cache_file(t.folder, size) for s, t in trees.items()}
+    decoded = {s: decode_tree(t, size) for s, t in trees.items() if not _cache_hit(paths[s], keys[s])}
+    for s, (images, labels) in decoded.items():
+        _write_cache(paths[s], keys[s], images, labels)
+    if want in decoded:
+        return decoded[want]
+    with np.load(paths[want], allow_pickle=False) as cached:
+        return cached["images"], cached["labels"]
+
+
+def class_names(root: Path, classes: tuple) -> tuple:
+    """The folder names, or ``root/classnames.txt``'s lines (one per class folder, in sorted folder order)."""
+    path = root / CLASSNAMES_FILE
+    if not path.is_file():
+        return classes
+    try:
+        names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path} cannot be read ({type(exc).__name__}); write one class name per line as UTF-8 "
+                         f"text") from None
+    if len(names) != len(classes) or len(set(names)) != len(names):
+        raise BenchError(f"{path} has {len(names)} names{' with repeats' if len(set(names)) != len(names) else ''} "
+                         f"for {len(classes)} class folders; write one distinct name per class folder, in the "
+                         f"sorted order of the folder names ({', '.join(classes[:3])}"
+                         f"{', ...' if len(classes) > 3 else ''})")
+    return names
+
+
+def check_options(test_fraction, size):
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise BenchError(f"imagefolder option size={size!r} must be an integer of at least 8 (pixels); "
+                         f"--data-opt size=32")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+        raise BenchError(f"imagefolder option test_fraction={test_fraction!r} must be a number in (0, 1); "
+                         f"--data-opt test_fraction=0.2")
+
+
+def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> np.ndarray:
+    """Which images of one tree are test images: in each class, a seeded shuffle's first round(fraction x n) (at
+    least one of a class with two or more), so every class is in both splits in proportion."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n_test = max(1, round(test_fraction * len(members))) if len(members) > 1 else 0
+        test[rng.permutation(members)[:n_test]] = True
+    return test
+
+
+def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION,
+                     split_seed: int | None = None, size: int = DEFAULT_SIZE, name: str | None = None) -> ArrayDataset:
+    """``split`` (``"train"`` or ``"test"``) of the image folder ``path``; ``split_seed`` (default ``seed``) and
+    ``test_fraction`` split a one-tree folder; ``name`` is what messages and the dataset call it."""
+    root = Path(path).expanduser()
+    name = name or f"imagefolder:{path}"
+    check_options(test_fraction, size)
+    if split not in ("train", "test"):
+        raise BenchError(f"dataset {name!r} has splits train and test, not {split!r}")
+    if not root.is_dir():
+        raise BenchError(f"image folder {root} is not a folder; name a folder of class folders (imagefolder:PATH)")
+    halves = [s for s in ("train", "test") if (root / s).is_dir()]
+    if len(halves) == 1:
+        missing = "test" if halves == ["train"] else "train"
+        raise BenchError(f"image folder {root} has {halves[0]}/ but no {missing}/; add {missing}/ with the same class "
+                         f"folders, or put the class folders directly in {root} to split them by test_fraction")
+    if halves:
+        trees = {s: scan(root / s) for s in ("train", "test")}
+        if trees["train"].classes != trees["test"].classes:
+            only = sorted(set(trees["train"].classes) ^ set(trees["test"].classes))
+            raise BenchError(f"image folders {root / 'train'} and {root / 'test'} have different classes "
+                             f"({', '.join(only[:5]) or 'in another order'}); give both the same class folders")
+        names = class_names(root, trees[split].classes)
+        images, labels = load_trees(trees, split, size)
+        info = {"data_split": "train/ and test/ folders"}
+    else:
+        split_seed = seed if split_seed is None else split_seed
+        if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
+            raise BenchError(f"imagefolder option split_seed={split_seed!r} must be an integer >= 0")
+        tree = scan(root)
+        names = class_names(root, tree.classes)
+        images, labels = load_trees({"all": tree}, "all", size)
+        test = split_indices(labels, test_fraction, split_seed)
+        keep = test if split == "test" else ~test
+        images, labels = images[keep], labels[keep]
+        info = {"data_split": f"test_fraction={test_fraction} split_seed={split_seed}"}
+    return ArrayDataset(images, labels, names, f"{name}/{split}", info)

@@ -1,0 +1,171 @@
+"""imagefolder:PATH reads torchvision's ImageFolder layout (train/ and test/, or one tree split by a seeded
+fraction), any size and format PIL reads, class names from folders or classnames.txt, and caches the decoded arrays
+outside the user's folder until the folder changes."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.data import imagefolder
+from bench.data.imagefolder import cache_root, load_imagefolder
+from bench.errors import BenchError
+from tests.support.archives import write_image_folder
+from tests.support.runs import snapshot
+
+CLASSES = ("cat", "dog", "frog")
+
+
+def _folder(root, per_class=4, seed=0, size=32, split=True):
+    """``root/train/<class>/*.png`` and ``root/test/<class>/*.png`` (or one tree with ``split=False``) of random
+    images; returns what was written per split."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name in ("train", "test") if split else ("all",):
+        labels = np.repeat(np.arange(len(CLASSES)), per_class)
+        images = rng.integers(0, 256, (len(labels), size, size, 3), dtype=np.uint8)
+        write_image_folder(root / name if split else root, images, labels, CLASSES)
+        written[name] = images, labels
+    return written
+
+
+def test_train_and_test_folders_read_back_the_images_written_with_folder_names_as_classes(tmp_path):
+    written = _folder(tmp_path / "pets")
+    for split in ("train", "test"):
+        data = load_imagefolder(tmp_path / "pets", split)
+        np.testing.assert_array_equal(data.images, written[split][0])  # PNG is lossless; files sort as written
+        np.testing.assert_array_equal(data.labels, written[split][1])
+        assert data.classes == CLASSES and data.info == {"data_split": "train/ and test/ folders"}
+
+
+def test_classnames_txt_names_the_class_folders_in_their_sorted_order(tmp_path):
+    _folder(tmp_path / "pets")
+    (tmp_path / "pets" / "classnames.txt").write_text("tabby cat\ngolden retriever\n\ntree frog\n")
+    assert load_imagefolder(tmp_path / "pets", "test").classes == ("tabby cat", "golden retriever", "tree frog")
+
+
+def test_one_tree_splits_each_class_by_a_seeded_fraction_the_dataset_names(tmp_path):
+    written = _folder(tmp_path / "pets", per_class=10, split=False)
+    train = load_imagefolder(tmp_path / "pets", "train", test_fraction=0.3, split_seed=5)
+    test = load_imagefolder(tmp_path / "pets", "test", test_fraction=0.3, split_seed=5)
+    assert np.bincount(test.labels).tolist() == [3, 3, 3] and np.bincount(train.labels).tolist() == [7, 7, 7]
+    together = sorted(map(bytes, np.concatenate([train.images, test.images])))
+    assert together == sorted(map(bytes, written["all"][0]))  # every image in exactly one split
+    assert test.info == {"data_split": "test_fraction=0.3 split_seed=5"}
+    again = load_imagefolder(tmp_path / "pets", "test", test_fraction=0.3, split_seed=5)
+    other = load_imagefolder(tmp_path / "pets", "test", test_fraction=0.3, split_seed=6)
+    np.testing.assert_array_equal(again.images, test.images)
+    assert not np.array_equal(other.images, test.images)
+    # without split_seed the dataset's seed (the run's data seed) splits it
+    np.testing.assert_array_equal(load_imagefolder(tmp_path / "pets", "test", seed=5, test_fraction=0.3).images,
+                                  test.images)
+
+
+def test_any_size_mode_and_format_pil_reads_becomes_rgb_at_the_stored_size(tmp_path):
+    root = tmp_path / "mixed" / "red"
+    root.mkdir(parents=True)
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(root / "wide.jpg", quality=100)
+    Image.new("L", (20, 20), 90).save(root / "gray.png")
+    Image.new("RGBA", (32, 32), (5, 6, 7, 128)).save(root / "alpha.webp", lossless=True)
+    Image.new("P", (40, 80)).save(root / "palette.bmp")
+    (root / "notes.txt").write_text("not an image: skipped, as torchvision skips it")
+    data = load_imagefolder(tmp_path / "mixed", "train", test_fraction=0.25, split_seed=0)
+    whole = np.concatenate([data.images, load_imagefolder(tmp_path / "mixed", "test", test_fraction=0.25).images])
+    assert whole.shape == (4, 32, 32, 3) and whole.dtype == np.uint8
+    colours = {tuple(int(v) for v in image.reshape(-1, 3).mean(0).round()) for image in whole}
+    assert (90, 90, 90) in colours and (5, 6, 7) in colours
+    assert any(abs(c[0] - 200) <= 2 and c[1] <= 12 for c in colours)  # the JPEG, within its rounding
+
+
+def test_a_larger_image_is_scaled_on_its_shorter_side_and_centre_cropped(tmp_path):
+    root = tmp_path / "f" / "bars"
+    root.mkdir(parents=True)
+    image = np.zeros((64, 128, 3), dtype=np.uint8)
+    # white but for 24 px each side: scaled to 32 x 64, its centre square (columns 16-48) is white, black stays out
+    image[:, 24:104] = 255
+    Image.fromarray(image).save(root / "a.png")
+    Image.fromarray(image).save(root / "b.png")
+    data = load_imagefolder(tmp_path / "f", "train", size=32, test_fraction=0.5)
+    assert data.images.shape == (1, 32, 32, 3) and data.images.min() == 255
+
+
+def test_the_cache_lives_outside_the_folder_and_is_reused_while_the_folder_is_unchanged(tmp_path, monkeypatch):
+    written = _folder(tmp_path / "pets")
+    before = snapshot(tmp_path / "pets")
+    first = load_imagefolder(tmp_path / "pets", "train")
+    assert snapshot(tmp_path / "pets") == before  # nothing written into the user's folder
+    assert len(list(cache_root().glob("*.npz"))) == 2  # train/ and test/ (both checked): one entry each
+    assert str(cache_root()).startswith(os.environ["BENCH_CACHE_DIR"])
+
+    def no_decoding(tree, size):
+        raise AssertionError("decoded again although the folder is unchanged")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(imagefolder, "decode_tree", no_decoding)
+        np.testing.assert_array_equal(load_imagefolder(tmp_path / "pets", "train").images, first.images)
+
+    # a changed folder is decoded again: one image rewritten (new size and time), one added
+    new = np.full((32, 32, 3), 7, dtype=np.uint8)
+    Image.fromarray(new).save(tmp_path / "pets" / "train" / "dog" / "000004.png")
+    Image.fromarray(new).save(tmp_path / "pets" / "train" / "frog" / "zzz.png")
+    changed = load_imagefolder(tmp_path / "pets", "train")
+    assert len(changed) == len(written["train"][0]) + 1
+    assert (changed.images == 7).all(axis=(1, 2, 3)).sum() == 2
+    assert len(list(cache_root().glob("*.npz"))) == 2  # the entry was replaced, not added to
+
+
+def test_a_read_only_cache_only_costs_the_decoding(tmp_path, monkeypatch):
+    written = _folder(tmp_path / "pets")
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "afile"))
+    (tmp_path / "afile").write_text("a file where the cache folder would be")
+    np.testing.assert_array_equal(load_imagefolder(tmp_path / "pets", "test").images, written["test"][0])
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("no-class-folders", "image folder {root} has no class folders"),
+    ("empty-class", "image folder {root}/train/dog has no images"),
+    ("unreadable", "image {root}/test/cat/000000.png cannot be read"),
+    ("other-classes", "image folders {root}/train and {root}/test have different classes (bird, frog)"),
+    ("train-only", "image folder {root} has train/ but no test/"),
+    ("classnames-count", "{root}/classnames.txt has 2 names for 3 class folders"),
+    ("not-a-folder", "image folder {root} is not a folder"),
+])
+def test_each_problem_is_one_line_naming_the_file_or_folder_and_writes_nothing(tmp_path, case, expected):
+    root = tmp_path / "pets"
+    if case == "no-class-folders":
+        root.mkdir()
+        (root / "stray.png").write_bytes(b"")
+    elif case != "not-a-folder":
+        _folder(root)
+    if case == "empty-class":
+        for f in (root / "train" / "dog").iterdir():
+            f.unlink()
+    elif case == "unreadable":
+        (root / "test" / "cat" / "000000.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    elif case == "other-classes":
+        (root / "test" / "frog").rename(root / "test" / "bird")
+    elif case == "train-only":
+        import shutil
+
+        shutil.rmtree(root / "test")
+    elif case == "classnames-count":
+        (root / "classnames.txt").write_text("cat\ndog\n")
+    before = snapshot(tmp_path)
+    with pytest.raises(BenchError) as info:
+        load_imagefolder(root, "train")
+        load_imagefolder(root, "test")
+    assert str(info.value).startswith(expected.format(root=root)) and "\n" not in str(info.value)
+    assert snapshot(tmp_path) == before and not cache_root().exists()
+
+
+@pytest.mark.parametrize("opts, expected", [
+    ({"test_fraction": 0}, "test_fraction=0 must be a number in (0, 1)"),
+    ({"test_fraction": 1.5}, "test_fraction=1.5 must be a number in (0, 1)"),
+    ({"size": 4}, "size=4 must be an integer of at least 8"),
+    ({"size": "big"}, "size='big' must be an integer"),
+    ({"split_seed": -1}, "split_seed=-1 must be an integer >= 0"),
+])
+def test_bad_options_are_one_line(tmp_path, opts, expected):
+    _folder(tmp_path / "pets", split=False)
+    with pytest.raises(BenchError, match=expected.replace("(", r"\(").replace(")", r"\)")):
+        load_imagefolder(tmp_path / "pets", "train", **opts)
