@@ -16,11 +16,12 @@ def build_config(preset: str = "reference", model: dict | None = None, **overrid
 
 def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_dim=None, image_size=None,
                       text_width=None, text_layers=None, text_heads=None, compile_=False, checkpoints=True, evals=(),
-                      robust_severities=(), log=(), **flags) -> RunConfig:
+                      robust_severities=(), log=(), transfer=(), holdout_classes=(), **flags) -> RunConfig:
     """The run config from ``bench run``'s flags as click passes them (parameter names, strings for lists)."""
     from ..data.corruptions import parse_severities
 
     model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
                  image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
     return build_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
-                        log=tuple(log), robust_severities=parse_severities(robust_severities), **flags)
+                        log=tuple(log), robust_severities=parse_severities(robust_severities),
+                        transfer=tuple(transfer), holdout_classes=tuple(holdout_classes), **flags)
