@@ -37,8 +37,10 @@ LABEL = "configuration"  # the column naming each configuration in the report
 def label_configs(table: pd.DataFrame) -> pd.DataFrame:
     """Add ``configuration``: the values of the configuration columns that vary between runs (or the config id)."""
     keys = group_columns(table)
-    # a blank value is a value too ("none"): runs with held-out classes and runs without are two configurations
-    text = {c: table[c].map(_norm) for c in CONFIG_COLUMNS if c in table.columns}
+    # a blank held-out set is a value too ("none"): runs that held classes out and runs that did not are two
+    # configurations (elsewhere a blank is a column the row's kind lacks, a pretrained model's epochs)
+    text = {c: table[c].map(_norm) if c == "holdout_classes" else table[c].astype(str)
+            for c in CONFIG_COLUMNS if c in table.columns}
     varying = [c for c, values in text.items() if values.nunique() > 1]
     if varying:
         names = pd.DataFrame({c: text[c] for c in varying}).agg(" / ".join, axis=1)

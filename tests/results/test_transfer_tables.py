@@ -65,6 +65,9 @@ def test_results_aggregate_keeps_each_evaluated_dataset_apart(tmp_path, run_cli)
     table = pd.read_csv(io.StringIO(out)).set_index("eval_dataset")
     assert table.loc["synthetic", "zeroshot_top1_mean"] == pytest.approx(0.51)
     assert table.loc["stl", "zeroshot_top1_mean"] == pytest.approx(0.32) and table.loc["stl", "n"] == 2
+    code, out, err = run_cli("results", results, "--format", "csv")  # the default view says what each row measured
+    assert code == 0, err
+    assert pd.read_csv(io.StringIO(out))["eval_dataset"].tolist() == ["synthetic", "stl", "synthetic", "stl"]
 
 
 def test_report_has_a_models_by_datasets_transfer_table_and_reads_the_rest_on_home_rows(tmp_path, run_cli):
