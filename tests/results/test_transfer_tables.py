@@ -70,6 +70,7 @@ def test_results_aggregate_keeps_each_evaluated_dataset_apart(tmp_path, run_cli)
     assert pd.read_csv(io.StringIO(out))["eval_dataset"].tolist() == ["synthetic", "stl", "synthetic", "stl"]
 
 
+@pytest.mark.slow  # a whole report with its figures: seconds
 def test_report_has_a_models_by_datasets_transfer_table_and_reads_the_rest_on_home_rows(tmp_path, run_cli):
     """Two encoders, two seeds, home and stl rows, plus a pretrained model evaluated on both datasets (its rows name
     the dataset evaluated as theirs): the transfer table has one row per model and one column per dataset, the
