@@ -110,6 +110,12 @@ def cli(plugins_dirs, plugin_modules):
               help="After training also run: retrieval, probe, robustness (comma-separated).")
 @click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
 @click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
+@click.option("--transfer", callback=_split, multiple=True, metavar="DATASET[@TEMPLATES]",
+              help="After training, also evaluate zero-shot on these other datasets (comma-separated), each with its "
+                   "own classes and template set: one runs.csv row each (docs/evaluation.md).")
+@click.option("--holdout-classes", callback=_split, multiple=True, metavar="NAMES|COUNT",
+              help="Leave these classes' images and prompts out of training: names (cat,truck) or a count drawn with "
+                   "the seed; reports seen_top1, unseen_top1 and harmonic_top1.")
 @click.option("--cuda-graph/--no-cuda-graph", default=None,
               help="On CUDA, replay the training step as one captured CUDA graph (default: on).")
 @click.option("--tower-streams/--no-tower-streams", default=None,
@@ -196,7 +202,9 @@ cli.add_command(_sweep_command())
 @click.option("--results", "results_dir", default="results", show_default=True,
               help="With --open-clip: the results folder whose runs.csv gets one row per template set.")
 @click.option("--templates", callback=_split, multiple=True, help="Template sets, comma-separated (default: the run's).")
-@click.option("--dataset", help="Dataset (default: the run's).")
+@click.option("--dataset", callback=_split, multiple=True,
+              help="Datasets, comma-separated (default: the run's); another than the run's is zero-shot transfer, "
+                   "recorded in its results folder's runs.csv.")
 @click.option("--data-dir")
 @click.option("--limit-test", type=int)
 @click.option("--device", default="auto", show_default=True)
@@ -205,6 +213,9 @@ cli.add_command(_sweep_command())
 @click.option("--evals", callback=_split, multiple=True, help="Also: retrieval, probe, robustness (comma-separated).")
 @click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
 @click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
+@click.option("--holdout-classes", callback=_split, multiple=True, metavar="NAMES|COUNT",
+              help="Report seen_top1, unseen_top1 and harmonic_top1 with these classes as the unseen ones (default: "
+                   "the run's held-out classes; a pretrained model takes names).")
 @click.option("--out", type=click.Path(), help="Also write eval.csv, per-class accuracy and confusion matrices here.")
 def eval_(fmt, **options):
     """Re-evaluate CHECKPOINT zero-shot: one row per template set (with its protocol).
@@ -219,7 +230,7 @@ def eval_(fmt, **options):
     table, recorded = eval_command(**options)
     click.echo(format_table(table, fmt))
     if recorded is not None:
-        click.echo(f"{len(set(table['templates']))} row(s) -> {recorded}", err=True)
+        click.echo(f"{recorded[0]} row(s) -> {recorded[1]}", err=True)
 
 
 # --- result tables: bench results, bench compare, bench report ----------------------------------------------

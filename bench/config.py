@@ -55,7 +55,7 @@ class RunConfig:
     model: ModelCfg = field(default_factory=ModelCfg)  # architecture: encoder + text tower
     tokenizer: str = "clip_bpe"  # registered tokenizer name
     # registered template set used for training captions and zero-shot; bench run without --templates takes the
-    # dataset's own (its registration's templates=, bench.app.options.dataset_templates), else this
+    # dataset's own (its registration's templates=, bench.app.transfer.dataset_templates), else this
     templates: str = "seed"
     dataset: str = "cifar10"  # registered dataset name
     data_dir: str | None = not_in_id(None)  # dataset folder; None = the dataset's default
@@ -115,6 +115,12 @@ class RunConfig:
     evals: tuple = not_in_id(())  # extra evaluations on the final weights: any of "retrieval", "probe", "robustness"
     robust_limit: int | None = not_in_id(None)  # robustness on the first N test images (None = the whole test split)
     robust_severities: tuple = not_in_id((1, 2, 3, 4, 5))  # corruption severities evaluated
+    # zero-shot transfer after training (bench.app.transfer): other datasets, each "NAME" or "NAME@TEMPLATES", one
+    # runs.csv row each; not what is trained, so not in the configuration id
+    transfer: tuple = not_in_id(())
+    # classes whose images and prompts training leaves out (bench.data.class_split): class names, or one count
+    # drawn with the seed; evaluation still classifies among every class (seen_top1, unseen_top1, harmonic_top1)
+    holdout_classes: tuple = ()
     # speed (docs/performance.md); these leave the computed function unchanged (cuDNN's choice of algorithm only
     # changes rounding)
     cuda_graph: bool = True  # on CUDA, capture the whole training step as one CUDA graph and replay it
@@ -153,7 +159,8 @@ class RunConfig:
     def from_dict(cls, d: dict) -> "RunConfig":
         d = dict(d)
         d["model"] = ModelCfg.from_dict(d.get("model", {}))
-        for name in ("evals", "robust_severities", "log"):  # JSON gives lists; the frozen config keeps tuples
+        # JSON gives lists; the frozen config keeps tuples
+        for name in ("evals", "robust_severities", "log", "transfer", "holdout_classes"):
             if isinstance(d.get(name), list):
                 d[name] = tuple(d[name])
         if isinstance(d.get("data_opts"), list):  # pairs, as ModelCfg's encoder_opts

@@ -9,9 +9,10 @@ from .validation import check_positive
 
 
 def eval_command(checkpoint=None, open_clip_model=None, pretrained=None, results_dir="results", templates=(),
-                 dataset=None, data_dir=None, limit_test=None, device="auto", per_template=False, evals=(),
-                 robust_limit=None, robust_severities=(), out=None):
-    """One row per template set; returns the table and, for open_clip, the runs.csv its rows went to (or None)."""
+                 dataset=(), data_dir=None, limit_test=None, device="auto", per_template=False, evals=(),
+                 robust_limit=None, robust_severities=(), out=None, holdout_classes=()):
+    """One row per dataset x template set; returns the table and ``(rows, runs.csv)`` for the rows recorded (open_clip
+    rows; a checkpoint's transfer rows), or None when none were."""
     from ..data.corruptions import parse_severities
     from ..evaluation import parse_evals
     from ..evaluation.suite import SuiteOptions
@@ -24,13 +25,16 @@ def eval_command(checkpoint=None, open_clip_model=None, pretrained=None, results
     suite = SuiteOptions(evals=parse_evals(evals), robust_limit=robust_limit,
                          robust_severities=parse_severities(robust_severities))
     common = dict(templates=list(templates) or None, data_dir=data_dir, limit_test=limit_test, device=device,
-                  per_template=per_template, suite=suite, out=out)
+                  per_template=per_template, suite=suite, out=out, holdout_classes=tuple(holdout_classes))
     if open_clip_model is not None:
         from .evaluate_pretrained import evaluate_open_clip
 
-        table = evaluate_open_clip(open_clip_model, pretrained, dataset=dataset or "cifar10", results=results_dir,
-                                   **common)
-        return table, Path(results_dir) / "runs.csv"
+        table = evaluate_open_clip(open_clip_model, pretrained, dataset=list(dataset) or "cifar10",
+                                   results=results_dir, **common)
+        return table, (table.attrs["recorded"], Path(results_dir) / "runs.csv")
     from .evaluate import evaluate_checkpoint
 
-    return evaluate_checkpoint(checkpoint, dataset=dataset, **common), None
+    table = evaluate_checkpoint(checkpoint, dataset=list(dataset) or None, **common)
+    if not table.attrs.get("recorded"):
+        return table, None
+    return table, (table.attrs["recorded"], Path(checkpoint).resolve().parent.parent.parent / "runs.csv")

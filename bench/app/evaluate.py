@@ -14,17 +14,21 @@ from ..clip.model import create_model_from_cfg
 from ..clip.pretrained import is_openai_state_dict, load_openai_state_dict
 from ..clip.templates import fill, validated_templates
 from ..config import RunConfig
+from ..data.class_split import class_indices, check_holdout_spec, holdout_count, resolve_holdout
 from ..data.loader import to_device_uint8
 from ..distributed.world import resolve_device
 from ..engine.build import autocast_dtype_for
 from ..engine.checkpoint import load_weights
 from ..errors import BenchError
+from ..evaluation.holdout import seen_unseen_metrics
 from ..evaluation.metrics import classification_metrics
 from ..evaluation.zero_shot import build_zero_shot_classifier, image_features
 from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.run_folder import confusion_frame, write_csv
 from ..safe_load import load_checkpoint
+from .transfer import (SEPARATOR, Target, load_target, record_transfer, safe_name, transfer_row, transfer_run_id,
+                       zero_shot_templates)
 from .validation import check_data_dir, check_device, check_positive
 
 
@@ -42,62 +46,169 @@ def load_model(path, device, ckpt: dict | None = None) -> tuple[torch.nn.Module,
 
 
 def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit_test=None, device="auto",
-                        per_template: bool = False, suite=None, out=None) -> pd.DataFrame:
-    """Zero-shot metrics of a checkpoint, one row per template set (default: the run's).
+                        per_template: bool = False, suite=None, out=None, holdout_classes=(),
+                        record: bool = True) -> pd.DataFrame:
+    """Zero-shot metrics of a checkpoint, one row per dataset x template set (default: the run's dataset and set).
 
-    ``per_template`` adds one row per single template of each set (the template-set ablation). ``suite``
-    (a :class:`bench.evaluation.suite.SuiteOptions`) adds retrieval, linear-probe and robustness columns to each set's
+    ``dataset``: a name or a list of names. A dataset other than the run's is zero-shot transfer: its images are
+    resized to the model's input, its template set is the one it names (else the run's), and with ``record`` each
+    set's row is also appended to the ``runs.csv`` of the results folder holding the checkpoint's run (see
+    :mod:`bench.app.transfer`); the table's ``recorded`` attribute counts them. ``holdout_classes``: report seen,
+    unseen and harmonic top-1 on the run's dataset with these classes unseen (default: those the run held out).
+    ``per_template`` adds one row per single template of each set (the template-set ablation). ``suite`` (a
+    :class:`bench.evaluation.suite.SuiteOptions`) adds retrieval, linear-probe and robustness columns to each set's
     row. Every row records the protocol: checkpoint and its digest, templates, image size, normalisation.
     With ``out``, the table, per-class accuracies, confusion matrices and suite tables are written there.
     An OpenAI-format state dict (what :func:`bench.build_model` loads) is evaluated with OpenAI's preprocessing.
     """
     from ..evaluation.suite import FeatureCache, file_digest
 
-    check_eval_inputs(templates, dataset, data_dir, limit_test, device, out)
+    datasets = dataset_list(dataset)
+    check_eval_inputs(templates, datasets, data_dir, limit_test, device, out)
+    check_holdout_spec(holdout_classes)
     device = resolve_device(device)
     ckpt = load_checkpoint(path)
-    if is_openai_state_dict(ckpt):
+    pretrained = is_openai_state_dict(ckpt)
+    if pretrained:
         model, info = load_openai_state_dict(ckpt, device)
         cfg, epoch, encoder, config_id, run_templates = RunConfig(), None, "openai_state_dict", "", "openai"
         context, seed, preprocessing = info["context_length"], None, {k: info[k] for k in ("image_size", "normalization",
                                                                                             "interpolation")}
         autocast_dtype = autocast_dtype_for("auto", device)  # bf16 on CUDA, fp32 on CPU
+        image_size = None  # the model's own preprocessing resizes
     else:
         model, cfg, ckpt = load_model(path, device, ckpt)
         epoch, encoder, config_id, run_templates = ckpt.get("epoch"), cfg.model.encoder, config_key(cfg), cfg.templates
         context, seed = cfg.model.text.context_length, cfg.seed
         preprocessing = {"image_size": cfg.model.image_resolution, "normalization": "[-1,1]"}
         autocast_dtype = autocast_dtype_for(cfg.precision, device)
-    dataset = dataset or cfg.dataset
-    entry = get_entry("datasets", dataset)
-    # a bench model takes its own image size: another dataset's images are resized to it once (bench.data.resize)
-    size = None if is_openai_state_dict(ckpt) else cfg.model.image_resolution
-    opts = dict(cfg.data_opts) if dataset == cfg.dataset else {}
-    test = _sized(entry.create("test", data_dir or cfg.data_dir, cfg.data_seed, **opts)
-                  .subset(limit_test or cfg.limit_test), size, dataset)
-    sets = template_sets(templates or [run_templates])
-    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(context, [p for t in sets.values()
-                                                                        for p in fill(t, test.classes)])
+        image_size = cfg.model.image_resolution
+        holdout_classes = _checkpoint_holdout(cfg, holdout_classes)
+    home = cfg.dataset
+    datasets = datasets or [home]
+    if data_dir is not None and len(datasets) > 1:
+        raise BenchError("--data-dir names one dataset's folder; evaluate one --dataset at a time with it (other "
+                         "datasets are read from their default folders)")
+    evaluations = []
+    for name in datasets:
+        is_home = pretrained or name == home
+        folder = (data_dir or cfg.data_dir) if name == home else data_dir
+        opts = dict(cfg.data_opts) if name == home else {}  # --data-opt values belong to the run's own dataset
+        target = load_target(name, run_templates if is_home else zero_shot_templates(name, run_templates), folder,
+                             cfg.data_seed, limit_test or cfg.limit_test, image_size, opts)
+        sets = template_sets(templates or [target.templates_name])
+        unseen = ()
+        if holdout_classes and is_home:
+            if seed is None and holdout_count(holdout_classes) is not None:
+                raise BenchError("--holdout-classes COUNT draws classes with a run's seed, and a pretrained model has "
+                                 "none; name the classes (--holdout-classes cat,truck)")
+            unseen = resolve_holdout(holdout_classes, target.test.classes, seed or 0, name)
+        evaluations.append((name, is_home, target, sets, unseen, opts))
+    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(context, [p for _, _, target, sets, _, _ in evaluations
+                                                                        for t in sets.values()
+                                                                        for p in fill(t, target.test.classes)])
     digest = file_digest(path)
-    protocol = {"checkpoint": str(path), "checkpoint_sha256": digest, "checkpoint_epoch": epoch, "encoder": encoder,
-                "config_id": config_id, "seed": seed, "dataset": dataset, "test_images": len(test), **preprocessing,
-                **test.info}
-    result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
-                           suite=suite, cache=FeatureCache(_writable(Path(path).parent / "features")),
-                           weights_id=f"ckpt-{digest}",
-                           train=lambda: _sized(entry.create("train", data_dir or cfg.data_dir, cfg.data_seed, **opts)
-                                                .subset(cfg.limit_train), size, dataset))
-    table = pd.DataFrame([{"run_id": f"{Path(path).parent.name}:{row['eval_templates']}", **protocol,
-                           "templates": run_templates, **row} for row in result.rows])
+    cache = FeatureCache(_writable(Path(path).parent / "features"))
+    rows, parts, recorded = [], [], 0
+    for name, is_home, target, sets, unseen, opts in evaluations:
+        test = target.test
+        protocol = {"checkpoint": str(path), "checkpoint_sha256": digest, "checkpoint_epoch": epoch, "encoder": encoder,
+                    "config_id": config_id, "seed": seed, "dataset": name if pretrained else home,
+                    "eval_dataset": name, "n_classes": len(test.classes), "test_images": len(test),
+                    "native_image_size": target.native_size, **preprocessing, **test.info}
+        if unseen:
+            protocol.update(holdout_classes=",".join(holdout_classes), unseen_classes=",".join(unseen))
+        train_dir = (data_dir or cfg.data_dir) if name == home else data_dir
+        result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
+                               # a transfer dataset's features are keyed by its name too: split names may repeat
+                               suite=suite, cache=cache,
+                               weights_id=f"ckpt-{digest}" if is_home else f"ckpt-{digest}-{safe_name(name)}",
+                               train=lambda name=name, train_dir=train_dir, opts=opts: _train_split(
+                                   name, train_dir, cfg.data_seed, opts, cfg.limit_train, image_size),
+                               unseen=class_indices(test.classes, unseen) if unseen else None)
+        prefix = Path(path).parent.name if is_home else f"{Path(path).parent.name}{SEPARATOR}{name}"
+        table = [{"run_id": f"{prefix}:{row['eval_templates']}", **protocol, "templates": run_templates, **row}
+                 for row in result.rows]
+        if record and not is_home:
+            recorded += _record_transfer_rows(path, cfg, target, table, result, device)
+        rows += table
+        parts.append((name, test.classes, result))
+    table = pd.DataFrame(rows)
+    table.attrs["recorded"] = recorded
     if out is not None:
-        write_eval_files(out, table, test.classes, result.per_class, result.confusions, result.tables)
+        write_eval_files(out, table, parts)
     return table
 
 
-def _sized(data, size: int | None, dataset: str):
+def _train_split(dataset: str, data_dir, seed: int, opts: dict, limit, image_size: int | None):
+    """A dataset's training split for the suite's linear probe, at the model's input size as its test split."""
     from ..data.resize import fit_to_size
 
-    return data if size is None else fit_to_size(data, size, dataset)
+    train = get_entry("datasets", dataset).create("train", data_dir, seed, **opts).subset(limit)
+    return train if image_size is None else fit_to_size(train, image_size, dataset)
+
+
+def dataset_list(dataset) -> list[str]:
+    """``--dataset``: None, one name, or several (each once, in order)."""
+    if dataset is None:
+        return []
+    names = [dataset] if isinstance(dataset, str) else list(dataset)
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def _checkpoint_holdout(cfg: RunConfig, given) -> tuple:
+    """The classes a checkpoint's run held out (its configuration's), or ``given`` for a run that held out none."""
+    saved = tuple(cfg.holdout_classes)
+    given = tuple(given or ())
+    if given and saved and given != saved:
+        raise BenchError(f"the checkpoint's run held out {','.join(saved)} (saved in its configuration), not "
+                         f"{','.join(given)}; drop --holdout-classes to report its own split")
+    return saved or given
+
+
+def _record_transfer_rows(path, cfg: RunConfig, target, table: list, result, device) -> int:
+    """Each set's transfer row appended to the runs.csv of the results folder holding the checkpoint's run folder
+    (``<results>/runs/<run id>/``), linked to the run's own row there. Only a finished run's final weights
+    (``last.pt``) are recorded, as its own row describes them; another checkpoint, a row already recorded, or a
+    checkpoint whose run has no row is said on stderr and printed only."""
+    import sys
+
+    from ..results.run_folder import provenance
+    from ..results.runs_csv import read_runs
+
+    run_dir = Path(path).resolve().parent
+    results = run_dir.parent.parent
+    source = read_runs(results) if run_dir.parent.name == "runs" else pd.DataFrame()
+    source = source[source["run_id"].astype(str) == run_dir.name] if "run_id" in source.columns else source
+    if not len(source) or Path(path).name != "last.pt":
+        why = ("is not a finished run's last.pt (a run's rows describe its final weights)" if len(source) else
+               "is not in a run folder with a row in its results folder's runs.csv")
+        print(f"bench: note: {path} {why}; its transfer rows are printed, not recorded", file=sys.stderr)
+        return 0
+    base = {k: v for k, v in source.iloc[0].to_dict().items() if not (isinstance(v, float) and np.isnan(v))}
+    prov = provenance(device)
+    count = 0
+    for row in table:
+        label = row["eval_templates"]
+        if row["template"]:  # a single template of a set: printed only
+            continue
+        run_id = transfer_run_id(run_dir.name, target.dataset, label if label != target.templates_name else None)
+        if run_id in set(read_runs(results)["run_id"].astype(str)):
+            print(f"bench: note: {run_id} is already in {results / 'runs.csv'}; delete its row and folder to record "
+                  f"it again", file=sys.stderr)
+            continue
+        metrics = {"top1": row["zeroshot_top1"], "top5": row["zeroshot_top5"],
+                   "mean_per_class_recall": row["mean_per_class_recall"], "per_class": result.per_class[label],
+                   "confusion": result.confusions[label], "predictions": result.predictions[label]}
+        evaluated = Target(target.dataset, label, [], target.test, target.native_size)
+        extra = {k: prov[k] for k in ("time", "device_name", "hostname", "git_commit", "git_dirty", "torch_version",
+                                      "cuda_version", "bench_version", "python_version", "command", "numpy_version")}
+        record_transfer(results, transfer_row(base, run_id, evaluated, metrics, device=str(device),
+                                              checkpoint_sha256=row["checkpoint_sha256"],
+                                              torch_threads=torch.get_num_threads(), **extra),
+                        evaluated, metrics, cfg.to_dict())
+        count += 1
+    return count
 
 
 def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):
@@ -105,8 +216,8 @@ def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):
     check_positive("--limit-test", limit_test)
     for name in templates or []:
         get_entry("templates", name)
-    if dataset is not None:
-        get_entry("datasets", dataset)
+    for name in dataset_list(dataset):
+        get_entry("datasets", name)
     check_data_dir(data_dir)
     check_device(device)
     if out is not None:
@@ -129,11 +240,12 @@ class SetResults:
 
 
 def evaluate_sets(model, tokenizer, test, sets: dict, device, autocast_dtype, *, per_template=False, suite=None,
-                  cache=None, weights_id="", train=None) -> SetResults:
+                  cache=None, weights_id="", train=None, unseen=None) -> SetResults:
     """Zero-shot (and the ``suite``'s evaluations) of ``model`` on ``test`` for each template set of ``sets``.
 
     The test images are encoded once; each set (and with ``per_template`` each of its templates) gets its own
     classifier. ``train``: a callable giving the linear probe's training split, asked for only when needed.
+    ``unseen``: label indices of held-out classes, for each row's seen, unseen and harmonic top-1.
     """
     from ..evaluation.suite import FeatureCache, run_suite
 
@@ -149,6 +261,8 @@ def evaluate_sets(model, tokenizer, test, sets: dict, device, autocast_dtype, *,
             row = {"eval_templates": label, "template": chosen[0] if label != name else "",
                    "n_templates": len(chosen), "zeroshot_top1": m["top1"], "zeroshot_top5": m["top5"],
                    "mean_per_class_recall": m["mean_per_class_recall"]}
+            if unseen is not None:
+                row.update(seen_unseen_metrics(m["predictions"], test.labels, unseen))
             out.per_class[label] = m["per_class"]
             if label == name:  # one confusion matrix per set; single templates get per-class accuracy only
                 out.confusions[label], out.predictions[label] = m["confusion"], m["predictions"]
@@ -166,16 +280,23 @@ def evaluate_sets(model, tokenizer, test, sets: dict, device, autocast_dtype, *,
     return out
 
 
-def write_eval_files(out, table: pd.DataFrame, classes, per_class: dict, confusions: dict, tables: dict):
+def write_eval_files(out, table: pd.DataFrame, parts: list):
+    """``eval.csv``, then per evaluated dataset (``parts``: ``(dataset, classes, SetResults)``) its per-class
+    accuracies, confusion matrices and suite tables; with several datasets each file name starts with the dataset's."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / "eval.csv")
-    write_csv(pd.DataFrame({"class": list(classes), **per_class}), out / "per_class.csv")
-    for label, cm in confusions.items():
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
-        write_csv(confusion_frame(cm, classes), out / f"confusion-{safe}.csv")
-    for name, t in tables.items():
-        write_csv(t, out / f"{name}.csv")
+
+    def safe(text):
+        return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+    for dataset, classes, result in parts:
+        prefix = f"{safe(dataset)}-" if len(parts) > 1 else ""
+        write_csv(pd.DataFrame({"class": list(classes), **result.per_class}), out / f"{prefix}per_class.csv")
+        for label, cm in result.confusions.items():
+            write_csv(confusion_frame(cm, classes), out / f"{prefix}confusion-{safe(label)}.csv")
+        for name, t in result.tables.items():
+            write_csv(t, out / f"{prefix}{name}.csv")
 
 
 def _writable(folder: Path) -> Path | None:

@@ -22,6 +22,12 @@ from ..atomic_files import check_writable_folder
 from ..clip.model import count_parameters
 from ..clip.pretrained import load_open_clip
 from ..config import RunConfig
+from ..data.class_split import (
+    check_holdout_spec,
+    class_indices,
+    holdout_count,
+    resolve_holdout,
+)
 from ..distributed.world import resolve_device
 from ..engine.build import autocast_dtype_for
 from ..errors import BenchError
@@ -30,62 +36,94 @@ from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
 from ..results.run_folder import provenance, write_class_tables, write_csv
 from ..results.runs_csv import finish_run
-from .evaluate import check_eval_inputs, evaluate_sets, template_sets, write_eval_files
+from .evaluate import (
+    check_eval_inputs,
+    dataset_list,
+    evaluate_sets,
+    template_sets,
+    write_eval_files,
+)
+from .transfer import load_target, published_templates
 
 
-def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, dataset: str = "cifar10",
+def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, dataset="cifar10",
                        data_dir=None, limit_test=None, device="auto", per_template: bool = False, suite=None,
-                       out=None, results="results") -> pd.DataFrame:
-    """Zero-shot (and ``suite``) metrics of an open_clip model, one row per template set (default: ``openai``,
-    CLIP's 18 CIFAR-10 prompts); each set's row is appended to ``results/runs.csv``."""
+                       out=None, results="results", holdout_classes=()) -> pd.DataFrame:
+    """Zero-shot (and ``suite``) metrics of an open_clip model, one row per dataset (a name or a list) x template set
+    (default: the set the dataset names, else ``openai``, CLIP's 18 CIFAR-10 prompts); each set's row is appended
+    to ``results/runs.csv`` (the table's ``recorded`` attribute counts them). ``holdout_classes``: class names whose
+    test images count as unseen, for seen, unseen and harmonic top-1 on the same split as a run that held them out."""
     from ..evaluation.suite import file_digest
 
     if not pretrained:
         raise BenchError("--open-clip needs --pretrained TAG_OR_FILE: an open_clip tag (open_clip.list_pretrained() "
                          "names them; downloaded by open_clip) or a local weights file")
-    check_eval_inputs(templates, dataset, data_dir, limit_test, device, out)
+    datasets = dataset_list(dataset) or ["cifar10"]
+    check_eval_inputs(templates, datasets, data_dir, limit_test, device, out)
+    check_holdout_spec(holdout_classes)
+    if holdout_count(holdout_classes) is not None:
+        raise BenchError("--holdout-classes COUNT draws classes with a run's seed, and a pretrained model has none; "
+                         "name the classes (--holdout-classes cat,truck), e.g. a run's unseen_classes")
+    if data_dir is not None and len(datasets) > 1:
+        raise BenchError("--data-dir names one dataset's folder; evaluate one --dataset at a time with it (other "
+                         "datasets are read from their default folders)")
     results = check_writable_folder(results, "--results")
     device = resolve_device(device)
     model, tokenizer, info = load_open_clip(model_name, pretrained, device)
     model_name = info["name"]  # a config file's model is named by its stem
     defaults = RunConfig()
-    entry = get_entry("datasets", dataset)
-    test = entry.create("test", data_dir or defaults.data_dir, defaults.data_seed).subset(limit_test)
-    sets = template_sets(templates or ["openai"])
     weights = info["weights_file"]
     digest = file_digest(weights) if weights else None
     autocast_dtype = autocast_dtype_for("auto", device)  # bf16 on CUDA (as CLIP_benchmark's amp), fp32 on CPU
-    result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
-                           suite=suite, weights_id=f"openclip-{digest or pretrained}",
-                           train=lambda: entry.create("train", data_dir or defaults.data_dir, defaults.data_seed))
     prov = provenance(device)
     base = {
-        "encoder": f"open_clip:{model_name}", "tokenizer": f"open_clip:{model_name}", "dataset": dataset,
+        "encoder": f"open_clip:{model_name}", "tokenizer": f"open_clip:{model_name}",
         "preset": "pretrained", "device": str(device), "device_name": prov["device_name"],
         "precision": "bf16" if autocast_dtype is not None else "fp32", "torch_threads": torch.get_num_threads(),
-        "params": count_parameters(model.model), "limit_test": limit_test, "test_images": len(test),
+        "params": count_parameters(model.model), "limit_test": limit_test,
         "image_size": info["image_size"], "normalization": info["normalization"],
         "interpolation": info["interpolation"], "pretrained": Path(weights).name if weights else pretrained,
         "pretrained_sha256": digest, "eval_checkpoint": weights or f"open_clip:{pretrained}",
         **{k: prov[k] for k in ("time", "git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
                                 "python_version", "hostname", "command", "numpy_version")},
     }
-    rows = []
+    rows, parts, recorded = [], [], 0
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    for row in result.rows:
-        label = row["eval_templates"]
-        set_name = label.split("[")[0]
-        is_set = label == set_name  # a set's row is a run of its own; its single templates' rows follow, printed only
-        if is_set:
-            run_id = f"{stamp}-openclip-{_safe(model_name)}-{_safe(base['pretrained'])}-{set_name}-{uuid.uuid4().hex[:6]}"
-        rows.append({"run_id": run_id if is_set else f"{run_id}:{label}",
-                     "config_id": _config_id(model_name, digest or pretrained, label, dataset, limit_test),
-                     "templates": set_name, **base, **row})
-        if is_set:
-            _record(results, run_id, rows[-1], test, result, set_name)
+    for name in datasets:
+        # images as the dataset holds them: the model's own transform resizes them
+        target = load_target(name, published_templates(name), data_dir, defaults.data_seed, limit_test, None)
+        test = target.test
+        sets = template_sets(templates or [target.templates_name])
+        unseen = resolve_holdout(holdout_classes, test.classes, 0, name) if holdout_classes else ()
+        result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
+                               suite=suite, weights_id=f"openclip-{digest or pretrained}",
+                               train=lambda name=name: get_entry("datasets", name).create(
+                                   "train", data_dir or defaults.data_dir, defaults.data_seed),
+                               unseen=class_indices(test.classes, unseen) if unseen else None)
+        # a pretrained model has no training set in bench: every dataset it is evaluated on is its own row's dataset
+        evaluated = {"dataset": name, "eval_dataset": name, "n_classes": len(test.classes), "test_images": len(test),
+                     "native_image_size": target.native_size}
+        if unseen:
+            evaluated.update(holdout_classes=",".join(holdout_classes), unseen_classes=",".join(unseen))
+        for row in result.rows:
+            label = row["eval_templates"]
+            set_name = label.split("[")[0]
+            is_set = label == set_name  # a set's row is a run of its own; its single templates' rows follow, printed
+            if is_set:
+                run_id = (f"{stamp}-openclip-{_safe(model_name)}-{_safe(base['pretrained'])}-{set_name}-"
+                          f"{uuid.uuid4().hex[:6]}")
+            rows.append({"run_id": run_id if is_set else f"{run_id}:{label}",
+                         "config_id": _config_id(model_name, digest or pretrained, label, name, limit_test,
+                                                 holdout_classes),
+                         "templates": set_name, **base, **evaluated, **row})
+            if is_set:
+                _record(results, run_id, rows[-1], test, result, set_name)
+                recorded += 1
+        parts.append((name, test.classes, result))
     table = pd.DataFrame(rows)
+    table.attrs["recorded"] = recorded
     if out is not None:
-        write_eval_files(out, table, test.classes, result.per_class, result.confusions, result.tables)
+        write_eval_files(out, table, parts)
     return table
 
 
@@ -101,10 +139,13 @@ def _record(results: Path, run_id: str, row: dict, test, result, set_name: str):
     finish_run(results, run_dir, {k: v for k, v in row.items() if k not in ("template", "n_templates")})
 
 
-def _config_id(model_name, weights, templates, dataset, limit_test) -> str:
-    """10 hex digits naming what was measured: model, weights, templates, data (as bench run's config ids)."""
+def _config_id(model_name, weights, templates, dataset, limit_test, holdout_classes=()) -> str:
+    """10 hex digits naming what was measured: model, weights, templates, data (as bench run's config ids); held-out
+    classes enter only when given, so the ids of rows without them stay as they were."""
     key = {"open_clip": model_name, "pretrained": weights, "templates": templates, "dataset": dataset,
            "limit_test": limit_test}
+    if holdout_classes:
+        key["holdout_classes"] = list(holdout_classes)
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
 
 

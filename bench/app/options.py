@@ -5,20 +5,14 @@
 from __future__ import annotations
 
 from ..config import RunConfig, make_config, parse_opts
+from .transfer import dataset_templates
 from .validation import check_preset, validate_config
-
-
-def dataset_templates(dataset: str) -> str | None:
-    """The template set ``dataset``'s registration names as its own (``templates=``), or None."""
-    from ..host.manager import get_entry
-
-    return get_entry("datasets", dataset).meta.get("templates")
 
 
 def build_config(preset: str = "reference", model: dict | None = None, **overrides) -> RunConfig:
     """:func:`bench.config.make_config`, with the preset name and every value checked.
 
-    The template set: ``templates`` when given, else the dataset's own (:func:`dataset_templates`), else
+    The template set: ``templates`` when given, else the dataset's own (:func:`bench.app.transfer.dataset_templates`), else
     RunConfig's ``seed``. CIFAR-10 and synthetic name ``seed``, so their runs keep their configuration ids.
     """
     check_preset(preset)
@@ -29,7 +23,8 @@ def build_config(preset: str = "reference", model: dict | None = None, **overrid
 
 def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_dim=None, image_size=None,
                       text_width=None, text_layers=None, text_heads=None, compile_=False, checkpoints=True, evals=(),
-                      robust_severities=(), log=(), data_opts=(), **flags) -> RunConfig:
+                      robust_severities=(), log=(), data_opts=(), transfer=(), holdout_classes=(),
+                      **flags) -> RunConfig:
     """The run config from ``bench run``'s flags as click passes them (parameter names, strings for lists)."""
     from ..data.corruptions import parse_severities
 
@@ -37,4 +32,5 @@ def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_d
                  image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
     return build_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
                         log=tuple(log), robust_severities=parse_severities(robust_severities),
-                        data_opts=parse_opts(data_opts), **flags)
+                        data_opts=parse_opts(data_opts), transfer=tuple(transfer),
+                        holdout_classes=tuple(holdout_classes), **flags)

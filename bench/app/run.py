@@ -22,6 +22,7 @@ from ..clip.model import count_parameters, create_model_from_cfg
 from ..clip.prompts import prompt_table
 from ..clip.templates import fill, validated_templates
 from ..config import RunConfig
+from ..data.class_split import class_indices, resolve_holdout, without_classes
 from ..data.datasets import ArrayDataset
 from ..data.loader import DeviceLoader, to_device_uint8
 from ..data.resize import fit_to_size
@@ -33,6 +34,7 @@ from ..engine.epoch_loop import bars_shown
 from ..engine.faults import FiniteWatch, stop_on_signal
 from ..engine.prewarm import prewarm
 from ..errors import BenchError, Interrupted
+from ..evaluation.holdout import seen_unseen_metrics
 from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
 from ..host.manager import get_entry
 from ..results.columns import config_key
@@ -40,6 +42,15 @@ from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
 from ..results.run_folder import plot_curves, provenance, write_class_tables, write_csv
 from ..results.runs_csv import finish_run
+from .transfer import (
+    check_transfer_names,
+    evaluate_target,
+    load_targets,
+    parse_transfer,
+    record_transfer,
+    transfer_row,
+    transfer_run_id,
+)
 from .validation import check_encoder_forward, check_image_size, check_run_inputs
 
 
@@ -52,12 +63,19 @@ class Components:
     """What the registry names resolve to for one configuration."""
 
     templates: list
-    train: ArrayDataset
+    train: ArrayDataset  # the whole training split (the linear probe's), held-out classes included
     test: ArrayDataset
     tokenizer: object
+    unseen: tuple = ()  # classes held out of training (--holdout-classes), in the dataset's order
+    trained: ArrayDataset | None = None  # what training sees: ``train`` without the held-out classes
+
+    def __post_init__(self):
+        if self.trained is None:
+            self.trained = self.train
 
     @property
     def classes(self):
+        """Every class: the zero-shot classifier chooses among all of them, held out or not."""
         return self.train.classes
 
 
@@ -77,6 +95,7 @@ def check_names(cfg: RunConfig):
     for kind, name in (("encoders", cfg.model.encoder), ("tokenizers", cfg.tokenizer), ("templates", cfg.templates),
                        ("datasets", cfg.dataset)):
         get_entry(kind, name)
+    check_transfer_names(parse_transfer(cfg.transfer, cfg.dataset))
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:
@@ -103,9 +122,14 @@ def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Compo
     train, test = (fit_to_size(splits[s], cfg.model.image_resolution, cfg.dataset) for s in ("train", "test"))
     if train.classes != test.classes:
         raise BenchError(f"dataset {cfg.dataset!r}: train and test splits name different classes")
+    # the tokenizer knows every class's prompts (a held-out class's too): the fallback vocabulary is built from them
     prompts = fill(templates + list(eval_templates or []), train.classes)
     tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, prompts)
-    return Components(templates, train, test, tokenizer)
+    unseen = resolve_holdout(cfg.holdout_classes, train.classes, cfg.seed, cfg.dataset)
+    trained = without_classes(train, unseen)
+    if unseen and not len(trained):
+        raise BenchError(f"no training images are left once {', '.join(unseen)} are held out; raise --limit-train")
+    return Components(templates, train, test, tokenizer, unseen, trained)
 
 
 def new_run_id(cfg: RunConfig) -> str:
@@ -198,9 +222,10 @@ class Run:
             load_weights(model, resume["model"], resume, Path(cfg.out) / "runs" / str(run_id) / "last.pt")
         model.to(device)
         self.n_params = count_parameters(model)
-        prompt_tokens = prompt_table(parts.templates, parts.classes, parts.tokenizer, device)
+        # held-out classes have no row: the text tower never trains on their prompts
+        prompt_tokens = prompt_table(parts.templates, parts.trained.classes, parts.tokenizer, device)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
-        self.loader = DeviceLoader(parts.train, cfg.batch_size, device, len(parts.templates), self.generator,
+        self.loader = DeviceLoader(parts.trained, cfg.batch_size, device, len(parts.templates), self.generator,
                                    channels_last=uses_channels_last(recipe, device), pad=cfg.crop_pad,
                                    shard=(world.rank, world.size), cutout=cfg.cutout, flip=cfg.flip)
         recipe = cfg.recipe(steps_per_epoch=len(self.loader))
@@ -221,6 +246,7 @@ class Run:
                                            cfg.prewarm_steps, cfg.seed)
         self.test_images = to_device_uint8(parts.test.images, device)
         self.test_labels = torch.as_tensor(parts.test.labels, device=device)
+        self.targets = load_targets(cfg)  # --transfer: read and resized now, so a bad dataset fails before training
 
     def _create_run_folder(self, run_id):
         """The first write: every input has been read by now."""
@@ -330,8 +356,16 @@ class Run:
         self.progress.metrics = plain({**metrics, "per_class": metrics["per_class"].tolist(),
                                        "confusion": metrics["confusion"].tolist()})
         return dict(zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
-                    mean_per_class_recall=metrics["mean_per_class_recall"],
+                    mean_per_class_recall=metrics["mean_per_class_recall"], **self._seen_unseen(metrics),
                     eval_seconds=time.perf_counter() - started)  # metrics are on the host: synced
+
+    def _seen_unseen(self, metrics: dict) -> dict:
+        """With held-out classes: top-1 on the test images of trained and of held-out classes, and their harmonic
+        mean; ``zeroshot_top1`` stays the top-1 over every test image."""
+        if not self.parts.unseen:
+            return {}
+        unseen = class_indices(self.parts.classes, self.parts.unseen)
+        return seen_unseen_metrics(metrics["predictions"], self.parts.test.labels, unseen)
 
     def _without_tta(self) -> dict:
         """Zero-shot top-1 once more with the encoder's test-time augmentation off, for an encoder that has one
@@ -366,6 +400,8 @@ class Run:
         row.update(world_size=world.size, global_batch_size=cfg.batch_size * world.size, resumes=progress.resumes,
                    prewarm_seconds=round(self.prewarm_seconds, 3))  # --prewarm-steps: before train_seconds' clock
         row.update(self._without_tta())
+        row.update(eval_dataset=cfg.dataset, n_classes=len(parts.classes), **self._holdout_columns(metrics))
+        transfers = self._transfer()  # every rank takes part; the rows are written below, before the run's own
         if not world.is_main:
             return row
         plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({self.run_id})")
@@ -373,10 +409,34 @@ class Run:
         write_class_tables(run_dir, parts.classes, metrics["per_class"], metrics["confusion"])
         save_predictions(run_dir / PREDICTIONS, parts.test.labels, metrics["predictions"], len(parts.classes))
         row.update(suite_columns)
+        # the run's own row last: it marks the run finished, so a run stopped before it resumes and writes all again
+        for target, target_metrics in transfers:
+            transfer = transfer_row(row, transfer_run_id(self.run_id, target.dataset), target, target_metrics,
+                                    eval_seconds=round(target_metrics["eval_seconds"], 3))
+            record_transfer(self.out, transfer, target, target_metrics, cfg.to_dict())
         finish_run(self.out, run_dir, row)
         self.loggers.finish(row, self.state.step, run_dir / "curves.png")
         self.loggers.close()
         return row
+
+    def _holdout_columns(self, metrics: dict) -> dict:
+        """The held-out classes as configured (``holdout_classes``: names, or the count drawn with the seed) and as
+        drawn (``unseen_classes``), with the final weights' seen, unseen and harmonic top-1."""
+        if not self.parts.unseen:
+            return {}
+        return {"holdout_classes": ",".join(self.cfg.holdout_classes), "unseen_classes": ",".join(self.parts.unseen),
+                **self._seen_unseen(metrics)}
+
+    def _transfer(self) -> list:
+        """``--transfer``: zero-shot metrics of the final weights on each other dataset, with its own classes and
+        template set, through the run's tokenizer (the text tower sees those class names for the first time)."""
+        out = []
+        for target in self.targets:
+            started = time.perf_counter()
+            metrics = evaluate_target(self.model, target, self.parts.tokenizer, self.device, self.world,
+                                      self.autocast_dtype, self.channels_last)
+            out.append((target, {**metrics, "eval_seconds": time.perf_counter() - started}))
+        return out
 
     def _epoch_steps(self) -> dict:
         """One epoch, checkpointed every ``cfg.checkpoint_every`` steps; stops cleanly on a signal or a NaN loss."""
@@ -445,7 +505,7 @@ class Run:
             "final_train_loss": float(history["train_loss"].iloc[-1]),
             "best_epoch": int(best["epoch"]) if best else None,
             "best_zeroshot_top1": float(best["zeroshot_top1"]) if best else None,
-            "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.train),
+            "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.trained),
             "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
             "normalization": "[-1,1]", "eval_checkpoint": "final epoch", "deterministic": cfg.deterministic,
             # how the data was made, where it says (imagefolder's split; the load-time resize and the images' size)

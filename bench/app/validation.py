@@ -72,10 +72,14 @@ def validate_config(cfg):
     for ok, message in checks:
         if not ok:
             raise BenchError(message)
+    from ..data.class_split import check_holdout_spec
     from ..data.corruptions import parse_severities
     from ..evaluation import parse_evals
     from ..results.loggers import check_loggers
+    from .transfer import parse_transfer
 
+    check_holdout_spec(cfg.holdout_classes)
+    parse_transfer(cfg.transfer, cfg.dataset)
     parse_evals(cfg.evals)
     check_loggers(cfg.log)
     parse_severities(cfg.robust_severities)

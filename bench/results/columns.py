@@ -14,6 +14,9 @@ from ..errors import BenchError
 # What defines a configuration in a table (besides config_id, the hash of the full config).
 CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "dataset", "preset", "epochs", "batch_size",
                   "lr", "weight_decay", "optimizer", "loss", "limit_train", "limit_test", "image_size", "precision"]
+# zero-shot transfer and held-out classes (bench.app.transfer, bench.data.class_split): the dataset a row evaluates
+# (its training dataset's own evaluation when missing) and the classes its training left out, as configured
+CONFIG_COLUMNS += ["eval_dataset", "holdout_classes"]
 
 
 # Configuration fields that do not change what is trained or measured, left out of the key.
@@ -42,11 +45,15 @@ LOWER_IS_BETTER = {"final_train_loss", "train_seconds", "train_eval_seconds"}
 OTHER_METRICS = ["final_train_loss", "train_seconds", "train_eval_seconds", "train_images_per_s", "params"]
 
 
+# Generalized zero-shot accuracy with held-out classes (bench.evaluation.holdout).
+HOLDOUT_METRICS = ("seen_top1", "unseen_top1", "harmonic_top1")
+
+
 def is_accuracy(metric: str) -> bool:
-    return bool(_ACCURACY.match(metric))
+    return bool(_ACCURACY.match(metric)) or metric in HOLDOUT_METRICS
 
 
-_FAMILY_ORDER = ["zeroshot_", "mean_per_class_recall", "best_zeroshot_", "retrieval_i2t_", "retrieval_t2i_",
+_FAMILY_ORDER = ["zeroshot_", "mean_per_class_recall", "harmonic_top1", "seen_top1", "unseen_top1", "best_zeroshot_", "retrieval_i2t_", "retrieval_t2i_",
                  "probe_top", "probe_", "robust_mean", "robust_clean", "robust_"]
 
 
@@ -88,10 +95,30 @@ def config_key(cfg) -> str:
 
 def group_columns(df: pd.DataFrame) -> list[str]:
     """Columns whose values together name a configuration in ``df``: the config id, plus the evaluated template
-    set where it is not the trained one (``bench eval --templates`` rows of one checkpoint)."""
+    set where it is not the trained one (``bench eval --templates`` rows of one checkpoint) and the evaluated
+    dataset (a run's transfer rows share its config id)."""
     if "config_id" in df.columns and df["config_id"].notna().all():
-        return ["config_id"] + (["eval_templates"] if "eval_templates" in df.columns else [])
+        return ["config_id"] + [c for c in ("eval_templates", "eval_dataset") if c in df.columns]
     cols = [c for c in CONFIG_COLUMNS if c in df.columns]
     if not cols:
         raise BenchError("the table has no configuration columns (encoder, templates, ...); is it a bench results table?")
     return cols
+
+
+def with_eval_dataset(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``eval_dataset`` on every row: a row without one (a table from before transfer rows, or an
+    older row of a mixed table) evaluated its own ``dataset``."""
+    if "dataset" not in df.columns:
+        return df
+    if "eval_dataset" not in df.columns:
+        return df.assign(eval_dataset=df["dataset"])
+    if df["eval_dataset"].isna().any():
+        return df.assign(eval_dataset=df["eval_dataset"].where(df["eval_dataset"].notna(), df["dataset"]))
+    return df
+
+
+def is_transfer(df: pd.DataFrame) -> pd.Series:
+    """Rows that evaluate another dataset than the one their model trained on (``eval_dataset != dataset``)."""
+    if "eval_dataset" not in df.columns or "dataset" not in df.columns:
+        return pd.Series(False, index=df.index)
+    return df["eval_dataset"].notna() & (df["eval_dataset"].astype(str) != df["dataset"].astype(str))

@@ -26,6 +26,7 @@ from .columns import (
     PROTOCOL_COLUMNS,
     is_accuracy,
     metric_columns,
+    with_eval_dataset,
 )
 from .lookup import Source, combine
 from .predictions import FILENAME as PREDICTIONS
@@ -112,6 +113,7 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
     alpha = check_alpha(alpha)
     if correct not in CORRECTIONS:
         raise BenchError(f"--correct must be one of {', '.join(CORRECTIONS)}, got {correct!r}")
+    sides = align_sides(sides)
     joined_on, differs = join_columns(sides, on)
     shared = [m for m in metric_columns(sides[0].table) if all(m in s.table.columns for s in sides[1:])]
     if metrics:
@@ -124,7 +126,7 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
     base = sides[0]
     agg_base = _aggregate(base.table, joined_on + differs, shared)
     keys = [f"_k_{c}" for c in joined_on]
-    records, warnings = [], compare_context(sides)
+    records, warnings = [], compare_context(sides) + across_datasets(differs)
     for side in sides[1:]:
         agg = _aggregate(side.table, joined_on + differs, shared)
         merged = agg_base.merge(agg, on=keys, suffixes=("_a", "_b")) if keys else agg_base.merge(agg, how="cross",
@@ -211,18 +213,53 @@ def _hits(source: Source, run_ids: list) -> tuple[np.ndarray, np.ndarray] | None
     return (labels, np.stack(correct)) if correct else None
 
 
+def align_sides(sides: list[Source]) -> list[Source]:
+    """The sides with the transfer and hold-out columns on every row, so they join per evaluated dataset and per
+    held-out split: ``eval_dataset`` filled from ``dataset`` where missing (rows from before transfer rows), and
+    ``holdout_classes`` blank on the sides whose runs held out nothing."""
+    tables = [with_eval_dataset(s.table) for s in sides]
+    if any("holdout_classes" in t.columns for t in tables):
+        tables = [t if "holdout_classes" in t.columns else t.assign(holdout_classes=np.nan) for t in tables]
+    return [Source(s.label, t, s.run_dirs) for s, t in zip(sides, tables)]
+
+
+def across_datasets(differs: list[str]) -> list[str]:
+    """A warning when the sides share no evaluated dataset, so what is compared are accuracies on different test
+    sets (with one in common, each dataset's rows are compared with their own)."""
+    if "eval_dataset" not in differs:
+        return []
+    return [("the sides were evaluated on different datasets (eval_dataset differs): accuracies on different test "
+             "sets are not like for like; --where eval_dataset=NAME compares one dataset")]
+
+
 def compare_context(sides: list[Source]) -> list[str]:
-    """Warnings when the sides were measured on different machines or software, or under different protocols."""
+    """Warnings when the sides were measured on different machines or software, or under different protocols
+    (within each evaluated dataset: a run's transfer rows have their own test images and templates)."""
     out = []
     for kind, columns in (("machines", MACHINE_COLUMNS), ("protocols", PROTOCOL_COLUMNS)):
         for c in columns:
             if not all(c in s.table.columns for s in sides):
                 continue
-            values = [sorted(set(s.table[c].map(_norm))) for s in sides]
-            if any(v != values[0] for v in values[1:]) or any(len(v) > 1 for v in values):
-                listed = "; ".join(f"{s.label}: {', '.join(v)}" for s, v in zip(sides, values))
-                out.append(f"the runs' {kind} differ in {c} ({listed}); differences may not be like for like")
+            for where, scoped in per_dataset(sides) if kind == "protocols" else [("", sides)]:
+                values = [sorted(set(s.table[c].map(_norm))) for s in scoped]
+                if any(v != values[0] for v in values[1:]) or any(len(v) > 1 for v in values):
+                    listed = "; ".join(f"{s.label}: {', '.join(v)}" for s, v in zip(scoped, values))
+                    out.append(f"the runs' {kind} differ in {c}{where} ({listed}); differences may not be like for "
+                               f"like")
     return out
+
+
+def per_dataset(sides: list[Source]) -> list[tuple[str, list[Source]]]:
+    """The sides cut to each evaluated dataset that more than one of them holds (``" on NAME"``), or all of them
+    as they are where every row evaluates one dataset or the sides share none."""
+    if not all("eval_dataset" in s.table.columns for s in sides):
+        return [("", sides)]
+    names = [set(s.table["eval_dataset"].map(_norm)) for s in sides]
+    shared = [d for d in dict.fromkeys(d for n in names for d in n) if sum(d in n for n in names) > 1]
+    if not shared or all(len(n) == 1 for n in names):
+        return [("", sides)]
+    return [(f" on {d}", [Source(s.label, s.table[s.table["eval_dataset"].map(_norm) == d], s.run_dirs)
+                          for s, n in zip(sides, names) if d in n]) for d in shared]
 
 
 def parse_fail_on(specs) -> list[tuple[str, float]]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import BenchError
-from .columns import metric_columns
+from .columns import metric_columns, with_eval_dataset
 from .runs_csv import read_results
 from .views import wide_from_long
 
@@ -50,7 +50,7 @@ def read_results_file(path: Path) -> pd.DataFrame:
                          f"pass a runs.csv written by bench")
     if "run_id" not in table.columns:  # e.g. bench eval's eval.csv: one row per checkpoint x template set
         table = table.assign(run_id=[f"{path.stem}:{i}" for i in range(len(table))])
-    return table
+    return with_eval_dataset(table)
 
 
 def _run_dirs(table: pd.DataFrame, results_dir: Path) -> dict:
@@ -109,7 +109,7 @@ def load_sources(specs, results_dir: str | Path = "results") -> list[Source]:
 def combine(sources: list[Source]) -> Source:
     """All sources as one table (a run listed twice counts once)."""
     table = pd.concat([s.table for s in sources], ignore_index=True)
-    table = table.drop_duplicates(subset=["run_id"], keep="first").reset_index(drop=True)
+    table = with_eval_dataset(table.drop_duplicates(subset=["run_id"], keep="first").reset_index(drop=True))
     run_dirs = {}
     for s in sources:
         run_dirs.update({k: v for k, v in s.run_dirs.items() if k not in run_dirs})

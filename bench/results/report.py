@@ -19,13 +19,16 @@ from ..atomic_files import atomic_write_bytes, atomic_write_text, check_writable
 from ..errors import BenchError
 from .columns import (
     CONFIG_COLUMNS,
+    HOLDOUT_METRICS,
     SUMMARY_METRICS,
     group_columns,
     is_accuracy,
+    is_transfer,
     metric_columns,
 )
-from .compare import compare, display_diff, render_markdown, split_sides
+from .compare import _norm, compare, display_diff, render_markdown, split_sides
 from .lookup import Source, combine
+from .run_folder import write_csv
 from .views import aggregate, fmt_value
 
 LABEL = "configuration"  # the column naming each configuration in the report
@@ -34,9 +37,13 @@ LABEL = "configuration"  # the column naming each configuration in the report
 def label_configs(table: pd.DataFrame) -> pd.DataFrame:
     """Add ``configuration``: the values of the configuration columns that vary between runs (or the config id)."""
     keys = group_columns(table)
-    varying = [c for c in CONFIG_COLUMNS if c in table.columns and table[c].astype(str).nunique() > 1]
+    # a blank held-out set is a value too ("none"): runs that held classes out and runs that did not are two
+    # configurations (elsewhere a blank is a column the row's kind lacks, a pretrained model's epochs)
+    text = {c: table[c].map(_norm) if c == "holdout_classes" else table[c].astype(str)
+            for c in CONFIG_COLUMNS if c in table.columns}
+    varying = [c for c, values in text.items() if values.nunique() > 1]
     if varying:
-        names = table[varying].astype(str).agg(" / ".join, axis=1)
+        names = pd.DataFrame({c: text[c] for c in varying}).agg(" / ".join, axis=1)
     elif "encoder" in table.columns:
         names = table["encoder"].astype(str)
     else:
@@ -305,7 +312,10 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
     import matplotlib
 
     matplotlib.use("Agg")
-    table = label_configs(src.table)
+    transfers = transfer_table(src.table)
+    # the report's body reads each run on its own dataset; transfer rows have the section of their own below
+    home = ~is_transfer(src.table)
+    table = label_configs(src.table[home] if home.any() else src.table)
     labels = list(dict.fromkeys(table[LABEL]))
     colors = _colors(labels)
     metrics = metric_columns(table)
@@ -367,6 +377,10 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
         cols = [c for c in cols if c in metrics]
         if cols and any(c not in ("zeroshot_top1",) for c in cols):
             md += [f"## {heading}", "", note, "", _summary(agg, cols).pipe(_md), ""]
+    md += holdout_section(table, agg)
+    if transfers is not None:
+        write_csv(transfers, out / "transfer.csv")
+        md += transfer_section(transfers)
     if pc is not None:
         wide = pc.assign(value=[fmt_value(m, "zeroshot_top1", s) for m, s in zip(pc["mean"], pc["std"])])
         md += ["## Per-class zero-shot accuracy", "",
@@ -393,4 +407,93 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
     report = out / "report.md"
     atomic_write_text(report, "\n".join(md))
     return [report] + written
+
+
+
+# ------------------------------------------------------------------------------------------------------
+# Zero-shot transfer and held-out classes
+# ------------------------------------------------------------------------------------------------------
+TRANSFER_METRICS = ("zeroshot_top1", "zeroshot_top5", "mean_per_class_recall")
+
+
+def transfer_labels(table: pd.DataFrame) -> pd.Series:
+    """Each row's model: a trained model named by the configuration columns that vary between trained models,
+    leaving out what varies with the evaluation (the evaluated dataset and template set); a pretrained model
+    (preset ``pretrained``, which has no training dataset in bench) by its encoder and weights, so its rows on
+    every dataset are one model."""
+    pretrained = table["preset"].astype(str).eq("pretrained") if "preset" in table.columns else \
+        pd.Series(False, index=table.index)
+    trained = table[~pretrained]
+    varying = [c for c in CONFIG_COLUMNS if c in trained.columns and c not in ("eval_dataset", "eval_templates")
+               and trained[c].astype(str).nunique() > 1]
+    if varying:
+        labels = trained[varying].astype(str).agg(" / ".join, axis=1)
+    else:
+        labels = trained["encoder"].astype(str) if "encoder" in trained.columns else trained["run_id"].astype(str)
+    names = table["encoder"].astype(str) if "encoder" in table.columns else table["run_id"].astype(str)
+    if "pretrained" in table.columns:
+        names = names + table["pretrained"].map(lambda p: f" ({p})" if isinstance(p, str) and p else "")
+    return pd.concat([labels, names[pretrained]]).reindex(table.index)
+
+
+def transfer_table(table: pd.DataFrame) -> pd.DataFrame | None:
+    """Models x evaluated datasets, long: per model, ``eval_dataset`` and ``eval_templates`` the number of runs,
+    their test images, and mean and sample std over seeds of each zero-shot metric (one row per model and dataset,
+    the shape of CLIP_benchmark's ``benchmark.csv``). None when every row evaluates one dataset."""
+    if "eval_dataset" not in table.columns or table["eval_dataset"].astype(str).nunique() < 2:
+        return None
+    if "eval_templates" not in table.columns:
+        table = table.assign(eval_templates="")
+    # each model's own datasets first, then the ones it transfers to, in the order they come
+    data = table.assign(**{LABEL: transfer_labels(table), "_transfer": is_transfer(table)})
+    grouped = data.sort_values("_transfer", kind="stable").groupby([LABEL, "eval_dataset", "eval_templates"],
+                                                                   sort=False, dropna=False)
+    out = grouped.size().rename("n").to_frame()
+    if "test_images" in data.columns:
+        out["test_images"] = grouped["test_images"].agg(lambda v: ",".join(sorted({f"{x:g}" for x in v.dropna()})))
+    for m in TRANSFER_METRICS:
+        if m in data.columns:
+            out[f"{m}_mean"], out[f"{m}_std"] = grouped[m].mean(), grouped[m].std(ddof=1)
+    return out.reset_index()
+
+
+def transfer_section(transfers: pd.DataFrame) -> list[str]:
+    """The markdown of :func:`transfer_table`: models x datasets of zero-shot top-1 (open_clip's results table). A
+    dataset one model was evaluated on with several template sets gets a column per set."""
+    sets = transfers.groupby("eval_dataset", sort=False)["eval_templates"].agg(lambda v: list(dict.fromkeys(v)))
+    several = transfers.groupby([LABEL, "eval_dataset"], sort=False)["eval_templates"].nunique()
+    split = set(several[several > 1].index.get_level_values("eval_dataset"))
+    column = [f"{d} ({t})" if d in split else d for d, t in zip(transfers["eval_dataset"], transfers["eval_templates"])]
+    cells = transfers.assign(column=column, value=[f"{fmt_value(m, 'zeroshot_top1', s)} (n={n})" for m, s, n in
+                                                   zip(transfers["zeroshot_top1_mean"], transfers["zeroshot_top1_std"],
+                                                       transfers["n"])])
+    wide = cells.pivot(index=LABEL, columns="column", values="value")
+    wide = wide.reindex(index=list(dict.fromkeys(cells[LABEL])),
+                        columns=list(dict.fromkeys(cells["column"]))).fillna("").reset_index()
+    listed = "; ".join(f"{d}: {', '.join(map(str, t))}" for d, t in sets.items())
+    return ["## Zero-shot transfer", "",
+            "Zero-shot top-1 (mean ± std over seeds, n runs) of each model on each evaluated dataset, with that "
+            "dataset's own class names and template set, its images resized to the model's input "
+            "(docs/evaluation.md). A model's training dataset is its runs' own evaluation; the others are datasets "
+            "it never trained on. Every metric per model, dataset and template set is in `transfer.csv`.", "",
+            wide.pipe(_md), "", f"Template sets: {listed}.", ""]
+
+
+def holdout_section(table: pd.DataFrame, agg: pd.DataFrame) -> list[str]:
+    """Seen, unseen and harmonic top-1 of the configurations that held classes out of training."""
+    shown = [m for m in ("harmonic_top1", "seen_top1", "unseen_top1", "zeroshot_top1") if f"{m}_mean" in agg.columns]
+    if not any(m in HOLDOUT_METRICS for m in shown):
+        return []
+    rows = agg[agg["harmonic_top1_mean"].notna()] if "harmonic_top1_mean" in agg.columns else agg
+    summary = _summary(rows, shown)
+    if "unseen_classes" in table.columns:
+        drawn = table.groupby(LABEL, sort=False)["unseen_classes"].agg(
+            lambda v: "; ".join(dict.fromkeys(str(x) for x in v.dropna())))
+        summary["unseen classes"] = [drawn.get(label, "") for label in summary[LABEL]]
+    return ["## Classes never seen in training", "",
+            "Each configuration held the unseen classes' images and prompts out of training; the classifier still "
+            "chooses among every class. seen_top1 is top-1 on the test images of trained classes, unseen_top1 on "
+            "those of held-out classes, harmonic_top1 their harmonic mean (the generalized zero-shot protocol of "
+            "Xian et al.); zeroshot_top1 is over every test image. Where the held-out classes were drawn by seed, "
+            "the mean over seeds mixes splits.", "", summary.pipe(_md), ""]
 

@@ -20,6 +20,7 @@ from .columns import (
     SUMMARY_METRICS,
     group_columns,
     is_accuracy,
+    is_transfer,
     metric_columns,
 )
 
@@ -167,8 +168,8 @@ def display_table(table: pd.DataFrame, wheres=(), sort_by=None, descending=None,
     elif not long_ and not aggregate_:
         evaluated = ["eval_templates"] if "eval_templates" in shown.columns and "templates" in shown.columns and \
             not shown["eval_templates"].astype(str).equals(shown["templates"].astype(str)) else []
-        default = [c for c in ["run_id", "encoder", "templates", *evaluated, "seed", *SUMMARY_METRICS]
-                   if c in shown.columns]
+        default = [c for c in ["run_id", "encoder", "templates", *evaluated, *transfer_columns(shown), "seed",
+                               *SUMMARY_METRICS] if c in shown.columns]
         shown = shown[default] if len(default) > 1 else shown
     if limit is not None:
         shown = shown.head(limit)
@@ -185,3 +186,9 @@ def _pretty(df: pd.DataFrame) -> pd.DataFrame:
         elif c in metric_columns(df) or (c == "value" and "metric" in df.columns):
             out[c] = [fmt_value(v, c if c != "value" else None) for v in df[c]] if c != "value" else df[c]
     return out.reset_index(drop=True)
+
+
+def transfer_columns(table: pd.DataFrame) -> list[str]:
+    """``eval_dataset`` for the default view of a table holding transfer rows (another dataset evaluated), so each
+    row says what it measured."""
+    return ["eval_dataset"] if is_transfer(table).any() else []

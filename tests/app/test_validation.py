@@ -259,6 +259,21 @@ CASES = [
     ("plugin-dataset-raises", ["--plugins-dir", "{tmp}/plugins", *RUN_ENC, "--dataset", "broken_set"],
      "dataset 'broken_set' (plugin 'broken_set') could not be built from ('train', None, 0): OSError: disk on fire",
      lambda tmp: _plugin(tmp, BROKEN_SET)),
+    # -- zero-shot transfer and held-out classes: forms refused before any data is read, names once it is --
+    ("transfer-the-training-set", RUN + ["--transfer", "synthetic"], "is the dataset the run trains on", None),
+    ("transfer-unknown-dataset", RUN + ["--transfer", "stl9"], "unknown dataset 'stl9'", None),
+    ("transfer-unknown-templates", RUN + ["--transfer", "cifar10@nope"], "unknown template set 'nope'", None),
+    ("transfer-no-templates", RUN + ["--transfer", "cifar10@"], "is not DATASET or DATASET@TEMPLATES", None),
+    ("transfer-twice", RUN + ["--transfer", "cifar10,cifar10"], "names dataset 'cifar10' twice", None),
+    ("holdout-unknown-class", RUN + ["--holdout-classes", "red,kitten"], "'kitten' is not a class of dataset "
+                                                                        "'synthetic'; its classes are red, orange", None),
+    ("holdout-every-class", RUN + ["--holdout-classes", "10"], "leaves no class to train on", None),
+    ("holdout-names-and-count", RUN + ["--holdout-classes", "red,2"], "class names or one count, not both", None),
+    ("holdout-zero", RUN + ["--holdout-classes", "0"], "holds out nothing", None),
+    ("eval-open-clip-holdout-count", ["eval", "--open-clip", "RN50", "--pretrained", "openai", "--holdout-classes", "2"],
+     "a pretrained model has none; name the classes", None),
+    ("eval-data-dir-for-two-datasets", ["eval", "{ckpt}", "--dataset", "synthetic,cifar10", "--data-dir", "{tmp}"],
+     "--data-dir names one dataset's folder", None),
     # -- bench sweep --
     ("sweep-empty-encoder-list", ["sweep", "--encoder", ",", *FLAGS, "--out", "{out}"], "--encoder is empty", None),
     ("sweep-unknown-encoder", ["sweep", "--encoder", "modified_resnet,nope", *FLAGS, "--out", "{out}"],

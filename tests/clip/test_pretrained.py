@@ -154,6 +154,28 @@ def test_an_openai_format_state_dict_is_evaluated_with_openais_preprocessing(tin
     assert row["zeroshot_top1"] == pytest.approx(float((theirs.argmax(1) == labels).float().mean()))
 
 
+def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_open_clip, tmp_path, run_cli):
+    """``--holdout-classes red,blue`` with --open-clip: no training, so the split only says which test images count as
+    unseen; the row's seen/unseen/harmonic top-1 are open_clip's own predictions read that way, and it records the
+    split as a held-out run does (so the two compare on the same split)."""
+    config, weights, model, preprocess, tokenizer = tiny_open_clip
+    results = tmp_path / "results"
+    code, _, err = run_cli("eval", "--open-clip", config, "--pretrained", weights, "--dataset", "synthetic",
+                           "--limit-test", N_IMAGES, "--results", results, "--device", "cpu",
+                           "--holdout-classes", "red,blue")
+    assert code == 0, err
+    (row,) = pd.read_csv(results / "runs.csv").to_dict("records")
+    theirs = open_clip_logits(model, preprocess, tokenizer, synthetic_test(), openai_templates())
+    labels = synthetic_test().labels
+    hits, unseen = theirs.argmax(1).numpy() == labels, np.isin(labels, [0, 5])  # red and blue
+    assert unseen.any() and (~unseen).any()
+    seen, held = hits[~unseen].mean(), hits[unseen].mean()
+    harmonic = 0.0 if 0 in (seen, held) else 2 * seen * held / (seen + held)
+    assert [row["seen_top1"], row["unseen_top1"], row["harmonic_top1"]] == pytest.approx([seen, held, harmonic])
+    assert (row["holdout_classes"], row["unseen_classes"], row["eval_dataset"]) == ("red,blue", "red,blue",
+                                                                                   "synthetic")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--open-clip", "RN5O", "--pretrained", "openai"], "unknown open_clip model 'RN5O'; did you mean RN50"),
     (["--open-clip", "RN50", "--pretrained", "laion9b"], "open_clip has no pretrained tag 'laion9b' for RN50 "

@@ -118,7 +118,7 @@ def test_config_id_leaves_out_every_option_resume_may_change_and_only_the_marked
     assert excluded == {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
                         "eval_every", "channels_last", "evals", "robust_limit", "robust_severities",
                         "cudnn_benchmark", "deterministic", "checkpoint_every", "log", "wandb_project",
-                        "wandb_entity", "prewarm_steps"}
+                        "wandb_entity", "prewarm_steps", "transfer"}
     base = make_config("reference")
     for changed in (dict(out="elsewhere"), dict(progress=True), dict(checkpoint_every=100), dict(seed=3),
                     dict(log=("tensorboard", "wandb"), wandb_project="p")):

@@ -14,10 +14,12 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import pandas as pd
+
 from ...claims import claim_alive, read_claim
 from ...config import RunConfig
 from ...errors import BenchError
-from ...results.columns import config_key
+from ...results.columns import config_key, is_transfer
 from ...results.runs_csv import read_table
 
 DONE, RUNNING, FAILED, RESUME, TODO = "done", "running", "failed", "resume", "to do"
@@ -111,13 +113,15 @@ class State:
 
 
 def finished_keys(out: str | Path) -> dict[tuple[str, int], str]:
-    """``(config_id, seed) -> run_id`` of every run with a row in ``out/runs.csv``."""
+    """``(config_id, seed) -> run_id`` of every run with a row in ``out/runs.csv``; transfer rows (another dataset
+    evaluated, with their run's config id and seed) and rows without a seed (pretrained models) are not runs."""
     table = read_table(Path(out) / "runs.csv")
     if not table.header or "config_id" not in table.header:
         return {}
     frame = table.frame()
+    frame = frame[~is_transfer(frame)]
     return {(str(c), int(s)): str(r) for c, s, r in zip(frame["config_id"], frame["seed"], frame["run_id"])
-            if isinstance(c, str)}
+            if isinstance(c, str) and pd.notna(s)}
 
 
 def run_state(p: Planned, finished: dict | None = None) -> State:

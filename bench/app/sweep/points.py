@@ -91,8 +91,10 @@ def _convert(path, key: str, param, value):
         if isinstance(value, dict):
             return [f"{k}={json.dumps(v)}" for k, v in value.items()]
         return [value] if isinstance(value, str) else [str(v) for v in value]
-    if param.multiple:
-        return [v for v in value.split(",") if v] if isinstance(value, str) else [str(v) for v in value]
+    if param.multiple:  # a list, a comma-separated string, or one value (holdout_classes = 2)
+        if isinstance(value, str):
+            return [v for v in value.split(",") if v]
+        return [str(v) for v in (value if isinstance(value, list) else [value])]
     if getattr(param, "is_flag", False) and not isinstance(value, bool):
         raise BenchError(f"{path}: {key} = {value!r} must be true or false")
     try:

@@ -1,0 +1,179 @@
+"""Zero-shot transfer: a model evaluated on datasets it was not trained on, each with its own class names and
+template set, its images resized once to the model's input; one ``runs.csv`` row and one run folder each.
+
+``bench run --transfer stl10,cifar100@openai`` evaluates the final weights on each listed dataset after training;
+``bench eval CHECKPOINT --dataset stl10`` does it for a finished run. A transfer row is keyed by its own run id,
+``<training run id>@<dataset>`` (``+<template set>`` when not the dataset's default set), so ``runs.csv`` keeps one row per run id and every tool that reads it (append,
+``--rebuild`` from ``result.json`` records, lookups, paired tests) works unchanged; ``source_run_id`` links the
+row to its training run and ``eval_dataset`` names what was evaluated (on the training run's own row it equals
+``dataset``). Its folder ``runs/<run id>/`` holds ``result.json``, ``config.json`` (the training run's),
+``per_class.csv``, ``confusion.csv`` and ``predictions.npy``.
+
+A transfer dataset's template set is the one given after ``@``, else the one its registration names
+(``register(name, factory, summary, templates="...")``), else the run's own set.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BenchError
+from ..host.manager import get_entry
+from ..results.columns import CONFIG_COLUMNS, MACHINE_COLUMNS
+
+SEPARATOR = "@"  # DATASET@TEMPLATES in --transfer, and <run id>@<dataset> in a transfer row's run id
+
+# What a transfer row repeats of its training run's row: what the model is, and where and how it was made. Its
+# measurements (accuracies, times, the suite's columns, held-out accuracies) are the home dataset's, left out.
+KEPT_COLUMNS = (*CONFIG_COLUMNS, *MACHINE_COLUMNS, "config_id", "time", "seed", "device", "params", "train_images",
+                "normalization", "eval_checkpoint", "deterministic", "world_size", "global_batch_size", "resumes",
+                "unseen_classes", "git_commit", "git_dirty", "bench_version", "python_version", "command",
+                "numpy_version")
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    dataset: str
+    templates: str | None = None  # None: the dataset's own default set, else the run's
+
+
+def parse_transfer(specs, home: str | None = None) -> list[TransferSpec]:
+    """``--transfer`` entries (``DATASET`` or ``DATASET@TEMPLATES``), checked for form only (names resolve later)."""
+    out, seen = [], set()
+    for spec in specs or ():
+        spec = str(spec).strip()
+        dataset, sep, templates = spec.rpartition(SEPARATOR) if SEPARATOR in spec else (spec, "", "")
+        if not dataset or (sep and not templates):
+            raise BenchError(f"--transfer {spec!r} is not DATASET or DATASET@TEMPLATES; write it like "
+                             f"--transfer stl10,cifar100@openai")
+        if dataset == home:
+            raise BenchError(f"--transfer {dataset!r} is the dataset the run trains on, whose zero-shot evaluation is "
+                             f"the run's own row; list other datasets (bench eval --templates for other template sets)")
+        if dataset in seen:
+            raise BenchError(f"--transfer names dataset {dataset!r} twice; list each dataset once")
+        seen.add(dataset)
+        out.append(TransferSpec(dataset, templates or None))
+    return out
+
+
+def check_transfer_names(specs: list[TransferSpec]):
+    """Every dataset and template set named resolves, so a typo fails before any data is read."""
+    for spec in specs:
+        get_entry("datasets", spec.dataset)
+        if spec.templates:
+            get_entry("templates", spec.templates)
+
+
+def dataset_templates(dataset: str) -> str | None:
+    """The template set ``dataset``'s registration names as its own (``templates=``), or None."""
+    return get_entry("datasets", dataset).meta.get("templates")
+
+
+def zero_shot_templates(dataset: str, fallback: str) -> str:
+    """The template set for zero-shot on ``dataset``: the one its registration names, else ``fallback``."""
+    return dataset_templates(dataset) or fallback
+
+
+def published_templates(dataset: str) -> str:
+    """The template set a pretrained CLIP is measured with on ``dataset``: CLIP's published prompts. That is the set
+    the dataset names, except where it names bench's own training set ``seed`` (cifar10, synthetic): there CLIP's
+    CIFAR-10 prompts, ``openai``, as CLIP_benchmark does."""
+    name = zero_shot_templates(dataset, "openai")
+    return "openai" if name == "seed" else name
+
+
+@dataclass
+class Target:
+    """One evaluation dataset, loaded: its test split (at the model's input size), template set and prompts."""
+
+    dataset: str
+    templates_name: str
+    templates: list
+    test: object  # bench.data.datasets.ArrayDataset
+    native_size: int  # the side of its images before resizing
+
+
+def load_target(dataset: str, templates_name: str, data_dir, seed: int, limit_test, image_size: int | None,
+                opts: dict | None = None) -> Target:
+    """The test split of ``dataset`` (its first ``limit_test`` images), resized to ``image_size`` unless None (a
+    model that preprocesses images itself), and its validated template set. ``opts``: the dataset factory's
+    options (``--data-opt``, for the run's own dataset)."""
+    from ..clip.templates import validated_templates
+    from ..data.resize import fit_to_size
+
+    test = get_entry("datasets", dataset).create("test", data_dir, seed, **(opts or {})).subset(limit_test)
+    native = int(test.images.shape[1])
+    if image_size is not None:
+        test = fit_to_size(test, image_size, dataset)
+    templates = validated_templates(templates_name, get_entry("templates", templates_name).create())
+    return Target(dataset, templates_name, templates, test, native)
+
+
+def load_targets(cfg) -> list[Target]:
+    """A run's ``--transfer`` datasets, read from their default folders with the run's data seed and ``--limit-test``."""
+    return [load_target(s.dataset, s.templates or zero_shot_templates(s.dataset, cfg.templates), None, cfg.data_seed,
+                        cfg.limit_test, cfg.model.image_resolution)
+            for s in parse_transfer(cfg.transfer, cfg.dataset)]
+
+
+def evaluate_target(model, target: Target, tokenizer, device, world, autocast_dtype=None,
+                    channels_last: bool = False) -> dict:
+    """Zero-shot metrics of ``model`` on ``target``: its classes' template classifier, the images sharded over ranks
+    (every rank takes part and gets the same metrics)."""
+    import torch
+
+    from ..data.loader import to_device_uint8
+    from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
+
+    classifier = build_zero_shot_classifier(model, target.test.classes, target.templates, tokenizer, device,
+                                            autocast_dtype)
+    images = to_device_uint8(target.test.images, device)
+    labels = torch.as_tensor(target.test.labels, device=device)
+    return validate_sharded(model, images, labels, classifier, world, autocast_dtype=autocast_dtype,
+                            channels_last=channels_last)
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a dataset or template-set name; a short digest keeps names that had to change apart."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))
+    if safe != text or len(safe) > 60:
+        safe = f"{safe[:48]}-{hashlib.sha1(str(text).encode()).hexdigest()[:8]}"
+    return safe
+
+
+def transfer_run_id(run_id: str, dataset: str, templates: str | None = None) -> str:
+    """``<run id>@<dataset>``, then ``+<template set>`` when it is not the dataset's default."""
+    return f"{run_id}{SEPARATOR}{safe_name(dataset)}" + (f"+{safe_name(templates)}" if templates else "")
+
+
+def transfer_row(base: dict, run_id: str, target: Target, metrics: dict, **extra) -> dict:
+    """A transfer row: ``base`` (the training run's row) cut to :data:`KEPT_COLUMNS`, then this evaluation's
+    dataset, protocol and metrics; ``extra`` overrides (the provenance of a later ``bench eval``)."""
+    row = {"run_id": run_id, **{k: v for k, v in base.items() if k in KEPT_COLUMNS and k != "run_id"}}
+    row.update(source_run_id=base["run_id"], eval_dataset=target.dataset, eval_templates=target.templates_name,
+               n_classes=len(target.test.classes), test_images=len(target.test), native_image_size=target.native_size,
+               zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
+               mean_per_class_recall=metrics["mean_per_class_recall"], **extra)
+    return row
+
+
+def record_transfer(out, row: dict, target: Target, metrics: dict, config: dict):
+    """The transfer row's run folder (``config.json``: ``config``, the training run's), then its ``runs.csv`` row."""
+    import numpy as np
+
+    from ..atomic_files import atomic_write_text
+    from ..results.predictions import FILENAME as PREDICTIONS
+    from ..results.predictions import save_predictions
+    from ..results.run_folder import write_class_tables
+    from ..results.runs_csv import finish_run
+
+    run_dir = Path(out) / "runs" / row["run_id"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2, sort_keys=True, default=str))
+    classes = target.test.classes
+    write_class_tables(run_dir, classes, np.asarray(metrics["per_class"], dtype=float),
+                       np.asarray(metrics["confusion"], dtype=np.int64))
+    save_predictions(run_dir / PREDICTIONS, target.test.labels, np.asarray(metrics["predictions"]), len(classes))
+    finish_run(out, run_dir, row)

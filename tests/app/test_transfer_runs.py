@@ -1,0 +1,136 @@
+"""A run with held-out classes and zero-shot transfer end to end: the held-out classes never reach training, the row's
+seen/unseen/harmonic top-1 are those of its saved predictions, each transfer dataset is one linked row with its own
+classes, template set and resized images, and bench eval, --rebuild, compare and report agree with them."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bench
+import bench.testing
+from bench.results.predictions import FILENAME, load_predictions
+from tests.support.fake_results import make_row
+from tests.support.runs import TINY
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread in this module (tests/conftest.py)
+
+RUN = ["run", "--dataset", "synthetic", "--epochs", "1", "--limit-train", "48", "--limit-test", "60", "--batch-size",
+       "8", "--device", "cpu", *TINY]
+
+
+def _swatches(split, data_dir=None, seed=0):
+    """4 of the synthetic colours at 48 px under other names: another dataset, size, class list and template set."""
+    from bench.data.datasets import ArrayDataset, make_synthetic
+
+    data = make_synthetic(split, seed + 11, n=100, size=48)
+    keep = data.labels < 4
+    return ArrayDataset(data.images[keep], data.labels[keep], ("scarlet", "amber", "lemon", "grass"),
+                        f"swatches48/{split}")
+
+
+class TransferSets:
+    """A test-only dataset that names its own template set, as a dataset plugin does."""
+
+    @bench.hookimpl
+    def register_datasets(self, register):
+        register("swatches48", _swatches, "4 colours at 48 px", templates="swatch_words")
+
+    @bench.hookimpl
+    def register_templates(self, register):
+        register("swatch_words", lambda: ["a swatch of {}", "{} paint"], "two prompts for colour swatches")
+
+
+@pytest.mark.slow  # a run, two evaluations of its checkpoint, a rebuild and a report
+def test_a_run_holding_classes_out_and_transferring_records_what_it_measured(tmp_path, run_cli, monkeypatch):
+    import bench.app.run as run_module
+    from bench.data.datasets import SYNTHETIC_CLASSES, make_synthetic
+
+    prompted = []
+    table = run_module.prompt_table
+    monkeypatch.setattr(run_module, "prompt_table", lambda tpl, classes, *a, **k: prompted.append(classes) or
+                        table(tpl, classes, *a, **k))
+    out = tmp_path / "results"
+    with bench.testing.plugin_registered(TransferSets()):
+        code, _, err = run_cli(*RUN, "--holdout-classes", "blue,red", "--transfer", "swatches48", "--out", out)
+        assert code == 0, err
+        rows = pd.read_csv(out / "runs.csv")
+        home = rows[rows.eval_dataset == "synthetic"].iloc[0]
+        away = rows[rows.eval_dataset == "swatches48"].iloc[0]
+
+        # training never saw red or blue: not in the prompt table, not among the images trained on
+        assert prompted == [tuple(c for c in SYNTHETIC_CLASSES if c not in ("red", "blue"))]
+        labels = make_synthetic("train", 0).labels[:48]
+        assert home.train_images == int(np.sum(~np.isin(labels, [0, 5]))) < 48
+        assert (home.holdout_classes, home.unseen_classes, home.n_classes) == ("blue,red", "red,blue", 10)
+        # seen/unseen/harmonic are those of the predictions it saved; zeroshot_top1 is over every test image
+        truth, top1 = load_predictions(out / "runs" / home.run_id / FILENAME)
+        hits, unseen = truth == top1, np.isin(truth, [0, 5])
+        assert unseen.any() and (~unseen).any()
+        seen_top1, unseen_top1 = hits[~unseen].mean(), hits[unseen].mean()
+        assert (home.seen_top1, home.unseen_top1) == pytest.approx((seen_top1, unseen_top1))
+        harmonic = 0.0 if 0 in (seen_top1, unseen_top1) else 2 * seen_top1 * unseen_top1 / (seen_top1 + unseen_top1)
+        assert home.harmonic_top1 == pytest.approx(harmonic) and home.zeroshot_top1 == pytest.approx(hits.mean())
+
+        # the transfer row: linked by run id, its own classes, template set and resized images
+        assert (away.run_id, away.source_run_id) == (f"{home.run_id}@swatches48", home.run_id)
+        assert (away.eval_templates, away.n_classes, away.native_image_size, away.image_size) == ("swatch_words", 4,
+                                                                                                48, 32)
+        assert (away.config_id, away.seed, away.dataset, away.holdout_classes) == (home.config_id, home.seed,
+                                                                                  "synthetic", "blue,red")
+        assert pd.isna(away.seen_top1) and pd.isna(away.train_seconds)  # the home dataset's measurements stay there
+        truth, top1 = load_predictions(out / "runs" / away.run_id / FILENAME)
+        assert truth.tolist() == _swatches("test").labels[:60].tolist() and len(truth) == away.test_images
+        assert away.zeroshot_top1 == pytest.approx((truth == top1).mean())
+
+        # bench eval of the final weights measures the same, and does not record a row twice
+        code, stdout, err = run_cli("eval", out / "runs" / home.run_id / "last.pt", "--dataset",
+                                    "synthetic,swatches48", "--format", "csv", "--device", "cpu")
+        assert code == 0, err
+        assert "is already in" in err and len(pd.read_csv(out / "runs.csv")) == 2
+        evaluated = pd.read_csv(io.StringIO(stdout)).set_index("eval_dataset")
+        assert evaluated.loc["swatches48", "zeroshot_top1"] == pytest.approx(away.zeroshot_top1, abs=1e-6)
+        assert evaluated.loc["synthetic", ["seen_top1", "unseen_top1", "harmonic_top1"]].tolist() == pytest.approx(
+            [home.seen_top1, home.unseen_top1, home.harmonic_top1], abs=1e-6)
+        # another template set on the transfer dataset is a row of its own
+        code, _, err = run_cli("eval", out / "runs" / home.run_id / "last.pt", "--dataset", "swatches48",
+                               "--templates", "seed", "--device", "cpu")
+        assert code == 0, err
+        assert f"{home.run_id}@swatches48+seed" in set(pd.read_csv(out / "runs.csv").run_id)
+
+    # the rows come back from the run records, and report reads them as transfer and held-out results
+    before = pd.read_csv(out / "runs.csv")
+    code, _, err = run_cli("results", "--rebuild", "--results", out)
+    assert code == 0, err
+    assert sorted(pd.read_csv(out / "runs.csv").run_id) == sorted(before.run_id)
+    code, _, err = run_cli("report", out, "--out", tmp_path / "report")
+    assert code == 0, err
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Zero-shot transfer" in md and "## Classes never seen in training" in md
+
+
+def test_a_sweep_counts_a_run_done_by_its_own_row_not_by_its_transfer_rows(tmp_path):
+    from bench.app.sweep.plan import finished_keys
+    from bench.results.runs_csv import append_run
+
+    append_run(tmp_path, make_row("r0@stl", seed=0, eval_dataset="stl", source_run_id="r0"))
+    append_run(tmp_path, {**make_row("clip", encoder="open_clip:RN50", preset="pretrained"), "seed": None})
+    assert finished_keys(tmp_path) == {}  # a transfer row alone (its run stopped before its own row) is not done
+    append_run(tmp_path, make_row("r0", seed=0, eval_dataset="synthetic"))
+    assert finished_keys(tmp_path) == {("cfg-a-seed", 0): "r0"}
+
+
+def test_held_out_classes_are_configuration_and_transfer_datasets_are_not(tmp_path, run_cli):
+    """A sweep file's holdout_classes (a count) gives runs another id; transfer evaluates more, computes the same."""
+    common = ["--dataset", "synthetic", "--preset", "smoke", *TINY, "--out", str(tmp_path / "res"), "--dry-run"]
+    ids = {}
+    for label, base in (("none", ""), ("transfer", "transfer = 'cifar10'\n"), ("holdout", "holdout_classes = 2\n"),
+                        ("names", "holdout_classes = ['red', 'blue']\n")):
+        path = tmp_path / f"{label}.toml"
+        path.write_text(f"[base]\n{base}[[include]]\nencoder = 'modified_resnet'\n")
+        code, out, err = run_cli("sweep", path, *common)
+        assert code == 0, err
+        ids[label] = out.split()[1]
+    assert ids["none"] == ids["transfer"] and len({ids["none"], ids["holdout"], ids["names"]}) == 3
