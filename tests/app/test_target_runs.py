@@ -262,8 +262,8 @@ CASES = [
     ("no-equals", RUN + ["--target", "0.94"], "is not METRIC=VALUE; write it like --target zeroshot_top1=0.94", None),
     ("no-value", RUN + ["--target", "zeroshot_top1="], "is not METRIC=VALUE", None),
     ("final-only-metric", RUN + ["--target", "probe_top1=0.5"],
-     "'probe_top1' is not evaluated every epoch; a target names one of zeroshot_top1, zeroshot_top5, "
-     "mean_per_class_recall", None),
+     ("'probe_top1' is not evaluated every epoch; a target names one of zeroshot_top1, zeroshot_top5, "
+      "mean_per_class_recall"), None),
     ("unknown-metric", RUN + ["--target", "accuracy=0.5"], "'accuracy' is not evaluated every epoch", None),
     ("stop-without-target", RUN + ["--stop-at-target"], "--stop-at-target stops at a target: add --target", None),
     ("resume-with-target", ["run", "--resume", "{run_dir}", "--target", "zeroshot_top1=0.5"], "drop --target", None),

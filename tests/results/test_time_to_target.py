@@ -1,13 +1,15 @@
 """Time to target in the result tables: the log-rank test, Kaplan-Meier medians, MLPerf's olympic mean and
 validity, each checked against values worked out by hand below; bench compare's and bench report's time-to-target
 sections and the time-to-accuracy figure."""
+import io
 import math
+import shutil
 
 import pandas as pd
 import pytest
 
-from bench.results.compare import compare
-from bench.results.lookup import Source
+from bench.results.compare import compare, render_markdown
+from bench.results.lookup import Source, load_source
 from bench.results.run_folder import write_csv
 from bench.results.survival import km_median, logrank, mlperf_valid, olympic_mean
 from tests.support.fake_results import make_row, write_results
@@ -53,7 +55,7 @@ def test_log_rank_matches_the_test_worked_out_by_hand():
 def test_log_rank_is_undefined_when_no_run_reached_and_sees_a_clear_difference():
     assert all(math.isnan(v) for v in logrank([5.0, 6.0], [False, False], [5.0, 7.0], [False, False]))
     # every baseline run reaches it at 1-5 s, no candidate run in 10 s: the test is sure they differ
-    chi2, p = logrank([1.0, 2.0, 3.0, 4.0, 5.0], [True] * 5, [10.0] * 5, [False] * 5)
+    _, p = logrank([1.0, 2.0, 3.0, 4.0, 5.0], [True] * 5, [10.0] * 5, [False] * 5)
     assert p < 0.01
 
 
@@ -96,8 +98,6 @@ def test_compare_tests_time_to_target_with_censored_runs(tmp_path):
     in the table is left out of the time to target and does not break the reading of reached_target."""
     folder = write_results(tmp_path / "res", _rows("a", "a", *A) + _rows("b", "b", *B) + [make_row("plain", "a", 9)],
                            run_folders=False)
-    from bench.results.lookup import load_source
-
     table = load_source(str(folder)).table
     result = compare([Source("base", table[table["encoder"] == "a"]), Source("cand", table[table["encoder"] == "b"])])
     (row,) = result.targets.to_dict("records")
@@ -106,8 +106,6 @@ def test_compare_tests_time_to_target_with_censored_runs(tmp_path):
     assert row["a_median"] == 2.5 and math.isnan(row["b_median"]) and row["test"] == "log-rank"
     assert row["p_value"] == pytest.approx(math.erfc(math.sqrt(19321 / 21279 / 2)), rel=1e-12)
     assert row["significant"] is False
-    from bench.results.compare import render_markdown
-
     text = render_markdown(result)
     assert "### time to target" in text and "3/4 reached; median 2.50 s; mean not reached" in text
     assert "2/4 reached; median not reached; mean not reached" in text and "| 0.341 " in text
@@ -121,8 +119,6 @@ def test_compare_flags_mlperf_invalid_results_and_warns_about_targets_set_on_one
     result = compare([Source("base", pd.DataFrame(base)), Source("cand", pd.DataFrame(cand + other))])
     (row,) = result.targets.to_dict("records")
     assert row["a_olympic_mean"] == 12.0 and row["a_mlperf_valid"] and not row["b_mlperf_valid"]
-    from bench.results.compare import render_markdown
-
     assert "invalid (MLPerf: > 1 run did not reach)" in render_markdown(result)
     assert any("zeroshot_top1=0.5" in w and "only one of" in w for w in result.warnings)
 
@@ -131,7 +127,7 @@ def test_compare_csv_lists_time_to_target_rows_after_the_metrics(tmp_path, run_c
     write_results(tmp_path / "res", _rows("a", "a", *A) + _rows("b", "b", *B), run_folders=False)
     code, out, err = run_cli("compare", tmp_path / "res", "--split-by", "encoder", "--format", "csv")
     assert code == 0, err
-    table = pd.read_csv(__import__("io").StringIO(out))
+    table = pd.read_csv(io.StringIO(out))
     targets = table[table["metric"] == "time_to_target_seconds"]
     assert len(targets) == 1 and targets["p_value"].iloc[0] == pytest.approx(0.3406, abs=5e-5)
 
@@ -145,10 +141,8 @@ def test_report_summarises_time_to_target_and_draws_time_to_accuracy(tmp_path, r
         write_csv(pd.DataFrame({"epoch": [1, 2], "step": [4, 8], "train_loss": [3.0, 2.5], "epoch_seconds": [1.0, 1.5],
                                 "zeroshot_top1": [0.5, row["zeroshot_top1"]]}),
                   folder / "runs" / row["run_id"] / "history.csv")
-    import shutil
-
     shutil.rmtree(folder / "runs" / "b3")
-    code, out, err = run_cli("report", folder, "--out", tmp_path / "report")
+    code, _, err = run_cli("report", folder, "--out", tmp_path / "report")
     assert code == 0, err
     md = (tmp_path / "report" / "report.md").read_text()
     assert "## Time to target" in md and "![time to accuracy](time_to_accuracy.png)" in md
@@ -159,7 +153,11 @@ def test_report_summarises_time_to_target_and_draws_time_to_accuracy(tmp_path, r
 
 
 def test_runs_without_a_target_get_no_time_to_target_section_or_figure(tmp_path):
-    from bench.results.report import LABEL, _time_to_target_section, plot_time_to_accuracy
+    from bench.results.report import (
+        LABEL,
+        _time_to_target_section,
+        plot_time_to_accuracy,
+    )
 
     table = pd.DataFrame([make_row("a0", "a", 0), make_row("b0", "b", 0, target=float("nan"))]).assign(**{LABEL: "a"})
     assert plot_time_to_accuracy(table, {}, {"a": "red"}, tmp_path / "t.png") == (False, [])
