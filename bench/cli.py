@@ -86,7 +86,13 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit-train", type=int, help="Train on the first N images.")
 @click.option("--limit-test", type=int, help="Evaluate on the first N test images.")
-@click.option("--eval-every", type=int, default=1, show_default=True)
+@click.option("--eval-every", type=int, default=1, show_default=True,
+              help="Evaluate zero-shot every N epochs (and after the last); also how often --target is checked.")
+@click.option("--target", metavar="METRIC=VALUE",
+              help="Quality target, e.g. zeroshot_top1=0.94: the row records whether and when an evaluated epoch "
+                   "first reached it (reached_target, epochs_to_target, time_to_target_seconds).")
+@click.option("--stop-at-target/--no-stop-at-target", default=None,
+              help="End the run after the first epoch that reaches --target (the schedule stays the full run's).")
 @click.option("--log-every", type=int, default=50, show_default=True)
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the two towers (on CUDA inside the step's CUDA graph; compile time counts as "

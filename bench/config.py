@@ -50,6 +50,12 @@ def not_in_id(default):
     return field(default=default, metadata={"config_id": False})
 
 
+def in_id_when(flag: str, default):
+    """A field that enters the configuration id only while the boolean field ``flag`` is true: what it changes
+    about the run depends on that flag (see ``target``)."""
+    return field(default=default, metadata={"config_id": flag})
+
+
 @dataclass(frozen=True)
 class RunConfig:
     model: ModelCfg = field(default_factory=ModelCfg)  # architecture: encoder + text tower
@@ -101,6 +107,14 @@ class RunConfig:
     limit_train: int | None = None  # use only the first N training images
     limit_test: int | None = None  # evaluate on the first N test images
     eval_every: int = not_in_id(1)  # zero-shot evaluation every N epochs (and always after the last)
+    # a quality target, "METRIC=VALUE" (bench.evaluation.target), checked at each evaluated epoch; the row records
+    # whether and when it was first reached. Only observing, it leaves what is trained unchanged and stays out of
+    # the configuration id, so runs with and without it compare as one configuration over seeds; with
+    # stop_at_target the run ends at the epoch that reaches it, so there the target decides what was trained
+    target: str | None = in_id_when("stop_at_target", None)
+    # end the run after the first epoch whose evaluation reaches the target: a different run from one that trained
+    # every epoch (its weights and metrics are the earlier epoch's), so in the id. The schedule stays the full run's.
+    stop_at_target: bool = False
     log_every: int = not_in_id(50)  # steps between reading the loss back to the host
     compile: bool = not_in_id(False)  # torch.compile the model
     channels_last: bool = not_in_id(True)  # channels_last memory format for convolutional towers on CUDA

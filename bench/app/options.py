@@ -27,7 +27,10 @@ def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_d
                       **flags) -> RunConfig:
     """The run config from ``bench run``'s flags as click passes them (parameter names, strings for lists)."""
     from ..data.corruptions import parse_severities
+    from ..evaluation.target import parse_target
 
+    if flags.get("target") is not None:  # one spelling per target (" zeroshot_top1 = .94" -> "zeroshot_top1=0.94")
+        flags["target"] = parse_target(flags["target"]).text
     model = dict(encoder=encoder, encoder_opts=parse_opts(encoder_opts), embed_dim=embed_dim,
                  image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
     return build_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),

@@ -35,6 +35,7 @@ from ..engine.faults import FiniteWatch, stop_on_signal
 from ..engine.prewarm import prewarm
 from ..errors import BenchError, Interrupted
 from ..evaluation.holdout import seen_unseen_metrics
+from ..evaluation.target import first_reached, parse_target, target_columns
 from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
 from ..host.manager import get_entry
 from ..results.columns import config_key
@@ -304,7 +305,16 @@ class Run:
 
     @property
     def done(self) -> bool:
-        return self.state.epoch >= self.cfg.epochs
+        """All epochs trained, or (``--stop-at-target``) an evaluated epoch reached the target. Read from the
+        history, which a checkpoint holds, so a run resumed after its target epoch finishes at once."""
+        return self.state.epoch >= self.cfg.epochs or self.reached_target_at() is not None
+
+    def reached_target_at(self) -> int | None:
+        """With ``--stop-at-target``, the epoch whose evaluation first reached the target so far, else None."""
+        if not (self.cfg.stop_at_target and self.cfg.target):
+            return None
+        reached = first_reached(self.state.history, parse_target(self.cfg.target))
+        return reached[0] if reached else None
 
     def step(self) -> dict:
         """Train the next epoch and end it; returns its history row."""
@@ -345,7 +355,10 @@ class Run:
         self.saver.save_last(row)
         if is_best:
             self.saver.save_best(row)
-        if self.stop.agreed(collective_point=True) and state.epoch < cfg.epochs:
+        if self.reached_target_at() == state.epoch:  # evaluated metrics are on the host already: no extra sync
+            log_main(world, f"{self.log_name + ': ' if self.log_name else ''}target {cfg.target} reached at epoch "
+                            f"{state.epoch}; stopping there (--stop-at-target)")
+        if self.stop.agreed(collective_point=True) and not self.done:
             raise _interrupted(self.stop, state, self.saver, self.run_id, self.out)
         return row
 
@@ -405,7 +418,8 @@ class Run:
         if not world.is_main:
             return row
         plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({self.run_id})")
-        suite_columns = run_eval_suite(cfg, self.model, parts, self.device, self.autocast_dtype, run_dir, self.run_id)
+        suite_columns = run_eval_suite(cfg, self.model, parts, self.device, self.autocast_dtype, run_dir, self.run_id,
+                                       epoch=self.state.epoch)
         write_class_tables(run_dir, parts.classes, metrics["per_class"], metrics["confusion"])
         save_predictions(run_dir / PREDICTIONS, parts.test.labels, metrics["predictions"], len(parts.classes))
         row.update(suite_columns)
@@ -503,6 +517,8 @@ class Run:
             "zeroshot_top1": metrics["top1"], "zeroshot_top5": metrics["top5"],
             "mean_per_class_recall": metrics["mean_per_class_recall"],
             "final_train_loss": float(history["train_loss"].iloc[-1]),
+            # --target: whether and when an evaluated epoch first reached it, on train_seconds' clock
+            **target_columns(cfg.target, cfg.stop_at_target, self.state.history),
             "best_epoch": int(best["epoch"]) if best else None,
             "best_zeroshot_top1": float(best["zeroshot_top1"]) if best else None,
             "limit_train": cfg.limit_train, "limit_test": cfg.limit_test, "train_images": len(parts.trained),
@@ -518,8 +534,10 @@ class Run:
         }
 
 
-def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dtype, run_dir: Path, run_id: str) -> dict:
-    """Retrieval, linear probe and robustness on the final weights (``--evals``); tables go to the run folder."""
+def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dtype, run_dir: Path, run_id: str,
+                   epoch: int | None = None) -> dict:
+    """Retrieval, linear probe and robustness on the final weights (``--evals``), those of ``epoch`` (default: the
+    last; earlier for a run stopped at its target); tables go to the run folder."""
     if not cfg.evals:
         return {}
     from ..evaluation.suite import FeatureCache, SuiteOptions, run_suite
@@ -528,7 +546,7 @@ def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dt
                         robust_severities=tuple(cfg.robust_severities), seed=cfg.data_seed)
     columns, tables = run_suite(model, opts, train=parts.train, test=parts.test, templates=parts.templates,
                                 tokenizer=parts.tokenizer, device=device, autocast_dtype=autocast_dtype,
-                                cache=FeatureCache(run_dir / "features"), weights_id=f"final-e{cfg.epochs}")
+                                cache=FeatureCache(run_dir / "features"), weights_id=f"final-e{epoch or cfg.epochs}")
     for name, table in tables.items():
         write_csv(table, run_dir / f"{name}.csv")
     return columns

@@ -8,7 +8,17 @@ def run_line(row: dict, out) -> str:
     ranks = f" on {row['world_size']} ranks" if row.get("world_size", 1) > 1 else ""
     return (f"run {row['run_id']}: zero-shot top-1 {row['zeroshot_top1']:.4f}, top-5 {row['zeroshot_top5']:.4f}, "
             f"mean per-class recall {row['mean_per_class_recall']:.4f}, {row['train_images_per_s']:.0f} images/s "
-            f"over {row['train_seconds']:.1f} s{ranks} -> {out}/runs.csv")
+            f"over {row['train_seconds']:.1f} s{ranks}{target_part(row)} -> {out}/runs.csv")
+
+
+def target_part(row: dict) -> str:
+    """``--target``'s outcome for the run line: when it was first reached, or that it was not."""
+    if not row.get("target"):
+        return ""
+    if not row.get("reached_target"):
+        return f"; target {row['target']} not reached"
+    return (f"; target {row['target']} reached at epoch {row['epochs_to_target']} after "
+            f"{row['time_to_target_seconds']:.2f} s of training")
 
 
 def summary_lines(rows: list[dict]) -> list[str]:

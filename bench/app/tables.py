@@ -73,7 +73,12 @@ def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(
                      alpha=alpha, correct=correct, fail_on_significant=fail_on_significant)
     for warning in result.warnings:
         echo_err(f"bench: warning: {warning}")
-    echo(render_markdown(result) if fmt == "markdown" else format_table(result.rows, fmt))
+    if fmt == "markdown":
+        echo(render_markdown(result))
+    else:  # time-to-target rows (metric time_to_target_seconds) after the metrics', with their own columns
+        import pandas as pd
+
+        echo(format_table(pd.concat([result.rows, result.targets], ignore_index=True), fmt))
     for failure in result.failures:
         echo_err(f"bench: compare failed: {failure}")
     return 1 if result.failures else 0

@@ -81,10 +81,22 @@ def validate_config(cfg):
     check_holdout_spec(cfg.holdout_classes)
     parse_transfer(cfg.transfer, cfg.dataset)
     parse_evals(cfg.evals)
+    check_target(cfg.target, cfg.stop_at_target)
     check_loggers(cfg.log)
     parse_severities(cfg.robust_severities)
     check_device(cfg.device)
     return cfg
+
+
+def check_target(target, stop_at_target: bool):
+    """``--target METRIC=VALUE`` parses, and ``--stop-at-target`` has a target to stop at."""
+    from ..evaluation.target import parse_target
+
+    if target is not None:
+        parse_target(target)
+    elif stop_at_target:
+        raise BenchError("--stop-at-target stops at a target: add --target METRIC=VALUE (e.g. --target "
+                         "zeroshot_top1=0.94)")
 
 
 def model_size_checks(image_size: int, embed_dim: int, text_width: int, text_heads: int,

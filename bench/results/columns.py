@@ -84,13 +84,18 @@ def config_key(cfg) -> str:
 
     Only fields that differ from the ``RunConfig`` defaults enter the hash, so adding a new field (with its
     default) to ``RunConfig`` leaves the keys of existing results unchanged.
-    Fields whose metadata says ``config_id: False`` (``bench.config.not_in_id``) never enter it.
+    Fields whose metadata says ``config_id: False`` (``bench.config.not_in_id``) never enter it; those whose
+    ``config_id`` names another field (``bench.config.in_id_when``) enter it only while that field is true.
     """
-    excluded = {f.name for f in dataclasses.fields(cfg) if not f.metadata.get("config_id", True)}
+    excluded = {f.name for f in dataclasses.fields(cfg) if not _in_id(f.metadata.get("config_id", True), cfg)}
     default = _flat(type(cfg)().to_dict())
     values = {k: v for k, v in _flat(cfg.to_dict()).items()
               if k.split(".")[0] not in excluded and default.get(k, object()) != v}
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _in_id(rule, cfg) -> bool:
+    return bool(getattr(cfg, rule)) if isinstance(rule, str) else bool(rule)
 
 
 def group_columns(df: pd.DataFrame) -> list[str]:

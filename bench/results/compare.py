@@ -32,6 +32,7 @@ from .lookup import Source, combine
 from .predictions import FILENAME as PREDICTIONS
 from .predictions import load_predictions
 from .stats import TestResult, holm, paired_top1, welch
+from .time_to_target import compare_targets, render_comparison, unmatched_targets
 from .views import fmt_value
 
 PAIRED_METRIC = "zeroshot_top1"  # the metric the per-image predictions pair (top-1 hits)
@@ -47,6 +48,8 @@ class Comparison:
     failures: list[str] = field(default_factory=list)
     alpha: float = 0.05
     correct: str = "none"
+    # time to target (bench.results.time_to_target): one row per candidate, configuration and target both set
+    targets: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def _norm(value) -> str:
@@ -126,7 +129,7 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
     base = sides[0]
     agg_base = _aggregate(base.table, joined_on + differs, shared)
     keys = [f"_k_{c}" for c in joined_on]
-    records, warnings = [], compare_context(sides) + across_datasets(differs)
+    records, warnings, targets = [], compare_context(sides) + across_datasets(differs), []
     for side in sides[1:]:
         agg = _aggregate(side.table, joined_on + differs, shared)
         merged = agg_base.merge(agg, on=keys, suffixes=("_a", "_b")) if keys else agg_base.merge(agg, how="cross",
@@ -141,6 +144,9 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
         for _, r in merged.iterrows():
             group = {c: r[f"_k_{c}"] for c in joined_on}
             changed = {c: (r[f"_k_{c}_a"], r[f"_k_{c}_b"]) for c in differs}
+            targets += _time_to_target(base, r["run_ids_a"], side, r["run_ids_b"], alpha, warnings,
+                                       {"baseline": base.label, "side": side.label,
+                                        **{f"on_{k}": v for k, v in group.items()}})
             paired = None
             if PAIRED_METRIC in shared:
                 paired = _paired_top1(base, r["run_ids_a"], side, r["run_ids_b"], warnings)
@@ -158,8 +164,22 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
                                 "test": decided.test if decided else None,
                                 "p_value": decided.p_value if decided else float("nan")})
     rows = _decide(pd.DataFrame(records), alpha, correct)
-    return Comparison(rows, joined_on, differs, warnings, check_thresholds(rows, fail_on, fail_on_significant),
-                      alpha, correct)
+    result = Comparison(rows, joined_on, differs, warnings, check_thresholds(rows, fail_on, fail_on_significant),
+                        alpha, correct)
+    result.targets = pd.DataFrame(targets)
+    return result
+
+
+def _time_to_target(base: Source, ids_a: list, side: Source, ids_b: list, alpha: float, warnings: list,
+                    keys: dict) -> list[dict]:
+    """The time-to-target rows of one joined configuration, for the targets both groups of runs set."""
+    rows_a = base.table[base.table["run_id"].astype(str).isin(ids_a)]
+    rows_b = side.table[side.table["run_id"].astype(str).isin(ids_b)]
+    lonely = unmatched_targets(rows_a, rows_b)
+    if lonely:
+        warnings.append(f"target(s) {', '.join(lonely)} set by the runs of only one of {base.label} and {side.label}: "
+                        f"their times to target are not compared")
+    return [{**keys, **row} for row in compare_targets(rows_a, rows_b, alpha)]
 
 
 def _test_columns(prefix: str, result: TestResult | None) -> dict:
@@ -331,6 +351,9 @@ def render_markdown(result: Comparison) -> str:
         table["significant"] = [_verdict(r) for r in records]
         lines.append(table.to_markdown(index=False, disable_numparse=True))
         lines.append("")
+    section = render_comparison(result.targets, result.alpha)
+    if section:
+        lines += [section, ""]
     lines.append(_method_note(result))
     return "\n".join(lines).rstrip()
 

@@ -29,6 +29,7 @@ from .columns import (
 from .compare import _norm, compare, display_diff, render_markdown, split_sides
 from .lookup import Source, combine
 from .run_folder import write_csv
+from .time_to_target import METHOD_NOTE, cell, summary_table
 from .views import aggregate, fmt_value
 
 LABEL = "configuration"  # the column naming each configuration in the report
@@ -48,6 +49,10 @@ def label_configs(table: pd.DataFrame) -> pd.DataFrame:
         names = table["encoder"].astype(str)
     else:
         names = table[keys].astype(str).agg(" / ".join, axis=1)
+    if "stop_at_target" in table.columns:  # --stop-at-target makes another configuration (a run cut at its target)
+        stops = table["stop_at_target"].map(lambda v: str(v) == "True")
+        if stops.nunique() > 1:
+            names = names + stops.map({True: " / stopped at target", False: " / all epochs"})
     return table.assign(**{LABEL: names})
 
 
@@ -275,6 +280,64 @@ def plot_robustness(agg: pd.DataFrame, colors, path) -> bool:
     return True
 
 
+METRIC_NAMES = {"zeroshot_top1": "zero-shot top-1", "zeroshot_top5": "zero-shot top-5",
+                "mean_per_class_recall": "mean per-class recall"}
+
+
+def plot_time_to_accuracy(table, run_dirs, colors, path) -> tuple[bool, list[str]]:
+    """Time to accuracy for the runs that set a ``--target``: the target's metric (zero-shot top-1 unless every
+    target names another) at each evaluated epoch against the training seconds up to that epoch's end (the clock
+    of ``time_to_target_seconds``), one line per run coloured by configuration, each target a dashed line.
+    Returns whether it was drawn and the runs left out for want of their ``history.csv``."""
+    import matplotlib.pyplot as plt
+
+    from ..evaluation.target import parse_target
+
+    if "target" not in table.columns:
+        return False, []
+    targeted = table[[isinstance(t, str) and t.strip() != "" for t in table["target"]]]
+    if not len(targeted):
+        return False, []
+    targets = {parse_target(t) for t in targeted["target"]}
+    metrics = {t.metric for t in targets}
+    metric = metrics.pop() if len(metrics) == 1 else "zeroshot_top1"
+    runs, missing = [], []
+    for _, r in targeted.iterrows():
+        history = _read(run_dirs, r["run_id"], "history.csv")
+        if history is None or not len(history) or metric not in history.columns:
+            missing.append(str(r["run_id"]))
+            continue
+        seconds = history["epoch_seconds"].cumsum()  # in epoch order from 0, as the run adds train_seconds
+        evaluated = history[metric].notna()
+        runs.append((r[LABEL], seconds[evaluated], 100 * history.loc[evaluated, metric]))
+    if not runs:
+        return False, missing
+    fig, ax = plt.subplots(figsize=(7.2, 4.4), constrained_layout=True)
+    seen = set()
+    for label, xs, ys in runs:
+        ax.plot(xs, ys, marker="o", markersize=3, lw=1.3, alpha=0.8, color=colors[label],
+                label=label if label not in seen else None)
+        seen.add(label)
+    for target in sorted(t for t in targets if t.metric == metric):
+        ax.axhline(100 * target.value, color="black", ls="--", lw=1, label=f"target {target.text}")
+    ax.set(xlabel="training time (s; evaluations and warm-up off the clock)",
+           ylabel=f"{METRIC_NAMES[metric]} (%)", title="time to accuracy, one line per run")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path)
+    return True, missing
+
+
+def _time_to_target_section(table) -> list[str]:
+    """``## Time to target``: per configuration and target, runs that reached it, median and olympic mean."""
+    summary = summary_table(table, LABEL)
+    if not len(summary):
+        return []
+    cells = summary.assign(**{"time to target": [cell(r) for r in summary.to_dict("records")]})
+    return ["## Time to target", "", METHOD_NOTE, "",
+            cells[[LABEL, "target", "runs", "reached", "time to target"]].astype(str).pipe(_md), ""]
+
+
 # ------------------------------------------------------------------------------------------------------
 # The markdown
 # ------------------------------------------------------------------------------------------------------
@@ -337,6 +400,8 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
     figure("accuracy_vs_params", plot_scatter(table, "params", "parameters (millions)", colors,
                                               out / "accuracy_vs_params.png", scale=1e6))
     figure("robustness", plot_robustness(agg, colors, out / "robustness.png"))
+    drawn, untimed = plot_time_to_accuracy(table, src.run_dirs, colors, out / "time_to_accuracy.png")
+    figure("time_to_accuracy", drawn)
 
     md = [f"# {title or 'bench report'}", ""]
     md += [f"{len(table)} runs in {len(labels)} configuration(s): {', '.join(labels)}. Accuracies are percent, "
@@ -349,6 +414,7 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
            f"templates {_values(table, 'eval_templates')}, image size {_values(table, 'image_size')}, normalisation "
            f"{_values(table, 'normalization')}, weights: {_values(table, 'eval_checkpoint')}", ""]
     md += ["## Summary", "", _summary(agg, [m for m in SUMMARY_METRICS if m in metrics]).pipe(_md), ""]
+    md += _time_to_target_section(table)
     if len(labels) > 1:
         sides = split_sides([Source("all", table)], LABEL)
         for side in sides:
@@ -395,6 +461,9 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
     missing = [n for n in ("curves", "confusion", "per_class") if n not in figures]
     if missing:
         md += [f"Not drawn ({', '.join(missing)}): the run folders (runs/<run_id>/) were not found beside the table.", ""]
+    if untimed:
+        md += [f"Left out of time to accuracy ({len(untimed)} run(s) without their run folder's history.csv): "
+               f"{', '.join(untimed)}.", ""]
     md += ["## Runs", ""]
     cols = [c for c in ["run_id", LABEL, "seed", "zeroshot_top1", "probe_top1", "robust_mean", "train_seconds",
                         "train_images_per_s"] if c in table.columns]

@@ -1,0 +1,164 @@
+"""Time to target in the result tables: the log-rank test, Kaplan-Meier medians, MLPerf's olympic mean and
+validity, each checked against values worked out by hand below; bench compare's and bench report's time-to-target
+sections and the time-to-accuracy figure."""
+import io
+import math
+import shutil
+
+import pandas as pd
+import pytest
+
+from bench.results.compare import compare, render_markdown
+from bench.results.lookup import Source, load_source
+from bench.results.run_folder import write_csv
+from bench.results.survival import km_median, logrank, mlperf_valid, olympic_mean
+from tests.support.fake_results import make_row, write_results
+
+# A small table of times to target with censoring, the worked example of the tests below. A run that never
+# reached the target is censored at its training time (here 4, 5 and 6 s).
+#   group A (baseline):  reached at 1, 2, 3 s; one run trained 4 s without reaching it
+#   group B (candidate): reached at 2, 4 s;     two runs trained 5 and 6 s without reaching it
+A = ([1.0, 2.0, 3.0, 4.0], [True, True, True, False])
+B = ([2.0, 4.0, 5.0, 6.0], [True, True, False, False])
+
+
+def test_log_rank_matches_the_test_worked_out_by_hand():
+    """At each time someone reached the target: n at risk (time >= t; the run censored at 4 s is still at risk at
+    4 s), n_B of them in B, d reaching then, d_B of them in B. E_B = n_B d / n,
+    V = n_B (n - n_B) d (n - d) / (n^2 (n - 1)):
+
+        t   n  n_B  d  d_B   E_B    V
+        1   8   4   1   0    1/2    4*4*1*7 / (64*7) = 1/4
+        2   7   4   2   1    8/7    4*3*2*5 / (49*6) = 20/49
+        3   5   3   1   0    3/5    3*2*1*4 / (25*4) = 6/25
+        4   4   3   1   1    3/4    3*1*1*3 / (16*3) = 3/16
+
+    O_B = 2, E_B = 1/2 + 8/7 + 3/5 + 3/4 = 419/140, so O_B - E_B = -139/140;
+    V = (4900 + 8000 + 4704 + 3675) / 19600 = 21279/19600;
+    chi2 = (139/140)^2 / V = 19321/19600 * 19600/21279 = 19321/21279 = 0.90798, and with 1 degree of freedom
+    p = P(chi2_1 > 0.90798) = erfc(sqrt(0.90798 / 2)) = 0.3406: B reaches it later, but 4 runs a side show nothing.
+    """
+    chi2, p = logrank(*A, *B)
+    assert chi2 == pytest.approx(19321 / 21279, rel=1e-12)
+    assert p == pytest.approx(math.erfc(math.sqrt(19321 / 21279 / 2)), rel=1e-12)
+    assert round(p, 4) == 0.3406
+    assert logrank(*B, *A) == pytest.approx((chi2, p), rel=1e-12)  # symmetric in the groups
+    try:  # scipy >= 1.11 has the test too: the same p from an independent implementation
+        from scipy.stats import CensoredData
+        from scipy.stats import logrank as scipy_logrank
+    except ImportError:
+        return
+    data = [CensoredData.right_censored(t, [not r for r in hit]) for t, hit in (A, B)]
+    assert scipy_logrank(*data).pvalue == pytest.approx(p, rel=1e-9)
+
+
+def test_log_rank_is_undefined_when_no_run_reached_and_sees_a_clear_difference():
+    assert all(math.isnan(v) for v in logrank([5.0, 6.0], [False, False], [5.0, 7.0], [False, False]))
+    # every baseline run reaches it at 1-5 s, no candidate run in 10 s: the test is sure they differ
+    _, p = logrank([1.0, 2.0, 3.0, 4.0, 5.0], [True] * 5, [10.0] * 5, [False] * 5)
+    assert p < 0.01
+
+
+def test_kaplan_meier_median_respects_censoring():
+    """A: S(1) = 3/4, S(2) = 3/4 * 2/3 = 1/2 exactly, so the midpoint to the next reaching time: (2 + 3) / 2 = 2.5.
+    B: S(2) = 3/4, S(4) = 3/4 * 2/3 = 1/2 and no later reaching time: half never reached it, median unknown.
+    C: reached at 1, 3, 4 s, a run censored at 2 s: S(1) = 3/4, S(3) = 3/4 * 1/2 = 3/8 < 1/2, so 3 s; dropping
+    the censored run (median of 1, 3, 4) happens to agree, counting it as never reaching (1, 3, 4, inf) gives 3.5."""
+    assert km_median(*A) == 2.5
+    assert math.isnan(km_median(*B))
+    assert km_median([1.0, 2.0, 3.0, 4.0], [True, False, True, True]) == 3.0
+    assert km_median([3.0, 1.0, 2.0, 5.0], [True] * 4) == 2.5  # without censoring: the ordinary median
+    assert km_median([3.0, 1.0, 2.0], [True] * 3) == 2.0
+
+
+def test_olympic_mean_drops_the_fastest_and_slowest_of_five_and_counts_a_miss_as_slowest():
+    """MLPerf: (11 + 12 + 13) / 3 = 12 from 10..13 and 30; a run that never reached is the slowest, dropped;
+    two such runs leave one among the averaged: no score, and the result is invalid."""
+    assert olympic_mean([10, 11, 12, 13, 30], [True] * 5) == (12.0, 3)
+    assert olympic_mean([10, 11, 12, 13, 7], [True] * 4 + [False]) == (12.0, 3)  # censored at 7 s, still slowest
+    value, used = olympic_mean([10, 11, 12, 8, 9], [True] * 3 + [False] * 2)
+    assert math.isnan(value) and used == 3
+    assert olympic_mean([1, 2, 3, 6], [True] * 4) == (3.0, 4)  # fewer than 5 runs: nothing dropped
+    assert math.isnan(olympic_mean([1, 2, 3, 6], [True] * 3 + [False])[0])
+    assert mlperf_valid([True] * 4 + [False]) and not mlperf_valid([True] * 3 + [False] * 2)
+
+
+def _rows(label, encoder, times, hits, target="zeroshot_top1=0.9"):
+    """Runs as bench writes them: a reached run has its time to target, one that never reached has blanks there
+    and its training time in train_seconds."""
+    return [make_row(f"{label}{i}", encoder, i, 0.9 if hit else 0.8, train_seconds=t + (0 if not hit else 10),
+                     target=target, stop_at_target=False, reached_target=hit, epochs_to_target=2 if hit else None,
+                     time_to_target_seconds=t if hit else None)
+            for i, (t, hit) in enumerate(zip(times, hits))]
+
+
+def test_compare_tests_time_to_target_with_censored_runs(tmp_path):
+    """The worked example through bench compare, read back from runs.csv: counts, Kaplan-Meier medians, the
+    log-rank p, and the censoring time of an unreached run taken from its train_seconds. A run without a target
+    in the table is left out of the time to target and does not break the reading of reached_target."""
+    folder = write_results(tmp_path / "res", _rows("a", "a", *A) + _rows("b", "b", *B) + [make_row("plain", "a", 9)],
+                           run_folders=False)
+    table = load_source(str(folder)).table
+    result = compare([Source("base", table[table["encoder"] == "a"]), Source("cand", table[table["encoder"] == "b"])])
+    (row,) = result.targets.to_dict("records")
+    assert (row["target"], row["a_runs"], row["a_reached"], row["b_runs"], row["b_reached"]) == ("zeroshot_top1=0.9",
+                                                                                                  4, 3, 4, 2)
+    assert row["a_median"] == 2.5 and math.isnan(row["b_median"]) and row["test"] == "log-rank"
+    assert row["p_value"] == pytest.approx(math.erfc(math.sqrt(19321 / 21279 / 2)), rel=1e-12)
+    assert row["significant"] is False
+    text = render_markdown(result)
+    assert "### time to target" in text and "3/4 reached; median 2.50 s; mean not reached" in text
+    assert "2/4 reached; median not reached; mean not reached" in text and "| 0.341 " in text
+
+
+def test_compare_flags_mlperf_invalid_results_and_warns_about_targets_set_on_one_side():
+    """Five runs with two misses: invalid for MLPerf; a target only one side set is named in a warning."""
+    base = _rows("a", "a", [10, 11, 12, 13, 14], [True] * 5)
+    cand = _rows("b", "b", [10, 11, 12, 20, 20], [True] * 3 + [False] * 2)
+    other = _rows("c", "b", [5], [True], target="zeroshot_top1=0.5")
+    result = compare([Source("base", pd.DataFrame(base)), Source("cand", pd.DataFrame(cand + other))])
+    (row,) = result.targets.to_dict("records")
+    assert row["a_olympic_mean"] == 12.0 and row["a_mlperf_valid"] and not row["b_mlperf_valid"]
+    assert "invalid (MLPerf: > 1 run did not reach)" in render_markdown(result)
+    assert any("zeroshot_top1=0.5" in w and "only one of" in w for w in result.warnings)
+
+
+def test_compare_csv_lists_time_to_target_rows_after_the_metrics(tmp_path, run_cli):
+    write_results(tmp_path / "res", _rows("a", "a", *A) + _rows("b", "b", *B), run_folders=False)
+    code, out, err = run_cli("compare", tmp_path / "res", "--split-by", "encoder", "--format", "csv")
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out))
+    targets = table[table["metric"] == "time_to_target_seconds"]
+    assert len(targets) == 1 and targets["p_value"].iloc[0] == pytest.approx(0.3406, abs=5e-5)
+
+
+def test_report_summarises_time_to_target_and_draws_time_to_accuracy(tmp_path, run_cli):
+    """report.md gets a time-to-target table per configuration and lists time_to_accuracy.png; a run whose folder
+    is gone is left out of the figure with a note naming it."""
+    rows = _rows("a", "a", *A) + _rows("b", "b", *B)
+    folder = write_results(tmp_path / "res", rows)
+    for row in rows:  # histories with the per-epoch training seconds the figure puts on its x axis
+        write_csv(pd.DataFrame({"epoch": [1, 2], "step": [4, 8], "train_loss": [3.0, 2.5], "epoch_seconds": [1.0, 1.5],
+                                "zeroshot_top1": [0.5, row["zeroshot_top1"]]}),
+                  folder / "runs" / row["run_id"] / "history.csv")
+    shutil.rmtree(folder / "runs" / "b3")
+    code, _, err = run_cli("report", folder, "--out", tmp_path / "report")
+    assert code == 0, err
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "## Time to target" in md and "![time to accuracy](time_to_accuracy.png)" in md
+    assert (tmp_path / "report" / "time_to_accuracy.png").stat().st_size > 0
+    assert "| a               | zeroshot_top1=0.9 | 4      | 3         | 3/4 reached; median 2.50 s" in md
+    assert "Left out of time to accuracy (1 run(s) without their run folder's history.csv): b3." in md
+    assert "### time to target" in md  # the comparison of the two configurations
+
+
+def test_runs_without_a_target_get_no_time_to_target_section_or_figure(tmp_path):
+    from bench.results.report import (
+        LABEL,
+        _time_to_target_section,
+        plot_time_to_accuracy,
+    )
+
+    table = pd.DataFrame([make_row("a0", "a", 0), make_row("b0", "b", 0, target=float("nan"))]).assign(**{LABEL: "a"})
+    assert plot_time_to_accuracy(table, {}, {"a": "red"}, tmp_path / "t.png") == (False, [])
+    assert _time_to_target_section(table) == [] and not (tmp_path / "t.png").exists()
