@@ -16,7 +16,7 @@ from bench.app.sweep.in_process import Outcome
 from bench.app.sweep.placement import WORKER_VARIABLE
 from bench.app.sweep.precision import AT_MAX, PRECISE, Until, next_count, stage
 from bench.results.columns import config_key
-from bench.results.runs_csv import finish_run
+from bench.results.runs_csv import append_run, finish_run
 from bench.results.stats import mean_halfwidth
 from tests.support.processes import spawn_bench
 
@@ -117,8 +117,9 @@ def test_rounds_stop_each_configuration_at_its_half_width_or_at_the_maximum(tmp_
     launched = []
     monkeypatch.setattr(launchers, "launch", _fake_launch(SPREAD, launched))
     path = sweep_file(tmp_path)
+    append_run(tmp_path / "res", {"run_id": "by-hand", "config_id": "other", "seed": 0, "zeroshot_top1": 0.3})
     code, out, err = run_cli("sweep", path, "--until", "final_train_loss:0.15", "--max-seeds", "6")
-    assert code == 0, err
+    assert code == 0, err  # a run of another configuration, without the metric, is left alone
     # round 1: both at seeds 0-2; then only the wide one, 3 -> 6 (doubling, at the maximum), then it stops there
     assert [len(r) for r in launched] == [6, 3]
     assert all(r.endswith(("-s3", "-s4", "-s5")) for r in launched[1])
@@ -135,6 +136,18 @@ def test_rounds_stop_each_configuration_at_its_half_width_or_at_the_maximum(tmp_
     # a larger --max-seeds later goes on from the runs there are: 6 -> 12, the next doubling
     code, out, err = run_cli("sweep", path, "--until", "final_train_loss:0.15", "--max-seeds", "12", "--dry-run")
     assert code == 0 and "round: seeds 6-11" in out and "lr=1e-05" in out
+
+
+def test_a_run_of_the_sweep_without_the_metric_is_one_line(tmp_path, run_cli, monkeypatch):
+    """A (configuration, seed) already in runs.csv counts as done, but one made without the metric cannot be
+    judged: refused with the run named, before any round."""
+    launched = []
+    monkeypatch.setattr(launchers, "launch", _fake_launch(SPREAD, launched))
+    path = sweep_file(tmp_path)
+    assert run_cli("sweep", path, "--until", "final_train_loss:0.15", "--max-seeds", "3")[0] == 0
+    code, out, err = run_cli("sweep", path, "--until", "zeroshot_top5:0.01")
+    assert code == 2 and "has no zeroshot_top5" in err and len(err.strip().splitlines()) == 1
+    assert len(launched) == 1
 
 
 def test_a_worker_runs_one_round_and_leaves_the_next_to_its_parent(tmp_path, run_cli, monkeypatch):

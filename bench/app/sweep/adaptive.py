@@ -31,12 +31,7 @@ class Configuration:
 
     cfg: RunConfig
     varying: dict
-
-    @property
-    def key(self) -> str:
-        from ...results.columns import config_key
-
-        return config_key(self.cfg)
+    key: str  # its config_id
 
     def at(self, seed: int) -> Planned:
         cfg = replace(self.cfg, seed=seed)
@@ -48,18 +43,21 @@ class Configuration:
 
 def configurations(cfgs: list[RunConfig], varying: list[dict]) -> list[Configuration]:
     """The sweep's points with their seeds dropped, each configuration once, in first-seen order."""
+    from ...results.columns import config_key
+
     seen, out = set(), []
     for cfg, shown in zip(cfgs, varying):
-        conf = Configuration(replace(cfg, seed=0), {k: v for k, v in shown.items() if k != "seed"})
+        conf = Configuration(replace(cfg, seed=0), {k: v for k, v in shown.items() if k != "seed"}, config_key(cfg))
         if conf.key not in seen:
             seen.add(conf.key)
             out.append(conf)
     return out
 
 
-def metric_values(out: str | Path, metric: str) -> dict[tuple[str, int], float]:
-    """``(config_id, seed) -> value`` of every finished run in ``out``: from the runs' records, and from
-    ``runs.csv`` for a run whose folder is gone or elsewhere (the records win where both have it)."""
+def metric_values(out: str | Path, metric: str, keys: set) -> dict[tuple[str, int], float]:
+    """``(config_id, seed) -> value`` of every finished run in ``out`` of the configurations ``keys``: from the
+    runs' records, and from ``runs.csv`` for a run whose folder is gone or elsewhere (the records win where both
+    have it). Other runs in the folder are left alone."""
     from ...results.runs_csv import read_table, run_records
 
     rows = []
@@ -69,7 +67,7 @@ def metric_values(out: str | Path, metric: str) -> dict[tuple[str, int], float]:
     rows += list(run_records(out).values())
     values = {}
     for row in rows:
-        if not isinstance(row.get("config_id"), str) or row.get("seed") is None:
+        if row.get("config_id") not in keys:
             continue
         value = row.get(metric)
         try:
@@ -85,8 +83,11 @@ def metric_values(out: str | Path, metric: str) -> dict[tuple[str, int], float]:
 
 
 def stages(configs: list[Configuration], until: Until) -> list[Stage]:
-    values = metric_values(configs[0].cfg.out, until.metric)
-    return [stage({seed: v for (key, seed), v in values.items() if key == conf.key}, until) for conf in configs]
+    values = metric_values(configs[0].cfg.out, until.metric, {conf.key for conf in configs})
+    by_key = {conf.key: {} for conf in configs}
+    for (key, seed), value in values.items():
+        by_key[key][seed] = value
+    return [stage(by_key[conf.key], until) for conf in configs]
 
 
 def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_worker: bool, argv, plugins,
@@ -117,6 +118,8 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
         current = stages(configs, until)
         planned = [conf.at(seed) for conf, st in zip(configs, current) for seed in st.todo]
         if not planned:
+            if in_worker:  # the parent reports
+                return 0
             break
         rounds += 1
         if not in_worker:
