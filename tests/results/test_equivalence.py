@@ -125,6 +125,14 @@ def test_bad_margins_are_refused(spec, needle):
         parse_equivalence([spec])
 
 
+@pytest.fixture(scope="module")
+def two_seed_sets(tmp_path_factory):
+    """Results folders of one configuration over seeds 0-2 and 3-5 (no run folders: nothing to pair by image)."""
+    root = tmp_path_factory.mktemp("sides")
+    return (write_results(root / "a", [make_row(f"a{s}", "a", s, 0.50 + s / 100) for s in range(3)], False),
+            write_results(root / "b", [make_row(f"b{s}", "a", s + 3, 0.505 + s / 100) for s in range(3)], False))
+
+
 @pytest.mark.parametrize("args, needle", [
     (("--equivalence", "zeroshot_top1:0"), "MARGIN must be > 0"),
     (("--equivalence", "zeroshot_top1:1"), "accuracies are fractions"),
@@ -133,17 +141,14 @@ def test_bad_margins_are_refused(spec, needle):
     (("--equivalence", "probe_top1:0.01"), "not a metric of this comparison"),
     (("--equivalence", "zeroshot_top5:0.01", "--metrics", "zeroshot_top1"), "is not among --metrics"),
 ])
-def test_bad_equivalence_options_are_one_line_exit_2(tmp_path, run_cli, args, needle):
-    a = write_results(tmp_path / "a", [make_row(f"a{s}", "a", s, 0.5 + s / 100) for s in range(3)])
-    b = write_results(tmp_path / "b", [make_row(f"b{s}", "a", s + 3, 0.5 + s / 100) for s in range(3)])
-    code, out, err = run_cli("compare", a, b, *args)
+def test_bad_equivalence_options_are_one_line_exit_2(two_seed_sets, run_cli, args, needle):
+    code, out, err = run_cli("compare", *two_seed_sets, *args)
     assert code == 2 and needle in err, err
     assert len(err.strip().splitlines()) == 1 and out == ""
 
 
-def test_fail_on_not_equivalent_gates_ci_on_the_margin(tmp_path, run_cli):
-    a = write_results(tmp_path / "a", [make_row(f"a{s}", "a", s, 0.50 + s / 100) for s in range(3)])
-    b = write_results(tmp_path / "b", [make_row(f"b{s}", "a", s + 3, 0.505 + s / 100) for s in range(3)])
+def test_fail_on_not_equivalent_gates_ci_on_the_margin(two_seed_sets, run_cli):
+    a, b = two_seed_sets
     code, out, err = run_cli("compare", a, b, "--equivalence", "zeroshot_top1:0.04", "--fail-on-not-equivalent")
     assert code == 0, err
     assert "equivalent within ±4.00 pp (TOST over seeds, p=0.006)" in out and "| equivalence: 90% CI " in out

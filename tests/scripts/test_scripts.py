@@ -98,10 +98,10 @@ def test_sweep_scaling_tiny_measures_each_k_and_runs_compute_as_alone(tmp_path, 
 
 
 def test_stopping_rules_measures_each_rule_and_stopping_on_significance_inflates_false_positives(tmp_path):
-    """scripts/stopping_rules.py behind docs/sweeps.md, at 200 simulated comparisons: every rule gets its rates,
+    """scripts/stopping_rules.py behind docs/sweeps.md, at 100 simulated comparisons: every rule gets its rates,
     and 3 seeds then one more a side until p < 0.05 calls the null difference significant far more often than the
     fixed 3 seeds do (about 0.21 against 0.04 at 4000 comparisons)."""
-    table = load("stopping_rules").main(["--reps", "200", "--halfwidths", "1", "--min-seeds", "3",
+    table = load("stopping_rules").main(["--reps", "100", "--halfwidths", "1", "--min-seeds", "3",
                                          "--out", str(tmp_path / "rules.csv")])
     assert list(table["rule"]) == ["until ±1 sd, min 3", "significance, 3 to 20", "fixed 3", "fixed 10"]
     rates = table.set_index("rule")
