@@ -67,8 +67,9 @@ def main(argv=None) -> pd.DataFrame:
             covered += abs(np.mean(a)) <= mean_halfwidth(a)
             a, b = margin_pair  # true difference exactly on the margin: "equivalent" is a false claim
             equivalent += tost_welch(a, b, args.margin).p_value < 0.05
-        return {"rule": rule, "mean_seeds": round(float(np.mean(ns)), 1), "welch_false_positive": significant / args.reps,
-                "ci_coverage": covered / args.reps, "tost_false_equivalent": equivalent / args.reps}
+        return {"rule": rule, "mean_seeds": round(float(np.mean(ns)), 1),
+                "welch_false_positive": significant / args.reps, "ci_coverage": covered / args.reps,
+                "tost_false_equivalent": equivalent / args.reps}
 
     rows = []
     for h in [float(v) for v in args.halfwidths.split(",")]:

@@ -104,7 +104,7 @@ def test_where_seeds_and_images_both_apply_both_must_show_it_and_the_larger_p_de
 
 
 def test_holm_adjusts_the_equivalence_p_values_across_every_test_shown():
-    base, b, c = side("A", "a", [0.50, 0.51, 0.52]), side("B", "b", [0.51, 0.52, 0.53]), side("C", "c", [0.5, 0.52, 0.5])
+    base, b, c = side("A", "a", [0.50, 0.51, 0.52]), side("B", "b", [0.51, 0.52, 0.53]), side("C", "c", [0.5, 0.5])
     result = compare([base, b, c], metrics=["zeroshot_top1", "zeroshot_top5"])
     plain = add_equivalence(result, {"zeroshot_top1": 0.04, "zeroshot_top5": 0.04}, 0.05)
     holmed = add_equivalence(result, {"zeroshot_top1": 0.04, "zeroshot_top5": 0.04}, 0.05, "holm")

@@ -102,8 +102,8 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
         placement = check_placement(placement, [c.at(s).cfg for c in configs for s in range(until.min_seeds)])
     plan([c.cfg for c in configs], [c.varying for c in configs])  # every name, option and encoder, checked once
     if seeds_given and not in_worker:
-        echo_err(f"bench: note: --until picks each configuration's seeds (0, 1, 2, ...); the seeds the sweep file "
-                 f"names are not used")
+        echo_err("bench: note: --until picks each configuration's seeds (0, 1, 2, ...); the seeds the sweep file "
+                 "names are not used")
     if show:
         for line in status_lines(configs, until):
             echo(line)
