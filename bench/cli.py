@@ -145,7 +145,7 @@ def run(seeds, resume, **flags):
                 own_process=click.get_current_context().obj["own_process"])
 
 
-def sweep(file, encoder, templates, seeds, dry_run, status, slurm, **options):
+def sweep(file, encoder, templates, seeds, dry_run, status, slurm, until, min_seeds, max_seeds, **options):
     """Run a sweep: FILE.toml's plan (docs/sweeps.md), or the cross product --encoder x --templates x --seeds.
 
     Every run has a fixed id in OUT/runs/, so the same command again skips finished runs and continues
@@ -157,7 +157,8 @@ def sweep(file, encoder, templates, seeds, dry_run, status, slurm, **options):
 
     request = SweepRequest(file=file, encoders=tuple(encoder), templates=tuple(templates), seeds=tuple(seeds),
                            dry_run=dry_run, status=status, slurm=tuple(slurm), options=options, given=_typed(),
-                           argv=tuple(click.get_current_context().obj["argv"]))
+                           argv=tuple(click.get_current_context().obj["argv"]), until=until, min_seeds=min_seeds,
+                           max_seeds=max_seeds)
     code = sweep_command(request, _sweep_run_params(), echo=click.echo, echo_err=_echo_err)
     if code:
         sys.exit(code)
@@ -176,6 +177,12 @@ def _sweep_command() -> click.Command:
                      help="Vision encoders, comma-separated (bench list encoders), without FILE."),
         click.Option(["--templates"], callback=_split, multiple=True, help="Template sets, comma-separated [seed]."),
         click.Option(["--seeds"], callback=_split, multiple=True, help="Seeds, comma-separated [0]."),
+        click.Option(["--until"], metavar="METRIC:HALFWIDTH",
+                     help="Seeds in rounds: add seeds to each configuration until the 95% interval of its mean METRIC "
+                          "is within ±HALFWIDTH (the metric's unit: 0.005 = 0.5 points of top-1), e.g. "
+                          "zeroshot_top1:0.005 (docs/sweeps.md)."),
+        click.Option(["--min-seeds"], type=int, help="With --until: the first round's seeds [3]."),
+        click.Option(["--max-seeds"], type=int, help="With --until: the most seeds of a configuration [20]."),
         click.Option(["--dry-run"], is_flag=True, help="Print the plan (each run's id, state and what varies); run nothing."),
         click.Option(["--status"], is_flag=True, help="Print where each run of the plan stands (as --dry-run)."),
         click.Option(["--concurrent"], type=int, default=1, show_default=True,
@@ -277,6 +284,11 @@ def results(**options):
               help="Significance level: p < alpha is significant.")
 @click.option("--correct", type=click.Choice(["none", "holm"]), default="none", show_default=True,
               help="Adjust p-values across the metrics of each comparison (holm: family-wise error rate).")
+@click.option("--equivalence", multiple=True, metavar="METRIC:MARGIN",
+              help="Also test that each difference lies within ±MARGIN (the metric's unit: zeroshot_top1:0.005 is "
+                   "half a point): two one-sided tests over seeds and, for top-1, over test images; repeatable.")
+@click.option("--fail-on-not-equivalent", is_flag=True,
+              help="With --equivalence: exit 1 unless every tested difference is shown equivalent (a CI gate).")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
 def compare_(**options):
     """Compare runs A B [C...] side by side: the first is the baseline; configurations are joined, seeds pooled.
@@ -298,11 +310,14 @@ def compare_(**options):
               help="Results folder used when no RUNS are given, and where run ids are looked up.")
 @click.option("--where", "wheres", multiple=True, metavar="COL=VALUE", help="Report only matching runs; repeatable.")
 @click.option("--title", help="Report title.")
-def report(runs, out, results_dir, wheres, title):
+@click.option("--correct", type=click.Choice(["none", "holm"]), default="none", show_default=True,
+              help="Adjust the p-values of every configuration's comparison with the baseline, across all "
+                   "configurations and metrics (holm: family-wise error rate).")
+def report(runs, out, results_dir, wheres, title, correct):
     """Write a markdown report with figures for RUNS (results folders, files, run folders or run ids)."""
     from .app.tables import write_report
 
-    paths = write_report(runs, out, results_dir, wheres, title)
+    paths = write_report(runs, out, results_dir, wheres, title, correct)
     click.echo(f"wrote {paths[0]} and {len(paths) - 1} figures")
 
 

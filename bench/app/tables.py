@@ -48,9 +48,10 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
 
 
 def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(), fail_on=(),
-                  fail_on_significant=False, alpha=0.05, correct="none", fmt="markdown", echo=print,
-                  echo_err=print) -> int:
-    """Print the comparison of ``sides``; returns 1 when a ``fail_on`` threshold is passed, else 0."""
+                  fail_on_significant=False, alpha=0.05, correct="none", fmt="markdown", equivalence=(),
+                  fail_on_not_equivalent=False, echo=print, echo_err=print) -> int:
+    """Print the comparison of ``sides``; returns 1 when a ``fail_on`` threshold is passed or, with
+    ``fail_on_not_equivalent``, a difference is not shown equivalent within its ``equivalence`` margin; else 0."""
     from ..results.compare import (
         check_alpha,
         compare,
@@ -58,6 +59,7 @@ def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(
         render_markdown,
         split_sides,
     )
+    from ..results.equivalence import add_equivalence, equivalence_failures, equivalence_note, parse_equivalence
     from ..results.lookup import load_sources
     from ..results.views import filter_rows
 
@@ -66,30 +68,45 @@ def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(
     if fail_on_significant and not thresholds:
         raise BenchError("--fail-on-significant refines --fail-on; add a threshold, e.g. --fail-on zeroshot_top1:0 "
                          "--fail-on-significant to fail on any significant drop of top-1")
+    margins = parse_equivalence(equivalence)
+    if fail_on_not_equivalent and not margins:
+        raise BenchError("--fail-on-not-equivalent needs a margin; add --equivalence METRIC:MARGIN, e.g. "
+                         "--equivalence zeroshot_top1:0.005 (half a point)")
+    if margins and metrics:
+        unlisted = [m for m in margins if m not in metrics]
+        if unlisted:
+            raise BenchError(f"--equivalence {unlisted[0]} is not among --metrics; add it there or drop --metrics")
     sources = load_sources(sides, results_dir)
     for source in sources:
         source.table = filter_rows(source.table, wheres)
     result = compare(split_sides(sources, split_by), metrics=metrics or None, on=on or None, fail_on=thresholds,
                      alpha=alpha, correct=correct, fail_on_significant=fail_on_significant)
+    failures = list(result.failures)
+    if margins:
+        result = add_equivalence(result, margins, alpha, correct)
+        if fail_on_not_equivalent:
+            failures += equivalence_failures(result)
     for warning in result.warnings:
         echo_err(f"bench: warning: {warning}")
     if fmt == "markdown":
-        echo(render_markdown(result))
+        echo(render_markdown(result) + (f"\n{equivalence_note(result)}" if margins else ""))
     else:  # time-to-target rows (metric time_to_target_seconds) after the metrics', with their own columns
         import pandas as pd
 
-        echo(format_table(pd.concat([result.rows, result.targets], ignore_index=True), fmt))
-    for failure in result.failures:
+        rows = result.rows.drop(columns=["equivalence_ci_label"], errors="ignore")
+        echo(format_table(pd.concat([rows, result.targets], ignore_index=True), fmt))
+    for failure in failures:
         echo_err(f"bench: compare failed: {failure}")
-    return 1 if result.failures else 0
+    return 1 if failures else 0
 
 
-def write_report(runs, out, results_dir, wheres=(), title=None) -> list[Path]:
-    """report.md and its figures in ``out`` for ``runs`` (default: ``results_dir``); returns their paths."""
+def write_report(runs, out, results_dir, wheres=(), title=None, correct="none") -> list[Path]:
+    """report.md and its figures in ``out`` for ``runs`` (default: ``results_dir``); returns their paths.
+    ``correct="holm"``: the comparisons' p-values Holm-adjusted across every configuration and metric."""
     from ..results.lookup import combine, load_sources
     from ..results.report import build_report
     from ..results.views import filter_rows
 
     source = combine(load_sources(runs or [results_dir], results_dir))
     source.table = filter_rows(source.table, wheres)
-    return build_report([source], out, title=title)
+    return build_report([source], out, title=title, correct=correct)

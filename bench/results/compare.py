@@ -13,6 +13,7 @@ deciding p-values across the metrics of each comparison.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -48,6 +49,10 @@ class Comparison:
     failures: list[str] = field(default_factory=list)
     alpha: float = 0.05
     correct: str = "none"
+    # (baseline, candidate side, the joined configuration's aggregates, its first row in ``rows``): what later
+    # tests of the same pairs (``--equivalence``) start from
+    pairs: list = field(default_factory=list, repr=False)
+    correction_scope: str = "the metrics of each comparison"  # what --correct holm adjusts across
     # time to target (bench.results.time_to_target): one row per candidate, configuration and target both set
     targets: pd.DataFrame = field(default_factory=pd.DataFrame)
 
@@ -129,7 +134,7 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
     base = sides[0]
     agg_base = _aggregate(base.table, joined_on + differs, shared)
     keys = [f"_k_{c}" for c in joined_on]
-    records, warnings, targets = [], compare_context(sides) + across_datasets(differs), []
+    records, warnings, targets, pairs = [], compare_context(sides) + across_datasets(differs), [], []
     for side in sides[1:]:
         agg = _aggregate(side.table, joined_on + differs, shared)
         merged = agg_base.merge(agg, on=keys, suffixes=("_a", "_b")) if keys else agg_base.merge(agg, how="cross",
@@ -142,6 +147,7 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
             warnings.append(f"{unmatched} configuration(s) of {side.label} have no partner in {base.label} and are "
                             f"left out")
         for _, r in merged.iterrows():
+            pairs.append((base, side, r, len(records)))
             group = {c: r[f"_k_{c}"] for c in joined_on}
             changed = {c: (r[f"_k_{c}_a"], r[f"_k_{c}_b"]) for c in differs}
             targets += _time_to_target(base, r["run_ids_a"], side, r["run_ids_b"], alpha, warnings,
@@ -164,10 +170,8 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
                                 "test": decided.test if decided else None,
                                 "p_value": decided.p_value if decided else float("nan")})
     rows = _decide(pd.DataFrame(records), alpha, correct)
-    result = Comparison(rows, joined_on, differs, warnings, check_thresholds(rows, fail_on, fail_on_significant),
-                        alpha, correct)
-    result.targets = pd.DataFrame(targets)
-    return result
+    return Comparison(rows, joined_on, differs, warnings, check_thresholds(rows, fail_on, fail_on_significant),
+                      alpha, correct, pairs, targets=pd.DataFrame(targets))
 
 
 def _time_to_target(base: Source, ids_a: list, side: Source, ids_b: list, alpha: float, warnings: list,
@@ -349,6 +353,9 @@ def render_markdown(result: Comparison) -> str:
         if part["images_test"].notna().any():
             table["test images: 95% CI, p"] = [_interval(r, "images") for r in records]
         table["significant"] = [_verdict(r) for r in records]
+        if "equivalence" in part.columns:  # --equivalence: its interval and verdict (bench.results.equivalence)
+            table[part["equivalence_ci_label"].iloc[0]] = part["equivalence_ci"].fillna("")
+            table["equivalence"] = part["equivalence"].fillna("")
         lines.append(table.to_markdown(index=False, disable_numparse=True))
         lines.append("")
     section = render_comparison(result.targets, result.alpha)
@@ -359,7 +366,7 @@ def render_markdown(result: Comparison) -> str:
 
 
 def _method_note(result: Comparison) -> str:
-    holm = (" p-values Holm-adjusted across the metrics of each comparison (--correct holm)."
+    holm = (f" p-values Holm-adjusted across {result.correction_scope} (--correct holm)."
             if result.correct == "holm" else "")
     return (f"Intervals are 95% confidence intervals of candidate − baseline. significant: p < {result.alpha:g} in "
             f"Welch's t-test over seeds where both sides have at least 2; otherwise, for zero-shot top-1, in the paired "
@@ -405,3 +412,17 @@ def _verdict(r) -> str:
         return "n/a (one seed, no predictions.npy)" if metric == PAIRED_METRIC else "n/a (one seed a side)"
     label = "Holm p" if correction == "holm" else "p"
     return f"{'yes' if significant else 'no'} ({TEST_NAMES[test]}, {label}={_p(p)})"
+
+
+def holm_across_all(result: Comparison) -> Comparison:
+    """``result`` with Holm's adjustment over every test it holds at once (each candidate, configuration and
+    metric), not within each comparison: the family of a report that compares many configurations with one
+    baseline, where a "yes" anywhere in it is a claim."""
+    rows = result.rows.copy()
+    tested = int(rows["p_value"].notna().sum()) if len(rows) else 0
+    if len(rows):
+        rows["p_adjusted"], rows["correction"] = holm(rows["p_value"].to_numpy()), "holm"
+        rows["significant"] = pd.Series([None if math.isnan(p) else bool(p < result.alpha) for p in rows["p_adjusted"]],
+                                        index=rows.index, dtype=object)
+    return dataclasses.replace(result, rows=rows, correct="holm",
+                               correction_scope=f"all {tested} tests of every configuration and metric shown")

@@ -26,7 +26,7 @@ from .columns import (
     is_transfer,
     metric_columns,
 )
-from .compare import _norm, compare, display_diff, render_markdown, split_sides
+from .compare import _norm, compare, display_diff, holm_across_all, render_markdown, split_sides
 from .lookup import Source, combine
 from .run_folder import write_csv
 from .time_to_target import METHOD_NOTE, cell, summary_table
@@ -341,6 +341,43 @@ def _time_to_target_section(table) -> list[str]:
 # ------------------------------------------------------------------------------------------------------
 # The markdown
 # ------------------------------------------------------------------------------------------------------
+def baseline_section(result, metrics: list[str]) -> list[str]:
+    """Every configuration against the baseline in one table (headline metrics: the difference and its p-value,
+    in bold where significant), and the correction for multiple comparisons in force."""
+    rows = result.rows
+    tested = int(rows["p_value"].notna().sum())
+    if result.correct == "holm":
+        correction = (f"Multiple comparisons: p-values are Holm-adjusted across all {tested} tests of this report "
+                      f"(every configuration against the baseline, every metric; `--correct holm`), so the chance of "
+                      f"any false \"significant\" among them is at most {result.alpha:g}.")
+    else:
+        correction = (f"Multiple comparisons: no correction (`--correct none`). This report holds {tested} tests at "
+                      f"alpha {result.alpha:g}, so about {tested * result.alpha:.1f} \"significant\" differences are "
+                      f"expected by chance alone even where nothing differs; `bench report --correct holm` adjusts "
+                      f"across all of them.")
+    shown = [m for m in metrics if m in set(rows["metric"])]
+    if not shown:
+        return [correction, ""]
+    baseline = rows["baseline"].iloc[0]
+    table = {LABEL: list(dict.fromkeys(rows["side"]))}
+    label = "Holm p" if result.correct == "holm" else "p"
+    for metric in shown:
+        part = rows[rows["metric"] == metric].drop_duplicates("side").set_index("side")
+        table[metric] = [_difference_cell(part.loc[side], metric, label) if side in part.index else ""
+                         for side in table[LABEL]]
+    return [f"Each configuration against the baseline, {baseline} (difference, {label}-value; bold: significant "
+            f"at {result.alpha:g}):", "", _md(pd.DataFrame(table)), "", correction, ""]
+
+
+def _difference_cell(r, metric: str, label: str) -> str:
+    diff = display_diff(metric, r["diff"])
+    text = f"{diff:+.2f}{' pp' if is_accuracy(metric) else ''}"
+    p = r["p_adjusted"]
+    if p == p:  # not NaN
+        text += f" ({label}={'<0.001' if p < 0.001 else f'{p:.3f}'})"
+    return f"**{text}**" if r["significant"] is True else text
+
+
 def _md(df: pd.DataFrame) -> str:
     """Markdown of already formatted cells (tabulate would turn "24.0" back into 24)."""
     return df.to_markdown(index=False, disable_numparse=True)
@@ -362,8 +399,9 @@ def _values(table: pd.DataFrame, column: str) -> str:
     return ", ".join(sorted({str(v) for v in table[column].dropna()})) or "unknown"
 
 
-def build_report(sources: list[Source], out, title: str | None = None) -> list[Path]:
-    """Write ``report.md`` and its PNG figures into ``out``; returns the paths written."""
+def build_report(sources: list[Source], out, title: str | None = None, correct: str = "none") -> list[Path]:
+    """Write ``report.md`` and its PNG figures into ``out``; returns the paths written. ``correct="holm"``:
+    the p-values of the comparisons with the baseline Holm-adjusted across every configuration and metric."""
     src = combine(sources)
     if not len(src.table):
         raise BenchError("no runs to report on; pass results folders, results files, run folders or run ids")
@@ -420,10 +458,13 @@ def build_report(sources: list[Source], out, title: str | None = None) -> list[P
         for side in sides:
             side.label = side.label.split("=", 1)[1]  # "configuration=a" -> "a"
         result = compare(sides, metrics=[m for m in metrics if m != "params"])
+        if correct == "holm":
+            result = holm_across_all(result)
         md += ["## Comparison", "",
                "Differences are candidate − baseline, with the 95% confidence interval and p-value of Welch's t-test "
                "over seeds and, for zero-shot top-1, of the paired test over the test images (the figure "
                "`differences.png` draws the intervals; green: significant).", "",
+               *baseline_section(result, [m for m in SUMMARY_METRICS if m in metrics]),
                render_markdown(result), ""]
         figure("differences", plot_differences(result.rows, out / "differences.png"))
         md += [f"> warning: {w}" for w in result.warnings] + ([""] if result.warnings else [])

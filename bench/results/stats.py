@@ -6,6 +6,10 @@ Two questions, two tests (docs/evaluation.md says when each applies and what it 
 - over test images: with these trained models, is the top-1 difference more than the luck of which
   images are in the test set? Exact McNemar on one run per side, a paired bootstrap of per-image
   accuracy (seed-averaged) otherwise; both pair the sides image by image.
+
+And two for "no change" and "enough seeds": two one-sided tests (TOST) of equivalence within a margin, over
+seeds (Welch) and over test images (paired), and the half-width of the t interval of a mean, which
+``bench sweep --until`` stops on.
 """
 from __future__ import annotations
 
@@ -103,6 +107,67 @@ def holm(p_values) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[index]))
         out[index] = running
     return out
+
+
+def mean_halfwidth(values, confidence: float = 0.95) -> float:
+    """Half-width of the t-based confidence interval of the mean, ``t_{(1+c)/2, n-1} * s / sqrt(n)`` (``s`` the
+    sample std); infinite below 2 finite values, since one value says nothing about the spread."""
+    x = _finite(values)
+    if len(x) < 2:
+        return math.inf
+    return float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+@dataclass(frozen=True)
+class Equivalence:
+    """Two one-sided tests of ``-margin < diff < +margin`` (diff: candidate - baseline)."""
+
+    test: str  # "seeds" (Welch) or "images" (paired over test images)
+    diff: float
+    margin: float
+    p_value: float  # the larger of the two one-sided p-values: equivalent at alpha when p < alpha
+    ci_low: float  # the 1 - 2 alpha interval of diff; p < alpha exactly when it lies inside (-margin, +margin)
+    ci_high: float
+    n: int  # seeds per side summed (seeds) or paired test images (images)
+
+
+def tost(diff: float, se: float, df: float, margin: float, alpha: float, test: str, n: int) -> Equivalence:
+    """TOST for a difference with a t-distributed error: H0 ``diff <= -margin`` rejected by a large
+    ``(diff + margin) / se``, H0 ``diff >= +margin`` by a small ``(diff - margin) / se``; p is the larger of the
+    two one-sided p-values. With ``se == 0`` the interval is the point ``diff`` itself: p is 0 inside the margin,
+    1 outside (the limit of the test as the spread goes to zero)."""
+    if se == 0:
+        p = 0.0 if abs(diff) < margin else 1.0
+        return Equivalence(test, float(diff), float(margin), p, float(diff), float(diff), n)
+    p_lower = stats.t.sf((diff + margin) / se, df)
+    p_upper = stats.t.cdf((diff - margin) / se, df)
+    half = stats.t.ppf(1 - alpha, df) * se
+    return Equivalence(test, float(diff), float(margin), float(max(p_lower, p_upper)), float(diff - half),
+                       float(diff + half), n)
+
+
+def tost_welch(a, b, margin: float, alpha: float = 0.05) -> Equivalence | None:
+    """TOST over seeds of ``mean(b) - mean(a)`` with Welch's standard error and Welch-Satterthwaite degrees of
+    freedom (as :func:`welch`); None unless both sides have at least 2 values."""
+    a, b = _finite(a), _finite(b)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se else math.inf
+    return tost(b.mean() - a.mean(), se, df, margin, alpha, "seeds", len(a) + len(b))
+
+
+def tost_paired(per_image_diff, margin: float, alpha: float = 0.05) -> Equivalence | None:
+    """TOST over test images of the mean per-image difference (candidate hit - baseline hit, each side's hits
+    averaged over its runs): the paired t-test's standard error ``sd / sqrt(N)`` on ``N - 1`` degrees of
+    freedom. On a test set of thousands of images this is the normal approximation, which the central limit
+    theorem makes accurate for a mean of bounded differences; on a handful of images the t is the more careful.
+    None below 2 images."""
+    d = _finite(per_image_diff)
+    if len(d) < 2:
+        return None
+    return tost(d.mean(), d.std(ddof=1) / math.sqrt(len(d)), len(d) - 1, margin, alpha, "images", len(d))
 
 
 def _finite(values) -> np.ndarray:

@@ -39,3 +39,15 @@ def write_results(folder: Path, rows, run_folders=True) -> Path:
             write_csv(pd.DataFrame(cm, index=CLASSES, columns=CLASSES).rename_axis("true").reset_index(),
                       d / "confusion.csv")
     return folder
+
+
+def write_with_predictions(folder: Path, rows, hits, labels) -> Path:
+    """A results folder whose runs kept predictions.npy: ``hits[i]`` marks the test images run i got right (a
+    miss predicts the next class)."""
+    from bench.results.predictions import save_predictions
+
+    write_results(folder, rows)
+    for row, right in zip(rows, hits):
+        top1 = np.where(right, labels, (labels + 1) % len(CLASSES))
+        save_predictions(folder / "runs" / row["run_id"] / "predictions.npy", labels, top1, len(CLASSES))
+    return folder

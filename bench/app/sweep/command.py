@@ -28,6 +28,9 @@ class SweepRequest:
     options: dict = field(default_factory=dict)  # the placement options (SWEEP_KEYS) and bench run's, by name
     given: frozenset = frozenset()  # the parameter names typed on the command line
     argv: tuple = ()  # the whole command line (local workers run it again)
+    until: str | None = None  # --until METRIC:HALFWIDTH: seeds in rounds (:mod:`.adaptive`)
+    min_seeds: int | None = None
+    max_seeds: int | None = None
 
 
 def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print) -> int:
@@ -37,7 +40,9 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
     """
     from ...host.manager import plugin_options
     from .points import configs_from_file, configs_from_lists
+    from .precision import parse_until
 
+    until = parse_until(request.until, request.min_seeds, request.max_seeds)
     typed = {key: request.options[key] for key in SWEEP_KEYS if key in request.given}  # over the file's [sweep]
     flags = {k: v for k, v in request.options.items() if k not in SWEEP_KEYS}
     if request.file is not None:
@@ -50,9 +55,18 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
         cfgs, varying = configs_from_file(spec, flags, set(request.given), run_params)
         placement = read_placement(spec.sweep, typed, spec.slurm, request.slurm, spec.path)
     else:
+        if until is not None and request.seeds:
+            raise BenchError("--until picks each configuration's seeds (0, 1, 2, ...); drop --seeds")
         cfgs, varying = configs_from_lists(request.encoders, request.templates, request.seeds, flags)
         placement = read_placement({}, typed, {}, request.slurm)
     in_worker = WORKER_VARIABLE in os.environ
+    if until is not None:
+        from .adaptive import adaptive_sweep
+
+        seeds_given = request.file is not None and any(c.seed != 0 or "seed" in v for c, v in zip(cfgs, varying))
+        return adaptive_sweep(cfgs, varying, until, placement, show=request.dry_run or request.status,
+                              in_worker=in_worker, argv=request.argv, plugins=plugin_options(request.argv),
+                              seeds_given=seeds_given, report=_report, echo=echo, echo_err=echo_err)
     if not (request.dry_run or request.status or in_worker):
         placement = check_placement(placement, cfgs)  # before the plan builds every encoder
     planned = plan(cfgs, varying)

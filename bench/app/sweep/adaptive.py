@@ -1,0 +1,225 @@
+"""``bench sweep --until METRIC:HALFWIDTH``: seeds in rounds, each configuration until its mean is precise enough.
+
+Each round is an ordinary plan of (configuration, seed) runs handed to :func:`.launchers.launch`, so
+``--concurrent``, ``--workers``/``--gpus``, Ray and Slurm run it as they run any sweep. Between rounds the state
+is read back from the results folder (each run's ``result.json``, and ``runs.csv`` for runs made by hand) and
+:func:`.precision.stage` replays the schedule over it. Nothing else is kept, so a sweep killed mid-round and
+started again with the same command finishes that round, then goes on exactly as it would have. A worker
+(``--workers``/``--gpus``) runs its share of the current round and exits; its parent starts the next round.
+Several copies of the command on one results folder (a plain Slurm job array) share each round through the run
+claims, and a copy whose share is done waits for the runs the others hold before it decides the next round.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ...config import RunConfig
+from ...errors import BenchError
+from .placement import check_placement
+from .plan import RUNNING, Planned, plan, plan_lines, planned_run_id, run_state
+from .precision import AT_MAX, PRECISE, Stage, Until, check_metric, stage
+
+WAIT_SECONDS = 5.0  # how often a copy of the command looks whether the runs others hold have finished
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One configuration of the sweep at seed 0, with the options that tell it apart from the others."""
+
+    cfg: RunConfig
+    varying: dict
+    key: str  # its config_id
+
+    def at(self, seed: int) -> Planned:
+        cfg = replace(self.cfg, seed=seed)
+        return Planned(cfg, planned_run_id(cfg), {**self.varying, "seed": seed})
+
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.varying.items()) or f"encoder={self.cfg.model.encoder}"
+
+
+def configurations(cfgs: list[RunConfig], varying: list[dict]) -> list[Configuration]:
+    """The sweep's points with their seeds dropped, each configuration once, in first-seen order."""
+    from ...results.columns import config_key
+
+    seen, out = set(), []
+    for cfg, shown in zip(cfgs, varying):
+        conf = Configuration(replace(cfg, seed=0), {k: v for k, v in shown.items() if k != "seed"}, config_key(cfg))
+        if conf.key not in seen:
+            seen.add(conf.key)
+            out.append(conf)
+    return out
+
+
+def metric_values(out: str | Path, metric: str, keys: set) -> dict[tuple[str, int], float]:
+    """``(config_id, seed) -> value`` of every finished run in ``out`` of the configurations ``keys``: from the
+    runs' records, and from ``runs.csv`` for a run whose folder is gone or elsewhere (the records win where both
+    have it). Other runs in the folder are left alone."""
+    from ...results.runs_csv import read_table, run_records
+
+    rows = []
+    table = read_table(Path(out) / "runs.csv")
+    if table.header and "config_id" in table.header:
+        rows += table.frame().to_dict("records")
+    rows += list(run_records(out).values())
+    values = {}
+    for row in rows:
+        if row.get("config_id") not in keys:
+            continue
+        value = row.get(metric)
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not math.isfinite(value):
+            raise BenchError(f"run {row.get('run_id')} in {out} has no {metric} (made without the --evals that "
+                             f"report it?); --until needs it of every run: move the run out of {out}, or choose "
+                             f"another --out")
+        values[(row["config_id"], int(row["seed"]))] = value
+    return values
+
+
+def stages(configs: list[Configuration], until: Until) -> list[Stage]:
+    values = metric_values(configs[0].cfg.out, until.metric, {conf.key for conf in configs})
+    by_key = {conf.key: {} for conf in configs}
+    for (key, seed), value in values.items():
+        by_key[key][seed] = value
+    return [stage(by_key[conf.key], until) for conf in configs]
+
+
+def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_worker: bool, argv, plugins,
+                   seeds_given: bool, report, echo=print, echo_err=print) -> int:
+    """Check, then show (``show``: ``--dry-run``/``--status``) or run the rounds; returns the exit status.
+
+    ``report(planned, outcomes, echo, echo_err)``: the sweep's report of a round with failed or unfinished
+    runs (exit status 1); ``seeds_given``: the sweep file names seeds, which ``--until`` replaces."""
+    configs = configurations(cfgs, varying)
+    check_metric(until, [c.cfg for c in configs])
+    if not (show or in_worker):  # the first round is the largest one every restart can start with
+        placement = check_placement(placement, [c.at(s).cfg for c in configs for s in range(until.min_seeds)])
+    plan([c.cfg for c in configs], [c.varying for c in configs])  # every name, option and encoder, checked once
+    if seeds_given and not in_worker:
+        echo_err("bench: note: --until picks each configuration's seeds (0, 1, 2, ...); the seeds the sweep file "
+                 "names are not used")
+    if show:
+        for line in status_lines(configs, until):
+            echo(line)
+        return 0
+    from .launchers import launch
+
+    if not in_worker:
+        echo(f"adaptive sweep: each configuration until the 95% interval of its mean {until.metric} is within "
+             f"{_width(until.metric, until.halfwidth)}, {until.min_seeds} to {until.max_seeds} seeds")
+    rounds = 0
+    while True:
+        current = stages(configs, until)
+        planned = [conf.at(seed) for conf, st in zip(configs, current) for seed in st.todo]
+        if not planned:
+            if in_worker:  # the parent reports
+                return 0
+            break
+        rounds += 1
+        if not in_worker:
+            echo(f"round {rounds}: {len(planned)} runs")
+            for conf, st in zip(configs, current):
+                if st.todo:
+                    echo(f"  {conf.label()}: seeds {_seeds(st.todo)} ({_so_far(until.metric, st)})")
+        outcomes = launch(planned, placement, argv=list(argv), in_worker=in_worker, echo=echo, plugins=plugins)
+        if in_worker:  # a worker runs its share of one round; the parent decides the next
+            return 0
+        if any(o.status in ("failed", "unfinished") for o in outcomes):
+            return report(planned, outcomes, echo, echo_err)
+        _wait_for_others(planned, echo)
+    return _finish(configs, until, stages(configs, until), echo, echo_err)
+
+
+def _wait_for_others(planned: list[Planned], echo):
+    """Wait while other processes hold runs of this round (another copy of the command on the same folder)."""
+    told = False
+    while True:
+        held = [p for p in planned if run_state(p).name == RUNNING]
+        if not held:
+            return
+        if not told:
+            echo(f"waiting for {len(held)} run(s) of this round that other processes hold")
+            told = True
+        time.sleep(WAIT_SECONDS)
+
+
+def _finish(configs, until: Until, current: list[Stage], echo, echo_err) -> int:
+    from ...results.runs_csv import read_runs, reconcile_runs
+    from ..summary import summary_lines
+
+    out = configs[0].cfg.out
+    reconcile_runs(out)  # a run killed between its record and its row
+    for conf, st in zip(configs, current):
+        echo(f"  {conf.label()}: {_so_far(until.metric, st)}, {_stopped(until, st)}")
+    keys = {(conf.key, seed) for conf, st in zip(configs, current) for seed in range(st.n)}
+    table = read_runs(out)
+    mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in keys]
+    for line in summary_lines(mine) if mine else []:
+        echo(line)
+    short = [conf.label() for conf, st in zip(configs, current) if st.stop == AT_MAX]
+    if short:
+        echo_err(f"bench: note: {len(short)} of {len(configs)} configuration(s) reached --max-seeds "
+                 f"{until.max_seeds} with the interval still wider than {_width(until.metric, until.halfwidth)} "
+                 f"({'; '.join(short)}); raise --max-seeds to go on")
+    return 0
+
+
+def status_lines(configs: list[Configuration], until: Until) -> list[str]:
+    """``--dry-run`` and ``--status``: per configuration its id, n, mean and half-width so far and the next
+    round (or why it stopped); then the current round's runs, one line each, as a plain sweep shows them."""
+    current = stages(configs, until)
+    ids = [f"{conf.cfg.model.encoder}-{conf.key}" for conf in configs]
+    width = max(len(i) for i in ids)
+    lines = [f"until the 95% interval of the mean {until.metric} is within {_width(until.metric, until.halfwidth)} "
+             f"({until.min_seeds} to {until.max_seeds} seeds a configuration):"]
+    for i, (conf, run_id, st) in enumerate(zip(configs, ids, current), 1):
+        then = f"round: seeds {_seeds(st.todo)}" if st.todo else f"stop: {_stopped(until, st)}"
+        lines.append(f"{i:>3}  {run_id:<{width}}  {_so_far(until.metric, st):<28} {then}  {conf.label()}")
+    planned = [conf.at(seed) for conf, st in zip(configs, current) for seed in st.todo]
+    counts = {PRECISE: 0, AT_MAX: 0, None: 0}
+    for st in current:
+        counts[st.stop] += 1
+    lines.append(f"{len(configs)} configurations: {counts[PRECISE]} precise, {counts[AT_MAX]} at --max-seeds, "
+                 f"{counts[None]} with a round to run ({len(planned)} runs)")
+    if planned:
+        lines += plan_lines(planned)
+    return lines
+
+
+def _seeds(seeds) -> str:
+    seeds = sorted(seeds)
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ",".join(map(str, seeds))
+
+
+def _width(metric: str, value: float) -> str:
+    from ...results.columns import is_accuracy
+
+    if math.isinf(value):
+        return "±inf"
+    return f"±{100 * value:.2f} pp" if is_accuracy(metric) else f"±{value:.4g}"
+
+
+def _so_far(metric: str, st: Stage) -> str:
+    from ...results.views import fmt_value
+
+    if not st.done:
+        return "n=0"
+    if st.done < 2:
+        return f"n={st.done}, {fmt_value(st.mean, metric)}"
+    return f"n={st.done}, {fmt_value(st.mean, metric)} {_width(metric, st.halfwidth)}"
+
+
+def _stopped(until: Until, st: Stage) -> str:
+    if st.stop == PRECISE:
+        return f"precise ({_width(until.metric, st.halfwidth)} <= {_width(until.metric, until.halfwidth)})"
+    if st.stop == AT_MAX:
+        return f"at --max-seeds {until.max_seeds}, still wider than {_width(until.metric, until.halfwidth)}"
+    return f"seeds {_seeds(st.todo)} to run"

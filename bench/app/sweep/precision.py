@@ -1,0 +1,159 @@
+"""``bench sweep --until METRIC:HALFWIDTH``'s rule: when a configuration's mean is precise enough, and how many
+seeds the next round adds.
+
+A configuration runs seeds 0, 1, 2, ... in rounds. The first round is ``--min-seeds`` seeds. After each round,
+with the metric's values ``x`` of the n seeds so far, the 95% confidence interval of the mean has the half-width
+``t_{0.975, n-1} * s / sqrt(n)``. The configuration stops when that is at most HALFWIDTH ("precise"), or when n
+is ``--max-seeds`` ("max"). Otherwise the next round brings n up to the smallest m at which the same spread
+``s`` would give the half-width (the t quantile taken at m), but to no more than 2n (three seeds estimate ``s``
+to within a factor of about 3 either way, so a round sized on a small ``s`` may not overshoot by much) and no
+more than ``--max-seeds``; at least one seed.
+
+The schedule is a function of the values alone: :func:`stage` replays it from the seeds that are done, so a
+restarted sweep, a worker on another machine and ``--status`` all find the same round, and a round cut short by
+a kill is finished before the next is decided.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import BenchError
+
+MIN_SEEDS, MAX_SEEDS = 3, 20
+PRECISE, AT_MAX = "precise", "max"
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Until:
+    """What ``--until`` asks: the metric, the half-width of its mean's 95% interval, and the seed bounds."""
+
+    metric: str
+    halfwidth: float
+    min_seeds: int = MIN_SEEDS
+    max_seeds: int = MAX_SEEDS
+
+
+def parse_until(spec: str | None, min_seeds: int | None = None, max_seeds: int | None = None) -> Until | None:
+    """``--until METRIC:HALFWIDTH`` with ``--min-seeds``/``--max-seeds`` checked; None without ``--until``."""
+    if spec is None:
+        if min_seeds is not None or max_seeds is not None:
+            flag = "--min-seeds" if min_seeds is not None else "--max-seeds"
+            raise BenchError(f"{flag} bounds an adaptive sweep; add --until METRIC:HALFWIDTH "
+                             f"(e.g. --until zeroshot_top1:0.005), or give the seeds with --seeds")
+        return None
+    metric, sep, value = spec.rpartition(":")
+    try:
+        halfwidth = float(value)
+    except ValueError:
+        halfwidth = math.nan
+    if not sep or not metric or not math.isfinite(halfwidth):
+        raise BenchError(f"--until {spec!r} is not METRIC:HALFWIDTH; write it like --until zeroshot_top1:0.005")
+    check_margin("--until", metric, halfwidth, "HALFWIDTH")
+    low = MIN_SEEDS if min_seeds is None else min_seeds
+    high = MAX_SEEDS if max_seeds is None else max_seeds
+    if low < 2:
+        raise BenchError(f"--min-seeds must be at least 2 (an interval needs two seeds to measure the spread), "
+                         f"got {low}")
+    if high < low:
+        raise BenchError(f"--max-seeds {high} is below --min-seeds {low}; raise --max-seeds")
+    return Until(metric, halfwidth, low, high)
+
+
+def check_margin(flag: str, metric: str, value: float, name: str):
+    """A half-width or margin in the metric's own unit: > 0, and for an accuracy (a fraction) below 0.5."""
+    from ...results.columns import is_accuracy
+
+    if not value > 0:
+        raise BenchError(f"{flag} {metric}:{value:g}: {name} must be > 0")
+    if is_accuracy(metric) and value >= 0.5:
+        raise BenchError(f"{flag} {metric}:{value:g}: accuracies are fractions, so {name} is too (0.005 is half a "
+                         f"point); {value:g} would be {100 * value:g} points")
+
+
+def reported_metrics(cfg) -> list[str]:
+    """The metrics a run of ``cfg`` reports in its row: the zero-shot ones, loss and timings always, the rest as
+    its ``--evals`` ask."""
+    from ...data.corruptions import CORRUPTIONS
+
+    metrics = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1", "final_train_loss",
+               "train_seconds", "train_eval_seconds", "train_images_per_s"]
+    if "retrieval" in cfg.evals:
+        metrics += [f"retrieval_{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
+    if "probe" in cfg.evals:
+        metrics += ["probe_top1", "probe_top5", "probe_mean_per_class_recall"]
+    if "robustness" in cfg.evals:
+        metrics += [f"robust_{c}" for c in CORRUPTIONS] + ["robust_mean", "robust_clean"]
+    return metrics
+
+
+def check_metric(until: Until, cfgs):
+    """Every configuration's runs report ``until.metric``."""
+    for cfg in cfgs:
+        reported = reported_metrics(cfg)
+        if until.metric in reported:
+            continue
+        needs = next((e for e, p in (("retrieval", "retrieval_"), ("probe", "probe_"), ("robustness", "robust_"))
+                      if until.metric.startswith(p)), None)
+        if needs:
+            raise BenchError(f"--until {until.metric}: the runs do not report it; add --evals {needs} (or evals in "
+                             f"the sweep file's [base])")
+        close = difflib.get_close_matches(until.metric, reported, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise BenchError(f"--until {until.metric}: the runs do not report it; {hint}they report "
+                         f"{', '.join(reported)}")
+
+
+def halfwidth(values) -> float:
+    from ...results.stats import mean_halfwidth
+
+    return mean_halfwidth(values, CONFIDENCE)
+
+
+def next_count(values, target: float, max_seeds: int) -> int:
+    """The seed count the next round brings a configuration to (see the module's docstring)."""
+    from scipy import stats
+
+    n = len(values)
+    s = float(np.std(np.asarray(values, dtype=np.float64), ddof=1))
+    cap = max(n + 1, min(2 * n, max_seeds))
+    for m in range(n + 1, cap):
+        if stats.t.ppf(0.5 + CONFIDENCE / 2, m - 1) * s / math.sqrt(m) <= target:
+            return m
+    return cap
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where one configuration stands: the seed count its schedule has reached (the current round's end, or
+    where it stopped), the seeds of the round still to run, why it stopped, and the mean and half-width of
+    its values so far (of the seeds below ``n`` that are done)."""
+
+    n: int
+    todo: tuple = ()
+    stop: str | None = None  # PRECISE, AT_MAX, or None while rounds remain
+    done: int = 0
+    mean: float = math.nan
+    halfwidth: float = math.inf
+
+
+def stage(values: dict[int, float], until: Until) -> Stage:
+    """Replay the schedule over ``values`` (seed -> the metric of each finished run of one configuration): the
+    first round not fully done is the current one. Finished seeds the schedule has not reached (a run made by
+    hand, a larger earlier --max-seeds) do not enter the decision."""
+    n = until.min_seeds
+    while True:
+        have = [values[s] for s in range(n) if s in values]
+        mean = float(np.mean(have)) if have else math.nan
+        if len(have) < n:
+            return Stage(n, tuple(s for s in range(n) if s not in values), None, len(have), mean, halfwidth(have))
+        width = halfwidth(have)
+        if width <= until.halfwidth:
+            return Stage(n, (), PRECISE, n, mean, width)
+        if n >= until.max_seeds:
+            return Stage(n, (), AT_MAX, n, mean, width)
+        n = next_count(have, until.halfwidth, until.max_seeds)

@@ -1,0 +1,154 @@
+"""``bench compare --equivalence METRIC:MARGIN``: evidence that a change left a metric alone, within ±MARGIN.
+
+"Not significant" is not that evidence: with 3 seeds a side almost nothing is. Equivalence is shown by two one-sided
+tests (TOST, :func:`bench.results.stats.tost`): the difference is shown above -MARGIN and below +MARGIN, each at
+``alpha``, which is the same as its ``1 - 2 alpha`` interval lying inside ``(-MARGIN, +MARGIN)``.
+
+- Over seeds (Welch's standard error and degrees of freedom) where both sides have at least 2 seeds: would
+  other seeds also give a difference within the margin?
+- Over test images, for zero-shot top-1, where every run of both sides kept ``predictions.npy`` on the same test
+  images: the paired per-image difference (each side's hits averaged over its runs).
+
+Where both apply, both must show equivalence (an intersection-union test, which keeps the level ``alpha``
+without any correction): the cell reports the test with the larger p, the one that decides. ``--correct holm``
+adjusts these p-values across every equivalence test of the command.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..errors import BenchError
+from .columns import is_accuracy
+from .compare import PAIRED_METRIC, Comparison, _hits, display_diff
+from .stats import Equivalence, holm, tost_paired, tost_welch
+
+NAMES = {"seeds": "TOST over seeds", "images": "paired TOST over images"}
+
+
+def parse_equivalence(specs) -> dict[str, float]:
+    """``METRIC:MARGIN`` options as ``{metric: margin}``; the margin in the metric's own unit (accuracies are
+    fractions: 0.005 is half a point)."""
+    out = {}
+    for spec in specs or ():
+        metric, sep, value = spec.rpartition(":")
+        try:
+            margin = float(value)
+        except ValueError:
+            margin = math.nan
+        if not sep or not metric or not math.isfinite(margin):
+            raise BenchError(f"--equivalence {spec!r} is not METRIC:MARGIN; write it like --equivalence "
+                             f"zeroshot_top1:0.005 (half a point)")
+        if not margin > 0:
+            raise BenchError(f"--equivalence {spec}: MARGIN must be > 0")
+        if is_accuracy(metric) and margin >= 0.5:
+            raise BenchError(f"--equivalence {spec}: accuracies are fractions, so MARGIN is too (0.005 is half a "
+                             f"point); {margin:g} would be {100 * margin:g} points")
+        if metric in out:
+            raise BenchError(f"--equivalence names {metric} twice; give one margin per metric")
+        out[metric] = margin
+    return out
+
+
+def add_equivalence(result: Comparison, margins: dict[str, float], alpha: float, correct: str = "none") -> Comparison:
+    """``result`` with the equivalence columns for each metric in ``margins``: each test's p and interval
+    (``eq_seeds_*``, ``eq_images_*``), the deciding ``equivalence_test`` and ``equivalence_p`` (Holm-adjusted in
+    ``equivalence_p_adjusted`` under ``correct="holm"``), ``equivalent`` (True, False, or None where no test
+    applies) and the cells ``equivalence`` and ``equivalence_ci`` (text)."""
+    rows = result.rows.copy()
+    metrics = set(rows["metric"]) if len(rows) else set()
+    missing = [m for m in margins if m not in metrics]
+    if missing:
+        raise BenchError(f"--equivalence {missing[0]}: not a metric of this comparison; compared: "
+                         f"{', '.join(dict.fromkeys(rows['metric'])) if len(rows) else 'none'}")
+    found = {}
+    per_pair = len(rows) // max(1, len(result.pairs))  # each joined pair has one row per metric compared
+    for base, side, r, start in result.pairs:
+        for offset in range(start, start + per_pair):
+            metric = rows.at[offset, "metric"]
+            if metric not in margins:
+                continue
+            seeds = tost_welch(r[f"{metric}_values_a"], r[f"{metric}_values_b"], margins[metric], alpha)
+            images = _paired(base, r["run_ids_a"], side, r["run_ids_b"], margins[metric], alpha) \
+                if metric == PAIRED_METRIC else None
+            found[offset] = (margins[metric], seeds, images)
+    columns = {name: pd.Series(np.nan, index=rows.index, dtype=object) for name in
+               ("equivalence_margin", "eq_seeds_p", "eq_seeds_ci_low", "eq_seeds_ci_high", "eq_images_p",
+                "eq_images_ci_low", "eq_images_ci_high", "equivalence_test", "equivalence_p")}
+    for offset, (margin, seeds, images) in found.items():
+        columns["equivalence_margin"][offset] = margin
+        for prefix, test in (("eq_seeds", seeds), ("eq_images", images)):
+            if test is not None:
+                columns[f"{prefix}_p"][offset] = test.p_value
+                columns[f"{prefix}_ci_low"][offset], columns[f"{prefix}_ci_high"][offset] = test.ci_low, test.ci_high
+        deciding = max((t for t in (seeds, images) if t is not None), key=lambda t: t.p_value, default=None)
+        if deciding is not None:
+            columns["equivalence_test"][offset], columns["equivalence_p"][offset] = deciding.test, deciding.p_value
+    for name, values in columns.items():
+        rows[name] = values if name == "equivalence_test" else pd.to_numeric(values)
+    p = rows["equivalence_p"].to_numpy(dtype=np.float64)
+    rows["equivalence_p_adjusted"] = holm(p) if correct == "holm" else p
+    rows["equivalent"] = pd.Series([None if math.isnan(q) else bool(q < alpha) for q in rows["equivalence_p_adjusted"]],
+                                   index=rows.index, dtype=object)
+    level = f"{100 * (1 - 2 * alpha):g}%"
+    rows["equivalence_ci_label"] = f"equivalence: {level} CI"
+    rows["equivalence_ci"] = [_interval(r, level) for r in rows.itertuples()]
+    rows["equivalence"] = [_cell(r, correct) for r in rows.itertuples()]
+    return Comparison(rows, result.joined_on, result.differs, result.warnings, result.failures, result.alpha,
+                      result.correct, result.pairs, result.correction_scope)
+
+
+def _paired(base, ids_a, side, ids_b, margin: float, alpha: float) -> Equivalence | None:
+    hits_a, hits_b = _hits(base, ids_a), _hits(side, ids_b)
+    if hits_a is None or hits_b is None or not np.array_equal(hits_a[0], hits_b[0]):
+        return None  # bench compare already warns when the sides were evaluated on different images
+    return tost_paired(hits_b[1].mean(axis=0) - hits_a[1].mean(axis=0), margin, alpha)
+
+
+def _margin(metric: str, margin: float) -> str:
+    return f"±{display_diff(metric, margin):.2f} pp" if is_accuracy(metric) else f"±{margin:g}"
+
+
+def _interval(r, level: str) -> str:
+    if isinstance(r.equivalence_test, float) or r.equivalence_test is None:
+        return ""
+    prefix = f"eq_{r.equivalence_test}"
+    low, high = getattr(r, f"{prefix}_ci_low"), getattr(r, f"{prefix}_ci_high")
+    unit = " pp" if is_accuracy(r.metric) else ""
+    return f"[{display_diff(r.metric, low):+.2f}, {display_diff(r.metric, high):+.2f}]{unit}"
+
+
+def _cell(r, correct: str) -> str:
+    if math.isnan(r.equivalence_margin):
+        return ""
+    within = f"within {_margin(r.metric, r.equivalence_margin)}"
+    if r.equivalent is None:
+        why = "one seed a side, no predictions.npy" if r.metric == PAIRED_METRIC else "one seed a side"
+        return f"not shown equivalent {within} (n/a: {why})"
+    p = r.equivalence_p_adjusted
+    shown = "<0.001" if p < 0.001 else f"{p:.3f}"
+    label = "Holm p" if correct == "holm" else "p"
+    verdict = "equivalent" if r.equivalent else "not shown equivalent"
+    return f"{verdict} {within} ({NAMES[r.equivalence_test]}, {label}={shown})"
+
+
+def equivalence_failures(result: Comparison) -> list[str]:
+    """``--fail-on-not-equivalent``: one line per tested difference not shown equivalent (no test counts as not
+    shown)."""
+    rows = result.rows
+    tested = rows[rows["equivalence_margin"].notna()] if "equivalence_margin" in rows else rows.iloc[:0]
+    return [f"{r['metric']} {r['equivalence']} ({r['side']} vs {r['baseline']})" for _, r in tested.iterrows()
+            if r["equivalent"] is not True]
+
+
+def equivalence_note(result: Comparison) -> str:
+    alpha = result.alpha
+    holm_note = " p-values Holm-adjusted across every equivalence test shown (--correct holm)." \
+        if "equivalence_p_adjusted" in result.rows and result.correct == "holm" else ""
+    return (f"equivalence: two one-sided tests (TOST) at alpha {alpha:g}: equivalent when the "
+            f"{100 * (1 - 2 * alpha):g}% interval of the difference lies inside ±MARGIN, over seeds (Welch) where "
+            f"both sides have 2 or more and, for zero-shot top-1, over the test images (paired, from "
+            f"predictions.npy); where both apply both must show it, and the cell names the test with the larger "
+            f"p.{holm_note} See docs/evaluation.md.")

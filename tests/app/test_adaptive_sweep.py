@@ -1,0 +1,263 @@
+"""bench sweep --until: the seed schedule (checked against hand-computed t intervals), its replay from the finished
+runs, the round loop, bad options refused before anything is written, and an adaptive sweep that is SIGKILLed
+mid-round and ends with the same runs as one never stopped."""
+import json
+import math
+import signal
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.app.sweep import launchers
+from bench.app.sweep.in_process import Outcome
+from bench.app.sweep.placement import WORKER_VARIABLE
+from bench.app.sweep.precision import AT_MAX, PRECISE, Until, next_count, stage
+from bench.results.columns import config_key
+from bench.results.runs_csv import append_run, finish_run
+from bench.results.stats import mean_halfwidth
+from tests.support.processes import spawn_bench
+
+# Two configurations of the tiny CLIP on the synthetic set whose final training loss spreads very differently
+# over seeds: lr 0.01 settles at the chance loss of a batch of 16 (log 16 = 2.77; std over seeds about 0.03),
+# lr 1e-5 stays near its random start (std about 0.7). At ±0.15 the first is precise after its first round of 3
+# seeds (half-width about 0.035), the second cannot be at 5 (about 0.8) and stops at --max-seeds.
+ADAPTIVE = """\
+[base]
+preset = "smoke"
+dataset = "synthetic"
+epochs = 2
+limit_train = 64
+limit_test = 32
+batch_size = 16
+embed_dim = 16
+text_width = 32
+text_layers = 1
+text_heads = 2
+encoder_opt = {{width = 8}}
+log_every = 2
+progress = false
+out = "{out}"
+[grid]
+lr = [0.01, 0.00001]
+"""
+UNTIL = ("--until", "final_train_loss:0.15", "--max-seeds", "5")
+
+
+def sweep_file(tmp_path, name="s.toml", out="res", extra="") -> Path:
+    path = tmp_path / name
+    path.write_text(ADAPTIVE.format(out=out) + textwrap.dedent(extra))
+    return path
+
+
+def test_the_half_width_is_the_t_interval_of_the_mean():
+    """0.50, 0.52, 0.54: s = 0.02, t_0.975(2) = 4.302653, so the half-width is 4.302653 * 0.02 / sqrt(3) = 0.049683."""
+    assert mean_halfwidth([0.50, 0.52, 0.54]) == pytest.approx(0.049683, abs=1e-6)
+    assert mean_halfwidth([0.5]) == math.inf and mean_halfwidth([0.5, 0.5]) == 0.0
+
+
+def test_a_round_adds_the_seeds_the_spread_asks_for_at_most_doubling_and_never_past_the_maximum():
+    """s = 0.02 at n = 3. Half-widths the same s gives at m seeds: m = 4: 3.182446 * 0.02 / 2 = 0.031825;
+    m = 5: 2.776445 * 0.02 / sqrt(5) = 0.024833; m = 6: 2.570582 * 0.02 / sqrt(6) = 0.020989."""
+    values = [0.50, 0.52, 0.54]
+    assert next_count(values, 0.032, 20) == 4
+    assert next_count(values, 0.025, 20) == 5  # 0.024833 <= 0.025 < 0.031825
+    assert next_count(values, 0.021, 20) == 6  # 0.020989 <= 0.021
+    assert next_count(values, 0.0001, 20) == 6  # would need hundreds: a round at most doubles n
+    assert next_count(values, 0.0001, 4) == 4  # and stops at --max-seeds
+    assert next_count(values, 0.0001, 3) == 4  # at least one seed (stage() stops at the maximum before asking)
+
+
+def test_the_schedule_is_replayed_from_the_finished_seeds_and_a_half_done_round_is_finished_first():
+    until = Until("zeroshot_top1", 0.025, min_seeds=3, max_seeds=10)
+    first = {0: 0.50, 1: 0.52, 2: 0.54}
+    assert stage({}, until).todo == (0, 1, 2)
+    assert stage({1: 0.52}, until).todo == (0, 2)  # a first round cut short: its missing seeds
+    after = stage(first, until)  # half-width 0.049683 > 0.025: the round to 5 seeds (see the test above)
+    assert (after.n, after.todo, after.stop, after.done) == (5, (3, 4), None, 3)
+    assert after.halfwidth == pytest.approx(0.049683, abs=1e-6)
+    # killed after seed 3: seeds 0-3 alone (s = 0.017078, 3.182446 * s / 2 = 0.027175 > 0.025) would decide a
+    # new round; the replay finishes the round the first three seeds decided instead
+    assert stage({**first, 3: 0.51}, until).todo == (4,)
+    # 0.50 0.52 0.54 0.51 0.53: s = sqrt(0.001 / 4) = 0.015811, half-width 2.776445 * s / sqrt(5) = 0.019632
+    done = stage({**first, 3: 0.51, 4: 0.53}, until)
+    assert (done.n, done.todo, done.stop) == (5, (), PRECISE) and done.halfwidth == pytest.approx(0.019632, abs=1e-6)
+    assert stage({**first, 3: 0.51, 4: 0.53, 9: 0.99}, until) == done  # a seed the schedule never reached
+    capped = Until("zeroshot_top1", 0.025, min_seeds=3, max_seeds=4)
+    assert stage(first, capped).todo == (3,)
+    assert stage({**first, 3: 0.51}, capped).stop == AT_MAX
+
+
+def _fake_launch(spread: dict, launched: list):
+    """A launcher that 'runs' each planned run at once: its record and row, with final_train_loss from
+    ``spread[lr]`` (seed -> value), as a finished run leaves them."""
+    def launch(planned, placement, argv, in_worker, echo=print, plugins=((), ())):
+        launched.append(sorted(p.run_id for p in planned))
+        outcomes = []
+        for p in planned:
+            row = {"run_id": p.run_id, "config_id": config_key(p.cfg), "seed": p.cfg.seed,
+                   "encoder": p.cfg.model.encoder, "templates": p.cfg.templates, "lr": p.cfg.lr,
+                   "final_train_loss": spread[p.cfg.lr][p.cfg.seed], "zeroshot_top1": 0.1}
+            p.run_dir.mkdir(parents=True, exist_ok=True)
+            finish_run(p.out, p.run_dir, row)
+            outcomes.append(Outcome(p, "done", row))
+        return outcomes
+    return launch
+
+
+# lr 0.01: 2.85, 2.86, 2.85: s = 0.0057735, half-width 4.302653 * s / sqrt(3) = 0.014343, precise at ±0.15;
+# lr 1e-5: 4, 5, 6, ...: s = 1, half-width 2.48 at 3 seeds, 0.939 at 6, never precise by then
+SPREAD = {0.01: {s: 2.85 + 0.01 * (s % 2) for s in range(20)},
+          0.00001: {s: 4.0 + 1.0 * (s % 3) for s in range(20)}}
+
+
+def test_rounds_stop_each_configuration_at_its_half_width_or_at_the_maximum(tmp_path, run_cli, monkeypatch):
+    launched = []
+    monkeypatch.setattr(launchers, "launch", _fake_launch(SPREAD, launched))
+    path = sweep_file(tmp_path)
+    append_run(tmp_path / "res", {"run_id": "by-hand", "config_id": "other", "seed": 0, "zeroshot_top1": 0.3})
+    code, out, err = run_cli("sweep", path, "--until", "final_train_loss:0.15", "--max-seeds", "6")
+    assert code == 0, err  # a run of another configuration, without the metric, is left alone
+    # round 1: both at seeds 0-2; then only the wide one, 3 -> 6 (doubling, at the maximum), then it stops there
+    assert [len(r) for r in launched] == [6, 3]
+    assert all(r.endswith(("-s3", "-s4", "-s5")) for r in launched[1])
+    assert "lr=0.01: n=3, 2.853 ±0.01434, precise (±0.01434 <= ±0.15)" in out
+    assert "lr=1e-05: n=6" in out and "at --max-seeds 6, still wider than ±0.15" in out
+    assert "1 of 2 configuration(s) reached --max-seeds 6" in err and "lr=1e-05" in err
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert sorted(table.groupby("lr").seed.apply(sorted).items()) == [(1e-5, [0, 1, 2, 3, 4, 5]), (0.01, [0, 1, 2])]
+    # the same command again finds both stopped and runs nothing; --status says why each stopped
+    assert run_cli("sweep", path, "--until", "final_train_loss:0.15", "--max-seeds", "6")[0] == 0
+    assert len(launched) == 2
+    code, out, err = run_cli("sweep", path, "--until", "final_train_loss:0.15", "--max-seeds", "6", "--status")
+    assert code == 0 and "2 configurations: 1 precise, 1 at --max-seeds, 0 with a round to run (0 runs)" in out
+    # a larger --max-seeds later goes on from the runs there are: 6 -> 12, the next doubling
+    code, out, err = run_cli("sweep", path, "--until", "final_train_loss:0.15", "--max-seeds", "12", "--dry-run")
+    assert code == 0 and "round: seeds 6-11" in out and "lr=1e-05" in out
+
+
+def test_a_run_of_the_sweep_without_the_metric_is_one_line(tmp_path, run_cli, monkeypatch):
+    """A (configuration, seed) already in runs.csv counts as done, but one made without the metric cannot be
+    judged: refused with the run named, before any round."""
+    launched = []
+    monkeypatch.setattr(launchers, "launch", _fake_launch(SPREAD, launched))
+    path = sweep_file(tmp_path)
+    assert run_cli("sweep", path, "--until", "final_train_loss:0.15", "--max-seeds", "3")[0] == 0
+    code, out, err = run_cli("sweep", path, "--until", "zeroshot_top5:0.01")
+    assert code == 2 and "has no zeroshot_top5" in err and len(err.strip().splitlines()) == 1
+    assert len(launched) == 1
+
+
+def test_a_worker_runs_one_round_and_leaves_the_next_to_its_parent(tmp_path, run_cli, monkeypatch):
+    launched = []
+    monkeypatch.setattr(launchers, "launch", _fake_launch(SPREAD, launched))
+    monkeypatch.setenv(WORKER_VARIABLE, "0")
+    code, out, err = run_cli("sweep", sweep_file(tmp_path), "--until", "final_train_loss:0.15")
+    assert code == 0, err
+    assert [len(r) for r in launched] == [6]
+
+
+def test_dry_run_shows_each_configuration_and_the_first_round_and_writes_nothing(tmp_path, run_cli):
+    path = sweep_file(tmp_path, extra="seed = [0, 1]\n")  # the grid's seeds: replaced, with a note
+    code, out, err = run_cli("sweep", path, *UNTIL, "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("until the 95% interval of the mean final_train_loss is within ±0.15 (3 to 5 seeds")
+    assert "n=0" in lines[1] and "round: seeds 0-2" in lines[1] and lines[1].endswith("lr=0.01")
+    assert "2 configurations: 0 precise, 0 at --max-seeds, 2 with a round to run (6 runs)" in out
+    assert out.count("  to do ") == 6 and "6 runs: 6 to do" in out and "--until picks each configuration's seeds" in err
+    assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--until", "zeroshot_top1"), "is not METRIC:HALFWIDTH"),
+    (("--until", "zeroshot_top1:abc"), "is not METRIC:HALFWIDTH"),
+    (("--until", "zeroshot_top1:nan"), "is not METRIC:HALFWIDTH"),
+    (("--until", "zeroshot_top1:0"), "HALFWIDTH must be > 0"),
+    (("--until", "zeroshot_top1:-0.01"), "HALFWIDTH must be > 0"),
+    (("--until", "zeroshot_top1:0.5"), "accuracies are fractions, so HALFWIDTH is too"),
+    (("--until", "zershot_top1:0.01"), "did you mean zeroshot_top1?"),
+    (("--until", "probe_top1:0.01"), "add --evals probe"),
+    (("--until", "zeroshot_top1:0.01", "--min-seeds", "1"), "--min-seeds must be at least 2"),
+    (("--until", "zeroshot_top1:0.01", "--min-seeds", "5", "--max-seeds", "4"), "--max-seeds 4 is below --min-seeds 5"),
+    (("--until", "zeroshot_top1:0.01", "--max-seeds", "1"), "--max-seeds 1 is below --min-seeds 3"),
+    (("--max-seeds", "5"), "--max-seeds bounds an adaptive sweep; add --until"),
+    (("--min-seeds", "5"), "--min-seeds bounds an adaptive sweep; add --until"),
+])
+def test_bad_until_options_are_one_line_exit_2_and_nothing_written(tmp_path, run_cli, args, needle):
+    code, out, err = run_cli("sweep", sweep_file(tmp_path), *args)
+    assert code == 2 and needle in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_until_with_seeds_in_the_flags_form_is_refused(tmp_path, run_cli):
+    code, out, err = run_cli("sweep", "--encoder", "modified_resnet", "--seeds", "0,1", "--until",
+                             "zeroshot_top1:0.01", "--dataset", "synthetic", "--out", tmp_path / "res")
+    assert code == 2 and "--until picks each configuration's seeds (0, 1, 2, ...); drop --seeds" in err
+    assert not (tmp_path / "res").exists()
+
+
+def _by_run(out: Path) -> dict:
+    table = pd.read_csv(out / "runs.csv")
+    return dict(zip(table.run_id, table.final_train_loss))
+
+
+@pytest.mark.slow  # three bench sweep processes, 16 tiny runs
+def test_an_adaptive_sweep_killed_mid_round_ends_with_the_runs_of_one_never_stopped(tmp_path):
+    """SIGKILL during the second round (the wide configuration's seeds 3-4); --status then shows the round, and the
+    same command again finishes it: each configuration stops where an uninterrupted sweep stops (the narrow one
+    precise at 3 seeds, the wide one at --max-seeds 5) with the same runs and the same numbers."""
+    path = sweep_file(tmp_path)
+    proc = spawn_bench("sweep", path, *UNTIL, "--checkpoint-every", "2")
+    runs = tmp_path / "res" / "runs"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if list(runs.glob("*-s3/last.pt")) or list(runs.glob("*-s3/result.json")):
+            break
+        if proc.poll() is not None:
+            pytest.fail(f"the sweep ended before its second round: {proc.communicate()}")
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail(f"the sweep never reached its second round: {proc.communicate()}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(runs.glob("*-s4/result.json"))  # killed mid-round
+    status = spawn_bench("sweep", path, *UNTIL, "--status")
+    shown, err = status.communicate(timeout=300)
+    assert status.returncode == 0, err
+    narrow, wide = shown.splitlines()[1:3]
+    assert "stop: precise" in narrow and narrow.endswith("lr=0.01")
+    assert "round: seeds " in wide and wide.endswith("lr=1e-05")
+    again = spawn_bench("sweep", path, *UNTIL, "--checkpoint-every", "2")
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert "round 1: " in out and "lr=1e-05: seeds " in out and "lr=0.01: seeds" not in out  # only the round left
+    assert "at --max-seeds 5" in out and "reached --max-seeds 5" in err
+    assert "lr=0.01: n=3" in out and "precise" in out
+    clean = sweep_file(tmp_path, name="clean.toml", out="clean")
+    reference = spawn_bench("sweep", clean, *UNTIL, "--checkpoint-every", "2")
+    ref_out, ref_err = reference.communicate(timeout=600)
+    assert reference.returncode == 0, ref_err
+    assert "round 2: 2 runs" in ref_out and "round 3" not in ref_out  # 3 + 3 seeds, then 2 more of the wide one
+    killed, never = _by_run(tmp_path / "res"), _by_run(tmp_path / "clean")
+    assert killed == never  # the same run ids (configuration and seed) with the same final losses
+    seeds = sorted(int(r.rsplit("-s", 1)[1]) for r in never)
+    assert seeds == [0, 0, 1, 1, 2, 2, 3, 4]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "res" / "runs").glob("*/result.json")]
+    assert len(records) == 8
+
+
+@pytest.mark.slow  # two worker processes a round
+def test_workers_share_each_round_of_an_adaptive_sweep(tmp_path, run_cli):
+    code, out, err = run_cli("sweep", sweep_file(tmp_path), "--until", "final_train_loss:0.15", "--max-seeds", "4",
+                             "--workers", "2", "--no-checkpoints")
+    assert code == 0, err
+    started = [line.split()[-1] for line in out.splitlines() if " start " in line]
+    assert len(started) == 7 and len(set(started)) == 7, out  # 3 + 3, then the wide one's seed 3
+    assert {line[:2] for line in out.splitlines() if " start " in line} <= {"w0", "w1"}
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 7 and table.run_id.is_unique
