@@ -138,42 +138,34 @@ def check_run_inputs(cfg):
 
 def check_encoder_opts(encoder: str, opts: dict):
     """Unknown ``--encoder-opt`` keys fail here, not as a TypeError deep inside the model constructor."""
-    from ..host.manager import get_entry
-
-    factory = get_entry("encoders", encoder).factory
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):  # a builtin or C factory: nothing to check against
-        return
-    try:
-        signature.bind_partial(1, 1, **opts)
-    except TypeError:
-        accepted = [p.name for p in list(signature.parameters.values())[2:]
-                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-        unknown = [k for k in opts if k not in accepted]
-        raise BenchError(f"encoder {encoder!r} takes no option {unknown[0] if unknown else ''!r}; its options are "
-                         f"{', '.join(accepted) or 'none'} (--encoder-opt KEY=VALUE)") from None
+    _check_factory_options("encoders", encoder, ("embed_dim", "image_size"), opts, "--encoder-opt")
 
 
 def check_data_opts(dataset: str, opts: dict):
     """``--data-opt`` keys the dataset's factory does not take fail here, in one line naming the ones it does."""
+    _check_factory_options("datasets", dataset, ("split", "data_dir", "seed"), opts, "--data-opt")
+
+
+def _check_factory_options(kind: str, name: str, leading: tuple, opts: dict, flag: str):
+    """``opts`` bind to the registered factory after its ``leading`` positional arguments, or one line names the
+    first unknown key and the options the factory takes."""
     from ..host.manager import get_entry
 
     if not opts:
         return
-    factory = get_entry("datasets", dataset).factory
+    factory = get_entry(kind, name).factory
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):  # a builtin or C factory: nothing to check against
         return
     try:
-        signature.bind_partial("train", None, 0, **opts)
+        signature.bind_partial(*leading, **opts)
     except TypeError:
-        accepted = [p.name for p in list(signature.parameters.values())[3:]
+        accepted = [p.name for p in list(signature.parameters.values())[len(leading):]
                     if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         unknown = [k for k in opts if k not in accepted]
-        raise BenchError(f"dataset {dataset!r} takes no option {unknown[0] if unknown else ''!r}; its options are "
-                         f"{', '.join(accepted) or 'none'} (--data-opt KEY=VALUE)") from None
+        raise BenchError(f"{kind[:-1]} {name!r} takes no option {unknown[0] if unknown else ''!r}; its options are "
+                         f"{', '.join(accepted) or 'none'} ({flag} KEY=VALUE)") from None
 
 
 def check_data_dir(data_dir):

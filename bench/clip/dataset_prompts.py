@@ -6,6 +6,7 @@ CLIP's MNIST class names and prompt, Fashion-MNIST takes torchvision's class nam
 bench's own short template set below. CIFAR-100's 20 superclasses are in no CLIP list: their names are the release's
 ``coarse_label_names`` made readable (:data:`CIFAR100_COARSE_NAMES` says how, one by one).
 """
+from .templates import OPENAI_CIFAR10_TEMPLATES
 
 # prompts.md, "CIFAR100": the release's fine_label_names with "_" written as " ", in label order
 CIFAR100_CLASSES = (
@@ -59,26 +60,7 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
                          "Ankle boot")
 
 # prompts.md, "CIFAR100": the same 18 prompts as its CIFAR10 section
-OPENAI_CIFAR100_TEMPLATES = (
-    "a photo of a {}.",
-    "a blurry photo of a {}.",
-    "a black and white photo of a {}.",
-    "a low contrast photo of a {}.",
-    "a high contrast photo of a {}.",
-    "a bad photo of a {}.",
-    "a good photo of a {}.",
-    "a photo of a small {}.",
-    "a photo of a big {}.",
-    "a photo of the {}.",
-    "a blurry photo of the {}.",
-    "a black and white photo of the {}.",
-    "a low contrast photo of the {}.",
-    "a high contrast photo of the {}.",
-    "a bad photo of the {}.",
-    "a good photo of the {}.",
-    "a photo of the small {}.",
-    "a photo of the big {}.",
-)
+OPENAI_CIFAR100_TEMPLATES = OPENAI_CIFAR10_TEMPLATES
 
 # prompts.md, "STL10"
 OPENAI_STL10_TEMPLATES = (
