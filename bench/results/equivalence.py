@@ -15,6 +15,7 @@ adjusts these p-values across every equivalence test of the command.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -96,8 +97,7 @@ def add_equivalence(result: Comparison, margins: dict[str, float], alpha: float,
     rows["equivalence_ci_label"] = f"equivalence: {level} CI"
     rows["equivalence_ci"] = [_interval(r, level) for r in rows.itertuples()]
     rows["equivalence"] = [_cell(r, correct) for r in rows.itertuples()]
-    return Comparison(rows, result.joined_on, result.differs, result.warnings, result.failures, result.alpha,
-                      result.correct, result.pairs, result.correction_scope)
+    return dataclasses.replace(result, rows=rows)  # the rest (time to target, warnings, ...) as it was
 
 
 def _paired(base, ids_a, side, ids_b, margin: float, alpha: float) -> Equivalence | None:

@@ -111,6 +111,15 @@ def test_compare_tests_time_to_target_with_censored_runs(tmp_path):
     assert "2/4 reached; median not reached; mean not reached" in text and "| 0.341 " in text
 
 
+def test_compare_with_an_equivalence_test_keeps_its_time_to_target_section(tmp_path, run_cli):
+    """--equivalence adds its columns to the metric rows; the time-to-target section stays in the markdown."""
+    write_results(tmp_path / "res", _rows("a", "a", *A) + _rows("b", "b", *B), run_folders=False)
+    code, out, err = run_cli("compare", tmp_path / "res", "--split-by", "encoder", "--equivalence",
+                             "zeroshot_top1:0.2")
+    assert code == 0, err
+    assert "### time to target" in out and "| 0.341 " in out and "equivalen" in out
+
+
 def test_compare_flags_mlperf_invalid_results_and_warns_about_targets_set_on_one_side():
     """Five runs with two misses: invalid for MLPerf; a target only one side set is named in a warning."""
     base = _rows("a", "a", [10, 11, 12, 13, 14], [True] * 5)
