@@ -53,6 +53,11 @@ def label_configs(table: pd.DataFrame) -> pd.DataFrame:
         stops = table["stop_at_target"].map(lambda v: str(v) == "True")
         if stops.nunique() > 1:
             names = names + stops.map({True: " / stopped at target", False: " / all epochs"})
+    if "config_id" in table.columns:  # configurations that differ in options runs.csv has no column for (a speed
+        # switch such as --no-compact-embedding): their config ids tell them apart
+        ids = table["config_id"].astype(str)
+        clash = ids.groupby(names).transform("nunique") > 1
+        names = names.where(~clash, names + " [" + ids + "]")
     return table.assign(**{LABEL: names})
 
 

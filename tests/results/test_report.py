@@ -80,3 +80,20 @@ def test_curve_ticks_are_round_evenly_spaced_and_inside_the_axis(lo, hi, integer
         assert all(t == int(t) for t in ticks)
     labels = [tick_label(t, ticks) for t in ticks]
     assert len(set(labels)) == len(labels) and all(math.isclose(float(x), t, abs_tol=1e-12) for x, t in zip(labels, ticks))
+
+
+def test_configurations_that_differ_only_outside_the_table_columns_get_labels_of_their_own():
+    """Two configurations alike in every column runs.csv shows (a speed switch such as --no-compact-embedding
+    changes only the config id) are told apart by their config ids, not pooled under one label."""
+    import pandas as pd
+
+    from bench.results.report import LABEL, label_configs
+
+    rows = [make_row(f"r{i}", seed=i % 2) for i in range(4)]
+    for row in rows[2:]:
+        row["config_id"] = "other-cfg"
+    labels = label_configs(pd.DataFrame(rows))[LABEL]
+    assert labels.nunique() == 2 and labels.iloc[0] == labels.iloc[1] != labels.iloc[2] == labels.iloc[3]
+    assert "[other-cfg]" in labels.iloc[2]
+    same = label_configs(pd.DataFrame([make_row(f"r{i}", seed=i) for i in range(2)]))[LABEL]
+    assert same.tolist() == ["a", "a"]  # one configuration: the plain name, no id
