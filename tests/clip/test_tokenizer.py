@@ -50,3 +50,28 @@ def test_the_merges_read_as_far_as_used_are_the_files_first_lines():
     lines = gzip.open(path).read().decode("utf-8").split("\n")
     for count in (0, 1, 48894, len(lines) - 2, len(lines) - 1, len(lines) + 5):
         assert _merge_lines(path, count) == lines[1:count + 1]
+
+
+def test_the_ascii_fast_path_of_fix_text_equals_ftfy_on_every_prompt_and_random_printable_ascii():
+    """Printable ASCII without '&' skips ftfy: on every built-in prompt and on random printable ASCII, that is
+    exactly what ftfy.fix_text returns; other text still goes through ftfy (mojibake repaired)."""
+    import random
+    import string
+
+    import ftfy
+
+    from bench.clip.templates import fill
+    from bench.clip.tokenizer import fix_text
+    from bench.host.manager import get_registry
+
+    registry = get_registry()
+    prompts = [p for name in registry.names("templates") for p in fill(registry.get("templates", name).create(),
+                                                                        ["cat", "T-shirt/top", "7", "sweet pepper"])]
+    rng = random.Random(0)
+    alphabet = string.printable.replace("&", "").replace("\t", "").replace("\n", "").replace("\r", "")
+    alphabet = alphabet.replace("\x0b", "").replace("\x0c", "")
+    texts = prompts + ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 60))) for _ in range(2000)]
+    assert all(t.isascii() and t.isprintable() and "&" not in t for t in texts)
+    assert [fix_text(t) for t in texts] == [ftfy.fix_text(t) for t in texts]
+    assert fix_text("cafÃ©") == ftfy.fix_text("cafÃ©") == "café"  # not ASCII: ftfy's repair
+    assert fix_text("fish &amp; chips") == ftfy.fix_text("fish &amp; chips")
