@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from .columns import is_accuracy
-from .compare import PAIRED_METRIC, Comparison, _hits, display_diff
+from .compare import PAIRED_METRIC, Comparison, _hits, check_margin, display_diff, parse_metric_number
 from .stats import Equivalence, holm, tost_paired, tost_welch
 
 NAMES = {"seeds": "TOST over seeds", "images": "paired TOST over images"}
@@ -34,19 +34,8 @@ def parse_equivalence(specs) -> dict[str, float]:
     fractions: 0.005 is half a point)."""
     out = {}
     for spec in specs or ():
-        metric, sep, value = spec.rpartition(":")
-        try:
-            margin = float(value)
-        except ValueError:
-            margin = math.nan
-        if not sep or not metric or not math.isfinite(margin):
-            raise BenchError(f"--equivalence {spec!r} is not METRIC:MARGIN; write it like --equivalence "
-                             f"zeroshot_top1:0.005 (half a point)")
-        if not margin > 0:
-            raise BenchError(f"--equivalence {spec}: MARGIN must be > 0")
-        if is_accuracy(metric) and margin >= 0.5:
-            raise BenchError(f"--equivalence {spec}: accuracies are fractions, so MARGIN is too (0.005 is half a "
-                             f"point); {margin:g} would be {100 * margin:g} points")
+        metric, margin = parse_metric_number("--equivalence", spec, "MARGIN", "zeroshot_top1:0.005 (half a point)")
+        check_margin("--equivalence", spec, metric, margin, "MARGIN")
         if metric in out:
             raise BenchError(f"--equivalence names {metric} twice; give one margin per metric")
         out[metric] = margin

@@ -46,14 +46,10 @@ def parse_until(spec: str | None, min_seeds: int | None = None, max_seeds: int |
             raise BenchError(f"{flag} bounds an adaptive sweep; add --until METRIC:HALFWIDTH "
                              f"(e.g. --until zeroshot_top1:0.005), or give the seeds with --seeds")
         return None
-    metric, sep, value = spec.rpartition(":")
-    try:
-        halfwidth = float(value)
-    except ValueError:
-        halfwidth = math.nan
-    if not sep or not metric or not math.isfinite(halfwidth):
-        raise BenchError(f"--until {spec!r} is not METRIC:HALFWIDTH; write it like --until zeroshot_top1:0.005")
-    check_margin("--until", metric, halfwidth, "HALFWIDTH")
+    from ...results.compare import check_margin, parse_metric_number
+
+    metric, halfwidth = parse_metric_number("--until", spec, "HALFWIDTH", "zeroshot_top1:0.005")
+    check_margin("--until", f"{metric}:{halfwidth:g}", metric, halfwidth, "HALFWIDTH")
     low = MIN_SEEDS if min_seeds is None else min_seeds
     high = MAX_SEEDS if max_seeds is None else max_seeds
     if low < 2:
@@ -62,17 +58,6 @@ def parse_until(spec: str | None, min_seeds: int | None = None, max_seeds: int |
     if high < low:
         raise BenchError(f"--max-seeds {high} is below --min-seeds {low}; raise --max-seeds")
     return Until(metric, halfwidth, low, high)
-
-
-def check_margin(flag: str, metric: str, value: float, name: str):
-    """A half-width or margin in the metric's own unit: > 0, and for an accuracy (a fraction) below 0.5."""
-    from ...results.columns import is_accuracy
-
-    if not value > 0:
-        raise BenchError(f"{flag} {metric}:{value:g}: {name} must be > 0")
-    if is_accuracy(metric) and value >= 0.5:
-        raise BenchError(f"{flag} {metric}:{value:g}: accuracies are fractions, so {name} is too (0.005 is half a "
-                         f"point); {value:g} would be {100 * value:g} points")
 
 
 def reported_metrics(cfg) -> list[str]:
