@@ -1,6 +1,5 @@
 """The command line only wires: its logic lives in bench.app, parsing fills no module state, the run config
 stays a base module, option names read one way, and `bench list` answers without torch."""
-import ast
 import copy
 import os
 import re
@@ -11,6 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
+from tests.support.imports import import_statements
 from tests.support.runs import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,17 +25,7 @@ CLI_IMPORTS = ("bench.app", "bench.perf.throughput", "bench.host.manager", "benc
 def _imports(path: Path, package: str = "bench") -> set[str]:
     """Every module ``path`` (a module of ``package``) imports, function-level imports included, relative ones
     resolved."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                found.add(".".join(base + ([node.module] if node.module else [])))
-            else:
-                found.add(node.module)
-    return found
+    return {module for module, _ in import_statements(path.read_text(), package, str(path))}
 
 
 def test_the_run_config_imports_only_errors_model_configs_the_recipe_and_the_standard_library():

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.imports import import_statements
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 
@@ -52,17 +54,9 @@ def import_graph() -> dict[str, set[str]]:
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets = set()
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                targets.update(alias.name for alias in node.names)
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module
-                targets.add(target)
-                targets.update(f"{target}.{alias.name}" for alias in node.names)
+        for target, names in import_statements(path.read_text(), package, str(path)):
+            targets.add(target)
+            targets.update(f"{target}.{name}" for name in names)
         edges = set()
         for target in targets:
             parts = target.split(".")

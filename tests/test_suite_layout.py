@@ -1,9 +1,9 @@
 """The test suite's own floor plan: a test module imports helpers only from tests/support (never from another test
 module or a conftest), and the tests of a package sit in the folder named for it."""
-import ast
 from pathlib import Path
 
 from tests.support import REPO
+from tests.support.imports import import_statements
 
 TESTS = REPO / "tests"
 HELPERS = "tests.support"
@@ -18,17 +18,8 @@ def foreign_test_imports(name: str, source: str, is_package: bool = False) -> li
     """What module ``name`` imports from the test suite outside tests/support: every import statement,
     function-level and relative ones included; ``from pkg import x`` counts as importing ``pkg.x`` too."""
     package = name if is_package else name.rpartition(".")[0]
-    targets = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            targets += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[:len(package.split(".")) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module
-            targets += [f"{module}.{alias.name}" for alias in node.names]
+    targets = [f"{module}.{alias}" if names else module
+               for module, names in import_statements(source, package) for alias in names or (None,)]
     return sorted(t for t in targets if t.split(".")[0] == "tests" and t != HELPERS
                   and not t.startswith(HELPERS + "."))
 
