@@ -35,3 +35,15 @@ def summary_lines(rows: list[dict]) -> list[str]:
         parts = [f"{m} {fmt_value(r[f'{m}_mean'], m, r[f'{m}_std'])}" for m in metrics]
         lines.append(f"{r.get('encoder', '')} / {r.get('templates', '')} over {int(r['n'])} seeds: " + ", ".join(parts))
     return lines
+
+
+def sweep_summary_lines(out, keys: set) -> list[str]:
+    """:func:`summary_lines` of the runs in ``out``'s ``runs.csv`` that a sweep planned: ``keys`` holds their
+    ``(config_id, seed)`` pairs (a sweep's runs may sit among others in the folder)."""
+    from ..results.runs_csv import read_runs
+
+    table = read_runs(out)
+    if not len(table) or "config_id" not in table.columns:
+        return []
+    mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in keys]
+    return summary_lines(mine) if mine else []

@@ -150,17 +150,15 @@ def _wait_for_others(planned: list[Planned], echo):
 
 
 def _finish(configs, until: Until, current: list[Stage], echo, echo_err) -> int:
-    from ...results.runs_csv import read_runs, reconcile_runs
-    from ..summary import summary_lines
+    from ...results.runs_csv import reconcile_runs
+    from ..summary import sweep_summary_lines
 
     out = configs[0].cfg.out
     reconcile_runs(out)  # a run killed between its record and its row
     for conf, st in zip(configs, current):
         echo(f"  {conf.label()}: {_so_far(until.metric, st)}, {_stopped(until, st)}")
-    keys = {(conf.key, seed) for conf, st in zip(configs, current) for seed in range(st.n)}
-    table = read_runs(out)
-    mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in keys]
-    for line in summary_lines(mine) if mine else []:
+    for line in sweep_summary_lines(out, {(conf.key, seed) for conf, st in zip(configs, current)
+                                          for seed in range(st.n)}):
         echo(line)
     short = [conf.label() for conf, st in zip(configs, current) if st.stop == AT_MAX]
     if short:

@@ -85,16 +85,11 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
 
 def _report(planned, outcomes, echo, echo_err) -> int:
     from ...results.columns import config_key
-    from ...results.runs_csv import read_runs
-    from ..summary import summary_lines
+    from ..summary import sweep_summary_lines
 
     out = planned[0].out
-    keys = {(config_key(p.cfg), p.cfg.seed) for p in planned}
-    table = read_runs(out)
-    if len(table) and "config_id" in table.columns:
-        mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in keys]
-        for line in summary_lines(mine) if mine else []:
-            echo(line)
+    for line in sweep_summary_lines(out, {(config_key(p.cfg), p.cfg.seed) for p in planned}):
+        echo(line)
     failed = [o for o in outcomes if o.status == "failed"]
     unfinished = [o for o in outcomes if o.status == "unfinished"]
     if failed:
