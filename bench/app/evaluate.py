@@ -103,14 +103,14 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
                 raise BenchError("--holdout-classes COUNT draws classes with a run's seed, and a pretrained model has "
                                  "none; name the classes (--holdout-classes cat,truck)")
             unseen = resolve_holdout(holdout_classes, target.test.classes, seed or 0, name)
-        evaluations.append((name, is_home, target, sets, unseen, opts))
-    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(context, [p for _, _, target, sets, _, _ in evaluations
+        evaluations.append((name, is_home, target, sets, unseen, opts, folder))
+    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(context, [p for _, _, target, sets, _, _, _ in evaluations
                                                                         for t in sets.values()
                                                                         for p in fill(t, target.test.classes)])
     digest = file_digest(path)
     cache = FeatureCache(_writable(Path(path).parent / "features"))
     rows, parts, recorded = [], [], 0
-    for name, is_home, target, sets, unseen, opts in evaluations:
+    for name, is_home, target, sets, unseen, opts, folder in evaluations:
         test = target.test
         protocol = {"checkpoint": str(path), "checkpoint_sha256": digest, "checkpoint_epoch": epoch, "encoder": encoder,
                     "config_id": config_id, "seed": seed, "dataset": name if pretrained else home,
@@ -118,13 +118,12 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
                     "native_image_size": target.native_size, **preprocessing, **test.info}
         if unseen:
             protocol.update(holdout_classes=",".join(holdout_classes), unseen_classes=",".join(unseen))
-        train_dir = (data_dir or cfg.data_dir) if name == home else data_dir
         result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
                                # a transfer dataset's features are keyed by its name too: split names may repeat
                                suite=suite, cache=cache,
                                weights_id=f"ckpt-{digest}" if is_home else f"ckpt-{digest}-{safe_name(name)}",
-                               train=lambda name=name, train_dir=train_dir, opts=opts: _train_split(
-                                   name, train_dir, cfg.data_seed, opts, cfg.limit_train, image_size),
+                               train=lambda name=name, folder=folder, opts=opts: _train_split(
+                                   name, folder, cfg.data_seed, opts, cfg.limit_train, image_size),
                                unseen=class_indices(test.classes, unseen) if unseen else None)
         prefix = Path(path).parent.name if is_home else f"{Path(path).parent.name}{SEPARATOR}{name}"
         table = [{"run_id": f"{prefix}:{row['eval_templates']}", **protocol, "templates": run_templates, **row}
