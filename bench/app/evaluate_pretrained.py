@@ -29,7 +29,7 @@ from ..data.class_split import (
     resolve_holdout,
 )
 from ..distributed.world import resolve_device
-from ..engine.build import autocast_dtype_for
+from ..engine.build import autocast_dtype_for, precision_name
 from ..errors import BenchError
 from ..host.manager import get_entry
 from ..results.predictions import FILENAME as PREDICTIONS
@@ -79,7 +79,7 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
     base = {
         "encoder": f"open_clip:{model_name}", "tokenizer": f"open_clip:{model_name}",
         "preset": "pretrained", "device": str(device), "device_name": prov["device_name"],
-        "precision": "bf16" if autocast_dtype is not None else "fp32", "torch_threads": torch.get_num_threads(),
+        "precision": precision_name(autocast_dtype), "torch_threads": torch.get_num_threads(),
         "params": count_parameters(model.model), "limit_test": limit_test,
         "image_size": info["image_size"], "normalization": info["normalization"],
         "interpolation": info["interpolation"], "pretrained": Path(weights).name if weights else pretrained,
