@@ -37,6 +37,10 @@ from .time_to_target import compare_targets, render_comparison, unmatched_target
 from .views import fmt_value
 
 PAIRED_METRIC = "zeroshot_top1"  # the metric the per-image predictions pair (top-1 hits)
+# a run cut at the epoch that reached its target is another configuration than one that trained every epoch; the
+# column is written only by runs given a target, so compare fills it (align_sides) rather than list it in
+# CONFIG_COLUMNS, whose blanks elsewhere mean a column the row's kind lacks
+STOPPED = "stop_at_target"
 CORRECTIONS = ("none", "holm")
 
 
@@ -86,7 +90,7 @@ def split_sides(sources: list[Source], split_by: str | None = None) -> list[Sour
 
 def join_columns(sides: list[Source], on=None) -> tuple[list[str], list[str]]:
     """``(joined_on, differs)``: configuration columns to join on, and those that tell the sides apart."""
-    candidates = [c for c in CONFIG_COLUMNS if all(c in s.table.columns for s in sides)]
+    candidates = [c for c in CONFIG_COLUMNS + [STOPPED] if all(c in s.table.columns for s in sides)]
     if on:
         missing = [c for c in on if c not in candidates]
         if missing:
@@ -132,6 +136,8 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
     if not shared:
         raise BenchError("the sides share no metric column; are they bench results tables?")
     base = sides[0]
+    for side in sides:
+        check_one_configuration_per_group(side, joined_on + differs)
     agg_base = _aggregate(base.table, joined_on + differs, shared)
     keys = [f"_k_{c}" for c in joined_on]
     records, warnings, targets, pairs = [], compare_context(sides) + across_datasets(differs), [], []
@@ -238,13 +244,34 @@ def _hits(source: Source, run_ids: list) -> tuple[np.ndarray, np.ndarray] | None
 
 
 def align_sides(sides: list[Source]) -> list[Source]:
-    """The sides with the transfer and hold-out columns on every row, so they join per evaluated dataset and per
-    held-out split: ``eval_dataset`` filled from ``dataset`` where missing (rows from before transfer rows), and
-    ``holdout_classes`` blank on the sides whose runs held out nothing."""
+    """The sides with the transfer, hold-out and stop-at-target columns on every row, so they join per evaluated
+    dataset, per held-out split and per kind of run: ``eval_dataset`` filled from ``dataset`` where missing (rows
+    from before transfer rows), ``holdout_classes`` blank on the sides whose runs held out nothing, and
+    ``stop_at_target`` false on the rows of runs that trained every epoch (with a target or without one: a target
+    alone only observes)."""
     tables = [with_eval_dataset(s.table) for s in sides]
     if any("holdout_classes" in t.columns for t in tables):
         tables = [t if "holdout_classes" in t.columns else t.assign(holdout_classes=np.nan) for t in tables]
+    if any(STOPPED in t.columns for t in tables):
+        tables = [t.assign(**{STOPPED: t[STOPPED].map(lambda v: str(v) == "True") if STOPPED in t.columns else False})
+                  for t in tables]
     return [Source(s.label, t, s.run_dirs) for s, t in zip(sides, tables)]
+
+
+def check_one_configuration_per_group(side: Source, keys: list[str]):
+    """Refuse to pool over seeds runs of different configurations that the table's configuration columns do not
+    tell apart: their config ids differ in an option runs.csv has no column for (``--no-compact-embedding``,
+    ``--cutout``, ...), and a mean over both would describe neither."""
+    table = side.table
+    if "config_id" not in table.columns or not table["config_id"].notna().all() or not len(table):
+        return
+    groups = table.groupby([table[c].map(_norm) for c in keys], sort=False) if keys else [((), table)]
+    for _, group in groups:
+        ids = list(dict.fromkeys(group["config_id"].astype(str)))
+        if len(ids) > 1:
+            raise BenchError(f"{side.label} holds runs of {len(ids)} configurations ({', '.join(ids[:4])}) that differ "
+                             f"only in options runs.csv has no column for (a mean over them describes neither); give "
+                             f"each its own side: --split-by config_id, or their run folders as sides")
 
 
 def across_datasets(differs: list[str]) -> list[str]:

@@ -193,6 +193,33 @@ def test_unmatched_configurations_warn_and_no_overlap_is_an_error():
         compare([side("A", "a", [0.5]), side("B", "b", [0.6], epochs=2)], on=["epochs"])
 
 
+def test_runs_stopped_at_their_target_are_not_pooled_with_runs_that_trained_every_epoch():
+    """A folder holding both kinds of run of one encoder: the stopped runs (0.60) and the whole ones (0.70) are two
+    configurations, each compared with its own kind on the other side; a row without a target is a whole run."""
+    stopped = dict(config_id="cfg-stop", target="zeroshot_top1=0.6", stop_at_target=True)
+    a = pd.concat([side("A", "a", [0.70, 0.71]).table, side("As", "a", [0.60, 0.61], **stopped).table])
+    b = pd.concat([side("B", "b", [0.72, 0.73], target="zeroshot_top1=0.6", stop_at_target=False).table,
+                   side("Bs", "b", [0.62, 0.63], **stopped).table])
+    result = compare([Source("A", a), Source("B", b)], metrics=["zeroshot_top1"])
+    rows = result.rows.set_index("on_stop_at_target")
+    assert rows.loc["False", ["a_mean", "b_mean"]].tolist() == pytest.approx([0.705, 0.725])
+    assert rows.loc["True", ["a_mean", "b_mean"]].tolist() == pytest.approx([0.605, 0.625])
+    # a side without any target column: all its runs trained every epoch
+    whole = compare([side("A", "a", [0.70, 0.71]), Source("B", b)], metrics=["zeroshot_top1"]).rows
+    assert whole["on_stop_at_target"].tolist() == ["False"] and whole["b_mean"].tolist() == pytest.approx([0.725])
+
+
+def test_runs_of_configurations_the_columns_do_not_tell_apart_are_refused():
+    """Two config ids with equal configuration columns (they differ in a flag runs.csv has no column for): their
+    mean would describe neither, so compare says how to give each its own side."""
+    mixed = pd.concat([side("A", "a", [0.5, 0.6]).table, side("Ad", "a", [0.7], config_id="cfg-dense").table])
+    with pytest.raises(BenchError, match=r"A holds runs of 2 configurations \(cfg-a-seed, cfg-dense\).*--split-by "
+                                         r"config_id"):
+        compare([Source("A", mixed), side("B", "b", [0.5, 0.6])])
+    sides = split_sides([Source("all", mixed)], "config_id")
+    assert compare(sides, metrics=["zeroshot_top1"]).rows["b_mean"].tolist() == pytest.approx([0.7])
+
+
 def test_warns_when_machines_or_protocols_differ():
     a = side("A", "a", [0.5, 0.6])
     b = side("B", "b", [0.5, 0.6], device_name="NVIDIA H100", test_images=1000)
