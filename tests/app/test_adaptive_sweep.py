@@ -19,36 +19,18 @@ from bench.results.columns import config_key
 from bench.results.runs_csv import append_run, finish_run
 from bench.results.stats import mean_halfwidth
 from tests.support.processes import spawn_bench
+from tests.support.sweep_files import sweep_text
 
 # Two configurations of the tiny CLIP on the synthetic set whose final training loss spreads very differently
 # over seeds: lr 0.01 settles at the chance loss of a batch of 16 (log 16 = 2.77; std over seeds about 0.03),
 # lr 1e-5 stays near its random start (std about 0.7). At ±0.15 the first is precise after its first round of 3
 # seeds (half-width about 0.035), the second cannot be at 5 (about 0.8) and stops at --max-seeds.
-ADAPTIVE = """\
-[base]
-preset = "smoke"
-dataset = "synthetic"
-epochs = 2
-limit_train = 64
-limit_test = 32
-batch_size = 16
-embed_dim = 16
-text_width = 32
-text_layers = 1
-text_heads = 2
-encoder_opt = {{width = 8}}
-log_every = 2
-progress = false
-out = "{out}"
-[grid]
-lr = [0.01, 0.00001]
-"""
 UNTIL = ("--until", "final_train_loss:0.15", "--max-seeds", "5")
 
 
 def sweep_file(tmp_path, name="s.toml", out="res", extra="") -> Path:
     path = tmp_path / name
-    path.write_text(ADAPTIVE.format(out=out) + textwrap.dedent(extra))
+    path.write_text(sweep_text({"lr": [0.01, 0.00001]}, log_every=2, out=out) + textwrap.dedent(extra))
     return path
 
 

@@ -18,29 +18,12 @@ from bench.app.sweep.in_process import run_plan
 from bench.app.sweep.plan import plan
 from bench.config import make_config
 from tests.support.processes import spawn_bench
-
-BASE = """\
-[base]
-preset = "smoke"
-dataset = "synthetic"
-epochs = {epochs}
-limit_train = 64
-limit_test = 32
-batch_size = 16
-embed_dim = 16
-text_width = 32
-text_layers = 1
-text_heads = 2
-encoder_opt = {{width = 8}}
-log_every = 2
-progress = false
-out = "{out}"
-"""
+from tests.support.sweep_files import sweep_text
 
 
 def sweep_file(tmp_path, body="", epochs=2, name="s.toml", out="res") -> Path:
     path = tmp_path / name
-    path.write_text(BASE.format(epochs=epochs, out=out) + textwrap.dedent(body))
+    path.write_text(sweep_text(epochs=epochs, log_every=2, out=out) + textwrap.dedent(body))
     return path
 
 

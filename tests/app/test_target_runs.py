@@ -28,6 +28,7 @@ from tests.support.runs import (
     stop_at_ask,
     weights,
 )
+from tests.support.sweep_files import sweep_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread in this module (tests/conftest.py)
 
@@ -197,32 +198,16 @@ def test_the_configuration_id_holds_the_target_only_where_it_stops_the_run():
     assert stopping != plain and stopping != key(target="zeroshot_top1=0.9", stop_at_target=True)
 
 
-SWEEP = """\
-[base]
-preset = "reference"
-dataset = "synthetic"
-epochs = 4
-limit_train = 64
-limit_test = 64
-batch_size = 8
-cutout = 8
-device = "cpu"
-log_every = 3
-embed_dim = 32
-text_width = 32
-text_layers = 1
-text_heads = 2
-encoder_opt = {{width = 8}}
-progress = false
-target = "{target}"
-out = "{out}"
-"""
+def sweep(out, target=None) -> str:
+    """The runs of FLAGS as a sweep file's [base], with ``target``."""
+    return sweep_text(preset="reference", epochs=4, limit_test=64, batch_size=8, cutout=8, device="cpu", log_every=3,
+                      embed_dim=32, target=target, out=out)
 
 
 def test_sweep_files_take_target_and_stop_at_target(tmp_path, run_cli):
     """`target = "..."` and `stop_at_target = true` set the runs' options; stopping makes its own run id."""
     path = tmp_path / "s.toml"
-    path.write_text(SWEEP.format(target=" zeroshot_top1 = .2", out=tmp_path / "res")
+    path.write_text(sweep(tmp_path / "res", " zeroshot_top1 = .2")
                     + "[grid]\nstop_at_target = [false, true]\n")
     code, out, err = run_cli("sweep", path, "--dry-run")
     assert code == 0, err
@@ -244,7 +229,7 @@ def test_sweep_files_take_target_and_stop_at_target(tmp_path, run_cli):
 def test_a_sweep_stops_its_runs_at_their_target(stopped, tmp_path, run_cli):
     """A sweep file's stop_at_target run is the `bench run --stop-at-target` run (same history and weights)."""
     path = tmp_path / "s.toml"
-    path.write_text(SWEEP.format(target=TARGET, out=tmp_path / "res") + "[[include]]\nstop_at_target = true\n")
+    path.write_text(sweep(tmp_path / "res", TARGET) + "[[include]]\nstop_at_target = true\n")
     code, _, err = run_cli("sweep", path)
     assert code == 0, err
     row = assert_same_run(stopped, tmp_path / "res")
@@ -288,7 +273,7 @@ def results(tmp_path_factory):
 @pytest.mark.parametrize("args, expected, body", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_target_options_exit_2_with_one_line_and_write_nothing(args, expected, body, results, tmp_path, run_cli):
     if body is not None:
-        base = SWEEP.replace('target = "{target}"\n', "").format(out=results)
+        base = sweep(results)
         (tmp_path / "s.toml").write_text(base + "[[include]]\n" + textwrap.dedent(body))
     before = snapshot(results), snapshot(tmp_path)
     values = {"out": results, "tmp": tmp_path, "run_dir": run_dir_of(results)}

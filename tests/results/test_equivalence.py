@@ -16,6 +16,7 @@ from bench.results.lookup import Source, load_sources
 from bench.results.report import baseline_section
 from bench.results.stats import holm, tost_paired, tost_welch
 from tests.support.fake_results import make_row, write_results, write_with_predictions
+from tests.support.sweep_files import sweep_text
 
 
 def side(label, encoder, tops, seeds=None):
@@ -180,25 +181,6 @@ def test_report_corrects_across_every_configuration_and_metric_and_says_so(tmp_p
     assert code == 2 and "--correct" in err and not (tmp_path / "bad").exists()
 
 
-SYNTHETIC = """\
-[base]
-preset = "smoke"
-dataset = "synthetic"
-epochs = 2
-limit_train = 64
-limit_test = 64
-batch_size = 16
-embed_dim = 16
-text_width = 32
-text_layers = 1
-text_heads = 2
-encoder_opt = {{width = 8}}
-progress = false
-checkpoints = false
-[grid]
-lr = [{lr}]
-seed = [{seeds}]
-"""
 
 
 @pytest.mark.slow  # nine tiny runs on the synthetic set
@@ -207,9 +189,9 @@ def test_on_the_synthetic_set_seed_sets_of_one_configuration_are_equivalent_and_
     """lr 0.01 over seeds 0-2 and again over seeds 3-5: the same configuration, so within a wide margin of top-1 (20
     points, both tests: over seeds and, from predictions.npy, over the 64 test images) and of the final loss (0.15);
     lr 1e-5 stays near its random start, about 2 above in final loss, so it is not shown equivalent there."""
-    for name, lr, seeds in (("a", "0.01", "0, 1, 2"), ("again", "0.01", "3, 4, 5"), ("other", "0.00001", "0, 1, 2")):
+    for name, lr, seeds in (("a", 0.01, [0, 1, 2]), ("again", 0.01, [3, 4, 5]), ("other", 0.00001, [0, 1, 2])):
         path = tmp_path / f"{name}.toml"
-        path.write_text(SYNTHETIC.format(lr=lr, seeds=seeds))
+        path.write_text(sweep_text({"lr": [lr], "seed": seeds}, limit_test=64, checkpoints=False))
         code, out, err = run_cli("sweep", path, "--out", tmp_path / name)
         assert code == 0, err
     margins = ("--equivalence", "zeroshot_top1:0.2", "--equivalence", "final_train_loss:0.15")

@@ -8,6 +8,7 @@ test file can move or go without breaking another. One module per job:
   bit, snapshots of a folder
 - ``models``: a tiny float64 CLIP, its prompt tables and batches, a few training steps
 - ``fake_results``: results folders as ``bench run`` leaves them, written without training
+- ``sweep_files``: sweep files of the tiny synthetic runs
 - ``plugins``: plugin source files and installed-looking distributions
 - ``imports``: a module's import statements, relative ones resolved (the layout tests)
 """
