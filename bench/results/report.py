@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..atomic_files import atomic_write_bytes, atomic_write_text, check_writable_folder
 from ..errors import BenchError
+from ..evaluation.target import TARGET_METRICS
 from .columns import (
     CONFIG_COLUMNS,
     HOLDOUT_METRICS,
@@ -26,7 +27,14 @@ from .columns import (
     is_transfer,
     metric_columns,
 )
-from .compare import _norm, compare, display_diff, holm_across_all, render_markdown, split_sides
+from .compare import (
+    _norm,
+    compare,
+    display_diff,
+    holm_across_all,
+    render_markdown,
+    split_sides,
+)
 from .lookup import Source, combine
 from .run_folder import write_csv
 from .time_to_target import METHOD_NOTE, cell, summary_table
@@ -37,11 +45,18 @@ LABEL = "configuration"  # the column naming each configuration in the report
 
 def label_configs(table: pd.DataFrame) -> pd.DataFrame:
     """Add ``configuration``: the values of the configuration columns that vary between runs (or the config id)."""
-    keys = group_columns(table)
+    return table.assign(**{LABEL: configuration_names(table)})
+
+
+def configuration_names(table: pd.DataFrame, leave_out=()) -> pd.Series:
+    """Each row's configuration, named by the configuration columns (less ``leave_out``) that vary between rows;
+    the encoder (else the group columns) when none varies. Runs stopped at their target and runs whose config ids
+    differ in an option runs.csv has no column for are told apart too."""
+    keys = [c for c in group_columns(table) if c not in leave_out]
     # a blank held-out set is a value too ("none"): runs that held classes out and runs that did not are two
     # configurations (elsewhere a blank is a column the row's kind lacks, a pretrained model's epochs)
     text = {c: table[c].map(_norm) if c == "holdout_classes" else table[c].astype(str)
-            for c in CONFIG_COLUMNS if c in table.columns}
+            for c in CONFIG_COLUMNS if c in table.columns and c not in leave_out}
     varying = [c for c, values in text.items() if values.nunique() > 1]
     if varying:
         names = pd.DataFrame({c: text[c] for c in varying}).agg(" / ".join, axis=1)
@@ -58,7 +73,7 @@ def label_configs(table: pd.DataFrame) -> pd.DataFrame:
         ids = table["config_id"].astype(str)
         clash = ids.groupby(names).transform("nunique") > 1
         names = names.where(~clash, names + " [" + ids + "]")
-    return table.assign(**{LABEL: names})
+    return names
 
 
 def _colors(labels) -> dict:
@@ -528,7 +543,7 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
 # ------------------------------------------------------------------------------------------------------
 # Zero-shot transfer and held-out classes
 # ------------------------------------------------------------------------------------------------------
-TRANSFER_METRICS = ("zeroshot_top1", "zeroshot_top5", "mean_per_class_recall")
+TRANSFER_METRICS = TARGET_METRICS  # what every evaluation of a dataset records
 
 
 def transfer_labels(table: pd.DataFrame) -> pd.Series:
@@ -539,12 +554,8 @@ def transfer_labels(table: pd.DataFrame) -> pd.Series:
     pretrained = table["preset"].astype(str).eq("pretrained") if "preset" in table.columns else \
         pd.Series(False, index=table.index)
     trained = table[~pretrained]
-    varying = [c for c in CONFIG_COLUMNS if c in trained.columns and c not in ("eval_dataset", "eval_templates")
-               and trained[c].astype(str).nunique() > 1]
-    if varying:
-        labels = trained[varying].astype(str).agg(" / ".join, axis=1)
-    else:
-        labels = trained["encoder"].astype(str) if "encoder" in trained.columns else trained["run_id"].astype(str)
+    labels = configuration_names(trained, leave_out=("eval_dataset", "eval_templates")) if len(trained) else \
+        pd.Series(dtype=str)
     names = table["encoder"].astype(str) if "encoder" in table.columns else table["run_id"].astype(str)
     if "pretrained" in table.columns:
         names = names + table["pretrained"].map(lambda p: f" ({p})" if isinstance(p, str) and p else "")

@@ -117,3 +117,15 @@ def test_report_shows_seen_unseen_and_harmonic_top1_of_runs_that_held_classes_ou
     assert [c.strip() for c in line.split("|")[4:9]] == ["23.8 ± 8.8", "65.0 ± 7.1", "15.0 ± 7.1", "50.0 ± 0.0",
                                                           "cat,dog; dog,frog"]
     assert "| none " not in section  # the configuration without held-out classes has no row here
+
+
+def test_the_transfer_table_keeps_apart_models_the_configuration_columns_do_not_tell_apart():
+    """Two trained configurations equal in every configuration column (a flag runs.csv has no column for): two
+    models in the transfer table, each with its own mean, not one pooled over both."""
+    from bench.results.report import transfer_table
+
+    table = pd.DataFrame(runs("A", "a", [0.5, 0.6], [0.3, 0.4]) +
+                         runs("D", "a", [0.7, 0.8], [0.5, 0.6], config_id="cfg-dense"))
+    models = transfer_table(table).set_index(["configuration", "eval_dataset"])["zeroshot_top1_mean"]
+    assert models.to_dict() == pytest.approx({("a [cfg-a-seed]", "synthetic"): 0.55, ("a [cfg-a-seed]", "stl"): 0.35,
+                                              ("a [cfg-dense]", "synthetic"): 0.75, ("a [cfg-dense]", "stl"): 0.55})
