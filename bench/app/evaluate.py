@@ -25,7 +25,7 @@ from ..evaluation.metrics import classification_metrics
 from ..evaluation.zero_shot import build_zero_shot_classifier, image_features
 from ..host.manager import get_entry
 from ..results.columns import config_key
-from ..results.run_folder import confusion_frame, write_csv
+from ..results.run_folder import confusion_frame, file_safe, write_csv
 from ..safe_load import load_checkpoint
 from .transfer import (SEPARATOR, Target, load_target, record_transfer, safe_name, transfer_row, transfer_run_id,
                        zero_shot_templates)
@@ -287,7 +287,7 @@ def write_eval_files(out, table: pd.DataFrame, parts: list):
     write_csv(table, out / "eval.csv")
 
     def safe(text):
-        return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+        return file_safe(text, keep="-_", fill="_")
 
     for dataset, classes, result in parts:
         prefix = f"{safe(dataset)}-" if len(parts) > 1 else ""

@@ -34,7 +34,7 @@ from ..errors import BenchError
 from ..host.manager import get_entry
 from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
-from ..results.run_folder import provenance, write_class_tables, write_csv
+from ..results.run_folder import file_safe, provenance, write_class_tables, write_csv
 from ..results.runs_csv import finish_run
 from .evaluate import (
     check_eval_inputs,
@@ -150,4 +150,4 @@ def _config_id(model_name, weights, templates, dataset, limit_test, holdout_clas
 
 
 def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))[:40]
+    return file_safe(text)[:40]

@@ -41,7 +41,7 @@ from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
-from ..results.run_folder import plot_curves, provenance, write_class_tables, write_csv
+from ..results.run_folder import file_safe, plot_curves, provenance, write_class_tables, write_csv
 from ..results.runs_csv import finish_run
 from .transfer import (
     check_transfer_names,
@@ -135,8 +135,7 @@ def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Compo
 
 def new_run_id(cfg: RunConfig) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    encoder = "".join(c if c.isalnum() or c in "-_" else "-" for c in cfg.model.encoder)
-    return f"{stamp}-{encoder}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
+    return f"{stamp}-{file_safe(cfg.model.encoder, keep='-_')}-s{cfg.seed}-{uuid.uuid4().hex[:6]}"
 
 
 class LossLog:

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import BenchError
 from ..host.manager import get_entry
 from ..results.columns import CONFIG_COLUMNS, MACHINE_COLUMNS
+from ..results.run_folder import file_safe
 
 SEPARATOR = "@"  # DATASET@TEMPLATES in --transfer, and <run id>@<dataset> in a transfer row's run id
 
@@ -137,7 +138,7 @@ def evaluate_target(model, target: Target, tokenizer, device, world, autocast_dt
 
 def safe_name(text: str) -> str:
     """A file-name-safe form of a dataset or template-set name; a short digest keeps names that had to change apart."""
-    safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in str(text))
+    safe = file_safe(text)
     if safe != text or len(safe) > 60:
         safe = f"{safe[:48]}-{hashlib.sha1(str(text).encode()).hexdigest()[:8]}"
     return safe

@@ -27,14 +27,7 @@ from .columns import (
     is_transfer,
     metric_columns,
 )
-from .compare import (
-    _norm,
-    compare,
-    display_diff,
-    holm_across_all,
-    render_markdown,
-    split_sides,
-)
+from .compare import _norm, compare, display_diff, holm_across_all, render_markdown, split_sides
 from .lookup import Source, combine
 from .run_folder import write_csv
 from .time_to_target import METHOD_NOTE, cell, summary_table

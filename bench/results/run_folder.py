@@ -20,6 +20,12 @@ import pandas as pd
 from ..atomic_files import atomic_write_bytes, atomic_write_text
 
 
+def file_safe(text, keep: str = "-_.", fill: str = "-") -> str:
+    """``text`` with every character but letters, digits and ``keep`` replaced by ``fill``: a part of a run id or
+    of a file name. Run ids depend on it, so a change here renames the runs a sweep looks for."""
+    return "".join(c if c.isalnum() or c in keep else fill for c in str(text))
+
+
 def _git(*args) -> str | None:
     try:
         out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,

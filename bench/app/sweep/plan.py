@@ -20,6 +20,7 @@ from ...claims import claim_alive, read_claim
 from ...config import RunConfig
 from ...errors import BenchError
 from ...results.columns import config_key, is_transfer
+from ...results.run_folder import file_safe
 from ...results.runs_csv import read_table
 
 DONE, RUNNING, FAILED, RESUME, TODO = "done", "running", "failed", "resume", "to do"
@@ -65,8 +66,7 @@ class Planned:
 
 
 def planned_run_id(cfg: RunConfig) -> str:
-    encoder = "".join(c if c.isalnum() or c in "-_" else "-" for c in cfg.model.encoder)
-    return f"{encoder}-{config_key(cfg)}-s{cfg.seed}"
+    return f"{file_safe(cfg.model.encoder, keep='-_')}-{config_key(cfg)}-s{cfg.seed}"
 
 
 def cross_product(base: RunConfig, encoders, templates, seeds) -> list[RunConfig]:
