@@ -7,6 +7,8 @@ Each round times, each in a fresh process: torch's own imports (``import torch``
 which torch's optimizer constructor imports; timed inside an interpreter that imports nothing else), and
 ``python -m bench run --preset smoke --dataset synthetic`` from outside (``--size tiny``: the tests' tiny CLIP at one
 thread), with the row's ``train_seconds``. The target: wall time less torch's imports at most ``train_seconds``.
+Beside it, the wall time of a process that does nothing but those imports and exit (``torch_process_s``), as any
+Python program does them (the GC on): what torch alone costs a process, its exit included.
 ``--compare`` times other code in the same rounds, interleaved, so both see the same machine load: a commit of this
 repository (its files extracted with ``git archive``) or a checkout's folder. ``--phases``: one more run of each under a timer that wraps the
 functions owning each cost (:data:`PHASES`), in-process. Writes results/fixed_costs_<size>.csv.
@@ -129,21 +131,23 @@ def timed_run(size: str, path: str, phases: bool) -> dict:
     return result
 
 
-def torch_imports(size: str) -> float:
+def torch_imports(size: str) -> tuple[float, float]:
+    """torch's imports timed inside the process, and the process's wall time from outside."""
+    start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", TORCH_IMPORTS], capture_output=True, text=True, check=True,
                           env=environment(size, ""))
-    return sum(map(float, proc.stdout.split()))
+    return sum(map(float, proc.stdout.split())), time.perf_counter() - start
 
 
 def measure(args, codes: dict) -> pd.DataFrame:
     rows = []
     for r in range(args.rounds):
-        torch_s = torch_imports(args.size)
+        torch_s, process_s = torch_imports(args.size)
         for code, path in codes.items():
             row = timed_run(args.size, path, phases=False)
-            rows.append({"code": code, "round": r, "torch_imports_s": torch_s, **row})
+            rows.append({"code": code, "round": r, "torch_imports_s": torch_s, "torch_process_s": process_s, **row})
             print(f"round {r} {code}: wall {row['wall_s']:.2f} s, train {row['train_seconds']:.2f} s, torch's imports "
-                  f"{torch_s:.2f} s", flush=True)
+                  f"{torch_s:.2f} s (a process of only those: {process_s:.2f} s)", flush=True)
     table = pd.DataFrame(rows)
     if args.phases:
         phases = [{"code": code, "round": "phases", **timed_run(args.size, path, phases=True)}
@@ -151,6 +155,7 @@ def measure(args, codes: dict) -> pd.DataFrame:
         table = pd.concat([table, pd.DataFrame(phases)], ignore_index=True)
     table.insert(0, "size", args.size)
     table["wall_less_torch_s"] = table["wall_s"] - table["torch_imports_s"]
+    table["wall_less_torch_process_s"] = table["wall_s"] - table["torch_process_s"]
     return table
 
 
@@ -171,9 +176,12 @@ def main(argv=None) -> pd.DataFrame:
         table["compare"] = args.compare
     for code in codes:
         timed = table[(table.code == code) & (table["round"] != "phases")]
-        med = {k: statistics.median(timed[k]) for k in ("wall_s", "train_seconds", "torch_imports_s")}
+        med = {k: statistics.median(timed[k]) for k in ("wall_s", "train_seconds", "torch_imports_s", "torch_process_s",
+                                                         "wall_less_torch_s", "wall_less_torch_process_s")}
         print(f"{code}: median wall {med['wall_s']:.2f} s, train_seconds {med['train_seconds']:.2f} s, torch's imports "
-              f"{med['torch_imports_s']:.2f} s, wall less torch's imports {med['wall_s'] - med['torch_imports_s']:.2f} s")
+              f"{med['torch_imports_s']:.2f} s, wall less torch's imports {med['wall_less_torch_s']:.2f} s; a process "
+              f"of only torch's imports {med['torch_process_s']:.2f} s, wall less that "
+              f"{med['wall_less_torch_process_s']:.2f} s")
     return save(table, args.out, f"fixed_costs_{args.size}.csv")
 
 

@@ -51,6 +51,7 @@ def test_fixed_costs_tiny_times_a_smoke_run_against_torchs_imports_and_splits_th
     assert sorted(table.code) == ["compare", "compare", "this", "this"]  # HEAD's files, timed alike
     timed, phases = table[table["round"] != "phases"].iloc[0], table[table["round"] == "phases"].iloc[0]
     assert timed.wall_s > timed.torch_imports_s > 0 and timed.wall_s > timed.train_seconds > 0
+    assert timed.torch_process_s > timed.torch_imports_s  # the process starts and exits around the imports
     assert phases["phase: train_epoch"] >= phases.train_seconds and phases["phase: evaluate"] > 0
     assert phases["phase: import torch"] > 0 and phases["phase: interpreter start and exit"] > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed_costs_tiny.csv"]
