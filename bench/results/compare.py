@@ -37,10 +37,11 @@ from .time_to_target import compare_targets, render_comparison, unmatched_target
 from .views import fmt_value
 
 PAIRED_METRIC = "zeroshot_top1"  # the metric the per-image predictions pair (top-1 hits)
-# a run cut at the epoch that reached its target is another configuration than one that trained every epoch; the
-# column is written only by runs given a target, so compare fills it (align_sides) rather than list it in
-# CONFIG_COLUMNS, whose blanks elsewhere mean a column the row's kind lacks
-STOPPED = "stop_at_target"
+# Configuration columns only some rows have, which compare fills in (align_sides) rather than CONFIG_COLUMNS list,
+# whose blanks elsewhere mean a column the row's kind lacks: a run cut at the epoch that reached its target is
+# another configuration than one that trained every epoch (written by runs given a target), and a pretrained
+# model's weights tell apart two models of one architecture (bench eval --open-clip rows)
+STOPPED, WEIGHTS = "stop_at_target", "pretrained"
 CORRECTIONS = ("none", "holm")
 
 
@@ -90,7 +91,7 @@ def split_sides(sources: list[Source], split_by: str | None = None) -> list[Sour
 
 def join_columns(sides: list[Source], on=None) -> tuple[list[str], list[str]]:
     """``(joined_on, differs)``: configuration columns to join on, and those that tell the sides apart."""
-    candidates = [c for c in CONFIG_COLUMNS + [STOPPED] if all(c in s.table.columns for s in sides)]
+    candidates = [c for c in CONFIG_COLUMNS + [STOPPED, WEIGHTS] if all(c in s.table.columns for s in sides)]
     if on:
         missing = [c for c in on if c not in candidates]
         if missing:
@@ -244,14 +245,15 @@ def _hits(source: Source, run_ids: list) -> tuple[np.ndarray, np.ndarray] | None
 
 
 def align_sides(sides: list[Source]) -> list[Source]:
-    """The sides with the transfer, hold-out and stop-at-target columns on every row, so they join per evaluated
-    dataset, per held-out split and per kind of run: ``eval_dataset`` filled from ``dataset`` where missing (rows
-    from before transfer rows), ``holdout_classes`` blank on the sides whose runs held out nothing, and
-    ``stop_at_target`` false on the rows of runs that trained every epoch (with a target or without one: a target
-    alone only observes)."""
+    """The sides with the transfer, hold-out, stop-at-target and weights columns on every row, so they join per
+    evaluated dataset, per held-out split, per kind of run and per pretrained weights: ``eval_dataset`` filled from
+    ``dataset`` where missing (rows from before transfer rows), ``holdout_classes`` and ``pretrained`` blank on the
+    sides whose rows have none, and ``stop_at_target`` false on the rows of runs that trained every epoch (with a
+    target or without one: a target alone only observes)."""
     tables = [with_eval_dataset(s.table) for s in sides]
-    if any("holdout_classes" in t.columns for t in tables):
-        tables = [t if "holdout_classes" in t.columns else t.assign(holdout_classes=np.nan) for t in tables]
+    for column in ("holdout_classes", WEIGHTS):
+        if any(column in t.columns for t in tables):
+            tables = [t if column in t.columns else t.assign(**{column: np.nan}) for t in tables]
     if any(STOPPED in t.columns for t in tables):
         tables = [t.assign(**{STOPPED: t[STOPPED].map(lambda v: str(v) == "True") if STOPPED in t.columns else False})
                   for t in tables]

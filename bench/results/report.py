@@ -46,10 +46,10 @@ def configuration_names(table: pd.DataFrame, leave_out=()) -> pd.Series:
     the encoder (else the group columns) when none varies. Runs stopped at their target and runs whose config ids
     differ in an option runs.csv has no column for are told apart too."""
     keys = [c for c in group_columns(table) if c not in leave_out]
-    # a blank held-out set is a value too ("none"): runs that held classes out and runs that did not are two
-    # configurations (elsewhere a blank is a column the row's kind lacks, a pretrained model's epochs)
-    text = {c: table[c].map(_norm) if c == "holdout_classes" else table[c].astype(str)
-            for c in CONFIG_COLUMNS if c in table.columns and c not in leave_out}
+    # a blank held-out set or weights name is a value too ("none"): runs that held classes out and runs that did
+    # not are two configurations (elsewhere a blank is a column the row's kind lacks, a pretrained model's epochs)
+    text = {c: table[c].map(_norm) if c in ("holdout_classes", "pretrained") else table[c].astype(str)
+            for c in [*CONFIG_COLUMNS, "pretrained"] if c in table.columns and c not in leave_out}
     varying = [c for c, values in text.items() if values.nunique() > 1]
     if varying:
         names = pd.DataFrame({c: text[c] for c in varying}).agg(" / ".join, axis=1)

@@ -209,6 +209,18 @@ def test_runs_stopped_at_their_target_are_not_pooled_with_runs_that_trained_ever
     assert whole["on_stop_at_target"].tolist() == ["False"] and whole["b_mean"].tolist() == pytest.approx([0.725])
 
 
+def test_two_pretrained_weights_of_one_architecture_are_two_configurations():
+    """bench eval --open-clip rows of ViT-B-32 with two sets of weights, against one trained side: each weight set
+    is compared with the trained model on its own, not pooled."""
+    weights = [side(f"P{w}", "open_clip:ViT-B-32", [top], config_id=f"cfg-{w}", pretrained=w, preset="pretrained")
+               for w, top in (("openai", 0.9), ("laion", 0.8))]
+    result = compare([Source("P", pd.concat([w.table for w in weights])), side("T", "a", [0.5])],
+                     metrics=["zeroshot_top1"])
+    assert "pretrained" in result.differs
+    means = {d.split("pretrained: ")[1].split(" ->")[0]: m for d, m in zip(result.rows["differs"], result.rows["a_mean"])}
+    assert means == pytest.approx({"openai": 0.9, "laion": 0.8})
+
+
 def test_runs_of_configurations_the_columns_do_not_tell_apart_are_refused():
     """Two config ids with equal configuration columns (they differ in a flag runs.csv has no column for): their
     mean would describe neither, so compare says how to give each its own side."""

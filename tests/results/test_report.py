@@ -97,3 +97,12 @@ def test_configurations_that_differ_only_outside_the_table_columns_get_labels_of
     assert "[other-cfg]" in labels.iloc[2]
     same = label_configs(pd.DataFrame([make_row(f"r{i}", seed=i) for i in range(2)]))[LABEL]
     assert same.tolist() == ["a", "a"]  # one configuration: the plain name, no id
+
+
+def test_pretrained_models_of_one_architecture_are_labelled_by_their_weights():
+    import pandas as pd
+
+    from bench.results.report import LABEL, label_configs
+
+    rows = [make_row(f"p{w}", "open_clip:ViT-B-32", config_id=f"cfg-{w}", pretrained=w) for w in ("openai", "laion")]
+    assert label_configs(pd.DataFrame(rows))[LABEL].tolist() == ["openai", "laion"]
