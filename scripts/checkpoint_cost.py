@@ -44,7 +44,7 @@ def build_saver(run_dir: Path, device: torch.device, tiny: bool):
     for p in model.parameters():  # one step, so AdamW holds its moments as in any real checkpoint
         p.grad = torch.zeros_like(p)
     state.optimizer.step()
-    return CheckpointSaver(run_dir, state, cfg.to_dict(), list(CIFAR10_CLASSES),
+    return CheckpointSaver(run_dir, state, {"config": cfg.to_dict(), "classes": list(CIFAR10_CLASSES)},
                            torch.Generator(device=device).manual_seed(0), "checkpoint-cost", RunProgress(),
                            World(device))
 

@@ -13,6 +13,7 @@ from ..atomic_files import check_writable_folder
 from ..clip.model import create_model_from_cfg
 from ..clip.pretrained import is_openai_state_dict, load_openai_state_dict
 from ..clip.templates import fill, validated_templates
+from ..clip.tokenizer import BPE_FILE, VOCABULARY_KEY, MinimalTokenizer, default_bpe_path
 from ..config import RunConfig
 from ..data.class_split import class_indices, check_holdout_spec, holdout_count, resolve_holdout
 from ..data.loader import to_device_uint8
@@ -30,6 +31,18 @@ from ..safe_load import load_checkpoint
 from .transfer import (SEPARATOR, Target, load_target, record_transfer, safe_name, transfer_row, transfer_run_id,
                        zero_shot_templates)
 from .validation import check_data_dir, check_device, check_positive
+
+
+def checkpoint_tokenizer(ckpt: dict, name: str, context_length: int, prompts):
+    """The tokenizer a checkpoint's run trained with: the word vocabulary it kept, else the registered ``name``
+    (built for ``prompts``). CLIP's BPE never falls back here: a vocabulary built from other prompts than the
+    run's would give other ids than those its text tower learned."""
+    if ckpt.get(VOCABULARY_KEY) is not None:
+        return MinimalTokenizer(ckpt[VOCABULARY_KEY], context_length)
+    if name == "clip_bpe" and default_bpe_path() is None:
+        raise BenchError(f"CLIP BPE file {BPE_FILE} not found, and the checkpoint's run tokenized with it; install "
+                         f"open_clip_torch, or point BENCH_BPE_PATH at the file")
+    return get_entry("tokenizers", name).create(context_length, prompts)
 
 
 def load_model(path, device, ckpt: dict | None = None) -> tuple[torch.nn.Module, RunConfig, dict]:
@@ -104,9 +117,9 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
                                  "none; name the classes (--holdout-classes cat,truck)")
             unseen = resolve_holdout(holdout_classes, target.test.classes, seed or 0, name)
         evaluations.append((name, is_home, target, sets, unseen, opts, folder))
-    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(context, [p for _, _, target, sets, _, _, _ in evaluations
-                                                                        for t in sets.values()
-                                                                        for p in fill(t, target.test.classes)])
+    tokenizer = checkpoint_tokenizer(ckpt, cfg.tokenizer, context, [p for _, _, target, sets, _, _, _ in evaluations
+                                                                     for t in sets.values()
+                                                                     for p in fill(t, target.test.classes)])
     digest = file_digest(path)
     cache = FeatureCache(_writable(Path(path).parent / "features"))
     rows, parts, recorded = [], [], 0
@@ -333,7 +346,7 @@ def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
     classes = ckpt.get("classes") or list(get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, 0).classes)
     name = templates or cfg.templates
     tpl = validated_templates(name, get_entry("templates", name).create())
-    tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, fill(tpl, classes))
+    tokenizer = checkpoint_tokenizer(ckpt, cfg.tokenizer, cfg.model.text.context_length, fill(tpl, classes))
     autocast_dtype = autocast_dtype_for(cfg.precision, device)
     classifier = build_zero_shot_classifier(model, classes, tpl, tokenizer, device, autocast_dtype)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)

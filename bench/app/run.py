@@ -21,6 +21,7 @@ from ..atomic_files import atomic_write_text
 from ..clip.model import count_parameters, create_model_from_cfg
 from ..clip.prompts import prompt_table
 from ..clip.templates import fill, validated_templates
+from ..clip.tokenizer import own_vocabulary
 from ..config import RunConfig
 from ..data.class_split import class_indices, resolve_holdout, without_classes
 from ..data.datasets import ArrayDataset
@@ -263,8 +264,9 @@ class Run:
             atomic_write_text(run_dir / "config.json", cfg.to_json())
         if world.distributed:
             log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
-        self.saver = CheckpointSaver(run_dir, self.state, cfg.to_dict(), self.parts.classes, self.generator, run_id,
-                                     self.progress, world, saved_step, enabled=cfg.save_checkpoints)
+        header = {"config": cfg.to_dict(), "classes": list(self.parts.classes), **own_vocabulary(self.parts.tokenizer)}
+        self.saver = CheckpointSaver(run_dir, self.state, header, self.generator, run_id, self.progress, world,
+                                     saved_step, enabled=cfg.save_checkpoints)
         self.loggers = self._open_loggers(saved_step)
         self.loss_log = LossLog(self.progress, on_row=self.loggers.loss)
 

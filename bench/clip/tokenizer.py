@@ -2,7 +2,8 @@
 
 The BPE merges are read from ``bpe_simple_vocab_16e6.txt.gz`` as shipped inside the ``open_clip_torch``
 package (``BENCH_BPE_PATH`` points elsewhere). Without that file, :class:`MinimalTokenizer` builds a word
-vocabulary from the run's own prompts, as the reference implementation does, and says so.
+vocabulary from the run's own prompts, as the reference implementation does, and says so; the run's checkpoints
+keep its words (:func:`own_vocabulary`), from which a later evaluation rebuilds the same ids.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ EOT_TOKEN_ID = 49407
 VOCAB_SIZE = 49408
 CONTEXT_LENGTH = 77
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
+VOCABULARY_KEY = "tokenizer_vocabulary"  # a checkpoint's entry for a run's own word vocabulary (own_vocabulary)
 _PATTERN = re.compile(
     r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", re.IGNORECASE
 )
@@ -229,6 +231,12 @@ def create_tokenizer(context_length: int = CONTEXT_LENGTH, prompts=None):
 @lru_cache(maxsize=4)
 def _cached_bpe(path: str, context_length: int) -> SimpleTokenizer:
     return SimpleTokenizer(path, context_length)
+
+
+def own_vocabulary(tokenizer) -> dict:
+    """What a checkpoint must keep to tokenize as its run did: a :class:`MinimalTokenizer`'s words (its ids follow
+    the prompts it was built from, which another command's prompts would not reproduce); nothing for CLIP's BPE."""
+    return {VOCABULARY_KEY: list(tokenizer.encoder)} if isinstance(tokenizer, MinimalTokenizer) else {}
 
 
 def tokenize(texts, context_length: int = CONTEXT_LENGTH, truncate: bool = False) -> torch.LongTensor:

@@ -224,9 +224,11 @@ class CheckpointSaver:
     there, or at the next save.
     """
 
-    def __init__(self, run_dir, state: TrainState, config: dict, classes, generator, run_id: str,
-                 progress: RunProgress, world, saved_step: int | None = None, enabled: bool = True):
-        self.run_dir, self.state, self.config, self.classes, self.enabled = run_dir, state, config, classes, enabled
+    def __init__(self, run_dir, state: TrainState, header: dict, generator, run_id: str, progress: RunProgress, world,
+                 saved_step: int | None = None, enabled: bool = True):
+        # header: what every checkpoint of the run records as it is: "config" (the run's config dict) and "classes"
+        # (its class names), and the tokenizer's own vocabulary where it has one (bench.clip.tokenizer.own_vocabulary)
+        self.run_dir, self.state, self.header, self.enabled = run_dir, state, header, enabled
         self.generator, self.run_id, self.progress, self.world = generator, run_id, progress, world
         self.saved_step = saved_step  # step of the newest last.pt on disk; None until one exists
         self._pool: ThreadPoolExecutor | None = None
@@ -246,8 +248,7 @@ class CheckpointSaver:
         code = dict(code_version())
         payload = {
             "model": unwrap_model(state.model).state_dict() if weights is None else weights,
-            "config": self.config,
-            "classes": list(self.classes),
+            **self.header,
             "epoch": state.epoch,
             "step": state.step,
             "metrics": plain({k: v for k, v in metrics.items() if isinstance(v, (int, float))}),

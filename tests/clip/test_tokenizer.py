@@ -1,4 +1,6 @@
 """CLIP BPE ids, context handling, and the fallback vocabulary."""
+import io
+
 import pytest
 
 from bench import tokenize
@@ -75,3 +77,38 @@ def test_the_ascii_fast_path_of_fix_text_equals_ftfy_on_every_prompt_and_random_
     assert [fix_text(t) for t in texts] == [ftfy.fix_text(t) for t in texts]
     assert fix_text("cafÃ©") == ftfy.fix_text("cafÃ©") == "café"  # not ASCII: ftfy's repair
     assert fix_text("fish &amp; chips") == ftfy.fix_text("fish &amp; chips")
+
+
+def test_a_run_on_the_fallback_vocabulary_is_evaluated_later_with_its_own_ids(tmp_path, monkeypatch, run_cli,
+                                                                                   one_thread):
+    """The fallback's ids follow the prompts it was built from, so the checkpoint keeps the run's words: bench eval
+    with another template set beside the run's (other words, other sorted ids if rebuilt) gives the run's own
+    top-1 on its set. Where the BPE file is missing, a checkpoint trained with CLIP's BPE is refused in one line."""
+    import pandas as pd
+    import torch
+
+    from tests.support.runs import TINY
+
+    monkeypatch.setenv("BENCH_BPE_PATH", str(tmp_path / "missing.txt.gz"))
+    run = ["run", "--dataset", "synthetic", "--epochs", "3", "--limit-train", "960", "--limit-test", "100",
+           "--batch-size", "64", "--lr", "3e-3", "--device", "cpu", *TINY, "--encoder-opt", "width=16"]
+    with pytest.warns(UserWarning, match="minimal word vocabulary"):
+        code, _, err = run_cli(*run, "--out", tmp_path / "res")
+    assert code == 0, err
+    row = pd.read_csv(tmp_path / "res" / "runs.csv").iloc[0]
+    best = next((tmp_path / "res" / "runs").glob("*/best.pt"))
+    words = torch.load(best, weights_only=True)["tokenizer_vocabulary"]
+    assert "photo" in words and words == sorted(words)
+    code, out, err = run_cli("eval", best, "--templates", "seed,openai", "--format", "json")
+    assert code == 0, err
+    rows = pd.read_json(io.StringIO(out)).set_index("eval_templates")
+    metrics = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall"]
+    assert row["zeroshot_top1"] > 0.5  # far from chance: ids off by one word would not give it again
+    assert rows.loc["seed", metrics].tolist() == pytest.approx(row[metrics].tolist(), abs=1e-7)
+
+    monkeypatch.delenv("BENCH_BPE_PATH")
+    code, _, err = run_cli(*run, "--epochs", "1", "--limit-train", "32", "--batch-size", "8", "--out", tmp_path / "bpe")
+    assert code == 0, err
+    monkeypatch.setenv("BENCH_BPE_PATH", str(tmp_path / "missing.txt.gz"))
+    code, _, err = run_cli("eval", next((tmp_path / "bpe" / "runs").glob("*/best.pt")))
+    assert code == 2 and err.count("\n") == 1 and "the checkpoint's run tokenized with it" in err

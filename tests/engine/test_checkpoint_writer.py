@@ -19,8 +19,8 @@ def _saver(run_dir):
                  vocab_size=64, transformer_width=8, transformer_heads=2, transformer_layers=1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     state = TrainState(model, optimizer, None, ClipLoss("clip"), torch.zeros(2, 8, dtype=torch.long))
-    return CheckpointSaver(run_dir, state, make_config("smoke").to_dict(), ["a", "b"], torch.Generator().manual_seed(0),
-                           "run", RunProgress(), World(torch.device("cpu")))
+    return CheckpointSaver(run_dir, state, {"config": make_config("smoke").to_dict(), "classes": ["a", "b"]},
+                           torch.Generator().manual_seed(0), "run", RunProgress(), World(torch.device("cpu")))
 
 
 def test_background_write_holds_the_state_of_the_save_not_of_later_steps(tmp_path):
