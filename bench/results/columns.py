@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 
+import numpy as np
 import pandas as pd
 
 from ..errors import BenchError
@@ -96,6 +97,12 @@ def config_key(cfg) -> str:
 
 def _in_id(rule, cfg) -> bool:
     return bool(getattr(cfg, rule)) if isinstance(rule, str) else bool(rule)
+
+
+def is_true(value) -> bool:
+    """A boolean column's cell as read back from a CSV (``reached_target``, ``stop_at_target``, ``git_dirty``): a
+    bool, or its text once a blank in the column made it objects."""
+    return value is True or (isinstance(value, (bool, np.bool_)) and bool(value)) or str(value).strip() == "True"
 
 
 def group_columns(df: pd.DataFrame) -> list[str]:

@@ -26,6 +26,7 @@ from .columns import (
     MACHINE_COLUMNS,
     PROTOCOL_COLUMNS,
     is_accuracy,
+    is_true,
     metric_columns,
     with_eval_dataset,
 )
@@ -255,7 +256,7 @@ def align_sides(sides: list[Source]) -> list[Source]:
         if any(column in t.columns for t in tables):
             tables = [t if column in t.columns else t.assign(**{column: np.nan}) for t in tables]
     if any(STOPPED in t.columns for t in tables):
-        tables = [t.assign(**{STOPPED: t[STOPPED].map(lambda v: str(v) == "True") if STOPPED in t.columns else False})
+        tables = [t.assign(**{STOPPED: t[STOPPED].map(is_true) if STOPPED in t.columns else False})
                   for t in tables]
     return [Source(s.label, t, s.run_dirs) for s, t in zip(sides, tables)]
 

@@ -25,6 +25,7 @@ from .columns import (
     group_columns,
     is_accuracy,
     is_transfer,
+    is_true,
     metric_columns,
 )
 from .compare import _norm, compare, display_diff, holm_across_all, render_markdown, split_sides
@@ -58,7 +59,7 @@ def configuration_names(table: pd.DataFrame, leave_out=()) -> pd.Series:
     else:
         names = table[keys].astype(str).agg(" / ".join, axis=1)
     if "stop_at_target" in table.columns:  # --stop-at-target makes another configuration (a run cut at its target)
-        stops = table["stop_at_target"].map(lambda v: str(v) == "True")
+        stops = table["stop_at_target"].map(is_true)
         if stops.nunique() > 1:
             names = names + stops.map({True: " / stopped at target", False: " / all epochs"})
     if "config_id" in table.columns:  # configurations that differ in options runs.csv has no column for (a speed
@@ -483,7 +484,7 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
 
 def _header(table: pd.DataFrame, labels: list, title: str | None) -> list[str]:
     """The title, the configurations, and where the numbers come from: machine, code and protocol."""
-    dirty = "git_dirty" in table and table["git_dirty"].astype(str).eq("True").any()
+    dirty = "git_dirty" in table and table["git_dirty"].map(is_true).any()
     return [f"# {title or 'bench report'}", "",
             f"{len(table)} runs in {len(labels)} configuration(s): {', '.join(labels)}. Accuracies are percent, "
             f"mean ± sample std over seeds.", "",

@@ -11,14 +11,10 @@ import math
 import numpy as np
 import pandas as pd
 
+from .columns import is_true
 from .survival import OLYMPIC_MIN_RUNS, km_median, logrank, mlperf_valid, olympic_mean
 
 TEST = "log-rank"
-
-
-def _reached(value) -> bool:
-    """``reached_target`` as read back from a CSV: a bool, or its text once a blank made the column objects."""
-    return value is True or (isinstance(value, (bool, np.bool_)) and bool(value)) or str(value).strip() == "True"
 
 
 def _has_target(value) -> bool:
@@ -34,7 +30,7 @@ def observations(rows: pd.DataFrame) -> dict[str, tuple[list[float], list[bool]]
     for _, r in rows.iterrows():
         if not _has_target(r["target"]):
             continue
-        reached = _reached(r.get("reached_target"))
+        reached = is_true(r.get("reached_target"))
         time = r.get("time_to_target_seconds") if reached else r.get("train_seconds")
         if time is None or not math.isfinite(float(time)):
             continue
