@@ -115,7 +115,12 @@ def mean_halfwidth(values, confidence: float = 0.95) -> float:
     x = _finite(values)
     if len(x) < 2:
         return math.inf
-    return float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return halfwidth_at(float(x.std(ddof=1)), len(x), confidence)
+
+
+def halfwidth_at(std: float, n: int, confidence: float = 0.95) -> float:
+    """That half-width for a sample std ``std`` over ``n`` values: what ``n`` seeds would give at that spread."""
+    return float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
 
 
 @dataclass(frozen=True)

@@ -101,13 +101,13 @@ def halfwidth(values) -> float:
 
 def next_count(values, target: float, max_seeds: int) -> int:
     """The seed count the next round brings a configuration to (see the module's docstring)."""
-    from scipy import stats
+    from ...results.stats import halfwidth_at
 
     n = len(values)
     s = float(np.std(np.asarray(values, dtype=np.float64), ddof=1))
     cap = max(n + 1, min(2 * n, max_seeds))
     for m in range(n + 1, cap):
-        if stats.t.ppf(0.5 + CONFIDENCE / 2, m - 1) * s / math.sqrt(m) <= target:
+        if halfwidth_at(s, m, CONFIDENCE) <= target:
             return m
     return cap
 
