@@ -58,6 +58,76 @@ def load_model(path, device, ckpt: dict | None = None) -> tuple[torch.nn.Module,
     return model.to(device).eval(), cfg, ckpt
 
 
+@dataclass(frozen=True)
+class LoadedCheckpoint:
+    """A checkpoint's model and what every row of its evaluation records about it."""
+
+    model: torch.nn.Module
+    cfg: RunConfig  # the run's configuration (defaults for an OpenAI state dict)
+    ckpt: dict
+    pretrained: bool  # an OpenAI-layout state dict: its own preprocessing, no run
+    epoch: int | None
+    encoder: str
+    config_id: str
+    templates: str  # the run's template set
+    context_length: int
+    seed: int | None
+    preprocessing: dict  # image_size, normalization (and interpolation) as rows record them
+    autocast_dtype: torch.dtype | None
+    image_size: int | None  # what test images are resized to; None where the model's preprocessing resizes
+    holdout_classes: tuple  # the classes reported as unseen on the home dataset
+
+
+def open_checkpoint(path, device, holdout_classes=()) -> LoadedCheckpoint:
+    """Load a bench checkpoint or an OpenAI-format state dict; ``holdout_classes`` as asked, or the run's own."""
+    ckpt = load_checkpoint(path)
+    if is_openai_state_dict(ckpt):
+        model, info = load_openai_state_dict(ckpt, device)
+        return LoadedCheckpoint(model, RunConfig(), ckpt, True, None, "openai_state_dict", "", "openai",
+                         info["context_length"], None,
+                         {k: info[k] for k in ("image_size", "normalization", "interpolation")},
+                         autocast_dtype_for("auto", device), None, tuple(holdout_classes))  # bf16 on CUDA, fp32 on CPU
+    model, cfg, ckpt = load_model(path, device, ckpt)
+    size = cfg.model.image_resolution
+    return LoadedCheckpoint(model, cfg, ckpt, False, ckpt.get("epoch"), cfg.model.encoder, config_key(cfg), cfg.templates,
+                     cfg.model.text.context_length, cfg.seed, {"image_size": size, "normalization": "[-1,1]"},
+                     autocast_dtype_for(cfg.precision, device), size, _checkpoint_holdout(cfg, holdout_classes))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One dataset a checkpoint is evaluated on: its test split, template sets and unseen classes."""
+
+    name: str
+    is_home: bool  # the run's own dataset (any dataset for a pretrained model): no transfer row
+    target: Target
+    sets: dict  # template set name -> templates
+    unseen: tuple
+    opts: dict  # --data-opt values, which belong to the run's own dataset
+    folder: str | None
+
+
+def plan_evaluations(run: LoadedCheckpoint, datasets: list, templates, data_dir, limit_test) -> list[Evaluation]:
+    """Each dataset's test split loaded (resized to the model's input) with its template sets and unseen classes."""
+    cfg, home = run.cfg, run.cfg.dataset
+    evaluations = []
+    for name in datasets:
+        is_home = run.pretrained or name == home
+        folder = (data_dir or cfg.data_dir) if name == home else data_dir
+        opts = dict(cfg.data_opts) if name == home else {}
+        target = load_target(name, run.templates if is_home else zero_shot_templates(name, run.templates), folder,
+                             cfg.data_seed, limit_test or cfg.limit_test, run.image_size, opts)
+        unseen = ()
+        if run.holdout_classes and is_home:
+            if run.seed is None and holdout_count(run.holdout_classes) is not None:
+                raise BenchError("--holdout-classes COUNT draws classes with a run's seed, and a pretrained model has "
+                                 "none; name the classes (--holdout-classes cat,truck)")
+            unseen = resolve_holdout(run.holdout_classes, target.test.classes, run.seed or 0, name)
+        evaluations.append(Evaluation(name, is_home, target, template_sets(templates or [target.templates_name]),
+                                      tuple(unseen), opts, folder))
+    return evaluations
+
+
 def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit_test=None, device="auto",
                         per_template: bool = False, suite=None, out=None, holdout_classes=(),
                         record: bool = True) -> pd.DataFrame:
@@ -80,71 +150,38 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     check_eval_inputs(templates, datasets, data_dir, limit_test, device, out)
     check_holdout_spec(holdout_classes)
     device = resolve_device(device)
-    ckpt = load_checkpoint(path)
-    pretrained = is_openai_state_dict(ckpt)
-    if pretrained:
-        model, info = load_openai_state_dict(ckpt, device)
-        cfg, epoch, encoder, config_id, run_templates = RunConfig(), None, "openai_state_dict", "", "openai"
-        context, seed, preprocessing = info["context_length"], None, {k: info[k] for k in ("image_size", "normalization",
-                                                                                            "interpolation")}
-        autocast_dtype = autocast_dtype_for("auto", device)  # bf16 on CUDA, fp32 on CPU
-        image_size = None  # the model's own preprocessing resizes
-    else:
-        model, cfg, ckpt = load_model(path, device, ckpt)
-        epoch, encoder, config_id, run_templates = ckpt.get("epoch"), cfg.model.encoder, config_key(cfg), cfg.templates
-        context, seed = cfg.model.text.context_length, cfg.seed
-        preprocessing = {"image_size": cfg.model.image_resolution, "normalization": "[-1,1]"}
-        autocast_dtype = autocast_dtype_for(cfg.precision, device)
-        image_size = cfg.model.image_resolution
-        holdout_classes = _checkpoint_holdout(cfg, holdout_classes)
-    home = cfg.dataset
-    datasets = datasets or [home]
-    if data_dir is not None and len(datasets) > 1:
-        raise BenchError("--data-dir names one dataset's folder; evaluate one --dataset at a time with it (other "
-                         "datasets are read from their default folders)")
-    evaluations = []
-    for name in datasets:
-        is_home = pretrained or name == home
-        folder = (data_dir or cfg.data_dir) if name == home else data_dir
-        opts = dict(cfg.data_opts) if name == home else {}  # --data-opt values belong to the run's own dataset
-        target = load_target(name, run_templates if is_home else zero_shot_templates(name, run_templates), folder,
-                             cfg.data_seed, limit_test or cfg.limit_test, image_size, opts)
-        sets = template_sets(templates or [target.templates_name])
-        unseen = ()
-        if holdout_classes and is_home:
-            if seed is None and holdout_count(holdout_classes) is not None:
-                raise BenchError("--holdout-classes COUNT draws classes with a run's seed, and a pretrained model has "
-                                 "none; name the classes (--holdout-classes cat,truck)")
-            unseen = resolve_holdout(holdout_classes, target.test.classes, seed or 0, name)
-        evaluations.append((name, is_home, target, sets, unseen, opts, folder))
-    tokenizer = checkpoint_tokenizer(ckpt, cfg.tokenizer, context, [p for _, _, target, sets, _, _, _ in evaluations
-                                                                     for t in sets.values()
-                                                                     for p in fill(t, target.test.classes)])
+    run = open_checkpoint(path, device, holdout_classes)
+    cfg = run.cfg
+    evaluations = plan_evaluations(run, datasets or [cfg.dataset], templates, data_dir, limit_test)
+    tokenizer = checkpoint_tokenizer(run.ckpt, cfg.tokenizer, run.context_length,
+                                     [p for e in evaluations for t in e.sets.values()
+                                      for p in fill(t, e.target.test.classes)])
     digest = file_digest(path)
     cache = FeatureCache(_writable(Path(path).parent / "features"))
     rows, parts, recorded = [], [], 0
-    for name, is_home, target, sets, unseen, opts, folder in evaluations:
-        test = target.test
-        protocol = {"checkpoint": str(path), "checkpoint_sha256": digest, "checkpoint_epoch": epoch, "encoder": encoder,
-                    "config_id": config_id, "seed": seed, "dataset": name if pretrained else home,
-                    "eval_dataset": name, "n_classes": len(test.classes), "test_images": len(test),
-                    "native_image_size": target.native_size, **preprocessing, **test.info}
-        if unseen:
-            protocol.update(holdout_classes=",".join(holdout_classes), unseen_classes=",".join(unseen))
-        result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
+    for e in evaluations:
+        test = e.target.test
+        protocol = {"checkpoint": str(path), "checkpoint_sha256": digest, "checkpoint_epoch": run.epoch,
+                    "encoder": run.encoder, "config_id": run.config_id, "seed": run.seed,
+                    "dataset": e.name if run.pretrained else cfg.dataset, "eval_dataset": e.name,
+                    "n_classes": len(test.classes), "test_images": len(test),
+                    "native_image_size": e.target.native_size, **run.preprocessing, **test.info}
+        if e.unseen:
+            protocol.update(holdout_classes=",".join(run.holdout_classes), unseen_classes=",".join(e.unseen))
+        result = evaluate_sets(run.model, tokenizer, test, e.sets, device, run.autocast_dtype,
+                               per_template=per_template, suite=suite, cache=cache,
                                # a transfer dataset's features are keyed by its name too: split names may repeat
-                               suite=suite, cache=cache,
-                               weights_id=f"ckpt-{digest}" if is_home else f"ckpt-{digest}-{safe_name(name)}",
-                               train=lambda name=name, folder=folder, opts=opts: _train_split(
-                                   name, folder, cfg.data_seed, opts, cfg.limit_train, image_size),
-                               unseen=class_indices(test.classes, unseen) if unseen else None)
-        prefix = Path(path).parent.name if is_home else f"{Path(path).parent.name}{SEPARATOR}{name}"
-        table = [{"run_id": f"{prefix}:{row['eval_templates']}", **protocol, "templates": run_templates, **row}
+                               weights_id=f"ckpt-{digest}" if e.is_home else f"ckpt-{digest}-{safe_name(e.name)}",
+                               train=lambda e=e: _train_split(e.name, e.folder, cfg.data_seed, e.opts,
+                                                              cfg.limit_train, run.image_size),
+                               unseen=class_indices(test.classes, e.unseen) if e.unseen else None)
+        prefix = Path(path).parent.name if e.is_home else f"{Path(path).parent.name}{SEPARATOR}{e.name}"
+        table = [{"run_id": f"{prefix}:{row['eval_templates']}", **protocol, "templates": run.templates, **row}
                  for row in result.rows]
-        if record and not is_home:
-            recorded += _record_transfer_rows(path, cfg, target, table, result, device)
+        if record and not e.is_home:
+            recorded += _record_transfer_rows(path, cfg, e.target, table, result, device)
         rows += table
-        parts.append((name, test.classes, result))
+        parts.append((e.name, test.classes, result))
     table = pd.DataFrame(rows)
     table.attrs["recorded"] = recorded
     if out is not None:
@@ -231,6 +268,9 @@ def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):
     for name in dataset_list(dataset):
         get_entry("datasets", name)
     check_data_dir(data_dir)
+    if data_dir is not None and len(dataset_list(dataset)) > 1:
+        raise BenchError("--data-dir names one dataset's folder; evaluate one --dataset at a time with it (other "
+                         "datasets are read from their default folders)")
     check_device(device)
     if out is not None:
         check_writable_folder(out)

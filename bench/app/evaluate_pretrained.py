@@ -64,9 +64,6 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
     if holdout_count(holdout_classes) is not None:
         raise BenchError("--holdout-classes COUNT draws classes with a run's seed, and a pretrained model has none; "
                          "name the classes (--holdout-classes cat,truck), e.g. a run's unseen_classes")
-    if data_dir is not None and len(datasets) > 1:
-        raise BenchError("--data-dir names one dataset's folder; evaluate one --dataset at a time with it (other "
-                         "datasets are read from their default folders)")
     results = check_writable_folder(results, "--results")
     device = resolve_device(device)
     model, tokenizer, info = load_open_clip(model_name, pretrained, device)
