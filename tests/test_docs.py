@@ -1,16 +1,21 @@
-"""docs/plugins.md documents every hook with its exact signature, and its hook examples work."""
+"""docs/plugins.md documents every hook with its exact signature, and its hook examples work; every bench command
+the README and docs show names real subcommands and options, and every project file they name exists."""
 import inspect
 import re
+import shlex
 import types
 from pathlib import Path
 
+import click
 import pytest
 
 import bench.host.hookspecs
 import bench.testing
 from tests.support.plugins import EXAMPLE_DIR
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "plugins.md"
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "plugins.md"
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 HOOKSPECS = {name: fn for name, fn in vars(bench.host.hookspecs).items() if hasattr(fn, "bench_spec")}
 HEADING = re.compile(r"^### `(register_\w+)\((.*)\)`$", re.M)
 
@@ -51,3 +56,55 @@ def test_each_hook_example_registers_something_that_meets_the_contract(hook, mon
         for name in names:
             kwargs = {"data_dir": None} if kind == "datasets" else {}
             bench.testing.check_entry(kind, name, **kwargs).assert_ok()
+
+
+def _shown_commands(text: str) -> list[str]:
+    """The ``bench ...`` commands of a page: lines of its fenced or indented code blocks (continuations joined)
+    and inline code."""
+    commands = re.findall(r"^(?: {4,}|\t)(?:\$ )?(bench .*)$", text.replace("\\\n", " "), re.M)
+    for block in re.findall(r"```[a-z]*\n(.*?)```", text, re.S):
+        commands += [line.strip().removeprefix("$ ") for line in block.replace("\\\n", " ").splitlines()]
+    commands += re.findall(r"`(bench [^`]+)`", text)
+    # what follows a comment, pipe, redirection or second command is not the command's own
+    commands = [" ".join(re.split(r"\s(?:#|\||>|&&)", c)[0].split()) for c in commands if c.startswith("bench ")]
+    return list(dict.fromkeys(commands))
+
+
+def _unknown_words(command: str) -> list[str]:
+    """The subcommand or long options of ``command`` that bench's CLI does not have."""
+    from bench.cli import cli
+
+    words, group = shlex.split(command)[1:], cli
+    while words and isinstance(group, click.Group) and words[0] in group.commands:
+        group = group.commands[words.pop(0)]
+    if isinstance(group, click.Group):
+        return [words[0]] if words and not words[0].startswith("-") else []
+    options = {name for param in group.params for name in (*param.opts, *param.secondary_opts)}
+    return [w.split("=")[0] for w in words if w.startswith("--") and w.split("=")[0] not in options]
+
+
+def test_the_command_check_finds_an_unknown_option_and_subcommand():
+    text = ("```bash\nbench run --encoder modified_resnet \\\n  --epochs 2 --warmup-epochs 1  # comment --x\n```\n"
+            "`bench rnu`, and indented:\n\n    bench compare A B --fail-on-worse x  # what it does\n")
+    assert _shown_commands(text) == ["bench compare A B --fail-on-worse x",
+                                     "bench run --encoder modified_resnet --epochs 2 --warmup-epochs 1", "bench rnu"]
+    assert [_unknown_words(c) for c in _shown_commands(text)] == [["--fail-on-worse"], ["--warmup-epochs"], ["rnu"]]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_command_a_page_shows_names_real_subcommands_and_options(page):
+    """A renamed option leaves no stale ``bench`` command in the README or docs for users to copy."""
+    commands = _shown_commands(page.read_text())
+    unknown = {c: words for c in commands if (words := _unknown_words(c))}
+    assert unknown == {}, f"{page.name}: commands with options or subcommands bench does not have"
+    assert commands, "the scan found no command on the page"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_project_file_a_page_names_exists(page):
+    """Paths into the project's code, tests, scripts, benchmarks and docs (``tests/engine/test_engine_build.py``)
+    point at files that exist, so a moved test or script leaves no stale reference; paths under ``results/`` and
+    ``plugins/`` may name what a user's run or plugin writes."""
+    named = set(re.findall(r"(?<![\w./-])((?:bench|benchmarks|docs|scripts|tests)/[\w./-]*\w\.(?:py|sh|md|toml))",
+                           page.read_text()))
+    assert [p for p in sorted(named) if not (REPO / p).is_file()] == []
