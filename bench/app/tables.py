@@ -43,6 +43,8 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
     table = combine(load_sources(sources or [results_dir], results_dir)).table
     shown = display_table(table, wheres=wheres, sort_by=sort_by, descending=None if ascending is None else not ascending,
                           columns=columns, aggregate_=aggregate_, long_=long_, limit=limit, pretty=fmt == "markdown")
+    if shown.attrs.get("repeated_seeds"):
+        echo_err(f"bench: note: {shown.attrs['repeated_seeds']}")
     # numbers are already formatted (42.0 stays 42.0): stop tabulate from re-parsing them
     echo(shown.to_markdown(index=False, disable_numparse=True) if fmt == "markdown" else format_table(shown, fmt))
 

@@ -117,6 +117,25 @@ def group_columns(df: pd.DataFrame) -> list[str]:
     return cols
 
 
+def repeated_seeds(df: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """True on each row whose configuration (``keys``, and ``config_id`` where every row has one) and seed a later
+    row of ``df`` has too: that seed trained again (``bench run --seeds 0,1`` twice into one folder). It is the same
+    run again, bit for bit where bench is deterministic, not another sample, so pooling both would count one seed
+    twice and narrow the spread. Rows without a seed (pretrained models' evaluations) are never repeats."""
+    if "seed" not in df.columns or not len(df):
+        return pd.Series(False, index=df.index)
+    keys = list(dict.fromkeys([*keys, *(["config_id"] if "config_id" in df.columns and df["config_id"].notna().all()
+                                        else []), "seed"]))
+    return df["seed"].notna() & df[keys].astype(str).duplicated(keep="last")
+
+
+def repeated_seeds_note(dropped: pd.DataFrame, where: str = "") -> str:
+    """One line saying which runs :func:`repeated_seeds` left out (``where``: e.g. " of B")."""
+    ids = ", ".join(dropped["run_id"].astype(str).head(3)) + (", ..." if len(dropped) > 3 else "")
+    return (f"{len(dropped)} run(s){where} left out ({ids}): a later run of the same configuration and seed replaces "
+            f"each (a seed trained again is the same run again, not another sample)")
+
+
 def with_eval_dataset(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with ``eval_dataset`` on every row: a row without one (a table from before transfer rows, or an
     older row of a mixed table) evaluated its own ``dataset``."""

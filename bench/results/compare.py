@@ -28,6 +28,8 @@ from .columns import (
     is_accuracy,
     is_true,
     metric_columns,
+    repeated_seeds,
+    repeated_seeds_note,
     with_eval_dataset,
 )
 from .lookup import Source, combine
@@ -137,12 +139,14 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
         shared = list(metrics)
     if not shared:
         raise BenchError("the sides share no metric column; are they bench results tables?")
-    base = sides[0]
+    warnings = compare_context(sides) + across_datasets(differs)
     for side in sides:
         check_one_configuration_per_group(side, joined_on + differs)
+    sides = [_one_run_per_seed(side, joined_on + differs, warnings) for side in sides]
+    base = sides[0]
     agg_base = _aggregate(base.table, joined_on + differs, shared)
     keys = [f"_k_{c}" for c in joined_on]
-    records, warnings, targets, pairs = [], compare_context(sides) + across_datasets(differs), [], []
+    records, targets, pairs = [], [], []
     for side in sides[1:]:
         agg = _aggregate(side.table, joined_on + differs, shared)
         merged = agg_base.merge(agg, on=keys, suffixes=("_a", "_b")) if keys else agg_base.merge(agg, how="cross",
@@ -150,17 +154,22 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
         if not len(merged):
             raise BenchError(f"{side.label} and {base.label} have no configuration in common (joined on "
                              f"{', '.join(joined_on) or 'nothing'}); choose join columns with --on")
-        unmatched = len(agg) - merged[keys].drop_duplicates().shape[0] if keys else 0
-        if unmatched > 0:
-            warnings.append(f"{unmatched} configuration(s) of {side.label} have no partner in {base.label} and are "
-                            f"left out")
+        # the candidate's configurations whose joined values no baseline configuration has (one may pair with several)
+        if keys:
+            partners = agg[keys].merge(agg_base[keys].drop_duplicates(), on=keys, how="left", indicator=True)
+            unmatched = int((partners["_merge"] == "left_only").sum())
+            if unmatched > 0:
+                warnings.append(f"{unmatched} configuration(s) of {side.label} have no partner in {base.label} and "
+                                f"are left out")
         for _, r in merged.iterrows():
             pairs.append((base, side, r, len(records)))
             group = {c: r[f"_k_{c}"] for c in joined_on}
             changed = {c: (r[f"_k_{c}_a"], r[f"_k_{c}_b"]) for c in differs}
+            # which pair of configurations, where a side holds several that the joined columns do not tell apart
+            pair = "; ".join(f"{c}: {x} -> {y}" for c, (x, y) in changed.items())
             targets += _time_to_target(base, r["run_ids_a"], side, r["run_ids_b"], alpha, warnings,
                                        {"baseline": base.label, "side": side.label,
-                                        **{f"on_{k}": v for k, v in group.items()}})
+                                        **{f"on_{k}": v for k, v in group.items()}, "configurations": pair})
             paired = None
             if PAIRED_METRIC in shared:
                 paired = _paired_top1(base, r["run_ids_a"], side, r["run_ids_b"], warnings)
@@ -168,9 +177,11 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
                 a, b = r[f"{m}_mean_a"], r[f"{m}_mean_b"]
                 seeds = welch(r[f"{m}_values_a"], r[f"{m}_values_b"])
                 images = paired if m == PAIRED_METRIC else None
-                decided = seeds or images
+                # an undefined Welch test (no seed of either side varies) leaves the decision to the images
+                decided = seeds if seeds is not None and not math.isnan(seeds.p_value) else images or seeds
                 records.append({"baseline": base.label, "side": side.label, **{f"on_{k}": v for k, v in group.items()},
                                 "differs": "; ".join(f"{c}: {x} -> {y}" for c, (x, y) in changed.items() if x != y),
+                                "configurations": pair,
                                 "metric": m, "a_mean": a, "a_std": r[f"{m}_std_a"], "a_n": r[f"{m}_n_a"],
                                 "b_mean": b, "b_std": r[f"{m}_std_b"], "b_n": r[f"{m}_n_b"], "diff": b - a,
                                 "ratio": b / a if a else float("nan"),
@@ -180,6 +191,15 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
     rows = _decide(pd.DataFrame(records), alpha, correct)
     return Comparison(rows, joined_on, differs, warnings, check_thresholds(rows, fail_on, fail_on_significant),
                       alpha, correct, pairs, targets=pd.DataFrame(targets))
+
+
+def _one_run_per_seed(side: Source, keys: list[str], warnings: list) -> Source:
+    """``side`` with one run per configuration and seed (see :func:`bench.results.columns.repeated_seeds`)."""
+    repeated = repeated_seeds(side.table, keys)
+    if not repeated.any():
+        return side
+    warnings.append(repeated_seeds_note(side.table[repeated], f" of {side.label}"))
+    return Source(side.label, side.table[~repeated], side.run_dirs)
 
 
 def _time_to_target(base: Source, ids_a: list, side: Source, ids_b: list, alpha: float, warnings: list,
@@ -203,14 +223,14 @@ def _test_columns(prefix: str, result: TestResult | None) -> dict:
 
 
 def _decide(rows: pd.DataFrame, alpha: float, correct: str) -> pd.DataFrame:
-    """``p_adjusted`` (Holm within each candidate side and configuration, when asked) and ``significant``:
-    True or False from the deciding test, None where no test applies (one seed and no predictions)."""
+    """``p_adjusted`` (Holm within each candidate side and pair of configurations, when asked) and
+    ``significant``: True or False from the deciding test, None where no test applies (one seed and no predictions)."""
     if not len(rows):
         return rows
     rows = rows.copy()
     rows["p_adjusted"], rows["correction"] = rows["p_value"], correct
     if correct == "holm":
-        group_cols = ["side"] + [c for c in rows.columns if c.startswith("on_")]
+        group_cols = ["side", "configurations"] + [c for c in rows.columns if c.startswith("on_")]
         for _, index in rows.groupby(group_cols, sort=False, dropna=False).groups.items():
             rows.loc[index, "p_adjusted"] = holm(rows.loc[index, "p_value"].to_numpy())
     # object dtype: Python True/False/None, so "is True" reads as it says
@@ -385,6 +405,7 @@ def render_markdown(result: Comparison) -> str:
         lines.append(f"joined on: {', '.join(result.joined_on) or 'nothing (one configuration per side)'}\n")
         records = list(part.itertuples())
         table = pd.DataFrame({
+            **({"configurations": part["configurations"]} if several_pairs(part) else {}),
             **{c[3:]: part[c] for c in group_cols},
             "metric": part["metric"],
             baseline: [_cell(r.metric, r.a_mean, r.a_std, r.a_n) for r in records],
@@ -401,18 +422,24 @@ def render_markdown(result: Comparison) -> str:
             table["equivalence"] = part["equivalence"].fillna("")
         lines.append(table.to_markdown(index=False, disable_numparse=True))
         lines.append("")
-    section = render_comparison(result.targets, result.alpha)
+    section = render_comparison(result.targets, result.alpha, several_pairs(result.targets))
     if section:
         lines += [section, ""]
     lines.append(_method_note(result))
     return "\n".join(lines).rstrip()
 
 
+def several_pairs(rows: pd.DataFrame) -> bool:
+    """Whether a candidate side pairs with the baseline in more than one way that the joined columns do not tell
+    apart (a side of several configurations in the columns that differ): then each row names its pair."""
+    return bool(len(rows)) and bool(rows.groupby("side", sort=False)["configurations"].nunique().gt(1).any())
+
+
 def _method_note(result: Comparison) -> str:
     holm = (f" p-values Holm-adjusted across {result.correction_scope} (--correct holm)."
             if result.correct == "holm" else "")
     return (f"Intervals are 95% confidence intervals of candidate − baseline. significant: p < {result.alpha:g} in "
-            f"Welch's t-test over seeds where both sides have at least 2; otherwise, for zero-shot top-1, in the paired "
+            f"Welch's t-test over seeds where both sides have at least 2 and the seeds vary; otherwise, for zero-shot top-1, in the paired "
             f"test over the same test images (exact McNemar for one run per side, a paired bootstrap of per-image "
             f"accuracy otherwise; from each run's predictions.npy); n/a where neither applies.{holm} "
             f"See docs/evaluation.md.")

@@ -27,6 +27,8 @@ from .columns import (
     is_transfer,
     is_true,
     metric_columns,
+    repeated_seeds,
+    repeated_seeds_note,
 )
 from .compare import _norm, compare, display_diff, holm_across_all, render_markdown, split_sides
 from .lookup import Source, combine
@@ -419,6 +421,9 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
     src = combine(sources)
     if not len(src.table):
         raise BenchError("no runs to report on; pass results folders, results files, run folders or run ids")
+    repeated = repeated_seeds(src.table, group_columns(src.table))
+    notes = [repeated_seeds_note(src.table[repeated])] if repeated.any() else []
+    src = Source(src.label, src.table[~repeated], src.run_dirs)
     out = check_writable_folder(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -455,7 +460,7 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
     drawn, untimed = plot_time_to_accuracy(table, src.run_dirs, colors, out / "time_to_accuracy.png")
     figure("time_to_accuracy", drawn)
 
-    md = _header(table, labels, title)
+    md = _header(table, labels, title) + [f"> note: {n}" for n in notes] + ([""] if notes else [])
     md += ["## Summary", "", _summary(agg, [m for m in SUMMARY_METRICS if m in metrics]).pipe(_md), ""]
     md += _time_to_target_section(table)
     if len(labels) > 1:

@@ -108,20 +108,32 @@ def _summary_of(r, prefix: str) -> dict:
     return {k: r[f"{prefix}_{k}"] for k in keys}
 
 
-def render_comparison(rows: pd.DataFrame, alpha: float) -> str:
-    """The markdown section of ``bench compare`` for :func:`compare_targets` rows (empty when there are none)."""
+def _verdict(r) -> str:
+    """yes or no; where the log-rank test is undefined, why: no run reached the target, or none reached it while
+    runs of the other side were still training (its runs all stopped, censored, before the first time one did)."""
+    if r["significant"] is not None:
+        return "yes" if r["significant"] else "no"
+    if r["a_reached"] + r["b_reached"] == 0:
+        return "n/a (no run reached it)"
+    return "n/a (no run reached it while the other side's were still training)"
+
+
+def render_comparison(rows: pd.DataFrame, alpha: float, name_pairs: bool = False) -> str:
+    """The markdown section of ``bench compare`` for :func:`compare_targets` rows (empty when there are none);
+    ``name_pairs``: a column names each row's pair of configurations (a side holds several)."""
     if rows is None or not len(rows):
         return ""
     group_cols = [c for c in rows.columns if c.startswith("on_") and rows[c].nunique() > 1]
     table = pd.DataFrame({
         "candidate": rows["side"], "baseline": rows["baseline"],
+        **({"configurations": rows["configurations"]} if name_pairs else {}),
         **{c[3:]: rows[c] for c in group_cols},
         "target": rows["target"],
         "baseline time to target": [cell(_summary_of(r, "a")) for _, r in rows.iterrows()],
         "candidate time to target": [cell(_summary_of(r, "b")) for _, r in rows.iterrows()],
         "diff (median)": ["" if math.isnan(d) else f"{d:+.2f} s" for d in rows["diff"]],
         f"p ({TEST})": ["" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}") for p in rows["p_value"]],
-        "significant": ["n/a (no run reached it)" if s is None else ("yes" if s else "no") for s in rows["significant"]],
+        "significant": [_verdict(r) for _, r in rows.iterrows()],
     })
     return "\n".join([
         "### time to target\n",

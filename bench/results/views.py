@@ -22,6 +22,8 @@ from .columns import (
     is_accuracy,
     is_transfer,
     metric_columns,
+    repeated_seeds,
+    repeated_seeds_note,
 )
 
 LONG_SUFFIX = "_long"  # runs.csv -> runs_long.csv
@@ -51,10 +53,14 @@ def wide_from_long(long: pd.DataFrame) -> pd.DataFrame:
 def aggregate(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
     """Mean, sample std (ddof=1; NaN for one seed) and the number of seeds of each metric per configuration.
 
-    Columns: the configuration columns that exist, ``n``, then ``<metric>_mean`` and ``<metric>_std``.
+    Columns: the configuration columns that exist, ``n``, then ``<metric>_mean`` and ``<metric>_std``. A seed
+    that ran more than once counts once, by its latest run; ``attrs["repeated_seeds"]`` then says so (else None).
     """
     metrics = metric_columns(df) if metrics is None else metrics
     keys = group_columns(df)
+    repeated = repeated_seeds(df, keys)
+    note = repeated_seeds_note(df[repeated]) if repeated.any() else None
+    df = df[~repeated]
     shown = [c for c in ["config_id", *CONFIG_COLUMNS] if c in df.columns]
     grouped = df.groupby(keys, sort=False, dropna=False)
     out = grouped[[c for c in shown if c not in keys]].first() if len(shown) > len(keys) else grouped.size().to_frame()[[]]
@@ -65,7 +71,9 @@ def aggregate(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFram
         out[f"{m}_mean"] = grouped[m].mean()
         out[f"{m}_std"] = grouped[m].std(ddof=1)
     out = out.reset_index()
-    return out[[c for c in shown if c in out.columns] + [c for c in out.columns if c not in shown]]
+    out = out[[c for c in shown if c in out.columns] + [c for c in out.columns if c not in shown]]
+    out.attrs["repeated_seeds"] = note
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------

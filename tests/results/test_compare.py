@@ -8,7 +8,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from bench.errors import BenchError
-from bench.results.compare import compare, join_columns, parse_fail_on, split_sides
+from bench.results.compare import compare, join_columns, parse_fail_on, render_markdown, split_sides
 from bench.results.lookup import Source
 from bench.results.predictions import load_predictions, save_predictions
 from bench.results.stats import (
@@ -288,3 +288,66 @@ def test_cli_compare_reads_folders_run_ids_and_exits_1_past_threshold(tmp_path, 
     (tmp_path / "junk.csv").write_text("a,b\n1,2\n")
     code, _, err = run_cli("compare", base, tmp_path / "junk.csv")
     assert code == 2 and "not a bench results table" in err
+
+
+def test_a_candidate_of_several_configurations_pairs_each_with_its_own_holm_family_and_name():
+    """Side B holds encoders y and z, side A encoder x: both pairs are compared, no configuration of B is said to
+    lack a partner, Holm adjusts within each pair (not across both), and the table names each row's pair."""
+    a = side("A", "x", [0.50, 0.51, 0.52])
+    b = Source("B", pd.concat([side("B", "y", [0.60, 0.61, 0.63]).table, side("Bz", "z", [0.40, 0.42, 0.41]).table]))
+    metrics = ["zeroshot_top1", "zeroshot_top5"]
+    plain, result = compare([a, b], metrics=metrics), compare([a, b], metrics=metrics, correct="holm")
+    assert not any("no partner" in w for w in result.warnings)
+    assert sorted(set(result.rows["configurations"])) == ["encoder: x -> y", "encoder: x -> z"]
+    for pair, rows in result.rows.groupby("configurations"):
+        p = plain.rows[plain.rows["configurations"] == pair]["p_value"].to_numpy()
+        assert rows["p_adjusted"].tolist() == pytest.approx(holm(p).tolist())
+    text = render_markdown(result)
+    assert "| configurations " in text and "| encoder: x -> y " in text and "| encoder: x -> z " in text
+    assert "| configurations " not in render_markdown(compare([a, side("C", "y", [0.6, 0.61])], metrics=metrics))
+
+
+def test_a_seed_run_twice_counts_once_in_comparisons_and_aggregates(tmp_path):
+    """Seeds 0 and 1 of side A ran again (the same runs again, the same numbers): A has 3 seeds, not 5, so the
+    Welch test is the one of the 3 distinct values, and both compare and bench results --aggregate say so."""
+    from bench.results.views import aggregate
+
+    a_tops, b_tops = [0.50, 0.52, 0.51], [0.53, 0.55, 0.54]
+    again = pd.DataFrame([make_row(f"A-again{i}", "a", i, a_tops[i]) for i in (0, 1)])
+    a = Source("A", pd.concat([side("A", "a", a_tops).table, again], ignore_index=True))
+    result = compare([a, side("B", "b", b_tops)], metrics=["zeroshot_top1"])
+    (row,) = result.rows.to_dict("records")
+    assert row["a_n"] == 3 and row["p_value"] == pytest.approx(scipy_stats.ttest_ind(b_tops, a_tops,
+                                                                                    equal_var=False).pvalue)
+    assert any("2 run(s) of A left out (A0, A1): a later run of the same configuration and seed" in w
+               for w in result.warnings)
+    agg = aggregate(a.table)
+    assert agg["n"].tolist() == [3] and agg["seeds"].tolist() == ["0,1,2"]
+    assert "2 run(s) left out (A0, A1)" in agg.attrs["repeated_seeds"]
+    assert aggregate(side("B", "b", b_tops).table).attrs["repeated_seeds"] is None
+
+
+def test_an_undefined_welch_test_leaves_top1_to_the_paired_test_over_images(tmp_path):
+    """Two seeds a side, each side's seeds equal (0.5 and 0.7): Welch has no variance to work with, so the paired
+    bootstrap over the same 300 test images decides top-1; top-5 has no such test and stays n/a (no variance)."""
+    labels = np.arange(300) % 3
+    base_hits, cand_hits = np.arange(300) < 150, np.arange(300) < 210
+    a = _with_predictions(tmp_path / "a", [make_row(f"ra{s}", "a", s, 0.5) for s in (0, 1)], [base_hits] * 2, labels)
+    b = _with_predictions(tmp_path / "b", [make_row(f"rb{s}", "b", s, 0.7) for s in (0, 1)], [cand_hits] * 2, labels)
+    from bench.results.lookup import load_sources
+
+    rows = compare(load_sources([a, b]), metrics=["zeroshot_top1", "zeroshot_top5"]).rows.set_index("metric")
+    top1 = rows.loc["zeroshot_top1"]
+    assert math.isnan(top1["seeds_p"]) and top1["test"] == "bootstrap" and top1["significant"] is True
+    assert top1["p_value"] == top1["images_p"] and top1["images_ci_low"] > 0
+    assert rows.loc["zeroshot_top5", "test"] == "welch" and rows.loc["zeroshot_top5", "significant"] is None
+
+
+def test_results_and_report_say_which_repeated_runs_they_left_out(tmp_path, run_cli):
+    rows = [make_row(f"r{s}", "a", s, 0.5 + s / 100) for s in range(3)] + [make_row("r0-again", "a", 0, 0.5)]
+    write_results(tmp_path / "res", rows)
+    code, out, err = run_cli("results", tmp_path / "res", "--aggregate")
+    assert code == 0 and "| 3 " in out and "bench: note: 1 run(s) left out (r0): a later run" in err
+    code, out, err = run_cli("report", tmp_path / "res", "--out", tmp_path / "report")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert code == 0 and "3 runs in 1 configuration(s)" in report and "> note: 1 run(s) left out (r0)" in report

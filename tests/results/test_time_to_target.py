@@ -171,3 +171,15 @@ def test_runs_without_a_target_get_no_time_to_target_section_or_figure(tmp_path)
     table = pd.DataFrame([make_row("a0", "a", 0), make_row("b0", "b", 0, target=float("nan"))]).assign(**{LABEL: "a"})
     assert plot_time_to_accuracy(table, {}, {"a": "red"}, tmp_path / "t.png") == (False, [])
     assert _time_to_target_section(table) == [] and not (tmp_path / "t.png").exists()
+
+
+def test_a_side_stopped_before_the_other_reached_is_not_said_to_have_no_run_that_reached():
+    """Baseline runs all stopped (censored) at 5-7 s, before the candidate's reached the target at 10-12 s: the
+    log-rank test has nothing to compare them by, and the cell says so, not that no run reached it."""
+    base = pd.DataFrame(_rows("a", "a", [5, 6, 7], [False] * 3))
+    reached = compare([Source("base", base), Source("cand", pd.DataFrame(_rows("b", "b", [10, 11, 12], [True] * 3)))])
+    (row,) = reached.targets.to_dict("records")
+    assert row["b_reached"] == 3 and math.isnan(row["p_value"]) and row["significant"] is None
+    assert "| n/a (no run reached it while the other side's were still training) |" in render_markdown(reached)
+    missed = compare([Source("base", base), Source("cand", pd.DataFrame(_rows("b", "b", [10, 11, 12], [False] * 3)))])
+    assert "| n/a (no run reached it) |" in render_markdown(missed)

@@ -129,3 +129,28 @@ def test_the_transfer_table_keeps_apart_models_the_configuration_columns_do_not_
     models = transfer_table(table).set_index(["configuration", "eval_dataset"])["zeroshot_top1_mean"]
     assert models.to_dict() == pytest.approx({("a [cfg-a-seed]", "synthetic"): 0.55, ("a [cfg-a-seed]", "stl"): 0.35,
                                               ("a [cfg-dense]", "synthetic"): 0.75, ("a [cfg-dense]", "stl"): 0.55})
+
+
+def test_the_transfer_rows_of_a_run_stopped_at_its_target_are_that_stopped_model():
+    """A transfer row keeps its run's stop_at_target: the stopped runs (home and stl rows) and the runs that trained
+    every epoch are compared per dataset, stop_at_target telling the sides apart, and the report's transfer table
+    names the stopped model once, its stl rows with its home rows."""
+    from bench.app.transfer import Target, transfer_row
+    from bench.data.datasets import make_synthetic
+    from bench.results.report import transfer_table
+
+    stl = Target("stl", "stl_prompts", [], make_synthetic("test", 0, n=8), 32)
+    metrics = {"top1": 0.3, "top5": 0.6, "mean_per_class_recall": 0.3}
+
+    def side(label, stop, tops):
+        home = [make_row(f"{label}{s}", "a", s, t, eval_dataset="synthetic", target="zeroshot_top1=0.5",
+                         stop_at_target=stop) for s, t in enumerate(tops)]
+        return home + [transfer_row(row, f"{row['run_id']}@stl", stl, metrics) for row in home]
+
+    whole, stopped = pd.DataFrame(side("w", False, [0.60, 0.62])), pd.DataFrame(side("s", True, [0.50, 0.52]))
+    assert stopped["stop_at_target"].tolist() == [True] * 4
+    result = compare([Source("whole", whole), Source("stopped", stopped)], metrics=["zeroshot_top1"])
+    assert "stop_at_target" in result.differs and not any("no partner" in w for w in result.warnings)
+    assert sorted(result.rows["on_eval_dataset"]) == ["stl", "synthetic"]
+    labels = transfer_table(pd.concat([whole, stopped], ignore_index=True)).groupby("configuration")["eval_dataset"]
+    assert sorted(labels.agg(sorted).tolist()) == [["stl", "synthetic"], ["stl", "synthetic"]]
