@@ -132,6 +132,62 @@ def test_a_run_of_the_sweep_without_the_metric_is_one_line(tmp_path, run_cli, mo
     assert len(launched) == 1
 
 
+def test_transfer_rows_are_not_seeds_of_an_adaptive_sweep(tmp_path, run_cli, monkeypatch):
+    """Each run also leaves a transfer row (another dataset evaluated: its run's config id and seed, no training
+    loss): the rounds and the summary go by the runs' own rows, exactly as without the transfer rows."""
+    launched = []
+    fake = _fake_launch(SPREAD, launched)
+
+    def launch(planned, *args, **kwargs):
+        outcomes = fake(planned, *args, **kwargs)
+        for p in planned:
+            row = {"run_id": f"{p.run_id}@stl", "config_id": config_key(p.cfg), "seed": p.cfg.seed,
+                   "dataset": "synthetic", "eval_dataset": "stl", "source_run_id": p.run_id, "zeroshot_top1": 0.33}
+            (p.out / "runs" / row["run_id"]).mkdir(parents=True)
+            finish_run(p.out, p.out / "runs" / row["run_id"], row)
+        return outcomes
+
+    monkeypatch.setattr(launchers, "launch", launch)
+    code, out, err = run_cli("sweep", sweep_file(tmp_path), "--until", "final_train_loss:0.15", "--max-seeds", "6")
+    assert code == 0, err
+    assert [len(r) for r in launched] == [6, 3] and "lr=1e-05: n=6" in out
+    assert "33.0" not in out  # no summary line made of transfer rows
+
+
+def test_a_round_that_cannot_make_progress_is_one_line_not_an_endless_loop(tmp_path, run_cli, monkeypatch):
+    """A run whose result.json exists counts as done, so a launcher skips it; if that record cannot be read and
+    runs.csv has no row for it, its value never comes: the sweep names the run and stops instead of repeating
+    the round for ever."""
+    launched = []
+    fake = _fake_launch(SPREAD, launched)
+
+    def launch(planned, *args, **kwargs):  # as the real launchers: a run with a result.json is skipped
+        todo = [p for p in planned if not (p.run_dir / "result.json").is_file()]
+        return fake(todo, *args, **kwargs) + [Outcome(p, "skipped") for p in planned if p not in todo]
+
+    monkeypatch.setattr(launchers, "launch", launch)
+    args = ("sweep", sweep_file(tmp_path), "--until", "final_train_loss:0.15", "--max-seeds", "3")
+    assert run_cli(*args)[0] == 0
+    res = tmp_path / "res"
+    table = pd.read_csv(res / "runs.csv")
+    damaged = str(table["run_id"].iloc[0])
+    table.iloc[1:].to_csv(res / "runs.csv", index=False)
+    (res / "runs" / damaged / "result.json").write_text("{")
+    code, out, err = run_cli(*args)
+    assert code == 2 and f"their records cannot be read and runs.csv has no row for them ({damaged})" in err
+    *warnings, last = err.strip().splitlines()  # the error, after the damaged record's own warnings
+    assert last.startswith("bench: error: ") and all("not a readable run record" in w for w in warnings)
+
+
+def test_runs_that_hold_classes_out_take_until_on_their_held_out_metrics(tmp_path, run_cli):
+    path = tmp_path / "h.toml"
+    path.write_text(sweep_text({"lr": [0.01]}, holdout_classes="red,blue", out="res"))
+    code, out, err = run_cli("sweep", path, "--until", "harmonic_top1:0.05", "--dry-run")
+    assert code == 0 and "round: seeds 0-2" in out, err
+    code, out, err = run_cli("sweep", sweep_file(tmp_path), "--until", "harmonic_top1:0.05", "--dry-run")
+    assert code == 2 and "harmonic_top1" in err  # runs that hold nothing out do not report it
+
+
 def test_a_worker_runs_one_round_and_leaves_the_next_to_its_parent(tmp_path, run_cli, monkeypatch):
     launched = []
     monkeypatch.setattr(launchers, "launch", _fake_launch(SPREAD, launched))

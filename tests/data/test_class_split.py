@@ -27,7 +27,6 @@ def test_a_count_is_drawn_with_the_seed_so_seeds_hold_out_different_classes():
 
 @pytest.mark.parametrize("spec, message", [
     (("0",), "holds out nothing"),
-    (("cat", "2"), "class names or one count, not both"),
     (("cat", "cat"), "names 'cat' twice"),
     (("cat", ""), "an empty class name"),
 ])
@@ -39,6 +38,7 @@ def test_malformed_holdout_options_are_refused_before_any_data(spec, message):
 @pytest.mark.parametrize("spec, message", [
     (("kitten",), "'kitten' is not a class of dataset 'cifar10'; its classes are airplane, automobile"),
     (("10",), "leaves no class to train on: dataset 'cifar10' has 10 classes; hold out at most 9"),
+    (("cat", "2"), "class names or one count, not both"),
     (CLASSES, "names every class"),
 ])
 def test_holdout_options_the_dataset_cannot_meet_are_refused(spec, message):
@@ -65,3 +65,12 @@ def test_a_transfer_split_is_resized_once_with_the_named_interpolation_and_says_
     assert small.labels.tolist() == [0, 1] and small.classes == ("x", "y")
     assert small.info == {"resize_interpolation": INTERPOLATION, "source_image_size": 40}
     assert fit_to_size(small, 16) is small  # already at the model's size: no copy
+
+
+def test_several_numbers_are_the_names_of_digit_classes_and_one_number_is_a_count():
+    """mnist's and svhn's classes are "0".."9": 3,7 holds out those two digits (as a run's unseen_classes reads);
+    7 alone still draws seven classes with the seed."""
+    digits = tuple(str(d) for d in range(10))
+    check_holdout_spec(("3", "7"))
+    assert resolve_holdout(("7", "3"), digits, seed=0, dataset="mnist") == ("3", "7")
+    assert len(resolve_holdout(("7",), digits, seed=0, dataset="mnist")) == 7

@@ -57,7 +57,11 @@ def configurations(cfgs: list[RunConfig], varying: list[dict]) -> list[Configura
 def metric_values(out: str | Path, metric: str, keys: set) -> dict[tuple[str, int], float]:
     """``(config_id, seed) -> value`` of every finished run in ``out`` of the configurations ``keys``: from the
     runs' records, and from ``runs.csv`` for a run whose folder is gone or elsewhere (the records win where both
-    have it). Other runs in the folder are left alone."""
+    have it). Other runs in the folder are left alone, and so are transfer rows (another dataset evaluated, with
+    their run's config id and seed)."""
+    import pandas as pd
+
+    from ...results.columns import is_transfer
     from ...results.runs_csv import read_table, run_records
 
     rows = []
@@ -65,8 +69,9 @@ def metric_values(out: str | Path, metric: str, keys: set) -> dict[tuple[str, in
     if table.header and "config_id" in table.header:
         rows += table.frame().to_dict("records")
     rows += list(run_records(out).values())
+    frame = pd.DataFrame(rows)
     values = {}
-    for row in rows:
+    for row in frame[~is_transfer(frame)].to_dict("records") if len(frame) else []:
         if row.get("config_id") not in keys:
             continue
         value = row.get(metric)
@@ -113,7 +118,7 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
     if not in_worker:
         echo(f"adaptive sweep: each configuration until the 95% interval of its mean {until.metric} is within "
              f"{_width(until.metric, until.halfwidth)}, {until.min_seeds} to {until.max_seeds} seeds")
-    rounds = 0
+    rounds, before = 0, None
     while True:
         current = stages(configs, until)
         planned = [conf.at(seed) for conf, st in zip(configs, current) for seed in st.todo]
@@ -121,6 +126,10 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
             if in_worker:  # the parent reports
                 return 0
             break
+        progress = [(st.n, st.todo, st.done) for st in current]
+        if progress == before:
+            _no_progress(planned, until)
+        before = progress
         rounds += 1
         if not in_worker:
             echo(f"round {rounds}: {len(planned)} runs")
@@ -134,6 +143,16 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
             return report(planned, outcomes, echo, echo_err)
         _wait_for_others(planned, echo)
     return _finish(configs, until, stages(configs, until), echo, echo_err)
+
+
+def _no_progress(planned: list[Planned], until: Until):
+    """A round that ended with every run done by its files, yet no more values than before: runs whose
+    ``result.json`` exists but cannot be read, and that ``runs.csv`` has no row for. Running the round again
+    would find them done again, without end."""
+    named = ", ".join(p.run_id for p in planned[:3]) + (", ..." if len(planned) > 3 else "")
+    raise BenchError(f"{len(planned)} run(s) count as done (their result.json exists) but give no {until.metric}: "
+                     f"their records cannot be read and runs.csv has no row for them ({named}); delete those run "
+                     f"folders to run them again")
 
 
 def _wait_for_others(planned: list[Planned], echo):

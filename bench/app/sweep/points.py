@@ -97,6 +97,10 @@ def _convert(path, key: str, param, value):
         return [str(v) for v in (value if isinstance(value, list) else [value])]
     if getattr(param, "is_flag", False) and not isinstance(value, bool):
         raise BenchError(f"{path}: {key} = {value!r} must be true or false")
+    if not isinstance(value, (str, int, float, bool)):  # a list, table or date where the option takes one value
+        kind = "a list" if isinstance(value, list) else "a table" if isinstance(value, dict) else type(value).__name__
+        raise BenchError(f"{path}: {key} = {value!r} is {kind}, and --{key.replace('_', '-')} takes one value; "
+                         f"give one (the values to sweep over go in [grid] as a list of single values)")
     try:
         return param.type.convert(value, param, None)
     except click.BadParameter as exc:

@@ -62,8 +62,9 @@ def parse_until(spec: str | None, min_seeds: int | None = None, max_seeds: int |
 
 def reported_metrics(cfg) -> list[str]:
     """The metrics a run of ``cfg`` reports in its row: the zero-shot ones, loss and timings always, the rest as
-    its ``--evals`` ask."""
+    its ``--evals`` and ``--holdout-classes`` ask."""
     from ...data.corruptions import CORRUPTIONS
+    from ...results.columns import HOLDOUT_METRICS
 
     metrics = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1", "final_train_loss",
                "train_seconds", "train_eval_seconds", "train_images_per_s"]
@@ -73,6 +74,8 @@ def reported_metrics(cfg) -> list[str]:
         metrics += ["probe_top1", "probe_top5", "probe_mean_per_class_recall"]
     if "robustness" in cfg.evals:
         metrics += [f"robust_{c}" for c in CORRUPTIONS] + ["robust_mean", "robust_clean"]
+    if cfg.holdout_classes:
+        metrics += list(HOLDOUT_METRICS)
     return metrics
 
 
