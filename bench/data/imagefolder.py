@@ -4,7 +4,8 @@ Layouts: ``PATH/train/<class>/...`` and ``PATH/test/<class>/...`` (the splits as
 (one tree, split per class by a seeded fraction). Every file whose extension torchvision's ImageFolder takes
 (``.jpg``, ``.png``, ``.webp``, ...) in a class folder or below it is an image of that class; class folders sort by
 name into labels 0, 1, .... Class names are the folder names, or the lines of ``PATH/classnames.txt``: one name per
-class folder, in that sorted order.
+class folder, in that sorted order. A split lists its images with the classes interleaved in proportion
+(:func:`stratified_order`), so ``--limit-train``/``--limit-test`` take a share of every class.
 
 Images of any size and mode PIL reads become RGB at ``size`` x ``size`` (default 32): an image of another size is
 scaled on its shorter side (PIL's antialiased bilinear) and centre-cropped. The decoded arrays of each tree are
@@ -235,4 +236,16 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEF
         keep = test if split == "test" else ~test
         images, labels = images[keep], labels[keep]
         info = {"data_split": f"test_fraction={test_fraction} split_seed={split_seed}"}
-    return ArrayDataset(images, labels, names, f"{name}/{split}", info)
+    order = stratified_order(labels)
+    return ArrayDataset(images[order], labels[order], names, f"{name}/{split}", info)
+
+
+def stratified_order(labels: np.ndarray) -> np.ndarray:
+    """The files' class-by-class order interleaved: the k-th of a class's n images at (k + 1/2) / n, ties by label,
+    so the first N images (``--limit-train``, ``--limit-test``) hold every class in proportion, as the first N
+    of CIFAR-10's shuffled files do, not the first classes alone. Each class keeps its files' order."""
+    rank, counts = np.empty(len(labels), dtype=np.int64), np.bincount(labels) if len(labels) else np.zeros(0, int)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        rank[members] = np.arange(len(members))
+    return np.lexsort((labels, (rank + 0.5) / np.maximum(counts[labels], 1)))

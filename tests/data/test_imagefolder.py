@@ -14,6 +14,8 @@ from tests.support.archives import write_image_folder
 from tests.support.runs import snapshot
 
 CLASSES = ("cat", "dog", "frog")
+# how a split of _folder's 4 files a class is listed: the classes interleaved, each class's first file, then second...
+LISTED = np.arange(12).reshape(3, 4).T.ravel()
 
 
 def _folder(root, per_class=4, seed=0, size=32, split=True):
@@ -33,8 +35,8 @@ def test_train_and_test_folders_read_back_the_images_written_with_folder_names_a
     written = _folder(tmp_path / "pets")
     for split in ("train", "test"):
         data = load_imagefolder(tmp_path / "pets", split)
-        np.testing.assert_array_equal(data.images, written[split][0])  # PNG is lossless; files sort as written
-        np.testing.assert_array_equal(data.labels, written[split][1])
+        np.testing.assert_array_equal(data.images, written[split][0][LISTED])  # PNG is lossless
+        np.testing.assert_array_equal(data.labels, written[split][1][LISTED])
         assert data.classes == CLASSES and data.info == {"data_split": "train/ and test/ folders"}
 
 
@@ -118,7 +120,7 @@ def test_a_read_only_cache_only_costs_the_decoding(tmp_path, monkeypatch):
     written = _folder(tmp_path / "pets")
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "afile"))
     (tmp_path / "afile").write_text("a file where the cache folder would be")
-    np.testing.assert_array_equal(load_imagefolder(tmp_path / "pets", "test").images, written["test"][0])
+    np.testing.assert_array_equal(load_imagefolder(tmp_path / "pets", "test").images, written["test"][0][LISTED])
 
 
 @pytest.mark.parametrize("case, expected", [
@@ -169,3 +171,21 @@ def test_bad_options_are_one_line(tmp_path, opts, expected):
     _folder(tmp_path / "pets", split=False)
     with pytest.raises(BenchError, match=expected.replace("(", r"\(").replace(")", r"\)")):
         load_imagefolder(tmp_path / "pets", "train", **opts)
+
+
+def test_the_first_images_of_a_split_hold_every_class_in_proportion(tmp_path):
+    """Classes of 8, 4 and 2 images: the first 7 (--limit-test 7) are 4, 2 and 1 of them, each class's images in
+    their files' order, where the folder's class-by-class order would give 7 images of the first class."""
+    from bench.data.imagefolder import stratified_order
+
+    labels = np.repeat([0, 1, 2], [8, 4, 2])
+    order = stratified_order(labels)
+    assert sorted(order.tolist()) == list(range(14)) and np.bincount(labels[order[:7]]).tolist() == [4, 2, 1]
+    for label in range(3):
+        assert np.all(np.diff(order[labels[order] == label]) > 0)
+    images = np.arange(14, dtype=np.uint8)[:, None, None, None].repeat(32, 1).repeat(32, 2).repeat(3, 3)
+    write_image_folder(tmp_path / "pets" / "test", images, labels, CLASSES)
+    write_image_folder(tmp_path / "pets" / "train", images, labels, CLASSES)
+    limited = load_imagefolder(tmp_path / "pets", "test").subset(7)
+    assert np.bincount(limited.labels).tolist() == [4, 2, 1]
+    assert limited.images[:, 0, 0, 0].tolist() == order[:7].tolist()
