@@ -65,9 +65,10 @@ def _walk(top: str, rel: str, found: list):
 
 
 def scan(folder: Path) -> Tree:
-    """The class folders and image files of ``folder`` (hidden entries skipped, as torchvision's ``find_classes``
-    does not list them either; links followed, as its ``make_dataset`` does); a tree without class folders, or a
-    class folder without images, is an error."""
+    """The class folders and image files of ``folder`` (hidden entries skipped, where torchvision's ``find_classes``
+    would make a class of ``.ipynb_checkpoints`` and read ``._photo.jpg`` metadata files as images; links
+    followed, as its ``make_dataset`` does); a tree without class folders, or a class folder without images, is an
+    error."""
     classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")))
     if not classes:
         raise BenchError(f"image folder {folder} has no class folders; put each class's images in a folder of its own "
