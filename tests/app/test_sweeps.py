@@ -88,6 +88,8 @@ def test_sweep_file_plan_and_dry_run(tmp_path, run_cli):
     ("[grid]\nlr = [[0.1]]\n", "lr = [0.1] is a list, and --lr takes one value"),
     ("[[include]]\nepochs = 2020-01-01\n", "epochs = datetime.date(2020, 1, 1) is date, and --epochs takes one"),
     ("[grid]\nseed = [0]\n[[include]]\nlr = {a = 1}\n", "lr = {'a': 1} is a table, and --lr takes one value"),
+    ("[grid]\nseed = [1.5]\n", "seed = 1.5 is not a valid integer; give a whole number"),
+    ("[grid]\neval_every = [true]\n", "eval_every = True is not a valid integer"),
 ])
 def test_bad_sweep_file_is_one_line_naming_the_key(tmp_path, run_cli, body, needle):
     code, out, err = run_cli("sweep", sweep_file(tmp_path, body), "--dry-run")

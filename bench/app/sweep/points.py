@@ -101,6 +101,11 @@ def _convert(path, key: str, param, value):
         kind = "a list" if isinstance(value, list) else "a table" if isinstance(value, dict) else type(value).__name__
         raise BenchError(f"{path}: {key} = {value!r} is {kind}, and --{key.replace('_', '-')} takes one value; "
                          f"give one (the values to sweep over go in [grid] as a list of single values)")
+    # click's INT reads 1.5 and true as 1: a typo in a sweep file would silently run another seed or size
+    whole = isinstance(param.type, click.types.IntParamType) and isinstance(value, float) and not value.is_integer()
+    if whole or (isinstance(value, bool) and not getattr(param, "is_flag", False)):
+        raise BenchError(f"{path}: {key} = {value!r} is not a valid {param.type.name}; give "
+                         f"{'a whole number' if isinstance(param.type, click.types.IntParamType) else 'a value'}")
     try:
         return param.type.convert(value, param, None)
     except click.BadParameter as exc:
