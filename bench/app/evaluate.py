@@ -76,6 +76,7 @@ class LoadedCheckpoint:
     autocast_dtype: torch.dtype | None
     image_size: int | None  # what test images are resized to; None where the model's preprocessing resizes
     holdout_classes: tuple  # the classes reported as unseen on the home dataset
+    drawn: tuple = ()  # the unseen classes the run recorded (a count's draw), where they are its holdout_classes
 
 
 def open_checkpoint(path, device, holdout_classes=()) -> LoadedCheckpoint:
@@ -84,14 +85,19 @@ def open_checkpoint(path, device, holdout_classes=()) -> LoadedCheckpoint:
     if is_openai_state_dict(ckpt):
         model, info = load_openai_state_dict(ckpt, device)
         return LoadedCheckpoint(model, RunConfig(), ckpt, True, None, "openai_state_dict", "", "openai",
-                         info["context_length"], None,
-                         {k: info[k] for k in ("image_size", "normalization", "interpolation")},
-                         autocast_dtype_for("auto", device), None, tuple(holdout_classes))  # bf16 on CUDA, fp32 on CPU
+                                info["context_length"], None,
+                                {k: info[k] for k in ("image_size", "normalization", "interpolation")},
+                                autocast_dtype_for("auto", device), None, tuple(holdout_classes))  # bf16 on CUDA
     model, cfg, ckpt = load_model(path, device, ckpt)
     size = cfg.model.image_resolution
-    return LoadedCheckpoint(model, cfg, ckpt, False, ckpt.get("epoch"), cfg.model.encoder, config_key(cfg), cfg.templates,
-                     cfg.model.text.context_length, cfg.seed, {"image_size": size, "normalization": "[-1,1]"},
-                     autocast_dtype_for(cfg.precision, device), size, _checkpoint_holdout(cfg, holdout_classes))
+    holdout = _checkpoint_holdout(cfg, holdout_classes)
+    # the classes a count drew when the run trained, not a new draw (numpy keeps no promise that a seed's stream
+    # stays the same across its versions)
+    drawn = tuple(ckpt.get("unseen_classes") or ()) if holdout == tuple(cfg.holdout_classes) else ()
+    return LoadedCheckpoint(model, cfg, ckpt, False, ckpt.get("epoch"), cfg.model.encoder, config_key(cfg),
+                            cfg.templates, cfg.model.text.context_length, cfg.seed,
+                            {"image_size": size, "normalization": "[-1,1]"}, autocast_dtype_for(cfg.precision, device),
+                            size, holdout, drawn)
 
 
 @dataclass(frozen=True)
@@ -122,7 +128,7 @@ def plan_evaluations(run: LoadedCheckpoint, datasets: list, templates, data_dir,
             if run.seed is None and holdout_count(run.holdout_classes) is not None:
                 raise BenchError("--holdout-classes COUNT draws classes with a run's seed, and a pretrained model has "
                                  "none; name the classes (--holdout-classes cat,truck)")
-            unseen = resolve_holdout(run.holdout_classes, target.test.classes, run.seed or 0, name)
+            unseen = run.drawn or resolve_holdout(run.holdout_classes, target.test.classes, run.seed or 0, name)
         evaluations.append(Evaluation(name, is_home, target, template_sets(templates or [target.templates_name]),
                                       tuple(unseen), opts, folder))
     return evaluations

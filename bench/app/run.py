@@ -265,6 +265,8 @@ class Run:
         if world.distributed:
             log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
         header = {"config": cfg.to_dict(), "classes": list(self.parts.classes), **own_vocabulary(self.parts.tokenizer)}
+        if self.parts.unseen:  # as drawn: bench eval reads them here rather than drawing them again
+            header["unseen_classes"] = list(self.parts.unseen)
         self.saver = CheckpointSaver(run_dir, self.state, header, self.generator, run_id, self.progress, world,
                                      saved_step, enabled=cfg.save_checkpoints)
         self.loggers = self._open_loggers(saved_step)

@@ -134,3 +134,23 @@ def test_held_out_classes_are_configuration_and_transfer_datasets_are_not(tmp_pa
         assert code == 0, err
         ids[label] = out.split()[1]
     assert ids["none"] == ids["transfer"] and len({ids["none"], ids["holdout"], ids["names"]}) == 3
+
+
+def test_bench_eval_reports_the_classes_a_count_drew_in_training_not_a_new_draw(tmp_path, run_cli, monkeypatch):
+    """--holdout-classes 2 draws two classes with the run's seed; the checkpoint keeps them, so bench eval reports
+    the same unseen classes and metrics as the run's row even where a new draw would give others (numpy does not
+    promise a seed's stream across its versions)."""
+    import bench.app.evaluate as evaluate
+    from bench.data.class_split import resolve_holdout
+
+    out = tmp_path / "results"
+    code, _, err = run_cli(*RUN, "--holdout-classes", "2", "--out", out)
+    assert code == 0, err
+    row = pd.read_csv(out / "runs.csv").iloc[0]
+    assert len(row.unseen_classes.split(",")) == 2
+    monkeypatch.setattr(evaluate, "resolve_holdout", lambda spec, classes, seed, name="": resolve_holdout(
+        spec, classes, seed + 1, name))  # what another numpy might draw
+    table = evaluate.evaluate_checkpoint(out / "runs" / row.run_id / "last.pt", device="cpu")
+    assert table["unseen_classes"].tolist() == [row.unseen_classes]
+    assert table[["seen_top1", "unseen_top1"]].iloc[0].tolist() == pytest.approx([row.seen_top1, row.unseen_top1],
+                                                                                  abs=1e-6)
