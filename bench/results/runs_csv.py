@@ -48,6 +48,12 @@ RUN_COLUMNS = [
     "resumes",
 ]
 
+# Identifiers and digests, read as text even when every value in the table looks like a number: a config id is 10
+# hex digits, all of them decimal in about 1 table of 100 with one configuration, and 0123456789 must not become
+# 123456789 (nor 12e4567890 a float) and stop matching the runs it names.
+TEXT_COLUMNS = ("run_id", "config_id", "source_run_id", "git_commit", "checkpoint_sha256", "pretrained_sha256",
+                "hostname")
+
 # Columns whose values must be numbers (or blank) in a row bench wrote.
 NUMERIC_COLUMNS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "params", "train_seconds",
                    "train_images_per_s", "zeroshot_top1", "zeroshot_top5", "mean_per_class_recall")
@@ -75,7 +81,8 @@ class RunsTable:
         """The intact rows as a DataFrame, typed as ``pd.read_csv`` types them."""
         if not self.header:
             return pd.DataFrame()
-        return pd.read_csv(io.StringIO(_to_csv([self.header] + self.intact())))
+        return pd.read_csv(io.StringIO(_to_csv([self.header] + self.intact())),
+                           dtype={c: object for c in TEXT_COLUMNS if c in self.header})
 
     def report(self, stream=None):
         """One stderr line per damaged row: the file keeps it, the tables built from it leave it out."""

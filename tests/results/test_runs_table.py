@@ -7,7 +7,7 @@ import time
 import pandas as pd
 import pytest
 
-from bench.results.runs_csv import RUN_COLUMNS, append_row, read_table
+from bench.results.runs_csv import RUN_COLUMNS, append_row, append_run, read_runs, read_table
 from tests.support.processes import spawn_bench
 from tests.support.runs import FLAGS
 
@@ -121,3 +121,15 @@ def test_result_files_get_the_permissions_open_would_give_them(tmp_path):
     assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
     append_row(tmp_path / "runs.csv", _row(0, 0), RUN_COLUMNS)
     assert stat.S_IMODE(os.stat(tmp_path / "runs.csv").st_mode) == stat.S_IMODE(plain.stat().st_mode)
+
+
+def test_ids_that_look_like_numbers_read_back_as_the_same_text(tmp_path):
+    """A config id is 10 hex digits, all of them decimal about once in a hundred: 0123456789 and 12e4567890 read
+    back as written (not 123456789 and a float), so a sweep still finds the runs of that configuration."""
+    from bench.app.sweep.plan import finished_keys
+
+    append_run(tmp_path, {"run_id": "0001", "config_id": "0123456789", "seed": 0, "zeroshot_top1": 0.5})
+    append_run(tmp_path, {"run_id": "0002", "config_id": "12e4567890", "seed": 1, "zeroshot_top1": 0.5})
+    table = read_runs(tmp_path)
+    assert table["config_id"].tolist() == ["0123456789", "12e4567890"] and table["run_id"].tolist() == ["0001", "0002"]
+    assert finished_keys(tmp_path) == {("0123456789", 0): "0001", ("12e4567890", 1): "0002"}
