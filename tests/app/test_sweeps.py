@@ -397,3 +397,31 @@ def test_a_preempted_slurm_job_requeues_itself_with_its_runs():
     assert isinstance(again, submitit.helpers.DelayedSubmission)
     assert isinstance(again.function, SlurmJob) and again.function.payloads == job.payloads
     assert again.function.concurrent == 2
+
+
+def test_a_remote_worker_reads_a_relative_image_folder_where_the_sweep_was_started(tmp_path, monkeypatch):
+    """A Ray task starts in a folder of its own: the run's dataset imagefolder:ifold (relative, part of its
+    configuration) is read from the folder the sweep was started in, as the command meant it."""
+    from bench.app.options import config_from_flags
+    from bench.app.sweep.launchers import _payload, _portable, run_payload
+    from bench.app.sweep.plan import Planned, planned_run_id
+    from bench.data.datasets import make_synthetic
+    from bench.host.manager import set_host
+    from tests.support.archives import write_image_folder
+
+    for split in ("train", "test"):
+        data = make_synthetic(split, 0, n=40)
+        write_image_folder(tmp_path / "start" / "ifold" / split, data.images, data.labels, data.classes)
+    monkeypatch.chdir(tmp_path / "start")
+    cfg = config_from_flags(dataset="imagefolder:ifold", preset="smoke", epochs=1, batch_size=8, embed_dim=16,
+                            text_width=32, text_layers=1, text_heads=2, encoder_opts=("width=8",), out="res",
+                            progress=False)
+    payload = _payload(_portable(Planned(cfg, planned_run_id(cfg), {})))
+    monkeypatch.chdir(tmp_path)  # where the worker starts
+    previous = set_host(None)
+    try:
+        result = run_payload(payload, ([], []))
+    finally:
+        set_host(previous)
+    assert result["status"] == "done", result.get("error")
+    assert (tmp_path / "start" / "res" / "runs" / payload["run_id"] / "result.json").is_file()

@@ -109,7 +109,15 @@ def _portable(p: Planned) -> Planned:
 
 
 def _payload(p: Planned) -> dict:
-    return {"config": p.cfg.to_dict(), "run_id": p.run_id, "varying": p.varying}
+    # cwd: where the sweep was started, so paths still relative in the config (a dataset imagefolder:PATH, its
+    # --transfer datasets) mean there what they meant to the command (a Ray worker starts in a folder of its own)
+    return {"config": p.cfg.to_dict(), "run_id": p.run_id, "varying": p.varying, "cwd": os.getcwd()}
+
+
+def _enter(payload: dict):
+    """Work in the folder the sweep was started in, where this machine has it."""
+    if os.path.isdir(payload.get("cwd") or ""):
+        os.chdir(payload["cwd"])
 
 
 def _absolute_plugins(plugins) -> tuple[list, list]:
@@ -124,6 +132,7 @@ def run_payload(payload: dict, plugins) -> dict:
 
     dirs, modules = plugins
     set_host(build_host(plugins_dirs=dirs, modules=modules))
+    _enter(payload)
     p = Planned(RunConfig.from_dict(payload["config"]), payload["run_id"], payload.get("varying", {}))
     return run_planned(p).to_dict()
 
@@ -192,6 +201,8 @@ class SlurmJob:
 
         dirs, modules = self.plugins
         set_host(build_host(plugins_dirs=dirs, modules=modules))
+        if self.payloads:
+            _enter(self.payloads[0])  # one sweep's runs: one folder
         planned = [Planned(RunConfig.from_dict(d["config"]), d["run_id"], d.get("varying", {})) for d in self.payloads]
         return [o.to_dict() for o in run_plan(planned, self.concurrent)]
 
