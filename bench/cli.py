@@ -328,7 +328,7 @@ def report(runs, out, results_dir, wheres, title, correct):
 @click.option("--templates", help="Template set for the classifier (default: the run's).")
 @click.option("--device", default="auto", show_default=True)
 def predict(checkpoint, images, top_k, templates, device):
-    """Print the top classes of each image file (any size; resized to the model's input)."""
+    """Print the top classes of each image file (any size: its centre square, resized to the model's input)."""
     from .app.evaluate import predict_images
 
     for path, ranked in predict_images(checkpoint, images, top_k=top_k, templates=templates, device=device):

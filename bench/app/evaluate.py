@@ -16,7 +16,6 @@ from ..clip.templates import fill, validated_templates
 from ..clip.tokenizer import BPE_FILE, VOCABULARY_KEY, MinimalTokenizer, default_bpe_path
 from ..config import RunConfig
 from ..data.class_split import class_indices, check_holdout_spec, holdout_count, resolve_holdout
-from ..data.loader import to_device_uint8
 from ..distributed.world import resolve_device
 from ..engine.build import autocast_dtype_for
 from ..engine.checkpoint import load_weights
@@ -28,8 +27,8 @@ from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.run_folder import confusion_frame, file_safe, write_csv
 from ..safe_load import load_checkpoint
-from .transfer import (SEPARATOR, Target, load_target, record_transfer, safe_name, transfer_row, transfer_run_id,
-                       zero_shot_templates)
+from .transfer import (SEPARATOR, Target, load_target, published_templates, record_transfer, safe_name, transfer_row,
+                       transfer_run_id, zero_shot_templates)
 from .validation import check_data_dir, check_device, check_positive
 
 
@@ -121,8 +120,12 @@ def plan_evaluations(run: LoadedCheckpoint, datasets: list, templates, data_dir,
         is_home = run.pretrained or name == home
         folder = (data_dir or cfg.data_dir) if name == home else data_dir
         opts = dict(cfg.data_opts) if name == home else {}
-        target = load_target(name, run.templates if is_home else zero_shot_templates(name, run.templates), folder,
-                             cfg.data_seed, limit_test or cfg.limit_test, run.image_size, opts)
+        # an OpenAI state dict is measured as bench eval --open-clip measures the same weights: CLIP's published
+        # prompts for each dataset
+        templates_name = published_templates(name) if run.pretrained else \
+            run.templates if is_home else zero_shot_templates(name, run.templates)
+        target = load_target(name, templates_name, folder, cfg.data_seed, limit_test or cfg.limit_test, run.image_size,
+                             opts)
         unseen = ()
         if run.holdout_classes and is_home:
             if run.seed is None and holdout_count(run.holdout_classes) is not None:
@@ -305,11 +308,10 @@ def evaluate_sets(model, tokenizer, test, sets: dict, device, autocast_dtype, *,
     classifier. ``train``: a callable giving the linear probe's training split, asked for only when needed.
     ``unseen``: label indices of held-out classes, for each row's seen, unseen and harmonic top-1.
     """
-    from ..evaluation.suite import FeatureCache, run_suite
+    from ..evaluation.suite import FeatureCache, features, run_suite
 
     cache = cache or FeatureCache(None)
-    feats = cache.get(f"{weights_id}-{test.name.replace('/', '_')}-{len(test)}",
-                      lambda: image_features(model, to_device_uint8(test.images, device), autocast_dtype=autocast_dtype))
+    feats = features(model, test, device, autocast_dtype, cache, weights_id)
     labels = torch.as_tensor(test.labels)
     out, probe_columns = SetResults(), None
     for name, tpl in sets.items():
@@ -367,15 +369,20 @@ def _writable(folder: Path) -> Path | None:
 
 
 def read_image(path: str, size: int) -> np.ndarray:
+    """An image file as the model's input: RGB, the shorter side scaled to ``size`` and the centre square kept,
+    as ``imagefolder:PATH`` decodes the images it trains and evaluates on."""
     from PIL import Image, UnidentifiedImageError
 
+    from ..data.imagefolder import decode
+
     try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.uint8)
+        with Image.open(path):
+            pass
     except FileNotFoundError:
         raise BenchError(f"image {path!r} does not exist; pass paths to image files") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BenchError(f"{path!r} is not an image PIL can read ({type(exc).__name__}); pass PNG or JPEG files") from None
+    return decode(path, size)
 
 
 def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):

@@ -108,7 +108,8 @@ def decode(path, size: int) -> np.ndarray:
                 left, top = (w - size) // 2, (h - size) // 2
                 img = img.crop((left, top, left + size, top + size))
             return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:  # PIL raises SyntaxError for some headers
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,  # PIL raises SyntaxError for some headers
+            Image.DecompressionBombError) as exc:  # more pixels than PIL opens: not an OSError
         raise BenchError(f"image {path} cannot be read ({type(exc).__name__}: {str(exc)[:80]}); replace or remove "
                          f"it") from None
 

@@ -38,6 +38,8 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
     predicted has recall 0 (if it has samples) and an all-zero column in the confusion matrix.
     """
     n_classes = logits.shape[1]
+    # a NaN logit is no score: ranked last, not first (NaN fails both > and ==, which would rank every label first)
+    logits = logits.nan_to_num(nan=float("-inf"))
     hits = topk_correct(logits, labels, (1, 5))
     preds = logits.argmax(dim=1).cpu().numpy()
     labels_np = labels.cpu().numpy()
@@ -68,6 +70,8 @@ def first_hit_rank(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tenso
 
 
 def recall_at_k(scores: torch.Tensor, positives: torch.Tensor, ks=(1, 5, 10)) -> dict[int, float]:
-    """Fraction of queries with at least one positive among their ``k`` best-scored gallery items."""
+    """Fraction of queries with at least one positive among their ``k`` best-scored gallery items; a query with
+    no positive at all (a caption of a class the test images lack) is never a hit, whatever ``k``."""
     rank = first_hit_rank(scores, positives)
-    return {k: float((rank < k).float().mean()) for k in ks}
+    found = positives.any(dim=1)
+    return {k: float(((rank < k) & found).float().mean()) for k in ks}

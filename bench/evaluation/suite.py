@@ -42,7 +42,7 @@ class SuiteOptions:
 class FeatureCache:
     """Normalised image features kept in memory and, with a folder, on disk as ``<key>.pt``.
 
-    The key names the weights and the images (``<weights-id>-<split>-<n>``), so a cached file is only ever
+    The key names the weights, the images and the precision (:func:`features`), so a cached file is only ever
     reused for the same model and data; the probe's weight-decay search reuses one extraction.
     """
 
@@ -77,8 +77,20 @@ def file_digest(path, n_chars: int = 12) -> str:
     return digest.hexdigest()[:n_chars]
 
 
-def _features(model, data: ArrayDataset, device, autocast_dtype, cache: FeatureCache, key: str):
-    return cache.get(f"{key}-{data.name.replace('/', '_')}-{len(data)}",
+def data_digest(data: ArrayDataset, n_chars: int = 12) -> str:
+    """A digest of a split's images and labels: two folders holding a split of one name (``--data-dir``, an image
+    folder rewritten in place) are other data, and their features are other features."""
+    digest = hashlib.blake2b(digest_size=16)
+    for array in (data.images, data.labels):
+        digest.update(np.ascontiguousarray(array).data)
+    return digest.hexdigest()[:n_chars]
+
+
+def features(model, data: ArrayDataset, device, autocast_dtype, cache: FeatureCache, key: str) -> torch.Tensor:
+    """``data``'s normalised image features under ``model``, through ``cache``: keyed by ``key`` (the weights),
+    the split's name, size and contents, and the precision they were computed in."""
+    precision = str(autocast_dtype).removeprefix("torch.") if autocast_dtype is not None else "fp32"
+    return cache.get(f"{key}-{data.name.replace('/', '_')}-{len(data)}-{data_digest(data)}-{precision}",
                      lambda: image_features(model, to_device_uint8(data.images, device), autocast_dtype=autocast_dtype))
 
 
@@ -89,14 +101,14 @@ def run_suite(model, opts: SuiteOptions, *, train: ArrayDataset, test: ArrayData
     cache = cache or FeatureCache()
     classes = list(test.classes)
     columns, tables = {}, {}
-    test_feats = _features(model, test, device, autocast_dtype, cache, weights_id)
+    test_feats = features(model, test, device, autocast_dtype, cache, weights_id)
     test_labels = torch.as_tensor(test.labels)
     if "retrieval" in opts.evals:
         text = prompt_features(model, classes, templates, tokenizer, device, autocast_dtype).cpu()
         columns.update(retrieval_metrics(test_feats, test_labels, text, caption_labels(len(classes), len(templates))))
         columns["retrieval_captions"] = len(text)
     if "probe" in opts.evals:
-        train_feats = _features(model, train, device, autocast_dtype, cache, weights_id)
+        train_feats = features(model, train, device, autocast_dtype, cache, weights_id)
         probe = linear_probe(train_feats, torch.as_tensor(train.labels), test_feats, test_labels, len(classes),
                              opts.probe_weight_decays, opts.probe_val_fraction, opts.seed)
         tables["probe_per_class"] = pd.DataFrame({"class": classes, "accuracy": probe.pop("probe_per_class")})

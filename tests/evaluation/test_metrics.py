@@ -62,3 +62,20 @@ def test_recall_at_k_with_ties_and_queries_without_positives():
     assert first_hit_rank(scores, positives).tolist() == [1, 3, 4]
     r = recall_at_k(scores, positives, ks=(1, 2, 4))
     assert r == pytest.approx({1: 0.0, 2: 1 / 3, 4: 2 / 3})
+
+
+def test_a_query_without_positives_is_no_hit_even_when_k_covers_the_gallery():
+    """k = 10 over a 4-item gallery: q0 and q1 find theirs, q2 has none (a caption of a class no test image shows)
+    and stays a miss, so recall is 2/3, not 1."""
+    scores = torch.tensor([[0.9, 0.5, 0.9, 0.1], [0.2, 0.2, 0.2, 0.2], [0.3, 0.1, 0.2, 0.0]])
+    positives = torch.tensor([[False, False, True, False], [False, False, False, True], [False] * 4])
+    assert recall_at_k(scores, positives, ks=(4, 10)) == pytest.approx({4: 2 / 3, 10: 2 / 3})
+
+
+def test_nan_logits_rank_last_so_top1_is_argmax_equals_label():
+    """All-NaN logits: argmax picks class 0 for every image, so one of the four (label 0) is right, in top-1 as in
+    the predictions; NaN fails both > and ==, which would otherwise rank every label first."""
+    labels = torch.tensor([0, 3, 5, 9])
+    m = classification_metrics(torch.full((4, 10), float("nan")), labels)
+    assert m["predictions"].tolist() == [0, 0, 0, 0] and m["top1"] == 0.25
+    assert m["top5"] == 0.5  # all tied: ranks by index, so labels 0 and 3 are within the first five
