@@ -393,7 +393,11 @@ def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
     check_device(device)
     device = resolve_device(device)
     images = np.stack([read_image(p, 32) for p in image_paths])  # validate inputs before loading the model
-    model, cfg, ckpt = load_model(path, device)
+    ckpt = load_checkpoint(path)
+    if is_openai_state_dict(ckpt):
+        raise BenchError(f"{path} is an OpenAI-layout state dict, which names no classes to predict; bench predict "
+                         f"takes a checkpoint written by bench run (bench eval {path} measures the state dict)")
+    model, cfg, ckpt = load_model(path, device, ckpt)
     if cfg.model.image_resolution != 32:
         images = np.stack([read_image(p, cfg.model.image_resolution) for p in image_paths])
     classes = ckpt.get("classes") or list(get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, 0).classes)

@@ -21,7 +21,7 @@ PARAMS = {
     "shot_noise": (500, 250, 100, 75, 50),  # photons per unit intensity (Poisson); fewer = noisier
     "impulse_noise": (0.01, 0.02, 0.03, 0.05, 0.07),  # share of pixels set to salt or pepper
     "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),  # blur sigma in pixels
-    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # factor on the distance to the image mean
+    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # factor on the distance to the image's channel means
     "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # added to the HSV value channel
     "jpeg_compression": (80, 65, 58, 50, 40),  # JPEG quality
     "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),  # downscale factor before box upscaling
@@ -64,7 +64,7 @@ def _gaussian_blur(x, c, rng):
 
 def _contrast(x, c, rng):
     x = x / 255
-    means = x.mean(axis=(1, 2, 3), keepdims=True)
+    means = x.mean(axis=(1, 2), keepdims=True)  # each image's mean per channel, as make_cifar_c.py
     return _to_uint8((x - means) * c + means)
 
 

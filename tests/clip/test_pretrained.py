@@ -152,6 +152,12 @@ def test_an_openai_format_state_dict_is_evaluated_with_openais_preprocessing(tin
     assert row["encoder"] == "openai_state_dict" and row["image_size"] == 64 and row["eval_templates"] == "openai"
     labels = torch.as_tensor(test.labels)
     assert row["zeroshot_top1"] == pytest.approx(float((theirs.argmax(1) == labels).float().mean()))
+    # bench predict needs a run's class names, which a state dict has not: one line that says so
+    from PIL import Image
+
+    Image.fromarray(np.asarray(test.images)[0]).save(tmp_path / "one.png")
+    code, _, err = run_cli("predict", weights, tmp_path / "one.png")
+    assert code == 2 and "is an OpenAI-layout state dict, which names no classes to predict" in err
 
 
 def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_open_clip, tmp_path, run_cli):

@@ -33,3 +33,13 @@ def test_bad_corruption_input_is_a_bench_error():
     with pytest.raises(BenchError):
         parse_severities(["0", "2"])
     assert parse_severities(["5", "1"]) == (1, 5)
+
+
+def test_contrast_pulls_each_channel_towards_its_own_mean_as_cifar_10_c():
+    """make_cifar_c.py: (x - mean) * c + mean with the mean per channel (axis (0, 1) of an HWC image). A red image
+    with a darker left half keeps its hue: green and blue stay 0, where a mean over all channels would lift them."""
+    image = np.zeros((1, 4, 4, 3), np.uint8)
+    image[0, :, :2, 0], image[0, :, 2:, 0] = 100, 220
+    out = corrupt(image, "contrast", 1).astype(float)  # c = 0.75: red 160 -+ 0.75 * 60
+    assert out[0, :, :, 1:].max() == 0
+    assert out[0, 0, :, 0].tolist() == [115, 115, 205, 205]
