@@ -353,11 +353,11 @@ class Run:
             write_csv(pd.DataFrame(self.loss_log.rows), self.run_dir / "train_log.csv")
         best = progress.best
         is_best = not np.isnan(row["zeroshot_top1"]) and (best is None or row["zeroshot_top1"] > best["zeroshot_top1"])
-        if is_best:
-            progress.best = row  # before save_last, so last.pt records the new best
-        self.saver.save_last(row)
-        if is_best:
+        if is_best:  # best.pt first: a kill before last.pt lands resumes from the epoch before and writes both again,
+            # where a kill after last.pt (which records the new best) would leave the best epoch without its best.pt
+            progress.best = row
             self.saver.save_best(row)
+        self.saver.save_last(row)
         if self.reached_target_at() == state.epoch:  # evaluated metrics are on the host already: no extra sync
             log_main(world, f"{self.log_name + ': ' if self.log_name else ''}target {cfg.target} reached at epoch "
                             f"{state.epoch}; stopping there (--stop-at-target)")

@@ -67,6 +67,7 @@ def validate_config(cfg):
         (cfg.flip in ("random", "alternate"), f"--flip must be random or alternate, got {cfg.flip!r}"),
         (cfg.schedule in ("cosine", "linear"), f"--schedule must be cosine or linear, got {cfg.schedule!r}"),
         (cfg.seed >= 0, f"--seed must be >= 0, got {cfg.seed}"),
+        (cfg.seed < 2 ** 32, f"--seed must be below 2**32 = {2 ** 32} (numpy's seed range), got {cfg.seed}"),
         (cfg.robust_limit is None or cfg.robust_limit >= 1, f"--robust-limit must be at least 1, got {cfg.robust_limit}"),
     ]
     for ok, message in checks:

@@ -93,10 +93,23 @@ def code_version() -> dict:
     return plain({k: prov[k] for k in ("bench_version", "git_commit", "git_dirty", "torch_version")})
 
 
+def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict):
+    """``optimizer.load_state_dict(saved)``, each tensor-valued setting (a capturable optimizer's lr) kept as the
+    device tensor it was, its value copied in: load_state_dict puts the checkpoint's CPU tensors in their place,
+    and a CUDA graph captured on a CPU lr bakes one number into every replay."""
+    held = [{k: v for k, v in group.items() if isinstance(v, torch.Tensor)} for group in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, tensors in zip(optimizer.param_groups, held):
+        for key, tensor in tensors.items():
+            with torch.no_grad():
+                tensor.copy_(torch.as_tensor(group[key]))
+            group[key] = tensor
+
+
 def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device) -> RunProgress:
     """Load a ``last.pt`` into a freshly built ``state`` and ``generator`` (weights are loaded before, into the
     bare model: see :func:`load_weights`); returns what the run had accumulated."""
-    state.optimizer.load_state_dict(ckpt["optimizer"])
+    _load_optimizer(state.optimizer, ckpt["optimizer"])
     if state.scheduler is not None and ckpt.get("scheduler") is not None:
         state.scheduler.load_state_dict(ckpt["scheduler"])
     if state.scaler is not None and ckpt.get("scaler") is not None:
@@ -234,7 +247,7 @@ class CheckpointSaver:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[Future] = []
         self._error: BaseException | None = None
-        self._weights: tuple[int, dict] | None = None  # (step, CPU copy of the weights) of the newest last.pt
+        self._weights: tuple[int, dict] | None = None  # (step, CPU copy of the weights) of the newest checkpoint
 
     def payload(self, metrics: dict, with_training_state: bool, epoch_loss_sum: torch.Tensor | None = None,
                 weights: dict | None = None) -> dict:
@@ -298,24 +311,28 @@ class CheckpointSaver:
             return
         row = row if row is not None else (self.state.history[-1] if self.state.history else {})
         self._reap(keep=1)
-        payload, copied = self._snapshot(self.payload(row, True, loss_sum))
-        self._weights = (self.state.step, payload["model"])
+        payload, copied = self._snapshot_once(lambda weights: self.payload(row, True, loss_sum, weights=weights))
         self._submit(payload, copied, self.run_dir / "last.pt", self.state.step)
 
     def save_best(self, row: dict):
         if not (self.enabled and self.world.is_main):
             return
         self._reap(keep=1)
-        # the weights did not change since last.pt of this step: its CPU copy serves, without building the dense
-        # token embedding and copying it off the device a second time
-        weights = self._weights[1] if self._weights and self._weights[0] == self.state.step else None
-        payload = self.payload(row, False, weights=weights)
-        if weights is not None:
-            rest, copied = self._snapshot({k: v for k, v in payload.items() if k != "model"})
-            payload = {**rest, "model": weights}
-        else:
-            payload, copied = self._snapshot(payload)
+        payload, copied = self._snapshot_once(lambda weights: self.payload(row, False, weights=weights))
         self._submit(payload, copied, self.run_dir / "best.pt")
+
+    def _snapshot_once(self, build):
+        """The CPU copy of ``build(weights)``'s payload, its weights copied off the device once per step: best.pt
+        and last.pt of one step share them, without building the dense token embedding and copying it twice
+        (the one writer thread writes the first file, after its copy completed, before the second)."""
+        weights = self._weights[1] if self._weights and self._weights[0] == self.state.step else None
+        payload = build(weights)
+        if weights is None:
+            payload, copied = self._snapshot(payload)
+            self._weights = (self.state.step, payload["model"])
+            return payload, copied
+        rest, copied = self._snapshot({k: v for k, v in payload.items() if k != "model"})
+        return {**rest, "model": weights}, copied
 
     def _snapshot(self, payload: dict):
         """(CPU copy, CUDA event that marks it complete or None): on a GPU the copy does not stop training."""

@@ -135,6 +135,7 @@ CASES = [
     ("zero-eval-every", RUN + ["--eval-every", "0"], "--eval-every must be at least 1", None),
     ("negative-lr-warmup", RUN + ["--lr-warmup-steps", "-1"], "--lr-warmup-steps must be >= 0", None),
     ("negative-seed", RUN + ["--seed", "-1"], "--seed must be >= 0", None),
+    ("seed-past-numpys-range", RUN + ["--seed", "4294967296"], "--seed must be below 2**32 = 4294967296", None),
     ("unknown-device", RUN + ["--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N", None),
     ("heads-vs-width", RUN + ["--text-heads", "3"], "must be a multiple of --text-heads (3)", None),
     ("unknown-encoder-opt", RUN + ["--encoder-opt", "depth=3"], "takes no option 'depth'", None),

@@ -185,3 +185,17 @@ def test_an_fp16_run_stopped_mid_epoch_and_resumed_equals_the_uninterrupted_run(
     whole = pd.read_csv(tmp_path / "whole" / "runs.csv").iloc[0]
     assert row["precision"] == "fp16" and row["skipped_steps"] == whole["skipped_steps"] >= 1
 
+
+
+def test_restoring_an_optimizer_keeps_the_lr_tensors_a_cuda_graph_reads():
+    """A capturable optimizer's lr is a device tensor the captured step reads on every replay. Loading a
+    checkpoint (saved lr 0.25, read to the CPU) writes the value into that tensor; load_state_dict alone would
+    swap in the checkpoint's CPU tensor, and a graph captured on it replays one fixed number."""
+    from bench.engine.checkpoint import _load_optimizer
+
+    param = torch.nn.Parameter(torch.zeros(3))
+    saved = torch.optim.AdamW([param], lr=torch.tensor(0.25), foreach=False).state_dict()
+    optimizer = torch.optim.AdamW([param], lr=torch.tensor(1e-3), foreach=False)
+    lr = optimizer.param_groups[0]["lr"]
+    _load_optimizer(optimizer, saved)
+    assert optimizer.param_groups[0]["lr"] is lr and float(lr) == 0.25

@@ -154,6 +154,47 @@ def test_a_stop_at_any_step_resumes_to_the_uninterrupted_run(ask, stop_at, basel
     _assert_same_as_baseline(baseline, out)
 
 
+class _Crash(BaseException):
+    """The process dying: nothing of the run's own handles it."""
+
+
+def test_a_crash_between_an_epochs_two_checkpoints_resumes_to_the_uninterrupted_best_pt(baseline, tmp_path, run_cli,
+                                                                                          monkeypatch):
+    """Epoch 2 is the baseline's best: its end writes best.pt and last.pt. The process dies once the first of the
+    two is on disk, whichever the run writes first; --resume then ends with the uninterrupted run's best.pt (and
+    the rest of its files), never with epoch 1's best.pt or none."""
+    from bench.engine.checkpoint import CheckpointSaver
+
+    writes = []
+
+    def dying(name):
+        original = getattr(CheckpointSaver, name)
+
+        def save(self, row=None):
+            if row is not None and row.get("epoch") == 2:
+                writes.append(name)
+                if len(writes) == 2:
+                    self.wait()  # the first of the epoch's two files landed
+                    raise _Crash
+            return original(self) if row is None else original(self, row)
+        return save
+
+    for name in ("save_best", "save_last"):
+        monkeypatch.setattr(CheckpointSaver, name, dying(name))
+    out = tmp_path / "crashed"
+    with pytest.raises(_Crash):
+        run_cli("run", *FLAGS, "--checkpoint-every", "3", "--out", out)
+    monkeypatch.undo()
+    assert sorted(writes) == ["save_best", "save_last"]
+    code, _, err = run_cli("run", "--resume", "latest", "--out", out, "--no-progress")
+    assert code == 0, err
+    _assert_same_as_baseline(baseline, out)
+    best, ours = torch.load(baseline[1] / "best.pt", weights_only=True), torch.load(run_dir_of(out) / "best.pt",
+                                                                                   weights_only=True)
+    assert best["epoch"] == ours["epoch"] == 2
+    assert [k for k in best["model"] if not torch.equal(best["model"][k], ours["model"][k])] == []
+
+
 def test_same_seed_gives_identical_history_and_records_provenance(baseline, tmp_path, run_cli):
     """Two runs with one seed on CPU give identical history tables; each row says how it was made."""
     out = tmp_path / "again"
