@@ -47,6 +47,8 @@ def check_loggers(names) -> tuple:
     for name in names:
         if name not in LOGGERS:
             raise BenchError(f"unknown logger {name!r}; --log takes {', '.join(LOGGERS)} (comma-separated)")
+        if names.count(name) > 1:  # two writers would log every point twice
+            raise BenchError(f"--log names {name!r} twice; name each logger once")
     return names
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from .columns import metric_columns, with_eval_dataset
-from .runs_csv import read_results
+from .runs_csv import TEXT_COLUMNS, read_results
 from .views import wide_from_long
 
 
@@ -32,7 +32,7 @@ def read_results_file(path: Path) -> pd.DataFrame:
     """A results file: wide or long CSV (``runs.csv``, ``runs_long.csv``, ``eval.csv``) or JSON records."""
     try:
         if path.suffix == ".json":
-            table = pd.read_json(path, orient="records")
+            table = pd.read_json(path, orient="records", dtype={c: object for c in TEXT_COLUMNS})
         elif path.suffix == ".csv" and _has_run_ids(path):
             table = read_results(path)  # bench's own tables: damaged rows are named on stderr, not dropped silently
         elif path.suffix in (".csv", ".tsv"):

@@ -21,6 +21,7 @@ from .columns import (
     group_columns,
     is_accuracy,
     is_transfer,
+    is_true,
     metric_columns,
     repeated_seeds,
     repeated_seeds_note,
@@ -93,6 +94,13 @@ def parse_where(expr: str):
     raise BenchError(f"--where {expr!r} is not COLUMN=VALUE (or !=, >, <, >=, <=); write it like --where encoder=modified_resnet")
 
 
+def _is_boolean(col: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(col):
+        return True
+    present = col.dropna()
+    return col.dtype == object and len(present) > 0 and set(present.map(str)) <= {"True", "False"}
+
+
 def filter_rows(df: pd.DataFrame, wheres) -> pd.DataFrame:
     """Rows matching every condition; values compare as numbers in numeric columns, else as text.
     ``COLUMN=a,b`` matches any of the listed values."""
@@ -102,7 +110,15 @@ def filter_rows(df: pd.DataFrame, wheres) -> pd.DataFrame:
             raise BenchError(f"--where: no column {column!r} in the table; columns are {', '.join(map(str, df.columns))}")
         values = value.split(",") if op in (operator.eq, operator.ne) else [value]
         col = df[column]
-        if pd.api.types.is_numeric_dtype(col):
+        if _is_boolean(col):  # reached_target, git_dirty, ...: True/False, or their text once a blank made it objects
+            words = {"true": "true", "1": "true", "false": "false", "0": "false"}
+            if op not in (operator.eq, operator.ne) or any(v.lower() not in words for v in values):
+                raise BenchError(f"--where {expr!r}: column {column!r} is true or false; write {column}=true or "
+                                 f"{column}=false (or !=)")
+            values = [words[v.lower()] for v in values]
+            col = col.map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else
+                          "true" if is_true(v) else "false")
+        elif pd.api.types.is_numeric_dtype(col):
             try:
                 values = [float(v) for v in values]
             except ValueError:
@@ -172,7 +188,7 @@ def display_table(table: pd.DataFrame, wheres=(), sort_by=None, descending=None,
             if not found:
                 raise BenchError(f"--columns: no column {c!r}; columns are {', '.join(map(str, shown.columns))}")
             wanted += found
-        shown = shown[wanted]
+        shown = shown[list(dict.fromkeys(wanted))]  # a column named twice is shown once
     elif not long_ and not aggregate_:
         evaluated = ["eval_templates"] if "eval_templates" in shown.columns and "templates" in shown.columns and \
             not shown["eval_templates"].astype(str).equals(shown["templates"].astype(str)) else []

@@ -167,6 +167,7 @@ def test_a_logger_that_fails_mid_run_warns_once_and_the_run_finishes(tmp_path, r
                                "'bench[tensorboard]'"),
     (["--log", "wandb"], "--log wandb needs the wandb package; install it with: pip install 'bench[wandb]'"),
     (["--log", "mlflow"], "unknown logger 'mlflow'; --log takes tensorboard, wandb"),
+    (["--log", "wandb,wandb"], "--log names 'wandb' twice; name each logger once"),
 ])
 def test_a_logger_asked_for_without_its_package_or_unknown_is_one_line_before_training(args, message, tmp_path,
                                                                                         run_cli, monkeypatch):
@@ -175,8 +176,9 @@ def test_a_logger_asked_for_without_its_package_or_unknown_is_one_line_before_tr
 
     from bench.results import loggers
 
+    real = importlib.util.find_spec  # the patched name is this very function: calling it through the module recursed
     monkeypatch.setattr(loggers.importlib.util, "find_spec",
-                        lambda name: None if name in ("tensorboard", "wandb") else importlib.util.find_spec(name))
+                        lambda name, *args: None if name in ("tensorboard", "wandb") else real(name, *args))
     out = tmp_path / "results"
     code, _, err = run_cli("run", *FLAGS, "--out", out, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

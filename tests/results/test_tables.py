@@ -124,3 +124,36 @@ def test_config_id_leaves_out_every_option_resume_may_change_and_only_the_marked
                     dict(log=("tensorboard", "wandb"), wandb_project="p")):
         assert config_key(dataclasses.replace(base, **changed)) == config_key(base), changed
     assert config_key(dataclasses.replace(base, lr=3e-4)) != config_key(base)
+
+
+def test_where_reads_true_and_false_columns_as_written_or_read_back_as_text():
+    """reached_target is a bool column, or text once a blank made it objects: =false, =true, =1 and !=true pick the
+    same rows either way; a comparison (>) or another word is one line."""
+    rows = [make_row("r1", reached_target=True), make_row("r2", reached_target=False), make_row("r3")]
+    as_bool = pd.DataFrame(rows[:2])
+    as_text = pd.DataFrame(rows).astype({"reached_target": object})
+    assert list(filter_rows(as_bool, ["reached_target=false"]).run_id) == ["r2"]
+    assert list(filter_rows(as_bool, ["reached_target=1"]).run_id) == ["r1"]
+    assert list(filter_rows(as_text, ["reached_target=True"]).run_id) == ["r1"]
+    assert list(filter_rows(as_text, ["reached_target!=true"]).run_id) == ["r2", "r3"]
+    for bad in (["reached_target>0"], ["reached_target=maybe"]):
+        with pytest.raises(BenchError, match="is true or false"):
+            filter_rows(as_bool, bad)
+
+
+def test_a_column_named_twice_is_shown_once(tmp_path, run_cli):
+    write_results(tmp_path / "res", [make_row("r1"), make_row("r2", seed=1)])
+    code, out, err = run_cli("results", tmp_path / "res", "--columns", "run_id,zeroshot_top1,zeroshot_top1",
+                             "--format", "json")
+    assert code == 0 and [list(r) for r in __import__("json").loads(out)] == [["run_id", "zeroshot_top1"]] * 2, err
+    code, out, err = run_cli("results", tmp_path / "res", "--aggregate", "--columns", "zeroshot_top1,zeroshot_top1")
+    assert code == 0 and out.count("zeroshot_top1") == 1 and "±" in out, err
+
+
+def test_a_json_results_file_keeps_ids_that_look_like_numbers(tmp_path):
+    from bench.results.lookup import read_results_file
+
+    path = tmp_path / "runs.json"
+    pd.DataFrame([make_row("0001", config_id="0123456789")]).to_json(path, orient="records")
+    table = read_results_file(path)
+    assert table["config_id"].tolist() == ["0123456789"] and table["run_id"].tolist() == ["0001"]
