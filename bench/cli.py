@@ -391,7 +391,7 @@ def build_cli(host) -> click.Group:
     """A fresh root group with the built-in commands plus those plugins add through ``register_commands``."""
     group = click.Group(name="bench", commands=dict(cli.commands), params=list(cli.params), callback=cli.callback,
                         help=cli.help, context_settings=cli.context_settings)
-    host.pm.hook.register_commands(cli=group)
+    host.add_commands(group)
     return group
 
 

@@ -78,8 +78,13 @@ class Host:
             self.pm.unregister(name=name)
             self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin)
             return False
-        except ValueError as exc:  # the name or the object is already registered
-            self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin)
+        except ValueError:  # the name or the object is already registered
+            if self.pm.is_registered(plugin):  # the same plugin named twice (-p of a built-in): loaded already
+                return False
+            # another plugin of a loaded plugin's name: reported under a key of its own, not on the loaded one
+            key = next(f"{name} ({n})" for n in range(2, 1000) if f"{name} ({n})" not in self.infos)
+            self._fail(key, f"plugin {name!r} is not loaded: a plugin of that name already is; rename one",
+                       version=version, builtin=builtin)
             return False
         unknown = _unknown_hooks(self.pm, plugin)
         if unknown:
@@ -89,7 +94,8 @@ class Host:
             self._fail(name, f"plugin {name!r} implements {', '.join(unknown)}, which bench has no hook for; "
                              f"hooks are {', '.join(_hook_names())}", version=version, builtin=builtin)
             return False
-        self.infos[name] = PluginInfo(name=name, version=version or getattr(plugin, "__version__", None),
+        version = version or getattr(plugin, "__version__", None)
+        self.infos[name] = PluginInfo(name=name, version=None if version is None else str(version),
                                       builtin=builtin,
                                       hooks=sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
         self._collected = False
@@ -153,17 +159,37 @@ class Host:
 
     # -- collecting ----------------------------------------------------------------------------------------
     def collect(self):
-        """Call every ``register_<kind>`` hook once per plugin, recording which plugin registered what."""
+        """Call every ``register_<kind>`` hook once per plugin, recording which plugin registered what. A plugin
+        whose hook raises registers nothing, not even from its other hooks: the hooks are called again without
+        it (until no other fails), so what is left never depends on a half-registered plugin."""
         if self._collected:
             return self.registry
+        failed: dict[str, str] = {}
+        while True:
+            failures = self._collect_once(set(failed))
+            if not failures:
+                break
+            failed.update(failures)
+        for name, message in failed.items():
+            self._fail(name, message)
+        for message in {m for m in self.conflicts.values()}:
+            print(f"bench: warning: {message}; other plugins still work", file=sys.stderr)
+        self._collected = True
+        return self.registry
+
+    def _collect_once(self, skipped: set[str]) -> dict[str, str]:
+        """One pass of every hook but those of ``skipped`` plugins; returns the plugins that failed in it."""
         self.registry = Registry()
         self.conflicts = {}
+        failures: dict[str, str] = {}
         for info in self.infos.values():
             info.registered = {k: [] for k in KINDS}
         for kind in KINDS:
             caller = getattr(self.pm.hook, f"register_{kind}")
             for impl in caller.get_hookimpls():  # registration order (pluggy calls them in reverse)
                 name = impl.plugin_name
+                if name in skipped or name in failures:
+                    continue
 
                 def register(entry_name, factory, summary="", _kind=kind, _plugin=name, prefix=False, **meta):
                     try:
@@ -171,18 +197,46 @@ class Host:
                     except DuplicateNameError as exc:
                         # Neither registration wins: using the name reports both plugins.
                         self.conflicts[(_kind, entry_name, bool(prefix))] = str(exc)
-                        self._fail(_plugin, str(exc))
+                        if self.strict:
+                            raise PluginError(f"{exc} (BENCH_STRICT_PLUGINS=1 makes this an error)") from None
+                        self.infos[_plugin].error = str(exc)
                         return
                     self.infos[_plugin].registered[_kind].append(entry.display_name)
 
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})
                 except PluginError as exc:
-                    self._fail(name, str(exc))
+                    if self.strict:
+                        raise
+                    failures[name] = str(exc)
                 except Exception as exc:  # noqa: BLE001
-                    self._fail(name, f"plugin {name!r} failed in register_{kind}: {_one_line(exc)}")
-        self._collected = True
-        return self.registry
+                    failures[name] = f"plugin {name!r} failed in register_{kind}: {_one_line(exc)}"
+        return failures
+
+    def add_commands(self, group):
+        """Each plugin's ``register_commands`` on ``group``, on its own: one that raises is reported and the others
+        still add theirs; a command whose name is taken (a built-in's, or another plugin's) is refused, the
+        command there kept."""
+        import click
+
+        owners = {name: "bench" for name in group.commands}
+        for impl in self.pm.hook.register_commands.get_hookimpls():
+            name, before = impl.plugin_name, dict(group.commands)
+            try:
+                impl.function(**{arg: group for arg in impl.argnames})
+            except Exception as exc:  # noqa: BLE001
+                group.commands.clear()
+                group.commands.update(before)  # what it added before failing goes too
+                self._fail(name, f"plugin {name!r} failed in register_commands: {_one_line(exc)}")
+                continue
+            for command, obj in list(group.commands.items()):
+                if command in before and obj is not before[command]:
+                    group.commands[command] = before[command]
+                    self._fail(name, f"plugin {name!r} adds command {command!r}, which "
+                                     f"{'bench has' if owners[command] == 'bench' else 'plugin ' + repr(owners[command]) + ' adds'}"
+                                     f"; rename it")
+                elif command not in before and isinstance(obj, click.Command):
+                    owners[command] = name
 
     def plugins(self) -> list[PluginInfo]:
         self.collect()
@@ -260,12 +314,23 @@ def plugin_options(argv) -> tuple[list[str], list[str]]:
     """The ``--plugins-dir`` and ``-p/--plugin`` values of a ``bench`` command line: read before click parses it,
     so that plugins' commands exist, and handed to sweep workers elsewhere, which load the same plugins."""
     dirs, modules = [], []
-    for i, arg in enumerate(argv):
-        for flag, target in (("--plugins-dir", dirs), ("--plugin", modules), ("-p", modules)):
-            if arg == flag and i + 1 < len(argv):
-                target.append(argv[i + 1])
-            elif arg.startswith(flag + "="):
-                target.append(arg.split("=", 1)[1])
+    options = {"--plugins-dir": dirs, "--plugin": modules, "-p": modules}
+    args = list(argv)
+    i = 0
+    while i < len(args):  # the root group's options only: they end where the subcommand's name is
+        arg = args[i]
+        if arg in options and i + 1 < len(args):
+            options[arg].append(args[i + 1])
+            i += 2
+            continue
+        flag, eq, value = arg.partition("=")
+        if eq and flag in options:
+            options[flag].append(value)
+        elif arg.startswith("-p") and not arg.startswith("--") and len(arg) > 2:  # -pMODULE, as click reads it
+            modules.append(arg[2:])
+        elif not arg.startswith("-"):
+            break
+        i += 1
     return dirs, modules
 
 

@@ -114,9 +114,12 @@ class Registry:
         matches = [e for p, e in self._prefixes[kind].items() if name.startswith(p) and len(name) > len(p)]
         if matches:
             base = max(matches, key=lambda e: len(e.name))
-            # The resolver raises a BenchError for names it does not know (with its own suggestions).
-            return Entry(name=name, factory=base.factory(name[len(base.name):]), summary=base.summary,
-                         plugin=base.plugin, kind=kind, meta={**base.meta, "prefix": base.name})
+            # The resolver raises a BenchError for names it does not know (with its own suggestions); anything else
+            # it raises is the plugin's failure, one line as a factory's
+            rest = name[len(base.name):]
+            factory = base.create(rest)
+            return Entry(name=name, factory=factory, summary=base.summary, plugin=base.plugin, kind=kind,
+                         meta={**base.meta, "prefix": base.name})
         available = self.names(kind) + [e.display_name for e in self._prefixes[kind].values()]
         raise UnknownNameError(unknown_name_message(_SINGULAR[kind], name, available))
 

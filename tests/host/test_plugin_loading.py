@@ -200,3 +200,87 @@ def test_plugin_registered_helper_raises_for_a_broken_plugin():
     with pytest.raises(PluginError, match="'Bad'"):
         with bench.testing.plugin_registered(Bad()):
             pass
+
+
+# -- plugins that misbehave in their commands, names and resolvers ----------------------------------------------
+COMMAND = '''
+    import click
+    import bench
+
+    @bench.hookimpl
+    def register_commands(cli):
+        @cli.command(name="{name}")
+        @click.option("-p", "--port")
+        def command(port):
+            click.echo(f"{name} on {{port}}")
+'''
+
+
+def test_a_plugin_command_cannot_replace_a_command_and_one_that_raises_adds_none(run_cli, tmp_path):
+    """A command named like a built-in (list) is refused with a warning and bench's kept; a plugin whose
+    register_commands raises is one warning, and every other command, a plugin's included, still works."""
+    write_plugin(tmp_path / "dir", "imposter", COMMAND.format(name="list"))
+    write_plugin(tmp_path / "dir", "raiser", '''
+        import bench
+
+        @bench.hookimpl
+        def register_commands(cli):
+            raise RuntimeError("boom")
+    ''')
+    write_plugin(tmp_path / "dir", "serving", COMMAND.format(name="serve"))
+    code, out, err = run_cli("--plugins-dir", tmp_path / "dir", "list", "templates")
+    warnings = _warnings(err)
+    assert code == 0 and "seed" in out and len(warnings) == 2, err
+    assert any("'imposter' adds command 'list', which bench has" in w for w in warnings)
+    assert any("'raiser' failed in register_commands: RuntimeError: boom" in w for w in warnings)
+    # the plugin command's own -p is its option, not a plugin to load
+    code, out, err = run_cli("--plugins-dir", tmp_path / "dir", "serve", "-p", "8080")
+    assert code == 0 and out.strip() == "serve on 8080" and "8080" not in err, err
+
+
+def test_a_plugin_failing_in_one_hook_registers_nothing_from_the_others(run_cli, tmp_path):
+    write_plugin(tmp_path / "dir", "half", '''
+        import bench
+
+        @bench.hookimpl
+        def register_encoders(register):
+            register("half/enc", lambda embed_dim, image_size: None, "never usable")
+
+        @bench.hookimpl
+        def register_datasets(register):
+            raise RuntimeError("no data")
+    ''')
+    code, out, err = run_cli("--plugins-dir", tmp_path / "dir", "list", "encoders")
+    assert code == 0 and "half/enc" not in out and "failed in register_datasets: RuntimeError: no data" in err
+    assert len(_warnings(err)) == 1
+
+
+def test_a_plugin_of_a_loaded_plugins_name_is_reported_apart_and_dash_p_takes_its_value_attached(run_cli, tmp_path,
+                                                                                                  site):
+    """Two folders with foo.py: the first loads (no error on it), the second is reported under its own entry; -p of
+    a built-in already loaded is no error; -pMODULE loads MODULE as click reads it."""
+    write_plugin(tmp_path / "one", "foo", GOOD_ENCODER.format(name="foo/one"))
+    write_plugin(tmp_path / "two", "foo", GOOD_ENCODER.format(name="foo/two"))
+    code, out, err = run_cli("--plugins-dir", tmp_path / "one", "--plugins-dir", tmp_path / "two",
+                             "-p", "bench_plugins.datasets", "plugins", "--json")
+    infos = {i["name"]: i for i in json.loads(out)}
+    assert infos["foo"]["error"] is None and infos["foo"]["registered"]["encoders"] == ["foo/one"]
+    assert "a plugin of that name already is" in infos["foo (2)"]["error"]
+    assert infos["bench_plugins.datasets"]["error"] is None and len(_warnings(err)) == 1
+    write_plugin(site, "attached_plugin", GOOD_ENCODER.format(name="attached"))
+    code, out, err = run_cli("-pattached_plugin", "list", "encoders", "--filter", "attached")
+    assert code == 0 and "attached" in out, err
+
+
+def test_a_resolver_that_raises_is_one_line_naming_its_plugin(run_cli, tmp_path):
+    write_plugin(tmp_path / "dir", "hub", '''
+        import bench
+
+        @bench.hookimpl
+        def register_encoders(register):
+            def resolve(rest):
+                raise RuntimeError("hub offline")
+            register("hub:", resolve, "models from a hub", prefix=True)
+    ''')
+    code, _, err = run_cli("--plugins-dir", tmp_path / "dir", "run", "--encoder", "hub:foo", *TINY_RUN)
+    assert code == 2 and "plugin 'hub'" in err and "RuntimeError: hub offline" in err and "Traceback" not in err
