@@ -28,7 +28,7 @@ from ..data.datasets import ArrayDataset
 from ..data.loader import DeviceLoader, to_device_uint8
 from ..data.resize import fit_to_size
 from ..engine.determinism import deterministic_mode
-from ..distributed.world import broadcast_object, init_distributed, log_main, reduce_epoch_stats
+from ..distributed.world import broadcast_object, init_distributed, log_main, mean_over_ranks, reduce_epoch_stats
 from ..engine.build import build_engine, set_backend_flags, uses_channels_last
 from ..engine.checkpoint import CheckpointSaver, RunProgress, load_weights, plain, restore_training
 from ..engine.epoch_loop import bars_shown
@@ -257,7 +257,7 @@ class Run:
         self.run_dir = run_dir = self.out / "runs" / run_id
         self.progress, saved_step = RunProgress(), None
         if resume is not None:
-            self.progress = restore_training(resume, self.state, self.generator, self.device)
+            self.progress = restore_training(resume, self.state, self.generator, self.device, world.size)
             saved_step = resume["step"]
         elif world.is_main:
             run_dir.mkdir(parents=True, exist_ok=False)
@@ -493,7 +493,10 @@ class Run:
 
         stats = engine.train_epoch(loader.iter_from(start.steps if start else 0, order, epoch), n,
                                    log_every=cfg.log_every, progress=cfg.progress if world.is_main else False,
-                                   desc=f"epoch {epoch + 1}/{cfg.epochs}", on_log=on_log, on_step=on_step, start=start)
+                                   desc=f"epoch {epoch + 1}/{cfg.epochs}", on_log=on_log, on_step=on_step, start=start,
+                                   # the logged loss is the run's (all ranks'), as history.csv's
+                                   reduce_loss=(lambda total: mean_over_ranks(total, world)) if world.distributed
+                                   else None)
         watch.check(describe, saver.describe)
         progress.epoch, progress.order = None, None
         return stats

@@ -131,9 +131,13 @@ class DeviceLoader:
     def __init__(self, data: ArrayDataset, batch_size: int, device, n_templates: int, generator: torch.Generator,
                  augment: bool = True, dtype=torch.float32, channels_last: bool = False, pad: int = 4,
                  shard: tuple[int, int] = (0, 1), cutout: int = 0, flip: str = "random"):
+        ranks = shard[1]
         if batch_size > len(data):
             raise BenchError(f"batch size {batch_size} is larger than the {len(data)} training images; "
                              f"lower --batch-size or raise --limit-train")
+        if batch_size * ranks > len(data):  # each rank would get no whole batch: an epoch of no steps
+            raise BenchError(f"the global batch, {ranks} ranks x {batch_size}, is larger than the {len(data)} "
+                             f"training images; lower --batch-size or raise --limit-train")
         self.images = to_device_uint8(data.images, device)
         # padded and mirrored once for the whole split (airbench's epoch-0 precompute; twice the uint8 set),
         # so gather + flip + crop of a batch is one indexing op

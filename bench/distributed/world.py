@@ -124,6 +124,17 @@ def broadcast_object(obj, world: World):
 
 
 @torch.no_grad()
+def mean_over_ranks(value: torch.Tensor, world: World) -> torch.Tensor:
+    """The mean of ``value`` over the ranks (a copy; ``value`` itself when there is one process). Every rank calls
+    it at the same point."""
+    if not world.distributed:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total / world.size
+
+
+@torch.no_grad()
 def reduce_epoch_stats(stats: dict, world: World) -> dict:
     """Per-rank epoch stats from the trainer -> the run's: mean loss, images summed, slowest rank's seconds."""
     if not world.distributed:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..atomic_files import save_checkpoint
+from ..distributed.world import mean_over_ranks
 from ..errors import BenchError
 from .epoch_loop import EpochProgress
 from .train_step import TrainState, unwrap_model
@@ -106,9 +107,10 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict):
             group[key] = tensor
 
 
-def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device) -> RunProgress:
+def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device, ranks: int = 1) -> RunProgress:
     """Load a ``last.pt`` into a freshly built ``state`` and ``generator`` (weights are loaded before, into the
-    bare model: see :func:`load_weights`); returns what the run had accumulated."""
+    bare model: see :func:`load_weights`); returns what the run had accumulated. ``ranks``: the processes that
+    train on now (each takes its share of the unfinished epoch's image count)."""
     _load_optimizer(state.optimizer, ckpt["optimizer"])
     if state.scheduler is not None and ckpt.get("scheduler") is not None:
         state.scheduler.load_state_dict(ckpt["scheduler"])
@@ -123,7 +125,7 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
     progress = RunProgress(p["train_seconds"], p["train_images"], p["best"], dict(p["metrics"]), p["resumes"] + 1,
                            loss_log=list(p["loss_log"]), loss_window=tuple(p["loss_window"]))
     if p["step_in_epoch"]:
-        progress.epoch = EpochProgress(p["step_in_epoch"], p["epoch_loss_sum"].to(device), p["epoch_images"],
+        progress.epoch = EpochProgress(p["step_in_epoch"], p["epoch_loss_sum"].to(device), p["epoch_images"] // ranks,
                                        p["epoch_seconds"])
         progress.order = p["order"].to(device)
     return progress
@@ -287,7 +289,8 @@ class CheckpointSaver:
                     "step_in_epoch": epoch.steps if epoch else 0,
                     "epoch_loss_sum": (epoch.loss_sum if epoch_loss_sum is None else epoch_loss_sum).detach()
                     if epoch else None,
-                    "epoch_images": epoch.images if epoch else 0,
+                    # every rank trains as many images a step: the run's count, whatever the number of ranks
+                    "epoch_images": epoch.images * self.world.size if epoch else 0,
                     "epoch_seconds": epoch.seconds if epoch else 0.0,
                     "order": progress.order if epoch is not None and progress.order is not None else None,
                     # the loss log as of this step: a run killed after a later epoch end wrote train_log.csv rows
@@ -303,9 +306,7 @@ class CheckpointSaver:
         epoch = self.progress.epoch
         loss_sum = None
         if epoch is not None and self.world.distributed:  # rank-count independent: the mean of the ranks' sums
-            loss_sum = epoch.loss_sum.detach().clone()
-            torch.distributed.all_reduce(loss_sum)
-            loss_sum /= self.world.size
+            loss_sum = mean_over_ranks(epoch.loss_sum, self.world)
         if not self.world.is_main:
             self.saved_step = self.state.step
             return

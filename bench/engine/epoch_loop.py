@@ -24,7 +24,7 @@ class EpochProgress:
 
 def train_steps(state: TrainState, batches, n_steps: int, log_every: int = 50, progress: bool | None = None,
                 desc: str = "train", on_log=None, on_step=None, start: EpochProgress | None = None,
-                step_fn=None) -> dict:
+                step_fn=None, reduce_loss=None) -> dict:
     """Run the batches of one epoch; returns mean loss, images and seconds (device-synchronised).
 
     The running loss stays on the device and is read back every ``log_every`` steps, so the loop does
@@ -32,6 +32,8 @@ def train_steps(state: TrainState, batches, n_steps: int, log_every: int = 50, p
     ``on_step(epoch_progress, loss)`` runs after every step (checkpoints, fault checks; it may raise);
     ``start`` continues an epoch that a checkpoint interrupted, ``batches`` then being its remaining ones.
     ``step_fn`` replaces :func:`clip_step` (same signature), e.g. by a :class:`bench.engine.cuda_graph.CudaGraphStep`.
+    ``reduce_loss(sum)``: the running sum as logged (the mean over ranks under DDP; every rank calls it at each
+    read-back).
     """
     step_fn = step_fn or clip_step
     model = state.model
@@ -57,7 +59,8 @@ def train_steps(state: TrainState, batches, n_steps: int, log_every: int = 50, p
             on_step(epoch, loss)
         steps = epoch.steps
         if steps % log_every == 0 or steps == n_steps:
-            mean = float(epoch.loss_sum) / steps  # the one host sync of the cadence
+            total = epoch.loss_sum if reduce_loss is None else reduce_loss(epoch.loss_sum)
+            mean = float(total) / steps  # the one host sync of the cadence
             if on_log is not None:
                 on_log(state.step, mean)
             if bar is not None:

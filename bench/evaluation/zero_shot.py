@@ -67,6 +67,20 @@ def zero_shot_metrics(model, images_uint8: torch.Tensor, labels: torch.Tensor, c
 # Zero-shot evaluation, sharded
 # ---------------------------------------------------------------------------------------------------------
 @torch.no_grad()
+@torch.no_grad()
+def _share_batch_norm_stats(model):
+    """Rank 0's batch-norm running statistics on every rank, so each encodes its shard with the statistics the
+    saved checkpoint holds. Under --no-sync-bn each rank's last training step updated its own (DDP broadcasts
+    rank 0's at the start of the next forward, not after the last); synchronised ones are equal already."""
+    import torch.distributed as dist
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            for buffer in (module.running_mean, module.running_var, module.num_batches_tracked):
+                if buffer is not None:
+                    dist.broadcast(buffer, src=0)
+
+
 def validate_sharded(model, images_uint8: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, world: World,
                      **kwargs) -> dict:
     """Zero-shot metrics with the test images split over ranks; every rank returns the same metrics.
@@ -80,6 +94,7 @@ def validate_sharded(model, images_uint8: torch.Tensor, labels: torch.Tensor, cl
 
     if world_size() == 1:
         return zero_shot_metrics(model, images_uint8, labels, classifier, **kwargs)
+    _share_batch_norm_stats(model)
     lo, hi = shard_bounds(len(images_uint8), world.rank, world.size)
     was_training = model.training
     model.eval()

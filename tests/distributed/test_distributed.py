@@ -91,6 +91,13 @@ def _worker(rank, port, folder):
         out[kind, mode, dtype] = _step(model, wrap_model(model, world, sync_bn=True), kind, mode, rank, 2, inputs,
                                        slice(rank * B, (rank + 1) * B))
     out["metrics"] = validate_sharded(model, inputs["test_images"], inputs["test_labels"], inputs["classifier"], world)
+    # running statistics that differ between the ranks (--no-sync-bn after a step): evaluated with rank 0's
+    bn = _model(inputs, torch.float32)
+    for name, buffer in bn.named_buffers():
+        if name.endswith("running_mean"):
+            buffer.fill_(float(rank))
+    out["bn_metrics"] = validate_sharded(bn, inputs["test_images"], inputs["test_labels"], inputs["classifier"], world)
+    out["bn_means"] = [float(b.sum()) for n, b in bn.named_buffers() if n.endswith("running_mean")]
 
     with contextlib.redirect_stdout(io.StringIO()) as stdout, contextlib.redirect_stderr(io.StringIO()) as stderr:
         try:
@@ -98,6 +105,11 @@ def _worker(rank, port, folder):
         except SystemExit as exc:  # a failed rank must die, so that spawn stops the other rank too
             raise RuntimeError(f"rank {rank}: bench run exited {exc.code}: {stderr.getvalue()[-2000:]}") from None
     out["cli"] = stdout.getvalue(), stderr.getvalue()
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:  # 2 ranks x 8 > 12 images: no whole batch a rank
+        try:
+            main(["run", *RUN, "--batch-size", "8", "--limit-train", "12", "--out", str(Path(folder) / "too_few")])
+        except SystemExit as exc:
+            out["too_few"] = exc.code, stderr.getvalue()
     torch.save(out, Path(folder) / f"rank{rank}.pt")
     shutdown()
 
@@ -216,6 +228,10 @@ def test_two_rank_bench_run_writes_one_row_and_trains_as_one_process(two_ranks, 
     code, _, err = run_cli("run", *RUN, "--batch-size", "16", "--out", tmp_path / "one")
     assert code == 0, err
     one = pd.read_csv(tmp_path / "one" / "runs.csv")
+    # the logged loss (train_log.csv, TensorBoard) is the run's over both ranks, as history.csv's, not rank 0's
+    logged = [pd.read_csv(run_dir_of(o) / "train_log.csv")["train_loss"].tolist() for o in (folder / "ddp",
+                                                                                          tmp_path / "one")]
+    assert logged[0] == pytest.approx(logged[1], rel=1e-5)
     assert ddp.loc[0, "final_train_loss"] == pytest.approx(one.loc[0, "final_train_loss"], rel=1e-5)
     for column in ("zeroshot_top1", "zeroshot_top5", "mean_per_class_recall"):
         assert ddp.loc[0, column] == one.loc[0, column]
@@ -249,3 +265,26 @@ def test_one_rank_under_torchrun_is_a_plain_run_unless_ddp_is_forced(tmp_path, m
     assert "backend" not in err_one and "1 ranks on 1 node(s), backend gloo" in err_forced
     pd.testing.assert_frame_equal(plain, one, check_exact=True)
     pd.testing.assert_frame_equal(plain, forced, check_exact=True)
+
+
+@pytest.mark.slow  # two gloo rank processes
+def test_ranks_evaluate_with_rank_0s_batch_norm_statistics_and_refuse_a_global_batch_past_the_data(two_ranks):
+    """Under --no-sync-bn each rank's last step leaves its own running statistics: sharded evaluation first gives
+    every rank rank 0's (those the checkpoint saves), so the metrics are one model's. A global batch larger than
+    the training set is one line and exit 2 on every rank, not an epoch of no steps."""
+    from bench.evaluation.zero_shot import zero_shot_metrics
+
+    inputs, ranks, _ = two_ranks
+    assert [r["bn_means"] for r in ranks] == [ranks[0]["bn_means"]] * 2 and not any(ranks[0]["bn_means"])
+    model = _model(inputs, torch.float32)
+    for name, buffer in model.named_buffers():
+        if name.endswith("running_mean"):
+            buffer.zero_()
+    model.eval()
+    alone = zero_shot_metrics(model, inputs["test_images"], inputs["test_labels"], inputs["classifier"])
+    for r in ranks:
+        assert r["bn_metrics"]["top1"] == alone["top1"]
+        torch.testing.assert_close(torch.as_tensor(r["bn_metrics"]["predictions"]),
+                                   torch.as_tensor(alone["predictions"]))
+        code, err = r["too_few"]
+        assert code == 2 and "the global batch, 2 ranks x 8, is larger than the 12 training images" in err

@@ -99,6 +99,10 @@ def test_a_run_saved_by_one_process_resumes_under_two_ranks(baseline, killed, tm
         assert row[column] == base[column]
     ours, theirs = history(run_dir_of(out)), history(baseline[1])
     assert ours["train_loss"].tolist() == pytest.approx(theirs["train_loss"].tolist(), rel=1e-5)
+    # the images trained before the kill count once, not once per rank that resumed
+    saved = [torch.load(d / "last.pt", weights_only=True)["progress"]["train_images"] for d in (run_dir_of(out),
+                                                                                               baseline[1])]
+    assert saved[0] == saved[1] == 128
 
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(baseline, tmp_path, run_cli):
