@@ -425,3 +425,13 @@ def test_a_remote_worker_reads_a_relative_image_folder_where_the_sweep_was_start
         set_host(previous)
     assert result["status"] == "done", result.get("error")
     assert (tmp_path / "start" / "res" / "runs" / payload["run_id"] / "result.json").is_file()
+
+
+def test_a_concurrent_run_that_fails_before_training_is_a_failure_not_a_silent_thread_death(tmp_path, run_cli):
+    """device = "cuda" on a machine without one: with --concurrent 2 each run fails with its record and the sweep
+    exits 1, as the same sweep run one at a time does (a thread that died unseen let the sweep exit 0)."""
+    path = tmp_path / "dev.toml"
+    path.write_text(sweep_text({"seed": [0, 1]}, device="cuda", out="res"))
+    code, out, err = run_cli("sweep", path, "--concurrent", "2")
+    assert code == 1 and "asked for CUDA" in out + err, (out, err)
+    assert len(list((tmp_path / "res" / "sweep" / "failed").glob("*"))) == 2

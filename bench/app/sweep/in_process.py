@@ -100,8 +100,9 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{m:02d}m" if hours else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def run_planned(p: Planned, stop=None, progress: SweepProgress | None = None) -> Outcome:
-    """Claim ``p`` and run it to its row (fresh, or resumed from its ``last.pt``), unless it is done or taken."""
+def run_planned(p: Planned, stop=None, progress: SweepProgress | None = None, own_stream: bool = False) -> Outcome:
+    """Claim ``p`` and run it to its row (fresh, or resumed from its ``last.pt``), unless it is done or taken.
+    ``own_stream``: on CUDA, on a stream of its own (one of ``--concurrent``'s threads)."""
     claim = Claim(p.claim_path)
     if not claim.acquire():
         outcome = Outcome(p, "elsewhere")
@@ -118,7 +119,7 @@ def run_planned(p: Planned, stop=None, progress: SweepProgress | None = None) ->
             trained = True
             if progress:
                 progress.start(p, "resume" if resumed else "start")
-            with job:
+            with _run_stream(p.cfg.device) if own_stream else contextlib.nullcontext(), job:
                 while not job.done:
                     job.step()
             row = job.finish()
@@ -200,8 +201,10 @@ def _run_threads(planned: list[Planned], concurrent: int, stop, progress: SweepP
                 p = todo.get_nowait()
             except queue.Empty:
                 return
-            with _run_stream(p.cfg.device):
-                outcome = run_planned(p, stop, progress)
+            try:
+                outcome = run_planned(p, stop, progress, own_stream=True)
+            except Exception as exc:  # noqa: BLE001 - outside the run's own handling (its claim): still its outcome
+                outcome = Outcome(p, "failed", error=one_line_cause(exc))
             with lock:
                 outcomes.append(outcome)
 
@@ -212,6 +215,9 @@ def _run_threads(planned: list[Planned], concurrent: int, stop, progress: SweepP
     for t in threads:
         while t.is_alive():  # a timed join, so the main thread keeps taking signals
             t.join(timeout=0.2)
+    finished = {o.planned.run_id for o in outcomes}
+    # a run no thread reported (one died on a BaseException): unfinished, so the sweep does not end as if it ran
+    outcomes += [Outcome(p, "unfinished") for p in planned if p.run_id not in finished and not stop.requested]
     order = {p.run_id: i for i, p in enumerate(planned)}
     return sorted(outcomes, key=lambda o: order[o.planned.run_id])
 
