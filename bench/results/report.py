@@ -75,8 +75,13 @@ def configuration_names(table: pd.DataFrame, leave_out=()) -> pd.Series:
 def _colors(labels) -> dict:
     import matplotlib
 
-    cmap = matplotlib.colormaps["tab10"]
-    return {label: cmap(i % 10) for i, label in enumerate(labels)}
+    labels = list(labels)
+    if len(labels) <= 10:
+        cmap = matplotlib.colormaps["tab10"]
+        return {label: cmap(i) for i, label in enumerate(labels)}
+    # more configurations than tab10 has colours: one of each, spread over a continuous map, so none repeats
+    cmap = matplotlib.colormaps["turbo"]
+    return {label: cmap(i / (len(labels) - 1)) for i, label in enumerate(labels)}
 
 
 def _save(fig, path: Path):
@@ -116,7 +121,8 @@ def plot_overlaid_curves(table, run_dirs, colors, path) -> bool:
     for label, history, steps in runs:
         kw = dict(color=colors[label], alpha=0.75, lw=1.5, label=label if label not in seen else None)
         # configurations side by side at each epoch, so equal accuracies do not hide each other
-        shift = 0.06 * (order.index(label) - (len(order) - 1) / 2)
+        # (at most 0.3 epoch either way, whatever their number, so a point stays nearer its own epoch)
+        shift = 0.6 * (order.index(label) - (len(order) - 1) / 2) / max(len(order) - 1, 10)
         seen.add(label)
         if steps is not None:
             ax_loss.plot(steps["step"], steps["train_loss"], **kw)
@@ -464,7 +470,7 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
     md += ["## Summary", "", _summary(agg, [m for m in SUMMARY_METRICS if m in metrics]).pipe(_md), ""]
     md += _time_to_target_section(table)
     if len(labels) > 1:
-        result = _compare_configurations(table, metrics, correct)
+        result = _compare_configurations(table, metrics, correct, src.run_dirs)
         md += _comparison_section(result, metrics)
         figure("differences", plot_differences(result.rows, out / "differences.png"))
     md += _metric_sections(agg, metrics)
@@ -502,9 +508,10 @@ def _header(table: pd.DataFrame, labels: list, title: str | None) -> list[str]:
             f"{_values(table, 'normalization')}, weights: {_values(table, 'eval_checkpoint')}", ""]
 
 
-def _compare_configurations(table: pd.DataFrame, metrics: list[str], correct: str):
-    """Every configuration against the first (the baseline), Holm-adjusted across all of them with ``holm``."""
-    sides = split_sides([Source("all", table)], LABEL)
+def _compare_configurations(table: pd.DataFrame, metrics: list[str], correct: str, run_dirs: dict):
+    """Every configuration against the first (the baseline), Holm-adjusted across all of them with ``holm``;
+    ``run_dirs`` hold the runs' predictions.npy for the paired test over test images."""
+    sides = split_sides([Source("all", table, run_dirs)], LABEL)
     for side in sides:
         side.label = side.label.split("=", 1)[1]  # "configuration=a" -> "a"
     result = compare(sides, metrics=[m for m in metrics if m != "params"])
@@ -561,8 +568,9 @@ def _runs_section(table: pd.DataFrame) -> list[str]:
     cols = [c for c in ["run_id", LABEL, "seed", "zeroshot_top1", "probe_top1", "robust_mean", "train_seconds",
                         "train_images_per_s"] if c in table.columns]
     runs = table[cols].copy()
-    for c in cols[3:]:
-        runs[c] = [fmt_value(v, c) for v in runs[c]]
+    for c in cols:
+        if c not in ("run_id", LABEL, "seed"):
+            runs[c] = [fmt_value(v, c) for v in runs[c]]
     md = ["## Runs", "", runs.pipe(_md), ""]
     if "command" in table.columns:
         md += ["Commands recorded with the runs:", ""] + [f"    {c}" for c in sorted(set(table["command"].dropna()))] + [""]

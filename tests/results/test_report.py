@@ -106,3 +106,36 @@ def test_pretrained_models_of_one_architecture_are_labelled_by_their_weights():
 
     rows = [make_row(f"p{w}", "open_clip:ViT-B-32", config_id=f"cfg-{w}", pretrained=w) for w in ("openai", "laion")]
     assert label_configs(pd.DataFrame(rows))[LABEL].tolist() == ["openai", "laion"]
+
+
+def test_the_report_compares_one_run_a_side_over_the_test_images_as_compare_does(tmp_path, run_cli):
+    """One seed per configuration, each run with its predictions.npy (10 and 25 of 30 images right): the report's
+    comparison uses the paired test over the images (exact McNemar), as bench compare does, not n/a."""
+    import numpy as np
+
+    from bench.results.predictions import save_predictions
+
+    labels = np.arange(30) % 3
+    rows = [make_row("ra", "a", 0, 10 / 30), make_row("rb", "b", 0, 25 / 30)]
+    write_results(tmp_path / "res", rows)
+    for row, right in zip(rows, (np.arange(30) < 10, np.arange(30) < 25)):
+        save_predictions(tmp_path / "res" / "runs" / row["run_id"] / "predictions.npy", labels,
+                         np.where(right, labels, (labels + 1) % 3), 3)
+    code, _, err = run_cli("report", tmp_path / "res", "--out", tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert code == 0 and "yes (McNemar, p=<0.001)" in text, err
+
+
+def test_runs_are_shown_in_percent_without_a_seed_column_and_many_configurations_get_colours_of_their_own(
+        tmp_path, run_cli):
+    import pandas as pd
+
+    from bench.results.report import _colors
+
+    pd.DataFrame({"run_id": ["r1", "r2"], "encoder": ["a", "b"], "zeroshot_top1": [0.5, 0.6],
+                  "train_seconds": [1.0, 2.0]}).to_csv(tmp_path / "noseed.csv", index=False)
+    code, _, err = run_cli("report", tmp_path / "noseed.csv", "--out", tmp_path / "report")
+    runs = (tmp_path / "report" / "report.md").read_text().split("## Runs")[1]
+    assert code == 0 and "50.0" in runs and "60.0" in runs and "0.5 " not in runs, err
+    colors = _colors([f"c{i}" for i in range(20)])
+    assert len(set(colors.values())) == 20
