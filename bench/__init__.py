@@ -11,6 +11,7 @@ _LAZY = {
     "tokenize": "clip.tokenizer", "SimpleTokenizer": "clip.tokenizer",
     "contrastive_loss": "clip.loss", "multipositive_loss": "clip.loss", "ClipLoss": "clip.loss",
     "train_epoch": "engine.reference_loop", "validate": "engine.reference_loop",
+    "test_model_inference": "app.evaluate",
     "CIFARCLIPDataset": "data.datasets", "collate_fn": "data.datasets", "ArrayDataset": "data.datasets",
     "RunConfig": "config", "make_config": "config",
     "BenchError": "errors",

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+import bench
 from tests.support.processes import spawn_bench
 from tests.support.runs import TINY
 
@@ -112,6 +113,38 @@ def test_predict_names_the_class_of_image_files(trained, run_cli, tmp_path):
     assert len(lines) == 4
     hits = sum(line.split(": ")[1].split(" ")[0] == test.classes[test.labels[i]] for i, line in enumerate(lines))
     assert hits >= 3
+
+
+# The reference spec's "Key Functions" (../shared/spec/reference-clip-cifar10.md), public API under their names
+SPEC_FUNCTIONS = ["create_model", "build_model", "train_epoch", "validate", "contrastive_loss", "CIFARCLIPDataset",
+                  "collate_fn", "tokenize", "convert_weights", "test_model_inference"]
+
+
+def test_every_function_the_spec_names_is_bench_public_api():
+    assert [name for name in SPEC_FUNCTIONS if not callable(getattr(bench, name, None))] == []
+    assert set(SPEC_FUNCTIONS) <= set(bench.__all__)
+
+
+def test_the_specs_test_model_inference_prints_true_and_predicted_classes_of_test_images(trained, tmp_path):
+    """bench.test_model_inference(), as the reference script calls it, reads the newest best.pt under results/: the
+    first five test images with their true class, the class picked and its confidence; the model learned the
+    synthetic set, so it picks most of them right."""
+    import os
+
+    lines = []
+    cwd = os.getcwd()
+    os.chdir(trained.parent)
+    try:
+        rows = bench.test_model_inference(results=trained.name, echo=lines.append)
+    finally:
+        os.chdir(cwd)
+    test = __import__("bench.data.datasets", fromlist=["make_synthetic"]).make_synthetic("test", n=5)
+    assert [r["true_class"] for r in rows] == [test.classes[label] for label in test.labels]
+    assert sum(r["true_class"] == r["predicted_class"] for r in rows) >= 4
+    assert all(0 < r["confidence"] <= 1 for r in rows)
+    assert lines[0].startswith("Image 1:\n  True class: ") and "Predicted class: " in lines[0]
+    with pytest.raises(bench.BenchError, match="no best.pt under"):
+        bench.test_model_inference(results=tmp_path)
 
 
 def test_epoch_log_line_names_loss_accuracy_and_times_only_when_measured():

@@ -403,12 +403,58 @@ def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
     classes = ckpt.get("classes") or list(get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, 0).classes)
     name = templates or cfg.templates
     tpl = validated_templates(name, get_entry("templates", name).create())
-    tokenizer = checkpoint_tokenizer(ckpt, cfg.tokenizer, cfg.model.text.context_length, fill(tpl, classes))
-    autocast_dtype = autocast_dtype_for(cfg.precision, device)
-    classifier = build_zero_shot_classifier(model, classes, tpl, tokenizer, device, autocast_dtype)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
-    probs = (100.0 * image_features(model, x, autocast_dtype=autocast_dtype) @ classifier).softmax(dim=-1).cpu()
+    probs = class_probabilities(model, cfg, ckpt, images, classes, tpl, device)
     k = min(top_k, len(classes))
     for p, row in zip(image_paths, probs):
         values, indices = row.topk(k)
         yield str(Path(p)), [(classes[i], float(v)) for v, i in zip(values, indices)]
+
+
+def class_probabilities(model, cfg: RunConfig, ckpt: dict, images: np.ndarray, classes, templates, device):
+    """Each uint8 ``(N, H, W, 3)`` image's probabilities over ``classes`` under the zero-shot classifier of
+    ``templates`` (CLIP's 100 x cosine, softmaxed), through the tokenizer the checkpoint's run trained with."""
+    tokenizer = checkpoint_tokenizer(ckpt, cfg.tokenizer, cfg.model.text.context_length, fill(templates, classes))
+    autocast_dtype = autocast_dtype_for(cfg.precision, device)
+    classifier = build_zero_shot_classifier(model, classes, templates, tokenizer, device, autocast_dtype)
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+    return (100.0 * image_features(model, x, autocast_dtype=autocast_dtype) @ classifier).softmax(dim=-1).cpu()
+
+
+def test_model_inference(checkpoint=None, n_images: int = 5, device="auto", templates=("a photo of a {}",),
+                         results="results", echo=print) -> list[dict]:
+    """The spec's ``test_model_inference()``: the first ``n_images`` test images of a checkpoint's dataset, each
+    printed with its true class, the class the model picks among all classes and its confidence, as the
+    reference prints them; returns the same as dicts.
+
+    ``checkpoint``: a checkpoint written by ``bench run`` (default: the newest ``best.pt`` under
+    ``results/runs``, where the reference reads ``best_clip_model.pth``). The prompt is the reference's one,
+    ``"a photo of a {}"``; the confidence is a probability (CLIP's 100 x cosine, softmaxed over the classes)
+    where the reference prints a raw dot product. Named ``test_*`` as the spec names it: a test module imports
+    ``bench`` and calls ``bench.test_model_inference``, so that pytest does not collect it as a test.
+    """
+    from ..data.resize import fit_to_size
+
+    check_positive("n_images", n_images, allow_none=False)
+    check_device(device)
+    device = resolve_device(device)
+    path = Path(checkpoint) if checkpoint is not None else _newest_best(Path(results))
+    model, cfg, ckpt = load_model(path, device)
+    test = get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, cfg.data_seed, **dict(cfg.data_opts))
+    test = fit_to_size(test.subset(n_images), cfg.model.image_resolution, cfg.dataset)
+    classes = list(test.classes)
+    probs = class_probabilities(model, cfg, ckpt, test.images, classes, list(templates), device)
+    rows = []
+    for i, (p, label) in enumerate(zip(probs, test.labels)):
+        k = int(p.argmax())
+        rows.append({"image": i + 1, "true_class": classes[int(label)], "predicted_class": classes[k],
+                     "confidence": float(p[k])})
+        echo(f"Image {i + 1}:\n  True class: {classes[int(label)]}\n  Predicted class: {classes[k]}\n"
+             f"  Confidence: {float(p[k]):.4f}\n")
+    return rows
+
+
+def _newest_best(results: Path) -> Path:
+    found = sorted(results.glob("runs/*/best.pt"), key=lambda f: f.stat().st_mtime)
+    if not found:
+        raise BenchError(f"no best.pt under {results}/runs; train a model with bench run, or pass checkpoint=PATH")
+    return found[-1]

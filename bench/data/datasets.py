@@ -203,10 +203,11 @@ class CIFARCLIPDataset(torch.utils.data.Dataset):
     """Pairs each image with a caption: a template of its class drawn at random (the spec's dataset).
 
     ``base`` is an :class:`ArrayDataset` or any dataset yielding ``(PIL image, label)`` (torchvision's
-    ``CIFAR10``). Items are ``(image_tensor, caption, label)``; :func:`collate_fn` tokenizes captions.
+    ``CIFAR10``). Items are ``(image_tensor, caption, label)``; :func:`collate_fn` tokenizes captions. The
+    arguments come in the reference's order, ``(base, class_names, transform)``; ``templates`` is bench's.
     """
 
-    def __init__(self, base, class_names=CIFAR10_CLASSES, templates=None, transform=None):
+    def __init__(self, base, class_names=CIFAR10_CLASSES, transform=None, templates=None):
         from ..clip.templates import SEED_TEMPLATES
 
         self.base = base

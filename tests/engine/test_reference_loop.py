@@ -78,3 +78,21 @@ def test_a_few_reference_epochs_lower_the_validation_loss_of_a_tiny_clip():
     before = validate(model, loader)["loss"]
     losses = [train_epoch(model, loader, optimizer) for _ in range(4)]
     assert validate(model, loader)["loss"] < before and losses[-1] < losses[0]
+
+
+def test_the_reference_scripts_own_calls_work_as_written():
+    """CLIP.py's main(): CIFARCLIPDataset(cifar, class_names, transform), train_epoch(model, loader, optimizer,
+    device, epoch + 1) and val_loss, val_accuracy = validate(model, loader, device)."""
+    from bench.data.datasets import reference_transform
+
+    random.seed(0)
+    torch.manual_seed(0)
+    base = make_synthetic("train", n=16)
+    dataset = CIFARCLIPDataset(base, list(base.classes), reference_transform(train=False))
+    assert dataset[0][0].min() >= -1 and dataset[0][1].startswith(("a ", "an "))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, collate_fn=collate_fn)
+    model = tiny_clip().float()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    train_loss = train_epoch(model, loader, optimizer, "cpu", 1)
+    val_loss, val_accuracy = validate(model, loader, "cpu")
+    assert train_loss > 0 and val_loss > 0 and 0 <= val_accuracy <= 1
