@@ -106,7 +106,9 @@ class RunConfig:
     precision: str = "auto"
     limit_train: int | None = None  # use only the first N training images
     limit_test: int | None = None  # evaluate on the first N test images
-    eval_every: int = not_in_id(1)  # zero-shot evaluation every N epochs (and always after the last)
+    # zero-shot evaluation every N epochs (and always after the last); with stop_at_target it decides at which
+    # epoch the run can stop, so there it is part of what is trained
+    eval_every: int = in_id_when("stop_at_target", 1)
     # a quality target, "METRIC=VALUE" (bench.evaluation.target), checked at each evaluated epoch; the row records
     # whether and when it was first reached. Only observing, it leaves what is trained unchanged and stays out of
     # the configuration id, so runs with and without it compare as one configuration over seeds; with

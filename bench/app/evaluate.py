@@ -93,7 +93,8 @@ def open_checkpoint(path, device, holdout_classes=()) -> LoadedCheckpoint:
     # the classes a count drew when the run trained, not a new draw (numpy keeps no promise that a seed's stream
     # stays the same across its versions)
     drawn = tuple(ckpt.get("unseen_classes") or ()) if holdout == tuple(cfg.holdout_classes) else ()
-    return LoadedCheckpoint(model, cfg, ckpt, False, ckpt.get("epoch"), cfg.model.encoder, config_key(cfg),
+    return LoadedCheckpoint(model, cfg, ckpt, False, ckpt.get("epoch"), cfg.model.encoder,
+                            config_key(cfg, int(ckpt.get("world_size", 1))),
                             cfg.templates, cfg.model.text.context_length, cfg.seed,
                             {"image_size": size, "normalization": "[-1,1]"}, autocast_dtype_for(cfg.precision, device),
                             size, holdout, drawn)

@@ -36,4 +36,13 @@ def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_d
     return build_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
                         log=tuple(log), robust_severities=parse_severities(robust_severities),
                         data_opts=parse_opts(data_opts), transfer=tuple(transfer),
-                        holdout_classes=tuple(holdout_classes), **flags)
+                        holdout_classes=_holdout_spec(holdout_classes), **flags)
+
+
+def _holdout_spec(given) -> tuple:
+    """``--holdout-classes`` as the configuration keeps it: names sorted (the same split, given in any order, is one
+    configuration), a count as it is."""
+    from ..data.class_split import holdout_count
+
+    given = tuple(given)
+    return given if holdout_count(given) is not None else tuple(sorted(given))

@@ -284,8 +284,9 @@ class Run:
         cfg = self.cfg
         if not cfg.log or not self.world.is_main:
             return RunLoggers([])
-        loggers = open_loggers(cfg.log, self.run_id, self.run_dir, {**cfg.to_dict(), "config_id": config_key(cfg)},
-                               resume_step, cfg.wandb_project, cfg.wandb_entity)
+        config = {**cfg.to_dict(), "config_id": config_key(cfg, self.world.size)}
+        loggers = open_loggers(cfg.log, self.run_id, self.run_dir, config, resume_step, cfg.wandb_project,
+                               cfg.wandb_entity)
         if resume_step is not None:
             loggers.replay(self.progress.loss_log, self.state.history, resume_step)
         if "tensorboard" in cfg.log:
@@ -507,8 +508,8 @@ class Run:
         train_seconds, train_images = progress.train_seconds, progress.train_images
         prov = provenance(self.device)
         return {
-            "run_id": self.run_id, "config_id": config_key(cfg), "time": prov["time"], "encoder": cfg.model.encoder,
-            "tokenizer": cfg.tokenizer,
+            "run_id": self.run_id, "config_id": config_key(cfg, self.world.size), "time": prov["time"],
+            "encoder": cfg.model.encoder, "tokenizer": cfg.tokenizer,
             "templates": cfg.templates, "dataset": cfg.dataset, "preset": cfg.preset, "epochs": cfg.epochs,
             "batch_size": cfg.batch_size, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "loss": cfg.loss,
             "optimizer": cfg.optimizer,  # what --lr means depends on it (AdamW's step size, or SGD's multiplier)

@@ -80,14 +80,18 @@ def _flat(d: dict, prefix="") -> dict:
     return out
 
 
-def config_key(cfg) -> str:
+def config_key(cfg, ranks: int = 1) -> str:
     """10 hex digits naming a configuration: every field that shapes training or evaluation except the seed.
+    ``ranks``: the processes it trained on, whose per-rank ``batch_size`` makes the global batch that training
+    sees: 2 ranks x 16 is the configuration of one process x 32 (one process's keys are as they were).
 
     Only fields that differ from the ``RunConfig`` defaults enter the hash, so adding a new field (with its
     default) to ``RunConfig`` leaves the keys of existing results unchanged.
     Fields whose metadata says ``config_id: False`` (``bench.config.not_in_id``) never enter it; those whose
     ``config_id`` names another field (``bench.config.in_id_when``) enter it only while that field is true.
     """
+    if ranks != 1:
+        cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size * ranks)
     excluded = {f.name for f in dataclasses.fields(cfg) if not _in_id(f.metadata.get("config_id", True), cfg)}
     default = _flat(type(cfg)().to_dict())
     values = {k: v for k, v in _flat(cfg.to_dict()).items()

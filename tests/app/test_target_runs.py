@@ -196,6 +196,9 @@ def test_the_configuration_id_holds_the_target_only_where_it_stops_the_run():
     assert key(target="zeroshot_top1=0.5") == key(target="zeroshot_top1=0.9") == plain
     stopping = key(target="zeroshot_top1=0.5", stop_at_target=True)
     assert stopping != plain and stopping != key(target="zeroshot_top1=0.9", stop_at_target=True)
+    # how often the target is checked decides the epoch a stopping run ends at; an observing run trains the same
+    assert key(target="zeroshot_top1=0.5", stop_at_target=True, eval_every=2) != stopping
+    assert key(eval_every=2) == plain
 
 
 def sweep(out, target=None) -> str:

@@ -235,6 +235,7 @@ def test_two_rank_bench_run_writes_one_row_and_trains_as_one_process(two_ranks, 
     assert ddp.loc[0, "final_train_loss"] == pytest.approx(one.loc[0, "final_train_loss"], rel=1e-5)
     for column in ("zeroshot_top1", "zeroshot_top5", "mean_per_class_recall"):
         assert ddp.loc[0, column] == one.loc[0, column]
+    assert ddp.loc[0, "config_id"] == one.loc[0, "config_id"]  # 2 x 8 is the configuration of 1 x 16
     ckpt = torch.load(folder / "ddp" / "runs" / ddp.loc[0, "run_id"] / "last.pt", weights_only=True)
     ref = torch.load(tmp_path / "one" / "runs" / one.loc[0, "run_id"] / "last.pt", weights_only=True)
     assert ckpt["world_size"] == 2 and ref["world_size"] == 1

@@ -115,8 +115,9 @@ def test_config_id_leaves_out_every_option_resume_may_change_and_only_the_marked
 
     excluded = {f.name for f in dataclasses.fields(RunConfig) if not f.metadata.get("config_id", True)}
     assert set(ALLOWED_WITH_RESUME) <= excluded
+    # eval_every is conditional (bench.config.in_id_when): in the id only where it decides where a run stops
     assert excluded == {"seed", "out", "progress", "device", "log_every", "save_checkpoints", "compile", "data_dir",
-                        "eval_every", "channels_last", "evals", "robust_limit", "robust_severities",
+                        "channels_last", "evals", "robust_limit", "robust_severities",
                         "cudnn_benchmark", "deterministic", "checkpoint_every", "log", "wandb_project",
                         "wandb_entity", "prewarm_steps", "transfer"}
     base = make_config("reference")
@@ -157,3 +158,16 @@ def test_a_json_results_file_keeps_ids_that_look_like_numbers(tmp_path):
     pd.DataFrame([make_row("0001", config_id="0123456789")]).to_json(path, orient="records")
     table = read_results_file(path)
     assert table["config_id"].tolist() == ["0123456789"] and table["run_id"].tolist() == ["0001"]
+
+
+def test_one_configuration_trained_two_ways_has_one_id():
+    """2 ranks x 16 trains on the global batch of 1 process x 32 (and not of 1 x 16); held-out classes name one
+    split in any order."""
+    from bench.app.options import config_from_flags
+
+    base = make_config("smoke", dataset="synthetic")
+    assert config_key(replace(base, batch_size=16), ranks=2) == config_key(replace(base, batch_size=32))
+    assert config_key(replace(base, batch_size=16), ranks=2) != config_key(replace(base, batch_size=16))
+    assert config_key(config_from_flags(holdout_classes=("red", "blue"))) == \
+        config_key(config_from_flags(holdout_classes=("blue", "red")))
+    assert config_from_flags(holdout_classes=("2",)).holdout_classes == ("2",)
