@@ -70,6 +70,12 @@ CASES = [
      "slurm runs_per_job must be at least 1, got 0"),
     ("slurm-unknown-setting", 0, ["--launcher", "slurm", "--slurm", "partion=gpu"], None,
      "unknown slurm setting 'partion'"),
+    ("slurm-time-as-a-word", 0, ["--launcher", "slurm", "--slurm", "time_min=abc"], None,
+     "slurm time_min must be at least 1, got 'abc' (a whole number)"),
+    ("file-slurm-folder-number", 0, [], "[sweep]\nlauncher = 'slurm'\n[slurm]\ncluster = 'local'\nfolder = 3\n",
+     "slurm folder must be text, got 3"),
+    ("file-slurm-setup-string", 0, [], "[sweep]\nlauncher = 'slurm'\n[slurm]\nsetup = 'module load cuda'\n",
+     "slurm setup must be a list of shell lines"),
     # the same options in a sweep file's [sweep] table
     ("file-zero-concurrent", 0, [], "[sweep]\nconcurrent = 0\n", "s.toml: sweep.concurrent must be a whole number"),
     ("file-workers-word", 0, [], "[sweep]\nworkers = 'two'\n", "s.toml: sweep.workers must be a whole number"),

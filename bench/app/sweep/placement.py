@@ -25,6 +25,11 @@ SLURM_PARAMETERS = {  # [slurm] keys -> submitit's AutoExecutor parameters
 SWEEP_KEYS = ("concurrent", "workers", "gpus", "launcher", "gpus_per_run", "ray_address")  # a sweep file's [sweep]
 SLURM_KEYS = ("cluster", *SLURM_PARAMETERS, "runs_per_job", "folder")  # its [slurm]
 SLURM_CLUSTERS = (None, "slurm", "local", "debug")
+# what each [slurm] value must be, checked before anything is written (submitit would fail on it mid-submission)
+SLURM_TYPES = {"runs_per_job": ("int", 1), "time_min": ("int", 1), "gpus_per_job": ("int", 0),
+               "cpus_per_task": ("int", 1), "array_parallelism": ("int", 1), "mem_gb": ("number", 0),
+               "partition": ("text", 0), "account": ("text", 0), "qos": ("text", 0), "constraint": ("text", 0),
+               "folder": ("text", 0), "setup": ("lines", 0)}
 # settings that mean something under one launcher only: typed for another, they are an error (from a sweep file,
 # which may serve several launchers, they are left unused)
 ONLY_WITH = {"workers": "local", "gpus": "local", "gpus_per_run": "ray", "ray_address": "ray"}
@@ -220,8 +225,18 @@ def _check_slurm(slurm: dict):
     if unknown:
         raise BenchError(f"unknown slurm setting {unknown[0]!r}; use {', '.join(sorted(SLURM_PARAMETERS))}, cluster, "
                          f"runs_per_job or folder")
-    runs_per_job = slurm.get("runs_per_job", 1)
-    if isinstance(runs_per_job, bool) or not isinstance(runs_per_job, int) or runs_per_job < 1:
-        raise BenchError(f"slurm runs_per_job must be at least 1, got {runs_per_job!r}")
+    for key, (kind, low) in SLURM_TYPES.items():
+        value = slurm.get(key)
+        if value is None:
+            continue
+        whole = isinstance(value, int) and not isinstance(value, bool)
+        ok = {"int": whole and value >= low, "number": (whole or isinstance(value, float)) and value > 0,
+              "text": isinstance(value, str) and value.strip() != "",
+              "lines": isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
+        if not ok:
+            wanted = {"int": f"at least {low}, got {value!r} (a whole number)", "number": f"above 0, got {value!r}",
+                      "text": f"text, got {value!r}",
+                      "lines": f'a list of shell lines (["module load cuda"]), got {value!r}'}[kind]
+            raise BenchError(f"slurm {key} must be {wanted}")
     if slurm.get("cluster") not in SLURM_CLUSTERS:
         raise BenchError(f"slurm cluster must be slurm, local or debug, got {slurm.get('cluster')!r}")
