@@ -427,11 +427,23 @@ def test_a_remote_worker_reads_a_relative_image_folder_where_the_sweep_was_start
     assert (tmp_path / "start" / "res" / "runs" / payload["run_id"] / "result.json").is_file()
 
 
-def test_a_concurrent_run_that_fails_before_training_is_a_failure_not_a_silent_thread_death(tmp_path, run_cli):
-    """device = "cuda" on a machine without one: with --concurrent 2 each run fails with its record and the sweep
-    exits 1, as the same sweep run one at a time does (a thread that died unseen let the sweep exit 0)."""
-    path = tmp_path / "dev.toml"
-    path.write_text(sweep_text({"seed": [0, 1]}, device="cuda", out="res"))
+def test_a_concurrent_run_that_fails_before_training_is_a_failure_not_a_silent_thread_death(tmp_path, run_cli,
+                                                                                          monkeypatch):
+    """A run whose CUDA stream cannot be made fails with its record and the sweep exits 1, as a run failing
+    anywhere else does (its thread died unseen and the sweep exited 0). Runs asking for CUDA on a machine without
+    it are refused before anything runs: one line, exit 2, nothing written."""
+    from bench.app.sweep import in_process
+
+    def no_stream(device):
+        raise RuntimeError("CUDA stream: no device")
+
+    monkeypatch.setattr(in_process, "_run_stream", no_stream)
+    path = tmp_path / "s.toml"
+    path.write_text(sweep_text({"seed": [0, 1]}, out="res"))
     code, out, err = run_cli("sweep", path, "--concurrent", "2")
-    assert code == 1 and "asked for CUDA" in out + err, (out, err)
+    assert code == 1 and "CUDA stream: no device" in out + err, (out, err)
     assert len(list((tmp_path / "res" / "sweep" / "failed").glob("*"))) == 2
+    path.write_text(sweep_text({"seed": [0, 1]}, device="cuda", out="cuda_res"))
+    code, out, err = run_cli("sweep", path, "--concurrent", "2")
+    assert code == 2 and "the runs use --device cuda, and torch sees no GPU" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "cuda_res").exists()

@@ -116,6 +116,10 @@ def check_placement(placement: Placement, cfgs) -> Placement:
             raise BenchError(f"--launcher {placement.launcher} needs {name}; install it with: "
                              f"pip install 'bench[{placement.launcher}]'")
         return checked
+    cuda = sorted(d for d in devices if d.startswith("cuda"))
+    if cuda and not visible_gpus():  # on this machine every run would fail at its start, one by one
+        raise BenchError(f"the runs use --device {cuda[0]}, and torch sees no GPU on this machine; use --device cpu "
+                         f"or auto, or --launcher ray|slurm to run them where there are GPUs")
     gpus = _local_gpus(placement, devices)
     workers = placement.workers or (len(gpus) if gpus else 1)
     if workers > runs:
