@@ -486,7 +486,7 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
     if "probe_weight_decay" in table.columns:
         md += [f"Probe weight decay chosen per run: {', '.join(f'{v:g}' for v in table['probe_weight_decay'].dropna())}.",
                ""]
-    md += _figures_section(figures, untimed)
+    md += _figures_section(figures, untimed, table, src.run_dirs)
     md += _runs_section(table)
     report = out / "report.md"
     atomic_write_text(report, "\n".join(md))
@@ -550,13 +550,23 @@ def _metric_sections(agg: pd.DataFrame, metrics: list[str]) -> list[str]:
     return md
 
 
-def _figures_section(figures: dict, untimed: list) -> list[str]:
+# the figures drawn from files in the run folders, and the file each reads
+FOLDER_FIGURES = {"curves": "history.csv", "confusion": "confusion.csv", "per_class": "per_class.csv"}
+
+
+def _figures_section(figures: dict, untimed: list, table: pd.DataFrame, run_dirs: dict) -> list[str]:
     md = ["## Figures", ""]
     for name, path in figures.items():
         md += [f"![{name.replace('_', ' ')}]({path.name})", ""]
-    missing = [n for n in ("curves", "confusion", "per_class") if n not in figures]
+    missing = [n for n in FOLDER_FIGURES if n not in figures]
     if missing:
-        md += [f"Not drawn ({', '.join(missing)}): the run folders (runs/<run_id>/) were not found beside the table.", ""]
+        md += [f"Not drawn ({', '.join(missing)}): no run's folder (runs/<run_id>/) beside the table holds "
+               f"{' / '.join(FOLDER_FIGURES[n] for n in missing)}.", ""]
+    for name, file in FOLDER_FIGURES.items():  # drawn from some runs only: say which are not in it
+        lacking = [str(r) for r in table["run_id"] if not (run_dirs.get(str(r)) and (run_dirs[str(r)] / file).is_file())]
+        if name in figures and lacking:
+            md += [f"Left out of {name.replace('_', '-')} ({len(lacking)} run(s) without runs/<run_id>/{file}): "
+                   f"{', '.join(lacking)}.", ""]
     if untimed:
         md += [f"Left out of time to accuracy ({len(untimed)} run(s) without their run folder's history.csv): "
                f"{', '.join(untimed)}.", ""]

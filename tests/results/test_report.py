@@ -1,6 +1,7 @@
 """bench report writes report.md and readable PNG figures, each referenced from the markdown."""
 import math
 import re
+import shutil
 
 import pytest
 from PIL import Image
@@ -45,6 +46,15 @@ def test_report_from_a_file_alone_says_which_figures_need_run_folders(tmp_path, 
     assert code == 0, err
     md = (tmp_path / "r" / "report.md").read_text()
     assert "Not drawn (curves, confusion, per_class)" in md
+    # with some run folders back, each figure drawn from them names the runs it could not read
+    shutil.rmtree(results)
+    rows = _rows()
+    write_results(results, rows)
+    shutil.rmtree(results / "runs" / rows[0]["run_id"])
+    code, _, err = run_cli("report", results, "--out", tmp_path / "r2")
+    md = (tmp_path / "r2" / "report.md").read_text()
+    assert code == 0 and f"Left out of per-class (1 run(s) without runs/<run_id>/per_class.csv): {rows[0]['run_id']}" \
+        in md, err
     assert (tmp_path / "r" / "accuracy_vs_time.png").is_file() and not (tmp_path / "r" / "curves.png").exists()
 
 
