@@ -563,7 +563,8 @@ def _figures_section(figures: dict, untimed: list, table: pd.DataFrame, run_dirs
         md += [f"Not drawn ({', '.join(missing)}): no run's folder (runs/<run_id>/) beside the table holds "
                f"{' / '.join(FOLDER_FIGURES[n] for n in missing)}.", ""]
     for name, file in FOLDER_FIGURES.items():  # drawn from some runs only: say which are not in it
-        lacking = [str(r) for r in table["run_id"] if not (run_dirs.get(str(r)) and (run_dirs[str(r)] / file).is_file())]
+        lacking = [str(r) for r in table["run_id"]
+                   if not (run_dirs.get(str(r)) and (run_dirs[str(r)] / file).is_file())]
         if name in figures and lacking:
             md += [f"Left out of {name.replace('_', '-')} ({len(lacking)} run(s) without runs/<run_id>/{file}): "
                    f"{', '.join(lacking)}.", ""]
