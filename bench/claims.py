@@ -68,7 +68,9 @@ class Claim:
 
     def _take_over_stale(self) -> bool:
         seen = read_claim(self.path)
-        if seen is not None and claim_alive(self.path, seen, self.stale_after):
+        if seen is None:  # released since our try: try again, never move aside a claim we did not judge stale
+            return True
+        if claim_alive(self.path, seen, self.stale_after):
             return False
         # move the stale file aside (a rename succeeds for one taker only), then check it was the one judged stale
         aside = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}.stale")
@@ -77,7 +79,7 @@ class Claim:
         except FileNotFoundError:
             return True  # its holder just released it
         moved = read_claim(aside)
-        if seen is not None and moved is not None and moved.get("token") != seen.get("token"):
+        if moved is not None and moved.get("token") != seen.get("token"):
             with contextlib.suppress(OSError):  # a fresh claim taken meanwhile: put it back, never over another
                 os.link(aside, self.path)
             os.unlink(aside)

@@ -5,6 +5,7 @@ to folder, which the report reads for curves, confusion matrices and per-class a
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from .columns import metric_columns, with_eval_dataset
-from .runs_csv import TEXT_COLUMNS, read_results
+from .runs_csv import TEXT_COLUMNS, read_results, read_table
 from .views import wide_from_long
 
 
@@ -23,9 +24,9 @@ class Source:
     run_dirs: dict = field(default_factory=dict)  # run_id -> Path of its folder, where it exists
 
 
-def _has_run_ids(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return b"run_id" in f.readline()
+def _header(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return next(csv.reader([f.readline()]), [])
 
 
 def read_results_file(path: Path) -> pd.DataFrame:
@@ -33,7 +34,10 @@ def read_results_file(path: Path) -> pd.DataFrame:
     try:
         if path.suffix == ".json":
             table = pd.read_json(path, orient="records", dtype={c: object for c in TEXT_COLUMNS})
-        elif path.suffix == ".csv" and _has_run_ids(path):
+        elif path.suffix == ".csv" and {"run_id", "metric", "value"} <= set(_header(path)):
+            # the long twin (runs_long.csv): a run's id on each of its metric rows
+            table = pd.read_csv(path, dtype={c: object for c in TEXT_COLUMNS})
+        elif path.suffix == ".csv" and "run_id" in _header(path):
             table = read_results(path)  # bench's own tables: damaged rows are named on stderr, not dropped silently
         elif path.suffix in (".csv", ".tsv"):
             table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")
@@ -43,6 +47,9 @@ def read_results_file(path: Path) -> pd.DataFrame:
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise BenchError(f"{str(path)!r} is not a results table ({type(exc).__name__}); "
                          f"pass a runs.csv written by bench") from None
+    if not all(isinstance(c, str) for c in table.columns):  # e.g. a JSON list of numbers
+        raise BenchError(f"{str(path)!r} is not a results table (its columns are not names); pass a runs.csv or "
+                         f"the JSON records bench writes")
     if {"metric", "value"} <= set(table.columns) and "run_id" in table.columns:
         table = wide_from_long(table)
     if not len(table.columns) or not metric_columns(table):
@@ -71,17 +78,19 @@ def load_source(spec: str, results_dir: str | Path = "results") -> Source:
     if path.is_dir() and (path / "runs.csv").is_file():
         table = read_results_file(path / "runs.csv")
         return Source(spec, table, _run_dirs(table, path))
-    if path.is_dir() and (path / "config.json").is_file():  # a run folder: results/runs/<run_id>/
+    # a run folder, results/runs/<run_id>/: a run's (config.json), or a pretrained evaluation's (result.json only)
+    if path.is_dir() and ((path / "config.json").is_file() or (path / "result.json").is_file()):
+        name = path.resolve().name  # "." names the folder it is
         runs_csv = path.resolve().parent.parent / "runs.csv"
         table = read_results_file(runs_csv) if runs_csv.is_file() else pd.DataFrame(columns=["run_id"])
-        table = table[table["run_id"].astype(str) == path.name]
+        table = table[table["run_id"].astype(str) == name]
         if not len(table):
             raise BenchError(f"run folder {spec!r} has no row in {runs_csv}; the run did not finish "
                              f"(resume or rerun it)")
-        return Source(path.name, table, {path.name: path})
+        return Source(name, table, {name: path})
     if path.is_dir():
-        raise BenchError(f"{spec!r} holds neither runs.csv nor config.json; pass a results folder, a run folder, "
-                         f"a results file or a run id")
+        raise BenchError(f"{spec!r} holds neither runs.csv nor a run (config.json, result.json); pass a results "
+                         f"folder, a run folder, a results file or a run id")
     return _by_run_id(spec, Path(results_dir))
 
 
@@ -94,6 +103,10 @@ def _by_run_id(run_id: str, results_dir: Path) -> Source:
     ids = table["run_id"].astype(str)
     match = table[ids == run_id]
     if not len(match):
+        if run_id in read_table(runs_csv).run_ids(damaged=True) or (results_dir / "runs" / run_id).is_dir():
+            # that run exists, its row damaged or lost: a longer id it is the start of is another run
+            raise BenchError(f"run {run_id!r} has no readable row in {runs_csv} (see the warning above); bench "
+                             f"results --rebuild --results {results_dir} restores rows from the runs' records")
         match = table[ids.str.startswith(run_id)]
     if len(match) != 1:
         what = "no run" if not len(match) else f"{len(match)} runs"

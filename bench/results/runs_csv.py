@@ -71,11 +71,12 @@ class RunsTable:
     def intact(self) -> list[list[str]]:
         return [r for i, r in enumerate(self.rows) if i not in self.problems]
 
-    def run_ids(self) -> set[str]:
+    def run_ids(self, damaged: bool = False) -> set[str]:
+        """The run ids of the intact rows, or with ``damaged`` of every row that has one."""
         if not self.header:
             return set()
         column = self.header.index("run_id")
-        return {r[column] for r in self.intact()}
+        return {r[column] for r in (self.rows if damaged else self.intact()) if len(r) > column}
 
     def frame(self) -> pd.DataFrame:
         """The intact rows as a DataFrame, typed as ``pd.read_csv`` types them."""
@@ -303,9 +304,14 @@ def rebuild_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> dict:
         backup = None
         if text != old:
             if old:
-                backup = path.with_name(f"{path.name}.{datetime.now().strftime('%Y%m%d-%H%M%S')}.bak")
+                stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+                # a second rebuild within the second must not replace the first one's backup
+                backup = next(b for n in range(1000) if not (b := path.with_name(
+                    f"{path.name}.{stamp}{f'-{n}' if n else ''}.bak")).exists())
                 atomic_write_text(backup, old)
             atomic_write_text(path, text)
             if rows:
                 write_csv(long_table(read_table(path).frame()), long_path(path))
+            else:  # no run left: the long twin must not go on listing them
+                long_path(path).unlink(missing_ok=True)
     return {"rows": len(rows), "added": len(added), "dropped": len(table.problems), "backup": backup}

@@ -133,3 +133,75 @@ def test_ids_that_look_like_numbers_read_back_as_the_same_text(tmp_path):
     table = read_runs(tmp_path)
     assert table["config_id"].tolist() == ["0123456789", "12e4567890"] and table["run_id"].tolist() == ["0001", "0002"]
     assert finished_keys(tmp_path) == {("0123456789", 0): "0001", ("12e4567890", 1): "0002"}
+
+
+def test_results_sources_a_long_table_a_dot_run_folder_a_pretrained_runs_folder_and_a_damaged_rows_id(
+        tmp_path, run_cli, monkeypatch):
+    """runs_long.csv reads back every metric (its run ids repeat by design); a run folder named "." is the folder it
+    is; a pretrained evaluation's run folder (result.json, no config.json) is a source; the id of a run whose row
+    is damaged is not taken for a longer id it starts; a JSON list of numbers is one line."""
+    from tests.support.fake_results import make_row, write_results
+
+    results = write_results(tmp_path / "res", [make_row("a-cfg-s1", seed=1, top1=0.5),
+                                               make_row("a-cfg-s10", seed=10, top1=0.9)])
+    code, out, err = run_cli("results", results / "runs_long.csv", "--columns", "run_id,zeroshot_top1,zeroshot_top5",
+                             "--format", "csv")
+    assert code == 0 and "a-cfg-s10,0.9,1.0" in out, err  # csv keeps fractions
+    monkeypatch.chdir(results / "runs" / "a-cfg-s1")
+    code, out, err = run_cli("results", ".", "--format", "csv")
+    assert code == 0 and "a-cfg-s1," in out and "a-cfg-s10" not in out, err
+    monkeypatch.chdir(tmp_path)
+    (results / "runs" / "a-cfg-s10" / "config.json").unlink()
+    (results / "runs" / "a-cfg-s10" / "result.json").write_text('{"run_id": "a-cfg-s10"}')
+    code, out, err = run_cli("results", results / "runs" / "a-cfg-s10", "--format", "csv")
+    assert code == 0 and "a-cfg-s10" in out, err
+    text = (results / "runs.csv").read_text().replace(",0.5,", ",oops,", 1)
+    (results / "runs.csv").write_text(text)
+    code, out, err = run_cli("results", "--results", results, "a-cfg-s1")
+    assert code == 2 and "run 'a-cfg-s1' has no readable row" in err and "a-cfg-s10" not in out
+    (tmp_path / "numbers.json").write_text("[1, 2]")
+    code, _, err = run_cli("results", tmp_path / "numbers.json")
+    assert code == 2 and "is not a results table" in err and "Traceback" not in err
+
+
+def test_rebuilds_keep_every_backup_and_an_emptied_table_leaves_no_long_twin(tmp_path):
+    from bench.results.runs_csv import long_path, rebuild_runs
+    from tests.support.fake_results import make_row
+
+    append_run(tmp_path, make_row("r1"))
+    path = tmp_path / "runs.csv"
+    backups = []
+    for bad in ("precious,1\n", "again,2\n"):
+        path.write_text(path.read_text() + bad)
+        backups.append(rebuild_runs(tmp_path)["backup"])
+    assert backups[0] != backups[1] and "precious" in backups[0].read_text() and "again" in backups[1].read_text()
+    path.write_text(path.read_text().splitlines()[0] + "\nbroken,row\n")  # no intact row, no record
+    assert rebuild_runs(tmp_path)["rows"] == 0 and not long_path(path).exists()
+
+
+def test_a_claim_released_while_another_looks_is_not_taken_from_its_next_holder(tmp_path, monkeypatch):
+    """A fails to create the claim (B holds it), B releases, C takes it, then A reads it: A must not move C's live
+    claim aside (it judged no claim stale)."""
+    import bench.claims as claims
+
+    path = tmp_path / "run.claim"
+    holder_b, holder_c, taker_a = claims.Claim(path), claims.Claim(path), claims.Claim(path)
+    assert holder_b.acquire()
+    real_read = claims.read_claim
+    calls = []
+
+    def read_between(p):  # B releases and C acquires between A's failed create and A's look at the file
+        if not calls:
+            calls.append(1)
+            holder_b.release()
+            result = real_read(p)  # gone: A sees no claim ...
+            assert holder_c.acquire()  # ... and C takes it right then
+            return result
+        return real_read(p)
+
+    monkeypatch.setattr(claims, "read_claim", read_between)
+    try:
+        assert not taker_a.acquire()
+        assert real_read(path)["token"] == holder_c.token
+    finally:
+        holder_c.release()
