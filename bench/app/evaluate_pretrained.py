@@ -64,6 +64,7 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
     if holdout_count(holdout_classes) is not None:
         raise BenchError("--holdout-classes COUNT draws classes with a run's seed, and a pretrained model has none; "
                          "name the classes (--holdout-classes cat,truck), e.g. a run's unseen_classes")
+    holdout_classes = tuple(sorted(holdout_classes))  # one split in any order, as bench run keeps it
     results = check_writable_folder(results, "--results")
     device = resolve_device(device)
     model, tokenizer, info = load_open_clip(model_name, pretrained, device)
@@ -84,14 +85,16 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
         **{k: prov[k] for k in ("time", "git_commit", "git_dirty", "torch_version", "cuda_version", "bench_version",
                                 "python_version", "hostname", "command", "numpy_version")},
     }
-    rows, parts, recorded = [], [], 0
+    rows, parts, records = [], [], []
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    planned = []  # every dataset loaded and its split resolved first: a bad one stops before any row is written
     for name in datasets:
         # images as the dataset holds them: the model's own transform resizes them
         target = load_target(name, published_templates(name), data_dir, defaults.data_seed, limit_test, None)
+        unseen = resolve_holdout(holdout_classes, target.test.classes, 0, name) if holdout_classes else ()
+        planned.append((name, target, template_sets(templates or [target.templates_name]), unseen))
+    for name, target, sets, unseen in planned:
         test = target.test
-        sets = template_sets(templates or [target.templates_name])
-        unseen = resolve_holdout(holdout_classes, test.classes, 0, name) if holdout_classes else ()
         result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
                                suite=suite, weights_id=f"openclip-{digest or pretrained}",
                                train=lambda name=name: get_entry("datasets", name).create(
@@ -114,9 +117,11 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
                                                  holdout_classes),
                          "templates": set_name, **base, **evaluated, **row})
             if is_set:
-                _record(results, run_id, rows[-1], test, result, set_name)
-                recorded += 1
+                records.append((run_id, rows[-1], test, result, set_name))
         parts.append((name, test.classes, result))
+    for record in records:  # every dataset measured: now the rows
+        _record(results, *record)
+    recorded = len(records)
     table = pd.DataFrame(rows)
     table.attrs["recorded"] = recorded
     if out is not None:

@@ -80,7 +80,7 @@ def load_openai_state_dict(state_dict: dict, device) -> tuple[Preprocessed, dict
 
     try:
         model = build_model(state_dict).float()
-    except (KeyError, RuntimeError, ValueError) as exc:
+    except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as exc:  # a tensor of another shape
         raise BenchError(f"the state dict is OpenAI-format but build_model cannot load it ({one_line_cause(exc)})") \
             from None
     size = int(model.visual.input_resolution)
@@ -167,7 +167,7 @@ def _load_weights_file(model, path: Path, name: str):
     state = load_checkpoint(path)  # weights_only: a planted pickle is refused
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # open_clip's training checkpoints
         state = state["state_dict"]
-    if not isinstance(state, dict):
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise BenchError(f"{path} holds no state dict; pass a file saved from model.state_dict()")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     try:
@@ -181,10 +181,13 @@ def _transform_facts(preprocess) -> tuple[int, str, tuple, tuple]:
     """Image size, interpolation, mean and std of an open_clip evaluation transform (a torchvision Compose)."""
     size, interpolation, mean, std = None, "", OPENAI_MEAN, OPENAI_STD
     for t in getattr(preprocess, "transforms", []):
-        if type(t).__name__ == "Resize":
+        kind = type(t).__name__
+        if kind in ("Resize", "ResizeKeepRatio"):
             interpolation = str(getattr(t.interpolation, "value", t.interpolation))
-        if type(t).__name__ == "CenterCrop":
-            size = int(t.size[0])
+            if kind == "Resize" and isinstance(t.size, (tuple, list)) and len(t.size) == 2:  # "squash": no crop after
+                size = int(t.size[0])
+        if kind in ("CenterCrop", "CenterCropOrPad"):
+            size = int(t.size[0]) if isinstance(t.size, (tuple, list)) else int(t.size)
         if type(t).__name__ == "Normalize":
             mean, std = tuple(t.mean), tuple(t.std)
     return size, interpolation, mean, std

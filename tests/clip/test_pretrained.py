@@ -178,8 +178,20 @@ def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_o
     seen, held = hits[~unseen].mean(), hits[unseen].mean()
     harmonic = 0.0 if 0 in (seen, held) else 2 * seen * held / (seen + held)
     assert [row["seen_top1"], row["unseen_top1"], row["harmonic_top1"]] == pytest.approx([seen, held, harmonic])
-    assert (row["holdout_classes"], row["unseen_classes"], row["eval_dataset"]) == ("red,blue", "red,blue",
+    # the split as bench run keeps it (names sorted, so red,blue and blue,red are one configuration); the unseen
+    # classes in the dataset's order
+    assert (row["holdout_classes"], row["unseen_classes"], row["eval_dataset"]) == ("blue,red", "red,blue",
                                                                                    "synthetic")
+    code, _, err = run_cli("eval", "--open-clip", config, "--pretrained", weights, "--dataset", "synthetic",
+                           "--limit-test", N_IMAGES, "--results", results, "--device", "cpu",
+                           "--holdout-classes", "blue,red")
+    rows = pd.read_csv(results / "runs.csv")
+    assert code == 0 and rows["config_id"].nunique() == 1 and rows["holdout_classes"].tolist() == ["blue,red"] * 2
+    # a dataset that cannot be evaluated (no such class there) stops before any row: the table is as it was
+    code, _, err = run_cli("eval", "--open-clip", config, "--pretrained", weights, "--dataset", "synthetic,cifar10",
+                           "--limit-test", N_IMAGES, "--results", results, "--device", "cpu",
+                           "--holdout-classes", "red,blue")
+    assert code == 2 and len(pd.read_csv(results / "runs.csv")) == 2, err
 
 
 @pytest.mark.parametrize("args, message", [
@@ -217,3 +229,23 @@ def test_a_failed_download_is_one_line_that_names_the_offline_way(tmp_path, monk
     assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
     assert "could not fetch open_clip weights RN50/cc12m" in err and "--pretrained FILE" in err
     assert not (tmp_path / "results" / "runs.csv").exists()
+
+
+def test_each_open_clip_resize_mode_reports_its_image_size_and_bad_weight_files_are_one_line(tmp_path):
+    """open_clip's "squash" transform (48 of its tags) has no crop and "longest" crops or pads: the row's image_size
+    comes from each; a file whose keys are not names, or an OpenAI-layout dict with a tensor of another shape,
+    is one line, not a traceback."""
+    from open_clip.transform import image_transform
+
+    from bench.clip.pretrained import _load_weights_file, _transform_facts, load_openai_state_dict
+    from bench.errors import BenchError
+
+    for mode in ("shortest", "squash", "longest"):
+        assert _transform_facts(image_transform(96, False, resize_mode=mode))[:2] == (96, "bicubic"), mode
+    torch.save({0: torch.zeros(3)}, tmp_path / "intkeys.pt")
+    with pytest.raises(BenchError, match="holds no state dict"):
+        _load_weights_file(torch.nn.Linear(1, 1), tmp_path / "intkeys.pt", "tiny")
+    bad = {"positional_embedding": torch.zeros(77, 8), "text_projection": torch.zeros(8),
+           "token_embedding.weight": torch.zeros(10, 8)}
+    with pytest.raises(BenchError, match="build_model cannot load it"):
+        load_openai_state_dict(bad, "cpu")
