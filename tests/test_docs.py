@@ -108,3 +108,13 @@ def test_every_project_file_a_page_names_exists(page):
     named = set(re.findall(r"(?<![\w./-])((?:bench|benchmarks|docs|scripts|tests)/[\w./-]*\w\.(?:py|sh|md|toml))",
                            page.read_text()))
     assert [p for p in sorted(named) if not (REPO / p).is_file()] == []
+
+
+def test_the_sweep_file_docs_sweeps_md_shows_plans_its_runs(tmp_path, run_cli):
+    """The example sweep file as users copy it (on the synthetic set: no CIFAR-10 here) plans its 10 runs, the
+    include's list-valued encoder option among them."""
+    text = (REPO / "docs" / "sweeps.md").read_text()
+    (tmp_path / "sweep.toml").write_text(re.search(r"```toml\n(.*?)```", text, re.S)[1])
+    code, out, err = run_cli("sweep", tmp_path / "sweep.toml", "--dry-run", "--dataset", "synthetic")
+    assert code == 0 and out.strip().splitlines()[-1].startswith("10 runs: 10 to do"), err
+    assert "encoder_opt={'widths': [32, 64, 64]}" in out

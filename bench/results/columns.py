@@ -130,7 +130,10 @@ def repeated_seeds(df: pd.DataFrame, keys: list[str]) -> pd.Series:
         return pd.Series(False, index=df.index)
     keys = list(dict.fromkeys([*keys, *(["config_id"] if "config_id" in df.columns and df["config_id"].notna().all()
                                         else []), "seed"]))
-    return df["seed"].notna() & df[keys].astype(str).duplicated(keep="last")
+    # the latest by the time each row records (ISO text sorts in time), else the row written last
+    ordered = df.sort_values("time", kind="stable", na_position="first") if "time" in df.columns else df
+    later = ordered[keys].astype(str).duplicated(keep="last").reindex(df.index)
+    return df["seed"].notna() & later
 
 
 def repeated_seeds_note(dropped: pd.DataFrame, where: str = "") -> str:

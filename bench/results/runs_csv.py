@@ -190,9 +190,13 @@ def append_rows(path: str | os.PathLike, rows: list[dict], columns=(), on_writte
         header = table.header or [c for c in columns if c in names] + sorted(c for c in names if c not in columns)
         extra = [c for c in names if c not in header]
         if extra:  # widen the header; intact rows get blanks, damaged rows are copied as they are
-            header = header + [c for c in columns if c in extra] + sorted(c for c in extra if c not in columns)
-            pad = len(header) - len(table.header)
-            table.rows = [r + [""] * pad if i not in table.problems else r for i, r in enumerate(table.rows)]
+            old, present = header, set(header) | set(extra)
+            # known columns in their fixed place, whichever row brought them (a run's transfer row, written before
+            # its own row, has no training columns), then the others as they were, then the new ones sorted
+            header = ([c for c in columns if c in present] + [c for c in old if c not in columns]
+                      + sorted(c for c in extra if c not in columns))
+            table.rows = [[dict(zip(old, r)).get(c, "") for c in header] if i not in table.problems else r
+                          for i, r in enumerate(table.rows)]
         table.rows += [[_format(row.get(c)) for c in header] for row in rows]
         atomic_write_text(path, _to_csv([header] + table.rows))
         if on_written is not None:

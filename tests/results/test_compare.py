@@ -351,3 +351,13 @@ def test_results_and_report_say_which_repeated_runs_they_left_out(tmp_path, run_
     code, out, err = run_cli("report", tmp_path / "res", "--out", tmp_path / "report")
     report = (tmp_path / "report" / "report.md").read_text()
     assert code == 0 and "3 runs in 1 configuration(s)" in report and "> note: 1 run(s) left out (r0)" in report
+
+
+def test_a_repeated_seed_counts_by_its_latest_run_in_time_whatever_the_order_of_the_sources():
+    """The later run of a seed is the one with the later time, also when its side lists it first."""
+    from bench.results.views import aggregate
+
+    late = make_row("late", "a", 0, 0.6, time="2026-12-07T02:19:00")
+    early = make_row("early", "a", 0, 0.5, time="2026-12-07T02:17:00")
+    agg = aggregate(pd.DataFrame([late, early]))
+    assert agg["zeroshot_top1_mean"].tolist() == [0.6] and "(early)" in agg.attrs["repeated_seeds"]

@@ -205,3 +205,19 @@ def test_a_claim_released_while_another_looks_is_not_taken_from_its_next_holder(
         assert real_read(path)["token"] == holder_c.token
     finally:
         holder_c.release()
+
+
+def test_known_columns_keep_their_place_whichever_row_brings_them(tmp_path):
+    """A run's transfer row (no training columns) can be the first row of a results folder: the run's own row,
+    appended next, still finds train_seconds and the other known columns in their fixed place."""
+    from tests.support.fake_results import make_row
+
+    append_run(tmp_path, {"run_id": "r0@stl", "config_id": "c", "seed": 0, "zeroshot_top1": 0.3,
+                          "eval_dataset": "stl", "source_run_id": "r0"})
+    append_run(tmp_path, make_row("r0", train_seconds=12.0, final_train_loss=2.5))
+    header = read_table(tmp_path / "runs.csv").header
+    known = [c for c in RUN_COLUMNS if c in header]
+    assert header[:len(known)] == known and "train_seconds" in known
+    rows = read_runs(tmp_path).set_index("run_id")
+    assert rows.loc["r0", "train_seconds"] == 12.0 and rows.loc["r0@stl", "zeroshot_top1"] == 0.3
+    assert rows.loc["r0@stl", "source_run_id"] == "r0" and pd.isna(rows.loc["r0@stl", "train_seconds"])

@@ -91,11 +91,12 @@ def plan(cfgs: list[RunConfig], varying: list[dict] | None = None) -> list[Plann
     planned, built, seen = [], set(), {}
     for i, cfg in enumerate(cfgs):
         check_names(cfg)
-        if cfg.model not in built:  # the rest of a run's inputs vary only with its model, not templates or seed
+        model = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
+        if model not in built:  # the rest of a run's inputs vary only with its model, not templates or seed
             check_run_inputs(cfg)
             check_encoder_builds(cfg.model.encoder, cfg.model.embed_dim, cfg.model.image_resolution,
                                  dict(cfg.model.encoder_opts))
-            built.add(cfg.model)
+            built.add(model)
         run_id = planned_run_id(cfg)
         if run_id in seen:
             raise BenchError(f"runs {seen[run_id] + 1} and {i + 1} of the plan are the same run (configuration "
