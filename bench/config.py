@@ -50,10 +50,11 @@ def not_in_id(default):
     return field(default=default, metadata={"config_id": False})
 
 
-def in_id_when(flag: str, default):
-    """A field that enters the configuration id only while the boolean field ``flag`` is true: what it changes
-    about the run depends on that flag (see ``target``)."""
-    return field(default=default, metadata={"config_id": flag})
+def in_id_when(flag: str, default, among: tuple = ()):
+    """A field that enters the configuration id only while the boolean field ``flag`` is true, or with ``among``
+    while ``flag``'s value is one of them: what it changes about the run depends on that field (see ``target``,
+    ``momentum``)."""
+    return field(default=default, metadata={"config_id": (flag, among) if among else flag})
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,11 @@ class RunConfig:
     # hyperparameters (a step is lr x gradient at any momentum; decay lr x wd per step, as AdamW's), the rest on
     # AdamW (bench.engine.optim.MixedAdamW); "muon": as sgd, with the tower's conv filters on Muon (airbench94_muon)
     optimizer: str = "adamw"
-    momentum: float = 0.85  # --optimizer sgd's Nesterov momentum
-    muon_lr: float = 0.24  # --optimizer muon: the conv filters' lr (airbench94_muon's) and Nesterov momentum
-    muon_momentum: float = 0.6
+    # (in the id only under the optimizers that use them: AdamW trains the same whatever they are)
+    momentum: float = in_id_when("optimizer", 0.85, among=("sgd", "muon"))  # --optimizer sgd's Nesterov momentum
+    # --optimizer muon: the conv filters' lr (airbench94_muon's) and Nesterov momentum
+    muon_lr: float = in_id_when("optimizer", 0.24, among=("muon",))
+    muon_momentum: float = in_id_when("optimizer", 0.6, among=("muon",))
     # lr and weight decay of everything outside the vision tower (text tower, token embedding, projections,
     # temperature); None: lr / weight_decay. --optimizer sgd needs text_lr: there lr is SGD's
     text_lr: float | None = None

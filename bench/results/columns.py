@@ -100,6 +100,8 @@ def config_key(cfg, ranks: int = 1) -> str:
 
 
 def _in_id(rule, cfg) -> bool:
+    if isinstance(rule, tuple):  # (field, values): while that field's value is one of them
+        return getattr(cfg, rule[0]) in rule[1]
     return bool(getattr(cfg, rule)) if isinstance(rule, str) else bool(rule)
 
 

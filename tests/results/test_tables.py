@@ -171,3 +171,14 @@ def test_one_configuration_trained_two_ways_has_one_id():
     assert config_key(config_from_flags(holdout_classes=("red", "blue"))) == \
         config_key(config_from_flags(holdout_classes=("blue", "red")))
     assert config_from_flags(holdout_classes=("2",)).holdout_classes == ("2",)
+
+
+def test_optimizer_settings_enter_the_id_only_under_the_optimizers_that_use_them():
+    """--momentum is SGD's and Muon's, --muon-lr and --muon-momentum Muon's: under AdamW they change nothing trained,
+    so nothing of the id; where they apply, they are configuration."""
+    base = make_config("smoke", dataset="synthetic")
+    assert config_key(replace(base, momentum=0.5)) == config_key(replace(base, muon_lr=0.1)) == config_key(base)
+    sgd = replace(base, optimizer="sgd", text_lr=2e-3)
+    assert config_key(replace(sgd, momentum=0.5)) != config_key(sgd) == config_key(replace(sgd, muon_momentum=0.3))
+    muon = replace(base, optimizer="muon", text_lr=2e-3)
+    assert config_key(replace(muon, muon_lr=0.1)) != config_key(muon) != config_key(replace(muon, momentum=0.5))
