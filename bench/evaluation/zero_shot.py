@@ -67,7 +67,6 @@ def zero_shot_metrics(model, images_uint8: torch.Tensor, labels: torch.Tensor, c
 # Zero-shot evaluation, sharded
 # ---------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-@torch.no_grad()
 def _share_batch_norm_stats(model):
     """Rank 0's batch-norm running statistics on every rank, so each encodes its shard with the statistics the
     saved checkpoint holds. Under --no-sync-bn each rank's last training step updated its own (DDP broadcasts
@@ -81,6 +80,7 @@ def _share_batch_norm_stats(model):
                     dist.broadcast(buffer, src=0)
 
 
+@torch.no_grad()
 def validate_sharded(model, images_uint8: torch.Tensor, labels: torch.Tensor, classifier: torch.Tensor, world: World,
                      **kwargs) -> dict:
     """Zero-shot metrics with the test images split over ranks; every rank returns the same metrics.
