@@ -32,12 +32,13 @@ def _header(path: Path) -> list[str]:
 def read_results_file(path: Path) -> pd.DataFrame:
     """A results file: wide or long CSV (``runs.csv``, ``runs_long.csv``, ``eval.csv``) or JSON records."""
     try:
+        header = set(_header(path)) if path.suffix == ".csv" else set()
         if path.suffix == ".json":
             table = pd.read_json(path, orient="records", dtype={c: object for c in TEXT_COLUMNS})
-        elif path.suffix == ".csv" and {"run_id", "metric", "value"} <= set(_header(path)):
+        elif {"run_id", "metric", "value"} <= header:
             # the long twin (runs_long.csv): a run's id on each of its metric rows
             table = pd.read_csv(path, dtype={c: object for c in TEXT_COLUMNS})
-        elif path.suffix == ".csv" and "run_id" in _header(path):
+        elif "run_id" in header:
             table = read_results(path)  # bench's own tables: damaged rows are named on stderr, not dropped silently
         elif path.suffix in (".csv", ".tsv"):
             table = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",")

@@ -195,7 +195,8 @@ def append_rows(path: str | os.PathLike, rows: list[dict], columns=(), on_writte
             # its own row, has no training columns), then the others as they were, then the new ones sorted
             header = ([c for c in columns if c in present] + [c for c in old if c not in columns]
                       + sorted(c for c in extra if c not in columns))
-            table.rows = [[dict(zip(old, r)).get(c, "") for c in header] if i not in table.problems else r
+            where = [old.index(c) if c in old else None for c in header]  # each new column's place in the old
+            table.rows = [[r[j] if j is not None else "" for j in where] if i not in table.problems else r
                           for i, r in enumerate(table.rows)]
         table.rows += [[_format(row.get(c)) for c in header] for row in rows]
         atomic_write_text(path, _to_csv([header] + table.rows))
