@@ -15,7 +15,8 @@ from ..clip.pretrained import is_openai_state_dict, load_openai_state_dict
 from ..clip.templates import fill, validated_templates
 from ..clip.tokenizer import BPE_FILE, VOCABULARY_KEY, MinimalTokenizer, default_bpe_path
 from ..config import RunConfig
-from ..data.class_split import class_indices, check_holdout_spec, holdout_count, resolve_holdout
+from ..data.class_split import (canonical_holdout, check_holdout_spec, class_indices, holdout_count,
+                                resolve_holdout)
 from ..distributed.world import resolve_device
 from ..engine.build import autocast_dtype_for
 from ..engine.checkpoint import load_weights
@@ -219,7 +220,7 @@ def _checkpoint_holdout(cfg: RunConfig, given) -> tuple:
     """The classes a checkpoint's run held out (its configuration's), or ``given`` for a run that held out none."""
     saved = tuple(cfg.holdout_classes)
     given = tuple(given or ())
-    if given and saved and sorted(given) != sorted(saved):  # names in any order are one split
+    if given and saved and canonical_holdout(given) != canonical_holdout(saved):  # names in any order: one split
         raise BenchError(f"the checkpoint's run held out {','.join(saved)} (saved in its configuration), not "
                          f"{','.join(given)}; drop --holdout-classes to report its own split")
     return saved or given

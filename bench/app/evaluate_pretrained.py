@@ -23,6 +23,7 @@ from ..clip.model import count_parameters
 from ..clip.pretrained import load_open_clip
 from ..config import RunConfig
 from ..data.class_split import (
+    canonical_holdout,
     check_holdout_spec,
     class_indices,
     holdout_count,
@@ -64,7 +65,7 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
     if holdout_count(holdout_classes) is not None:
         raise BenchError("--holdout-classes COUNT draws classes with a run's seed, and a pretrained model has none; "
                          "name the classes (--holdout-classes cat,truck), e.g. a run's unseen_classes")
-    holdout_classes = tuple(sorted(holdout_classes))  # one split in any order, as bench run keeps it
+    holdout_classes = canonical_holdout(holdout_classes)  # one split in any order, as bench run keeps it
     results = check_writable_folder(results, "--results")
     device = resolve_device(device)
     model, tokenizer, info = load_open_clip(model_name, pretrained, device)

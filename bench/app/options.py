@@ -26,6 +26,7 @@ def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_d
                       robust_severities=(), log=(), data_opts=(), transfer=(), holdout_classes=(),
                       **flags) -> RunConfig:
     """The run config from ``bench run``'s flags as click passes them (parameter names, strings for lists)."""
+    from ..data.class_split import canonical_holdout
     from ..data.corruptions import parse_severities
     from ..evaluation.target import parse_target
 
@@ -36,13 +37,4 @@ def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_d
     return build_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
                         log=tuple(log), robust_severities=parse_severities(robust_severities),
                         data_opts=parse_opts(data_opts), transfer=tuple(transfer),
-                        holdout_classes=_holdout_spec(holdout_classes), **flags)
-
-
-def _holdout_spec(given) -> tuple:
-    """``--holdout-classes`` as the configuration keeps it: names sorted (the same split, given in any order, is one
-    configuration), a count as it is."""
-    from ..data.class_split import holdout_count
-
-    given = tuple(given)
-    return given if holdout_count(given) is not None else tuple(sorted(given))
+                        holdout_classes=canonical_holdout(holdout_classes), **flags)

@@ -3,9 +3,8 @@
 The option is given as class names (``cat,truck``: a fixed split) or as a count (``2``: that many classes drawn
 with the run's seed, so each seed holds out its own classes and a mean over seeds mixes splits). One number alone
 is a count; several entries are names, numbers too, so the digit classes of mnist and svhn are held out by name
-(``3,7``). Training sees
-neither the held-out classes' images nor their prompts; evaluation still classifies among every class.
-Torch-free, so the configuration's checks can use it.
+(``3,7``). Training sees neither the held-out classes' images nor their prompts; evaluation still classifies among
+every class. Torch-free, so the configuration's checks can use it.
 """
 from __future__ import annotations
 
@@ -20,6 +19,13 @@ def holdout_count(spec) -> int | None:
     if len(spec) == 1 and str(spec[0]).strip().isdigit():
         return int(str(spec[0]).strip())
     return None
+
+
+def canonical_holdout(spec) -> tuple:
+    """The option as a configuration keeps it: names sorted (one split, given in any order, is one configuration),
+    a count as it is."""
+    spec = tuple(spec or ())
+    return spec if holdout_count(spec) is not None else tuple(sorted(spec))
 
 
 def check_holdout_spec(spec):
