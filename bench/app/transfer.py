@@ -27,11 +27,12 @@ from ..results.run_folder import file_safe
 SEPARATOR = "@"  # DATASET@TEMPLATES in --transfer, and <run id>@<dataset> in a transfer row's run id
 
 # What a transfer row repeats of its training run's row: what the model is (stop_at_target too: a model stopped
-# early is another model), and where and how it was made. Its measurements (accuracies, times, the suite's columns, held-out accuracies) are the home dataset's, left out.
+# early is another model), and where and how it was made. Its measurements (accuracies, times, the suite's
+# columns, held-out accuracies) are the home dataset's, left out.
 KEPT_COLUMNS = (*CONFIG_COLUMNS, *MACHINE_COLUMNS, "config_id", "time", "seed", "device", "params", "train_images",
                 "normalization", "eval_checkpoint", "deterministic", "world_size", "global_batch_size", "resumes",
-                "unseen_classes", "stop_at_target", "git_commit", "git_dirty", "bench_version", "python_version", "command",
-                "numpy_version")
+                "unseen_classes", "stop_at_target", "git_commit", "git_dirty", "bench_version", "python_version",
+                "command", "numpy_version")
 
 
 @dataclass(frozen=True)

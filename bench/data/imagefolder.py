@@ -246,8 +246,8 @@ def stratified_order(labels: np.ndarray) -> np.ndarray:
     """The files' class-by-class order interleaved: the k-th of a class's n images at (k + 1/2) / n, ties by label,
     so the first N images (``--limit-train``, ``--limit-test``) hold every class in proportion, as the first N
     of CIFAR-10's shuffled files do, not the first classes alone. Each class keeps its files' order."""
-    rank, counts = np.empty(len(labels), dtype=np.int64), np.bincount(labels) if len(labels) else np.zeros(0, int)
+    rank = np.empty(len(labels), dtype=np.int64)
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         rank[members] = np.arange(len(members))
-    return np.lexsort((labels, (rank + 0.5) / np.maximum(counts[labels], 1)))
+    return np.lexsort((labels, (rank + 0.5) / np.bincount(labels)[labels]))

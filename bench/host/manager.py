@@ -172,7 +172,7 @@ class Host:
             failed.update(failures)
         for name, message in failed.items():
             self._fail(name, message)
-        for message in {m for m in self.conflicts.values()}:
+        for message in dict.fromkeys(self.conflicts.values()):  # each once, in the order they arose
             print(f"bench: warning: {message}; other plugins still work", file=sys.stderr)
         self._collected = True
         return self.registry
@@ -232,9 +232,8 @@ class Host:
             for command, obj in list(group.commands.items()):
                 if command in before and obj is not before[command]:
                     group.commands[command] = before[command]
-                    self._fail(name, f"plugin {name!r} adds command {command!r}, which "
-                                     f"{'bench has' if owners[command] == 'bench' else 'plugin ' + repr(owners[command]) + ' adds'}"
-                                     f"; rename it")
+                    owner = "bench has" if owners[command] == "bench" else f"plugin {owners[command]!r} adds"
+                    self._fail(name, f"plugin {name!r} adds command {command!r}, which {owner}; rename it")
                 elif command not in before and isinstance(obj, click.Command):
                     owners[command] = name
 

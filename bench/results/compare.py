@@ -439,9 +439,9 @@ def _method_note(result: Comparison) -> str:
     holm = (f" p-values Holm-adjusted across {result.correction_scope} (--correct holm)."
             if result.correct == "holm" else "")
     return (f"Intervals are 95% confidence intervals of candidate − baseline. significant: p < {result.alpha:g} in "
-            f"Welch's t-test over seeds where both sides have at least 2 and the seeds vary; otherwise, for zero-shot top-1, in the paired "
-            f"test over the same test images (exact McNemar for one run per side, a paired bootstrap of per-image "
-            f"accuracy otherwise; from each run's predictions.npy); n/a where neither applies.{holm} "
+            f"Welch's t-test over seeds where both sides have at least 2 and the seeds vary; otherwise, for zero-shot "
+            f"top-1, in the paired test over the same test images (exact McNemar for one run per side, a paired "
+            f"bootstrap of per-image accuracy otherwise; from each run's predictions.npy); n/a where neither applies.{holm} "
             f"See docs/evaluation.md.")
 
 
