@@ -13,6 +13,14 @@ def _split(ctx, param, value):
     return [v for part in value for v in part.split(",") if v] if value else []
 
 
+def _split_seeds(ctx, param, value):
+    # an empty --seeds "$SEEDS" would otherwise run the default seed once, not the seeds meant
+    seeds = _split(ctx, param, value)
+    if value and not seeds:
+        raise click.BadParameter("names no seed; give integers separated by commas, e.g. --seeds 0,1,2", param=param)
+    return seeds
+
+
 def _typed() -> frozenset:
     """The parameter names of the running command that were typed on its command line."""
     ctx = click.get_current_context()
@@ -110,7 +118,7 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--checkpoint-every", type=int, help="Also save last.pt every N steps (default 0: each epoch only).")
 @click.option("--max-grad-norm", type=float, help="Clip the global gradient norm to this value (default: no clip).")
 @click.option("--resume", metavar="RUN_ID|RUN_DIR|latest", help="Continue a stopped run from its last.pt.")
-@click.option("--seeds", callback=_split, multiple=True,
+@click.option("--seeds", callback=_split_seeds, multiple=True,
               help="Repeat for each seed, comma-separated (replaces --seed); prints mean ± std.")
 @click.option("--evals", callback=_split, multiple=True,
               help="After training also run: retrieval, probe, robustness (comma-separated).")
@@ -176,7 +184,7 @@ def _sweep_command() -> click.Command:
         click.Option(["--encoder"], callback=_split, multiple=True,
                      help="Vision encoders, comma-separated (bench list encoders), without FILE."),
         click.Option(["--templates"], callback=_split, multiple=True, help="Template sets, comma-separated [seed]."),
-        click.Option(["--seeds"], callback=_split, multiple=True, help="Seeds, comma-separated [0]."),
+        click.Option(["--seeds"], callback=_split_seeds, multiple=True, help="Seeds, comma-separated [0]."),
         click.Option(["--until"], metavar="METRIC:HALFWIDTH",
                      help="Seeds in rounds: add seeds to each configuration until the 95% interval of its mean METRIC "
                           "is within ±HALFWIDTH (the metric's unit: 0.005 = 0.5 points of top-1), e.g. "

@@ -221,6 +221,7 @@ CASES = [
     ("seeds-not-numbers", RUN + ["--seeds", "a,b"], "--seeds takes integers separated by commas", None),
     ("seeds-negative", RUN + ["--seeds", "-1"], "--seeds must be distinct integers >= 0", None),
     ("seeds-repeated", RUN + ["--seeds", "1,1"], "--seeds must be distinct integers >= 0", None),
+    ("seeds-empty", RUN + ["--seeds", ""], "'--seeds': names no seed", None),
     ("resume-with-a-seed", ["run", "--resume", "{run_dir}", "--seed", "3"], "drop --seed", None),
     # -- encoder factories reject their options before anything is written --
     ("negative-width", RUN_ENC + ["--encoder-opt", "width=-3"], "width=-3 must be an integer of at least 2", None),
@@ -281,6 +282,7 @@ CASES = [
      "unknown encoder 'nope'", None),
     ("sweep-unknown-templates", SWEEP + ["--templates", "seed,nope"], "unknown template set 'nope'", None),
     ("sweep-bad-seeds", SWEEP + ["--seeds", "x"], "--seeds takes integers separated by commas", None),
+    ("sweep-empty-seeds", SWEEP + ["--seeds", ","], "'--seeds': names no seed", None),
     ("sweep-zero-epochs", SWEEP + ["--epochs", "0"], "--epochs must be at least 1", None),
     ("sweep-bad-encoder-opt", ["sweep", "--encoder", "modified_resnet", *PLAIN, "--encoder-opt", "width=-3", "--out",
                                "{out}"], "width=-3 must be an integer of at least 2", None),
