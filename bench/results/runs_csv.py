@@ -104,8 +104,7 @@ def read_table(path: str | os.PathLike, key: str | None = "run_id") -> RunsTable
     if not path.is_file():
         raise BenchError(f"{path} is not a file; move it away or pass another --out")
     try:
-        text = path.read_bytes().decode("utf-8")
-        records = list(csv.reader(io.StringIO(text, newline="")))
+        records = _records(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise BenchError(f"{path} is not a results table ({type(exc).__name__}: not CSV text); move it away "
                          f"or pass another --out") from None
@@ -118,6 +117,31 @@ def read_table(path: str | os.PathLike, key: str | None = "run_id") -> RunsTable
     table.header, table.rows = header, records[1:]
     _find_problems(table, key)
     return table
+
+
+def _records(text: str) -> list[list[str]]:
+    """The CSV records of ``text``, where a record that opens a quote it never closes keeps only its own line.
+
+    A stray ``"`` from a hand edit would otherwise swallow every line after it into one field: every later run
+    gone from the tables, and sealed into that field for good by the next append, which writes the record back.
+    Such a record has the wrong number of fields and spans several lines; a sound one spanning lines (a cell
+    with a line break) has the header's width.
+    """
+    lines = io.StringIO(text, newline="").readlines()
+    records, start = [], 0
+    while start < len(lines):
+        reader = csv.reader(lines[start:])
+        read = 0  # lines of lines[start:] that the records so far took
+        for record in reader:
+            if records and reader.line_num - read > 1 and len(record) != len(records[0]):
+                records.append(next(csv.reader([lines[start + read].rstrip("\r\n")]), []))
+                start += read + 1
+                break
+            records.append(record)
+            read = reader.line_num
+        else:
+            break
+    return records
 
 
 def _find_problems(table: RunsTable, key: str | None = "run_id"):

@@ -96,6 +96,25 @@ def test_damaged_and_foreign_rows_are_reported_and_kept(tmp_path, run_cli, capsy
     assert "row 5 (line 6) has 3 fields where the header has" in warnings[2]
 
 
+def test_a_stray_quote_opened_in_a_row_ends_with_its_line_and_later_rows_survive_appends(tmp_path, capsys):
+    """A hand edit that opens a quote and never closes it takes the rest of its line, not every line after it:
+    the rows after it stay in the tables, and an append does not seal them into that row's last field."""
+    path = tmp_path / "runs.csv"
+    for i in range(3):
+        append_row(path, _row(0, i), RUN_COLUMNS)
+    lines = path.read_text().splitlines(keepends=True)
+    lines[1] = lines[1][:lines[1].index(',"bench')] + ',"a note that never closes\n'
+    lines[2] = lines[2].replace(",1,", ',"1,', 1)  # and one whose quote swallows its own commas
+    path.write_text("".join(lines))
+    for appended in range(2):  # as read, and again after an append has written the rows back
+        table = read_table(path)
+        assert [r[0] for r in table.rows] == ["w0-r0", "w0-r1", "w0-r2"] + [f"w1-r{i}" for i in range(appended)]
+        assert list(table.problems) == [1] and "row 2 (line 3) has 4 fields where" in table.problems[1]
+        assert dict(zip(table.header, table.rows[0]))["command"] == "a note that never closes"
+        append_row(path, _row(1, appended), RUN_COLUMNS)
+    assert capsys.readouterr().err.count("runs.csv row 2 (line 3) has 4 fields") == 2
+
+
 def test_rows_already_written_are_copied_field_for_field(tmp_path):
     """Appending never re-types older rows (pandas would turn 64 into 64.0 beside a blank)."""
     path = tmp_path / "runs.csv"
