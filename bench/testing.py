@@ -29,16 +29,17 @@ def plugin_registered(plugin, name: str | None = None):
     """Make ``plugin`` (a module, class or instance with ``@bench.hookimpl`` functions) part of every host.
 
     Inside the block, :func:`bench.plugins.get_host` and in-process ``bench.cli.main([...])`` calls see the
-    plugins they would load anyway plus ``plugin``; afterwards the previous host comes back. A plugin that fails to load raises
-    :class:`~bench.errors.PluginError` here instead of printing a warning.
+    plugins they would load anyway plus ``plugin``; afterwards the previous host comes back. A plugin that fails to load,
+    raises in a hook or registers a name another plugin has raises :class:`~bench.errors.PluginError` here instead
+    of printing a warning.
     """
     name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
     _plugins.EXTRA_PLUGINS.append((plugin, name))
     previous = _plugins.set_host(None)
     try:
         host = _plugins.get_host()
-        if not host.pm.is_registered(plugin):
-            info = host.infos.get(name)
+        info = host.infos.get(name)
+        if not host.pm.is_registered(plugin) or (info and info.error):  # an error in a hook or a name conflict too
             raise PluginError(info.error if info and info.error else f"plugin {name!r} was not registered")
         yield host
     finally:
@@ -83,13 +84,25 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
+# What _attempt returns for a call that raised: not None, which a factory that forgets its `return` gives
+# and which the checks must report, not take for a problem already reported.
+_FAILED = object()
+
+
+def _shape(value):
+    """A tensor's shape as a tuple, or for anything else (a forgotten ``return``) the name of its type."""
+    import torch
+
+    return tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
 def _attempt(report: Report, name: str, fn):
-    """Run ``fn``; on an exception record it as ``name``'s problem and return None."""
+    """Run ``fn``; on an exception record it as ``name``'s problem and return :data:`_FAILED`."""
     try:
         return fn()
     except Exception as exc:  # noqa: BLE001 - reporting what breaks is the point
         report.problems.append(f"{name}: raised {_one_line(exc)}")
-        return None
+        return _FAILED
 
 
 # -- encoders ----------------------------------------------------------------------------------------------
@@ -113,24 +126,24 @@ def check_encoder(target, embed_dim: int = 32, image_size: int = 32, batch: int 
         return factory(embed_dim, image_size, **opts)
 
     model = _attempt(report, "construct", lambda: build(0))
-    if model is None or not report.check("construct", isinstance(model, nn.Module),
+    if model is _FAILED or not report.check("construct", isinstance(model, nn.Module),
                                          f"factory returned {type(model).__name__}, not an nn.Module"):
         return report
     initial = {k: v.clone() for k, v in model.state_dict().items()}  # before training-mode BatchNorm updates
     x = torch.randn(batch, 3, image_size, image_size, generator=torch.Generator().manual_seed(1))
     model.train()
     out = _attempt(report, "forward", lambda: model(x))
-    if out is None:
+    if out is _FAILED:
         return report
     shape_ok = report.check("output shape", isinstance(out, torch.Tensor) and tuple(out.shape) == (batch, embed_dim),
-                            f"expected ({batch}, {embed_dim}), got {tuple(getattr(out, 'shape', ()))}")
+                            f"expected ({batch}, {embed_dim}), got {_shape(out)}")
     if not shape_ok:
         return report
     report.check("output dtype", out.dtype == torch.float32, f"float32 input gave {out.dtype}")
     report.check("finite output", bool(torch.isfinite(out).all()), "output has NaN or inf")
     if not out.requires_grad:
         report.check("gradients", False, "the output does not require grad, so the tower cannot train")
-    elif _attempt(report, "backward", lambda: out.square().mean().backward() or True):
+    elif _attempt(report, "backward", lambda: out.square().mean().backward()) is not _FAILED:
         missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
         report.check("gradients", not missing, f"no gradient for {', '.join(missing[:5])}"
                      + (f" and {len(missing) - 5} more" if len(missing) > 5 else "") + " (unused parameters)")
@@ -145,20 +158,21 @@ def check_encoder(target, embed_dim: int = 32, image_size: int = 32, batch: int 
                      f"eval-mode output of image 0 changes with the rest of the batch by "
                      f"{float((single[0] - a[0]).abs().max()):.3g}")
         twin = _attempt(report, "seeded construction", lambda: build(0))
-        if twin is not None:
+        if twin is not _FAILED:
             same = all(torch.equal(p, q) for p, q in zip(initial.values(), twin.state_dict().values()))
             report.check("seeded construction", same, "two builds under one torch seed have different weights")
         other = _attempt(report, "state-dict round trip", lambda: build(1))
-        if other is not None:
+        if other is not _FAILED:
             loaded = _attempt(report, "state-dict round trip", lambda: other.load_state_dict(model.state_dict()))
-            if loaded is not None:
+            if loaded is not _FAILED:
                 other.eval()
                 c = other(x)
                 report.check("state-dict round trip", torch.allclose(a, c, atol=1e-6, rtol=1e-5),
                              f"a fresh instance loaded with the state dict differs by {float((a - c).abs().max()):.3g}")
         double = _attempt(report, "float64", lambda: model.double()(x.double()))
-        if double is not None:
-            report.check("float64", double.dtype == torch.float64, f"float64 weights and input gave {double.dtype}")
+        if double is not _FAILED:
+            report.check("float64", getattr(double, "dtype", None) == torch.float64,
+                         f"float64 weights and input gave {getattr(double, 'dtype', type(double).__name__)}")
     if isinstance(target, str):
         _check_declared_params(report, _plugins.get_entry("encoders", target))
     return report
@@ -177,7 +191,7 @@ def _check_declared_params(report: Report, entry):
     counted = encoder_params(entry)  # on the meta device, else built for real
     if counted is None:
         tower = _attempt(report, "declared params", lambda: entry.factory(*LISTING_SIZE))
-        if tower is None:
+        if tower is _FAILED:
             return
         counted = sum(p.numel() for p in tower.parameters())
     report.check("declared params", counted == declared,
@@ -204,7 +218,7 @@ def check_tokenizer(target, context_length: int = 77, prompts=_SAMPLE_PROMPTS) -
     report = Report(f"tokenizer {label!r}")
     prompts = list(prompts)
     tok = _attempt(report, "construct", lambda: factory(context_length, prompts))
-    if tok is None or not report.check("construct", callable(tok), f"factory returned {type(tok).__name__}, not callable"):
+    if tok is _FAILED or not report.check("construct", callable(tok), f"factory returned {type(tok).__name__}, not callable"):
         return report
     ids = {a: getattr(tok, a, None) for a in ("vocab_size", "sot_token_id", "eot_token_id")}
     if not report.check("attributes", all(isinstance(v, int) for v in ids.values()),
@@ -214,7 +228,7 @@ def check_tokenizer(target, context_length: int = 77, prompts=_SAMPLE_PROMPTS) -
     report.check("special ids in vocabulary", 0 <= sot < vocab and 0 <= eot < vocab and sot != eot,
                  f"sot {sot} and eot {eot} must be distinct ids below vocab_size {vocab}")
     tokens = _attempt(report, "tokenize", lambda: tok(prompts))
-    if tokens is None or not report.check(
+    if tokens is _FAILED or not report.check(
             "output", isinstance(tokens, torch.Tensor) and tokens.dtype == torch.int64
             and tuple(tokens.shape) == (len(prompts), context_length),
             f"expected int64 ({len(prompts)}, {context_length}), got {getattr(tokens, 'dtype', type(tokens))} "
@@ -228,23 +242,24 @@ def check_tokenizer(target, context_length: int = 77, prompts=_SAMPLE_PROMPTS) -
     after = torch.arange(context_length)[None, :] > ends[:, None]
     report.check("zero padding", bool((tokens[after] == 0).all()), "ids after the end token are not 0")
     again = _attempt(report, "deterministic", lambda: tok(prompts))
-    if again is not None:
-        report.check("deterministic", torch.equal(tokens, again), "tokenizing twice gives different ids")
+    if again is not _FAILED:
+        report.check("deterministic", isinstance(again, torch.Tensor) and torch.equal(tokens, again), "tokenizing twice gives different ids")
     one = _attempt(report, "single string", lambda: tok(prompts[0]))
-    if one is not None:
-        report.check("single string", tuple(one.shape) == (1, context_length) and torch.equal(one[0], tokens[0]),
-                     f"one string gave shape {tuple(one.shape)} or different ids than in a list")
+    if one is not _FAILED:
+        report.check("single string", _shape(one) == (1, context_length) and torch.equal(one[0], tokens[0]),
+                     f"one string gave shape {_shape(one)} or different ids than in a list")
     width = int(ends[0]) + 3  # room for the first prompt, narrower than context_length
     short = _attempt(report, "context_length override", lambda: tok(prompts[:1], context_length=width))
-    if short is not None:
-        report.check("context_length override", tuple(short.shape) == (1, width)
+    if short is not _FAILED:
+        report.check("context_length override", _shape(short) == (1, width)
                      and torch.equal(short[0], tokens[0, :width]),
-                     f"context_length={width} gave shape {tuple(short.shape)} or different ids")
+                     f"context_length={width} gave shape {_shape(short)} or different ids")
     long_text = " ".join(["photo"] * (2 * context_length))
     cut = _attempt(report, "truncate", lambda: tok([long_text], truncate=True))
-    if cut is not None:
-        report.check("truncate", tuple(cut.shape) == (1, context_length) and int(cut[0, -1]) == eot,
-                     f"truncate=True gave shape {tuple(cut.shape)}, last id {int(cut[0, -1])} (want eot {eot})")
+    if cut is not _FAILED:
+        shaped = _shape(cut) == (1, context_length)
+        report.check("truncate", shaped and int(cut[0, -1]) == eot, f"truncate=True gave shape {_shape(cut)}"
+                     + (f", last id {int(cut[0, -1])} (want eot {eot})" if shaped else ""))
     return report
 
 
@@ -256,16 +271,16 @@ def check_templates(target) -> Report:
     label, factory = _factory("templates", target)
     report = Report(f"template set {label!r}")
     first = _attempt(report, "construct", factory)
-    if first is None:
+    if first is _FAILED:
         return report
     if not report.check("list of strings", isinstance(first, list), f"factory returned {type(first).__name__}"):
         return report
-    if _attempt(report, "templates", lambda: validated_templates(label, first)) is not None:
+    if _attempt(report, "templates", lambda: validated_templates(label, first)) is not _FAILED:
         report.passed.append("templates")
     report.check("distinct", len(set(first)) == len(first), "a template appears twice (it would weigh double)")
     first.append("mutated {}")
     second = _attempt(report, "fresh list", factory)
-    if second is not None:
+    if second is not _FAILED:
         report.check("fresh list", "mutated {}" not in second and second == first[:-1],
                      "a second call returned a changed list (return a copy, not shared state)")
     return report
@@ -285,7 +300,7 @@ def check_dataset(target, data_dir=None, seed: int = 0) -> Report:
     splits = {}
     for split in ("train", "test"):
         ds = _attempt(report, f"{split} split", lambda s=split: factory(s, data_dir, seed))
-        if ds is None or not report.check(f"{split} split", isinstance(ds, ArrayDataset),
+        if ds is _FAILED or not report.check(f"{split} split", isinstance(ds, ArrayDataset),
                                           f"factory returned {type(ds).__name__}, not bench.data.ArrayDataset"):
             continue
         images, labels = np.asarray(ds.images), np.asarray(ds.labels)
@@ -301,8 +316,8 @@ def check_dataset(target, data_dir=None, seed: int = 0) -> Report:
         report.check("same classes", splits["train"].classes == splits["test"].classes,
                      "train and test name different classes")
         again = _attempt(report, "deterministic", lambda: factory("train", data_dir, seed))
-        if again is not None:
-            report.check("deterministic", np.array_equal(again.images, splits["train"].images)
+        if again is not _FAILED:
+            report.check("deterministic", isinstance(again, ArrayDataset) and np.array_equal(again.images, splits["train"].images)
                          and np.array_equal(again.labels, splits["train"].labels),
                          "the same split and seed gave different arrays")
     return report

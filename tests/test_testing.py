@@ -139,3 +139,35 @@ def test_check_dataset_rejects_something_that_is_not_an_array_dataset():
 def test_check_entry_refuses_an_unknown_kind():
     with pytest.raises(bench.BenchError, match="unknown kind 'models'"):
         check_entry("models", "x")
+
+
+class _NoReturn(_Linear):
+    def forward(self, x):
+        super().forward(x)  # the features computed, the `return` forgotten
+
+
+@pytest.mark.parametrize("check,factory,problem", [
+    (check_encoder, lambda embed_dim, image_size: None, "construct: factory returned NoneType, not an nn.Module"),
+    (check_encoder, _NoReturn, "output shape: expected (3, 32), got NoneType"),
+    (check_tokenizer, lambda context_length, prompts: None, "construct: factory returned NoneType, not callable"),
+    (check_tokenizer, lambda context_length, prompts: lambda texts, context_length=None, truncate=False: None,
+     "attributes"),
+    (check_templates, lambda: None, "list of strings: factory returned NoneType"),
+    (check_dataset, lambda split, data_dir=None, seed=0: None,
+     "train split: factory returned NoneType, not bench.data.ArrayDataset"),
+])
+def test_a_factory_or_forward_that_forgets_its_return_fails_the_check(check, factory, problem):
+    """None is what a forgotten `return` gives; the checks report it rather than take it for a failure already
+    reported (which passed such plugins with "all 0 checks passed")."""
+    report = check(factory)
+    assert not report.ok and report.problems[0].startswith(problem), str(report)
+
+
+def test_check_tokenizer_reports_a_single_string_that_gives_none():
+    """A tokenizer whose output for one string is None is reported on that check; the others still run."""
+    class OneStringForgotten(MinimalTokenizer):
+        def __call__(self, texts, context_length=None, truncate=False):
+            return None if isinstance(texts, str) else super().__call__(texts, context_length, truncate)
+
+    report = check_tokenizer(lambda context_length, prompts: OneStringForgotten(prompts, context_length))
+    assert report.problems == ["single string: one string gave shape NoneType or different ids than in a list"]
