@@ -7,6 +7,7 @@ declare none show ``-``, unless ``count=True`` builds them on PyTorch's meta dev
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 from ..clip.configs import ModelCfg
 from ..host.registry import Entry, Registry
@@ -51,7 +52,7 @@ def format_entries(registry: Registry, kind: str, pattern: str | None = None, co
 
     ``count``: build the encoders that declare no parameter count to count them (imports torch).
     """
-    entries = registry.entries(kind, pattern)
+    entries = [_marked_unusable(e, registry.conflicted(e)) for e in registry.entries(kind, pattern)]
     if kind != "encoders":  # one column of names, then what each is and which plugin registered it
         width = max((len(e.display_name) for e in entries), default=0)
         # a dataset's own template set: what its runs use without --templates
@@ -72,6 +73,15 @@ def format_entries(registry: Registry, kind: str, pattern: str | None = None, co
         cells = [f"{c:>{w}}" if h in right else f"{c:<{w}}" for c, w, h in zip(row, widths, header)]
         lines.append("  ".join(cells + [row[-1]]).rstrip())
     return lines
+
+
+def _marked_unusable(entry: Entry, plugins: list[str]) -> Entry:
+    """An entry two plugins registered, as the listing shows it: resolving its name is an error (it names both)."""
+    if not plugins:
+        return entry
+    owners = " and ".join(repr(p) for p in dict.fromkeys(plugins))
+    return replace(entry, summary=f"UNUSABLE: registered by plugins {owners}; see bench plugins", meta={},
+                   plugin=", ".join(dict.fromkeys(plugins)))
 
 
 def listing(kind: str, pattern: str | None = None, count: bool = False) -> list[str]:

@@ -53,7 +53,7 @@ from .transfer import (
     transfer_row,
     transfer_run_id,
 )
-from .validation import check_encoder_forward, check_image_size, check_run_inputs
+from .validation import check_encoder_forward, check_image_size, check_prompt_tokens, check_run_inputs
 
 
 # what a dataset's ``info`` may add to the run's row (bench.data.datasets.ArrayDataset)
@@ -224,7 +224,11 @@ class Run:
         model.to(device)
         self.n_params = count_parameters(model)
         # held-out classes have no row: the text tower never trains on their prompts
-        prompt_tokens = prompt_table(parts.templates, parts.trained.classes, parts.tokenizer, device)
+        prompt_tokens = prompt_table(parts.templates, parts.trained.classes, parts.tokenizer)
+        tokenizer = get_entry("tokenizers", cfg.tokenizer)
+        check_prompt_tokens(prompt_tokens, parts.tokenizer, tokenizer.name, tokenizer.plugin, cfg.model.text.vocab_size,
+                            fill(parts.templates, parts.trained.classes))
+        prompt_tokens = prompt_tokens.to(device)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.loader = DeviceLoader(parts.trained, cfg.batch_size, device, len(parts.templates), self.generator,
                                    channels_last=uses_channels_last(recipe, device), pad=cfg.crop_pad,

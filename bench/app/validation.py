@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from pathlib import Path
 
 from ..atomic_files import check_writable_folder
@@ -219,10 +220,33 @@ def check_encoder_forward(entry, visual, image_size: int, embed_dim: int):
                          f"{one_line_cause(exc)}; check --image-size and --encoder-opt") from exc
     finally:
         visual.train(was_training)
-    if tuple(getattr(features, "shape", ())) != (2, embed_dim):
-        raise BenchError(f"encoder {entry.name!r} (plugin {entry.plugin!r}) returns features of shape "
-                         f"{tuple(getattr(features, 'shape', ()))} for 2 images; a vision tower must return "
-                         f"(N, embed_dim) = (2, {embed_dim})")
+    if not isinstance(features, torch.Tensor) or tuple(features.shape) != (2, embed_dim):
+        got = f"of shape {tuple(features.shape)}" if isinstance(features, torch.Tensor) else type(features).__name__
+        raise BenchError(f"encoder {entry.name!r} (plugin {entry.plugin!r}) returns {got} for 2 images; a vision "
+                         f"tower must return features (N, embed_dim) = (2, {embed_dim})")
+    if features.dtype != torch.float32:  # the text tower's are float32: the loss would fail on the first step
+        raise BenchError(f"encoder {entry.name!r} (plugin {entry.plugin!r}) returns {features.dtype} features for "
+                         f"float32 images; a vision tower returns float32 (autocast makes it bf16 where asked)")
+
+
+def check_prompt_tokens(tokens, tokenizer, name: str, plugin: str, rows: int, prompts: list[str]):
+    """The prompt table a run trains on, against what its text tower reads: every id below the token embedding's
+    ``rows`` (an index past it fails mid-step), and each prompt's end token as its largest id, since the tower
+    pools a text at its ``argmax`` (features read at another token train silently wrong)."""
+    who = f"tokenizer {name!r} (plugin {plugin!r})"
+    top = int(tokens.max())
+    if top >= rows or int(tokens.min()) < 0:
+        raise BenchError(f"{who} gives id {top if top >= rows else int(tokens.min())}, outside the text tower's "
+                         f"{rows} token-embedding rows (CLIP's BPE vocabulary); its ids must be in 0..{rows - 1}")
+    eot = getattr(tokenizer, "eot_token_id", None)
+    if not isinstance(eot, numbers.Integral):
+        raise BenchError(f"{who} has eot_token_id={eot!r}; a tokenizer names its end token as an integer "
+                         f"(docs/plugins.md)")
+    wrong = (tokens.gather(1, tokens.argmax(dim=1, keepdim=True)).squeeze(1) != eot).nonzero()
+    if len(wrong):
+        raise BenchError(f"{who}: the largest id of prompt {prompts[int(wrong[0])]!r} is not its end token "
+                         f"(eot_token_id {eot}); the text tower pools a text at its largest id, so a tokenizer's end "
+                         f"token must have the largest id (bench.testing.check_tokenizer)")
 
 
 def check_encoder_builds(encoder: str, embed_dim: int, image_size: int, opts: dict):

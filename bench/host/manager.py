@@ -39,13 +39,20 @@ class PluginInfo:
     name: str
     version: str | None = None
     hooks: list[str] = field(default_factory=list)
-    error: str | None = None  # one line, set when loading or registering failed
     builtin: bool = False
+    source: str = ""  # how it came in: built-in, entry point, --plugins-dir, -p, bench.testing
     registered: dict[str, list[str]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    failures: list[str] = field(default_factory=list)  # loading or registering failed
+    conflicts: list[str] = field(default_factory=list)  # names it shares with another plugin (each collection's own)
+
+    @property
+    def error(self) -> str | None:
+        """Every problem of the plugin on one line, or None."""
+        return " | ".join(self.failures + self.conflicts) or None
 
     def as_dict(self):
         return {"name": self.name, "version": self.version, "hooks": self.hooks, "error": self.error,
-                "builtin": self.builtin, "registered": self.registered}
+                "builtin": self.builtin, "source": self.source, "registered": self.registered}
 
 
 class Host:
@@ -58,25 +65,36 @@ class Host:
         self.infos: dict[str, PluginInfo] = {}
         self.strict = os.environ.get("BENCH_STRICT_PLUGINS", "") not in ("", "0") if strict is None else strict
         self.conflicts: dict[tuple[str, str, bool], str] = {}  # (kind, name, is_prefix) -> message
+        self.failed: dict[str, str] = {}  # plugins left out of every registry and command -> why
+        self._commands_failed: set[str] = set()  # plugins whose register_commands raised: left out of the rest too
+        self._warned: set[str] = set()  # a host collects again when plugins change; each warning is said once
         self._collected = False
 
     # -- loading -----------------------------------------------------------------------------------------
     def _fail(self, name: str, message: str, **info):
         info_obj = self.infos.setdefault(name, PluginInfo(name=name, **info))
-        info_obj.error = message
+        if message not in info_obj.failures:
+            info_obj.failures.append(message)
+        self._warn(message)
+
+    def _warn(self, message: str):
         if self.strict:
             raise PluginError(f"{message} (BENCH_STRICT_PLUGINS=1 makes this an error)")
-        print(f"bench: warning: {message}; other plugins still work", file=sys.stderr)
+        if message not in self._warned:
+            self._warned.add(message)
+            print(f"bench: warning: {message}; other plugins still work", file=sys.stderr)
 
-    def add(self, plugin, name: str, version: str | None = None, builtin: bool = False) -> bool:
-        """Register a plugin object (module or instance); a bad hookimpl is reported, not raised."""
+    def add(self, plugin, name: str, version: str | None = None, builtin: bool = False, source: str = "") -> bool:
+        """Register a plugin object (module or instance); a bad hookimpl is reported, not raised. ``source``: how
+        it came in, for ``bench plugins`` and for the fix a name conflict suggests."""
         try:
             self.pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
             # pluggy keeps the plugin and its hookimpls verified before the bad one; drop them all, so a
             # plugin reported invalid registers nothing.
             self.pm.unregister(name=name)
-            self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin)
+            self._fail(name, f"plugin {name!r} is invalid: {_one_line(exc)}", version=version, builtin=builtin,
+                       source=source)
             return False
         except ValueError:  # the name or the object is already registered
             if self.pm.is_registered(plugin):  # the same plugin named twice (-p of a built-in): loaded already
@@ -84,7 +102,7 @@ class Host:
             # another plugin of a loaded plugin's name: reported under a key of its own, not on the loaded one
             key = next(f"{name} ({n})" for n in range(2, 1000) if f"{name} ({n})" not in self.infos)
             self._fail(key, f"plugin {name!r} is not loaded: a plugin of that name already is; rename one",
-                       version=version, builtin=builtin)
+                       version=version, builtin=builtin, source=source)
             return False
         unknown = _unknown_hooks(self.pm, plugin)
         if unknown:
@@ -92,22 +110,24 @@ class Host:
             # at once); a misspelled hook would then do nothing, so refuse this plugin alone.
             self.pm.unregister(plugin)
             self._fail(name, f"plugin {name!r} implements {', '.join(unknown)}, which bench has no hook for; "
-                             f"hooks are {', '.join(_hook_names())}", version=version, builtin=builtin)
+                             f"hooks are {', '.join(_hook_names())}", version=version, builtin=builtin, source=source)
             return False
         version = version or getattr(plugin, "__version__", None)
         self.infos[name] = PluginInfo(name=name, version=None if version is None else str(version),
-                                      builtin=builtin,
+                                      builtin=builtin, source="built-in" if builtin else source,
                                       hooks=sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
         self._collected = False
         return True
 
     def add_module(self, module_name: str, builtin: bool = False, version: str | None = None) -> bool:
+        source = "built-in" if builtin else "-p"
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's, not ours
-            self._fail(module_name, f"plugin {module_name!r} failed to import: {_one_line(exc)}", builtin=builtin)
+            self._fail(module_name, f"plugin {module_name!r} failed to import: {_one_line(exc)}", builtin=builtin,
+                       source=source)
             return False
-        return self.add(module, module_name, version=version, builtin=builtin)
+        return self.add(module, module_name, version=version, builtin=builtin, source=source)
 
     def load_builtins(self):
         from .. import __version__
@@ -127,9 +147,10 @@ class Host:
             try:
                 plugin = ep.load()
             except Exception as exc:  # noqa: BLE001
-                self._fail(ep.name, f"plugin {ep.name!r} failed to import: {_one_line(exc)}", version=version)
+                self._fail(ep.name, f"plugin {ep.name!r} failed to import: {_one_line(exc)}", version=version,
+                           source="entry point")
                 continue
-            self.add(plugin, ep.name, version=version)
+            self.add(plugin, ep.name, version=version, source="entry point")
 
     def load_directory(self, directory: str | os.PathLike):
         """Load each ``*.py`` file and each package folder in ``directory`` as a plugin."""
@@ -153,9 +174,10 @@ class Host:
                 spec.loader.exec_module(module)
             except Exception as exc:  # noqa: BLE001
                 sys.modules.pop(name, None)
-                self._fail(path.stem, f"plugin {path.stem!r} ({path}) failed to import: {_one_line(exc)}")
+                self._fail(path.stem, f"plugin {path.stem!r} ({path}) failed to import: {_one_line(exc)}",
+                           source="--plugins-dir")
                 continue
-            self.add(module, path.stem)
+            self.add(module, path.stem, source="--plugins-dir")
 
     # -- collecting ----------------------------------------------------------------------------------------
     def collect(self):
@@ -166,14 +188,19 @@ class Host:
             return self.registry
         failed: dict[str, str] = {}
         while True:
-            failures = self._collect_once(set(failed))
+            failures = self._collect_once(set(failed) | self._commands_failed)
             if not failures:
                 break
             failed.update(failures)
+        self.failed = failed
         for name, message in failed.items():
             self._fail(name, message)
-        for message in dict.fromkeys(self.conflicts.values()):  # each once, in the order they arose
-            print(f"bench: warning: {message}; other plugins still work", file=sys.stderr)
+        for info in self.infos.values():
+            info.conflicts = []
+        for key, plugins in self.registry.conflicts.items():  # in the order they arose
+            for name in dict.fromkeys(plugins):
+                self.infos[name].conflicts.append(self.conflicts[key])
+            self._warn(self.conflicts[key])
         self._collected = True
         return self.registry
 
@@ -196,10 +223,10 @@ class Host:
                         entry = self.registry.add(_kind, entry_name, factory, summary, _plugin, prefix=prefix, **meta)
                     except DuplicateNameError as exc:
                         # Neither registration wins: using the name reports both plugins.
-                        self.conflicts[(_kind, entry_name, bool(prefix))] = str(exc)
+                        message = f"{exc}; {self._rename_fix(exc.plugins)}"
+                        self.conflicts[(_kind, entry_name, bool(prefix))] = message
                         if self.strict:
-                            raise PluginError(f"{exc} (BENCH_STRICT_PLUGINS=1 makes this an error)") from None
-                        self.infos[_plugin].error = str(exc)
+                            raise PluginError(f"{message} (BENCH_STRICT_PLUGINS=1 makes this an error)") from None
                         return
                     self.infos[_plugin].registered[_kind].append(entry.display_name)
 
@@ -213,20 +240,39 @@ class Host:
                     failures[name] = f"plugin {name!r} failed in register_{kind}: {_one_line(exc)}"
         return failures
 
+    def _rename_fix(self, plugins) -> str:
+        """What to do about a name two plugins registered: only a plugin that is not built in can be renamed, and
+        only an installed one can be left out (BENCH_LOAD_PLUGINS); a folder's or -p's loads whenever it is named."""
+        infos = [self.infos.get(p) or PluginInfo(name=p) for p in plugins]
+        renamable = [i.name for i in infos if not i.builtin]
+        if len(renamable) < len(infos):
+            fix = f"rename it in plugin {renamable[-1]!r} (a built-in's names stay)" if renamable else "rename one"
+        else:
+            fix = "rename it in one of them"
+        if any(i.source == "entry point" for i in infos if not i.builtin):
+            fix += ", or leave an installed one out with BENCH_LOAD_PLUGINS"
+        return fix
+
     def add_commands(self, group):
         """Each plugin's ``register_commands`` on ``group``, on its own: one that raises is reported and the others
         still add theirs; a command whose name is taken (a built-in's, or another plugin's) is refused, the
-        command there kept."""
+        command there kept. As with the other hooks, a plugin that fails in one registers nothing: one whose
+        other hooks failed adds no command, one whose ``register_commands`` fails is taken out of the registries."""
         import click
 
         owners = {name: "bench" for name in group.commands}
+        self.collect()
         for impl in self.pm.hook.register_commands.get_hookimpls():
             name, before = impl.plugin_name, dict(group.commands)
+            if name in self.failed:
+                continue
             try:
                 impl.function(**{arg: group for arg in impl.argnames})
             except Exception as exc:  # noqa: BLE001
                 group.commands.clear()
                 group.commands.update(before)  # what it added before failing goes too
+                self._commands_failed.add(name)
+                self._collected = False  # collected again, without it
                 self._fail(name, f"plugin {name!r} failed in register_commands: {_one_line(exc)}")
                 continue
             for command, obj in list(group.commands.items()):
@@ -298,13 +344,17 @@ def build_host(plugins_dirs=(), modules=(), entry_points: bool = True, strict: b
     if entry_points:
         host.load_entry_points(_selected_from_env())
     env_dir = os.environ.get("BENCH_PLUGINS_DIR")
+    # one folder named twice (BENCH_PLUGINS_DIR and --plugins-dir) loads once, not as a clash with itself
+    loaded = set()
     for directory in ([env_dir] if env_dir else []) + list(plugins_dirs):
-        host.load_directory(directory)
+        if Path(directory).expanduser().resolve() not in loaded:
+            loaded.add(Path(directory).expanduser().resolve())
+            host.load_directory(directory)
     for module in modules:
         host.add_module(module)
     for plugin, name in EXTRA_PLUGINS:
         if not host.pm.is_registered(plugin):  # already in through its entry point or a folder
-            host.add(plugin, name)
+            host.add(plugin, name, source="bench.testing")
     host.collect()
     return host
 

@@ -31,7 +31,7 @@ class Entry:
         """Call the factory; an exception it raises becomes one :class:`PluginFactoryError` line naming this entry,
         its plugin, the options it was given and the cause (a :class:`BenchError` already names its fix)."""
         try:
-            return self.factory(*args, **kwargs)
+            made = self.factory(*args, **kwargs)
         except BenchError:
             raise
         except Exception as exc:
@@ -39,6 +39,32 @@ class Entry:
             raise PluginFactoryError(
                 f"{_SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin!r}) could not be built from "
                 f"({options}): {one_line_cause(exc)}{_FIXES.get(self.kind, '')}") from exc
+        if self.prefix:  # a resolver: the factory of the name it was given
+            expected = None if callable(made) else "a factory"
+        else:
+            expected = _wrong_product(self.kind, made)
+        if expected:  # a forgotten `return` or a wrong type: said here, not as a traceback deep in a run
+            what = "resolver" if self.prefix else "factory"
+            raise PluginFactoryError(f"{_SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin!r}): its {what} "
+                                     f"returned {type(made).__name__}, not {expected}; fix the plugin (its contract "
+                                     f"is in docs/plugins.md, bench.testing checks it)")
+        return made
+
+
+def _wrong_product(kind: str, made) -> str | None:
+    """What a ``kind`` factory must return, where ``made`` is not that; None where it is."""
+    if kind == "encoders":
+        from torch import nn
+
+        return None if isinstance(made, nn.Module) else "an nn.Module"
+    if kind == "tokenizers":
+        return None if callable(made) else "a callable tokenizer"
+    if kind == "templates":
+        return None if isinstance(made, (list, tuple)) else "a list of template strings"
+    if kind == "datasets":
+        return None if all(hasattr(made, a) for a in ("images", "labels", "classes", "subset")) else \
+            "a bench.data.ArrayDataset"
+    return None
 
 
 # what to change when a factory rejects what it was given
@@ -58,7 +84,11 @@ class PluginFactoryError(PluginError):
 
 
 class DuplicateNameError(PluginError):
-    """Two plugins registered one name."""
+    """Two plugins registered one name; ``plugins`` names them, the first registration's first."""
+
+    def __init__(self, message: str, plugins: tuple[str, str]):
+        super().__init__(message)
+        self.plugins = plugins
 
 
 def _natural_key(name: str):
@@ -71,6 +101,8 @@ class Registry:
     def __init__(self):
         self._entries: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
         self._prefixes: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}  # ``timm:`` -> its resolver entry
+        # (kind, name, is_prefix) -> every plugin that registered it: such a name resolves to nothing
+        self.conflicts: dict[tuple[str, str, bool], list[str]] = {}
 
     def add(self, kind: str, name: str, factory: Callable, summary: str, plugin: str, prefix: bool = False,
             **meta) -> Entry:
@@ -85,10 +117,9 @@ class Registry:
         old = table.get(name)
         if old is not None:
             what = f"{_SINGULAR[kind]} prefix" if prefix else _SINGULAR[kind]
-            raise DuplicateNameError(
-                f"{what} {name!r} is registered twice: by plugin {old.plugin!r} and by plugin {plugin!r}; "
-                f"rename one or disable one plugin with BENCH_LOAD_PLUGINS"
-            )
+            self.conflicts.setdefault((kind, name, prefix), [old.plugin]).append(plugin)
+            raise DuplicateNameError(f"{what} {name!r} is registered twice: by plugin {old.plugin!r} and by plugin "
+                                     f"{plugin!r}", (old.plugin, plugin))
         entry = Entry(name=name, factory=factory, summary=(summary or "").strip().splitlines()[0] if summary else "",
                       plugin=plugin, kind=kind, meta=dict(meta), prefix=prefix)
         table[name] = entry
@@ -122,6 +153,10 @@ class Registry:
                          meta={**base.meta, "prefix": base.name})
         available = self.names(kind) + [e.display_name for e in self._prefixes[kind].values()]
         raise UnknownNameError(unknown_name_message(_SINGULAR[kind], name, available))
+
+    def conflicted(self, entry: Entry) -> list[str]:
+        """The plugins that all registered ``entry``'s name (empty when only one did)."""
+        return self.conflicts.get((entry.kind, entry.name, entry.prefix), [])
 
     def __contains__(self, item):
         kind, name = item

@@ -261,6 +261,19 @@ CASES = [
     ("plugin-dataset-raises", ["--plugins-dir", "{tmp}/plugins", *RUN_ENC, "--dataset", "broken_set"],
      "dataset 'broken_set' (plugin 'broken_set') could not be built from ('train', None, 0): OSError: disk on fire",
      lambda tmp: _plugin(tmp, BROKEN_SET)),
+    # a plugin whose factory or product breaks the contract: one line naming it, before anything is written
+    *[(f"plugin-{case}", ["--plugins-dir", "{tmp}/plugins", *RUN_ENC, *args], words, lambda tmp: _plugin(tmp, MISBEHAVING))
+      for case, args, words in [
+          ("encoder-not-a-module", ["--encoder", "misbehaving/fn"], "its factory returned function, not an nn.Module"),
+          ("encoder-float64", ["--encoder", "misbehaving/double"], "returns torch.float64 features for float32 images"),
+          ("templates-none", ["--templates", "misbehaving/none"], "returned NoneType, not a list of template strings"),
+          ("dataset-tuple", ["--dataset", "misbehaving/tuple"], "returned tuple, not a bench.data.ArrayDataset"),
+          ("tokenizer-not-callable", ["--tokenizer", "misbehaving/str"], "returned str, not a callable tokenizer"),
+          ("tokenizer-list", ["--tokenizer", "misbehaving/list"], "tokenizer AsList returned list for 50 texts, not an integer tensor"),
+          ("tokenizer-past-the-embedding", ["--tokenizer", "misbehaving/big"],
+           "gives id 99407, outside the text tower's 49408 token-embedding rows"),
+          ("tokenizer-end-not-largest", ["--tokenizer", "misbehaving/eot"],
+           "the largest id of prompt 'a photo of a red' is not its end token (eot_token_id 1)")]],
     # -- zero-shot transfer and held-out classes: forms refused before any data is read, names once it is --
     ("transfer-the-training-set", RUN + ["--transfer", "synthetic"], "is the dataset the run trains on", None),
     ("transfer-unknown-dataset", RUN + ["--transfer", "stl9"], "unknown dataset 'stl9'", None),
@@ -388,9 +401,65 @@ def register_datasets(register):
 """
 
 
+MISBEHAVING = """
+import torch
+from torch import nn
+from bench import hookimpl
+from bench.clip.tokenizer import MinimalTokenizer
+
+
+class Big(MinimalTokenizer):  # ids past CLIP's vocabulary
+    def __call__(self, texts, context_length=None, truncate=False):
+        out = super().__call__(texts, context_length, truncate)
+        return torch.where(out > 0, out + 50000, out)
+
+
+class EndNotLargest(MinimalTokenizer):
+    eot_token_id = 1  # below the start token and most words: the argmax pooling would read another token
+
+
+class AsList(MinimalTokenizer):
+    def __call__(self, texts, context_length=None, truncate=False):
+        return super().__call__(texts, context_length, truncate).tolist()
+
+
+class Float64(nn.Module):
+    def __init__(self, embed_dim, image_size):
+        super().__init__()
+        self.proj = nn.Linear(3, embed_dim)
+
+    def forward(self, x):
+        return self.proj(x.mean((2, 3))).double()
+
+
+@hookimpl
+def register_encoders(register):
+    register("misbehaving/fn", lambda embed_dim, image_size: (lambda x: x), "a function, not a module")
+    register("misbehaving/double", Float64, "float64 features")
+
+
+@hookimpl
+def register_tokenizers(register):
+    register("misbehaving/str", lambda context_length, prompts: "tok", "a string")
+    register("misbehaving/list", lambda context_length, prompts: AsList(prompts, context_length), "lists")
+    register("misbehaving/big", lambda context_length, prompts: Big(prompts, context_length), "ids past the vocabulary")
+    register("misbehaving/eot", lambda context_length, prompts: EndNotLargest(prompts, context_length), "eot not largest")
+
+
+@hookimpl
+def register_templates(register):
+    register("misbehaving/none", lambda: None, "a forgotten return")
+
+
+@hookimpl
+def register_datasets(register):
+    register("misbehaving/tuple", lambda split, data_dir=None, seed=0: (1, 2), "a tuple")
+"""
+
+
 def _plugin(tmp, source):
     (tmp / "plugins").mkdir(exist_ok=True)
-    name = source.split('register("')[1].split('"')[0]
+    name = source.split('register("')[1].split('"')[0].split("/")[0]  # a namespaced name's namespace
     (tmp / "plugins" / f"{name}.py").write_text(source)
 
 

@@ -284,3 +284,83 @@ def test_a_resolver_that_raises_is_one_line_naming_its_plugin(run_cli, tmp_path)
     ''')
     code, _, err = run_cli("--plugins-dir", tmp_path / "dir", "run", "--encoder", "hub:foo", *TINY_RUN)
     assert code == 2 and "plugin 'hub'" in err and "RuntimeError: hub offline" in err and "Traceback" not in err
+
+
+def test_a_plugin_failing_in_a_hook_adds_no_command_and_one_failing_in_register_commands_registers_nothing(
+        run_cli, tmp_path):
+    """"A plugin that fails this way registers nothing, not even from its other, valid hooks": commands included,
+    both ways round."""
+    write_plugin(tmp_path / "dir", "no_data", '''
+        import click
+        import bench
+
+        @bench.hookimpl
+        def register_datasets(register):
+            raise ValueError("nope")
+
+        @bench.hookimpl
+        def register_commands(cli):
+            @cli.command()
+            def mixed():
+                click.echo("mixed ran")
+    ''')
+    write_plugin(tmp_path / "dir", "no_commands", '''
+        import bench
+
+        @bench.hookimpl
+        def register_templates(register):
+            register("cmdr/t", lambda: ["a {}"], "x")
+
+        @bench.hookimpl
+        def register_commands(cli):
+            raise RuntimeError("cmd boom")
+    ''')
+    code, _, err = run_cli("--plugins-dir", tmp_path / "dir", "mixed")
+    assert code == 2 and "No such command 'mixed'" in err
+    code, out, err = run_cli("--plugins-dir", tmp_path / "dir", "list", "templates")
+    assert code == 0 and "cmdr/t" not in out and "seed" in out
+    warnings = _warnings(err)
+    assert len(warnings) == 2 and "'no_commands' failed in register_commands" in warnings[1], err
+
+
+def test_a_name_two_plugins_register_is_shown_unusable_on_both_with_a_fix_that_can_be_made(run_cli, tmp_path, site):
+    """bench list shows the name as unusable, bench plugins gives the conflict to both plugins (every one of a
+    plugin's conflicts, not the last), and the fix offered fits the plugins: a built-in's name stays, so the other
+    plugin renames it; BENCH_LOAD_PLUGINS is offered only where an installed plugin could be left out."""
+    clash = write_plugin(tmp_path / "dir", "clash", '''
+        import bench
+
+        @bench.hookimpl
+        def register_templates(register):
+            register("seed", lambda: ["a {}"], "my seed")
+            register("clash/t", lambda: ["a {}"], "mine")
+
+        @bench.hookimpl
+        def register_encoders(register):
+            register("airbench", lambda embed_dim, image_size: None, "mine")
+    ''')
+    code, out, err = run_cli("--plugins-dir", tmp_path / "dir", "list", "templates")
+    seed = next(line for line in out.splitlines() if line.startswith("seed "))
+    assert code == 0 and "UNUSABLE: registered by plugins 'bench_plugins.templates' and 'clash'" in seed
+    assert "rename it in plugin 'clash' (a built-in's names stay)" in err and "BENCH_LOAD_PLUGINS" not in err
+    code, out, _ = run_cli("--plugins-dir", tmp_path / "dir", "plugins", "--json")
+    infos = {i["name"]: i for i in json.loads(out)}
+    assert "template set 'seed'" in infos["bench_plugins.templates"]["error"]
+    assert "encoder 'airbench'" in infos["clash"]["error"] and "template set 'seed'" in infos["clash"]["error"]
+    assert infos["clash"]["source"] == "--plugins-dir" and infos["bench_plugins.templates"]["source"] == "built-in"
+    import importlib
+
+    import bench.testing
+
+    (site / "clash_module.py").write_text(clash.read_text())
+    with pytest.raises(PluginError, match="template set 'seed' is registered twice"):
+        with bench.testing.plugin_registered(importlib.import_module("clash_module")):
+            pass
+
+
+def test_one_plugins_folder_named_twice_loads_once(run_cli, tmp_path, monkeypatch):
+    """BENCH_PLUGINS_DIR and --plugins-dir naming one folder load its plugins once, not as a clash with themselves."""
+    write_plugin(tmp_path / "dir", "once", GOOD_ENCODER.format(name="once/enc"))
+    monkeypatch.setenv("BENCH_PLUGINS_DIR", str(tmp_path / "dir"))
+    code, out, err = run_cli("--plugins-dir", f"{tmp_path / 'dir'}/", "list", "encoders", "--filter", "once*")
+    assert code == 0 and "once/enc" in out and _warnings(err) == [], err

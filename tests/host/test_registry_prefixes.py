@@ -5,41 +5,49 @@ from bench.errors import BenchError, UnknownNameError
 from bench.host.registry import DuplicateNameError, Registry
 
 
+class _Tokenizer(str):
+    """A stand-in tokenizer that is its own name: create() checks that a tokenizer factory makes a callable."""
+
+    def __call__(self, texts):
+        return self
+
+
 def _registry():
     registry = Registry()
-    registry.add("encoders", "hub:special", lambda *a: "exact", "the exact one", "p1")
-    registry.add("encoders", "hub:", lambda rest: (lambda *a: f"short {rest}"), "any hub model", "p1", prefix=True,
-                 placeholder="model")
-    registry.add("encoders", "hub:big/", lambda rest: (lambda *a: f"long {rest}"), "big models", "p2", prefix=True)
+    registry.add("tokenizers", "hub:special", lambda *a: _Tokenizer("exact"), "the exact one", "p1")
+    registry.add("tokenizers", "hub:", lambda rest: (lambda *a: _Tokenizer(f"short {rest}")), "any hub model", "p1",
+                 prefix=True, placeholder="model")
+    registry.add("tokenizers", "hub:big/", lambda rest: (lambda *a: _Tokenizer(f"long {rest}")), "big models", "p2",
+                 prefix=True)
     return registry
 
 
 def test_exact_name_wins_over_a_prefix():
-    assert _registry().get("encoders", "hub:special").create() == "exact"
+    assert _registry().get("tokenizers", "hub:special").create() == "exact"
 
 
 def test_longest_prefix_wins_and_gets_the_rest_of_the_name():
     registry = _registry()
-    assert registry.get("encoders", "hub:big/x").create() == "long x"
-    entry = registry.get("encoders", "hub:small")
+    assert registry.get("tokenizers", "hub:big/x").create() == "long x"
+    entry = registry.get("tokenizers", "hub:small")
     assert entry.create() == "short small" and entry.name == "hub:small" and entry.plugin == "p1"
     assert entry.meta["prefix"] == "hub:"
 
 
 def test_the_bare_prefix_is_not_a_name():
     with pytest.raises(UnknownNameError, match=r"available: hub:special, hub:<model>, hub:big/<name>"):
-        _registry().get("encoders", "hub:")
+        _registry().get("tokenizers", "hub:")
 
 
 def test_a_prefix_registered_twice_names_both_plugins():
     with pytest.raises(DuplicateNameError, match="prefix 'hub:' is registered twice: by plugin 'p1' and by plugin 'p3'"):
-        _registry().add("encoders", "hub:", lambda rest: None, "", "p3", prefix=True)
+        _registry().add("tokenizers", "hub:", lambda rest: None, "", "p3", prefix=True)
 
 
 def test_listing_shows_prefixes_after_names_with_their_placeholder():
-    entries = _registry().entries("encoders")
+    entries = _registry().entries("tokenizers")
     assert [e.display_name for e in entries] == ["hub:special", "hub:<model>", "hub:big/<name>"]
-    assert [e.display_name for e in _registry().entries("encoders", "hub:b*")] == ["hub:big/<name>"]
+    assert [e.display_name for e in _registry().entries("tokenizers", "hub:b*")] == ["hub:big/<name>"]
 
 
 def test_a_resolver_error_reaches_the_user():
