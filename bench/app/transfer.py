@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BenchError
+from ..errors import BenchError, UnknownNameError
 from ..host.manager import get_entry
 from ..results.columns import CONFIG_COLUMNS, MACHINE_COLUMNS
 from ..results.run_folder import file_safe
@@ -70,7 +70,15 @@ def check_transfer_names(specs: list[TransferSpec]):
 
 def dataset_templates(dataset: str) -> str | None:
     """The template set ``dataset``'s registration names as its own (``templates=``), or None."""
-    return get_entry("datasets", dataset).meta.get("templates")
+    entry = get_entry("datasets", dataset)
+    name = entry.meta.get("templates")
+    if name is not None:
+        try:
+            get_entry("templates", name)
+        except UnknownNameError:
+            raise BenchError(f"dataset {dataset!r} (plugin {entry.plugin!r}) names template set {name!r} as its own, "
+                             f"and no plugin registers it; register it, or pass --templates") from None
+    return name
 
 
 def zero_shot_templates(dataset: str, fallback: str) -> str:

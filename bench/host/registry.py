@@ -109,8 +109,9 @@ class Registry:
         """Add an entry; with ``prefix=True`` every name ``name + rest`` resolves on demand (``timm:resnet34``)."""
         if kind not in self._entries:
             raise PluginError(f"plugin {plugin!r} registered unknown kind {kind!r}; kinds are {', '.join(KINDS)}")
-        if not isinstance(name, str) or not name or any(c.isspace() for c in name):
-            raise PluginError(f"plugin {plugin!r} registered an invalid {_SINGULAR[kind]} name {name!r}")
+        if not isinstance(name, str) or not name or any(c.isspace() or c in ",@" for c in name):
+            raise PluginError(f"plugin {plugin!r} registered an invalid {_SINGULAR[kind]} name {name!r}: a name is "
+                              f"not empty and holds no whitespace, ',' or '@' (lists and DATASET@TEMPLATES split there)")
         if not callable(factory):
             raise PluginError(f"plugin {plugin!r} registered {_SINGULAR[kind]} {name!r} with a factory that is not callable")
         table = self._prefixes[kind] if prefix else self._entries[kind]

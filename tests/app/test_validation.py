@@ -268,6 +268,9 @@ CASES = [
           ("encoder-float64", ["--encoder", "misbehaving/double"], "returns torch.float64 features for float32 images"),
           ("templates-none", ["--templates", "misbehaving/none"], "returned NoneType, not a list of template strings"),
           ("dataset-tuple", ["--dataset", "misbehaving/tuple"], "returned tuple, not a bench.data.ArrayDataset"),
+          ("dataset-own-templates-missing", ["--dataset", "misbehaving/untemplated"],
+           "dataset 'misbehaving/untemplated' (plugin 'misbehaving') names template set 'nope/none' as its own, and "
+           "no plugin registers it"),
           ("tokenizer-not-callable", ["--tokenizer", "misbehaving/str"], "returned str, not a callable tokenizer"),
           ("tokenizer-list", ["--tokenizer", "misbehaving/list"], "tokenizer AsList returned list for 50 texts, not an integer tensor"),
           ("tokenizer-past-the-embedding", ["--tokenizer", "misbehaving/big"],
@@ -454,6 +457,7 @@ def register_templates(register):
 @hookimpl
 def register_datasets(register):
     register("misbehaving/tuple", lambda split, data_dir=None, seed=0: (1, 2), "a tuple")
+    register("misbehaving/untemplated", lambda split, data_dir=None, seed=0: (1, 2), "x", templates="nope/none")
 """
 
 

@@ -59,3 +59,10 @@ def test_a_resolver_error_reaches_the_user():
     registry.add("encoders", "x:", resolve, "", "p", prefix=True)
     with pytest.raises(BenchError, match="no model 'y'"):
         registry.get("encoders", "x:y")
+
+
+@pytest.mark.parametrize("name", ["", "two words", "odd,name", "odd@set"])
+def test_a_name_an_option_would_split_or_cannot_hold_is_refused_at_registration(name):
+    """Comma lists (--transfer a,b) and DATASET@TEMPLATES split at ',' and '@': such a name could never be asked for."""
+    with pytest.raises(BenchError, match="registered an invalid dataset name"):
+        Registry().add("datasets", name, lambda *a: None, "", "p")
