@@ -30,7 +30,7 @@ from ..results.run_folder import confusion_frame, file_safe, write_csv
 from ..safe_load import load_checkpoint
 from .transfer import (SEPARATOR, Target, load_target, published_templates, record_transfer, safe_name, transfer_row,
                        transfer_run_id, zero_shot_templates)
-from .validation import check_data_dir, check_device, check_positive
+from .validation import check_data_dir, check_device, check_positive, saved_config
 
 
 def checkpoint_tokenizer(ckpt: dict, name: str, context_length: int, prompts):
@@ -52,7 +52,7 @@ def load_model(path, device, ckpt: dict | None = None) -> tuple[torch.nn.Module,
     if "model" not in ckpt or "config" not in ckpt:
         raise BenchError(f"{path} is not a bench checkpoint (no 'model'/'config' entries) nor an OpenAI-layout "
                          f"state dict; pass a last.pt/best.pt written by bench run")
-    cfg = RunConfig.from_dict(ckpt["config"])
+    cfg = saved_config(ckpt, path)
     model = create_model_from_cfg(cfg.model)
     load_weights(model, ckpt["model"], ckpt, path)
     return model.to(device).eval(), cfg, ckpt
@@ -190,7 +190,7 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
         table = [{"run_id": f"{prefix}:{row['eval_templates']}", **protocol, "templates": run.templates, **row}
                  for row in result.rows]
         if record and not e.is_home:
-            recorded += _record_transfer_rows(path, cfg, e.target, table, result, device)
+            recorded += _record_transfer_rows(path, cfg, e.target, table, result, device, run.ckpt.get("run_id"))
         rows += table
         parts.append((e.name, test.classes, result))
     table = pd.DataFrame(rows)
@@ -226,11 +226,12 @@ def _checkpoint_holdout(cfg: RunConfig, given) -> tuple:
     return saved or given
 
 
-def _record_transfer_rows(path, cfg: RunConfig, target, table: list, result, device) -> int:
+def _record_transfer_rows(path, cfg: RunConfig, target, table: list, result, device, ckpt_run_id=None) -> int:
     """Each set's transfer row appended to the runs.csv of the results folder holding the checkpoint's run folder
     (``<results>/runs/<run id>/``), linked to the run's own row there. Only a finished run's final weights
-    (``last.pt``) are recorded, as its own row describes them; another checkpoint, a row already recorded, or a
-    checkpoint whose run has no row is said on stderr and printed only."""
+    (``last.pt``) are recorded, as its own row describes them; another checkpoint, a row already recorded, a
+    checkpoint whose run has no row, or one another run wrote (``ckpt_run_id``, copied in) is said on stderr and
+    printed only."""
     import sys
 
     from ..results.run_folder import provenance
@@ -240,8 +241,10 @@ def _record_transfer_rows(path, cfg: RunConfig, target, table: list, result, dev
     results = run_dir.parent.parent
     source = read_runs(results) if run_dir.parent.name == "runs" else pd.DataFrame()
     source = source[source["run_id"].astype(str) == run_dir.name] if "run_id" in source.columns else source
-    if not len(source) or Path(path).name != "last.pt":
-        why = ("is not a finished run's last.pt (a run's rows describe its final weights)" if len(source) else
+    foreign = ckpt_run_id is not None and ckpt_run_id != run_dir.name
+    if not len(source) or Path(path).name != "last.pt" or foreign:
+        why = (f"is run {ckpt_run_id}'s checkpoint, not run {run_dir.name}'s" if foreign and len(source) else
+               "is not a finished run's last.pt (a run's rows describe its final weights)" if len(source) else
                "is not in a run folder with a row in its results folder's runs.csv")
         print(f"bench: note: {path} {why}; its transfer rows are printed, not recorded", file=sys.stderr)
         return 0

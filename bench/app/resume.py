@@ -12,11 +12,11 @@ import os
 from pathlib import Path
 
 from ..config import RunConfig
-from ..engine.checkpoint import FORMAT
+from ..engine.checkpoint import FORMAT, TRAINING_STATE
 from ..errors import BenchError
 from ..results.runs_csv import append_run, read_table
 from ..safe_load import load_checkpoint
-from .validation import validate_config
+from .validation import saved_config, validate_config
 
 # how a run reports (progress bars, live curves): a restarted run takes the new values
 REPORTING = ("progress", "log", "wandb_project", "wandb_entity")
@@ -80,7 +80,7 @@ def resume_run(target: str, out: str, given=(), values: dict | None = None):
         raise BenchError(f"run {run_id} already finished (its row is in {results / 'runs.csv'}); start a new run instead")
     rank, _ = _launch()
     if (run_dir / "result.json").is_file():  # stopped after its result was saved, before the row was appended
-        row = json.loads((run_dir / "result.json").read_text())
+        row = _saved_result(run_dir)
         if rank == 0:
             append_run(results, row)
         return row, results
@@ -93,6 +93,22 @@ def resume_run(target: str, out: str, given=(), values: dict | None = None):
     return run(cfg, run_id=run_id, resume=ckpt), results
 
 
+def _saved_result(run_dir: Path) -> dict:
+    """The row a finished run saved in its ``result.json``; a damaged or foreign one is a one-line error, never a
+    row appended blind."""
+    path = run_dir / "result.json"
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        row, why = None, f"not JSON ({type(exc).__name__})"
+    else:
+        why = f"it names run {row.get('run_id')!r}" if isinstance(row, dict) else f"it holds a {type(row).__name__}"
+    if not isinstance(row, dict) or row.get("run_id") != run_dir.name:
+        raise BenchError(f"{path} is not run {run_dir.name}'s result ({why}); delete it and --resume again to "
+                         f"continue from its last.pt")
+    return row
+
+
 def load_resumable(run_dir: Path, results: Path, changes: dict | None = None) -> tuple[RunConfig, dict]:
     """The configuration saved in ``run_dir/last.pt`` (with ``changes`` and its results folder) and the checkpoint,
     ready for ``Run(cfg, run_dir.name, resume=ckpt)``; a missing or foreign checkpoint is a one-line error."""
@@ -102,10 +118,16 @@ def load_resumable(run_dir: Path, results: Path, changes: dict | None = None) ->
         raise BenchError(f"run {run_id} has no last.pt (it ran with --no-checkpoints or stopped before its first "
                          f"checkpoint); start it again with bench run")
     ckpt = load_checkpoint(last)
-    if ckpt.get("format") != FORMAT or "config" not in ckpt:
-        raise BenchError(f"{last} holds no training state this bench can resume (format {ckpt.get('format')!r}, "
-                         f"expected {FORMAT}); bench eval can still evaluate its weights")
-    cfg = RunConfig.from_dict(ckpt["config"])
+    missing = [k for k in ("model", "config", *TRAINING_STATE) if k not in ckpt]
+    if ckpt.get("format") != FORMAT or missing:
+        why = f"format {ckpt.get('format')!r}, expected {FORMAT}" if ckpt.get("format") != FORMAT else \
+            f"no {missing[0]}"
+        raise BenchError(f"{last} holds no training state this bench can resume ({why}); bench eval can still "
+                         f"evaluate its weights")
+    if ckpt.get("run_id", run_id) != run_id:  # copied in from another run: its numbers would be recorded as this one's
+        raise BenchError(f"{last} is the checkpoint of run {ckpt['run_id']}, not of run {run_id}; put this run's own "
+                         f"last.pt back, or resume run {ckpt['run_id']} from its folder")
+    cfg = saved_config(ckpt, last)
     rank, ranks = _launch()
     global_batch = cfg.batch_size * int(ckpt.get("world_size", 1))
     if global_batch % ranks:

@@ -52,6 +52,7 @@ from .transfer import (
     record_transfer,
     transfer_row,
     transfer_run_id,
+    zero_shot_templates,
 )
 from .validation import check_encoder_forward, check_image_size, check_prompt_tokens, check_run_inputs
 
@@ -433,7 +434,11 @@ class Run:
         row.update(suite_columns)
         # the run's own row last: it marks the run finished, so a run stopped before it resumes and writes all again
         for target, target_metrics in transfers:
-            transfer = transfer_row(row, transfer_run_id(self.run_id, target.dataset), target, target_metrics,
+            # DATASET@TEMPLATES other than the dataset's default set: +TEMPLATES in the id, as bench eval names it
+            default = zero_shot_templates(target.dataset, cfg.templates)
+            run_id = transfer_run_id(self.run_id, target.dataset,
+                                     target.templates_name if target.templates_name != default else None)
+            transfer = transfer_row(row, run_id, target, target_metrics,
                                     eval_seconds=round(target_metrics["eval_seconds"], 3))
             record_transfer(self.out, transfer, target, target_metrics, cfg.to_dict())
         finish_run(self.out, run_dir, row)

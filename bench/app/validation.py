@@ -7,13 +7,14 @@ is built unchecked), :func:`check_run_inputs` what a run needs beyond them (name
 """
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import numbers
 from pathlib import Path
 
 from ..atomic_files import check_writable_folder
-from ..config import PRESETS
+from ..config import PRESETS, RunConfig
 from ..errors import BenchError, one_line_cause
 from ..host.registry import unknown_name_message
 
@@ -257,3 +258,40 @@ def check_encoder_builds(encoder: str, embed_dim: int, image_size: int, opts: di
     entry = get_entry("encoders", encoder)
     visual = entry.create(embed_dim, image_size, **{k: v for k, v in opts.items() if v is not None})
     check_encoder_forward(entry, visual, image_size, embed_dim)
+
+
+def saved_config(ckpt: dict, path) -> RunConfig:
+    """The run configuration a checkpoint holds; a damaged one (unreadable, or a value of the wrong type) is a
+    one-line error naming the file."""
+    try:
+        cfg = RunConfig.from_dict(ckpt["config"])
+        problem = _mistyped(cfg)
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem:
+        raise BenchError(f"{path} holds a damaged run configuration ({problem}); use another checkpoint of the run "
+                         f"(best.pt or last.pt) or retrain")
+    return cfg
+
+
+def _mistyped(cfg) -> str | None:
+    """The first setting of ``cfg`` (nested configs too) whose value is not of its default's kind, as ``name=value``."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            inner = _mistyped(value)
+            if inner:
+                return f"{f.name}.{inner}"
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if default is None or value is None:
+            continue
+        if isinstance(default, bool) or isinstance(value, bool):
+            ok = isinstance(value, bool) and isinstance(default, bool)
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float))
+        else:
+            ok = isinstance(value, type(default))
+        if not ok:
+            return f"{f.name}={value!r}"
+    return None

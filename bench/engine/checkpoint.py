@@ -26,6 +26,8 @@ from .epoch_loop import EpochProgress
 from .train_step import TrainState, unwrap_model
 
 FORMAT = 1  # bumped when the layout of the training state changes incompatibly
+# what a last.pt of this FORMAT holds beyond the weights and the config, for restore_training
+TRAINING_STATE = ("optimizer", "rng", "epoch", "step", "history", "progress")
 
 
 @dataclass

@@ -111,6 +111,32 @@ def test_a_run_holding_classes_out_and_transferring_records_what_it_measured(tmp
     assert "## Zero-shot transfer" in md and "## Classes never seen in training" in md
 
 
+def test_a_transfer_with_another_template_set_is_named_as_bench_eval_names_it_and_a_foreign_checkpoint_records_none(
+        tmp_path, run_cli):
+    """--transfer DATASET@TEMPLATES with a set other than the dataset's default gets +TEMPLATES in its id, as bench
+    eval names that evaluation, so the default set's evaluation can still be recorded beside it; a last.pt another
+    run wrote, copied into this run's folder, is evaluated but never recorded under this run's id."""
+    import torch
+
+    out = tmp_path / "results"
+    with bench.testing.plugin_registered(TransferSets()):
+        code, _, err = run_cli(*RUN, "--transfer", "swatches48@seed", "--out", out)
+        assert code == 0, err
+        home = pd.read_csv(out / "runs.csv").run_id.iloc[-1]  # the run's own row, last
+        assert pd.read_csv(out / "runs.csv").run_id.tolist() == [f"{home}@swatches48+seed", home]
+        last = out / "runs" / home / "last.pt"
+        code, _, err = run_cli("eval", last, "--dataset", "swatches48", "--device", "cpu")
+        assert code == 0 and "already in" not in err, err
+        assert f"{home}@swatches48" in set(pd.read_csv(out / "runs.csv").run_id)
+
+        payload = torch.load(last, weights_only=True)
+        torch.save({**payload, "run_id": "another-run"}, last)
+        rows = len(pd.read_csv(out / "runs.csv"))
+        code, _, err = run_cli("eval", last, "--dataset", "swatches48", "--templates", "openai", "--device", "cpu")
+        assert code == 0 and "is run another-run's checkpoint, not run" in err, err
+        assert len(pd.read_csv(out / "runs.csv")) == rows
+
+
 def test_a_sweep_counts_a_run_done_by_its_own_row_not_by_its_transfer_rows(tmp_path):
     from bench.app.sweep.plan import finished_keys
     from bench.results.runs_csv import append_run

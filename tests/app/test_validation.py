@@ -81,6 +81,29 @@ def _edited_checkpoint(edit):
     return make
 
 
+def _stopped_copy(edit=None, result=None):
+    """The finished run copied as a stopped one, ``{tmp}/stopped/runs/stopped-run`` (no row, no result.json), its
+    last.pt saying it is that run's unless ``edit`` changes it; ``result``: a result.json to leave there."""
+    def make(tmp, ckpt):
+        run = tmp / "stopped" / "runs" / "stopped-run"
+        shutil.copytree(ckpt.parent, run)
+        (run / "result.json").unlink()
+        payload = torch.load(run / "last.pt", weights_only=True)
+        payload["run_id"] = "stopped-run"
+        if edit is not None:
+            edit(payload)
+        torch.save(payload, run / "last.pt")
+        if result is not None:
+            (run / "result.json").write_text(result)
+
+    make.needs_checkpoint = True
+    return make
+
+
+def _foreign_run_id(payload):  # another run's last.pt copied into this run's folder
+    payload["run_id"] = "20260101-000000-another-s0-abcdef"
+
+
 def _wider_embedding(payload):  # the config now builds another architecture than the weights hold
     payload["config"]["model"]["embed_dim"] = 64
 
@@ -168,6 +191,24 @@ CASES = [
     ("resume-with-new-settings", ["run", "--resume", "{run_dir}", "--epochs", "5"], "drop --epochs", None),
     ("resume-finished-run", ["run", "--resume", "{run_dir}"], "already finished", None),
     ("resume-latest-none-left", ["run", "--resume", "latest", "--out", "{out}"], "no unfinished run", None),
+    ("resume-another-runs-checkpoint", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "is the checkpoint of run 20260101-000000-another-s0-abcdef, not of run stopped-run",
+     _stopped_copy(_foreign_run_id)),
+    ("resume-damaged-config", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "holds a damaged run configuration (TypeError", _stopped_copy(lambda p: p.update(config=None))),
+    ("resume-mistyped-config", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "holds a damaged run configuration (epochs='abc')", _stopped_copy(lambda p: p["config"].update(epochs="abc"))),
+    ("resume-no-step", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"], "holds no training state this bench "
+     "can resume (no step)", _stopped_copy(lambda p: p.pop("step"))),
+    ("resume-damaged-result", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "result.json is not run stopped-run's result (not JSON (JSONDecodeError)); delete it",
+     _stopped_copy(result='{"a":')),
+    ("resume-empty-result", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "result.json is not run stopped-run's result (it names run None)", _stopped_copy(result="{}")),
+    ("resume-list-result", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "result.json is not run stopped-run's result (it holds a list)", _stopped_copy(result="[1, 2]")),
+    ("eval-mistyped-config", ["eval", "{tmp}/other.pt"], "holds a damaged run configuration (epochs='abc')",
+     _edited_checkpoint(lambda p: p["config"].update(epochs="abc"))),
     ("eval-missing-checkpoint", ["eval", "{tmp}/missing.pt"], "does not exist", None),
     ("eval-not-a-checkpoint", ["eval", "{tmp}/garbage.pt"], "is not a readable torch file", _garbage_checkpoint),
     ("eval-other-architecture", ["eval", "{tmp}/other.pt"], "tensors differ in shape (first text_projection",
