@@ -32,6 +32,12 @@ class TestResult:
     n: int  # seeds per side summed (welch) or paired test images
 
 
+def _var(x: np.ndarray) -> float:
+    """The sample variance, exactly 0 where every value is the same: numpy's two-pass mean leaves rounding noise
+    (three 0.1s have a variance of 3e-34), on which a t-test would call identical values different."""
+    return 0.0 if x.min() == x.max() else float(x.var(ddof=1))
+
+
 def welch(a, b, confidence: float = 0.95) -> TestResult | None:
     """Welch's t-test of ``mean(b) - mean(a)``; None unless both sides have at least 2 values.
 
@@ -43,7 +49,7 @@ def welch(a, b, confidence: float = 0.95) -> TestResult | None:
     if len(a) < 2 or len(b) < 2:
         return None
     diff = b.mean() - a.mean()
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    va, vb = _var(a) / len(a), _var(b) / len(b)
     se = math.sqrt(va + vb)
     if se == 0:
         return TestResult("welch", math.nan, math.nan, math.nan, len(a) + len(b))
@@ -115,7 +121,7 @@ def mean_halfwidth(values, confidence: float = 0.95) -> float:
     x = _finite(values)
     if len(x) < 2:
         return math.inf
-    return halfwidth_at(float(x.std(ddof=1)), len(x), confidence)
+    return halfwidth_at(math.sqrt(_var(x)), len(x), confidence)
 
 
 def halfwidth_at(std: float, n: int, confidence: float = 0.95) -> float:
@@ -157,7 +163,7 @@ def tost_welch(a, b, margin: float, alpha: float = 0.05) -> Equivalence | None:
     a, b = _finite(a), _finite(b)
     if len(a) < 2 or len(b) < 2:
         return None
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    va, vb = _var(a) / len(a), _var(b) / len(b)
     se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se else math.inf
     return tost(b.mean() - a.mean(), se, df, margin, alpha, "seeds", len(a) + len(b))
@@ -172,7 +178,7 @@ def tost_paired(per_image_diff, margin: float, alpha: float = 0.05) -> Equivalen
     d = _finite(per_image_diff)
     if len(d) < 2:
         return None
-    return tost(d.mean(), d.std(ddof=1) / math.sqrt(len(d)), len(d) - 1, margin, alpha, "images", len(d))
+    return tost(d.mean(), math.sqrt(_var(d) / len(d)), len(d) - 1, margin, alpha, "images", len(d))
 
 
 def _finite(values) -> np.ndarray:

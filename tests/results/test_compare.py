@@ -14,8 +14,10 @@ from bench.results.predictions import load_predictions, save_predictions
 from bench.results.stats import (
     holm,
     mcnemar_exact,
+    mean_halfwidth,
     paired_bootstrap,
     paired_top1,
+    tost_welch,
     welch,
 )
 from tests.support import REPO
@@ -48,6 +50,16 @@ def test_welch_needs_two_seeds_a_side_and_variance():
     assert welch([0.5], [0.6, 0.7]) is None and welch([0.5, float("nan")], [0.6, 0.7]) is None
     flat = welch([0.5, 0.5], [0.6, 0.6])
     assert math.isnan(flat.p_value) and math.isnan(flat.ci_low)
+
+
+def test_values_that_never_vary_are_no_variance_even_where_numpy_leaves_rounding_noise():
+    """Three 0.1s have a numpy variance of about 3e-34, not 0: a t-test on it would call 0.1 and 0.3 different
+    with an interval of width zero. Constant sides are undefined for Welch and exact for TOST and the half-width."""
+    assert np.array([0.1] * 3).var(ddof=1) > 0  # the noise this guards against
+    flat = welch([0.1] * 3, [0.3] * 3)
+    assert math.isnan(flat.p_value) and math.isnan(flat.ci_low)
+    assert tost_welch([0.1] * 3, [0.1] * 3, margin=0.01).p_value == 0.0
+    assert mean_halfwidth([0.1] * 3) == 0.0
 
 
 def test_exact_mcnemar_is_the_binomial_test_of_discordant_images():
