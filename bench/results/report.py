@@ -10,6 +10,7 @@ with a note, when only a results file is given.
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +94,35 @@ def _save(fig, path: Path):
     atomic_write_bytes(path, buffer.getvalue())
 
 
+# the columns the report reads from each of a run's files
+_NEEDS = {"history.csv": ("epoch", "step", "train_loss", "zeroshot_top1"), "train_log.csv": ("step", "train_loss"),
+          "confusion.csv": ("true",), "per_class.csv": ("class", "accuracy")}
+
+
 def _read(run_dirs: dict, run_id: str, name: str) -> pd.DataFrame | None:
+    """A run's file as a table, or None where it is missing; a damaged one (not CSV, or without the columns the
+    report reads) is said on stderr and left out like a missing one, not a traceback that loses the report."""
     folder = run_dirs.get(str(run_id))
     path = folder / name if folder else None
-    return pd.read_csv(path) if path is not None and path.is_file() else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        table = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
+        why = type(exc).__name__
+    else:
+        missing = [c for c in _NEEDS.get(name, ()) if c not in table.columns]
+        if not missing:
+            return table
+        why = f"no column {missing[0]!r}"
+    stat = path.stat()
+    if (path, stat.st_mtime_ns, stat.st_size) not in _WARNED:  # once, though several figures read the file
+        _WARNED.add((path, stat.st_mtime_ns, stat.st_size))
+        print(f"bench: warning: {path} is damaged ({why}); the report leaves it out", file=sys.stderr)
+    return None
+
+
+_WARNED: set = set()
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -148,6 +174,7 @@ def mean_confusions(table, run_dirs) -> dict:
     for label, part in table.groupby(LABEL, sort=False):
         mats = [_read(run_dirs, rid, "confusion.csv") for rid in part["run_id"]]
         mats = [m.set_index("true") for m in mats if m is not None]
+        mats = [m for m in mats if m.shape == mats[0].shape]  # a foreign file's other classes cannot be summed in
         if mats:
             out[label] = sum(m.to_numpy() for m in mats), list(mats[0].index)
     return out
@@ -326,7 +353,7 @@ def plot_time_to_accuracy(table, run_dirs, colors, path) -> tuple[bool, list[str
     runs, missing = [], []
     for _, r in targeted.iterrows():
         history = _read(run_dirs, r["run_id"], "history.csv")
-        if history is None or not len(history) or metric not in history.columns:
+        if history is None or not len(history) or not {metric, "epoch_seconds"} <= set(history.columns):
             missing.append(str(r["run_id"]))
             continue
         seconds = history["epoch_seconds"].cumsum()  # in epoch order from 0, as the run adds train_seconds
@@ -563,10 +590,10 @@ def _figures_section(figures: dict, untimed: list, table: pd.DataFrame, run_dirs
         md += [f"Not drawn ({', '.join(missing)}): no run's folder (runs/<run_id>/) beside the table holds "
                f"{' / '.join(FOLDER_FIGURES[n] for n in missing)}.", ""]
     for name, file in FOLDER_FIGURES.items():  # drawn from some runs only: say which are not in it
-        lacking = [str(r) for r in table["run_id"]
-                   if not (run_dirs.get(str(r)) and (run_dirs[str(r)] / file).is_file())]
+        lacking = [str(r) for r in table["run_id"] if _read(run_dirs, r, file) is None]
         if name in figures and lacking:
-            md += [f"Left out of {name.replace('_', '-')} ({len(lacking)} run(s) without runs/<run_id>/{file}): "
+            md += [f"Left out of {name.replace('_', '-')} ({len(lacking)} run(s) without a readable "
+                   f"runs/<run_id>/{file}): "
                    f"{', '.join(lacking)}.", ""]
     if untimed:
         md += [f"Left out of time to accuracy ({len(untimed)} run(s) without their run folder's history.csv): "

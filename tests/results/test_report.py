@@ -53,9 +53,25 @@ def test_report_from_a_file_alone_says_which_figures_need_run_folders(tmp_path, 
     shutil.rmtree(results / "runs" / rows[0]["run_id"])
     code, _, err = run_cli("report", results, "--out", tmp_path / "r2")
     md = (tmp_path / "r2" / "report.md").read_text()
-    assert code == 0 and f"Left out of per-class (1 run(s) without runs/<run_id>/per_class.csv): {rows[0]['run_id']}" \
+    assert code == 0 and f"Left out of per-class (1 run(s) without a readable runs/<run_id>/per_class.csv): {rows[0]['run_id']}" \
         in md, err
     assert (tmp_path / "r" / "accuracy_vs_time.png").is_file() and not (tmp_path / "r" / "curves.png").exists()
+
+
+def test_a_damaged_run_file_is_left_out_with_a_warning_not_a_traceback(tmp_path, run_cli):
+    """A history.csv that is not CSV, a per_class.csv of bytes, a confusion.csv without its columns: each is named
+    on stderr and left out of the figures as a missing file would be; the report is still written."""
+    rows = _rows()
+    results = write_results(tmp_path / "results", rows)
+    (results / "runs" / rows[0]["run_id"] / "history.csv").write_text('garbage,"\n')
+    (results / "runs" / rows[1]["run_id"] / "per_class.csv").write_bytes(b"\xff\xfe\x00\x81")
+    (results / "runs" / rows[2]["run_id"] / "confusion.csv").write_text("a,b\n1,2\n")
+    code, _, err = run_cli("report", results, "--out", tmp_path / "report")
+    assert code == 0 and "Traceback" not in err, err
+    warnings = [line for line in err.splitlines() if "is damaged" in line]
+    assert len(warnings) == 3 and "(no column 'true'); the report leaves it out" in " ".join(warnings), err
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert f"without a readable runs/<run_id>/per_class.csv): {rows[1]['run_id']}" in md
 
 
 def test_results_command_filters_sorts_and_formats(tmp_path, run_cli):
