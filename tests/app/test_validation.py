@@ -198,8 +198,8 @@ CASES = [
      "holds a damaged run configuration (TypeError", _stopped_copy(lambda p: p.update(config=None))),
     ("resume-mistyped-config", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
      "holds a damaged run configuration (epochs='abc')", _stopped_copy(lambda p: p["config"].update(epochs="abc"))),
-    ("resume-no-step", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"], "holds no training state this bench "
-     "can resume (no step)", _stopped_copy(lambda p: p.pop("step"))),
+    ("resume-no-step", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "holds no training state this bench can resume (no step)", _stopped_copy(lambda p: p.pop("step"))),
     ("resume-damaged-result", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
      "result.json is not run stopped-run's result (not JSON (JSONDecodeError)); delete it",
      _stopped_copy(result='{"a":')),
@@ -310,8 +310,8 @@ CASES = [
           ("templates-none", ["--templates", "misbehaving/none"], "returned NoneType, not a list of template strings"),
           ("dataset-tuple", ["--dataset", "misbehaving/tuple"], "returned tuple, not a bench.data.ArrayDataset"),
           ("dataset-own-templates-missing", ["--dataset", "misbehaving/untemplated"],
-           "dataset 'misbehaving/untemplated' (plugin 'misbehaving') names template set 'nope/none' as its own, and "
-           "no plugin registers it"),
+           ("dataset 'misbehaving/untemplated' (plugin 'misbehaving') names template set 'nope/none' as its own, "
+            "and no plugin registers it")),
           ("tokenizer-not-callable", ["--tokenizer", "misbehaving/str"], "returned str, not a callable tokenizer"),
           ("tokenizer-list", ["--tokenizer", "misbehaving/list"], "tokenizer AsList returned list for 50 texts, not an integer tensor"),
           ("tokenizer-past-the-embedding", ["--tokenizer", "misbehaving/big"],
