@@ -287,6 +287,9 @@ def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):
                          "datasets are read from their default folders)")
     check_device(device)
     if out is not None:
+        if (Path(out) / "config.json").is_file() and (Path(out) / "history.csv").is_file():
+            raise BenchError(f"--out {out} is a run folder, whose per_class.csv and confusion.csv bench eval would "
+                             f"replace with its own; pass another folder, e.g. --out {Path(out) / 'eval'}")
         check_writable_folder(out)
 
 

@@ -351,6 +351,8 @@ CASES = [
     ("eval-missing-data-dir", ["eval", "{ckpt}", "--data-dir", "{tmp}/nowhere"], "is not a folder", None),
     ("eval-unknown-format", ["eval", "{ckpt}", "--format", "xml"], "'xml' is not one of", None),
     ("eval-out-is-a-file", ["eval", "{ckpt}", "--out", "{tmp}/afile"], "is a file, not a folder", _file),
+    ("eval-out-is-a-run-folder", ["eval", "{ckpt}", "--out", "{run_dir}"],
+     "is a run folder, whose per_class.csv and confusion.csv bench eval would replace", None),
     ("eval-cuda-without-gpu", ["eval", "{ckpt}", "--device", "cuda"], "torch sees no GPU", None),
     ("predict-negative-top-k", ["predict", "{ckpt}", "{tmp}/img.png", "--top-k", "-1"], "--top-k must be at least 1",
      _image),
