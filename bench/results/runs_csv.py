@@ -66,6 +66,7 @@ class RunsTable:
     path: Path
     header: list[str] = field(default_factory=list)
     rows: list[list[str]] = field(default_factory=list)  # every data row's fields, damaged ones included
+    raw: list[str] = field(default_factory=list)  # every data row's text as the file has it, line ends included
     problems: dict[int, str] = field(default_factory=dict)  # row index -> what is wrong with it, with its line
 
     def intact(self) -> list[list[str]]:
@@ -104,7 +105,7 @@ def read_table(path: str | os.PathLike, key: str | None = "run_id") -> RunsTable
     if not path.is_file():
         raise BenchError(f"{path} is not a file; move it away or pass another --out")
     try:
-        records = _records(path.read_bytes().decode("utf-8"))
+        records, raw = _records(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, csv.Error) as exc:
         raise BenchError(f"{path} is not a results table ({type(exc).__name__}: not CSV text); move it away "
                          f"or pass another --out") from None
@@ -114,13 +115,14 @@ def read_table(path: str | os.PathLike, key: str | None = "run_id") -> RunsTable
     if (key is not None and key not in header) or len(set(header)) != len(header):
         why = f"has no {key} column" if key is not None and key not in header else "repeats a column"
         raise BenchError(f"{path} is not a bench results table (its header {why}); move it away or pass another --out")
-    table.header, table.rows = header, records[1:]
+    table.header, table.rows, table.raw = header, records[1:], raw[1:]
     _find_problems(table, key)
     return table
 
 
-def _records(text: str) -> list[list[str]]:
-    """The CSV records of ``text``, where a record that opens a quote it never closes keeps only its own line.
+def _records(text: str) -> tuple[list[list[str]], list[str]]:
+    """The CSV records of ``text`` and each one's text, where a record that opens a quote it never closes keeps
+    only its own line.
 
     A stray ``"`` from a hand edit would otherwise swallow every line after it into one field: every later run
     gone from the tables, and sealed into that field for good by the next append, which writes the record back.
@@ -128,20 +130,22 @@ def _records(text: str) -> list[list[str]]:
     with a line break) has the header's width.
     """
     lines = io.StringIO(text, newline="").readlines()
-    records, start = [], 0
+    records, raw, start = [], [], 0
     while start < len(lines):
         reader = csv.reader(lines[start:])
         read = 0  # lines of lines[start:] that the records so far took
         for record in reader:
             if records and reader.line_num - read > 1 and len(record) != len(records[0]):
                 records.append(next(csv.reader([lines[start + read].rstrip("\r\n")]), []))
+                raw.append(lines[start + read])
                 start += read + 1
                 break
             records.append(record)
+            raw.append("".join(lines[start + read:start + reader.line_num]))
             read = reader.line_num
         else:
             break
-    return records
+    return records, raw
 
 
 def _find_problems(table: RunsTable, key: str | None = "run_id"):
@@ -187,6 +191,11 @@ def _format(value) -> str:
     return str(value)
 
 
+def _line(text: str) -> str:
+    """A row's text, ended by a line break (a writer that died mid-line left the file's last row without one)."""
+    return text if text.endswith(("\n", "\r")) else text + "\n"
+
+
 def _to_csv(records) -> str:
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(records)
@@ -222,8 +231,13 @@ def append_rows(path: str | os.PathLike, rows: list[dict], columns=(), on_writte
             where = [old.index(c) if c in old else None for c in header]  # each new column's place in the old
             table.rows = [[r[j] if j is not None else "" for j in where] if i not in table.problems else r
                           for i, r in enumerate(table.rows)]
-        table.rows += [[_format(row.get(c)) for c in header] for row in rows]
-        atomic_write_text(path, _to_csv([header] + table.rows))
+            # intact rows in the new columns; a damaged row as its text was, not re-quoted into something else
+            lines = [_to_csv([r]) if i not in table.problems else _line(table.raw[i])
+                     for i, r in enumerate(table.rows)]
+        else:  # every row as it was written, damaged ones byte for byte
+            lines = [_line(text) for text in table.raw]
+        atomic_write_text(path, _to_csv([header]) + "".join(lines) + _to_csv([[_format(row.get(c)) for c in header]
+                                                                             for row in rows]))
         if on_written is not None:
             on_written(read_table(path, key), path)
     return path

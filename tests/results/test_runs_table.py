@@ -115,6 +115,22 @@ def test_a_stray_quote_opened_in_a_row_ends_with_its_line_and_later_rows_survive
     assert capsys.readouterr().err.count("runs.csv row 2 (line 3) has 4 fields") == 2
 
 
+def test_a_damaged_rows_text_is_kept_byte_for_byte_by_appends_that_widen_the_header_or_not(tmp_path):
+    """Fixing a damaged row by hand must still work after later appends: they copy its text as it is, never
+    re-quote its fields (which mangled the quoted "[-1,1]" of a row with a stray quote into one more field)."""
+    path = tmp_path / "runs.csv"
+    append_row(path, {**_row(0, 0), "normalization": "[-1,1]"}, RUN_COLUMNS)
+    good = path.read_text().splitlines(keepends=True)[1]
+    damaged = good.replace(",0,0.0,", ',"0,0.0,', 1).replace("w0-r0", "w0-hand")  # a quote opened by a hand edit
+    path.write_text(path.read_text() + damaged)
+    assert list(read_table(path).problems) == [1]
+    append_row(path, _row(0, 1), RUN_COLUMNS)  # same columns
+    append_row(path, {**_row(0, 2), "a_new_metric": 1.5}, RUN_COLUMNS)  # a new column: the intact rows widen
+    lines = path.read_text().splitlines(keepends=True)
+    assert lines[2] == damaged and len(lines) == 5
+    assert [r[0] for r in read_table(path).rows] == ["w0-r0", "w0-hand", "w0-r1", "w0-r2"]
+
+
 def test_rows_already_written_are_copied_field_for_field(tmp_path):
     """Appending never re-types older rows (pandas would turn 64 into 64.0 beside a blank)."""
     path = tmp_path / "runs.csv"
