@@ -6,8 +6,9 @@ It is a shared table that concurrent runs append to without losing, tearing or r
 
 An append holds an exclusive lock on ``runs.csv.lock``, re-reads the file, adds one line and replaces the
 file atomically (temp file, fsync, rename), so two runs finishing at once both land, and a reader sees the
-table before or after a row, never half of one. Rows already written are copied field for field, never
-re-typed by pandas (which would turn ``64`` into ``64.0`` once a column holds a blank). A damaged or
+table before or after a row, never half of one. Rows already written are copied as their text is (a new column
+re-writes the intact ones field for field), never re-typed by pandas (which would turn ``64`` into ``64.0`` once a
+column holds a blank). A damaged or
 foreign row (wrong number of fields, no run id, a metric that is not a number, a repeated run id) is kept
 in the file and reported on stderr by every reader and writer; it is never dropped silently. A row whose run
 id the table already holds is not appended again.
