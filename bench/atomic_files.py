@@ -59,7 +59,13 @@ def atomic_write_text(path, text: str):
 def file_lock(path: str | os.PathLike):
     """An exclusive advisory lock on ``path + '.lock'`` (held across processes until the block ends)."""
     lock_path = f"{path}.lock"
-    with open(lock_path, "a+") as f:
+    try:
+        f = open(lock_path, "a+")
+    except OSError as exc:  # a shared folder where another user made the lock file, a read-only one, a folder
+        raise BenchError(f"cannot lock {path} to write it: {lock_path!r} cannot be opened for writing "
+                         f"({exc.strerror}); make it a file writable for you (or delete it: bench makes it again), "
+                         f"or pass another folder") from None
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield

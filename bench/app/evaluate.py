@@ -242,8 +242,10 @@ def _record_transfer_rows(path, cfg: RunConfig, target, table: list, result, dev
     source = read_runs(results) if run_dir.parent.name == "runs" else pd.DataFrame()
     source = source[source["run_id"].astype(str) == run_dir.name] if "run_id" in source.columns else source
     foreign = ckpt_run_id is not None and ckpt_run_id != run_dir.name
-    if not len(source) or Path(path).name != "last.pt" or foreign:
+    read_only = not all(os.access(f, os.W_OK | os.X_OK) for f in (results, results / "runs"))
+    if not len(source) or Path(path).name != "last.pt" or foreign or read_only:
         why = (f"is run {ckpt_run_id}'s checkpoint, not run {run_dir.name}'s" if foreign and len(source) else
+               f"is in results folder {results}, which is not writable for you" if read_only and len(source) else
                "is not a finished run's last.pt (a run's rows describe its final weights)" if len(source) else
                "is not in a run folder with a row in its results folder's runs.csv")
         print(f"bench: note: {path} {why}; its transfer rows are printed, not recorded", file=sys.stderr)

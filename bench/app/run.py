@@ -107,8 +107,13 @@ def check_out_dir(out: str | os.PathLike) -> Path:
         (out / "runs").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchError(f"cannot create results folder {str(out)!r} ({exc.strerror}); pass a writable --out") from None
-    if not os.access(out, os.W_OK):
-        raise BenchError(f"results folder {str(out)!r} is not writable; pass a writable --out")
+    for folder in (out, out / "runs"):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise BenchError(f"results folder {str(folder)!r} is not writable; pass a writable --out")
+    lock = out / "runs.csv.lock"  # every run's row is appended under it: found now, not after training
+    if lock.exists() and not (lock.is_file() and os.access(lock, os.R_OK | os.W_OK)):
+        raise BenchError(f"{str(lock)!r} is not a file writable for you, so the run's row could not be appended; "
+                         f"make it one (or delete it: bench makes it again), or pass another --out")
     return out
 
 

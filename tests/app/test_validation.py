@@ -35,6 +35,11 @@ def _foreign_results(tmp):
     (tmp / "foreign" / "runs.csv").write_text("name,score\nalice,3\n")
 
 
+def _lock_folder(tmp):  # runs.csv.lock that cannot be opened for writing (a folder: unwritable even for root)
+    (tmp / "locked" / "runs.csv.lock").mkdir(parents=True)
+    (tmp / "locked" / "runs").mkdir()
+
+
 def _binary(tmp):
     (tmp / "blob.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00")
 
@@ -185,6 +190,10 @@ CASES = [
      _corrupt_data),
     ("out-is-a-file", ["run", *FLAGS, "--out", "{tmp}/afile"], "is a file, not a folder", _file),
     ("out-under-a-file", ["run", *FLAGS, "--out", "{tmp}/afile/results"], "is a file, not a folder", _file),
+    ("out-lock-not-a-file", ["run", *FLAGS, "--out", "{tmp}/locked"],
+     "locked/runs.csv.lock' is not a file writable for you, so the run's row could not be appended", _lock_folder),
+    ("rebuild-lock-not-a-file", ["results", "--rebuild", "--results", "{tmp}/locked"],
+     "cannot lock", _lock_folder),
     ("out-has-foreign-table", ["run", *FLAGS, "--out", "{tmp}/foreign"], "is not a bench results table",
      _foreign_results),
     ("resume-unknown-run", ["run", "--resume", "no-such-run", "--out", "{out}"], "is neither a run id", None),
