@@ -73,6 +73,44 @@ def file_lock(path: str | os.PathLike):
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+class ProcessLock:
+    """An exclusive lock on a file for as long as a process works on what it guards (a run folder): taken without
+    waiting, released by :meth:`release` or by the operating system when the process ends, even by SIGKILL, so a
+    lock file left behind by a killed process is not held."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._file = open(self.path, "a+")
+        try:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise
+
+    def release(self):
+        """Unlock and remove the file (removed first: a process that finds it then finds it free)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            self._file.close()  # closing the last descriptor drops the lock
+            self._file = None
+
+    @staticmethod
+    def held(path: str | os.PathLike) -> bool:
+        """Whether a process holds the lock on ``path`` now."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+
 def save_checkpoint(obj: dict, path: str | os.PathLike):
     """``torch.save`` straight into an :func:`atomic_file` (no second copy of a 600 MB checkpoint in memory)."""
     import torch  # here: the result tables use this module and need no torch

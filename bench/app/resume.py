@@ -13,7 +13,9 @@ from pathlib import Path
 
 from ..config import RunConfig
 from ..engine.checkpoint import FORMAT, TRAINING_STATE
+from ..atomic_files import ProcessLock
 from ..errors import BenchError
+from ..results.run_folder import RUNNING_LOCK
 from ..results.runs_csv import append_run, read_table
 from ..safe_load import load_checkpoint
 from .validation import saved_config, validate_config
@@ -41,12 +43,14 @@ def find_run_dir(target: str, out: str | Path) -> Path:
 
 
 def _latest_unfinished(out: Path) -> Path:
+    """The stopped run whose ``last.pt`` is newest; a run another process is training now is not stopped."""
     finished = read_table(out / "runs.csv").run_ids()
     candidates = [p.parent for p in (out / "runs").glob("*/last.pt")
-                  if p.parent.name not in finished and not (p.parent / "result.json").exists()]
+                  if p.parent.name not in finished and not (p.parent / "result.json").exists()
+                  and not ProcessLock.held(p.parent / RUNNING_LOCK)]
     if not candidates:
-        raise BenchError(f"no unfinished run with a last.pt in {out / 'runs'}; start one with bench run, or pass "
-                         f"--out where the stopped run is")
+        raise BenchError(f"no unfinished run with a last.pt in {out / 'runs'} (runs being trained now are left "
+                         f"alone); start one with bench run, or pass --out where the stopped run is")
     return max(candidates, key=lambda p: (p / "last.pt").stat().st_mtime)
 
 
@@ -78,6 +82,9 @@ def resume_run(target: str, out: str, given=(), values: dict | None = None):
     run_id = run_dir.name
     if run_id in read_table(results / "runs.csv").run_ids():
         raise BenchError(f"run {run_id} already finished (its row is in {results / 'runs.csv'}); start a new run instead")
+    if ProcessLock.held(run_dir / RUNNING_LOCK):
+        raise BenchError(f"run {run_id} is being trained by another process now; wait for it to end, or stop it and "
+                         f"--resume again")
     rank, _ = _launch()
     if (run_dir / "result.json").is_file():  # stopped after its result was saved, before the row was appended
         row = _saved_result(run_dir)

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..atomic_files import atomic_write_text
+from ..atomic_files import ProcessLock, atomic_write_text
 from ..clip.model import count_parameters, create_model_from_cfg
 from ..clip.prompts import prompt_table
 from ..clip.templates import fill, validated_templates
@@ -42,7 +42,7 @@ from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
-from ..results.run_folder import file_safe, plot_curves, provenance, write_class_tables, write_csv
+from ..results.run_folder import RUNNING_LOCK, file_safe, plot_curves, provenance, write_class_tables, write_csv
 from ..results.runs_csv import finish_run
 from .transfer import (
     check_transfer_names,
@@ -272,6 +272,13 @@ class Run:
         elif world.is_main:
             run_dir.mkdir(parents=True, exist_ok=False)
             atomic_write_text(run_dir / "config.json", cfg.to_json())
+        self._running = None
+        if world.is_main:  # a resumed run's check happened before it was built; this closes the race
+            try:
+                self._running = ProcessLock(run_dir / RUNNING_LOCK)
+            except BlockingIOError:
+                raise BenchError(f"run {run_id} is being trained by another process; wait for it to end, or stop "
+                                 f"it and --resume again") from None
         if world.distributed:
             log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
         header = {"config": cfg.to_dict(), "classes": list(self.parts.classes), **own_vocabulary(self.parts.tokenizer)}
@@ -315,7 +322,16 @@ class Run:
         if exc_info[0] is not None:  # stopped or failed: finish() (which logs the end) will not come
             self.loggers.close()
         contexts, self._contexts = self._contexts, None
-        return contexts.__exit__(*exc_info)
+        try:
+            return contexts.__exit__(*exc_info)
+        finally:
+            if exc_info[0] is not None:  # after the checkpoint being written is on disk: then it may be resumed
+                self._release()
+
+    def _release(self):
+        if self._running is not None:
+            self._running.release()
+            self._running = None
 
     @property
     def done(self) -> bool:
@@ -431,6 +447,15 @@ class Run:
         transfers = self._transfer()  # every rank takes part; the rows are written below, before the run's own
         if not world.is_main:
             return row
+        try:
+            self._write_results(row, history, metrics, transfers)
+        finally:  # finished or failed, the run is no longer being trained
+            self._release()
+        return row
+
+    def _write_results(self, row: dict, history: pd.DataFrame, metrics: dict, transfers: list):
+        """The main rank's files of a finished run, its transfer rows, then ``result.json`` and its own row."""
+        cfg, parts, run_dir = self.cfg, self.parts, self.run_dir
         plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({self.run_id})")
         suite_columns = run_eval_suite(cfg, self.model, parts, self.device, self.autocast_dtype, run_dir, self.run_id,
                                        epoch=self.state.epoch)
@@ -449,7 +474,6 @@ class Run:
         finish_run(self.out, run_dir, row)
         self.loggers.finish(row, self.state.step, run_dir / "curves.png")
         self.loggers.close()
-        return row
 
     def _holdout_columns(self, metrics: dict) -> dict:
         """The held-out classes as configured (``holdout_classes``: names, or the count drawn with the seed) and as

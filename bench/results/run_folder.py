@@ -19,6 +19,9 @@ import pandas as pd
 
 from ..atomic_files import atomic_write_bytes, atomic_write_text
 
+# held by the process training the run (bench.atomic_files.ProcessLock): --resume leaves such a run alone
+RUNNING_LOCK = ".running.lock"
+
 
 def file_safe(text, keep: str = "-_.", fill: str = "-") -> str:
     """``text`` with every character but letters, digits and ``keep`` replaced by ``fill``: a part of a run id or

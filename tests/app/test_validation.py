@@ -105,6 +105,21 @@ def _stopped_copy(edit=None, result=None):
     return make
 
 
+_HELD = []  # locks of runs "being trained" by this process while a case runs
+
+
+def _being_trained(tmp, ckpt):
+    """The stopped copy, with its run lock held as the process training it holds it."""
+    from bench.atomic_files import ProcessLock
+    from bench.results.run_folder import RUNNING_LOCK
+
+    _stopped_copy()(tmp, ckpt)
+    _HELD.append(ProcessLock(tmp / "stopped" / "runs" / "stopped-run" / RUNNING_LOCK))
+
+
+_being_trained.needs_checkpoint = True
+
+
 def _foreign_run_id(payload):  # another run's last.pt copied into this run's folder
     payload["run_id"] = "20260101-000000-another-s0-abcdef"
 
@@ -203,6 +218,10 @@ CASES = [
     ("resume-another-runs-checkpoint", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
      "is the checkpoint of run 20260101-000000-another-s0-abcdef, not of run stopped-run",
      _stopped_copy(_foreign_run_id)),
+    ("resume-a-run-being-trained", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "run stopped-run is being trained by another process now", _being_trained),
+    ("resume-latest-leaves-a-run-being-trained", ["run", "--resume", "latest", "--out", "{tmp}/stopped"],
+     "no unfinished run with a last.pt", _being_trained),
     ("resume-damaged-config", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
      "holds a damaged run configuration (TypeError", _stopped_copy(lambda p: p.update(config=None))),
     ("resume-mistyped-config", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
