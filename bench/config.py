@@ -191,12 +191,17 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
 
-def parse_opts(pairs) -> tuple:
-    """``["drop_path_rate=0.1", "width=16"]`` -> sorted ``(key, value)`` pairs, values parsed as JSON when possible."""
+# what each KEY=VALUE option's error shows as an example
+_OPT_EXAMPLES = {"--encoder-opt": "--encoder-opt drop_path_rate=0.1", "--data-opt": "--data-opt test_fraction=0.2"}
+
+
+def parse_opts(pairs, option: str = "--encoder-opt") -> tuple:
+    """``["drop_path_rate=0.1", "width=16"]`` -> sorted ``(key, value)`` pairs, values parsed as JSON when possible.
+    ``option``: the flag they came from, for the error."""
     out = {}
     for pair in pairs or ():
         if "=" not in pair:
-            raise BenchError(f"option {pair!r} is not KEY=VALUE; write it like --encoder-opt drop_path_rate=0.1")
+            raise BenchError(f"{option} {pair!r} is not KEY=VALUE; write it like {_OPT_EXAMPLES.get(option, option)}")
         key, value = pair.split("=", 1)
         try:
             out[key.strip()] = json.loads(value)

@@ -36,5 +36,5 @@ def config_from_flags(encoder=None, encoder_opts=(), preset="reference", embed_d
                  image_resolution=image_size, width=text_width, layers=text_layers, heads=text_heads)
     return build_config(preset, model=model, compile=compile_, save_checkpoints=checkpoints, evals=tuple(evals),
                         log=tuple(log), robust_severities=parse_severities(robust_severities),
-                        data_opts=parse_opts(data_opts), transfer=tuple(transfer),
+                        data_opts=parse_opts(data_opts, "--data-opt"), transfer=tuple(transfer),
                         holdout_classes=canonical_holdout(holdout_classes), **flags)

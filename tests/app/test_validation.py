@@ -190,7 +190,8 @@ CASES = [
     ("nan-grad-norm", RUN + ["--max-grad-norm", "nan"], "--max-grad-norm must be a positive number", None),
     ("missing-data-dir", RUN + ["--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"], "is not a folder", None),
     ("unknown-data-opt", RUN + ["--data-opt", "size=64"], "dataset 'synthetic' takes no option 'size'", None),
-    ("malformed-data-opt", RUN + ["--data-opt", "size"], "is not KEY=VALUE", None),
+    ("malformed-data-opt", RUN + ["--data-opt", "size"],
+     "--data-opt 'size' is not KEY=VALUE; write it like --data-opt test_fraction=0.2", None),
     # -- imagefolder:PATH: one line naming the file or folder, nothing written (the decoded cache included) --
     ("imagefolder-not-a-folder", RUN + ["--dataset", "imagefolder:{tmp}/nowhere"], "/nowhere' is not a folder; name a folder with one folder of images per class",
      None),
