@@ -81,6 +81,9 @@ def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(
     sources = load_sources(sides, results_dir)
     for source in sources:
         source.table = filter_rows(source.table, wheres)
+        if wheres and not len(source.table):  # not "no configuration in common" later: the filter left nothing
+            raise BenchError(f"--where {' '.join(wheres)} leaves no run of {source.label}; bench results "
+                             f"{source.label} lists its values")
     result = compare(split_sides(sources, split_by), metrics=metrics or None, on=on or None, fail_on=thresholds,
                      alpha=alpha, correct=correct, fail_on_significant=fail_on_significant)
     failures = list(result.failures)
@@ -111,4 +114,6 @@ def write_report(runs, out, results_dir, wheres=(), title=None, correct="none") 
 
     source = combine(load_sources(runs or [results_dir], results_dir))
     source.table = filter_rows(source.table, wheres)
+    if wheres and not len(source.table):
+        raise BenchError(f"--where {' '.join(wheres)} leaves no run to report; bench results lists the values")
     return build_report([source], out, title=title, correct=correct)

@@ -408,6 +408,10 @@ CASES = [
     ("compare-unknown-join", COMPARE + ["--on", "nope"], "--on 'nope' is not a configuration column", None),
     ("compare-malformed-where", COMPARE + ["--where", "bad"], "--where 'bad' is not COLUMN=VALUE", None),
     ("compare-unknown-where", COMPARE + ["--where", "nope=1"], "--where: no column 'nope'", None),
+    ("compare-where-matches-nothing", COMPARE + ["--where", "encoder=nothing"],
+     "--where encoder=nothing leaves no run of", None),
+    ("report-where-matches-nothing", REPORT + ["--where", "encoder=nothing"],
+     "--where encoder=nothing leaves no run to report", None),
     ("compare-unknown-format", COMPARE + ["--format", "xml"], "'xml' is not one of", None),
     ("compare-missing-side", ["compare", "{out}", "{tmp}/nowhere"], "is not a file or folder", None),
     # -- bench throughput --
