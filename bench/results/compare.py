@@ -170,9 +170,9 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
             targets += _time_to_target(base, r["run_ids_a"], side, r["run_ids_b"], alpha, warnings,
                                        {"baseline": base.label, "side": side.label,
                                         **{f"on_{k}": v for k, v in group.items()}, "configurations": pair})
-            paired = None
+            paired, unpaired = None, ""
             if PAIRED_METRIC in shared:
-                paired = _paired_top1(base, r["run_ids_a"], side, r["run_ids_b"], warnings)
+                paired, unpaired = _paired_top1(base, r["run_ids_a"], side, r["run_ids_b"], warnings)
             for m in shared:
                 a, b = r[f"{m}_mean_a"], r[f"{m}_mean_b"]
                 seeds = welch(r[f"{m}_values_a"], r[f"{m}_values_b"])
@@ -187,7 +187,8 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
                                 "ratio": b / a if a else float("nan"),
                                 **_test_columns("seeds", seeds), **_test_columns("images", images),
                                 "test": decided.test if decided else None,
-                                "p_value": decided.p_value if decided else float("nan")})
+                                "p_value": decided.p_value if decided else float("nan"),
+                                "unpaired": unpaired if m == PAIRED_METRIC else ""})
     rows = _decide(pd.DataFrame(records), alpha, correct)
     return Comparison(rows, joined_on, differs, warnings, check_thresholds(rows, fail_on, fail_on_significant),
                       alpha, correct, pairs, targets=pd.DataFrame(targets))
@@ -239,30 +240,46 @@ def _decide(rows: pd.DataFrame, alpha: float, correct: str) -> pd.DataFrame:
     return rows
 
 
-def _paired_top1(base: Source, ids_a: list, side: Source, ids_b: list, warnings: list) -> TestResult | None:
-    """The paired top-1 test when every run of both groups kept its predictions on the same test images."""
-    hits_a, hits_b = _hits(base, ids_a), _hits(side, ids_b)
+def _paired_top1(base: Source, ids_a: list, side: Source, ids_b: list, warnings: list) -> tuple[TestResult | None, str]:
+    """The paired top-1 test when every run of both groups kept its predictions on the same test images, and
+    otherwise None with why not (what the table's verdict says)."""
+    hits_a, why_a = _hits(base, ids_a, warnings)
+    hits_b, why_b = _hits(side, ids_b, warnings)
     if hits_a is None or hits_b is None:
-        return None
+        return None, why_a or why_b
     (labels_a, correct_a), (labels_b, correct_b) = hits_a, hits_b
     if not np.array_equal(labels_a, labels_b):
         warnings.append(f"{side.label} and {base.label} were evaluated on different test images (their "
                         f"predictions.npy labels differ); the paired test over images is left out")
-        return None
-    return paired_top1(correct_a, correct_b)
+        return None, "other test images"
+    return paired_top1(correct_a, correct_b), ""
 
 
-def _hits(source: Source, run_ids: list) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(labels, correct)`` with ``correct`` of shape (runs, images), or None if a run has no usable file."""
+def _hits(source: Source, run_ids: list, warnings: list) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+    """``(labels, correct)`` with ``correct`` of shape (runs, images), or None with why: a run without the file
+    (quietly), or with one that is damaged or not its own (its top-1 is not the row's), which is warned about."""
     labels, correct = None, []
+    top1 = dict(zip(source.table["run_id"].astype(str), source.table[PAIRED_METRIC]))
     for run_id in run_ids:
         folder = source.run_dirs.get(run_id)
-        loaded = load_predictions(folder / PREDICTIONS) if folder is not None else None
-        if loaded is None or (labels is not None and not np.array_equal(loaded[0], labels)):
-            return None
+        path = folder / PREDICTIONS if folder is not None else None
+        if path is None or not path.is_file():
+            return None, "no predictions.npy"
+        loaded = load_predictions(path)
+        if loaded is None:
+            warnings.append(f"{path} is not a predictions table bench wrote; the paired test over images is left out")
+            return None, "a damaged predictions.npy"
+        hits = loaded[1] == loaded[0]
+        # the file's top-1 is the row's in every run bench writes; half a point apart, it is another run's file
+        if not abs(hits.mean() - float(top1.get(str(run_id), np.nan))) <= 0.005:
+            warnings.append(f"{path} gives top-1 {hits.mean():.4f}, its row {top1.get(str(run_id))}: not this run's "
+                            f"predictions; the paired test over images is left out")
+            return None, "a predictions.npy not its row's"
+        if labels is not None and not np.array_equal(loaded[0], labels):
+            return None, "other test images"
         labels = loaded[0]
-        correct.append(loaded[1] == loaded[0])
-    return (labels, np.stack(correct)) if correct else None
+        correct.append(hits)
+    return ((labels, np.stack(correct)), "") if correct else (None, "no predictions.npy")
 
 
 def align_sides(sides: list[Source]) -> list[Source]:
@@ -470,6 +487,11 @@ def _p(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _get(r, key: str):
+    """A field of a comparison row, a Series or a namedtuple; None where it has none."""
+    return r.get(key) if isinstance(r, pd.Series) else getattr(r, key, None)
+
+
 def _verdict(r) -> str:
     significant = r["significant"] if isinstance(r, pd.Series) else r.significant
     test = r["test"] if isinstance(r, pd.Series) else r.test
@@ -479,7 +501,10 @@ def _verdict(r) -> str:
         if isinstance(test, str):
             return "n/a (no variance)"
         metric = r["metric"] if isinstance(r, pd.Series) else r.metric
-        return "n/a (one seed, no predictions.npy)" if metric == PAIRED_METRIC else "n/a (one seed a side)"
+        if metric == PAIRED_METRIC:  # why the paired test over images did not stand in for the seeds
+            why = _get(r, "unpaired")
+            return f"n/a (one seed, {why if isinstance(why, str) and why else 'no predictions.npy'})"
+        return "n/a (one seed a side)" if max(_get(r, "a_n"), _get(r, "b_n")) < 2 else "n/a (one seed on a side)"
     label = "Holm p" if correction == "holm" else "p"
     return f"{'yes' if significant else 'no'} ({TEST_NAMES[test]}, {label}={_p(p)})"
 

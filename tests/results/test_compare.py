@@ -9,7 +9,7 @@ from scipy import stats as scipy_stats
 
 from bench.errors import BenchError
 from bench.results.compare import compare, join_columns, parse_fail_on, render_markdown, split_sides
-from bench.results.lookup import Source
+from bench.results.lookup import Source, load_sources
 from bench.results.predictions import load_predictions, save_predictions
 from bench.results.stats import (
     holm,
@@ -21,7 +21,7 @@ from bench.results.stats import (
     welch,
 )
 from tests.support import REPO
-from tests.support.fake_results import make_row, write_results
+from tests.support.fake_results import make_row, write_results, write_with_predictions
 
 
 def side(label, encoder, tops, templates="seed", **extra):
@@ -373,3 +373,23 @@ def test_a_repeated_seed_counts_by_its_latest_run_in_time_whatever_the_order_of_
     early = make_row("early", "a", 0, 0.5, time="2026-12-07T02:17:00")
     agg = aggregate(pd.DataFrame([late, early]))
     assert agg["zeroshot_top1_mean"].tolist() == [0.6] and "(early)" in agg.attrs["repeated_seeds"]
+
+
+def test_a_damaged_or_foreign_predictions_file_is_named_and_left_out_of_the_paired_test(tmp_path):
+    """A predictions.npy that is not a predictions table, or whose top-1 is not its row's (another run's file),
+    is warned about and not paired; the verdict says why there is no test, not "no predictions.npy"."""
+    labels = np.arange(200) % 3
+    hits_a, hits_b = np.arange(200) < 100, np.arange(200) < 120
+    a = write_with_predictions(tmp_path / "a", [make_row("ra", "a", 0, 0.5)], [hits_a], labels)
+    b = write_with_predictions(tmp_path / "b", [make_row("rb", "a", 1, 0.6)], [hits_b], labels)
+    assert compare(load_sources([a, b]), metrics=["zeroshot_top1"]).rows.iloc[0]["test"] == "mcnemar"
+
+    np.save(b / "runs" / "rb" / "predictions.npy", np.zeros((10, 3), np.int8))
+    result = compare(load_sources([a, b]), metrics=["zeroshot_top1"])
+    assert any("predictions.npy is not a predictions table bench wrote" in w for w in result.warnings)
+    assert "n/a (one seed, a damaged predictions.npy)" in render_markdown(result)
+
+    write_with_predictions(b, [make_row("rb", "a", 1, 0.6)], [np.ones(200, bool)], labels)  # 100%, its row 60%
+    result = compare(load_sources([a, b]), metrics=["zeroshot_top1"])
+    assert any("gives top-1 1.0000, its row 0.6: not this run's predictions" in w for w in result.warnings)
+    assert "n/a (one seed, a predictions.npy not its row's)" in render_markdown(result)
