@@ -98,8 +98,11 @@ def load(release: Release, name: str, split: str, data_dir=None, download: bool 
                 with contextlib.suppress(OSError):  # not empty, or not there: left as it is
                     folder.rmdir()
     if not release.present(root, split):
+        # without --data-dir (a --transfer dataset never takes it: that is the training set's) the folder is the default
+        place = f"pass --data-dir DIR holding {release.layout}" if data_dir else \
+            f"put {release.layout} in {root} (set BENCH_DATASETS_DIR to use another folder for every dataset)"
         raise BenchError(f"{release.title} not found in {root}: run once with network access to download it "
-                         f"(torchvision layout {release.layout}), or pass --data-dir DIR holding {release.layout}")
+                         f"(torchvision layout {release.layout}), or {place}")
     images, labels, classes = release.read(root, split)
     return ArrayDataset(np.ascontiguousarray(images), labels, classes, f"{name}/{split}")
 

@@ -184,3 +184,15 @@ def test_foreign_files_in_the_right_places_are_not_read_as_the_release(tmp_path,
             (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"PK\x03\x04 zip, not idx")
     with pytest.raises(BenchError, match="is damaged or " + expected.replace("(", r"\(").replace(")", r"\)")):
         load_dataset(name, "train", tmp_path, download=False)
+
+
+def test_the_not_found_line_offers_the_fix_that_applies(tmp_path, monkeypatch):
+    """With --data-dir the fix is that folder; without it (a --transfer dataset, which never takes the training
+    set's --data-dir) it is the default folder and BENCH_DATASETS_DIR, not a --data-dir that would point the
+    training set elsewhere."""
+    monkeypatch.setenv("BENCH_DATASETS_DIR", str(tmp_path / "all"))
+    with pytest.raises(BenchError, match=r"or pass --data-dir DIR holding stl10_binary"):
+        load_dataset("stl10", "test", tmp_path / "mine", download=False)
+    with pytest.raises(BenchError, match=r"or put stl10_binary/ in .*all \(set BENCH_DATASETS_DIR") as caught:
+        load_dataset("stl10", "test", None, download=False)
+    assert "--data-dir" not in str(caught.value)
