@@ -25,15 +25,22 @@ def summary_lines(rows: list[dict]) -> list[str]:
     """Mean ± std over seeds of the headline metrics, one line per configuration."""
     import pandas as pd
 
-    from ..results.columns import SUMMARY_METRICS
+    from ..results.columns import CONFIG_COLUMNS, SUMMARY_METRICS
     from ..results.views import aggregate, fmt_value
 
     table = aggregate(pd.DataFrame(rows))
     metrics = [m for m in SUMMARY_METRICS if m in table.columns.str.removesuffix("_mean")]
+    # the settings that tell the configurations apart (a sweep's lr grid), else two lines would read alike
+    varying = [c for c in CONFIG_COLUMNS if c in table.columns and c not in ("encoder", "templates", "seed")
+               and table[c].astype(str).nunique() > 1]
+    labels = [f"{r.get('encoder', '')} / {r.get('templates', '')}" + "".join(f", {c}={r[c]}" for c in varying)
+              for _, r in table.iterrows()]
+    if len(set(labels)) < len(labels) and "config_id" in table.columns:  # they differ where runs.csv has no column
+        labels = [f"{label} [{r['config_id']}]" for label, (_, r) in zip(labels, table.iterrows())]
     lines = []
-    for _, r in table.iterrows():
+    for label, (_, r) in zip(labels, table.iterrows()):
         parts = [f"{m} {fmt_value(r[f'{m}_mean'], m, r[f'{m}_std'])}" for m in metrics]
-        lines.append(f"{r.get('encoder', '')} / {r.get('templates', '')} over {int(r['n'])} seeds: " + ", ".join(parts))
+        lines.append(f"{label} over {int(r['n'])} seeds: " + ", ".join(parts))
     return lines
 
 
