@@ -269,7 +269,8 @@ def eval_(fmt, **options):
 @click.option("--limit", type=int, help="Show at most N rows.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
 @click.option("--rebuild", is_flag=True,
-              help="Rebuild --results' runs.csv from its runs' records (runs/*/result.json), then print it.")
+              help="Rebuild runs.csv from its runs' records (runs/*/result.json), in the folder named or else "
+                   "--results, then print it.")
 def results(**options):
     """Print result tables (SOURCES: results folders, runs.csv files, run folders or run ids; default --results)."""
     from .app.tables import show_results

@@ -27,8 +27,17 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
     from ..results.views import display_table
 
     check_positive("--limit", limit)
+    if aggregate_ and long_:
+        raise BenchError("--aggregate (a row per configuration) and --long (a row per run and metric) are two views "
+                         "of the table; pick one")
     if rebuild:
         from ..results.runs_csv import rebuild_runs
+
+        if sources:  # `bench results FOLDER --rebuild` means that folder, not the --results default
+            if len(sources) > 1 or not (Path(sources[0]) / "runs").is_dir():
+                raise BenchError("--rebuild rebuilds one results folder's runs.csv; name that folder alone (bench "
+                                 "results FOLDER --rebuild) or as --results FOLDER")
+            results_dir = sources[0]
 
         if not (Path(results_dir) / "runs").is_dir():
             raise BenchError(f"{results_dir} has no runs/ folder to rebuild runs.csv from; pass the results folder "

@@ -440,6 +440,10 @@ CASES = [
     ("results-zero-limit", ["results", "{out}", "--limit", "0"], "--limit must be at least 1", None),
     ("results-unknown-sort", ["results", "{out}", "--sort", "nope"], "--sort: no column 'nope'", None),
     ("results-unknown-column", ["results", "{out}", "--columns", "nope"], "--columns: no column 'nope'", None),
+    ("results-aggregate-and-long", ["results", "{out}", "--aggregate", "--long"],
+     "--aggregate (a row per configuration) and --long (a row per run and metric) are two views", None),
+    ("results-rebuild-two-folders", ["results", "{out}", "{out}", "--rebuild"],
+     "--rebuild rebuilds one results folder's runs.csv; name that folder alone", None),
     ("results-malformed-where", ["results", "{out}", "--where", "bad"], "--where 'bad' is not COLUMN=VALUE", None),
     ("list-unknown-kind", ["list", "models"], "'models' is not one of", None),
 ]

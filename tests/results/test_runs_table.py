@@ -214,6 +214,21 @@ def test_rebuilds_keep_every_backup_and_an_emptied_table_leaves_no_long_twin(tmp
     assert rebuild_runs(tmp_path)["rows"] == 0 and not long_path(path).exists()
 
 
+def test_bench_results_folder_rebuild_rebuilds_the_folder_named_not_the_default(tmp_path, run_cli, monkeypatch):
+    """`bench results FOLDER --rebuild` rebuilt ./results (the --results default) and printed FOLDER."""
+    import json
+
+    from tests.support.fake_results import make_row
+
+    folder = tmp_path / "mine"
+    (folder / "runs" / "r1").mkdir(parents=True)
+    (folder / "runs" / "r1" / "result.json").write_text(json.dumps(make_row("r1")))
+    monkeypatch.chdir(tmp_path)  # where a results/ default would be
+    code, out, err = run_cli("results", folder, "--rebuild", "--format", "csv")
+    assert code == 0 and "1 added from records" in err and "r1" in out, err
+    assert (folder / "runs.csv").is_file() and not (tmp_path / "results").exists()
+
+
 def test_a_claim_released_while_another_looks_is_not_taken_from_its_next_holder(tmp_path, monkeypatch):
     """A fails to create the claim (B holds it), B releases, C takes it, then A reads it: A must not move C's live
     claim aside (it judged no claim stale)."""
