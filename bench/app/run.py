@@ -240,6 +240,11 @@ class Run:
                                    channels_last=uses_channels_last(recipe, device), pad=cfg.crop_pad,
                                    shard=(world.rank, world.size), cutout=cfg.cutout, flip=cfg.flip)
         recipe = cfg.recipe(steps_per_epoch=len(self.loader))
+        steps = cfg.epochs * len(self.loader)
+        if cfg.warmup_steps > steps and resume is None:  # a preset's warm-up on a shortened run: never at --lr
+            log_main(world, f"note: --lr-warmup-steps {cfg.warmup_steps} (the {cfg.preset} preset's, unless given) is "
+                            f"longer than the run's {steps} steps, so the learning rate never reaches --lr {cfg.lr:g} "
+                            f"and never decays; give a shorter --lr-warmup-steps")
 
         setup = getattr(model.visual, "setup_from_data", None)
         if setup is not None and resume is None:  # a resumed run's weights are the checkpoint's

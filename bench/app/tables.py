@@ -124,5 +124,5 @@ def write_report(runs, out, results_dir, wheres=(), title=None, correct="none") 
     source = combine(load_sources(runs or [results_dir], results_dir))
     source.table = filter_rows(source.table, wheres)
     if wheres and not len(source.table):
-        raise BenchError(f"--where {' '.join(wheres)} leaves no run to report; bench results lists the values")
+        raise BenchError(f"--where {' '.join(wheres)} leaves no runs to report on; bench results lists the values")
     return build_report([source], out, title=title, correct=correct)

@@ -44,3 +44,15 @@ def test_two_runs_stepped_in_turn_equal_each_run_alone(tmp_path):
         hb = pd.read_csv(tmp_path / "turns" / "runs" / b["run_id"] / "train_log.csv")
         assert np.array_equal(ha["train_loss"].to_numpy(), hb["train_loss"].to_numpy())
     assert alone[0]["final_train_loss"] != alone[1]["final_train_loss"]  # the two seeds really differ
+
+
+def test_a_warm_up_longer_than_the_run_is_said_once_it_is_known(tmp_path, capsys):
+    """A preset's warm-up on a shortened run (fast's 98 steps on 12) never reaches --lr and never decays: a note,
+    which a warm-up within the run does not get."""
+    from dataclasses import replace
+
+    run(replace(tiny(tmp_path, "long", 0), epochs=1, warmup_steps=5))  # 64 images / 16 a step: 4 steps
+    assert "--lr-warmup-steps 5 (the smoke preset's, unless given) is longer than the run's 4 steps" in \
+        capsys.readouterr().err
+    run(replace(tiny(tmp_path, "short", 0), epochs=1, warmup_steps=4))
+    assert "--lr-warmup-steps" not in capsys.readouterr().err

@@ -411,7 +411,7 @@ CASES = [
     ("compare-where-matches-nothing", COMPARE + ["--where", "encoder=nothing"],
      "--where encoder=nothing leaves no run of", None),
     ("report-where-matches-nothing", REPORT + ["--where", "encoder=nothing"],
-     "--where encoder=nothing leaves no run to report", None),
+     "--where encoder=nothing leaves no runs to report on", None),
     ("compare-unknown-format", COMPARE + ["--format", "xml"], "'xml' is not one of", None),
     ("compare-missing-side", ["compare", "{out}", "{tmp}/nowhere"], "is not a file or folder", None),
     # -- bench throughput --
