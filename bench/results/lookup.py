@@ -31,6 +31,10 @@ def _header(path: Path) -> list[str]:
 
 def read_results_file(path: Path) -> pd.DataFrame:
     """A results file: wide or long CSV (``runs.csv``, ``runs_long.csv``, ``eval.csv``) or JSON records."""
+    if path.is_file() and not path.read_bytes().strip():
+        fix = (f"bench results {path.parent} --rebuild rebuilds it from the run records"
+               if (path.parent / "runs").is_dir() else "pass a results table bench wrote")
+        raise BenchError(f"{str(path)!r} is empty; {fix}")
     try:
         header = set(_header(path)) if path.suffix == ".csv" else set()
         if path.suffix == ".json":

@@ -40,6 +40,11 @@ def _lock_folder(tmp):  # runs.csv.lock that cannot be opened for writing (a fol
     (tmp / "locked" / "runs").mkdir()
 
 
+def _emptied_table(tmp):  # a results folder whose runs.csv was emptied: its run records can rebuild it
+    (tmp / "emptied" / "runs").mkdir(parents=True)
+    (tmp / "emptied" / "runs.csv").write_text("")
+
+
 def _binary(tmp):
     (tmp / "blob.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00")
 
@@ -440,6 +445,7 @@ CASES = [
     ("results-zero-limit", ["results", "{out}", "--limit", "0"], "--limit must be at least 1", None),
     ("results-unknown-sort", ["results", "{out}", "--sort", "nope"], "--sort: no column 'nope'", None),
     ("results-unknown-column", ["results", "{out}", "--columns", "nope"], "--columns: no column 'nope'", None),
+    ("results-empty-table", ["results", "{tmp}/emptied"], "runs.csv' is empty; bench results", _emptied_table),
     ("results-aggregate-and-long", ["results", "{out}", "--aggregate", "--long"],
      "--aggregate (a row per configuration) and --long (a row per run and metric) are two views", None),
     ("results-rebuild-two-folders", ["results", "{out}", "{out}", "--rebuild"],
