@@ -429,9 +429,7 @@ def main(argv=None):
     except Interrupted as exc:  # a run stopped by a signal, with where its checkpoint is
         click.echo(f"bench: interrupted: {exc}", err=True)
         sys.exit(130)
-    except click.Abort:
-        click.echo("bench: aborted", err=True)
-        sys.exit(130)
-    except KeyboardInterrupt:
-        click.echo("bench: interrupted", err=True)
+    except (click.Abort, KeyboardInterrupt):  # a second Ctrl-C, which does not wait for the step and the checkpoint
+        click.echo("bench: aborted; a run stopped this way continues from its last checkpoint with bench run "
+                   "--resume latest (and its --out)", err=True)
         sys.exit(130)
