@@ -122,6 +122,9 @@ def save_checkpoint(obj: dict, path: str | os.PathLike):
 def check_writable_folder(out, option: str = "--out") -> Path:
     """``out`` is a folder, or can be made one: the nearest folder above it that exists is writable, not a file."""
     out = Path(out).expanduser()
+    if out.is_symlink() and not out.exists():
+        raise BenchError(f"{option} {str(out)!r} is a link to {os.readlink(out)!r}, which does not exist; create that "
+                         f"folder or pass another {option}")
     existing = out
     while not existing.exists():
         if existing.parent == existing:

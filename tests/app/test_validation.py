@@ -45,6 +45,10 @@ def _emptied_table(tmp):  # a results folder whose runs.csv was emptied: its run
     (tmp / "emptied" / "runs.csv").write_text("")
 
 
+def _dangling_link(tmp):  # --out a link whose folder is gone
+    (tmp / "dangling").symlink_to(tmp / "gone")
+
+
 def _binary(tmp):
     (tmp / "blob.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe\x00")
 
@@ -215,6 +219,7 @@ CASES = [
      "locked/runs.csv.lock' is not a file writable for you, so the run's row could not be appended", _lock_folder),
     ("rebuild-lock-not-a-file", ["results", "--rebuild", "--results", "{tmp}/locked"],
      "cannot lock", _lock_folder),
+    ("out-dangling-link", ["run", *FLAGS, "--out", "{tmp}/dangling"], "dangling' is a link to", _dangling_link),
     ("out-has-foreign-table", ["run", *FLAGS, "--out", "{tmp}/foreign"], "is not a bench results table",
      _foreign_results),
     ("resume-unknown-run", ["run", "--resume", "no-such-run", "--out", "{out}"], "is neither a run id", None),
