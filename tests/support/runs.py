@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -100,6 +101,9 @@ def snapshot(folder: Path) -> dict:
         rel = str(path.relative_to(folder))
         if path.is_dir():
             state[rel] = "dir"
+            continue
+        if path.is_symlink() and not path.exists():  # a dangling link: what it points at
+            state[rel] = ("link", os.readlink(path))
             continue
         st = path.stat()
         state[rel] = (st.st_size, st.st_mtime_ns, st.st_ino,
