@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from .errors import BenchError
@@ -78,14 +79,18 @@ class ProcessLock:
     waiting, released by :meth:`release` or by the operating system when the process ends, even by SIGKILL, so a
     lock file left behind by a killed process is not held."""
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, tries: int = 20):
         self.path = Path(path)
         self._file = open(self.path, "a+")
-        try:
-            fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
-            raise
+        for attempt in range(tries):  # a moment's :meth:`held` probe holds it too: wait out probes, not a holder
+            try:
+                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if attempt == tries - 1:
+                    self._file.close()
+                    raise
+                time.sleep(0.01)
 
     def release(self):
         """Unlock and remove the file (removed first: a process that finds it then finds it free)."""
@@ -97,15 +102,18 @@ class ProcessLock:
 
     @staticmethod
     def held(path: str | os.PathLike) -> bool:
-        """Whether a process holds the lock on ``path`` now."""
+        """Whether a process holds the lock on ``path`` now. The probe takes a shared lock: probes never see each
+        other as holders (every torchrun rank probes at once), only an exclusive holder blocks them."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             return False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             return True
+        except OSError:  # a file system without flock: no holder can be known
+            return False
         finally:
             os.close(fd)
         return False

@@ -289,7 +289,10 @@ def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):
                          "datasets are read from their default folders)")
     check_device(device)
     if out is not None:
-        if (Path(out) / "config.json").is_file() and (Path(out) / "history.csv").is_file():
+        folder = Path(out)  # a run's folder (training, transfer or pretrained: all keep config.json or per_class.csv),
+        # not a folder bench eval wrote before (its eval.csv beside its per_class.csv)
+        if (folder / "config.json").is_file() or ((folder / "per_class.csv").is_file()
+                                                  and not (folder / "eval.csv").is_file()):
             raise BenchError(f"--out {out} is a run folder, whose per_class.csv and confusion.csv bench eval would "
                              f"replace with its own; pass another folder, e.g. --out {Path(out) / 'eval'}")
         check_writable_folder(out)

@@ -46,13 +46,13 @@ from ..results.run_folder import RUNNING_LOCK, file_safe, plot_curves, provenanc
 from ..results.runs_csv import finish_run
 from .transfer import (
     check_transfer_names,
+    dataset_templates,
     evaluate_target,
     load_targets,
     parse_transfer,
     record_transfer,
     transfer_row,
     transfer_run_id,
-    zero_shot_templates,
 )
 from .validation import check_encoder_forward, check_image_size, check_prompt_tokens, check_run_inputs
 
@@ -284,6 +284,9 @@ class Run:
             except BlockingIOError:
                 raise BenchError(f"run {run_id} is being trained by another process; wait for it to end, or stop "
                                  f"it and --resume again") from None
+            except OSError as exc:
+                raise BenchError(f"cannot write {run_dir / RUNNING_LOCK} ({exc.strerror}); make run folder "
+                                 f"{run_dir} writable for you") from None
         if world.distributed:
             log_main(world, f"run {run_id}: {world.describe()}, global batch {cfg.batch_size * world.size}")
         header = {"config": cfg.to_dict(), "classes": list(self.parts.classes), **own_vocabulary(self.parts.tokenizer)}
@@ -438,8 +441,14 @@ class Run:
 
     def finish(self) -> dict:
         """The run's row; on the main rank also its curves, per-class, confusion and predictions files, the
-        evaluation suite, ``result.json`` and the ``runs.csv`` row."""
-        cfg, progress, world, parts, run_dir = self.cfg, self.progress, self.world, self.parts, self.run_dir
+        evaluation suite, ``result.json`` and the ``runs.csv`` row. Finished or failed, the run's lock goes."""
+        try:
+            return self._finish()
+        finally:
+            self._release()
+
+    def _finish(self) -> dict:
+        cfg, progress, world, parts = self.cfg, self.progress, self.world, self.parts
         metrics = {**progress.metrics, "per_class": np.asarray(progress.metrics["per_class"], dtype=float),
                    "confusion": np.asarray(progress.metrics["confusion"], dtype=np.int64),
                    "predictions": np.asarray(progress.metrics["predictions"])}
@@ -450,12 +459,8 @@ class Run:
         row.update(self._without_tta())
         row.update(eval_dataset=cfg.dataset, n_classes=len(parts.classes), **self._holdout_columns(metrics))
         transfers = self._transfer()  # every rank takes part; the rows are written below, before the run's own
-        if not world.is_main:
-            return row
-        try:
+        if world.is_main:
             self._write_results(row, history, metrics, transfers)
-        finally:  # finished or failed, the run is no longer being trained
-            self._release()
         return row
 
     def _write_results(self, row: dict, history: pd.DataFrame, metrics: dict, transfers: list):
@@ -470,7 +475,7 @@ class Run:
         # the run's own row last: it marks the run finished, so a run stopped before it resumes and writes all again
         for target, target_metrics in transfers:
             # DATASET@TEMPLATES other than the dataset's default set: +TEMPLATES in the id, as bench eval names it
-            default = zero_shot_templates(target.dataset, cfg.templates)
+            default = dataset_templates(target.dataset, check=False) or cfg.templates
             run_id = transfer_run_id(self.run_id, target.dataset,
                                      target.templates_name if target.templates_name != default else None)
             transfer = transfer_row(row, run_id, target, target_metrics,

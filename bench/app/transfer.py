@@ -68,11 +68,12 @@ def check_transfer_names(specs: list[TransferSpec]):
             get_entry("templates", spec.templates)
 
 
-def dataset_templates(dataset: str) -> str | None:
-    """The template set ``dataset``'s registration names as its own (``templates=``), or None."""
+def dataset_templates(dataset: str, check: bool = True) -> str | None:
+    """The template set ``dataset``'s registration names as its own (``templates=``), or None; ``check``: that
+    set must be registered, for a caller about to use it (a run that names another set never needs it)."""
     entry = get_entry("datasets", dataset)
     name = entry.meta.get("templates")
-    if name is not None:
+    if name is not None and check:
         try:
             get_entry("templates", name)
         except UnknownNameError:

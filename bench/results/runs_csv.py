@@ -133,19 +133,23 @@ def _records(text: str) -> tuple[list[list[str]], list[str]]:
     lines = io.StringIO(text, newline="").readlines()
     records, raw, start = [], [], 0
     while start < len(lines):
-        reader = csv.reader(lines[start:])
+        reader = csv.reader(lines[start:], strict=True)  # strict: a quote still open at the end is an error
         read = 0  # lines of lines[start:] that the records so far took
-        for record in reader:
-            if records and reader.line_num - read > 1 and len(record) != len(records[0]):
-                records.append(next(csv.reader([lines[start + read].rstrip("\r\n")]), []))
-                raw.append(lines[start + read])
-                start += read + 1
+        try:
+            for record in reader:
+                if records and reader.line_num - read > 1 and len(record) != len(records[0]):
+                    break
+                records.append(record)
+                raw.append("".join(lines[start + read:start + reader.line_num]))
+                read = reader.line_num
+            else:
                 break
-            records.append(record)
-            raw.append("".join(lines[start + read:start + reader.line_num]))
-            read = reader.line_num
-        else:
-            break
+        except csv.Error:
+            pass
+        # the record at lines[start + read] is damaged: it keeps its own line, read leniently, and no more
+        records.append(next(csv.reader([lines[start + read].rstrip("\r\n")]), []))
+        raw.append(lines[start + read])
+        start += read + 1
     return records, raw
 
 

@@ -180,3 +180,19 @@ def test_bench_eval_reports_the_classes_a_count_drew_in_training_not_a_new_draw(
     assert table["unseen_classes"].tolist() == [row.unseen_classes]
     assert table[["seen_top1", "unseen_top1"]].iloc[0].tolist() == pytest.approx([row.seen_top1, row.unseen_top1],
                                                                                   abs=1e-6)
+
+
+def test_a_transfer_with_an_explicit_set_never_needs_the_datasets_own(tmp_path, run_cli):
+    """A dataset naming a template set nobody registers, transferred to with @TEMPLATES: the run records both rows
+    (deciding the +TEMPLATES suffix must not require the dataset's own set), as it did before the suffix."""
+    class UnsetDefault:
+        @bench.hookimpl
+        def register_datasets(self, register):
+            register("swatches_bare", _swatches, "4 colours at 48 px", templates="never_registered")
+
+    out = tmp_path / "results"
+    with bench.testing.plugin_registered(UnsetDefault()):
+        code, _, err = run_cli(*RUN, "--transfer", "swatches_bare@seed", "--out", out)
+    assert code == 0, err
+    home = pd.read_csv(out / "runs.csv").run_id.iloc[-1]
+    assert pd.read_csv(out / "runs.csv").run_id.tolist() == [f"{home}@swatches_bare+seed", home]

@@ -392,6 +392,8 @@ CASES = [
     ("eval-out-is-a-file", ["eval", "{ckpt}", "--out", "{tmp}/afile"], "is a file, not a folder", _file),
     ("eval-out-is-a-run-folder", ["eval", "{ckpt}", "--out", "{run_dir}"],
      "is a run folder, whose per_class.csv and confusion.csv bench eval would replace", None),
+    ("eval-out-is-a-transfer-run-folder", ["eval", "{ckpt}", "--out", "{tmp}/run@stl10"], "is a run folder",
+     lambda tmp: (tmp / "run@stl10").mkdir() or (tmp / "run@stl10" / "per_class.csv").write_text("class,accuracy\n")),
     ("eval-cuda-without-gpu", ["eval", "{ckpt}", "--device", "cuda"], "torch sees no GPU", None),
     ("predict-negative-top-k", ["predict", "{ckpt}", "{tmp}/img.png", "--top-k", "-1"], "--top-k must be at least 1",
      _image),

@@ -115,6 +115,16 @@ def test_a_stray_quote_opened_in_a_row_ends_with_its_line_and_later_rows_survive
     assert capsys.readouterr().err.count("runs.csv row 2 (line 3) has 4 fields") == 2
 
 
+def test_a_quote_left_open_in_a_last_column_does_not_hide_the_rows_after_it_or_later_appends(tmp_path):
+    """A quote opened in the last column and never closed spans to the end of the file with the header's width:
+    it must still end with its own line, or every row after it (and every run appended later) disappears."""
+    path = tmp_path / "runs.csv"
+    path.write_text('run_id,zeroshot_top1,note\nr1,0.5,"a\nr2,0.6,b\n')
+    append_row(path, {"run_id": "r3", "zeroshot_top1": 0.7, "note": "c"})
+    table = read_table(path)
+    assert [r[0] for r in table.rows] == ["r1", "r2", "r3"] and not table.problems
+
+
 def test_a_damaged_rows_text_is_kept_byte_for_byte_by_appends_that_widen_the_header_or_not(tmp_path):
     """Fixing a damaged row by hand must still work after later appends: they copy its text as it is, never
     re-quote its fields (which mangled the quoted "[-1,1]" of a row with a stray quote into one more field)."""
@@ -271,3 +281,31 @@ def test_known_columns_keep_their_place_whichever_row_brings_them(tmp_path):
     rows = read_runs(tmp_path).set_index("run_id")
     assert rows.loc["r0", "train_seconds"] == 12.0 and rows.loc["r0@stl", "zeroshot_top1"] == 0.3
     assert rows.loc["r0@stl", "source_run_id"] == "r0" and pd.isna(rows.loc["r0@stl", "train_seconds"])
+
+
+def test_a_run_lock_is_seen_by_probes_which_neither_see_each_other_nor_keep_a_trainer_out(tmp_path):
+    """The trainer's exclusive lock is seen by held(); probes take a shared lock, so two probes never see each other
+    as a trainer, and a trainer starting during a probe waits it out instead of being refused; released, the lock
+    file goes."""
+    import fcntl
+    import os
+    import threading
+
+    from bench.atomic_files import ProcessLock
+
+    path = tmp_path / ".running.lock"
+    held = ProcessLock(path)
+    assert ProcessLock.held(path)
+    with pytest.raises(BlockingIOError):
+        ProcessLock(path, tries=2)
+    held.release()
+    assert not path.exists() and not ProcessLock.held(path)
+
+    path.write_text("")  # left by a killed trainer
+    probe = os.open(path, os.O_RDONLY)
+    fcntl.flock(probe, fcntl.LOCK_SH)  # one probe in progress
+    assert not ProcessLock.held(path)  # another probe does not take it for a trainer
+    ending = threading.Timer(0.05, os.close, [probe])  # the probe ends while the trainer starts
+    ending.start()
+    ProcessLock(path).release()
+    ending.join()
