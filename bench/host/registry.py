@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import inspect
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -61,9 +62,9 @@ def _wrong_product(kind: str, made) -> str | None:
         return None if callable(made) else "a callable tokenizer"
     if kind == "templates":
         return None if isinstance(made, (list, tuple)) else "a list of template strings"
-    if kind == "datasets":
-        return None if all(hasattr(made, a) for a in ("images", "labels", "classes", "subset")) else \
-            "a bench.data.ArrayDataset"
+    if kind == "datasets":  # looked up statically: a lazy dataset's images are not made for the check
+        return None if all(inspect.getattr_static(made, a, None) is not None
+                           for a in ("images", "labels", "classes", "subset")) else "a bench.data.ArrayDataset"
     return None
 
 

@@ -66,3 +66,24 @@ def test_a_name_an_option_would_split_or_cannot_hold_is_refused_at_registration(
     """Comma lists (--transfer a,b) and DATASET@TEMPLATES split at ',' and '@': such a name could never be asked for."""
     with pytest.raises(BenchError, match="registered an invalid dataset name"):
         Registry().add("datasets", name, lambda *a: None, "", "p")
+
+
+def test_checking_what_a_dataset_factory_made_does_not_make_its_lazy_images():
+    """The synthetic set draws its images on first use, and a run with --limit-train draws only the subset: the
+    check that a factory returned a dataset must not read ``images`` (it cost every run 0.4 s)."""
+    drawn = []
+
+    class Lazy:
+        labels, classes = [0, 1], ("a", "b")
+
+        @property
+        def images(self):
+            drawn.append(1)
+            return []
+
+        def subset(self, n):
+            return self
+
+    registry = Registry()
+    registry.add("datasets", "lazy", lambda *a: Lazy(), "", "p")
+    assert isinstance(registry.get("datasets", "lazy").create("train", None, 0), Lazy) and drawn == []
