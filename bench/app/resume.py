@@ -11,9 +11,9 @@ import json
 import os
 from pathlib import Path
 
+from ..atomic_files import ProcessLock
 from ..config import RunConfig
 from ..engine.checkpoint import FORMAT, TRAINING_STATE
-from ..atomic_files import ProcessLock
 from ..errors import BenchError
 from ..results.run_folder import RUNNING_LOCK
 from ..results.runs_csv import append_run, read_table

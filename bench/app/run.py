@@ -231,9 +231,8 @@ class Run:
         self.n_params = count_parameters(model)
         # held-out classes have no row: the text tower never trains on their prompts
         prompt_tokens = prompt_table(parts.templates, parts.trained.classes, parts.tokenizer)
-        tokenizer = get_entry("tokenizers", cfg.tokenizer)
-        check_prompt_tokens(prompt_tokens, parts.tokenizer, tokenizer.name, tokenizer.plugin, cfg.model.text.vocab_size,
-                            fill(parts.templates, parts.trained.classes))
+        check_prompt_tokens(prompt_tokens, parts.tokenizer, get_entry("tokenizers", cfg.tokenizer),
+                            cfg.model.text.vocab_size, parts.templates, parts.trained.classes)
         prompt_tokens = prompt_tokens.to(device)
         self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
         self.loader = DeviceLoader(parts.trained, cfg.batch_size, device, len(parts.templates), self.generator,

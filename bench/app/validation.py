@@ -230,14 +230,17 @@ def check_encoder_forward(entry, visual, image_size: int, embed_dim: int):
                          f"float32 images; a vision tower returns float32 (autocast makes it bf16 where asked)")
 
 
-def check_prompt_tokens(tokens, tokenizer, name: str, plugin: str, rows: int, prompts: list[str]):
-    """The prompt table a run trains on, against what its text tower reads: every id below the token embedding's
-    ``rows`` (an index past it fails mid-step), and each prompt's end token as its largest id, since the tower
-    pools a text at its ``argmax`` (features read at another token train silently wrong)."""
-    who = f"tokenizer {name!r} (plugin {plugin!r})"
-    top = int(tokens.max())
-    if top >= rows or int(tokens.min()) < 0:
-        raise BenchError(f"{who} gives id {top if top >= rows else int(tokens.min())}, outside the text tower's "
+def check_prompt_tokens(tokens, tokenizer, entry, rows: int, templates, classes):
+    """The prompt table a run trains on (``templates`` filled with ``classes``, tokenized by ``tokenizer``, which
+    registered ``entry`` made), against what its text tower reads: every id below the token embedding's ``rows``
+    (an index past it fails mid-step), and each prompt's end token as its largest id, since the tower pools a text
+    at its ``argmax`` (features read at another token train silently wrong)."""
+    from ..clip.templates import fill
+
+    who = f"tokenizer {entry.name!r} (plugin {entry.plugin!r})"
+    low, top = int(tokens.min()), int(tokens.max())
+    if top >= rows or low < 0:
+        raise BenchError(f"{who} gives id {top if top >= rows else low}, outside the text tower's "
                          f"{rows} token-embedding rows (CLIP's BPE vocabulary); its ids must be in 0..{rows - 1}")
     eot = getattr(tokenizer, "eot_token_id", None)
     if not isinstance(eot, numbers.Integral):
@@ -245,7 +248,8 @@ def check_prompt_tokens(tokens, tokenizer, name: str, plugin: str, rows: int, pr
                          f"(docs/plugins.md)")
     wrong = (tokens.gather(1, tokens.argmax(dim=1, keepdim=True)).squeeze(1) != eot).nonzero()
     if len(wrong):
-        raise BenchError(f"{who}: the largest id of prompt {prompts[int(wrong[0])]!r} is not its end token "
+        prompt = fill(templates, classes)[int(wrong[0])]  # the table's row order
+        raise BenchError(f"{who}: the largest id of prompt {prompt!r} is not its end token "
                          f"(eot_token_id {eot}); the text tower pools a text at its largest id, so a tokenizer's end "
                          f"token must have the largest id (bench.testing.check_tokenizer)")
 

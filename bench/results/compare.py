@@ -493,15 +493,11 @@ def _get(r, key: str):
 
 
 def _verdict(r) -> str:
-    significant = r["significant"] if isinstance(r, pd.Series) else r.significant
-    test = r["test"] if isinstance(r, pd.Series) else r.test
-    p = r["p_adjusted"] if isinstance(r, pd.Series) else r.p_adjusted
-    correction = r["correction"] if isinstance(r, pd.Series) else r.correction
+    significant, test, p, correction = (_get(r, k) for k in ("significant", "test", "p_adjusted", "correction"))
     if significant is None or (isinstance(significant, float) and math.isnan(significant)):
         if isinstance(test, str):
             return "n/a (no variance)"
-        metric = r["metric"] if isinstance(r, pd.Series) else r.metric
-        if metric == PAIRED_METRIC:  # why the paired test over images did not stand in for the seeds
+        if _get(r, "metric") == PAIRED_METRIC:  # why the paired test over images did not stand in for the seeds
             why = _get(r, "unpaired")
             return f"n/a (one seed, {why if isinstance(why, str) and why else 'no predictions.npy'})"
         return "n/a (one seed a side)" if max(_get(r, "a_n"), _get(r, "b_n")) < 2 else "n/a (one seed on a side)"

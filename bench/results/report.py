@@ -593,8 +593,7 @@ def _figures_section(figures: dict, untimed: list, table: pd.DataFrame, run_dirs
         lacking = [str(r) for r in table["run_id"] if _read(run_dirs, r, file) is None]
         if name in figures and lacking:
             md += [f"Left out of {name.replace('_', '-')} ({len(lacking)} run(s) without a readable "
-                   f"runs/<run_id>/{file}): "
-                   f"{', '.join(lacking)}.", ""]
+                   f"runs/<run_id>/{file}): {', '.join(lacking)}.", ""]
     if untimed:
         md += [f"Left out of time to accuracy ({len(untimed)} run(s) without their run folder's history.csv): "
                f"{', '.join(untimed)}.", ""]

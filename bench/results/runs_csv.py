@@ -126,9 +126,9 @@ def _records(text: str) -> tuple[list[list[str]], list[str]]:
     only its own line.
 
     A stray ``"`` from a hand edit would otherwise swallow every line after it into one field: every later run
-    gone from the tables, and sealed into that field for good by the next append, which writes the record back.
-    Such a record has the wrong number of fields and spans several lines; a sound one spanning lines (a cell
-    with a line break) has the header's width.
+    gone from the tables. Such a record either spans several lines with the wrong number of fields, or leaves its
+    quote open at the end of the file (the strict reader's error); a sound one spanning lines (a cell with a line
+    break) closes its quote and has the header's width. A damaged record is read leniently from its own line.
     """
     lines = io.StringIO(text, newline="").readlines()
     records, raw, start = [], [], 0
