@@ -80,6 +80,9 @@ def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(
         raise BenchError("--fail-on-significant refines --fail-on; add a threshold, e.g. --fail-on zeroshot_top1:0 "
                          "--fail-on-significant to fail on any significant drop of top-1")
     margins = parse_equivalence(equivalence)
+    if margins and alpha >= 0.5:  # TOST's interval is the (1 - 2 alpha) one: from 0.5 on it does not exist
+        raise BenchError(f"--alpha {alpha} with --equivalence: two one-sided tests need --alpha below 0.5; "
+                         f"0.05 is the usual level")
     if fail_on_not_equivalent and not margins:
         raise BenchError("--fail-on-not-equivalent needs a margin; add --equivalence METRIC:MARGIN, e.g. "
                          "--equivalence zeroshot_top1:0.005 (half a point)")

@@ -367,7 +367,7 @@ def plot_time_to_accuracy(table, run_dirs, colors, path) -> tuple[bool, list[str
         ax.plot(xs, ys, marker="o", markersize=3, lw=1.3, alpha=0.8, color=colors[label],
                 label=label if label not in seen else None)
         seen.add(label)
-    for target in sorted(t for t in targets if t.metric == metric):
+    for target in sorted((t for t in targets if t.metric == metric), key=lambda t: t.value):
         ax.axhline(100 * target.value, color="black", ls="--", lw=1, label=f"target {target.text}")
     ax.set(xlabel="training time (s; evaluations and warm-up off the clock)",
            ylabel=f"{METRIC_NAMES[metric]} (%)", title="time to accuracy, one line per run")

@@ -75,7 +75,9 @@ def paired_bootstrap(per_image_diff: np.ndarray, confidence: float = 0.95, resam
     The mean of a resample depends only on how often each distinct difference is drawn, so resamples are
     drawn as multinomial counts over the distinct values: the same distribution as resampling the images
     one by one, at a cost independent of the test-set size. The interval is the percentile interval; p is
-    twice the smaller share of resampled means on either side of zero (capped at 1).
+    twice the smaller share of resampled means on either side of zero, each share counted as ``(1 + k) / (1 + B)``
+    of ``B`` resamples (the observed sample counts as one: a p from 10,000 resamples is never below about 2e-4,
+    never the 0 that Holm would keep at 0 however many tests), capped at 1.
     """
     values, counts = np.unique(np.asarray(per_image_diff, dtype=np.float64), return_counts=True)
     n = int(counts.sum())
@@ -83,7 +85,7 @@ def paired_bootstrap(per_image_diff: np.ndarray, confidence: float = 0.95, resam
     means = draws @ values / n
     tail = (1 - confidence) / 2
     low, high = np.quantile(means, [tail, 1 - tail])
-    p = min(1.0, 2 * min(np.mean(means <= 0), np.mean(means >= 0)))
+    p = min(1.0, 2 * (1 + min(np.sum(means <= 0), np.sum(means >= 0))) / (1 + resamples))
     return float(p), float(low), float(high)
 
 
@@ -146,7 +148,10 @@ def tost(diff: float, se: float, df: float, margin: float, alpha: float, test: s
     """TOST for a difference with a t-distributed error: H0 ``diff <= -margin`` rejected by a large
     ``(diff + margin) / se``, H0 ``diff >= +margin`` by a small ``(diff - margin) / se``; p is the larger of the
     two one-sided p-values. With ``se == 0`` the interval is the point ``diff`` itself: p is 0 inside the margin,
-    1 outside (the limit of the test as the spread goes to zero)."""
+    1 outside (the limit of the test as the spread goes to zero). ``alpha`` below 0.5: the interval is the
+    ``1 - 2 alpha`` one, which does not exist from there on."""
+    if not 0 < alpha < 0.5:
+        raise ValueError(f"TOST needs 0 < alpha < 0.5, got {alpha}")
     if se == 0:
         p = 0.0 if abs(diff) < margin else 1.0
         return Equivalence(test, float(diff), float(margin), p, float(diff), float(diff), n)

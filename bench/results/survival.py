@@ -71,7 +71,9 @@ def km_curve(times, reached) -> list[tuple[float, Fraction]]:
 def km_median(times, reached) -> float:
     """The median time to target under censoring: the first time the Kaplan-Meier curve falls below 1/2; where
     it sits exactly at 1/2, the midpoint to the next reaching time (so, without censoring, ``numpy.median``).
-    NaN when fewer than half the runs are known to have reached it (the curve never gets below 1/2)."""
+    NaN when the curve never gets below 1/2 or ends at 1/2 (half the runs reached it, the rest stopped short):
+    half or more may never reach it. R's ``survival`` takes the midpoint to the last stopping time there, a time
+    no run was seen to reach the target at; bench names none."""
     curve = km_curve(times, reached)
     for i, (time, survival) in enumerate(curve):
         if survival < Fraction(1, 2):

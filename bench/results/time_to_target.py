@@ -72,8 +72,21 @@ def compare_targets(rows_a: pd.DataFrame, rows_b: pd.DataFrame, alpha: float) ->
         records.append({"metric": "time_to_target_seconds", "target": target,
                         **{f"a_{k}": v for k, v in a.items()}, **{f"b_{k}": v for k, v in b.items()},
                         "diff": b["median"] - a["median"], "test": TEST, "chi2": chi2, "p_value": p,
-                        "significant": None if math.isnan(p) else bool(p < alpha)})
+                        "significant": None if math.isnan(p) else bool(p < alpha),
+                        "undefined": _why_undefined(times_a, hits_a, times_b, hits_b) if math.isnan(p) else ""})
     return records
+
+
+def _why_undefined(times_a, hits_a, times_b, hits_b) -> str:
+    """Why the log-rank test has nothing to go on (its variance is 0): no run reached the target; or runs of both
+    sides were still training when one reached it, and then every one of them reached it at that same time; or
+    whenever a run reached it, the other side's runs had all stopped (censored) or reached it before."""
+    reached = [t for t, hit in zip([*times_a, *times_b], [*hits_a, *hits_b]) if hit]
+    if not reached:
+        return "no run reached it"
+    if any(max(times_a) >= t and max(times_b) >= t for t in reached):
+        return "every run still training reached it at the same time"
+    return "no run reached it while the other side's were still training"
 
 
 def unmatched_targets(rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> list[str]:
@@ -84,7 +97,7 @@ def unmatched_targets(rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> list[str]:
 
 METHOD_NOTE = ("Time to target: training seconds up to the end of the first evaluated epoch that reached the target. "
                "Runs that never reached it are censored at their training time, not dropped: medians are Kaplan-Meier "
-               f"medians (not reached: fewer than half reached it); the olympic mean drops the fastest and the slowest "
+               f"medians (not reached: half or more of the runs may never reach it); the olympic mean drops the fastest and the slowest "
                f"of >= {OLYMPIC_MIN_RUNS} runs, a run that did not reach counting as the slowest, and is a plain mean "
                f"of fewer runs (MLPerf: invalid when more than one run did not reach). See docs/evaluation.md.")
 
@@ -109,13 +122,10 @@ def _summary_of(r, prefix: str) -> dict:
 
 
 def _verdict(r) -> str:
-    """yes or no; where the log-rank test is undefined, why: no run reached the target, or none reached it while
-    runs of the other side were still training (its runs all stopped, censored, before the first time one did)."""
+    """yes or no; where the log-rank test is undefined, why (:func:`_why_undefined`)."""
     if r["significant"] is not None:
         return "yes" if r["significant"] else "no"
-    if r["a_reached"] + r["b_reached"] == 0:
-        return "n/a (no run reached it)"
-    return "n/a (no run reached it while the other side's were still training)"
+    return f"n/a ({r['undefined']})"
 
 
 def render_comparison(rows: pd.DataFrame, alpha: float, name_pairs: bool = False) -> str:

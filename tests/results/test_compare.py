@@ -88,6 +88,15 @@ def test_paired_bootstrap_interval_is_the_normal_one_and_repeatable():
     assert paired_bootstrap(np.zeros(50))[0] == 1.0
 
 
+def test_paired_bootstrap_p_counts_the_observed_sample_so_it_is_never_zero():
+    """Every one of 10,000 resampled means above 0: p = 2 (1 + 0) / 10,001, not 0 (which Holm would keep at 0)."""
+    assert paired_bootstrap(np.full(64, 0.25))[0] == 2 / 10_001
+    correct_a = np.zeros((2, 64), bool)
+    correct_b = correct_a.copy()
+    correct_b[:, :20] = True
+    assert paired_top1(correct_a, correct_b).p_value == 2 / 10_001
+
+
 def test_paired_top1_uses_mcnemar_for_one_run_a_side_and_the_bootstrap_otherwise():
     rng = np.random.default_rng(1)
     a, b = rng.random((3, 400)) < 0.5, rng.random((2, 400)) < 0.6

@@ -46,6 +46,14 @@ def test_tost_over_seeds_matches_the_hand_computed_test():
     assert tost_welch([0.5], [0.5, 0.6], 0.1) is None  # one seed says nothing about the spread
 
 
+def test_tost_refuses_an_alpha_whose_interval_does_not_exist():
+    """At alpha 0.6 the "1 - 2 alpha" interval would be inverted, and the larger one-sided p (0.55 for these
+    sides, 3 pp apart with a 2.9 pp margin) would pass as equivalence."""
+    with pytest.raises(ValueError, match="alpha < 0.5"):
+        tost_welch([0.0, 0.01], [0.03, 0.04], 0.029, alpha=0.6)
+    assert tost_welch([0.0, 0.01], [0.03, 0.04], 0.029, alpha=0.49).p_value > 0.49
+
+
 def test_paired_tost_over_images_matches_the_hand_computed_test():
     """100 images: the candidate alone right on 6, the baseline alone on 4, 90 alike. Mean d = 0.02, sample variance
     (6 + 4 - 100 * 0.02^2) / 99 = 0.100606, se = sqrt(0.100606 / 100) = 0.031718 on 99 df. Margin 0.10: the upper
@@ -141,6 +149,7 @@ def two_seed_sets(tmp_path_factory):
     (("--fail-on-not-equivalent",), "--fail-on-not-equivalent needs a margin"),
     (("--equivalence", "probe_top1:0.01"), "not a metric of this comparison"),
     (("--equivalence", "zeroshot_top5:0.01", "--metrics", "zeroshot_top1"), "is not among --metrics"),
+    (("--equivalence", "zeroshot_top1:0.2", "--alpha", "0.6"), "need --alpha below 0.5"),
 ])
 def test_bad_equivalence_options_are_one_line_exit_2(two_seed_sets, run_cli, args, needle):
     code, out, err = run_cli("compare", *two_seed_sets, *args)

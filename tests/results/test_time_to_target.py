@@ -183,3 +183,36 @@ def test_a_side_stopped_before_the_other_reached_is_not_said_to_have_no_run_that
     assert "| n/a (no run reached it while the other side's were still training) |" in render_markdown(reached)
     missed = compare([Source("base", base), Source("cand", pd.DataFrame(_rows("b", "b", [10, 11, 12], [False] * 3)))])
     assert "| n/a (no run reached it) |" in render_markdown(missed)
+
+
+def test_runs_all_reaching_the_target_at_one_time_are_not_said_to_have_missed_each_other():
+    """Every run of both sides reached it at 5 s: observed equals expected, the log-rank variance is 0, and the
+    cell says why, not that no run reached it while the other side's were training."""
+    tied = compare([Source("base", pd.DataFrame(_rows("a", "a", [5, 5], [True] * 2))),
+                    Source("cand", pd.DataFrame(_rows("b", "b", [5, 5], [True] * 2)))])
+    (row,) = tied.targets.to_dict("records")
+    assert math.isnan(row["p_value"]) and row["a_reached"] == row["b_reached"] == 2
+    assert "| n/a (every run still training reached it at the same time) |" in render_markdown(tied)
+
+
+def test_time_to_accuracy_draws_every_target_of_the_metric(tmp_path, monkeypatch):
+    """Runs with two targets on one metric: a dashed line each, lowest first (targets do not sort by themselves)."""
+    import matplotlib.axes
+
+    from bench.results.report import LABEL, plot_time_to_accuracy
+
+    rows = _rows("a", "a", [1.0], [True], target="zeroshot_top1=0.3") + _rows("b", "b", [1.0], [True],
+                                                                             target="zeroshot_top1=0.15")
+    folder = write_results(tmp_path / "res", rows)
+    for row in rows:
+        write_csv(pd.DataFrame({"epoch": [1], "step": [4], "train_loss": [2.0], "epoch_seconds": [1.0],
+                                "zeroshot_top1": [0.9]}),
+                  folder / "runs" / row["run_id"] / "history.csv")
+    table = pd.DataFrame(rows).assign(**{LABEL: ["a", "b"]})
+    drawn = []
+    original = matplotlib.axes.Axes.axhline
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline",
+                        lambda ax, y, **kw: drawn.append((y, kw["label"])) or original(ax, y, **kw))
+    assert plot_time_to_accuracy(table, {r["run_id"]: folder / "runs" / r["run_id"] for r in rows},
+                                 {"a": "red", "b": "blue"}, tmp_path / "t.png") == (True, [])
+    assert drawn == [(15.0, "target zeroshot_top1=0.15"), (30.0, "target zeroshot_top1=0.3")]
