@@ -34,9 +34,13 @@ def _imagefolder(path):
 
     from bench import BenchError
 
-    if not Path(path).expanduser().is_dir():
-        raise BenchError(f"imagefolder:{path}: {path!r} is not a folder; name a folder with one folder of images per "
-                         f"class (or train/ and test/ holding such folders)")
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        # a run's configuration keeps the path as typed, so a relative one is read from the current folder
+        where = "" if folder.is_absolute() else f" (read from {Path.cwd()}: run from the folder the path was given in, " \
+                                                 f"or give an absolute path)"
+        raise BenchError(f"imagefolder:{path}: {path!r} is not a folder{where}; name a folder with one folder of images "
+                         f"per class (or train/ and test/ holding such folders)")
 
     def factory(split, data_dir=None, seed=0, test_fraction=0.2, split_seed=None, size=32):
         from bench.data.imagefolder import load_imagefolder

@@ -28,8 +28,8 @@ from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.run_folder import confusion_frame, file_safe, write_csv
 from ..safe_load import load_checkpoint
-from .transfer import (SEPARATOR, Target, load_target, published_templates, record_transfer, safe_name, transfer_row,
-                       transfer_run_id, zero_shot_templates)
+from .transfer import (SEPARATOR, Target, decode_options, load_target, published_templates, record_transfer, safe_name,
+                       transfer_row, transfer_run_id, zero_shot_templates)
 from .validation import check_data_dir, check_device, check_positive, saved_config
 
 
@@ -121,7 +121,7 @@ def plan_evaluations(run: LoadedCheckpoint, datasets: list, templates, data_dir,
     for name in datasets:
         is_home = run.pretrained or name == home
         folder = (data_dir or cfg.data_dir) if name == home else data_dir
-        opts = dict(cfg.data_opts) if name == home else {}
+        opts = dict(cfg.data_opts) if name == home else decode_options(name, run.image_size)
         # an OpenAI state dict is measured as bench eval --open-clip measures the same weights: CLIP's published
         # prompts for each dataset
         templates_name = published_templates(name) if run.pretrained else \
@@ -163,6 +163,9 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     device = resolve_device(device)
     run = open_checkpoint(path, device, holdout_classes)
     cfg = run.cfg
+    if holdout_classes and datasets and not run.pretrained and cfg.dataset not in datasets:
+        raise BenchError(f"--holdout-classes splits the run's own dataset {cfg.dataset!r}, which --dataset does not "
+                         f"list; add it (--dataset {cfg.dataset},{datasets[0]}) or drop --holdout-classes")
     evaluations = plan_evaluations(run, datasets or [cfg.dataset], templates, data_dir, limit_test)
     tokenizer = checkpoint_tokenizer(run.ckpt, cfg.tokenizer, run.context_length,
                                      [p for e in evaluations for t in e.sets.values()

@@ -44,7 +44,7 @@ from .evaluate import (
     template_sets,
     write_eval_files,
 )
-from .transfer import load_target, published_templates
+from .transfer import decode_options, load_target, published_templates
 
 
 def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, dataset="cifar10",
@@ -91,7 +91,8 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
     planned = []  # every dataset loaded and its split resolved first: a bad one stops before any row is written
     for name in datasets:
         # images as the dataset holds them: the model's own transform resizes them
-        target = load_target(name, published_templates(name), data_dir, defaults.data_seed, limit_test, None)
+        target = load_target(name, published_templates(name), data_dir, defaults.data_seed, limit_test, None,
+                             decode_options(name, info["image_size"]))
         unseen = resolve_holdout(holdout_classes, target.test.classes, 0, name) if holdout_classes else ()
         planned.append((name, target, template_sets(templates or [target.templates_name]), unseen))
     for name, target, sets, unseen in planned:
@@ -99,7 +100,8 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
         result = evaluate_sets(model, tokenizer, test, sets, device, autocast_dtype, per_template=per_template,
                                suite=suite, weights_id=f"openclip-{digest or pretrained}",
                                train=lambda name=name: get_entry("datasets", name).create(
-                                   "train", data_dir or defaults.data_dir, defaults.data_seed),
+                                   "train", data_dir or defaults.data_dir, defaults.data_seed,
+                                   **decode_options(name, info["image_size"])),
                                unseen=class_indices(test.classes, unseen) if unseen else None)
         # a pretrained model has no training set in bench: every dataset it is evaluated on is its own row's dataset
         evaluated = {"dataset": name, "eval_dataset": name, "n_classes": len(test.classes), "test_images": len(test),

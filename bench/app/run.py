@@ -24,7 +24,7 @@ from ..clip.templates import fill, validated_templates
 from ..clip.tokenizer import own_vocabulary
 from ..config import RunConfig
 from ..data.class_split import class_indices, resolve_holdout, without_classes
-from ..data.datasets import ArrayDataset
+from ..data.datasets import ROW_INFO, ArrayDataset
 from ..data.loader import DeviceLoader, to_device_uint8
 from ..data.resize import fit_to_size
 from ..engine.determinism import deterministic_mode
@@ -58,7 +58,6 @@ from .validation import check_encoder_forward, check_image_size, check_prompt_to
 
 
 # what a dataset's ``info`` may add to the run's row (bench.data.datasets.ArrayDataset)
-DATA_COLUMNS = ("data_split", "resize_interpolation", "source_image_size")
 
 
 @dataclass
@@ -579,7 +578,7 @@ class Run:
             "test_images": len(parts.test), "eval_templates": cfg.templates, "image_size": cfg.model.image_resolution,
             "normalization": "[-1,1]", "eval_checkpoint": "final epoch", "deterministic": cfg.deterministic,
             # how the data was made, where it says (imagefolder's split; the load-time resize and the images' size)
-            **{k: parts.train.info[k] for k in DATA_COLUMNS if k in parts.train.info},
+            **{k: parts.train.info[k] for k in ROW_INFO if k in parts.train.info},
             **({"data_opts": json.dumps(dict(cfg.data_opts), sort_keys=True)} if cfg.data_opts else {}),
             # CPU kernels split work by thread count, so bit-identical reruns need the same count
             "torch_threads": torch.get_num_threads(),

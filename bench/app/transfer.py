@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..errors import BenchError, UnknownNameError
 from ..host.manager import get_entry
+from ..data.datasets import ROW_INFO
 from ..results.columns import CONFIG_COLUMNS, MACHINE_COLUMNS
 from ..results.run_folder import file_safe
 
@@ -46,7 +47,7 @@ def parse_transfer(specs, home: str | None = None) -> list[TransferSpec]:
     out, seen = [], set()
     for spec in specs or ():
         spec = str(spec).strip()
-        dataset, sep, templates = spec.rpartition(SEPARATOR) if SEPARATOR in spec else (spec, "", "")
+        dataset, sep, templates = _split(spec)
         if not dataset or (sep and not templates):
             raise BenchError(f"--transfer {spec!r} is not DATASET or DATASET@TEMPLATES; write it like "
                              f"--transfer stl10,cifar100@openai")
@@ -58,6 +59,25 @@ def parse_transfer(specs, home: str | None = None) -> list[TransferSpec]:
         seen.add(dataset)
         out.append(TransferSpec(dataset, templates or None))
     return out
+
+
+def _split(spec: str) -> tuple[str, str, str]:
+    """``DATASET@TEMPLATES`` at its last ``@``, unless what follows is no template set and the whole text names a
+    dataset: an ``@`` in a folder's path (``imagefolder:/data/me@home``)."""
+    if SEPARATOR not in spec:
+        return spec, "", ""
+    dataset, sep, templates = spec.rpartition(SEPARATOR)
+    if templates and not _resolves("templates", templates) and _resolves("datasets", spec):
+        return spec, "", ""
+    return dataset, sep, templates
+
+
+def _resolves(kind: str, name: str) -> bool:
+    try:
+        get_entry(kind, name)
+    except BenchError:  # an unknown name, or a resolver refusing it (imagefolder: a path that is no folder)
+        return False
+    return True
 
 
 def check_transfer_names(specs: list[TransferSpec]):
@@ -106,15 +126,27 @@ class Target:
     native_size: int  # the side of its images before resizing
 
 
+def decode_options(dataset: str, size: int | None) -> dict:
+    """The options to read a dataset other than a run's own with: ``size`` for a dataset whose factory decodes
+    images at a ``size`` it takes (``imagefolder:PATH``), so they are decoded at the model's input rather than
+    at the factory's default 32 px and enlarged again; none for the rest, or where ``size`` is None."""
+    import inspect
+
+    if size is None or "size" not in inspect.signature(get_entry("datasets", dataset).factory).parameters:
+        return {}
+    return {"size": size}
+
+
 def load_target(dataset: str, templates_name: str, data_dir, seed: int, limit_test, image_size: int | None,
                 opts: dict | None = None) -> Target:
     """The test split of ``dataset`` (its first ``limit_test`` images), resized to ``image_size`` unless None (a
     model that preprocesses images itself), and its validated template set. ``opts``: the dataset factory's
-    options (``--data-opt``, for the run's own dataset)."""
+    options (``--data-opt`` for the run's own dataset, else :func:`decode_options`)."""
     from ..clip.templates import validated_templates
     from ..data.resize import fit_to_size
 
-    test = get_entry("datasets", dataset).create("test", data_dir, seed, **(opts or {})).subset(limit_test)
+    entry = get_entry("datasets", dataset)
+    test = entry.create("test", data_dir, seed, **(opts or {})).subset(limit_test)
     native = int(test.images.shape[1])
     if image_size is not None:
         test = fit_to_size(test, image_size, dataset)
@@ -124,8 +156,9 @@ def load_target(dataset: str, templates_name: str, data_dir, seed: int, limit_te
 
 def load_targets(cfg) -> list[Target]:
     """A run's ``--transfer`` datasets, read from their default folders with the run's data seed and ``--limit-test``."""
+    size = cfg.model.image_resolution
     return [load_target(s.dataset, s.templates or zero_shot_templates(s.dataset, cfg.templates), None, cfg.data_seed,
-                        cfg.limit_test, cfg.model.image_resolution)
+                        cfg.limit_test, size, decode_options(s.dataset, size))
             for s in parse_transfer(cfg.transfer, cfg.dataset)]
 
 
@@ -165,6 +198,7 @@ def transfer_row(base: dict, run_id: str, target: Target, metrics: dict, **extra
     row = {"run_id": run_id, **{k: v for k, v in base.items() if k in KEPT_COLUMNS and k != "run_id"}}
     row.update(source_run_id=base["run_id"], eval_dataset=target.dataset, eval_templates=target.templates_name,
                n_classes=len(target.test.classes), test_images=len(target.test), native_image_size=target.native_size,
+               **{k: target.test.info[k] for k in ROW_INFO if k in target.test.info},
                zeroshot_top1=metrics["top1"], zeroshot_top5=metrics["top5"],
                mean_per_class_recall=metrics["mean_per_class_recall"], **extra)
     return row

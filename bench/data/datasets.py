@@ -22,6 +22,10 @@ from ..safe_load import load_array_pickle
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
+# the ``info`` keys a row records (run rows and transfer rows alike)
+ROW_INFO = ("data_split", "resize_interpolation", "source_image_size")
+
+
 @dataclass
 class ArrayDataset:
     images: np.ndarray  # uint8 (N, H, W, 3), RGB

@@ -33,7 +33,7 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 DEFAULT_SIZE = 32  # bench's default --image-size: the images are not resized again at load
 DEFAULT_TEST_FRACTION = 0.2
 CLASSNAMES_FILE = "classnames.txt"
-_CACHE_FORMAT = 1  # part of every cache key: a change of what is stored invalidates old entries
+_CACHE_FORMAT = 2  # part of every cache key: a change of what is stored invalidates old entries
 
 
 def cache_root() -> Path:
@@ -99,6 +99,10 @@ def decode(path, size: int) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
+            if img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG"):
+                # 16-bit grey (older Pillow opens a 16-bit PNG as "I"): convert() would clip every value above 255
+                # to white; keep the top 8 bits, the image an 8-bit export of it holds
+                img = Image.fromarray((np.asarray(img).astype(np.uint32) >> 8).astype(np.uint8))
             img = img.convert("RGB")
             if img.size != (size, size):
                 width, height = img.size
@@ -169,7 +173,8 @@ def class_names(root: Path, classes: tuple) -> tuple:
     if not path.is_file():
         return classes
     try:
-        names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+        text = path.read_text(encoding="utf-8-sig")  # an editor's byte-order mark is no part of the first name
+        names = tuple(line.strip() for line in text.splitlines() if line.strip())
     except (OSError, UnicodeDecodeError) as exc:
         raise BenchError(f"{path} cannot be read ({type(exc).__name__}); write one class name per line as UTF-8 "
                          f"text") from None

@@ -196,3 +196,56 @@ def test_a_transfer_with_an_explicit_set_never_needs_the_datasets_own(tmp_path, 
     assert code == 0, err
     home = pd.read_csv(out / "runs.csv").run_id.iloc[-1]
     assert pd.read_csv(out / "runs.csv").run_id.tolist() == [f"{home}@swatches_bare+seed", home]
+
+
+def test_a_transfer_row_records_how_its_images_were_resized():
+    """A 48-px dataset evaluated by a 32-px model: its row names the interpolation and the images' own size, as a
+    run's own row does for its dataset."""
+    from bench.app.transfer import load_target, transfer_row
+
+    with bench.testing.plugin_registered(TransferSets()):
+        target = load_target("swatches48", "swatch_words", None, 0, None, 32)
+    metrics = {"top1": 0.5, "top5": 1.0, "mean_per_class_recall": 0.5}
+    row = transfer_row(make_row("r0"), "r0@swatches48", target, metrics)
+    assert (row["native_image_size"], row["source_image_size"], row["resize_interpolation"]) == (
+        48, 48, "bilinear_antialias")
+
+
+def test_an_image_folder_evaluated_by_another_size_of_model_is_decoded_at_its_input(tmp_path):
+    """imagefolder:PATH as a transfer dataset of a 64-px model (or a pretrained one's 64-px transform): its images
+    are decoded at 64 px from the files, not at the folder's default 32 px and enlarged again."""
+    from PIL import Image
+
+    from dataclasses import replace
+
+    from bench.app.transfer import decode_options, load_target, load_targets
+    from bench.data.imagefolder import load_imagefolder
+
+    board = (np.indices((96, 96)).sum(0) % 2 * 255).astype(np.uint8)  # a 1-px checkerboard: 32 px blurs it grey
+    for split in ("train", "test"):
+        for name in ("red", "blue"):
+            (tmp_path / "f" / split / name).mkdir(parents=True)
+            Image.fromarray(np.stack([board] * 3, -1)).save(tmp_path / "f" / split / name / "a.png")
+    dataset = f"imagefolder:{tmp_path / 'f'}"
+    assert decode_options(dataset, 64) == {"size": 64} and decode_options("synthetic", 64) == {}
+    direct = load_imagefolder(tmp_path / "f", "test", size=64).images
+    cfg = bench.RunConfig(transfer=(dataset,))
+    cfg = replace(cfg, model=replace(cfg.model, image_resolution=64))
+    (in_run,) = load_targets(cfg)  # bench run --image-size 64 --transfer imagefolder:PATH
+    pretrained = load_target(dataset, "seed", None, 0, None, None, decode_options(dataset, 64))  # open_clip's own resize
+    for target in (in_run, pretrained):
+        np.testing.assert_array_equal(target.test.images, direct)
+        assert target.native_size == 64 and "resize_interpolation" not in target.test.info
+
+
+def test_an_at_sign_in_an_image_folders_path_is_part_of_the_dataset_not_a_template_set(tmp_path):
+    """--transfer imagefolder:/data/me@home names that folder; @seed after it still names the template set."""
+    from bench.app.transfer import TransferSpec, parse_transfer
+
+    folder = tmp_path / "me@home"
+    for name in ("a", "b"):
+        (folder / name).mkdir(parents=True)
+    dataset = f"imagefolder:{folder}"
+    assert parse_transfer([dataset]) == [TransferSpec(dataset)]
+    assert parse_transfer([f"{dataset}@seed"]) == [TransferSpec(dataset, "seed")]
+    assert parse_transfer(["stl10@openai"]) == [TransferSpec("stl10", "openai")]

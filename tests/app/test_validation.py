@@ -372,6 +372,8 @@ CASES = [
      "a pretrained model has none; name the classes", None),
     ("eval-data-dir-for-two-datasets", ["eval", "{ckpt}", "--dataset", "synthetic,cifar10", "--data-dir", "{tmp}"],
      "--data-dir names one dataset's folder", None),
+    ("eval-holdout-without-the-runs-dataset", ["eval", "{ckpt}", "--dataset", "cifar10", "--holdout-classes", "red"],
+     "--holdout-classes splits the run's own dataset 'synthetic', which --dataset does not list", None),
     # -- bench sweep --
     ("sweep-empty-encoder-list", ["sweep", "--encoder", ",", *FLAGS, "--out", "{out}"], "--encoder is empty", None),
     ("sweep-unknown-encoder", ["sweep", "--encoder", "modified_resnet,nope", *FLAGS, "--out", "{out}"],

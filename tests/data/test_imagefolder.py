@@ -79,6 +79,25 @@ def test_any_size_mode_and_format_pil_reads_becomes_rgb_at_the_stored_size(tmp_p
     assert any(abs(c[0] - 200) <= 2 and c[1] <= 12 for c in colours)  # the JPEG, within its rounding
 
 
+def test_a_16_bit_grey_image_keeps_its_tones_instead_of_clipping_to_white(tmp_path):
+    """PIL's convert("RGB") clips a 16-bit image's values at 255; decoded, it matches its own 8-bit export."""
+    root = tmp_path / "f" / "grey"
+    root.mkdir(parents=True)
+    ramp = np.tile((np.arange(32, dtype=np.uint16) * 2048), (32, 1))  # 0, 2048, ... 63488
+    Image.fromarray(ramp).save(root / "deep.png")
+    assert Image.open(root / "deep.png").mode.startswith("I;16")
+    Image.fromarray((ramp >> 8).astype(np.uint8)).save(root / "flat.png")
+    deep, flat = (imagefolder.decode(root / name, 32) for name in ("deep.png", "flat.png"))
+    np.testing.assert_array_equal(deep, flat)
+    assert deep[0, :4, 0].tolist() == [0, 8, 16, 24]
+
+
+def test_a_classnames_txt_with_a_byte_order_mark_names_its_first_class_without_it(tmp_path):
+    _folder(tmp_path / "pets")
+    (tmp_path / "pets" / "classnames.txt").write_bytes(b"\xef\xbb\xbfkitty\r\ndoggo\r\nemu\r\n")
+    assert load_imagefolder(tmp_path / "pets", "test").classes == ("kitty", "doggo", "emu")
+
+
 def test_a_larger_image_is_scaled_on_its_shorter_side_and_centre_cropped(tmp_path):
     root = tmp_path / "f" / "bars"
     root.mkdir(parents=True)
