@@ -127,6 +127,17 @@ def save_checkpoint(obj: dict, path: str | os.PathLike):
         torch.save(obj, f)
 
 
+def make_folder(out, option: str = "--out", what: str = "results folder") -> Path:
+    """Create ``out`` (after :func:`check_writable_folder`): a folder the permission bits allow can still be
+    refused (a virtual file system such as /sys, even to root), which is then one line, not a traceback."""
+    out = check_writable_folder(out, option)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchError(f"cannot create {what} {str(out)!r} ({exc.strerror}); pass a writable {option}") from None
+    return out
+
+
 def check_writable_folder(out, option: str = "--out") -> Path:
     """``out`` is a folder, or can be made one: the nearest folder above it that exists is writable, not a file."""
     out = Path(out).expanduser()

@@ -13,6 +13,13 @@ def _split(ctx, param, value):
     return [v for part in value for v in part.split(",") if v] if value else []
 
 
+def _folder(ctx, param, value):
+    # an empty --out "$DIR" would otherwise be the current folder, unsaid
+    if value is not None and not str(value).strip():
+        raise click.BadParameter("is empty; name a folder ('.' for the current one)", param=param)
+    return value
+
+
 def _split_seeds(ctx, param, value):
     # an empty --seeds "$SEEDS" would otherwise run the default seed once, not the seeds meant
     seeds = _split(ctx, param, value)
@@ -112,7 +119,7 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--text-heads", type=int, help="Text Transformer heads (default 8).")
 @click.option("--checkpoints/--no-checkpoints", default=True, show_default=True, help="Keep best.pt and last.pt.")
 @click.option("--progress/--no-progress", default=None, help="tqdm bars (default: only on a terminal).")
-@click.option("--out", default="results", show_default=True, help="Results folder.")
+@click.option("--out", default="results", show_default=True, callback=_folder, help="Results folder.")
 @click.option("--sync-bn/--no-sync-bn", default=True, show_default=True,
               help="Under torchrun: batch norm statistics over all ranks' images (docs/distributed.md).")
 @click.option("--checkpoint-every", type=int, help="Also save last.pt every N steps (default 0: each epoch only).")
@@ -220,7 +227,7 @@ cli.add_command(_sweep_command())
                    "instead of a checkpoint.")
 @click.option("--pretrained", metavar="TAG_OR_FILE",
               help="With --open-clip: an open_clip pretrained tag (downloaded by open_clip) or a local weights file.")
-@click.option("--results", "results_dir", default="results", show_default=True,
+@click.option("--results", "results_dir", default="results", show_default=True, callback=_folder,
               help="With --open-clip: the results folder whose runs.csv gets one row per template set.")
 @click.option("--templates", callback=_split, multiple=True, help="Template sets, comma-separated (default: the run's).")
 @click.option("--dataset", callback=_split, multiple=True,
@@ -237,7 +244,8 @@ cli.add_command(_sweep_command())
 @click.option("--holdout-classes", callback=_split, multiple=True, metavar="NAMES|COUNT",
               help="Report seen_top1, unseen_top1 and harmonic_top1 with these classes as the unseen ones (default: "
                    "the run's held-out classes; a pretrained model takes names).")
-@click.option("--out", type=click.Path(), help="Also write eval.csv, per-class accuracy and confusion matrices here.")
+@click.option("--out", type=click.Path(), callback=_folder,
+              help="Also write eval.csv, per-class accuracy and confusion matrices here.")
 def eval_(fmt, **options):
     """Re-evaluate CHECKPOINT zero-shot: one row per template set (with its protocol).
 
@@ -257,7 +265,7 @@ def eval_(fmt, **options):
 # --- result tables: bench results, bench compare, bench report ----------------------------------------------
 @cli.command(name="results")
 @click.argument("sources", nargs=-1)
-@click.option("--results", "results_dir", default="results", show_default=True,
+@click.option("--results", "results_dir", default="results", show_default=True, callback=_folder,
               help="Results folder read when no SOURCE is given, and where run ids are looked up.")
 @click.option("--where", "wheres", multiple=True, metavar="COL=VALUE",
               help="Keep rows where COL=VALUE (also !=, >, <, >=, <=; VALUE may be a,b); repeatable.")
@@ -280,7 +288,8 @@ def results(**options):
 
 @cli.command(name="compare")
 @click.argument("sides", nargs=-1, required=True)
-@click.option("--results", "results_dir", default="results", show_default=True, help="Where run ids are looked up.")
+@click.option("--results", "results_dir", default="results", show_default=True, callback=_folder,
+              help="Where run ids are looked up.")
 @click.option("--split-by", help="Split the runs of all SIDES by this column instead (e.g. encoder).")
 @click.option("--on", callback=_split, multiple=True, help="Join on these configuration columns (default: automatic).")
 @click.option("--where", "wheres", multiple=True, metavar="COL=VALUE", help="Filter every side first; repeatable.")
@@ -314,8 +323,9 @@ def compare_(**options):
 
 @cli.command(name="report")
 @click.argument("runs", nargs=-1)
-@click.option("--out", required=True, type=click.Path(), help="Folder for report.md and the figures.")
-@click.option("--results", "results_dir", default="results", show_default=True,
+@click.option("--out", required=True, type=click.Path(), callback=_folder,
+              help="Folder for report.md and the figures.")
+@click.option("--results", "results_dir", default="results", show_default=True, callback=_folder,
               help="Results folder used when no RUNS are given, and where run ids are looked up.")
 @click.option("--where", "wheres", multiple=True, metavar="COL=VALUE", help="Report only matching runs; repeatable.")
 @click.option("--title", help="Report title.")
@@ -388,7 +398,8 @@ def list_(kind, pattern, count_params):
 @click.option("--text-width", type=int, default=512, show_default=True)
 @click.option("--text-layers", type=int, default=6, show_default=True)
 @click.option("--text-heads", type=int, default=8, show_default=True)
-@click.option("--out", default="results", show_default=True, help="Appends rows to OUT/throughput.csv.")
+@click.option("--out", default="results", show_default=True, callback=_folder,
+              help="Appends rows to OUT/throughput.csv.")
 def throughput(encoders, mode, compile_, out, **flags):
     """Images/s, step time, memory, params and GFLOPs of encoders on synthetic inputs."""
     from .perf.throughput import throughput_command
@@ -420,8 +431,8 @@ def main(argv=None):
         group.main(args=argv, prog_name="bench", standalone_mode=False, obj={"argv": argv, "own_process": own_process})
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
-    except click.UsageError as exc:
-        click.echo(f"bench: error: {exc.format_message()}", err=True)
+    except click.UsageError as exc:  # one line: click lists a missing argument's choices one per line
+        click.echo(f"bench: error: {' '.join(exc.format_message().split())}", err=True)
         sys.exit(2)
     except BenchError as exc:
         click.echo(f"bench: error: {exc}", err=True)

@@ -49,6 +49,10 @@ def _refusal_reason(exc: Exception) -> str:
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """``torch.load(weights_only=True)``: tensors and plain containers only; pickled code is refused."""
     path = Path(path)
+    if path.is_dir():
+        inside = next((f"{path / n}" for n in ("last.pt", "best.pt") if (path / n).is_file()), None)
+        raise BenchError(f"checkpoint {str(path)!r} is a folder; pass a .pt file written by bench run"
+                         + (f", e.g. {inside}" if inside else ""))
     if not path.is_file():
         raise BenchError(f"checkpoint {str(path)!r} does not exist; pass a .pt file written by bench run")
     if not _looks_like_torch_file(path):

@@ -26,7 +26,7 @@ from ..evaluation.metrics import classification_metrics
 from ..evaluation.zero_shot import build_zero_shot_classifier, image_features
 from ..host.manager import get_entry
 from ..results.columns import config_key
-from ..results.run_folder import confusion_frame, file_safe, write_csv
+from ..results.run_folder import confusion_frame, file_safe, is_run_folder, write_csv
 from ..safe_load import load_checkpoint
 from .transfer import (SEPARATOR, Target, decode_options, load_target, published_templates, record_transfer, safe_name,
                        transfer_row, transfer_run_id, zero_shot_templates)
@@ -292,10 +292,7 @@ def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):
                          "datasets are read from their default folders)")
     check_device(device)
     if out is not None:
-        folder = Path(out)  # a run's folder (training, transfer or pretrained: all keep config.json or per_class.csv),
-        # not a folder bench eval wrote before (its eval.csv beside its per_class.csv)
-        if (folder / "config.json").is_file() or ((folder / "per_class.csv").is_file()
-                                                  and not (folder / "eval.csv").is_file()):
+        if is_run_folder(out):
             raise BenchError(f"--out {out} is a run folder, whose per_class.csv and confusion.csv bench eval would "
                              f"replace with its own; pass another folder, e.g. --out {Path(out) / 'eval'}")
         check_writable_folder(out)

@@ -34,15 +34,16 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
         from ..results.runs_csv import rebuild_runs
 
         if sources:  # `bench results FOLDER --rebuild` means that folder, not the --results default
-            if len(sources) > 1 or not (Path(sources[0]) / "runs").is_dir():
+            if len(sources) > 1:
                 raise BenchError("--rebuild rebuilds one results folder's runs.csv; name that folder alone (bench "
                                  "results FOLDER --rebuild) or as --results FOLDER")
             results_dir = sources[0]
 
         if not (Path(results_dir) / "runs").is_dir():
-            raise BenchError(f"{results_dir} has no runs/ folder to rebuild runs.csv from; pass the results folder "
-                             f"with --results")
-        done = rebuild_runs(results_dir)
+            raise BenchError(f"{results_dir} has no runs/ folder to rebuild runs.csv from; name the results folder "
+                             f"bench run --out wrote")
+        done = rebuild_runs(results_dir, check=lambda rebuilt: display_table(
+            rebuilt, wheres=wheres, sort_by=sort_by, columns=columns, aggregate_=aggregate_, long_=long_))
         kept = f", the old table kept as {done['backup'].name}" if done["backup"] else ""
         echo_err(f"rebuilt {results_dir}/runs.csv: {done['rows']} runs, {done['added']} added from records, "
                  f"{done['dropped']} dropped (damaged or repeated){kept}")
@@ -122,8 +123,12 @@ def write_report(runs, out, results_dir, wheres=(), title=None, correct="none") 
     ``correct="holm"``: the comparisons' p-values Holm-adjusted across every configuration and metric."""
     from ..results.lookup import combine, load_sources
     from ..results.report import build_report
+    from ..results.run_folder import is_run_folder
     from ..results.views import filter_rows
 
+    if is_run_folder(out):
+        raise BenchError(f"--out {out} is a run folder, whose curves.png bench report would replace with its own; "
+                         f"pass another folder, e.g. --out {Path(out) / 'report'}")
     source = combine(load_sources(runs or [results_dir], results_dir))
     source.table = filter_rows(source.table, wheres)
     if wheres and not len(source.table):

@@ -121,9 +121,9 @@ def check_device(name: str):
         raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
 
 
-def check_run_inputs(cfg):
+def check_run_inputs(cfg, writes: bool = True):
     """Everything a run's options must pass before it starts: :func:`validate_config`, then checkpoint options,
-    encoder options, logger packages and folders."""
+    encoder options, logger packages and folders (``writes``: the results folder writable too)."""
     validate_config(cfg)
     if cfg.checkpoint_every < 0:
         raise BenchError(f"--checkpoint-every must be >= 0 steps (0 = only at the end of each epoch), "
@@ -136,7 +136,8 @@ def check_run_inputs(cfg):
 
     check_logger_packages(cfg.log)
     check_data_dir(cfg.data_dir)
-    check_out_dir_writable(cfg.out)
+    if writes:
+        check_out_dir_writable(cfg.out)
 
 
 def check_encoder_opts(encoder: str, opts: dict):

@@ -156,7 +156,8 @@ class Host:
         """Load each ``*.py`` file and each package folder in ``directory`` as a plugin."""
         directory = Path(directory)
         if not directory.is_dir():
-            raise PluginError(f"plugins folder {str(directory)!r} does not exist; pass an existing folder to --plugins-dir")
+            what = "is not a folder" if directory.exists() else "does not exist"
+            raise PluginError(f"plugins folder {str(directory)!r} {what}; pass an existing folder to --plugins-dir")
         for path in sorted(directory.iterdir()):
             if path.name.startswith(("_", ".")):
                 continue

@@ -144,6 +144,24 @@ def is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
+def _inputs_fit(cfg: ThroughputCfg, batch: int) -> bool:
+    """Whether a step's inputs, four times over (a step also holds their activations and gradients), fit in the
+    memory the system has available. On the CPU an allocation Linux overcommits does not fail: the process is
+    killed as it touches the pages, with no out-of-memory error to halve the batch on. True where unknown."""
+    available = _available_bytes()
+    per_sample = 3 * cfg.image_size ** 2 * 4 + 77 * 8  # float32 pixels, int64 tokens
+    return available is None or 4 * batch * per_sample <= available
+
+
+def _available_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
 def with_oom_retry(fn, batch_size: int, device: torch.device, min_batch: int = 2):
     """``fn(batch_size)``, halving the batch after each out-of-memory error; returns (result, batch, retries)."""
     retries = 0
@@ -270,6 +288,8 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
     device = torch.device(cfg.device)
 
     def attempt(batch):
+        if device.type == "cpu" and not _inputs_fit(cfg, batch):
+            raise RuntimeError(f"out of memory: a batch of {batch} does not fit in the memory available")
         set_backend_flags(clip_recipe(cfg, batch), device)  # every row under the flags bench run would set
         model, vision_params, clip_params = _build(cfg, device, component)
         graph = False
@@ -309,19 +329,21 @@ def measurements(mode: str) -> list[tuple[str, str]]:
     return pairs + ([("vision", "train"), ("text", "train"), ("clip", "train")] if mode in ("train", "both") else [])
 
 
-def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", on_row=None) -> pd.DataFrame:
-    """Benchmark each encoder; a failure becomes a row with ``error`` set, and the others still run.
-
-    Except one: options the user gave (``--encoder-opt``) that an encoder rejects are the user's to fix, so every
-    encoder is built with them first and a :class:`BenchError` ends the command (exit 2) before anything is timed.
-    """
-    from ..results.run_folder import provenance
-
+def check_encoder_options(cfg: ThroughputCfg, encoders: list[str]):
+    """Options the user gave (``--encoder-opt``) that an encoder rejects are the user's to fix: every encoder is
+    built with them, and a :class:`BenchError` ends the command (exit 2) before anything is written or timed."""
     if cfg.encoder_opts:
         from ..app.validation import check_encoder_builds
 
         for encoder in encoders:
             check_encoder_builds(encoder, cfg.embed_dim, cfg.image_size, dict(cfg.encoder_opts))
+
+
+def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", on_row=None) -> pd.DataFrame:
+    """Benchmark each encoder (after :func:`check_encoder_options`); a failure becomes a row with ``error`` set,
+    and the others still run."""
+    from ..results.run_folder import provenance
+
     device = torch.device(cfg.device)
     prov = provenance(device)
     rows = []
@@ -396,11 +418,12 @@ def throughput_command(encoders: str, mode: str, out, encoder_opts=(), echo=prin
                        **options) -> pd.DataFrame:
     """``bench throughput``: check the options, time every encoder (a line per measurement), append the rows to
     ``out/throughput.csv`` and print their summary. ``encoder_opts``: ``KEY=VALUE`` strings."""
-    from ..atomic_files import check_writable_folder
+    from ..atomic_files import make_folder
     from ..config import parse_opts
 
     cfg, names = resolve(encoders, encoder_opts=parse_opts(encoder_opts), **options)
-    path = check_writable_folder(out) / "throughput.csv"
+    check_encoder_options(cfg, names)
+    path = make_folder(out) / "throughput.csv"  # made now: a folder that cannot be is said before the measuring
 
     def line(row):
         echo_err(f"{row['encoder']} {row['component']}/{row['mode']}: "

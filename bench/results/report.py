@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..atomic_files import atomic_write_bytes, atomic_write_text, check_writable_folder
+from ..atomic_files import atomic_write_bytes, atomic_write_text, make_folder
 from ..errors import BenchError
 from ..evaluation.target import TARGET_METRICS
 from .columns import (
@@ -457,11 +457,7 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
     repeated = repeated_seeds(src.table, group_columns(src.table))
     notes = [repeated_seeds_note(src.table[repeated])] if repeated.any() else []
     src = Source(src.label, src.table[~repeated], src.run_dirs)
-    out = check_writable_folder(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BenchError(f"cannot create report folder {str(out)!r} ({exc.strerror}); pass a writable --out") from None
+    out = make_folder(out, what="report folder")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -23,6 +23,15 @@ from ..atomic_files import atomic_write_bytes, atomic_write_text
 RUNNING_LOCK = ".running.lock"
 
 
+def is_run_folder(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` is a run's (training, transfer or pretrained: each keeps ``config.json`` or
+    ``per_class.csv``), not one ``bench eval --out`` wrote (its ``eval.csv`` beside its ``per_class.csv``): a
+    folder other commands must not write their files into."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() or ((folder / "per_class.csv").is_file()
+                                                  and not (folder / "eval.csv").is_file())
+
+
 def file_safe(text, keep: str = "-_.", fill: str = "-") -> str:
     """``text`` with every character but letters, digits and ``keep`` replaced by ``fill``: a part of a run id or
     of a file name. Run ids depend on it, so a change here renames the runs a sweep looks for."""

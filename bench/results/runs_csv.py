@@ -327,10 +327,12 @@ def reconcile_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> int:
     return len(missing)
 
 
-def rebuild_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> dict:
+def rebuild_runs(out_dir: str | os.PathLike, name: str = "runs.csv", check=None) -> dict:
     """``runs.csv`` rebuilt from the run records: a row with a record is replaced by it, a row without one (a
     run from before records, a ``bench eval`` row) kept as written, a record without a row added, a repeated or
-    damaged row dropped. The old file is kept beside it as ``runs.csv.<time>.bak`` when anything changed."""
+    damaged row dropped. The old file is kept beside it as ``runs.csv.<time>.bak`` when anything changed.
+    ``check``: called with the rebuilt table (a DataFrame) before anything is written; what it raises stops the
+    rebuild (the options of the view to be shown of it)."""
     path = Path(out_dir) / name
     records = run_records(out_dir)
     with file_lock(path):
@@ -347,7 +349,10 @@ def rebuild_runs(out_dir: str | os.PathLike, name: str = "runs.csv") -> dict:
         rows = kept + added
         names = list(dict.fromkeys(c for row in rows for c in row))
         new_header = [c for c in RUN_COLUMNS if c in names] + sorted(c for c in names if c not in RUN_COLUMNS)
-        text = _to_csv([new_header] + [[_format(row.get(c)) for c in new_header] for row in rows]) if rows else ""
+        fields = [[_format(row.get(c)) for c in new_header] for row in rows]
+        if check is not None:
+            check(RunsTable(path, new_header, fields).frame())
+        text = _to_csv([new_header] + fields) if rows else ""
         old = path.read_text(encoding="utf-8") if path.is_file() else ""
         backup = None
         if text != old:

@@ -90,6 +90,11 @@ def test_sweep_file_plan_and_dry_run(tmp_path, run_cli):
     ("[grid]\nseed = [0]\n[[include]]\nlr = {a = 1}\n", "lr = {'a': 1} is a table, and --lr takes one value"),
     ("[grid]\nseed = [1.5]\n", "seed = 1.5 is not a valid integer; give a whole number"),
     ("[grid]\neval_every = [true]\n", "eval_every = True is not a valid integer"),
+    # a typo in an exclude would silently drop nothing
+    ("[grid]\nseed = [0, 1]\n[[exclude]]\nseed = 7\n", "exclude #1 has seed = 7, which grid.seed does not list (0, 1)"),
+    # counted before the cross product is built (four lists of 1000 would be 10^12 points, more than memory holds)
+    ("[grid]\n" + "".join(f"{k} = {list(range(20))}\n" for k in ("seed", "lr", "weight_decay", "label_smoothing")),
+     "[grid] has 160,000 points (20 x 20 x 20 x 20); a sweep plans at most 100,000"),
 ])
 def test_bad_sweep_file_is_one_line_naming_the_key(tmp_path, run_cli, body, needle):
     code, out, err = run_cli("sweep", sweep_file(tmp_path, body), "--dry-run")
@@ -313,6 +318,8 @@ def test_submitit_local_sweep_three_runs(tmp_path, run_cli):
     assert "submitted 2 job(s)" in out
     table = pd.read_csv(tmp_path / "res" / "runs.csv")
     assert len(table) == 3 and table.run_id.is_unique
+    code, out, err = run_cli("sweep", path, "--launcher", "slurm", "--no-checkpoints")  # every run done: no job
+    assert code == 0 and "submitted" not in out and "Warning" not in err, err
 
 
 def test_missing_launcher_extra_is_one_line(tmp_path, run_cli, monkeypatch):
@@ -447,3 +454,32 @@ def test_a_concurrent_run_that_fails_before_training_is_a_failure_not_a_silent_t
     code, out, err = run_cli("sweep", path, "--concurrent", "2")
     assert code == 2 and "the runs use --device cuda, and torch sees no GPU" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "cuda_res").exists()
+
+
+def test_dry_run_and_status_read_a_results_folder_they_cannot_write_and_a_sweep_says_it_cannot(tmp_path, run_cli,
+                                                                                            monkeypatch):
+    """--dry-run and --status only read; the sweep itself needs the folder, and one the permission bits allow but
+    the file system refuses (/sys, even to root) is one line before any run, not a traceback."""
+    import os
+
+    from bench import atomic_files
+
+    path = sweep_file(tmp_path, "[grid]\nseed = [0]\n")
+    out = tmp_path / "res"
+    out.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(atomic_files.os, "access", lambda p, mode: str(p) != str(out) and real_access(p, mode))
+    for flag in ("--dry-run", "--status"):
+        code, _, err = run_cli("sweep", path, "--out", out, flag)
+        assert code == 0, err
+    code, _, err = run_cli("sweep", path, "--out", out)
+    assert code == 2 and "is not writable" in err and len(err.strip().splitlines()) == 1
+    monkeypatch.setattr(atomic_files.os, "access", real_access)
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(atomic_files.Path, "mkdir", refuse)
+    code, _, err = run_cli("sweep", path, "--out", tmp_path / "virtual")
+    assert code == 2 and err.strip() == (f"bench: error: cannot create results folder '{tmp_path / 'virtual'}' "
+                                         f"(Operation not permitted); pass a writable --out"), err

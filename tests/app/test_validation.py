@@ -117,6 +117,17 @@ def _stopped_copy(edit=None, result=None):
 _HELD = []  # locks of runs "being trained" by this process while a case runs
 
 
+def _row_lost(tmp, ckpt):
+    """The finished run's results folder copied to ``{tmp}/lost`` with its runs.csv row gone: --rebuild would
+    restore it from the run's record."""
+    shutil.copytree(ckpt.parent.parent.parent, tmp / "lost")
+    header = (tmp / "lost" / "runs.csv").read_text().splitlines()[0]
+    (tmp / "lost" / "runs.csv").write_text(header + "\n")
+
+
+_row_lost.needs_checkpoint = True
+
+
 def _being_trained(tmp, ckpt):
     """The stopped copy, with its run lock held as the process training it holds it."""
     from bench.atomic_files import ProcessLock
@@ -197,6 +208,8 @@ CASES = [
     ("negative-checkpoint-every", RUN + ["--checkpoint-every", "-1"], "--checkpoint-every must be >= 0", None),
     ("zero-grad-norm", RUN + ["--max-grad-norm", "0"], "--max-grad-norm must be a positive number", None),
     ("nan-grad-norm", RUN + ["--max-grad-norm", "nan"], "--max-grad-norm must be a positive number", None),
+    ("run-empty-out", ["run", *FLAGS, "--out", ""], "'--out': is empty; name a folder ('.' for the current one)",
+     None),
     ("missing-data-dir", RUN + ["--dataset", "cifar10", "--data-dir", "{tmp}/nowhere"], "is not a folder", None),
     ("unknown-data-opt", RUN + ["--data-opt", "size=64"], "dataset 'synthetic' takes no option 'size'", None),
     ("malformed-data-opt", RUN + ["--data-opt", "size"],
@@ -459,8 +472,24 @@ CASES = [
      "--aggregate (a row per configuration) and --long (a row per run and metric) are two views", None),
     ("results-rebuild-two-folders", ["results", "{out}", "{out}", "--rebuild"],
      "--rebuild rebuilds one results folder's runs.csv; name that folder alone", None),
+    # the view is checked on the rebuilt table before the rebuild is written
+    ("results-rebuild-unknown-sort", ["results", "{tmp}/lost", "--rebuild", "--sort", "nope"],
+     "--sort: no column 'nope'", _row_lost),
+    ("results-rebuild-unknown-where", ["results", "{tmp}/lost", "--rebuild", "--where", "nope=1"],
+     "--where: no column 'nope'", _row_lost),
+    ("report-out-is-a-run-folder", ["report", "{out}", "--out", "{run_dir}"],
+     "is a run folder, whose curves.png bench report would replace", None),
     ("results-malformed-where", ["results", "{out}", "--where", "bad"], "--where 'bad' is not COLUMN=VALUE", None),
     ("list-unknown-kind", ["list", "models"], "'models' is not one of", None),
+    ("list-no-kind", ["list"], "Missing argument '{encoders|tokenizers|templates|datasets}'. Choose from: encoders, "
+                               "tokenizers, templates, datasets", None),
+    ("results-empty-results", ["results", "--results", ""], "'--results': is empty; name a folder", None),
+    ("report-empty-out", ["report", "{out}", "--out", " "], "'--out': is empty; name a folder", None),
+    ("results-rebuild-a-folder-without-runs", ["results", "{tmp}", "--rebuild"],
+     "has no runs/ folder to rebuild runs.csv from", None),
+    ("sweep-file-is-a-folder", ["sweep", "{tmp}", "--dry-run"], "is a folder; pass a .toml file", None),
+    ("eval-a-run-folder", ["eval", "{run_dir}"], "is a folder; pass a .pt file written by bench run, e.g. ", None),
+    ("plugins-dir-is-a-file", ["--plugins-dir", "{tmp}/afile", "list", "encoders"], "afile' is not a folder", _file),
 ]
 
 

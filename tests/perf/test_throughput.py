@@ -110,3 +110,24 @@ def test_kernels_per_step_counts_the_work_one_step_launches():
     assert counts[0] > 100 and counts[1] - counts[0] == counts[2] - counts[1] > 0, counts
     x = torch.randn(8, 8)
     assert count_kernels(lambda: (x @ x).relu().sum(), torch.device("cpu")) == 3
+
+
+def test_a_batch_whose_inputs_exceed_the_memory_available_is_halved_before_anything_is_allocated(monkeypatch):
+    """On the CPU Linux overcommits: a batch far beyond the memory would not raise, the process would be killed.
+    With memory for 4 x 4 samples' inputs, batch 64 is halved to 4 without building a step for a larger one."""
+    import bench.perf.throughput as tp
+
+    per_sample = 3 * 32 * 32 * 4 + 77 * 8
+    monkeypatch.setattr(tp, "_available_bytes", lambda: 4 * 4 * per_sample)
+    built = []
+    real = tp._vision_step
+
+    def step(cfg, model, batch, device, train):
+        built.append(batch)
+        return real(cfg, model, batch, device, train)
+
+    monkeypatch.setattr(tp, "_vision_step", step)
+    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=64, steps=1, untimed_steps=0, embed_dim=32,
+                        text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
+    row = measure(cfg, "vision", "infer")
+    assert (row["batch_size"], row["oom_retries"], built) == (4, 4, [4])

@@ -105,7 +105,7 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
     check_metric(until, [c.cfg for c in configs])
     if not (show or in_worker):  # the first round is the largest one every restart can start with
         placement = check_placement(placement, [c.at(s).cfg for c in configs for s in range(until.min_seeds)])
-    plan([c.cfg for c in configs], [c.varying for c in configs])  # every name, option and encoder, checked once
+    plan([c.cfg for c in configs], [c.varying for c in configs], writes=not show)  # every name, option and encoder
     if seeds_given and not in_worker:
         echo_err("bench: note: --until picks each configuration's seeds (0, 1, 2, ...); the seeds the sweep file "
                  "names are not used")
@@ -113,8 +113,10 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
         for line in status_lines(configs, until):
             echo(line)
         return 0
+    from ...atomic_files import make_folder
     from .launchers import launch
 
+    make_folder(configs[0].cfg.out)
     if not in_worker:
         echo(f"adaptive sweep: each configuration until the 95% interval of its mean {until.metric} is within "
              f"{_width(until.metric, until.halfwidth)}, {until.min_seeds} to {until.max_seeds} seeds")

@@ -69,13 +69,15 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
                               seeds_given=seeds_given, report=_report, echo=echo, echo_err=echo_err)
     if not (request.dry_run or request.status or in_worker):
         placement = check_placement(placement, cfgs)  # before the plan builds every encoder
-    planned = plan(cfgs, varying)
+    planned = plan(cfgs, varying, writes=not (request.dry_run or request.status))
     if request.dry_run or request.status:
         for line in plan_lines(planned):
             echo(line)
         return 0
+    from ...atomic_files import make_folder
     from .launchers import launch
 
+    make_folder(planned[0].out)
     outcomes = launch(planned, placement, argv=list(request.argv), in_worker=in_worker, echo=echo,
                       plugins=plugin_options(request.argv))
     if in_worker:

@@ -219,13 +219,15 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
         import submitit
     except ImportError:
         raise BenchError("--launcher slurm needs submitit; install it with: pip install 'bench[slurm]'") from None
+    todo = [p for p in planned if run_state(p).name != DONE]
+    if not todo:  # every run done: no job (submitit warns of a batch that submits none)
+        return _finish_remote(planned, [])
     runs_per_job = slurm.get("runs_per_job", 1)
     cluster = slurm.get("cluster")
     folder = Path(slurm.get("folder") or Path(planned[0].cfg.out) / "sweep" / "slurm" / "%j")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name="bench-sweep", **{SLURM_PARAMETERS[k]: v for k, v in slurm.items()
                                                        if k in SLURM_PARAMETERS})
-    todo = [p for p in planned if run_state(p).name != DONE]
     chunks = [todo[i:i + runs_per_job] for i in range(0, len(todo), runs_per_job)]
     plugins = _absolute_plugins(plugins)
     jobs = []

@@ -76,9 +76,10 @@ def cross_product(base: RunConfig, encoders, templates, seeds) -> list[RunConfig
             for s in seeds or [base.seed]]
 
 
-def plan(cfgs: list[RunConfig], varying: list[dict] | None = None) -> list[Planned]:
+def plan(cfgs: list[RunConfig], varying: list[dict] | None = None, writes: bool = True) -> list[Planned]:
     """The planned runs of ``cfgs``, every name, option and encoder checked first, so a typo or a bad option of
-    the third encoder fails before the first run starts (each encoder configuration's tower is built once)."""
+    the third encoder fails before the first run starts (each encoder configuration's tower is built once).
+    ``writes``: the results folder must be writable (not for ``--dry-run`` and ``--status``, which only read)."""
     from ..run import check_names
     from ..validation import check_encoder_builds, check_run_inputs
 
@@ -93,7 +94,7 @@ def plan(cfgs: list[RunConfig], varying: list[dict] | None = None) -> list[Plann
         check_names(cfg)
         model = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
         if model not in built:  # the rest of a run's inputs vary only with its model, not templates or seed
-            check_run_inputs(cfg)
+            check_run_inputs(cfg, writes)
             check_encoder_builds(cfg.model.encoder, cfg.model.embed_dim, cfg.model.image_resolution,
                                  dict(cfg.model.encoder_opts))
             built.add(model)

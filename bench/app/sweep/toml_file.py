@@ -24,6 +24,7 @@ checks [sweep] and [slurm].
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 TABLES = ("base", "grid", "exclude", "include", "sweep", "slurm")
+# far beyond any sweep that can run, and refused before the cross product is built: a grid of a few long lists
+# multiplies out to more points than memory holds
+MAX_GRID_POINTS = 100_000
 
 
 @dataclass
@@ -52,7 +56,8 @@ class SweepFile:
 def read_sweep_file(path: str | Path) -> SweepFile:
     path = Path(path)
     if not path.is_file():
-        raise BenchError(f"sweep file {str(path)!r} does not exist; pass a .toml file (docs/sweeps.md)")
+        what = "does not exist" if not path.exists() else "is a folder" if path.is_dir() else "is not a file"
+        raise BenchError(f"sweep file {str(path)!r} {what}; pass a .toml file (docs/sweeps.md)")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -73,6 +78,15 @@ def read_sweep_file(path: str | Path) -> SweepFile:
         stray = [k for k in rule if k not in grid]
         if stray:
             raise BenchError(f"{path}: exclude #{i} names {stray[0]}, which is not a [grid] key; exclude by grid keys")
+        for key, value in rule.items():  # a value the grid never takes is a typo that would drop nothing
+            absent = [v for v in (value if isinstance(value, list) else [value]) if v not in grid[key]]
+            if absent:
+                raise BenchError(f"{path}: exclude #{i} has {key} = {absent[0]!r}, which grid.{key} does not list "
+                                 f"({', '.join(map(repr, grid[key]))}); exclude values of the grid")
+    size = math.prod(len(v) for v in grid.values())
+    if size > MAX_GRID_POINTS:
+        raise BenchError(f"{path}: [grid] has {size:,} points ({' x '.join(str(len(v)) for v in grid.values())}); a "
+                         f"sweep plans at most {MAX_GRID_POINTS:,}: shorten its lists or split it into several files")
     points = []
     if grid:
         for values in itertools.product(*grid.values()):
