@@ -57,9 +57,6 @@ from .transfer import (
 from .validation import check_encoder_forward, check_image_size, check_prompt_tokens, check_run_inputs
 
 
-# what a dataset's ``info`` may add to the run's row (bench.data.datasets.ArrayDataset)
-
-
 @dataclass
 class Components:
     """What the registry names resolve to for one configuration."""

@@ -19,9 +19,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.datasets import ROW_INFO
 from ..errors import BenchError, UnknownNameError
 from ..host.manager import get_entry
-from ..data.datasets import ROW_INFO
 from ..results.columns import CONFIG_COLUMNS, MACHINE_COLUMNS
 from ..results.run_folder import file_safe
 
@@ -145,8 +145,7 @@ def load_target(dataset: str, templates_name: str, data_dir, seed: int, limit_te
     from ..clip.templates import validated_templates
     from ..data.resize import fit_to_size
 
-    entry = get_entry("datasets", dataset)
-    test = entry.create("test", data_dir, seed, **(opts or {})).subset(limit_test)
+    test = get_entry("datasets", dataset).create("test", data_dir, seed, **(opts or {})).subset(limit_test)
     native = int(test.images.shape[1])
     if image_size is not None:
         test = fit_to_size(test, image_size, dataset)

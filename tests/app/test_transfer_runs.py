@@ -214,9 +214,9 @@ def test_a_transfer_row_records_how_its_images_were_resized():
 def test_an_image_folder_evaluated_by_another_size_of_model_is_decoded_at_its_input(tmp_path):
     """imagefolder:PATH as a transfer dataset of a 64-px model (or a pretrained one's 64-px transform): its images
     are decoded at 64 px from the files, not at the folder's default 32 px and enlarged again."""
-    from PIL import Image
-
     from dataclasses import replace
+
+    from PIL import Image
 
     from bench.app.transfer import decode_options, load_target, load_targets
     from bench.data.imagefolder import load_imagefolder
