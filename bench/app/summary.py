@@ -25,7 +25,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
     """Mean ± std over seeds of the headline metrics, one line per configuration."""
     import pandas as pd
 
-    from ..results.columns import CONFIG_COLUMNS, SUMMARY_METRICS
+    from ..results.columns import CONFIG_COLUMNS, SUMMARY_METRICS, is_accuracy
     from ..results.views import aggregate, fmt_value
 
     table = aggregate(pd.DataFrame(rows))
@@ -39,7 +39,7 @@ def summary_lines(rows: list[dict]) -> list[str]:
         labels = [f"{label} [{r['config_id']}]" for label, (_, r) in zip(labels, table.iterrows())]
     lines = []
     for label, (_, r) in zip(labels, table.iterrows()):
-        parts = [f"{m} {fmt_value(r[f'{m}_mean'], m, r[f'{m}_std'])}" for m in metrics]
+        parts = [f"{m} {fmt_value(r[f'{m}_mean'], m, r[f'{m}_std'])}{'%' if is_accuracy(m) else ''}" for m in metrics]
         lines.append(f"{label} over {int(r['n'])} seeds: " + ", ".join(parts))
     return lines
 

@@ -167,20 +167,24 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
             changed = {c: (r[f"_k_{c}_a"], r[f"_k_{c}_b"]) for c in differs}
             # which pair of configurations, where a side holds several that the joined columns do not tell apart
             pair = "; ".join(f"{c}: {x} -> {y}" for c, (x, y) in changed.items())
+            differ = "; ".join(f"{c}: {x} -> {y}" for c, (x, y) in changed.items() if x != y)
             targets += _time_to_target(base, r["run_ids_a"], side, r["run_ids_b"], alpha, warnings,
                                        {"baseline": base.label, "side": side.label,
-                                        **{f"on_{k}": v for k, v in group.items()}, "configurations": pair})
+                                        **{f"on_{k}": v for k, v in group.items()}, "differs": differ,
+                                        "configurations": pair})
             paired, unpaired = None, ""
             if PAIRED_METRIC in shared:
                 paired, unpaired = _paired_top1(base, r["run_ids_a"], side, r["run_ids_b"], warnings)
             for m in shared:
+                if r[f"{m}_n_a"] == 0 and r[f"{m}_n_b"] == 0:  # measured by neither (a transfer row's train_seconds)
+                    continue
                 a, b = r[f"{m}_mean_a"], r[f"{m}_mean_b"]
                 seeds = welch(r[f"{m}_values_a"], r[f"{m}_values_b"])
                 images = paired if m == PAIRED_METRIC else None
                 # an undefined Welch test (no seed of either side varies) leaves the decision to the images
                 decided = seeds if seeds is not None and not math.isnan(seeds.p_value) else images or seeds
                 records.append({"baseline": base.label, "side": side.label, **{f"on_{k}": v for k, v in group.items()},
-                                "differs": "; ".join(f"{c}: {x} -> {y}" for c, (x, y) in changed.items() if x != y),
+                                "differs": differ,
                                 "configurations": pair,
                                 "metric": m, "a_mean": a, "a_std": r[f"{m}_std_a"], "a_n": r[f"{m}_n_a"],
                                 "b_mean": b, "b_std": r[f"{m}_std_b"], "b_n": r[f"{m}_n_b"], "diff": b - a,
@@ -500,6 +504,8 @@ def _verdict(r) -> str:
         if _get(r, "metric") == PAIRED_METRIC:  # why the paired test over images did not stand in for the seeds
             why = _get(r, "unpaired")
             return f"n/a (one seed, {why if isinstance(why, str) and why else 'no predictions.npy'})"
+        if min(_get(r, "a_n"), _get(r, "b_n")) == 0:
+            return "n/a (not measured on one side)"
         return "n/a (one seed a side)" if max(_get(r, "a_n"), _get(r, "b_n")) < 2 else "n/a (one seed on a side)"
     label = "Holm p" if correction == "holm" else "p"
     return f"{'yes' if significant else 'no'} ({TEST_NAMES[test]}, {label}={_p(p)})"

@@ -54,9 +54,9 @@ def add_equivalence(result: Comparison, margins: dict[str, float], alpha: float,
         raise BenchError(f"--equivalence {missing[0]}: not a metric of this comparison; compared: "
                          f"{', '.join(dict.fromkeys(rows['metric'])) if len(rows) else 'none'}")
     found = {}
-    per_pair = len(rows) // max(1, len(result.pairs))  # each joined pair has one row per metric compared
-    for base, side, r, start in result.pairs:
-        for offset in range(start, start + per_pair):
+    starts = [start for *_, start in result.pairs]
+    for (base, side, r, start), end in zip(result.pairs, [*starts[1:], len(rows)]):  # a pair's rows, one a metric
+        for offset in range(start, end):
             metric = rows.at[offset, "metric"]
             if metric not in margins:
                 continue

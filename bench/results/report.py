@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -242,27 +243,25 @@ def plot_per_class(pc: pd.DataFrame, colors, path) -> bool:
 
 def plot_scatter(table, x: str, xlabel: str, colors, path, scale: float = 1.0) -> bool:
     """zero-shot top-1 against ``x`` (divided by ``scale``): each run a dot, each configuration's mean ± std a
-    cross, labelled, so close configurations stay apart."""
+    cross, named in a legend beside the axes (names written beside close crosses would run into each other)."""
     import matplotlib.pyplot as plt
 
     if x not in table.columns or "zeroshot_top1" not in table.columns or table[x].isna().all():
         return False
-    fig, ax = plt.subplots(figsize=(6.8, 4.3), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(9.2, 4.3), constrained_layout=True)  # the legend takes the right third
     for label, part in table.groupby(LABEL, sort=False):
         xs, ys = part[x] / scale, 100 * part["zeroshot_top1"]
         ax.scatter(xs, ys, color=colors[label], alpha=0.45, s=28)
         spread = len(part) > 1
         ax.errorbar(xs.mean(), ys.mean(), xerr=xs.std(ddof=1) if spread else None, yerr=ys.std(ddof=1) if spread else None,
                     fmt="X", ms=10, color=colors[label], capsize=3, label=f"{label} (n={len(part)})")
-        ax.annotate(label, (xs.mean(), ys.mean()), textcoords="offset points", xytext=(8, 6), fontsize=8,
-                    color=colors[label])
-    ax.margins(x=0.15, y=0.12)  # room for the labels beside the crosses
+    ax.margins(x=0.15, y=0.12)
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.set(xlabel=xlabel, ylabel="zero-shot top-1 (%)", title=f"zero-shot top-1 vs {xlabel.split(' (')[0]}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
     return True
 
@@ -274,7 +273,7 @@ def plot_differences(rows: pd.DataFrame, path) -> bool:
 
     if not len(rows):
         return False
-    rows = rows[[is_accuracy(m) for m in rows["metric"]]]
+    rows = rows[[is_accuracy(m) and d == d for m, d in zip(rows["metric"], rows["diff"])]]  # NaN: one side lacks it
     rows = rows.assign(low=rows["seeds_ci_low"].fillna(rows["images_ci_low"]),
                        high=rows["seeds_ci_high"].fillna(rows["images_ci_high"]))
     group_cols = [c for c in rows.columns if c.startswith("on_") and rows[c].nunique() > 1]
@@ -297,8 +296,10 @@ def plot_differences(rows: pd.DataFrame, path) -> bool:
         ax.axvline(0, color="black", lw=0.8)
         ax.set_yticks(y, part["metric"], fontsize=8)
         side = key[0] if isinstance(key, tuple) else key
-        ax.set(xlabel="difference to the baseline (points)",
-               title=f"{side} vs {part['baseline'].iloc[0]}" + (f" ({', '.join(map(str, key[1:]))})" if group_cols else ""))
+        title = f"{side}\nvs {part['baseline'].iloc[0]}" + (f"\n({', '.join(map(str, key[1:]))})" if group_cols else "")
+        # a panel is 5.2 inches wide: longer configuration names wrap instead of running into the next title
+        ax.set_title("\n".join(textwrap.fill(line, 60) for line in title.split("\n")), fontsize=9)
+        ax.set(xlabel="difference to the baseline (points)")
         ax.grid(alpha=0.3, axis="x")
     _save(fig, path)
     return True
@@ -419,6 +420,8 @@ def baseline_section(result, metrics: list[str]) -> list[str]:
 
 
 def _difference_cell(r, metric: str, label: str) -> str:
+    if r["diff"] != r["diff"]:  # NaN: a side without the metric
+        return ""
     diff = display_diff(metric, r["diff"])
     text = f"{diff:+.2f}{' pp' if is_accuracy(metric) else ''}"
     p = r["p_adjusted"]
@@ -519,6 +522,8 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
 def _header(table: pd.DataFrame, labels: list, title: str | None) -> list[str]:
     """The title, the configurations, and where the numbers come from: machine, code and protocol."""
     dirty = "git_dirty" in table and table["git_dirty"].map(is_true).any()
+    transfer = is_transfer(table)
+    evaluated = f" (evaluated on {_values(table[transfer], 'eval_dataset')})" if transfer.any() else ""
     return [f"# {title or 'bench report'}", "",
             f"{len(table)} runs in {len(labels)} configuration(s): {', '.join(labels)}. Accuracies are percent, "
             f"mean ± sample std over seeds.", "",
@@ -526,7 +531,7 @@ def _header(table: pd.DataFrame, labels: list, title: str | None) -> list[str]:
             f"torch {_values(table, 'torch_version')}",
             f"- code: bench {_values(table, 'bench_version')}, git commit {_values(table, 'git_commit')}"
             + (" (tree dirty)" if dirty else ""),
-            f"- protocol: dataset {_values(table, 'dataset')}, {_values(table, 'test_images')} test images, "
+            f"- protocol: dataset {_values(table, 'dataset')}{evaluated}, {_values(table, 'test_images')} test images, "
             f"templates {_values(table, 'eval_templates')}, image size {_values(table, 'image_size')}, normalisation "
             f"{_values(table, 'normalization')}, weights: {_values(table, 'eval_checkpoint')}", ""]
 

@@ -27,3 +27,4 @@ def test_configurations_that_differ_where_runs_csv_has_no_column_get_their_confi
 def test_one_configuration_reads_as_before():
     rows = [_row(0, "a", 0.01, 0.2), _row(1, "a", 0.01, 0.4)]
     assert summary_lines(rows)[0].startswith("modified_resnet / seed over 2 seeds: zeroshot_top1 30.0 ± 14.1")
+    assert "zeroshot_top1 30.0 ± 14.1%," in summary_lines(rows)[0]  # percent, where each run's line has fractions

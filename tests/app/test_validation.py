@@ -480,6 +480,8 @@ CASES = [
     ("report-out-is-a-run-folder", ["report", "{out}", "--out", "{run_dir}"],
      "is a run folder, whose curves.png bench report would replace", None),
     ("results-malformed-where", ["results", "{out}", "--where", "bad"], "--where 'bad' is not COLUMN=VALUE", None),
+    ("results-where-in-percent", ["results", "{out}", "--where", "zeroshot_top1>=70"],
+     "zeroshot_top1 is a fraction in runs.csv (the tables show percent); write 0.7 for 70%", None),
     ("list-unknown-kind", ["list", "models"], "'models' is not one of", None),
     ("list-no-kind", ["list"], "Missing argument '{encoders|tokenizers|templates|datasets}'. Choose from: encoders, "
                                "tokenizers, templates, datasets", None),

@@ -402,3 +402,17 @@ def test_a_damaged_or_foreign_predictions_file_is_named_and_left_out_of_the_pair
     result = compare(load_sources([a, b]), metrics=["zeroshot_top1"])
     assert any("gives top-1 1.0000, its row 0.6: not this run's predictions" in w for w in result.warnings)
     assert "n/a (one seed, a predictions.npy not its row's)" in render_markdown(result)
+
+
+def test_a_metric_neither_side_measured_is_no_row_and_one_side_lacking_it_is_said_so():
+    """Transfer rows have no train_seconds: comparing them gives no train_seconds row (not one labelled "one seed a
+    side" with n=0 on both); held-out accuracies on one side only read "not measured on one side"."""
+    nan = float("nan")
+    base = pd.DataFrame([make_row(f"a{s}", "a", s, 0.5 + s / 100, train_seconds=nan, seen_top1=nan) for s in range(3)])
+    cand = pd.DataFrame([make_row(f"b{s}", "a", s + 3, 0.6 + s / 100, train_seconds=nan, seen_top1=0.7)
+                         for s in range(3)])
+    result = compare([Source("base", base), Source("cand", cand)], metrics=["zeroshot_top1", "train_seconds",
+                                                                            "seen_top1"])
+    rows = result.rows.set_index("metric")
+    assert "train_seconds" not in rows.index and (rows.loc["seen_top1", "a_n"], rows.loc["seen_top1", "b_n"]) == (0, 3)
+    assert "| n/a (not measured on one side) |" in render_markdown(result)

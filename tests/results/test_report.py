@@ -165,3 +165,17 @@ def test_runs_are_shown_in_percent_without_a_seed_column_and_many_configurations
     assert code == 0 and "50.0" in runs and "60.0" in runs and "0.5 " not in runs, err
     colors = _colors([f"c{i}" for i in range(20)])
     assert len(set(colors.values())) == 20
+
+
+def test_a_report_of_transfer_rows_alone_names_the_dataset_evaluated_and_prints_no_nan(tmp_path, run_cli):
+    """Transfer rows carry no training time: the overview cell is blank (not +nan), and the protocol line names the
+    dataset the numbers are on beside the one the models trained on."""
+    nan = float("nan")
+    rows = [make_row(f"{e}{s}@other", e, s, 0.4 + s / 10, eval_dataset="other", train_seconds=nan, test_images=12)
+            for e in ("a", "b") for s in range(3)]
+    folder = write_results(tmp_path / "res", rows, run_folders=False)
+    code, _, err = run_cli("report", folder, "--out", tmp_path / "report")
+    assert code == 0, err
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "- protocol: dataset synthetic (evaluated on other), 12 test images" in md
+    assert "nan" not in md.lower()

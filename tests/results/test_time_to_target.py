@@ -216,3 +216,12 @@ def test_time_to_accuracy_draws_every_target_of_the_metric(tmp_path, monkeypatch
     assert plot_time_to_accuracy(table, {r["run_id"]: folder / "runs" / r["run_id"] for r in rows},
                                  {"a": "red", "b": "blue"}, tmp_path / "t.png") == (True, [])
     assert drawn == [(15.0, "target zeroshot_top1=0.15"), (30.0, "target zeroshot_top1=0.3")]
+
+
+def test_a_time_to_target_row_names_what_differs_as_the_metric_rows_do(tmp_path):
+    """--format csv/json rows grouped by differs keep the time-to-target row with its pair's metric rows."""
+    folder = write_results(tmp_path / "res", _rows("a", "a", *A) + _rows("b", "b", *B), run_folders=False)
+    table = load_source(str(folder)).table
+    result = compare([Source("base", table[table["encoder"] == "a"]), Source("cand", table[table["encoder"] == "b"])])
+    (row,) = result.targets.to_dict("records")
+    assert row["differs"] and row["differs"] == result.rows["differs"].iloc[0]
