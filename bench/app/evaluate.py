@@ -121,7 +121,9 @@ def plan_evaluations(run: LoadedCheckpoint, datasets: list, templates, data_dir,
     for name in datasets:
         is_home = run.pretrained or name == home
         folder = (data_dir or cfg.data_dir) if name == home else data_dir
-        opts = dict(cfg.data_opts) if name == home else decode_options(name, run.image_size)
+        # a state dict's own transform resizes (image_size None): an image folder is decoded at its input all the same
+        opts = dict(cfg.data_opts) if name == home else \
+            decode_options(name, run.image_size or run.preprocessing.get("image_size"))
         # an OpenAI state dict is measured as bench eval --open-clip measures the same weights: CLIP's published
         # prompts for each dataset
         templates_name = published_templates(name) if run.pretrained else \

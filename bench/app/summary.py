@@ -39,7 +39,8 @@ def summary_lines(rows: list[dict]) -> list[str]:
         labels = [f"{label} [{r['config_id']}]" for label, (_, r) in zip(labels, table.iterrows())]
     lines = []
     for label, (_, r) in zip(labels, table.iterrows()):
-        parts = [f"{m} {fmt_value(r[f'{m}_mean'], m, r[f'{m}_std'])}{'%' if is_accuracy(m) else ''}" for m in metrics]
+        shown = {m: fmt_value(r[f"{m}_mean"], m, r[f"{m}_std"]) for m in metrics}
+        parts = [f"{m} {text}{'%' if is_accuracy(m) else ''}" for m, text in shown.items() if text]  # none: left out
         lines.append(f"{label} over {int(r['n'])} seeds: " + ", ".join(parts))
     return lines
 

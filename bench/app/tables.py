@@ -31,6 +31,7 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
         raise BenchError("--aggregate (a row per configuration) and --long (a row per run and metric) are two views "
                          "of the table; pick one")
     if rebuild:
+        from ..results.columns import with_eval_dataset
         from ..results.runs_csv import rebuild_runs
 
         if sources:  # `bench results FOLDER --rebuild` means that folder, not the --results default
@@ -42,8 +43,10 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
         if not (Path(results_dir) / "runs").is_dir():
             raise BenchError(f"{results_dir} has no runs/ folder to rebuild runs.csv from; name the results folder "
                              f"bench run --out wrote")
+        # the view is checked on the rebuilt table as it will be read (eval_dataset filled in), before it is written
         done = rebuild_runs(results_dir, check=lambda rebuilt: display_table(
-            rebuilt, wheres=wheres, sort_by=sort_by, columns=columns, aggregate_=aggregate_, long_=long_))
+            with_eval_dataset(rebuilt), wheres=wheres, sort_by=sort_by, columns=columns, aggregate_=aggregate_,
+            long_=long_))
         kept = f", the old table kept as {done['backup'].name}" if done["backup"] else ""
         echo_err(f"rebuilt {results_dir}/runs.csv: {done['rows']} runs, {done['added']} added from records, "
                  f"{done['dropped']} dropped (damaged or repeated){kept}")

@@ -193,6 +193,10 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
                                 "test": decided.test if decided else None,
                                 "p_value": decided.p_value if decided else float("nan"),
                                 "unpaired": unpaired if m == PAIRED_METRIC else ""})
+    unmeasured = [m for m in shared if pairs and not any(rec["metric"] == m for rec in records)]
+    if unmeasured and (metrics or len(unmeasured) == len(shared)):  # asked for, or nothing left to compare
+        raise BenchError(f"{', '.join(unmeasured)}: no value on either side of any pair compared (transfer rows have "
+                         f"no training times); compare another metric")
     rows = _decide(pd.DataFrame(records), alpha, correct)
     return Comparison(rows, joined_on, differs, warnings, check_thresholds(rows, fail_on, fail_on_significant),
                       alpha, correct, pairs, targets=pd.DataFrame(targets))
@@ -398,7 +402,8 @@ def check_thresholds(rows: pd.DataFrame, fail_on, only_significant: bool = False
     for metric, threshold in fail_on:
         selected = rows[rows["metric"] == metric] if len(rows) else rows
         if not len(selected):
-            raise BenchError(f"--fail-on {metric!r}: no such metric in the comparison")
+            raise BenchError(f"--fail-on {metric!r}: no such metric in the comparison, or no value of it on either "
+                             f"side")
         for _, r in selected.iterrows():
             d = display_diff(metric, r["diff"])
             if (threshold <= 0 and d < threshold) or (threshold > 0 and d > threshold):

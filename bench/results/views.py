@@ -123,9 +123,10 @@ def filter_rows(df: pd.DataFrame, wheres) -> pd.DataFrame:
                 values = [float(v) for v in values]
             except ValueError:
                 raise BenchError(f"--where {expr!r}: column {column!r} is numeric, {value!r} is not a number") from None
-            if is_accuracy(column) and any(abs(v) > 1 for v in values):  # shown as percent, stored as fractions
+            percent = [v for v in values if abs(v) > 1] if is_accuracy(column) else []
+            if percent:  # shown as percent, stored as fractions
                 raise BenchError(f"--where {expr!r}: {column} is a fraction in runs.csv (the tables show percent); "
-                                 f"write {values[0] / 100:g} for {values[0]:g}%")
+                                 f"write {percent[0] / 100:g} for {percent[0]:g}%")
         else:
             col = col.astype(str)
         if op is operator.eq:

@@ -28,3 +28,5 @@ def test_one_configuration_reads_as_before():
     rows = [_row(0, "a", 0.01, 0.2), _row(1, "a", 0.01, 0.4)]
     assert summary_lines(rows)[0].startswith("modified_resnet / seed over 2 seeds: zeroshot_top1 30.0 ± 14.1")
     assert "zeroshot_top1 30.0 ± 14.1%," in summary_lines(rows)[0]  # percent, where each run's line has fractions
+    unmeasured = [{**r, "mean_per_class_recall": float("nan")} for r in rows]
+    assert "mean_per_class_recall" not in summary_lines(unmeasured)[0]  # left out, not a lone "%"

@@ -218,6 +218,7 @@ def test_an_image_folder_evaluated_by_another_size_of_model_is_decoded_at_its_in
 
     from PIL import Image
 
+    from bench.app.evaluate import LoadedCheckpoint, plan_evaluations
     from bench.app.transfer import decode_options, load_target, load_targets
     from bench.data.imagefolder import load_imagefolder
 
@@ -233,7 +234,11 @@ def test_an_image_folder_evaluated_by_another_size_of_model_is_decoded_at_its_in
     cfg = replace(cfg, model=replace(cfg.model, image_resolution=64))
     (in_run,) = load_targets(cfg)  # bench run --image-size 64 --transfer imagefolder:PATH
     pretrained = load_target(dataset, "seed", None, 0, None, None, decode_options(dataset, 64))  # open_clip's own resize
-    for target in (in_run, pretrained):
+    # bench eval of an OpenAI-format state dict, whose own 64-px transform resizes (its image_size is None)
+    state_dict = LoadedCheckpoint(None, bench.RunConfig(), {}, True, None, "openai_state_dict", "", "openai", 77, None,
+                                  {"image_size": 64, "normalization": "openai"}, None, None, ())
+    (evaluation,) = plan_evaluations(state_dict, [dataset], None, None, None)
+    for target in (in_run, pretrained, evaluation.target):
         np.testing.assert_array_equal(target.test.images, direct)
         assert target.native_size == 64 and "resize_interpolation" not in target.test.info
 

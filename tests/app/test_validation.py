@@ -482,6 +482,8 @@ CASES = [
     ("results-malformed-where", ["results", "{out}", "--where", "bad"], "--where 'bad' is not COLUMN=VALUE", None),
     ("results-where-in-percent", ["results", "{out}", "--where", "zeroshot_top1>=70"],
      "zeroshot_top1 is a fraction in runs.csv (the tables show percent); write 0.7 for 70%", None),
+    ("results-where-one-value-in-percent", ["results", "{out}", "--where", "zeroshot_top1=0.5,60"],
+     "write 0.6 for 60%", None),
     ("list-unknown-kind", ["list", "models"], "'models' is not one of", None),
     ("list-no-kind", ["list"], "Missing argument '{encoders|tokenizers|templates|datasets}'. Choose from: encoders, "
                                "tokenizers, templates, datasets", None),

@@ -411,8 +411,9 @@ def test_a_metric_neither_side_measured_is_no_row_and_one_side_lacking_it_is_sai
     base = pd.DataFrame([make_row(f"a{s}", "a", s, 0.5 + s / 100, train_seconds=nan, seen_top1=nan) for s in range(3)])
     cand = pd.DataFrame([make_row(f"b{s}", "a", s + 3, 0.6 + s / 100, train_seconds=nan, seen_top1=0.7)
                          for s in range(3)])
-    result = compare([Source("base", base), Source("cand", cand)], metrics=["zeroshot_top1", "train_seconds",
-                                                                            "seen_top1"])
+    result = compare([Source("base", base), Source("cand", cand)])
     rows = result.rows.set_index("metric")
     assert "train_seconds" not in rows.index and (rows.loc["seen_top1", "a_n"], rows.loc["seen_top1", "b_n"]) == (0, 3)
     assert "| n/a (not measured on one side) |" in render_markdown(result)
+    with pytest.raises(BenchError, match="train_seconds: no value on either side of any pair compared"):
+        compare([Source("base", base), Source("cand", cand)], metrics=["train_seconds"])

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from bench.results.runs_csv import RUN_COLUMNS, append_row, append_run, read_runs, read_table
+from tests.support.fake_results import make_row, write_results
 from tests.support.processes import spawn_bench
 from tests.support.runs import FLAGS
 
@@ -309,3 +310,12 @@ def test_a_run_lock_is_seen_by_probes_which_neither_see_each_other_nor_keep_a_tr
     ending.start()
     ProcessLock(path).release()
     ending.join()
+
+
+def test_a_rebuild_checks_its_view_on_the_table_as_it_is_read(tmp_path, run_cli):
+    """A table from before transfer rows has no eval_dataset column; reading fills it in (each row evaluated its
+    own dataset), so --where eval_dataset=... works with --rebuild as without it."""
+    folder = write_results(tmp_path / "res", [make_row("r0"), make_row("r1", seed=1)])
+    code, out, err = run_cli("results", folder, "--rebuild", "--where", "eval_dataset=synthetic", "--format", "csv")
+    assert code == 0, err
+    assert out.count("\nr") == 2
