@@ -209,6 +209,16 @@ def test_dry_run_shows_each_configuration_and_the_first_round_and_writes_nothing
     assert not (tmp_path / "res").exists()
 
 
+def test_points_that_differ_only_in_options_outside_the_id_are_refused_not_merged(tmp_path, run_cli):
+    """Two points whose runs are the same run (an observed target, not in the configuration id) are refused with
+    --until as a plain sweep refuses them, not merged into one configuration that silently keeps the first's."""
+    path = tmp_path / "s.toml"
+    path.write_text(sweep_text({"target": ["zeroshot_top1=0.1", "zeroshot_top1=0.5"]}, out="res"))
+    code, out, err = run_cli("sweep", path, *UNTIL, "--dry-run")
+    assert code == 2 and "are the same run" in err, (out, err)
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
 @pytest.mark.parametrize("args, needle", [
     (("--until", "zeroshot_top1"), "is not METRIC:HALFWIDTH"),
     (("--until", "zeroshot_top1:abc"), "is not METRIC:HALFWIDTH"),

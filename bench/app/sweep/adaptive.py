@@ -45,12 +45,15 @@ def configurations(cfgs: list[RunConfig], varying: list[dict]) -> list[Configura
     """The sweep's points with their seeds dropped, each configuration once, in first-seen order."""
     from ...results.columns import config_key
 
-    seen, out = set(), []
-    for cfg, shown in zip(cfgs, varying):
+    seen, out = {}, []
+    for i, (cfg, shown) in enumerate(zip(cfgs, varying)):
         conf = Configuration(replace(cfg, seed=0), {k: v for k, v in shown.items() if k != "seed"}, config_key(cfg))
         if conf.key not in seen:
-            seen.add(conf.key)
+            seen[conf.key] = (i, conf.cfg)
             out.append(conf)
+        elif seen[conf.key][1] != conf.cfg:  # not just another seed: the same runs, as plan() refuses them
+            raise BenchError(f"points {seen[conf.key][0] + 1} and {i + 1} of the plan are the same runs (configuration "
+                             f"{conf.key}: they differ only in options that do not change what is computed); drop one")
     return out
 
 
