@@ -84,19 +84,23 @@ def validate_config(cfg):
     check_holdout_spec(cfg.holdout_classes)
     parse_transfer(cfg.transfer, cfg.dataset)
     parse_evals(cfg.evals)
-    check_target(cfg.target, cfg.stop_at_target)
+    check_target(cfg.target, cfg.stop_at_target, cfg.holdout_classes)
     check_loggers(cfg.log)
     parse_severities(cfg.robust_severities)
     check_device(cfg.device)
     return cfg
 
 
-def check_target(target, stop_at_target: bool):
-    """``--target METRIC=VALUE`` parses, and ``--stop-at-target`` has a target to stop at."""
-    from ..evaluation.target import parse_target
+def check_target(target, stop_at_target: bool, holdout_classes=()):
+    """``--target METRIC=VALUE`` parses (a held-out accuracy only where classes are held out), and
+    ``--stop-at-target`` has a target to stop at."""
+    from ..evaluation.target import HOLDOUT_TARGET_METRICS, parse_target
 
     if target is not None:
-        parse_target(target)
+        metric = parse_target(target).metric
+        if metric in HOLDOUT_TARGET_METRICS and not holdout_classes:
+            raise BenchError(f"--target {metric}: held-out accuracies are evaluated only with --holdout-classes; "
+                             f"add it, or name zeroshot_top1")
     elif stop_at_target:
         raise BenchError("--stop-at-target stops at a target: add --target METRIC=VALUE (e.g. --target "
                          "zeroshot_top1=0.94)")

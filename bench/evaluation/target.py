@@ -18,6 +18,8 @@ from ..errors import BenchError
 # The metrics every evaluated epoch records in history.csv; the final-weights suite (retrieval, probe,
 # robustness) runs once at the end, so it cannot say when a target was first reached.
 TARGET_METRICS = ("zeroshot_top1", "zeroshot_top5", "mean_per_class_recall")
+# With --holdout-classes every evaluated epoch also records these (bench.evaluation.holdout), so they are targets too.
+HOLDOUT_TARGET_METRICS = ("seen_top1", "unseen_top1", "harmonic_top1")
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,9 @@ def parse_target(text: str) -> Target:
     example = "write it like --target zeroshot_top1=0.94"
     if not sep or not metric or not value:
         raise BenchError(f"--target {text!r} is not METRIC=VALUE; {example}")
-    if metric not in TARGET_METRICS:
+    if metric not in TARGET_METRICS + HOLDOUT_TARGET_METRICS:
         raise BenchError(f"--target metric {metric!r} is not evaluated every epoch; a target names one of "
-                         f"{', '.join(TARGET_METRICS)}")
+                         f"{', '.join(TARGET_METRICS)}, or with --holdout-classes {', '.join(HOLDOUT_TARGET_METRICS)}")
     try:
         number = float(value)
     except ValueError:

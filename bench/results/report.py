@@ -331,7 +331,8 @@ def plot_robustness(agg: pd.DataFrame, colors, path) -> bool:
 
 
 METRIC_NAMES = {"zeroshot_top1": "zero-shot top-1", "zeroshot_top5": "zero-shot top-5",
-                "mean_per_class_recall": "mean per-class recall"}
+                "mean_per_class_recall": "mean per-class recall", "seen_top1": "seen-class top-1",
+                "unseen_top1": "unseen-class top-1", "harmonic_top1": "harmonic top-1"}
 
 
 def plot_time_to_accuracy(table, run_dirs, colors, path) -> tuple[bool, list[str]]:

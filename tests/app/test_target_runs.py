@@ -201,6 +201,20 @@ def test_the_configuration_id_holds_the_target_only_where_it_stops_the_run():
     assert key(eval_every=2) == plain
 
 
+def test_a_held_out_accuracy_is_a_target_of_a_run_that_holds_classes_out(tmp_path, run_cli):
+    """With --holdout-classes every evaluated epoch records seen_top1, unseen_top1 and harmonic_top1, so a target
+    may name them: the row's epoch and time are those of the first epoch whose held-out accuracy reaches it."""
+    out = tmp_path / "res"
+    code, _, err = run_cli("run", *FLAGS, "--holdout-classes", "2", "--target", "seen_top1=0.1", "--out", out)
+    assert code == 0, err
+    row, hist = _row(out), pd.read_csv(run_dir_of(out) / "history.csv")
+    reaching = hist.loc[hist["seen_top1"] >= 0.1, "epoch"]
+    assert len(reaching), "the synthetic run no longer reaches seen_top1 0.1: lower the target"
+    first = int(reaching.iloc[0])
+    assert (row["target"], bool(row["reached_target"]), row["epochs_to_target"]) == ("seen_top1=0.1", True, first)
+    assert row["time_to_target_seconds"] == round(float(hist["epoch_seconds"].iloc[:first].sum()), 3)
+
+
 def sweep(out, target=None) -> str:
     """The runs of FLAGS as a sweep file's [base], with ``target``."""
     return sweep_text(preset="reference", epochs=4, limit_test=64, batch_size=8, cutout=8, device="cpu", log_every=3,
@@ -253,6 +267,8 @@ CASES = [
      ("'probe_top1' is not evaluated every epoch; a target names one of zeroshot_top1, zeroshot_top5, "
       "mean_per_class_recall"), None),
     ("unknown-metric", RUN + ["--target", "accuracy=0.5"], "'accuracy' is not evaluated every epoch", None),
+    ("held-out-without-holdout", RUN + ["--target", "seen_top1=0.5"],
+     "--target seen_top1: held-out accuracies are evaluated only with --holdout-classes", None),
     ("stop-without-target", RUN + ["--stop-at-target"], "--stop-at-target stops at a target: add --target", None),
     ("resume-with-target", ["run", "--resume", "{run_dir}", "--target", "zeroshot_top1=0.5"], "drop --target", None),
     ("sweep-flag-percent", ["sweep", "--encoder", "modified_resnet", *FLAGS, "--target", "zeroshot_top1=94",
