@@ -1,6 +1,7 @@
 """Bad input to any command: exit code 2, one line naming the problem and the fix, and nothing on disk changes."""
 from __future__ import annotations
 
+import pickle
 import shutil
 
 import pytest
@@ -83,6 +84,13 @@ def _image(tmp):
 
 def _garbage_checkpoint(tmp):
     (tmp / "garbage.pt").write_bytes(b"\x00\x01 this is no torch file" * 10)
+
+
+def _truncated_pickle(cut):
+    """A checkpoint in torch's legacy (pickle) format cut off after ``cut`` bytes, as a killed copy leaves it."""
+    def make(tmp):
+        (tmp / "cut.pt").write_bytes(pickle.dumps({"model": {"w": [1.5, 2.5]}, "config": {}}, protocol=2)[:cut])
+    return make
 
 
 def _edited_checkpoint(edit):
@@ -282,6 +290,10 @@ CASES = [
      _edited_checkpoint(lambda p: p["config"].update(epochs="abc"))),
     ("eval-missing-checkpoint", ["eval", "{tmp}/missing.pt"], "does not exist", None),
     ("eval-not-a-checkpoint", ["eval", "{tmp}/garbage.pt"], "is not a readable torch file", _garbage_checkpoint),
+    ("eval-truncated-pickle-index", ["eval", "{tmp}/cut.pt"], "is not a readable torch file (IndexError)",
+     _truncated_pickle(4)),
+    ("eval-truncated-pickle-struct", ["eval", "{tmp}/cut.pt"], "is not a readable torch file (error)",
+     _truncated_pickle(8)),
     ("eval-other-architecture", ["eval", "{tmp}/other.pt"], "tensors differ in shape (first text_projection",
      _edited_checkpoint(_wider_embedding)),
     ("eval-weights-not-a-state-dict", ["eval", "{tmp}/other.pt"], "its weights are a list, not a state dict",
