@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -66,7 +67,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise BenchError(f"checkpoint {str(path)!r} was refused: it holds pickled objects other than tensors and "
                          f"plain data ({_refusal_reason(exc)}); nothing in it was run. Only load files you trust, "
                          f"and re-save them as a state dict") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, struct.error) as exc:  # a truncated pickle too
         raise BenchError(f"checkpoint {str(path)!r} is not a readable torch file ({type(exc).__name__}); "
                          f"it may be truncated or not a checkpoint") from None
     if not isinstance(obj, dict):

@@ -135,8 +135,12 @@ def load_resumable(run_dir: Path, results: Path, changes: dict | None = None) ->
         raise BenchError(f"{last} is the checkpoint of run {ckpt['run_id']}, not of run {run_id}; put this run's own "
                          f"last.pt back, or resume run {ckpt['run_id']} from its folder")
     cfg = saved_config(ckpt, last)
+    saved_ranks = ckpt.get("world_size", 1)
+    if type(saved_ranks) is not int or saved_ranks < 1:
+        raise BenchError(f"{last} holds a damaged training state (world_size {saved_ranks!r}, not a number of ranks); "
+                         f"bench eval can still evaluate its weights, or start the run again with bench run")
     rank, ranks = _launch()
-    global_batch = cfg.batch_size * int(ckpt.get("world_size", 1))
+    global_batch = cfg.batch_size * saved_ranks
     if global_batch % ranks:
         raise BenchError(f"run {run_id} trained with a global batch of {global_batch} images, which {ranks} ranks "
                          f"cannot share evenly; resume it with a number of ranks that divides {global_batch}")

@@ -267,7 +267,8 @@ class Run:
         self.run_dir = run_dir = self.out / "runs" / run_id
         self.progress, saved_step = RunProgress(), None
         if resume is not None:
-            self.progress = restore_training(resume, self.state, self.generator, self.device, world.size)
+            self.progress = restore_training(resume, self.state, self.generator, self.device, world.size,
+                                             run_dir / "last.pt", len(self.parts.trained))
             saved_step = resume["step"]
         elif world.is_main:
             run_dir.mkdir(parents=True, exist_ok=False)

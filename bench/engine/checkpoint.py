@@ -109,10 +109,30 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, saved: dict):
             group[key] = tensor
 
 
-def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device, ranks: int = 1) -> RunProgress:
+def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device, ranks: int = 1,
+                     path="last.pt", split_size: int | None = None) -> RunProgress:
     """Load a ``last.pt`` into a freshly built ``state`` and ``generator`` (weights are loaded before, into the
     bare model: see :func:`load_weights`); returns what the run had accumulated. ``ranks``: the processes that
-    train on now (each takes its share of the unfinished epoch's image count)."""
+    train on now (each takes its share of the unfinished epoch's image count). ``split_size``: the images of the
+    training split now, which an unfinished epoch's saved order must index.
+
+    Raises:
+        BenchError: the training state is damaged (an entry missing or of the wrong kind), or the saved order of
+            an unfinished epoch does not fit the training split (``path`` names the file).
+    """
+    try:
+        progress = _restore_training(ckpt, state, generator, device, ranks)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        raise BenchError(f"{path} holds a damaged training state ({type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:200]}); bench eval can still evaluate its weights, or start "
+                         f"the run again with bench run") from None
+    if progress.order is not None and split_size is not None and len(progress.order) != split_size:
+        raise BenchError(f"{path} stopped in an epoch over {len(progress.order)} training images, but the training "
+                         f"split has {split_size} now: the dataset changed since; restore it, or start the run again")
+    return progress
+
+
+def _restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device, ranks: int) -> RunProgress:
     _load_optimizer(state.optimizer, ckpt["optimizer"])
     if state.scheduler is not None and ckpt.get("scheduler") is not None:
         state.scheduler.load_state_dict(ckpt["scheduler"])
@@ -122,6 +142,8 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
     _restore_compact(state.model, ckpt.get("compact_embedding"))
     if state.lookahead is not None:
         state.lookahead.load_state_dict(ckpt["lookahead"])
+    if not all(type(ckpt[k]) is int for k in ("epoch", "step")):
+        raise TypeError(f"epoch {ckpt['epoch']!r} and step {ckpt['step']!r} must be whole numbers")
     state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
     p = ckpt["progress"]
     progress = RunProgress(p["train_seconds"], p["train_images"], p["best"], dict(p["metrics"]), p["resumes"] + 1,
@@ -168,6 +190,11 @@ def load_weights(model: torch.nn.Module, state_dict: dict, ckpt: dict, path):
 
 def explain_mismatch(model: torch.nn.Module, state_dict: dict) -> str | None:
     """One clause naming what differs between ``model`` and ``state_dict`` (vocabulary first), or None."""
+    if not isinstance(state_dict, dict):
+        return f"its weights are a {type(state_dict).__name__}, not a state dict"
+    foreign = next((k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)), None)
+    if foreign is not None:
+        return f"its weight {foreign!r} is a {type(state_dict[foreign]).__name__}, not a tensor"
     own = model.state_dict()
     shaped = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
               if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)]

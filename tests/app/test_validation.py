@@ -1,6 +1,7 @@
 """Bad input to any command: exit code 2, one line naming the problem and the fix, and nothing on disk changes."""
 from __future__ import annotations
 
+import pickle
 import shutil
 
 import pytest
@@ -85,6 +86,13 @@ def _garbage_checkpoint(tmp):
     (tmp / "garbage.pt").write_bytes(b"\x00\x01 this is no torch file" * 10)
 
 
+def _truncated_pickle(cut):
+    """A checkpoint in torch's legacy (pickle) format cut off after ``cut`` bytes, as a killed copy leaves it."""
+    def make(tmp):
+        (tmp / "cut.pt").write_bytes(pickle.dumps({"model": {"w": [1.5, 2.5]}, "config": {}}, protocol=2)[:cut])
+    return make
+
+
 def _edited_checkpoint(edit):
     def make(tmp, ckpt):
         payload = torch.load(ckpt, weights_only=True)
@@ -150,6 +158,11 @@ def _wider_embedding(payload):  # the config now builds another architecture tha
 
 def _smaller_vocab(payload):  # weights trained with another tokenizer's vocabulary
     payload["model"]["token_embedding.weight"] = payload["model"]["token_embedding.weight"][:1000].clone()
+
+
+def _stopped_mid_epoch_of_another_split(payload):  # the dataset changed between the stop and the resume
+    payload["progress"].update(step_in_epoch=1, order=torch.arange(10), epoch_loss_sum=torch.tensor(3.0),
+                               epoch_images=8)
 
 
 RUN = ["run", *FLAGS, "--out", "{out}"]
@@ -252,6 +265,20 @@ CASES = [
      "holds a damaged run configuration (epochs='abc')", _stopped_copy(lambda p: p["config"].update(epochs="abc"))),
     ("resume-no-step", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
      "holds no training state this bench can resume (no step)", _stopped_copy(lambda p: p.pop("step"))),
+    ("resume-damaged-progress", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "holds a damaged training state (KeyError: 'loss_window')",
+     _stopped_copy(lambda p: p["progress"].pop("loss_window"))),
+    ("resume-damaged-optimizer", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "holds a damaged training state (KeyError: 'param_groups')", _stopped_copy(lambda p: p.update(optimizer={}))),
+    ("resume-mistyped-step", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "holds a damaged training state (TypeError: epoch 2 and step '16' must be whole numbers)",
+     _stopped_copy(lambda p: p.update(step="16"))),
+    ("resume-damaged-world-size", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "holds a damaged training state (world_size None, not a number of ranks)",
+     _stopped_copy(lambda p: p.update(world_size=None))),
+    ("resume-dataset-changed-mid-epoch", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "stopped in an epoch over 10 training images, but the training split has 64 now",
+     _stopped_copy(_stopped_mid_epoch_of_another_split)),
     ("resume-damaged-result", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
      "result.json is not run stopped-run's result (not JSON (JSONDecodeError)); delete it",
      _stopped_copy(result='{"a":')),
@@ -263,8 +290,16 @@ CASES = [
      _edited_checkpoint(lambda p: p["config"].update(epochs="abc"))),
     ("eval-missing-checkpoint", ["eval", "{tmp}/missing.pt"], "does not exist", None),
     ("eval-not-a-checkpoint", ["eval", "{tmp}/garbage.pt"], "is not a readable torch file", _garbage_checkpoint),
+    ("eval-truncated-pickle-index", ["eval", "{tmp}/cut.pt"], "is not a readable torch file (IndexError)",
+     _truncated_pickle(4)),
+    ("eval-truncated-pickle-struct", ["eval", "{tmp}/cut.pt"], "is not a readable torch file (error)",
+     _truncated_pickle(8)),
     ("eval-other-architecture", ["eval", "{tmp}/other.pt"], "tensors differ in shape (first text_projection",
      _edited_checkpoint(_wider_embedding)),
+    ("eval-weights-not-a-state-dict", ["eval", "{tmp}/other.pt"], "its weights are a list, not a state dict",
+     _edited_checkpoint(lambda p: p.update(model=[1, 2]))),
+    ("eval-weight-not-a-tensor", ["eval", "{tmp}/other.pt"], "its weight 'logit_scale' is a str, not a tensor",
+     _edited_checkpoint(lambda p: p["model"].update(logit_scale="2.6"))),
     ("eval-other-vocab", ["eval", "{tmp}/other.pt"], "its text vocabulary has 1000 tokens",
      _edited_checkpoint(_smaller_vocab)),
     ("eval-unknown-templates", ["eval", "{ckpt}", "--templates", "seed,nope"], "unknown template set 'nope'", None),
