@@ -383,7 +383,7 @@ def list_(kind, pattern, count_params):
               help="Encoder name, comma-separated names, or 'all' (every registered encoder).")
 @click.option("--mode", type=click.Choice(["train", "infer", "both"]), default="both", show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Halved on out-of-memory (recorded).")
-@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast (default: bf16 on CUDA, fp32 on CPU).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast (default: bf16 on CUDA, fp16 on a GPU without bf16, fp32 on CPU).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True,
               help="channels_last weights and inputs, on CUDA only (as bench run).")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True, help="torch.compile (time not counted).")

@@ -19,7 +19,7 @@ from ..data.class_split import (canonical_holdout, check_holdout_spec, class_ind
                                 resolve_holdout)
 from ..distributed.world import resolve_device
 from ..engine.build import autocast_dtype_for
-from ..engine.checkpoint import load_weights
+from ..engine.checkpoint import load_weights, saved_ranks
 from ..errors import BenchError
 from ..evaluation.holdout import seen_unseen_metrics
 from ..evaluation.metrics import classification_metrics
@@ -95,7 +95,7 @@ def open_checkpoint(path, device, holdout_classes=()) -> LoadedCheckpoint:
     # stays the same across its versions)
     drawn = tuple(ckpt.get("unseen_classes") or ()) if holdout == tuple(cfg.holdout_classes) else ()
     return LoadedCheckpoint(model, cfg, ckpt, False, ckpt.get("epoch"), cfg.model.encoder,
-                            config_key(cfg, int(ckpt.get("world_size", 1))),
+                            config_key(cfg, saved_ranks(ckpt, path)),
                             cfg.templates, cfg.model.text.context_length, cfg.seed,
                             {"image_size": size, "normalization": "[-1,1]"}, autocast_dtype_for(cfg.precision, device),
                             size, holdout, drawn)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..atomic_files import ProcessLock
 from ..config import RunConfig
-from ..engine.checkpoint import FORMAT, TRAINING_STATE
+from ..engine.checkpoint import FORMAT, TRAINING_STATE, saved_ranks
 from ..errors import BenchError
 from ..results.run_folder import RUNNING_LOCK
 from ..results.runs_csv import append_run, read_table
@@ -135,12 +135,8 @@ def load_resumable(run_dir: Path, results: Path, changes: dict | None = None) ->
         raise BenchError(f"{last} is the checkpoint of run {ckpt['run_id']}, not of run {run_id}; put this run's own "
                          f"last.pt back, or resume run {ckpt['run_id']} from its folder")
     cfg = saved_config(ckpt, last)
-    saved_ranks = ckpt.get("world_size", 1)
-    if type(saved_ranks) is not int or saved_ranks < 1:
-        raise BenchError(f"{last} holds a damaged training state (world_size {saved_ranks!r}, not a number of ranks); "
-                         f"bench eval can still evaluate its weights, or start the run again with bench run")
     rank, ranks = _launch()
-    global_batch = cfg.batch_size * saved_ranks
+    global_batch = cfg.batch_size * saved_ranks(ckpt, last)
     if global_batch % ranks:
         raise BenchError(f"run {run_id} trained with a global batch of {global_batch} images, which {ranks} ranks "
                          f"cannot share evenly; resume it with a number of ranks that divides {global_batch}")

@@ -122,6 +122,8 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
     """
     try:
         progress = _restore_training(ckpt, state, generator, device, ranks)
+    except torch.OutOfMemoryError:  # the device's limit, not the file's damage
+        raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
         raise BenchError(f"{path} holds a damaged training state ({type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:200]}); bench eval can still evaluate its weights, or start "
@@ -130,6 +132,15 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
         raise BenchError(f"{path} stopped in an epoch over {len(progress.order)} training images, but the training "
                          f"split has {split_size} now: the dataset changed since; restore it, or start the run again")
     return progress
+
+
+def saved_ranks(ckpt: dict, path) -> int:
+    """The number of ranks that wrote ``ckpt`` (the global batch and the config id depend on it)."""
+    ranks = ckpt.get("world_size", 1)
+    if type(ranks) is not int or ranks < 1:
+        raise BenchError(f"{path} holds a damaged training state (world_size {ranks!r}, not a number of ranks); "
+                         f"bench eval can still evaluate its weights, or start the run again with bench run")
+    return ranks
 
 
 def _restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device, ranks: int) -> RunProgress:

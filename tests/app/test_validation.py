@@ -300,6 +300,8 @@ CASES = [
      _edited_checkpoint(lambda p: p.update(model=[1, 2]))),
     ("eval-weight-not-a-tensor", ["eval", "{tmp}/other.pt"], "its weight 'logit_scale' is a str, not a tensor",
      _edited_checkpoint(lambda p: p["model"].update(logit_scale="2.6"))),
+    ("eval-damaged-world-size", ["eval", "{tmp}/other.pt"], "world_size 'two', not a number of ranks",
+     _edited_checkpoint(lambda p: p.update(world_size="two"))),
     ("eval-other-vocab", ["eval", "{tmp}/other.pt"], "its text vocabulary has 1000 tokens",
      _edited_checkpoint(_smaller_vocab)),
     ("eval-unknown-templates", ["eval", "{ckpt}", "--templates", "seed,nope"], "unknown template set 'nope'", None),
