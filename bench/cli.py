@@ -142,7 +142,8 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--tower-streams/--no-tower-streams", default=None,
               help="On CUDA, run the image and text towers concurrently on two streams (default: on).")
 @click.option("--cudnn-benchmark/--no-cudnn-benchmark", default=None,
-              help="On CUDA, autotune each convolution shape once (default: on; off saves the first steps' tuning).")
+              help="On CUDA, autotune each convolution shape once (default: on, off in the reference preset; off "
+                   "saves the first steps' tuning).")
 @click.option("--compact-embedding/--no-compact-embedding", default=None,
               help="Train only the token-embedding rows the prompts use; exact (default: on).")
 @click.option("--log", callback=_split, multiple=True,

@@ -172,6 +172,20 @@ def test_presets_set_the_recipe_and_flags_override_them():
     assert make_config("smoke").model == ref.model  # a preset never changes the architecture
 
 
+def test_run_help_gives_the_cudnn_autotuning_default_the_presets_set():
+    """The reference preset (bench run's default) turns cuDNN autotuning off, so --help must not call it on."""
+    import click
+
+    from bench.cli import cli
+    from bench.config import PRESETS, make_config
+
+    assert PRESETS["reference"]["cudnn_benchmark"] is False
+    assert make_config("smoke").recipe().cudnn_benchmark is True
+    option = next(p for p in cli.commands["run"].params if p.name == "cudnn_benchmark")
+    text = " ".join(option.get_help_record(click.Context(cli.commands["run"]))[1].split())
+    assert "default: on, off in the reference preset" in text
+
+
 def test_python_dash_m_bench_is_the_bench_command():
     """``python -m bench`` (how the subprocess tests start bench) runs the command line, version and commands."""
     from bench import __version__
