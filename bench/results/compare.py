@@ -84,6 +84,9 @@ def split_sides(sources: list[Source], split_by: str | None = None) -> list[Sour
             raise BenchError(f"--split-by {split_by!r}: no such column; columns are {', '.join(map(str, table.columns))}")
         keys = table[split_by].map(_norm)
         sides = [Source(f"{split_by}={k}", table[keys == k], whole.run_dirs) for k in dict.fromkeys(keys)]
+        if len(sides) == 1:
+            raise BenchError(f"--split-by {split_by}: every run has {sides[0].label}, so there is one side; split by "
+                             f"a column whose values differ, or leave --split-by out to compare the sources given")
     else:
         sides = sources
     if len(sides) < 2:

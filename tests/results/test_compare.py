@@ -288,6 +288,14 @@ def test_split_by_makes_sides_from_one_table():
         split_sides([Source("all", table)])
 
 
+def test_split_by_a_column_with_one_value_says_so_rather_than_asking_for_two_sides():
+    """``bench compare A B --split-by eval_templates`` where every run has the same set: the user passed two
+    sides, so the error names the column's single value instead of asking for A B."""
+    table = pd.concat([side("A", "a", [0.5, 0.6]).table, side("B", "b", [0.7, 0.8]).table])
+    with pytest.raises(BenchError, match=r"--split-by templates: every run has templates=seed"):
+        split_sides([Source("A", table.iloc[:2]), Source("B", table.iloc[2:])], "templates")
+
+
 def test_cli_compare_reads_folders_run_ids_and_exits_1_past_threshold(tmp_path, run_cli):
     """End to end through files: run folders and run ids resolve, --fail-on gives exit 1, bad input exit 2."""
     base = write_results(tmp_path / "base", [make_row("ra0", "a", 0, 0.50), make_row("ra1", "a", 1, 0.52)])
