@@ -40,7 +40,11 @@ class ArrayDataset:
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
             raise ContractError(f"dataset {self.name!r}: images must be uint8 (N, H, W, 3), got "
                                 f"{self.images.dtype} {tuple(self.images.shape)}")
-        self.labels = np.asarray(self.labels, dtype=np.int64)
+        given = np.asarray(self.labels)
+        self.labels = given.astype(np.int64, copy=False)
+        if given.dtype.kind == "f" and not np.array_equal(self.labels, given):  # 0.5 would silently become 0
+            raise ContractError(f"dataset {self.name!r}: labels must be integers, got {given.dtype} values such as "
+                                f"{given[self.labels != given][0]}")
         if len(self.labels) != len(self.images):
             raise ContractError(f"dataset {self.name!r}: {len(self.images)} images but {len(self.labels)} labels")
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):

@@ -404,6 +404,9 @@ CASES = [
           ("dataset-too-few-class-names", ["--dataset", "misbehaving/classes"],
            "dataset 'misbehaving/classes' (plugin 'misbehaving'): dataset 'classes/train': labels 0..1 but 1 class "
            "names; give one class name per label, labels 0..n-1; fix the plugin"),
+          ("dataset-fractional-labels", ["--dataset", "misbehaving/halves"],
+           "dataset 'misbehaving/halves' (plugin 'misbehaving'): dataset 'halves/train': labels must be integers, "
+           "got float64 values such as 0.5; fix the plugin"),
           ("templates-no-placeholder", ["--templates", "misbehaving/noslot"],
            "template 'a photo' of set 'misbehaving/noslot' (plugin 'misbehaving') must be a string with exactly one "
            "'{}' placeholder; fix the plugin"),
@@ -602,11 +605,12 @@ class AsList(MinimalTokenizer):
         return super().__call__(texts, context_length, truncate).tolist()
 
 
-def _arrays(split, name, shape, n_classes):
+def _arrays(split, name, shape, n_classes, shift=0):
     import numpy as np
     from bench.data import ArrayDataset
 
-    return ArrayDataset(np.zeros(shape, np.uint8), np.arange(4) % 2, ("red", "blue")[:n_classes], f"{name}/{split}")
+    return ArrayDataset(np.zeros(shape, np.uint8), np.arange(4) % 2 + shift, ("red", "blue")[:n_classes],
+                        f"{name}/{split}")
 
 
 class Float64(nn.Module):
@@ -647,6 +651,8 @@ def register_datasets(register):
              "(N, 3, H, W)")
     register("misbehaving/classes", lambda split, data_dir=None, seed=0: _arrays(split, "classes", (4, 8, 8, 3), 1),
              "two labels, one class name")
+    register("misbehaving/halves", lambda split, data_dir=None, seed=0: _arrays(split, "halves", (4, 8, 8, 3), 2, 0.5),
+             "labels 0.5 and 1.5")
     register("misbehaving/untemplated", lambda split, data_dir=None, seed=0: (1, 2), "x", templates="nope/none")
 """
 
