@@ -21,6 +21,11 @@ class PluginError(BenchError):
     """A plugin that cannot be loaded or registers something wrong."""
 
 
+class ContractError(BenchError):
+    """What a factory made breaks its hook's contract (docs/plugins.md), such as an ArrayDataset of the wrong arrays;
+    the registry's ``Entry.create`` adds which entry and plugin made it."""
+
+
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM stopped a run between steps; the message says where its checkpoint is and how to resume.
 

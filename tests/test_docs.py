@@ -41,6 +41,20 @@ def test_the_docs_document_no_hook_that_does_not_exist():
     assert set(_sections()) <= set(HOOKSPECS)
 
 
+def test_the_built_in_table_names_every_built_in_plugin_and_what_it_registers():
+    """docs/plugins.md's table of built-in plugins has a row for each one bench loads, naming each name it registers
+    (a prefix by its name before the placeholder)."""
+    from bench.host.manager import BUILTIN_PLUGINS
+
+    rows = {m[1]: m[2] for m in re.finditer(r"^\| `(bench_plugins\.\w+)` *\|(.*)\|$", DOC.read_text(), re.M)}
+    assert set(rows) == set(BUILTIN_PLUGINS)
+    with bench.testing.plugin_registered(types.ModuleType("nothing")) as host:
+        for plugin in BUILTIN_PLUGINS:
+            for names in host.infos[plugin].registered.values():
+                shown = [n for n in names if n.split("<")[0] not in rows[plugin]]
+                assert not shown or plugin == "bench_plugins.timm_encoders", (plugin, shown)  # timm/<curated>
+
+
 @pytest.mark.parametrize("hook", ["register_encoders", "register_tokenizers", "register_templates",
                                   "register_datasets"])
 def test_each_hook_example_registers_something_that_meets_the_contract(hook, monkeypatch):

@@ -227,7 +227,8 @@ def check_encoder_forward(entry, visual, image_size: int, embed_dim: int):
     finally:
         visual.train(was_training)
     if not isinstance(features, torch.Tensor) or tuple(features.shape) != (2, embed_dim):
-        got = f"of shape {tuple(features.shape)}" if isinstance(features, torch.Tensor) else type(features).__name__
+        got = (f"features of shape {tuple(features.shape)}" if isinstance(features, torch.Tensor)
+               else type(features).__name__)
         raise BenchError(f"encoder {entry.name!r} (plugin {entry.plugin!r}) returns {got} for 2 images; a vision "
                          f"tower must return features (N, embed_dim) = (2, {embed_dim})")
     if features.dtype != torch.float32:  # the text tower's are float32: the loss would fail on the first step

@@ -31,16 +31,19 @@ OPENAI_CIFAR10_TEMPLATES = (
 )
 
 
-def validated_templates(name: str, templates) -> list[str]:
-    """Validate a template set: a non-empty list of strings with exactly one ``{}`` each."""
+def validated_templates(name: str, templates, plugin: str | None = None) -> list[str]:
+    """Validate a template set: a non-empty list of strings with exactly one ``{}`` each; ``plugin``, where given,
+    is named in the error with the fix."""
     from ..errors import BenchError
 
     templates = list(templates)
+    by, fix = (f" (plugin {plugin!r})", "; fix the plugin") if plugin else ("", "")
     if not templates:
-        raise BenchError(f"template set {name!r} is empty; register at least one template")
+        raise BenchError(f"template set {name!r}{by} is empty; register at least one template{fix}")
     for t in templates:
         if not isinstance(t, str) or t.count("{}") != 1:
-            raise BenchError(f"template {t!r} of set {name!r} must be a string with exactly one '{{}}' placeholder")
+            raise BenchError(f"template {t!r} of set {name!r}{by} must be a string with exactly one '{{}}' "
+                             f"placeholder{fix}")
     return templates
 
 

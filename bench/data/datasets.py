@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import BenchError
+from ..errors import BenchError, ContractError
 from ..safe_load import load_array_pickle
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -38,13 +38,18 @@ class ArrayDataset:
 
     def __post_init__(self):
         if self.images.dtype != np.uint8 or self.images.ndim != 4 or self.images.shape[-1] != 3:
-            raise BenchError(f"dataset {self.name!r}: images must be uint8 (N, H, W, 3), got "
-                             f"{self.images.dtype} {tuple(self.images.shape)}")
-        self.labels = np.asarray(self.labels, dtype=np.int64)
+            raise ContractError(f"dataset {self.name!r}: images must be uint8 (N, H, W, 3), got "
+                                f"{self.images.dtype} {tuple(self.images.shape)}")
+        given = np.asarray(self.labels)
+        self.labels = given.astype(np.int64, copy=False)
+        if given.dtype.kind == "f" and not np.array_equal(self.labels, given):  # 0.5 would silently become 0
+            raise ContractError(f"dataset {self.name!r}: labels must be integers, got {given.dtype} values such as "
+                                f"{given[self.labels != given][0]}")
         if len(self.labels) != len(self.images):
-            raise BenchError(f"dataset {self.name!r}: {len(self.images)} images but {len(self.labels)} labels")
+            raise ContractError(f"dataset {self.name!r}: {len(self.images)} images but {len(self.labels)} labels")
         if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise BenchError(f"dataset {self.name!r}: labels outside 0..{len(self.classes) - 1}")
+            raise ContractError(f"dataset {self.name!r}: labels {self.labels.min()}..{self.labels.max()} but "
+                                f"{len(self.classes)} class names; give one class name per label, labels 0..n-1")
         self.classes = tuple(self.classes)
 
     def __len__(self):
@@ -71,6 +76,9 @@ def _load_npz(path: Path, name: str) -> ArrayDataset:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BenchError(f"{path} is not a readable CIFAR-10 .npz ({type(exc).__name__}); unpack it again "
                          f"or point --data-dir at a folder with train.npz/test.npz") from None
+    except ContractError as exc:  # the file's arrays, not a plugin's: name the file, not bench_plugins.datasets
+        raise BenchError(f"{path} is not a CIFAR-10 .npz: {exc}; unpack it again or point --data-dir at a folder "
+                         f"with train.npz/test.npz") from None
 
 
 def _load_batches(folder: Path, split: str, name: str) -> ArrayDataset:

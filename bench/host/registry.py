@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import BenchError, PluginError, UnknownNameError, one_line_cause
+from ..errors import BenchError, ContractError, PluginError, UnknownNameError, one_line_cause
 
 KINDS = ("encoders", "tokenizers", "templates", "datasets")
 _SINGULAR = {"encoders": "encoder", "tokenizers": "tokenizer", "templates": "template set", "datasets": "dataset"}
@@ -33,6 +33,9 @@ class Entry:
         its plugin, the options it was given and the cause (a :class:`BenchError` already names its fix)."""
         try:
             made = self.factory(*args, **kwargs)
+        except ContractError as exc:  # what it made breaks the contract (an ArrayDataset's checks): say whose it is
+            raise PluginFactoryError(f"{_SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin!r}): {exc}; fix the "
+                                     f"plugin (its contract is in docs/plugins.md, bench.testing checks it)") from None
         except BenchError:
             raise
         except Exception as exc:
@@ -49,6 +52,10 @@ class Entry:
             raise PluginFactoryError(f"{_SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin!r}): its {what} "
                                      f"returned {type(made).__name__}, not {expected}; fix the plugin (its contract "
                                      f"is in docs/plugins.md, bench.testing checks it)")
+        if self.kind == "templates" and not self.prefix:  # a template without `{}`: named with its plugin here
+            from ..clip.templates import validated_templates
+
+            validated_templates(self.name, made, plugin=self.plugin)
         return made
 
 

@@ -398,6 +398,20 @@ CASES = [
           ("encoder-float64", ["--encoder", "misbehaving/double"], "returns torch.float64 features for float32 images"),
           ("templates-none", ["--templates", "misbehaving/none"], "returned NoneType, not a list of template strings"),
           ("dataset-tuple", ["--dataset", "misbehaving/tuple"], "returned tuple, not a bench.data.ArrayDataset"),
+          ("dataset-channels-first", ["--dataset", "misbehaving/chw"],
+           "dataset 'misbehaving/chw' (plugin 'misbehaving'): dataset 'chw/train': images must be uint8 (N, H, W, 3), "
+           "got uint8 (4, 3, 8, 8); fix the plugin"),
+          ("dataset-too-few-class-names", ["--dataset", "misbehaving/classes"],
+           "dataset 'misbehaving/classes' (plugin 'misbehaving'): dataset 'classes/train': labels 0..1 but 1 class "
+           "names; give one class name per label, labels 0..n-1; fix the plugin"),
+          ("dataset-fractional-labels", ["--dataset", "misbehaving/halves"],
+           "dataset 'misbehaving/halves' (plugin 'misbehaving'): dataset 'halves/train': labels must be integers, "
+           "got float64 values such as 0.5; fix the plugin"),
+          ("templates-no-placeholder", ["--templates", "misbehaving/noslot"],
+           "template 'a photo' of set 'misbehaving/noslot' (plugin 'misbehaving') must be a string with exactly one "
+           "'{}' placeholder; fix the plugin"),
+          ("encoder-too-wide", ["--encoder", "misbehaving/wide"],
+           "encoder 'misbehaving/wide' (plugin 'misbehaving') returns features of shape (2, 35) for 2 images"),
           ("dataset-own-templates-missing", ["--dataset", "misbehaving/untemplated"],
            ("dataset 'misbehaving/untemplated' (plugin 'misbehaving') names template set 'nope/none' as its own, "
             "and no plugin registers it")),
@@ -591,6 +605,14 @@ class AsList(MinimalTokenizer):
         return super().__call__(texts, context_length, truncate).tolist()
 
 
+def _arrays(split, name, shape, n_classes, shift=0):
+    import numpy as np
+    from bench.data import ArrayDataset
+
+    return ArrayDataset(np.zeros(shape, np.uint8), np.arange(4) % 2 + shift, ("red", "blue")[:n_classes],
+                        f"{name}/{split}")
+
+
 class Float64(nn.Module):
     def __init__(self, embed_dim, image_size):
         super().__init__()
@@ -604,6 +626,8 @@ class Float64(nn.Module):
 def register_encoders(register):
     register("misbehaving/fn", lambda embed_dim, image_size: (lambda x: x), "a function, not a module")
     register("misbehaving/double", Float64, "float64 features")
+    register("misbehaving/wide", lambda embed_dim, image_size: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+             nn.Linear(3, embed_dim + 3)), "3 features too many")
 
 
 @hookimpl
@@ -617,11 +641,18 @@ def register_tokenizers(register):
 @hookimpl
 def register_templates(register):
     register("misbehaving/none", lambda: None, "a forgotten return")
+    register("misbehaving/noslot", lambda: ["a photo", "a photo of a {}"], "a template without its class name")
 
 
 @hookimpl
 def register_datasets(register):
     register("misbehaving/tuple", lambda split, data_dir=None, seed=0: (1, 2), "a tuple")
+    register("misbehaving/chw", lambda split, data_dir=None, seed=0: _arrays(split, "chw", (4, 3, 8, 8), 2),
+             "(N, 3, H, W)")
+    register("misbehaving/classes", lambda split, data_dir=None, seed=0: _arrays(split, "classes", (4, 8, 8, 3), 1),
+             "two labels, one class name")
+    register("misbehaving/halves", lambda split, data_dir=None, seed=0: _arrays(split, "halves", (4, 8, 8, 3), 2, 0.5),
+             "labels 0.5 and 1.5")
     register("misbehaving/untemplated", lambda split, data_dir=None, seed=0: (1, 2), "x", templates="nope/none")
 """
 

@@ -86,6 +86,16 @@ def test_cifar10_reads_npz_folders(tmp_path):
     assert len(data) == 7 and data.classes[0] == "airplane" and data.labels.dtype == np.int64
 
 
+def test_a_cifar10_npz_of_the_wrong_arrays_is_named_as_the_file_to_replace(tmp_path):
+    """An .npz whose images are not uint8 (N, H, W, 3) is the user's file to unpack again, not the built-in plugin's
+    fault: the error names the file and what is wrong with its arrays."""
+    np.savez(tmp_path / "test.npz", images=np.zeros((7, 32, 32, 3), np.float32), labels=np.arange(7))
+    with pytest.raises(BenchError) as info:
+        load_cifar10("test", tmp_path, download=False)
+    assert str(tmp_path / "test.npz") in str(info.value) and "images must be uint8" in str(info.value)
+    assert "plugin" not in str(info.value)
+
+
 def test_missing_cifar10_says_both_ways_to_provide_it(tmp_path):
     with pytest.raises(BenchError) as info:
         load_cifar10("train", tmp_path / "nothing", download=False)
