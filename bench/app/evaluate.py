@@ -12,7 +12,7 @@ import torch
 from ..atomic_files import check_writable_folder
 from ..clip.model import create_model_from_cfg
 from ..clip.pretrained import is_openai_state_dict, load_openai_state_dict
-from ..clip.templates import fill, validated_templates
+from ..clip.templates import fill, load_templates
 from ..clip.tokenizer import BPE_FILE, VOCABULARY_KEY, MinimalTokenizer, default_bpe_path
 from ..config import RunConfig
 from ..data.class_split import (canonical_holdout, check_holdout_spec, class_indices, holdout_count,
@@ -301,7 +301,7 @@ def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):
 
 
 def template_sets(names) -> dict:
-    return {name: validated_templates(name, get_entry("templates", name).create()) for name in names}
+    return {name: load_templates(name) for name in names}
 
 
 @dataclass
@@ -417,7 +417,7 @@ def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
         images = np.stack([read_image(p, cfg.model.image_resolution) for p in image_paths])
     classes = ckpt.get("classes") or list(get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, 0).classes)
     name = templates or cfg.templates
-    tpl = validated_templates(name, get_entry("templates", name).create())
+    tpl = load_templates(name)
     probs = class_probabilities(model, cfg, ckpt, images, classes, tpl, device)
     k = min(top_k, len(classes))
     for p, row in zip(image_paths, probs):

@@ -20,7 +20,7 @@ import torch
 from ..atomic_files import ProcessLock, atomic_write_text
 from ..clip.model import count_parameters, create_model_from_cfg
 from ..clip.prompts import prompt_table
-from ..clip.templates import fill, validated_templates
+from ..clip.templates import fill, load_templates
 from ..clip.tokenizer import own_vocabulary
 from ..config import RunConfig
 from ..data.class_split import class_indices, resolve_holdout, without_classes
@@ -116,7 +116,7 @@ def check_out_dir(out: str | os.PathLike) -> Path:
 def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Components:
     """Templates, both splits at the model's image size (resized here, once, where the dataset's differs) and the
     tokenizer."""
-    templates = validated_templates(cfg.templates, get_entry("templates", cfg.templates).create())
+    templates = load_templates(cfg.templates)
     dataset = get_entry("datasets", cfg.dataset)
     opts = dict(cfg.data_opts)
     splits = {split: dataset.create(split, cfg.data_dir, cfg.data_seed, **opts).subset(limit)

@@ -142,14 +142,14 @@ def load_target(dataset: str, templates_name: str, data_dir, seed: int, limit_te
     """The test split of ``dataset`` (its first ``limit_test`` images), resized to ``image_size`` unless None (a
     model that preprocesses images itself), and its validated template set. ``opts``: the dataset factory's
     options (``--data-opt`` for the run's own dataset, else :func:`decode_options`)."""
-    from ..clip.templates import validated_templates
+    from ..clip.templates import load_templates
     from ..data.resize import fit_to_size
 
     test = get_entry("datasets", dataset).create("test", data_dir, seed, **(opts or {})).subset(limit_test)
     native = int(test.images.shape[1])
     if image_size is not None:
         test = fit_to_size(test, image_size, dataset)
-    templates = validated_templates(templates_name, get_entry("templates", templates_name).create())
+    templates = load_templates(templates_name)
     return Target(dataset, templates_name, templates, test, native)
 
 

@@ -47,6 +47,14 @@ def validated_templates(name: str, templates, plugin: str | None = None) -> list
     return templates
 
 
+def load_templates(name: str) -> list[str]:
+    """The registered template set ``name``, validated; a broken one is named with the plugin that registered it."""
+    from ..host.manager import get_entry
+
+    entry = get_entry("templates", name)
+    return validated_templates(name, entry.create(), plugin=entry.plugin)
+
+
 def fill(templates, class_names) -> list[str]:
     """Every prompt, class-major: prompt ``c * len(templates) + t`` is template ``t`` of class ``c``."""
     return [t.format(c) for c in class_names for t in templates]

@@ -52,10 +52,6 @@ class Entry:
             raise PluginFactoryError(f"{_SINGULAR[self.kind]} {self.name!r} (plugin {self.plugin!r}): its {what} "
                                      f"returned {type(made).__name__}, not {expected}; fix the plugin (its contract "
                                      f"is in docs/plugins.md, bench.testing checks it)")
-        if self.kind == "templates" and not self.prefix:  # a template without `{}`: named with its plugin here
-            from ..clip.templates import validated_templates
-
-            validated_templates(self.name, made, plugin=self.plugin)
         return made
 
 
