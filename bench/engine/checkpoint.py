@@ -125,9 +125,8 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
     except torch.OutOfMemoryError:  # the device's limit, not the file's damage
         raise
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
-        raise BenchError(f"{path} holds a damaged training state ({type(exc).__name__}: "
-                         f"{' '.join(str(exc).split())[:200]}); bench eval can still evaluate its weights, or start "
-                         f"the run again with bench run") from None
+        raise _damaged(path, f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}",
+                       "bench eval can still evaluate its weights, or start the run again with bench run") from None
     if progress.order is not None and split_size is not None and len(progress.order) != split_size:
         raise BenchError(f"{path} stopped in an epoch over {len(progress.order)} training images, but the training "
                          f"split has {split_size} now: the dataset changed since; restore it, or start the run again")
@@ -137,10 +136,14 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
 def saved_ranks(ckpt: dict, path) -> int:
     """The number of ranks that wrote ``ckpt`` (the global batch and the config id depend on it)."""
     ranks = ckpt.get("world_size", 1)
-    if type(ranks) is not int or ranks < 1:
-        raise BenchError(f"{path} holds a damaged training state (world_size {ranks!r}, not a number of ranks); "
-                         f"bench eval can still evaluate its weights, or start the run again with bench run")
+    if type(ranks) is not int or ranks < 1:  # bench eval reads it too (the config id): its weights are no way out
+        raise _damaged(path, f"world_size {ranks!r}, not a number of ranks",
+                       "put back the file bench wrote, or start the run again with bench run")
     return ranks
+
+
+def _damaged(path, what: str, fix: str) -> BenchError:
+    return BenchError(f"{path} holds a damaged training state ({what}); {fix}")
 
 
 def _restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device, ranks: int) -> RunProgress:

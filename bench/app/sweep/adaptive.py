@@ -19,7 +19,7 @@ from pathlib import Path
 from ...config import RunConfig
 from ...errors import BenchError
 from .placement import check_placement
-from .plan import RUNNING, Planned, plan, plan_lines, planned_run_id, run_state
+from .plan import RUNNING, Planned, plan, plan_lines, planned_run_id, run_state, same_runs
 from .precision import AT_MAX, PRECISE, Stage, Until, check_metric, stage
 
 WAIT_SECONDS = 5.0  # how often a copy of the command looks whether the runs others hold have finished
@@ -52,8 +52,7 @@ def configurations(cfgs: list[RunConfig], varying: list[dict]) -> list[Configura
             seen[conf.key] = (i, conf.cfg)
             out.append(conf)
         elif seen[conf.key][1] != conf.cfg:  # not just another seed: the same runs, as plan() refuses them
-            raise BenchError(f"points {seen[conf.key][0] + 1} and {i + 1} of the plan are the same runs (configuration "
-                             f"{conf.key}: they differ only in options that do not change what is computed); drop one")
+            raise same_runs(seen[conf.key][0], i, f"runs (configuration {conf.key})")
     return out
 
 

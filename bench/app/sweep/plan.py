@@ -100,12 +100,16 @@ def plan(cfgs: list[RunConfig], varying: list[dict] | None = None, writes: bool 
             built.add(model)
         run_id = planned_run_id(cfg)
         if run_id in seen:
-            raise BenchError(f"runs {seen[run_id] + 1} and {i + 1} of the plan are the same run (configuration "
-                             f"{config_key(cfg)}, seed {cfg.seed}: they differ only in options that do not change "
-                             f"what is computed); drop one")
+            raise same_runs(seen[run_id], i, f"run (configuration {config_key(cfg)}, seed {cfg.seed})")
         seen[run_id] = i
         planned.append(Planned(cfg, run_id, (varying or [{}] * len(cfgs))[i]))
     return planned
+
+
+def same_runs(first: int, second: int, what: str) -> BenchError:
+    """Points ``first`` and ``second`` (from 0) of a sweep are the same ``what``: refused, not run or merged."""
+    return BenchError(f"points {first + 1} and {second + 1} of the plan are the same {what}: they differ only in "
+                      f"options that do not change what is computed; drop one")
 
 
 @dataclass(frozen=True)
