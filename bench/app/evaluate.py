@@ -30,7 +30,7 @@ from ..results.run_folder import confusion_frame, file_safe, is_run_folder, writ
 from ..safe_load import load_checkpoint
 from .transfer import (SEPARATOR, Target, decode_options, load_target, published_templates, record_transfer, safe_name,
                        transfer_row, transfer_run_id, zero_shot_templates)
-from .validation import check_data_dir, check_device, check_positive, saved_config
+from .validation import check_data_dir, check_device, check_positive, check_saved_names, saved_config
 
 
 def checkpoint_tokenizer(ckpt: dict, name: str, context_length: int, prompts):
@@ -53,6 +53,8 @@ def load_model(path, device, ckpt: dict | None = None) -> tuple[torch.nn.Module,
         raise BenchError(f"{path} is not a bench checkpoint (no 'model'/'config' entries) nor an OpenAI-layout "
                          f"state dict; pass a last.pt/best.pt written by bench run")
     cfg = saved_config(ckpt, path)
+    # the tokenizer is looked up only where the checkpoint kept no vocabulary (checkpoint_tokenizer)
+    check_saved_names(cfg, path, ("encoders",) if ckpt.get(VOCABULARY_KEY) is not None else ("encoders", "tokenizers"))
     model = create_model_from_cfg(cfg.model)
     load_weights(model, ckpt["model"], ckpt, path)
     return model.to(device).eval(), cfg, ckpt

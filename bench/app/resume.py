@@ -18,7 +18,7 @@ from ..errors import BenchError
 from ..results.run_folder import RUNNING_LOCK
 from ..results.runs_csv import append_run, read_table
 from ..safe_load import load_checkpoint
-from .validation import saved_config, validate_config
+from .validation import check_saved_names, saved_config, validate_config
 
 # how a run reports (progress bars, live curves): a restarted run takes the new values
 REPORTING = ("progress", "log", "wandb_project", "wandb_entity")
@@ -135,6 +135,7 @@ def load_resumable(run_dir: Path, results: Path, changes: dict | None = None) ->
         raise BenchError(f"{last} is the checkpoint of run {ckpt['run_id']}, not of run {run_id}; put this run's own "
                          f"last.pt back, or resume run {ckpt['run_id']} from its folder")
     cfg = saved_config(ckpt, last)
+    check_saved_names(cfg, last)
     rank, ranks = _launch()
     global_batch = cfg.batch_size * saved_ranks(ckpt, last)
     if global_batch % ranks:

@@ -284,6 +284,26 @@ def saved_config(ckpt: dict, path) -> RunConfig:
     return cfg
 
 
+# what each registry kind a saved run resolves is called in its configuration
+SAVED_NAMES = {"encoders": lambda cfg: cfg.model.encoder, "tokenizers": lambda cfg: cfg.tokenizer,
+               "templates": lambda cfg: cfg.templates, "datasets": lambda cfg: cfg.dataset}
+
+
+def check_saved_names(cfg: RunConfig, path, kinds=tuple(SAVED_NAMES)):
+    """Each of ``kinds`` that the run saved in ``path`` used is registered now. One that is not was most likely
+    registered by a plugin this process did not load, so the error says to load it, not only that it is unknown."""
+    from ..errors import UnknownNameError
+    from ..host.manager import get_entry
+
+    for kind in kinds:
+        try:
+            get_entry(kind, SAVED_NAMES[kind](cfg))
+        except UnknownNameError as exc:
+            raise UnknownNameError(f"{exc}; the run in {path} used it: load the plugin that registers it (bench "
+                                   f"--plugins-dir DIR or bench -p MODULE before the command, or install its "
+                                   f"package; bench plugins lists those loaded)") from None
+
+
 def _mistyped(cfg) -> str | None:
     """The first setting of ``cfg`` (nested configs too) whose value is not of its default's kind, as ``name=value``."""
     for f in dataclasses.fields(cfg):

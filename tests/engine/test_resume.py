@@ -240,7 +240,8 @@ def register_encoders(register):
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, run_cli):
-    """A NaN loss stops the run with the step in one line; last.pt stays the finite state from before it."""
+    """A NaN loss stops the run with the step in one line; last.pt stays the finite state from before it. Resumed or
+    evaluated without the plugin that registered its encoder, the run's error says to load that plugin."""
     plugins = tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "nan_encoder.py").write_text(NAN_PLUGIN)
@@ -256,6 +257,19 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert saved["step"] == 4
     assert all(torch.isfinite(t).all() for t in saved["model"].values() if t.is_floating_point())
     assert not (out / "runs.csv").exists()
+    # the same stopped run, in a process that did not load the plugin: the way out is to load it
+    from bench.host.manager import set_host
+
+    previous = set_host(None)
+    try:
+        for command in (["run", "--resume", "latest", "--out", out], ["eval", run_dir / "last.pt"]):
+            code, _, err = run_cli(*command)
+            assert code == 2 and len(err.strip().splitlines()) == 1, err
+            assert "unknown encoder 'nan_at_step'" in err and f"the run in {run_dir / 'last.pt'} used it" in err
+            assert "--plugins-dir DIR" in err
+    finally:
+        set_host(previous)
+    assert torch.load(run_dir / "last.pt", weights_only=True)["step"] == 4
 
 
 def test_max_grad_norm_bounds_the_gradient_the_optimizer_sees():
