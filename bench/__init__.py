@@ -8,6 +8,10 @@ from .host.hookspecs import hookimpl  # noqa: E402  (plugins import only ``bench
 _LAZY = {
     "create_model": "clip.model", "build_model": "clip.model", "convert_weights": "clip.model", "CLIP": "clip.model",
     "ModelCfg": "clip.configs", "TextCfg": "clip.configs",
+    "ModifiedResNet": "clip.modified_resnet", "Bottleneck": "clip.modified_resnet",
+    "AttentionPool2d": "clip.modified_resnet", "Transformer": "clip.text_transformer",
+    "ResidualAttentionBlock": "clip.text_transformer", "LayerNorm": "clip.text_transformer",
+    "QuickGELU": "clip.text_transformer",
     "tokenize": "clip.tokenizer", "SimpleTokenizer": "clip.tokenizer",
     "contrastive_loss": "clip.loss", "multipositive_loss": "clip.loss", "ClipLoss": "clip.loss",
     "train_epoch": "engine.reference_loop", "validate": "engine.reference_loop",

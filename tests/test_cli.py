@@ -125,6 +125,18 @@ def test_every_function_the_spec_names_is_bench_public_api():
     assert set(SPEC_FUNCTIONS) <= set(bench.__all__)
 
 
+# The classes the spec's architecture sections name ("Key Components", the two encoders and their parts): code
+# ported from the reference script imports them from bench as it did from CLIP.py
+SPEC_COMPONENTS = ["CLIP", "ModifiedResNet", "Bottleneck", "AttentionPool2d", "Transformer", "ResidualAttentionBlock",
+                   "LayerNorm", "QuickGELU", "SimpleTokenizer"]
+
+
+def test_every_component_the_spec_names_is_bench_public_api():
+    assert [name for name in SPEC_COMPONENTS if not isinstance(getattr(bench, name, None), type)] == []
+    assert set(SPEC_COMPONENTS) <= set(bench.__all__)
+    assert isinstance(bench.CLIP().visual.layer1[0], bench.Bottleneck)
+
+
 def test_the_specs_test_model_inference_prints_true_and_predicted_classes_of_test_images(trained, tmp_path):
     """bench.test_model_inference(), as the reference script calls it, reads the newest best.pt under results/: the
     first five test images with their true class, the class picked and its confidence; the model learned the

@@ -3,7 +3,8 @@
 The BPE merges are read from ``bpe_simple_vocab_16e6.txt.gz`` as shipped inside the ``open_clip_torch``
 package (``BENCH_BPE_PATH`` points elsewhere). Without that file, :class:`MinimalTokenizer` builds a word
 vocabulary from the run's own prompts, as the reference implementation does, and says so; the run's checkpoints
-keep its words (:func:`own_vocabulary`), from which a later evaluation rebuilds the same ids.
+keep its words (:func:`own_vocabulary`), from which a later evaluation rebuilds the same ids. :func:`tokenize`,
+which has no run's prompts, falls back to CLIP's byte tokens instead (:class:`ByteTokenizer`).
 """
 from __future__ import annotations
 
@@ -218,6 +219,30 @@ class MinimalTokenizer(_Base):
         return [self.encoder.get(w, self.UNK) for w in re.findall(_PATTERN, clean(text))]
 
 
+class ByteTokenizer(_Base):
+    """CLIP's byte-level BPE with no merges, for :func:`tokenize` when the BPE file is missing: each word is its
+    UTF-8 bytes, the last marked end-of-word, under the ids CLIP's vocabulary gives them (0..511).
+
+    Why not a :class:`MinimalTokenizer` there: its ids follow the texts it was built from, so two calls (two batches
+    through :func:`bench.collate_fn`) would give one word two ids and two words one; here a text's ids never depend
+    on the other texts, as with the reference's own minimal vocabulary.
+    """
+
+    def __init__(self, context_length: int = CONTEXT_LENGTH):
+        super().__init__(context_length)
+        self.byte_encoder = bytes_to_unicode()
+        chars = list(self.byte_encoder.values())
+        self.encoder = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars])}
+
+    def encode(self, text: str) -> list[int]:
+        tokens = []
+        for word in re.findall(_PATTERN, clean(text)):
+            chars = [self.byte_encoder[b] for b in word.encode("utf-8")]
+            chars[-1] += "</w>"
+            tokens.extend(self.encoder[c] for c in chars)
+        return tokens
+
+
 def create_tokenizer(context_length: int = CONTEXT_LENGTH, prompts=None):
     """The CLIP BPE tokenizer, or (with a warning) a word vocabulary from ``prompts`` when its file is missing."""
     path = default_bpe_path()
@@ -240,14 +265,20 @@ def own_vocabulary(tokenizer) -> dict:
 
 
 def tokenize(texts, context_length: int = CONTEXT_LENGTH, truncate: bool = False) -> torch.LongTensor:
-    """Tokenize with the default tokenizer (CLIP BPE): a ``(N, context_length)`` LongTensor.
+    """Tokenize with the default tokenizer (CLIP BPE): a ``(N, context_length)`` LongTensor. Without the BPE file,
+    with a warning, CLIP's bytes without merges (:class:`ByteTokenizer`).
 
     Example:
         >>> tokenize("a photo of a cat")[0, :7].tolist()
         [49406, 320, 1125, 539, 320, 2368, 49407]
     """
     texts = [texts] if isinstance(texts, str) else list(texts)
-    return create_tokenizer(context_length, prompts=texts)(texts, context_length, truncate)
+    path = default_bpe_path()
+    if path is None:
+        warnings.warn(f"CLIP BPE file {BPE_FILE} not found (pip install open_clip_torch): tokenizing into CLIP's "
+                      f"byte tokens without merges; its ids are not CLIP BPE's", stacklevel=2)
+        return ByteTokenizer(context_length)(texts, context_length, truncate)
+    return _cached_bpe(str(path), context_length)(texts, context_length, truncate)
 
 
 def trim_tokens(tokens: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 import io
 
 import pytest
+import torch
 
 from bench import tokenize
 from bench.clip.tokenizer import EOT_TOKEN_ID, SOT_TOKEN_ID, MinimalTokenizer, SimpleTokenizer, create_tokenizer
@@ -39,6 +40,25 @@ def test_missing_bpe_file_falls_back_to_a_word_vocabulary_with_a_warning(monkeyp
     assert ids[0, 0] == SOT_TOKEN_ID and ids[0, 6] == EOT_TOKEN_ID
     assert ids[0, 5] != ids[1, 5] and ids[1, 5] == MinimalTokenizer.UNK  # unseen word
     assert ids.argmax(dim=1).tolist() == [6, 6]  # end-of-text pooling still finds the end
+
+
+def test_without_the_bpe_file_tokenize_gives_a_text_the_same_ids_whatever_else_it_tokenizes(monkeypatch):
+    """tokenize() and collate_fn have no run's prompts to build a word vocabulary from: without the BPE file a text's
+    ids must not depend on the other texts of the call (else every batch renumbers its words, and two words of
+    different batches share an id). Bytes without merges give CLIP's own ids for them, all below the start and end."""
+    from bench import collate_fn
+
+    monkeypatch.setenv("BENCH_BPE_PATH", "/nonexistent/bpe.txt.gz")
+    with pytest.warns(UserWarning, match="byte tokens"):
+        cat, dog = tokenize("a photo of a cat"), tokenize("a photo of a dog")
+        both = tokenize(["a photo of a zebra", "a photo of a cat"])
+        batch = collate_fn([(torch.zeros(3), "a photo of a cat", 3)])[1]
+    assert not torch.equal(cat, dog)
+    assert torch.equal(both[1], cat[0]) and torch.equal(batch, cat)
+    ids = cat[0, 1:cat[0].argmax()]
+    # a</w> p h o t o</w> o f</w> a</w> c a t</w>, as CLIP's vocabulary numbers them
+    assert ids.tolist() == [320, 79, 71, 78, 83, 334, 78, 325, 320, 66, 64, 339]
+    assert cat.argmax(dim=1).tolist() == [len(ids) + 1] and cat[0, 0] == SOT_TOKEN_ID
 
 
 def test_the_merges_read_as_far_as_used_are_the_files_first_lines():
