@@ -159,3 +159,20 @@ def test_every_dotted_bench_name_a_page_gives_exists(page):
     without a call's arguments) exists, so a renamed helper leaves no stale name."""
     names = set(re.findall(r"`(bench(?:\.\w+)+)(?:\([^`]*\))?`", page.read_text()))
     assert sorted(n for n in names if not _resolves(n)) == []
+
+
+def test_the_resume_table_names_every_entry_of_last_pt_that_training_changes(tmp_path_factory):
+    """docs/robustness.md's table of what ``last.pt`` holds names real entries, and every entry a finished run's
+    ``last.pt`` holds besides the record of the run (its id, versions, classes, latest metrics, world size)."""
+    import torch
+
+    from tests.support.runs import finished_run, run_dir_of
+
+    text = (REPO / "docs" / "robustness.md").read_text()
+    table = text[text.index("| entry | what |"):]
+    table = table[:table.index("\n\n")]
+    named = {name for first in re.findall(r"^\| ([^|]+)\|", table, re.M)[1:] for name in re.findall(r"`(\w+)`", first)}
+    ckpt = torch.load(run_dir_of(finished_run(tmp_path_factory.getbasetemp())) / "last.pt", weights_only=True)
+    record = {"run_id", "bench_version", "classes", "metrics", "world_size", "format"}
+    assert named <= set(ckpt), sorted(named - set(ckpt))
+    assert set(ckpt) - record <= named, sorted(set(ckpt) - record - named)
