@@ -52,8 +52,8 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--encoder", help="Vision encoder (bench list encoders); default: the preset's, else modified_resnet.")
 @click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE", help="Encoder factory option.")
 @click.option("--preset", default="reference", show_default=True,
-              help="Recipe: reference (the spec's), smoke, fast (airbench encoder, batch 1024, for GPUs) or fast96 "
-                   "(airbench96's tower).")
+              help="Recipe: reference (the spec's), smoke, fast (airbench_wide encoder, batch 1024, for GPUs) or "
+                   "fast96 (airbench96's tower).")
 @click.option("--epochs", type=int)
 @click.option("--batch-size", type=int)
 @click.option("--lr", type=float)

@@ -198,6 +198,19 @@ def test_run_help_gives_the_cudnn_autotuning_default_the_presets_set():
     assert "default: on, off in the reference preset" in text
 
 
+def test_run_help_names_the_encoder_each_preset_defaults_to():
+    """--preset's help names the fast presets' own encoders (fast: airbench_wide, not the encoder airbench)."""
+    import click
+
+    from bench.cli import cli
+    from bench.config import PRESETS
+
+    option = next(p for p in cli.commands["run"].params if p.name == "preset")
+    text = " ".join(option.get_help_record(click.Context(cli.commands["run"]))[1].split())
+    assert f"fast ({PRESETS['fast']['encoder']} encoder," in text
+    assert f"fast96 ({PRESETS['fast96']['encoder']}'s tower)" in text
+
+
 def test_python_dash_m_bench_is_the_bench_command():
     """``python -m bench`` (how the subprocess tests start bench) runs the command line, version and commands."""
     from bench import __version__

@@ -1,5 +1,6 @@
 """docs/plugins.md documents every hook with its exact signature, and its hook examples work; every bench command
-the README and docs show names real subcommands and options, and every project file they name exists."""
+the README and docs show names real subcommands and options, and every project file and ``bench.*`` name they
+give exists."""
 import inspect
 import re
 import shlex
@@ -132,3 +133,46 @@ def test_the_sweep_file_docs_sweeps_md_shows_plans_its_runs(tmp_path, run_cli):
     code, out, err = run_cli("sweep", tmp_path / "sweep.toml", "--dry-run", "--dataset", "synthetic")
     assert code == 0 and out.strip().splitlines()[-1].startswith("10 runs: 10 to do"), err
     assert "encoder_opt={'widths': [32, 64, 64]}" in out
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether ``bench.a.b.c`` names an importable module or an attribute of one."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        for attr in parts[i:]:
+            if not hasattr(obj, attr):
+                return False
+            obj = getattr(obj, attr)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_dotted_bench_name_a_page_gives_exists(page):
+    """A module, function or constant a page names in code (``bench.engine.train_step.unwrap_model``, with or
+    without a call's arguments) exists, so a renamed helper leaves no stale name."""
+    names = set(re.findall(r"`(bench(?:\.\w+)+)(?:\([^`]*\))?`", page.read_text()))
+    assert sorted(n for n in names if not _resolves(n)) == []
+
+
+def test_the_resume_table_names_every_entry_of_last_pt_that_training_changes(tmp_path_factory):
+    """docs/robustness.md's table of what ``last.pt`` holds names real entries, and every entry a finished run's
+    ``last.pt`` holds besides the record of the run (its id, versions, classes, latest metrics, world size)."""
+    import torch
+
+    from tests.support.runs import finished_run, run_dir_of
+
+    text = (REPO / "docs" / "robustness.md").read_text()
+    table = text[text.index("| entry | what |"):]
+    table = table[:table.index("\n\n")]
+    named = {name for first in re.findall(r"^\| ([^|]+)\|", table, re.M)[1:] for name in re.findall(r"`(\w+)`", first)}
+    ckpt = torch.load(run_dir_of(finished_run(tmp_path_factory.getbasetemp())) / "last.pt", weights_only=True)
+    record = {"run_id", "bench_version", "classes", "metrics", "world_size", "format"}
+    assert named <= set(ckpt), sorted(named - set(ckpt))
+    assert set(ckpt) - record <= named, sorted(set(ckpt) - record - named)
