@@ -133,6 +133,18 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
     return progress
 
 
+def resume_threads_note(ckpt: dict, device) -> str | None:
+    """A warning when a CPU run resumes at another torch thread count than the one that wrote ``ckpt``: CPU kernels
+    split their work (and so their float sums) by thread count, so the run may end a few last bits away from the
+    uninterrupted one; None when the counts agree, on a GPU, or for a checkpoint that does not say."""
+    saved, now = ckpt.get("torch_threads"), torch.get_num_threads()
+    if torch.device(device).type != "cpu" or type(saved) is not int or saved == now:
+        return None
+    return (f"warning: this run was trained with torch_threads={saved} and continues with {now}: CPU kernels split "
+            f"their work by thread count, so it may end a few last bits away from the run that never stopped; to "
+            f"continue exactly, resume it at {saved} (OMP_NUM_THREADS={saved})")
+
+
 def saved_ranks(ckpt: dict, path) -> int:
     """The number of ranks that wrote ``ckpt`` (the global batch and the config id depend on it)."""
     ranks = ckpt.get("world_size", 1)
@@ -329,6 +341,8 @@ class CheckpointSaver:
             "run_id": self.run_id,
             "code": code,
             "world_size": self.world.size,  # ranks that trained it; config batch_size is per rank
+            # CPU kernels split their work by it: a resume at another count is not bit-exact (see resume_threads_note)
+            "torch_threads": torch.get_num_threads(),
         }
         if with_training_state:
             epoch = progress.epoch
