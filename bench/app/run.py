@@ -30,7 +30,8 @@ from ..data.resize import fit_to_size
 from ..engine.determinism import deterministic_mode
 from ..distributed.world import broadcast_object, init_distributed, log_main, mean_over_ranks, reduce_epoch_stats
 from ..engine.build import build_engine, set_backend_flags, uses_channels_last
-from ..engine.checkpoint import CheckpointSaver, RunProgress, load_weights, plain, restore_training
+from ..engine.checkpoint import (CheckpointSaver, RunProgress, load_weights, plain, restore_training,
+                                 resume_threads_note)
 from ..engine.epoch_loop import bars_shown
 from ..engine.faults import FiniteWatch, stop_on_signal
 from ..engine.prewarm import prewarm
@@ -270,6 +271,9 @@ class Run:
             self.progress = restore_training(resume, self.state, self.generator, self.device, world.size,
                                              run_dir / "last.pt", len(self.parts.trained))
             saved_step = resume["step"]
+            note = resume_threads_note(resume, self.device)
+            if note:
+                log_main(world, note)
         elif world.is_main:
             run_dir.mkdir(parents=True, exist_ok=False)
             atomic_write_text(run_dir / "config.json", cfg.to_json())

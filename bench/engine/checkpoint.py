@@ -133,6 +133,18 @@ def restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, 
     return progress
 
 
+def resume_threads_note(ckpt: dict, device) -> str | None:
+    """A warning when a CPU run resumes at another torch thread count than the one that wrote ``ckpt``: CPU kernels
+    split their work (and so their float sums) by thread count, so the run may end a few last bits away from the
+    uninterrupted one; None when the counts agree, on a GPU, or for a checkpoint that does not say."""
+    saved, now = ckpt.get("torch_threads"), torch.get_num_threads()
+    if torch.device(device).type != "cpu" or type(saved) is not int or saved == now:
+        return None
+    return (f"warning: this run was trained with torch_threads={saved} and continues with {now}: CPU kernels split "
+            f"their work by thread count, so it may end a few last bits away from the run that never stopped; to "
+            f"continue exactly, resume it at {saved} (OMP_NUM_THREADS={saved})")
+
+
 def saved_ranks(ckpt: dict, path) -> int:
     """The number of ranks that wrote ``ckpt`` (the global batch and the config id depend on it)."""
     ranks = ckpt.get("world_size", 1)
@@ -148,12 +160,13 @@ def _damaged(path, what: str, fix: str) -> BenchError:
 
 def _restore_training(ckpt: dict, state: TrainState, generator: torch.Generator, device, ranks: int) -> RunProgress:
     _load_optimizer(state.optimizer, ckpt["optimizer"])
-    if state.scheduler is not None and ckpt.get("scheduler") is not None:
+    if _saved_part(ckpt, "scheduler", state.scheduler, "learning-rate schedule") is not None:
         state.scheduler.load_state_dict(ckpt["scheduler"])
-    if state.scaler is not None and ckpt.get("scaler") is not None:
+    if _saved_part(ckpt, "scaler", state.scaler, "fp16 grad scaler") is not None:
         state.scaler.load_state_dict(ckpt["scaler"])
     restore_rng(ckpt["rng"], generator)
-    _restore_compact(state.model, ckpt.get("compact_embedding"))
+    _restore_compact(state.model, _saved_part(ckpt, "compact_embedding", _compact_state(state.model),
+                                              "compact token embedding"))
     if state.lookahead is not None:
         state.lookahead.load_state_dict(ckpt["lookahead"])
     if not all(type(ckpt[k]) is int for k in ("epoch", "step")):
@@ -167,6 +180,19 @@ def _restore_training(ckpt: dict, state: TrainState, generator: torch.Generator,
                                        p["epoch_seconds"])
         progress.order = p["order"].to(device)
     return progress
+
+
+def _saved_part(ckpt: dict, key: str, ours, what: str):
+    """``ckpt[key]``, which must be a state exactly when this run keeps one (``ours`` is not None): a missing one
+    would continue from a fresh state (the schedule back at its first step, fp16's scale back at 2**16, the compact
+    embedding's rows re-split from their rounded product) and end, silently, elsewhere than the run that never
+    stopped; one this run does not keep says the checkpoint and the configuration disagree (another precision)."""
+    saved = ckpt.get(key)
+    if ours is not None and saved is None:
+        raise ValueError(f"no {key} state, which this run's {what} needs")
+    if ours is None and saved is not None:
+        raise ValueError(f"a {key} state, but this run has no {what}")
+    return saved
 
 
 def _compact_state(model) -> dict | None:
@@ -315,6 +341,8 @@ class CheckpointSaver:
             "run_id": self.run_id,
             "code": code,
             "world_size": self.world.size,  # ranks that trained it; config batch_size is per rank
+            # CPU kernels split their work by it: a resume at another count is not bit-exact (see resume_threads_note)
+            "torch_threads": torch.get_num_threads(),
         }
         if with_training_state:
             epoch = progress.epoch

@@ -270,6 +270,21 @@ CASES = [
      _stopped_copy(lambda p: p["progress"].pop("loss_window"))),
     ("resume-damaged-optimizer", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
      "holds a damaged training state (KeyError: 'param_groups')", _stopped_copy(lambda p: p.update(optimizer={}))),
+    # a state the run keeps but the checkpoint lacks would restart fresh (the schedule at step 0, the compact rows
+    # re-split from their rounded product) and end silently elsewhere than the uninterrupted run: refused
+    ("resume-no-scheduler", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "holds a damaged training state (ValueError: no scheduler state, which this run's learning-rate schedule needs)",
+     _stopped_copy(lambda p: p.update(scheduler=None))),
+    ("resume-no-compact-embedding", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "(ValueError: no compact_embedding state, which this run's compact token embedding needs)",
+     _stopped_copy(lambda p: p.pop("compact_embedding"))),
+    ("resume-fp16-without-scaler", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "(ValueError: no scaler state, which this run's fp16 grad scaler needs)",
+     _stopped_copy(lambda p: (p["config"].update(precision="fp16"), p.update(scaler=None)))),
+    # fp16's grad scaler state in the checkpoint of a run that trains without one: precision and checkpoint disagree
+    ("resume-scaler-without-fp16", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
+     "(ValueError: a scaler state, but this run has no fp16 grad scaler)",
+     _stopped_copy(lambda p: p.update(scaler={"scaler": {"scale": 65536.0}, "skipped": torch.tensor(0)}))),
     ("resume-mistyped-step", ["run", "--resume", "{tmp}/stopped/runs/stopped-run"],
      "holds a damaged training state (TypeError: epoch 2 and step '16' must be whole numbers)",
      _stopped_copy(lambda p: p.update(step="16"))),

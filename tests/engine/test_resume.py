@@ -158,6 +158,33 @@ def test_a_stop_at_any_step_resumes_to_the_uninterrupted_run(ask, stop_at, basel
     _assert_same_as_baseline(baseline, out)
 
 
+def test_a_resume_at_another_thread_count_says_it_may_not_be_exact(tmp_path, run_cli, monkeypatch):
+    """Exactness holds at one thread count (docs/robustness.md): CPU kernels split their sums by it. A run stopped at
+    one thread and resumed at two is allowed (as under another number of ranks) but says, in one warning line, that
+    it may end a few last bits away and how to resume exactly; a resume at the saving count says nothing."""
+    stop_at_ask(monkeypatch, 4)
+    out = tmp_path / "stopped"
+    code, _, err = run_cli("run", *FLAGS, "--out", out)
+    assert code == 130, err
+    monkeypatch.undo()
+    run_dir = run_dir_of(out)
+    assert torch.load(run_dir / "last.pt", weights_only=True)["torch_threads"] == 1
+    kept = tmp_path / "kept"
+    shutil.copytree(out, kept)
+    torch.set_num_threads(2)
+    try:
+        code, _, err = run_cli("run", "--resume", str(run_dir), "--no-progress")
+    finally:
+        torch.set_num_threads(1)
+    assert code == 0, err
+    said = ("bench: warning: this run was trained with torch_threads=1 and continues with 2: CPU kernels split "
+            "their work by thread count, so it may end a few last bits away from the run that never stopped; to "
+            "continue exactly, resume it at 1 (OMP_NUM_THREADS=1)")
+    assert [line for line in err.splitlines() if "warning" in line] == [said]
+    code, _, err = run_cli("run", "--resume", str(run_dir_of(kept)), "--no-progress")
+    assert code == 0 and "warning" not in err, err
+
+
 class _Crash(BaseException):
     """The process dying: nothing of the run's own handles it."""
 
