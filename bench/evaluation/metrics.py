@@ -60,8 +60,10 @@ def classification_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict:
 def first_hit_rank(scores: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
     """0-based rank of the best-ranked positive of each query row (gallery along dim 1; ties by index).
 
-    A query with no positive gets rank ``scores.shape[1]`` (never a hit).
+    A query with no positive gets rank ``scores.shape[1]`` (never a hit). A NaN score ranks last, as in
+    :func:`classification_metrics` (a descending sort would put it first).
     """
+    scores = scores.nan_to_num(nan=float("-inf"))
     # a stable descending sort keeps equal scores in index order, the same tie rule as argmax
     order = torch.sort(scores, dim=1, descending=True, stable=True).indices
     hit = positives.gather(1, order)

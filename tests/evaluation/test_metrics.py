@@ -79,3 +79,15 @@ def test_nan_logits_rank_last_so_top1_is_argmax_equals_label():
     m = classification_metrics(torch.full((4, 10), float("nan")), labels)
     assert m["predictions"].tolist() == [0, 0, 0, 0] and m["top1"] == 0.25
     assert m["top5"] == 0.5  # all tied: ranks by index, so labels 0 and 3 are within the first five
+
+
+def test_a_nan_score_ranks_last_in_retrieval_as_in_classification():
+    """A gallery item with a NaN score (an image whose features overflowed to NaN) is no match: it ranks after every
+    scored item, not before them (a descending sort puts NaN first). q0's positive is the best scored item, so rank
+    0 whatever the NaN at index 0; q1's only positive is the NaN item, so it ranks last (3), and all-NaN q2 keeps
+    index order. One such image must not become every caption's nearest image."""
+    nan = float("nan")
+    scores = torch.tensor([[nan, 0.9, 0.1, 0.5], [nan, 0.9, 0.1, 0.5], [nan, nan, nan, nan]])
+    positives = torch.tensor([[False, True, False, False], [True, False, False, False], [False, False, True, False]])
+    assert first_hit_rank(scores, positives).tolist() == [0, 3, 2]
+    assert recall_at_k(scores, positives, ks=(1, 3)) == pytest.approx({1: 1 / 3, 3: 2 / 3})
