@@ -23,7 +23,8 @@ from ..engine.checkpoint import load_weights, saved_ranks
 from ..errors import BenchError
 from ..evaluation.holdout import seen_unseen_metrics
 from ..evaluation.metrics import classification_metrics
-from ..evaluation.zero_shot import build_zero_shot_classifier, image_features
+from ..evaluation.zero_shot import (build_zero_shot_classifier, classifier_from_features, image_features,
+                                    prompt_features)
 from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.run_folder import confusion_frame, file_safe, is_run_folder, write_csv
@@ -332,8 +333,12 @@ def evaluate_sets(model, tokenizer, test, sets: dict, device, autocast_dtype, *,
     labels = torch.as_tensor(test.labels)
     out, probe_columns = SetResults(), None
     for name, tpl in sets.items():
-        for label, chosen in [(name, tpl)] + ([(f"{name}[{i}]", [t]) for i, t in enumerate(tpl)] if per_template else []):
-            classifier = build_zero_shot_classifier(model, test.classes, chosen, tokenizer, device, autocast_dtype)
+        # each prompt of the set encoded once: the set's classifier, its single templates' and the suite's share them
+        text = prompt_features(model, test.classes, tpl, tokenizer, device, autocast_dtype)
+        per_prompt = text.view(len(test.classes), len(tpl), -1)
+        for label, chosen, rows in [(name, tpl, per_prompt)] + ([(f"{name}[{i}]", [t], per_prompt[:, i:i + 1])
+                                                                 for i, t in enumerate(tpl)] if per_template else []):
+            classifier = classifier_from_features(rows, len(test.classes), len(chosen))
             m = classification_metrics(100.0 * feats @ classifier.cpu(), labels)
             row = {"eval_templates": label, "template": chosen[0] if label != name else "",
                    "n_templates": len(chosen), "zeroshot_top1": m["top1"], "zeroshot_top5": m["top5"],
@@ -348,7 +353,8 @@ def evaluate_sets(model, tokenizer, test, sets: dict, device, autocast_dtype, *,
                 columns, set_tables = run_suite(model, replace(suite, evals=evals),
                                                 train=train() if "probe" in evals else test, test=test,
                                                 templates=chosen, tokenizer=tokenizer, device=device,
-                                                autocast_dtype=autocast_dtype, cache=cache, weights_id=weights_id)
+                                                autocast_dtype=autocast_dtype, cache=cache, weights_id=weights_id,
+                                                text_features=text)
                 if "probe" in evals:
                     probe_columns = {k: v for k, v in columns.items() if k.startswith("probe_")}
                 row.update(columns, **(probe_columns or {}))

@@ -38,7 +38,7 @@ from ..engine.prewarm import prewarm
 from ..errors import BenchError, Interrupted
 from ..evaluation.holdout import seen_unseen_metrics
 from ..evaluation.target import first_reached, parse_target, target_columns
-from ..evaluation.zero_shot import build_zero_shot_classifier, validate_sharded
+from ..evaluation.zero_shot import classifier_from_features, prompt_features, validate_sharded
 from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.predictions import FILENAME as PREDICTIONS
@@ -202,6 +202,7 @@ class Run:
     def __init__(self, cfg: RunConfig, run_id: str | None = None, resume: dict | None = None, stop=None):
         self.cfg, self.resume, self._shared_stop = cfg, resume, stop
         self.log_name: str | None = None
+        self._text = None  # (step, prompt features): see _prompt_features
         self.started = time.perf_counter()
         self._build_engine(run_id)
         self._create_run_folder(run_id)
@@ -434,10 +435,20 @@ class Run:
     def _zero_shot(self) -> dict:
         """Zero-shot metrics of the current weights on the test split: the template classifier, images sharded."""
         parts = self.parts
-        classifier = build_zero_shot_classifier(self.model, parts.classes, parts.templates, parts.tokenizer,
-                                                self.device, self.autocast_dtype)
+        classifier = classifier_from_features(self._prompt_features(), len(parts.classes), len(parts.templates))
         return validate_sharded(self.model, self.test_images, self.test_labels, classifier, self.world,
                                 autocast_dtype=self.autocast_dtype, channels_last=self.channels_last)
+
+    def _prompt_features(self) -> torch.Tensor:
+        """The prompt table's text features (every class x template) under the current weights, encoded once per
+        weights: the last evaluation, the one without test-time augmentation and the suite share them. Keyed by the
+        optimizer step; nothing changes the text tower between steps."""
+        step = self.state.step
+        if self._text is None or self._text[0] != step:
+            parts = self.parts
+            self._text = (step, prompt_features(self.model, parts.classes, parts.templates, parts.tokenizer,
+                                                self.device, self.autocast_dtype))
+        return self._text[1]
 
     def finish(self) -> dict:
         """The run's row; on the main rank also its curves, per-class, confusion and predictions files, the
@@ -468,7 +479,8 @@ class Run:
         cfg, parts, run_dir = self.cfg, self.parts, self.run_dir
         plot_curves(history, run_dir / "curves.png", title=f"{cfg.model.encoder} on {cfg.dataset} ({self.run_id})")
         suite_columns = run_eval_suite(cfg, self.model, parts, self.device, self.autocast_dtype, run_dir, self.run_id,
-                                       epoch=self.state.epoch)
+                                       epoch=self.state.epoch, text_features=self._prompt_features() if cfg.evals
+                                       else None)
         write_class_tables(run_dir, parts.classes, metrics["per_class"], metrics["confusion"])
         save_predictions(run_dir / PREDICTIONS, parts.test.labels, metrics["predictions"], len(parts.classes))
         row.update(suite_columns)
@@ -590,9 +602,10 @@ class Run:
 
 
 def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dtype, run_dir: Path, run_id: str,
-                   epoch: int | None = None) -> dict:
+                   epoch: int | None = None, text_features=None) -> dict:
     """Retrieval, linear probe and robustness on the final weights (``--evals``), those of ``epoch`` (default: the
-    last; earlier for a run stopped at its target); tables go to the run folder."""
+    last; earlier for a run stopped at its target); tables go to the run folder. ``text_features``: the prompt
+    table's features under these weights, where the run has them already (its last evaluation's)."""
     if not cfg.evals:
         return {}
     from ..evaluation.suite import FeatureCache, SuiteOptions, run_suite
@@ -601,7 +614,8 @@ def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dt
                         robust_severities=tuple(cfg.robust_severities), seed=cfg.data_seed)
     columns, tables = run_suite(model, opts, train=parts.train, test=parts.test, templates=parts.templates,
                                 tokenizer=parts.tokenizer, device=device, autocast_dtype=autocast_dtype,
-                                cache=FeatureCache(run_dir / "features"), weights_id=f"final-e{epoch or cfg.epochs}")
+                                cache=FeatureCache(run_dir / "features"), weights_id=f"final-e{epoch or cfg.epochs}",
+                                text_features=text_features)
     for name, table in tables.items():
         write_csv(table, run_dir / f"{name}.csv")
     return columns

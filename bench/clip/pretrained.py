@@ -9,7 +9,8 @@ token tables (:func:`bench.clip.tokenizer.trim_tokens`). :class:`Preprocessed` a
   CLIP_benchmark and open_clip's zero-shot code do; :func:`bench.evaluation.zero_shot.image_features` calls it in
   place of bench's [-1, 1] normalisation;
 - ``encode_text`` pads the trimmed tokens back to the model's context with 0, which undoes the trim exactly (an
-  open_clip CLIP adds its whole positional table, so it needs the full context).
+  open_clip CLIP adds its whole positional table, so it needs the full context). An OpenAI state dict is loaded
+  as bench's own CLIP, which takes trimmed tokens as they are: no padding there.
 """
 from __future__ import annotations
 
@@ -30,11 +31,13 @@ HUB_SCHEMES = ("hf-hub:", "local-dir:")  # open_clip names whose config (and tag
 
 
 class Preprocessed(torch.nn.Module):
-    """A pretrained CLIP with its own preprocessing; ``transform`` maps one RGB PIL image to a CHW tensor."""
+    """A pretrained CLIP with its own preprocessing; ``transform`` maps one RGB PIL image to a CHW tensor.
+    ``pad_text``: pad trimmed tokens back to ``context_length`` (a model that needs its whole context)."""
 
-    def __init__(self, model: torch.nn.Module, transform, context_length: int):
+    def __init__(self, model: torch.nn.Module, transform, context_length: int, pad_text: bool = True):
         super().__init__()
         self.model, self.transform, self.context_length = model, transform, context_length
+        self.pad_text = pad_text
 
     def preprocess_uint8(self, images: torch.Tensor) -> torch.Tensor:
         from PIL import Image
@@ -46,7 +49,7 @@ class Preprocessed(torch.nn.Module):
         return self.model.encode_image(x)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        if tokens.shape[1] < self.context_length:
+        if self.pad_text and tokens.shape[1] < self.context_length:
             tokens = F.pad(tokens, (0, self.context_length - tokens.shape[1]))
         return self.model.encode_text(tokens)
 
@@ -87,7 +90,8 @@ def load_openai_state_dict(state_dict: dict, device) -> tuple[Preprocessed, dict
     context = int(state_dict["positional_embedding"].shape[0])
     info = {"image_size": size, "interpolation": "bicubic", "normalization": _normalization(OPENAI_MEAN, OPENAI_STD),
             "context_length": context}
-    return Preprocessed(model, openai_transform(size), context).to(device).eval(), info
+    # bench's CLIP reads as much of its positional table as the tokens are long (exact under the causal mask)
+    return Preprocessed(model, openai_transform(size), context, pad_text=False).to(device).eval(), info
 
 
 def _normalization(mean, std) -> str:

@@ -22,6 +22,7 @@ from .probe import VAL_FRACTION, WEIGHT_DECAYS, linear_probe
 from .retrieval import caption_labels, retrieval_metrics
 from .zero_shot import (
     build_zero_shot_classifier,
+    classifier_from_features,
     image_features,
     prompt_features,
     zero_shot_metrics,
@@ -95,16 +96,23 @@ def features(model, data: ArrayDataset, device, autocast_dtype, cache: FeatureCa
 
 
 def run_suite(model, opts: SuiteOptions, *, train: ArrayDataset, test: ArrayDataset, templates, tokenizer, device,
-              autocast_dtype=None, cache: FeatureCache | None = None, weights_id: str = "model") -> tuple[dict, dict]:
-    """Columns for the result row and tables (name -> DataFrame) for the run folder."""
+              autocast_dtype=None, cache: FeatureCache | None = None, weights_id: str = "model",
+              text_features: torch.Tensor | None = None) -> tuple[dict, dict]:
+    """Columns for the result row and tables (name -> DataFrame) for the run folder.
+
+    The prompt table (``test``'s classes x ``templates``) is encoded once, for retrieval and robustness alike;
+    ``text_features``: its :func:`bench.evaluation.zero_shot.prompt_features` under these weights, where the caller
+    has them already (then it is not encoded here at all)."""
     model.eval()
     cache = cache or FeatureCache()
     classes = list(test.classes)
     columns, tables = {}, {}
     test_feats = features(model, test, device, autocast_dtype, cache, weights_id)
     test_labels = torch.as_tensor(test.labels)
+    if text_features is None and ("retrieval" in opts.evals or "robustness" in opts.evals):
+        text_features = prompt_features(model, classes, templates, tokenizer, device, autocast_dtype)
     if "retrieval" in opts.evals:
-        text = prompt_features(model, classes, templates, tokenizer, device, autocast_dtype).cpu()
+        text = text_features.cpu()
         columns.update(retrieval_metrics(test_feats, test_labels, text, caption_labels(len(classes), len(templates))))
         columns["retrieval_captions"] = len(text)
     if "probe" in opts.evals:
@@ -114,17 +122,22 @@ def run_suite(model, opts: SuiteOptions, *, train: ArrayDataset, test: ArrayData
         tables["probe_per_class"] = pd.DataFrame({"class": classes, "accuracy": probe.pop("probe_per_class")})
         columns.update(probe, probe_train_images=len(train), probe_val_fraction=opts.probe_val_fraction)
     if "robustness" in opts.evals:
+        classifier = classifier_from_features(text_features.to(device), len(classes), len(templates))
         robust_cols, tables["robustness"] = robustness(model, test.subset(opts.robust_limit), templates, tokenizer,
-                                                       device, autocast_dtype, opts)
+                                                       device, autocast_dtype, opts, classifier)
         columns.update(robust_cols)
     return columns, tables
 
 
-def robustness(model, test: ArrayDataset, templates, tokenizer, device, autocast_dtype, opts: SuiteOptions):
+def robustness(model, test: ArrayDataset, templates, tokenizer, device, autocast_dtype, opts: SuiteOptions,
+               classifier: torch.Tensor | None = None):
     """Zero-shot top-1 on each corruption x severity; row columns hold the mean over severities per
     corruption (``robust_<name>``), the mean over corruptions (``robust_mean``) and the clean top-1 on
-    the same images (``robust_clean``), so the drop is read against like-for-like images."""
-    classifier = build_zero_shot_classifier(model, list(test.classes), templates, tokenizer, device, autocast_dtype)
+    the same images (``robust_clean``), so the drop is read against like-for-like images. ``classifier``: the
+    zero-shot classifier of ``templates``, where the caller has it (else built here)."""
+    if classifier is None:
+        classifier = build_zero_shot_classifier(model, list(test.classes), templates, tokenizer, device,
+                                                autocast_dtype)
     labels = torch.as_tensor(test.labels, device=device)
 
     def top1(images: np.ndarray) -> float:

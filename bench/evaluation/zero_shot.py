@@ -15,7 +15,14 @@ from .metrics import classification_metrics
 def build_zero_shot_classifier(model, class_names, templates, tokenizer, device, autocast_dtype=None) -> torch.Tensor:
     """``(embed_dim, n_classes)`` weights: normalise each template's embedding, average, renormalise."""
     features = prompt_features(model, class_names, templates, tokenizer, device, autocast_dtype)
-    features = features.view(len(class_names), len(templates), -1)
+    return classifier_from_features(features, len(class_names), len(templates))
+
+
+def classifier_from_features(features: torch.Tensor, n_classes: int, n_templates: int) -> torch.Tensor:
+    """:func:`build_zero_shot_classifier` from :func:`prompt_features`' rows already computed, so a caller that needs
+    the prompts' features too (retrieval) or several classifiers of one set (one per template) encodes each prompt
+    once."""
+    features = features.view(n_classes, n_templates, -1)
     return F.normalize(features.mean(dim=1), dim=-1).t().contiguous()
 
 
