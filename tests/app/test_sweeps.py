@@ -483,3 +483,35 @@ def test_dry_run_and_status_read_a_results_folder_they_cannot_write_and_a_sweep_
     code, _, err = run_cli("sweep", path, "--out", tmp_path / "virtual")
     assert code == 2 and err.strip() == (f"bench: error: cannot create results folder '{tmp_path / 'virtual'}' "
                                          f"(Operation not permitted); pass a writable --out"), err
+
+
+def test_the_epoch_lines_of_concurrent_runs_never_run_into_each_other(monkeypatch):
+    """--concurrent K prints one line per epoch per run from K threads: each line is written whole, so a line never
+    ends in the middle of another run's (print wrote the text and its newline apart: 'eval 0.07 sbench: ...')."""
+    import threading
+
+    from bench.distributed.world import World, log_main
+
+    class Slow:  # a stream that lets other threads in at every write, as a busy terminal or pipe does
+        def __init__(self):
+            self.text = []
+
+        def write(self, s):
+            self.text.append(s)
+            time.sleep(0.0005)
+            return len(s)
+
+        def flush(self):
+            pass
+
+    stream = Slow()
+    monkeypatch.setattr(sys, "stderr", stream)
+    world = World(torch.device("cpu"))
+    threads = [threading.Thread(target=lambda n=n: [log_main(world, f"run-{n}: epoch {i}") for i in range(60)])
+               for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = "".join(stream.text).splitlines()
+    assert len(lines) == 180 and all(line.startswith("bench: run-") and line.count("bench:") == 1 for line in lines)
