@@ -515,3 +515,32 @@ def test_the_epoch_lines_of_concurrent_runs_never_run_into_each_other(monkeypatc
         t.join()
     lines = "".join(stream.text).splitlines()
     assert len(lines) == 180 and all(line.startswith("bench: run-") and line.count("bench:") == 1 for line in lines)
+
+
+def test_a_claim_left_by_a_dead_process_that_had_this_pid_is_taken_over(tmp_path, run_cli):
+    """A restarted container runs the sweep under the pid its killed predecessor had (pid 1, same hostname): the
+    claims that predecessor left name this very pid. They are stale, not this process's own (the sweep took them
+    for another process's and left both runs undone, exit 0, on every restart); a claim this process holds stays
+    alive to its other threads."""
+    import socket
+
+    from bench.app.sweep.plan import RUNNING
+    from bench.claims import Claim, claim_alive, read_claim
+
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n", epochs=1)
+    code, out, _ = run_cli("sweep", path, "--dry-run")
+    ids = [line.split()[1] for line in out.splitlines()[:-1]]
+    claims = tmp_path / "res" / "sweep" / "claims"
+    claims.mkdir(parents=True)
+    for run_id in ids:  # as the killed predecessor wrote them
+        (claims / run_id).write_text(json.dumps({"token": "before-the-restart", "host": socket.gethostname(),
+                                                 "pid": os.getpid(), "since": time.time()}))
+    code, out, err = run_cli("sweep", path, "--status")
+    assert code == 0 and f" {RUNNING} " not in out and "2 to do" in out, out
+    code, out, err = run_cli("sweep", path, "--concurrent", "2", "--no-checkpoints")
+    assert code == 0, err
+    assert "left to it" not in out and out.count(" done ") == 2, out
+    assert len(pd.read_csv(tmp_path / "res" / "runs.csv")) == 2 and not list(claims.iterdir())
+    mine = Claim(tmp_path / "mine")
+    assert mine.acquire() and claim_alive(mine.path, read_claim(mine.path)) and not Claim(mine.path).acquire()
+    mine.release()
