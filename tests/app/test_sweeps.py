@@ -366,6 +366,29 @@ def test_sigterm_stops_concurrent_runs_with_checkpoints_and_the_same_command_con
     assert len(table) == 2 and table.run_id.is_unique and table.resumes.max() == 1
 
 
+@pytest.mark.slow  # a bench sweep with two worker processes, then another
+def test_sigterm_to_a_sweep_with_workers_stops_them_with_checkpoints(tmp_path):
+    """`kill PID` of a --workers sweep: each worker's runs save their checkpoints, the sweep exits 130, and the same
+    command continues them. (The parent died alone; its workers died writing to its closed pipe, each run in flight
+    recorded as failed with a BrokenPipeError.)"""
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n", epochs=8)
+    proc = spawn_bench("sweep", path, "--workers", "2", "--checkpoint-every", "2")
+    runs = tmp_path / "res" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(runs.glob("*/last.pt"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert out.count("stopped by SIGTERM") == 2 and "sweep workers stopped by a signal" in err, (out, err)
+    assert not (tmp_path / "res" / "sweep" / "failed").exists(), out
+    again = spawn_bench("sweep", path, "--workers", "2", "--checkpoint-every", "2")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 3 and table.run_id.is_unique and table.resumes.max() == 1
+
+
 def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
     import socket
 
