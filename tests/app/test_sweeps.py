@@ -567,3 +567,22 @@ def test_a_claim_left_by_a_dead_process_that_had_this_pid_is_taken_over(tmp_path
     mine = Claim(tmp_path / "mine")
     assert mine.acquire() and claim_alive(mine.path, read_claim(mine.path)) and not Claim(mine.path).acquire()
     mine.release()
+
+
+def test_a_slurm_job_that_stops_after_a_run_counts_that_run_done(tmp_path, run_cli, monkeypatch):
+    """A job of the array that ends in an error (here: stopped by a signal during its second run) failed only the
+    runs it did not finish; its finished first run is done, not 'failed' (it was counted failed with the job, and
+    the sweep said 2 of 2 runs failed)."""
+    pytest.importorskip("submitit")
+    import pdb
+
+    from tests.support.runs import stop_at_ask
+
+    monkeypatch.setattr(pdb, "post_mortem", lambda *a: None)  # submitit's in-process 'debug' cluster debugs errors
+    path = tmp_path / "s.toml"
+    path.write_text(sweep_text({"seed": [0, 1]}, epochs=1, limit_train=32, out=str(tmp_path / "res"))
+                    + "[slurm]\ncluster = 'debug'\nruns_per_job = 2\n")
+    stop_at_ask(monkeypatch, 4)  # run 1: 2 steps and its epoch end; the first step of run 2
+    code, out, err = run_cli("sweep", path, "--launcher", "slurm", "--no-checkpoints")
+    assert code == 1 and "1 of 2 runs failed" in err, (out, err)
+    assert "FAILED seed=0" not in out and "FAILED seed=1" in out, out

@@ -272,7 +272,10 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
         except Exception as exc:  # noqa: BLE001 - the job itself failed (killed, node lost): its runs failed
             from ...errors import one_line_cause
 
-            results = [Outcome(p, "failed", error=f"job {job.job_id}: {one_line_cause(exc)}") for p in chunk]
+            # a run the job finished before it failed (or stopped) is done: its record says so
+            error = f"job {job.job_id}: {one_line_cause(exc)}"
+            results = [Outcome(p, "done") if run_state(p).name == DONE else Outcome(p, "failed", error=error)
+                       for p in chunk]
         for outcome in results:
             outcomes.append(outcome)
             progress.finish(outcome, trained=outcome.status in ("done", "failed"))
