@@ -12,6 +12,10 @@ from pathlib import Path
 
 from .atomic_files import CREATE_MODE
 
+# the tokens of the claims this process holds: a claim file naming this process's pid but none of these tokens was
+# left by an earlier process that had the same pid (a container restarted, where the sweep is pid 1 again)
+_HELD: set[str] = set()
+
 
 class Claim:
     """An exclusive claim on a piece of work that processes on any machine sharing a folder respect: the claim
@@ -29,12 +33,13 @@ class Claim:
     def acquire(self) -> bool:
         """Take the claim; False when a live holder has it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _HELD.add(self.token)  # before the file exists: this process's other threads judge it by its token
         for _ in range(2):  # a second try after taking over a stale claim
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, CREATE_MODE)
             except FileExistsError:
                 if not self._take_over_stale():
-                    return False
+                    break
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(json.dumps({"token": self.token, "host": socket.gethostname(), "pid": os.getpid(),
@@ -44,6 +49,7 @@ class Claim:
             self._thread = threading.Thread(target=self._beat, name=f"claim {self.path.name}", daemon=True)
             self._thread.start()
             return True
+        _HELD.discard(self.token)
         return False
 
     def release(self):
@@ -54,6 +60,7 @@ class Claim:
         if holder is not None and holder.get("token") == self.token:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
+        _HELD.discard(self.token)
 
     def __enter__(self):
         return self
@@ -102,8 +109,11 @@ def read_claim(path: str | os.PathLike) -> dict | None:
 
 def claim_alive(path: str | os.PathLike, holder: dict, stale_after: float = 300.0) -> bool:
     """Whether the process that holds the claim at ``path`` still runs: on this host, its pid; elsewhere, a
-    heartbeat within ``stale_after`` seconds."""
+    heartbeat within ``stale_after`` seconds. A claim with this process's own pid is alive only while this process
+    holds it: the pid of a process that died can come back as this one's."""
     if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+        if holder["pid"] == os.getpid():
+            return holder.get("token") in _HELD
         try:
             os.kill(holder["pid"], 0)
         except ProcessLookupError:

@@ -109,9 +109,11 @@ def world_size() -> int:
 
 
 def log_main(world: World, message: str):
-    """One line on stderr from rank 0 only (N ranks would print it N times)."""
+    """One line on stderr from rank 0 only (N ranks would print it N times), written whole: ``print`` writes the
+    text and its newline apart, so the lines of ``--concurrent`` runs' threads ran into each other."""
     if world.is_main:
-        print(f"bench: {message}", file=sys.stderr, flush=True)
+        sys.stderr.write(f"bench: {message}\n")
+        sys.stderr.flush()
 
 
 def broadcast_object(obj, world: World):

@@ -35,7 +35,7 @@ class StopRequest:
         self.world = world
 
     def _handle(self, signum, frame):
-        self.requested = signal.Signals(signum).name
+        self.requested = self.requested or signal.Signals(signum).name  # the first one says why it stopped
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def agreed(self, collective_point: bool) -> bool:

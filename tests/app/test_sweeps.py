@@ -366,6 +366,29 @@ def test_sigterm_stops_concurrent_runs_with_checkpoints_and_the_same_command_con
     assert len(table) == 2 and table.run_id.is_unique and table.resumes.max() == 1
 
 
+@pytest.mark.slow  # a bench sweep with two worker processes, then another
+def test_sigterm_to_a_sweep_with_workers_stops_them_with_checkpoints(tmp_path):
+    """`kill PID` of a --workers sweep: each worker's runs save their checkpoints, the sweep exits 130, and the same
+    command continues them. (The parent died alone; its workers died writing to its closed pipe, each run in flight
+    recorded as failed with a BrokenPipeError.)"""
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n", epochs=8)
+    proc = spawn_bench("sweep", path, "--workers", "2", "--checkpoint-every", "2")
+    runs = tmp_path / "res" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(runs.glob("*/last.pt"))) < 2:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert out.count("stopped by SIGTERM") == 2 and "sweep workers stopped by a signal" in err, (out, err)
+    assert not (tmp_path / "res" / "sweep" / "failed").exists(), out
+    again = spawn_bench("sweep", path, "--workers", "2", "--checkpoint-every", "2")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 3 and table.run_id.is_unique and table.resumes.max() == 1
+
+
 def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
     import socket
 
@@ -483,3 +506,83 @@ def test_dry_run_and_status_read_a_results_folder_they_cannot_write_and_a_sweep_
     code, _, err = run_cli("sweep", path, "--out", tmp_path / "virtual")
     assert code == 2 and err.strip() == (f"bench: error: cannot create results folder '{tmp_path / 'virtual'}' "
                                          f"(Operation not permitted); pass a writable --out"), err
+
+
+def test_the_epoch_lines_of_concurrent_runs_never_run_into_each_other(monkeypatch):
+    """--concurrent K prints one line per epoch per run from K threads: each line is written whole, so a line never
+    ends in the middle of another run's (print wrote the text and its newline apart: 'eval 0.07 sbench: ...')."""
+    import threading
+
+    from bench.distributed.world import World, log_main
+
+    class Slow:  # a stream that lets other threads in at every write, as a busy terminal or pipe does
+        def __init__(self):
+            self.text = []
+
+        def write(self, s):
+            self.text.append(s)
+            time.sleep(0.0005)
+            return len(s)
+
+        def flush(self):
+            pass
+
+    stream = Slow()
+    monkeypatch.setattr(sys, "stderr", stream)
+    world = World(torch.device("cpu"))
+    threads = [threading.Thread(target=lambda n=n: [log_main(world, f"run-{n}: epoch {i}") for i in range(60)])
+               for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    lines = "".join(stream.text).splitlines()
+    assert len(lines) == 180 and all(line.startswith("bench: run-") and line.count("bench:") == 1 for line in lines)
+
+
+def test_a_claim_left_by_a_dead_process_that_had_this_pid_is_taken_over(tmp_path, run_cli):
+    """A restarted container runs the sweep under the pid its killed predecessor had (pid 1, same hostname): the
+    claims that predecessor left name this very pid. They are stale, not this process's own (the sweep took them
+    for another process's and left both runs undone, exit 0, on every restart); a claim this process holds stays
+    alive to its other threads."""
+    import socket
+
+    from bench.app.sweep.plan import RUNNING
+    from bench.claims import Claim, claim_alive, read_claim
+
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n", epochs=1)
+    code, out, _ = run_cli("sweep", path, "--dry-run")
+    ids = [line.split()[1] for line in out.splitlines()[:-1]]
+    claims = tmp_path / "res" / "sweep" / "claims"
+    claims.mkdir(parents=True)
+    for run_id in ids:  # as the killed predecessor wrote them
+        (claims / run_id).write_text(json.dumps({"token": "before-the-restart", "host": socket.gethostname(),
+                                                 "pid": os.getpid(), "since": time.time()}))
+    code, out, err = run_cli("sweep", path, "--status")
+    assert code == 0 and f" {RUNNING} " not in out and "2 to do" in out, out
+    code, out, err = run_cli("sweep", path, "--concurrent", "2", "--no-checkpoints")
+    assert code == 0, err
+    assert "left to it" not in out and out.count(" done ") == 2, out
+    assert len(pd.read_csv(tmp_path / "res" / "runs.csv")) == 2 and not list(claims.iterdir())
+    mine = Claim(tmp_path / "mine")
+    assert mine.acquire() and claim_alive(mine.path, read_claim(mine.path)) and not Claim(mine.path).acquire()
+    mine.release()
+
+
+def test_a_slurm_job_that_stops_after_a_run_counts_that_run_done(tmp_path, run_cli, monkeypatch):
+    """A job of the array that ends in an error (here: stopped by a signal during its second run) failed only the
+    runs it did not finish; its finished first run is done, not 'failed' (it was counted failed with the job, and
+    the sweep said 2 of 2 runs failed)."""
+    pytest.importorskip("submitit")
+    import pdb
+
+    from tests.support.runs import stop_at_ask
+
+    monkeypatch.setattr(pdb, "post_mortem", lambda *a: None)  # submitit's in-process 'debug' cluster debugs errors
+    path = tmp_path / "s.toml"
+    path.write_text(sweep_text({"seed": [0, 1]}, epochs=1, limit_train=32, out=str(tmp_path / "res"))
+                    + "[slurm]\ncluster = 'debug'\nruns_per_job = 2\n")
+    stop_at_ask(monkeypatch, 4)  # run 1: 2 steps and its epoch end; the first step of run 2
+    code, out, err = run_cli("sweep", path, "--launcher", "slurm", "--no-checkpoints")
+    assert code == 1 and "1 of 2 runs failed" in err, (out, err)
+    assert "FAILED seed=0" not in out and "FAILED seed=1" in out, out

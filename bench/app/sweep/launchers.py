@@ -9,8 +9,10 @@ same plugins (``--plugins-dir`` / ``-p``, absolute paths) before they resolve an
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -67,9 +69,7 @@ def local_workers(planned: list[Planned], argv, workers: int, gpus: list[str] | 
     relays = [threading.Thread(target=relay, args=(i, p), daemon=True) for i, p in enumerate(procs)]
     for t in relays:
         t.start()
-    try:
-        codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:  # Ctrl-C reached the workers too (one process group): let them save and stop
+    with _stop_workers_on_signal(procs):
         codes = [p.wait() for p in procs]
     for t in relays:
         t.join()
@@ -83,6 +83,31 @@ def local_workers(planned: list[Planned], argv, workers: int, gpus: list[str] | 
         if outcome.status == "unfinished" and crashed:
             outcome.error = "; ".join(crashed)
     return outcomes
+
+
+@contextlib.contextmanager
+def _stop_workers_on_signal(procs):
+    """While the workers run, a SIGTERM or SIGINT to this process asks each of them to stop (SIGTERM: each run in
+    flight saves its checkpoint and the worker exits 130), and this process waits for them. Without it a SIGTERM
+    to the sweep (``kill PID``) ended only this process, and the workers died writing to its closed pipe, each run
+    in flight recorded as failed with a BrokenPipeError. A Ctrl-C at a terminal reaches the workers too; the
+    SIGTERM after it only repeats the request (a second SIGINT would stop them at once, without a checkpoint)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def forward(signum, frame):
+        for proc in procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _outcomes_from_files(planned: list[Planned]) -> list[Outcome]:
@@ -247,7 +272,10 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
         except Exception as exc:  # noqa: BLE001 - the job itself failed (killed, node lost): its runs failed
             from ...errors import one_line_cause
 
-            results = [Outcome(p, "failed", error=f"job {job.job_id}: {one_line_cause(exc)}") for p in chunk]
+            # a run the job finished before it failed (or stopped) is done: its record says so
+            error = f"job {job.job_id}: {one_line_cause(exc)}"
+            results = [Outcome(p, "done") if run_state(p).name == DONE else Outcome(p, "failed", error=error)
+                       for p in chunk]
         for outcome in results:
             outcomes.append(outcome)
             progress.finish(outcome, trained=outcome.status in ("done", "failed"))
