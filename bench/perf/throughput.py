@@ -17,7 +17,6 @@ Rows (one per encoder x component x mode):
 """
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -130,11 +129,39 @@ def count_kernels(fn, device: torch.device) -> int:
     return Count.n
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated device memory on CUDA; on CPU the process's peak resident set (a high-water mark)."""
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new high-water mark, so that the peak read after the timed steps is theirs, not an earlier row's:
+    CUDA's allocator peak; on Linux the process's peak resident set (``VmHWM``, which writing 5 to
+    ``/proc/self/clear_refs`` resets). False where it cannot be reset."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _resident_peak_kib() is not None
+
+
+def _resident_peak_kib() -> int | None:
+    """``VmHWM`` of /proc/self/status (Linux), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def peak_memory_mb(device: torch.device, reset: bool = True) -> float:
+    """The peak since :func:`reset_peak_memory` (``reset``: whether it succeeded): allocated device memory on CUDA;
+    on a CPU the process's peak resident set. NaN where the CPU's mark could not be reset: the process's lifetime
+    peak would be an earlier row's as often as this one's."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _resident_peak_kib() if reset else None
+    return float("nan") if peak is None else peak / 1024
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -304,13 +331,11 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
         kernels = count_kernels(step, device)  # the third step: still eager, every kernel compiled and tuned
         for _ in range(max(cfg.untimed_steps, 4 if graph else 0)):  # a graph is captured after 3 eager steps
             step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
+        reset = reset_peak_memory(device)
         times = time_steps(step, cfg.steps, device)
         params = {"clip": clip_params, "text": clip_params - vision_params}.get(component, vision_params)
         return {"params": params, "flops": flops, "times": times,
-                "graph": graph, "peak": peak_memory_mb(device), "kernels": kernels}
+                "graph": graph, "peak": peak_memory_mb(device, reset), "kernels": kernels}
 
     out, batch, retries = with_oom_retry(attempt, cfg.batch_size, device)
     median = statistics.median(out["times"])

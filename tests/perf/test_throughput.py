@@ -131,3 +131,21 @@ def test_a_batch_whose_inputs_exceed_the_memory_available_is_halved_before_anyth
                         text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
     row = measure(cfg, "vision", "infer")
     assert (row["batch_size"], row["oom_retries"], built) == (4, 4, [4])
+
+
+def _resident_peak_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's resettable peak resident set")
+def test_cpu_peak_memory_is_the_timed_steps_own_not_an_earlier_rows():
+    """On a CPU, peak_mem_mb is the process's peak resident set during the timed steps: 1 GiB touched and freed
+    before the measurement (as an earlier, larger encoder's rows in the same `bench throughput` would) is not in it."""
+    big = torch.ones(2 ** 28)  # 1 GiB of float32, every page written
+    del big
+    lifetime_peak = _resident_peak_mb()
+    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=4, steps=1, untimed_steps=0, embed_dim=32,
+                        text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
+    row = measure(cfg, "vision", "infer")
+    assert 0 < row["peak_mem_mb"] < lifetime_peak - 512, (row["peak_mem_mb"], lifetime_peak)
