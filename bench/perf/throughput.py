@@ -61,13 +61,17 @@ class ThroughputCfg:
 # ---------------------------------------------------------------------------------------------------------
 def time_steps(fn, steps: int, device: torch.device) -> list[float]:
     """Milliseconds of each of ``steps`` calls of ``fn``: CUDA events around each call on a GPU (one sync at
-    the end, so the GPU stays busy between steps), ``perf_counter`` on a CPU."""
+    the end, so the GPU stays busy between steps), ``perf_counter`` on a CPU.
+
+    The events go on ``device``'s current stream: a bare ``record()`` takes the current device's, which under
+    ``--device cuda:1`` is cuda:0's, where none of the step's work runs."""
     if device.type == "cuda":
+        stream = torch.cuda.current_stream(device)
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
         for start, end in events:
-            start.record()
+            start.record(stream)
             fn()
-            end.record()
+            end.record(stream)
         torch.cuda.synchronize(device)
         return [start.elapsed_time(end) for start, end in events]
     times = []

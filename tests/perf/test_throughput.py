@@ -149,3 +149,42 @@ def test_cpu_peak_memory_is_the_timed_steps_own_not_an_earlier_rows():
                         text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
     row = measure(cfg, "vision", "infer")
     assert 0 < row["peak_mem_mb"] < lifetime_peak - 512, (row["peak_mem_mb"], lifetime_peak)
+
+
+def test_cuda_step_times_are_events_on_the_measured_devices_stream_read_after_a_sync(monkeypatch):
+    """On CUDA each timed step sits between two events recorded on the measured device's current stream (under
+    --device cuda:1 not cuda:0's, the current device's), and the events are read only after that device is
+    synchronised. A fake CUDA module records the calls, so this runs on a CPU."""
+    from bench.perf.throughput import time_steps
+
+    calls = []
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+
+        def record(self, stream=None):
+            calls.append(("record", stream))
+
+        def elapsed_time(self, end):
+            calls.append(("read", None))
+            return 2.0
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("sync", device)))
+    device = torch.device("cuda", 1)
+    times = time_steps(lambda: calls.append(("step", None)), 3, device)
+    assert times == [2.0, 2.0, 2.0]
+    assert calls[:9] == [("record", "stream of cuda:1"), ("step", None), ("record", "stream of cuda:1")] * 3
+    assert calls[9:] == [("sync", device)] + [("read", None)] * 3
+
+
+def test_cpu_step_times_read_the_clock_around_each_step_and_touch_no_cuda(monkeypatch):
+    """On a CPU the clock is read right before and after each step, with nothing else between; no CUDA call."""
+    import bench.perf.throughput as tp
+
+    ticks = iter(range(0, 100, 1))
+    monkeypatch.setattr(tp.time, "perf_counter", lambda: next(ticks) / 1e3)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: pytest.fail("synchronize on a CPU"))
+    assert tp.time_steps(lambda: None, 3, torch.device("cpu")) == pytest.approx([1.0, 1.0, 1.0])
