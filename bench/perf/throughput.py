@@ -29,7 +29,7 @@ from ..errors import BenchError
 
 COLUMNS = [
     "encoder", "component", "mode", "batch_size", "requested_batch_size", "oom_retries", "precision",
-    "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "samples_per_s",
+    "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "torch_threads", "samples_per_s",
     "step_ms_median", "step_ms_p90", "steps", "untimed_steps", "peak_mem_mb", "params", "gflops_per_sample",
     "kernels_per_step", "error", "time",
     "torch_version", "cuda_version", "git_commit", "git_dirty", "hostname", "command",
@@ -381,7 +381,8 @@ def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", 
             run_cfg = replace(cfg, encoder=encoder)
             row = {"encoder": encoder, "component": component, "mode": step_mode,
                    "requested_batch_size": cfg.batch_size, **{k: v for k, v in asdict(run_cfg).items()
-                                                              if k in COLUMNS}, "error": None}
+                                                              if k in COLUMNS}, "error": None,
+                   "torch_threads": torch.get_num_threads()}  # a CPU row's speed depends on it several-fold
             try:
                 row.update(measure(run_cfg, component, step_mode))
             except Exception as exc:  # noqa: BLE001 - a broken encoder is a row, not the end of the table

@@ -188,3 +188,18 @@ def test_cpu_step_times_read_the_clock_around_each_step_and_touch_no_cuda(monkey
     monkeypatch.setattr(tp.time, "perf_counter", lambda: next(ticks) / 1e3)
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: pytest.fail("synchronize on a CPU"))
     assert tp.time_steps(lambda: None, 3, torch.device("cpu")) == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_rows_record_the_torch_thread_count_they_were_timed_with(monkeypatch):
+    """A CPU step's time depends several-fold on torch's thread count (docs/performance.md times with one), which
+    neither the command line nor the device name shows: every row records it."""
+    import bench.perf.throughput as tp
+
+    monkeypatch.setattr(tp, "measure", lambda cfg, component, mode: {"samples_per_s": 1.0})
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        table = tp.run_throughput(ThroughputCfg(), ["modified_resnet"], "infer")
+    finally:
+        torch.set_num_threads(threads)
+    assert list(table["torch_threads"]) == [1]
