@@ -399,8 +399,8 @@ def list_(kind, pattern, count_params):
 @click.option("--text-width", type=int, default=512, show_default=True)
 @click.option("--text-layers", type=int, default=6, show_default=True)
 @click.option("--text-heads", type=int, default=8, show_default=True)
-@click.option("--out", default="results", show_default=True, callback=_folder,
-              help="Appends rows to OUT/throughput.csv.")
+@click.option("--out", type=click.Path(), callback=_folder,
+              help="Also append the rows to OUT/throughput.csv (default: print them only).")
 def throughput(encoders, mode, compile_, out, **flags):
     """Images/s, step time, memory, params and GFLOPs of encoders on synthetic inputs."""
     from .perf.throughput import throughput_command

@@ -446,21 +446,26 @@ def resolve(encoders: str, device: str = "auto", precision: str | None = None, s
 
 def throughput_command(encoders: str, mode: str, out, encoder_opts=(), echo=print, echo_err=print,
                        **options) -> pd.DataFrame:
-    """``bench throughput``: check the options, time every encoder (a line per measurement), append the rows to
-    ``out/throughput.csv`` and print their summary. ``encoder_opts``: ``KEY=VALUE`` strings."""
+    """``bench throughput``: check the options, time every encoder (a line per measurement), print the rows'
+    summary and, given ``out``, append the rows to ``out/throughput.csv`` (none given: nothing is written, as a
+    command run in a checkout must not add rows to the committed results/throughput.csv unasked).
+    ``encoder_opts``: ``KEY=VALUE`` strings."""
     from ..atomic_files import make_folder
     from ..config import parse_opts
 
     cfg, names = resolve(encoders, encoder_opts=parse_opts(encoder_opts), **options)
     check_encoder_options(cfg, names)
-    path = make_folder(out) / "throughput.csv"  # made now: a folder that cannot be is said before the measuring
+    # made now: a folder that cannot be is said before the measuring
+    path = None if out is None else make_folder(out) / "throughput.csv"
 
     def line(row):
         echo_err(f"{row['encoder']} {row['component']}/{row['mode']}: "
                  + (f"error {row['error']}" if row["error"] else f"{row['samples_per_s']:.1f} samples/s"))
 
     table = run_throughput(cfg, names, mode, on_row=line)
-    append_rows(table, path)
+    if path is not None:
+        append_rows(table, path)
     echo(summary(table).to_markdown(index=False))
-    echo(f"{len(table)} rows ({int(table['error'].notna().sum())} failed) -> {path}")
+    echo(f"{len(table)} rows ({int(table['error'].notna().sum())} failed)"
+         + (f" -> {path}" if path is not None else "; --out DIR appends them to DIR/throughput.csv"))
     return table

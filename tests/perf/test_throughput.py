@@ -203,3 +203,18 @@ def test_rows_record_the_torch_thread_count_they_were_timed_with(monkeypatch):
     finally:
         torch.set_num_threads(threads)
     assert list(table["torch_threads"]) == [1]
+
+
+def test_without_out_the_rows_are_printed_and_no_file_is_written(run_cli, tmp_path):
+    """Run in a checkout, `bench throughput` must not append to the committed results/throughput.csv unasked:
+    without --out it prints the table and writes nothing."""
+    Path("results").mkdir()
+    Path("results/throughput.csv").write_text("committed\n")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    code, out, err = run_cli("throughput", "--encoder", "modified_resnet", "--mode", "infer", "--device", "cpu",
+                             "--batch-size", "4", "--steps", "1", "--untimed-steps", "0", "--encoder-opt", "width=8",
+                             *TEXT)
+    assert code == 0, err
+    assert "| modified_resnet" in out and "--out DIR" in out
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+    assert Path("results/throughput.csv").read_text() == "committed\n"
