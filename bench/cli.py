@@ -393,7 +393,9 @@ def list_(kind, pattern, count_params):
               help="CLIP step with the two towers on two CUDA streams (CUDA only).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--steps", type=int, help="Timed steps (default 20 on CUDA, 5 on CPU).")
-@click.option("--untimed-steps", type=int, help="Steps run first and not timed (default 10 on CUDA, 2 on CPU).")
+@click.option("--untimed-steps", type=int,
+              help="Steps run first and not timed (default 10 on CUDA, 2 on CPU), after the 3 that count FLOPs, "
+                   "compile and count kernels; a row's untimed_steps counts all of them.")
 @click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE")
 @click.option("--embed-dim", type=int, default=512, show_default=True)
 @click.option("--text-width", type=int, default=512, show_default=True)

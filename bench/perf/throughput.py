@@ -47,7 +47,8 @@ class ThroughputCfg:
     tower_streams: bool = True  # on CUDA, the two towers on two streams (as bench run does)
     device: str = "cpu"
     steps: int = 10  # timed steps
-    untimed_steps: int = 3  # steps run before the timed ones and not timed (autotuning, allocation, compilation)
+    untimed_steps: int = 3  # steps run before the timed ones and not timed (autotuning, allocation, compilation),
+    # after the three that count FLOPs, compile and count kernels; a row's untimed_steps counts all of them
     image_size: int = 32
     embed_dim: int = 512
     text_width: int = 512
@@ -333,18 +334,20 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
         flops = count_flops(step)  # also the first warm-up step: eager, before any graph capture
         step()  # compiles, with --compile
         kernels = count_kernels(step, device)  # the third step: still eager, every kernel compiled and tuned
-        for _ in range(max(cfg.untimed_steps, 4 if graph else 0)):  # a graph is captured after 3 eager steps
+        extra = max(cfg.untimed_steps, 4 if graph else 0)  # a graph is captured after 3 eager steps
+        for _ in range(extra):
             step()
         reset = reset_peak_memory(device)
         times = time_steps(step, cfg.steps, device)
         params = {"clip": clip_params, "text": clip_params - vision_params}.get(component, vision_params)
-        return {"params": params, "flops": flops, "times": times,
+        return {"params": params, "flops": flops, "times": times, "untimed": 3 + extra,
                 "graph": graph, "peak": peak_memory_mb(device, reset), "kernels": kernels}
 
     out, batch, retries = with_oom_retry(attempt, cfg.batch_size, device)
     median = statistics.median(out["times"])
     return {"batch_size": batch, "oom_retries": retries, "samples_per_s": batch / median * 1e3,
-            "step_ms_median": median, "step_ms_p90": p90(out["times"]), "peak_mem_mb": out["peak"],
+            "step_ms_median": median, "step_ms_p90": p90(out["times"]), "untimed_steps": out["untimed"],
+            "peak_mem_mb": out["peak"],
             "params": out["params"], "gflops_per_sample": out["flops"] / batch / 1e9, "cuda_graph": out["graph"],
             "channels_last": _channels_last(cfg, device),
             "kernels_per_step": out["kernels"]}

@@ -218,3 +218,35 @@ def test_without_out_the_rows_are_printed_and_no_file_is_written(run_cli, tmp_pa
     assert "| modified_resnet" in out and "--out DIR" in out
     assert sorted(p for p in tmp_path.rglob("*")) == before
     assert Path("results/throughput.csv").read_text() == "committed\n"
+
+
+@pytest.mark.parametrize("component, mode", [("vision", "infer"), ("vision", "train"), ("clip", "train")])
+def test_the_timed_region_is_the_last_steps_calls_after_the_untimed_ones_the_row_counts(monkeypatch, component, mode):
+    """The clock runs over exactly --steps calls of the step, after every untimed one (FLOP count, compilation,
+    kernel count, --untimed-steps); the row's untimed_steps is how many ran untimed, not just the option."""
+    import bench.perf.throughput as tp
+
+    calls, seen = [0], {}
+
+    def counted(step):
+        def run():
+            calls[0] += 1
+            return step()
+        return run
+
+    real_vision, real_clip, real_time = tp._vision_step, tp._clip_step, tp.time_steps
+    monkeypatch.setattr(tp, "_vision_step", lambda *a, **k: counted(real_vision(*a, **k)))
+    monkeypatch.setattr(tp, "_clip_step", lambda *a: (lambda s, g: (counted(s), g))(*real_clip(*a)))
+
+    def timed(fn, steps, device):
+        seen["before"] = calls[0]
+        out = real_time(fn, steps, device)
+        seen["timed"] = calls[0] - seen["before"]
+        return out
+
+    monkeypatch.setattr(tp, "time_steps", timed)
+    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=4, steps=3, untimed_steps=2, embed_dim=32,
+                        text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
+    row = measure(cfg, component, mode)
+    assert seen == {"before": 5, "timed": 3} and calls[0] == 8
+    assert row["untimed_steps"] == 5
