@@ -393,14 +393,16 @@ def list_(kind, pattern, count_params):
               help="CLIP step with the two towers on two CUDA streams (CUDA only).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--steps", type=int, help="Timed steps (default 20 on CUDA, 5 on CPU).")
-@click.option("--untimed-steps", type=int, help="Steps run first and not timed (default 10 on CUDA, 2 on CPU).")
+@click.option("--untimed-steps", type=int,
+              help="Steps run first and not timed (default 10 on CUDA, 2 on CPU), after the 3 that count FLOPs, "
+                   "compile and count kernels; a row's untimed_steps counts all of them.")
 @click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE")
 @click.option("--embed-dim", type=int, default=512, show_default=True)
 @click.option("--text-width", type=int, default=512, show_default=True)
 @click.option("--text-layers", type=int, default=6, show_default=True)
 @click.option("--text-heads", type=int, default=8, show_default=True)
-@click.option("--out", default="results", show_default=True, callback=_folder,
-              help="Appends rows to OUT/throughput.csv.")
+@click.option("--out", type=click.Path(), callback=_folder,
+              help="Also append the rows to OUT/throughput.csv (default: print them only).")
 def throughput(encoders, mode, compile_, out, **flags):
     """Images/s, step time, memory, params and GFLOPs of encoders on synthetic inputs."""
     from .perf.throughput import throughput_command

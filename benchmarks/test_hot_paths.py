@@ -1,4 +1,5 @@
-"""Hot paths of training and evaluation, each timed on its own (see conftest.py for how to run)."""
+"""Hot paths of training and evaluation, each timed on its own (see conftest.py for how to run). Each docstring
+says what is timed and what it protects: the figure or choice a slower path would undo."""
 import statistics
 
 import pytest
@@ -44,14 +45,16 @@ def data(size):
 
 
 def test_tokenize_batch(benchmark, tokenizer):
-    """The reference path tokenizes 32 captions per step; bench does it once per run."""
+    """The reference path tokenizes 32 captions per step; bench does it once per run. Protects: what bench saves per
+    step by building its prompt table once."""
     captions = [PROMPTS[i] for i in torch.randint(0, len(PROMPTS), (BATCH,), generator=torch.Generator().manual_seed(0))]
     tokens = benchmark(tokenizer, captions)
     assert tokens.shape == (BATCH, 77)
 
 
 def test_batch_augmentation(benchmark, data, table):
-    """One training batch from the device loader: gather, flip, crop, normalise, template ids."""
+    """One training batch from the device loader: gather, flip, crop, normalise, template ids. Protects: the
+    loader's per-batch cost behind the >= 20x torchvision target (results/loader_speed.csv)."""
     loader = device_loader(data, BATCH, table)
     order = loader.epoch_order()
     batch = benchmark(loader.make_batch, order[:BATCH])
@@ -59,7 +62,8 @@ def test_batch_augmentation(benchmark, data, table):
 
 
 def test_device_loader_vs_torchvision(benchmark, data, table, benchmarking):
-    """The engine's loader against torchvision per-sample transforms through a DataLoader: >= 20x on CPU."""
+    """The engine's loader against torchvision per-sample transforms through a DataLoader. Protects: the >= 20x
+    target on CPU, asserted when timed."""
     n_device, n_torchvision = 40, 4
     loader = device_loader(data, BATCH, table)
     torchvision_rate = statistics.median(images_per_second(torchvision_batches(data, BATCH, n_torchvision))
@@ -74,7 +78,8 @@ def test_device_loader_vs_torchvision(benchmark, data, table, benchmarking):
 
 @pytest.mark.parametrize("mode", ["tree", "unique", "all"])
 def test_text_encoding(benchmark, size, table, mode):
-    """Forward and backward of the text tower for one batch's captions, per text mode."""
+    """Forward and backward of the text tower for one batch's captions, per text mode. Protects: the modes'
+    relative costs, on which the engine's choice rests (the prompt tree on a CPU)."""
     model = make_model(size).train()
     ids = torch.randint(0, len(table), (BATCH,), generator=torch.Generator().manual_seed(0))
 
@@ -86,7 +91,8 @@ def test_text_encoding(benchmark, size, table, mode):
 
 
 def test_training_step(benchmark, size, table):
-    """bench's whole CLIP training step at batch 32 (the `bench run` engine, reference recipe, on CPU)."""
+    """bench's whole CLIP training step at batch 32 (the `bench run` engine, reference recipe, on CPU). Protects: the
+    step behind the >= 10x open_clip target (results/vs_open_clip.csv)."""
     model = make_model(size).train()
     engine = build_engine(model, table, make_config("reference", batch_size=BATCH, device="cpu").recipe())
     g = torch.Generator().manual_seed(0)
@@ -97,7 +103,8 @@ def test_training_step(benchmark, size, table):
 
 
 def test_zero_shot_eval(benchmark, size, tokenizer):
-    """Zero-shot evaluation: the template-ensembled classifier, then 500 test images."""
+    """Zero-shot evaluation: the template-ensembled classifier, then 500 test images. Protects: what each epoch's
+    evaluation adds to a run."""
     model = make_model(size)
     test = make_synthetic("test", 0, n=500)
     images, labels = to_device_uint8(test.images, "cpu"), torch.as_tensor(test.labels)

@@ -17,7 +17,6 @@ Rows (one per encoder x component x mode):
 """
 from __future__ import annotations
 
-import resource
 import statistics
 import time
 from dataclasses import asdict, dataclass, replace
@@ -30,7 +29,7 @@ from ..errors import BenchError
 
 COLUMNS = [
     "encoder", "component", "mode", "batch_size", "requested_batch_size", "oom_retries", "precision",
-    "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "samples_per_s",
+    "channels_last", "compile", "cuda_graph", "tower_streams", "device", "device_name", "torch_threads", "samples_per_s",
     "step_ms_median", "step_ms_p90", "steps", "untimed_steps", "peak_mem_mb", "params", "gflops_per_sample",
     "kernels_per_step", "error", "time",
     "torch_version", "cuda_version", "git_commit", "git_dirty", "hostname", "command",
@@ -48,7 +47,8 @@ class ThroughputCfg:
     tower_streams: bool = True  # on CUDA, the two towers on two streams (as bench run does)
     device: str = "cpu"
     steps: int = 10  # timed steps
-    untimed_steps: int = 3  # steps run before the timed ones and not timed (autotuning, allocation, compilation)
+    untimed_steps: int = 3  # steps run before the timed ones and not timed (autotuning, allocation, compilation),
+    # after the three that count FLOPs, compile and count kernels; a row's untimed_steps counts all of them
     image_size: int = 32
     embed_dim: int = 512
     text_width: int = 512
@@ -62,13 +62,17 @@ class ThroughputCfg:
 # ---------------------------------------------------------------------------------------------------------
 def time_steps(fn, steps: int, device: torch.device) -> list[float]:
     """Milliseconds of each of ``steps`` calls of ``fn``: CUDA events around each call on a GPU (one sync at
-    the end, so the GPU stays busy between steps), ``perf_counter`` on a CPU."""
+    the end, so the GPU stays busy between steps), ``perf_counter`` on a CPU.
+
+    The events go on ``device``'s current stream: a bare ``record()`` takes the current device's, which under
+    ``--device cuda:1`` is cuda:0's, where none of the step's work runs."""
     if device.type == "cuda":
+        stream = torch.cuda.current_stream(device)
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
         for start, end in events:
-            start.record()
+            start.record(stream)
             fn()
-            end.record()
+            end.record(stream)
         torch.cuda.synchronize(device)
         return [start.elapsed_time(end) for start, end in events]
     times = []
@@ -130,11 +134,39 @@ def count_kernels(fn, device: torch.device) -> int:
     return Count.n
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak allocated device memory on CUDA; on CPU the process's peak resident set (a high-water mark)."""
+def reset_peak_memory(device: torch.device) -> bool:
+    """Start a new high-water mark, so that the peak read after the timed steps is theirs, not an earlier row's:
+    CUDA's allocator peak; on Linux the process's peak resident set (``VmHWM``, which writing 5 to
+    ``/proc/self/clear_refs`` resets). False where it cannot be reset."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        return True
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return _resident_peak_kib() is not None
+
+
+def _resident_peak_kib() -> int | None:
+    """``VmHWM`` of /proc/self/status (Linux), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def peak_memory_mb(device: torch.device, reset: bool = True) -> float:
+    """The peak since :func:`reset_peak_memory` (``reset``: whether it succeeded): allocated device memory on CUDA;
+    on a CPU the process's peak resident set. NaN where the CPU's mark could not be reset: the process's lifetime
+    peak would be an earlier row's as often as this one's."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _resident_peak_kib() if reset else None
+    return float("nan") if peak is None else peak / 1024
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -302,20 +334,20 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
         flops = count_flops(step)  # also the first warm-up step: eager, before any graph capture
         step()  # compiles, with --compile
         kernels = count_kernels(step, device)  # the third step: still eager, every kernel compiled and tuned
-        for _ in range(max(cfg.untimed_steps, 4 if graph else 0)):  # a graph is captured after 3 eager steps
+        extra = max(cfg.untimed_steps, 4 if graph else 0)  # a graph is captured after 3 eager steps
+        for _ in range(extra):
             step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
+        reset = reset_peak_memory(device)
         times = time_steps(step, cfg.steps, device)
         params = {"clip": clip_params, "text": clip_params - vision_params}.get(component, vision_params)
-        return {"params": params, "flops": flops, "times": times,
-                "graph": graph, "peak": peak_memory_mb(device), "kernels": kernels}
+        return {"params": params, "flops": flops, "times": times, "untimed": 3 + extra,
+                "graph": graph, "peak": peak_memory_mb(device, reset), "kernels": kernels}
 
     out, batch, retries = with_oom_retry(attempt, cfg.batch_size, device)
     median = statistics.median(out["times"])
     return {"batch_size": batch, "oom_retries": retries, "samples_per_s": batch / median * 1e3,
-            "step_ms_median": median, "step_ms_p90": p90(out["times"]), "peak_mem_mb": out["peak"],
+            "step_ms_median": median, "step_ms_p90": p90(out["times"]), "untimed_steps": out["untimed"],
+            "peak_mem_mb": out["peak"],
             "params": out["params"], "gflops_per_sample": out["flops"] / batch / 1e9, "cuda_graph": out["graph"],
             "channels_last": _channels_last(cfg, device),
             "kernels_per_step": out["kernels"]}
@@ -352,7 +384,8 @@ def run_throughput(cfg: ThroughputCfg, encoders: list[str], mode: str = "both", 
             run_cfg = replace(cfg, encoder=encoder)
             row = {"encoder": encoder, "component": component, "mode": step_mode,
                    "requested_batch_size": cfg.batch_size, **{k: v for k, v in asdict(run_cfg).items()
-                                                              if k in COLUMNS}, "error": None}
+                                                              if k in COLUMNS}, "error": None,
+                   "torch_threads": torch.get_num_threads()}  # a CPU row's speed depends on it several-fold
             try:
                 row.update(measure(run_cfg, component, step_mode))
             except Exception as exc:  # noqa: BLE001 - a broken encoder is a row, not the end of the table
@@ -416,21 +449,26 @@ def resolve(encoders: str, device: str = "auto", precision: str | None = None, s
 
 def throughput_command(encoders: str, mode: str, out, encoder_opts=(), echo=print, echo_err=print,
                        **options) -> pd.DataFrame:
-    """``bench throughput``: check the options, time every encoder (a line per measurement), append the rows to
-    ``out/throughput.csv`` and print their summary. ``encoder_opts``: ``KEY=VALUE`` strings."""
+    """``bench throughput``: check the options, time every encoder (a line per measurement), print the rows'
+    summary and, given ``out``, append the rows to ``out/throughput.csv`` (none given: nothing is written, as a
+    command run in a checkout must not add rows to the committed results/throughput.csv unasked).
+    ``encoder_opts``: ``KEY=VALUE`` strings."""
     from ..atomic_files import make_folder
     from ..config import parse_opts
 
     cfg, names = resolve(encoders, encoder_opts=parse_opts(encoder_opts), **options)
     check_encoder_options(cfg, names)
-    path = make_folder(out) / "throughput.csv"  # made now: a folder that cannot be is said before the measuring
+    # made now: a folder that cannot be is said before the measuring
+    path = None if out is None else make_folder(out) / "throughput.csv"
 
     def line(row):
         echo_err(f"{row['encoder']} {row['component']}/{row['mode']}: "
                  + (f"error {row['error']}" if row["error"] else f"{row['samples_per_s']:.1f} samples/s"))
 
     table = run_throughput(cfg, names, mode, on_row=line)
-    append_rows(table, path)
+    if path is not None:
+        append_rows(table, path)
     echo(summary(table).to_markdown(index=False))
-    echo(f"{len(table)} rows ({int(table['error'].notna().sum())} failed) -> {path}")
+    echo(f"{len(table)} rows ({int(table['error'].notna().sum())} failed)"
+         + (f" -> {path}" if path is not None else "; --out DIR appends them to DIR/throughput.csv"))
     return table

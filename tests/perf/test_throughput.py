@@ -131,3 +131,122 @@ def test_a_batch_whose_inputs_exceed_the_memory_available_is_halved_before_anyth
                         text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
     row = measure(cfg, "vision", "infer")
     assert (row["batch_size"], row["oom_retries"], built) == (4, 4, [4])
+
+
+def _resident_peak_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's resettable peak resident set")
+def test_cpu_peak_memory_is_the_timed_steps_own_not_an_earlier_rows():
+    """On a CPU, peak_mem_mb is the process's peak resident set during the timed steps: 1 GiB touched and freed
+    before the measurement (as an earlier, larger encoder's rows in the same `bench throughput` would) is not in it."""
+    big = torch.ones(2 ** 28)  # 1 GiB of float32, every page written
+    del big
+    lifetime_peak = _resident_peak_mb()
+    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=4, steps=1, untimed_steps=0, embed_dim=32,
+                        text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
+    row = measure(cfg, "vision", "infer")
+    assert 0 < row["peak_mem_mb"] < lifetime_peak - 512, (row["peak_mem_mb"], lifetime_peak)
+
+
+def test_cuda_step_times_are_events_on_the_measured_devices_stream_read_after_a_sync(monkeypatch):
+    """On CUDA each timed step sits between two events recorded on the measured device's current stream (under
+    --device cuda:1 not cuda:0's, the current device's), and the events are read only after that device is
+    synchronised. A fake CUDA module records the calls, so this runs on a CPU."""
+    from bench.perf.throughput import time_steps
+
+    calls = []
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+
+        def record(self, stream=None):
+            calls.append(("record", stream))
+
+        def elapsed_time(self, end):
+            calls.append(("read", None))
+            return 2.0
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: f"stream of {device}")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(("sync", device)))
+    device = torch.device("cuda", 1)
+    times = time_steps(lambda: calls.append(("step", None)), 3, device)
+    assert times == [2.0, 2.0, 2.0]
+    assert calls[:9] == [("record", "stream of cuda:1"), ("step", None), ("record", "stream of cuda:1")] * 3
+    assert calls[9:] == [("sync", device)] + [("read", None)] * 3
+
+
+def test_cpu_step_times_read_the_clock_around_each_step_and_touch_no_cuda(monkeypatch):
+    """On a CPU the clock is read right before and after each step, with nothing else between; no CUDA call."""
+    import bench.perf.throughput as tp
+
+    ticks = iter(range(0, 100, 1))
+    monkeypatch.setattr(tp.time, "perf_counter", lambda: next(ticks) / 1e3)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: pytest.fail("synchronize on a CPU"))
+    assert tp.time_steps(lambda: None, 3, torch.device("cpu")) == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_rows_record_the_torch_thread_count_they_were_timed_with(monkeypatch):
+    """A CPU step's time depends several-fold on torch's thread count (docs/performance.md times with one), which
+    neither the command line nor the device name shows: every row records it."""
+    import bench.perf.throughput as tp
+
+    monkeypatch.setattr(tp, "measure", lambda cfg, component, mode: {"samples_per_s": 1.0})
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        table = tp.run_throughput(ThroughputCfg(), ["modified_resnet"], "infer")
+    finally:
+        torch.set_num_threads(threads)
+    assert list(table["torch_threads"]) == [1]
+
+
+def test_without_out_the_rows_are_printed_and_no_file_is_written(run_cli, tmp_path):
+    """Run in a checkout, `bench throughput` must not append to the committed results/throughput.csv unasked:
+    without --out it prints the table and writes nothing."""
+    Path("results").mkdir()
+    Path("results/throughput.csv").write_text("committed\n")
+    before = sorted(p for p in tmp_path.rglob("*"))
+    code, out, err = run_cli("throughput", "--encoder", "modified_resnet", "--mode", "infer", "--device", "cpu",
+                             "--batch-size", "4", "--steps", "1", "--untimed-steps", "0", "--encoder-opt", "width=8",
+                             *TEXT)
+    assert code == 0, err
+    assert "| modified_resnet" in out and "--out DIR" in out
+    assert sorted(p for p in tmp_path.rglob("*")) == before
+    assert Path("results/throughput.csv").read_text() == "committed\n"
+
+
+@pytest.mark.parametrize("component, mode", [("vision", "infer"), ("vision", "train"), ("clip", "train")])
+def test_the_timed_region_is_the_last_steps_calls_after_the_untimed_ones_the_row_counts(monkeypatch, component, mode):
+    """The clock runs over exactly --steps calls of the step, after every untimed one (FLOP count, compilation,
+    kernel count, --untimed-steps); the row's untimed_steps is how many ran untimed, not just the option."""
+    import bench.perf.throughput as tp
+
+    calls, seen = [0], {}
+
+    def counted(step):
+        def run():
+            calls[0] += 1
+            return step()
+        return run
+
+    real_vision, real_clip, real_time = tp._vision_step, tp._clip_step, tp.time_steps
+    monkeypatch.setattr(tp, "_vision_step", lambda *a, **k: counted(real_vision(*a, **k)))
+    monkeypatch.setattr(tp, "_clip_step", lambda *a: (lambda s, g: (counted(s), g))(*real_clip(*a)))
+
+    def timed(fn, steps, device):
+        seen["before"] = calls[0]
+        out = real_time(fn, steps, device)
+        seen["timed"] = calls[0] - seen["before"]
+        return out
+
+    monkeypatch.setattr(tp, "time_steps", timed)
+    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=4, steps=3, untimed_steps=2, embed_dim=32,
+                        text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
+    row = measure(cfg, component, mode)
+    assert seen == {"before": 5, "timed": 3} and calls[0] == 8
+    assert row["untimed_steps"] == 5
