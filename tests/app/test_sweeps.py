@@ -345,14 +345,20 @@ def test_two_workers_share_the_plan_each_run_once(tmp_path, run_cli):
     assert len(table) == 4 and table.run_id.is_unique
 
 
-@pytest.mark.slow  # two bench sweep processes
-def test_sigterm_stops_concurrent_runs_with_checkpoints_and_the_same_command_continues(tmp_path):
-    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n", epochs=8)
-    proc = spawn_bench("sweep", path, "--concurrent", "2", "--checkpoint-every", "2")
+def _sweep_with_two_checkpoints(tmp_path, path, *options):
+    """A ``bench sweep`` process started with ``options``, once two of its runs have a last.pt; and its runs folder."""
+    proc = spawn_bench("sweep", path, *options, "--checkpoint-every", "2")
     runs = tmp_path / "res" / "runs"
     deadline = time.time() + 120
     while time.time() < deadline and len(list(runs.glob("*/last.pt"))) < 2:
         time.sleep(0.05)
+    return proc, runs
+
+
+@pytest.mark.slow  # two bench sweep processes
+def test_sigterm_stops_concurrent_runs_with_checkpoints_and_the_same_command_continues(tmp_path):
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n", epochs=8)
+    proc, runs = _sweep_with_two_checkpoints(tmp_path, path, "--concurrent", "2")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -372,11 +378,7 @@ def test_sigterm_to_a_sweep_with_workers_stops_them_with_checkpoints(tmp_path):
     command continues them. (The parent died alone; its workers died writing to its closed pipe, each run in flight
     recorded as failed with a BrokenPipeError.)"""
     path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n", epochs=8)
-    proc = spawn_bench("sweep", path, "--workers", "2", "--checkpoint-every", "2")
-    runs = tmp_path / "res" / "runs"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(runs.glob("*/last.pt"))) < 2:
-        time.sleep(0.05)
+    proc, _ = _sweep_with_two_checkpoints(tmp_path, path, "--workers", "2")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, (out, err)
