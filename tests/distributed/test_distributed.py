@@ -289,3 +289,33 @@ def test_ranks_evaluate_with_rank_0s_batch_norm_statistics_and_refuse_a_global_b
                                    torch.as_tensor(alone["predictions"]))
         code, err = r["too_few"]
         assert code == 2 and "the global batch, 2 ranks x 8, is larger than the 12 training images" in err
+
+
+@pytest.mark.slow  # two bench processes
+def test_two_ranks_resuming_a_run_stopped_after_its_result_append_one_row_and_print_one_line(tmp_path_factory,
+                                                                                              monkeypatch):
+    """A run stopped after its result.json, before its row, resumed under torchrun with 2 ranks: rank 0 appends the
+    saved row and every rank exits 0, whichever rank looks first. The ranks check on their own (this path starts no
+    process group), so rank 1 may find the row rank 0 has just appended, and must not call the run finished; and
+    only rank 0 prints the run's line, as in a run that trains."""
+    import shutil
+
+    from tests.support.runs import finished_run
+
+    out = tmp_path_factory.mktemp("stopped_after_result") / "out"
+    shutil.copytree(finished_run(tmp_path_factory.getbasetemp()), out)
+    for table in ("runs.csv", "runs_long.csv"):
+        (out / table).unlink(missing_ok=True)
+    run_id = run_dir_of(out).name
+    launch = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = []
+    for rank in range(2):
+        for key, value in {**launch, "RANK": str(rank), "LOCAL_RANK": str(rank)}.items():
+            monkeypatch.setenv(key, value)
+        procs.append(spawn_bench("run", "--resume", run_id, "--out", out))
+    results = [(p.returncode, out_, err) for p in procs for out_, err in [p.communicate(timeout=300)]]
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    assert [o.count(f"run {run_id}: zero-shot top-1") for _, o, _ in results] == [1, 0]
+    assert [e for _, _, e in results] == ["", ""]
+    rows = pd.read_csv(out / "runs.csv")
+    assert rows["run_id"].tolist() == [run_id]
