@@ -319,3 +319,31 @@ def test_two_ranks_resuming_a_run_stopped_after_its_result_append_one_row_and_pr
     assert [e for _, _, e in results] == ["", ""]
     rows = pd.read_csv(out / "runs.csv")
     assert rows["run_id"].tolist() == [run_id]
+
+
+@pytest.mark.slow  # two bench processes
+def test_a_signal_to_two_ranks_stops_both_and_only_rank_0_says_where_the_checkpoint_is(tmp_path, monkeypatch):
+    """SIGTERM to both ranks of a training run (as torchrun forwards it): both stop at the agreed step with exit 130,
+    rank 0 saves last.pt and prints the one line that says how to resume; the other rank prints nothing, as the
+    other ranks print nothing anywhere in a run (docs/distributed.md)."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    launch = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = []
+    for rank in range(2):
+        for key, value in {**launch, "RANK": str(rank), "LOCAL_RANK": str(rank)}.items():
+            monkeypatch.setenv(key, value)
+        procs.append(spawn_bench("run", *RUN, "--epochs", "100", "--batch-size", "4", "--log-every", "1",
+                                 "--checkpoint-every", "2", "--out", out))
+    deadline = time.monotonic() + 300
+    while not list(out.glob("runs/*/last.pt")):  # training is under way on both ranks: the handlers are set
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the run did not start"
+        time.sleep(0.2)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=300)]]
+    assert [code for code, _ in results] == [130, 130], results
+    assert results[0][1].count("bench: interrupted: stopped by SIGTERM") == 1 and "--resume" in results[0][1]
+    assert results[1][1] == ""
