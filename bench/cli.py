@@ -441,7 +441,8 @@ def main(argv=None):
         click.echo(f"bench: error: {exc}", err=True)
         sys.exit(2)
     except Interrupted as exc:  # a run stopped by a signal, with where its checkpoint is
-        click.echo(f"bench: interrupted: {exc}", err=True)
+        if not exc.quiet:  # under torchrun every rank stops at the agreed step: rank 0 says so once
+            click.echo(f"bench: interrupted: {exc}", err=True)
         sys.exit(130)
     except (click.Abort, KeyboardInterrupt):  # a second Ctrl-C, which does not wait for the step and the checkpoint
         click.echo("bench: aborted; a run stopped this way continues from its last checkpoint with bench run "

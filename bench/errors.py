@@ -29,5 +29,10 @@ class ContractError(BenchError):
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM stopped a run between steps; the message says where its checkpoint is and how to resume.
 
-    Not a KeyboardInterrupt, which click would turn into a bare "Aborted!".
+    Not a KeyboardInterrupt, which click would turn into a bare "Aborted!". ``quiet``: the CLI prints nothing, as
+    for a torchrun rank other than 0, which stops at the step every rank agreed on while rank 0 says so once.
     """
+
+    def __init__(self, message: str = "", quiet: bool = False):
+        super().__init__(message)
+        self.quiet = quiet

@@ -80,13 +80,16 @@ def resume_run(target: str, out: str, given=(), values: dict | None = None):
             and Path(out).expanduser().resolve() != results.resolve():
         raise BenchError(f"run folder {run_dir} belongs to results folder {results}, not --out {out}; drop --out")
     run_id = run_dir.name
-    if run_id in read_table(results / "runs.csv").run_ids():
+    rank, _ = _launch()
+    saved = (run_dir / "result.json").is_file()  # stopped after its result was saved, before the row was appended
+    # under torchrun the ranks check on their own, before any process group: another rank than 0 may find the row
+    # that rank 0 has just appended from result.json. It ends as rank 0 does: with that row, or rank 0's error
+    if run_id in read_table(results / "runs.csv").run_ids() and not (saved and rank != 0):
         raise BenchError(f"run {run_id} already finished (its row is in {results / 'runs.csv'}); start a new run instead")
     if ProcessLock.held(run_dir / RUNNING_LOCK):
         raise BenchError(f"run {run_id} is being trained by another process now; wait for it to end, or stop it and "
                          f"--resume again")
-    rank, _ = _launch()
-    if (run_dir / "result.json").is_file():  # stopped after its result was saved, before the row was appended
+    if saved:
         row = _saved_result(run_dir)
         if rank == 0:
             append_run(results, row)

@@ -634,7 +634,8 @@ def epoch_line(row: dict, epochs: int) -> str:
 
 def _interrupted(stop, state, saver, run_id, out) -> Interrupted:
     saver.wait()  # the checkpoint just asked for is on disk before the message says so
+    quiet = not saver.world.is_main  # every rank stops here; rank 0 alone says so, as it alone prints
     if saver.saved_step != state.step:
-        return Interrupted(f"stopped by {stop.requested} at step {state.step}; {saver.describe()}")
+        return Interrupted(f"stopped by {stop.requested} at step {state.step}; {saver.describe()}", quiet)
     return Interrupted(f"stopped by {stop.requested} at step {state.step}, checkpoint saved; continue with: "
-                       f"bench run --resume {run_id} --out {out}")
+                       f"bench run --resume {run_id} --out {out}", quiet)

@@ -101,7 +101,11 @@ def shutdown():
 
 
 def is_main_process() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    """Rank 0, or a plain process. Under torchrun before (or without) the process group, the launch's ``RANK`` says:
+    a resumed run that only appends its saved row never starts the group, and its other ranks must not print."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return not launched_by_torchrun() or int(os.environ["RANK"]) == 0
 
 
 def world_size() -> int:

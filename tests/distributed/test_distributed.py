@@ -289,3 +289,61 @@ def test_ranks_evaluate_with_rank_0s_batch_norm_statistics_and_refuse_a_global_b
                                    torch.as_tensor(alone["predictions"]))
         code, err = r["too_few"]
         assert code == 2 and "the global batch, 2 ranks x 8, is larger than the 12 training images" in err
+
+
+@pytest.mark.slow  # two bench processes
+def test_two_ranks_resuming_a_run_stopped_after_its_result_append_one_row_and_print_one_line(tmp_path_factory,
+                                                                                              monkeypatch):
+    """A run stopped after its result.json, before its row, resumed under torchrun with 2 ranks: rank 0 appends the
+    saved row and every rank exits 0, whichever rank looks first. The ranks check on their own (this path starts no
+    process group), so rank 1 may find the row rank 0 has just appended, and must not call the run finished; and
+    only rank 0 prints the run's line, as in a run that trains."""
+    import shutil
+
+    from tests.support.runs import finished_run
+
+    out = tmp_path_factory.mktemp("stopped_after_result") / "out"
+    shutil.copytree(finished_run(tmp_path_factory.getbasetemp()), out)
+    for table in ("runs.csv", "runs_long.csv"):
+        (out / table).unlink(missing_ok=True)
+    run_id = run_dir_of(out).name
+    launch = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = []
+    for rank in range(2):
+        for key, value in {**launch, "RANK": str(rank), "LOCAL_RANK": str(rank)}.items():
+            monkeypatch.setenv(key, value)
+        procs.append(spawn_bench("run", "--resume", run_id, "--out", out))
+    results = [(p.returncode, out_, err) for p in procs for out_, err in [p.communicate(timeout=300)]]
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    assert [o.count(f"run {run_id}: zero-shot top-1") for _, o, _ in results] == [1, 0]
+    assert [e for _, _, e in results] == ["", ""]
+    rows = pd.read_csv(out / "runs.csv")
+    assert rows["run_id"].tolist() == [run_id]
+
+
+@pytest.mark.slow  # two bench processes
+def test_a_signal_to_two_ranks_stops_both_and_only_rank_0_says_where_the_checkpoint_is(tmp_path, monkeypatch):
+    """SIGTERM to both ranks of a training run (as torchrun forwards it): both stop at the agreed step with exit 130,
+    rank 0 saves last.pt and prints the one line that says how to resume; the other rank prints nothing, as the
+    other ranks print nothing anywhere in a run (docs/distributed.md)."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    launch = {"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = []
+    for rank in range(2):
+        for key, value in {**launch, "RANK": str(rank), "LOCAL_RANK": str(rank)}.items():
+            monkeypatch.setenv(key, value)
+        procs.append(spawn_bench("run", *RUN, "--epochs", "100", "--batch-size", "4", "--log-every", "1",
+                                 "--checkpoint-every", "2", "--out", out))
+    deadline = time.monotonic() + 300
+    while not list(out.glob("runs/*/last.pt")):  # training is under way on both ranks: the handlers are set
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the run did not start"
+        time.sleep(0.2)
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    results = [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=300)]]
+    assert [code for code, _ in results] == [130, 130], results
+    assert results[0][1].count("bench: interrupted: stopped by SIGTERM") == 1 and "--resume" in results[0][1]
+    assert results[1][1] == ""
