@@ -168,7 +168,16 @@ def _weights_file(pretrained: str | None) -> Path | None:
 def _load_weights_file(model, path: Path, name: str):
     from ..safe_load import load_checkpoint
 
-    state = load_checkpoint(path)  # weights_only: a planted pickle is refused
+    if path.suffix == ".safetensors":  # open_clip's Hub weights (open_clip_model.safetensors): tensors only, no pickle
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(path, device="cpu")
+        except Exception as exc:  # noqa: BLE001 - a truncated or foreign file, said in one line
+            raise BenchError(f"{path} is not a readable safetensors file ({one_line_cause(exc)}); it may be "
+                             f"truncated") from None
+    else:
+        state = load_checkpoint(path)  # weights_only: a planted pickle is refused
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # open_clip's training checkpoints
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):

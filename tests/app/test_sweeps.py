@@ -391,6 +391,28 @@ def test_sigterm_to_a_sweep_with_workers_stops_them_with_checkpoints(tmp_path):
     assert len(table) == 3 and table.run_id.is_unique and table.resumes.max() == 1
 
 
+@pytest.mark.slow  # a bench sweep process that starts a local Ray, then another
+def test_sigterm_to_a_ray_sweep_stops_its_tasks_with_checkpoints_and_the_same_command_continues(tmp_path):
+    """`kill PID` of a --launcher ray sweep: its tasks are cancelled, each run in flight saves its checkpoint and
+    releases its claim, and the sweep exits 130 saying to run the command again, which continues them. (The driver
+    died at once, Ray's shutdown killed the runs in flight, and the sweep exited 1; a Ctrl-C exited 130 with
+    advice for a single run.)"""
+    pytest.importorskip("ray")
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n", epochs=16)
+    proc, _ = _sweep_with_two_checkpoints(tmp_path, path, "--launcher", "ray")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "sweep stopped by SIGTERM" in err and "run the same command again" in err, (out, err)
+    assert not list((tmp_path / "res" / "sweep" / "claims").iterdir())  # every run let go of its claim
+    assert not (tmp_path / "res" / "sweep" / "failed").exists(), out
+    again = spawn_bench("sweep", path, "--launcher", "ray", "--checkpoint-every", "2")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == 3 and table.run_id.is_unique and table.resumes.max() == 1
+
+
 def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
     import socket
 

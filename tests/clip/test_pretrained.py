@@ -160,6 +160,25 @@ def test_an_openai_format_state_dict_is_evaluated_with_openais_preprocessing(tin
     assert code == 2 and "is an OpenAI-layout state dict, which names no classes to predict" in err
 
 
+def test_open_clip_weights_as_safetensors_are_read(tiny_open_clip, tmp_path, run_cli):
+    """``--pretrained FILE.safetensors`` (the file open_clip's Hub weights come as, open_clip_model.safetensors, and
+    which open_clip itself loads) gives the same row as the weights saved by torch.save. (It was refused as "not a
+    readable torch file", so the offline way a failed download names did not work for those weights.)"""
+    from safetensors.torch import save_file
+
+    config, weights, model, preprocess, tokenizer = tiny_open_clip
+    safetensors = tmp_path / "open_clip_model.safetensors"
+    save_file(torch.load(weights, weights_only=True), safetensors)
+    code, _, err = run_cli("eval", "--open-clip", config, "--pretrained", safetensors, "--dataset", "synthetic",
+                           "--limit-test", N_IMAGES, "--results", tmp_path / "results", "--device", "cpu")
+    assert code == 0, err
+    (row,) = pd.read_csv(tmp_path / "results" / "runs.csv").to_dict("records")
+    theirs = open_clip_logits(model, preprocess, tokenizer, synthetic_test(), openai_templates())
+    labels = torch.as_tensor(synthetic_test().labels)
+    assert row["zeroshot_top1"] == pytest.approx(float((theirs.argmax(1) == labels).float().mean()))
+    assert row["pretrained"] == "open_clip_model.safetensors"
+
+
 def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_open_clip, tmp_path, run_cli):
     """``--holdout-classes red,blue`` with --open-clip: no training, so the split only says which test images count as
     unseen; the row's seen/unseen/harmonic top-1 are open_clip's own predictions read that way, and it records the
@@ -204,12 +223,18 @@ def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_o
     (["--pretrained", "openai"], "bench eval takes a CHECKPOINT or --open-clip MODEL"),
     (["--open-clip", "tiny-rn.json", "--pretrained", "garbage.pt"], "is not a readable torch file"),
     (["--open-clip", "tiny-rn.json", "--pretrained", "other.pt"], "does not fit open_clip tiny-rn"),
+    (["--open-clip", "tiny-rn.json", "--pretrained", "cut.safetensors"], "is not a readable safetensors file"),
 ])
 def test_bad_open_clip_names_and_files_are_one_line_errors(args, message, tmp_path, run_cli):
     """exit 2, one line naming the problem and the fix, nothing downloaded and nothing written."""
     (tmp_path / "tiny-rn.json").write_text(json.dumps(CONFIG))
     (tmp_path / "garbage.pt").write_bytes(b"not a torch file at all" * 10)
     torch.save({"visual.conv1.weight": torch.zeros(1)}, tmp_path / "other.pt")
+    from safetensors.torch import save_file
+
+    save_file({"visual.conv1.weight": torch.zeros(64, 64)}, tmp_path / "cut.safetensors")
+    whole = (tmp_path / "cut.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(whole[:len(whole) // 2])  # a download cut short
     code, _, err = run_cli("eval", *args, "--dataset", "synthetic", "--results", tmp_path / "results")
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "results" / "runs.csv").exists()

@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ...engine.faults import stop_on_signal
 from ...errors import BenchError
 from .in_process import Outcome, SweepProgress, run_plan, run_planned
 from .placement import SLURM_PARAMETERS, WORKER_VARIABLE, Placement
@@ -159,7 +160,10 @@ def run_payload(payload: dict, plugins) -> dict:
     set_host(build_host(plugins_dirs=dirs, modules=modules))
     _enter(payload)
     p = Planned(RunConfig.from_dict(payload["config"]), payload["run_id"], payload.get("varying", {}))
-    return run_planned(p).to_dict()
+    # a stop request (Ray's cancel arrives as a SIGINT in the task's thread) from the start, not only once training
+    # runs: the run stops at its next step with its checkpoint saved, its outcome "stopped"
+    with stop_on_signal() as stop:
+        return run_planned(p, stop).to_dict()
 
 
 def _outcome(planned: dict[str, Planned], result: dict) -> Outcome:
@@ -188,28 +192,45 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
     for p in todo:
         progress.start(p, "queued")
     outcomes = []
-    while refs:
-        ready, _ = ray.wait(list(refs), num_returns=1)
-        p = refs.pop(ready[0])
-        try:
-            outcome = _outcome(by_id, ray.get(ready[0]))
-        except Exception as exc:  # noqa: BLE001 - a worker that died (OOM killer, node lost)
-            from ...errors import one_line_cause
+    # Ctrl-C or SIGTERM: every task is cancelled (a queued one never starts; a running one gets a SIGINT, so its run
+    # stops at its next step with its checkpoint saved) and the sweep waits for them. Without this the signal ended
+    # the driver at once and Ray's shutdown killed the runs in flight without their checkpoints (a SIGTERM exited 1)
+    with stop_on_signal() as stop:
+        cancelled = False
+        while refs:
+            if stop.requested and not cancelled:
+                echo(f"sweep: {stop.requested}: stopping {len(refs)} task(s); running runs save their checkpoints")
+                for ref in refs:
+                    ray.cancel(ref, force=False)
+                cancelled = True
+            ready, _ = ray.wait(list(refs), num_returns=1, timeout=0.2)  # a timeout: the loop sees a stop request
+            if not ready:
+                continue
+            p = refs.pop(ready[0])
+            try:
+                outcome = _outcome(by_id, ray.get(ready[0]))
+            except Exception as exc:  # noqa: BLE001 - a worker that died (OOM killer, node lost), or a cancelled task
+                from ...errors import one_line_cause
 
-            outcome = Outcome(p, "failed", error=one_line_cause(exc))
-        outcomes.append(outcome)
-        progress.finish(outcome, trained=outcome.status in ("done", "failed"))
-    return _finish_remote(planned, outcomes)
+                if cancelled:
+                    outcome = Outcome(p, "done" if run_state(p).name == DONE else "stopped")
+                else:
+                    outcome = Outcome(p, "failed", error=one_line_cause(exc))
+            outcomes.append(outcome)
+            progress.finish(outcome, trained=outcome.status in ("done", "failed"))
+    return _finish_remote(planned, outcomes, stop.requested)
 
 
-def _finish_remote(planned: list[Planned], outcomes: list[Outcome]) -> list[Outcome]:
+def _finish_remote(planned: list[Planned], outcomes: list[Outcome], signal_name: str | None = None) -> list[Outcome]:
     from ...results.runs_csv import reconcile_runs
 
     reconcile_runs(planned[0].out)
-    if any(o.status == "stopped" for o in outcomes):
+    if signal_name or any(o.status == "stopped" for o in outcomes):
         from ...errors import Interrupted
 
-        raise Interrupted("some runs of the sweep were stopped by a signal; run the same command again to continue")
+        left = sum(1 for p in planned if run_state(p).name != DONE)
+        raise Interrupted(f"sweep stopped by {signal_name or 'a signal'}: {left} run(s) left; run the same command "
+                          f"again to continue")
     return outcomes
 
 
