@@ -355,6 +355,17 @@ def _sweep_with_two_checkpoints(tmp_path, path, *options):
     return proc, runs
 
 
+def _same_command_continues(tmp_path, path, *options, runs: int) -> str:
+    """The stopped sweep's command again: it ends well with ``runs`` rows, once each, the stopped ones resumed once;
+    its standard output."""
+    again = spawn_bench("sweep", path, *options, "--checkpoint-every", "2")
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    table = pd.read_csv(tmp_path / "res" / "runs.csv")
+    assert len(table) == runs and table.run_id.is_unique and table.resumes.max() == 1
+    return out
+
+
 @pytest.mark.slow  # two bench sweep processes
 def test_sigterm_stops_concurrent_runs_with_checkpoints_and_the_same_command_continues(tmp_path):
     path = sweep_file(tmp_path, "[grid]\nseed = [0, 1]\n", epochs=8)
@@ -364,12 +375,8 @@ def test_sigterm_stops_concurrent_runs_with_checkpoints_and_the_same_command_con
     assert proc.returncode == 130, err
     assert "sweep stopped by SIGTERM" in err and "run the same command again" in err
     assert not list(runs.glob("*/result.json")) or len(list(runs.glob("*/result.json"))) < 2
-    again = spawn_bench("sweep", path, "--concurrent", "2", "--checkpoint-every", "2")
-    out, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err
+    out = _same_command_continues(tmp_path, path, "--concurrent", "2", runs=2)
     assert "resume" in out
-    table = pd.read_csv(tmp_path / "res" / "runs.csv")
-    assert len(table) == 2 and table.run_id.is_unique and table.resumes.max() == 1
 
 
 @pytest.mark.slow  # a bench sweep with two worker processes, then another
@@ -384,11 +391,7 @@ def test_sigterm_to_a_sweep_with_workers_stops_them_with_checkpoints(tmp_path):
     assert proc.returncode == 130, (out, err)
     assert out.count("stopped by SIGTERM") == 2 and "sweep workers stopped by a signal" in err, (out, err)
     assert not (tmp_path / "res" / "sweep" / "failed").exists(), out
-    again = spawn_bench("sweep", path, "--workers", "2", "--checkpoint-every", "2")
-    out, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err
-    table = pd.read_csv(tmp_path / "res" / "runs.csv")
-    assert len(table) == 3 and table.run_id.is_unique and table.resumes.max() == 1
+    _same_command_continues(tmp_path, path, "--workers", "2", runs=3)
 
 
 @pytest.mark.slow  # a bench sweep process that starts a local Ray, then another
@@ -406,11 +409,7 @@ def test_sigterm_to_a_ray_sweep_stops_its_tasks_with_checkpoints_and_the_same_co
     assert "sweep stopped by SIGTERM" in err and "run the same command again" in err, (out, err)
     assert not list((tmp_path / "res" / "sweep" / "claims").iterdir())  # every run let go of its claim
     assert not (tmp_path / "res" / "sweep" / "failed").exists(), out
-    again = spawn_bench("sweep", path, "--launcher", "ray", "--checkpoint-every", "2")
-    out, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err
-    table = pd.read_csv(tmp_path / "res" / "runs.csv")
-    assert len(table) == 3 and table.run_id.is_unique and table.resumes.max() == 1
+    _same_command_continues(tmp_path, path, "--launcher", "ray", runs=3)
 
 
 def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
