@@ -21,7 +21,6 @@ from ..data.loader import to_device_uint8
 from .probe import VAL_FRACTION, WEIGHT_DECAYS, linear_probe
 from .retrieval import caption_labels, retrieval_metrics
 from .zero_shot import (
-    build_zero_shot_classifier,
     classifier_from_features,
     image_features,
     prompt_features,
@@ -123,21 +122,17 @@ def run_suite(model, opts: SuiteOptions, *, train: ArrayDataset, test: ArrayData
         columns.update(probe, probe_train_images=len(train), probe_val_fraction=opts.probe_val_fraction)
     if "robustness" in opts.evals:
         classifier = classifier_from_features(text_features.to(device), len(classes), len(templates))
-        robust_cols, tables["robustness"] = robustness(model, test.subset(opts.robust_limit), templates, tokenizer,
-                                                       device, autocast_dtype, opts, classifier)
+        robust_cols, tables["robustness"] = robustness(model, test.subset(opts.robust_limit), classifier, device,
+                                                       autocast_dtype, opts)
         columns.update(robust_cols)
     return columns, tables
 
 
-def robustness(model, test: ArrayDataset, templates, tokenizer, device, autocast_dtype, opts: SuiteOptions,
-               classifier: torch.Tensor | None = None):
-    """Zero-shot top-1 on each corruption x severity; row columns hold the mean over severities per
-    corruption (``robust_<name>``), the mean over corruptions (``robust_mean``) and the clean top-1 on
-    the same images (``robust_clean``), so the drop is read against like-for-like images. ``classifier``: the
-    zero-shot classifier of ``templates``, where the caller has it (else built here)."""
-    if classifier is None:
-        classifier = build_zero_shot_classifier(model, list(test.classes), templates, tokenizer, device,
-                                                autocast_dtype)
+def robustness(model, test: ArrayDataset, classifier: torch.Tensor, device, autocast_dtype, opts: SuiteOptions):
+    """Zero-shot top-1 with ``classifier`` (the template set's zero-shot weights) on each corruption x severity; row
+    columns hold the mean over severities per corruption (``robust_<name>``), the mean over corruptions
+    (``robust_mean``) and the clean top-1 on the same images (``robust_clean``), so the drop is read against
+    like-for-like images."""
     labels = torch.as_tensor(test.labels, device=device)
 
     def top1(images: np.ndarray) -> float:
