@@ -213,12 +213,17 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
                 from ...errors import one_line_cause
 
                 if cancelled:
-                    outcome = Outcome(p, "done" if run_state(p).name == DONE else "stopped")
+                    outcome = _unless_recorded_done(p, Outcome(p, "stopped"))
                 else:
                     outcome = Outcome(p, "failed", error=one_line_cause(exc))
             outcomes.append(outcome)
             progress.finish(outcome, trained=outcome.status in ("done", "failed"))
     return _finish_remote(planned, outcomes, stop.requested)
+
+
+def _unless_recorded_done(p: Planned, outcome: Outcome) -> Outcome:
+    """``outcome`` for a run whose task or job ended badly, unless the run's own record says it finished first."""
+    return Outcome(p, "done") if run_state(p).name == DONE else outcome
 
 
 def _finish_remote(planned: list[Planned], outcomes: list[Outcome], signal_name: str | None = None) -> list[Outcome]:
@@ -295,8 +300,7 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
 
             # a run the job finished before it failed (or stopped) is done: its record says so
             error = f"job {job.job_id}: {one_line_cause(exc)}"
-            results = [Outcome(p, "done") if run_state(p).name == DONE else Outcome(p, "failed", error=error)
-                       for p in chunk]
+            results = [_unless_recorded_done(p, Outcome(p, "failed", error=error)) for p in chunk]
         for outcome in results:
             outcomes.append(outcome)
             progress.finish(outcome, trained=outcome.status in ("done", "failed"))
