@@ -9,7 +9,7 @@ import random
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from ..engine.determinism import deterministic_mode
 from ..distributed.world import broadcast_object, init_distributed, log_main, mean_over_ranks, reduce_epoch_stats
 from ..engine.build import build_engine, set_backend_flags, uses_channels_last
 from ..engine.checkpoint import (CheckpointSaver, RunProgress, load_weights, plain, restore_training,
-                                 resume_threads_note)
+                                 resume_precision, resume_threads_note)
 from ..engine.epoch_loop import bars_shown
 from ..engine.faults import FiniteWatch, stop_on_signal
 from ..engine.prewarm import prewarm
@@ -215,6 +215,12 @@ class Run:
         check_run_inputs(cfg)
         self.world = world = init_distributed(cfg.device, cfg.cuda_graph)  # a plain run unless started by torchrun
         self.device = device = world.device
+        last = Path(cfg.out) / "runs" / str(run_id) / "last.pt"
+        precision = cfg.precision
+        if resume is not None:  # the precision it trained in, not what "auto" means on this device (checked first)
+            precision, note = resume_precision(resume, cfg.precision, device, last)
+            if note:
+                log_main(world, note)
         recipe = cfg.recipe()
         set_backend_flags(recipe, device)  # before the encoder's data-dependent initialisation runs on the device
         with GLOBAL_RNG:  # the seed, then every draw of initialisation, before another thread's run reseeds
@@ -224,7 +230,7 @@ class Run:
         check_encoder_forward(get_entry("encoders", cfg.model.encoder), model.visual, cfg.model.image_resolution,
                               cfg.model.embed_dim)
         if resume is not None:  # into the bare CLIP, before any wrapper (see docs/distributed.md)
-            load_weights(model, resume["model"], resume, Path(cfg.out) / "runs" / str(run_id) / "last.pt")
+            load_weights(model, resume["model"], resume, last)
         model.to(device)
         self.n_params = count_parameters(model)
         # held-out classes have no row: the text tower never trains on their prompts
@@ -236,7 +242,7 @@ class Run:
         self.loader = DeviceLoader(parts.trained, cfg.batch_size, device, len(parts.templates), self.generator,
                                    channels_last=uses_channels_last(recipe, device), pad=cfg.crop_pad,
                                    shard=(world.rank, world.size), cutout=cfg.cutout, flip=cfg.flip)
-        recipe = cfg.recipe(steps_per_epoch=len(self.loader))
+        recipe = replace(cfg.recipe(steps_per_epoch=len(self.loader)), precision=precision)
         steps = cfg.epochs * len(self.loader)
         if cfg.warmup_steps > steps and resume is None:  # a preset's warm-up on a shortened run: never at --lr
             log_main(world, f"note: --lr-warmup-steps {cfg.warmup_steps} (the {cfg.preset} preset's, unless given) is "

@@ -9,6 +9,7 @@ modules in place runs before the optimizer is built.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,26 @@ def autocast_dtype_for(precision: str, device: torch.device):
 def precision_name(autocast_dtype) -> str:
     """What a row records for an autocast dtype."""
     return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[autocast_dtype]
+
+
+def runs_precision(precision: str, device: torch.device) -> bool:
+    """Whether ``device`` can train in ``precision`` ("fp32", "bf16" or "fp16"): autocast to its dtype takes effect
+    there (and fp16's grad scaler exists for it). Asked of torch, not assumed: a CPU autocast that does not take
+    float16 (older torch) warns and turns itself off, which would train fp32 under fp16's name, and a CUDA GPU
+    without bf16 refuses it. Emulated bf16 (a GPU without native bf16) counts: slow, but it computes bf16."""
+    dtype = DTYPES[precision]
+    if dtype is None:
+        return True
+    device = torch.device(device)
+    probe = torch.ones(1, 1, device=device)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the "disabling autocast" warning: the dtype below is the answer
+            with torch.autocast(device.type, dtype=dtype):
+                casts = torch.mm(probe, probe).dtype == dtype
+            return casts and (dtype != torch.float16 or torch.amp.GradScaler(device.type).is_enabled())
+    except (RuntimeError, AttributeError):  # AttributeError: a torch without torch.amp.GradScaler
+        return False
 
 
 def set_backend_flags(recipe: TrainRecipe, device: torch.device):

@@ -22,6 +22,7 @@ import torch
 from ..atomic_files import save_checkpoint
 from ..distributed.world import mean_over_ranks
 from ..errors import BenchError
+from .build import DTYPES, autocast_dtype_for, precision_name, runs_precision
 from .epoch_loop import EpochProgress
 from .train_step import TrainState, unwrap_model
 
@@ -143,6 +144,44 @@ def resume_threads_note(ckpt: dict, device) -> str | None:
     return (f"warning: this run was trained with torch_threads={saved} and continues with {now}: CPU kernels split "
             f"their work by thread count, so it may end a few last bits away from the run that never stopped; to "
             f"continue exactly, resume it at {saved} (OMP_NUM_THREADS={saved})")
+
+
+def resume_precision(ckpt: dict, asked: str, device, path="last.pt") -> tuple[str, str | None]:
+    """The precision a run resumed from ``ckpt`` trains in (for its recipe), and a note to log or None. ``asked``:
+    the run's configured precision.
+
+    "auto" resolves by device (:func:`bench.engine.build.autocast_dtype_for`), and the device is not part of the
+    run's id: resumed elsewhere (a GPU's bf16 run on a CPU) it would continue, silently, in another precision, and
+    its row would name only that one. So it continues in the precision ``ckpt`` records (``precision``). A
+    ``last.pt`` written before that record resumes as it did, with a note; only fp16 is known there (it alone
+    keeps a grad scaler's state).
+
+    Raises:
+        BenchError: this device cannot run the recorded precision; or the record is not a precision, or is not
+            the one the run's config asks for (``path`` names the file).
+    """
+    saved = ckpt.get("precision")
+    if saved is None and asked == "auto" and ckpt.get("scaler") is not None:
+        saved = "fp16"
+    if saved is not None and saved not in tuple(DTYPES):  # a tuple: an unhashable record is damage, not a crash
+        raise _damaged(path, f"precision {saved!r}, not one of {', '.join(DTYPES)}",
+                       "put back the file bench wrote, or start the run again with bench run")
+    if saved is not None and asked not in ("auto", saved):
+        raise _damaged(path, f"precision {saved}, but its config asks for --precision {asked}",
+                       "put back the file bench wrote, or start the run again with bench run")
+    here = precision_name(autocast_dtype_for("auto", device))  # what a fresh auto run trains in on this device
+    if saved is None:
+        if asked != "auto":
+            return asked, None
+        return asked, (f"note: {path} does not say which precision the run trained in (it was written before bench "
+                       f"recorded it); --precision auto continues in {here} on this device, which may not be the "
+                       f"one it started in")
+    if saved != here and not runs_precision(saved, device):
+        started = " (--precision auto where it started)" if asked == "auto" else ""
+        raise BenchError(f"{path} trained in {saved}{started}, which this {torch.device(device).type} device cannot "
+                         f"run, and continuing in {here} would change what the run computes; resume it on a device "
+                         f"that runs {saved}, or start it again with bench run --precision {here}")
+    return saved, None
 
 
 def saved_ranks(ckpt: dict, path) -> int:
@@ -343,6 +382,8 @@ class CheckpointSaver:
             "world_size": self.world.size,  # ranks that trained it; config batch_size is per rank
             # CPU kernels split their work by it: a resume at another count is not bit-exact (see resume_threads_note)
             "torch_threads": torch.get_num_threads(),
+            # as resolved on the device ("auto" is bf16, fp16 or fp32 by device): a resume elsewhere keeps it
+            "precision": precision_name(state.autocast_dtype),
         }
         if with_training_state:
             epoch = progress.epoch

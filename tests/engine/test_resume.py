@@ -9,6 +9,7 @@ import shutil
 import signal
 import threading
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,8 @@ import pytest
 import torch
 
 from tests.support.processes import free_port, spawn_bench
-from tests.support.runs import FLAGS, assert_same_run, finished_run, history, run_dir_of, stop_at_ask
+from tests.support.runs import (FLAGS, assert_same_run, finished_run, history, run_dir_of, snapshot,
+                                stop_at_ask)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread in this module (tests/conftest.py)
 
@@ -183,6 +185,117 @@ def test_a_resume_at_another_thread_count_says_it_may_not_be_exact(tmp_path, run
     assert [line for line in err.splitlines() if "warning" in line] == [said]
     code, _, err = run_cli("run", "--resume", str(run_dir_of(kept)), "--no-progress")
     assert code == 0 and "warning" not in err, err
+
+
+def _stopped(run_cli, monkeypatch, out, *flags):
+    """The run of FLAGS (and ``flags``) stopped after its 4th step, in results folder ``out``; its run folder."""
+    stop_at_ask(monkeypatch, 4)
+    code, _, err = run_cli("run", *FLAGS, *flags, "--out", out)
+    assert code == 130, err
+    monkeypatch.undo()
+    return run_dir_of(out)
+
+
+def _edit_last(run_dir, edit):
+    payload = torch.load(run_dir / "last.pt", weights_only=True)
+    edit(payload)
+    torch.save(payload, run_dir / "last.pt")
+
+
+def _as_if_auto(payload):  # the config a GPU's run under --precision auto saves; last.pt records what auto gave
+    payload["config"]["precision"] = "auto"
+
+
+def test_a_run_that_trained_in_bf16_under_auto_resumes_in_bf16_on_a_cpu(tmp_path, run_cli, monkeypatch):
+    """--precision auto is bf16 on a GPU with bf16 and fp32 on a CPU, and the device is not in the run's id. A run
+    that trained in bf16 under auto (a bf16 run whose saved config says auto, as a GPU's does) resumed on a CPU
+    continues in the bf16 its last.pt records, not in the fp32 auto means here: it ends as the bf16 run that never
+    stopped, bit for bit, and its row and checkpoints say bf16."""
+    code, _, err = run_cli("run", *FLAGS, "--precision", "bf16", "--out", tmp_path / "whole")
+    assert code == 0, err
+    run_dir = _stopped(run_cli, monkeypatch, tmp_path / "cut", "--precision", "bf16")
+    assert torch.load(run_dir / "last.pt", weights_only=True)["precision"] == "bf16"
+    _edit_last(run_dir, _as_if_auto)
+    code, _, err = run_cli("run", "--resume", str(run_dir), "--no-progress")
+    assert code == 0 and "note" not in err, err
+    row = assert_same_run(tmp_path / "whole", tmp_path / "cut")
+    assert row["precision"] == "bf16"
+    assert [torch.load(run_dir / name, weights_only=True)["precision"] for name in ("last.pt", "best.pt")] == \
+        ["bf16", "bf16"]
+
+
+def _cpu_autocast_without_fp16(real):
+    """torch.autocast as a torch whose CPU autocast does not take float16: it warns and turns itself off."""
+    def autocast(device_type, dtype=None, enabled=True, **kwargs):
+        if device_type == "cpu" and dtype == torch.float16 and enabled:
+            warnings.warn("In CPU autocast, but the target dtype is not supported. Disabling autocast.")
+            return real(device_type, dtype=torch.bfloat16, enabled=False, **kwargs)
+        return real(device_type, dtype=dtype, enabled=enabled, **kwargs)
+    return autocast
+
+
+def test_runs_precision_asks_torch_whether_autocast_takes_the_dtype(monkeypatch):
+    """A CPU runs fp32 and bf16 under every torch bench supports; fp16 only where its autocast takes float16: a torch
+    whose CPU autocast turns itself off for it (with a warning) would train fp32 under fp16's name, so it counts as
+    unable, and the probe's warning is not shown."""
+    from bench.engine.build import runs_precision
+
+    assert runs_precision("fp32", "cpu") and runs_precision("bf16", "cpu")
+    monkeypatch.setattr(torch, "autocast", _cpu_autocast_without_fp16(torch.autocast))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert not runs_precision("fp16", "cpu")
+        assert runs_precision("bf16", "cpu")
+
+
+def test_a_recorded_precision_this_device_cannot_run_is_refused_and_nothing_is_lost(tmp_path, run_cli, monkeypatch):
+    """A run that trained in fp16 under auto (as on a GPU without bf16), resumed where torch's CPU autocast does not
+    take fp16, would continue in fp32: the resume stops with one line, exit 2, naming both precisions and the fix,
+    and writes nothing; the same last.pt then resumes in fp16 where fp16 runs, to the uninterrupted fp16 run."""
+    code, _, err = run_cli("run", *FLAGS, "--precision", "fp16", "--out", tmp_path / "whole")
+    assert code == 0, err
+    run_dir = _stopped(run_cli, monkeypatch, tmp_path / "cut", "--precision", "fp16")
+    _edit_last(run_dir, _as_if_auto)
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(torch, "autocast", _cpu_autocast_without_fp16(torch.autocast))
+    code, out, err = run_cli("run", "--resume", str(run_dir), "--no-progress")
+    monkeypatch.undo()
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    said = (f"bench: error: {run_dir / 'last.pt'} trained in fp16 (--precision auto where it started), which this "
+            f"cpu device cannot run, and continuing in fp32 would change what the run computes; resume it on a device "
+            f"that runs fp16, or start it again with bench run --precision fp32")
+    assert err.splitlines() == [said]
+    assert snapshot(tmp_path) == before
+    code, _, err = run_cli("run", "--resume", str(run_dir), "--no-progress")
+    assert code == 0, err
+    assert assert_same_run(tmp_path / "whole", tmp_path / "cut")["precision"] == "fp16"
+
+
+def test_a_last_pt_without_a_recorded_precision_resumes_as_before_with_a_note(baseline, tmp_path, run_cli,
+                                                                              monkeypatch):
+    """A last.pt written before bench recorded the precision resumes as it did: auto resolves on this device (fp32
+    on a CPU) and the run ends as the uninterrupted one, with one note line saying the precision it started in is
+    not known."""
+    run_dir = _stopped(run_cli, monkeypatch, tmp_path / "cut")
+    _edit_last(run_dir, lambda payload: payload.pop("precision"))
+    code, _, err = run_cli("run", "--resume", str(run_dir), "--no-progress")
+    assert code == 0, err
+    said = (f"bench: note: {run_dir / 'last.pt'} does not say which precision the run trained in (it was written "
+            f"before bench recorded it); --precision auto continues in fp32 on this device, which may not be the one "
+            f"it started in")
+    assert [line for line in err.splitlines() if "note" in line] == [said]
+    assert _assert_same_as_baseline(baseline, tmp_path / "cut")["precision"] == "fp32"
+
+
+def test_an_fp16_last_pt_without_a_recorded_precision_resumes_in_fp16(tmp_path, run_cli, monkeypatch):
+    """Of a last.pt written before the record, fp16 is known all the same: it alone holds a grad scaler's state. A
+    run that trained in fp16 under auto (as on a GPU without bf16) resumes on a CPU in fp16, with no note; before,
+    auto gave fp32 here and the scaler's state was refused as damage."""
+    run_dir = _stopped(run_cli, monkeypatch, tmp_path / "cut", "--precision", "fp16")
+    _edit_last(run_dir, lambda payload: (_as_if_auto(payload), payload.pop("precision")))
+    code, _, err = run_cli("run", "--resume", str(run_dir), "--no-progress")
+    assert code == 0 and "note" not in err, err
+    assert pd.read_csv(tmp_path / "cut" / "runs.csv").iloc[0]["precision"] == "fp16"
 
 
 class _Crash(BaseException):
