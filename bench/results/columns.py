@@ -46,6 +46,15 @@ LOWER_IS_BETTER = {"final_train_loss", "train_seconds", "train_eval_seconds"}
 OTHER_METRICS = ["final_train_loss", "train_seconds", "train_eval_seconds", "train_images_per_s", "params"]
 
 
+# Time to a --target (bench.evaluation.target.target_columns): what the run aimed at, and whether and when it got
+# there. Not metrics: a run that never reached its target has its epochs and time blank (censored at train_seconds, not
+# missing), so a mean or a t-test of the runs that reached it favours whichever side missed more often;
+# bench.results.time_to_target summarises them (Kaplan-Meier medians, the log-rank test). The long table carries
+# them, beside the target they refer to.
+TARGET_COLUMNS = ("target", "stop_at_target")
+TIME_TO_TARGET = ("reached_target", "epochs_to_target", "time_to_target_seconds")
+
+
 # Generalized zero-shot accuracy with held-out classes (bench.evaluation.holdout).
 HOLDOUT_METRICS = ("seen_top1", "unseen_top1", "harmonic_top1")
 

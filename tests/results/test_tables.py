@@ -1,4 +1,5 @@
 """Result tables: configuration key, long table, seed aggregation, --where/--sort, and atomic writes."""
+import io
 import math
 import subprocess
 import sys
@@ -47,6 +48,22 @@ def test_long_table_has_one_row_per_run_and_metric_and_round_trips():
     assert long.value.notna().all()
     back = wide_from_long(long).set_index("run_id")
     assert back.loc["r2", "zeroshot_top1"] == 0.7 and back.loc["r1", "encoder"] == "a"
+
+
+def test_runs_long_csv_keeps_the_columns_that_tell_pretrained_weights_apart(tmp_path, run_cli):
+    """Two weights of one architecture (bench eval --open-clip rows: their own config ids, told apart by pretrained)
+    compare from runs_long.csv as from runs.csv, not refused as configurations runs.csv has no column for."""
+    for side, shift in (("A", 0.0), ("B", 0.02)):
+        write_results(tmp_path / side, [make_row(f"{side}{i}", "ViT-B-32", 0, top1 + shift, preset="pretrained",
+                                                 pretrained=weights, config_id=f"cfg-{weights}")
+                                        for i, (weights, top1) in enumerate((("openai", 0.6), ("laion", 0.5)))],
+                      run_folders=False)
+    for name in ("runs.csv", "runs_long.csv"):
+        code, out, err = run_cli("compare", tmp_path / "A" / name, tmp_path / "B" / name,
+                                 "--metrics", "zeroshot_top1", "--format", "csv")
+        assert code == 0, err
+        rows = pd.read_csv(io.StringIO(out)).set_index("on_pretrained")
+        assert rows.loc["openai", "diff"] == pytest.approx(0.02) and rows.loc["laion", "a_mean"] == 0.5
 
 
 def test_aggregate_mean_and_sample_std_over_seeds():
