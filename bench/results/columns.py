@@ -30,8 +30,9 @@ PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "ev
 MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version", "torch_threads"]
 
 
-# Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better.
-_ACCURACY = re.compile(r"^(zeroshot_top\d+|mean_per_class_recall|best_zeroshot_top1|retrieval_(i2t|t2i)_r\d+|"
+# Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better. zeroshot_top1_no_tta: the
+# top-1 of an encoder with test-time augmentation with it off (bench.app.run), an accuracy like the top-1 beside it.
+_ACCURACY = re.compile(r"^(zeroshot_top\d+(_no_tta)?|mean_per_class_recall|best_zeroshot_top1|retrieval_(i2t|t2i)_r\d+|"
                        r"probe_top\d+|probe_mean_per_class_recall|robust_(?!images$|severities$)\w+)$")
 
 
@@ -69,7 +70,7 @@ _FAMILY_ORDER = ["zeroshot_", "mean_per_class_recall", "harmonic_top1", "seen_to
 
 def _metric_order(name: str):
     family = next(i for i, p in enumerate(_FAMILY_ORDER + [""]) if name.startswith(p))
-    number = re.search(r"(\d+)$", name)
+    number = re.search(r"(\d+)(_no_tta)?$", name)  # zeroshot_top1_no_tta right after zeroshot_top1
     return family, int(number.group(1)) if number else 0, name
 
 

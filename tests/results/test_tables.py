@@ -50,6 +50,26 @@ def test_long_table_has_one_row_per_run_and_metric_and_round_trips():
     assert back.loc["r2", "zeroshot_top1"] == 0.7 and back.loc["r1", "encoder"] == "a"
 
 
+def test_zero_shot_top1_without_test_time_augmentation_is_an_accuracy_in_every_view(tmp_path):
+    """zeroshot_top1_no_tta (an encoder with test-time augmentation, with it off) is an accuracy like the top-1
+    beside it: listed right after it, in runs_long.csv, averaged over seeds, shown and filtered as percent."""
+    from bench.results.columns import metric_columns
+    from bench.results.views import display_table
+
+    rows = [make_row("r1", top1=0.9, zeroshot_top1_no_tta=0.8), make_row("r2", seed=1, top1=0.9,
+                                                                         zeroshot_top1_no_tta=0.86)]
+    write_results(tmp_path, rows, run_folders=False)
+    wide = pd.read_csv(tmp_path / "runs.csv")
+    assert metric_columns(wide)[:3] == ["zeroshot_top1", "zeroshot_top1_no_tta", "zeroshot_top5"]
+    long = pd.read_csv(tmp_path / "runs_long.csv")
+    assert list(long.loc[long["metric"] == "zeroshot_top1_no_tta", "value"]) == [0.8, 0.86]
+    assert aggregate(wide).loc[0, "zeroshot_top1_no_tta_mean"] == pytest.approx(0.83)
+    shown = display_table(wide, columns=["zeroshot_top1_no_tta"], aggregate_=True)
+    assert list(shown["zeroshot_top1_no_tta"]) == ["83.0 ± 4.2"]
+    with pytest.raises(BenchError, match="write 0.85 for 85%"):
+        filter_rows(wide, ["zeroshot_top1_no_tta>85"])
+
+
 def test_runs_long_csv_keeps_the_columns_that_tell_pretrained_weights_apart(tmp_path, run_cli):
     """Two weights of one architecture (bench eval --open-clip rows: their own config ids, told apart by pretrained)
     compare from runs_long.csv as from runs.csv, not refused as configurations runs.csv has no column for."""
