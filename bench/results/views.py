@@ -70,7 +70,7 @@ def wide_from_long(long: pd.DataFrame) -> pd.DataFrame:
 
 def _present(value) -> bool:
     """Whether a cell holds a value: not None, NaN or a blank."""
-    return not (pd.isna(value) or str(value).strip() == "")
+    return not ((pd.api.types.is_scalar(value) and pd.isna(value)) or str(value).strip() == "")
 
 
 def aggregate(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
@@ -235,7 +235,18 @@ def _pretty(df: pd.DataFrame) -> pd.DataFrame:
             out = out.drop(columns=[f"{m}_std"]).rename(columns={c: m})
         elif c in metric_columns(df) or (c == "value" and "metric" in df.columns):
             out[c] = [fmt_value(v, c if c != "value" else None) for v in df[c]] if c != "value" else df[c]
+        elif c in out.columns:  # not a std already folded into its mean's cell
+            out[c] = _plain(df[c])
     return out.reset_index(drop=True)
+
+
+def _plain(col: pd.Series) -> pd.Series:
+    """Any other column as read: a blank cell blank, not "nan"; whole numbers that a blank in their column made
+    floats (``seed`` and ``epochs`` beside a pretrained model's row, ``epochs_to_target``) as the integers written."""
+    present = col.dropna()
+    whole = pd.api.types.is_float_dtype(col) and bool((present % 1 == 0).all())
+    return pd.Series(["" if not _present(v) else str(int(v)) if whole else v for v in col], index=col.index,
+                     dtype=object)
 
 
 def transfer_columns(table: pd.DataFrame) -> list[str]:

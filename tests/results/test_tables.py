@@ -86,6 +86,23 @@ def test_runs_long_csv_keeps_the_columns_that_tell_pretrained_weights_apart(tmp_
         assert rows.loc["openai", "diff"] == pytest.approx(0.02) and rows.loc["laion", "a_mean"] == 0.5
 
 
+def test_shown_tables_keep_blanks_blank_and_whole_numbers_whole(tmp_path):
+    """A blank seed (a pretrained model's row) makes runs.csv's seed column floats when read back: bench results
+    still shows seed 0 as 0 and the blank as blank, not 0.0 and nan; other numbers and text are as they were."""
+    from bench.results.views import display_table
+
+    pretrained = make_row("p", "ViT-B-32", 0, 0.6, preset="pretrained", lr=0.25)
+    pretrained.update(seed=None, epochs=None, tokenizer=None)
+    write_results(tmp_path, [make_row("t", "a", 0, 0.5, epochs_to_target=2.0), pretrained], run_folders=False)
+    table = pd.read_csv(tmp_path / "runs.csv")
+    assert table["seed"].dtype == float  # what a blank does to the column
+    shown = display_table(table, columns=["run_id", "seed", "epochs", "epochs_to_target", "lr", "tokenizer",
+                                          "zeroshot_top1"])
+    assert shown.to_dict("list") == {"run_id": ["t", "p"], "seed": ["0", ""], "epochs": ["1", ""],
+                                     "epochs_to_target": ["2", ""], "lr": [0.0001, 0.25],
+                                     "tokenizer": ["clip_bpe", ""], "zeroshot_top1": ["50.0", "60.0"]}
+
+
 def test_aggregate_mean_and_sample_std_over_seeds():
     """Seeds 0.5 and 0.7: mean 0.6, sample std sqrt(0.02); one seed: std NaN."""
     table = pd.DataFrame([make_row("r1", "a", 0, 0.5), make_row("r2", "a", 1, 0.7), make_row("r3", "b", 0, 0.4)])
