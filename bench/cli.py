@@ -274,7 +274,8 @@ def eval_(fmt, **options):
 @click.option("--ascending/--descending", default=None, help="Override the sort direction.")
 @click.option("--columns", callback=_split, multiple=True, help="Columns to show, comma-separated.")
 @click.option("--aggregate", "aggregate_", is_flag=True, help="One row per configuration: mean ± std over seeds.")
-@click.option("--long", "long_", is_flag=True, help="The tidy long table: one row per run x metric.")
+@click.option("--long", "long_", is_flag=True,
+              help="The tidy long table: one row per run x metric, time to a --target included.")
 @click.option("--limit", type=int, help="Show at most N rows.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
 @click.option("--rebuild", is_flag=True,

@@ -30,8 +30,9 @@ PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "ev
 MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version", "torch_threads"]
 
 
-# Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better.
-_ACCURACY = re.compile(r"^(zeroshot_top\d+|mean_per_class_recall|best_zeroshot_top1|retrieval_(i2t|t2i)_r\d+|"
+# Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better. zeroshot_top1_no_tta: the
+# top-1 of an encoder with test-time augmentation with it off (bench.app.run), an accuracy like the top-1 beside it.
+_ACCURACY = re.compile(r"^(zeroshot_top\d+(_no_tta)?|mean_per_class_recall|best_zeroshot_top1|retrieval_(i2t|t2i)_r\d+|"
                        r"probe_top\d+|probe_mean_per_class_recall|robust_(?!images$|severities$)\w+)$")
 
 
@@ -44,6 +45,15 @@ LOWER_IS_BETTER = {"final_train_loss", "train_seconds", "train_eval_seconds"}
 
 
 OTHER_METRICS = ["final_train_loss", "train_seconds", "train_eval_seconds", "train_images_per_s", "params"]
+
+
+# Time to a --target (bench.evaluation.target.target_columns): what the run aimed at, and whether and when it got
+# there. Not metrics: a run that never reached its target has its epochs and time blank (censored at train_seconds, not
+# missing), so a mean or a t-test of the runs that reached it favours whichever side missed more often;
+# bench.results.time_to_target summarises them (Kaplan-Meier medians, the log-rank test). The long table carries
+# them, beside the target they refer to.
+TARGET_COLUMNS = ("target", "stop_at_target")
+TIME_TO_TARGET = ("reached_target", "epochs_to_target", "time_to_target_seconds")
 
 
 # Generalized zero-shot accuracy with held-out classes (bench.evaluation.holdout).
@@ -60,7 +70,7 @@ _FAMILY_ORDER = ["zeroshot_", "mean_per_class_recall", "harmonic_top1", "seen_to
 
 def _metric_order(name: str):
     family = next(i for i, p in enumerate(_FAMILY_ORDER + [""]) if name.startswith(p))
-    number = re.search(r"(\d+)$", name)
+    number = re.search(r"(\d+)(_no_tta)?$", name)  # zeroshot_top1_no_tta right after zeroshot_top1
     return family, int(number.group(1)) if number else 0, name
 
 

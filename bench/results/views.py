@@ -1,9 +1,9 @@
 """Views of a results table: the tidy long table (one row per run x metric), seed aggregation, filtering,
 sorting and formatting for display.
 
-``runs.csv`` is wide (one row per run); ``runs_long.csv`` beside it holds the same numbers as
-``run_id, config_id, seed, <configuration>, metric, value``, which pandas, R or a spreadsheet pivot
-without knowing the metric names."""
+``runs.csv`` is wide (one row per run); ``runs_long.csv`` beside it holds its metrics and times to target as
+``run_id, config_id, seed, <configuration>, [pretrained,] [target, stop_at_target,] metric, value``, which
+pandas, R or a spreadsheet pivot without knowing the metric names."""
 from __future__ import annotations
 
 import math
@@ -18,6 +18,8 @@ from .columns import (
     LOWER_IS_BETTER,
     OTHER_METRICS,
     SUMMARY_METRICS,
+    TARGET_COLUMNS,
+    TIME_TO_TARGET,
     group_columns,
     is_accuracy,
     is_transfer,
@@ -31,9 +33,18 @@ LONG_SUFFIX = "_long"  # runs.csv -> runs_long.csv
 
 
 def long_table(wide: pd.DataFrame) -> pd.DataFrame:
-    """One row per run x metric (NaN metrics left out)."""
-    ids = [c for c in ["run_id", "config_id", "seed", *CONFIG_COLUMNS] if c in wide.columns]
+    """One row per run x metric (NaN metrics left out): the metrics, then a ``--target`` run's time to it
+    (``reached_target`` as 1 or 0, so ``value`` stays numeric; the times blank, so left out, where not reached).
+    Beside the configuration columns each row keeps ``pretrained`` (a ``bench eval --open-clip`` row's weights)
+    and ``target`` / ``stop_at_target`` where the table has them: they tell apart runs that the configuration
+    columns do not, and a time to target means nothing without its target."""
+    ids = [c for c in ["run_id", "config_id", "seed", *CONFIG_COLUMNS, "pretrained", *TARGET_COLUMNS]
+           if c in wide.columns]
+    if "reached_target" in wide.columns:  # true/false, or their text once a blank made the column objects
+        wide = wide.assign(reached_target=[float(is_true(v)) if _present(v) else np.nan
+                                           for v in wide["reached_target"]])
     metrics = metric_columns(wide)
+    metrics += [c for c in TIME_TO_TARGET if c in wide.columns and pd.api.types.is_numeric_dtype(wide[c])]
     if not metrics:
         return pd.DataFrame(columns=ids + ["metric", "value"])
     long = wide[ids + metrics].melt(id_vars=ids, value_vars=metrics, var_name="metric", value_name="value")
@@ -44,11 +55,22 @@ def long_table(wide: pd.DataFrame) -> pd.DataFrame:
 
 
 def wide_from_long(long: pd.DataFrame) -> pd.DataFrame:
-    """Back to one row per run (the inverse of :func:`long_table` for its metrics)."""
+    """Back to one row per run (the inverse of :func:`long_table` for its metrics), metrics in the long table's
+    order, ``reached_target`` true or false again (blank where the run had no target), as runs.csv reads back."""
     ids = [c for c in long.columns if c not in ("metric", "value")]
     wide = long.pivot_table(index="run_id", columns="metric", values="value", aggfunc="first")
+    wide = wide[[m for m in dict.fromkeys(long["metric"]) if m in wide.columns]]
     meta = long[ids].drop_duplicates("run_id").set_index("run_id")
-    return meta.join(wide).reset_index()
+    out = meta.join(wide).reset_index()
+    if "reached_target" in out.columns:  # 1 or 0 in the long table; time_to_target reads it with is_true
+        out["reached_target"] = pd.Series([bool(v) if _present(v) else np.nan for v in out["reached_target"]],
+                                          index=out.index, dtype=object)
+    return out
+
+
+def _present(value) -> bool:
+    """Whether a cell holds a value: not None, NaN or a blank."""
+    return not ((pd.api.types.is_scalar(value) and pd.isna(value)) or str(value).strip() == "")
 
 
 def aggregate(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
@@ -213,7 +235,18 @@ def _pretty(df: pd.DataFrame) -> pd.DataFrame:
             out = out.drop(columns=[f"{m}_std"]).rename(columns={c: m})
         elif c in metric_columns(df) or (c == "value" and "metric" in df.columns):
             out[c] = [fmt_value(v, c if c != "value" else None) for v in df[c]] if c != "value" else df[c]
+        elif c in out.columns:  # not a std already folded into its mean's cell
+            out[c] = _plain(df[c])
     return out.reset_index(drop=True)
+
+
+def _plain(col: pd.Series) -> pd.Series:
+    """Any other column as read: a blank cell blank, not "nan"; whole numbers that a blank in their column made
+    floats (``seed`` and ``epochs`` beside a pretrained model's row, ``epochs_to_target``) as the integers written."""
+    present = col.dropna()
+    whole = pd.api.types.is_float_dtype(col) and bool((present % 1 == 0).all())
+    return pd.Series(["" if not _present(v) else str(int(v)) if whole else v for v in col], index=col.index,
+                     dtype=object)
 
 
 def transfer_columns(table: pd.DataFrame) -> list[str]:

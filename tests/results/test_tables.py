@@ -1,4 +1,5 @@
 """Result tables: configuration key, long table, seed aggregation, --where/--sort, and atomic writes."""
+import io
 import math
 import subprocess
 import sys
@@ -47,6 +48,59 @@ def test_long_table_has_one_row_per_run_and_metric_and_round_trips():
     assert long.value.notna().all()
     back = wide_from_long(long).set_index("run_id")
     assert back.loc["r2", "zeroshot_top1"] == 0.7 and back.loc["r1", "encoder"] == "a"
+
+
+def test_zero_shot_top1_without_test_time_augmentation_is_an_accuracy_in_every_view(tmp_path):
+    """zeroshot_top1_no_tta (an encoder with test-time augmentation, with it off) is an accuracy like the top-1
+    beside it: listed right after it, in runs_long.csv, averaged over seeds, shown and filtered as percent."""
+    from bench.results.columns import metric_columns
+    from bench.results.views import display_table
+
+    rows = [make_row("r1", top1=0.9, zeroshot_top1_no_tta=0.8), make_row("r2", seed=1, top1=0.9,
+                                                                         zeroshot_top1_no_tta=0.86)]
+    write_results(tmp_path, rows, run_folders=False)
+    wide = pd.read_csv(tmp_path / "runs.csv")
+    assert metric_columns(wide)[:3] == ["zeroshot_top1", "zeroshot_top1_no_tta", "zeroshot_top5"]
+    long = pd.read_csv(tmp_path / "runs_long.csv")
+    assert list(long.loc[long["metric"] == "zeroshot_top1_no_tta", "value"]) == [0.8, 0.86]
+    assert aggregate(wide).loc[0, "zeroshot_top1_no_tta_mean"] == pytest.approx(0.83)
+    shown = display_table(wide, columns=["zeroshot_top1_no_tta"], aggregate_=True)
+    assert list(shown["zeroshot_top1_no_tta"]) == ["83.0 ± 4.2"]
+    with pytest.raises(BenchError, match="write 0.85 for 85%"):
+        filter_rows(wide, ["zeroshot_top1_no_tta>85"])
+
+
+def test_runs_long_csv_keeps_the_columns_that_tell_pretrained_weights_apart(tmp_path, run_cli):
+    """Two weights of one architecture (bench eval --open-clip rows: their own config ids, told apart by pretrained)
+    compare from runs_long.csv as from runs.csv, not refused as configurations runs.csv has no column for."""
+    for side, shift in (("A", 0.0), ("B", 0.02)):
+        write_results(tmp_path / side, [make_row(f"{side}{i}", "ViT-B-32", 0, top1 + shift, preset="pretrained",
+                                                 pretrained=weights, config_id=f"cfg-{weights}")
+                                        for i, (weights, top1) in enumerate((("openai", 0.6), ("laion", 0.5)))],
+                      run_folders=False)
+    for name in ("runs.csv", "runs_long.csv"):
+        code, out, err = run_cli("compare", tmp_path / "A" / name, tmp_path / "B" / name,
+                                 "--metrics", "zeroshot_top1", "--format", "csv")
+        assert code == 0, err
+        rows = pd.read_csv(io.StringIO(out)).set_index("on_pretrained")
+        assert rows.loc["openai", "diff"] == pytest.approx(0.02) and rows.loc["laion", "a_mean"] == 0.5
+
+
+def test_shown_tables_keep_blanks_blank_and_whole_numbers_whole(tmp_path):
+    """A blank seed (a pretrained model's row) makes runs.csv's seed column floats when read back: bench results
+    still shows seed 0 as 0 and the blank as blank, not 0.0 and nan; other numbers and text are as they were."""
+    from bench.results.views import display_table
+
+    pretrained = make_row("p", "ViT-B-32", 0, 0.6, preset="pretrained", lr=0.25)
+    pretrained.update(seed=None, epochs=None, tokenizer=None)
+    write_results(tmp_path, [make_row("t", "a", 0, 0.5, epochs_to_target=2.0), pretrained], run_folders=False)
+    table = pd.read_csv(tmp_path / "runs.csv")
+    assert table["seed"].dtype == float  # what a blank does to the column
+    shown = display_table(table, columns=["run_id", "seed", "epochs", "epochs_to_target", "lr", "tokenizer",
+                                          "zeroshot_top1"])
+    assert shown.to_dict("list") == {"run_id": ["t", "p"], "seed": ["0", ""], "epochs": ["1", ""],
+                                     "epochs_to_target": ["2", ""], "lr": [0.0001, 0.25],
+                                     "tokenizer": ["clip_bpe", ""], "zeroshot_top1": ["50.0", "60.0"]}
 
 
 def test_aggregate_mean_and_sample_std_over_seeds():

@@ -225,3 +225,69 @@ def test_a_time_to_target_row_names_what_differs_as_the_metric_rows_do(tmp_path)
     result = compare([Source("base", table[table["encoder"] == "a"]), Source("cand", table[table["encoder"] == "b"])])
     (row,) = result.targets.to_dict("records")
     assert row["differs"] and row["differs"] == result.rows["differs"].iloc[0]
+
+
+def test_runs_long_csv_carries_time_to_target_beside_its_target_and_round_trips(tmp_path, run_cli):
+    """runs_long.csv holds what runs.csv says of a --target run: reached_target as 1 or 0, epochs and seconds to the
+    target where reached, each row with its target; read back (as a source, or by bench results --long) it gives the
+    wide table's time-to-target columns again, reached_target true or false, so the censored summary is the same."""
+    from bench.results.time_to_target import observations
+
+    rows = _rows("a", "a", *A) + [make_row("plain", "a", 9)]
+    folder = write_results(tmp_path / "res", rows, run_folders=False)
+    long = pd.read_csv(folder / "runs_long.csv")
+    a0 = long[long["run_id"] == "a0"].set_index("metric")
+    assert (a0.loc["reached_target", "value"], a0.loc["epochs_to_target", "value"],
+            a0.loc["time_to_target_seconds", "value"]) == (1.0, 2.0, 1.0)
+    assert set(a0["target"]) == {"zeroshot_top1=0.9"} and set(a0["stop_at_target"]) == {False}
+    missed = long[long["run_id"] == "a3"]  # never reached: reached_target 0, its times blank so absent
+    assert missed.set_index("metric").loc["reached_target", "value"] == 0.0
+    assert not {"epochs_to_target", "time_to_target_seconds"} & set(missed["metric"])
+    assert not {"reached_target", "time_to_target_seconds"} & set(long.loc[long["run_id"] == "plain", "metric"])
+
+    wide = load_source(str(folder)).table.set_index("run_id")
+    back = load_source(str(folder / "runs_long.csv")).table.set_index("run_id")
+    assert list(back["reached_target"].loc[["a0", "a3"]]) == [True, False] and pd.isna(back.loc["plain",
+                                                                                           "reached_target"])
+    for column in ("target", "epochs_to_target", "time_to_target_seconds", "train_seconds"):
+        pd.testing.assert_series_equal(back[column], wide[column].loc[back.index], check_dtype=False,
+                                       check_index_type=False)
+    assert observations(back.reset_index()) == observations(wide.reset_index()) == {"zeroshot_top1=0.9": A}
+
+    code, out, err = run_cli("results", folder, "--long", "--format", "csv", "--where", "run_id=a0")
+    assert code == 0, err
+    shown = pd.read_csv(io.StringIO(out)).set_index("metric")
+    assert shown.loc["time_to_target_seconds", "value"] == 1.0 and shown.loc["time_to_target_seconds", "target"] == \
+        "zeroshot_top1=0.9"
+
+
+def test_time_to_target_is_never_averaged_or_t_tested_as_a_metric(tmp_path):
+    """Runs that missed the target have no time to it, so a mean or a Welch test of the times of those that reached
+    it is biased: from runs.csv and from runs_long.csv alike, aggregate and compare give no mean of the
+    time-to-target columns and no metric row of them; compare's time to target is the log-rank test, the same from
+    either file."""
+    from bench.results.columns import TIME_TO_TARGET, metric_columns
+    from bench.results.views import aggregate
+
+    folder = write_results(tmp_path / "res", _rows("a", "a", *A) + _rows("b", "b", *B), run_folders=False)
+    p_values = []
+    for name in ("runs.csv", "runs_long.csv"):
+        table = load_source(str(folder / name)).table
+        assert set(TIME_TO_TARGET) <= set(table.columns) and not set(TIME_TO_TARGET) & set(metric_columns(table))
+        assert not [c for c in aggregate(table).columns if c.startswith(TIME_TO_TARGET)]
+        by_encoder = [Source(name, table[table["encoder"] == name]) for name in ("a", "b")]
+        result = compare(by_encoder)
+        assert not set(TIME_TO_TARGET) & set(result.rows["metric"])
+        (row,) = result.targets.to_dict("records")
+        assert (row["a_runs"], row["a_reached"], row["a_median"]) == (4, 3, 2.5)
+        p_values.append(row["p_value"])
+    assert p_values[0] == p_values[1] == pytest.approx(math.erfc(math.sqrt(19321 / 21279 / 2)), rel=1e-12)
+
+
+def test_the_long_table_knows_every_column_a_target_writes():
+    """The columns the long table carries for a target are the ones a run with --target writes into its row."""
+    from bench.evaluation.target import target_columns
+    from bench.results.columns import TARGET_COLUMNS, TIME_TO_TARGET
+
+    written = target_columns("zeroshot_top1=0.5", False, [{"epoch": 1, "epoch_seconds": 1.0, "zeroshot_top1": 0.6}])
+    assert set(written) == {*TARGET_COLUMNS, *TIME_TO_TARGET}
