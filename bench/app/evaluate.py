@@ -144,9 +144,20 @@ def plan_evaluations(run: LoadedCheckpoint, datasets: list, templates, data_dir,
     return evaluations
 
 
+def suite_options(cfg: RunConfig, evals=(), robust_limit=None, robust_severities=()):
+    """The evaluation suite as ``bench run`` measures it for ``cfg``: ``evals``, drawn with the run's data seed (the
+    probe's validation split, the corruption noise), on the run's robustness images and severities where
+    ``robust_limit`` / ``robust_severities`` leave them unset. ``bench run`` and ``bench eval`` of its checkpoint
+    both build it here, so the two agree on every suite column."""
+    from ..evaluation.suite import SuiteOptions
+
+    return SuiteOptions(evals=tuple(evals), robust_limit=cfg.robust_limit if robust_limit is None else robust_limit,
+                        robust_severities=tuple(robust_severities or cfg.robust_severities), seed=cfg.data_seed)
+
+
 def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit_test=None, device="auto",
-                        per_template: bool = False, suite=None, out=None, holdout_classes=(),
-                        record: bool = True) -> pd.DataFrame:
+                        per_template: bool = False, evals=(), robust_limit=None, robust_severities=(), out=None,
+                        holdout_classes=(), record: bool = True) -> pd.DataFrame:
     """Zero-shot metrics of a checkpoint, one row per dataset x template set (default: the run's dataset and set).
 
     ``dataset``: a name or a list of names. A dataset other than the run's is zero-shot transfer: its images are
@@ -154,9 +165,10 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     set's row is also appended to the ``runs.csv`` of the results folder holding the checkpoint's run (see
     :mod:`bench.app.transfer`); the table's ``recorded`` attribute counts them. ``holdout_classes``: report seen,
     unseen and harmonic top-1 on the run's dataset with these classes unseen (default: those the run held out).
-    ``per_template`` adds one row per single template of each set (the template-set ablation). ``suite`` (a
-    :class:`bench.evaluation.suite.SuiteOptions`) adds retrieval, linear-probe and robustness columns to each set's
-    row. Every row records the protocol: checkpoint and its digest, templates, image size, normalisation.
+    ``per_template`` adds one row per single template of each set (the template-set ablation). ``evals`` (any of
+    retrieval, probe, robustness) adds the suite's columns to each set's row, measured as the run measured them
+    (:func:`suite_options`: its data seed, and its ``robust_limit`` and ``robust_severities`` unless given). Every
+    row records the protocol: checkpoint and its digest, templates, image size, normalisation.
     With ``out``, the table, per-class accuracies, confusion matrices and suite tables are written there.
     An OpenAI-format state dict (what :func:`bench.build_model` loads) is evaluated with OpenAI's preprocessing.
     """
@@ -172,6 +184,7 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
         raise BenchError(f"--holdout-classes splits the run's own dataset {cfg.dataset!r}, which --dataset does not "
                          f"list; add it (--dataset {cfg.dataset},{datasets[0]}) or drop --holdout-classes")
     evaluations = plan_evaluations(run, datasets or [cfg.dataset], templates, data_dir, limit_test)
+    suite = suite_options(cfg, evals, robust_limit, robust_severities)
     tokenizer = checkpoint_tokenizer(run.ckpt, cfg.tokenizer, run.context_length,
                                      [p for e in evaluations for t in e.sets.values()
                                       for p in fill(t, e.target.test.classes)])
