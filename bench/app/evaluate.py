@@ -404,12 +404,9 @@ def _writable(folder: Path) -> Path | None:
     return folder if os.access(folder, os.W_OK) else None
 
 
-def read_image(path: str, size: int) -> np.ndarray:
-    """An image file as the model's input: RGB, the shorter side scaled to ``size`` and the centre square kept,
-    as ``imagefolder:PATH`` decodes the images it trains and evaluates on."""
+def check_image(path: str):
+    """``path`` is a file PIL opens as an image (its header read, its pixels not decoded), else a one-line error."""
     from PIL import Image, UnidentifiedImageError
-
-    from ..data.imagefolder import decode
 
     try:
         with Image.open(path):
@@ -418,7 +415,6 @@ def read_image(path: str, size: int) -> np.ndarray:
         raise BenchError(f"image {path!r} does not exist; pass paths to image files") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BenchError(f"{path!r} is not an image PIL can read ({type(exc).__name__}); pass PNG or JPEG files") from None
-    return decode(path, size)
 
 
 def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
@@ -427,15 +423,17 @@ def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
     if templates is not None:
         get_entry("templates", templates)
     check_device(device)
+    from ..data.imagefolder import decode
+
     device = resolve_device(device)
-    images = np.stack([read_image(p, 32) for p in image_paths])  # validate inputs before loading the model
+    for p in image_paths:  # a bad path is said before the model loads; decoding waits for the model's input size
+        check_image(p)
     ckpt = load_checkpoint(path)
     if is_openai_state_dict(ckpt):
         raise BenchError(f"{path} is an OpenAI-layout state dict, which names no classes to predict; bench predict "
                          f"takes a checkpoint written by bench run (bench eval {path} measures the state dict)")
     model, cfg, ckpt = load_model(path, device, ckpt)
-    if cfg.model.image_resolution != 32:
-        images = np.stack([read_image(p, cfg.model.image_resolution) for p in image_paths])
+    images = np.stack([decode(p, cfg.model.image_resolution) for p in image_paths])  # each file decoded once
     classes = ckpt.get("classes") or list(get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, 0).classes)
     name = templates or cfg.templates
     tpl = load_templates(name)
