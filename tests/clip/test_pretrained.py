@@ -293,8 +293,8 @@ def test_weights_that_do_not_fit_name_what_did_not_fit(tiny_open_clip, tmp_path)
         "missing": ({k: v for k, v in own.items() if k != first}, f"1 tensor missing (first {first})"),
         "extra": ({**own, "extra.weight": torch.zeros(1)}, "1 unexpected (first extra.weight)"),
         "shape": ({**own, "visual.conv1.weight": torch.zeros(3)},
-                  f"1 tensor differs in shape (first visual.conv1.weight: [3] in the file, "
-                  f"{list(own['visual.conv1.weight'].shape)} here)"),
+                  (f"1 tensor differs in shape (first visual.conv1.weight: [3] in the file, "
+                   f"{list(own['visual.conv1.weight'].shape)} here)")),
         "not a tensor": ({**own, "logit_scale": 3}, "its weight 'logit_scale' is an int, not a tensor"),
     }
     for case, (state, detail) in cases.items():
