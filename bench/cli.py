@@ -239,9 +239,12 @@ cli.add_command(_sweep_command())
 @click.option("--device", default="auto", show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
 @click.option("--per-template", is_flag=True, help="Also one row per single template of each set.")
-@click.option("--evals", callback=_split, multiple=True, help="Also: retrieval, probe, robustness (comma-separated).")
-@click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
-@click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
+@click.option("--evals", callback=_split, multiple=True,
+              help="Also: retrieval, probe, robustness (comma-separated); a checkpoint's with its run's data seed.")
+@click.option("--robust-limit", type=int,
+              help="Robustness on the first N test images (default: the run's; all with --open-clip).")
+@click.option("--robust-severities", callback=_split, multiple=True,
+              help="Corruption severities (default: the run's; 1,2,3,4,5 with --open-clip).")
 @click.option("--holdout-classes", callback=_split, multiple=True, metavar="NAMES|COUNT",
               help="Report seen_top1, unseen_top1 and harmonic_top1 with these classes as the unseen ones (default: "
                    "the run's held-out classes; a pretrained model takes names).")

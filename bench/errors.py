@@ -6,8 +6,14 @@ class BenchError(Exception):
 
 
 def one_line_cause(exc: BaseException) -> str:
-    """``TypeName: first line of the message`` (at most 300 characters), for a one-line error about ``exc``."""
-    return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"
+    """``TypeName: first line of the message`` (at most 300 characters), for a one-line error about ``exc``.
+
+    A first line that only introduces the next ones (ends with ':', as torch's "Error(s) in loading state_dict for
+    CLIP:") takes the first of them along, where the detail is; an empty message (``KeyError()``) gives the type
+    name alone, not a dangling ``KeyError: ``."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else (lines or [""])[0]
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
 
 
 class UnknownNameError(BenchError, KeyError):

@@ -22,19 +22,22 @@ def eval_command(checkpoint=None, open_clip_model=None, pretrained=None, results
     if pretrained is not None and open_clip_model is None:
         raise BenchError("--pretrained goes with --open-clip MODEL; a bench checkpoint is given as CHECKPOINT")
     check_positive("--robust-limit", robust_limit)
-    suite = SuiteOptions(evals=parse_evals(evals), robust_limit=robust_limit,
-                         robust_severities=parse_severities(robust_severities))
+    evals = parse_evals(evals)
+    severities = parse_severities(robust_severities)  # checked here; all five where none are given
     common = dict(templates=list(templates) or None, data_dir=data_dir, limit_test=limit_test, device=device,
-                  per_template=per_template, suite=suite, out=out, holdout_classes=tuple(holdout_classes))
+                  per_template=per_template, out=out, holdout_classes=tuple(holdout_classes))
     if open_clip_model is not None:
         from .evaluate_pretrained import evaluate_open_clip
 
+        suite = SuiteOptions(evals=evals, robust_limit=robust_limit, robust_severities=severities)
         table = evaluate_open_clip(open_clip_model, pretrained, dataset=list(dataset) or "cifar10",
-                                   results=results_dir, **common)
+                                   results=results_dir, suite=suite, **common)
         return table, (table.attrs["recorded"], Path(results_dir) / "runs.csv")
     from .evaluate import evaluate_checkpoint
 
-    table = evaluate_checkpoint(checkpoint, dataset=list(dataset) or None, **common)
+    # a checkpoint's suite settings left unset are its run's, so that its row's suite columns come out again
+    table = evaluate_checkpoint(checkpoint, dataset=list(dataset) or None, evals=evals, robust_limit=robust_limit,
+                                robust_severities=severities if robust_severities else (), **common)
     if not table.attrs.get("recorded"):
         return table, None
     return table, (table.attrs["recorded"], Path(checkpoint).resolve().parent.parent.parent / "runs.csv")

@@ -144,9 +144,20 @@ def plan_evaluations(run: LoadedCheckpoint, datasets: list, templates, data_dir,
     return evaluations
 
 
+def suite_options(cfg: RunConfig, evals=(), robust_limit=None, robust_severities=()):
+    """The evaluation suite as ``bench run`` measures it for ``cfg``: ``evals``, drawn with the run's data seed (the
+    probe's validation split, the corruption noise), on the run's robustness images and severities where
+    ``robust_limit`` / ``robust_severities`` leave them unset. ``bench run`` and ``bench eval`` of its checkpoint
+    both build it here, so the two agree on every suite column."""
+    from ..evaluation.suite import SuiteOptions
+
+    return SuiteOptions(evals=tuple(evals), robust_limit=cfg.robust_limit if robust_limit is None else robust_limit,
+                        robust_severities=tuple(robust_severities or cfg.robust_severities), seed=cfg.data_seed)
+
+
 def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit_test=None, device="auto",
-                        per_template: bool = False, suite=None, out=None, holdout_classes=(),
-                        record: bool = True) -> pd.DataFrame:
+                        per_template: bool = False, evals=(), robust_limit=None, robust_severities=(), out=None,
+                        holdout_classes=(), record: bool = True) -> pd.DataFrame:
     """Zero-shot metrics of a checkpoint, one row per dataset x template set (default: the run's dataset and set).
 
     ``dataset``: a name or a list of names. A dataset other than the run's is zero-shot transfer: its images are
@@ -154,9 +165,10 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     set's row is also appended to the ``runs.csv`` of the results folder holding the checkpoint's run (see
     :mod:`bench.app.transfer`); the table's ``recorded`` attribute counts them. ``holdout_classes``: report seen,
     unseen and harmonic top-1 on the run's dataset with these classes unseen (default: those the run held out).
-    ``per_template`` adds one row per single template of each set (the template-set ablation). ``suite`` (a
-    :class:`bench.evaluation.suite.SuiteOptions`) adds retrieval, linear-probe and robustness columns to each set's
-    row. Every row records the protocol: checkpoint and its digest, templates, image size, normalisation.
+    ``per_template`` adds one row per single template of each set (the template-set ablation). ``evals`` (any of
+    retrieval, probe, robustness) adds the suite's columns to each set's row, measured as the run measured them
+    (:func:`suite_options`: its data seed, and its ``robust_limit`` and ``robust_severities`` unless given). Every
+    row records the protocol: checkpoint and its digest, templates, image size, normalisation.
     With ``out``, the table, per-class accuracies, confusion matrices and suite tables are written there.
     An OpenAI-format state dict (what :func:`bench.build_model` loads) is evaluated with OpenAI's preprocessing.
     """
@@ -172,6 +184,7 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
         raise BenchError(f"--holdout-classes splits the run's own dataset {cfg.dataset!r}, which --dataset does not "
                          f"list; add it (--dataset {cfg.dataset},{datasets[0]}) or drop --holdout-classes")
     evaluations = plan_evaluations(run, datasets or [cfg.dataset], templates, data_dir, limit_test)
+    suite = suite_options(cfg, evals, robust_limit, robust_severities)
     tokenizer = checkpoint_tokenizer(run.ckpt, cfg.tokenizer, run.context_length,
                                      [p for e in evaluations for t in e.sets.values()
                                       for p in fill(t, e.target.test.classes)])
@@ -391,12 +404,9 @@ def _writable(folder: Path) -> Path | None:
     return folder if os.access(folder, os.W_OK) else None
 
 
-def read_image(path: str, size: int) -> np.ndarray:
-    """An image file as the model's input: RGB, the shorter side scaled to ``size`` and the centre square kept,
-    as ``imagefolder:PATH`` decodes the images it trains and evaluates on."""
+def check_image(path: str):
+    """``path`` is a file PIL opens as an image (its header read, its pixels not decoded), else a one-line error."""
     from PIL import Image, UnidentifiedImageError
-
-    from ..data.imagefolder import decode
 
     try:
         with Image.open(path):
@@ -405,7 +415,6 @@ def read_image(path: str, size: int) -> np.ndarray:
         raise BenchError(f"image {path!r} does not exist; pass paths to image files") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BenchError(f"{path!r} is not an image PIL can read ({type(exc).__name__}); pass PNG or JPEG files") from None
-    return decode(path, size)
 
 
 def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
@@ -414,15 +423,17 @@ def predict_images(path, image_paths, top_k=3, templates=None, device="auto"):
     if templates is not None:
         get_entry("templates", templates)
     check_device(device)
+    from ..data.imagefolder import decode
+
     device = resolve_device(device)
-    images = np.stack([read_image(p, 32) for p in image_paths])  # validate inputs before loading the model
+    for p in image_paths:  # a bad path is said before the model loads; decoding waits for the model's input size
+        check_image(p)
     ckpt = load_checkpoint(path)
     if is_openai_state_dict(ckpt):
         raise BenchError(f"{path} is an OpenAI-layout state dict, which names no classes to predict; bench predict "
                          f"takes a checkpoint written by bench run (bench eval {path} measures the state dict)")
     model, cfg, ckpt = load_model(path, device, ckpt)
-    if cfg.model.image_resolution != 32:
-        images = np.stack([read_image(p, cfg.model.image_resolution) for p in image_paths])
+    images = np.stack([decode(p, cfg.model.image_resolution) for p in image_paths])  # each file decoded once
     classes = ckpt.get("classes") or list(get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, 0).classes)
     name = templates or cfg.templates
     tpl = load_templates(name)

@@ -614,10 +614,10 @@ def run_eval_suite(cfg: RunConfig, model, parts: Components, device, autocast_dt
     table's features under these weights, where the run has them already (its last evaluation's)."""
     if not cfg.evals:
         return {}
-    from ..evaluation.suite import FeatureCache, SuiteOptions, run_suite
+    from ..evaluation.suite import FeatureCache, run_suite
+    from .evaluate import suite_options
 
-    opts = SuiteOptions(evals=tuple(cfg.evals), robust_limit=cfg.robust_limit,
-                        robust_severities=tuple(cfg.robust_severities), seed=cfg.data_seed)
+    opts = suite_options(cfg, cfg.evals)  # as bench eval of the run's checkpoint builds it
     columns, tables = run_suite(model, opts, train=parts.train, test=parts.test, templates=parts.templates,
                                 tokenizer=parts.tokenizer, device=device, autocast_dtype=autocast_dtype,
                                 cache=FeatureCache(run_dir / "features"), weights_id=f"final-e{epoch or cfg.epochs}",

@@ -121,6 +121,43 @@ def convert_weights(model: nn.Module):
     return model
 
 
+# entries of OpenAI's state dicts that are no weights (its JIT archives' numbers); build_model drops them
+OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def state_dict_mismatch(model: nn.Module, state_dict) -> str | None:
+    """One clause naming what in ``state_dict`` does not fit ``model`` (a weight that is no tensor, tensors of other
+    shapes, missing and unexpected keys: how many, and the first of each), or None where its keys and shapes fit."""
+    if not isinstance(state_dict, dict):
+        return f"its weights are {_a(type(state_dict).__name__)}, not a state dict"
+    foreign = next((k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)), None)
+    if foreign is not None:
+        return f"its weight {foreign!r} is {_a(type(state_dict[foreign]).__name__)}, not a tensor"
+    own = model.state_dict()
+    shaped = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
+              if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    parts = []
+    if shaped:
+        key, theirs, ours = shaped[0]
+        parts.append(f"{_tensors(len(shaped))} {'differ' if len(shaped) > 1 else 'differs'} in shape (first {key}: "
+                     f"{list(theirs)} in the file, {list(ours)} here)")
+    if missing:
+        parts.append(f"{_tensors(len(missing))} missing (first {missing[0]})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
+    return ", ".join(parts) or None
+
+
+def _tensors(n: int) -> str:
+    return f"{n} tensor{'s' if n > 1 else ''}"
+
+
+def _a(noun: str) -> str:
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def infer_config(state_dict: dict, stem: str = "openai") -> dict:
     """OpenAI's configuration inference for ResNet CLIP checkpoints, as CLIP() keyword arguments."""
     if "visual.layer1.0.conv1.weight" not in state_dict:
@@ -155,7 +192,7 @@ def build_model(state_dict: dict, stem: str = "openai") -> CLIP:
     and run on CPU. ``stem="cifar"`` rebuilds a ``modified_resnet_cifar`` tower (its state dict has the same
     keys; only the resolution it implies differs).
     """
-    state_dict = {k: v for k, v in state_dict.items() if k not in ("input_resolution", "context_length", "vocab_size")}
+    state_dict = {k: v for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS}
     model = CLIP(**infer_config(state_dict, stem))
     if state_dict["text_projection"].dtype == torch.float16:
         convert_weights(model)

@@ -84,14 +84,36 @@ def load_openai_state_dict(state_dict: dict, device) -> tuple[Preprocessed, dict
     try:
         model = build_model(state_dict).float()
     except (KeyError, RuntimeError, ValueError, IndexError, TypeError) as exc:  # a tensor of another shape
-        raise BenchError(f"the state dict is OpenAI-format but build_model cannot load it ({one_line_cause(exc)})") \
-            from None
+        raise BenchError(f"the state dict is OpenAI-format but build_model cannot load it "
+                         f"({_misfit(exc, state_dict)})") from None
     size = int(model.visual.input_resolution)
     context = int(state_dict["positional_embedding"].shape[0])
     info = {"image_size": size, "interpolation": "bicubic", "normalization": _normalization(OPENAI_MEAN, OPENAI_STD),
             "context_length": context}
     # bench's CLIP reads as much of its positional table as the tokens are long (exact under the causal mask)
     return Preprocessed(model, openai_transform(size), context, pad_text=False).to(device).eval(), info
+
+
+def _misfit(exc: BaseException, state_dict: dict, model: torch.nn.Module | None = None) -> str:
+    """What in ``state_dict`` did not fit, for the one-line error of a load that raised ``exc``: the first tensor of
+    another shape, missing or unexpected key, as :func:`bench.clip.model.state_dict_mismatch` names them.
+
+    torch's own message puts them on the lines after a header ("Error(s) in loading state_dict for CLIP:"), and a
+    KeyError's may be a bare key, so neither is the detail. ``model``: the one ``state_dict`` was loaded into;
+    default the CLIP an OpenAI-layout dict's shapes describe. Asked only once a load failed: torch's load tolerates
+    some keys the comparison would name (batch norm's ``num_batches_tracked`` in an old file)."""
+    from .model import CLIP, OPENAI_EXTRA_KEYS, infer_config, state_dict_mismatch
+
+    if model is None:
+        state_dict = {k: v for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS}  # as build_model drops them
+        try:
+            model = CLIP(**infer_config(state_dict))
+        except Exception as built:  # noqa: BLE001 - the shapes describe no CLIP; the load's error says why
+            if isinstance(built, KeyError) and built.args:
+                return f"it has no {built.args[0]!r}, which an OpenAI-layout CLIP has"
+            model = None
+    problem = state_dict_mismatch(model, state_dict) if model is not None else None
+    return problem or one_line_cause(exc)
 
 
 def _normalization(mean, std) -> str:
@@ -186,8 +208,8 @@ def _load_weights_file(model, path: Path, name: str):
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        raise BenchError(f"{path} does not fit open_clip {name} ({one_line_cause(exc)}); pass this model's own "
-                         f"weights or the model they were saved from") from None
+        raise BenchError(f"{path} does not fit open_clip {name} ({_misfit(exc, state, model)}); pass this model's "
+                         f"own weights or the model they were saved from") from None
 
 
 def _transform_facts(preprocess) -> tuple[int, str, tuple, tuple]:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..atomic_files import save_checkpoint
+from ..clip.model import state_dict_mismatch
 from ..distributed.world import mean_over_ranks
 from ..errors import BenchError
 from .build import DTYPES, autocast_dtype_for, precision_name, runs_precision
@@ -269,31 +270,13 @@ def load_weights(model: torch.nn.Module, state_dict: dict, ckpt: dict, path):
 
 def explain_mismatch(model: torch.nn.Module, state_dict: dict) -> str | None:
     """One clause naming what differs between ``model`` and ``state_dict`` (vocabulary first), or None."""
-    if not isinstance(state_dict, dict):
-        return f"its weights are a {type(state_dict).__name__}, not a state dict"
-    foreign = next((k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)), None)
-    if foreign is not None:
-        return f"its weight {foreign!r} is a {type(state_dict[foreign]).__name__}, not a tensor"
-    own = model.state_dict()
-    shaped = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state_dict.items()
-              if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape)]
-    for key, theirs, ours in shaped:
-        if key == "token_embedding.weight":
-            return (f"its text vocabulary has {theirs[0]} tokens of width {theirs[1]}, the model built here "
-                    f"{ours[0]} of width {ours[1]} (another tokenizer or --text-width)")
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    if not (shaped or missing or unexpected):
-        return None
-    parts = []
-    if shaped:
-        key, theirs, ours = shaped[0]
-        parts.append(f"{len(shaped)} tensors differ in shape (first {key}: {list(theirs)} in the file, {list(ours)} here)")
-    if missing:
-        parts.append(f"{len(missing)} tensors missing (first {missing[0]})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (first {unexpected[0]})")
-    return ", ".join(parts)
+    if isinstance(state_dict, dict) and all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        own = model.state_dict().get("token_embedding.weight")
+        theirs = state_dict.get("token_embedding.weight")
+        if own is not None and theirs is not None and tuple(theirs.shape) != tuple(own.shape):
+            return (f"its text vocabulary has {theirs.shape[0]} tokens of width {theirs.shape[1]}, the model built "
+                    f"here {own.shape[0]} of width {own.shape[1]} (another tokenizer or --text-width)")
+    return state_dict_mismatch(model, state_dict)
 
 
 def snapshot(obj, non_blocking: bool = False):

@@ -274,3 +274,54 @@ def test_each_open_clip_resize_mode_reports_its_image_size_and_bad_weight_files_
            "token_embedding.weight": torch.zeros(10, 8)}
     with pytest.raises(BenchError, match="build_model cannot load it"):
         load_openai_state_dict(bad, "cpu")
+
+
+def test_weights_that_do_not_fit_name_what_did_not_fit(tiny_open_clip, tmp_path):
+    """An open_clip weights file, or an OpenAI-layout state dict, that does not fit the model is one line whose cause
+    names what did not fit: the first missing key, the first unexpected key, the first tensor of another shape (the
+    file's shape and the model's), a weight that is no tensor; never torch's bare header ("Error(s) in loading
+    state_dict for CLIP:") nor an empty cause."""
+    import copy
+
+    from bench.clip.pretrained import _load_weights_file, load_openai_state_dict
+    from bench.errors import BenchError
+
+    _, _, model, _, _ = tiny_open_clip
+    own = model.state_dict()
+    first = next(iter(own))
+    cases = {
+        "missing": ({k: v for k, v in own.items() if k != first}, f"1 tensor missing (first {first})"),
+        "extra": ({**own, "extra.weight": torch.zeros(1)}, "1 unexpected (first extra.weight)"),
+        "shape": ({**own, "visual.conv1.weight": torch.zeros(3)},
+                  (f"1 tensor differs in shape (first visual.conv1.weight: [3] in the file, "
+                   f"{list(own['visual.conv1.weight'].shape)} here)")),
+        "not a tensor": ({**own, "logit_scale": 3}, "its weight 'logit_scale' is an int, not a tensor"),
+    }
+    for case, (state, detail) in cases.items():
+        torch.save(state, tmp_path / "w.pt")
+        with pytest.raises(BenchError) as caught:
+            _load_weights_file(copy.deepcopy(model), tmp_path / "w.pt", "tiny-rn")
+        message = str(caught.value)
+        assert f"does not fit open_clip tiny-rn ({detail}" in message and "Error(s)" not in message, (case, message)
+        assert "()" not in message and len(message.splitlines()) == 1, (case, message)
+    # the same weights as an OpenAI-layout dict (this config is one): build_model's strict load, and the tensors its
+    # shapes are read from
+    for state, detail in (({k: v for k, v in own.items() if k != "logit_scale"}, "1 tensor missing (first logit_scale)"),
+                          ({**own, "extra.weight": torch.zeros(1)}, "1 unexpected (first extra.weight)"),
+                          ({k: v for k, v in own.items() if k != "ln_final.weight"}, "it has no 'ln_final.weight'")):
+        with pytest.raises(BenchError, match="build_model cannot load it") as caught:
+            load_openai_state_dict(state, "cpu")
+        assert f"({detail}" in str(caught.value), str(caught.value)
+
+
+def test_one_line_cause_keeps_the_detail_an_exception_puts_after_its_header():
+    """A cause whose first line only introduces the next (torch's load_state_dict error) keeps the first detail line;
+    an exception with an empty message is its type name, not "KeyError: " with nothing after it."""
+    from bench.errors import one_line_cause
+
+    with pytest.raises(RuntimeError) as caught:
+        torch.nn.Linear(2, 2).load_state_dict({"weight": torch.zeros(3, 2), "bias": torch.zeros(2)})
+    assert one_line_cause(caught.value).startswith("RuntimeError: Error(s) in loading state_dict for Linear: size "
+                                                   "mismatch for weight: copying a param with shape torch.Size([3, 2])")
+    assert one_line_cause(KeyError()) == "KeyError"
+    assert one_line_cause(ValueError("first\nsecond")) == "ValueError: first"

@@ -66,3 +66,29 @@ def test_bad_suite_options_exit_2_before_training(tmp_path, run_cli):
         code, _, err = run_cli("run", "--dataset", "synthetic", *args, "--out", tmp_path / "x")
         assert code == 2 and needle in err, (args, err)
     assert not (tmp_path / "x" / "runs.csv").exists()
+
+
+def test_eval_of_a_checkpoint_measures_the_suite_as_its_run_did(tmp_path, run_cli):
+    """``bench eval`` of a run's last.pt, told only which evaluations to run, reproduces every zero-shot and suite
+    column of the run's row exactly for a run whose seeds are not 0: the probe's validation split and the corruption
+    noise are drawn with the run's data seed (not 0), on the run's robustness images and severities."""
+    from dataclasses import replace
+
+    from bench.app.options import config_from_flags
+    from bench.app.run import run
+
+    out = tmp_path / "res"
+    # data_seed has no flag (a sweep's runs share it); set here as a Python caller of bench.app.run sets it
+    cfg = config_from_flags(dataset="synthetic", epochs=1, limit_train=48, limit_test=24, batch_size=16, embed_dim=32,
+                            text_width=32, text_layers=1, text_heads=2, encoder_opts=("width=8",), progress=False,
+                            evals=("retrieval", "probe", "robustness"), robust_limit=8, robust_severities=("2", "4"),
+                            device="cpu", out=str(out))
+    run(replace(cfg, seed=3, data_seed=3))
+    row = pd.read_csv(out / "runs.csv").iloc[0]
+    code, stdout, err = run_cli("eval", out / "runs" / row.run_id / "last.pt", "--evals", "retrieval,probe,robustness",
+                                "--format", "csv")
+    assert code == 0, err
+    (evaluated,) = pd.read_csv(io.StringIO(stdout)).to_dict("records")
+    columns = [c for c in row.index if c.startswith(("zeroshot_", "mean_per_class", "retrieval_", "probe_", "robust_"))]
+    assert {"probe_val_top1", "robust_gaussian_noise", "robust_images", "robust_severities"} <= set(columns)
+    assert {c: evaluated[c] for c in columns} == row[columns].to_dict()
