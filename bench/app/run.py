@@ -29,7 +29,7 @@ from ..data.loader import DeviceLoader, to_device_uint8
 from ..data.resize import fit_to_size
 from ..engine.determinism import deterministic_mode
 from ..distributed.world import broadcast_object, init_distributed, log_main, mean_over_ranks, reduce_epoch_stats
-from ..engine.build import build_engine, set_backend_flags, uses_channels_last
+from ..engine.build import autocast_dtype_for, build_engine, set_backend_flags, uses_channels_last
 from ..engine.checkpoint import (CheckpointSaver, RunProgress, load_weights, plain, restore_training,
                                  resume_precision, resume_threads_note)
 from ..engine.epoch_loop import bars_shown
@@ -221,6 +221,7 @@ class Run:
             precision, note = resume_precision(resume, cfg.precision, device, last)
             if note:
                 log_main(world, note)
+        autocast_dtype_for(precision, device)  # a precision this device cannot run stops here, before any data loads
         recipe = cfg.recipe()
         set_backend_flags(recipe, device)  # before the encoder's data-dependent initialisation runs on the device
         with GLOBAL_RNG:  # the seed, then every draw of initialisation, before another thread's run reseeds

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..clip.loss import ClipLoss
+from ..errors import BenchError
 from . import compact_embedding
 from .cuda_graph import DDP_EAGER_STEPS, CudaGraphStep
 from .ddp import wrap_model
@@ -33,6 +34,10 @@ def autocast_dtype_for(precision: str, device: torch.device):
     that has it, fp16 on one without (T4, V100: trained with loss scaling), fp32 on a CPU."""
     device = torch.device(device)
     if precision != "auto":
+        if not runs_precision(precision, device):  # else autocast turns itself off: fp32 under another name
+            raise BenchError(f"--precision {precision} does not run on this {device.type} device (torch "
+                             f"{torch.__version__}'s autocast there does not take it); use --precision auto, which "
+                             f"picks one this device runs, or fp32")
         return DTYPES[precision]
     if device.type != "cuda":
         return None

@@ -271,6 +271,23 @@ def test_a_recorded_precision_this_device_cannot_run_is_refused_and_nothing_is_l
     assert assert_same_run(tmp_path / "whole", tmp_path / "cut")["precision"] == "fp16"
 
 
+def test_a_fresh_run_in_a_precision_this_device_cannot_run_is_refused_before_anything_is_written(tmp_path, run_cli,
+                                                                                                   monkeypatch):
+    """Where torch's CPU autocast does not take fp16, ``bench run --precision fp16`` would train fp32 under fp16's
+    name: it stops with one line, exit 2, naming the precision and the fix, and leaves the results folder as it was;
+    auto and fp32 still run there."""
+    monkeypatch.setattr(torch, "autocast", _cpu_autocast_without_fp16(torch.autocast))
+    before = snapshot(tmp_path)
+    code, out, err = run_cli("run", *FLAGS, "--precision", "fp16", "--out", tmp_path / "results")
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert err.splitlines() == [f"bench: error: --precision fp16 does not run on this cpu device (torch "
+                                f"{torch.__version__}'s autocast there does not take it); use --precision auto, which "
+                                f"picks one this device runs, or fp32"]
+    assert snapshot(tmp_path) == before
+    code, _, err = run_cli("run", *FLAGS, "--out", tmp_path / "results")
+    assert code == 0, err
+
+
 def test_a_last_pt_without_a_recorded_precision_resumes_as_before_with_a_note(baseline, tmp_path, run_cli,
                                                                               monkeypatch):
     """A last.pt written before bench recorded the precision resumes as it did: auto resolves on this device (fp32
