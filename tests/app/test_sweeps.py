@@ -74,6 +74,28 @@ def test_sweep_file_plan_and_dry_run(tmp_path, run_cli):
     assert [line.split()[1] for line in out2.strip().splitlines()[:-1]] == ids[:3]
 
 
+def test_sweep_lines_show_a_target_in_its_one_spelling(tmp_path, run_cli):
+    """A target varied in a sweep file is shown as the run's config keeps it (the spelling of its row and id),
+    not as the file spelled it: "zeroshot_top1 = .90" and "zeroshot_top1=0.9" are one target and look alike in
+    the plan and the progress lines (through the same labels), and in an adaptive sweep's configurations."""
+    path = sweep_file(tmp_path, """
+        stop_at_target = true
+        [grid]
+        target = ["zeroshot_top1 = .90", "zeroshot_top1=0.5"]
+        [[include]]
+        target = "zeroshot_top1=0.900"
+        lr = 0.001
+    """)
+    code, out, err = run_cli("sweep", path, "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith("target=zeroshot_top1=0.9 lr=0.0001") and lines[1].endswith("target=zeroshot_top1=0.5 "
+                                                                                         "lr=0.0001"), out
+    assert lines[2].endswith("target=zeroshot_top1=0.9 lr=0.001") and ".90" not in out, out
+    code, out, err = run_cli("sweep", path, "--dry-run", "--until", "zeroshot_top1:0.05")
+    assert code == 0 and "target=zeroshot_top1=0.9 lr=0.0001\n" in out and ".90" not in out, (out, err)
+
+
 @pytest.mark.parametrize("body, needle", [
     ("[grid]\nseed = 3\n", "grid.seed must be a non-empty list"),
     ("[grid]\nbatch_sise = [8, 16]\n", "unknown option 'batch_sise'; did you mean batch_size?"),
