@@ -330,6 +330,27 @@ def test_ray_local_sweep_three_runs(tmp_path, run_cli):
     assert len(table) == 3 and table.run_id.is_unique
 
 
+@pytest.mark.slow  # starts a local Ray
+def test_concurrent_caps_a_ray_sweeps_runs_in_flight(tmp_path, run_cli):
+    """--concurrent 1 with --launcher ray: on a Ray of 2 CPUs, which would run two tasks at once, no two runs
+    overlap in time (each from its config.json, written as it starts, to its result.json) and the next run is
+    handed to Ray only when one ends. --concurrent was silently ignored under Ray."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n", epochs=1)
+    try:
+        code, out, err = run_cli("sweep", path, "--launcher", "ray", "--concurrent", "1", "--no-checkpoints")
+    finally:
+        ray.shutdown()
+    assert code == 0, err
+    events = [line.split()[1] for line in out.splitlines() if line.split()[1:2] in (["queued"], ["done"])]
+    assert events == ["queued", "done"] * 3, out
+    runs = list((tmp_path / "res" / "runs").iterdir())
+    starts = sorted((run / "config.json").stat().st_mtime_ns for run in runs)
+    ends = sorted((run / "result.json").stat().st_mtime_ns for run in runs)
+    assert len(runs) == 3 and all(end < start for end, start in zip(ends, starts[1:])), (starts, ends)
+
+
 @pytest.mark.slow  # submitit's local executor: a process per run
 def test_submitit_local_sweep_three_runs(tmp_path, run_cli):
     pytest.importorskip("submitit")
