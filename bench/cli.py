@@ -202,7 +202,8 @@ def _sweep_command() -> click.Command:
         click.Option(["--dry-run"], is_flag=True, help="Print the plan (each run's id, state and what varies); run nothing."),
         click.Option(["--status"], is_flag=True, help="Print where each run of the plan stands (as --dry-run)."),
         click.Option(["--concurrent"], type=int, default=1, show_default=True,
-                     help="Runs trained at once in one process on one device (own CUDA stream and graph each)."),
+                     help="Runs trained at once in one process on one device (own CUDA stream and graph each); "
+                          "with --launcher ray, the most runs in flight (left out: as many as the cluster places)."),
         click.Option(["--workers"], type=int, help="Worker processes on this machine (default: one per --gpus)."),
         click.Option(["--gpus"], help="GPUs for one worker each: 0,1,... or all (default: all visible, if several)."),
         click.Option(["--launcher"], type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True,

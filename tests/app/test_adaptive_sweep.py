@@ -72,6 +72,19 @@ def test_the_schedule_is_replayed_from_the_finished_seeds_and_a_half_done_round_
     assert stage({**first, 3: 0.51}, capped).stop == AT_MAX
 
 
+def test_the_replay_counts_the_rounds_a_configuration_has_reached():
+    """A stage knows its round from the values alone (the first round is 1, each decision adds one), so every
+    process that replays the schedule, a restarted sweep or --status, names the same round."""
+    until = Until("zeroshot_top1", 0.025, min_seeds=3, max_seeds=10)
+    first = {0: 0.50, 1: 0.52, 2: 0.54}
+    assert stage({}, until).round == 1 and stage({1: 0.52}, until).round == 1
+    assert stage(first, until).round == 2  # the round to 5 seeds, not started
+    assert stage({**first, 3: 0.51}, until).round == 2  # ... and half done
+    assert stage({**first, 3: 0.51, 4: 0.53}, until).round == 2  # precise at its end: stopped in round 2
+    wide = {s: 0.4 + 0.2 * (s % 2) for s in range(10)}  # 3 -> 6 -> 10 (--max-seeds): stopped in round 3
+    assert stage(wide, until).round == 3 and stage(wide, until).stop == AT_MAX
+
+
 def _fake_launch(spread: dict, launched: list):
     """A launcher that 'runs' each planned run at once: its record and row, with final_train_loss from
     ``spread[lr]`` (seed -> value), as a finished run leaves them."""
@@ -117,7 +130,36 @@ def test_rounds_stop_each_configuration_at_its_half_width_or_at_the_maximum(tmp_
     assert code == 0 and "2 configurations: 1 precise, 1 at --max-seeds, 0 with a round to run (0 runs)" in out
     # a larger --max-seeds later goes on from the runs there are: 6 -> 12, the next doubling
     code, out, err = run_cli("sweep", path, "--until", "final_train_loss:0.15", "--max-seeds", "12", "--dry-run")
-    assert code == 0 and "round: seeds 6-11" in out and "lr=1e-05" in out
+    assert code == 0 and "round 3: seeds 6-11" in out and "lr=1e-05" in out
+
+
+def test_a_restarted_sweep_numbers_its_rounds_where_the_stopped_one_was(tmp_path, run_cli, monkeypatch):
+    """The round numbers come from the runs, as the rounds do: a sweep stopped in its second round and started
+    again says "round 2" for the rest of that round and "round 3" for the next, as one never stopped (it counted
+    from 1 in every process, so a restart called the second round "round 1")."""
+    from bench.errors import Interrupted
+
+    launched = []
+    finish = _fake_launch(SPREAD, launched)
+
+    def stopped_in_round_2(planned, *args, **kwargs):  # round 2: one run finishes, then a SIGTERM
+        if launched:
+            finish(planned[:1], *args, **kwargs)
+            raise Interrupted("sweep stopped by SIGTERM: 2 run(s) left; run the same command again to continue")
+        return finish(planned, *args, **kwargs)
+
+    args = ("sweep", sweep_file(tmp_path), "--until", "final_train_loss:0.15", "--max-seeds", "12")
+    monkeypatch.setattr(launchers, "launch", stopped_in_round_2)
+    code, out, err = run_cli(*args)
+    assert code == 130 and "round 1: 6 runs" in out and "round 2: 3 runs" in out, (out, err)
+    code, out, err = run_cli(*args, "--status")
+    assert code == 0 and "round 2: seeds 4,5" in out, out
+    monkeypatch.setattr(launchers, "launch", finish)
+    code, out, err = run_cli(*args)
+    assert code == 0, err
+    # the wide configuration: seeds 4-5 finish round 2 (3 -> 6), then round 3 doubles it to 12
+    assert "round 1" not in out and "round 2: 2 runs" in out and "round 3: 6 runs" in out, out
+    assert [len(r) for r in launched] == [6, 1, 2, 6]
 
 
 def test_a_run_of_the_sweep_without_the_metric_is_one_line(tmp_path, run_cli, monkeypatch):
@@ -183,7 +225,7 @@ def test_runs_that_hold_classes_out_take_until_on_their_held_out_metrics(tmp_pat
     path = tmp_path / "h.toml"
     path.write_text(sweep_text({"lr": [0.01]}, holdout_classes="red,blue", out="res"))
     code, out, err = run_cli("sweep", path, "--until", "harmonic_top1:0.05", "--dry-run")
-    assert code == 0 and "round: seeds 0-2" in out, err
+    assert code == 0 and "round 1: seeds 0-2" in out, err
     code, out, err = run_cli("sweep", sweep_file(tmp_path), "--until", "harmonic_top1:0.05", "--dry-run")
     assert code == 2 and "harmonic_top1" in err  # runs that hold nothing out do not report it
 
@@ -203,7 +245,7 @@ def test_dry_run_shows_each_configuration_and_the_first_round_and_writes_nothing
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0].startswith("until the 95% interval of the mean final_train_loss is within ±0.15 (3 to 5 seeds")
-    assert "n=0" in lines[1] and "round: seeds 0-2" in lines[1] and lines[1].endswith("lr=0.01")
+    assert "n=0" in lines[1] and "round 1: seeds 0-2" in lines[1] and lines[1].endswith("lr=0.01")
     assert "2 configurations: 0 precise, 0 at --max-seeds, 2 with a round to run (6 runs)" in out
     assert out.count("  to do ") == 6 and "6 runs: 6 to do" in out and "--until picks each configuration's seeds" in err
     assert not (tmp_path / "res").exists()
@@ -279,11 +321,11 @@ def test_an_adaptive_sweep_killed_mid_round_ends_with_the_runs_of_one_never_stop
     assert status.returncode == 0, err
     narrow, wide = shown.splitlines()[1:3]
     assert "stop: precise" in narrow and narrow.endswith("lr=0.01")
-    assert "round: seeds " in wide and wide.endswith("lr=1e-05")
+    assert "round 2: seeds " in wide and wide.endswith("lr=1e-05")
     again = spawn_bench("sweep", path, *UNTIL, "--checkpoint-every", "2")
     out, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
-    assert "round 1: " in out and "lr=1e-05: seeds " in out and "lr=0.01: seeds" not in out  # only the round left
+    assert "round 2: " in out and "lr=1e-05: seeds " in out and "lr=0.01: seeds" not in out  # only the round left
     assert "at --max-seeds 5" in out and "reached --max-seeds 5" in err
     assert "lr=0.01: n=3" in out and "precise" in out
     clean = sweep_file(tmp_path, name="clean.toml", out="clean")

@@ -2,6 +2,9 @@
 bad placement is one line naming the option and the fix, exit 2, and the results folder stays as it was.
 
 This machine has no GPU; the GPU count the checks see is set through bench.app.sweep.placement.visible_gpus."""
+import socket
+import time
+
 import pytest
 
 from tests.support.runs import TINY
@@ -86,6 +89,10 @@ CASES = [
     ("file-slurm-cluster", 0, [], "[sweep]\nlauncher = 'slurm'\n[slurm]\ncluster = 'aws'\n",
      "slurm cluster must be slurm, local or debug, got 'aws'"),
     ("flag-over-file", 1, ["--gpus", "3"], "[sweep]\ngpus = '0'\n", "--gpus 3: there is no GPU 3"),
+    ("ray-address-without-port", 0, ["--launcher", "ray", "--ray-address", "head-node"], None,
+     "--ray-address head-node: not a Ray address; give auto, HOST:PORT or ray://HOST:PORT"),
+    ("file-ray-address-bad-port", 0, [], "[sweep]\nlauncher = 'ray'\nray_address = 'head:gcs'\n",
+     "s.toml: sweep.ray_address head:gcs: not a Ray address"),
 ]
 
 
@@ -156,3 +163,92 @@ def test_a_worker_gets_the_gpu_its_index_names_under_cuda_visible_devices(monkey
     assert worker_env(0, "1")["CUDA_VISIBLE_DEVICES"] == "3"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert worker_env(1, "1")["CUDA_VISIBLE_DEVICES"] == "1" and worker_env(1, "1")["BENCH_SWEEP_WORKER"] == "1"
+
+
+@pytest.fixture
+def silent_port():
+    """A port of this machine where nothing answers: bound but never listening, so no other process takes it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("form", ["host-port", "client", "auto-from-env", "file"])
+def test_an_unreachable_ray_address_is_one_line_in_seconds_and_writes_nothing(form, tmp_path, run_cli, gpus,
+                                                                               silent_port, monkeypatch):
+    """A --ray-address where no cluster answers fails before anything is written, in seconds, with one line naming
+    the address and the fix: ray.init retried it for over 40 s of warnings, and the sweep looked hung."""
+    pytest.importorskip("ray")
+    gpus(0)
+    out = tmp_path / "res"
+    here = f"127.0.0.1:{silent_port}"
+    address = {"host-port": here, "client": f"ray://{here}", "auto-from-env": "auto", "file": here}[form]
+    monkeypatch.setenv("RAY_ADDRESS", here)  # what auto reads first, as ray.init does
+    if form == "file":
+        args = ["sweep", _sweep_file(tmp_path, f"[sweep]\nlauncher = 'ray'\nray_address = '{here}'\n"), *TINY_RUN]
+    else:
+        args = [*FLAGS_FORM, "--out", out, "--launcher", "ray", "--ray-address", address]
+    started = time.monotonic()
+    code, stdout, stderr = run_cli(*args)
+    assert code == 2 and time.monotonic() - started < 15, stderr
+    named = {"host-port": f"--ray-address {here}", "client": f"--ray-address ray://{here}",
+             "auto-from-env": f"--ray-address auto (RAY_ADDRESS={here})", "file": f"s.toml: sweep.ray_address {here}"}
+    assert stderr.startswith("bench: error: ") and (f"{named[form]}: cannot reach a Ray cluster at {here}, nothing "
+                                                    f"listens there (connection refused); start the cluster (ray "
+                                                    f"start --head)") in stderr, stderr
+    assert stderr.count("\n") == 1 and "leave" in stderr and stdout == "" and not out.exists()
+    # --dry-run reads the plan without the cluster (a login node may not reach it), and checks the form only
+    code, stdout, stderr = run_cli(*args, "--dry-run")
+    assert code == 0 and "2 runs: 2 to do" in stdout, stderr
+
+
+def test_ray_address_auto_without_a_cluster_is_one_line(run_cli, tmp_path, gpus, monkeypatch, silent_port):
+    """auto with RAY_ADDRESS unset looks where Ray looks (the last `ray start` here, else a running cluster): none
+    found, or one found that no longer answers (a stale record of a crashed head), is one line, not Ray's
+    ConnectionError traceback or a hang."""
+    pytest.importorskip("ray")
+    from bench.app.sweep import ray_address
+
+    gpus(0)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray_address, "_started_here", lambda: "")  # this machine's search finds no cluster
+    args = [*FLAGS_FORM, "--out", tmp_path / "res", "--launcher", "ray", "--ray-address", "auto"]
+    code, _, stderr = run_cli(*args)
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "--ray-address auto: no Ray cluster is running on this machine and RAY_ADDRESS is not set" in stderr
+    monkeypatch.setattr(ray_address, "_started_here", lambda: f"127.0.0.1:{silent_port}")
+    code, _, stderr = run_cli(*args)
+    assert code == 2 and f"--ray-address auto (127.0.0.1:{silent_port}): cannot reach a Ray cluster" in stderr
+    assert not (tmp_path / "res").exists()
+
+
+def test_concurrent_caps_the_runs_a_ray_sweep_has_in_flight_only_when_given():
+    """Under Ray each run is a task of its own: --concurrent K (or a sweep file's concurrent) is the most runs in
+    flight at once; left out, Ray runs as many as its cluster places. It was silently ignored."""
+    from bench.app.sweep.placement import read_placement
+
+    assert read_placement({}, {"launcher": "ray"}, {}, ()).ray_in_flight is None
+    assert read_placement({}, {"launcher": "ray", "concurrent": 2}, {}, ()).ray_in_flight == 2
+    assert read_placement({"launcher": "ray", "concurrent": 3}, {}, {}, (), "s.toml").ray_in_flight == 3
+    assert read_placement({"launcher": "ray", "concurrent": 3}, {"concurrent": 1}, {}, ()).ray_in_flight == 1
+    assert read_placement({"concurrent": 3}, {}, {}, ()).ray_in_flight is None  # local: K runs in one process
+
+
+def test_a_ray_address_that_answers_but_will_not_connect_is_one_line(tmp_path, run_cli, gpus, monkeypatch):
+    """Something answers at the address, but Ray's connection fails (no Ray there, a Ray Client server that went
+    away): ray.init's ConnectionError becomes one line naming the address, not a traceback."""
+    ray = pytest.importorskip("ray")
+    gpus(0)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+
+    def refuse(**kwargs):
+        raise ConnectionError("ray client connection timeout\nmore detail")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"ray://127.0.0.1:{server.getsockname()[1]}"
+        code, _, stderr = run_cli(*FLAGS_FORM, "--out", tmp_path / "res", "--launcher", "ray", "--ray-address", address)
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert f"--ray-address {address}: Ray could not connect (ConnectionError: ray client connection timeout)" in stderr

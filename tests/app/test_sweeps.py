@@ -74,6 +74,28 @@ def test_sweep_file_plan_and_dry_run(tmp_path, run_cli):
     assert [line.split()[1] for line in out2.strip().splitlines()[:-1]] == ids[:3]
 
 
+def test_sweep_lines_show_a_target_in_its_one_spelling(tmp_path, run_cli):
+    """A target varied in a sweep file is shown as the run's config keeps it (the spelling of its row and id),
+    not as the file spelled it: "zeroshot_top1 = .90" and "zeroshot_top1=0.9" are one target and look alike in
+    the plan and the progress lines (through the same labels), and in an adaptive sweep's configurations."""
+    path = sweep_file(tmp_path, """
+        stop_at_target = true
+        [grid]
+        target = ["zeroshot_top1 = .90", "zeroshot_top1=0.5"]
+        [[include]]
+        target = "zeroshot_top1=0.900"
+        lr = 0.001
+    """)
+    code, out, err = run_cli("sweep", path, "--dry-run")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].endswith("target=zeroshot_top1=0.9 lr=0.0001") and lines[1].endswith("target=zeroshot_top1=0.5 "
+                                                                                         "lr=0.0001"), out
+    assert lines[2].endswith("target=zeroshot_top1=0.9 lr=0.001") and ".90" not in out, out
+    code, out, err = run_cli("sweep", path, "--dry-run", "--until", "zeroshot_top1:0.05")
+    assert code == 0 and "target=zeroshot_top1=0.9 lr=0.0001\n" in out and ".90" not in out, (out, err)
+
+
 @pytest.mark.parametrize("body, needle", [
     ("[grid]\nseed = 3\n", "grid.seed must be a non-empty list"),
     ("[grid]\nbatch_sise = [8, 16]\n", "unknown option 'batch_sise'; did you mean batch_size?"),
@@ -306,6 +328,27 @@ def test_ray_local_sweep_three_runs(tmp_path, run_cli):
     assert out.count("queued") == 3 and out.count(" done ") == 3
     table = pd.read_csv(tmp_path / "res" / "runs.csv")
     assert len(table) == 3 and table.run_id.is_unique
+
+
+@pytest.mark.slow  # starts a local Ray
+def test_concurrent_caps_a_ray_sweeps_runs_in_flight(tmp_path, run_cli):
+    """--concurrent 1 with --launcher ray: on a Ray of 2 CPUs, which would run two tasks at once, no two runs
+    overlap in time (each from its config.json, written as it starts, to its result.json) and the next run is
+    handed to Ray only when one ends. --concurrent was silently ignored under Ray."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n", epochs=1)
+    try:
+        code, out, err = run_cli("sweep", path, "--launcher", "ray", "--concurrent", "1", "--no-checkpoints")
+    finally:
+        ray.shutdown()
+    assert code == 0, err
+    events = [line.split()[1] for line in out.splitlines() if line.split()[1:2] in (["queued"], ["done"])]
+    assert events == ["queued", "done"] * 3, out
+    runs = list((tmp_path / "res" / "runs").iterdir())
+    starts = sorted((run / "config.json").stat().st_mtime_ns for run in runs)
+    ends = sorted((run / "result.json").stat().st_mtime_ns for run in runs)
+    assert len(runs) == 3 and all(end < start for end, start in zip(ends, starts[1:])), (starts, ends)
 
 
 @pytest.mark.slow  # submitit's local executor: a process per run

@@ -122,7 +122,7 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
     if not in_worker:
         echo(f"adaptive sweep: each configuration until the 95% interval of its mean {until.metric} is within "
              f"{_width(until.metric, until.halfwidth)}, {until.min_seeds} to {until.max_seeds} seeds")
-    rounds, before = 0, None
+    before = None
     while True:
         current = stages(configs, until)
         planned = [conf.at(seed) for conf, st in zip(configs, current) for seed in st.todo]
@@ -134,9 +134,8 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
         if progress == before:
             _no_progress(planned, until)
         before = progress
-        rounds += 1
-        if not in_worker:
-            echo(f"round {rounds}: {len(planned)} runs")
+        if not in_worker:  # numbered by the schedule's replay, not by this process: a restart goes on counting
+            echo(f"round {max(st.round for st in current if st.todo)}: {len(planned)} runs")
             for conf, st in zip(configs, current):
                 if st.todo:
                     echo(f"  {conf.label()}: seeds {_seeds(st.todo)} ({_so_far(until.metric, st)})")
@@ -200,7 +199,7 @@ def status_lines(configs: list[Configuration], until: Until) -> list[str]:
     lines = [f"until the 95% interval of the mean {until.metric} is within {_width(until.metric, until.halfwidth)} "
              f"({until.min_seeds} to {until.max_seeds} seeds a configuration):"]
     for i, (conf, run_id, st) in enumerate(zip(configs, ids, current), 1):
-        then = f"round: seeds {_seeds(st.todo)}" if st.todo else f"stop: {_stopped(until, st)}"
+        then = f"round {st.round}: seeds {_seeds(st.todo)}" if st.todo else f"stop: {_stopped(until, st)}"
         lines.append(f"{i:>3}  {run_id:<{width}}  {_so_far(until.metric, st):<28} {then}  {conf.label()}")
     planned = [conf.at(seed) for conf, st in zip(configs, current) for seed in st.todo]
     counts = {PRECISE: 0, AT_MAX: 0, None: 0}

@@ -172,7 +172,9 @@ def _outcome(planned: dict[str, Planned], result: dict) -> Outcome:
 
 
 def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print) -> list[Outcome]:
-    """Each run not yet done as one Ray task with ``placement.gpus_per_run`` GPUs (a fraction shares a GPU)."""
+    """Each run not yet done as one Ray task with ``placement.gpus_per_run`` GPUs (a fraction shares a GPU);
+    with ``placement.ray_in_flight`` (``--concurrent K``) at most K tasks handed to Ray at a time, the next one
+    as one ends (Ray would start every task its cluster has room for)."""
     try:
         import ray
     except ImportError:
@@ -181,16 +183,32 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
     gpus_per_run = placement.gpus_per_run or 0
     address = placement.ray_address
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True,
-                 **({} if address else {"num_cpus": os.cpu_count()}))
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                     **({} if address else {"num_cpus": os.cpu_count()}))
+        except ConnectionError as exc:  # an address that answers but is no Ray, a cluster that went away
+            from ...errors import one_line_cause
+
+            if address is None:
+                raise
+            raise BenchError(f"{placement.label('ray_address')} {address}: Ray could not connect "
+                             f"({one_line_cause(exc)}); check the address, or leave it out to start a local Ray "
+                             f"for the sweep") from None
     task = ray.remote(run_payload).options(num_gpus=float(gpus_per_run), num_cpus=1, max_retries=0)
     plugins = _absolute_plugins(plugins)
     todo = [p for p in planned if run_state(p).name != DONE]
     by_id = {p.run_id: p for p in planned}
-    progress = SweepProgress(planned, len(todo), echo)
-    refs = {task.remote(_payload(p), plugins): p for p in todo}
-    for p in todo:
-        progress.start(p, "queued")
+    cap = placement.ray_in_flight or len(todo)
+    progress = SweepProgress(planned, min(cap, len(todo)), echo)
+    waiting, refs = list(todo), {}
+
+    def submit():
+        while waiting and len(refs) < cap:
+            p = waiting.pop(0)
+            refs[task.remote(_payload(p), plugins)] = p
+            progress.start(p, "queued")
+
+    submit()
     outcomes = []
     # Ctrl-C or SIGTERM: every task is cancelled (a queued one never starts; a running one gets a SIGINT, so its run
     # stops at its next step with its checkpoint saved) and the sweep waits for them. Without this the signal ended
@@ -218,6 +236,8 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
                     outcome = Outcome(p, "failed", error=one_line_cause(exc))
             outcomes.append(outcome)
             progress.finish(outcome, trained=outcome.status in ("done", "failed"))
+            if not stop.requested:  # after a stop request the runs not handed to Ray stay to do
+                submit()
     return _finish_remote(planned, outcomes, stop.requested)
 
 

@@ -4,8 +4,9 @@ the flags typed over them (``--concurrent``, ``--workers``, ``--gpus``, ``--laun
 
 :func:`read_placement` checks each value's form and range, which holds on any machine (so ``--dry-run`` checks
 it too). :func:`check_placement` then checks the settings against this machine (its GPUs, the launcher's
-package) and the plan (how many runs, on which device), and resolves the defaults. Every failure is one line
-naming the option and the fix. The GPU count is read through :func:`visible_gpus` only, so tests can set it.
+package, whether a ``--ray-address`` answers) and the plan (how many runs, on which device), and resolves the
+defaults. Every failure is one line naming the option and the fix. The GPU count is read through
+:func:`visible_gpus` only, so tests can set it.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import math
 from dataclasses import dataclass, replace
 
 from ...errors import BenchError
+from .ray_address import FORMS, check_form, check_reachable
 
 LAUNCHERS = ("local", "ray", "slurm")
 SLURM_PARAMETERS = {  # [slurm] keys -> submitit's AutoExecutor parameters
@@ -57,6 +59,7 @@ class Placement:
     gpus: tuple | str | None = None  # local: GPU indices, one worker each, or "all"
     gpus_per_run: float | None = None  # ray: GPUs (or a fraction of one) each task asks for
     ray_address: str | None = None  # ray: an existing cluster; None starts a local Ray for the sweep
+    ray_in_flight: int | None = None  # ray: the most runs in flight at once (--concurrent); None: no cap
     slurm: dict | None = None  # slurm: the [slurm] settings
     typed: frozenset = frozenset()  # the settings typed as flags (the rest came from the sweep file)
     labels: dict | None = None  # setting -> how a message names it (``--gpus`` or ``s.toml: sweep.gpus``)
@@ -87,10 +90,16 @@ def read_placement(table: dict, flags: dict, slurm_table: dict, slurm_flags, pat
         gpus_per_run = _gpus_per_run(gpus_per_run, label("gpus_per_run"))
     address = settings.get("ray_address")
     if address is not None and (not isinstance(address, str) or not address.strip()):
-        raise BenchError(f"{label('ray_address')} must be a Ray address (auto, HOST:PORT or ray://HOST:PORT), got "
-                         f"{address!r}; leave it out to start a local Ray")
+        raise BenchError(f"{label('ray_address')} must be a Ray address ({FORMS}), got {address!r}; leave it out "
+                         f"to start a local Ray")
+    if address is not None and launcher == "ray":
+        address = address.strip()
+        check_form(address, label("ray_address"))
+    # under Ray each run is a task of its own, so K runs in one process cannot apply; K given (typed or in the
+    # file) caps the runs in flight instead, and left out lets the cluster run as many as it can place
+    in_flight = concurrent if launcher == "ray" and "concurrent" in settings else None
     placement = replace(placement, concurrent=concurrent, launcher=launcher, workers=workers, gpus=gpus,
-                        gpus_per_run=gpus_per_run, ray_address=address)
+                        gpus_per_run=gpus_per_run, ray_address=address, ray_in_flight=in_flight)
     for key, needs in ONLY_WITH.items():
         if key in flags and launcher != needs and flags[key] is not None:
             raise BenchError(f"{label(key)} applies to --launcher {needs} only, and this sweep uses --launcher "
@@ -115,6 +124,8 @@ def check_placement(placement: Placement, cfgs) -> Placement:
         if importlib.util.find_spec(module) is None:
             raise BenchError(f"--launcher {placement.launcher} needs {name}; install it with: "
                              f"pip install 'bench[{placement.launcher}]'")
+        if placement.launcher == "ray":  # ray.init retries an address that does not answer for a long time
+            check_reachable(placement.ray_address, label("ray_address"))
         return checked
     cuda = sorted(d for d in devices if d.startswith("cuda"))
     if cuda and not visible_gpus():  # on this machine every run would fail at its start, one by one

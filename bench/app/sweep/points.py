@@ -17,6 +17,9 @@ from .toml_file import SweepFile, varying_keys
 
 # the options a sweep file sets by their parameter names: their long flags are lists in the flags form
 BY_NAME = ("encoder", "templates", "seed")
+# options a run's config keeps in one spelling of its own (bench.app.options): "zeroshot_top1 = .90" is
+# zeroshot_top1=0.9. The labels show that spelling, so one value written two ways looks the same in every line
+CANONICAL = ("target",)
 
 
 def option_key(param) -> str:
@@ -29,14 +32,15 @@ def option_key(param) -> str:
 
 def configs_from_file(spec: SweepFile, flags: dict, given: set, params) -> tuple[list[RunConfig], list[dict]]:
     """Each point's config (``bench run``'s defaults < the point < flags typed on the command line) and what
-    varies between the points (the key and, where a point leaves it out, the value the run gets).
+    varies between the points (the key and, where a point leaves it out or the config respells it, the value
+    the run gets).
 
     ``params``: ``bench run``'s click parameters a sweep takes per run; ``given``: the parameter names typed.
     """
     by_key = {option_key(p): p for p in params}
     keys = varying_keys(spec.points)
     cfgs = [_config_from_point(spec.path, point, flags, given, keys, by_key) for point in spec.points]
-    varying = [{k: p[k] if k in p else _effective(c, by_key.get(k), k) for k in keys}
+    varying = [{k: p[k] if k in p and k not in CANONICAL else _effective(c, by_key.get(k), k) for k in keys}
                for p, c in zip(spec.points, cfgs)]
     return cfgs, varying
 

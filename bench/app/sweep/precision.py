@@ -127,21 +127,24 @@ class Stage:
     done: int = 0
     mean: float = math.nan
     halfwidth: float = math.inf
+    round: int = 1  # the schedule's round that ends at ``n``: 1 for the first ``--min-seeds`` seeds
 
 
 def stage(values: dict[int, float], until: Until) -> Stage:
     """Replay the schedule over ``values`` (seed -> the metric of each finished run of one configuration): the
     first round not fully done is the current one. Finished seeds the schedule has not reached (a run made by
-    hand, a larger earlier --max-seeds) do not enter the decision."""
-    n = until.min_seeds
+    hand, a larger earlier --max-seeds) do not enter the decision. The replay counts the rounds too, so a restarted
+    sweep numbers the round it finishes or starts as one never stopped would."""
+    n, rounds = until.min_seeds, 1
     while True:
         have = [values[s] for s in range(n) if s in values]
         mean = float(np.mean(have)) if have else math.nan
         if len(have) < n:
-            return Stage(n, tuple(s for s in range(n) if s not in values), None, len(have), mean, halfwidth(have))
+            return Stage(n, tuple(s for s in range(n) if s not in values), None, len(have), mean, halfwidth(have),
+                         rounds)
         width = halfwidth(have)
         if width <= until.halfwidth:
-            return Stage(n, (), PRECISE, n, mean, width)
+            return Stage(n, (), PRECISE, n, mean, width, rounds)
         if n >= until.max_seeds:
-            return Stage(n, (), AT_MAX, n, mean, width)
-        n = next_count(have, until.halfwidth, until.max_seeds)
+            return Stage(n, (), AT_MAX, n, mean, width, rounds)
+        n, rounds = next_count(have, until.halfwidth, until.max_seeds), rounds + 1
