@@ -202,6 +202,22 @@ def test_an_unreachable_ray_address_is_one_line_in_seconds_and_writes_nothing(fo
     assert code == 0 and "2 runs: 2 to do" in stdout, stderr
 
 
+def test_ray_address_in_the_environment_is_the_cluster_a_ray_sweep_joins(run_cli, tmp_path, gpus, monkeypatch,
+                                                                          silent_port):
+    """With RAY_ADDRESS set and no --ray-address, ray.init joins that cluster, as every Ray tool does; a sweep there
+    must not also ask for the local Ray's num_cpus (which Ray refuses on a cluster, with a traceback): it joins as
+    auto does, so an address that does not answer is one line in seconds, naming RAY_ADDRESS, and writes nothing."""
+    pytest.importorskip("ray")
+    gpus(0)
+    here = f"127.0.0.1:{silent_port}"
+    monkeypatch.setenv("RAY_ADDRESS", here)
+    started = time.monotonic()
+    code, stdout, stderr = run_cli(*FLAGS_FORM, "--out", tmp_path / "res", "--launcher", "ray")
+    assert code == 2 and time.monotonic() - started < 15 and stdout == "", stderr
+    assert stderr.count("\n") == 1 and f"(RAY_ADDRESS={here}): cannot reach a Ray cluster at {here}" in stderr, stderr
+    assert not (tmp_path / "res").exists()
+
+
 def test_ray_address_auto_without_a_cluster_is_one_line(run_cli, tmp_path, gpus, monkeypatch, silent_port):
     """auto with RAY_ADDRESS unset looks where Ray looks (the last `ray start` here, else a running cluster): none
     found, or one found that no longer answers (a stale record of a crashed head), is one line, not Ray's

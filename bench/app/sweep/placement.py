@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
 from dataclasses import dataclass, replace
 
 from ...errors import BenchError
@@ -118,14 +119,20 @@ def check_placement(placement: Placement, cfgs) -> Placement:
     label, runs = placement.label, len(cfgs)
     devices = {c.device for c in cfgs}
     if placement.launcher in EXTRAS:
-        checked = replace(placement, gpus_per_run=_ray_gpus(placement, devices)) if placement.launcher == "ray" \
-            else placement
+        checked = placement
+        if placement.launcher == "ray":
+            address = placement.ray_address
+            if address is None and os.environ.get("RAY_ADDRESS", "").strip():
+                # ray.init joins RAY_ADDRESS's cluster when given no address, as every Ray tool does; joined that way,
+                # it refuses the num_cpus bench gives the local Ray it starts, so the sweep asks for auto instead
+                address = "auto"
+            checked = replace(placement, gpus_per_run=_ray_gpus(placement, devices), ray_address=address)
         module, name = EXTRAS[placement.launcher]
         if importlib.util.find_spec(module) is None:
             raise BenchError(f"--launcher {placement.launcher} needs {name}; install it with: "
                              f"pip install 'bench[{placement.launcher}]'")
         if placement.launcher == "ray":  # ray.init retries an address that does not answer for a long time
-            check_reachable(placement.ray_address, label("ray_address"))
+            check_reachable(checked.ray_address, label("ray_address"))
         return checked
     cuda = sorted(d for d in devices if d.startswith("cuda"))
     if cuda and not visible_gpus():  # on this machine every run would fail at its start, one by one
