@@ -3,6 +3,7 @@ folder can be written into."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import tempfile
@@ -72,6 +73,85 @@ def file_lock(path: str | os.PathLike):
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def transient_lock(path: str | os.PathLike):
+    """An exclusive advisory lock on the file ``path``, made (with any folders above it) when missing and removed
+    again, with those folders once empty, before it is released: nothing stays behind. Threads exclude each other as
+    processes do (each call opens the file anew, and flock locks an open file description). A waiter whose file was
+    removed meanwhile locks the one made after it instead, so two never hold it at once. A folder is removed by the
+    caller that made it: one that another caller makes again inside it just as it is removed stays (empty). Raises
+    OSError where the file cannot be made or locked (a folder this user cannot write, a file system without flock)."""
+    path = Path(path)
+    made = set()
+    try:
+        while True:
+            try:
+                _make_folders(path.parent, made)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, CREATE_MODE)  # writable: NFS's flock needs it for LOCK_EX
+            except FileNotFoundError:  # the holder before removed the folders just now: make them again
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                if _still_linked(fd, path):
+                    break
+            except BaseException:
+                os.close(fd)
+                raise
+            os.close(fd)
+    except BaseException:
+        _remove_empty(made)
+        raise
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        _remove_empty(made)
+        os.close(fd)
+
+
+def _make_folders(folder: Path, made: set):
+    """``folder`` and the folders above it that are missing; ``made`` gets those this call made, not the ones another
+    caller made at the same moment (which that caller removes)."""
+    for p in reversed([folder, *folder.parents]):
+        if not p.is_dir():
+            try:
+                p.mkdir()
+            except FileExistsError:
+                if os.path.lexists(p) and not p.is_dir():  # a file, a link to nothing: no retry would make it
+                    raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(p)) from None
+                continue
+            made.add(p)
+
+
+def _still_linked(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
+def _remove_empty(folders):
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # deepest first
+        with contextlib.suppress(OSError):  # not empty, or not there: left as it is
+            folder.rmdir()
+
+
+def wait_while_locked(path: str | os.PathLike):
+    """Return once no :func:`transient_lock` on ``path`` is held: at once when there is no such file. It makes
+    nothing, so it works in a read-only folder."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    except OSError:  # a file system without flock: no holder can be waited for
+        pass
+    finally:
+        os.close(fd)  # drops the shared lock
 
 
 class ProcessLock:

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import BenchError, ContractError
 from ..safe_load import load_array_pickle
+from .download import download_once
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -93,6 +94,12 @@ def _load_batches(folder: Path, split: str, name: str) -> ArrayDataset:
     return ArrayDataset(np.ascontiguousarray(np.concatenate(images)), np.asarray(labels), CIFAR10_CLASSES, name)
 
 
+def _download_cifar10(folder: Path, split: str):
+    import torchvision
+
+    torchvision.datasets.CIFAR10(str(folder), train=(split == "train"), download=True)
+
+
 def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> ArrayDataset:
     """CIFAR-10 from ``data_dir``: ``train.npz``/``test.npz``, or torchvision's ``cifar-10-batches-py/``,
     downloading the latter with torchvision when neither is there and ``download`` is set."""
@@ -101,13 +108,8 @@ def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, download
     if (folder / f"{split}.npz").is_file():
         return _load_npz(folder / f"{split}.npz", name)
     batches = folder / "cifar-10-batches-py"
-    if not batches.is_dir() and download:
-        try:
-            import torchvision
-
-            torchvision.datasets.CIFAR10(str(folder), train=(split == "train"), download=True)
-        except Exception:  # noqa: BLE001 - offline, or a mirror failure: fall through to the message
-            pass
+    if download:
+        download_once(folder, "CIFAR-10", batches.is_dir, lambda: _download_cifar10(folder, split), batches.name)
     if batches.is_dir():
         try:
             return _load_batches(batches, split, name)

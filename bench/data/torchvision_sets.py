@@ -32,6 +32,7 @@ from ..clip.dataset_prompts import (CIFAR100_CLASSES, CIFAR100_COARSE_NAMES, DIG
 from ..errors import BenchError
 from ..safe_load import load_array_pickle
 from .datasets import ArrayDataset
+from .download import download_once
 
 SPLITS = ("train", "test")
 
@@ -88,15 +89,9 @@ def load(release: Release, name: str, split: str, data_dir=None, download: bool 
     # the folder inside (…/cifar-100-python, …/MNIST/raw) names the same files as its root
     candidates = [given] + list(given.parents)[:len(Path(release.inner).parts)]
     root = next((c for c in candidates if release.present(c, split)), given)
-    if not release.present(root, split) and download:
-        # folders the download would make: removed again when it fails and leaves them empty (MNIST's raw/)
-        made = [p for p in [root / release.inner, *(root / release.inner).parents] if not p.exists()]
-        try:
-            release.download(root, split)
-        except Exception:  # noqa: BLE001 - offline, or a mirror failure: fall through to the message
-            for folder in made:  # deepest first
-                with contextlib.suppress(OSError):  # not empty, or not there: left as it is
-                    folder.rmdir()
+    if download:
+        download_once(root, release.title, lambda: release.present(root, split),
+                      lambda: release.download(root, split), release.inner)
     if not release.present(root, split):
         # without --data-dir (a --transfer dataset never takes it: that is the training set's) the folder is the default
         place = f"pass --data-dir DIR holding {release.layout}" if data_dir else \

@@ -1,9 +1,11 @@
 """Small copies of the published datasets, written in the exact on-disk formats torchvision reads (a few images per
-class), and image folders written from arrays: the offline stand-ins of the real downloads."""
+class), image folders written from arrays, and a slow fake download: the offline stand-ins of the real downloads."""
 from __future__ import annotations
 
+import os
 import pickle
 import struct
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,25 @@ def _images(rng, n: int, size: int) -> np.ndarray:
 def _labels(n_classes: int, per_class: int, rng) -> np.ndarray:
     """Every class ``per_class`` times, shuffled: each class present, in no particular order."""
     return rng.permutation(np.repeat(np.arange(n_classes), per_class))
+
+
+def write_cifar10(root: Path, per_batch: int = 2, seed: int = 0) -> dict:
+    """``root/cifar-10-batches-py/{data_batch_1..5,test_batch}`` as the release's python pickles (protocol 2);
+    returns each split's (images, labels)."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split, files in (("train", [f"data_batch_{i}" for i in range(1, 6)]), ("test", ["test_batch"])):
+        images = _images(rng, per_batch * len(files), 32)
+        labels = rng.integers(0, 10, len(images))
+        for k, file in enumerate(files):
+            rows = slice(k * per_batch, (k + 1) * per_batch)
+            entry = {"batch_label": file, "labels": labels[rows].tolist(),
+                     "data": images[rows].transpose(0, 3, 1, 2).reshape(per_batch, -1)}
+            (folder / file).write_bytes(pickle.dumps(entry, protocol=2))
+        out[split] = (images, labels)
+    return out
 
 
 def write_cifar100(root: Path, per_class=(2, 1), seed: int = 0) -> dict:
@@ -114,3 +135,46 @@ def write_image_folder(folder: Path, images: np.ndarray, labels: np.ndarray, cla
         (folder / name).mkdir(parents=True, exist_ok=True)
     for i, (image, label) in enumerate(zip(images, labels)):
         Image.fromarray(image).save(folder / classes[int(label)] / f"{i:06d}{suffix}")
+
+
+def slow_download(write, log: Path, seconds: float = 0.3):
+    """A stand-in for a download (a torchvision dataset class, or a release's ``download``): it takes ``seconds``,
+    then writes the files with ``write(root)``. Each call adds a line to the file ``log``, "overlapping download"
+    when another call was still running then (a marker file next to ``log``, so calls in other processes count)."""
+    def download(root, *args, **kwargs):
+        busy = f"{log}.busy"
+        try:
+            os.close(os.open(busy, os.O_CREAT | os.O_EXCL))
+            alone = True
+        except FileExistsError:
+            alone = False
+        with open(log, "a") as f:
+            f.write("download\n" if alone else "overlapping download\n")
+        time.sleep(seconds)
+        write(root)
+        if alone:
+            os.unlink(busy)
+
+    return download
+
+
+def download_log(log: Path) -> list:
+    """The lines :func:`slow_download` wrote: one per call."""
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def load_cifar100_in_a_process(root: Path, log: Path, barrier, results):
+    """A child process's part: once ``barrier`` lets every process go, CIFAR-100's train split from ``root``, its
+    download a :func:`slow_download`; puts ``(images, labels)`` or the error's repr on the queue ``results``. Here,
+    not in the test module, so a spawned child need not import torchvision."""
+    from dataclasses import replace
+
+    from bench.data.torchvision_sets import CIFAR100, load
+
+    barrier.wait()
+    try:
+        data = load(replace(CIFAR100, download=slow_download(write_cifar100, log, seconds=0.5)), "cifar100", "train",
+                    root)
+        results.put((data.images, data.labels))
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        results.put(repr(exc))

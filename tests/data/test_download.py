@@ -1,0 +1,177 @@
+"""Datasets download once per folder: of the threads (``bench sweep --concurrent``) or processes (``--workers``, the
+ranks of ``torchrun``) that find a dataset missing at the same time, one downloads while the others wait and then
+read its files; a read never meets files a download is still writing; offline, each gets the one-line error and
+nothing is left behind; a dataset that is there is read without writing anything. The downloads are fakes that take
+a moment and write the tests' small archives."""
+import errno
+import fcntl
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torchvision
+
+from bench.data.datasets import load_cifar10
+from bench.data.torchvision_sets import load_dataset
+from bench.errors import BenchError
+from tests.support.archives import (download_log, load_cifar100_in_a_process, slow_download, write_cifar10,
+                                    write_cifar100, write_mnist)
+from tests.support.runs import snapshot
+
+LOADERS = {"cifar10": (lambda root: load_cifar10("train", root), "CIFAR10", write_cifar10),
+           "cifar100": (lambda root: load_dataset("cifar100", "train", root), "CIFAR100", write_cifar100)}
+
+
+def in_threads(n, call):
+    """``call()`` in ``n`` threads started together; each one's result or exception, in thread order."""
+    barrier, results = threading.Barrier(n), [None] * n
+
+    def one(i):
+        barrier.wait()
+        try:
+            results[i] = call()
+        except Exception as exc:  # noqa: BLE001 - compared by the test
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+@pytest.mark.parametrize("name", sorted(LOADERS))
+def test_threads_that_find_a_dataset_missing_at_once_download_it_once(tmp_path, monkeypatch, name):
+    """Four runs of one process (``bench sweep --concurrent 4``) load a dataset that is not there yet: one downloads
+    it, never two at once (torchvision truncates and rewrites the same archive), and all read the same arrays."""
+    read, cls, write = LOADERS[name]
+    log, root = tmp_path / "log", tmp_path / "data"
+    monkeypatch.setattr(torchvision.datasets, cls, slow_download(write, log))
+    results = in_threads(4, lambda: read(root))
+    assert download_log(log) == ["download"]
+    expected = write(tmp_path / "expected")["train"][0]
+    for data in results:
+        assert not isinstance(data, Exception), data
+        np.testing.assert_array_equal(data.images, expected)
+    assert not list(root.glob(".*.lock"))  # the lock goes with the download
+
+
+def test_processes_that_find_a_dataset_missing_at_once_download_it_once(tmp_path):
+    """Three processes (``bench sweep --workers 3``, or torchrun's ranks, each of which loads the data) load a
+    dataset that is not there yet: one downloads it, the others wait for it, and all read the same arrays."""
+    log, root = tmp_path / "log", tmp_path / "data"
+    context = multiprocessing.get_context("spawn")  # fresh interpreters, as separate bench processes are
+    barrier, results = context.Barrier(3), context.Queue()
+    processes = [context.Process(target=load_cifar100_in_a_process, args=(root, log, barrier, results)) for _ in range(3)]
+    for p in processes:
+        p.start()
+    got = [results.get(timeout=120) for _ in processes]
+    for p in processes:
+        p.join(timeout=30)
+    assert download_log(log) == ["download"]
+    images, labels = write_cifar100(tmp_path / "expected")["train"][:2]
+    for result in got:
+        assert not isinstance(result, str), result
+        np.testing.assert_array_equal(result[0], images)
+        np.testing.assert_array_equal(result[1], labels)
+
+
+def test_a_read_that_finds_files_a_download_is_still_writing_waits_for_it(tmp_path, monkeypatch):
+    """torchvision extracts an archive file by file, so a run that arrives mid-download finds the files "there":
+    it waits for the download to end instead of reading (or failing on) a half-written file."""
+    root, started = tmp_path / "data", threading.Event()
+
+    def extracting(root, train, download):
+        write_cifar100(root)
+        (Path(root) / "cifar-100-python" / "train").write_bytes(b"\x80\x02half a pick")  # not yet written to the end
+        started.set()
+        time.sleep(0.5)
+        write_cifar100(root)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", extracting)
+    downloader = threading.Thread(target=load_dataset, args=("cifar100", "train", root))
+    downloader.start()
+    assert started.wait(30)
+    data = load_dataset("cifar100", "train", root)  # the files are all there, one of them still being written
+    downloader.join(30)
+    np.testing.assert_array_equal(data.images, write_cifar100(tmp_path / "expected")["train"][0])
+
+
+@pytest.mark.parametrize("name", ["cifar10", "mnist"])
+@pytest.mark.parametrize("callers, folder", [(3, "data"), (1, "fresh/data")])
+def test_offline_every_caller_gets_the_one_line_and_nothing_is_left_behind(tmp_path, monkeypatch, name, callers,
+                                                                           folder):
+    """Offline, each run gets the not-found line (three started together try in turn), and nothing stays: not the
+    lock file, nor what the download made before it failed (torchvision makes the data folder, MNIST's MNIST/raw),
+    nor a data folder that was not there. That last is checked with one run: of several, one may make the folder
+    again while another removes it, which can leave it empty, as before downloads were locked."""
+    (tmp_path / "data").mkdir()
+    root = tmp_path / folder
+    made = root / "MNIST" / "raw" if name == "mnist" else root
+
+    def offline(root, train, download):
+        os.makedirs(made, exist_ok=True)
+        raise RuntimeError("Error downloading: Name or service not known")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST" if name == "mnist" else "CIFAR10", offline)
+    before = snapshot(tmp_path)
+    read = (lambda: load_cifar10("train", root)) if name == "cifar10" else lambda: load_dataset("mnist", "train", root)
+    for result in in_threads(callers, read):
+        assert isinstance(result, BenchError), result
+        assert str(result).startswith(f"{'CIFAR-10' if name == 'cifar10' else 'MNIST'} not found in {root}: run once "
+                                      f"with network access") and "\n" not in str(result)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_dataset_that_is_there_loads_from_a_read_only_folder_without_writing(tmp_path, monkeypatch):
+    """No lock is taken for files that are there: a read-only data folder (a shared copy) loads, and nothing is
+    made in it (as root, whom the permissions do not stop, the snapshot shows it). Taking the lock would fall back
+    to no lock here, so the test also refuses any attempt to take it."""
+    root = tmp_path / "data"
+    write_cifar10(root)
+    write_cifar100(root)
+    monkeypatch.setattr("bench.data.download.transient_lock", lambda path: pytest.fail(f"locked {path}"))
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", lambda *a, **k: pytest.fail("downloaded"))
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", lambda *a, **k: pytest.fail("downloaded"))
+    folders = [root, root / "cifar-10-batches-py", root / "cifar-100-python"]
+    before = snapshot(root)
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        assert len(load_cifar10("test", root)) == 2 and len(load_dataset("cifar100", "test", root)) == 100
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    assert snapshot(root) == before
+
+
+def test_a_lock_file_left_by_a_killed_download_neither_blocks_nor_stays(tmp_path, monkeypatch):
+    """A download killed mid-way leaves its lock file, but not its lock (the system drops a dead process's locks):
+    the next run downloads at once and removes the file."""
+    root, log = tmp_path / "data", tmp_path / "log"
+    root.mkdir()
+    (root / ".CIFAR-100-download.lock").touch()
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", slow_download(write_cifar100, log, seconds=0))
+    assert len(load_dataset("cifar100", "train", root)) == 200
+    assert download_log(log) == ["download"] and not (root / ".CIFAR-100-download.lock").exists()
+
+
+def test_where_no_lock_can_be_taken_the_download_goes_ahead_unlocked(tmp_path, monkeypatch):
+    """On a file system without flock a lone run still downloads, as before, rather than stopping."""
+    flock = fcntl.flock
+
+    def no_exclusive_locks(fd, operation):
+        if operation & fcntl.LOCK_EX:
+            raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+        flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", no_exclusive_locks)
+    log = tmp_path / "log"
+    monkeypatch.setattr(torchvision.datasets, "MNIST", slow_download(write_mnist, log, seconds=0))
+    assert len(load_dataset("mnist", "test", tmp_path / "data")) == 10
+    assert download_log(log) == ["download"]
