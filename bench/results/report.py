@@ -10,6 +10,7 @@ with a note, when only a results file is given.
 from __future__ import annotations
 
 import io
+import math
 import sys
 import textwrap
 from pathlib import Path
@@ -41,6 +42,15 @@ from .views import aggregate, fmt_value
 LABEL = "configuration"  # the column naming each configuration in the report
 
 
+BLANK = "-"  # a configuration column a row lacks (a pretrained model's epochs), in its configuration's name
+
+
+def _text(value) -> str | None:
+    """A configuration cell as its name shows it (2 for the 2.0 that a blank elsewhere in its column makes), or
+    None where it is blank: pandas keeps a blank missing through ``astype(str)``, which ``str.join`` refuses."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else _norm(value)
+
+
 def label_configs(table: pd.DataFrame) -> pd.DataFrame:
     """Add ``configuration``: the values of the configuration columns that vary between runs (or the config id)."""
     return table.assign(**{LABEL: configuration_names(table)})
@@ -52,23 +62,24 @@ def configuration_names(table: pd.DataFrame, leave_out=()) -> pd.Series:
     differ in an option runs.csv has no column for are told apart too."""
     keys = [c for c in group_columns(table) if c not in leave_out]
     # a blank held-out set or weights name is a value too ("none"): runs that held classes out and runs that did
-    # not are two configurations (elsewhere a blank is a column the row's kind lacks, a pretrained model's epochs)
-    text = {c: table[c].map(_norm) if c in ("holdout_classes", "pretrained") else table[c].astype(str)
+    # not are two configurations (elsewhere a blank is a column the row's kind lacks, a pretrained model's epochs,
+    # which does not make the column vary, and which its name shows as "-")
+    text = {c: table[c].map(_norm) if c in ("holdout_classes", "pretrained") else table[c].map(_text)
             for c in [*CONFIG_COLUMNS, "pretrained"] if c in table.columns and c not in leave_out}
     varying = [c for c, values in text.items() if values.nunique() > 1]
     if varying:
-        names = pd.DataFrame({c: text[c] for c in varying}).agg(" / ".join, axis=1)
+        names = pd.DataFrame({c: text[c].fillna(BLANK) for c in varying}).agg(" / ".join, axis=1)
     elif "encoder" in table.columns:
-        names = table["encoder"].astype(str)
+        names = table["encoder"].map(_text).fillna(BLANK)
     else:
-        names = table[keys].astype(str).agg(" / ".join, axis=1)
+        names = table[keys].map(_text).fillna(BLANK).agg(" / ".join, axis=1)
     if "stop_at_target" in table.columns:  # --stop-at-target makes another configuration (a run cut at its target)
         stops = table["stop_at_target"].map(is_true)
         if stops.nunique() > 1:
             names = names + stops.map({True: " / stopped at target", False: " / all epochs"})
     if "config_id" in table.columns:  # configurations that differ in options runs.csv has no column for (a speed
         # switch such as --no-compact-embedding): their config ids tell them apart
-        ids = table["config_id"].astype(str)
+        ids = table["config_id"].map(_text).fillna(BLANK)
         clash = ids.groupby(names).transform("nunique") > 1
         names = names.where(~clash, names + " [" + ids + "]")
     return names

@@ -179,3 +179,21 @@ def test_a_report_of_transfer_rows_alone_names_the_dataset_evaluated_and_prints_
     md = (tmp_path / "report" / "report.md").read_text()
     assert "- protocol: dataset synthetic (evaluated on other), 12 test images" in md
     assert "nan" not in md.lower()
+
+
+def test_a_pretrained_model_beside_trained_configurations_of_other_lengths_is_named_not_a_traceback(tmp_path,
+                                                                                                   run_cli):
+    """A pretrained model's row (no epochs, lr or seed) in a report whose trained runs differ in epochs: the
+    configuration names show the blank as "-" and the trained epochs as written (2, not the 2.0 the blank makes of
+    its column), instead of a TypeError from joining a missing value into a name."""
+    nan = float("nan")
+    rows = [make_row(f"e{e}s{s}", "a", s, 0.4 + e / 10, config_id=f"cfg-{e}", epochs=e) for e in (1, 2)
+            for s in (0, 1)]
+    rows.append(make_row("pt", "open_clip:RN50", nan, 0.7, config_id="cfg-pt", preset="pretrained", pretrained="openai",
+                         epochs=nan, lr=nan, batch_size=nan, weight_decay=nan, train_seconds=nan))
+    folder = write_results(tmp_path / "res", rows, run_folders=False)
+    code, _, err = run_cli("report", folder, "--out", tmp_path / "report")
+    assert code == 0 and "Traceback" not in err, err
+    summary = (tmp_path / "report" / "report.md").read_text().split("## Summary")[1].split("##")[0]
+    names = [line.split("|")[1].strip() for line in summary.splitlines()[4:] if line.startswith("|")]
+    assert names == ["a / smoke / 1 / none", "a / smoke / 2 / none", "open_clip:RN50 / pretrained / - / openai"], names
