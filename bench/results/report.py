@@ -72,7 +72,7 @@ def configuration_names(table: pd.DataFrame, leave_out=()) -> pd.Series:
     elif "encoder" in table.columns:
         names = table["encoder"].map(_text).fillna(BLANK)
     else:
-        names = table[keys].map(_text).fillna(BLANK).agg(" / ".join, axis=1)
+        names = table[keys].apply(lambda column: column.map(_text)).fillna(BLANK).agg(" / ".join, axis=1)
     if "stop_at_target" in table.columns:  # --stop-at-target makes another configuration (a run cut at its target)
         stops = table["stop_at_target"].map(is_true)
         if stops.nunique() > 1:
