@@ -9,6 +9,7 @@ with a note, when only a results file is given.
 """
 from __future__ import annotations
 
+import csv
 import io
 import math
 import sys
@@ -112,21 +113,25 @@ _NEEDS = {"history.csv": ("epoch", "step", "train_loss", "zeroshot_top1"), "trai
 
 
 def _read(run_dirs: dict, run_id: str, name: str) -> pd.DataFrame | None:
-    """A run's file as a table, or None where it is missing; a damaged one (not CSV, or without the columns the
-    report reads) is said on stderr and left out like a missing one, not a traceback that loses the report."""
+    """A run's file as a table, or None where it is missing; a damaged one (not CSV, cut short, or without the
+    columns the report reads) is said on stderr and left out like a missing one, not a traceback that loses the report."""
     folder = run_dirs.get(str(run_id))
     path = folder / name if folder else None
     if path is None or not path.is_file():
         return None
     try:
-        table = pd.read_csv(path)
+        data = path.read_bytes()
+        table = pd.read_csv(io.BytesIO(data))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         why = type(exc).__name__
     else:
         missing = [c for c in _NEEDS.get(name, ()) if c not in table.columns]
-        if not missing:
+        if _cut_short(data):
+            why = "cut short: its last row ends part way"
+        elif not missing:
             return table
-        why = f"no column {missing[0]!r}"
+        else:
+            why = f"no column {missing[0]!r}"
     stat = path.stat()
     if (path, stat.st_mtime_ns, stat.st_size) not in _WARNED:  # once, though several figures read the file
         _WARNED.add((path, stat.st_mtime_ns, stat.st_size))
@@ -135,6 +140,19 @@ def _read(run_dirs: dict, run_id: str, name: str) -> pd.DataFrame | None:
 
 
 _WARNED: set = set()
+
+
+def _cut_short(data: bytes) -> bool:
+    """Whether a CSV file ends inside a row: no line break after its last line, which has fewer fields than the
+    header. bench writes these files whole, each row ending in a line break; a copy cut short (a full disk, a
+    transfer stopped part way) ends mid-row, which pandas would read as a row of blanks, so a curve would end early
+    or a run's line vanish without a word."""
+    if data.endswith(b"\n"):
+        return False
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if len(lines) < 2:
+        return False  # a header alone: an empty table, left out as such
+    return len(next(csv.reader([lines[-1]]), [])) < len(next(csv.reader([lines[0]]), []))
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -350,7 +368,8 @@ def plot_time_to_accuracy(table, run_dirs, colors, path) -> tuple[bool, list[str
     """Time to accuracy for the runs that set a ``--target``: the target's metric (zero-shot top-1 unless every
     target names another) at each evaluated epoch against the training seconds up to that epoch's end (the clock
     of ``time_to_target_seconds``), one line per run coloured by configuration, each target a dashed line.
-    Returns whether it was drawn and the runs left out for want of their ``history.csv``."""
+    Returns whether it was drawn and the runs left out for want of an evaluated epoch in a readable
+    ``history.csv``."""
     import matplotlib.pyplot as plt
 
     from ..evaluation.target import parse_target
@@ -370,7 +389,10 @@ def plot_time_to_accuracy(table, run_dirs, colors, path) -> tuple[bool, list[str
             missing.append(str(r["run_id"]))
             continue
         seconds = history["epoch_seconds"].cumsum()  # in epoch order from 0, as the run adds train_seconds
-        evaluated = history[metric].notna()
+        evaluated = history[metric].notna() & seconds.notna()
+        if not evaluated.any():  # nothing to draw: named with the runs left out, not a legend entry without a line
+            missing.append(str(r["run_id"]))
+            continue
         runs.append((r[LABEL], seconds[evaluated], 100 * history.loc[evaluated, metric]))
     if not runs:
         return False, missing
@@ -609,8 +631,8 @@ def _figures_section(figures: dict, untimed: list, table: pd.DataFrame, run_dirs
             md += [f"Left out of {name.replace('_', '-')} ({len(lacking)} run(s) without a readable "
                    f"runs/<run_id>/{file}): {', '.join(lacking)}.", ""]
     if untimed:
-        md += [f"Left out of time to accuracy ({len(untimed)} run(s) without their run folder's history.csv): "
-               f"{', '.join(untimed)}.", ""]
+        md += [f"Left out of time to accuracy ({len(untimed)} run(s) without an evaluated epoch in a readable "
+               f"runs/<run_id>/history.csv): {', '.join(untimed)}.", ""]
     return md
 
 

@@ -3,6 +3,7 @@ import math
 import re
 import shutil
 
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -197,3 +198,27 @@ def test_a_pretrained_model_beside_trained_configurations_of_other_lengths_is_na
     summary = (tmp_path / "report" / "report.md").read_text().split("## Summary")[1].split("##")[0]
     names = [line.split("|")[1].strip() for line in summary.splitlines()[4:] if line.startswith("|")]
     assert names == ["a / smoke / 1 / none", "a / smoke / 2 / none", "open_clip:RN50 / pretrained / - / openai"], names
+
+
+def test_a_history_cut_short_is_named_as_damaged_and_left_out_not_drawn_as_nothing(tmp_path, run_cli):
+    """A history.csv that ends part way through a row (a copy cut short) reads in pandas as a row of blanks: the
+    run's line vanished from the time-to-accuracy figure while its legend entry stayed, and nothing said so. It is
+    now named on stderr as damaged and listed with the runs each figure left out; a whole history is still drawn."""
+    from bench.results.run_folder import write_csv
+
+    rows = [make_row(f"r{i}", "a", i, 0.5, target="zeroshot_top1=0.4", stop_at_target=False, reached_target=True,
+                     epochs_to_target=1, time_to_target_seconds=1.0) for i in range(2)]
+    folder = write_results(tmp_path / "res", rows)
+    for row in rows:
+        write_csv(pd.DataFrame({"epoch": [1, 2], "step": [4, 8], "train_loss": [3.0, 2.5], "epoch_seconds": [1.0, 1.5],
+                                "zeroshot_top1": [0.45, 0.5]}), folder / "runs" / row["run_id"] / "history.csv")
+    history = folder / "runs" / "r1" / "history.csv"
+    history.write_bytes(history.read_bytes()[:len("epoch,step,train_loss,epoch_seconds,zeroshot_top1\n1,4,3.0")])
+    code, _, err = run_cli("report", folder, "--out", tmp_path / "report")
+    assert code == 0, err
+    assert f"{history} is damaged (cut short: its last row ends part way); the report leaves it out" in err
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Left out of time to accuracy (1 run(s) without an evaluated epoch in a readable " \
+           "runs/<run_id>/history.csv): r1." in md
+    assert "Left out of curves (1 run(s) without a readable runs/<run_id>/history.csv): r1." in md
+    assert "![time to accuracy](time_to_accuracy.png)" in md  # r0's whole history is still drawn

@@ -157,7 +157,8 @@ def test_report_summarises_time_to_target_and_draws_time_to_accuracy(tmp_path, r
     assert "## Time to target" in md and "![time to accuracy](time_to_accuracy.png)" in md
     assert (tmp_path / "report" / "time_to_accuracy.png").stat().st_size > 0
     assert "| a               | zeroshot_top1=0.9 | 4      | 3         | 3/4 reached; median 2.50 s" in md
-    assert "Left out of time to accuracy (1 run(s) without their run folder's history.csv): b3." in md
+    assert "Left out of time to accuracy (1 run(s) without an evaluated epoch in a readable runs/<run_id>/history.csv): " \
+           "b3." in md
     assert "### time to target" in md  # the comparison of the two configurations
 
 
