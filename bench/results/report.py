@@ -475,7 +475,9 @@ def _summary(agg: pd.DataFrame, metrics) -> pd.DataFrame:
         out["seeds"] = agg["seeds"]
     for m in metrics:
         if f"{m}_mean" in agg.columns:
-            out[m] = [fmt_value(a, m, s) for a, s in zip(agg[f"{m}_mean"], agg[f"{m}_std"])]
+            counts = agg[f"{m}_count"] if f"{m}_count" in agg.columns else agg["n"]
+            out[m] = [fmt_value(a, m, s) + (f" (n={c})" if 0 < c < n else "")
+                      for a, s, c, n in zip(agg[f"{m}_mean"], agg[f"{m}_std"], counts, agg["n"])]
     return out
 
 
@@ -506,7 +508,13 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
     colors = _colors(labels)
     metrics = metric_columns(table)
     agg = aggregate(table.drop(columns=[LABEL]), metrics)
-    agg[LABEL] = table.groupby(group_columns(table), sort=False, dropna=False)[LABEL].first().to_numpy()
+    grouped = table.groupby(group_columns(table), sort=False, dropna=False)
+    agg[LABEL] = grouped[LABEL].first().to_numpy()
+    # the runs of each configuration that measured each metric: where a blank leaves fewer than its runs, the mean
+    # and std are of those, and the cell says how many
+    counts = grouped[metrics].count()
+    for m in metrics:
+        agg[f"{m}_count"] = counts[m].to_numpy()
     written, figures = [], {}
 
     def figure(name, ok):

@@ -222,3 +222,16 @@ def test_a_history_cut_short_is_named_as_damaged_and_left_out_not_drawn_as_nothi
            "runs/<run_id>/history.csv): r1." in md
     assert "Left out of curves (1 run(s) without a readable runs/<run_id>/history.csv): r1." in md
     assert "![time to accuracy](time_to_accuracy.png)" in md  # r0's whole history is still drawn
+
+
+def test_a_summary_cell_averaged_over_fewer_runs_than_its_configuration_says_how_many(tmp_path, run_cli):
+    """A configuration of 3 runs, one with a blank top-1: the summary's mean and std are of the other 2 (50 and 52:
+    51.0 ± 1.4), and the cell says n=2, where before it sat under "runs 3" as if all three had measured it."""
+    rows = [make_row(f"a{s}", "a", s, 0.5 + s / 100) for s in range(3)]
+    rows[1]["zeroshot_top1"] = float("nan")
+    folder = write_results(tmp_path / "res", rows, run_folders=False)
+    code, _, err = run_cli("report", folder, "--out", tmp_path / "report")
+    assert code == 0, err
+    summary = (tmp_path / "report" / "report.md").read_text().split("## Summary")[1].split("##")[0]
+    cells = [c.strip() for c in summary.splitlines()[4].split("|")[1:-1]]
+    assert cells[:5] == ["a", "3", "0,1,2", "51.0 ± 1.4 (n=2)", "81.0 ± 1.0"], cells
