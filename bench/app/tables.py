@@ -53,7 +53,10 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
     if not sources and not (Path(results_dir) / "runs.csv").is_file():
         raise BenchError(f"no results table at {results_dir}/runs.csv; run `bench run` first, or pass a results "
                          f"folder, results file, run folder or run id")
-    table = combine(load_sources(sources or [results_dir], results_dir)).table
+    combined = combine(load_sources(sources or [results_dir], results_dir))
+    for note in combined.notes:
+        echo_err(f"bench: note: {note}")
+    table = combined.table
     shown = display_table(table, wheres=wheres, sort_by=sort_by, descending=None if ascending is None else not ascending,
                           columns=columns, aggregate_=aggregate_, long_=long_, limit=limit, pretty=fmt == "markdown")
     if shown.attrs.get("repeated_seeds"):

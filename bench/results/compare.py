@@ -83,7 +83,9 @@ def split_sides(sources: list[Source], split_by: str | None = None) -> list[Sour
         if split_by not in table.columns:
             raise BenchError(f"--split-by {split_by!r}: no such column; columns are {', '.join(map(str, table.columns))}")
         keys = table[split_by].map(_norm)
-        sides = [Source(f"{split_by}={k}", table[keys == k], whole.run_dirs) for k in dict.fromkeys(keys)]
+        # what combining the sources left out is said once, with the first side
+        sides = [Source(f"{split_by}={k}", table[keys == k], whole.run_dirs, whole.notes if i == 0 else [])
+                 for i, k in enumerate(dict.fromkeys(keys))]
         if len(sides) == 1:
             raise BenchError(f"--split-by {split_by}: every run has {sides[0].label}, so there is one side; split by "
                              f"a column whose values differ, or leave --split-by out to compare the sources given")
@@ -142,7 +144,7 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
         shared = list(metrics)
     if not shared:
         raise BenchError("the sides share no metric column; are they bench results tables?")
-    warnings = compare_context(sides) + across_datasets(differs)
+    warnings = [n for side in sides for n in side.notes] + compare_context(sides) + across_datasets(differs)
     for side in sides:
         check_one_configuration_per_group(side, joined_on + differs)
     sides = [_one_run_per_seed(side, joined_on + differs, warnings) for side in sides]
@@ -306,7 +308,7 @@ def align_sides(sides: list[Source]) -> list[Source]:
     if any(STOPPED in t.columns for t in tables):
         tables = [t.assign(**{STOPPED: t[STOPPED].map(is_true) if STOPPED in t.columns else False})
                   for t in tables]
-    return [Source(s.label, t, s.run_dirs) for s, t in zip(sides, tables)]
+    return [Source(s.label, t, s.run_dirs, s.notes) for s, t in zip(sides, tables)]
 
 
 def check_one_configuration_per_group(side: Source, keys: list[str]):

@@ -22,6 +22,7 @@ class Source:
     label: str  # how tables and warnings name it
     table: pd.DataFrame  # one row per run
     run_dirs: dict = field(default_factory=dict)  # run_id -> Path of its folder, where it exists
+    notes: list = field(default_factory=list)  # what combining sources left out, for the command to say
 
 
 def _header(path: Path) -> list[str]:
@@ -125,10 +126,36 @@ def load_sources(specs, results_dir: str | Path = "results") -> list[Source]:
 
 
 def combine(sources: list[Source]) -> Source:
-    """All sources as one table (a run listed twice counts once)."""
-    table = pd.concat([s.table for s in sources], ignore_index=True)
-    table = with_eval_dataset(table.drop_duplicates(subset=["run_id"], keep="first").reset_index(drop=True))
+    """All sources as one table. A run listed twice (its row reached through two sources) counts once. A run id two
+    sources hold with different rows (one sweep plan, whose run ids are made from the configuration and seed, run
+    into two results folders) keeps the row written last, as a seed trained again does, with its own run folder,
+    and ``notes`` names the rows left out; before, the first source's row won without a word."""
+    table = pd.concat([s.table.assign(_source=i) for i, s in enumerate(sources)], ignore_index=True)
+    # the same run: the same id and the time its row was written (else the same metrics)
+    same = ["run_id", "time"] if "time" in table.columns else ["run_id", *metric_columns(table)]
+    table = table[~table[same].astype(str).duplicated(keep="first")]
+    ordered = table.sort_values("time", kind="stable", na_position="first") if "time" in table.columns else table
+    replaced = ordered["run_id"].astype(str).duplicated(keep="last").reindex(table.index)
+    notes = [n for s in sources for n in s.notes]
+    if replaced.any():
+        notes.append(_replaced_note(table, replaced, sources))
+    table = table[~replaced]
     run_dirs = {}
-    for s in sources:
-        run_dirs.update({k: v for k, v in s.run_dirs.items() if k not in run_dirs})
-    return Source(", ".join(s.label for s in sources), table, run_dirs)
+    for run_id, i in zip(table["run_id"].astype(str), table["_source"]):
+        if run_id in sources[i].run_dirs:
+            run_dirs[run_id] = sources[i].run_dirs[run_id]
+    table = with_eval_dataset(table.drop(columns=["_source"]).reset_index(drop=True))
+    return Source(", ".join(s.label for s in sources), table, run_dirs, notes)
+
+
+def _replaced_note(table: pd.DataFrame, replaced: pd.Series, sources: list[Source]) -> str:
+    """One line naming the rows :func:`combine` left out for a later row of the same run id in another source."""
+    dropped = table[replaced]
+    ids = ", ".join(f"{r} of {sources[i].label}" for r, i in zip(dropped["run_id"].head(3), dropped["_source"]))
+    more = ", ..." if len(dropped) > 3 else ""
+    first = str(dropped["run_id"].iloc[0])
+    kept = table[~replaced & (table["run_id"].astype(str) == first)]["_source"].iloc[0]
+    return (f"{len(dropped)} row(s) left out ({ids}{more}): another source holds a row of the same run id written "
+            f"later, which is used (one sweep run into two results folders gives the same ids); to set them side "
+            f"by side, compare the folders: bench compare {sources[dropped['_source'].iloc[0]].label} "
+            f"{sources[kept].label}")

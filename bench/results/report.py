@@ -494,7 +494,7 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
     if not len(src.table):
         raise BenchError("no runs to report on; pass results folders, results files, run folders or run ids")
     repeated = repeated_seeds(src.table, group_columns(src.table))
-    notes = [repeated_seeds_note(src.table[repeated])] if repeated.any() else []
+    notes = src.notes + ([repeated_seeds_note(src.table[repeated])] if repeated.any() else [])
     src = Source(src.label, src.table[~repeated], src.run_dirs)
     out = make_folder(out, what="report folder")
     import matplotlib

@@ -235,3 +235,27 @@ def test_a_summary_cell_averaged_over_fewer_runs_than_its_configuration_says_how
     summary = (tmp_path / "report" / "report.md").read_text().split("## Summary")[1].split("##")[0]
     cells = [c.strip() for c in summary.splitlines()[4].split("|")[1:-1]]
     assert cells[:5] == ["a", "3", "0,1,2", "51.0 ± 1.4 (n=2)", "81.0 ± 1.0"], cells
+
+
+def test_a_run_id_two_folders_hold_with_different_rows_keeps_the_later_row_and_says_so(tmp_path, run_cli):
+    """One sweep plan run into two results folders gives both the same run ids (encoder, configuration, seed).
+    Reported together, the row written later is used, with its own run folder, and the report and bench results
+    name the rows left out; before, the first folder's rows won without a word. The same folder given twice is
+    one set of runs, with no note."""
+    def rows(top1, time):
+        return [make_row(f"a-cfg-s{s}", "a", s, top1 + s / 100, time=time) for s in (0, 1)]
+
+    first = write_results(tmp_path / "first", rows(0.3, "2026-01-01T10:00:00+00:00"))
+    second = write_results(tmp_path / "second", rows(0.6, "2026-01-02T10:00:00+00:00"))
+    code, _, err = run_cli("report", first, second, "--out", tmp_path / "report")
+    assert code == 0, err
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "> note: 2 row(s) left out (a-cfg-s0 of " in md and f"bench compare {first} {second}" in md
+    assert "| a               | 2      | 0,1     | 60.5 ± 0.7" in md  # the later folder's top-1, 60 and 61
+    per_class = md.split("## Per-class zero-shot accuracy")[1]
+    assert "| cat     | 60.5 ± 0.7" in per_class  # read from the later folder's run folders
+    code, out, err = run_cli("results", first, second, "--format", "csv", "--columns", "run_id,zeroshot_top1")
+    assert code == 0 and out.split() == ["run_id,zeroshot_top1", "a-cfg-s0,0.6", "a-cfg-s1,0.61"]
+    assert "bench: note: 2 row(s) left out" in err
+    code, _, err = run_cli("report", first, first, "--out", tmp_path / "again")
+    assert code == 0 and "> note" not in (tmp_path / "again" / "report.md").read_text(), err
