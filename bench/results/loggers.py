@@ -9,7 +9,8 @@ What a run logs, on the main rank only:
 
 A resumed run continues its own curves: TensorBoard writes into the same folder with ``purge_step`` at the
 checkpoint's step, so the points a killed process wrote from there are dropped, not doubled, and the checkpoint's
-rows from that step are logged again; W&B resumes the same run id (``resume="allow"``) and skips the steps it
+rows from that step are logged again (into a folder without earlier event files, ``--log tensorboard`` added on
+``--resume``, every row the checkpoint holds, so the curves start at step 0); W&B resumes the same run id (``resume="allow"``) and skips the steps it
 already has (a W&B run's steps only increase; the resumed run recomputes the same values where it is exact).
 
 The results table never depends on a logger: one that fails (disk full, a W&B error) warns once and the run goes
@@ -73,7 +74,14 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = log_dir
-        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+        # a resumed run's folder without event files holds none of its points (--log added on --resume, or the
+        # folder removed): nothing to purge, and every checkpointed row to log, not only those from the checkpoint on
+        self.holds_points = purge_step is not None and any(Path(log_dir).glob("events.out.tfevents.*"))
+        self.writer = SummaryWriter(str(log_dir), purge_step=purge_step if self.holds_points else None)
+
+    def replay_from(self, resume_step: int) -> int:
+        """The first step of a resumed run's checkpointed rows to log again."""
+        return resume_step if self.holds_points else 0
 
     def scalars(self, step: int, values: dict):
         for tag, value in values.items():
@@ -119,6 +127,11 @@ class WandbLogger:
             return
         self.run.log(values, step=step)
 
+    def replay_from(self, resume_step: int) -> int:
+        """The first step of a resumed run's checkpointed rows to log again: an offline W&B run cannot tell what
+        the run id holds already, and a resumed W&B run's steps only increase."""
+        return resume_step
+
     def flush(self):
         pass
 
@@ -144,30 +157,36 @@ class RunLoggers:
 
     def _each(self, method: str, *args):
         for logger in list(self.loggers):
-            try:
-                getattr(logger, method)(*args)
-            except Exception as exc:  # noqa: BLE001 - a logger must never end a run
-                self.loggers.remove(logger)
-                print(f"bench: warning: the {logger.name} logger failed ({one_line_cause(exc)}); the run goes on "
-                      f"without it, its results table is unaffected", file=self.stream or sys.stderr)
+            self._call(logger, method, *args)
+
+    def _call(self, logger, method: str, *args):
+        if logger not in self.loggers:  # dropped by an earlier failure
+            return
+        try:
+            getattr(logger, method)(*args)
+        except Exception as exc:  # noqa: BLE001 - a logger must never end a run
+            self.loggers.remove(logger)
+            print(f"bench: warning: the {logger.name} logger failed ({one_line_cause(exc)}); the run goes on "
+                  f"without it, its results table is unaffected", file=self.stream or sys.stderr)
 
     def loss(self, row: dict):
-        self._each("scalars", int(row["step"]), {LOSS_TAG: float(row["train_loss"])})
+        self._each("scalars", *_loss_point(row))
 
     def replay(self, loss_rows: list, history_rows: list, from_step: int):
         """A resumed run's checkpointed rows at ``from_step`` and after (the loggers dropped the stopped
-        process's points from there)."""
-        for row in loss_rows:
-            if row["step"] >= from_step:
-                self.loss(row)
-        for row in history_rows:
-            if row["step"] >= from_step:
-                self.epoch(row)
+        process's points from there), or all of them for a logger that holds none of the run's points; in step
+        order, a step's loss before its epoch row, as the run logged them."""
+        points = sorted([(int(r["step"]), 0, _loss_point(r)) for r in loss_rows] +
+                        [(int(r["step"]), 1, _epoch_point(r)) for r in history_rows], key=lambda p: p[:2])
+        for logger in list(self.loggers):
+            start = logger.replay_from(from_step)
+            for step, _, point in points:
+                if step >= start:
+                    self._call(logger, "scalars", *point)
+            self._call(logger, "flush")
 
     def epoch(self, row: dict):
-        values = {tag: float(row[col]) for col, tag in HISTORY_TAGS.items()
-                  if row.get(col) is not None and not math.isnan(float(row[col]))}
-        self._each("scalars", int(row["step"]), values)
+        self._each("scalars", *_epoch_point(row))
         self._each("flush")
 
     def finish(self, row: dict, step: int, figure: Path | None):
@@ -179,6 +198,17 @@ class RunLoggers:
     def close(self):
         self._each("close")
         self.loggers = []
+
+
+def _loss_point(row: dict) -> tuple[int, dict]:
+    """A ``train_log.csv`` row as (step, {tag: value})."""
+    return int(row["step"]), {LOSS_TAG: float(row["train_loss"])}
+
+
+def _epoch_point(row: dict) -> tuple[int, dict]:
+    """A ``history.csv`` row as (step, {tag: value}), its blanks (an epoch not evaluated) left out."""
+    return int(row["step"]), {tag: float(row[col]) for col, tag in HISTORY_TAGS.items()
+                              if row.get(col) is not None and not math.isnan(float(row[col]))}
 
 
 def open_loggers(names, run_id: str, run_dir: Path, config: dict, resume_step: int | None,

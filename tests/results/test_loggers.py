@@ -84,6 +84,26 @@ def test_a_resumed_run_continues_its_tensorboard_curves_without_doubled_points(a
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 3
 
 
+def test_tensorboard_added_on_resume_holds_the_whole_run_not_only_the_steps_after_the_checkpoint(tmp_path, run_cli,
+                                                                                                  monkeypatch):
+    """``--log tensorboard`` given first on ``--resume`` (docs/logging.md allows it): the new event folder gets every
+    row the checkpoint holds, so each tag equals train_log.csv / history.csv from step 0; before, it got the rows
+    from the checkpoint's step on only, and the curves began part way through the run."""
+    out = tmp_path / "results"
+    stop_at_ask(monkeypatch, 6)
+    code, _, err = run_cli("run", *FLAGS, "--out", out)
+    assert code == 130 and "at step 6, checkpoint saved" in err, err
+    monkeypatch.undo()
+    run_dir = run_dir_of(out)
+    code, _, err = run_cli("run", "--resume", str(run_dir), "--no-progress", "--log", "tensorboard")
+    assert code == 0, err
+    scalars, _ = tensorboard_scalars(run_dir)
+    expected = expected_scalars(run_dir)
+    assert expected["train/loss"][0][0] == 3  # a loss row from before the checkpoint
+    for tag, points in expected.items():
+        assert scalars[tag] == points, tag
+
+
 def wandb_history(run_folder: Path) -> list[dict]:
     """The history rows of an offline W&B run, read from its ``.wandb`` transaction log (a LevelDB-style log of
     protobuf records behind a 7-byte header); W&B ships no Python reader for it."""
