@@ -182,6 +182,31 @@ def test_a_logger_that_fails_mid_run_warns_once_and_the_run_finishes(tmp_path, r
     assert len(pd.read_csv(run_dir_of(out) / "history.csv")) == 2
 
 
+def test_a_failing_logger_keeps_the_checkpoint_of_a_stopped_run_which_resumes_to_its_row(tmp_path, run_cli,
+                                                                                          monkeypatch):
+    """A logger that fails on every call (TensorBoard on a full disk) while the run is stopped part way: the stop
+    still saves last.pt (a logger is called before the checkpoint of each epoch), and the resumed run, its logger
+    failing again, finishes with its row and a history of every epoch."""
+    from bench.results import loggers
+
+    def full_disk(self, *args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loggers.TensorBoardLogger, "scalars", full_disk)
+    monkeypatch.setattr(loggers.TensorBoardLogger, "finish", full_disk)
+    out = tmp_path / "results"
+    stop_at_ask(monkeypatch, 10)  # in epoch 2, after epoch 1's history row went to the failing logger
+    code, _, err = run_cli("run", *FLAGS, "--out", out, "--log", "tensorboard")
+    assert code == 130 and "at step 9, checkpoint saved" in err and "the tensorboard logger failed" in err, err
+    run_dir = run_dir_of(out)
+    assert (run_dir / "last.pt").is_file() and len(pd.read_csv(run_dir / "history.csv")) == 1
+    monkeypatch.undo()  # the resumed run goes on unstopped, its logger failing as before
+    monkeypatch.setattr(loggers.TensorBoardLogger, "scalars", full_disk)
+    code, _, err = run_cli("run", "--resume", str(run_dir), "--no-progress")
+    assert code == 0 and err.count("the tensorboard logger failed") == 1 and "Traceback" not in err, err
+    assert len(pd.read_csv(out / "runs.csv")) == 1 and len(pd.read_csv(run_dir / "history.csv")) == 2
+
+
 @pytest.mark.parametrize("args, message", [
     (["--log", "tensorboard"], "--log tensorboard needs the tensorboard package; install it with: pip install "
                                "'bench[tensorboard]'"),
