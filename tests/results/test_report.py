@@ -259,3 +259,18 @@ def test_a_run_id_two_folders_hold_with_different_rows_keeps_the_later_row_and_s
     assert "bench: note: 2 row(s) left out" in err
     code, _, err = run_cli("report", first, first, "--out", tmp_path / "again")
     assert code == 0 and "> note" not in (tmp_path / "again" / "report.md").read_text(), err
+
+
+def test_the_runs_table_shows_seeds_as_written_beside_a_pretrained_models_blank_seed(tmp_path, run_cli):
+    """A pretrained model's row has no seed, which makes the seed column floats: the runs table showed 0.0, 1.0
+    and "nan"; it shows the seeds runs.csv holds, 0 and 1, and a blank."""
+    nan = float("nan")
+    rows = [make_row(f"a{s}", "a", s, 0.5) for s in (0, 1)]
+    rows.append(make_row("pt", "open_clip:RN50", nan, 0.7, config_id="cfg-pt", preset="pretrained", pretrained="openai",
+                         epochs=nan, lr=nan, train_seconds=nan))
+    folder = write_results(tmp_path / "res", rows, run_folders=False)
+    code, _, err = run_cli("report", folder, "--out", tmp_path / "report")
+    assert code == 0, err
+    runs = (tmp_path / "report" / "report.md").read_text().split("## Runs")[1].split("Commands")[0]
+    seeds = [line.split("|")[3].strip() for line in runs.strip().splitlines()[2:]]
+    assert seeds == ["0", "1", ""], runs
