@@ -14,7 +14,7 @@ import pandas as pd
 from ..errors import BenchError
 from .columns import metric_columns, with_eval_dataset
 from .runs_csv import TEXT_COLUMNS, read_results, read_table
-from .views import wide_from_long
+from .views import _present, wide_from_long
 
 
 @dataclass
@@ -131,15 +131,18 @@ def combine(sources: list[Source]) -> Source:
     into two results folders) keeps the row written last, as a seed trained again does, with its own run folder,
     and ``notes`` names the rows left out; before, the first source's row won without a word."""
     table = pd.concat([s.table.assign(_source=i) for i, s in enumerate(sources)], ignore_index=True)
-    # the same run: the same id and the time its row was written (else the same metrics)
-    same = ["run_id", "time"] if "time" in table.columns else ["run_id", *metric_columns(table)]
-    table = table[~table[same].astype(str).duplicated(keep="first")]
-    ordered = table.sort_values("time", kind="stable", na_position="first") if "time" in table.columns else table
-    replaced = ordered["run_id"].astype(str).duplicated(keep="last").reindex(table.index)
+    ids = table["run_id"].astype(str)
+    # the time each row was written (ISO text sorts in time; blank where a table has none, as runs_long.csv): rows
+    # of one id and one time are the same run, and of rows with different times the latest is kept
+    times = table["time"].map(lambda t: str(t) if _present(t) else "") if "time" in table.columns else \
+        pd.Series("", index=table.index)
+    latest = times.groupby(ids).transform("max")
+    kept = (times == latest) & ~(ids + "\0" + times).duplicated(keep="first")
+    replaced = (times != "") & (times != latest)
     notes = [n for s in sources for n in s.notes]
     if replaced.any():
-        notes.append(_replaced_note(table, replaced, sources))
-    table = table[~replaced]
+        notes.append(_replaced_note(table, replaced, kept, sources))
+    table = table[kept]
     run_dirs = {}
     for run_id, i in zip(table["run_id"].astype(str), table["_source"]):
         if run_id in sources[i].run_dirs:
@@ -148,14 +151,14 @@ def combine(sources: list[Source]) -> Source:
     return Source(", ".join(s.label for s in sources), table, run_dirs, notes)
 
 
-def _replaced_note(table: pd.DataFrame, replaced: pd.Series, sources: list[Source]) -> str:
+def _replaced_note(table: pd.DataFrame, replaced: pd.Series, kept: pd.Series, sources: list[Source]) -> str:
     """One line naming the rows :func:`combine` left out for a later row of the same run id in another source."""
     dropped = table[replaced]
     ids = ", ".join(f"{r} of {sources[i].label}" for r, i in zip(dropped["run_id"].head(3), dropped["_source"]))
     more = ", ..." if len(dropped) > 3 else ""
     first = str(dropped["run_id"].iloc[0])
-    kept = table[~replaced & (table["run_id"].astype(str) == first)]["_source"].iloc[0]
+    later = table[kept & (table["run_id"].astype(str) == first)]["_source"].iloc[0]
     return (f"{len(dropped)} row(s) left out ({ids}{more}): another source holds a row of the same run id written "
             f"later, which is used (one sweep run into two results folders gives the same ids); to set them side "
             f"by side, compare the folders: bench compare {sources[dropped['_source'].iloc[0]].label} "
-            f"{sources[kept].label}")
+            f"{sources[later].label}")

@@ -259,6 +259,8 @@ def test_a_run_id_two_folders_hold_with_different_rows_keeps_the_later_row_and_s
     assert "bench: note: 2 row(s) left out" in err
     code, _, err = run_cli("report", first, first, "--out", tmp_path / "again")
     assert code == 0 and "> note" not in (tmp_path / "again" / "report.md").read_text(), err
+    code, out, err = run_cli("results", first / "runs.csv", first / "runs_long.csv")  # no time in the long table
+    assert code == 0 and out.count("a-cfg-s0") == 1 and "note" not in err, err
 
 
 def test_the_runs_table_shows_seeds_as_written_beside_a_pretrained_models_blank_seed(tmp_path, run_cli):
