@@ -142,11 +142,12 @@ def combine(sources: list[Source]) -> Source:
     notes = [n for s in sources for n in s.notes]
     if replaced.any():
         notes.append(_replaced_note(table, replaced, kept, sources))
-    table = table[kept]
+    # each kept row's run folder: from a source that holds that very row (the same id and time)
     run_dirs = {}
-    for run_id, i in zip(table["run_id"].astype(str), table["_source"]):
-        if run_id in sources[i].run_dirs:
+    for run_id, time, last, i in zip(ids, times, latest, table["_source"]):
+        if run_id not in run_dirs and time == last and run_id in sources[i].run_dirs:
             run_dirs[run_id] = sources[i].run_dirs[run_id]
+    table = table[kept]
     table = with_eval_dataset(table.drop(columns=["_source"]).reset_index(drop=True))
     return Source(", ".join(s.label for s in sources), table, run_dirs, notes)
 

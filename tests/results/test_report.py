@@ -276,3 +276,16 @@ def test_the_runs_table_shows_seeds_as_written_beside_a_pretrained_models_blank_
     runs = (tmp_path / "report" / "report.md").read_text().split("## Runs")[1].split("Commands")[0]
     seeds = [line.split("|")[3].strip() for line in runs.strip().splitlines()[2:]]
     assert seeds == ["0", "1", ""], runs
+
+
+def test_a_run_reached_through_a_copied_table_and_its_run_folder_keeps_the_folders_figures(tmp_path, run_cli):
+    """The same row in a results table copied elsewhere (no run folders beside it) and in its own results folder:
+    one run, whose per-class figure is read from the run folder the other source has."""
+    rows = [make_row("r0", time="2026-01-01T10:00:00+00:00")]
+    folder = write_results(tmp_path / "res", rows)
+    (tmp_path / "copy").mkdir()
+    shutil.copy(folder / "runs.csv", tmp_path / "copy" / "runs.csv")
+    code, _, err = run_cli("report", tmp_path / "copy" / "runs.csv", folder, "--out", tmp_path / "report")
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert code == 0 and "1 runs in 1 configuration(s)" in md and "![per class](per_class.png)" in md, err
+    assert "> note" not in md
