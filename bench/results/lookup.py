@@ -14,6 +14,7 @@ import pandas as pd
 from ..errors import BenchError
 from .columns import metric_columns, with_eval_dataset
 from .runs_csv import TEXT_COLUMNS, read_results, read_table
+from .unfinished import unfinished_note
 from .views import _present, wide_from_long
 
 
@@ -83,7 +84,9 @@ def load_source(spec: str, results_dir: str | Path = "results") -> Source:
         return Source(spec, table, _run_dirs(table, path.parent))
     if path.is_dir() and (path / "runs.csv").is_file():
         table = read_results_file(path / "runs.csv")
-        return Source(spec, table, _run_dirs(table, path))
+        # a whole results folder: its runs without a row (failed, stopped, running) are named, not silently absent
+        note = unfinished_note(path)
+        return Source(spec, table, _run_dirs(table, path), [note] if note else [])
     # a run folder, results/runs/<run_id>/: a run's (config.json), or a pretrained evaluation's (result.json only)
     if path.is_dir() and ((path / "config.json").is_file() or (path / "result.json").is_file()):
         name = path.resolve().name  # "." names the folder it is

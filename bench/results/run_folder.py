@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import io
+import json
 import os
 import platform
 import socket
@@ -21,6 +22,32 @@ from ..atomic_files import atomic_write_bytes, atomic_write_text
 
 # held by the process training the run (bench.atomic_files.ProcessLock): --resume leaves such a run alone
 RUNNING_LOCK = ".running.lock"
+
+
+# A sweep's own files about one run, beside the results folder's runs/: here, not in bench.app.sweep, because the
+# result tables read them too (to name the runs that have no row), and they sit below the app layer.
+def sweep_claim_path(out: str | os.PathLike, run_id: str) -> Path:
+    """The claim a sweep process holds on run ``run_id`` of results folder ``out`` while it trains it."""
+    return Path(out) / "sweep" / "claims" / run_id
+
+
+def failure_records(out: str | os.PathLike) -> Path:
+    """The folder of a sweep's failure records: ``<run_id>.json`` for each run of ``out`` that failed."""
+    return Path(out) / "sweep" / "failed"
+
+
+def failure_record_path(out: str | os.PathLike, run_id: str) -> Path:
+    """The record a sweep writes when run ``run_id`` fails (JSON: run_id, error, type, time); gone once it finishes."""
+    return failure_records(out) / f"{run_id}.json"
+
+
+def failure_error(path: str | os.PathLike) -> str:
+    """The ``error`` a failure record holds (a damaged record says so rather than stopping the reader)."""
+    try:
+        error = json.loads(Path(path).read_text()).get("error", "")
+    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, or JSON that is not an object
+        return "unreadable failure record"
+    return str(error)
 
 
 def is_run_folder(folder: str | os.PathLike) -> bool:

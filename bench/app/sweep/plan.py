@@ -10,7 +10,6 @@ The sweep's own bookkeeping lives in ``OUT/sweep/``: ``claims/<run_id>`` while a
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from ...claims import claim_alive, read_claim
 from ...config import RunConfig
 from ...errors import BenchError
 from ...results.columns import config_key, is_transfer
-from ...results.run_folder import file_safe
+from ...results.run_folder import failure_error, failure_record_path, file_safe, sweep_claim_path
 from ...results.runs_csv import read_table
 
 DONE, RUNNING, FAILED, RESUME, TODO = "done", "running", "failed", "resume", "to do"
@@ -54,11 +53,11 @@ class Planned:
 
     @property
     def claim_path(self) -> Path:
-        return self.out / "sweep" / "claims" / self.run_id
+        return sweep_claim_path(self.out, self.run_id)
 
     @property
     def failed_path(self) -> Path:
-        return self.out / "sweep" / "failed" / f"{self.run_id}.json"
+        return failure_record_path(self.out, self.run_id)
 
     def label(self) -> str:
         shown = self.varying or {"encoder": self.cfg.model.encoder, "seed": self.cfg.seed}
@@ -142,11 +141,7 @@ def run_state(p: Planned, finished: dict | None = None) -> State:
     if holder is not None and claim_alive(p.claim_path, holder):
         return State(RUNNING, f"{holder.get('host', '?')} pid {holder.get('pid', '?')}")
     if p.failed_path.is_file():
-        try:
-            error = json.loads(p.failed_path.read_text()).get("error", "")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            error = "unreadable failure record"
-        return State(FAILED, error)
+        return State(FAILED, failure_error(p.failed_path))
     if (p.run_dir / "last.pt").is_file():
         return State(RESUME, "from its last.pt")
     return State(TODO)
