@@ -101,14 +101,14 @@ def transient_lock(path: str | os.PathLike):
                 raise
             os.close(fd)
     except BaseException:
-        _remove_empty(made)
+        remove_empty(made)
         raise
     try:
         yield
     finally:
         with contextlib.suppress(OSError):
             path.unlink()
-        _remove_empty(made)
+        remove_empty(made)
         os.close(fd)
 
 
@@ -133,7 +133,8 @@ def _still_linked(fd: int, path: Path) -> bool:
         return False
 
 
-def _remove_empty(folders):
+def remove_empty(folders):
+    """Each of ``folders`` that is empty, deepest first (a folder emptied by its child's removal goes too)."""
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):  # deepest first
         with contextlib.suppress(OSError):  # not empty, or not there: left as it is
             folder.rmdir()

@@ -121,8 +121,13 @@ def convert_weights(model: nn.Module):
     return model
 
 
-# entries of OpenAI's state dicts that are no weights (its JIT archives' numbers); build_model drops them
+# entries of OpenAI's state dicts that are no weights (its JIT archives' numbers)
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def openai_weights(state_dict: dict) -> dict:
+    """An OpenAI-layout state dict without its entries that are no weights (:data:`OPENAI_EXTRA_KEYS`)."""
+    return {k: v for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS}
 
 
 def state_dict_mismatch(model: nn.Module, state_dict) -> str | None:
@@ -192,7 +197,7 @@ def build_model(state_dict: dict, stem: str = "openai") -> CLIP:
     and run on CPU. ``stem="cifar"`` rebuilds a ``modified_resnet_cifar`` tower (its state dict has the same
     keys; only the resolution it implies differs).
     """
-    state_dict = {k: v for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS}
+    state_dict = openai_weights(state_dict)
     model = CLIP(**infer_config(state_dict, stem))
     if state_dict["text_projection"].dtype == torch.float16:
         convert_weights(model)

@@ -102,10 +102,10 @@ def _misfit(exc: BaseException, state_dict: dict, model: torch.nn.Module | None 
     KeyError's may be a bare key, so neither is the detail. ``model``: the one ``state_dict`` was loaded into;
     default the CLIP an OpenAI-layout dict's shapes describe. Asked only once a load failed: torch's load tolerates
     some keys the comparison would name (batch norm's ``num_batches_tracked`` in an old file)."""
-    from .model import CLIP, OPENAI_EXTRA_KEYS, infer_config, state_dict_mismatch
+    from .model import CLIP, infer_config, openai_weights, state_dict_mismatch
 
     if model is None:
-        state_dict = {k: v for k, v in state_dict.items() if k not in OPENAI_EXTRA_KEYS}  # as build_model drops them
+        state_dict = openai_weights(state_dict)  # as build_model reads it
         try:
             model = CLIP(**infer_config(state_dict))
         except Exception as built:  # noqa: BLE001 - the shapes describe no CLIP; the load's error says why

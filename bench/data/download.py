@@ -14,7 +14,7 @@ import contextlib
 from pathlib import Path
 from typing import Callable
 
-from ..atomic_files import transient_lock, wait_while_locked
+from ..atomic_files import remove_empty, transient_lock, wait_while_locked
 
 
 def download_once(root: Path, title: str, present: Callable[[], bool], download: Callable[[], None],
@@ -36,10 +36,8 @@ def download_once(root: Path, title: str, present: Callable[[], bool], download:
             pass
         if present():  # the caller this one waited for downloaded them
             return
-        made = [p for p in [root / inner, *(root / inner).parents] if not p.exists()]  # deepest first
+        made = [p for p in [root / inner, *(root / inner).parents] if not p.exists()]
         try:
             download()
         except Exception:  # noqa: BLE001 - offline, or a mirror failure: the caller says what is missing
-            for folder in made:  # torchvision's MNIST makes MNIST/raw before it fails offline
-                with contextlib.suppress(OSError):  # not empty, or not there: left as it is
-                    folder.rmdir()
+            remove_empty(made)  # torchvision's MNIST makes MNIST/raw before it fails offline

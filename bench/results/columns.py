@@ -121,6 +121,11 @@ def is_true(value) -> bool:
     return value is True or (isinstance(value, (bool, np.bool_)) and bool(value)) or str(value).strip() == "True"
 
 
+def has_value(value) -> bool:
+    """Whether a cell holds a value: not None, NaN or a blank."""
+    return not ((pd.api.types.is_scalar(value) and pd.isna(value)) or str(value).strip() == "")
+
+
 def group_columns(df: pd.DataFrame) -> list[str]:
     """Columns whose values together name a configuration in ``df``: the config id, plus the evaluated template
     set where it is not the trained one (``bench eval --templates`` rows of one checkpoint) and the evaluated

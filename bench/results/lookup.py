@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import BenchError
-from .columns import metric_columns, with_eval_dataset
+from .columns import has_value, metric_columns, with_eval_dataset
 from .runs_csv import TEXT_COLUMNS, read_results, read_table
 from .unfinished import unfinished_note
-from .views import _present, wide_from_long
+from .views import wide_from_long
 
 
 @dataclass
@@ -137,7 +137,7 @@ def combine(sources: list[Source]) -> Source:
     ids = table["run_id"].astype(str)
     # the time each row was written (ISO text sorts in time; blank where a table has none, as runs_long.csv): rows
     # of one id and one time are the same run, and of rows with different times the latest is kept
-    times = table["time"].map(lambda t: str(t) if _present(t) else "") if "time" in table.columns else \
+    times = table["time"].map(lambda t: str(t) if has_value(t) else "") if "time" in table.columns else \
         pd.Series("", index=table.index)
     latest = times.groupby(ids).transform("max")
     kept = (times == latest) & ~(ids + "\0" + times).duplicated(keep="first")

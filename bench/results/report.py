@@ -38,7 +38,7 @@ from .compare import _norm, compare, display_diff, holm_across_all, render_markd
 from .lookup import Source, combine
 from .run_folder import write_csv
 from .time_to_target import METHOD_NOTE, cell, summary_table
-from .views import _plain, aggregate, fmt_value
+from .views import aggregate, as_written, fmt_value
 
 LABEL = "configuration"  # the column naming each configuration in the report
 
@@ -653,7 +653,7 @@ def _runs_section(table: pd.DataFrame) -> list[str]:
         if c not in ("run_id", LABEL, "seed"):
             runs[c] = [fmt_value(v, c) for v in runs[c]]
     if "seed" in cols:  # a pretrained model's blank seed makes the column floats: 0 and blank, not 0.0 and nan
-        runs["seed"] = _plain(runs["seed"])
+        runs["seed"] = as_written(runs["seed"])
     md = ["## Runs", "", runs.pipe(_md), ""]
     if "command" in table.columns:
         md += ["Commands recorded with the runs:", ""] + [f"    {c}" for c in sorted(set(table["command"].dropna()))] + [""]

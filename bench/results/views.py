@@ -21,6 +21,7 @@ from .columns import (
     TARGET_COLUMNS,
     TIME_TO_TARGET,
     group_columns,
+    has_value,
     is_accuracy,
     is_transfer,
     is_true,
@@ -41,7 +42,7 @@ def long_table(wide: pd.DataFrame) -> pd.DataFrame:
     ids = [c for c in ["run_id", "config_id", "seed", *CONFIG_COLUMNS, "pretrained", *TARGET_COLUMNS]
            if c in wide.columns]
     if "reached_target" in wide.columns:  # true/false, or their text once a blank made the column objects
-        wide = wide.assign(reached_target=[float(is_true(v)) if _present(v) else np.nan
+        wide = wide.assign(reached_target=[float(is_true(v)) if has_value(v) else np.nan
                                            for v in wide["reached_target"]])
     metrics = metric_columns(wide)
     metrics += [c for c in TIME_TO_TARGET if c in wide.columns and pd.api.types.is_numeric_dtype(wide[c])]
@@ -63,14 +64,9 @@ def wide_from_long(long: pd.DataFrame) -> pd.DataFrame:
     meta = long[ids].drop_duplicates("run_id").set_index("run_id")
     out = meta.join(wide).reset_index()
     if "reached_target" in out.columns:  # 1 or 0 in the long table; time_to_target reads it with is_true
-        out["reached_target"] = pd.Series([bool(v) if _present(v) else np.nan for v in out["reached_target"]],
+        out["reached_target"] = pd.Series([bool(v) if has_value(v) else np.nan for v in out["reached_target"]],
                                           index=out.index, dtype=object)
     return out
-
-
-def _present(value) -> bool:
-    """Whether a cell holds a value: not None, NaN or a blank."""
-    return not ((pd.api.types.is_scalar(value) and pd.isna(value)) or str(value).strip() == "")
 
 
 def aggregate(df: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
@@ -236,16 +232,16 @@ def _pretty(df: pd.DataFrame) -> pd.DataFrame:
         elif c in metric_columns(df) or (c == "value" and "metric" in df.columns):
             out[c] = [fmt_value(v, c if c != "value" else None) for v in df[c]] if c != "value" else df[c]
         elif c in out.columns:  # not a std already folded into its mean's cell
-            out[c] = _plain(df[c])
+            out[c] = as_written(df[c])
     return out.reset_index(drop=True)
 
 
-def _plain(col: pd.Series) -> pd.Series:
+def as_written(col: pd.Series) -> pd.Series:
     """Any other column as read: a blank cell blank, not "nan"; whole numbers that a blank in their column made
     floats (``seed`` and ``epochs`` beside a pretrained model's row, ``epochs_to_target``) as the integers written."""
     present = col.dropna()
     whole = pd.api.types.is_float_dtype(col) and bool((present % 1 == 0).all())
-    return pd.Series(["" if not _present(v) else str(int(v)) if whole else v for v in col], index=col.index,
+    return pd.Series(["" if not has_value(v) else str(int(v)) if whole else v for v in col], index=col.index,
                      dtype=object)
 
 
