@@ -82,10 +82,13 @@ def _load_npz(path: Path, name: str) -> ArrayDataset:
                          f"with train.npz/test.npz") from None
 
 
+def _batch_files(split: str) -> list[str]:
+    return [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+
+
 def _load_batches(folder: Path, split: str, name: str) -> ArrayDataset:
-    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     images, labels = [], []
-    for file in files:
+    for file in _batch_files(split):
         with open(folder / file, "rb") as f:
             # the official python pickles hold only dicts of arrays and lists: anything else is refused
             entry = load_array_pickle(f)
@@ -102,14 +105,16 @@ def _download_cifar10(folder: Path, split: str):
 
 def load_cifar10(split: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> ArrayDataset:
     """CIFAR-10 from ``data_dir``: ``train.npz``/``test.npz``, or torchvision's ``cifar-10-batches-py/``,
-    downloading the latter with torchvision when neither is there and ``download`` is set."""
+    downloading the latter with torchvision when the split's files are missing and ``download`` is set."""
     folder = Path(data_dir).expanduser() if data_dir else default_data_dir()
     name = f"cifar10/{split}"
     if (folder / f"{split}.npz").is_file():
         return _load_npz(folder / f"{split}.npz", name)
     batches = folder / "cifar-10-batches-py"
     if download:
-        download_once(folder, "CIFAR-10", batches.is_dir, lambda: _download_cifar10(folder, split), batches.name)
+        # each of the split's files, not the folder alone: a folder an older download left part way is completed
+        download_once(folder, "CIFAR-10", lambda: all((batches / f).is_file() for f in _batch_files(split)),
+                      lambda staging: _download_cifar10(staging, split), [batches.name])
     if batches.is_dir():
         try:
             return _load_batches(batches, split, name)

@@ -4,8 +4,9 @@ files torchvision's own dataset classes download.
 Each reads ``--data-dir`` (default ``$BENCH_DATASETS_DIR``, else ``~/.cache/bench/datasets``) in torchvision's
 layout: ``cifar-100-python/{train,test,meta}``, ``stl10_binary/{train,test}_{X,y}.bin``, ``{train,test}_32x32.mat``
 (SVHN), ``MNIST/raw/*-ubyte`` and ``FashionMNIST/raw/*-ubyte``. The folder inside (``.../cifar-100-python``) works
-too. When a split's files are missing, torchvision's class downloads them (``download=True``); offline, the
-one-line error says both ways to provide them, as CIFAR-10's does.
+too. When a split's files are missing, torchvision's class downloads them (``download=True``) into a staging folder,
+and they are moved into place once complete (:mod:`bench.data.download`); offline, the one-line error says both
+ways to provide them, as CIFAR-10's does.
 
 The files are parsed here rather than through torchvision's classes: the CIFAR pickles go through
 :func:`bench.safe_load.load_array_pickle` (a data file cannot run code), and no md5 is checked, so a copy made by
@@ -51,10 +52,15 @@ class Release:
     inner: str  # the folder inside the root that holds the files ("" for files in the root itself)
     files: Callable[[str], tuple]  # split -> the files it reads, relative to the root, each a tuple of spellings
     read: Callable[[Path, str], tuple]  # (root, split) -> (uint8 images (N, H, W, 3), int labels, class names)
-    download: Callable[[Path, str], None]  # (root, split): torchvision's class with download=True
+    download: Callable[[Path, str], None]  # (folder, split): torchvision's class with download=True, into folder
 
     def present(self, root: Path, split: str) -> bool:
         return all(any((root / f).is_file() for f in spellings) for spellings in self.files(split))
+
+    def names(self, split: str) -> list:
+        """The files and folders at the top of a root that hold the split (``MNIST``, ``train_32x32.mat``): what a
+        download moves into place."""
+        return sorted({Path(f).parts[0] for spellings in self.files(split) for f in spellings})
 
 
 # what a damaged or foreign file raises while it is read: each becomes one "is damaged" line naming the file
@@ -91,7 +97,7 @@ def load(release: Release, name: str, split: str, data_dir=None, download: bool 
     root = next((c for c in candidates if release.present(c, split)), given)
     if download:
         download_once(root, release.title, lambda: release.present(root, split),
-                      lambda: release.download(root, split), release.inner)
+                      lambda staging: release.download(staging, split), release.names(split))
     if not release.present(root, split):
         # without --data-dir (a --transfer dataset never takes it: that is the training set's) the folder is the default
         place = f"pass --data-dir DIR holding {release.layout}" if data_dir else \

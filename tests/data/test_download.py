@@ -1,8 +1,9 @@
 """Datasets download once per folder: of the threads (``bench sweep --concurrent``) or processes (``--workers``, the
 ranks of ``torchrun``) that find a dataset missing at the same time, one downloads while the others wait and then
 read its files; a read never meets files a download is still writing; offline, each gets the one-line error and
-nothing is left behind; a dataset that is there is read without writing anything. The downloads are fakes that take
-a moment and write the tests' small archives."""
+nothing is left behind; a download stopped part way (a full disk, Ctrl-C, SIGKILL) leaves no partial dataset, and the
+next run downloads it again; a dataset that is there is read without writing anything. The downloads are fakes that
+take a moment and write the tests' small archives."""
 import errno
 import fcntl
 import multiprocessing
@@ -19,7 +20,7 @@ from bench.data.datasets import load_cifar10
 from bench.data.torchvision_sets import load_dataset
 from bench.errors import BenchError
 from tests.support.archives import (download_log, load_cifar100_in_a_process, slow_download, write_cifar10,
-                                    write_cifar100, write_mnist)
+                                    write_cifar100, write_mnist, write_stl10, write_svhn)
 from tests.support.runs import snapshot
 
 LOADERS = {"cifar10": (lambda root: load_cifar10("train", root), "CIFAR10", write_cifar10),
@@ -112,10 +113,9 @@ def test_offline_every_caller_gets_the_one_line_and_nothing_is_left_behind(tmp_p
     again while another removes it, which can leave it empty, as before downloads were locked."""
     (tmp_path / "data").mkdir()
     root = tmp_path / folder
-    made = root / "MNIST" / "raw" if name == "mnist" else root
 
-    def offline(root, train, download):
-        os.makedirs(made, exist_ok=True)
+    def offline(into, train, download):
+        os.makedirs(os.path.join(into, "MNIST", "raw") if name == "mnist" else into, exist_ok=True)
         raise RuntimeError("Error downloading: Name or service not known")
 
     monkeypatch.setattr(torchvision.datasets, "MNIST" if name == "mnist" else "CIFAR10", offline)
@@ -175,3 +175,113 @@ def test_where_no_lock_can_be_taken_the_download_goes_ahead_unlocked(tmp_path, m
     monkeypatch.setattr(torchvision.datasets, "MNIST", slow_download(write_mnist, log, seconds=0))
     assert len(load_dataset("mnist", "test", tmp_path / "data")) == 10
     assert download_log(log) == ["download"]
+
+
+def _halved(folder: Path):
+    """Every file under ``folder`` cut to half its length: files a download was still writing when it stopped."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+
+
+# registered name -> torchvision's class, the small release it writes, and what a download puts at the top of the root
+RELEASES = {"cifar10": ("CIFAR10", write_cifar10, ["cifar-10-batches-py"]),
+            "cifar100": ("CIFAR100", write_cifar100, ["cifar-100-python"]),
+            "cifar100_coarse": ("CIFAR100", write_cifar100, ["cifar-100-python"]),
+            "stl10": ("STL10", write_stl10, ["stl10_binary"]),
+            "svhn": ("SVHN", write_svhn, ["test_32x32.mat"]),  # torchvision's SVHN downloads one split's file
+            "mnist": ("MNIST", write_mnist, ["MNIST"]),
+            "fashion_mnist": ("FashionMNIST", lambda root: write_mnist(root, "FashionMNIST"), ["FashionMNIST"])}
+
+
+def _load_test(name: str, root: Path):
+    return load_cifar10("test", root) if name == "cifar10" else load_dataset(name, "test", root)
+
+
+@pytest.mark.parametrize("stop", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()],
+                         ids=["disk-full", "ctrl-c"])
+@pytest.mark.parametrize("name", sorted(RELEASES))
+def test_a_download_stopped_part_way_leaves_no_partial_dataset_and_the_next_run_downloads_it(tmp_path, monkeypatch,
+                                                                                             name, stop):
+    """A download that stops mid-extraction (a full disk, Ctrl-C) leaves nothing in the data folder, in each
+    release's layout: not files the next run would take as the dataset (and then fail on, or read short). The next
+    run downloads again; what it leaves is the dataset alone, without torchvision's archive or a staging folder."""
+    cls, write, names = RELEASES[name]
+    root = tmp_path / "data"
+    root.mkdir()
+
+    def stopped(into, *args, **kwargs):
+        write(Path(into))
+        (Path(into) / "archive.tar.gz").write_bytes(b"the archive torchvision downloaded")
+        _halved(Path(into))
+        raise stop
+
+    monkeypatch.setattr(torchvision.datasets, cls, stopped)
+    with pytest.raises(BenchError if isinstance(stop, OSError) else KeyboardInterrupt):
+        _load_test(name, root)
+    assert os.listdir(root) == []
+
+    def complete(into, *args, **kwargs):
+        write(Path(into))
+        (Path(into) / "archive.tar.gz").write_bytes(b"the archive torchvision downloaded")
+
+    log = tmp_path / "log"
+    monkeypatch.setattr(torchvision.datasets, cls, slow_download(complete, log, seconds=0))
+    assert len(_load_test(name, root)) == len(write(tmp_path / "expected")["test"][0])
+    assert download_log(log) == ["download"] and sorted(os.listdir(root)) == names
+
+
+def test_a_cifar10_folder_missing_some_of_the_splits_files_is_downloaded_again(tmp_path, monkeypatch):
+    """``cifar-10-batches-py`` without all of the split's batches (left by a download that stopped, before downloads
+    were staged) is not the dataset: a download completes it, where the folder alone once counted as there."""
+    root, log = tmp_path / "data", tmp_path / "log"
+    write_cifar10(root)
+    (root / "cifar-10-batches-py" / "data_batch_4").unlink()
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", slow_download(write_cifar10, log, seconds=0))
+    np.testing.assert_array_equal(load_cifar10("train", root).images, write_cifar10(tmp_path / "expected")["train"][0])
+    assert download_log(log) == ["download"]
+
+
+# a child process's CIFAR-10 download that writes every batch, the last one half, and is then killed while it waits
+KILLED_MID_EXTRACTION = """
+import sys, time
+from pathlib import Path
+import torchvision
+from bench.data.datasets import load_cifar10
+from tests.support.archives import write_cifar10
+
+def extracting(into, train, download):
+    write_cifar10(into)
+    (Path(into) / "cifar-10-batches-py" / "data_batch_5").write_bytes(b"\\x80\\x02half a pick")
+    Path(sys.argv[2]).touch()
+    time.sleep(600)
+
+torchvision.datasets.CIFAR10 = extracting
+load_cifar10("train", sys.argv[1])
+"""
+
+
+@pytest.mark.slow  # a SIGKILLed child process
+def test_a_download_killed_mid_extraction_leaves_no_partial_dataset_and_the_next_run_downloads_it(tmp_path,
+                                                                                                  monkeypatch):
+    """A download SIGKILLed mid-extraction (no cleanup runs) leaves no ``cifar-10-batches-py`` with a half-written
+    batch that the next run would read; that run downloads again, and removes the killed one's staging folder."""
+    import subprocess
+    import sys
+
+    from tests.support.processes import bench_env
+
+    root, ready, log = tmp_path / "data", tmp_path / "ready", tmp_path / "log"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_MID_EXTRACTION, str(root), str(ready)], env=bench_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert child.poll() is None, f"the child exited early: {child.communicate()}"
+        assert time.monotonic() < deadline, "timed out waiting for the child's download"
+        time.sleep(0.02)
+    child.kill()
+    child.communicate()
+    assert not (root / "cifar-10-batches-py").exists()
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", slow_download(write_cifar10, log, seconds=0))
+    np.testing.assert_array_equal(load_cifar10("train", root).images, write_cifar10(tmp_path / "expected")["train"][0])
+    assert download_log(log) == ["download"] and os.listdir(root) == ["cifar-10-batches-py"]
