@@ -38,7 +38,7 @@ VARIANTS = {  # name: (trimmed context, text mode, fused AdamW, compact embeddin
 }
 
 
-def make_state(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
+def make_engine(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
     from bench.clip.model import create_model
     from bench.clip.prompts import prompt_table
     from bench.clip.templates import SEED_TEMPLATES, fill
@@ -54,13 +54,11 @@ def make_state(trim: bool, mode: str, fused: bool, compact: bool, tiny: bool):
     # variant A keeps the 77-token padding the plain loop feeds; every other variant has bench's prompt table
     table = prompt_table(SEED_TEMPLATES, CIFAR10_CLASSES) if trim else tokenize(fill(SEED_TEMPLATES, CIFAR10_CLASSES))
     recipe = TrainRecipe(compact_embedding=compact, fused=fused, text_mode=mode)
-    return build_engine(model, table, recipe).state
+    return build_engine(model, table, recipe)
 
 
 def main(argv=None) -> pd.DataFrame:
     from _results import save
-
-    from bench.engine.train_step import clip_step
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
@@ -70,18 +68,18 @@ def main(argv=None) -> pd.DataFrame:
     p.add_argument("--out", default=str(ROOT / "results"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    states = {name: make_state(*flags, tiny=args.tiny) for name, flags in VARIANTS.items()}
+    engines = {name: make_engine(*flags, tiny=args.tiny) for name, flags in VARIANTS.items()}
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 50, (32,), generator=g)
     images, labels = torch.randn(32, 3, 32, 32, generator=g), ids // 5
-    for state in states.values():
-        clip_step(state, images, labels, ids)  # first-call costs out of the rounds
-    times = {name: [] for name in states}
+    for engine in engines.values():
+        engine.step(images, labels, ids)  # first-call costs out of the rounds
+    times = {name: [] for name in engines}
     for _ in range(args.rounds):
-        for name, state in states.items():
+        for name, engine in engines.items():
             start = time.perf_counter()
             for _ in range(args.steps):
-                clip_step(state, images, labels, ids)
+                engine.step(images, labels, ids)
             times[name].append((time.perf_counter() - start) / args.steps)
     base = statistics.median(times[next(iter(times))])
     rows = [{"variant": name, "seconds_per_step": statistics.median(t), "speedup_vs_A": base / statistics.median(t),

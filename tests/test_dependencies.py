@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,45 @@ def test_the_package_imports_only_what_it_declares():
     assert _undeclared_optional(imports) == []
 
 
+def _import_fallbacks(source: str, filename: str = "<source>") -> list[str]:
+    """Top-level names imported inside a ``try`` whose handler catches ImportError or ModuleNotFoundError."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not isinstance(node, ast.Try):
+            continue
+        caught = {n.id for h in node.handlers if h.type is not None for n in ast.walk(h.type) if isinstance(n, ast.Name)}
+        if not caught & {"ImportError", "ModuleNotFoundError"}:
+            continue
+        for inner in (n for stmt in node.body for n in ast.walk(stmt)):
+            if isinstance(inner, ast.Import):
+                found += [alias.name.split(".")[0] for alias in inner.names]
+            elif isinstance(inner, ast.ImportFrom) and inner.level == 0 and inner.module:
+                found.append(inner.module.split(".")[0])
+    return found
+
+
+def test_a_required_dependency_has_no_import_error_fallback():
+    """A dependency every install has (not an optional extra's) is imported plainly: a fallback for its absence is
+    dead code that hides a broken install."""
+    required = _declared(None)
+    distributions = importlib.metadata.packages_distributions()
+    fallbacks = []
+    for folder in ("bench", "plugins"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for name in _import_fallbacks(path.read_text(), str(path)):
+                owners = {canonicalize_name(d) for d in distributions.get(name, [])} or {canonicalize_name(name)}
+                if owners & required:
+                    fallbacks.append(f"{name} in {path.relative_to(REPO)}")
+    assert fallbacks == []
+
+
+def test_the_fallback_scan_sees_nested_and_from_imports():
+    source = ("def f():\n    try:\n        from scipy.io import x\n    except (ValueError, ImportError):\n        pass\n"
+              "try:\n    import ray\nexcept ModuleNotFoundError:\n    ray = None\n"
+              "try:\n    import numpy\nexcept ValueError:\n    pass\n")
+    assert sorted(_import_fallbacks(source)) == ["ray", "scipy"]
+
+
 def test_tests_benchmarks_and_scripts_import_only_what_the_test_extra_declares():
     imports = {**_imports(REPO / "tests"), **_imports(REPO / "benchmarks"), **_imports(REPO / "scripts")}
     optional = set().union(*(_declared(extra) for extra in OPTIONAL_EXTRAS))
@@ -119,6 +159,25 @@ def test_every_module_imports_in_a_fresh_interpreter(package, folder):
     assert result.stdout.strip() == "", result.stdout
     assert result.returncode == 0, result.stderr
     assert len(modules) >= 6
+
+
+def test_the_import_check_fails_on_a_planted_module_that_raises_at_import(tmp_path):
+    """The checker itself: a module deep in a subpackage that raises at import, or that imports only after a
+    sibling has run, is named and fails the check; its healthy siblings pass."""
+    package = tmp_path / "planted" / "inner"
+    package.mkdir(parents=True)
+    (tmp_path / "planted" / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "fine.py").write_text("import torch\nSIDE = 1\n")
+    (package / "broken.py").write_text("raise RuntimeError('planted')\n")
+    (package / "leans.py").write_text("import sys\nassert 'planted.inner.fine' in sys.modules, 'needs fine first'\n")
+    modules = _modules("planted", tmp_path / "planted")
+    assert set(modules) >= {"planted.inner.fine", "planted.inner.broken", "planted.inner.leans"}
+    result = subprocess.run([sys.executable, "-m", "tests.support.import_each", *modules], capture_output=True,
+                            text=True, timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 1, result.stderr
+    assert sorted(result.stdout.splitlines()) == [
+        "planted.inner.broken: RuntimeError: planted", "planted.inner.leans: AssertionError: needs fine first"]
 
 
 def test_the_import_check_sees_every_module_of_every_subpackage():

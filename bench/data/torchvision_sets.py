@@ -79,10 +79,8 @@ def _reading(path: Path, release: Release):
 
 
 def _scipy_errors() -> tuple:
-    try:
-        from scipy.io.matlab import MatReadError
-    except ImportError:  # scipy moved it before; any other scipy error is still one of _DAMAGE
-        return ()
+    from scipy.io.matlab import MatReadError  # imported only once a read failed: scipy is slow to import
+
     return (MatReadError,)
 
 

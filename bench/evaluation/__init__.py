@@ -1,7 +1,8 @@
 """Evaluation: zero-shot classification, retrieval, linear probe, robustness, metrics (imports clip, data,
 distributed and the base modules, never the engine, results or app).
 
-The suite's evaluation names live here, torch-free, so the configuration can check ``--evals`` without torch.
+The suite's evaluation names live here, torch-free, so ``--evals`` is checked (``bench.app.validation``) without
+torch.
 """
 from __future__ import annotations
 

@@ -62,6 +62,7 @@ def test_threads_that_find_a_dataset_missing_at_once_download_it_once(tmp_path, 
     assert not list(root.glob(".*.lock"))  # the lock goes with the download
 
 
+@pytest.mark.slow  # three fresh interpreters, each importing torch
 def test_processes_that_find_a_dataset_missing_at_once_download_it_once(tmp_path):
     """Three processes (``bench sweep --workers 3``, or torchrun's ranks, each of which loads the data) load a
     dataset that is not there yet: one downloads it, the others wait for it, and all read the same arrays."""

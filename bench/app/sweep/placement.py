@@ -135,9 +135,14 @@ def check_placement(placement: Placement, cfgs) -> Placement:
             check_reachable(checked.ray_address, label("ray_address"))
         return checked
     cuda = sorted(d for d in devices if d.startswith("cuda"))
-    if cuda and not visible_gpus():  # on this machine every run would fail at its start, one by one
+    n = visible_gpus() if cuda else 0
+    if cuda and not n:  # on this machine every run would fail at its start, one by one
         raise BenchError(f"the runs use --device {cuda[0]}, and torch sees no GPU on this machine; use --device cpu "
                          f"or auto, or --launcher ray|slurm to run them where there are GPUs")
+    absent = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= n]  # cuda:N past the GPUs there are
+    if absent:
+        raise BenchError(f"the runs use --device {absent[0]}, and torch sees {n} GPU(s) on this machine, numbered "
+                         f"from 0; use --device cuda:0 to cuda:{n - 1}, or auto")
     gpus = _local_gpus(placement, devices)
     workers = placement.workers or (len(gpus) if gpus else 1)
     if workers > runs:
