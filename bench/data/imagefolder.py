@@ -241,6 +241,11 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEF
         images, labels = load_trees({"all": tree}, "all", size)
         test = split_indices(labels, test_fraction, split_seed)
         keep = test if split == "test" else ~test
+        if not keep.any():  # a split of no images would fail later, in evaluation or the loader, as a traceback
+            fix = "add images: a class is in both splits from two images on" if split == "test" else \
+                "lower test_fraction, or add images"
+            raise BenchError(f"image folder {root} split by test_fraction={test_fraction} has no {split} images "
+                             f"({len(labels)} images in {len(names)} classes); {fix}, or give train/ and test/ folders")
         images, labels = images[keep], labels[keep]
         info = {"data_split": f"test_fraction={test_fraction} split_seed={split_seed}"}
     order = stratified_order(labels)

@@ -179,6 +179,20 @@ def test_each_problem_is_one_line_naming_the_file_or_folder_and_writes_nothing(t
     assert snapshot(tmp_path) == before and not cache_root().exists()
 
 
+@pytest.mark.parametrize("per_class, split, fraction, expected", [
+    (1, "test", 0.2, "split by test_fraction=0.2 has no test images (3 images in 3 classes); add images"),
+    (2, "train", 0.9, "split by test_fraction=0.9 has no train images (6 images in 3 classes); lower test_fraction"),
+])
+def test_a_one_tree_split_left_without_images_is_one_line_naming_the_folder(tmp_path, per_class, split, fraction,
+                                                                           expected):
+    """A folder of one image per class has no test image once split (a large fraction: no training image): one
+    line, not a traceback from the evaluation of zero images after training."""
+    _folder(tmp_path / "pets", per_class=per_class, split=False)
+    with pytest.raises(BenchError) as info:
+        load_imagefolder(tmp_path / "pets", split, test_fraction=fraction)
+    assert str(info.value).startswith(f"image folder {tmp_path / 'pets'} {expected}")
+
+
 @pytest.mark.parametrize("opts, expected", [
     ({"test_fraction": 0}, "test_fraction=0 must be a number in (0, 1)"),
     ({"test_fraction": 1.5}, "test_fraction=1.5 must be a number in (0, 1)"),
