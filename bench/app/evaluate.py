@@ -177,6 +177,7 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     datasets = dataset_list(dataset)
     check_eval_inputs(templates, datasets, data_dir, limit_test, device, out)
     check_holdout_spec(holdout_classes)
+    holdout_classes = canonical_holdout(holdout_classes)  # as bench run keeps it: the row names the split alike
     device = resolve_device(device)
     run = open_checkpoint(path, device, holdout_classes)
     cfg = run.cfg

@@ -22,9 +22,9 @@ def holdout_count(spec) -> int | None:
 
 
 def canonical_holdout(spec) -> tuple:
-    """The option as a configuration keeps it: names sorted (one split, given in any order, is one configuration),
-    a count as it is."""
-    spec = tuple(spec or ())
+    """The option as a configuration keeps it: names stripped and sorted (one split, given in any order or spacing,
+    ``cat, truck``, is one configuration), a count as it is."""
+    spec = tuple(str(s).strip() for s in spec or ())
     return spec if holdout_count(spec) is not None else tuple(sorted(spec))
 
 
