@@ -64,12 +64,16 @@ def _walk(top: str, rel: str, found: list):
                 found.append((f"{rel}/{entry.name}", st.st_size, st.st_mtime_ns))
 
 
+def _class_folders(folder: Path) -> set:
+    return {e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")}
+
+
 def scan(folder: Path) -> Tree:
     """The class folders and image files of ``folder`` (hidden entries skipped, where torchvision's ``find_classes``
     would make a class of ``.ipynb_checkpoints`` and read ``._photo.jpg`` metadata files as images; links
     followed, as its ``make_dataset`` does); a tree without class folders, or a class folder without images, is an
     error."""
-    classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")))
+    classes = tuple(sorted(_class_folders(folder)))
     if not classes:
         raise BenchError(f"image folder {folder} has no class folders; put each class's images in a folder of its own "
                          f"(PATH/<class>/*.png, or PATH/train/<class>/ and PATH/test/<class>/)")
@@ -219,6 +223,11 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEF
     if not root.is_dir():
         raise BenchError(f"image folder {root} is not a folder; name a folder of class folders (imagefolder:PATH)")
     halves = [s for s in ("train", "test") if (root / s).is_dir()]
+    if len(halves) == 1 and _class_folders(root) != set(halves) and not _class_folders(root / halves[0]):
+        # one tree in which a class is named train or test (CIFAR-100 has a class "train"): that folder holds
+        # images beside other class folders, where a split's folder holds class folders (train/ beside val/ is not
+        # a tree of two classes)
+        halves = []
     if len(halves) == 1:
         missing = "test" if halves == ["train"] else "train"
         raise BenchError(f"image folder {root} has {halves[0]}/ but no {missing}/; add {missing}/ with the same class "

@@ -222,3 +222,21 @@ def test_the_first_images_of_a_split_hold_every_class_in_proportion(tmp_path):
     limited = load_imagefolder(tmp_path / "pets", "test").subset(7)
     assert np.bincount(limited.labels).tolist() == [4, 2, 1]
     assert limited.images[:, 0, 0, 0].tolist() == order[:7].tolist()
+
+
+def test_a_class_named_train_in_one_tree_is_a_class_not_a_split(tmp_path):
+    """CIFAR-100 has a class "train": written as one tree, its folder holds images beside the other class folders,
+    and the folder is one class split by test_fraction, not a train/ split missing its test/. A train/ of class
+    folders beside another folder (val/) is still a split without test/."""
+    classes = ("bus", "train", "tram")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 5)
+    write_image_folder(tmp_path / "vehicles", rng.integers(0, 256, (15, 32, 32, 3), dtype=np.uint8), labels, classes)
+    test = load_imagefolder(tmp_path / "vehicles", "test", test_fraction=0.2)
+    assert test.classes == classes and np.bincount(test.labels).tolist() == [1, 1, 1]
+    assert test.info == {"data_split": "test_fraction=0.2 split_seed=0"}
+
+    _folder(tmp_path / "pets")
+    (tmp_path / "pets" / "test").rename(tmp_path / "pets" / "val")
+    with pytest.raises(BenchError, match="has train/ but no test/"):
+        load_imagefolder(tmp_path / "pets", "test")
