@@ -194,7 +194,8 @@ def check_options(test_fraction, size):
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise BenchError(f"imagefolder option size={size!r} must be an integer of at least 8 (pixels); "
                          f"--data-opt size=32")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+    if test_fraction is not None and (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float))
+                                      or not 0 < test_fraction < 1):
         raise BenchError(f"imagefolder option test_fraction={test_fraction!r} must be a number in (0, 1); "
                          f"--data-opt test_fraction=0.2")
 
@@ -211,10 +212,11 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> np.nda
     return test
 
 
-def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION,
+def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float | None = None,
                      split_seed: int | None = None, size: int = DEFAULT_SIZE, name: str | None = None) -> ArrayDataset:
     """``split`` (``"train"`` or ``"test"``) of the image folder ``path``; ``split_seed`` (default ``seed``) and
-    ``test_fraction`` split a one-tree folder; ``name`` is what messages and the dataset call it."""
+    ``test_fraction`` (default :data:`DEFAULT_TEST_FRACTION`) split a one-tree folder, and are refused for a folder
+    of train/ and test/, which they would not change; ``name`` is what messages and the dataset call it."""
     root = Path(path).expanduser()
     name = name or f"imagefolder:{path}"
     check_options(test_fraction, size)
@@ -233,6 +235,10 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEF
         raise BenchError(f"image folder {root} has {halves[0]}/ but no {missing}/; add {missing}/ with the same class "
                          f"folders, or put the class folders directly in {root} to split them by test_fraction")
     if halves:
+        given = [k for k, v in (("test_fraction", test_fraction), ("split_seed", split_seed)) if v is not None]
+        if given:  # silently unused, they would still enter the run's data_opts and configuration id
+            raise BenchError(f"image folder {root} has train/ and test/ folders, its splits as given; {given[0]} "
+                             f"splits a one-tree folder only: drop --data-opt {given[0]}")
         trees = {s: scan(root / s) for s in ("train", "test")}
         if trees["train"].classes != trees["test"].classes:
             only = sorted(set(trees["train"].classes) ^ set(trees["test"].classes))
@@ -243,6 +249,7 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEF
         info = {"data_split": "train/ and test/ folders"}
     else:
         split_seed = seed if split_seed is None else split_seed
+        test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
         if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
             raise BenchError(f"imagefolder option split_seed={split_seed!r} must be an integer >= 0")
         tree = scan(root)

@@ -193,6 +193,18 @@ def test_a_one_tree_split_left_without_images_is_one_line_naming_the_folder(tmp_
     assert str(info.value).startswith(f"image folder {tmp_path / 'pets'} {expected}")
 
 
+@pytest.mark.parametrize("opts", [{"test_fraction": 0.5}, {"split_seed": 3}])
+def test_split_options_for_a_folder_of_train_and_test_are_refused_not_ignored(tmp_path, opts):
+    """train/ and test/ are the splits: a test_fraction or split_seed would change nothing but the run's data_opts
+    and configuration id (two ids for one experiment), so it is one line, not silently unused."""
+    _folder(tmp_path / "pets")
+    key = next(iter(opts))
+    with pytest.raises(BenchError, match=f"has train/ and test/ folders, its splits as given; {key} splits a one-tree "
+                                         f"folder only: drop --data-opt {key}"):
+        load_imagefolder(tmp_path / "pets", "test", **opts)
+    assert load_imagefolder(tmp_path / "pets", "test").info == {"data_split": "train/ and test/ folders"}
+
+
 @pytest.mark.parametrize("opts, expected", [
     ({"test_fraction": 0}, "test_fraction=0 must be a number in (0, 1)"),
     ({"test_fraction": 1.5}, "test_fraction=1.5 must be a number in (0, 1)"),
