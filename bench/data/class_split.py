@@ -66,7 +66,10 @@ def resolve_holdout(spec, classes, seed: int, dataset: str = "") -> tuple[str, .
         raise BenchError(f"--holdout-classes takes class names or one count, not both ({','.join(spec)}): {where} "
                          f"has no class {unknown[0]!r}; write --holdout-classes cat,truck or --holdout-classes 2")
     if unknown:
-        raise BenchError(f"--holdout-classes: {unknown[0]!r} is not a class of {where}; its classes are "
+        # names are matched exactly (the row and the configuration keep them as typed): point at a case slip
+        same = [c for c in classes if c.casefold() == unknown[0].casefold()]
+        hint = f" (class names match exactly: {same[0]!r})" if same else ""
+        raise BenchError(f"--holdout-classes: {unknown[0]!r} is not a class of {where}{hint}; its classes are "
                          f"{', '.join(classes)}")
     if len(spec) >= len(classes):
         raise BenchError(f"--holdout-classes names every class of {where}; leave at least one to train on")

@@ -37,6 +37,7 @@ def test_malformed_holdout_options_are_refused_before_any_data(spec, message):
 
 @pytest.mark.parametrize("spec, message", [
     (("kitten",), "'kitten' is not a class of dataset 'cifar10'; its classes are airplane, automobile"),
+    (("truck", "Cat"), "'Cat' is not a class of dataset 'cifar10' \\(class names match exactly: 'cat'\\); its classes"),
     (("10",), "leaves no class to train on: dataset 'cifar10' has 10 classes; hold out at most 9"),
     (("cat", "2"), "class names or one count, not both"),
     (CLASSES, "names every class"),
