@@ -42,7 +42,7 @@ def _imagefolder(path):
         raise BenchError(f"imagefolder:{path}: {path!r} is not a folder{where}; name a folder with one folder of images "
                          f"per class (or train/ and test/ holding such folders)")
 
-    def factory(split, data_dir=None, seed=0, test_fraction=0.2, split_seed=None, size=32):
+    def factory(split, data_dir=None, seed=0, test_fraction=None, split_seed=None, size=32):
         from bench.data.imagefolder import load_imagefolder
 
         return load_imagefolder(path, split, seed, test_fraction=test_fraction, split_seed=split_seed, size=size,

@@ -177,6 +177,7 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     datasets = dataset_list(dataset)
     check_eval_inputs(templates, datasets, data_dir, limit_test, device, out)
     check_holdout_spec(holdout_classes)
+    holdout_classes = canonical_holdout(holdout_classes)  # as bench run keeps it: the row names the split alike
     device = resolve_device(device)
     run = open_checkpoint(path, device, holdout_classes)
     cfg = run.cfg
@@ -306,8 +307,9 @@ def check_eval_inputs(templates, dataset, data_dir, limit_test, device, out):
         get_entry("datasets", name)
     check_data_dir(data_dir)
     if data_dir is not None and len(dataset_list(dataset)) > 1:
-        raise BenchError("--data-dir names one dataset's folder; evaluate one --dataset at a time with it (other "
-                         "datasets are read from their default folders)")
+        raise BenchError("--data-dir names one dataset's folder; evaluate one --dataset at a time with it, or leave it "
+                         "out: the others are read from their default folders (BENCH_DATASETS_DIR names one for all "
+                         "of cifar100, stl10, svhn, mnist and fashion_mnist; BENCH_DATA_DIR cifar10's)")
     check_device(device)
     if out is not None:
         if is_run_folder(out):

@@ -22,9 +22,9 @@ def holdout_count(spec) -> int | None:
 
 
 def canonical_holdout(spec) -> tuple:
-    """The option as a configuration keeps it: names sorted (one split, given in any order, is one configuration),
-    a count as it is."""
-    spec = tuple(spec or ())
+    """The option as a configuration keeps it: names stripped and sorted (one split, given in any order or spacing,
+    ``cat, truck``, is one configuration), a count as it is."""
+    spec = tuple(str(s).strip() for s in spec or ())
     return spec if holdout_count(spec) is not None else tuple(sorted(spec))
 
 
@@ -66,7 +66,10 @@ def resolve_holdout(spec, classes, seed: int, dataset: str = "") -> tuple[str, .
         raise BenchError(f"--holdout-classes takes class names or one count, not both ({','.join(spec)}): {where} "
                          f"has no class {unknown[0]!r}; write --holdout-classes cat,truck or --holdout-classes 2")
     if unknown:
-        raise BenchError(f"--holdout-classes: {unknown[0]!r} is not a class of {where}; its classes are "
+        # names are matched exactly (the row and the configuration keep them as typed): point at a case slip
+        same = [c for c in classes if c.casefold() == unknown[0].casefold()]
+        hint = f" (class names match exactly: {same[0]!r})" if same else ""
+        raise BenchError(f"--holdout-classes: {unknown[0]!r} is not a class of {where}{hint}; its classes are "
                          f"{', '.join(classes)}")
     if len(spec) >= len(classes):
         raise BenchError(f"--holdout-classes names every class of {where}; leave at least one to train on")

@@ -64,12 +64,16 @@ def _walk(top: str, rel: str, found: list):
                 found.append((f"{rel}/{entry.name}", st.st_size, st.st_mtime_ns))
 
 
+def _class_folders(folder: Path) -> set:
+    return {e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")}
+
+
 def scan(folder: Path) -> Tree:
     """The class folders and image files of ``folder`` (hidden entries skipped, where torchvision's ``find_classes``
     would make a class of ``.ipynb_checkpoints`` and read ``._photo.jpg`` metadata files as images; links
     followed, as its ``make_dataset`` does); a tree without class folders, or a class folder without images, is an
     error."""
-    classes = tuple(sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")))
+    classes = tuple(sorted(_class_folders(folder)))
     if not classes:
         raise BenchError(f"image folder {folder} has no class folders; put each class's images in a folder of its own "
                          f"(PATH/<class>/*.png, or PATH/train/<class>/ and PATH/test/<class>/)")
@@ -190,7 +194,8 @@ def check_options(test_fraction, size):
     if isinstance(size, bool) or not isinstance(size, int) or size < 8:
         raise BenchError(f"imagefolder option size={size!r} must be an integer of at least 8 (pixels); "
                          f"--data-opt size=32")
-    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
+    if test_fraction is not None and (isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float))
+                                      or not 0 < test_fraction < 1):
         raise BenchError(f"imagefolder option test_fraction={test_fraction!r} must be a number in (0, 1); "
                          f"--data-opt test_fraction=0.2")
 
@@ -207,10 +212,11 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> np.nda
     return test
 
 
-def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEFAULT_TEST_FRACTION,
+def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float | None = None,
                      split_seed: int | None = None, size: int = DEFAULT_SIZE, name: str | None = None) -> ArrayDataset:
     """``split`` (``"train"`` or ``"test"``) of the image folder ``path``; ``split_seed`` (default ``seed``) and
-    ``test_fraction`` split a one-tree folder; ``name`` is what messages and the dataset call it."""
+    ``test_fraction`` (default :data:`DEFAULT_TEST_FRACTION`) split a one-tree folder, and are refused for a folder
+    of train/ and test/, which they would not change; ``name`` is what messages and the dataset call it."""
     root = Path(path).expanduser()
     name = name or f"imagefolder:{path}"
     check_options(test_fraction, size)
@@ -219,11 +225,20 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEF
     if not root.is_dir():
         raise BenchError(f"image folder {root} is not a folder; name a folder of class folders (imagefolder:PATH)")
     halves = [s for s in ("train", "test") if (root / s).is_dir()]
+    if len(halves) == 1 and _class_folders(root) != set(halves) and not _class_folders(root / halves[0]):
+        # one tree in which a class is named train or test (CIFAR-100 has a class "train"): that folder holds
+        # images beside other class folders, where a split's folder holds class folders (train/ beside val/ is not
+        # a tree of two classes)
+        halves = []
     if len(halves) == 1:
         missing = "test" if halves == ["train"] else "train"
         raise BenchError(f"image folder {root} has {halves[0]}/ but no {missing}/; add {missing}/ with the same class "
                          f"folders, or put the class folders directly in {root} to split them by test_fraction")
     if halves:
+        given = [k for k, v in (("test_fraction", test_fraction), ("split_seed", split_seed)) if v is not None]
+        if given:  # silently unused, they would still enter the run's data_opts and configuration id
+            raise BenchError(f"image folder {root} has train/ and test/ folders, its splits as given; {given[0]} "
+                             f"splits a one-tree folder only: drop --data-opt {given[0]}")
         trees = {s: scan(root / s) for s in ("train", "test")}
         if trees["train"].classes != trees["test"].classes:
             only = sorted(set(trees["train"].classes) ^ set(trees["test"].classes))
@@ -234,6 +249,7 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEF
         info = {"data_split": "train/ and test/ folders"}
     else:
         split_seed = seed if split_seed is None else split_seed
+        test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
         if isinstance(split_seed, bool) or not isinstance(split_seed, int) or split_seed < 0:
             raise BenchError(f"imagefolder option split_seed={split_seed!r} must be an integer >= 0")
         tree = scan(root)
@@ -241,6 +257,11 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float = DEF
         images, labels = load_trees({"all": tree}, "all", size)
         test = split_indices(labels, test_fraction, split_seed)
         keep = test if split == "test" else ~test
+        if not keep.any():  # a split of no images would fail later, in evaluation or the loader, as a traceback
+            fix = "add images: a class is in both splits from two images on" if split == "test" else \
+                "lower test_fraction, or add images"
+            raise BenchError(f"image folder {root} split by test_fraction={test_fraction} has no {split} images "
+                             f"({len(labels)} images in {len(names)} classes); {fix}, or give train/ and test/ folders")
         images, labels = images[keep], labels[keep]
         info = {"data_split": f"test_fraction={test_fraction} split_seed={split_seed}"}
     order = stratified_order(labels)

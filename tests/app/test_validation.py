@@ -459,7 +459,9 @@ CASES = [
     ("eval-open-clip-holdout-count", ["eval", "--open-clip", "RN50", "--pretrained", "openai", "--holdout-classes", "2"],
      "a pretrained model has none; name the classes", None),
     ("eval-data-dir-for-two-datasets", ["eval", "{ckpt}", "--dataset", "synthetic,cifar10", "--data-dir", "{tmp}"],
-     "--data-dir names one dataset's folder", None),
+     # an offline user with the torchvision datasets in one folder learns how to name it for all of them
+     "--data-dir names one dataset's folder; evaluate one --dataset at a time with it, or leave it out: the others are "
+     "read from their default folders (BENCH_DATASETS_DIR names one for all", None),
     ("eval-holdout-without-the-runs-dataset", ["eval", "{ckpt}", "--dataset", "cifar10", "--holdout-classes", "red"],
      "--holdout-classes splits the run's own dataset 'synthetic', which --dataset does not list", None),
     # -- bench sweep --

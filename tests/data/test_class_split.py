@@ -37,6 +37,7 @@ def test_malformed_holdout_options_are_refused_before_any_data(spec, message):
 
 @pytest.mark.parametrize("spec, message", [
     (("kitten",), "'kitten' is not a class of dataset 'cifar10'; its classes are airplane, automobile"),
+    (("truck", "Cat"), "'Cat' is not a class of dataset 'cifar10' \\(class names match exactly: 'cat'\\); its classes"),
     (("10",), "leaves no class to train on: dataset 'cifar10' has 10 classes; hold out at most 9"),
     (("cat", "2"), "class names or one count, not both"),
     (CLASSES, "names every class"),
@@ -74,3 +75,21 @@ def test_several_numbers_are_the_names_of_digit_classes_and_one_number_is_a_coun
     check_holdout_spec(("3", "7"))
     assert resolve_holdout(("7", "3"), digits, seed=0, dataset="mnist") == ("3", "7")
     assert len(resolve_holdout(("7",), digits, seed=0, dataset="mnist")) == 7
+
+
+def test_one_split_is_one_configuration_whatever_the_order_or_spacing_it_was_typed_in():
+    """``--holdout-classes "cat, truck"`` (a space after the comma), ``truck,cat`` and ``" 2"`` name the splits
+    ``cat,truck`` and ``2``: the same configuration id and the same holdout_classes in the row, so compare and report
+    group them as one configuration (a space kept in the name gave another id and a row of " truck,cat")."""
+    from bench.app.options import config_from_flags
+    from bench.cli import _split
+    from bench.results.columns import config_key
+
+    def config(*typed):
+        return config_from_flags(dataset="synthetic", preset="smoke", holdout_classes=_split(None, None, typed))
+
+    plain = config("cat,truck")
+    for typed in (("truck,cat",), ("cat, truck",), ("truck", " cat ")):
+        assert config(*typed).holdout_classes == ("cat", "truck")
+        assert config_key(config(*typed)) == config_key(plain)
+    assert config(" 2").holdout_classes == ("2",) and config_key(config(" 2")) == config_key(config("2"))

@@ -179,6 +179,32 @@ def test_each_problem_is_one_line_naming_the_file_or_folder_and_writes_nothing(t
     assert snapshot(tmp_path) == before and not cache_root().exists()
 
 
+@pytest.mark.parametrize("per_class, split, fraction, expected", [
+    (1, "test", 0.2, "split by test_fraction=0.2 has no test images (3 images in 3 classes); add images"),
+    (2, "train", 0.9, "split by test_fraction=0.9 has no train images (6 images in 3 classes); lower test_fraction"),
+])
+def test_a_one_tree_split_left_without_images_is_one_line_naming_the_folder(tmp_path, per_class, split, fraction,
+                                                                           expected):
+    """A folder of one image per class has no test image once split (a large fraction: no training image): one
+    line, not a traceback from the evaluation of zero images after training."""
+    _folder(tmp_path / "pets", per_class=per_class, split=False)
+    with pytest.raises(BenchError) as info:
+        load_imagefolder(tmp_path / "pets", split, test_fraction=fraction)
+    assert str(info.value).startswith(f"image folder {tmp_path / 'pets'} {expected}")
+
+
+@pytest.mark.parametrize("opts", [{"test_fraction": 0.5}, {"split_seed": 3}])
+def test_split_options_for_a_folder_of_train_and_test_are_refused_not_ignored(tmp_path, opts):
+    """train/ and test/ are the splits: a test_fraction or split_seed would change nothing but the run's data_opts
+    and configuration id (two ids for one experiment), so it is one line, not silently unused."""
+    _folder(tmp_path / "pets")
+    key = next(iter(opts))
+    with pytest.raises(BenchError, match=f"has train/ and test/ folders, its splits as given; {key} splits a one-tree "
+                                         f"folder only: drop --data-opt {key}"):
+        load_imagefolder(tmp_path / "pets", "test", **opts)
+    assert load_imagefolder(tmp_path / "pets", "test").info == {"data_split": "train/ and test/ folders"}
+
+
 @pytest.mark.parametrize("opts, expected", [
     ({"test_fraction": 0}, "test_fraction=0 must be a number in (0, 1)"),
     ({"test_fraction": 1.5}, "test_fraction=1.5 must be a number in (0, 1)"),
@@ -208,3 +234,21 @@ def test_the_first_images_of_a_split_hold_every_class_in_proportion(tmp_path):
     limited = load_imagefolder(tmp_path / "pets", "test").subset(7)
     assert np.bincount(limited.labels).tolist() == [4, 2, 1]
     assert limited.images[:, 0, 0, 0].tolist() == order[:7].tolist()
+
+
+def test_a_class_named_train_in_one_tree_is_a_class_not_a_split(tmp_path):
+    """CIFAR-100 has a class "train": written as one tree, its folder holds images beside the other class folders,
+    and the folder is one class split by test_fraction, not a train/ split missing its test/. A train/ of class
+    folders beside another folder (val/) is still a split without test/."""
+    classes = ("bus", "train", "tram")
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 5)
+    write_image_folder(tmp_path / "vehicles", rng.integers(0, 256, (15, 32, 32, 3), dtype=np.uint8), labels, classes)
+    test = load_imagefolder(tmp_path / "vehicles", "test", test_fraction=0.2)
+    assert test.classes == classes and np.bincount(test.labels).tolist() == [1, 1, 1]
+    assert test.info == {"data_split": "test_fraction=0.2 split_seed=0"}
+
+    _folder(tmp_path / "pets")
+    (tmp_path / "pets" / "test").rename(tmp_path / "pets" / "val")
+    with pytest.raises(BenchError, match="has train/ but no test/"):
+        load_imagefolder(tmp_path / "pets", "test")
