@@ -161,6 +161,7 @@ def test_every_module_imports_in_a_fresh_interpreter(package, folder):
     assert len(modules) >= 6
 
 
+@pytest.mark.slow  # a check of the checker: a fresh interpreter importing torch
 def test_the_import_check_fails_on_a_planted_module_that_raises_at_import(tmp_path):
     """The checker itself: a module deep in a subpackage that raises at import, or that imports only after a
     sibling has run, is named and fails the check; its healthy siblings pass."""

@@ -99,6 +99,7 @@ def test_the_ascii_fast_path_of_fix_text_equals_ftfy_on_every_prompt_and_random_
     assert fix_text("fish &amp; chips") == ftfy.fix_text("fish &amp; chips")
 
 
+@pytest.mark.slow  # a run trained to far above chance, then evaluated
 def test_a_run_on_the_fallback_vocabulary_is_evaluated_later_with_its_own_ids(tmp_path, monkeypatch, run_cli,
                                                                                    one_thread):
     """The fallback's ids follow the prompts it was built from, so the checkpoint keeps the run's words: bench eval

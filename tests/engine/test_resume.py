@@ -160,6 +160,7 @@ def test_a_stop_at_any_step_resumes_to_the_uninterrupted_run(ask, stop_at, basel
     _assert_same_as_baseline(baseline, out)
 
 
+@pytest.mark.slow  # a stopped run resumed at two threads (7-20 s on two busy cores)
 def test_a_resume_at_another_thread_count_says_it_may_not_be_exact(tmp_path, run_cli, monkeypatch):
     """Exactness holds at one thread count (docs/robustness.md): CPU kernels split their sums by it. A run stopped at
     one thread and resumed at two is allowed (as under another number of ranks) but says, in one warning line, that
@@ -206,6 +207,7 @@ def _as_if_auto(payload):  # the config a GPU's run under --precision auto saves
     payload["config"]["precision"] = "auto"
 
 
+@pytest.mark.slow  # bf16 on the CPU, a stopped and a resumed run
 def test_a_run_that_trained_in_bf16_under_auto_resumes_in_bf16_on_a_cpu(tmp_path, run_cli, monkeypatch):
     """--precision auto is bf16 on a GPU with bf16 and fp32 on a CPU, and the device is not in the run's id. A run
     that trained in bf16 under auto (a bf16 run whose saved config says auto, as a GPU's does) resumed on a CPU
@@ -248,6 +250,7 @@ def test_runs_precision_asks_torch_whether_autocast_takes_the_dtype(monkeypatch)
         assert runs_precision("bf16", "cpu")
 
 
+@pytest.mark.slow  # bf16 on the CPU, a stopped run and two resumes
 def test_a_recorded_precision_this_device_cannot_run_is_refused_and_nothing_is_lost(tmp_path, run_cli, monkeypatch):
     """A run that trained in fp16 under auto (as on a GPU without bf16), resumed where torch's CPU autocast does not
     take fp16, would continue in fp32: the resume stops with one line, exit 2, naming both precisions and the fix,
@@ -304,6 +307,7 @@ def test_a_last_pt_without_a_recorded_precision_resumes_as_before_with_a_note(ba
     assert _assert_same_as_baseline(baseline, tmp_path / "cut")["precision"] == "fp32"
 
 
+@pytest.mark.slow  # fp16 on the CPU, a stopped and a resumed run
 def test_an_fp16_last_pt_without_a_recorded_precision_resumes_in_fp16(tmp_path, run_cli, monkeypatch):
     """Of a last.pt written before the record, fp16 is known all the same: it alone holds a grad scaler's state. A
     run that trained in fp16 under auto (as on a GPU without bf16) resumes on a CPU in fp16, with no note; before,

@@ -14,6 +14,7 @@ SUITE = ["--evals", "retrieval,probe,robustness", "--robust-limit", "8", "--robu
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow  # a sweep of seeds with the whole suite, then bench eval
 def test_seeds_suite_sweep_and_eval(tmp_path, run_cli):
     out = tmp_path / "res"
     code, stdout, err = run_cli("run", *COMMON, *SUITE, "--seeds", "0,1", "--out", out)

@@ -41,6 +41,7 @@ def test_report_writes_markdown_and_every_figure(tmp_path, run_cli):
     assert "b vs a (baseline)" in md and "yes (Welch, p=0.005)" in md and "[+6.96 pp, +13.04 pp], p=0.005" in md
 
 
+@pytest.mark.slow  # a report drawn twice, every figure
 def test_report_from_a_file_alone_says_which_figures_need_run_folders(tmp_path, run_cli):
     results = write_results(tmp_path / "results", _rows(), run_folders=False)
     code, _, err = run_cli("report", results / "runs.csv", "--out", tmp_path / "r")
