@@ -8,7 +8,15 @@ def run_line(row: dict, out) -> str:
     ranks = f" on {row['world_size']} ranks" if row.get("world_size", 1) > 1 else ""
     return (f"run {row['run_id']}: zero-shot top-1 {row['zeroshot_top1']:.4f}, top-5 {row['zeroshot_top5']:.4f}, "
             f"mean per-class recall {row['mean_per_class_recall']:.4f}, {row['train_images_per_s']:.0f} images/s "
-            f"over {row['train_seconds']:.1f} s{ranks}{target_part(row)} -> {out}/runs.csv")
+            f"over {row['train_seconds']:.1f} s{ranks}{holdout_part(row)}{target_part(row)} -> {out}/runs.csv")
+
+
+def holdout_part(row: dict) -> str:
+    """``--holdout-classes``' metrics for the run line (top-1 above is over every class, seen and unseen alike)."""
+    if not row.get("unseen_classes"):
+        return ""
+    return (f"; held out {row['unseen_classes']}: seen top-1 {row['seen_top1']:.4f}, unseen top-1 "
+            f"{row['unseen_top1']:.4f}, harmonic {row['harmonic_top1']:.4f}")
 
 
 def target_part(row: dict) -> str:

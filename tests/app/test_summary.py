@@ -30,3 +30,21 @@ def test_one_configuration_reads_as_before():
     assert "zeroshot_top1 30.0 ± 14.1%," in summary_lines(rows)[0]  # percent, where each run's line has fractions
     unmeasured = [{**r, "mean_per_class_recall": float("nan")} for r in rows]
     assert "mean_per_class_recall" not in summary_lines(unmeasured)[0]  # left out, not a lone "%"
+
+
+def test_a_printed_table_writes_whole_number_settings_as_integers_and_blanks_as_blanks():
+    """bench eval's rows: a dataset that needed no resize has no source_image_size, which made its neighbour's 96 a
+    float; every format prints 96 (JSON: null beside it), never 96.0 or nan, and leaves the metrics as they are."""
+    import json
+
+    import pandas as pd
+
+    from bench.app.tables import format_table
+
+    table = pd.DataFrame({"eval_dataset": ["cifar10", "stl10"], "source_image_size": [float("nan"), 96.0],
+                          "zeroshot_top1": [0.5, 1.0]})
+    assert format_table(table, "csv").splitlines() == ["eval_dataset,source_image_size,zeroshot_top1",
+                                                       "cifar10,,0.5", "stl10,96,1.0"]
+    assert [r["source_image_size"] for r in json.loads(format_table(table, "json"))] == [None, 96]
+    markdown = format_table(table, "markdown")
+    assert "96" in markdown and "96.0" not in markdown and "nan" not in markdown

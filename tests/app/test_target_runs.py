@@ -203,11 +203,15 @@ def test_the_configuration_id_holds_the_target_only_where_it_stops_the_run():
 
 def test_a_held_out_accuracy_is_a_target_of_a_run_that_holds_classes_out(tmp_path, run_cli):
     """With --holdout-classes every evaluated epoch records seen_top1, unseen_top1 and harmonic_top1, so a target
-    may name them: the row's epoch and time are those of the first epoch whose held-out accuracy reaches it."""
+    may name them: the row's epoch and time are those of the first epoch whose held-out accuracy reaches it. The
+    run's line names the held-out classes and their metrics."""
     out = tmp_path / "res"
-    code, _, err = run_cli("run", *FLAGS, "--holdout-classes", "2", "--target", "seen_top1=0.1", "--out", out)
+    code, printed, err = run_cli("run", *FLAGS, "--holdout-classes", "2", "--target", "seen_top1=0.1", "--out", out)
     assert code == 0, err
     row, hist = _row(out), pd.read_csv(run_dir_of(out) / "history.csv")
+    # the run's line says what it held out and how it did there, not only its top-1 over every class
+    assert (f"; held out {row['unseen_classes']}: seen top-1 {row['seen_top1']:.4f}, unseen top-1 "
+            f"{row['unseen_top1']:.4f}, harmonic {row['harmonic_top1']:.4f}; target seen_top1=0.1") in printed
     reaching = hist.loc[hist["seen_top1"] >= 0.1, "epoch"]
     assert len(reaching), "the synthetic run no longer reaches seen_top1 0.1: lower the target"
     first = int(reaching.iloc[0])
