@@ -17,6 +17,7 @@ from ..clip.tokenizer import BPE_FILE, VOCABULARY_KEY, MinimalTokenizer, default
 from ..config import RunConfig
 from ..data.class_split import (canonical_holdout, check_holdout_spec, class_indices, holdout_count,
                                 resolve_holdout)
+from ..data.datasets import with_images
 from ..distributed.world import resolve_device
 from ..engine.build import autocast_dtype_for
 from ..engine.checkpoint import load_weights, saved_ranks
@@ -226,7 +227,8 @@ def _train_split(dataset: str, data_dir, seed: int, opts: dict, limit, image_siz
     """A dataset's training split for the suite's linear probe, at the model's input size as its test split."""
     from ..data.resize import fit_to_size
 
-    train = get_entry("datasets", dataset).create("train", data_dir, seed, **opts).subset(limit)
+    train = with_images(get_entry("datasets", dataset).create("train", data_dir, seed, **opts).subset(limit), dataset,
+                        "train")
     return train if image_size is None else fit_to_size(train, image_size, dataset)
 
 
@@ -475,7 +477,8 @@ def test_model_inference(checkpoint=None, n_images: int = 5, device="auto", temp
     device = resolve_device(device)
     path = Path(checkpoint) if checkpoint is not None else _newest_best(Path(results))
     model, cfg, ckpt = load_model(path, device)
-    test = get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, cfg.data_seed, **dict(cfg.data_opts))
+    test = with_images(get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, cfg.data_seed,
+                                                                 **dict(cfg.data_opts)), cfg.dataset, "test")
     test = fit_to_size(test.subset(n_images), cfg.model.image_resolution, cfg.dataset)
     classes = list(test.classes)
     probs = class_probabilities(model, cfg, ckpt, test.images, classes, list(templates), device)

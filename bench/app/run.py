@@ -24,7 +24,7 @@ from ..clip.templates import fill, load_templates
 from ..clip.tokenizer import own_vocabulary
 from ..config import RunConfig
 from ..data.class_split import class_indices, resolve_holdout, without_classes
-from ..data.datasets import ROW_INFO, ArrayDataset
+from ..data.datasets import ROW_INFO, ArrayDataset, with_images
 from ..data.loader import DeviceLoader, to_device_uint8
 from ..data.resize import fit_to_size
 from ..engine.determinism import deterministic_mode
@@ -120,7 +120,8 @@ def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Compo
     templates = load_templates(cfg.templates)
     dataset = get_entry("datasets", cfg.dataset)
     opts = dict(cfg.data_opts)
-    splits = {split: dataset.create(split, cfg.data_dir, cfg.data_seed, **opts).subset(limit)
+    splits = {split: with_images(dataset.create(split, cfg.data_dir, cfg.data_seed, **opts).subset(limit),
+                                 cfg.dataset, split)
               for split, limit in (("train", cfg.limit_train), ("test", cfg.limit_test))}
     for data in splits.values():
         check_image_size(cfg, data)

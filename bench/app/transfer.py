@@ -143,9 +143,11 @@ def load_target(dataset: str, templates_name: str, data_dir, seed: int, limit_te
     model that preprocesses images itself), and its validated template set. ``opts``: the dataset factory's
     options (``--data-opt`` for the run's own dataset, else :func:`decode_options`)."""
     from ..clip.templates import load_templates
+    from ..data.datasets import with_images
     from ..data.resize import fit_to_size
 
-    test = get_entry("datasets", dataset).create("test", data_dir, seed, **(opts or {})).subset(limit_test)
+    test = with_images(get_entry("datasets", dataset).create("test", data_dir, seed, **(opts or {})).subset(limit_test),
+                       dataset, "test")
     native = int(test.images.shape[1])
     if image_size is not None:
         test = fit_to_size(test, image_size, dataset)

@@ -63,6 +63,15 @@ class ArrayDataset:
         return ArrayDataset(self.images[:limit], self.labels[:limit], self.classes, self.name, dict(self.info))
 
 
+def with_images(data: ArrayDataset, dataset: str, split: str) -> ArrayDataset:
+    """``data`` where it holds an image: a split of none (a plugin's filter, an empty file) would otherwise end in a
+    traceback from evaluation or the loader, after the run had started writing."""
+    if not len(data):
+        raise BenchError(f"dataset {dataset!r} has no images in its {split} split; check --dataset, --data-dir and "
+                         f"--data-opt (or the plugin that makes it)")
+    return data
+
+
 # ---------------------------------------------------------------------------------------------------------
 # CIFAR-10
 # ---------------------------------------------------------------------------------------------------------

@@ -254,3 +254,31 @@ def test_an_at_sign_in_an_image_folders_path_is_part_of_the_dataset_not_a_templa
     assert parse_transfer([dataset]) == [TransferSpec(dataset)]
     assert parse_transfer([f"{dataset}@seed"]) == [TransferSpec(dataset, "seed")]
     assert parse_transfer(["stl10@openai"]) == [TransferSpec("stl10", "openai")]
+
+
+class EmptySplits:
+    """A dataset plugin whose filter left a split without images."""
+
+    @bench.hookimpl
+    def register_datasets(self, register):
+        from bench.data.datasets import make_synthetic
+
+        def none_in_test(split, data_dir=None, seed=0):
+            data = make_synthetic(split, seed, n=16)
+            return data if split == "train" else data.subset(0)
+
+        register("none_in_test", none_in_test, "a test split of no images", templates="seed")
+
+
+@pytest.mark.parametrize("how", ["home", "transfer"])
+def test_a_dataset_split_without_images_is_one_line_before_anything_is_written(how, tmp_path, run_cli):
+    """An empty split used to pass into the run and end as a traceback from evaluation; it is one line naming the
+    dataset and split, exit 2, and the results folder is not made."""
+    out = tmp_path / "results"
+    flags = ["--dataset", "none_in_test"] if how == "home" else ["--transfer", "none_in_test"]
+    with bench.testing.plugin_registered(EmptySplits()):
+        code, _, err = run_cli(*RUN, *flags, "--out", out)
+    assert code == 2, err
+    assert err.strip().splitlines() == ["bench: error: dataset 'none_in_test' has no images in its test split; check "
+                                        "--dataset, --data-dir and --data-opt (or the plugin that makes it)"]
+    assert not out.exists()
