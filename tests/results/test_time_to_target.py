@@ -132,6 +132,30 @@ def test_compare_flags_mlperf_invalid_results_and_warns_about_targets_set_on_one
     assert any("zeroshot_top1=0.5" in w and "only one of" in w for w in result.warnings)
 
 
+def test_compare_warns_when_the_times_to_target_come_from_runs_evaluated_at_different_cadences(tmp_path):
+    """A target is seen only at evaluated epochs, so a run evaluated every 5 epochs reports a later time to target
+    than the same run evaluated every epoch. runs.csv has no column for --eval-every (it is in the config id only
+    with --stop-at-target), so compare reads it from the run folders' config.json and says when the runs whose
+    times it compares differ in it; at one cadence it says nothing."""
+    import json
+
+    def results(name, every):
+        rows = _rows(name, name, [1.0, 2.0, 3.0], [True] * 3)
+        folder = write_results(tmp_path / f"{name}{every}", rows)
+        for row in rows:
+            (folder / "runs" / row["run_id"] / "config.json").write_text(json.dumps({"eval_every": every}))
+        return load_source(str(folder))
+
+    def warnings(every_a, every_b):
+        a, b = results("a", every_a), results("b", every_b)
+        return [w for w in compare([Source("base", a.table, a.run_dirs), Source("cand", b.table, b.run_dirs)],
+                                   on=["dataset"]).warnings if "--eval-every" in w]
+
+    (warning,) = warnings(1, 5)
+    assert "base and cand" in warning and "every 1 and 5 epochs" in warning
+    assert warnings(2, 2) == []
+
+
 def test_compare_csv_lists_time_to_target_rows_after_the_metrics(tmp_path, run_cli):
     write_results(tmp_path / "res", _rows("a", "a", *A) + _rows("b", "b", *B), run_folders=False)
     code, out, err = run_cli("compare", tmp_path / "res", "--split-by", "encoder", "--format", "csv")
