@@ -46,6 +46,7 @@ def test_two_runs_stepped_in_turn_equal_each_run_alone(tmp_path):
     assert alone[0]["final_train_loss"] != alone[1]["final_train_loss"]  # the two seeds really differ
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_warm_up_longer_than_the_run_is_said_once_it_is_known(tmp_path, capsys):
     """A preset's warm-up on a shortened run (fast's 98 steps on 12) never reaches --lr and never decays: a note,
     which a warm-up within the run does not get."""

@@ -111,6 +111,7 @@ def test_a_run_holding_classes_out_and_transferring_records_what_it_measured(tmp
     assert "## Zero-shot transfer" in md and "## Classes never seen in training" in md
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_transfer_with_another_template_set_is_named_as_bench_eval_names_it_and_a_foreign_checkpoint_records_none(
         tmp_path, run_cli):
     """--transfer DATASET@TEMPLATES with a set other than the dataset's default gets +TEMPLATES in its id, as bench
@@ -182,6 +183,7 @@ def test_bench_eval_reports_the_classes_a_count_drew_in_training_not_a_new_draw(
                                                                                   abs=1e-6)
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_transfer_with_an_explicit_set_never_needs_the_datasets_own(tmp_path, run_cli):
     """A dataset naming a template set nobody registers, transferred to with @TEMPLATES: the run records both rows
     (deciding the +TEMPLATES suffix must not require the dataset's own set), as it did before the suffix."""

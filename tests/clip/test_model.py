@@ -43,6 +43,7 @@ def test_build_model_infers_the_seed_config_and_loads_strictly():
     assert rebuilt.visual.input_resolution == 32
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_build_model_infers_an_rn50_shaped_config_at_224px():
     model = CLIP(embed_dim=64, image_resolution=224, vision_layers=(3, 4, 6, 3), vision_width=64,
                  context_length=16, vocab_size=49408, transformer_width=64, transformer_heads=1, transformer_layers=1)

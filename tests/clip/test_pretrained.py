@@ -179,6 +179,7 @@ def test_open_clip_weights_as_safetensors_are_read(tiny_open_clip, tmp_path, run
     assert row["pretrained"] == "open_clip_model.safetensors"
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_open_clip, tmp_path, run_cli):
     """``--holdout-classes red,blue`` with --open-clip: no training, so the split only says which test images count as
     unseen; the row's seen/unseen/harmonic top-1 are open_clip's own predictions read that way, and it records the

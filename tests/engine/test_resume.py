@@ -107,6 +107,7 @@ def test_a_run_saved_by_one_process_resumes_under_two_ranks(baseline, killed, tm
     assert saved[0] == saved[1] == 128
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(baseline, tmp_path, run_cli):
     """Ctrl-C stops after the current step with a checkpoint and one line saying how to resume; resuming is exact.
 
@@ -291,6 +292,7 @@ def test_a_fresh_run_in_a_precision_this_device_cannot_run_is_refused_before_any
     assert code == 0, err
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_last_pt_without_a_recorded_precision_resumes_as_before_with_a_note(baseline, tmp_path, run_cli,
                                                                               monkeypatch):
     """A last.pt written before bench recorded the precision resumes as it did: auto resolves on this device (fp32
@@ -323,6 +325,7 @@ class _Crash(BaseException):
     """The process dying: nothing of the run's own handles it."""
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_crash_between_an_epochs_two_checkpoints_resumes_to_the_uninterrupted_best_pt(baseline, tmp_path, run_cli,
                                                                                           monkeypatch):
     """Epoch 2 is the baseline's best: its end writes best.pt and last.pt. The process dies once the first of the

@@ -69,6 +69,7 @@ def test_bad_suite_options_exit_2_before_training(tmp_path, run_cli):
     assert not (tmp_path / "x" / "runs.csv").exists()
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_eval_of_a_checkpoint_measures_the_suite_as_its_run_did(tmp_path, run_cli):
     """``bench eval`` of a run's last.pt, told only which evaluations to run, reproduces every zero-shot and suite
     column of the run's row exactly for a run whose seeds are not 0: the probe's validation split and the corruption

@@ -372,6 +372,7 @@ def test_an_undefined_welch_test_leaves_top1_to_the_paired_test_over_images(tmp_
     assert rows.loc["zeroshot_top5", "test"] == "welch" and rows.loc["zeroshot_top5", "significant"] is None
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_results_and_report_say_which_repeated_runs_they_left_out(tmp_path, run_cli):
     rows = [make_row(f"r{s}", "a", s, 0.5 + s / 100) for s in range(3)] + [make_row("r0-again", "a", 0, 0.5)]
     write_results(tmp_path / "res", rows)

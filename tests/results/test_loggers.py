@@ -84,6 +84,7 @@ def test_a_resumed_run_continues_its_tensorboard_curves_without_doubled_points(a
     assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 3
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_tensorboard_added_on_resume_holds_the_whole_run_not_only_the_steps_after_the_checkpoint(tmp_path, run_cli,
                                                                                                   monkeypatch):
     """``--log tensorboard`` given first on ``--resume`` (docs/logging.md allows it): the new event folder gets every
@@ -182,6 +183,7 @@ def test_a_logger_that_fails_mid_run_warns_once_and_the_run_finishes(tmp_path, r
     assert len(pd.read_csv(run_dir_of(out) / "history.csv")) == 2
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_failing_logger_keeps_the_checkpoint_of_a_stopped_run_which_resumes_to_its_row(tmp_path, run_cli,
                                                                                           monkeypatch):
     """A logger that fails on every call (TensorBoard on a full disk) while the run is stopped part way: the stop

@@ -60,6 +60,7 @@ def test_report_from_a_file_alone_says_which_figures_need_run_folders(tmp_path, 
     assert (tmp_path / "r" / "accuracy_vs_time.png").is_file() and not (tmp_path / "r" / "curves.png").exists()
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_damaged_run_file_is_left_out_with_a_warning_not_a_traceback(tmp_path, run_cli):
     """A history.csv that is not CSV, a per_class.csv of bytes, a confusion.csv without its columns: each is named
     on stderr and left out of the figures as a missing file would be; the report is still written."""
@@ -136,6 +137,7 @@ def test_pretrained_models_of_one_architecture_are_labelled_by_their_weights():
     assert label_configs(pd.DataFrame(rows))[LABEL].tolist() == ["openai", "laion"]
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_the_report_compares_one_run_a_side_over_the_test_images_as_compare_does(tmp_path, run_cli):
     """One seed per configuration, each run with its predictions.npy (10 and 25 of 30 images right): the report's
     comparison uses the paired test over the images (exact McNemar), as bench compare does, not n/a."""
@@ -183,6 +185,7 @@ def test_a_report_of_transfer_rows_alone_names_the_dataset_evaluated_and_prints_
     assert "nan" not in md.lower()
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_pretrained_model_beside_trained_configurations_of_other_lengths_is_named_not_a_traceback(tmp_path,
                                                                                                    run_cli):
     """A pretrained model's row (no epochs, lr or seed) in a report whose trained runs differ in epochs: the
@@ -201,6 +204,7 @@ def test_a_pretrained_model_beside_trained_configurations_of_other_lengths_is_na
     assert names == ["a / smoke / 1 / none", "a / smoke / 2 / none", "open_clip:RN50 / pretrained / - / openai"], names
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_history_cut_short_is_named_as_damaged_and_left_out_not_drawn_as_nothing(tmp_path, run_cli):
     """A history.csv that ends part way through a row (a copy cut short) reads in pandas as a row of blanks: the
     run's line vanished from the time-to-accuracy figure while its legend entry stayed, and nothing said so. It is
@@ -238,6 +242,7 @@ def test_a_summary_cell_averaged_over_fewer_runs_than_its_configuration_says_how
     assert cells[:5] == ["a", "3", "0,1,2", "51.0 ± 1.4 (n=2)", "81.0 ± 1.0"], cells
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_run_id_two_folders_hold_with_different_rows_keeps_the_later_row_and_says_so(tmp_path, run_cli):
     """One sweep plan run into two results folders gives both the same run ids (encoder, configuration, seed).
     Reported together, the row written later is used, with its own run folder, and the report and bench results
@@ -279,6 +284,7 @@ def test_the_runs_table_shows_seeds_as_written_beside_a_pretrained_models_blank_
     assert seeds == ["0", "1", ""], runs
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_run_reached_through_a_copied_table_and_its_run_folder_keeps_the_folders_figures(tmp_path, run_cli):
     """The same row in a results table copied elsewhere (no run folders beside it) and in its own results folder:
     one run, whose per-class figure is read from the run folder the other source has."""

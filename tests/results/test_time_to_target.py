@@ -165,6 +165,7 @@ def test_compare_csv_lists_time_to_target_rows_after_the_metrics(tmp_path, run_c
     assert len(targets) == 1 and targets["p_value"].iloc[0] == pytest.approx(0.3406, abs=5e-5)
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_report_summarises_time_to_target_and_draws_time_to_accuracy(tmp_path, run_cli):
     """report.md gets a time-to-target table per configuration and lists time_to_accuracy.png; a run whose folder
     is gone is left out of the figure with a note naming it."""
@@ -198,6 +199,7 @@ def test_runs_without_a_target_get_no_time_to_target_section_or_figure(tmp_path)
     assert _time_to_target_section(table) == [] and not (tmp_path / "t.png").exists()
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_side_stopped_before_the_other_reached_is_not_said_to_have_no_run_that_reached():
     """Baseline runs all stopped (censored) at 5-7 s, before the candidate's reached the target at 10-12 s: the
     log-rank test has nothing to compare them by, and the cell says so, not that no run reached it."""

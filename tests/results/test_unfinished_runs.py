@@ -4,6 +4,8 @@ cannot tell 2 seeds of 2 from 2 of 4."""
 import json
 import shutil
 
+import pytest
+
 from bench.atomic_files import ProcessLock
 from bench.results.run_folder import RUNNING_LOCK, failure_record_path
 from tests.support.fake_results import make_row, write_results
@@ -49,6 +51,7 @@ def test_results_names_failed_and_stopped_runs_that_have_no_row(tmp_path, run_cl
     _says_so(err, folder)
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_report_puts_the_runs_without_a_row_into_its_notes(tmp_path, run_cli):
     """bench report's report.md carries the same note, so a reader of its 2-seed summary knows 2 more ran."""
     folder = _folder(tmp_path)
@@ -72,6 +75,7 @@ def test_compare_warns_of_the_runs_without_a_row_of_either_side(tmp_path, run_cl
     _says_so(notes[0], folder)
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_folder_whose_runs_all_finished_and_a_run_folder_or_file_given_alone_say_nothing_more(tmp_path, run_cli):
     """Runs with a row, or with a result.json (their row lost: --rebuild's business), are not named; nor is
     anything when the source is a results file or one run folder, which are not scanned."""
