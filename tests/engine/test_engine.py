@@ -238,7 +238,6 @@ def test_a_run_with_test_time_augmentation_also_reports_top1_without_it(tmp_path
     assert "zeroshot_top1_no_tta" not in pd.read_csv(tmp_path / "plain" / "runs.csv").columns
 
 
-@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_process_prewarm_leaves_the_run_bit_identical(tmp_path, run_cli):
     """--prewarm-steps 3 trains a throwaway copy first (here airbench with its whitening stem, on Muon, so every
     kind of state is touched); the run's metrics, loss curve and final weights equal those of the same command
