@@ -3,7 +3,8 @@
 What a run logs, on the main rank only:
 - the training loss at every ``--log-every`` read-back (``train/loss``, the rows of ``train_log.csv``);
 - per epoch, each column of ``history.csv`` under :data:`HISTORY_TAGS` (learning rate, zero-shot top-1 / top-5 /
-  mean per-class recall, epoch and evaluation seconds, images/s), at the epoch's last step;
+  mean per-class recall, with ``--holdout-classes`` seen / unseen / harmonic top-1, epoch and evaluation seconds,
+  images/s), at the epoch's last step;
 - at the end, the run's configuration as hyperparameters with its final metrics (TensorBoard's HParams view, W&B's
   config and summary), and the curves figure.
 
@@ -35,11 +36,15 @@ LOSS_TAG = "train/loss"
 HISTORY_TAGS = {"train_loss": "train/epoch_loss", "lr": "train/lr", "images_per_s": "train/images_per_s",
                 "epoch_seconds": "time/epoch_seconds", "eval_seconds": "time/eval_seconds",
                 "zeroshot_top1": "zeroshot/top1", "zeroshot_top5": "zeroshot/top5",
-                "mean_per_class_recall": "zeroshot/mean_per_class_recall"}
+                "mean_per_class_recall": "zeroshot/mean_per_class_recall",
+                # --holdout-classes: top-1 on the trained classes' images, the held-out ones', their harmonic mean
+                "seen_top1": "zeroshot/seen_top1", "unseen_top1": "zeroshot/unseen_top1",
+                "harmonic_top1": "zeroshot/harmonic_top1"}
 # runs.csv columns logged as the run's hyperparameters and its final metrics
 HPARAM_COLUMNS = ("encoder", "templates", "tokenizer", "dataset", "preset", "epochs", "batch_size", "lr",
-                  "weight_decay", "loss", "seed", "config_id", "params", "precision")
-FINAL_METRICS = ("zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1", "final_train_loss")
+                  "weight_decay", "loss", "seed", "config_id", "params", "precision", "holdout_classes", "target")
+FINAL_METRICS = ("zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1", "final_train_loss",
+                 "seen_top1", "unseen_top1", "harmonic_top1", "time_to_target_seconds")
 
 
 def check_loggers(names) -> tuple:

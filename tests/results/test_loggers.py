@@ -231,3 +231,20 @@ def test_a_logger_asked_for_without_its_package_or_unknown_is_one_line_before_tr
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (out / "runs").exists()
 
+
+
+def test_a_run_holding_classes_out_logs_seen_unseen_and_harmonic_top1(tmp_path, run_cli):
+    """--holdout-classes: the held-out metrics are curves beside top-1, equal to history.csv's, and final metrics
+    beside the held-out classes as a hyperparameter, so runs of different splits compare in the UI."""
+    out = tmp_path / "results"
+    code, _, err = run_cli("run", *FLAGS, "--holdout-classes", "blue,red", "--out", out, "--log", "tensorboard")
+    assert code == 0, err
+    run_dir = run_dir_of(out)
+    scalars, acc = tensorboard_scalars(run_dir)
+    hist, row = pd.read_csv(run_dir / "history.csv"), pd.read_csv(out / "runs.csv").iloc[0]
+    for column in ("seen_top1", "unseen_top1", "harmonic_top1"):
+        assert scalars[f"zeroshot/{column}"] == [(int(s), float(np.float32(v))) for s, v in
+                                                 zip(hist["step"], hist[column]) if not np.isnan(v)], column
+        assert scalars[f"hparams/{column}"] == [(int(hist["step"].iloc[-1]), float(np.float32(row[column])))]
+    started = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    assert b"holdout_classes" in started and b"blue,red" in started
