@@ -74,6 +74,14 @@ def test_sweep_file_plan_and_dry_run(tmp_path, run_cli):
     assert [line.split()[1] for line in out2.strip().splitlines()[:-1]] == ids[:3]
 
 
+def test_a_plan_of_one_run_says_one_run(tmp_path, run_cli):
+    """Counts in the plan's last line agree with their number: "1 run", not "1 runs"."""
+    code, out, err = run_cli("sweep", "--encoder", "modified_resnet", "--seeds", "0", "--preset", "smoke", "--dataset",
+                             "synthetic", "--out", tmp_path / "res", "--dry-run")
+    assert code == 0, err
+    assert out.strip().splitlines()[-1].startswith("1 run: 1 to do -> ")
+
+
 def test_sweep_lines_show_a_target_in_its_one_spelling(tmp_path, run_cli):
     """A target varied in a sweep file is shown as the run's config keeps it (the spelling of its row and id),
     not as the file spelled it: "zeroshot_top1 = .90" and "zeroshot_top1=0.9" are one target and look alike in

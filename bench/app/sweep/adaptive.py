@@ -19,7 +19,7 @@ from pathlib import Path
 from ...config import RunConfig
 from ...errors import BenchError
 from .placement import check_placement
-from .plan import RUNNING, Planned, plan, plan_lines, planned_run_id, run_state, same_runs
+from .plan import RUNNING, Planned, counted, plan, plan_lines, planned_run_id, run_state, same_runs
 from .precision import AT_MAX, PRECISE, Stage, Until, check_metric, stage
 
 WAIT_SECONDS = 5.0  # how often a copy of the command looks whether the runs others hold have finished
@@ -135,7 +135,7 @@ def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_wor
             _no_progress(planned, until)
         before = progress
         if not in_worker:  # numbered by the schedule's replay, not by this process: a restart goes on counting
-            echo(f"round {max(st.round for st in current if st.todo)}: {len(planned)} runs")
+            echo(f"round {max(st.round for st in current if st.todo)}: {counted(len(planned), 'run')}")
             for conf, st in zip(configs, current):
                 if st.todo:
                     echo(f"  {conf.label()}: seeds {_seeds(st.todo)} ({_so_far(until.metric, st)})")
@@ -205,8 +205,8 @@ def status_lines(configs: list[Configuration], until: Until) -> list[str]:
     counts = {PRECISE: 0, AT_MAX: 0, None: 0}
     for st in current:
         counts[st.stop] += 1
-    lines.append(f"{len(configs)} configurations: {counts[PRECISE]} precise, {counts[AT_MAX]} at --max-seeds, "
-                 f"{counts[None]} with a round to run ({len(planned)} runs)")
+    lines.append(f"{counted(len(configs), 'configuration')}: {counts[PRECISE]} precise, {counts[AT_MAX]} at "
+                 f"--max-seeds, {counts[None]} with a round to run ({counted(len(planned), 'run')})")
     if planned:
         lines += plan_lines(planned)
     return lines

@@ -147,6 +147,11 @@ def run_state(p: Planned, finished: dict | None = None) -> State:
     return State(TODO)
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless one: "1 run", "6 runs"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def plan_lines(planned: list[Planned]) -> list[str]:
     """``--dry-run`` and ``--status``: one line per run, then the count of each state."""
     finished = finished_keys(planned[0].out) if planned else {}
@@ -157,6 +162,6 @@ def plan_lines(planned: list[Planned]) -> list[str]:
         detail = f" ({s.detail})" if s.detail and s.name != DONE else ""
         lines.append(f"{i:>3}  {p.run_id:<{width}}  {s.name:<7} {p.label()}{detail}")
     counts = {name: sum(s.name == name for s in states) for name in (DONE, RUNNING, FAILED, RESUME, TODO)}
-    lines.append(f"{len(planned)} runs: " + ", ".join(f"{n} {name}" for name, n in counts.items() if n)
+    lines.append(f"{counted(len(planned), 'run')}: " + ", ".join(f"{n} {name}" for name, n in counts.items() if n)
                  + f" -> {planned[0].out}/runs.csv")
     return lines
