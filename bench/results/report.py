@@ -548,9 +548,11 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
         md += transfer_section(transfers)
     if pc is not None:
         wide = pc.assign(value=[fmt_value(m, "zeroshot_top1", s) for m, s in zip(pc["mean"], pc["std"])])
+        # classes in the runs' label order and configurations baseline first, as everywhere in the report (a
+        # pivot sorts both by name)
         md += ["## Per-class zero-shot accuracy", "",
-               wide.pivot(index="class", columns=LABEL, values="value").reindex(pc["class"].unique())
-               .reset_index().pipe(_md), ""]
+               wide.pivot(index="class", columns=LABEL, values="value")
+               .reindex(index=pc["class"].unique(), columns=pc[LABEL].unique()).reset_index().pipe(_md), ""]
     if "probe_weight_decay" in table.columns:
         md += [f"Probe weight decay chosen per run: {', '.join(f'{v:g}' for v in table['probe_weight_decay'].dropna())}.",
                ""]

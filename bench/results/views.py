@@ -229,11 +229,21 @@ def _pretty(df: pd.DataFrame) -> pd.DataFrame:
             m = c[:-5]
             out[c] = [fmt_value(a, m, s) for a, s in zip(df[c], df[f"{m}_std"])]
             out = out.drop(columns=[f"{m}_std"]).rename(columns={c: m})
-        elif c in metric_columns(df) or (c == "value" and "metric" in df.columns):
-            out[c] = [fmt_value(v, c if c != "value" else None) for v in df[c]] if c != "value" else df[c]
+        elif c == "value" and "metric" in df.columns:  # the long table: each value as its metric's column shows it
+            out[c] = [_long_value(v, m) for v, m in zip(df[c], df["metric"])]
+        elif c in metric_columns(df):
+            out[c] = [fmt_value(v, c) for v in df[c]]
         elif c in out.columns:  # not a std already folded into its mean's cell
             out[c] = as_written(df[c])
     return out.reset_index(drop=True)
+
+
+def _long_value(value, metric: str) -> str:
+    """A long table's value as the wide view shows its metric: accuracies in percent, the other metrics compactly,
+    a time to target (``reached_target`` 1 or 0, epochs, seconds) as written."""
+    if is_accuracy(metric) or metric in OTHER_METRICS:
+        return fmt_value(value, metric)
+    return str(as_written(pd.Series([value], dtype=float)).iloc[0])
 
 
 def as_written(col: pd.Series) -> pd.Series:

@@ -296,3 +296,43 @@ def test_a_run_reached_through_a_copied_table_and_its_run_folder_keeps_the_folde
     md = (tmp_path / "report" / "report.md").read_text()
     assert code == 0 and "1 runs in 1 configuration(s)" in md and "![per class](per_class.png)" in md, err
     assert "> note" not in md
+
+
+def test_every_table_of_the_report_lists_configurations_baseline_first_and_classes_in_label_order(tmp_path, run_cli):
+    """The report compares every configuration with the first (the baseline), so each of its tables lists the
+    configurations in that order, not by name: the per-class table's pivot sorted its columns alphabetically
+    (alpha, mid, zeta) while the summary beside it read zeta, alpha, mid. Its rows are the classes in the runs'
+    label order (per_class.csv's), not by name either."""
+    rows = [make_row(f"{enc}-0", enc, 0, top1, target="zeroshot_top1=0.3", stop_at_target=False,
+                     reached_target=True, epochs_to_target=1, time_to_target_seconds=5.0)
+            for enc, top1 in (("zeta", 0.5), ("alpha", 0.6), ("mid", 0.7))]
+    results = write_results(tmp_path / "results", rows)
+    for row in rows:  # label order: frog is class 0
+        pd.DataFrame({"class": ["frog", "cat", "dog"], "accuracy": [0.9, 0.5, 0.2], "support": [10, 10, 10]}).to_csv(
+            results / "runs" / row["run_id"] / "per_class.csv", index=False)
+    code, _, err = run_cli("report", results, "--out", tmp_path / "report")
+    assert code == 0, err
+    md = (tmp_path / "report" / "report.md").read_text()
+    sections = {s.split("\n", 1)[0]: s for s in md.split("\n## ")[1:]}
+    for name in ("Summary", "Time to target", "Comparison", "Zero-shot classification", "Runs"):
+        assert _column(sections[name], "configuration") in (["zeta", "alpha", "mid"], ["alpha", "mid"]), name
+    per_class = sections["Per-class zero-shot accuracy"]
+    assert _header(per_class) == ["class", "zeta", "alpha", "mid"]
+    assert _column(per_class, "class") == ["frog", "cat", "dog"]
+
+
+def _table(section: str) -> list[list[str]]:
+    """The cells of a section's first markdown table, its header first (the |---| line left out)."""
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return [[c.strip() for c in line.split("|")[1:-1]] for j, line in enumerate(lines[start:end]) if j != 1]
+
+
+def _header(section: str) -> list[str]:
+    return _table(section)[0]
+
+
+def _column(section: str, name: str) -> list[str]:
+    header, *rows = _table(section)
+    return [row[header.index(name)] for row in rows]

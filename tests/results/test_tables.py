@@ -70,6 +70,26 @@ def test_zero_shot_top1_without_test_time_augmentation_is_an_accuracy_in_every_v
         filter_rows(wide, ["zeroshot_top1_no_tta>85"])
 
 
+def test_the_long_view_in_markdown_shows_accuracies_in_percent_as_every_other_markdown_view(tmp_path, run_cli):
+    """bench results --long printed raw fractions (0.7195) in markdown while the wide and aggregated views print
+    percent (71.95 as 72.0): each value is shown as its metric's column is in the wide view. CSV and JSON keep
+    the fractions runs_long.csv holds."""
+    row = make_row("r1", top1=0.7195, target="zeroshot_top1=0.5", stop_at_target=False, reached_target=True,
+                   epochs_to_target=1, time_to_target_seconds=5.25)
+    write_results(tmp_path, [row], run_folders=False)
+    code, out, err = run_cli("results", tmp_path, "--long", "--columns", "metric,value")
+    assert code == 0, err
+    cells = dict(tuple(c.strip() for c in line.split("|")[1:-1]) for line in out.splitlines()[2:])
+    wide = run_cli("results", tmp_path, "--columns", ",".join(cells))[1].splitlines()
+    shown = dict(zip([c.strip() for c in wide[0].split("|")[1:-1]], [c.strip() for c in wide[2].split("|")[1:-1]]))
+    # reached_target stays the long table's 1 or 0 (True in the wide view)
+    assert cells == {**shown, "reached_target": "1"} and shown["reached_target"] == "True"
+    assert cells["zeroshot_top1"] == "72.0" and cells["params"] == "1,000"
+    assert cells["time_to_target_seconds"] == "5.25"
+    code, out, _ = run_cli("results", tmp_path, "--long", "--columns", "metric,value", "--format", "csv")
+    assert "zeroshot_top1,0.7195" in out.split()
+
+
 def test_runs_long_csv_keeps_the_columns_that_tell_pretrained_weights_apart(tmp_path, run_cli):
     """Two weights of one architecture (bench eval --open-clip rows: their own config ids, told apart by pretrained)
     compare from runs_long.csv as from runs.csv, not refused as configurations runs.csv has no column for."""
