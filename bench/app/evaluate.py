@@ -17,7 +17,6 @@ from ..clip.tokenizer import BPE_FILE, VOCABULARY_KEY, MinimalTokenizer, default
 from ..config import RunConfig
 from ..data.class_split import (canonical_holdout, check_holdout_spec, class_indices, holdout_count,
                                 resolve_holdout)
-from ..data.datasets import with_images
 from ..distributed.world import resolve_device
 from ..engine.build import autocast_dtype_for
 from ..engine.checkpoint import load_weights, saved_ranks
@@ -30,8 +29,8 @@ from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.run_folder import confusion_frame, file_safe, is_run_folder, write_csv
 from ..safe_load import load_checkpoint
-from .transfer import (SEPARATOR, Target, decode_options, load_target, published_templates, record_transfer, safe_name,
-                       transfer_row, transfer_run_id, zero_shot_templates)
+from .transfer import (SEPARATOR, Target, dataset_split, decode_options, load_target, published_templates,
+                       record_transfer, safe_name, transfer_row, transfer_run_id, zero_shot_templates)
 from .validation import check_data_dir, check_device, check_positive, check_saved_names, saved_config
 
 
@@ -227,8 +226,7 @@ def _train_split(dataset: str, data_dir, seed: int, opts: dict, limit, image_siz
     """A dataset's training split for the suite's linear probe, at the model's input size as its test split."""
     from ..data.resize import fit_to_size
 
-    train = with_images(get_entry("datasets", dataset).create("train", data_dir, seed, **opts).subset(limit), dataset,
-                        "train")
+    train = dataset_split(dataset, "train", data_dir, seed, opts, limit)
     return train if image_size is None else fit_to_size(train, image_size, dataset)
 
 
@@ -477,9 +475,8 @@ def test_model_inference(checkpoint=None, n_images: int = 5, device="auto", temp
     device = resolve_device(device)
     path = Path(checkpoint) if checkpoint is not None else _newest_best(Path(results))
     model, cfg, ckpt = load_model(path, device)
-    test = with_images(get_entry("datasets", cfg.dataset).create("test", cfg.data_dir, cfg.data_seed,
-                                                                 **dict(cfg.data_opts)), cfg.dataset, "test")
-    test = fit_to_size(test.subset(n_images), cfg.model.image_resolution, cfg.dataset)
+    test = dataset_split(cfg.dataset, "test", cfg.data_dir, cfg.data_seed, dict(cfg.data_opts), n_images)
+    test = fit_to_size(test, cfg.model.image_resolution, cfg.dataset)
     classes = list(test.classes)
     probs = class_probabilities(model, cfg, ckpt, test.images, classes, list(templates), device)
     rows = []

@@ -24,7 +24,7 @@ from ..clip.templates import fill, load_templates
 from ..clip.tokenizer import own_vocabulary
 from ..config import RunConfig
 from ..data.class_split import class_indices, resolve_holdout, without_classes
-from ..data.datasets import ROW_INFO, ArrayDataset, with_images
+from ..data.datasets import ROW_INFO, ArrayDataset
 from ..data.loader import DeviceLoader, to_device_uint8
 from ..data.resize import fit_to_size
 from ..engine.determinism import deterministic_mode
@@ -47,6 +47,7 @@ from ..results.run_folder import RUNNING_LOCK, file_safe, plot_curves, provenanc
 from ..results.runs_csv import finish_run
 from .transfer import (
     check_transfer_names,
+    dataset_split,
     dataset_templates,
     evaluate_target,
     load_targets,
@@ -118,10 +119,7 @@ def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Compo
     """Templates, both splits at the model's image size (resized here, once, where the dataset's differs) and the
     tokenizer."""
     templates = load_templates(cfg.templates)
-    dataset = get_entry("datasets", cfg.dataset)
-    opts = dict(cfg.data_opts)
-    splits = {split: with_images(dataset.create(split, cfg.data_dir, cfg.data_seed, **opts).subset(limit),
-                                 cfg.dataset, split)
+    splits = {split: dataset_split(cfg.dataset, split, cfg.data_dir, cfg.data_seed, dict(cfg.data_opts), limit)
               for split, limit in (("train", cfg.limit_train), ("test", cfg.limit_test))}
     for data in splits.values():
         check_image_size(cfg, data)

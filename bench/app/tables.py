@@ -14,17 +14,15 @@ def format_table(table, fmt: str) -> str:
     """``table`` as markdown (through tabulate, a declared dependency), CSV or JSON records. Settings that a blank
     in their column made floats (``source_image_size`` beside a row that needed no resize, ``seed`` beside a
     pretrained model's) read as the integers they are: 96, not 96.0; a blank is blank (null in JSON), not nan."""
-    import pandas as pd
-
     from ..results.columns import metric_columns
-    from ..results.views import as_written
+    from ..results.views import as_written, whole_floats
 
     metrics = set(metric_columns(table))
     table = table.copy()
     for c in [c for c in table.columns if c not in metrics]:
         if fmt == "markdown":
             table[c] = as_written(table[c])
-        elif pd.api.types.is_float_dtype(table[c]) and bool((table[c].dropna() % 1 == 0).all()):
+        elif whole_floats(table[c]):
             table[c] = table[c].astype("Int64")
     if fmt == "csv":
         return table.to_csv(index=False).rstrip()

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.datasets import ROW_INFO
+from ..data.datasets import ROW_INFO, ArrayDataset, with_images
 from ..errors import BenchError, UnknownNameError
 from ..host.manager import get_entry
 from ..results.columns import CONFIG_COLUMNS, MACHINE_COLUMNS
@@ -137,17 +137,23 @@ def decode_options(dataset: str, size: int | None) -> dict:
     return {"size": size}
 
 
+def dataset_split(dataset: str, split: str, data_dir, seed: int, opts: dict | None = None,
+                  limit: int | None = None) -> ArrayDataset:
+    """``split`` of the registered ``dataset`` (its first ``limit`` images) from its factory with ``opts``, refused
+    in one line where it holds no image (:func:`bench.data.datasets.with_images`)."""
+    made = get_entry("datasets", dataset).create(split, data_dir, seed, **(opts or {}))
+    return with_images(made.subset(limit), dataset, split)
+
+
 def load_target(dataset: str, templates_name: str, data_dir, seed: int, limit_test, image_size: int | None,
                 opts: dict | None = None) -> Target:
     """The test split of ``dataset`` (its first ``limit_test`` images), resized to ``image_size`` unless None (a
     model that preprocesses images itself), and its validated template set. ``opts``: the dataset factory's
     options (``--data-opt`` for the run's own dataset, else :func:`decode_options`)."""
     from ..clip.templates import load_templates
-    from ..data.datasets import with_images
     from ..data.resize import fit_to_size
 
-    test = with_images(get_entry("datasets", dataset).create("test", data_dir, seed, **(opts or {})).subset(limit_test),
-                       dataset, "test")
+    test = dataset_split(dataset, "test", data_dir, seed, opts, limit_test)
     native = int(test.images.shape[1])
     if image_size is not None:
         test = fit_to_size(test, image_size, dataset)

@@ -249,10 +249,14 @@ def _long_value(value, metric: str) -> str:
 def as_written(col: pd.Series) -> pd.Series:
     """Any other column as read: a blank cell blank, not "nan"; whole numbers that a blank in their column made
     floats (``seed`` and ``epochs`` beside a pretrained model's row, ``epochs_to_target``) as the integers written."""
-    present = col.dropna()
-    whole = pd.api.types.is_float_dtype(col) and bool((present % 1 == 0).all())
+    whole = whole_floats(col)
     return pd.Series(["" if not has_value(v) else str(int(v)) if whole else v for v in col], index=col.index,
                      dtype=object)
+
+
+def whole_floats(col: pd.Series) -> bool:
+    """Whether ``col`` is floats only because a blank is among its whole numbers."""
+    return pd.api.types.is_float_dtype(col) and bool((col.dropna() % 1 == 0).all())
 
 
 def transfer_columns(table: pd.DataFrame) -> list[str]:
