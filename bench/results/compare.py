@@ -36,7 +36,7 @@ from .lookup import Source, combine
 from .predictions import FILENAME as PREDICTIONS
 from .predictions import load_predictions
 from .stats import TestResult, holm, paired_top1, welch
-from .time_to_target import compare_targets, render_comparison, unmatched_targets
+from .time_to_target import cadence_note, compare_targets, eval_cadences, render_comparison, unmatched_targets
 from .views import fmt_value
 
 PAIRED_METRIC = "zeroshot_top1"  # the metric the per-image predictions pair (top-1 hits)
@@ -226,31 +226,11 @@ def _time_to_target(base: Source, ids_a: list, side: Source, ids_b: list, alpha:
         warnings.append(f"target(s) {', '.join(lonely)} set by the runs of only one of {base.label} and {side.label}: "
                         f"their times to target are not compared")
     rows = compare_targets(rows_a, rows_b, alpha)
-    cadences = sorted(_eval_every(base, rows_a) | _eval_every(side, rows_b)) if rows else []
+    cadences = {*eval_cadences(rows_a, base.run_dirs).values(),
+                *eval_cadences(rows_b, side.run_dirs).values()} if rows else set()
     if len(cadences) > 1:  # a target is seen only at evaluated epochs: the times are of different resolutions
-        warnings.append(f"the times to target of {base.label} and {side.label} come from runs evaluated every "
-                        f"{', '.join(map(str, cadences[:-1]))} and {cadences[-1]} epochs (--eval-every): a run sees "
-                        f"its target only at an evaluated epoch, so these times are measured at different resolutions")
+        warnings.append(cadence_note(f"of {base.label} and {side.label}", cadences))
     return [{**keys, **row} for row in rows]
-
-
-def _eval_every(source: Source, rows: pd.DataFrame) -> set[int]:
-    """The ``--eval-every`` of the runs in ``rows`` that set a target, where their folder keeps ``config.json``:
-    runs.csv has no column for it (it is in the config id only with ``--stop-at-target``)."""
-    import json
-
-    found = set()
-    if "target" not in rows.columns:
-        return found
-    for run_id in rows.loc[rows["target"].map(lambda t: isinstance(t, str) and t.strip() != ""), "run_id"]:
-        folder = source.run_dirs.get(str(run_id))
-        try:
-            every = json.loads((folder / "config.json").read_text()).get("eval_every") if folder else None
-        except (OSError, ValueError, AttributeError):  # unreadable, or not a run's config: not known
-            every = None
-        if isinstance(every, int) and not isinstance(every, bool):
-            found.add(every)
-    return found
 
 
 def _test_columns(prefix: str, result: TestResult | None) -> dict:

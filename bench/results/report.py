@@ -37,7 +37,7 @@ from .columns import (
 from .compare import _norm, compare, display_diff, holm_across_all, render_markdown, split_sides
 from .lookup import Source, combine
 from .run_folder import write_csv
-from .time_to_target import METHOD_NOTE, cell, summary_table
+from .time_to_target import METHOD_NOTE, cadence_note, cell, eval_cadences, summary_table
 from .views import aggregate, as_written, fmt_value
 
 LABEL = "configuration"  # the column naming each configuration in the report
@@ -412,14 +412,30 @@ def plot_time_to_accuracy(table, run_dirs, colors, path) -> tuple[bool, list[str
     return True, missing
 
 
-def _time_to_target_section(table) -> list[str]:
-    """``## Time to target``: per configuration and target, runs that reached it, median and olympic mean."""
+def _time_to_target_section(table, run_dirs: dict) -> list[str]:
+    """``## Time to target``: per configuration and target, runs that reached it, median and olympic mean; a
+    warning where the runs were evaluated at different ``--eval-every`` (read from ``run_dirs``' config.json)."""
     summary = summary_table(table, LABEL)
     if not len(summary):
         return []
     cells = summary.assign(**{"time to target": [cell(r) for r in summary.to_dict("records")]})
+    warning = _cadence_warning(table, run_dirs)
     return ["## Time to target", "", METHOD_NOTE, "",
-            cells[[LABEL, "target", "runs", "reached", "time to target"]].astype(str).pipe(_md), ""]
+            cells[[LABEL, "target", "runs", "reached", "time to target"]].astype(str).pipe(_md), "",
+            *([f"> warning: {warning}", ""] if warning else [])]
+
+
+def _cadence_warning(table, run_dirs: dict) -> str | None:
+    """That the times to target come from runs evaluated at different ``--eval-every``, naming the configurations
+    that pool such runs into one median (runs.csv has no column for it, so runs that differ only in it are one
+    configuration; it is in the config id only with ``--stop-at-target``); None at one cadence or none known."""
+    cadences = eval_cadences(table, run_dirs)
+    if len(set(cadences.values())) < 2:
+        return None
+    every = table["run_id"].astype(str).map(cadences)
+    mixed = [label for label, values in every.groupby(table[LABEL], sort=False) if values.nunique() > 1]
+    pooled = f"{', '.join(mixed)} pool{'s' if len(mixed) == 1 else ''} runs of different cadences" if mixed else ""
+    return cadence_note("in this section", cadences.values(), pooled)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -536,7 +552,7 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
 
     md = _header(table, labels, title) + [f"> note: {n}" for n in notes] + ([""] if notes else [])
     md += ["## Summary", "", _summary(agg, [m for m in SUMMARY_METRICS if m in metrics]).pipe(_md), ""]
-    md += _time_to_target_section(table)
+    md += _time_to_target_section(table, src.run_dirs)
     if len(labels) > 1:
         result = _compare_configurations(table, metrics, correct, src.run_dirs)
         md += _comparison_section(result, metrics)

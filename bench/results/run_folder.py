@@ -50,6 +50,19 @@ def failure_error(path: str | os.PathLike) -> str:
     return str(error)
 
 
+def recorded_eval_every(folder: str | os.PathLike | None) -> int | None:
+    """The ``--eval-every`` a run folder's ``config.json`` records; None where there is no folder, no config or no
+    whole number in it. runs.csv has no column for it (it is in the config id only with ``--stop-at-target``), so
+    the result tables read it here to say when times to target were measured at different cadences."""
+    if folder is None:
+        return None
+    try:
+        every = json.loads((Path(folder) / "config.json").read_text()).get("eval_every")
+    except (OSError, ValueError, AttributeError):  # unreadable, or not a run's config: not known
+        return None
+    return every if isinstance(every, int) and not isinstance(every, bool) else None
+
+
 def is_run_folder(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` is a run's (training, transfer or pretrained: each keeps ``config.json`` or
     ``per_class.csv``), not one ``bench eval --out`` wrote (its ``eval.csv`` beside its ``per_class.csv``): a

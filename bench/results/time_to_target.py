@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .columns import is_true
+from .run_folder import recorded_eval_every
 from .survival import OLYMPIC_MIN_RUNS, km_median, logrank, mlperf_valid, olympic_mean
 
 TEST = "log-rank"
@@ -93,6 +94,28 @@ def unmatched_targets(rows_a: pd.DataFrame, rows_b: pd.DataFrame) -> list[str]:
     """Targets only one of the two groups set (their times cannot be compared)."""
     a, b = set(observations(rows_a)), set(observations(rows_b))
     return sorted(a ^ b)
+
+
+def eval_cadences(rows: pd.DataFrame, run_dirs: dict) -> dict[str, int]:
+    """Run id -> ``--eval-every`` of the runs in ``rows`` that set a target, where their folder (``run_dirs``) keeps
+    it in ``config.json``; runs whose cadence is not known are left out."""
+    if "target" not in rows.columns:
+        return {}
+    found = {}
+    for run_id in rows.loc[rows["target"].map(_has_target), "run_id"].astype(str):
+        every = recorded_eval_every(run_dirs.get(run_id))
+        if every is not None:
+            found[run_id] = every
+    return found
+
+
+def cadence_note(whose: str, cadences, pooled: str = "") -> str:
+    """The warning that the times to target ``whose`` come from runs evaluated at several ``cadences`` (epochs),
+    ``pooled`` saying more in the parenthesis (which configurations mix them)."""
+    every = sorted(set(cadences))
+    return (f"the times to target {whose} come from runs evaluated every {', '.join(map(str, every[:-1]))} and "
+            f"{every[-1]} epochs (--eval-every{'; ' + pooled if pooled else ''}): a run sees its target only at an "
+            f"evaluated epoch, so these times are measured at different resolutions")
 
 
 METHOD_NOTE = ("Time to target: training seconds up to the end of the first evaluated epoch that reached the target. "

@@ -12,7 +12,7 @@ from bench.results.compare import compare, render_markdown
 from bench.results.lookup import Source, load_source
 from bench.results.run_folder import write_csv
 from bench.results.survival import km_median, logrank, mlperf_valid, olympic_mean
-from tests.support.fake_results import make_row, write_results
+from tests.support.fake_results import make_row, record_eval_every, write_results
 
 # A small table of times to target with censoring, the worked example of the tests below. A run that never
 # reached the target is censored at its training time (here 4, 5 and 6 s).
@@ -137,13 +137,10 @@ def test_compare_warns_when_the_times_to_target_come_from_runs_evaluated_at_diff
     than the same run evaluated every epoch. runs.csv has no column for --eval-every (it is in the config id only
     with --stop-at-target), so compare reads it from the run folders' config.json and says when the runs whose
     times it compares differ in it; at one cadence it says nothing."""
-    import json
-
     def results(name, every):
         rows = _rows(name, name, [1.0, 2.0, 3.0], [True] * 3)
         folder = write_results(tmp_path / f"{name}{every}", rows)
-        for row in rows:
-            (folder / "runs" / row["run_id"] / "config.json").write_text(json.dumps({"eval_every": every}))
+        record_eval_every(folder, rows, every)
         return load_source(str(folder))
 
     def warnings(every_a, every_b):
@@ -154,6 +151,36 @@ def test_compare_warns_when_the_times_to_target_come_from_runs_evaluated_at_diff
     (warning,) = warnings(1, 5)
     assert "base and cand" in warning and "every 1 and 5 epochs" in warning
     assert warnings(2, 2) == []
+
+
+def test_report_warns_in_its_time_to_target_section_when_the_runs_were_evaluated_at_different_cadences(tmp_path):
+    """runs.csv has no column for --eval-every, so runs evaluated every 1 and every 2 epochs are one configuration
+    of the report, and their median pools times measured at different resolutions: the section says so, naming the
+    cadences and the configuration that pools them. Across configurations it says so too; at one cadence, or where
+    the folders keep no config.json (the cadence is not known), it says nothing."""
+    from bench.results.report import _time_to_target_section, label_configs
+
+    def section(name, cadences, encoders=("a", "a"), configs=True):
+        """The warnings of the section for two runs each at ``cadences[i]``, encoder ``encoders[i]``."""
+        folder = tmp_path / name
+        for i, (every, encoder) in enumerate(zip(cadences, encoders)):
+            rows = _rows(f"{name}{i}_", encoder, [1.0, 2.0], [True] * 2)
+            write_results(folder, rows)
+            record_eval_every(folder, rows, every)
+        if not configs:
+            for path in (folder / "runs").glob("*/config.json"):
+                path.unlink()
+        source = load_source(str(folder))
+        return [line for line in _time_to_target_section(label_configs(source.table), source.run_dirs)
+                if line.startswith("> warning:")]
+
+    (warning,) = section("mixed", [1, 2])
+    assert "every 1 and 2 epochs (--eval-every; a pools runs of different cadences)" in warning
+    assert "a run sees its target only at an evaluated epoch" in warning and "different resolutions" in warning
+    (warning,) = section("across", [1, 2], encoders=("a", "b"))
+    assert "every 1 and 2 epochs (--eval-every):" in warning  # each configuration at one cadence: none pools
+    assert section("equal", [2, 2]) == []
+    assert section("unknown", [1, 2], configs=False) == []
 
 
 def test_compare_csv_lists_time_to_target_rows_after_the_metrics(tmp_path, run_cli):
@@ -168,9 +195,12 @@ def test_compare_csv_lists_time_to_target_rows_after_the_metrics(tmp_path, run_c
 @pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_report_summarises_time_to_target_and_draws_time_to_accuracy(tmp_path, run_cli):
     """report.md gets a time-to-target table per configuration and lists time_to_accuracy.png; a run whose folder
-    is gone is left out of the figure with a note naming it."""
+    is gone is left out of the figure with a note naming it. The section reads each run's --eval-every from its
+    folder and warns that a and b were evaluated at different cadences."""
     rows = _rows("a", "a", *A) + _rows("b", "b", *B)
     folder = write_results(tmp_path / "res", rows)
+    record_eval_every(folder, rows[:4], 1)
+    record_eval_every(folder, rows[4:], 2)
     for row in rows:  # histories with the per-epoch training seconds the figure puts on its x axis
         write_csv(pd.DataFrame({"epoch": [1, 2], "step": [4, 8], "train_loss": [3.0, 2.5], "epoch_seconds": [1.0, 1.5],
                                 "zeroshot_top1": [0.5, row["zeroshot_top1"]]}),
@@ -185,6 +215,8 @@ def test_report_summarises_time_to_target_and_draws_time_to_accuracy(tmp_path, r
     assert "Left out of time to accuracy (1 run(s) without an evaluated epoch in a readable runs/<run_id>/history.csv): " \
            "b3." in md
     assert "### time to target" in md  # the comparison of the two configurations
+    assert "> warning: the times to target in this section come from runs evaluated every 1 and 2 epochs " \
+           "(--eval-every):" in md
 
 
 def test_runs_without_a_target_get_no_time_to_target_section_or_figure(tmp_path):
@@ -196,7 +228,7 @@ def test_runs_without_a_target_get_no_time_to_target_section_or_figure(tmp_path)
 
     table = pd.DataFrame([make_row("a0", "a", 0), make_row("b0", "b", 0, target=float("nan"))]).assign(**{LABEL: "a"})
     assert plot_time_to_accuracy(table, {}, {"a": "red"}, tmp_path / "t.png") == (False, [])
-    assert _time_to_target_section(table) == [] and not (tmp_path / "t.png").exists()
+    assert _time_to_target_section(table, {}) == [] and not (tmp_path / "t.png").exists()
 
 
 @pytest.mark.slow  # over a second of the quick tier (2-minute budget)

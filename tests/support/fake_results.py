@@ -1,6 +1,8 @@
 """Build results folders the way ``bench run`` leaves them, without training (fast, exact numbers)."""
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -39,6 +41,13 @@ def write_results(folder: Path, rows, run_folders=True) -> Path:
             write_csv(pd.DataFrame(cm, index=CLASSES, columns=CLASSES).rename_axis("true").reset_index(),
                       d / "confusion.csv")
     return folder
+
+
+def record_eval_every(folder: Path, rows, every: int):
+    """Give the run folders of ``rows`` a ``config.json`` recording ``--eval-every`` ``every``: runs.csv has no column
+    for it, so the result tables read it there."""
+    for row in rows:
+        (folder / "runs" / row["run_id"] / "config.json").write_text(json.dumps({"eval_every": every}))
 
 
 def write_with_predictions(folder: Path, rows, hits, labels) -> Path:
