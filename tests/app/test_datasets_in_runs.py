@@ -80,6 +80,27 @@ def test_a_sweep_file_naming_one_image_folder_two_ways_names_one_run(tmp_path, r
     assert code == 2 and "points 1 and 2 of the plan are the same run" in err, err
 
 
+def test_bench_eval_of_a_run_saved_with_another_spelling_of_its_folder_evaluates_its_own_dataset(
+        tmp_path, tmp_path_factory):
+    """A run saved before names were tidied keeps imagefolder:synth/ in its configuration: bench eval --dataset
+    imagefolder:./synth is that run's own dataset (its own row's dataset), not a transfer to itself."""
+    import torch
+
+    from bench.app.evaluate import evaluate_checkpoint
+    from bench.data.datasets import make_synthetic
+
+    for split in ("train", "test"):
+        data = make_synthetic(split)
+        two = np.concatenate([np.flatnonzero(data.labels == c)[:2] for c in range(10)])  # two of each class
+        write_image_folder(tmp_path / "synth" / split, data.images[two], data.labels[two], [f"c{i}" for i in range(10)])
+    ckpt = torch.load(run_dir_of(finished_run(tmp_path_factory.getbasetemp())) / "best.pt", weights_only=False)
+    ckpt["config"]["dataset"] = "imagefolder:synth/"
+    torch.save(ckpt, tmp_path / "old.pt")
+    row = evaluate_checkpoint(tmp_path / "old.pt", dataset="imagefolder:./synth", device="cpu", record=False).iloc[0]
+    assert (row["dataset"], row["eval_dataset"]) == ("imagefolder:synth/", "imagefolder:synth/")
+    assert "@" not in row["run_id"]  # a transfer's would be <run>@<dataset>
+
+
 def test_a_datasets_images_are_resized_once_at_load_to_the_models_size(tmp_path):
     written = write_stl10(tmp_path)
     cfg = config_from_flags(dataset="stl10", data_dir=str(tmp_path), preset="smoke")
