@@ -43,10 +43,10 @@ def _imagefolder(path):
                          f"per class (or train/ and test/ holding such folders)")
 
     def factory(split, data_dir=None, seed=0, test_fraction=None, split_seed=None, size=32):
-        from bench.data.imagefolder import load_imagefolder
+        from bench.data.imagefolder import dataset_name, load_imagefolder
 
         return load_imagefolder(path, split, seed, test_fraction=test_fraction, split_seed=split_seed, size=size,
-                                name=f"imagefolder:{path}")
+                                name=dataset_name(f"imagefolder:{path}"))
 
     return factory
 

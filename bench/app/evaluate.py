@@ -17,6 +17,7 @@ from ..clip.tokenizer import BPE_FILE, VOCABULARY_KEY, MinimalTokenizer, default
 from ..config import RunConfig
 from ..data.class_split import (canonical_holdout, check_holdout_spec, class_indices, holdout_count,
                                 resolve_holdout)
+from ..data.imagefolder import dataset_name
 from ..distributed.world import resolve_device
 from ..engine.build import autocast_dtype_for
 from ..engine.checkpoint import load_weights, saved_ranks
@@ -181,6 +182,8 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     device = resolve_device(device)
     run = open_checkpoint(path, device, holdout_classes)
     cfg = run.cfg
+    # the run's own dataset however it is typed: a run saved before names were normalised keeps its spelling
+    datasets = [cfg.dataset if d == dataset_name(cfg.dataset) else d for d in datasets]
     if holdout_classes and datasets and not run.pretrained and cfg.dataset not in datasets:
         raise BenchError(f"--holdout-classes splits the run's own dataset {cfg.dataset!r}, which --dataset does not "
                          f"list; add it (--dataset {cfg.dataset},{datasets[0]}) or drop --holdout-classes")
@@ -231,11 +234,12 @@ def _train_split(dataset: str, data_dir, seed: int, opts: dict, limit, image_siz
 
 
 def dataset_list(dataset) -> list[str]:
-    """``--dataset``: None, one name, or several (each once, in order)."""
+    """``--dataset``: None, one name, or several (each once, in order), as bench keeps names
+    (:func:`bench.data.imagefolder.dataset_name`)."""
     if dataset is None:
         return []
     names = [dataset] if isinstance(dataset, str) else list(dataset)
-    return list(dict.fromkeys(n for n in names if n))
+    return list(dict.fromkeys(dataset_name(n) for n in names if n))
 
 
 def _checkpoint_holdout(cfg: RunConfig, given) -> tuple:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from ..config import RunConfig, make_config, parse_opts
+from ..data.imagefolder import dataset_name
 from .transfer import dataset_templates
 from .validation import check_preset, validate_config
 
@@ -16,6 +17,8 @@ def build_config(preset: str = "reference", model: dict | None = None, **overrid
     RunConfig's ``seed``. CIFAR-10 and synthetic name ``seed``, so their runs keep their configuration ids.
     """
     check_preset(preset)
+    if overrides.get("dataset") is not None:  # one spelling per dataset: imagefolder:x/ and imagefolder:./x are x
+        overrides["dataset"] = dataset_name(overrides["dataset"])
     if overrides.get("templates") is None:
         overrides["templates"] = dataset_templates(overrides.get("dataset") or RunConfig.dataset)
     return validate_config(make_config(preset, model=model, **overrides))

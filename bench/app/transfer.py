@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.datasets import ROW_INFO, ArrayDataset, with_images
+from ..data.imagefolder import dataset_name
 from ..errors import BenchError, UnknownNameError
 from ..host.manager import get_entry
 from ..results.columns import CONFIG_COLUMNS, MACHINE_COLUMNS
@@ -43,7 +44,9 @@ class TransferSpec:
 
 
 def parse_transfer(specs, home: str | None = None) -> list[TransferSpec]:
-    """``--transfer`` entries (``DATASET`` or ``DATASET@TEMPLATES``), checked for form only (names resolve later)."""
+    """``--transfer`` entries (``DATASET`` or ``DATASET@TEMPLATES``), checked for form only (names resolve later);
+    each dataset as bench keeps its name (:func:`bench.data.imagefolder.dataset_name`), so its rows join another
+    run's rows of the same folder however each typed it."""
     out, seen = [], set()
     for spec in specs or ():
         spec = str(spec).strip()
@@ -51,7 +54,8 @@ def parse_transfer(specs, home: str | None = None) -> list[TransferSpec]:
         if not dataset or (sep and not templates):
             raise BenchError(f"--transfer {spec!r} is not DATASET or DATASET@TEMPLATES; write it like "
                              f"--transfer stl10,cifar100@openai")
-        if dataset == home:
+        dataset = dataset_name(dataset)
+        if home is not None and dataset == dataset_name(home):  # a saved run's home may be spelled as typed then
             raise BenchError(f"--transfer {dataset!r} is the dataset the run trains on, whose zero-shot evaluation is "
                              f"the run's own row; list other datasets (bench eval --templates for other template sets)")
         if dataset in seen:

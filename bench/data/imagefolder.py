@@ -34,6 +34,23 @@ DEFAULT_SIZE = 32  # bench's default --image-size: the images are not resized ag
 DEFAULT_TEST_FRACTION = 0.2
 CLASSNAMES_FILE = "classnames.txt"
 _CACHE_FORMAT = 2  # part of every cache key: a change of what is stored invalidates old entries
+PREFIX = "imagefolder:"  # the dataset name's prefix (plugins/datasets.py registers it); PATH follows it
+
+
+def folder_name(path: str) -> str:
+    """``path`` as a dataset name spells it: ``./``, ``.`` components, repeated and trailing ``/`` dropped, so one
+    folder has one name, one configuration id and one row label however it was typed. A string operation only: not
+    made absolute, links not followed, ``~`` and ``..`` kept, so the name means the same on every machine (``a/..``
+    is not ``.`` where ``a`` is a link)."""
+    if not path:
+        return path
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    return ("/" if path.startswith("/") else "") + "/".join(parts) or "."
+
+
+def dataset_name(name: str) -> str:
+    """A dataset name as bench keeps it: ``imagefolder:PATH`` with :func:`folder_name`'s PATH, any other as given."""
+    return PREFIX + folder_name(name[len(PREFIX):]) if name.startswith(PREFIX) else name
 
 
 def cache_root() -> Path:
@@ -133,7 +150,8 @@ def decode_tree(tree: Tree, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _cache_file(folder: Path, size: int) -> Path:
-    # one entry per tree and size, overwritten when the tree changes: a cache that cannot grow without bound
+    # one entry per tree and size, overwritten when the tree changes: a cache that cannot grow without bound; the
+    # folder resolved (this machine's cache, not a name), so every spelling of it and every link to it share one
     name = hashlib.sha256(f"{folder.resolve()}|{size}".encode()).hexdigest()[:24]
     return cache_root() / f"{name}.npz"
 

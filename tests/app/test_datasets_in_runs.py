@@ -40,6 +40,67 @@ def test_cifar10_and_synthetic_runs_keep_their_configuration_ids():
     assert config_key(config_from_flags(dataset="synthetic", preset="smoke", epochs=3)) == "421ee35810"
 
 
+def test_one_image_folder_is_one_dataset_however_its_path_is_typed(tmp_path):
+    """imagefolder:shapes, shapes/, ./shapes and ./shapes// are one dataset name, so one configuration id and one
+    runs.csv dataset label (the configuration's), for bench run, sweeps, --transfer and bench eval --dataset alike;
+    the path stays relative as typed (not made absolute: a row must join rows of the same folder elsewhere)."""
+    from bench.app.evaluate import dataset_list
+    from bench.app.transfer import TransferSpec, parse_transfer
+    from bench.host.manager import get_entry
+
+    rng = np.random.default_rng(0)
+    write_image_folder(tmp_path / "shapes", rng.integers(0, 256, (6, 32, 32, 3), dtype=np.uint8),
+                       np.repeat(np.arange(3), 2), ("circle", "square", "star"))  # the tests run in tmp_path
+    spellings = ["imagefolder:shapes", "imagefolder:shapes/", "imagefolder:./shapes", "imagefolder:./shapes//"]
+    cfgs = [config_from_flags(dataset=s, preset="smoke") for s in spellings]
+    cfgs += [configs_from_lists(["modified_resnet"], [], [], {"dataset": s, "preset": "smoke"})[0][0]
+             for s in spellings]  # bench sweep's flags form (a sweep file's points go through the same builder)
+    assert {c.dataset for c in cfgs} == {"imagefolder:shapes"}
+    assert len({config_key(c) for c in cfgs}) == 1
+    assert parse_transfer(["imagefolder:./shapes/@seed"]) == [TransferSpec("imagefolder:shapes", "seed")]
+    assert dataset_list(spellings) == ["imagefolder:shapes"]  # bench eval --dataset: one dataset, once
+    with pytest.raises(BenchError, match="twice"):
+        parse_transfer(["imagefolder:shapes", "imagefolder:shapes/"])
+    with pytest.raises(BenchError, match="the dataset the run trains on"):
+        config_from_flags(dataset="imagefolder:shapes/", transfer=["imagefolder:./shapes"])
+    assert get_entry("datasets", "imagefolder:./shapes/").create("test").name == "imagefolder:shapes/test"
+    absolute = config_from_flags(dataset=f"imagefolder:{tmp_path}//shapes/", preset="smoke")
+    assert absolute.dataset == f"imagefolder:{tmp_path}/shapes"  # absolute as typed, relative as typed
+
+
+def test_a_sweep_file_naming_one_image_folder_two_ways_names_one_run(tmp_path, run_cli):
+    """A sweep file's points are one configuration whether the folder is typed with ./ and a trailing / or not."""
+    from tests.support.sweep_files import sweep_text
+
+    write_image_folder(tmp_path / "shapes", np.zeros((6, 32, 32, 3), dtype=np.uint8), np.repeat(np.arange(3), 2),
+                       ("circle", "square", "star"))
+    (tmp_path / "s.toml").write_text(sweep_text({"dataset": ["imagefolder:shapes", "imagefolder:./shapes/"]},
+                                                dataset=None))
+    code, _, err = run_cli("sweep", tmp_path / "s.toml", "--dry-run")
+    assert code == 2 and "points 1 and 2 of the plan are the same run" in err, err
+
+
+def test_bench_eval_of_a_run_saved_with_another_spelling_of_its_folder_evaluates_its_own_dataset(
+        tmp_path, tmp_path_factory):
+    """A run saved before names were tidied keeps imagefolder:synth/ in its configuration: bench eval --dataset
+    imagefolder:./synth is that run's own dataset (its own row's dataset), not a transfer to itself."""
+    import torch
+
+    from bench.app.evaluate import evaluate_checkpoint
+    from bench.data.datasets import make_synthetic
+
+    for split in ("train", "test"):
+        data = make_synthetic(split)
+        two = np.concatenate([np.flatnonzero(data.labels == c)[:2] for c in range(10)])  # two of each class
+        write_image_folder(tmp_path / "synth" / split, data.images[two], data.labels[two], [f"c{i}" for i in range(10)])
+    ckpt = torch.load(run_dir_of(finished_run(tmp_path_factory.getbasetemp())) / "best.pt", weights_only=False)
+    ckpt["config"]["dataset"] = "imagefolder:synth/"
+    torch.save(ckpt, tmp_path / "old.pt")
+    row = evaluate_checkpoint(tmp_path / "old.pt", dataset="imagefolder:./synth", device="cpu", record=False).iloc[0]
+    assert (row["dataset"], row["eval_dataset"]) == ("imagefolder:synth/", "imagefolder:synth/")
+    assert "@" not in row["run_id"]  # a transfer's would be <run>@<dataset>
+
+
 def test_a_datasets_images_are_resized_once_at_load_to_the_models_size(tmp_path):
     written = write_stl10(tmp_path)
     cfg = config_from_flags(dataset="stl10", data_dir=str(tmp_path), preset="smoke")

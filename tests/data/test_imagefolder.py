@@ -135,6 +135,34 @@ def test_the_cache_lives_outside_the_folder_and_is_reused_while_the_folder_is_un
     assert len(list(cache_root().glob("*.npz"))) == 2  # the entry was replaced, not added to
 
 
+@pytest.mark.parametrize("path, name", [
+    ("pets", "pets"), ("pets/", "pets"), ("pets//", "pets"), ("./pets", "pets"), ("./pets/./", "pets"),
+    ("a//b/./c/", "a/b/c"), ("/data//pets/", "/data/pets"), ("//data", "/data"), ("/", "/"), (".", "."),
+    ("./", "."), ("~/pets/", "~/pets"), ("../pets/", "../pets"),
+    ("a/../pets", "a/../pets"),  # not pets: where a is a link, a/.. is the link's parent
+])
+def test_a_folder_name_drops_dots_and_extra_slashes_and_is_never_resolved(path, name):
+    assert imagefolder.folder_name(path) == name
+    assert imagefolder.dataset_name(f"imagefolder:{path}") == f"imagefolder:{name}"
+
+
+def test_other_dataset_names_are_kept_as_given():
+    for name in ("cifar10", "imagefolder:", "stl10/", "./imagefolder:x/"):
+        assert imagefolder.dataset_name(name) == name
+
+
+def test_one_folder_has_one_cache_entry_however_its_path_is_typed(tmp_path, monkeypatch):
+    """The cache is keyed by the folder itself: a relative, ./-prefixed, trailing-slash or absolute path, or a link
+    to it, reads the entry the first load wrote."""
+    _folder(tmp_path / "pets")  # the tests run in tmp_path
+    (tmp_path / "link").symlink_to(tmp_path / "pets")
+    first = load_imagefolder("pets", "train")
+    monkeypatch.setattr(imagefolder, "decode_tree", lambda tree, size: pytest.fail("decoded again"))
+    for path in ("./pets/", f"{tmp_path}//pets/", "link/"):
+        np.testing.assert_array_equal(load_imagefolder(path, "train").images, first.images)
+    assert len(list(cache_root().glob("*.npz"))) == 2  # train/ and test/
+
+
 def test_a_read_only_cache_only_costs_the_decoding(tmp_path, monkeypatch):
     written = _folder(tmp_path / "pets")
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "afile"))
