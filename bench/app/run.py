@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 
 from ..atomic_files import ProcessLock, atomic_write_text
-from ..clip.model import count_parameters, create_model_from_cfg
+from ..clip.model import averages_views, count_parameters, create_model_from_cfg
 from ..clip.prompts import prompt_table
 from ..clip.templates import fill, load_templates
 from ..clip.tokenizer import own_vocabulary
@@ -430,7 +430,7 @@ class Run:
         (a true ``test_time_augmentation`` attribute), so a row shows what the averaged views add; every rank
         takes part, as in :meth:`evaluate`."""
         visual = self.model.visual
-        if getattr(visual, "test_time_augmentation", False) is not True:
+        if not averages_views(visual):  # the test a sweep's --until asks before the run (reports_without_tta)
             return {}
         visual.test_time_augmentation = False
         try:

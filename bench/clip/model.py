@@ -1,8 +1,8 @@
 """CLIP: a vision tower and a causal text Transformer, with OpenAI CLIP's state-dict layout.
 
-``create_model`` builds any registered vision encoder into a CLIP; ``build_model`` rebuilds the reference
-model from an OpenAI-layout state dict (inferring the configuration); ``convert_weights`` casts to fp16 the
-way OpenAI does.
+``create_model`` builds any registered vision encoder into a CLIP (``create_visual`` the tower alone);
+``build_model`` rebuilds the reference model from an OpenAI-layout state dict (inferring the configuration);
+``convert_weights`` casts to fp16 the way OpenAI does.
 """
 from __future__ import annotations
 
@@ -217,14 +217,44 @@ def create_model(encoder: str = "modified_resnet", embed_dim: int = 512, image_r
         encoder_opts: keyword arguments for the encoder factory; None values are dropped so the
             encoder's defaults hold.
     """
+    visual = create_visual(encoder, embed_dim, image_resolution, encoder_opts)
+    return CLIP(embed_dim=embed_dim, image_resolution=image_resolution, context_length=context_length,
+                vocab_size=vocab_size, transformer_width=transformer_width, transformer_heads=transformer_heads,
+                transformer_layers=transformer_layers, visual=visual)
+
+
+def create_visual(encoder: str, embed_dim: int, image_resolution: int, encoder_opts: dict | None = None) -> nn.Module:
+    """The vision tower :func:`create_model` puts in a CLIP: the registered encoder ``encoder``'s factory called
+    with the sizes and ``encoder_opts`` (None values dropped, so the encoder's defaults hold)."""
     from ..host.manager import get_entry
 
     entry = get_entry("encoders", encoder)
     opts = {k: v for k, v in (encoder_opts or {}).items() if v is not None}
-    visual = entry.create(embed_dim, image_resolution, **opts)
-    return CLIP(embed_dim=embed_dim, image_resolution=image_resolution, context_length=context_length,
-                vocab_size=vocab_size, transformer_width=transformer_width, transformer_heads=transformer_heads,
-                transformer_layers=transformer_layers, visual=visual)
+    return entry.create(embed_dim, image_resolution, **opts)
+
+
+def averages_views(visual: nn.Module) -> bool:
+    """Whether the vision tower ``visual`` evaluates with test-time augmentation: its optional
+    ``test_time_augmentation`` attribute is True (docs/plugins.md). A run evaluates such a tower once more with the
+    attribute False and reports ``zeroshot_top1_no_tta``; :func:`reports_without_tta` asks the same question
+    before a run."""
+    return getattr(visual, "test_time_augmentation", False) is True
+
+
+def reports_without_tta(cfg: ModelCfg) -> bool:
+    """Whether a run of ``cfg`` reports ``zeroshot_top1_no_tta``, known without training: :func:`averages_views`
+    of the tower :func:`create_visual` builds for it, built on PyTorch's meta device (shapes, no storage, init a
+    no-op: milliseconds for any built-in tower). A factory that cannot build on the meta device is built for real on
+    the CPU, under a forked RNG so the caller's draws do not move: slower, but still the run's own answer; a
+    factory that fails there too raises its one-line error, as the run would."""
+    args = (cfg.encoder, cfg.embed_dim, cfg.image_resolution, dict(cfg.encoder_opts))
+    try:
+        with torch.device("meta"):
+            return averages_views(create_visual(*args))
+    except Exception:  # noqa: BLE001 - a plugin's factory may not support meta tensors: ask the real build
+        pass
+    with torch.random.fork_rng(devices=[]):
+        return averages_views(create_visual(*args))
 
 
 def create_model_from_cfg(cfg: ModelCfg) -> CLIP:

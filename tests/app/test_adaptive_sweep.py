@@ -230,6 +230,53 @@ def test_runs_that_hold_classes_out_take_until_on_their_held_out_metrics(tmp_pat
     assert code == 2 and "harmonic_top1" in err  # runs that hold nothing out do not report it
 
 
+
+def test_until_takes_the_top1_without_tta_of_encoders_that_average_views_and_refuses_it_of_others(tmp_path, run_cli):
+    """zeroshot_top1_no_tta is in the row of a run whose encoder averages test-time views (the fast preset's
+    airbench_wide, a tiny airbench), so --until takes it there; a modified_resnet run, or an airbench with its
+    mirror off, does not report it, and the refusal says why (configurations are checked, nothing is trained)."""
+    fast = tmp_path / "fast.toml"  # the fast preset's own encoder, at its own size
+    fast.write_text(sweep_text({"lr": [0.002]}, preset="fast", encoder_opt=None, embed_dim=None, out="res"))
+    tiny = tmp_path / "tiny.toml"
+    tiny.write_text(sweep_text({"lr": [0.01, 0.001]}, encoder="airbench", encoder_opt={"widths": [8, 8, 8]}, out="res"))
+    for path in (fast, tiny):
+        code, out, err = run_cli("sweep", path, "--until", "zeroshot_top1_no_tta:0.01", "--dry-run")
+        assert code == 0 and "round 1: seeds 0-2" in out, err
+    mirror_off = tmp_path / "off.toml"
+    mirror_off.write_text(sweep_text({"lr": [0.01]}, encoder="airbench",
+                                     encoder_opt={"widths": [8, 8, 8], "flip_tta": False}, out="res"))
+    mixed = tmp_path / "mixed.toml"  # one encoder without test-time augmentation is enough to refuse
+    mixed.write_text(sweep_text({"encoder": ["airbench", "modified_resnet"]}, encoder_opt=None, out="res"))
+    for path, encoder in ((sweep_file(tmp_path), "'modified_resnet' (width=8)"),
+                          (mirror_off, "'airbench' (flip_tta=False widths=[8, 8, 8])"), (mixed, "'modified_resnet'")):
+        code, out, err = run_cli("sweep", path, "--until", "zeroshot_top1_no_tta:0.01")
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert (f"--until zeroshot_top1_no_tta: the encoder {encoder} has no test-time augmentation; "
+                f"zeroshot_top1_no_tta is reported only for encoders that average views") in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_the_metric_check_builds_each_model_configuration_once_on_the_meta_device(monkeypatch):
+    """Configurations that share a model (a grid over lr) share one tower build to answer --until
+    zeroshot_top1_no_tta, and that build allocates nothing: the check stays cheap for a large sweep."""
+    import bench.clip.model
+    from bench.app.sweep.precision import check_metric
+    from bench.clip.configs import ModelCfg
+    from bench.config import RunConfig
+
+    devices = []
+    real = bench.clip.model.create_visual
+
+    def counted(*args):
+        tower = real(*args)
+        devices.append(next(tower.parameters()).device.type)
+        return tower
+
+    monkeypatch.setattr(bench.clip.model, "create_visual", counted)
+    cfgs = [RunConfig(model=ModelCfg(encoder=e), lr=lr) for e in ("airbench", "airbench_wide") for lr in range(1, 21)]
+    check_metric(Until("zeroshot_top1_no_tta", 0.01), cfgs)
+    assert devices == ["meta", "meta"]
+
 def test_a_worker_runs_one_round_and_leaves_the_next_to_its_parent(tmp_path, run_cli, monkeypatch):
     launched = []
     monkeypatch.setattr(launchers, "launch", _fake_launch(SPREAD, launched))

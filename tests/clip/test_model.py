@@ -107,3 +107,67 @@ def test_text_features_of_a_trimmed_context_equal_the_full_77_token_computation(
 def test_vit_patch_size_is_refused_with_a_pointer():
     with pytest.raises(ValueError, match="register a ViT encoder"):
         CLIP(vision_patch_size=4)
+
+
+# Tiny towers: the question is the attribute, not the weights. airbench with flip_tta off averages nothing.
+TTA_CASES = [("airbench", {"widths": [8, 8, 8]}, True), ("airbench_wide", {"widths": [8, 8, 8]}, True),
+             ("airbench", {"widths": [8, 8, 8], "flip_tta": False}, False),
+             ("airbench", {"widths": [8, 8, 8], "flip_tta": False, "translate_tta": True}, True),
+             ("modified_resnet", {"width": 8}, False)]
+
+
+@pytest.mark.parametrize("encoder, opts, expected", TTA_CASES)
+def test_reports_without_tta_is_the_runs_own_test_of_the_tower_it_builds(encoder, opts, expected):
+    """The answer a sweep's --until zeroshot_top1_no_tta gets before any run (a tower built on the meta device)
+    is the run's own test (averages_views) of the CLIP it builds for real, so the two cannot disagree."""
+    from bench.clip.configs import ModelCfg, TextCfg
+    from bench.clip.model import averages_views, create_model_from_cfg, reports_without_tta
+
+    cfg = ModelCfg(encoder=encoder, embed_dim=16, image_resolution=32, text=TextCfg(width=32, heads=2, layers=1),
+                   encoder_opts=tuple(sorted(opts.items())))
+    assert reports_without_tta(cfg) is expected
+    assert averages_views(create_model_from_cfg(cfg).visual) is expected
+
+
+def tta_plugin(built_on: list, refuse_meta: bool = False):
+    """A plugin with one encoder, ``test/tta``, that averages views; each build appends the device it built on."""
+    import bench
+
+    class Plugin:
+        @bench.hookimpl
+        def register_encoders(self, register):
+            def factory(embed_dim, image_size):
+                from torch import nn
+
+                device = torch.empty(0).device.type  # the device a factory's tensors go to
+                built_on.append(device)
+                if refuse_meta and device == "meta":
+                    raise RuntimeError("this factory needs real tensors")
+                tower = nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size * image_size, embed_dim))
+                tower.test_time_augmentation = True
+                return tower
+
+            register("test/tta", factory, "averages views")
+
+    return Plugin()
+
+
+def test_reports_without_tta_builds_nothing_real_unless_the_factory_refuses_the_meta_device():
+    """The check of every configuration of a sweep allocates nothing (the tower is built on the meta device). A
+    factory that cannot build there is built for real, the run's answer still, and the caller's RNG does not move."""
+    import bench.testing
+    from bench.clip.configs import ModelCfg
+    from bench.clip.model import reports_without_tta
+
+    cfg = ModelCfg(encoder="test/tta", embed_dim=16, image_resolution=16)
+    built_on = []
+    with bench.testing.plugin_registered(tta_plugin(built_on)):
+        assert reports_without_tta(cfg) is True
+    assert built_on == ["meta"]
+    built_on = []
+    with bench.testing.plugin_registered(tta_plugin(built_on, refuse_meta=True)):
+        state = torch.random.get_rng_state()
+        assert reports_without_tta(cfg) is True
+        assert torch.equal(torch.random.get_rng_state(), state)
+    assert built_on == ["meta", "cpu"]
+

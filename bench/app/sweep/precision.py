@@ -60,14 +60,30 @@ def parse_until(spec: str | None, min_seeds: int | None = None, max_seeds: int |
     return Until(metric, halfwidth, low, high)
 
 
-def reported_metrics(cfg) -> list[str]:
-    """The metrics a run of ``cfg`` reports in its row: the zero-shot ones, loss and timings always, the rest as
-    its ``--evals`` and ``--holdout-classes`` ask."""
+NO_TTA = "zeroshot_top1_no_tta"
+
+
+def reported_metrics(cfg, towers: dict | None = None) -> list[str]:
+    """The metrics a run of ``cfg`` reports in its row: the zero-shot ones, loss and timings always,
+    ``zeroshot_top1_no_tta`` where its encoder averages test-time views, the rest as its ``--evals`` and
+    ``--holdout-classes`` ask.
+
+    The test-time augmentation is the run's own test (``averages_views`` of the tower as the run builds it), asked
+    of the tower built on the meta device (bench.clip.model.reports_without_tta): milliseconds, after torch's
+    import, which the sweep's plan pays anyway. ``towers``: a dict kept across calls, so a model configuration
+    that many configurations share is built once."""
+    from ...clip.model import reports_without_tta
     from ...data.corruptions import CORRUPTIONS
     from ...results.columns import HOLDOUT_METRICS
 
     metrics = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1", "final_train_loss",
                "train_seconds", "train_eval_seconds", "train_images_per_s"]
+    towers = {} if towers is None else towers
+    key = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
+    if key not in towers:
+        towers[key] = reports_without_tta(cfg.model)
+    if towers[key]:
+        metrics.insert(1, NO_TTA)
     if "retrieval" in cfg.evals:
         metrics += [f"retrieval_{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
     if "probe" in cfg.evals:
@@ -81,10 +97,16 @@ def reported_metrics(cfg) -> list[str]:
 
 def check_metric(until: Until, cfgs):
     """Every configuration's runs report ``until.metric``."""
+    towers = {}
     for cfg in cfgs:
-        reported = reported_metrics(cfg)
+        reported = reported_metrics(cfg, towers)
         if until.metric in reported:
             continue
+        if until.metric == NO_TTA:
+            opts = " ".join(f"{k}={v}" for k, v in cfg.model.encoder_opts)
+            raise BenchError(f"--until {NO_TTA}: the encoder {cfg.model.encoder!r}{f' ({opts})' if opts else ''} "
+                             f"has no test-time augmentation; {NO_TTA} is reported only for encoders that average "
+                             f"views (airbench's flip_tta or translate_tta); use zeroshot_top1")
         needs = next((e for e, p in (("retrieval", "retrieval_"), ("probe", "probe_"), ("robustness", "robust_"))
                       if until.metric.startswith(p)), None)
         if needs:
