@@ -243,7 +243,9 @@ def per_class_table(table, run_dirs) -> pd.DataFrame | None:
             frames.append(pc.assign(**{LABEL: r[LABEL], "run_id": r["run_id"]}))
     if not frames:
         return None
-    data = pd.concat(frames)
+    # configurations in the table's order, the baseline first, though its first run may lack the file
+    order = {label: i for i, label in enumerate(dict.fromkeys(table[LABEL]))}
+    data = pd.concat(frames).sort_values(LABEL, key=lambda labels: labels.map(order), kind="stable")
     return data.groupby([LABEL, "class"], sort=False)["accuracy"].agg(["mean", "std", "count"]).reset_index()
 
 

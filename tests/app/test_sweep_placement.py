@@ -49,6 +49,9 @@ CASES = [
     ("cuda-index-that-does-not-exist", 1, ["--device", "cuda:3"], None,
      "the runs use --device cuda:3, and torch sees 1 GPU(s) on this machine, numbered from 0; use --device cuda:0"),
     ("cuda-index-without-gpu", 0, ["--device", "cuda:3"], None, "the runs use --device cuda:3, and torch sees no GPU"),
+    # with --gpus each worker sees its one GPU as cuda:0: the fix is to drop the index, not to pick a lower one
+    ("gpus-with-a-cuda-index-past-the-gpus", 2, ["--gpus", "0,1", "--device", "cuda:3"], None,
+     "--gpus gives each worker one GPU as cuda:0; drop --device cuda:3"),
     ("zero-workers", 0, ["--workers", "0"], None, "--workers must be a whole number of at least 1"),
     ("negative-workers", 0, ["--workers", "-2"], None, "--workers must be a whole number of at least 1 (worker processes on this machine), got -2"),
     ("more-workers-than-runs", 0, ["--workers", "3"], None,

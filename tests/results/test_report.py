@@ -321,6 +321,20 @@ def test_every_table_of_the_report_lists_configurations_baseline_first_and_class
     assert _column(per_class, "class") == ["frog", "cat", "dog"]
 
 
+def test_the_per_class_table_lists_the_baseline_first_when_its_first_run_has_no_per_class_file(tmp_path):
+    """The baseline's first run without per_class.csv (its folder from an older bench, the file deleted) and the
+    other configuration's run before the baseline's second: the per-class table and figure still list the baseline
+    first, as the summary does, not in the order the runs holding the file come in (alpha, zeta)."""
+    from bench.results.report import LABEL, label_configs, per_class_table
+
+    rows = [make_row("zeta-0", "zeta", 0, 0.5), make_row("alpha-0", "alpha", 0, 0.6), make_row("zeta-1", "zeta", 1, 0.5)]
+    results = write_results(tmp_path / "results", rows)
+    (results / "runs" / "zeta-0" / "per_class.csv").unlink()
+    table = label_configs(pd.DataFrame(rows))
+    pc = per_class_table(table, {r["run_id"]: results / "runs" / r["run_id"] for r in rows})
+    assert list(dict.fromkeys(table[LABEL])) == ["zeta", "alpha"]
+    assert list(dict.fromkeys(pc[LABEL])) == ["zeta", "alpha"]
+
 def _table(section: str) -> list[list[str]]:
     """The cells of a section's first markdown table, its header first (the |---| line left out)."""
     lines = section.splitlines()

@@ -139,7 +139,8 @@ def check_placement(placement: Placement, cfgs) -> Placement:
     if cuda and not n:  # on this machine every run would fail at its start, one by one
         raise BenchError(f"the runs use --device {cuda[0]}, and torch sees no GPU on this machine; use --device cpu "
                          f"or auto, or --launcher ray|slurm to run them where there are GPUs")
-    absent = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= n]  # cuda:N past the GPUs there are
+    # cuda:N past the GPUs there are; with --gpus each worker sees its GPU as cuda:0, and _local_gpus says so
+    absent = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= n] if placement.gpus is None else []
     if absent:
         raise BenchError(f"the runs use --device {absent[0]}, and torch sees {n} GPU(s) on this machine, numbered "
                          f"from 0; use --device cuda:0 to cuda:{n - 1}, or auto")
