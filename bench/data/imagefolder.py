@@ -1,7 +1,8 @@
 """``imagefolder:PATH``: people's own images in torchvision's ImageFolder layout, decoded once and cached.
 
 Layouts: ``PATH/train/<class>/...`` and ``PATH/test/<class>/...`` (the splits as given), or ``PATH/<class>/...``
-(one tree, split per class by a seeded fraction). Every file whose extension torchvision's ImageFolder takes
+(one tree, split per class by a seeded fraction; ``train/`` and ``test/`` are the splits only when they hold class
+folders, and classes of that tree when they hold images). Every file whose extension torchvision's ImageFolder takes
 (``.jpg``, ``.png``, ``.webp``, ...) in a class folder or below it is an image of that class; class folders sort by
 name into labels 0, 1, .... Class names are the folder names, or the lines of ``PATH/classnames.txt``: one name per
 class folder, in that sorted order. A split lists its images with the classes interleaved in proportion
@@ -243,10 +244,12 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float | Non
     if not root.is_dir():
         raise BenchError(f"image folder {root} is not a folder; name a folder of class folders (imagefolder:PATH)")
     halves = [s for s in ("train", "test") if (root / s).is_dir()]
-    if len(halves) == 1 and _class_folders(root) != set(halves) and not _class_folders(root / halves[0]):
-        # one tree in which a class is named train or test (CIFAR-100 has a class "train"): that folder holds
-        # images beside other class folders, where a split's folder holds class folders (train/ beside val/ is not
-        # a tree of two classes)
+    if halves and not any(_class_folders(root / s) for s in halves) and \
+            (len(halves) == 2 or _class_folders(root) != set(halves)):
+        # one tree in which classes are named train or test (CIFAR-100 has a class "train"): those folders hold
+        # images, where a split's folder holds class folders (train/ of class folders beside val/ is not a tree of
+        # two classes, nor is train/ beside a test/ of images). A lone train/ of images is a split without its test/
+        # still: as a tree it would be one class, no dataset to classify.
         halves = []
     if len(halves) == 1:
         missing = "test" if halves == ["train"] else "train"

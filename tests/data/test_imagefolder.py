@@ -280,3 +280,40 @@ def test_a_class_named_train_in_one_tree_is_a_class_not_a_split(tmp_path):
     (tmp_path / "pets" / "test").rename(tmp_path / "pets" / "val")
     with pytest.raises(BenchError, match="has train/ but no test/"):
         load_imagefolder(tmp_path / "pets", "test")
+
+
+@pytest.mark.parametrize("others", [("bus",), ()], ids=["beside-other-classes", "alone"])
+def test_classes_named_train_and_test_in_one_tree_are_classes_not_the_splits(tmp_path, others):
+    """A one-tree folder whose classes include both ``train`` and ``test`` (with or without other classes): each of
+    those folders holds images, not class folders, so they are two classes split by test_fraction, not a train/
+    and test/ layout that then fails for want of class folders. Folders of class folders stay the splits (the
+    first test), and a train/ of class folders beside a test/ of images is still named as the broken split."""
+    classes = tuple(sorted(("test", "train", *others)))
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(len(classes)), 5)
+    images = rng.integers(0, 256, (len(labels), 32, 32, 3), dtype=np.uint8)
+    write_image_folder(tmp_path / "tree", images, labels, classes)
+    test = load_imagefolder(tmp_path / "tree", "test")  # the default test_fraction, 0.2
+    train = load_imagefolder(tmp_path / "tree", "train", test_fraction=0.2)
+    assert test.classes == train.classes == classes
+    assert np.bincount(test.labels).tolist() == [1] * len(classes)
+    assert np.bincount(train.labels).tolist() == [4] * len(classes)
+    assert test.info == {"data_split": "test_fraction=0.2 split_seed=0"}
+
+    _folder(tmp_path / "pets")
+    import shutil
+
+    shutil.rmtree(tmp_path / "pets" / "test")
+    write_image_folder(tmp_path / "loose", images[:3], np.zeros(3, dtype=np.int64), ("test",))
+    (tmp_path / "loose" / "test").rename(tmp_path / "pets" / "test")  # images directly in test/
+    with pytest.raises(BenchError, match=f"image folder {tmp_path / 'pets' / 'test'} has no class folders"):
+        load_imagefolder(tmp_path / "pets", "train")
+
+
+def test_a_lone_train_folder_of_images_is_still_a_train_split_without_its_test(tmp_path):
+    """``PATH/train/*.png`` and nothing else is a split layout missing test/ (and its class folders), as before: a
+    one-class tree would be no dataset to classify."""
+    write_image_folder(tmp_path / "pets", np.zeros((3, 32, 32, 3), dtype=np.uint8), np.zeros(3, dtype=np.int64),
+                       ("train",))
+    with pytest.raises(BenchError, match="has train/ but no test/"):
+        load_imagefolder(tmp_path / "pets", "train")
