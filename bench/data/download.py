@@ -11,15 +11,21 @@ without it, after waiting for any download that holds it.
 A download killed part way (SIGKILL, Ctrl-C, a full disk) must not leave a partial dataset that the next run takes
 for the whole: torchvision downloads and extracts into a staging folder inside the data folder,
 ``.<title>-download-<pid>-<random>/``, and only when it has finished are the dataset's files and folders moved into
-place, each with one rename (same file system), so a reader finds a folder either missing or complete. The staging
+place, each with one rename (same file system), so a reader finds a folder either missing or complete. Where a
+folder of the dataset is already there (files of an older download that missed some), each file moves into it with
+one rename, so a reader finds a file either missing or complete. A folder or file of the dataset that is a link (a
+dataset kept on a big disk, linked into the data folder) stays a link: what it points to is completed, as a real
+folder is. Where that is another file system, where no rename reaches, each file or folder is copied under a hidden
+name beside its place (``.<title>-download-<pid>-<random>``) and then renamed there: whole again. The staging
 folder goes afterwards with what else torchvision left in it, its archive: with each download in a fresh staging
-folder torchvision would never find it again, and the files it held are what is kept. A staging folder left by a
-killed process is hidden, never read, and removed by the next download of that dataset (under the lock, no other
-download is running).
+folder torchvision would never find it again, and the files it held are what is kept. A staging folder, or a copy
+in the dataset's folders, left by a killed process is hidden, never read, and removed by the next download of that
+dataset (under the lock, no other download is running).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -51,17 +57,20 @@ def download_once(root: Path, title: str, present: Callable[[], bool], download:
         if present():  # the caller this one waited for downloaded them
             return
         made = [p for p in [root, *root.parents] if not p.exists()]  # only without the lock, which makes root
-        staging = None
+        names, staging, prefix = list(names), None, f".{title}-download-"
         try:
             root.mkdir(parents=True, exist_ok=True)
-            if locked:  # no other download of this dataset is running: any staging folder is a killed one's
-                for stale in root.glob(f".{title}-download-*"):
-                    shutil.rmtree(stale, ignore_errors=True)
-            staging = Path(tempfile.mkdtemp(prefix=f".{title}-download-{os.getpid()}-", dir=root))
+            if locked:  # no other download of this dataset is running: any staging folder or copy is a killed one's
+                for stale in _leftovers(root, names, prefix):
+                    if stale.is_dir() and not stale.is_symlink():
+                        shutil.rmtree(stale, ignore_errors=True)
+                    else:
+                        stale.unlink(missing_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=root))
             download(staging)
             for name in names:
                 if (staging / name).exists():
-                    _place(staging / name, root / name)
+                    _place(staging / name, root / name, prefix)
         except Exception:  # noqa: BLE001 - offline, or a mirror failure: the caller says what is missing
             pass
         finally:  # also on Ctrl-C: what was downloaded so far goes
@@ -70,11 +79,61 @@ def download_once(root: Path, title: str, present: Callable[[], bool], download:
             remove_empty(made)
 
 
-def _place(source: Path, target: Path):
-    """Move ``source`` to ``target`` with one rename, or, where a folder is already there (files of an older
-    download that missed some), each file into it with one rename: every file read is whole."""
-    if source.is_dir() and target.is_dir() and not target.is_symlink():
+def _leftovers(root: Path, names: list, prefix: str) -> list:
+    """The staging folders in ``root``, and the copies in the dataset's folders (links followed: the copies go where
+    they point), named with ``prefix``: what killed downloads of the dataset left."""
+    found, seen = list(root.glob(f"{prefix}*")), set()
+    for top in (root / name for name in names):
+        for folder, dirs, files in os.walk(top, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in seen:  # a link back up the tree would walk forever
+                dirs.clear()
+                continue
+            seen.add(real)
+            found += [Path(folder, n) for n in dirs + files if n.startswith(prefix)]
+            dirs[:] = [d for d in dirs if not d.startswith(prefix)]
+    return found
+
+
+def _place(source: Path, target: Path, prefix: str):
+    """Move ``source`` to ``target`` whole, or, where a folder is already there (files of an older download that
+    missed some), each file into it whole: every file read is whole. A link at ``target`` stays, and what it points
+    to is completed or replaced. Across file systems, a copy under a hidden name (``prefix``) beside the target is
+    renamed onto it."""
+    if target.is_symlink():  # a rename onto the link would fail (a folder) or replace it (a file)
+        target = Path(os.path.realpath(target))
+    if source.is_dir() and target.is_dir():
         for child in source.iterdir():
-            _place(child, target / child.name)
-    else:
+            _place(child, target / child.name, prefix)
+        return
+    try:
         os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        _copy_into_place(source, target, prefix)
+
+
+def _copy_into_place(source: Path, target: Path, prefix: str):
+    """``source`` (a file or a folder) copied to a hidden name beside ``target``, then renamed onto it: whole where
+    no rename from ``source`` reaches. A copy stopped by an error or Ctrl-C is removed."""
+    if source.is_dir():
+        copy = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=target.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", dir=target.parent)
+        os.close(fd)
+        copy = Path(name)
+    try:
+        if source.is_dir():
+            shutil.copytree(source, copy, dirs_exist_ok=True)  # its mode and times too, as a rename keeps them
+        else:
+            shutil.copy2(source, copy)
+            with open(copy, "rb+") as f:  # on disk before the rename makes it the file: a crash leaves the copy
+                os.fsync(f.fileno())
+        os.replace(copy, target)
+    except BaseException:
+        if copy.is_dir():
+            shutil.rmtree(copy, ignore_errors=True)
+        else:
+            copy.unlink(missing_ok=True)
+        raise

@@ -2,8 +2,9 @@
 ranks of ``torchrun``) that find a dataset missing at the same time, one downloads while the others wait and then
 read its files; a read never meets files a download is still writing; offline, each gets the one-line error and
 nothing is left behind; a download stopped part way (a full disk, Ctrl-C, SIGKILL) leaves no partial dataset, and the
-next run downloads it again; a dataset that is there is read without writing anything. The downloads are fakes that
-take a moment and write the tests' small archives."""
+next run downloads it again; a dataset that is there is read without writing anything; a dataset's folder that is a
+link (kept on another disk) is completed through it. The downloads are fakes that take a moment and write the tests'
+small archives."""
 import errno
 import fcntl
 import multiprocessing
@@ -286,3 +287,96 @@ def test_a_download_killed_mid_extraction_leaves_no_partial_dataset_and_the_next
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", slow_download(write_cifar10, log, seconds=0))
     np.testing.assert_array_equal(load_cifar10("train", root).images, write_cifar10(tmp_path / "expected")["train"][0])
     assert download_log(log) == ["download"] and os.listdir(root) == ["cifar-10-batches-py"]
+
+
+def _other_disk(monkeypatch, disk: Path):
+    """``disk`` behaves as another file system: a rename into it from outside fails with EXDEV, as between mounts."""
+    replace = os.replace
+
+    def across(src, dst, *args, **kwargs):
+        inside = [f"{os.path.realpath(p)}{os.sep}".startswith(f"{disk.resolve()}{os.sep}")
+                  for p in (os.path.dirname(src), dst)]
+        if inside[0] != inside[1]:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), str(dst))
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", across)
+
+
+def _files(folder: Path) -> list:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# a dataset's folder kept elsewhere: registered name -> torchvision's class, the release, its folder in the data dir
+LINKED = {"cifar10": ("CIFAR10", write_cifar10, "cifar-10-batches-py"),
+          "mnist": ("MNIST", write_mnist, "MNIST")}
+
+
+@pytest.mark.parametrize("disk", ["same-disk", "other-disk"])
+@pytest.mark.parametrize("name", sorted(LINKED))
+def test_a_dataset_folder_that_is_a_link_is_completed_through_the_link(tmp_path, monkeypatch, name, disk):
+    """A user keeps a dataset's folder on a big disk and links it into the data folder; some of its files are
+    missing (CIFAR-10's data_batch_4, MNIST's raw/ altogether). The download completes the folder the link points
+    to, as one into a real folder does, where a rename of the folder onto the link once failed: the link stays, and on
+    another file system (a rename fails with EXDEV) each file is copied in whole, leaving no copy behind."""
+    cls, write, folder = LINKED[name]
+    root, big, log = tmp_path / "data", tmp_path / "big", tmp_path / "log"
+    write(tmp_path / "expected")
+    (big / folder).mkdir(parents=True)
+    if name == "cifar10":
+        write(big)
+        (big / folder / "data_batch_4").unlink()
+    root.mkdir()
+    (root / folder).symlink_to(big / folder, target_is_directory=True)
+    if disk == "other-disk":
+        _other_disk(monkeypatch, big)
+    monkeypatch.setattr(torchvision.datasets, cls, slow_download(write, log, seconds=0))
+    load = (lambda at: load_cifar10("train", at)) if name == "cifar10" else lambda at: load_dataset(name, "train", at)
+    np.testing.assert_array_equal(load(root).images, load(tmp_path / "expected").images)
+    assert download_log(log) == ["download"]
+    assert (root / folder).is_symlink() and os.listdir(root) == [folder]
+    assert _files(big / folder) == _files(tmp_path / "expected" / folder)  # no hidden copy left beside the files
+
+
+def test_a_data_folder_that_is_a_link_receives_the_download(tmp_path, monkeypatch):
+    """``--data-dir`` (or ``$BENCH_DATASETS_DIR``) naming a link to a folder on another disk: the staging folder is
+    made in the linked folder, so the download moves into place there with renames, and the link stays."""
+    root, big, log = tmp_path / "svhn", tmp_path / "big", tmp_path / "log"
+    big.mkdir()
+    root.symlink_to(big, target_is_directory=True)
+    _other_disk(monkeypatch, big)  # staged inside the link: no rename crosses into the other disk
+    monkeypatch.setattr(torchvision.datasets, "SVHN", slow_download(write_svhn, log, seconds=0))
+    assert len(load_dataset("svhn", "test", root)) == len(write_svhn(tmp_path / "expected")["test"][0])
+    assert root.is_symlink() and os.listdir(big) == ["test_32x32.mat"] and download_log(log) == ["download"]
+
+
+def test_a_copy_to_another_disk_killed_part_way_is_never_read_and_the_next_download_removes_it(tmp_path,
+                                                                                            monkeypatch):
+    """A copy into a linked folder on another disk that was killed part way (no cleanup ran) is a hidden file
+    beside the dataset's, named as staging folders are: not a file any reader opens, and the next download of the
+    dataset removes it."""
+    root, big, log = tmp_path / "data", tmp_path / "big", tmp_path / "log"
+    write_cifar10(big)
+    (big / "cifar-10-batches-py" / "data_batch_4").unlink()
+    killed = big / "cifar-10-batches-py" / f".CIFAR-10-download-{os.getpid() + 1}-abc123"
+    killed.write_bytes(b"\x80\x02half a pick")
+    root.mkdir()
+    (root / "cifar-10-batches-py").symlink_to(big / "cifar-10-batches-py", target_is_directory=True)
+    _other_disk(monkeypatch, big)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", slow_download(write_cifar10, log, seconds=0))
+    assert len(load_cifar10("train", root)) == len(write_cifar10(tmp_path / "expected")["train"][0])
+    assert not killed.exists()
+    assert _files(big) == _files(tmp_path / "expected")
+
+
+def test_a_dataset_file_that_is_a_link_to_a_missing_file_stays_a_link_and_gets_the_file(tmp_path, monkeypatch):
+    """SVHN's ``test_32x32.mat`` linked into the data folder from a big disk that no longer holds it: the download
+    writes the file the link names, whole, and leaves the link in place rather than replacing it with the file."""
+    root, big, log = tmp_path / "data", tmp_path / "big", tmp_path / "log"
+    root.mkdir()
+    big.mkdir()
+    (root / "test_32x32.mat").symlink_to(big / "test_32x32.mat")
+    _other_disk(monkeypatch, big)
+    monkeypatch.setattr(torchvision.datasets, "SVHN", slow_download(write_svhn, log, seconds=0))
+    assert len(load_dataset("svhn", "test", root)) == len(write_svhn(tmp_path / "expected")["test"][0])
+    assert (root / "test_32x32.mat").is_symlink() and os.listdir(big) == ["test_32x32.mat"]
