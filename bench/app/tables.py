@@ -13,14 +13,18 @@ FORMATS = ("markdown", "csv", "json")
 def format_table(table, fmt: str) -> str:
     """``table`` as markdown (through tabulate, a declared dependency), CSV or JSON records. Settings that a blank
     in their column made floats (``source_image_size`` beside a row that needed no resize, ``seed`` beside a
-    pretrained model's) read as the integers they are: 96, not 96.0; a blank is blank (null in JSON), not nan."""
+    pretrained model's) read as the integers they are: 96, not 96.0; a blank is blank (null in JSON), not nan, in
+    every column: a metric a row did not measure (``seen_top1`` of a transfer row) too."""
     from ..results.columns import metric_columns
     from ..results.views import as_written, whole_floats
 
     metrics = set(metric_columns(table))
     table = table.copy()
-    for c in [c for c in table.columns if c not in metrics]:
-        if fmt == "markdown":
+    for c in table.columns:
+        if c in metrics:
+            if fmt == "markdown":  # still numbers, which tabulate aligns; None is its blank, NaN it prints as nan
+                table[c] = table[c].astype(object).where(table[c].notna(), None)
+        elif fmt == "markdown":
             table[c] = as_written(table[c])
         elif whole_floats(table[c]):
             table[c] = table[c].astype("Int64")

@@ -203,6 +203,9 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
         raise BenchError(f"{', '.join(unmeasured)}: no value on either side of any pair compared (transfer rows have "
                          f"no training times); compare another metric")
     rows = _decide(pd.DataFrame(records), alpha, correct)
+    # each joined pair of configurations checks its own runs, so two pairs with the same cadences or the same lonely
+    # target say the same sentence: each is said once, in the order first said
+    warnings = list(dict.fromkeys(warnings))
     return Comparison(rows, joined_on, differs, warnings, check_thresholds(rows, fail_on, fail_on_significant),
                       alpha, correct, pairs, targets=pd.DataFrame(targets))
 

@@ -172,7 +172,7 @@ def sort_rows(df: pd.DataFrame, column: str | None, descending: bool | None = No
 
 def fmt_value(value, metric: str | None = None, std=None) -> str:
     """Accuracies as percent with one decimal (``42.1 ± 0.8``); other numbers compactly."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not has_value(value):  # NaN of any float type (a float32 column's is no Python float), None, pd.NA
         return ""
     if metric == "params":
         return f"{value:,.0f}"
@@ -182,7 +182,7 @@ def fmt_value(value, metric: str | None = None, std=None) -> str:
         text = f"{int(value)}"
     else:
         text = f"{value * scale:.{digits}f}" if abs(value * scale) < 1e5 else f"{value * scale:.3g}"
-    if std is not None and not (isinstance(std, float) and math.isnan(std)):
+    if has_value(std):
         text += f" ± {std * scale:.{digits}f}"
     return text
 

@@ -200,6 +200,37 @@ def test_a_transfer_with_an_explicit_set_never_needs_the_datasets_own(tmp_path, 
     assert pd.read_csv(out / "runs.csv").run_id.tolist() == [f"{home}@swatches_bare+seed", home]
 
 
+def test_bench_eval_prints_a_metric_a_transfer_row_did_not_measure_as_a_blank_not_nan(tmp_path, run_cli, capsys,
+                                                                                       tmp_path_factory):
+    """Held-out classes are the run's own dataset's: the transfer row has no seen/unseen/harmonic top-1. In markdown
+    those cells are blank (JSON: null), not the word nan; the measured ones are still numbers."""
+    import json
+    import shutil
+
+    from tests.support.runs import finished_run, run_dir_of
+
+    out = tmp_path / "results"  # a copy: the transfer row is recorded beside the session's finished run
+    shutil.copytree(finished_run(tmp_path_factory.getbasetemp()), out)
+    capsys.readouterr()  # what making the finished run printed is not bench eval's output
+    args = ("eval", run_dir_of(out) / "last.pt", "--dataset", "synthetic,swatches48", "--holdout-classes", "2",
+            "--device", "cpu")
+    printed = {}
+    with bench.testing.plugin_registered(TransferSets()):
+        for fmt in ("markdown", "json"):
+            code, printed[fmt], err = run_cli(*args, "--format", fmt)
+            assert code == 0, err
+    held_out = ("seen_top1", "unseen_top1", "harmonic_top1")
+    rows = {r["eval_dataset"]: r for r in json.loads(printed["json"])}
+    assert [rows["synthetic"][m] is None for m in held_out] == [False] * 3
+    assert [rows["swatches48"][m] is None for m in held_out] == [True] * 3
+    assert "nan" not in {c.strip().lower() for c in printed["markdown"].split("|")}  # no cell reads nan
+    (away,) = [line for line in printed["markdown"].splitlines() if "@swatches48" in line]
+    cells = [c.strip() for c in away.strip().strip("|").split("|")]
+    header = [c.strip() for c in printed["markdown"].splitlines()[0].strip().strip("|").split("|")]
+    assert [cells[header.index(m)] for m in held_out] == ["", "", ""]
+    assert cells[header.index("zeroshot_top1")] != ""
+
+
 def test_a_transfer_row_records_how_its_images_were_resized():
     """A 48-px dataset evaluated by a 32-px model: its row names the interpolation and the images' own size, as a
     run's own row does for its dataset."""

@@ -123,6 +123,18 @@ def test_shown_tables_keep_blanks_blank_and_whole_numbers_whole(tmp_path):
                                      "tokenizer": ["clip_bpe", ""], "zeroshot_top1": ["50.0", "60.0"]}
 
 
+def test_a_missing_metric_of_any_float_type_is_a_blank_cell():
+    """A metric column built from float32 values (an evaluation's) holds numpy NaN, no Python float: its missing
+    value still prints blank, as a Python NaN, None or pandas' NA does, never "nan"; so does a missing std."""
+    import numpy as np
+
+    from bench.results.views import fmt_value
+
+    for missing in (np.float32("nan"), np.float64("nan"), float("nan"), None, pd.NA):
+        assert fmt_value(missing, "seen_top1") == fmt_value(missing, "final_train_loss") == ""
+    assert fmt_value(np.float32(0.5), "seen_top1", np.float32("nan")) == "50.0"
+
+
 def test_aggregate_mean_and_sample_std_over_seeds():
     """Seeds 0.5 and 0.7: mean 0.6, sample std sqrt(0.02); one seed: std NaN."""
     table = pd.DataFrame([make_row("r1", "a", 0, 0.5), make_row("r2", "a", 1, 0.7), make_row("r3", "b", 0, 0.4)])

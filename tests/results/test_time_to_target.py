@@ -153,6 +153,24 @@ def test_compare_warns_when_the_times_to_target_come_from_runs_evaluated_at_diff
     assert warnings(2, 2) == []
 
 
+def test_compare_prints_each_warning_once_however_many_pairs_raise_it(tmp_path, run_cli):
+    """Two template sets a side are two joined pairs; in each, the runs were evaluated at the same two cadences and
+    one side's runs set a target the other's did not. Each pair finds the same two warnings: bench compare prints
+    each once, in the order found."""
+    for name, encoder, every, targets in (("base", "a", 1, ["zeroshot_top1=0.9"]),
+                                          ("cand", "b", 2, ["zeroshot_top1=0.9", "zeroshot_top1=0.5"])):
+        rows = [{**row, "run_id": f"{name}-{templates}-{row['run_id']}", "seed": row["seed"] + 2 * i,
+                 "templates": templates, "eval_templates": templates, "config_id": f"cfg-{encoder}-{templates}"}
+                for templates in ("seed", "plain") for i, target in enumerate(targets)
+                for row in _rows(f"t{i}-", encoder, [1.0, 2.0], [True] * 2, target=target)]
+        record_eval_every(write_results(tmp_path / name, rows), rows, every)
+    code, _, err = run_cli("compare", tmp_path / "base", tmp_path / "cand")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("bench: warning: ")]
+    assert len(warnings) == len(set(warnings)) == 2, err
+    assert "only one of" in warnings[0] and "every 1 and 2 epochs" in warnings[1]
+
+
 def test_report_warns_in_its_time_to_target_section_when_the_runs_were_evaluated_at_different_cadences(tmp_path):
     """runs.csv has no column for --eval-every, so runs evaluated every 1 and every 2 epochs are one configuration
     of the report, and their median pools times measured at different resolutions: the section says so, naming the
