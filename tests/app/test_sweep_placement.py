@@ -2,6 +2,7 @@
 bad placement is one line naming the option and the fix, exit 2, and the results folder stays as it was.
 
 This machine has no GPU; the GPU count the checks see is set through bench.app.sweep.placement.visible_gpus."""
+import importlib.util
 import socket
 import time
 
@@ -52,7 +53,17 @@ CASES = [
     # with --gpus each worker sees its one GPU as cuda:0: the fix is to drop the index, not to pick a lower one
     ("gpus-with-a-cuda-index-past-the-gpus", 2, ["--gpus", "0,1", "--device", "cuda:3"], None,
      "--gpus gives each worker one GPU as cuda:0; drop --device cuda:3"),
-    ("zero-workers", 0, ["--workers", "0"], None, "--workers must be a whole number of at least 1"),
+    # by default a sweep whose runs may use CUDA gives each worker one GPU, seen as cuda:0, so a run pinned to
+    # cuda:N (a grid or a point that sets device) would fail at its start in every worker but one
+    ("default-workers-with-a-cuda-index-in-the-grid", 2, [],
+     "lr = [0.001, 0.002]\ndevice = ['cuda', 'cuda:1']\n[[exclude]]\nlr = 0.001\ndevice = 'cuda:1'\n[[exclude]]\n"
+     "lr = 0.002\ndevice = 'cuda'\n",
+     "the runs mix --device cuda:1 with --device cuda, and with cuda among them each worker gets one of this "
+     "machine's 2 GPUs, seen as cuda:0; drop the index (use cuda)"),
+    ("default-workers-with-a-point-on-cuda-index", 2, [], "[[include]]\ndevice = 'cuda:1'\nseed = 7\n",
+     "the runs mix --device cuda:1 with --device auto"),
+    ("default-workers-with-a-cuda-index-past-the-gpus", 3, ["--workers", "2"], "device = ['auto', 'cuda:5']\n",
+     "the runs mix --device cuda:5 with --device auto"),
     ("negative-workers", 0, ["--workers", "-2"], None, "--workers must be a whole number of at least 1 (worker processes on this machine), got -2"),
     ("more-workers-than-runs", 0, ["--workers", "3"], None,
      "--workers 3 starts more workers than the plan has runs (2); use --workers 2 or fewer"),
@@ -68,6 +79,29 @@ CASES = [
      "--gpus-per-run must be between 0 and 8"),
     ("no-gpu-for-cuda-runs", 1, ["--launcher", "ray", "--gpus-per-run", "0", "--device", "cuda"], None,
      "--gpus-per-run 0 gives each run no GPU, but the runs use --device cuda"),
+    # a Ray task sees the GPUs it gets, numbered from cuda:0; a local Ray has this machine's GPUs only
+    ("cuda-on-a-local-ray-without-gpu", 0, ["--launcher", "ray", "--device", "cuda"], None,
+     "the runs use --device cuda, and torch sees no GPU on this machine for the local Ray; use --device cpu or auto"),
+    ("ray-task-with-a-cuda-index-past-its-gpu", 2, ["--launcher", "ray", "--device", "cuda:1"], None,
+     "--gpus-per-run 1 (the default) gives each Ray task 1 GPU(s), numbered from cuda:0, but the runs use --device "
+     "cuda:1; drop the index"),
+    ("ray-fraction-with-a-cuda-index", 2, ["--launcher", "ray", "--gpus-per-run", "0.5", "--device", "cuda:1"], None,
+     "--gpus-per-run 0.5 gives each Ray task 1 GPU(s), numbered from cuda:0"),
+    ("ray-cluster-default-no-gpu-for-cuda-runs", 0,
+     ["--launcher", "ray", "--ray-address", "127.0.0.1:9", "--device", "cuda"], None,
+     "--gpus-per-run 0 (the default: torch sees no GPU on this machine) gives each run no GPU, but the runs use "
+     "--device cuda; give them GPUs (e.g. --gpus-per-run 1)"),
+    # a Slurm job sees the GPUs it asks for, numbered from cuda:0; submitit's local cluster none when it asks none
+    ("slurm-job-without-gpu-for-cuda-runs", 0, ["--launcher", "slurm", "--slurm", "gpus_per_job=0", "--device",
+                                                "cuda"], None,
+     "slurm gpus_per_job is 0, so each job gets no GPU, but the runs use --device cuda; set slurm gpus_per_job=1"),
+    ("file-slurm-local-unset-gpus-for-cuda-runs", 0, ["--device", "cuda:0"],
+     "[sweep]\nlauncher = 'slurm'\n[slurm]\ncluster = 'local'\n",
+     "slurm gpus_per_job is not set, so each job gets no GPU, but the runs use --device cuda:0"),
+    ("slurm-job-with-a-cuda-index-past-its-gpus", 0, ["--launcher", "slurm", "--slurm", "gpus_per_job=2",
+                                                      "--device", "cuda:2"], None,
+     "slurm gpus_per_job 2 gives each job 2 GPU(s), numbered from cuda:0, but the runs use --device cuda:2; drop "
+     "the index"),
     ("gpus-per-run-without-ray", 1, ["--gpus-per-run", "0.5"], None,
      "--gpus-per-run applies to --launcher ray only, and this sweep uses --launcher local"),
     ("ray-address-without-ray", 0, ["--ray-address", "auto"], None, "--ray-address applies to --launcher ray only"),
@@ -159,6 +193,28 @@ def test_defaults_resolve_to_one_worker_per_visible_gpu(gpus):
     assert (placed.gpus, placed.workers) == (None, 1)
     placed = check_placement(read_placement({"gpus": 0}, {}, {}, ()), cfgs)  # a file's bare index
     assert (placed.gpus, placed.workers) == (["0"], 1)
+
+
+def test_a_gpu_index_that_the_runs_process_sees_passes(gpus):
+    """cuda:N is refused only where the process that trains the run cannot see GPU N: runs that all name their GPU
+    run in the one process that sees every GPU, a Ray task or Slurm job with 2 GPUs has cuda:1, and a Slurm
+    cluster (not submitit's local one) may give a job GPUs it did not ask for."""
+    from bench.app.sweep.placement import check_placement, read_placement
+    from bench.config import make_config
+
+    gpus(2)
+    pinned = [make_config("smoke", seed=s, device=f"cuda:{s}") for s in range(2)]
+    placed = check_placement(read_placement({}, {}, {}, ()), pinned)
+    assert (placed.gpus, placed.workers) == (None, 1)
+    placed = check_placement(read_placement({}, {"workers": 2}, {}, ()), pinned)
+    assert (placed.gpus, placed.workers) == (None, 2)  # workers that see every GPU
+    if importlib.util.find_spec("ray"):
+        assert check_placement(read_placement({}, {"launcher": "ray", "gpus_per_run": 2}, {}, ()),
+                               pinned).gpus_per_run == 2
+    if importlib.util.find_spec("submitit"):
+        check_placement(read_placement({}, {"launcher": "slurm"}, {"gpus_per_job": 2}, ()), pinned)
+        gpus(0)
+        check_placement(read_placement({}, {"launcher": "slurm"}, {"cluster": "slurm"}, ()), pinned)
 
 
 def test_a_worker_gets_the_gpu_its_index_names_under_cuda_visible_devices(monkeypatch):

@@ -14,6 +14,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, replace
 
 from ...errors import BenchError
@@ -127,6 +128,8 @@ def check_placement(placement: Placement, cfgs) -> Placement:
                 # it refuses the num_cpus bench gives the local Ray it starts, so the sweep asks for auto instead
                 address = "auto"
             checked = replace(placement, gpus_per_run=_ray_gpus(placement, devices), ray_address=address)
+        else:
+            _check_slurm_gpus(placement.slurm or {}, devices)
         module, name = EXTRAS[placement.launcher]
         if importlib.util.find_spec(module) is None:
             raise BenchError(f"--launcher {placement.launcher} needs {name}; install it with: "
@@ -139,12 +142,13 @@ def check_placement(placement: Placement, cfgs) -> Placement:
     if cuda and not n:  # on this machine every run would fail at its start, one by one
         raise BenchError(f"the runs use --device {cuda[0]}, and torch sees no GPU on this machine; use --device cpu "
                          f"or auto, or --launcher ray|slurm to run them where there are GPUs")
-    # cuda:N past the GPUs there are; with --gpus each worker sees its GPU as cuda:0, and _local_gpus says so
-    absent = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= n] if placement.gpus is None else []
+    gpus = _local_gpus(placement, devices)
+    # cuda:N past the GPUs there are, where the runs see them all; a worker given one GPU (--gpus, or by default)
+    # sees it as cuda:0, and _local_gpus refused any index there
+    absent = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= n] if gpus is None else []
     if absent:
         raise BenchError(f"the runs use --device {absent[0]}, and torch sees {n} GPU(s) on this machine, numbered "
                          f"from 0; use --device cuda:0 to cuda:{n - 1}, or auto")
-    gpus = _local_gpus(placement, devices)
     workers = placement.workers or (len(gpus) if gpus else 1)
     if workers > runs:
         raise BenchError(f"{label('workers')} {workers} starts more workers than the plan has runs ({runs}); use "
@@ -156,11 +160,19 @@ def _local_gpus(placement: Placement, devices: set) -> list[str] | None:
     """The GPU of each local worker: ``--gpus`` checked against the GPUs torch sees; by default every visible GPU
     when there are several and the runs may use CUDA."""
     label, value = placement.label("gpus"), placement.gpus
+    indexed = sorted(d for d in devices if d.startswith("cuda:"))
     if value is None:
-        if not devices & {"auto", "cuda"}:
+        shared = sorted(devices & {"auto", "cuda"})
+        n = visible_gpus() if shared else 0
+        if n < 2:
             return None
-        n = visible_gpus()
-        return [str(i) for i in range(n)] if n > 1 else None
+        # a worker sees its one GPU as cuda:0, so a run pinned to cuda:N would fail at its start (N >= 1) or land on
+        # whichever GPU its worker has (N = 0); runs that all name their GPU keep the one process that sees them all
+        if indexed:
+            raise BenchError(f"the runs mix --device {indexed[0]} with --device {shared[0]}, and with {shared[0]} "
+                             f"among them each worker gets one of this machine's {n} GPUs, seen as cuda:0; drop the "
+                             f"index (use {shared[0]}), or give every run a cuda:N to run them in one process")
+        return [str(i) for i in range(n)]
     shown = value if value == "all" else ",".join(value)
     n = visible_gpus()
     if not n:
@@ -175,7 +187,6 @@ def _local_gpus(placement: Placement, devices: set) -> list[str] | None:
     if cpu:
         raise BenchError(f"{label} gives each worker a GPU, but the runs use --device cpu; drop {label} (use "
                          f"--workers N for CPU workers) or --device cpu")
-    indexed = sorted(d for d in devices if d.startswith("cuda:"))
     if indexed:
         raise BenchError(f"{label} gives each worker one GPU as cuda:0; drop --device {indexed[0]} (use auto or cuda)")
     return gpus
@@ -183,11 +194,18 @@ def _local_gpus(placement: Placement, devices: set) -> list[str] | None:
 
 def _ray_gpus(placement: Placement, devices: set) -> float:
     """GPUs per Ray task: 1 when torch sees a GPU, else 0; a local Ray (no ``--ray-address``) has only this
-    machine's GPUs to give."""
+    machine's GPUs to give. Ray sets a task's ``CUDA_VISIBLE_DEVICES`` to the GPUs it gets, numbered from cuda:0."""
     label, value = placement.label("gpus_per_run"), placement.gpus_per_run
     n = visible_gpus()
-    if value is None:
-        return 1 if n else 0
+    cuda = sorted(d for d in devices if d.startswith("cuda"))
+    if placement.ray_address is None and cuda and not n:  # as on the local launcher: every run would fail at start
+        raise BenchError(f"the runs use --device {cuda[0]}, and torch sees no GPU on this machine for the local Ray; "
+                         f"use --device cpu or auto, or --ray-address of a cluster with GPUs")
+    default = value is None
+    if default:
+        value = 1 if n else 0
+    shown = f"{label} {value:g}" + (" (the default: torch sees no GPU on this machine)" if default and not n else
+                                    " (the default)" if default else "")
     if placement.ray_address is None:
         if value > 0 and not n:
             raise BenchError(f"{label} {value:g}: this machine has no GPU for the local Ray to share; use "
@@ -195,11 +213,33 @@ def _ray_gpus(placement: Placement, devices: set) -> float:
         if value > n:
             raise BenchError(f"{label} {value:g}: no run could start, this machine has {n} GPU(s) for the local "
                              f"Ray; use {label} {n} or less")
-    cuda = sorted(d for d in devices if d.startswith("cuda"))
     if value == 0 and cuda:
-        raise BenchError(f"{label} 0 gives each run no GPU, but the runs use --device {cuda[0]}; give them GPUs "
+        raise BenchError(f"{shown} gives each run no GPU, but the runs use --device {cuda[0]}; give them GPUs "
                          f"(e.g. {label} 1) or use --device auto")
+    seen = max(1, math.ceil(value))  # a fraction is a share of one GPU
+    past = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= seen]
+    if past:
+        raise BenchError(f"{shown} gives each Ray task {seen} GPU(s), numbered from cuda:0, but the runs use "
+                         f"--device {past[0]}; drop the index (use cuda or auto)")
     return value
+
+
+def _check_slurm_gpus(slurm: dict, devices: set):
+    """A job sees the ``gpus_per_job`` GPUs it asks for, numbered from cuda:0 (Slurm and submitit's local cluster
+    set its ``CUDA_VISIBLE_DEVICES`` to them; the local cluster to none when it asks for none)."""
+    cuda = sorted(d for d in devices if d.startswith("cuda"))
+    given = slurm.get("gpus_per_job")
+    # no cluster named: submitit picks Slurm where srun is on the PATH, else its local cluster
+    cluster = slurm.get("cluster") or ("slurm" if shutil.which("srun") else "local")
+    if not cuda or cluster == "debug" or (given is None and cluster != "local"):
+        return  # a Slurm partition may give a job GPUs it did not ask for; debug runs the jobs in this process
+    if not given:
+        raise BenchError(f"slurm gpus_per_job is {'not set' if given is None else 0}, so each job gets no GPU, but "
+                         f"the runs use --device {cuda[0]}; set slurm gpus_per_job=1 (or more) or use --device auto")
+    past = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= given]
+    if past:
+        raise BenchError(f"slurm gpus_per_job {given} gives each job {given} GPU(s), numbered from cuda:0, but the "
+                         f"runs use --device {past[0]}; drop the index (use cuda or auto)")
 
 
 def _count(value, label: str, what: str) -> int:
