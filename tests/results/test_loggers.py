@@ -248,3 +248,26 @@ def test_a_run_holding_classes_out_logs_seen_unseen_and_harmonic_top1(tmp_path, 
         assert scalars[f"hparams/{column}"] == [(int(hist["step"].iloc[-1]), float(np.float32(row[column])))]
     started = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
     assert b"holdout_classes" in started and b"blue,red" in started
+
+
+def test_the_final_metrics_carry_the_top1_without_test_time_views_only_where_the_row_has_it():
+    """An airbench row's zeroshot_top1_no_tta (what its averaged test-time views add) goes to the loggers' final
+    metrics beside zeroshot_top1; a row without it (an encoder with no such views: blank) logs no such metric."""
+    from bench.results.loggers import RunLoggers
+
+    class Recorder:
+        name = "recorder"
+
+        def __init__(self):
+            self.finished = []
+
+        def finish(self, step, hparams, metrics, figure):
+            self.finished.append(metrics)
+
+    recorder = Recorder()
+    loggers = RunLoggers([recorder])
+    loggers.finish({"encoder": "airbench", "zeroshot_top1": 0.62, "zeroshot_top1_no_tta": 0.6}, 8, None)
+    loggers.finish({"encoder": "modified_resnet", "zeroshot_top1": 0.5, "zeroshot_top1_no_tta": float("nan")}, 8, None)
+    with_views, without = recorder.finished
+    assert with_views["zeroshot_top1_no_tta"] == 0.6 and with_views["zeroshot_top1"] == 0.62
+    assert "zeroshot_top1_no_tta" not in without and without["zeroshot_top1"] == 0.5
