@@ -15,6 +15,10 @@ TINY_RUN = ["--dataset", "synthetic", "--preset", "smoke", "--epochs", "1", "--l
 FLAGS_FORM = ["sweep", "--encoder", "modified_resnet", "--seeds", "0,1", *TINY_RUN]
 
 
+# a grid of seeds 0 and 1, and a point of its own that trains under --deterministic: three distinct runs
+MIXED = "[[include]]\nseed = 7\ndeterministic = true\n"
+
+
 def _sweep_file(tmp_path, table: str) -> str:
     path = tmp_path / "s.toml"
     path.write_text(f"[base]\nout = '{tmp_path / 'res'}'\n[grid]\nseed = [0, 1]\n{table}")
@@ -129,6 +133,17 @@ CASES = [
     ("file-slurm-cluster", 0, [], "[sweep]\nlauncher = 'slurm'\n[slurm]\ncluster = 'aws'\n",
      "slurm cluster must be slurm, local or debug, got 'aws'"),
     ("flag-over-file", 1, ["--gpus", "3"], "[sweep]\ngpus = '0'\n", "--gpus 3: there is no GPU 3"),
+    # deterministic is a setting of the whole process: refused where one process trains several of the runs
+    ("deterministic-mixed-in-this-process", 0, [], MIXED,
+     "deterministic varies within the sweep (true for 1 of 3 runs), and it is a setting of the whole process, "
+     "where --launcher local trains several runs in one process (this one, or each worker); run the "
+     "deterministic runs as a sweep of their own, or use --launcher ray or slurm (each process given runs of one "
+     "setting)"),
+    ("deterministic-mixed-concurrent", 0, ["--concurrent", "3"], MIXED, "--launcher local trains several runs in one"),
+    ("deterministic-mixed-workers", 0, ["--workers", "2"], MIXED, "--launcher local trains several runs in one"),
+    ("deterministic-mixed-slurm-debug", 0, [], f"{MIXED}[sweep]\nlauncher = 'slurm'\n[slurm]\ncluster = 'debug'\n",
+     "where slurm cluster debug runs every job in this process; run the deterministic runs as a sweep of their "
+     "own, or use cluster local or slurm"),
     ("ray-address-without-port", 0, ["--launcher", "ray", "--ray-address", "head-node"], None,
      "--ray-address head-node: not a Ray address; give auto, HOST:PORT or ray://HOST:PORT"),
     ("file-ray-address-bad-port", 0, [], "[sweep]\nlauncher = 'ray'\nray_address = 'head:gcs'\n",
@@ -163,6 +178,113 @@ def test_a_rejected_placement_leaves_an_existing_results_folder_byte_identical(t
     code, _, err = run_cli(*FLAGS_FORM, "--no-checkpoints", "--out", out, "--workers", "9")
     assert code == 2 and "more workers than the plan has runs" in err
     assert _snapshot(out) == before
+
+
+def test_a_refused_mix_of_deterministic_leaves_an_existing_results_folder_byte_identical(tmp_path, run_cli, gpus):
+    """The sweep run once, then with a --deterministic point added: refused before the results folder is touched
+    (the refusal came after the folder was made, from the runner, and once workers had started)."""
+    gpus(0)
+    out = tmp_path / "res"
+    code, _, err = run_cli("sweep", _sweep_file(tmp_path, ""), *TINY_RUN, "--no-checkpoints")
+    assert code == 0, err
+    before = _snapshot(out)
+    for extra in ([], ["--workers", "2"], ["--concurrent", "2"]):
+        code, stdout, err = run_cli("sweep", _sweep_file(tmp_path, MIXED), *TINY_RUN, "--no-checkpoints", *extra)
+        assert code == 2 and err.count("\n") == 1 and "deterministic varies within the sweep" in err, err
+        assert stdout == ""
+    assert _snapshot(out) == before
+
+
+def test_a_mix_of_deterministic_passes_where_each_run_has_a_process_of_its_own(gpus):
+    """A Ray task (one process per run for such a plan), a Slurm job (its runs agree, test below) on a cluster or
+    submitit's local one, and a plan that agrees on deterministic anywhere: accepted."""
+    from bench.app.sweep.placement import check_placement, read_placement
+    from bench.config import make_config
+
+    gpus(0)
+    mixed = [make_config("smoke", seed=s, device="cpu", deterministic=s == 2) for s in range(3)]
+    agreed = [make_config("smoke", seed=s, device="cpu", deterministic=True) for s in range(3)]
+    with pytest.raises(Exception, match="deterministic varies"):
+        check_placement(read_placement({}, {}, {}, ()), mixed)
+    assert check_placement(read_placement({}, {"concurrent": 3}, {}, ()), agreed).workers == 1
+    if importlib.util.find_spec("ray"):
+        assert check_placement(read_placement({}, {"launcher": "ray"}, {}, ()), mixed).gpus_per_run == 0
+    if importlib.util.find_spec("submitit"):
+        for cluster, runs_per_job in (("local", 1), ("slurm", 2)):
+            slurm = {"cluster": cluster, "runs_per_job": runs_per_job}
+            check_placement(read_placement({}, {"launcher": "slurm"}, slurm, ()), mixed)
+        with pytest.raises(Exception, match="slurm cluster debug runs every job in this process"):
+            check_placement(read_placement({}, {"launcher": "slurm"}, {"cluster": "debug"}, ()), mixed)
+        check_placement(read_placement({}, {"launcher": "slurm"}, {"cluster": "debug"}, ()), agreed)
+
+
+def test_the_runs_of_one_slurm_job_agree_on_deterministic():
+    """A job's process trains its runs_per_job runs under one setting: a mixed plan is cut into jobs of one
+    setting each; a plan that agrees is cut in its order, as before."""
+    from bench.app.sweep.launchers import job_chunks
+    from bench.app.sweep.plan import Planned
+    from bench.config import make_config
+
+    flags = [False, True, False, True, True]
+    todo = [Planned(make_config("smoke", seed=i, deterministic=d), f"r{i}") for i, d in enumerate(flags)]
+    chunks = job_chunks(todo, 2)
+    assert [[p.run_id for p in c] for c in chunks] == [["r0", "r2"], ["r1", "r3"], ["r4"]]
+    assert all(len({p.cfg.deterministic for p in c}) == 1 for c in chunks)
+    same = [Planned(make_config("smoke", seed=i), f"r{i}") for i in range(5)]
+    assert [[p.run_id for p in c] for c in job_chunks(same, 2)] == [["r0", "r1"], ["r2", "r3"], ["r4"]]
+
+
+def test_a_ray_task_holds_its_runs_deterministic_setting(monkeypatch, tmp_path):
+    """Each Ray task runs under its own run's --deterministic (before, a task held none: a Ray run asked for
+    deterministic kernels got the default ones), and the previous settings come back after it."""
+    import torch
+
+    from bench.app.sweep import launchers
+    from bench.app.sweep.in_process import Outcome
+    from bench.config import make_config
+    from bench.host import manager
+
+    seen = []
+
+    def fake_run(p, stop):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return Outcome(p, "done")
+
+    monkeypatch.setattr(launchers, "run_planned", fake_run)
+    monkeypatch.setattr(manager, "set_host", lambda host: None)  # keep this process's host as it is
+    before = torch.are_deterministic_algorithms_enabled()
+    for deterministic in (True, False):
+        cfg = make_config("smoke", out=str(tmp_path), device="cpu", deterministic=deterministic)
+        launchers.run_payload({"config": cfg.to_dict(), "run_id": "r", "cwd": str(tmp_path)}, ((), ()))
+    assert seen == [True, before] and torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_a_ray_sweep_that_mixes_deterministic_gives_each_run_a_process_of_its_own(monkeypatch, tmp_path):
+    """Ray runs task after task in one worker process unless told otherwise; a plan that mixes deterministic asks
+    for a fresh process per task (max_calls=1), and a plan that agrees keeps Ray's reuse."""
+    ray = pytest.importorskip("ray")
+    from bench.app.sweep.launchers import ray_sweep
+    from bench.app.sweep.placement import Placement
+    from bench.app.sweep.plan import Planned
+    from bench.config import make_config
+
+    class Stop(Exception):
+        pass
+
+    asked = []
+
+    def remote(*args, **kwargs):
+        asked.append(kwargs.get("max_calls"))
+        raise Stop
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # no Ray started
+    monkeypatch.setattr(ray, "remote", remote)
+    for flags, wanted in (((False, True), 1), ((True, True), None)):
+        planned = [Planned(make_config("smoke", out=str(tmp_path), seed=i, deterministic=d), f"r{i}")
+                   for i, d in enumerate(flags)]
+        with pytest.raises(Stop):
+            ray_sweep(planned, Placement(launcher="ray", gpus_per_run=0), ((), ()))
+        assert asked.pop() == wanted
 
 
 def test_a_dry_run_checks_the_form_of_placement_but_not_this_machines_gpus(tmp_path, run_cli, gpus):

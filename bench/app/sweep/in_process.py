@@ -154,19 +154,16 @@ def _build(p: Planned, stop):
 
 
 def run_plan(planned: list[Planned], concurrent: int = 1, echo=print) -> list[Outcome]:
-    """Every planned run not yet done, ``concurrent`` at a time in this process; returns their outcomes.
+    """Every planned run not yet done, ``concurrent`` (at least 1, checked by :func:`.placement.read_placement`)
+    at a time in this process; returns their outcomes.
 
     Raises :class:`~bench.errors.Interrupted` after a stop request, once every run in flight has saved.
     """
-    if concurrent < 1:
-        raise BenchError(f"--concurrent must be at least 1, got {concurrent}")
-    if len({p.cfg.deterministic for p in planned}) > 1:
-        raise BenchError("deterministic varies within the sweep, but it is a setting of the whole process; "
-                         "run the deterministic runs as a sweep of their own")
     if concurrent > 1:  # bars of several runs would garble each other: one line per epoch instead
         planned = [replace(p, cfg=replace(p.cfg, progress=False)) for p in planned]
     progress = SweepProgress(planned, concurrent, echo)
     outcomes: list[Outcome] = []
+    # one setting for the process: check_placement refused a plan whose runs here would not agree on it
     with deterministic_mode(planned[0].cfg.deterministic if planned else False), stop_on_signal() as stop:
         if concurrent == 1:
             for p in planned:

@@ -18,6 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
+from ...engine.determinism import deterministic_mode
 from ...engine.faults import stop_on_signal
 from ...errors import BenchError
 from .in_process import Outcome, SweepProgress, run_plan, run_planned
@@ -161,8 +162,9 @@ def run_payload(payload: dict, plugins) -> dict:
     _enter(payload)
     p = Planned(RunConfig.from_dict(payload["config"]), payload["run_id"], payload.get("varying", {}))
     # a stop request (Ray's cancel arrives as a SIGINT in the task's thread) from the start, not only once training
-    # runs: the run stops at its next step with its checkpoint saved, its outcome "stopped"
-    with stop_on_signal() as stop:
+    # runs: the run stops at its next step with its checkpoint saved, its outcome "stopped"; and the run's own
+    # --deterministic, which the task held for no run before (run_planned leaves it to its caller)
+    with stop_on_signal() as stop, deterministic_mode(p.cfg.deterministic):
         return run_planned(p, stop).to_dict()
 
 
@@ -194,7 +196,11 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
             raise BenchError(f"{placement.label('ray_address')} {address}: Ray could not connect "
                              f"({one_line_cause(exc)}); check the address, or leave it out to start a local Ray "
                              f"for the sweep") from None
-    task = ray.remote(run_payload).options(num_gpus=float(gpus_per_run), num_cpus=1, max_retries=0)
+    # Ray runs task after task in one worker process; where the runs disagree on deterministic, a setting of the
+    # whole process, each gets a process of its own (max_calls=1; Ray takes it only from ray.remote, not options)
+    mixed = len({p.cfg.deterministic for p in planned}) > 1
+    remote = ray.remote(max_calls=1)(run_payload) if mixed else ray.remote(run_payload)
+    task = remote.options(num_gpus=float(gpus_per_run), num_cpus=1, max_retries=0)
     plugins = _absolute_plugins(plugins)
     todo = [p for p in planned if run_state(p).name != DONE]
     by_id = {p.run_id: p for p in planned}
@@ -283,6 +289,13 @@ class SlurmJob:
         return submitit.helpers.DelayedSubmission(SlurmJob(self.payloads, self.plugins, self.concurrent))
 
 
+def job_chunks(todo: list[Planned], runs_per_job: int) -> list[list[Planned]]:
+    """``todo`` in order, ``runs_per_job`` runs to a job; the runs of one job agree on ``deterministic``, a setting
+    of the whole process (a plan that agrees on it is cut as it comes)."""
+    groups = [[p for p in todo if p.cfg.deterministic == d] for d in (False, True)]
+    return [g[i:i + runs_per_job] for g in groups for i in range(0, len(g), runs_per_job)]
+
+
 def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, echo=print) -> list[Outcome]:
     """The runs not yet done as a submitit job array, ``runs_per_job`` runs per job; waits for every job.
     ``slurm``: the settings :func:`.placement.read_placement` checked."""
@@ -299,7 +312,7 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name="bench-sweep", **{SLURM_PARAMETERS[k]: v for k, v in slurm.items()
                                                        if k in SLURM_PARAMETERS})
-    chunks = [todo[i:i + runs_per_job] for i in range(0, len(todo), runs_per_job)]
+    chunks = job_chunks(todo, runs_per_job)
     plugins = _absolute_plugins(plugins)
     jobs = []
     with executor.batch():  # one job array

@@ -4,9 +4,9 @@ the flags typed over them (``--concurrent``, ``--workers``, ``--gpus``, ``--laun
 
 :func:`read_placement` checks each value's form and range, which holds on any machine (so ``--dry-run`` checks
 it too). :func:`check_placement` then checks the settings against this machine (its GPUs, the launcher's
-package, whether a ``--ray-address`` answers) and the plan (how many runs, on which device), and resolves the
-defaults. Every failure is one line naming the option and the fix. The GPU count is read through
-:func:`visible_gpus` only, so tests can set it.
+package, whether a ``--ray-address`` answers) and the plan (how many runs, on which device, whether the runs
+that share a process agree on ``deterministic``), and resolves the defaults. Every failure is one line naming
+the option and the fix. The GPU count is read through :func:`visible_gpus` only, so tests can set it.
 """
 from __future__ import annotations
 
@@ -119,6 +119,7 @@ def check_placement(placement: Placement, cfgs) -> Placement:
     ``workers`` a count, ``gpus`` the indices of a worker's GPU each (or None), ``gpus_per_run`` a number."""
     label, runs = placement.label, len(cfgs)
     devices = {c.device for c in cfgs}
+    _check_one_mode(placement, cfgs)
     if placement.launcher in EXTRAS:
         checked = placement
         if placement.launcher == "ray":
@@ -154,6 +155,26 @@ def check_placement(placement: Placement, cfgs) -> Placement:
         raise BenchError(f"{label('workers')} {workers} starts more workers than the plan has runs ({runs}); use "
                          f"{label('workers')} {runs} or fewer")
     return replace(placement, gpus=gpus, workers=workers)
+
+
+def _check_one_mode(placement: Placement, cfgs):
+    """``deterministic`` is a setting of the whole process (torch reads the cuBLAS workspace setting once, when a
+    process first uses cuBLAS), so the runs that one process trains must agree on it: every run under the local
+    launcher (this process, or each ``--workers``/``--gpus`` worker, which claims runs from the whole plan) and
+    every job on submitit's debug cluster (this process). A Ray task is a process of its own for a mixed plan
+    (:func:`.launchers.ray_sweep`), and a Slurm job's runs agree on it (:func:`.launchers.job_chunks`)."""
+    on = sum(1 for c in cfgs if c.deterministic)
+    if not 0 < on < len(cfgs):
+        return
+    mixed = (f"deterministic varies within the sweep (true for {on} of {len(cfgs)} runs), and it is a setting of the "
+             f"whole process")
+    own = "run the deterministic runs as a sweep of their own"
+    if placement.launcher == "local":
+        raise BenchError(f"{mixed}, where --launcher local trains several runs in one process (this one, or each "
+                         f"worker); {own}, or use --launcher ray or slurm (each process given runs of one setting)")
+    if placement.launcher == "slurm" and (placement.slurm or {}).get("cluster") == "debug":
+        raise BenchError(f"{mixed}, where slurm cluster debug runs every job in this process; {own}, or use "
+                         f"cluster local or slurm")
 
 
 def _local_gpus(placement: Placement, devices: set) -> list[str] | None:
