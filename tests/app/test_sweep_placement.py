@@ -452,3 +452,24 @@ def test_a_ray_address_that_answers_but_will_not_connect_is_one_line(tmp_path, r
         code, _, stderr = run_cli(*FLAGS_FORM, "--out", tmp_path / "res", "--launcher", "ray", "--ray-address", address)
     assert code == 2 and stderr.count("\n") == 1, stderr
     assert f"--ray-address {address}: Ray could not connect (ConnectionError: ray client connection timeout)" in stderr
+
+
+def test_ray_address_in_the_environment_takes_the_clusters_gpus_not_this_machines(gpus, monkeypatch):
+    """With RAY_ADDRESS set, the sweep joins that cluster, so the GPUs its tasks ask for are the cluster's: a login
+    node without a GPU must not be refused as if it started a local Ray (--gpus-per-run 1 was 'this machine has no
+    GPU for the local Ray to share', --device cuda 'torch sees no GPU on this machine for the local Ray')."""
+    pytest.importorskip("ray")
+    from bench.app.sweep import placement
+    from bench.config import make_config
+    from bench.errors import BenchError
+
+    gpus(0)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    monkeypatch.setattr(placement, "check_reachable", lambda address, label: None)  # no cluster to ask here
+    cuda = [make_config("smoke", seed=s, device="cuda") for s in range(2)]
+    placed = placement.check_placement(placement.read_placement({}, {"launcher": "ray", "gpus_per_run": 1}, {}, ()),
+                                       cuda)
+    assert (placed.gpus_per_run, placed.ray_address) == (1, "auto")
+    # left to its default (this machine's count), each run gets no GPU: the fix named is the cluster's GPUs
+    with pytest.raises(BenchError, match=r"gives each run no GPU, but the runs use --device cuda; give them GPUs"):
+        placement.check_placement(placement.read_placement({}, {"launcher": "ray"}, {}, ()), cuda)

@@ -128,7 +128,9 @@ def check_placement(placement: Placement, cfgs) -> Placement:
                 # ray.init joins RAY_ADDRESS's cluster when given no address, as every Ray tool does; joined that way,
                 # it refuses the num_cpus bench gives the local Ray it starts, so the sweep asks for auto instead
                 address = "auto"
-            checked = replace(placement, gpus_per_run=_ray_gpus(placement, devices), ray_address=address)
+            # the GPUs of the cluster joined, where RAY_ADDRESS names one: not this machine's for a local Ray
+            checked = replace(placement, ray_address=address)
+            checked = replace(checked, gpus_per_run=_ray_gpus(checked, devices))
         else:
             _check_slurm_gpus(placement.slurm or {}, devices)
         module, name = EXTRAS[placement.launcher]
