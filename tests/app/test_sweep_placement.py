@@ -473,3 +473,20 @@ def test_ray_address_in_the_environment_takes_the_clusters_gpus_not_this_machine
     # left to its default (this machine's count), each run gets no GPU: the fix named is the cluster's GPUs
     with pytest.raises(BenchError, match=r"gives each run no GPU, but the runs use --device cuda; give them GPUs"):
         placement.check_placement(placement.read_placement({}, {"launcher": "ray"}, {}, ()), cuda)
+
+
+def test_a_plan_of_fewer_runs_than_gpus_starts_a_worker_per_run(gpus):
+    """By default a sweep starts one worker per GPU; with fewer runs than GPUs (one run, an adaptive sweep's first
+    round) it starts one per run, where it was refused as '--workers 2 starts more workers than the plan has runs'
+    though no --workers was typed. A --workers typed too high is still refused."""
+    from bench.app.sweep.placement import check_placement, read_placement
+    from bench.config import make_config
+    from bench.errors import BenchError
+
+    gpus(2)
+    one = [make_config("smoke", device="auto")]
+    placed = check_placement(read_placement({}, {}, {}, ()), one)
+    assert placed.workers == 1 and placed.gpus == ["0", "1"]
+    assert check_placement(read_placement({}, {"gpus": "all"}, {}, ()), one).workers == 1
+    with pytest.raises(BenchError, match="--workers 2 starts more workers than the plan has runs"):
+        check_placement(read_placement({}, {"workers": 2}, {}, ()), one)

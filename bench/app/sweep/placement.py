@@ -152,7 +152,9 @@ def check_placement(placement: Placement, cfgs) -> Placement:
     if absent:
         raise BenchError(f"the runs use --device {absent[0]}, and torch sees {n} GPU(s) on this machine, numbered "
                          f"from 0; use --device cuda:0 to cuda:{n - 1}, or auto")
-    workers = placement.workers or (len(gpus) if gpus else 1)
+    # one worker per GPU by default, but no more than there are runs: a plan of fewer runs than the machine has GPUs
+    # (one run, or an adaptive sweep's first round) is not a --workers typed too high
+    workers = placement.workers or (min(len(gpus), runs) if gpus else 1)
     if workers > runs:
         raise BenchError(f"{label('workers')} {workers} starts more workers than the plan has runs ({runs}); use "
                          f"{label('workers')} {runs} or fewer")
