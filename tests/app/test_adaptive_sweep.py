@@ -276,6 +276,10 @@ def test_the_metric_check_builds_each_model_configuration_once_on_the_meta_devic
     cfgs = [RunConfig(model=ModelCfg(encoder=e), lr=lr) for e in ("airbench", "airbench_wide") for lr in range(1, 21)]
     check_metric(Until("zeroshot_top1_no_tta", 0.01), cfgs)
     assert devices == ["meta", "meta"]
+    devices.clear()  # a metric every run reports needs no tower at all
+    check_metric(Until("zeroshot_top1", 0.01), cfgs)
+    assert devices == []
+
 
 def test_a_worker_runs_one_round_and_leaves_the_next_to_its_parent(tmp_path, run_cli, monkeypatch):
     launched = []

@@ -71,18 +71,17 @@ def reported_metrics(cfg, towers: dict | None = None) -> list[str]:
     The test-time augmentation is the run's own test (``averages_views`` of the tower as the run builds it), asked
     of the tower built on the meta device (bench.clip.model.reports_without_tta): milliseconds, after torch's
     import, which the sweep's plan pays anyway. ``towers``: a dict kept across calls, so a model configuration
-    that many configurations share is built once."""
+    that many configurations share is built once; None leaves that metric out and builds nothing."""
     from ...clip.model import reports_without_tta
     from ...data.corruptions import CORRUPTIONS
     from ...results.columns import HOLDOUT_METRICS
 
     metrics = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1", "final_train_loss",
                "train_seconds", "train_eval_seconds", "train_images_per_s"]
-    towers = {} if towers is None else towers
     key = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
-    if key not in towers:
+    if towers is not None and key not in towers:
         towers[key] = reports_without_tta(cfg.model)
-    if towers[key]:
+    if towers is not None and towers[key]:
         metrics.insert(1, NO_TTA)
     if "retrieval" in cfg.evals:
         metrics += [f"retrieval_{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
@@ -99,6 +98,8 @@ def check_metric(until: Until, cfgs):
     """Every configuration's runs report ``until.metric``."""
     towers = {}
     for cfg in cfgs:
+        if until.metric != NO_TTA and until.metric in reported_metrics(cfg):
+            continue  # known without building a tower (a plugin's may not build on the meta device: a real build)
         reported = reported_metrics(cfg, towers)
         if until.metric in reported:
             continue
