@@ -513,6 +513,24 @@ def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.slow  # a bench sweep process whose submitit local jobs are processes, then another
+def test_sigterm_to_a_slurm_sweep_stops_its_jobs_with_checkpoints_and_the_same_command_continues(tmp_path):
+    """`kill PID` of a --launcher slurm sweep on submitit's local cluster: each job is asked to stop, its runs in
+    flight save their checkpoints, and the sweep exits 130 saying to run the command again, which continues them.
+    (The sweep died alone with code 143 and no line, and its jobs went on training unseen.)"""
+    pytest.importorskip("submitit")
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n[slurm]\ncluster = 'local'\nruns_per_job = 1\n",
+                      epochs=16)
+    proc, runs = _sweep_with_two_checkpoints(tmp_path, path, "--launcher", "slurm")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "stopping 3 job(s)" in out and "run the same command again" in err, (out, err)
+    time.sleep(1)  # a job still training would write its result.json now
+    assert len(list(runs.glob("*/result.json"))) < 3 and not (tmp_path / "res" / "runs.csv").exists()
+    _same_command_continues(tmp_path, path, "--launcher", "slurm", runs=3)
+
+
 def test_a_preempted_slurm_job_requeues_itself_with_its_runs():
     submitit = pytest.importorskip("submitit")
     from bench.app.sweep.launchers import SlurmJob

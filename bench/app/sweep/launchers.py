@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ...engine.determinism import deterministic_mode
@@ -346,17 +347,48 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
         progress.start(p, "queued")
     echo(f"submitted {len(jobs)} job(s) of {runs_per_job} run(s) each: {', '.join(str(j.job_id) for j in jobs)} "
          f"(logs in {folder.parent if '%j' in folder.name else folder})")
-    outcomes = []
-    for job, chunk in zip(jobs, chunks):
-        try:
-            results = [_outcome(by_id, r) for r in job.result()]
-        except Exception as exc:  # noqa: BLE001 - the job itself failed (killed, node lost): its runs failed
-            from ...errors import one_line_cause
+    outcomes, pending = [], list(zip(jobs, chunks))
+    # Ctrl-C or SIGTERM: each job not yet ended is asked to stop (its runs in flight stop at their next step with
+    # their checkpoints saved) and the sweep waits for them, then exits 130, as under Ray. Without this the signal
+    # ended this process alone (exit 143, no line) while submitit's local jobs went on training unseen. The debug
+    # cluster runs each job in this process, inside result(), under the job's own stop handling: no polling there
+    with stop_on_signal() as stop:
+        stopping = False
+        while pending:
+            if stop.requested and not stopping:
+                echo(f"sweep: {stop.requested}: stopping {len(pending)} job(s); running runs save their checkpoints")
+                for job, _ in pending:
+                    _stop_job(job)
+                stopping = True
+            ended = [(job, chunk) for job, chunk in pending if cluster == "debug" or job.done()]
+            if not ended:
+                time.sleep(0.2)
+                continue
+            job, chunk = ended[0]
+            pending.remove((job, chunk))
+            try:
+                results = [_outcome(by_id, r) for r in job.result()]
+            except Exception as exc:  # noqa: BLE001 - the job itself failed (killed, node lost): its runs failed
+                from ...errors import one_line_cause
 
-            # a run the job finished before it failed (or stopped) is done: its record says so
-            error = f"job {job.job_id}: {one_line_cause(exc)}"
-            results = [_unless_recorded_done(p, Outcome(p, "failed", error=error)) for p in chunk]
-        for outcome in results:
-            outcomes.append(outcome)
-            progress.finish(outcome, trained=outcome.status in ("done", "failed"))
-    return _finish_remote(planned, outcomes)
+                # a run the job finished before it failed (or stopped) is done: its record says so
+                error = f"job {job.job_id}: {one_line_cause(exc)}"
+                results = [_unless_recorded_done(p, Outcome(p, "stopped") if stopping else
+                                                 Outcome(p, "failed", error=error)) for p in chunk]
+            for outcome in results:
+                outcomes.append(outcome)
+                progress.finish(outcome, trained=outcome.status in ("done", "failed"))
+    return _finish_remote(planned, outcomes, stop.requested)
+
+
+def _stop_job(job):
+    """Ask a submitit job to stop as a preemption would: SIGTERM to its runs. A local job's controller process
+    forwards a SIGTERM to its task (its cancel() sends a SIGINT, then a SIGKILL a second later: no checkpoint); a
+    Slurm job gets scancel, which sends SIGTERM and, after the cluster's KillWait, SIGKILL."""
+    process = getattr(job, "_process", None)
+    if process is not None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+    else:
+        with contextlib.suppress(Exception):  # a job that ended meanwhile; scancel missing
+            job.cancel(check=False)
