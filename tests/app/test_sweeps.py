@@ -326,16 +326,34 @@ def test_results_rebuild_restores_the_table_from_the_records(tmp_path, run_cli):
 
 
 @pytest.mark.slow  # starts a local Ray
-def test_ray_local_sweep_three_runs(tmp_path, run_cli):
+def test_ray_local_sweep_three_runs_gives_the_rows_of_the_same_sweep_run_locally(tmp_path, run_cli):
+    """3 runs on a local Ray of 2 CPUs end with 3 rows, the same bits as --launcher local gives (losses, top-1),
+    at the sweep's torch thread count and with the sweep's command. Ray gives a task of num_cpus=1 one thread
+    (OMP_NUM_THREADS=1), and each row recorded the Ray worker's command line."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False)  # a local Ray of 2 CPUs; the sweep uses the running one
+    from bench.results.run_folder import provenance
+
     path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n", epochs=1)
-    code, out, err = run_cli("sweep", path, "--launcher", "ray", "--no-checkpoints")
-    ray.shutdown()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the tests' one thread is also what Ray would give: 2 tells them apart
+    try:
+        code, out, err = run_cli("sweep", path, "--no-checkpoints", "--out", tmp_path / "local")
+        assert code == 0, err
+        ray.init(num_cpus=2, include_dashboard=False)  # a local Ray of 2 CPUs; the sweep uses the running one
+        try:
+            code, out, err = run_cli("sweep", path, "--launcher", "ray", "--no-checkpoints")
+        finally:
+            ray.shutdown()
+    finally:
+        torch.set_num_threads(threads)
     assert code == 0, err
     assert out.count("queued") == 3 and out.count(" done ") == 3
-    table = pd.read_csv(tmp_path / "res" / "runs.csv")
-    assert len(table) == 3 and table.run_id.is_unique
+    table = pd.read_csv(tmp_path / "res" / "runs.csv").set_index("run_id").sort_index()
+    local = pd.read_csv(tmp_path / "local" / "runs.csv").set_index("run_id").sort_index()
+    assert len(table) == 3 and list(table.index) == list(local.index)
+    assert (table.torch_threads == 2).all() and (table.command == provenance()["command"]).all()
+    for column in ("final_train_loss", "zeroshot_top1", "zeroshot_top5", "torch_threads", "config_id"):
+        assert table[column].tolist() == local[column].tolist(), column
 
 
 @pytest.mark.slow  # starts a local Ray
@@ -369,6 +387,9 @@ def test_submitit_local_sweep_three_runs(tmp_path, run_cli):
     assert "submitted 2 job(s)" in out
     table = pd.read_csv(tmp_path / "res" / "runs.csv")
     assert len(table) == 3 and table.run_id.is_unique
+    from bench.results.run_folder import provenance
+
+    assert (table.command == provenance()["command"]).all()  # the sweep's, not submitit's job command line
     code, out, err = run_cli("sweep", path, "--launcher", "slurm", "--no-checkpoints")  # every run done: no job
     assert code == 0 and "submitted" not in out and "Warning" not in err, err
 
@@ -492,6 +513,24 @@ def test_claims_exclude_each_other_and_stale_ones_are_taken_over(tmp_path):
     assert not path.exists()
 
 
+@pytest.mark.slow  # a bench sweep process whose submitit local jobs are processes, then another
+def test_sigterm_to_a_slurm_sweep_stops_its_jobs_with_checkpoints_and_the_same_command_continues(tmp_path):
+    """`kill PID` of a --launcher slurm sweep on submitit's local cluster: each job is asked to stop, its runs in
+    flight save their checkpoints, and the sweep exits 130 saying to run the command again, which continues them.
+    (The sweep died alone with code 143 and no line, and its jobs went on training unseen.)"""
+    pytest.importorskip("submitit")
+    path = sweep_file(tmp_path, "[grid]\nseed = [0, 1, 2]\n[slurm]\ncluster = 'local'\nruns_per_job = 1\n",
+                      epochs=16)
+    proc, runs = _sweep_with_two_checkpoints(tmp_path, path, "--launcher", "slurm")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, (out, err)
+    assert "stopping 3 job(s)" in out and "run the same command again" in err, (out, err)
+    time.sleep(1)  # a job still training would write its result.json now
+    assert len(list(runs.glob("*/result.json"))) < 3 and not (tmp_path / "res" / "runs.csv").exists()
+    _same_command_continues(tmp_path, path, "--launcher", "slurm", runs=3)
+
+
 def test_a_preempted_slurm_job_requeues_itself_with_its_runs():
     submitit = pytest.importorskip("submitit")
     from bench.app.sweep.launchers import SlurmJob
@@ -529,6 +568,49 @@ def test_a_remote_worker_reads_a_relative_image_folder_where_the_sweep_was_start
         set_host(previous)
     assert result["status"] == "done", result.get("error")
     assert (tmp_path / "start" / "res" / "runs" / payload["run_id"] / "result.json").is_file()
+
+
+def test_a_remote_worker_records_the_sweeps_command_and_trains_at_the_thread_count_it_is_given(tmp_path,
+                                                                                              monkeypatch):
+    """A Ray task or Slurm job records the sweep's command line in its row, not the Ray worker's or submitit's
+    (bench report lists them), and trains at the torch thread count the payload carries (a local Ray's task got
+    Ray's one thread where the same run under --launcher local had the sweep's count)."""
+    from bench.app.sweep import launchers
+    from bench.app.sweep.plan import Planned
+    from bench.host.manager import set_host
+
+    seen = {}
+
+    def fake_run_planned(p, stop):
+        seen.update(argv=list(sys.argv), threads=torch.get_num_threads(), run_id=p.run_id)
+        return launchers.Outcome(p, "done")
+
+    monkeypatch.setattr(launchers, "run_planned", fake_run_planned)
+    cfg = make_config(out=str(tmp_path / "res"), progress=False)
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/bench", "sweep", "s.toml", "--launcher", "ray"])
+    payload = launchers._payload(Planned(cfg, "r0", {}), threads=3)
+    monkeypatch.setattr(sys, "argv", ["/ray/default_worker.py", "--node-ip-address=1.2.3.4"])  # in the worker
+    previous, threads = set_host(None), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        launchers.run_payload(payload, ([], []))
+    finally:
+        set_host(previous)
+        torch.set_num_threads(threads)
+    assert seen == {"argv": ["/venv/bin/bench", "sweep", "s.toml", "--launcher", "ray"], "threads": 3, "run_id": "r0"}
+
+
+def test_a_remote_worker_loads_the_sweeps_bench_plugins_dir(tmp_path, monkeypatch):
+    """BENCH_PLUGINS_DIR of the sweep's environment is among the plugin folders handed to Ray tasks and Slurm jobs,
+    absolute: a node elsewhere has no such variable, and a worker resolves a relative path in its own folder."""
+    from bench.app.sweep.launchers import _absolute_plugins
+
+    (tmp_path / "plug").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BENCH_PLUGINS_DIR", "plug")
+    assert _absolute_plugins((["other"], ["mod"])) == ([str(tmp_path / "plug"), str(tmp_path / "other")], ["mod"])
+    monkeypatch.delenv("BENCH_PLUGINS_DIR")
+    assert _absolute_plugins(([], [])) == ([], [])
 
 
 def test_a_concurrent_run_that_fails_before_training_is_a_failure_not_a_silent_thread_death(tmp_path, run_cli,

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from ...engine.determinism import deterministic_mode
@@ -135,21 +136,37 @@ def _portable(p: Planned) -> Planned:
     return dataclasses.replace(p, cfg=dataclasses.replace(cfg, **absolute))
 
 
-def _payload(p: Planned) -> dict:
+def _payload(p: Planned, threads: int | None = None) -> dict:
     # cwd: where the sweep was started, so paths still relative in the config (a dataset imagefolder:PATH, its
-    # --transfer datasets) mean there what they meant to the command (a Ray worker starts in a folder of its own)
-    return {"config": p.cfg.to_dict(), "run_id": p.run_id, "varying": p.varying, "cwd": os.getcwd()}
+    # --transfer datasets) mean there what they meant to the command (a Ray worker starts in a folder of its own);
+    # argv: the sweep's command line, which the run's row records as its command (not the Ray worker's or
+    # submitit's); threads: the torch thread count a task on this machine trains at (see ray_sweep)
+    payload = {"config": p.cfg.to_dict(), "run_id": p.run_id, "varying": p.varying, "cwd": os.getcwd(),
+               "argv": list(sys.argv)}
+    if threads is not None:
+        payload["threads"] = threads
+    return payload
 
 
 def _enter(payload: dict):
-    """Work in the folder the sweep was started in, where this machine has it."""
+    """Work in the folder the sweep was started in, where this machine has it, under its command line and, where
+    the sweep gave one, its torch thread count."""
     if os.path.isdir(payload.get("cwd") or ""):
         os.chdir(payload["cwd"])
+    if payload.get("argv"):  # provenance reads sys.argv: the row's command is the sweep's
+        sys.argv = list(payload["argv"])
+    if payload.get("threads"):
+        import torch
+
+        torch.set_num_threads(payload["threads"])
 
 
 def _absolute_plugins(plugins) -> tuple[list, list]:
+    """The plugin folders and modules a worker loads: ``--plugins-dir`` and this process's ``BENCH_PLUGINS_DIR``,
+    absolute (a worker resolves a relative one in a folder of its own, or has no such variable)."""
     dirs, modules = plugins
-    return [str(Path(d).expanduser().resolve()) for d in dirs], list(modules)
+    env_dir = os.environ.get("BENCH_PLUGINS_DIR")
+    return [str(Path(d).expanduser().resolve()) for d in ([env_dir] if env_dir else []) + list(dirs)], list(modules)
 
 
 def run_payload(payload: dict, plugins) -> dict:
@@ -158,8 +175,8 @@ def run_payload(payload: dict, plugins) -> dict:
     from ...host.manager import build_host, set_host
 
     dirs, modules = plugins
+    _enter(payload)  # first: a relative BENCH_PLUGINS_DIR of the worker's means what it means to the sweep
     set_host(build_host(plugins_dirs=dirs, modules=modules))
-    _enter(payload)
     p = Planned(RunConfig.from_dict(payload["config"]), payload["run_id"], payload.get("varying", {}))
     # a stop request (Ray's cancel arrives as a SIGINT in the task's thread) from the start, not only once training
     # runs: the run stops at its next step with its checkpoint saved, its outcome "stopped"; and the run's own
@@ -202,6 +219,12 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
     remote = ray.remote(max_calls=1)(run_payload) if mixed else ray.remote(run_payload)
     task = remote.options(num_gpus=float(gpus_per_run), num_cpus=1, max_retries=0)
     plugins = _absolute_plugins(plugins)
+    # a task of a local Ray trains at this process's torch thread count, as the same run under --launcher local
+    # (CPU kernels split their work by it, so the rows are the same bits); Ray would give a task of num_cpus=1 one
+    # thread. On a cluster elsewhere each node keeps its own count (the row records torch_threads)
+    import torch
+
+    threads = torch.get_num_threads() if address is None else None
     todo = [p for p in planned if run_state(p).name != DONE]
     by_id = {p.run_id: p for p in planned}
     cap = placement.ray_in_flight or len(todo)
@@ -211,7 +234,7 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
     def submit():
         while waiting and len(refs) < cap:
             p = waiting.pop(0)
-            refs[task.remote(_payload(p), plugins)] = p
+            refs[task.remote(_payload(p, threads), plugins)] = p
             progress.start(p, "queued")
 
     submit()
@@ -277,9 +300,9 @@ class SlurmJob:
         from ...host.manager import build_host, set_host
 
         dirs, modules = self.plugins
-        set_host(build_host(plugins_dirs=dirs, modules=modules))
         if self.payloads:
-            _enter(self.payloads[0])  # one sweep's runs: one folder
+            _enter(self.payloads[0])  # one sweep's runs: one folder, one command line
+        set_host(build_host(plugins_dirs=dirs, modules=modules))
         planned = [Planned(RunConfig.from_dict(d["config"]), d["run_id"], d.get("varying", {})) for d in self.payloads]
         return [o.to_dict() for o in run_plan(planned, self.concurrent)]
 
@@ -324,17 +347,48 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
         progress.start(p, "queued")
     echo(f"submitted {len(jobs)} job(s) of {runs_per_job} run(s) each: {', '.join(str(j.job_id) for j in jobs)} "
          f"(logs in {folder.parent if '%j' in folder.name else folder})")
-    outcomes = []
-    for job, chunk in zip(jobs, chunks):
-        try:
-            results = [_outcome(by_id, r) for r in job.result()]
-        except Exception as exc:  # noqa: BLE001 - the job itself failed (killed, node lost): its runs failed
-            from ...errors import one_line_cause
+    outcomes, pending = [], list(zip(jobs, chunks))
+    # Ctrl-C or SIGTERM: each job not yet ended is asked to stop (its runs in flight stop at their next step with
+    # their checkpoints saved) and the sweep waits for them, then exits 130, as under Ray. Without this the signal
+    # ended this process alone (exit 143, no line) while submitit's local jobs went on training unseen. The debug
+    # cluster runs each job in this process, inside result(), under the job's own stop handling: no polling there
+    with stop_on_signal() as stop:
+        stopping = False
+        while pending:
+            if stop.requested and not stopping:
+                echo(f"sweep: {stop.requested}: stopping {len(pending)} job(s); running runs save their checkpoints")
+                for job, _ in pending:
+                    _stop_job(job)
+                stopping = True
+            ended = [(job, chunk) for job, chunk in pending if cluster == "debug" or job.done()]
+            if not ended:
+                time.sleep(0.2)
+                continue
+            job, chunk = ended[0]
+            pending.remove((job, chunk))
+            try:
+                results = [_outcome(by_id, r) for r in job.result()]
+            except Exception as exc:  # noqa: BLE001 - the job itself failed (killed, node lost): its runs failed
+                from ...errors import one_line_cause
 
-            # a run the job finished before it failed (or stopped) is done: its record says so
-            error = f"job {job.job_id}: {one_line_cause(exc)}"
-            results = [_unless_recorded_done(p, Outcome(p, "failed", error=error)) for p in chunk]
-        for outcome in results:
-            outcomes.append(outcome)
-            progress.finish(outcome, trained=outcome.status in ("done", "failed"))
-    return _finish_remote(planned, outcomes)
+                # a run the job finished before it failed (or stopped) is done: its record says so
+                error = f"job {job.job_id}: {one_line_cause(exc)}"
+                results = [_unless_recorded_done(p, Outcome(p, "stopped") if stopping else
+                                                 Outcome(p, "failed", error=error)) for p in chunk]
+            for outcome in results:
+                outcomes.append(outcome)
+                progress.finish(outcome, trained=outcome.status in ("done", "failed"))
+    return _finish_remote(planned, outcomes, stop.requested)
+
+
+def _stop_job(job):
+    """Ask a submitit job to stop as a preemption would: SIGTERM to its runs. A local job's controller process
+    forwards a SIGTERM to its task (its cancel() sends a SIGINT, then a SIGKILL a second later: no checkpoint); a
+    Slurm job gets scancel, which sends SIGTERM and, after the cluster's KillWait, SIGKILL."""
+    process = getattr(job, "_process", None)
+    if process is not None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGTERM)
+    else:
+        with contextlib.suppress(Exception):  # a job that ended meanwhile; scancel missing
+            job.cancel(check=False)
