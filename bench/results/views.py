@@ -6,7 +6,6 @@ sorting and formatting for display.
 pandas, R or a spreadsheet pivot without knowing the metric names."""
 from __future__ import annotations
 
-import math
 import operator
 
 import numpy as np
@@ -134,8 +133,7 @@ def filter_rows(df: pd.DataFrame, wheres) -> pd.DataFrame:
                 raise BenchError(f"--where {expr!r}: column {column!r} is true or false; write {column}=true or "
                                  f"{column}=false (or !=)")
             values = [words[v.lower()] for v in values]
-            col = col.map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else
-                          "true" if is_true(v) else "false")
+            col = col.map(lambda v: "" if not has_value(v) else "true" if is_true(v) else "false")
         elif pd.api.types.is_numeric_dtype(col):
             try:
                 values = [float(v) for v in values]

@@ -140,7 +140,7 @@ def check_placement(placement: Placement, cfgs) -> Placement:
         if placement.launcher == "ray":  # ray.init retries an address that does not answer for a long time
             check_reachable(checked.ray_address, label("ray_address"))
         return checked
-    cuda = sorted(d for d in devices if d.startswith("cuda"))
+    cuda = _cuda(devices)
     n = visible_gpus() if cuda else 0
     if cuda and not n:  # on this machine every run would fail at its start, one by one
         raise BenchError(f"the runs use --device {cuda[0]}, and torch sees no GPU on this machine; use --device cpu "
@@ -148,7 +148,7 @@ def check_placement(placement: Placement, cfgs) -> Placement:
     gpus = _local_gpus(placement, devices)
     # cuda:N past the GPUs there are, where the runs see them all; a worker given one GPU (--gpus, or by default)
     # sees it as cuda:0, and _local_gpus refused any index there
-    absent = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= n] if gpus is None else []
+    absent = _past(cuda, n) if gpus is None else []
     if absent:
         raise BenchError(f"the runs use --device {absent[0]}, and torch sees {n} GPU(s) on this machine, numbered "
                          f"from 0; use --device cuda:0 to cuda:{n - 1}, or auto")
@@ -222,7 +222,7 @@ def _ray_gpus(placement: Placement, devices: set) -> float:
     machine's GPUs to give. Ray sets a task's ``CUDA_VISIBLE_DEVICES`` to the GPUs it gets, numbered from cuda:0."""
     label, value = placement.label("gpus_per_run"), placement.gpus_per_run
     n = visible_gpus()
-    cuda = sorted(d for d in devices if d.startswith("cuda"))
+    cuda = _cuda(devices)
     if placement.ray_address is None and cuda and not n:  # as on the local launcher: every run would fail at start
         raise BenchError(f"the runs use --device {cuda[0]}, and torch sees no GPU on this machine for the local Ray; "
                          f"use --device cpu or auto, or --ray-address of a cluster with GPUs")
@@ -242,7 +242,7 @@ def _ray_gpus(placement: Placement, devices: set) -> float:
         raise BenchError(f"{shown} gives each run no GPU, but the runs use --device {cuda[0]}; give them GPUs "
                          f"(e.g. {label} 1) or use --device auto")
     seen = max(1, math.ceil(value))  # a fraction is a share of one GPU
-    past = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= seen]
+    past = _past(cuda, seen)
     if past:
         raise BenchError(f"{shown} gives each Ray task {seen} GPU(s), numbered from cuda:0, but the runs use "
                          f"--device {past[0]}; drop the index (use cuda or auto)")
@@ -252,7 +252,7 @@ def _ray_gpus(placement: Placement, devices: set) -> float:
 def _check_slurm_gpus(slurm: dict, devices: set):
     """A job sees the ``gpus_per_job`` GPUs it asks for, numbered from cuda:0 (Slurm and submitit's local cluster
     set its ``CUDA_VISIBLE_DEVICES`` to them; the local cluster to none when it asks for none)."""
-    cuda = sorted(d for d in devices if d.startswith("cuda"))
+    cuda = _cuda(devices)
     given = slurm.get("gpus_per_job")
     # no cluster named: submitit picks Slurm where srun is on the PATH, else its local cluster
     cluster = slurm.get("cluster") or ("slurm" if shutil.which("srun") else "local")
@@ -261,10 +261,20 @@ def _check_slurm_gpus(slurm: dict, devices: set):
     if not given:
         raise BenchError(f"slurm gpus_per_job is {'not set' if given is None else 0}, so each job gets no GPU, but "
                          f"the runs use --device {cuda[0]}; set slurm gpus_per_job=1 (or more) or use --device auto")
-    past = [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= given]
+    past = _past(cuda, given)
     if past:
         raise BenchError(f"slurm gpus_per_job {given} gives each job {given} GPU(s), numbered from cuda:0, but the "
                          f"runs use --device {past[0]}; drop the index (use cuda or auto)")
+
+
+def _cuda(devices) -> list[str]:
+    """The runs' CUDA devices (``cuda``, ``cuda:N``), sorted."""
+    return sorted(d for d in devices if d.startswith("cuda"))
+
+
+def _past(cuda: list[str], n: int) -> list[str]:
+    """The ``cuda:N`` of ``cuda`` that a process seeing ``n`` GPUs, numbered from cuda:0, does not have."""
+    return [d for d in cuda if d[5:].isdigit() and int(d[5:]) >= n]
 
 
 def _count(value, label: str, what: str) -> int:

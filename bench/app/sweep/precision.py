@@ -78,11 +78,12 @@ def reported_metrics(cfg, towers: dict | None = None) -> list[str]:
 
     metrics = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "best_zeroshot_top1", "final_train_loss",
                "train_seconds", "train_eval_seconds", "train_images_per_s"]
-    key = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
-    if towers is not None and key not in towers:
-        towers[key] = reports_without_tta(cfg.model)
-    if towers is not None and towers[key]:
-        metrics.insert(1, NO_TTA)
+    if towers is not None:
+        key = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
+        if key not in towers:
+            towers[key] = reports_without_tta(cfg.model)
+        if towers[key]:
+            metrics.insert(1, NO_TTA)
     if "retrieval" in cfg.evals:
         metrics += [f"retrieval_{d}_r{k}" for d in ("i2t", "t2i") for k in (1, 5, 10)]
     if "probe" in cfg.evals:
