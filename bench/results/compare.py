@@ -65,7 +65,7 @@ class Comparison:
     targets: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def _norm(value) -> str:
+def canonical_value(value) -> str:
     """One spelling per value, so 2500 (int), 2500.0 (float after a NaN) and '2500' join, and NaN == NaN."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "none"
@@ -82,7 +82,7 @@ def split_sides(sources: list[Source], split_by: str | None = None) -> list[Sour
         table = whole.table
         if split_by not in table.columns:
             raise BenchError(f"--split-by {split_by!r}: no such column; columns are {', '.join(map(str, table.columns))}")
-        keys = table[split_by].map(_norm)
+        keys = table[split_by].map(canonical_value)
         # what combining the sources left out is said once, with the first side
         sides = [Source(f"{split_by}={k}", table[keys == k], whole.run_dirs, whole.notes if i == 0 else [])
                  for i, k in enumerate(dict.fromkeys(keys))]
@@ -107,14 +107,14 @@ def join_columns(sides: list[Source], on=None) -> tuple[list[str], list[str]]:
                              f"choose from {', '.join(candidates)}")
         return list(on), [c for c in candidates if c not in on]
     base = sides[0].table
-    differs = [c for c in candidates
-               if any(not set(base[c].map(_norm)) & set(s.table[c].map(_norm)) for s in sides[1:])]
+    differs = [c for c in candidates if any(not set(base[c].map(canonical_value)) & set(s.table[c].map(canonical_value))
+                                            for s in sides[1:])]
     return [c for c in candidates if c not in differs], differs
 
 
 def _aggregate(table: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
     """Per configuration: run count, run ids, and each metric's per-seed values, mean, std and count."""
-    keyed = table.assign(**{f"_k_{c}": table[c].map(_norm) for c in keys})
+    keyed = table.assign(**{f"_k_{c}": table[c].map(canonical_value) for c in keys})
     grouped = keyed.groupby([f"_k_{c}" for c in keys], sort=False, dropna=False)
     columns = {"n": grouped.size(), "run_ids": grouped["run_id"].agg(lambda ids: [str(i) for i in ids])}
     for m in metrics:
@@ -264,8 +264,8 @@ def _decide(rows: pd.DataFrame, alpha: float, correct: str) -> pd.DataFrame:
 def _paired_top1(base: Source, ids_a: list, side: Source, ids_b: list, warnings: list) -> tuple[TestResult | None, str]:
     """The paired top-1 test when every run of both groups kept its predictions on the same test images, and
     otherwise None with why not (what the table's verdict says)."""
-    hits_a, why_a = _hits(base, ids_a, warnings)
-    hits_b, why_b = _hits(side, ids_b, warnings)
+    hits_a, why_a = run_hits(base, ids_a, warnings)
+    hits_b, why_b = run_hits(side, ids_b, warnings)
     if hits_a is None or hits_b is None:
         return None, why_a or why_b
     (labels_a, correct_a), (labels_b, correct_b) = hits_a, hits_b
@@ -276,7 +276,7 @@ def _paired_top1(base: Source, ids_a: list, side: Source, ids_b: list, warnings:
     return paired_top1(correct_a, correct_b), ""
 
 
-def _hits(source: Source, run_ids: list, warnings: list) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
+def run_hits(source: Source, run_ids: list, warnings: list) -> tuple[tuple[np.ndarray, np.ndarray] | None, str]:
     """``(labels, correct)`` with ``correct`` of shape (runs, images), or None with why: a run without the file
     (quietly), or with one that is damaged or not its own (its top-1 is not the row's), which is warned about."""
     labels, correct = None, []
@@ -326,7 +326,7 @@ def check_one_configuration_per_group(side: Source, keys: list[str]):
     table = side.table
     if "config_id" not in table.columns or not table["config_id"].notna().all() or not len(table):
         return
-    groups = table.groupby([table[c].map(_norm) for c in keys], sort=False) if keys else [((), table)]
+    groups = table.groupby([table[c].map(canonical_value) for c in keys], sort=False) if keys else [((), table)]
     for _, group in groups:
         ids = list(dict.fromkeys(group["config_id"].astype(str)))
         if len(ids) > 1:
@@ -353,7 +353,7 @@ def compare_context(sides: list[Source]) -> list[str]:
             if not all(c in s.table.columns for s in sides):
                 continue
             for where, scoped in per_dataset(sides) if kind == "protocols" else [("", sides)]:
-                values = [sorted(set(s.table[c].map(_norm))) for s in scoped]
+                values = [sorted(set(s.table[c].map(canonical_value))) for s in scoped]
                 if any(v != values[0] for v in values[1:]) or any(len(v) > 1 for v in values):
                     listed = "; ".join(f"{s.label}: {', '.join(v)}" for s, v in zip(scoped, values))
                     out.append(f"the runs' {kind} differ in {c}{where} ({listed}); differences may not be like for "
@@ -366,11 +366,11 @@ def per_dataset(sides: list[Source]) -> list[tuple[str, list[Source]]]:
     as they are where every row evaluates one dataset or the sides share none."""
     if not all("eval_dataset" in s.table.columns for s in sides):
         return [("", sides)]
-    names = [set(s.table["eval_dataset"].map(_norm)) for s in sides]
+    names = [set(s.table["eval_dataset"].map(canonical_value)) for s in sides]
     shared = [d for d in dict.fromkeys(d for n in names for d in n) if sum(d in n for n in names) > 1]
     if not shared or all(len(n) == 1 for n in names):
         return [("", sides)]
-    return [(f" on {d}", [Source(s.label, s.table[s.table["eval_dataset"].map(_norm) == d], s.run_dirs)
+    return [(f" on {d}", [Source(s.label, s.table[s.table["eval_dataset"].map(canonical_value) == d], s.run_dirs)
                           for s, n in zip(sides, names) if d in n]) for d in shared]
 
 

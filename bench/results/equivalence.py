@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from .columns import is_accuracy
-from .compare import PAIRED_METRIC, Comparison, _hits, check_margin, display_diff, parse_metric_number
+from .compare import PAIRED_METRIC, Comparison, check_margin, display_diff, parse_metric_number, run_hits
 from .stats import Equivalence, holm, tost_paired, tost_welch
 
 NAMES = {"seeds": "TOST over seeds", "images": "paired TOST over images"}
@@ -91,7 +91,7 @@ def add_equivalence(result: Comparison, margins: dict[str, float], alpha: float,
 
 def _paired(base, ids_a, side, ids_b, margin: float, alpha: float) -> Equivalence | None:
     # bench compare has warned already about files that are damaged, not the run's, or of other test images
-    (hits_a, _), (hits_b, _) = _hits(base, ids_a, []), _hits(side, ids_b, [])
+    (hits_a, _), (hits_b, _) = run_hits(base, ids_a, []), run_hits(side, ids_b, [])
     if hits_a is None or hits_b is None or not np.array_equal(hits_a[0], hits_b[0]):
         return None
     return tost_paired(hits_b[1].mean(axis=0) - hits_a[1].mean(axis=0), margin, alpha)

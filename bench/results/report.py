@@ -21,7 +21,7 @@ import pandas as pd
 
 from ..atomic_files import atomic_write_bytes, atomic_write_text, make_folder
 from ..errors import BenchError
-from ..evaluation.target import TARGET_METRICS
+from ..evaluation.target import TARGET_METRICS, parse_target
 from .columns import (
     CONFIG_COLUMNS,
     HOLDOUT_METRICS,
@@ -34,7 +34,7 @@ from .columns import (
     repeated_seeds,
     repeated_seeds_note,
 )
-from .compare import _norm, compare, display_diff, holm_across_all, render_markdown, split_sides
+from .compare import canonical_value, compare, display_diff, holm_across_all, render_markdown, split_sides
 from .lookup import Source, combine
 from .run_folder import write_csv
 from .time_to_target import METHOD_NOTE, cadence_note, cell, eval_cadences, summary_table
@@ -49,7 +49,7 @@ BLANK = "-"  # a configuration column a row lacks (a pretrained model's epochs),
 def _text(value) -> str | None:
     """A configuration cell as its name shows it (2 for the 2.0 that a blank elsewhere in its column makes), or
     None where it is blank: pandas keeps a blank missing through ``astype(str)``, which ``str.join`` refuses."""
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else _norm(value)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else canonical_value(value)
 
 
 def label_configs(table: pd.DataFrame) -> pd.DataFrame:
@@ -65,7 +65,7 @@ def configuration_names(table: pd.DataFrame, leave_out=()) -> pd.Series:
     # a blank held-out set or weights name is a value too ("none"): runs that held classes out and runs that did
     # not are two configurations (elsewhere a blank is a column the row's kind lacks, a pretrained model's epochs,
     # which does not make the column vary, and which its name shows as "-")
-    text = {c: table[c].map(_norm) if c in ("holdout_classes", "pretrained") else table[c].map(_text)
+    text = {c: table[c].map(canonical_value) if c in ("holdout_classes", "pretrained") else table[c].map(_text)
             for c in [*CONFIG_COLUMNS, "pretrained"] if c in table.columns and c not in leave_out}
     varying = [c for c, values in text.items() if values.nunique() > 1]
     if varying:
@@ -373,8 +373,6 @@ def plot_time_to_accuracy(table, run_dirs, colors, path) -> tuple[bool, list[str
     Returns whether it was drawn and the runs left out for want of an evaluated epoch in a readable
     ``history.csv``."""
     import matplotlib.pyplot as plt
-
-    from ..evaluation.target import parse_target
 
     if "target" not in table.columns:
         return False, []
