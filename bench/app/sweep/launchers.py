@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ...engine.determinism import deterministic_mode
 from ...engine.faults import stop_on_signal
-from ...errors import BenchError
+from ...errors import BenchError, Interrupted, one_line_cause
 from .in_process import Outcome, SweepProgress, run_plan, run_planned
 from .placement import SLURM_PARAMETERS, WORKER_VARIABLE, Placement
 from .plan import DONE, FAILED, RUNNING, Planned, run_state
@@ -78,8 +78,6 @@ def local_workers(planned: list[Planned], argv, workers: int, gpus: list[str] | 
         t.join()
     outcomes = _outcomes_from_files(planned)
     if any(c in (130, 143, -15, -2) for c in codes):
-        from ...errors import Interrupted
-
         raise Interrupted("sweep workers stopped by a signal; run the same command again to continue")
     crashed = [f"worker {i} exited with code {c}" for i, c in enumerate(codes) if c not in (0, 1)]
     for outcome in outcomes:
@@ -201,18 +199,7 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
 
     gpus_per_run = placement.gpus_per_run or 0
     address = placement.ray_address
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=True,
-                     **({} if address else {"num_cpus": os.cpu_count()}))
-        except ConnectionError as exc:  # an address that answers but is no Ray, a cluster that went away
-            from ...errors import one_line_cause
-
-            if address is None:
-                raise
-            raise BenchError(f"{placement.label('ray_address')} {address}: Ray could not connect "
-                             f"({one_line_cause(exc)}); check the address, or leave it out to start a local Ray "
-                             f"for the sweep") from None
+    _connect_ray(ray, placement)
     # Ray runs task after task in one worker process; where the runs disagree on deterministic, a setting of the
     # whole process, each gets a process of its own (max_calls=1; Ray takes it only from ray.remote, not options)
     mixed = len({p.cfg.deterministic for p in planned}) > 1
@@ -257,8 +244,6 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
             try:
                 outcome = _outcome(by_id, ray.get(ready[0]))
             except Exception as exc:  # noqa: BLE001 - a worker that died (OOM killer, node lost), or a cancelled task
-                from ...errors import one_line_cause
-
                 if cancelled:
                     outcome = _unless_recorded_done(p, Outcome(p, "stopped"))
                 else:
@@ -268,6 +253,23 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
             if not stop.requested:  # after a stop request the runs not handed to Ray stay to do
                 submit()
     return _finish_remote(planned, outcomes, stop.requested)
+
+
+def _connect_ray(ray, placement: Placement):
+    """Join ``placement.ray_address``'s cluster, or start a local Ray on this machine's CPUs (unless this process
+    has Ray running already)."""
+    address = placement.ray_address
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 **({} if address else {"num_cpus": os.cpu_count()}))
+    except ConnectionError as exc:  # an address that answers but is no Ray, a cluster that went away
+        if address is None:
+            raise
+        raise BenchError(f"{placement.label('ray_address')} {address}: Ray could not connect "
+                         f"({one_line_cause(exc)}); check the address, or leave it out to start a local Ray "
+                         f"for the sweep") from None
 
 
 def _unless_recorded_done(p: Planned, outcome: Outcome) -> Outcome:
@@ -280,8 +282,6 @@ def _finish_remote(planned: list[Planned], outcomes: list[Outcome], signal_name:
 
     reconcile_runs(planned[0].out)
     if signal_name or any(o.status == "stopped" for o in outcomes):
-        from ...errors import Interrupted
-
         left = sum(1 for p in planned if run_state(p).name != DONE)
         raise Interrupted(f"sweep stopped by {signal_name or 'a signal'}: {left} run(s) left; run the same command "
                           f"again to continue")
@@ -369,8 +369,6 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
             try:
                 results = [_outcome(by_id, r) for r in job.result()]
             except Exception as exc:  # noqa: BLE001 - the job itself failed (killed, node lost): its runs failed
-                from ...errors import one_line_cause
-
                 # a run the job finished before it failed (or stopped) is done: its record says so
                 error = f"job {job.job_id}: {one_line_cause(exc)}"
                 results = [_unless_recorded_done(p, Outcome(p, "stopped") if stopping else

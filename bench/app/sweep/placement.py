@@ -117,29 +117,41 @@ def read_placement(table: dict, flags: dict, slurm_table: dict, slurm_flags, pat
 def check_placement(placement: Placement, cfgs) -> Placement:
     """``placement`` checked against this machine and the plan's runs (``cfgs``), with its defaults resolved:
     ``workers`` a count, ``gpus`` the indices of a worker's GPU each (or None), ``gpus_per_run`` a number."""
-    label, runs = placement.label, len(cfgs)
-    devices = {c.device for c in cfgs}
     _check_one_mode(placement, cfgs)
+    devices = {c.device for c in cfgs}
     if placement.launcher in EXTRAS:
-        checked = placement
-        if placement.launcher == "ray":
-            address = placement.ray_address
-            if address is None and os.environ.get("RAY_ADDRESS", "").strip():
-                # ray.init joins RAY_ADDRESS's cluster when given no address, as every Ray tool does; joined that way,
-                # it refuses the num_cpus bench gives the local Ray it starts, so the sweep asks for auto instead
-                address = "auto"
-            # the GPUs of the cluster joined, where RAY_ADDRESS names one: not this machine's for a local Ray
-            checked = replace(placement, ray_address=address)
-            checked = replace(checked, gpus_per_run=_ray_gpus(checked, devices))
-        else:
-            _check_slurm_gpus(placement.slurm or {}, devices)
-        module, name = EXTRAS[placement.launcher]
-        if importlib.util.find_spec(module) is None:
-            raise BenchError(f"--launcher {placement.launcher} needs {name}; install it with: "
-                             f"pip install 'bench[{placement.launcher}]'")
-        if placement.launcher == "ray":  # ray.init retries an address that does not answer for a long time
-            check_reachable(checked.ray_address, label("ray_address"))
-        return checked
+        return _check_remote(placement, devices)
+    return _check_local(placement, devices, len(cfgs))
+
+
+def _check_remote(placement: Placement, devices: set) -> Placement:
+    """Ray or Slurm: the GPUs each task or job gets against the runs' devices, the launcher's package, and for
+    Ray the cluster's address; ``gpus_per_run`` resolved."""
+    checked = placement
+    if placement.launcher == "ray":
+        address = placement.ray_address
+        if address is None and os.environ.get("RAY_ADDRESS", "").strip():
+            # ray.init joins RAY_ADDRESS's cluster when given no address, as every Ray tool does; joined that way,
+            # it refuses the num_cpus bench gives the local Ray it starts, so the sweep asks for auto instead
+            address = "auto"
+        # the GPUs of the cluster joined, where RAY_ADDRESS names one: not this machine's for a local Ray
+        checked = replace(placement, ray_address=address)
+        checked = replace(checked, gpus_per_run=_ray_gpus(checked, devices))
+    else:
+        _check_slurm_gpus(placement.slurm or {}, devices)
+    module, name = EXTRAS[placement.launcher]
+    if importlib.util.find_spec(module) is None:
+        raise BenchError(f"--launcher {placement.launcher} needs {name}; install it with: "
+                         f"pip install 'bench[{placement.launcher}]'")
+    if placement.launcher == "ray":  # ray.init retries an address that does not answer for a long time
+        check_reachable(checked.ray_address, placement.label("ray_address"))
+    return checked
+
+
+def _check_local(placement: Placement, devices: set, runs: int) -> Placement:
+    """This machine's launcher: the runs' CUDA devices against the GPUs torch sees, each worker's GPU, and the
+    worker count against the ``runs`` of the plan; ``workers`` and ``gpus`` resolved."""
+    label = placement.label
     cuda = _cuda(devices)
     n = visible_gpus() if cuda else 0
     if cuda and not n:  # on this machine every run would fail at its start, one by one
