@@ -28,7 +28,7 @@ from ..evaluation.zero_shot import (build_zero_shot_classifier, classifier_from_
                                     prompt_features)
 from ..host.manager import get_entry
 from ..results.columns import config_key
-from ..results.run_folder import confusion_frame, file_safe, is_run_folder, write_csv
+from ..results.run_folder import confusion_frame, file_safe, is_run_folder, provenance, write_csv
 from ..safe_load import load_checkpoint
 from .transfer import (SEPARATOR, Target, dataset_split, decode_options, load_target, published_templates,
                        record_transfer, safe_name, transfer_row, transfer_run_id, zero_shot_templates)
@@ -260,7 +260,6 @@ def _record_transfer_rows(path, cfg: RunConfig, target, table: list, result, dev
     printed only."""
     import sys
 
-    from ..results.run_folder import provenance
     from ..results.runs_csv import read_runs
 
     run_dir = Path(path).resolve().parent

@@ -24,7 +24,7 @@ from ..data.imagefolder import dataset_name
 from ..errors import BenchError, UnknownNameError
 from ..host.manager import get_entry
 from ..results.columns import CONFIG_COLUMNS, MACHINE_COLUMNS
-from ..results.run_folder import file_safe
+from ..results.run_folder import file_safe, write_class_tables
 
 SEPARATOR = "@"  # DATASET@TEMPLATES in --transfer, and <run id>@<dataset> in a transfer row's run id
 
@@ -222,7 +222,6 @@ def record_transfer(out, row: dict, target: Target, metrics: dict, config: dict)
     from ..atomic_files import atomic_write_text
     from ..results.predictions import FILENAME as PREDICTIONS
     from ..results.predictions import save_predictions
-    from ..results.run_folder import write_class_tables
     from ..results.runs_csv import finish_run
 
     run_dir = Path(out) / "runs" / row["run_id"]

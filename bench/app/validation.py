@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..atomic_files import check_writable_folder
 from ..config import PRESETS, RunConfig
-from ..errors import BenchError, one_line_cause
+from ..errors import BenchError, UnknownNameError, one_line_cause
 from ..host.registry import unknown_name_message
 
 # the largest --lr each optimizer takes: AdamW's steps are lr-sized; SGD's are lr x gradient, and the contrastive
@@ -292,7 +292,6 @@ SAVED_NAMES = {"encoders": lambda cfg: cfg.model.encoder, "tokenizers": lambda c
 def check_saved_names(cfg: RunConfig, path, kinds=tuple(SAVED_NAMES)):
     """Each of ``kinds`` that the run saved in ``path`` used is registered now. One that is not was most likely
     registered by a plugin this process did not load, so the error says to load it, not only that it is unknown."""
-    from ..errors import UnknownNameError
     from ..host.manager import get_entry
 
     for kind in kinds:
