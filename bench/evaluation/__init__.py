@@ -1,5 +1,7 @@
-"""Evaluation: zero-shot classification, retrieval, linear probe, robustness, metrics (imports clip, data,
-distributed and the base modules, never the engine, results or app).
+"""Evaluation: zero-shot classification (``zero_shot``), seen/unseen/harmonic top-1 over held-out classes
+(``holdout``), metrics, and the suite (``suite``: retrieval, linear probe, robustness); quality targets (``target``:
+``--target``, when a history first reaches one). Imports clip, data, distributed and the base modules, never the
+engine, results or app.
 
 The suite's evaluation names live here, torch-free, so ``--evals`` is checked (``bench.app.validation``) without
 torch.
