@@ -1,6 +1,8 @@
-"""The package's floor plan holds: every import in bench/ points down the layers, nothing imports in a circle,
-the configuration imports without torch, and a wheel carries every module."""
+"""The package's floor plan holds: every import in bench/ points down the layers (a name a facade resolves lazily
+counts as an import of its module), a package imports no more than its docstring says, nothing imports in a
+circle, the configuration imports without torch, and a wheel carries every module."""
 import ast
+import importlib
 import subprocess
 import sys
 import zipfile
@@ -32,6 +34,17 @@ LAYERS = [
 # The package root is the public facade: its names resolve lazily, so any module may import it (for
 # ``__version__``); statically it imports only the hook marker.
 ROOT_IMPORTS = {"bench.host", "bench.host.hookspecs"}
+# Packages whose docstring allows less than every layer below them (what each ``__init__.py`` says it imports):
+# the layers it may import besides its own, and single modules beyond those.
+NARROWER = {
+    "bench.distributed": ({"base"}, set()),
+    "bench.data": ({"base", "clip"}, set()),
+    "bench.evaluation": ({"base", "clip", "data", "distributed"}, set()),
+    "bench.results": ({"base"}, {"bench.evaluation", "bench.evaluation.target"}),  # pandas, no model or engine
+    "bench.engine": ({"base", "distributed", "clip", "data", "results"}, set()),
+    "bench.perf": ({"base", "host", "distributed", "clip", "data", "evaluation", "results", "engine", "config"},
+                   {"bench.app", "bench.app.validation"}),  # of the app layer, its input checks only
+}
 
 
 def modules() -> dict[str, Path]:
@@ -43,26 +56,45 @@ def modules() -> dict[str, Path]:
     return found
 
 
+def lazy_names(mods: dict[str, Path]) -> dict[str, dict[str, str]]:
+    """Per package that resolves names lazily (``__getattr__ = lazy_attributes(...)``, as ``bench`` and
+    ``bench.data`` do), each name -> the module it is imported from on first use."""
+    tables = {}
+    for name, path in mods.items():
+        if path.name == "__init__.py" and "lazy_attributes(__name__" in path.read_text():
+            table = importlib.import_module(name)._LAZY
+            tables[name] = {attr: f"{name}.{module}" for attr, module in table.items()}
+    return tables
+
+
 def import_graph() -> dict[str, set[str]]:
     """Every import statement of every module, function-level ones included, resolved to bench's modules.
 
-    ``from pkg import name`` counts as an import of ``pkg`` and, when ``name`` is a module, of ``pkg.name``;
-    importing ``a.b.c`` also runs ``a.b``'s ``__init__``, so that edge is added too.
+    ``from pkg import name`` counts as an import of ``pkg`` and, when ``name`` is a module, of ``pkg.name``; when
+    ``pkg`` resolves ``name`` lazily (the facade ``from bench import train_epoch``), of the module it comes from.
+    Importing ``a.b.c`` also runs ``a.b``'s ``__init__``, so that edge is added too.
     """
     mods = modules()
+    lazy = lazy_names(mods)
     graph = {}
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        targets = set()
-        for target, names in import_statements(path.read_text(), package, str(path)):
-            targets.add(target)
-            targets.update(f"{target}.{name}" for name in names)
-        edges = set()
-        for target in targets:
-            parts = target.split(".")
-            edges.update(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in mods)
-        graph[name] = edges - {name} - {p for p in _parents(name)}
+        graph[name] = module_edges(path.read_text(), package, mods, lazy, str(path)) - {name} - _parents(name)
     return graph
+
+
+def module_edges(source: str, package: str, mods, lazy: dict, filename: str = "<source>") -> set[str]:
+    """The modules of ``mods`` that ``source``, a module of ``package``, imports (see :func:`import_graph`)."""
+    targets = set()
+    for target, names in import_statements(source, package, filename):
+        targets.add(target)
+        targets.update(f"{target}.{name}" for name in names)
+        targets.update(lazy[target][name] for name in names if name in lazy.get(target, {}))
+    edges = set()
+    for target in targets:
+        parts = target.split(".")
+        edges.update(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in mods)
+    return edges
 
 
 def _parents(name: str) -> set[str]:
@@ -120,6 +152,37 @@ def test_every_import_points_down_the_layers():
             if layer_of(target) > here:
                 wrong.append(f"{name} ({LAYERS[here][0]}) -> {target} ({LAYERS[layer_of(target)][0]})")
     assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
+
+
+def test_each_package_imports_no_more_than_its_docstring_says():
+    """A package imports only what its ``__init__`` docstring names (NARROWER), though the layers allow more:
+    results reads tables with pandas (no model, data or plugin host), the engine and evaluation load no plugins,
+    data imports only clip and the base modules, distributed only the base modules (the loss imports it), and perf
+    only the app layer's input checks."""
+    wrong = []
+    for name, edges in import_graph().items():
+        package = next((p for p in NARROWER if name == p or name.startswith(p + ".")), None)
+        if package is None:
+            continue
+        layers, extra = NARROWER[package]
+        for target in sorted(edges - {"bench"}):
+            inside = target == package or target.startswith(package + ".")
+            if not inside and target not in extra and LAYERS[layer_of(target)][0] not in layers:
+                wrong.append(f"{name} -> {target}")
+    assert not wrong, "imports a package's docstring does not allow:\n" + "\n".join(wrong)
+
+
+def test_the_checker_resolves_a_facade_name_to_its_module():
+    """``from bench import train_epoch`` in a module of bench/data imports bench.engine at its first use: an edge
+    up the layers that the facade's lazy table hides from the import statement."""
+    mods = modules()
+    lazy = lazy_names(mods)
+    assert lazy["bench"]["train_epoch"] == "bench.engine.reference_loop"
+    assert lazy["bench.data"]["DeviceLoader"] == "bench.data.loader"
+    source = "def f():\n    from bench import train_epoch\n    from .. import BenchError\n"
+    edges = module_edges(source, "bench.data", mods, lazy)
+    assert edges == {"bench", "bench.engine", "bench.engine.reference_loop", "bench.errors"}
+    assert layer_of("bench.engine.reference_loop") > layer_of("bench.data.resize")  # the layering test refuses it
 
 
 def test_the_checker_sees_function_level_and_relative_imports():
