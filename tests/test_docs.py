@@ -135,6 +135,18 @@ def test_the_sweep_file_docs_sweeps_md_shows_plans_its_runs(tmp_path, run_cli):
     assert "encoder_opt={'widths': [32, 64, 64]}" in out
 
 
+def test_the_plugin_pyproject_docs_plugins_md_shows_is_the_example_packages_own():
+    """The ``pyproject.toml`` a third party copies from docs/plugins.md declares what the example package's real one
+    does, table for table, its ``[build-system]`` included: without one pip falls back to setuptools' legacy build,
+    which fails where the environment's setuptools cannot build a wheel."""
+    from bench.app.sweep.toml_file import tomllib  # tomli below Python 3.11, as sweep files read
+
+    shown = tomllib.loads(re.search(r"```toml\n(.*?)```", DOC.read_text(), re.S)[1])
+    real = tomllib.loads((EXAMPLE_DIR / "pyproject.toml").read_text())
+    assert "build-system" in shown
+    assert {key: {k: real[key][k] for k in table} for key, table in shown.items()} == shown
+
+
 def _resolves(dotted: str) -> bool:
     """Whether ``bench.a.b.c`` names an importable module or an attribute of one."""
     import importlib

@@ -112,8 +112,8 @@ def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, 
             label = row["eval_templates"]
             set_name = label.split("[")[0]
             is_set = label == set_name  # a set's row is a run of its own; its single templates' rows follow, printed
-            if is_set:
-                run_id = (f"{stamp}-openclip-{_safe(model_name)}-{_safe(base['pretrained'])}-{set_name}-"
+            if is_set:  # the id names the run's folder: a plugin's set name ("mine/short") must not nest it
+                run_id = (f"{stamp}-openclip-{_safe(model_name)}-{_safe(base['pretrained'])}-{_safe(set_name)}-"
                           f"{uuid.uuid4().hex[:6]}")
             rows.append({"run_id": run_id if is_set else f"{run_id}:{label}",
                          "config_id": _config_id(model_name, digest or pretrained, label, name, limit_test,

@@ -11,6 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import bench
+import bench.testing
+
 from tests.support.runs import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread in this module (tests/conftest.py)
@@ -180,6 +183,33 @@ def test_open_clip_weights_as_safetensors_are_read(tiny_open_clip, tmp_path, run
 
 
 @pytest.mark.slow  # over a second of the quick tier (2-minute budget)
+class SlashedTemplates:
+    """A template set named with a namespace, as docs/plugins.md advises plugins to name theirs."""
+
+    @bench.hookimpl
+    def register_templates(self, register):
+        register("mine/short", lambda: ["a {}", "a photo of a {}"], "two short prompts")
+
+
+def test_a_template_set_named_with_a_slash_gets_one_run_folder_named_by_its_row(tiny_open_clip, tmp_path, run_cli):
+    """A pretrained model evaluated with a plugin's ``mine/short`` set records one run folder directly under runs/,
+    named by its row's run id: a ``/`` in the id made a nested folder that bench results then counted as a run
+    stopped before its first checkpoint, and the row's run id named no folder."""
+    config, weights, *_ = tiny_open_clip
+    results = tmp_path / "results"
+    with bench.testing.plugin_registered(SlashedTemplates()):
+        code, _, err = run_cli("eval", "--open-clip", config, "--pretrained", weights, "--dataset", "synthetic",
+                               "--templates", "mine/short", "--limit-test", N_IMAGES, "--results", results,
+                               "--device", "cpu")
+        assert code == 0, err
+        (row,) = pd.read_csv(results / "runs.csv").to_dict("records")
+        assert row["templates"] == "mine/short"
+        assert [p.name for p in (results / "runs").iterdir()] == [row["run_id"]]
+        assert (results / "runs" / row["run_id"] / "result.json").is_file()
+        code, _, err = run_cli("results", results)
+        assert code == 0 and "no row" not in err, err
+
+
 def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_open_clip, tmp_path, run_cli):
     """``--holdout-classes red,blue`` with --open-clip: no training, so the split only says which test images count as
     unseen; the row's seen/unseen/harmonic top-1 are open_clip's own predictions read that way, and it records the
