@@ -115,9 +115,10 @@ def check_out_dir(out: str | os.PathLike) -> Path:
     return out
 
 
-def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Components:
+def load_components(cfg: RunConfig, eval_templates: list | None = None, drawn: tuple = ()) -> Components:
     """Templates, both splits at the model's image size (resized here, once, where the dataset's differs) and the
-    tokenizer."""
+    tokenizer. ``drawn``: the held-out classes a resumed run recorded when it started (its last.pt's
+    ``unseen_classes``), kept rather than drawn again."""
     templates = load_templates(cfg.templates)
     splits = {split: dataset_split(cfg.dataset, split, cfg.data_dir, cfg.data_seed, dict(cfg.data_opts), limit)
               for split, limit in (("train", cfg.limit_train), ("test", cfg.limit_test))}
@@ -129,7 +130,16 @@ def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Compo
     # the tokenizer knows every class's prompts (a held-out class's too): the fallback vocabulary is built from them
     prompts = fill(templates + list(eval_templates or []), train.classes)
     tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, prompts)
-    unseen = resolve_holdout(cfg.holdout_classes, train.classes, cfg.seed, cfg.dataset)
+    if drawn and cfg.holdout_classes:
+        # the split the run's first part trained on: numpy keeps no promise that a seed's stream stays the same
+        # across its versions, and a count drawn again elsewhere would train the rest of the run on other classes
+        missing = [c for c in drawn if c not in train.classes]
+        if missing:
+            raise BenchError(f"the run held out class {missing[0]!r}, which dataset {cfg.dataset!r} does not have "
+                             f"now; resume it with the data it trained on")
+        unseen = tuple(c for c in train.classes if c in drawn)
+    else:
+        unseen = resolve_holdout(cfg.holdout_classes, train.classes, cfg.seed, cfg.dataset)
     trained = without_classes(train, unseen)
     if unseen and not len(trained):
         raise BenchError(f"no training images are left once {', '.join(unseen)} are held out; raise --limit-train")
@@ -223,9 +233,10 @@ class Run:
         autocast_dtype_for(precision, device)  # a precision this device cannot run stops here, before any data loads
         recipe = cfg.recipe()
         set_backend_flags(recipe, device)  # before the encoder's data-dependent initialisation runs on the device
+        drawn = tuple(resume.get("unseen_classes") or ()) if resume is not None else ()  # the split it trained on
         with GLOBAL_RNG:  # the seed, then every draw of initialisation, before another thread's run reseeds
             seed_everything(cfg.seed)
-            self.parts = parts = load_components(cfg)
+            self.parts = parts = load_components(cfg, drawn=drawn)
             self.model = model = create_model_from_cfg(cfg.model)
         check_encoder_forward(get_entry("encoders", cfg.model.encoder), model.visual, cfg.model.image_resolution,
                               cfg.model.embed_dim)

@@ -150,17 +150,40 @@ def test_a_sweep_counts_a_run_done_by_its_own_row_not_by_its_transfer_rows(tmp_p
 
 
 def test_held_out_classes_are_configuration_and_transfer_datasets_are_not(tmp_path, run_cli):
-    """A sweep file's holdout_classes (a count) gives runs another id; transfer evaluates more, computes the same."""
+    """A sweep file's holdout_classes (a count) gives runs another id; transfer evaluates more, computes the same.
+    Names are one split in any order (one id); a count is another id than any names (docs/evaluation.md)."""
     common = ["--dataset", "synthetic", "--preset", "smoke", *TINY, "--out", str(tmp_path / "res"), "--dry-run"]
     ids = {}
     for label, base in (("none", ""), ("transfer", "transfer = 'cifar10'\n"), ("holdout", "holdout_classes = 2\n"),
-                        ("names", "holdout_classes = ['red', 'blue']\n")):
+                        ("names", "holdout_classes = ['red', 'blue']\n"),
+                        ("reordered", "holdout_classes = [' blue', 'red']\n")):
         path = tmp_path / f"{label}.toml"
         path.write_text(f"[base]\n{base}[[include]]\nencoder = 'modified_resnet'\n")
         code, out, err = run_cli("sweep", path, *common)
         assert code == 0, err
         ids[label] = out.split()[1]
     assert ids["none"] == ids["transfer"] and len({ids["none"], ids["holdout"], ids["names"]}) == 3
+    assert ids["names"] == ids["reordered"]
+
+
+@pytest.mark.slow  # two runs
+def test_a_count_and_the_names_it_draws_train_the_same_bits_under_two_configuration_ids(tmp_path, run_cli):
+    """--holdout-classes 2 draws purple and pink with seed 0; naming them trains the same run bit for bit (the draw
+    uses a generator of its own, not the training streams), but the option as given is the configuration: the
+    count and the names are two ids, as docs/evaluation.md says, and the rows tell them apart by holdout_classes."""
+    from bench.data.class_split import resolve_holdout
+    from bench.data.datasets import SYNTHETIC_CLASSES
+    from tests.support.runs import FLAGS, assert_same_run
+
+    assert resolve_holdout(("2",), SYNTHETIC_CLASSES, 0) == ("purple", "pink")
+    for label, spec in (("count", "2"), ("names", "pink,purple")):
+        code, _, err = run_cli("run", *FLAGS, "--holdout-classes", spec, "--out", tmp_path / label)
+        assert code == 0, err
+    named = assert_same_run(tmp_path / "count", tmp_path / "names")
+    counted = pd.read_csv(tmp_path / "count" / "runs.csv").iloc[0]
+    assert (str(counted.holdout_classes), named.holdout_classes) == ("2", "pink,purple")
+    assert counted.unseen_classes == named.unseen_classes == "purple,pink"
+    assert counted.config_id != named.config_id
 
 
 def test_bench_eval_reports_the_classes_a_count_drew_in_training_not_a_new_draw(tmp_path, run_cli, monkeypatch):
@@ -181,6 +204,45 @@ def test_bench_eval_reports_the_classes_a_count_drew_in_training_not_a_new_draw(
     assert table["unseen_classes"].tolist() == [row.unseen_classes]
     assert table[["seen_top1", "unseen_top1"]].iloc[0].tolist() == pytest.approx([row.seen_top1, row.unseen_top1],
                                                                                   abs=1e-6)
+
+
+@pytest.mark.slow  # a whole run, a stopped one and its resume
+def test_a_resumed_run_keeps_the_classes_its_count_drew_not_a_new_draw(tmp_path, run_cli, monkeypatch):
+    """--holdout-classes 2, stopped after step 4 and resumed where a new draw gives other classes (another numpy):
+    the rest of the run trains on the split its first part did, so it ends as the run never stopped. It used to
+    draw again on resume: refused as "the dataset changed since" where the new split had another size, trained
+    the remaining steps on other classes where it had the same."""
+    import bench.app.run as run_module
+    from bench.data.class_split import resolve_holdout
+    from tests.support.runs import FLAGS, assert_same_run, run_dir_of, stop_at_ask
+
+    flags = [*FLAGS, "--holdout-classes", "2"]
+    code, _, err = run_cli("run", *flags, "--out", tmp_path / "whole")
+    assert code == 0, err
+    stop_at_ask(monkeypatch, 4)
+    code, _, err = run_cli("run", *flags, "--out", tmp_path / "cut")
+    assert code == 130, err
+    monkeypatch.undo()
+    monkeypatch.setattr(run_module, "resolve_holdout", lambda spec, classes, seed, name="": resolve_holdout(
+        spec, classes, seed + 1, name))  # what another numpy might draw
+    code, _, err = run_cli("run", "--resume", run_dir_of(tmp_path / "cut"), "--no-progress")
+    assert code == 0, err
+    assert assert_same_run(tmp_path / "whole", tmp_path / "cut")["unseen_classes"] == "purple,pink"
+
+
+def test_a_resumed_runs_recorded_draw_is_its_split_and_a_class_the_dataset_lost_is_one_line():
+    """load_components with the classes last.pt recorded: those are held out (in the dataset's order), whatever the
+    seed would draw now; one the dataset no longer has stops the resume with one line naming it."""
+    from bench.app.options import config_from_flags
+    from bench.app.run import load_components
+    from bench.errors import BenchError
+
+    cfg = config_from_flags(dataset="synthetic", limit_train=40, limit_test=20, holdout_classes=("2",))
+    parts = load_components(cfg, drawn=("red", "blue"))
+    assert parts.unseen == ("red", "blue") and "red" not in parts.trained.classes
+    assert load_components(cfg).unseen == ("purple", "pink")  # a fresh run draws with its seed
+    with pytest.raises(BenchError, match="the run held out class 'tan', which dataset 'synthetic' does not have now"):
+        load_components(cfg, drawn=("red", "tan"))
 
 
 @pytest.mark.slow  # over a second of the quick tier (2-minute budget)

@@ -26,6 +26,11 @@ FLAGS = ["--dataset", "synthetic", "--epochs", "2", "--limit-train", "64", "--li
 TIMING = ["epoch_seconds", "images_per_s", "elapsed_seconds", "eval_seconds"]
 METRICS = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "final_train_loss", "best_epoch",
            "best_zeroshot_top1", "train_images"]
+# Columns only some runs have (--holdout-classes, --target): compared where the first run's row has them.
+FEATURE_METRICS = ["unseen_classes", "seen_top1", "unseen_top1", "harmonic_top1", "reached_target",
+                   "epochs_to_target", "skipped_steps"]
+# Columns of a --transfer row that its evaluation measured.
+TRANSFER_METRICS = ["zeroshot_top1", "zeroshot_top5", "mean_per_class_recall", "n_classes", "test_images"]
 
 
 def finished_run(base: Path) -> Path:
@@ -60,8 +65,16 @@ def stop_at_ask(monkeypatch, ask: int):
 
 
 def run_dir_of(out: Path) -> Path:
-    (path,) = glob.glob(str(out / "runs" / "*"))
+    """The folder of the one run trained in results folder ``out`` (its --transfer rows' folders, named
+    ``<run id>@<dataset>``, are :func:`transfer_dirs_of`)."""
+    (path,) = [p for p in glob.glob(str(out / "runs" / "*")) if "@" not in Path(p).name]
     return Path(path)
+
+
+def transfer_dirs_of(out: Path) -> dict:
+    """``@<dataset>`` (the part after the run id) -> folder, for each --transfer row's folder in ``out``."""
+    found = (Path(p) for p in glob.glob(str(out / "runs" / "*@*")))
+    return {"@" + p.name.split("@", 1)[1]: p for p in found}
 
 
 def history(run_dir: Path) -> pd.DataFrame:
@@ -72,16 +85,30 @@ def weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
 
 
+def _cells(row: pd.Series, columns: list) -> dict:
+    """``row``'s ``columns``, a blank cell as None (NaN is never equal to itself, so two blanks would differ)."""
+    return {c: None if pd.isna(row.get(c)) else row.get(c) for c in columns}
+
+
 def assert_same_run(a: Path, b: Path) -> pd.Series:
     """The runs in results folders ``a`` and ``b`` are the same run bit for bit: history (all but timings),
-    loss log, metrics, predictions and every weight tensor; returns ``b``'s runs.csv row."""
+    loss log, metrics (held-out and target columns too, where the run has them), predictions, every weight tensor,
+    and each --transfer row's metrics and predictions; returns ``b``'s runs.csv row."""
     dir_a, dir_b = run_dir_of(a), run_dir_of(b)
     pd.testing.assert_frame_equal(history(dir_a), history(dir_b), check_exact=True)
     pd.testing.assert_frame_equal(pd.read_csv(dir_a / "train_log.csv"), pd.read_csv(dir_b / "train_log.csv"),
                                   check_exact=True)
-    row_a, row_b = pd.read_csv(a / "runs.csv").iloc[0], pd.read_csv(b / "runs.csv").iloc[0]
-    assert {m: row_a[m] for m in METRICS} == {m: row_b[m] for m in METRICS}
+    rows_a, rows_b = (pd.read_csv(x / "runs.csv").set_index("run_id", drop=False) for x in (a, b))
+    row_a, row_b = rows_a.loc[dir_a.name], rows_b.loc[dir_b.name]
+    columns = METRICS + [c for c in FEATURE_METRICS if c in row_a.index]
+    assert _cells(row_a, columns) == _cells(row_b, columns)
     assert (dir_a / "predictions.npy").read_bytes() == (dir_b / "predictions.npy").read_bytes()
+    away_a, away_b = transfer_dirs_of(a), transfer_dirs_of(b)
+    assert away_a.keys() == away_b.keys()
+    for suffix in away_a:
+        ta, tb = rows_a.loc[dir_a.name + suffix], rows_b.loc[dir_b.name + suffix]
+        assert _cells(ta, TRANSFER_METRICS) == _cells(tb, TRANSFER_METRICS), suffix
+        assert (away_a[suffix] / "predictions.npy").read_bytes() == (away_b[suffix] / "predictions.npy").read_bytes()
     ours, theirs = weights(dir_a / "last.pt"), weights(dir_b / "last.pt")
     assert ours.keys() == theirs.keys()
     assert [k for k in ours if not torch.equal(ours[k], theirs[k])] == []
