@@ -126,6 +126,10 @@ def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Compo
     train, test = (fit_to_size(splits[s], cfg.model.image_resolution, cfg.dataset) for s in ("train", "test"))
     if train.classes != test.classes:
         raise BenchError(f"dataset {cfg.dataset!r}: train and test splits name different classes")
+    if "probe" in cfg.evals:  # the probe runs after training: what it cannot do is said before
+        from ..evaluation.probe import check_probe_labels
+
+        check_probe_labels(train.labels)
     # the tokenizer knows every class's prompts (a held-out class's too): the fallback vocabulary is built from them
     prompts = fill(templates + list(eval_templates or []), train.classes)
     tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, prompts)

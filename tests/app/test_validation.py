@@ -464,6 +464,9 @@ CASES = [
     ("eval-holdout-names-no-class", ["eval", "{ckpt}", "--holdout-classes", ","], "'--holdout-classes': names no class",
      None),
     ("transfer-names-no-dataset", RUN + ["--transfer", ","], "'--transfer': names no dataset", None),
+    # the probe runs after training: 4 images of 4 classes leave it no validation image, said before training
+    ("probe-without-a-validation-image", RUN + ["--evals", "probe", "--limit-train", "4", "--batch-size", "2"],
+     "--evals probe: the linear probe needs at least two training images of some class for validation", None),
     ("eval-dataset-names-no-dataset", ["eval", "{ckpt}", "--dataset", ""], "'--dataset': names no dataset", None),
     ("eval-open-clip-holdout-count", ["eval", "--open-clip", "RN50", "--pretrained", "openai", "--holdout-classes", "2"],
      "a pretrained model has none; name the classes", None),
