@@ -37,7 +37,7 @@ from ..engine.faults import FiniteWatch, stop_on_signal
 from ..engine.prewarm import prewarm
 from ..errors import BenchError, Interrupted
 from ..evaluation.holdout import seen_unseen_metrics
-from ..evaluation.target import first_reached, parse_target, target_columns
+from ..evaluation.target import check_target_measured, first_reached, parse_target, target_columns
 from ..evaluation.zero_shot import classifier_from_features, prompt_features, validate_sharded
 from ..host.manager import get_entry
 from ..results.columns import config_key
@@ -134,6 +134,8 @@ def load_components(cfg: RunConfig, eval_templates: list | None = None) -> Compo
     prompts = fill(templates + list(eval_templates or []), train.classes)
     tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, prompts)
     unseen = resolve_holdout(cfg.holdout_classes, train.classes, cfg.seed, cfg.dataset)
+    if cfg.target is not None:
+        check_target_measured(parse_target(cfg.target).metric, test.labels, class_indices(test.classes, unseen))
     trained = without_classes(train, unseen)
     if unseen and not len(trained):
         raise BenchError(f"no training images are left once {', '.join(unseen)} are held out; raise --limit-train")
