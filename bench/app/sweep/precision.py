@@ -115,7 +115,8 @@ def check_metric(until: Until, cfgs):
             some = "some of the sweep's runs" if any(c.holdout_classes for c in cfgs) else "the sweep's runs"
             raise BenchError(f"--until {until.metric}: held-out accuracies are reported only by runs with "
                              f"--holdout-classes, and {some} hold no class out; give every run held-out classes "
-                             f"(--holdout-classes, or holdout_classes in the sweep file's [base]), or name zeroshot_top1")
+                             f"(--holdout-classes, or holdout_classes in the sweep file's [base]), or name "
+                             f"zeroshot_top1")
         needs = next((e for e, p in (("retrieval", "retrieval_"), ("probe", "probe_"), ("robustness", "robust_"))
                       if until.metric.startswith(p)), None)
         if needs:
