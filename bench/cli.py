@@ -20,6 +20,17 @@ def _folder(ctx, param, value):
     return value
 
 
+def _split_naming(what: str, example: str):
+    """A comma list that must name something when given: an empty ``--holdout-classes "$CLASSES"`` (or a lone
+    comma) would otherwise train on every class, a configuration not meant, and record it as if asked."""
+    def callback(ctx, param, value):
+        names = _split(ctx, param, value)
+        if value and not names:
+            raise click.BadParameter(f"names no {what}; give {example}, or leave the option out", param=param)
+        return names
+    return callback
+
+
 def _split_seeds(ctx, param, value):
     # an empty --seeds "$SEEDS" would otherwise run the default seed once, not the seeds meant
     seeds = _split(ctx, param, value)
@@ -131,10 +142,12 @@ def cli(plugins_dirs, plugin_modules):
               help="After training also run: retrieval, probe, robustness (comma-separated).")
 @click.option("--robust-limit", type=int, help="Robustness on the first N test images (default: all).")
 @click.option("--robust-severities", callback=_split, multiple=True, help="Corruption severities (default 1,2,3,4,5).")
-@click.option("--transfer", callback=_split, multiple=True, metavar="DATASET[@TEMPLATES]",
+@click.option("--transfer", callback=_split_naming("dataset", "datasets such as stl10,cifar100"), multiple=True,
+              metavar="DATASET[@TEMPLATES]",
               help="After training, also evaluate zero-shot on these other datasets (comma-separated), each with its "
                    "own classes and template set: one runs.csv row each (docs/evaluation.md).")
-@click.option("--holdout-classes", callback=_split, multiple=True, metavar="NAMES|COUNT",
+@click.option("--holdout-classes", callback=_split_naming("class", "class names (cat,truck) or a count (2)"),
+              multiple=True, metavar="NAMES|COUNT",
               help="Leave these classes' images and prompts out of training: names (cat,truck) or a count drawn with "
                    "the seed; reports seen_top1, unseen_top1 and harmonic_top1.")
 @click.option("--cuda-graph/--no-cuda-graph", default=None,
@@ -232,7 +245,7 @@ cli.add_command(_sweep_command())
 @click.option("--results", "results_dir", default="results", show_default=True, callback=_folder,
               help="With --open-clip: the results folder whose runs.csv gets one row per template set.")
 @click.option("--templates", callback=_split, multiple=True, help="Template sets, comma-separated (default: the run's).")
-@click.option("--dataset", callback=_split, multiple=True,
+@click.option("--dataset", callback=_split_naming("dataset", "datasets such as stl10,synthetic"), multiple=True,
               help="Datasets, comma-separated (default: the run's); another than the run's is zero-shot transfer, "
                    "recorded in its results folder's runs.csv.")
 @click.option("--data-dir")
@@ -246,7 +259,8 @@ cli.add_command(_sweep_command())
               help="Robustness on the first N test images (default: the run's; all with --open-clip).")
 @click.option("--robust-severities", callback=_split, multiple=True,
               help="Corruption severities (default: the run's; 1,2,3,4,5 with --open-clip).")
-@click.option("--holdout-classes", callback=_split, multiple=True, metavar="NAMES|COUNT",
+@click.option("--holdout-classes", callback=_split_naming("class", "class names (cat,truck) or a count (2)"),
+              multiple=True, metavar="NAMES|COUNT",
               help="Report seen_top1, unseen_top1 and harmonic_top1 with these classes as the unseen ones (default: "
                    "the run's held-out classes; a pretrained model takes names).")
 @click.option("--out", type=click.Path(), callback=_folder,

@@ -37,7 +37,7 @@ from ..engine.faults import FiniteWatch, stop_on_signal
 from ..engine.prewarm import prewarm
 from ..errors import BenchError, Interrupted
 from ..evaluation.holdout import seen_unseen_metrics
-from ..evaluation.target import first_reached, parse_target, target_columns
+from ..evaluation.target import check_target_measured, first_reached, parse_target, target_columns
 from ..evaluation.zero_shot import classifier_from_features, prompt_features, validate_sharded
 from ..host.manager import get_entry
 from ..results.columns import config_key
@@ -127,6 +127,10 @@ def load_components(cfg: RunConfig, eval_templates: list | None = None, drawn: t
     train, test = (fit_to_size(splits[s], cfg.model.image_resolution, cfg.dataset) for s in ("train", "test"))
     if train.classes != test.classes:
         raise BenchError(f"dataset {cfg.dataset!r}: train and test splits name different classes")
+    if "probe" in cfg.evals:  # the probe runs after training: what it cannot do is said before
+        from ..evaluation.probe import check_probe_labels
+
+        check_probe_labels(train.labels)
     # the tokenizer knows every class's prompts (a held-out class's too): the fallback vocabulary is built from them
     prompts = fill(templates + list(eval_templates or []), train.classes)
     tokenizer = get_entry("tokenizers", cfg.tokenizer).create(cfg.model.text.context_length, prompts)
@@ -140,6 +144,8 @@ def load_components(cfg: RunConfig, eval_templates: list | None = None, drawn: t
         unseen = tuple(c for c in train.classes if c in drawn)
     else:
         unseen = resolve_holdout(cfg.holdout_classes, train.classes, cfg.seed, cfg.dataset)
+    if cfg.target is not None:
+        check_target_measured(parse_target(cfg.target).metric, test.labels, class_indices(test.classes, unseen))
     trained = without_classes(train, unseen)
     if unseen and not len(trained):
         raise BenchError(f"no training images are left once {', '.join(unseen)} are held out; raise --limit-train")

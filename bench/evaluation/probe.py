@@ -36,6 +36,15 @@ def stratified_split(labels: np.ndarray, val_fraction: float = VAL_FRACTION, see
     return train, val
 
 
+def check_probe_labels(labels):
+    """The probe's training labels leave :func:`stratified_split` a validation image to choose the weight decay on:
+    some class has two. A run checks this when it loads its data, not after training."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    if not (counts >= 2).any():
+        raise BenchError("--evals probe: the linear probe needs at least two training images of some class for "
+                         "validation; raise --limit-train")
+
+
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: float, max_iter: int = 200):
     """Weights ``(dim, n_classes)`` and bias minimising mean cross-entropy + ``weight_decay/2 * |W|^2``."""
     w = torch.zeros(x.shape[1], n_classes, dtype=x.dtype, requires_grad=True)
@@ -78,10 +87,8 @@ def _linear_probe(train_x, train_y, test_x, test_y, n_classes, weight_decays, va
     train_y, test_y = train_y.long().cpu(), test_y.long().cpu()
     mean, std = train_x.mean(dim=0), train_x.std(dim=0).clamp_min(1e-6)
     train_x, test_x = (train_x - mean) / std, (test_x - mean) / std
+    check_probe_labels(train_y.numpy())
     fit_idx, val_idx = (torch.from_numpy(i) for i in stratified_split(train_y.numpy(), val_fraction, seed))
-    if len(val_idx) == 0:
-        raise BenchError("the linear probe needs at least two training images of some class for validation; "
-                         "raise --limit-train")
     scores = []
     for wd in weight_decays:
         w, b = fit_logistic(train_x[fit_idx], train_y[fit_idx], n_classes, wd)

@@ -65,6 +65,20 @@ def parse_target(text: str) -> Target:
     return Target(metric, number)
 
 
+def check_target_measured(metric: str, test_labels, unseen_labels):
+    """A held-out accuracy is read on the test images of its group (``unseen_labels``: the held-out classes'
+    labels). A test split without an image of that group leaves the metric blank at every epoch, so the target is
+    never reached and ``--stop-at-target`` never stops: refused when the run loads its data."""
+    if metric not in HOLDOUT_TARGET_METRICS:
+        return
+    unseen = np.isin(np.asarray(test_labels), np.asarray(list(unseen_labels), dtype=np.int64))
+    lacking = ("held-out" if metric != "seen_top1" and not unseen.any()
+               else "trained" if metric != "unseen_top1" and unseen.all() else None)
+    if lacking:
+        raise BenchError(f"--target {metric}: none of the {len(unseen)} test images is of a {lacking} class, so "
+                         f"{metric} is blank at every epoch and never reached; raise --limit-test (or name zeroshot_top1)")
+
+
 def first_reached(history, target: Target) -> tuple[int, float] | None:
     """``(epoch, training seconds)`` at the end of the first epoch of ``history`` (rows as dicts, in epoch order)
     whose evaluation reaches ``target``; None if none does. The seconds add ``epoch_seconds`` in epoch order from

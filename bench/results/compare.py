@@ -406,6 +406,17 @@ def display_diff(metric: str, diff: float) -> float:
     return diff * 100 if is_accuracy(metric) else diff
 
 
+def check_measured(option: str, metric: str, selected: pd.DataFrame):
+    """Some comparison row of ``metric`` (``selected``) has runs reporting it on both sides, or one line names the
+    side that reports none: held-out accuracies of runs without --holdout-classes, a suite metric not run. A
+    --fail-on gate on it could never fire, so CI would pass silently; an equivalence could never be shown."""
+    if len(selected) and not ((selected["a_n"] > 0) & (selected["b_n"] > 0)).any():
+        r = selected.iloc[0]
+        lacking = r["baseline"] if r["a_n"] == 0 else r["side"]
+        raise BenchError(f"{option} {metric}: no run of {lacking} reports it, so there is no difference to test; "
+                         f"compare runs that both report {metric}, or drop it")
+
+
 def check_thresholds(rows: pd.DataFrame, fail_on, only_significant: bool = False) -> list[str]:
     """``METRIC:DELTA`` fails when a candidate's difference to the baseline goes past DELTA: below it when
     DELTA <= 0 (a drop, e.g. ``zeroshot_top1:-0.5`` = more than half a point lower), above it when DELTA > 0
@@ -417,6 +428,7 @@ def check_thresholds(rows: pd.DataFrame, fail_on, only_significant: bool = False
         if not len(selected):
             raise BenchError(f"--fail-on {metric!r}: no such metric in the comparison, or no value of it on either "
                              f"side")
+        check_measured("--fail-on", metric, selected)
         for _, r in selected.iterrows():
             d = display_diff(metric, r["diff"])
             if (threshold <= 0 and d < threshold) or (threshold > 0 and d > threshold):

@@ -23,7 +23,8 @@ import pandas as pd
 
 from ..errors import BenchError
 from .columns import is_accuracy
-from .compare import PAIRED_METRIC, Comparison, check_margin, display_diff, parse_metric_number, run_hits
+from .compare import (PAIRED_METRIC, Comparison, check_margin, check_measured, display_diff, parse_metric_number,
+                      run_hits)
 from .stats import Equivalence, holm, tost_paired, tost_welch
 
 NAMES = {"seeds": "TOST over seeds", "images": "paired TOST over images"}
@@ -53,6 +54,8 @@ def add_equivalence(result: Comparison, margins: dict[str, float], alpha: float,
     if missing:
         raise BenchError(f"--equivalence {missing[0]}: not a metric of this comparison; compared: "
                          f"{', '.join(dict.fromkeys(rows['metric'])) if len(rows) else 'none'}")
+    for metric in margins:
+        check_measured("--equivalence", metric, rows[rows["metric"] == metric])
     found = {}
     starts = [start for *_, start in result.pairs]
     for (base, side, r, start), end in zip(result.pairs, [*starts[1:], len(rows)]):  # a pair's rows, one a metric
@@ -115,13 +118,22 @@ def _cell(r, correct: str) -> str:
         return ""
     within = f"within {_margin(r.metric, r.equivalence_margin)}"
     if r.equivalent is None:
-        why = "one seed a side, no predictions.npy" if r.metric == PAIRED_METRIC else "one seed a side"
-        return f"not shown equivalent {within} (n/a: {why})"
+        return f"not shown equivalent {within} (n/a: {_untested(r)})"
     p = r.equivalence_p_adjusted
     shown = "<0.001" if p < 0.001 else f"{p:.3f}"
     label = "Holm p" if correct == "holm" else "p"
     verdict = "equivalent" if r.equivalent else "not shown equivalent"
     return f"{verdict} {within} ({NAMES[r.equivalence_test]}, {label}={shown})"
+
+
+def _untested(r) -> str:
+    """Why no test applies to comparison row ``r``, as the significance column says it: a metric one side never
+    measured (held-out accuracies of runs without --holdout-classes, a suite metric not run) is not a seed count."""
+    if min(r.a_n, r.b_n) == 0:
+        return "not measured on one side"
+    if max(r.a_n, r.b_n) >= 2:
+        return "one seed on a side, no predictions.npy" if r.metric == PAIRED_METRIC else "one seed on a side"
+    return "one seed a side, no predictions.npy" if r.metric == PAIRED_METRIC else "one seed a side"
 
 
 def equivalence_failures(result: Comparison) -> list[str]:

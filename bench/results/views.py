@@ -118,9 +118,20 @@ def _is_boolean(col: pd.Series) -> bool:
     return col.dtype == object and len(present) > 0 and set(present.map(str)) <= {"True", "False"}
 
 
+def _same_list(col: pd.Series, values: list) -> pd.Series:
+    """Text cells that are themselves comma lists of ``values``, in any order: ``holdout_classes=cat,truck`` is
+    the split a run keeps as ``cat,truck`` (``unseen_classes`` lists it in the dataset's order), which "any of
+    cat, truck" alone could never select."""
+    if len(values) < 2 or pd.api.types.is_numeric_dtype(col):
+        return pd.Series(False, index=col.index)
+    wanted = sorted(str(v).strip() for v in values)
+    return col.map(lambda cell: isinstance(cell, str) and "," in cell
+                   and sorted(p.strip() for p in cell.split(",")) == wanted).astype(bool)
+
+
 def filter_rows(df: pd.DataFrame, wheres) -> pd.DataFrame:
     """Rows matching every condition; values compare as numbers in numeric columns, else as text.
-    ``COLUMN=a,b`` matches any of the listed values."""
+    ``COLUMN=a,b`` matches any of the listed values, and a cell that lists the same values (in any order)."""
     for expr in wheres or ():
         column, op, value = parse_where(expr)
         if column not in df.columns:
@@ -146,9 +157,9 @@ def filter_rows(df: pd.DataFrame, wheres) -> pd.DataFrame:
         else:
             col = col.astype(str)
         if op is operator.eq:
-            mask = col.isin(values)
+            mask = col.isin(values) | _same_list(col, values)
         elif op is operator.ne:
-            mask = ~col.isin(values)
+            mask = ~(col.isin(values) | _same_list(col, values))
         else:
             mask = op(col, values[0])
         df = df[mask.fillna(False)]

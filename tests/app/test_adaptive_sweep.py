@@ -227,7 +227,13 @@ def test_runs_that_hold_classes_out_take_until_on_their_held_out_metrics(tmp_pat
     code, out, err = run_cli("sweep", path, "--until", "harmonic_top1:0.05", "--dry-run")
     assert code == 0 and "round 1: seeds 0-2" in out, err
     code, out, err = run_cli("sweep", sweep_file(tmp_path), "--until", "harmonic_top1:0.05", "--dry-run")
-    assert code == 2 and "harmonic_top1" in err  # runs that hold nothing out do not report it
+    assert code == 2 and "--until harmonic_top1: held-out accuracies are reported only by runs with " \
+                         "--holdout-classes, and the sweep's runs hold no class out" in err, err
+    # a grid over the split with no hold-out among its values: the message says some runs, not that none report it
+    path.write_text(sweep_text({"holdout_classes": ["red,blue", ""]}, out="res"))
+    code, out, err = run_cli("sweep", path, "--until", "seen_top1:0.05", "--dry-run")
+    assert code == 2 and "and some of the sweep's runs hold no class out; give every run held-out classes" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "res").exists()
 
 
 

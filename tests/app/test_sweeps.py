@@ -120,6 +120,11 @@ def test_sweep_lines_show_a_target_in_its_one_spelling(tmp_path, run_cli):
     ("[grid]\nseed = [0]\n[[include]]\nlr = {a = 1}\n", "lr = {'a': 1} is a table, and --lr takes one value"),
     ("[grid]\nseed = [1.5]\n", "seed = 1.5 is not a valid integer; give a whole number"),
     ("[grid]\neval_every = [true]\n", "eval_every = True is not a valid integer"),
+    # a list option's value as str() would read it: a class named 'True' or "{'a': 1}", refused only mid-sweep
+    ("[grid]\nseed = [0]\n[[include]]\nholdout_classes = true\n", "holdout_classes = True holds true or false; "
+                                                                 "--holdout-classes takes names or numbers"),
+    ("[grid]\nholdout_classes = ['red', {a = 1}]\n", "holdout_classes = {'a': 1} holds a table"),
+    ("[grid]\nseed = [0]\n[[include]]\ntransfer = [['stl10']]\n", "transfer = [['stl10']] holds a list"),
     # a typo in an exclude would silently drop nothing
     ("[grid]\nseed = [0, 1]\n[[exclude]]\nseed = 7\n", "exclude #1 has seed = 7, which grid.seed does not list (0, 1)"),
     # counted before the cross product is built (four lists of 1000 would be 10^12 points, more than memory holds)

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from bench.config import make_config
-from bench.evaluation.target import parse_target, target_columns
+from bench.errors import BenchError
+from bench.evaluation.target import check_target_measured, parse_target, target_columns
 from bench.results.columns import config_key
 from bench.results.predictions import load_predictions
 from tests.support.processes import spawn_bench
@@ -186,6 +187,21 @@ def test_reaching_compares_at_the_precision_the_evaluation_computes():
     assert parse_target(" zeroshot_top5 = .5 ").text == "zeroshot_top5=0.5"
 
 
+@pytest.mark.parametrize("metric, labels, needle", [
+    ("unseen_top1", [0, 1, 1], "none of the 3 test images is of a held-out class"),
+    ("harmonic_top1", [0, 1, 1], "none of the 3 test images is of a held-out class"),
+    ("seen_top1", [2, 2], "none of the 2 test images is of a trained class"),
+    ("harmonic_top1", [2, 2], "none of the 2 test images is of a trained class"),
+])
+def test_a_held_out_target_the_test_split_cannot_measure_is_refused(metric, labels, needle):
+    """With class 2 held out, a test split (cut by --limit-test) without an image of the target's group leaves the
+    metric blank at every epoch: never reached, and --stop-at-target would train to the end."""
+    with pytest.raises(BenchError, match=f"--target {metric}: {needle}, so {metric} is blank at every epoch"):
+        check_target_measured(metric, labels, [2])
+    check_target_measured(metric, [0, 2], [2])  # both groups present: measured
+    check_target_measured("zeroshot_top1", [0, 1], [2])
+
+
 def test_the_configuration_id_holds_the_target_only_where_it_stops_the_run():
     """An observed target changes nothing trained: same id as no target, whatever the target. Stopping at it
     does: another id, and another for each target."""
@@ -274,6 +290,10 @@ CASES = [
     ("held-out-without-holdout", RUN + ["--target", "seen_top1=0.5"],
      "--target seen_top1: held-out accuracies are evaluated only with --holdout-classes", None),
     ("stop-without-target", RUN + ["--stop-at-target"], "--stop-at-target stops at a target: add --target", None),
+    # the first 8 test images of the synthetic set hold no red one: unseen_top1 would be blank at every epoch
+    ("unseen-without-a-held-out-test-image", RUN + ["--holdout-classes", "red", "--limit-test", "8", "--target",
+                                                    "unseen_top1=0.5", "--stop-at-target"],
+     "--target unseen_top1: none of the 8 test images is of a held-out class", None),
     ("resume-with-target", ["run", "--resume", "{run_dir}", "--target", "zeroshot_top1=0.5"], "drop --target", None),
     ("sweep-flag-percent", ["sweep", "--encoder", "modified_resnet", *FLAGS, "--target", "zeroshot_top1=94",
                             "--out", "{out}"], "not percent", None),

@@ -456,6 +456,18 @@ CASES = [
     ("holdout-every-class", RUN + ["--holdout-classes", "10"], "leaves no class to train on", None),
     ("holdout-names-and-count", RUN + ["--holdout-classes", "red,2"], "class names or one count, not both", None),
     ("holdout-zero", RUN + ["--holdout-classes", "0"], "holds out nothing", None),
+    # an empty "$CLASSES" (or a lone comma) would train on every class: another configuration, recorded as asked
+    ("holdout-names-no-class", RUN + ["--holdout-classes", ","], "Invalid value for '--holdout-classes': names no "
+                                                               "class; give class names (cat,truck) or a count", None),
+    ("holdout-empty", RUN + ["--holdout-classes", ""], "'--holdout-classes': names no class", None),
+    ("sweep-holdout-names-no-class", SWEEP + ["--holdout-classes", ","], "'--holdout-classes': names no class", None),
+    ("eval-holdout-names-no-class", ["eval", "{ckpt}", "--holdout-classes", ","], "'--holdout-classes': names no class",
+     None),
+    ("transfer-names-no-dataset", RUN + ["--transfer", ","], "'--transfer': names no dataset", None),
+    # the probe runs after training: 4 images of 4 classes leave it no validation image, said before training
+    ("probe-without-a-validation-image", RUN + ["--evals", "probe", "--limit-train", "4", "--batch-size", "2"],
+     "--evals probe: the linear probe needs at least two training images of some class for validation", None),
+    ("eval-dataset-names-no-dataset", ["eval", "{ckpt}", "--dataset", ""], "'--dataset': names no dataset", None),
     ("eval-open-clip-holdout-count", ["eval", "--open-clip", "RN50", "--pretrained", "openai", "--holdout-classes", "2"],
      "a pretrained model has none; name the classes", None),
     ("eval-data-dir-for-two-datasets", ["eval", "{ckpt}", "--dataset", "synthetic,cifar10", "--data-dir", "{tmp}"],

@@ -90,6 +90,21 @@ def test_two_seed_sets_of_one_configuration_are_equivalent_at_a_wide_margin_two_
                                               "predictions.npy)"
 
 
+def test_an_untested_cell_says_why_as_the_significance_column_does():
+    """A metric one side never measured is not 'one seed a side', nor is a side of 2 seeds against 1: the cell (and
+    so the --fail-on-not-equivalent line) gives the reason that holds, as the significance column does."""
+    def held_out(label, tops, seeds):
+        return Source(label, pd.DataFrame([make_row(f"{label}{s}", "a", s, 0.5, seen_top1=t)
+                                           for s, t in zip(seeds, tops)]))
+
+    base, measured = held_out("A", [0.5, 0.52], [0, 1]), held_out("B", [0.51], [2])
+    plain = held_out("C", [math.nan, math.nan], [3, 4])  # trained on every class: seen_top1 blank
+    rows = add_equivalence(compare([base, measured, plain], metrics=["seen_top1"]), {"seen_top1": 0.03}, 0.05).rows
+    assert rows["equivalence"].tolist() == ["not shown equivalent within ±3.00 pp (n/a: one seed on a side)",
+                                            "not shown equivalent within ±3.00 pp (n/a: not measured on one side)"]
+    assert rows["significant"].isna().all()
+
+
 def test_where_seeds_and_images_both_apply_both_must_show_it_and_the_larger_p_decides(tmp_path):
     """Seeds agree closely (equivalent over seeds at ±3 points); each side's 3 runs agree on every image, and the
     candidate wins 12 images and loses 6 of 300 (d = 2 points): over images the 90% interval reaches past +3."""
@@ -155,6 +170,24 @@ def test_bad_equivalence_options_are_one_line_exit_2(two_seed_sets, run_cli, arg
     code, out, err = run_cli("compare", *two_seed_sets, *args)
     assert code == 2 and needle in err, err
     assert len(err.strip().splitlines()) == 1 and out == ""
+
+
+@pytest.mark.parametrize("args", [
+    ("--equivalence", "seen_top1:0.01"),
+    ("--equivalence", "seen_top1:0.01", "--fail-on-not-equivalent", "--correct", "holm"),
+    ("--fail-on", "seen_top1:-0.5"),  # a gate that could never fire: CI would pass silently
+])
+def test_a_metric_one_side_never_reports_is_one_line_exit_2(tmp_path, run_cli, args):
+    """Held-out accuracies of runs that held no class out (the column is there, blank: a folder holding both kinds):
+    no difference exists to test or gate, so the option is refused in one line naming the side that lacks it, not
+    answered with n/a cells and exit 0 or 1."""
+    plain, held = (write_results(tmp_path / name, [make_row(f"{name}{s}", "a", s, 0.5, seen_top1=seen)
+                                                   for s in range(3)], False)
+                   for name, seen in (("plain", math.nan), ("held", 0.6)))
+    code, out, err = run_cli("compare", plain, held, *args)
+    assert code == 2 and out == "", err
+    assert err.startswith(f"bench: error: {args[0]} seen_top1: no run of {plain} reports it") and \
+        err.endswith("compare runs that both report seen_top1, or drop it\n") and err.count("\n") == 1, err
 
 
 def test_fail_on_not_equivalent_gates_ci_on_the_margin(two_seed_sets, run_cli):

@@ -157,6 +157,21 @@ def test_where_and_sort():
             filter_rows(table, bad)
 
 
+def test_where_selects_a_held_out_split_however_its_classes_are_ordered(tmp_path):
+    """A holdout_classes or unseen_classes cell is itself a list: --where holdout_classes=red,cat is that split (in
+    any order), as well as any run holding out red or cat alone; before, "any of red, cat" matched no split of two
+    and bench compare/report said --where left no runs. Read through runs.csv, where the blanks are NaN."""
+    rows = [make_row("all", seed=0), make_row("pair", seed=1, holdout_classes="cat,red", unseen_classes="red,cat"),
+            make_row("red", seed=2, holdout_classes="red", unseen_classes="red"),
+            make_row("count", seed=3, holdout_classes="2", unseen_classes="cat,dog")]
+    table = pd.read_csv(write_results(tmp_path, rows, run_folders=False) / "runs.csv")
+    assert list(filter_rows(table, ["holdout_classes=red,cat"]).run_id) == ["pair", "red"]
+    assert list(filter_rows(table, ["holdout_classes= cat, red"]).run_id) == ["pair"]
+    assert list(filter_rows(table, ["unseen_classes=cat,red"]).run_id) == ["pair", "red"]
+    assert list(filter_rows(table, ["holdout_classes!=red,cat"]).run_id) == ["all", "count"]
+    assert list(filter_rows(table, ["holdout_classes=2"]).run_id) == ["count"]
+
+
 def test_append_writes_runs_and_long_table_together(tmp_path):
     write_results(tmp_path, [make_row("r1"), make_row("r2", seed=1)], run_folders=False)
     wide = pd.read_csv(tmp_path / "runs.csv")

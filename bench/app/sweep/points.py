@@ -98,7 +98,15 @@ def _convert(path, key: str, param, value):
     if param.multiple:  # a list, a comma-separated string, or one value (holdout_classes = 2)
         if isinstance(value, str):
             return [v for v in value.split(",") if v]
-        return [str(v) for v in (value if isinstance(value, list) else [value])]
+        items = value if isinstance(value, list) else [value]
+        # str() would make true a class named 'True' and a table one named "{'a': 1}", refused only mid-sweep
+        odd = next((v for v in items if isinstance(v, bool) or not isinstance(v, (str, int, float))), None)
+        if odd is not None:
+            kind = ("true or false" if isinstance(odd, bool) else "a list" if isinstance(odd, list)
+                    else "a table" if isinstance(odd, dict) else type(odd).__name__)
+            raise BenchError(f"{path}: {key} = {value!r} holds {kind}; --{key.replace('_', '-')} takes names or "
+                             f"numbers: give a string (\"a,b\"), a number, or a list of them")
+        return [str(v) for v in items]
     if getattr(param, "is_flag", False) and not isinstance(value, bool):
         raise BenchError(f"{path}: {key} = {value!r} must be true or false")
     if not isinstance(value, (str, int, float, bool)):  # a list, table or date where the option takes one value

@@ -97,6 +97,8 @@ def reported_metrics(cfg, towers: dict | None = None) -> list[str]:
 
 def check_metric(until: Until, cfgs):
     """Every configuration's runs report ``until.metric``."""
+    from ...results.columns import HOLDOUT_METRICS
+
     towers = {}
     for cfg in cfgs:
         if until.metric != NO_TTA and until.metric in reported_metrics(cfg):
@@ -109,6 +111,12 @@ def check_metric(until: Until, cfgs):
             raise BenchError(f"--until {NO_TTA}: the encoder {cfg.model.encoder!r}{f' ({opts})' if opts else ''} "
                              f"has no test-time augmentation; {NO_TTA} is reported only for encoders that average "
                              f"views (airbench's flip_tta or translate_tta); use zeroshot_top1")
+        if until.metric in HOLDOUT_METRICS:  # a grid over holdout_classes with "" among its values, too
+            some = "some of the sweep's runs" if any(c.holdout_classes for c in cfgs) else "the sweep's runs"
+            raise BenchError(f"--until {until.metric}: held-out accuracies are reported only by runs with "
+                             f"--holdout-classes, and {some} hold no class out; give every run held-out classes "
+                             f"(--holdout-classes, or holdout_classes in the sweep file's [base]), or name "
+                             f"zeroshot_top1")
         needs = next((e for e, p in (("retrieval", "retrieval_"), ("probe", "probe_"), ("robustness", "robust_"))
                       if until.metric.startswith(p)), None)
         if needs:
