@@ -62,7 +62,7 @@ class RunConfig:
     model: ModelCfg = field(default_factory=ModelCfg)  # architecture: encoder + text tower
     tokenizer: str = "clip_bpe"  # registered tokenizer name
     # registered template set used for training captions and zero-shot; bench run without --templates takes the
-    # dataset's own (its registration's templates=, bench.app.transfer.dataset_templates), else this
+    # dataset's own (its registration's templates=, bench.app.dataset_lookup.dataset_templates), else this
     templates: str = "seed"
     dataset: str = "cifar10"  # registered dataset name
     data_dir: str | None = not_in_id(None)  # dataset folder; None = the dataset's default

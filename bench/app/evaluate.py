@@ -30,8 +30,9 @@ from ..host.manager import get_entry
 from ..results.columns import config_key
 from ..results.run_folder import confusion_frame, file_safe, is_run_folder, provenance, write_csv
 from ..safe_load import load_checkpoint
-from .transfer import (SEPARATOR, Target, dataset_split, decode_options, load_target, published_templates,
-                       record_transfer, safe_name, transfer_row, transfer_run_id, zero_shot_templates)
+from .dataset_lookup import (Target, dataset_split, decode_options, load_target, published_templates,
+                             zero_shot_templates)
+from .transfer import SEPARATOR, record_transfer, safe_name, transfer_row, transfer_run_id
 from .validation import check_data_dir, check_device, check_positive, check_saved_names, saved_config
 
 

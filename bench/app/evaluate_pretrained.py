@@ -44,7 +44,7 @@ from .evaluate import (
     template_sets,
     write_eval_files,
 )
-from .transfer import decode_options, load_target, published_templates
+from .dataset_lookup import decode_options, load_target, published_templates
 
 
 def evaluate_open_clip(model_name: str, pretrained: str | None, templates=None, dataset="cifar10",

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from ..config import RunConfig, make_config, parse_opts
 from ..data.imagefolder import dataset_name
-from .transfer import dataset_templates
+from .dataset_lookup import dataset_templates
 from .validation import check_preset, validate_config
 
 
 def build_config(preset: str = "reference", model: dict | None = None, **overrides) -> RunConfig:
     """:func:`bench.config.make_config`, with the preset name and every value checked.
 
-    The template set: ``templates`` when given, else the dataset's own (:func:`bench.app.transfer.dataset_templates`), else
-    RunConfig's ``seed``. CIFAR-10 and synthetic name ``seed``, so their runs keep their configuration ids.
+    The template set: ``templates`` when given, else the dataset's own
+    (:func:`bench.app.dataset_lookup.dataset_templates`), else RunConfig's ``seed``. CIFAR-10 and synthetic name
+    ``seed``, so their runs keep their configuration ids.
     """
     check_preset(preset)
     if overrides.get("dataset") is not None:  # one spelling per dataset: imagefolder:x/ and imagefolder:./x are x

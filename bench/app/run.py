@@ -45,10 +45,9 @@ from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
 from ..results.run_folder import RUNNING_LOCK, file_safe, plot_curves, provenance, write_class_tables, write_csv
 from ..results.runs_csv import finish_run
+from .dataset_lookup import dataset_split, dataset_templates
 from .transfer import (
     check_transfer_names,
-    dataset_split,
-    dataset_templates,
     evaluate_target,
     load_targets,
     parse_transfer,

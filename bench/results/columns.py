@@ -29,6 +29,10 @@ PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "ev
 
 MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version", "torch_threads"]
 
+# The column a report adds naming each configuration (bench.results.report), which its figures group and colour by
+# (bench.results.figures).
+LABEL = "configuration"
+
 
 # Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better. zeroshot_top1_no_tta: the
 # top-1 of an encoder with test-time augmentation with it off (bench.app.run), an accuracy like the top-1 beside it.

@@ -296,7 +296,8 @@ def test_bench_eval_prints_a_metric_a_transfer_row_did_not_measure_as_a_blank_no
 def test_a_transfer_row_records_how_its_images_were_resized():
     """A 48-px dataset evaluated by a 32-px model: its row names the interpolation and the images' own size, as a
     run's own row does for its dataset."""
-    from bench.app.transfer import load_target, transfer_row
+    from bench.app.dataset_lookup import load_target
+    from bench.app.transfer import transfer_row
 
     with bench.testing.plugin_registered(TransferSets()):
         target = load_target("swatches48", "swatch_words", None, 0, None, 32)
@@ -314,7 +315,8 @@ def test_an_image_folder_evaluated_by_another_size_of_model_is_decoded_at_its_in
     from PIL import Image
 
     from bench.app.evaluate import LoadedCheckpoint, plan_evaluations
-    from bench.app.transfer import decode_options, load_target, load_targets
+    from bench.app.dataset_lookup import decode_options, load_target
+    from bench.app.transfer import load_targets
     from bench.data.imagefolder import load_imagefolder
 
     board = (np.indices((96, 96)).sum(0) % 2 * 255).astype(np.uint8)  # a 1-px checkerboard: 32 px blurs it grey

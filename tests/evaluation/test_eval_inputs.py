@@ -92,7 +92,7 @@ def test_an_openai_state_dict_is_prompted_with_each_datasets_published_templates
     """The same sets bench eval --open-clip uses: CLIP's CIFAR-10 prompts on cifar10, its STL-10 and MNIST prompts
     there, bench's own Fashion-MNIST set (prompts.md has none), not CIFAR-10's prompts everywhere."""
     import bench.app.evaluate as evaluate
-    from bench.app.transfer import Target
+    from bench.app.dataset_lookup import Target
     from bench.config import RunConfig
 
     asked = {}

@@ -160,7 +160,7 @@ def test_runs_are_shown_in_percent_without_a_seed_column_and_many_configurations
         tmp_path, run_cli):
     import pandas as pd
 
-    from bench.results.report import _colors
+    from bench.results.figures import config_colors as _colors
 
     pd.DataFrame({"run_id": ["r1", "r2"], "encoder": ["a", "b"], "zeroshot_top1": [0.5, 0.6],
                   "train_seconds": [1.0, 2.0]}).to_csv(tmp_path / "noseed.csv", index=False)

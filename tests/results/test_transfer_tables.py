@@ -135,7 +135,8 @@ def test_the_transfer_rows_of_a_run_stopped_at_its_target_are_that_stopped_model
     """A transfer row keeps its run's stop_at_target: the stopped runs (home and stl rows) and the runs that trained
     every epoch are compared per dataset, stop_at_target telling the sides apart, and the report's transfer table
     names the stopped model once, its stl rows with its home rows."""
-    from bench.app.transfer import Target, transfer_row
+    from bench.app.dataset_lookup import Target
+    from bench.app.transfer import transfer_row
     from bench.data.datasets import make_synthetic
     from bench.results.report import transfer_table
 
