@@ -360,8 +360,8 @@ def test_a_report_over_twelve_configurations_with_long_names_draws_every_figure_
     import warnings
 
     rows = [make_row(f"r{i}", f"encoder_{i}", 0, 0.3 + 0.02 * i, templates=["seed", "ensemble"][i % 2],
-                     lr=[1e-4, 3e-4, 1e-3][i // 4], preset=["reference", "fast"][i % 2], batch_size=[32, 64, 128][i % 3],
-                     loss=["clip", "multipositive"][i % 2], weight_decay=[0.01, 0.05, 0.1][i % 3],
+                     lr=[1e-4, 3e-4, 1e-3][i // 4], preset=["reference", "fast"][i % 2],
+                     batch_size=[32, 64, 128][i % 3], loss=["clip", "multipositive"][i % 2], weight_decay=[0.01, 0.05, 0.1][i % 3],
                      limit_train=[64, 128][i % 2], precision=["fp32", "bf16"][i % 2], image_size=[32, 64][i % 2],
                      tokenizer=["clip_bpe", "a_much_longer_tokenizer_name"][i % 2], robust_mean=0.2, robust_clean=0.3,
                      robust_contrast=0.1) for i in range(12)]
