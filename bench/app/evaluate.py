@@ -32,7 +32,7 @@ from ..results.run_folder import confusion_frame, file_safe, is_run_folder, prov
 from ..safe_load import load_checkpoint
 from .dataset_lookup import (Target, dataset_split, decode_options, load_target, published_templates,
                              zero_shot_templates)
-from .transfer import SEPARATOR, record_transfer, safe_name, transfer_row, transfer_run_id
+from .transfer import record_transfer, safe_name, transfer_row, transfer_run_id
 from .validation import check_data_dir, check_device, check_positive, check_saved_names, saved_config
 
 
@@ -212,8 +212,8 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
                                train=lambda e=e: _train_split(e.name, e.folder, cfg.data_seed, e.opts,
                                                               cfg.limit_train, run.image_size),
                                unseen=class_indices(test.classes, e.unseen) if e.unseen else None)
-        prefix = Path(path).parent.name if e.is_home else f"{Path(path).parent.name}{SEPARATOR}{e.name}"
-        table = [{"run_id": f"{prefix}:{row['eval_templates']}", **protocol, "templates": run.templates, **row}
+        run_name = Path(path).resolve().parent.name
+        table = [{"run_id": _row_id(run_name, e, row), **protocol, "templates": run.templates, **row}
                  for row in result.rows]
         if record and not e.is_home:
             recorded += _record_transfer_rows(path, cfg, e.target, table, result, device, run.ckpt.get("run_id"))
@@ -224,6 +224,19 @@ def evaluate_checkpoint(path, templates=None, dataset=None, data_dir=None, limit
     if out is not None:
         write_eval_files(out, table, parts)
     return table
+
+
+def _row_id(run_name: str, e: Evaluation, row: dict) -> str:
+    """The run id a row of ``bench eval``'s table shows. On a transfer dataset it is the id its runs.csv row is
+    recorded under (:func:`bench.app.transfer.transfer_run_id`), which a user greps runs.csv for; a single
+    template's row, printed only, adds the template's index to its set's id. On the run's own dataset, which
+    records nothing: ``<run>:<template set>``."""
+    label = row["eval_templates"]
+    if e.is_home:
+        return f"{run_name}:{label}"
+    set_name = label[:label.rindex("[")] if row["template"] else label  # a single template: "<set>[<index>]"
+    recorded = transfer_run_id(run_name, e.target.dataset, set_name if set_name != e.target.templates_name else None)
+    return recorded + label[len(set_name):]
 
 
 def _train_split(dataset: str, data_dir, seed: int, opts: dict, limit, image_size: int | None):
@@ -283,7 +296,7 @@ def _record_transfer_rows(path, cfg: RunConfig, target, table: list, result, dev
         label = row["eval_templates"]
         if row["template"]:  # a single template of a set: printed only
             continue
-        run_id = transfer_run_id(run_dir.name, target.dataset, label if label != target.templates_name else None)
+        run_id = row["run_id"]  # the id printed is the id recorded (_row_id)
         if run_id in set(read_runs(results)["run_id"].astype(str)):
             print(f"bench: note: {run_id} is already in {results / 'runs.csv'}; delete its row and folder to record "
                   f"it again", file=sys.stderr)

@@ -37,9 +37,9 @@ def check_resizable(data: ArrayDataset, size: int, dataset: str):
     if height != width:
         raise BenchError(f"dataset {dataset!r} has {height}x{width} images; bench trains on square images")
     if size > height * MAX_UPSCALE:
-        raise BenchError(f"--image-size {size} would enlarge dataset {dataset!r}'s {height}x{height} images more than "
-                         f"{MAX_UPSCALE}-fold; use --image-size {height} (their own size), or at most "
-                         f"{height * MAX_UPSCALE}")
+        raise BenchError(f"dataset {dataset!r} stores {height}x{height} images, which --image-size {size} would "
+                         f"enlarge more than {MAX_UPSCALE}-fold; use --image-size {height} (their own size), or at "
+                         f"most {height * MAX_UPSCALE}")
 
 
 def fit_to_size(data: ArrayDataset, size: int, dataset: str | None = None) -> ArrayDataset:

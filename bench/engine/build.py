@@ -105,6 +105,14 @@ def text_mode_for(n_prompts: int, batch_size: int, device: torch.device) -> str:
     return "tree"
 
 
+def resolve_text_mode(recipe: TrainRecipe, n_prompts: int, device: torch.device) -> str:
+    """The text mode the step runs under: the recipe's, or for ``"auto"`` :func:`text_mode_for` this table and
+    batch. One rule, so a row that times the text tower alone encodes what the whole step encodes."""
+    if recipe.text_mode != "auto":
+        return recipe.text_mode
+    return text_mode_for(n_prompts, recipe.batch_size, device)
+
+
 def uses_channels_last(recipe: TrainRecipe, device: torch.device) -> bool:
     """channels_last weights and batches: asked for, and on CUDA (on a CPU it measured slower)."""
     return recipe.channels_last and torch.device(device).type == "cuda"
@@ -176,9 +184,7 @@ def build_engine(model, prompt_tokens: torch.Tensor, recipe: TrainRecipe, world=
     channels_last = uses_channels_last(recipe, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    text_mode = recipe.text_mode
-    if text_mode == "auto":
-        text_mode = text_mode_for(len(prompt_tokens), recipe.batch_size, device)
+    text_mode = resolve_text_mode(recipe, len(prompt_tokens), device)
     graph = captures_graph(recipe, device, text_mode, autocast_dtype)
     distributed = world is not None and world.distributed
     embedding = compact_embedding.install(model, prompt_tokens) if recipe.compact_embedding else None

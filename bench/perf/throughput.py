@@ -8,12 +8,15 @@ mode, a failed benchmark stays in the table with its ``error``.
 Rows (one per encoder x component x mode):
 - ``vision/infer``: the vision tower's forward under ``no_grad`` (what zero-shot evaluation runs);
 - ``vision/train``: forward, a stand-in loss, backward and fused AdamW over the tower's parameters;
-- ``text/train``: the text tower's part of that step: the whole prompt table forward and backward once (bench's
-  text mode ``all``: each prompt once per step, whatever the batch), a stand-in loss, fused AdamW over the
-  parameters outside the vision tower. Beside ``vision/train`` (same batch and precision, both eager) it gives
-  the text tower's share of a step: text / (text + vision);
+- ``text/train``: the text tower's part of that step: the prompts the step encodes, forward and backward, in the
+  text mode ``bench run`` picks for the device and batch (:func:`bench.engine.build.resolve_text_mode`: on a CPU
+  the prompt tree of the batch's prompts, on CUDA the whole table while it is small), for the same drawn
+  captions as ``clip/train``; a stand-in loss, fused AdamW over the parameters outside the vision tower.
+  Beside ``vision/train`` (same batch and precision, both eager) it gives the text tower's share of a step:
+  text / (text + vision);
 - ``clip/train``: bench's whole CLIP training step (:func:`bench.engine.train_step.clip_step`, or the CUDA-graph
-  step on a GPU), text tower, prompt table, contrastive loss and optimizer included.
+  step on a GPU), text tower, prompt table, contrastive loss and optimizer included. Its FLOPs are those of
+  ``vision/train`` plus ``text/train`` plus the loss's logits (a few batch x batch x embed_dim products).
 """
 from __future__ import annotations
 
@@ -278,12 +281,28 @@ def _prompt_table(device):
     return prompt_table(SEED_TEMPLATES, CIFAR10_CLASSES, device=device), len(SEED_TEMPLATES)
 
 
-def _text_step(cfg, model, device):
-    """A closure running the text tower's part of a CLIP step: every prompt of the table once (text mode ``all``)."""
-    table, _ = _prompt_table(device)
+def _captions(table, n_templates, batch, device):
+    """A batch's synthetic captions: (labels, prompt ids). Drawn from a fixed seed, so that the text/train and
+    clip/train rows encode the same prompts (on a CPU the step encodes only the batch's prompts, and how many
+    distinct ones a draw holds sets the text tower's work) and a rerun counts the same FLOPs."""
+    generator = torch.Generator().manual_seed(0)
+    prompt_ids = torch.randint(0, len(table), (batch,), generator=generator).to(device)
+    return prompt_ids // n_templates, prompt_ids
+
+
+def _text_step(cfg, model, batch, device):
+    """A closure running the text tower's part of a CLIP step: the prompts of the batch's captions, encoded as
+    ``bench run``'s step encodes them (its text mode for this device, table and batch)."""
+    from ..engine.build import resolve_text_mode
+    from ..engine.train_step import encode_prompts
+
+    table, n_templates = _prompt_table(device)
+    _, prompt_ids = _captions(table, n_templates, batch, device)
+    mode = resolve_text_mode(clip_recipe(cfg, batch), len(table), device)
     text = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
-    text_tower = torch.compile(model.encode_text) if cfg.compile else model.encode_text
-    return _train_step(cfg, model, lambda: text_tower(table), text, device)
+    if cfg.compile:  # as the engine compiles it (bench.engine.build.compile_towers); the tree calls it directly
+        model.transformer.compile()
+    return _train_step(cfg, model, lambda: encode_prompts(model, table, prompt_ids, mode), text, device)
 
 
 # the schedule of the timed CLIP step spans a CIFAR-10 training split's epochs, as bench run's would
@@ -310,8 +329,7 @@ def _clip_step(cfg, model, batch, device):
     engine = build_engine(model, table, clip_recipe(cfg, batch))
     model.train()
     images = _images(cfg, batch, device)
-    prompt_ids = torch.randint(0, len(table), (batch,), device=device)
-    labels = prompt_ids // n_templates
+    labels, prompt_ids = _captions(table, n_templates, batch, device)
     return lambda: engine.step(images, labels, prompt_ids), engine.graph is not None
 
 
@@ -320,7 +338,7 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
     device = torch.device(cfg.device)
 
     def attempt(batch):
-        if device.type == "cpu" and component != "text" and not _inputs_fit(cfg, batch):  # text: prompts, no batch
+        if device.type == "cpu" and component != "text" and not _inputs_fit(cfg, batch):  # text: prompts, no images
             raise RuntimeError(f"out of memory: a batch of {batch} does not fit in the memory available")
         set_backend_flags(clip_recipe(cfg, batch), device)  # every row under the flags bench run would set
         model, vision_params, clip_params = _build(cfg, device, component)
@@ -328,7 +346,7 @@ def measure(cfg: ThroughputCfg, component: str, mode: str) -> dict:
         if component == "clip":
             step, graph = _clip_step(cfg, model, batch, device)
         elif component == "text":
-            step = _text_step(cfg, model, device)
+            step = _text_step(cfg, model, batch, device)
         else:
             step = _vision_step(cfg, model, batch, device, train=mode == "train")
         flops = count_flops(step)  # also the first warm-up step: eager, before any graph capture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,36 @@ def config_colors(labels) -> dict:
 
 
 def _save(fig, path: Path):
+    """Write ``fig`` as a PNG. Should constrained layout still find no room for the axes (decorations larger than
+    the figure: a title as long as a configuration name), it is turned off and the figure saved again, its
+    bounding box taken tight around everything drawn: matplotlib's warning is no message for a user."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    collapsed = [w for w in caught if "constrained_layout not applied" in str(w.message)]
+    for w in caught:
+        if w not in collapsed:  # any other warning is not this function's to hide
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if collapsed:
+        fig.set_layout_engine("none")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def _legend_beside(fig, ax, **kwargs):
+    """A legend to the right of ``ax``, the figure widened by its width (and made taller where it is taller): at
+    a fixed size, many configurations or long names leave constrained layout no room for the axes."""
+    legend = ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), **kwargs)
+    box = legend.get_window_extent(fig.canvas.get_renderer())
+    width, height = fig.get_size_inches()
+    # 1.2 inches: the title above the axes and the (rotated) tick labels below, which the legend does not span
+    fig.set_size_inches(width + box.width / fig.dpi, max(height, box.height / fig.dpi + 1.2))
+    return legend
 
 
 def plot_overlaid_curves(runs: list, colors, path) -> bool:
@@ -130,7 +155,7 @@ def plot_scatter(table, x: str, xlabel: str, colors, path, scale: float = 1.0) -
 
     if x not in table.columns or "zeroshot_top1" not in table.columns or table[x].isna().all():
         return False
-    fig, ax = plt.subplots(figsize=(9.2, 4.3), constrained_layout=True)  # the legend takes the right third
+    fig, ax = plt.subplots(figsize=(6.2, 4.3), constrained_layout=True)  # widened by the legend
     for label, part in table.groupby(LABEL, sort=False):
         xs, ys = part[x] / scale, 100 * part["zeroshot_top1"]
         ax.scatter(xs, ys, color=colors[label], alpha=0.45, s=28)
@@ -143,7 +168,7 @@ def plot_scatter(table, x: str, xlabel: str, colors, path, scale: float = 1.0) -
     ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
     ax.set(xlabel=xlabel, ylabel="zero-shot top-1 (%)", title=f"zero-shot top-1 vs {xlabel.split(' (')[0]}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend_beside(fig, ax, fontsize=8)
     _save(fig, path)
     return True
 
@@ -196,7 +221,7 @@ def plot_robustness(agg: pd.DataFrame, colors, path) -> bool:
         return False
     names = ["clean"] + names + ["mean"]
     width = 0.8 / len(agg)
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(names)), 4.2), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(names)), 4.2), constrained_layout=True)  # widened by the legend
     x = np.arange(len(names))
     for i, (_, r) in enumerate(agg.iterrows()):
         means = [100 * r.get(f"robust_{n}_mean", np.nan) for n in names]
@@ -207,7 +232,7 @@ def plot_robustness(agg: pd.DataFrame, colors, path) -> bool:
     ax.axvline(len(names) - 1.5, color="gray", lw=0.8, ls="--")
     ax.set(ylabel="zero-shot top-1 (%)", title="zero-shot top-1 under corruptions (mean over severities; ± std over seeds)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _legend_beside(fig, ax, fontsize=9)
     _save(fig, path)
     return True
 

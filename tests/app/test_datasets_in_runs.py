@@ -132,7 +132,8 @@ def test_a_dataset_far_smaller_than_the_model_or_not_square_is_one_line():
     from bench.data.datasets import ArrayDataset
 
     small = ArrayDataset(np.zeros((2, 8, 8, 3), np.uint8), [0, 1], ("a", "b"), "tiny/test")
-    with pytest.raises(BenchError, match="enlarge dataset 'tiny''s 8x8 images more than 8-fold; use --image-size 8"):
+    with pytest.raises(BenchError, match="dataset 'tiny' stores 8x8 images, which --image-size 65 would enlarge "
+                                         "more than 8-fold; use --image-size 8"):
         fit_to_size(small, 65, "tiny")
     assert fit_to_size(small, 64, "tiny").images.shape == (2, 64, 64, 3)
     wide = ArrayDataset(np.zeros((2, 8, 16, 3), np.uint8), [0, 1], ("a", "b"), "wide/test")

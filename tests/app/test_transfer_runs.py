@@ -293,6 +293,32 @@ def test_bench_eval_prints_a_metric_a_transfer_row_did_not_measure_as_a_blank_no
     assert cells[header.index("zeroshot_top1")] != ""
 
 
+def test_bench_eval_prints_a_transfer_row_under_the_run_id_it_records(tmp_path, run_cli, capsys, tmp_path_factory):
+    """A user greps runs.csv for the id bench eval printed: each transfer row's printed run_id is the id its row was
+    recorded under (<run>@<dataset>, +<set> for a set other than the dataset's own), not <run>@<dataset>:<set>; a
+    single template's row, printed only, is its set's id and the template's index."""
+    import json
+    import shutil
+
+    from tests.support.runs import finished_run, run_dir_of
+
+    out = tmp_path / "results"
+    shutil.copytree(finished_run(tmp_path_factory.getbasetemp()), out)
+    capsys.readouterr()
+    before = set(pd.read_csv(out / "runs.csv").run_id)
+    home = run_dir_of(out).name
+    with bench.testing.plugin_registered(TransferSets()):
+        code, printed, err = run_cli("eval", out / "runs" / home / "last.pt", "--dataset", "swatches48", "--templates",
+                                     "swatch_words,seed", "--per-template", "--format", "json", "--device", "cpu")
+    assert code == 0, err
+    rows = json.loads(printed)
+    recorded = set(pd.read_csv(out / "runs.csv").run_id) - before
+    assert recorded == {f"{home}@swatches48", f"{home}@swatches48+seed"}
+    assert {r["run_id"] for r in rows if not r["template"]} == recorded
+    assert {r["run_id"] for r in rows if r["template"]} == {f"{home}@swatches48[0]", f"{home}@swatches48[1]",
+                                                            *(f"{home}@swatches48+seed[{i}]" for i in range(5))}
+
+
 def test_a_transfer_row_records_how_its_images_were_resized():
     """A 48-px dataset evaluated by a 32-px model: its row names the interpolation and the images' own size, as a
     run's own row does for its dataset."""

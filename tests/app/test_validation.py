@@ -362,7 +362,7 @@ CASES = [
     ("tiny-image-size", RUN + ["--image-size", "0"], "--image-size must be at least 8, got 0", None),
     # a dataset at another size is resized to --image-size at load (bench.data.resize), but not enlarged past 8-fold
     ("image-size-far-above-the-data", RUN + ["--image-size", "257"],
-     "--image-size 257 would enlarge dataset 'synthetic''s 32x32 images more than 8-fold", None),
+     "dataset 'synthetic' stores 32x32 images, which --image-size 257 would enlarge more than 8-fold", None),
     ("huge-image-size", RUN + ["--image-size", "100000"], "use --image-size 32", None),
     ("bad-device-index", RUN + ["--device", "cuda:x"], "--device must be auto, cpu, cuda or cuda:N", None),
     ("cuda-without-gpu", RUN + ["--device", "cuda:0"], "torch sees no GPU", None),

@@ -250,3 +250,17 @@ def test_the_timed_region_is_the_last_steps_calls_after_the_untimed_ones_the_row
     row = measure(cfg, component, mode)
     assert seen == {"before": 5, "timed": 3} and calls[0] == 8
     assert row["untimed_steps"] == 5
+
+
+def test_clip_train_flops_are_the_vision_and_text_rows_plus_the_loss_logits():
+    """The rows split bench run's step: clip/train counts vision/train plus text/train plus the loss's logits (one
+    batch x batch x embed_dim product forward, two backward). text/train once encoded the whole prompt table
+    where the CPU step encodes only the prompt tree of the batch's prompts: about 5x the step's text work at
+    batch 32."""
+    batch, embed = 8, 32
+    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=batch, steps=1, untimed_steps=0, embed_dim=embed,
+                        text_width=32, text_heads=2, text_layers=1, encoder_opts=(("width", 8),))
+    flops = {component: measure(cfg, component, "train")["gflops_per_sample"] * batch * 1e9
+             for component in ("vision", "text", "clip")}
+    logits = 3 * 2 * batch * batch * embed
+    assert flops["clip"] == pytest.approx(flops["vision"] + flops["text"] + logits, rel=1e-9), flops

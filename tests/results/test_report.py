@@ -350,3 +350,48 @@ def _header(section: str) -> list[str]:
 def _column(section: str, name: str) -> list[str]:
     header, *rows = _table(section)
     return [row[header.index(name)] for row in rows]
+
+
+def test_a_report_over_twelve_configurations_with_long_names_draws_every_figure_without_a_library_warning(
+        tmp_path, run_cli):
+    """The figures with a legend beside the axes (robustness, accuracy against time and parameters) grow to hold
+    it: at a fixed size, 12 configurations whose names run over a dozen columns left constrained layout no room
+    for the axes, and matplotlib's UserWarning reached the user's terminal."""
+    import warnings
+
+    rows = [make_row(f"r{i}", f"encoder_{i}", 0, 0.3 + 0.02 * i, templates=["seed", "ensemble"][i % 2],
+                     lr=[1e-4, 3e-4, 1e-3][i // 4], preset=["reference", "fast"][i % 2],
+                     batch_size=[32, 64, 128][i % 3], loss=["clip", "multipositive"][i % 2], weight_decay=[0.01, 0.05, 0.1][i % 3],
+                     limit_train=[64, 128][i % 2], precision=["fp32", "bf16"][i % 2], image_size=[32, 64][i % 2],
+                     tokenizer=["clip_bpe", "a_much_longer_tokenizer_name"][i % 2], robust_mean=0.2, robust_clean=0.3,
+                     robust_contrast=0.1) for i in range(12)]
+    results = write_results(tmp_path / "results", rows, run_folders=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run_cli("report", results, "--out", tmp_path / "report")
+    assert code == 0 and "Warning" not in err, err
+    assert [str(w.message) for w in caught] == []
+    for name in ("robustness", "accuracy_vs_time", "accuracy_vs_params"):
+        with Image.open(tmp_path / "report" / f"{name}.png") as img:
+            img.verify()
+
+
+def test_a_figure_constrained_layout_cannot_fit_is_saved_without_it_and_without_a_warning(tmp_path):
+    """Where decorations outgrow any figure (a title as long as a configuration name), the figure is saved again
+    without constrained layout, its box tight around everything drawn, and matplotlib's warning stays in."""
+    import warnings
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.results.figures import _save
+
+    fig, ax = plt.subplots(figsize=(2, 2), constrained_layout=True)
+    ax.set_ylabel("\n".join(["a configuration name"] * 30))  # taller than the figure: no room for the axes
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _save(fig, tmp_path / "f.png")
+    assert [str(w.message) for w in caught] == []
+    with Image.open(tmp_path / "f.png") as img:
+        img.verify()
