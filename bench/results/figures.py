@@ -66,6 +66,24 @@ def _legend_beside(fig, ax, **kwargs):
     return legend
 
 
+PANELS_PER_ROW = 4  # a report over many configurations wraps its panels into rows rather than one figure yards wide
+
+
+def _panel_grid(n: int, width: float, height: float):
+    """A figure of ``n`` panels of ``width`` x ``height`` inches, at most PANELS_PER_ROW to a row; returns it and
+    the ``n`` axes in order (a last row's unused places are hidden)."""
+    import matplotlib.pyplot as plt
+
+    cols = min(n, PANELS_PER_ROW)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False,
+                             constrained_layout=True)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
 def plot_overlaid_curves(runs: list, colors, path) -> bool:
     """Training loss (every ``log_every`` steps from ``train_log.csv``, else per epoch) and zero-shot top-1 per
     epoch, one line per run, coloured by configuration. ``runs``: (configuration, ``history.csv``, ``train_log.csv``
@@ -108,8 +126,8 @@ def plot_confusions(confusions: dict, path) -> bool:
     if not confusions:
         return False
     n = len(confusions)
-    fig, axes = plt.subplots(1, n, figsize=(5.4 * n + 1, 5.2), squeeze=False, constrained_layout=True)
-    for ax, (label, (cm, classes)) in zip(axes[0], confusions.items()):
+    fig, axes = _panel_grid(n, 5.4, 5.2)
+    for ax, (label, (cm, classes)) in zip(axes, confusions.items()):
         pct = 100 * cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
         im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
         for i in range(len(classes)):
@@ -119,8 +137,9 @@ def plot_confusions(confusions: dict, path) -> bool:
                             color="white" if pct[i, j] > 55 else "black")
         ax.set_xticks(range(len(classes)), classes, rotation=60, ha="right", fontsize=8)
         ax.set_yticks(range(len(classes)), classes, fontsize=8)
-        ax.set(xlabel="predicted class", ylabel="true class", title=f"{label}\n(% of each true class, runs pooled)")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="% of the true class")
+        ax.set(xlabel="predicted class", ylabel="true class",
+               title=f"{textwrap.fill(str(label), 60)}\n(% of each true class, runs pooled)")
+    fig.colorbar(im, ax=axes, shrink=0.8, label="% of the true class")
     _save(fig, path)
     return True
 
@@ -188,9 +207,8 @@ def plot_differences(rows: pd.DataFrame, path) -> bool:
     if not panels:
         return False
     height = 0.28 * max(len(part) for _, part in panels) + 1.2
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), height), squeeze=False,
-                             constrained_layout=True)
-    for ax, (key, part) in zip(axes[0], panels):
+    fig, axes = _panel_grid(len(panels), 5.2, height)
+    for ax, (key, part) in zip(axes, panels):
         y = np.arange(len(part))[::-1]
         diff = np.array([display_diff(m, d) for m, d in zip(part["metric"], part["diff"])])
         low = np.array([display_diff(m, v) for m, v in zip(part["metric"], part["low"])])

@@ -45,3 +45,22 @@ def test_a_drawn_figure_is_a_png_file(tmp_path):
     path = tmp_path / "curves.png"
     assert figures.plot_overlaid_curves([("a", history, None)], figures.config_colors(["a"]), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_panels_of_many_configurations_wrap_into_rows_of_four(tmp_path):
+    """Nine configurations' confusion matrices: three rows of at most four panels, not one figure nine panels
+    (some 50 inches) wide whose titles run into each other."""
+    import numpy as np
+    from PIL import Image
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    classes = ["a", "b", "c"]
+    confusions = {f"configuration {i} " + "x" * 40: (np.eye(3, dtype=int) * 5 + 1, classes) for i in range(9)}
+    assert figures.plot_confusions(confusions, tmp_path / "confusion.png")
+    with Image.open(tmp_path / "confusion.png") as img:
+        width, height = img.size
+    dpi = 120  # figures._save's
+    assert width < (figures.PANELS_PER_ROW + 1) * 5.4 * dpi, width  # four panels a row, five would not fit
+    assert height > 2 * 5.2 * dpi * 0.8, height  # three rows of panels
