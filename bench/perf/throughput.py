@@ -254,11 +254,16 @@ def _vision_step(cfg, model, batch, device, train: bool):
     return _train_step(cfg, model, lambda: visual(x), model.visual.parameters(), device)
 
 
-def _train_step(cfg, model, forward, params, device):
-    """A closure: ``forward()``'s features, a stand-in loss, backward and fused AdamW over ``params``."""
+def _train_step(cfg, model, forward, params, device, embedding=None):
+    """A closure: ``forward()``'s features, a stand-in loss, backward and fused AdamW over ``params`` (and the
+    decay of ``embedding``'s untrained rows after each step, as the engine attaches it)."""
+    from ..engine import compact_embedding
+
     dtype = autocast_dtype_for(cfg.precision, device)
     model.train()
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
+    if embedding is not None:
+        compact_embedding.attach(embedding, optimizer)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     def step():
@@ -293,16 +298,21 @@ def _captions(table, n_templates, batch, device):
 def _text_step(cfg, model, batch, device):
     """A closure running the text tower's part of a CLIP step: the prompts of the batch's captions, encoded as
     ``bench run``'s step encodes them (its text mode for this device, table and batch)."""
+    from ..engine import compact_embedding
     from ..engine.build import resolve_text_mode
     from ..engine.train_step import encode_prompts
 
     table, n_templates = _prompt_table(device)
     _, prompt_ids = _captions(table, n_templates, batch, device)
-    mode = resolve_text_mode(clip_recipe(cfg, batch), len(table), device)
+    recipe = clip_recipe(cfg, batch)
+    mode = resolve_text_mode(recipe, len(table), device)
+    # the engine trains only the token rows the prompts use (the dense AdamW over the 25M-parameter embedding was
+    # most of this row's time on a CPU, and no bench run step does it)
+    embedding = compact_embedding.install(model, table) if recipe.compact_embedding else None
     text = [p for name, p in model.named_parameters() if not name.startswith("visual.")]
     if cfg.compile:  # as the engine compiles it (bench.engine.build.compile_towers); the tree calls it directly
         model.transformer.compile()
-    return _train_step(cfg, model, lambda: encode_prompts(model, table, prompt_ids, mode), text, device)
+    return _train_step(cfg, model, lambda: encode_prompts(model, table, prompt_ids, mode), text, device, embedding)
 
 
 # the schedule of the timed CLIP step spans a CIFAR-10 training split's epochs, as bench run's would

@@ -264,3 +264,32 @@ def test_clip_train_flops_are_the_vision_and_text_rows_plus_the_loss_logits():
              for component in ("vision", "text", "clip")}
     logits = 3 * 2 * batch * batch * embed
     assert flops["clip"] == pytest.approx(flops["vision"] + flops["text"] + logits, rel=1e-9), flops
+
+
+def test_text_train_updates_the_text_parameters_bench_runs_step_updates():
+    """text/train's optimizer holds what the engine's optimizer holds outside the vision tower: with the compact
+    token embedding (bench run's default) only the rows the prompts use, not the dense 49408-row embedding whose
+    AdamW update was most of the row's time on a CPU and which no bench run step updates."""
+    from bench.engine.build import build_engine
+    from bench.perf import throughput
+
+    cfg = ThroughputCfg(encoder="modified_resnet", batch_size=4, embed_dim=32, text_width=32, text_heads=2,
+                        text_layers=1, encoder_opts=(("width", 8),))
+    device = torch.device("cpu")
+    built = {}
+    original = torch.optim.AdamW.__init__
+
+    def spy(self, params, *args, **kwargs):
+        params = list(params)
+        built["text"] = sum(p.numel() for p in params)
+        original(self, params, *args, **kwargs)
+
+    model, _, _ = throughput._build(cfg, device, "text")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "__init__", spy)
+        throughput._text_step(cfg, model, cfg.batch_size, device)
+    reference, vision, _ = throughput._build(cfg, device, "clip")
+    engine = build_engine(reference, throughput._prompt_table(device)[0], throughput.clip_recipe(cfg, 4))
+    engine_text = sum(p.numel() for g in engine.state.optimizer.param_groups for p in g["params"]) - vision
+    assert built["text"] == engine_text
+    assert engine_text < 49408 * 32  # the compact embedding is in force: fewer than the dense embedding's rows
