@@ -352,6 +352,7 @@ def _column(section: str, name: str) -> list[str]:
     return [row[header.index(name)] for row in rows]
 
 
+@pytest.mark.slow  # 4 s: twelve configurations through every figure; the fallback below stays quick
 def test_a_report_over_twelve_configurations_with_long_names_draws_every_figure_without_a_library_warning(
         tmp_path, run_cli):
     """The figures with a legend beside the axes (robustness, accuracy against time and parameters) grow to hold
