@@ -207,24 +207,28 @@ def test_compact_embedding_refuses_torch_sgd_but_takes_the_mixed_optimizer():
 def test_a_parameter_the_encoder_limits_trains_its_epochs_then_stays_frozen(kind):
     """``frozen_after_epochs``: the named parameter follows the run's own steps for its epochs (bitwise those of the
     run without the limit), then never changes; the others go on training."""
-    def train(spans, steps):
+    def train(spans):
+        """The visual tower's parameters after step 2 (one epoch) and after step 6 (all three), from one run: steps
+        3-6 take the batches a 6-step run_steps would, so the second snapshot is that run's."""
         model = tiny_clip()
         model.visual.frozen_after_epochs = spans
         recipe = TrainRecipe(lr=0.05 if kind == "sgd" else 1e-3, weight_decay=0.1, epochs=3, steps_per_epoch=2,
                              lr_warmup_steps=1, optimizer=kind, text_lr=1e-3 if kind == "sgd" else None,
                              text_mode="unique")
         state = build_engine(model, prompt_tables()[1], recipe).state
-        run_steps(state, steps)
-        return state.model.visual
+        run_steps(state, 2)
+        after_one = {k: v.detach().clone() for k, v in state.model.visual.named_parameters()}
+        for i in range(2, 6):
+            clip_step(state, *batch(seed=10 + i))
+        return after_one, dict(state.model.visual.named_parameters())
 
     limited = "attnpool.c_proj.bias"
-    after_one_epoch, free = train({limited: 1}, 2), train({}, 2)
-    value = dict(after_one_epoch.named_parameters())[limited].detach().clone()
-    assert torch.equal(value, dict(free.named_parameters())[limited])
-    full, free_full = train({limited: 1}, 6), train({}, 6)
-    assert torch.equal(dict(full.named_parameters())[limited], value)
-    assert not torch.equal(dict(free_full.named_parameters())[limited], value)
-    assert not torch.equal(full.attnpool.c_proj.weight, after_one_epoch.attnpool.c_proj.weight)
+    (after_one_epoch, full), (free, free_full) = train({limited: 1}), train({})
+    value = after_one_epoch[limited]
+    assert torch.equal(value, free[limited])
+    assert torch.equal(full[limited], value)
+    assert not torch.equal(free_full[limited], value)
+    assert not torch.equal(full["attnpool.c_proj.weight"], after_one_epoch["attnpool.c_proj.weight"])
 
 
 @pytest.mark.parametrize("spans, message", [({"stem.nope": 3}, "not one of its parameters"),
