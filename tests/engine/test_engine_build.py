@@ -94,10 +94,10 @@ def test_only_the_engine_builds_a_graph_step_or_sets_backend_flags():
     for path in _python_files():
         if path.relative_to(ROOT).parts[:2] in (("bench", "engine"), ("tests", "engine")) or path in allowed:
             continue
-        tree = ast.parse(path.read_text())
-        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(
+        text = path.read_text()
+        calls = [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Call) and getattr(n.func, "id", getattr(
             n.func, "attr", None)) == "CudaGraphStep"]
-        if calls or flag.search(path.read_text()):
+        if calls or flag.search(text):
             offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
 

@@ -288,7 +288,9 @@ def test_a_fresh_run_in_a_precision_this_device_cannot_run_is_refused_before_any
                                 f"{torch.__version__}'s autocast there does not take it); use --precision auto, which "
                                 f"picks one this device runs, or fp32"]
     assert snapshot(tmp_path) == before
-    code, _, err = run_cli("run", *FLAGS, "--out", tmp_path / "results")
+    # that auto runs needs no more than one short epoch (the later flags override FLAGS')
+    code, _, err = run_cli("run", *FLAGS, "--epochs", "1", "--limit-train", "16", "--limit-test", "16",
+                           "--out", tmp_path / "results")
     assert code == 0, err
 
 
