@@ -46,6 +46,14 @@ def tiny_open_clip(tmp_path_factory):
     return config, weights, model.eval(), preprocess, open_clip.get_tokenizer("tiny-rn")
 
 
+@pytest.fixture(scope="module")
+def theirs(tiny_open_clip):
+    """open_clip's own zero-shot logits of the tiny model on the synthetic test images under the openai templates,
+    computed once: each test that compares a bench path with them only reads them."""
+    _, _, model, preprocess, tokenizer = tiny_open_clip
+    return open_clip_logits(model, preprocess, tokenizer, synthetic_test(), openai_templates())
+
+
 def synthetic_test(n=N_IMAGES):
     from bench.host.manager import get_entry
 
@@ -71,7 +79,7 @@ def openai_templates():
     return get_entry("templates", "openai").create()
 
 
-def test_open_clip_through_bench_gives_open_clips_own_logits(tiny_open_clip):
+def test_open_clip_through_bench_gives_open_clips_own_logits(tiny_open_clip, theirs):
     """bench's zero-shot path (uint8 images -> the model's transform, trimmed tokens padded back, ensembled
     classifier) on an open_clip model gives open_clip's own logits on the same images, to float32 rounding."""
     from bench.clip.pretrained import load_open_clip
@@ -84,13 +92,13 @@ def test_open_clip_through_bench_gives_open_clips_own_logits(tiny_open_clip):
     assert (info["name"], info["image_size"], info["interpolation"]) == ("tiny-rn", 64, "bicubic")
     feats = image_features(adapted, to_device_uint8(test.images, torch.device("cpu")))
     classifier = build_zero_shot_classifier(adapted, list(test.classes), templates, bench_tokenizer, "cpu")
-    ours, theirs = 100.0 * feats @ classifier, open_clip_logits(model, preprocess, tokenizer, test, templates)
+    ours = 100.0 * feats @ classifier
     assert theirs.std() > 0.1  # the logits separate classes, so equality is not between two constants
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.slow  # a run, an open_clip eval, compare and report
-def test_bench_eval_open_clip_appends_a_row_that_compare_and_report_read(tiny_open_clip, tmp_path, run_cli):
+def test_bench_eval_open_clip_appends_a_row_that_compare_and_report_read(tiny_open_clip, theirs, tmp_path, run_cli):
     """``bench eval --open-clip CONFIG --pretrained FILE`` writes one runs.csv row (encoder, pretrained file and
     digest, params, preprocessing; no training columns) whose top-1 and saved predictions are open_clip's own;
     ``bench compare --split-by encoder`` and ``bench report`` take it next to a trained run."""
@@ -106,7 +114,6 @@ def test_bench_eval_open_clip_appends_a_row_that_compare_and_report_read(tiny_op
     rows = pd.read_csv(results / "runs.csv")
     assert len(rows) == 2
     row = rows[rows["encoder"] == "open_clip:tiny-rn"].iloc[0]
-    theirs = open_clip_logits(model, preprocess, tokenizer, synthetic_test(), openai_templates())
     labels = torch.as_tensor(synthetic_test().labels)
     assert row["zeroshot_top1"] == pytest.approx(float((theirs.argmax(1) == labels).float().mean()))
     assert (row["pretrained"], row["params"], row["image_size"]) == ("tiny-rn.pt", sum(
@@ -128,7 +135,7 @@ def test_bench_eval_open_clip_appends_a_row_that_compare_and_report_read(tiny_op
     assert "open_clip:tiny-rn" in report and "modified_resnet" in report
 
 
-def test_an_openai_format_state_dict_is_evaluated_with_openais_preprocessing(tiny_open_clip, tmp_path, run_cli):
+def test_an_openai_format_state_dict_is_evaluated_with_openais_preprocessing(tiny_open_clip, theirs, tmp_path, run_cli):
     """The same weights as an OpenAI-format state dict, given to ``bench eval FILE``, load through bench's own
     build_model and ModifiedResNet, at their 64-px input with OpenAI's bicubic resize and mean/std, and give
     open_clip's top-1 and per-image logits (two implementations of one architecture agreeing)."""
@@ -145,7 +152,6 @@ def test_an_openai_format_state_dict_is_evaluated_with_openais_preprocessing(tin
     feats = image_features(adapted, to_device_uint8(test.images, torch.device("cpu")))
     bpe = get_entry("tokenizers", "clip_bpe").create(77, [])
     ours = 100.0 * feats @ build_zero_shot_classifier(adapted, list(test.classes), templates, bpe, "cpu")
-    theirs = open_clip_logits(model, preprocess, tokenizer, test, templates)
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-3)
 
     code, stdout, err = run_cli("eval", weights, "--dataset", "synthetic", "--limit-test", N_IMAGES, "--device", "cpu",
@@ -163,7 +169,7 @@ def test_an_openai_format_state_dict_is_evaluated_with_openais_preprocessing(tin
     assert code == 2 and "is an OpenAI-layout state dict, which names no classes to predict" in err
 
 
-def test_open_clip_weights_as_safetensors_are_read(tiny_open_clip, tmp_path, run_cli):
+def test_open_clip_weights_as_safetensors_are_read(tiny_open_clip, theirs, tmp_path, run_cli):
     """``--pretrained FILE.safetensors`` (the file open_clip's Hub weights come as, open_clip_model.safetensors, and
     which open_clip itself loads) gives the same row as the weights saved by torch.save. (It was refused as "not a
     readable torch file", so the offline way a failed download names did not work for those weights.)"""
@@ -176,7 +182,6 @@ def test_open_clip_weights_as_safetensors_are_read(tiny_open_clip, tmp_path, run
                            "--limit-test", N_IMAGES, "--results", tmp_path / "results", "--device", "cpu")
     assert code == 0, err
     (row,) = pd.read_csv(tmp_path / "results" / "runs.csv").to_dict("records")
-    theirs = open_clip_logits(model, preprocess, tokenizer, synthetic_test(), openai_templates())
     labels = torch.as_tensor(synthetic_test().labels)
     assert row["zeroshot_top1"] == pytest.approx(float((theirs.argmax(1) == labels).float().mean()))
     assert row["pretrained"] == "open_clip_model.safetensors"
@@ -210,7 +215,7 @@ def test_a_template_set_named_with_a_slash_gets_one_run_folder_named_by_its_row(
         assert code == 0 and "no row" not in err, err
 
 
-def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_open_clip, tmp_path, run_cli):
+def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_open_clip, theirs, tmp_path, run_cli):
     """``--holdout-classes red,blue`` with --open-clip: no training, so the split only says which test images count as
     unseen; the row's seen/unseen/harmonic top-1 are open_clip's own predictions read that way, and it records the
     split as a held-out run does (so the two compare on the same split)."""
@@ -221,7 +226,6 @@ def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_o
                            "--holdout-classes", "red,blue")
     assert code == 0, err
     (row,) = pd.read_csv(results / "runs.csv").to_dict("records")
-    theirs = open_clip_logits(model, preprocess, tokenizer, synthetic_test(), openai_templates())
     labels = synthetic_test().labels
     hits, unseen = theirs.argmax(1).numpy() == labels, np.isin(labels, [0, 5])  # red and blue
     assert unseen.any() and (~unseen).any()

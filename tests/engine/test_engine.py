@@ -234,8 +234,8 @@ def test_a_run_with_test_time_augmentation_also_reports_top1_without_it(tmp_path
     assert row["train_eval_seconds"] > row["train_seconds"]
 
     # the column's absence needs only a short run (the later flags override the ones above)
-    code, _, err = run_cli("run", *flags, "--encoder-opt", "flip_tta=false", "--limit-train", "16", "--limit-test", "16",
-                           "--out", tmp_path / "plain")
+    code, _, err = run_cli("run", *flags, "--encoder-opt", "flip_tta=false", "--limit-train", "16",
+                           "--limit-test", "16", "--out", tmp_path / "plain")
     assert code == 0, err
     assert "zeroshot_top1_no_tta" not in pd.read_csv(tmp_path / "plain" / "runs.csv").columns
 
