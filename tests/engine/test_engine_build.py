@@ -50,7 +50,9 @@ def _recorded_recipes(monkeypatch, run_cli, command: list) -> list:
 def test_bench_throughput_times_the_step_bench_run_builds_for_the_same_flags(monkeypatch, run_cli, flags):
     """The recipe bench throughput's CLIP step is built from equals the one bench run builds its step from, given the
     same flags (the schedule's length aside: a run's epoch is its loader's length)."""
-    ran = _recorded_recipes(monkeypatch, run_cli, ["run", "--dataset", "synthetic", "--device", "cpu", *TINY_MODEL,
+    # the limits only spare making the 5000 synthetic images: the recipe's one data-sized field is steps_per_epoch
+    ran = _recorded_recipes(monkeypatch, run_cli, ["run", "--dataset", "synthetic", "--limit-train", "32",
+                                                  "--limit-test", "8", "--device", "cpu", *TINY_MODEL,
                                                   "--no-progress", *flags])
     monkeypatch.setattr("bench.perf.throughput.measurements", lambda mode: [("clip", "train")])
     timed = _recorded_recipes(monkeypatch, run_cli, ["throughput", "--encoder", "modified_resnet", "--mode", "train",
