@@ -56,3 +56,27 @@ def test_each_test_folder_is_a_package_named_for_what_it_tests():
         if folder.name != "support":
             assert (REPO / "bench" / folder.name / "__init__.py").is_file() or (REPO / folder.name).is_dir(), folder
     assert not list((TESTS / "support").glob("test_*.py"))
+
+
+def misplaced_marks(source: str) -> list[str]:
+    """Names of the classes and functions that carry a ``pytest.mark`` decorator but that pytest does not collect
+    (not ``Test*`` / ``test_*``): a mark there marks nothing, and the test it was meant for runs unmarked."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        collected = node.name.startswith("Test" if isinstance(node, ast.ClassDef) else "test")
+        marked = any("pytest.mark" in ast.unparse(d) and "fixture" not in ast.unparse(d) for d in node.decorator_list)
+        if marked and not collected:
+            found.append(node.name)
+    return found
+
+
+def test_every_mark_is_on_something_pytest_collects():
+    """A slow mark above a helper class (inserted between a mark and its test) left the test in the quick tier."""
+    assert misplaced_marks("import pytest\n@pytest.mark.slow\nclass Plugin:\n    pass\n") == ["Plugin"]
+    assert misplaced_marks("import pytest\n@pytest.mark.slow\ndef test_x():\n    pass\n") == []
+    found = {str(p.relative_to(REPO)): misplaced_marks(p.read_text()) for p in sorted(TESTS.rglob("test_*.py"))}
+    assert {path: names for path, names in found.items() if names} == {}

@@ -187,7 +187,6 @@ def test_open_clip_weights_as_safetensors_are_read(tiny_open_clip, theirs, tmp_p
     assert row["pretrained"] == "open_clip_model.safetensors"
 
 
-@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 class SlashedTemplates:
     """A template set named with a namespace, as docs/plugins.md advises plugins to name theirs."""
 
@@ -215,6 +214,7 @@ def test_a_template_set_named_with_a_slash_gets_one_run_folder_named_by_its_row(
         assert code == 0 and "no row" not in err, err
 
 
+@pytest.mark.slow  # over a second of the quick tier (2-minute budget)
 def test_a_pretrained_model_reports_seen_and_unseen_top1_on_a_named_split(tiny_open_clip, theirs, tmp_path, run_cli):
     """``--holdout-classes red,blue`` with --open-clip: no training, so the split only says which test images count as
     unseen; the row's seen/unseen/harmonic top-1 are open_clip's own predictions read that way, and it records the
