@@ -7,6 +7,7 @@ while without being declared, and CI passed because the CI machine had it).
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import os
 import subprocess
@@ -22,13 +23,27 @@ REPO = Path(__file__).resolve().parent.parent
 LOCAL = {"bench", "bench_plugins", "tests", "_results", "gpu_check", "my_plugin", "bench_example"}
 
 
+@functools.cache
+def _tree(path: Path) -> ast.Module:
+    """``path`` parsed once for every scan of this module: two tests walk bench/ and plugins/ (~0.5 s a parse of
+    them), and they only read the trees."""
+    return ast.parse(path.read_text(), str(path))
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    """importlib.metadata.packages_distributions() once: it reads every installed distribution's metadata
+    (~0.35 s), and three tests ask it."""
+    return importlib.metadata.packages_distributions()
+
+
 def _imports(folder: Path) -> dict[str, str]:
     """Top-level names imported anywhere under ``folder`` -> one file that imports it."""
     found = {}
     for path in sorted(folder.rglob("*.py")):
         if "examples" in path.relative_to(REPO).parts:  # the example plugin is its own package with its own deps
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(_tree(path)):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -74,7 +89,7 @@ def _third_party(imports: dict[str, str]) -> dict[str, str]:
 
 
 def _undeclared(imports: dict[str, str], declared: set[str]) -> list[str]:
-    distributions = importlib.metadata.packages_distributions()
+    distributions = _distributions()
     missing = []
     for name, where in sorted(_third_party(imports).items()):
         # not installed here (tomli on Python 3.11+): the import's name is the distribution's
@@ -92,10 +107,11 @@ def test_the_package_imports_only_what_it_declares():
     assert _undeclared_optional(imports) == []
 
 
-def _import_fallbacks(source: str, filename: str = "<source>") -> list[str]:
-    """Top-level names imported inside a ``try`` whose handler catches ImportError or ModuleNotFoundError."""
+def _import_fallbacks(source: str | ast.AST, filename: str = "<source>") -> list[str]:
+    """Top-level names imported inside a ``try`` whose handler catches ImportError or ModuleNotFoundError;
+    ``source``: a module's text or its parsed tree."""
     found = []
-    for node in ast.walk(ast.parse(source, filename)):
+    for node in ast.walk(source if isinstance(source, ast.AST) else ast.parse(source, filename)):
         if not isinstance(node, ast.Try):
             continue
         caught = {n.id for h in node.handlers if h.type is not None for n in ast.walk(h.type) if isinstance(n, ast.Name)}
@@ -113,11 +129,11 @@ def test_a_required_dependency_has_no_import_error_fallback():
     """A dependency every install has (not an optional extra's) is imported plainly: a fallback for its absence is
     dead code that hides a broken install."""
     required = _declared(None)
-    distributions = importlib.metadata.packages_distributions()
+    distributions = _distributions()
     fallbacks = []
     for folder in ("bench", "plugins"):
         for path in sorted((REPO / folder).rglob("*.py")):
-            for name in _import_fallbacks(path.read_text(), str(path)):
+            for name in _import_fallbacks(_tree(path)):
                 owners = {canonicalize_name(d) for d in distributions.get(name, [])} or {canonicalize_name(name)}
                 if owners & required:
                     fallbacks.append(f"{name} in {path.relative_to(REPO)}")
