@@ -24,13 +24,6 @@ LOCAL = {"bench", "bench_plugins", "tests", "_results", "gpu_check", "my_plugin"
 
 
 @functools.cache
-def _tree(path: Path) -> ast.Module:
-    """``path`` parsed once for every scan of this module: two tests walk bench/ and plugins/ (~0.5 s a parse of
-    them), and they only read the trees."""
-    return ast.parse(path.read_text(), str(path))
-
-
-@functools.cache
 def _distributions() -> dict[str, list[str]]:
     """importlib.metadata.packages_distributions() once: it reads every installed distribution's metadata
     (~0.35 s), and three tests ask it."""
@@ -43,7 +36,7 @@ def _imports(folder: Path) -> dict[str, str]:
     for path in sorted(folder.rglob("*.py")):
         if "examples" in path.relative_to(REPO).parts:  # the example plugin is its own package with its own deps
             continue
-        for node in ast.walk(_tree(path)):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
@@ -107,11 +100,10 @@ def test_the_package_imports_only_what_it_declares():
     assert _undeclared_optional(imports) == []
 
 
-def _import_fallbacks(source: str | ast.AST, filename: str = "<source>") -> list[str]:
-    """Top-level names imported inside a ``try`` whose handler catches ImportError or ModuleNotFoundError;
-    ``source``: a module's text or its parsed tree."""
+def _import_fallbacks(source: str, filename: str = "<source>") -> list[str]:
+    """Top-level names imported inside a ``try`` whose handler catches ImportError or ModuleNotFoundError."""
     found = []
-    for node in ast.walk(source if isinstance(source, ast.AST) else ast.parse(source, filename)):
+    for node in ast.walk(ast.parse(source, filename)):
         if not isinstance(node, ast.Try):
             continue
         caught = {n.id for h in node.handlers if h.type is not None for n in ast.walk(h.type) if isinstance(n, ast.Name)}
@@ -133,7 +125,7 @@ def test_a_required_dependency_has_no_import_error_fallback():
     fallbacks = []
     for folder in ("bench", "plugins"):
         for path in sorted((REPO / folder).rglob("*.py")):
-            for name in _import_fallbacks(_tree(path)):
+            for name in _import_fallbacks(path.read_text(), str(path)):
                 owners = {canonicalize_name(d) for d in distributions.get(name, [])} or {canonicalize_name(name)}
                 if owners & required:
                     fallbacks.append(f"{name} in {path.relative_to(REPO)}")
