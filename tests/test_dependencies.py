@@ -7,6 +7,7 @@ while without being declared, and CI passed because the CI machine had it).
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import os
 import subprocess
@@ -20,6 +21,13 @@ from packaging.utils import canonicalize_name
 REPO = Path(__file__).resolve().parent.parent
 # the project's own top-level names: its packages, the scripts folder's helpers, and plugins tests write
 LOCAL = {"bench", "bench_plugins", "tests", "_results", "gpu_check", "my_plugin", "bench_example"}
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    """importlib.metadata.packages_distributions() once: it reads every installed distribution's metadata
+    (~0.35 s), and three tests ask it."""
+    return importlib.metadata.packages_distributions()
 
 
 def _imports(folder: Path) -> dict[str, str]:
@@ -74,7 +82,7 @@ def _third_party(imports: dict[str, str]) -> dict[str, str]:
 
 
 def _undeclared(imports: dict[str, str], declared: set[str]) -> list[str]:
-    distributions = importlib.metadata.packages_distributions()
+    distributions = _distributions()
     missing = []
     for name, where in sorted(_third_party(imports).items()):
         # not installed here (tomli on Python 3.11+): the import's name is the distribution's
@@ -113,7 +121,7 @@ def test_a_required_dependency_has_no_import_error_fallback():
     """A dependency every install has (not an optional extra's) is imported plainly: a fallback for its absence is
     dead code that hides a broken install."""
     required = _declared(None)
-    distributions = importlib.metadata.packages_distributions()
+    distributions = _distributions()
     fallbacks = []
     for folder in ("bench", "plugins"):
         for path in sorted((REPO / folder).rglob("*.py")):

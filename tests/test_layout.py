@@ -135,15 +135,21 @@ def find_cycle(graph: dict[str, set[str]]):
     return None
 
 
-def test_no_import_cycle_among_benchs_modules_function_level_imports_included():
-    graph = {name: {t for t in edges if t != "bench"} for name, edges in import_graph().items()}
-    cycle = find_cycle(graph)
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    """:func:`import_graph` once for the tests below, which only read it: reading and parsing every module of
+    bench/ is about 0.5 s of the quick tier each time."""
+    return import_graph()
+
+
+def test_no_import_cycle_among_benchs_modules_function_level_imports_included(graph):
+    cycle = find_cycle({name: {t for t in edges if t != "bench"} for name, edges in graph.items()})
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_every_import_points_down_the_layers():
+def test_every_import_points_down_the_layers(graph):
     wrong = []
-    for name, edges in import_graph().items():
+    for name, edges in graph.items():
         if name == "bench":
             wrong += [f"bench -> {t} (the root imports only the hook marker)" for t in edges - ROOT_IMPORTS]
             continue
@@ -154,13 +160,13 @@ def test_every_import_points_down_the_layers():
     assert not wrong, "imports against the layering:\n" + "\n".join(wrong)
 
 
-def test_each_package_imports_no_more_than_its_docstring_says():
+def test_each_package_imports_no_more_than_its_docstring_says(graph):
     """A package imports only what its ``__init__`` docstring names (NARROWER), though the layers allow more:
     results reads tables with pandas (no model, data or plugin host), the engine and evaluation load no plugins,
     data imports only clip and the base modules, distributed only the base modules (the loss imports it), and perf
     only the app layer's input checks."""
     wrong = []
-    for name, edges in import_graph().items():
+    for name, edges in graph.items():
         package = next((p for p in NARROWER if name == p or name.startswith(p + ".")), None)
         if package is None:
             continue
@@ -185,12 +191,11 @@ def test_the_checker_resolves_a_facade_name_to_its_module():
     assert layer_of("bench.engine.reference_loop") > layer_of("bench.data.resize")  # the layering test refuses it
 
 
-def test_the_checker_sees_function_level_and_relative_imports():
+def test_the_checker_sees_function_level_and_relative_imports(graph):
     """A cycle made only by an import inside a function is still found."""
-    graph = {"bench.a": {"bench.b"}, "bench.b": {"bench.a"}}
-    assert find_cycle(graph) == ["bench.a", "bench.b", "bench.a"]
-    assert "bench.engine.train_step" in import_graph()["bench.engine.cuda_graph"]  # a relative import, resolved
-    assert "bench.app.validation" in import_graph()["bench.perf.throughput"]  # imported inside a function only
+    assert find_cycle({"bench.a": {"bench.b"}, "bench.b": {"bench.a"}}) == ["bench.a", "bench.b", "bench.a"]
+    assert "bench.engine.train_step" in graph["bench.engine.cuda_graph"]  # a relative import, resolved
+    assert "bench.app.validation" in graph["bench.perf.throughput"]  # imported inside a function only
 
 
 def test_top_level_shows_the_architecture():

@@ -219,7 +219,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, run_cli):
         encoder_opt = {}
         [[include]]
         seed = 1
-    """)
+    """, epochs=1)  # what is asked of the run that trains is that it ran: one epoch shows it
     code, out, err = run_cli("--plugins-dir", tmp_path / "plugins", "sweep", path)
     assert code == 1, err
     assert "FAILED encoder_opt={} encoder=fragile" in out and "boom: this encoder fails at run time" in out
