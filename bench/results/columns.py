@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import BenchError
+from ..evaluation.target import HOLDOUT_TARGET_METRICS
 
 # What defines a configuration in a table (besides config_id, the hash of the full config).
 CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "dataset", "preset", "epochs", "batch_size",
@@ -61,7 +62,7 @@ TIME_TO_TARGET = ("reached_target", "epochs_to_target", "time_to_target_seconds"
 
 
 # Generalized zero-shot accuracy with held-out classes (bench.evaluation.holdout).
-HOLDOUT_METRICS = ("seen_top1", "unseen_top1", "harmonic_top1")
+HOLDOUT_METRICS = HOLDOUT_TARGET_METRICS  # one list: the metrics a run with held-out classes reports
 
 
 def is_accuracy(metric: str) -> bool:
