@@ -50,28 +50,71 @@ def _echo_err(line: str):
     click.echo(line, err=True)
 
 
+# bench run's ~60 options (and sweep's ~75) as sections in --help, as timm's train.py and pytest group theirs; by
+# parameter name, so a sweep's copies of run's options land where run's do. An option of neither command left out
+# of this table shows under "Other options" (a test keeps that empty)
+HELP_SECTIONS = {
+    "Sweep plan": ("file", "until", "min_seeds", "max_seeds", "dry_run", "status"),
+    "Where a sweep's runs go": ("concurrent", "workers", "gpus", "launcher", "gpus_per_run", "ray_address", "slurm"),
+    "Model": ("encoder", "encoder_opts", "embed_dim", "image_size", "text_width", "text_layers", "text_heads",
+              "tokenizer", "compact_embedding"),
+    "Data": ("dataset", "data_dir", "data_opts", "templates", "limit_train", "limit_test", "holdout_classes"),
+    "Recipe": ("preset", "epochs", "batch_size", "lr", "weight_decay", "warmup_steps", "schedule", "optimizer",
+               "momentum", "muon_lr", "muon_momentum", "text_lr", "text_weight_decay", "norm_lr_scale", "lookahead",
+               "max_grad_norm", "loss", "label_smoothing", "crop_pad", "cutout", "flip", "seed", "seeds"),
+    "Evaluation": ("eval_every", "evals", "robust_limit", "robust_severities", "transfer", "target",
+                   "stop_at_target"),
+    "Device and speed": ("device", "precision", "compile_", "cuda_graph", "tower_streams", "cudnn_benchmark",
+                         "sync_bn", "prewarm_steps", "deterministic"),
+    "Output": ("out", "resume", "checkpoints", "checkpoint_every", "progress", "log_every", "log", "wandb_project",
+               "wandb_entity"),
+}
+
+
+class SectionedCommand(click.Command):
+    """A command whose --help shows its options under :data:`HELP_SECTIONS`, in that order."""
+
+    def format_options(self, ctx, formatter):
+        rows = {name: [] for name in (*HELP_SECTIONS, "Other options")}
+        section_of = {param: name for name, params in HELP_SECTIONS.items() for param in params}
+        for param in self.get_params(ctx):
+            if isinstance(param, click.Argument):  # named in the usage line and the docstring, as click shows them
+                continue
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows[section_of.get(param.name, "Other options")].append(record)
+        for name, records in rows.items():
+            if records:
+                with formatter.section(name):
+                    formatter.write_dl(records)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="bench", prog_name="bench")
 @click.option("--plugins-dir", "plugins_dirs", multiple=True, type=click.Path(),
               help="Load every .py file / package in DIR as a plugin (also BENCH_PLUGINS_DIR).")
 @click.option("-p", "--plugin", "plugin_modules", multiple=True, help="Import MODULE (on sys.path) as a plugin.")
 def cli(plugins_dirs, plugin_modules):
-    """Train CLIP models on CIFAR-10 and compare them zero-shot."""
+    """Train CLIP models on CIFAR-10 (or another dataset) and compare them zero-shot, also on datasets they were
+    not trained on."""
 
 
-@cli.command()
+@cli.command(cls=SectionedCommand)
 @click.option("--encoder", help="Vision encoder (bench list encoders); default: the preset's, else modified_resnet.")
 @click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE", help="Encoder factory option.")
 @click.option("--preset", default="reference", show_default=True,
               help="Recipe: reference (the spec's), smoke, fast (airbench_wide encoder, batch 1024, for GPUs) or "
                    "fast96 (airbench96's tower).")
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--lr", type=float)
-@click.option("--weight-decay", type=float)
+@click.option("--epochs", type=int, help="Training epochs (default: the preset's; reference 50, smoke 2).")
+@click.option("--batch-size", type=int,
+              help="Image-caption pairs per step, per rank (default: the preset's; reference 32).")
+@click.option("--lr", type=float, help="Peak learning rate (default: the preset's; reference 1e-4).")
+@click.option("--weight-decay", type=float, help="AdamW weight decay (default: the preset's; reference 0.01).")
 @click.option("--lr-warmup-steps", "warmup_steps", type=int,
               help="Learning-rate warm-up: steps of linear ramp to --lr before the decay (default 0).")
-@click.option("--loss", type=click.Choice(["clip", "multipositive"]))
+@click.option("--loss", type=click.Choice(["clip", "multipositive"]),
+              help="clip: the symmetric contrastive loss; multipositive: every pair of one class is a positive "
+                   "(default: the preset's; clip in reference).")
 @click.option("--label-smoothing", type=float, help="Mix each target with the uniform one over the batch (default 0).")
 @click.option("--crop-pad", type=int, help="Zero padding of the random crop, in pixels (default 4; 0: flip only).")
 @click.option("--cutout", type=int, help="Blank one random square of this side in each training image (default 0: off).")
@@ -98,7 +141,7 @@ def cli(plugins_dirs, plugin_modules):
                    "the run takes the average (e.g. 0.95; default 0: off).")
 @click.option("--templates", help="Template set (bench list templates); default: the dataset's own (seed for cifar10, "
                                    "openai_cifar100 for cifar100, ...: bench list datasets).")
-@click.option("--tokenizer", default="clip_bpe", show_default=True)
+@click.option("--tokenizer", default="clip_bpe", show_default=True, help="Tokenizer (bench list tokenizers).")
 @click.option("--dataset", default="cifar10", show_default=True,
               help="Dataset (bench list datasets), or imagefolder:PATH for your own images.")
 @click.option("--data-dir", help="Dataset folder (CIFAR-10: train.npz/test.npz or cifar-10-batches-py/; the others: "
@@ -109,7 +152,8 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="Autocast: auto is bf16 on a GPU with bf16, fp16 (with dynamic loss scaling) on one without, fp32 "
                    "on a CPU.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of initialisation, data order, augmentation and drawn held-out classes.")
 @click.option("--limit-train", type=int, help="Train on the first N images.")
 @click.option("--limit-test", type=int, help="Evaluate on the first N test images.")
 @click.option("--eval-every", type=int, default=1, show_default=True,
@@ -119,7 +163,8 @@ def cli(plugins_dirs, plugin_modules):
                    "first reached it (reached_target, epochs_to_target, time_to_target_seconds).")
 @click.option("--stop-at-target/--no-stop-at-target", default=None,
               help="End the run after the first epoch that reaches --target (the schedule stays the full run's).")
-@click.option("--log-every", type=int, default=50, show_default=True)
+@click.option("--log-every", type=int, default=50, show_default=True,
+              help="Steps per train_log.csv row (their mean loss) and live-curve point.")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the two towers (on CUDA inside the step's CUDA graph; compile time counts as "
                    "training time unless --prewarm-steps compiles first).")
@@ -221,14 +266,16 @@ def _sweep_command() -> click.Command:
         click.Option(["--gpus"], help="GPUs for one worker each: 0,1,... or all (default: all visible, if several)."),
         click.Option(["--launcher"], type=click.Choice(["local", "ray", "slurm"]), default="local", show_default=True,
                      help="ray: each run a Ray task; slurm: a submitit job array (docs/sweeps.md)."),
-        click.Option(["--gpus-per-run"], type=float, help="Ray: GPUs (or a fraction) per run [1 with GPUs, else 0]."),
+        click.Option(["--gpus-per-run"], type=float,
+                     help="Ray: GPUs (or a fraction) per run [1 where the cluster (for a local Ray, this machine) has "
+                          "a GPU, else 0]."),
         click.Option(["--ray-address"], help="Ray: an existing cluster (default: a local Ray for this sweep)."),
         click.Option(["--slurm"], multiple=True, metavar="KEY=VALUE",
                      help="Slurm/submitit setting, repeatable: partition, time_min, gpus_per_job, runs_per_job, "
                           "cluster=local, ... (also FILE's [slurm])."),
     ]
     shared = [p for p in run.params if p.name not in {"encoder", "templates", "seed", "seeds", "resume"}]
-    return click.Command("sweep", params=lists + shared, callback=sweep, help=sweep.__doc__,
+    return SectionedCommand("sweep", params=lists + shared, callback=sweep, help=sweep.__doc__,
                          short_help="Run a sweep file's plan, or encoders x template sets x seeds.")
 
 
@@ -248,10 +295,12 @@ cli.add_command(_sweep_command())
 @click.option("--dataset", callback=_split_naming("dataset", "datasets such as stl10,synthetic"), multiple=True,
               help="Datasets, comma-separated (default: the run's); another than the run's is zero-shot transfer, "
                    "recorded in its results folder's runs.csv.")
-@click.option("--data-dir")
-@click.option("--limit-test", type=int)
-@click.option("--device", default="auto", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+@click.option("--data-dir", help="Folder of the datasets named (default: the run's own for its dataset, else each "
+                                  "dataset's default folder).")
+@click.option("--limit-test", type=int, help="Evaluate on the first N test images (default: the run's).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True,
+              help="markdown: a table to read; csv, json: the fractions the table holds, for scripts.")
 @click.option("--per-template", is_flag=True, help="Also one row per single template of each set.")
 @click.option("--evals", callback=_split, multiple=True,
               help="Also: retrieval, probe, robustness (comma-separated); a checkpoint's with its run's data seed.")
@@ -295,7 +344,8 @@ def eval_(fmt, **options):
 @click.option("--long", "long_", is_flag=True,
               help="The tidy long table: one row per run x metric, time to a --target included.")
 @click.option("--limit", type=int, help="Show at most N rows.")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True,
+              help="markdown: a table to read; csv, json: the fractions the table holds, for scripts.")
 @click.option("--rebuild", is_flag=True,
               help="Rebuild runs.csv from its runs' records (runs/*/result.json), in the folder named or else "
                    "--results, then print it.")
@@ -327,7 +377,8 @@ def results(**options):
                    "half a point): two one-sided tests over seeds and, for top-1, over test images; repeatable.")
 @click.option("--fail-on-not-equivalent", is_flag=True,
               help="With --equivalence: exit 1 unless every tested difference is shown equivalent (a CI gate).")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True,
+              help="markdown: a table to read; csv, json: the fractions the table holds, for scripts.")
 def compare_(**options):
     """Compare runs A B [C...] side by side: the first is the baseline; configurations are joined, seeds pooled.
 
@@ -363,9 +414,9 @@ def report(runs, out, results_dir, wheres, title, correct):
 @cli.command()
 @click.argument("checkpoint", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top-k", type=int, default=3, show_default=True)
+@click.option("--top-k", type=int, default=3, show_default=True, help="Classes shown per image.")
 @click.option("--templates", help="Template set for the classifier (default: the run's).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def predict(checkpoint, images, top_k, templates, device):
     """Print the top classes of each image file (any size: its centre square, resized to the model's input)."""
     from .app.evaluate import predict_images
@@ -401,7 +452,8 @@ def list_(kind, pattern, count_params):
 @cli.command()
 @click.option("--encoder", "encoders", default="modified_resnet", show_default=True,
               help="Encoder name, comma-separated names, or 'all' (every registered encoder).")
-@click.option("--mode", type=click.Choice(["train", "infer", "both"]), default="both", show_default=True)
+@click.option("--mode", type=click.Choice(["train", "infer", "both"]), default="both", show_default=True,
+              help="Time training steps, inference, or both.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Halved on out-of-memory (recorded).")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), help="Autocast (default: bf16 on CUDA, fp16 on a GPU without bf16, fp32 on CPU).")
 @click.option("--channels-last/--no-channels-last", default=True, show_default=True,
@@ -410,16 +462,16 @@ def list_(kind, pattern, count_params):
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="CLIP step as a CUDA graph (CUDA only).")
 @click.option("--tower-streams/--no-tower-streams", default=True, show_default=True,
               help="CLIP step with the two towers on two CUDA streams (CUDA only).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--steps", type=int, help="Timed steps (default 20 on CUDA, 5 on CPU).")
 @click.option("--untimed-steps", type=int,
               help="Steps run first and not timed (default 10 on CUDA, 2 on CPU), after the 3 that count FLOPs, "
                    "compile and count kernels; a row's untimed_steps counts all of them.")
-@click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE")
-@click.option("--embed-dim", type=int, default=512, show_default=True)
-@click.option("--text-width", type=int, default=512, show_default=True)
-@click.option("--text-layers", type=int, default=6, show_default=True)
-@click.option("--text-heads", type=int, default=8, show_default=True)
+@click.option("--encoder-opt", "encoder_opts", multiple=True, metavar="KEY=VALUE", help="Encoder factory option.")
+@click.option("--embed-dim", type=int, default=512, show_default=True, help="Joint embedding width.")
+@click.option("--text-width", type=int, default=512, show_default=True, help="Text Transformer width.")
+@click.option("--text-layers", type=int, default=6, show_default=True, help="Text Transformer layers.")
+@click.option("--text-heads", type=int, default=8, show_default=True, help="Text Transformer heads.")
 @click.option("--out", type=click.Path(), callback=_folder,
               help="Also append the rows to OUT/throughput.csv (default: print them only).")
 def throughput(encoders, mode, compile_, out, **flags):
@@ -435,6 +487,33 @@ def build_cli(host) -> click.Group:
                         help=cli.help, context_settings=cli.context_settings)
     host.add_commands(group)
     return group
+
+
+# Options an earlier bench had under another name, by the commands that took them: the old name is refused naming
+# the new one. click's own guess lists look-alikes, among them the wrong one (--warm-up: --lr-warmup-steps too).
+RENAMED_OPTIONS = {
+    "--warm-up": ("--prewarm-steps", ("run", "sweep")),
+    "--warmup-steps": ("--lr-warmup-steps", ("run", "sweep")),
+    "--warmup": ("--untimed-steps", ("throughput",)),
+}
+# Options an earlier bench took that no longer exist, with what replaces them, by the commands that took them.
+REMOVED_OPTIONS = {
+    "--skip-existing": ("a sweep always skips its finished runs; drop the flag", ("sweep",)),
+}
+
+
+def _old_option(exc: click.UsageError) -> str | None:
+    """The line for an option this command had in an earlier bench (renamed or removed since), or None."""
+    if not isinstance(exc, click.NoSuchOption) or exc.ctx is None:
+        return None
+    command, name = exc.ctx.command.name, exc.option_name
+    new, commands = RENAMED_OPTIONS.get(name, (None, ()))
+    if command in commands:
+        return f"bench {command}: {name} was renamed {new} (same meaning, same values); write {new} instead"
+    fix, commands = REMOVED_OPTIONS.get(name, (None, ()))
+    if command in commands:
+        return f"bench {command}: {name} was removed: {fix}"
+    return None
 
 
 def main(argv=None):
@@ -454,7 +533,8 @@ def main(argv=None):
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:  # one line: click lists a missing argument's choices one per line
-        click.echo(f"bench: error: {' '.join(exc.format_message().split())}", err=True)
+        line = _old_option(exc) or " ".join(exc.format_message().split())
+        click.echo(f"bench: error: {line}", err=True)
         sys.exit(2)
     except BenchError as exc:
         click.echo(f"bench: error: {exc}", err=True)

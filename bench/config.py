@@ -184,6 +184,8 @@ class RunConfig:
                 d[name] = tuple(d[name])
         if isinstance(d.get("data_opts"), list):  # pairs, as ModelCfg's encoder_opts
             d["data_opts"] = tuple(tuple(p) for p in d["data_opts"])
+        if "warm_up" in d:  # a config from before the CLI reshape (7bd3d82 and earlier): --warm-up, now --prewarm-steps
+            d.setdefault("prewarm_steps", d.pop("warm_up"))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -211,6 +211,38 @@ def test_run_help_names_the_encoder_each_preset_defaults_to():
     assert f"fast96 ({PRESETS['fast96']['encoder']}'s tower)" in text
 
 
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_run_and_sweep_help_shows_every_option_under_a_named_section(command, run_cli):
+    """bench run's ~60 options and sweep's ~75 read by section (Model, Data, Recipe, ...); an option added without
+    a section would land under "Other options", which holds only --help."""
+    from bench.cli import HELP_SECTIONS, cli
+
+    code, out, _ = run_cli(command, "--help")
+    assert code == 0
+    headings = [line[:-1] for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert headings == [h for h in (*HELP_SECTIONS, "Other options") if h in headings]  # the table's order
+    other = out.split("Other options:\n", 1)[1]
+    assert other.split() == ["-h,", "--help", "Show", "this", "message", "and", "exit."]
+    options = [p for p in cli.commands[command].params if p.param_type_name == "option"]
+    assert all(p.opts[0] in out for p in options)
+    assert "Model" in headings and "Recipe" in headings and ("Sweep plan" in headings) == (command == "sweep")
+    assert "[FILE]" not in out.split("\n\n", 2)[2]  # the argument is in the usage line, not a bare row
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """--help gives each option a line of its own (--epochs, --lr, eval's --data-dir showed a bare name)."""
+    import click
+
+    from bench.cli import cli
+
+    commands = [(name, c) for name, c in cli.commands.items() if not isinstance(c, click.Group)]
+    commands += [(f"{name} {sub}", s) for name, c in cli.commands.items() if isinstance(c, click.Group)
+                 for sub, s in c.commands.items()]
+    bare = [f"{name} {p.opts[0]}" for name, c in commands for p in c.params
+            if isinstance(p, click.Option) and not p.help]
+    assert not bare, bare
+
+
 def test_python_dash_m_bench_is_the_bench_command():
     """``python -m bench`` (how the subprocess tests start bench) runs the command line, version and commands."""
     from bench import __version__

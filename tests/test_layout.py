@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.imports import import_statements
+from tests.support.imports import heavy_modules_after, import_statements
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -209,13 +209,21 @@ def test_top_level_shows_the_architecture():
 
 
 def test_the_configuration_and_the_plugin_listing_import_without_torch():
-    code = ("import sys\n"
-            "from bench.config import make_config\n"
+    code = ("from bench.config import make_config\n"
             "cfg = make_config('reference', evals=('retrieval',), robust_severities=(1, 3))\n"
-            "import bench.plugins, bench.data, bench.evaluation, bench.host.registry\n"
-            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('bench'))\n")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+            "import bench.plugins, bench.data, bench.evaluation, bench.host.registry\n")
+    assert heavy_modules_after(code, ("torch",)) == ([], "")
+
+
+def test_bench_runs_options_are_checked_before_torch_or_pandas_load():
+    """``bench run`` checks its options before the heavy imports, which then load with the GC held off
+    (bench.app.own_process): options that name transfer datasets, held-out classes and a target included (a
+    lookup module importing bench.data.datasets brought torch in early, its import then ran with the GC on)."""
+    code = ("from bench.app.options import config_from_flags\n"
+            "cfg = config_from_flags(dataset='imagefolder:./', preset='smoke', transfer=('stl10', 'cifar100@openai'),\n"
+            "                        holdout_classes=('2',), target='zeroshot_top1=0.5', evals=('retrieval',))\n"
+            "assert cfg.transfer == ('stl10', 'cifar100@openai'), cfg.transfer\n")
+    assert heavy_modules_after(code, ("torch", "pandas"), env={"BENCH_LOAD_PLUGINS": ""}) == ([], "")
 
 
 @pytest.mark.slow  # pip builds a wheel

@@ -7,10 +7,13 @@ pretrained models and zero-shot transfer alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..data.datasets import ArrayDataset, with_images
 from ..errors import BenchError, UnknownNameError
 from ..host.manager import get_entry
+
+if TYPE_CHECKING:  # bench.data.datasets imports torch; options are checked with these lookups before torch loads
+    from ..data.datasets import ArrayDataset
 
 
 def dataset_templates(dataset: str, check: bool = True) -> str | None:
@@ -67,6 +70,8 @@ def dataset_split(dataset: str, split: str, data_dir, seed: int, opts: dict | No
     """``split`` of the registered ``dataset`` (its first ``limit`` images) from its factory with ``opts``, refused
     in one line where it holds no image (:func:`bench.data.datasets.with_images`)."""
     made = get_entry("datasets", dataset).create(split, data_dir, seed, **(opts or {}))
+    from ..data.datasets import with_images
+
     return with_images(made.subset(limit), dataset, split)
 
 

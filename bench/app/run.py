@@ -45,16 +45,9 @@ from ..results.predictions import FILENAME as PREDICTIONS
 from ..results.predictions import save_predictions
 from ..results.run_folder import RUNNING_LOCK, file_safe, plot_curves, provenance, write_class_tables, write_csv
 from ..results.runs_csv import finish_run
-from .dataset_lookup import dataset_split, dataset_templates
-from .transfer import (
-    check_transfer_names,
-    evaluate_target,
-    load_targets,
-    parse_transfer,
-    record_transfer,
-    transfer_row,
-    transfer_run_id,
-)
+from .dataset_lookup import dataset_split
+from .transfer import evaluate_target, load_targets, record_transfer, spec_run_id, transfer_row
+from .transfer_spec import TransferSpec, check_transfer_names, parse_transfer
 from .validation import check_encoder_forward, check_image_size, check_prompt_tokens, check_run_inputs
 
 
@@ -509,9 +502,7 @@ class Run:
         # the run's own row last: it marks the run finished, so a run stopped before it resumes and writes all again
         for target, target_metrics in transfers:
             # DATASET@TEMPLATES other than the dataset's default set: +TEMPLATES in the id, as bench eval names it
-            default = dataset_templates(target.dataset, check=False) or cfg.templates
-            run_id = transfer_run_id(self.run_id, target.dataset,
-                                     target.templates_name if target.templates_name != default else None)
+            run_id = spec_run_id(self.run_id, TransferSpec(target.dataset, target.templates_name), cfg.templates)
             transfer = transfer_row(row, run_id, target, target_metrics,
                                     eval_seconds=round(target_metrics["eval_seconds"], 3))
             record_transfer(self.out, transfer, target, target_metrics, cfg.to_dict())

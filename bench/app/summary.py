@@ -56,13 +56,14 @@ def summary_lines(rows: list[dict]) -> list[str]:
 def sweep_summary_lines(out, keys: set) -> list[str]:
     """:func:`summary_lines` of the runs in ``out``'s ``runs.csv`` that a sweep planned: ``keys`` holds their
     ``(config_id, seed)`` pairs (a sweep's runs may sit among others in the folder). Their transfer rows, with
-    the same config id and seed, are other datasets' numbers, not runs."""
-    from ..results.columns import is_transfer
+    the same config id and seed, are other datasets' numbers, not runs. Ids read as the sweep's check of what is
+    done reads them: an old DDP row recorded under 1 process x 16's id is not that configuration's run."""
     from ..results.runs_csv import read_runs
+    from .older_rows import sweep_rows
 
     table = read_runs(out)
     if not len(table) or "config_id" not in table.columns:
         return []
-    table = table[~is_transfer(table)]
+    table = sweep_rows(table, out)
     mine = [r for r in table.to_dict("records") if (r.get("config_id"), r.get("seed")) in keys]
     return summary_lines(mine) if mine else []

@@ -39,15 +39,16 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
                  long_=False, limit=None, fmt="markdown", rebuild=False, echo=print, echo_err=print):
     """Print the runs of ``sources`` (default: ``results_dir``); ``rebuild`` first rebuilds ``results_dir``'s
     runs.csv from its runs' records."""
-    from ..results.lookup import combine, load_sources
+    from ..results.lookup import combine
     from ..results.views import display_table
+    from .older_rows import read_sources
 
     check_positive("--limit", limit)
     if aggregate_ and long_:
         raise BenchError("--aggregate (a row per configuration) and --long (a row per run and metric) are two views "
                          "of the table; pick one")
     if rebuild:
-        from ..results.columns import with_eval_dataset
+        from ..results.columns import with_current_columns
         from ..results.runs_csv import rebuild_runs
 
         if sources:  # `bench results FOLDER --rebuild` means that folder, not the --results default
@@ -59,9 +60,10 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
         if not (Path(results_dir) / "runs").is_dir():
             raise BenchError(f"{results_dir} has no runs/ folder to rebuild runs.csv from; name the results folder "
                              f"bench run --out wrote")
-        # the view is checked on the rebuilt table as it will be read (eval_dataset filled in), before it is written
+        # the view is checked on the rebuilt table as it will be read (eval_dataset filled in, old columns under
+        # their names now: with_current_columns), before it is written
         done = rebuild_runs(results_dir, check=lambda rebuilt: display_table(
-            with_eval_dataset(rebuilt), wheres=wheres, sort_by=sort_by, columns=columns, aggregate_=aggregate_,
+            with_current_columns(rebuilt), wheres=wheres, sort_by=sort_by, columns=columns, aggregate_=aggregate_,
             long_=long_))
         kept = f", the old table kept as {done['backup'].name}" if done["backup"] else ""
         echo_err(f"rebuilt {results_dir}/runs.csv: {done['rows']} runs, {done['added']} added from records, "
@@ -69,7 +71,7 @@ def show_results(sources, results_dir, wheres=(), sort_by=None, ascending=None, 
     if not sources and not (Path(results_dir) / "runs.csv").is_file():
         raise BenchError(f"no results table at {results_dir}/runs.csv; run `bench run` first, or pass a results "
                          f"folder, results file, run folder or run id")
-    combined = combine(load_sources(sources or [results_dir], results_dir))
+    combined = combine(read_sources(sources or [results_dir], results_dir))
     for note in combined.notes:
         echo_err(f"bench: note: {note}")
     table = combined.table
@@ -94,8 +96,8 @@ def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(
         split_sides,
     )
     from ..results.equivalence import add_equivalence, equivalence_failures, equivalence_note, parse_equivalence
-    from ..results.lookup import load_sources
     from ..results.views import filter_rows
+    from .older_rows import read_sources
 
     thresholds = parse_fail_on(fail_on)
     check_alpha(alpha)
@@ -113,7 +115,7 @@ def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(
         unlisted = [m for m in margins if m not in metrics]
         if unlisted:
             raise BenchError(f"--equivalence {unlisted[0]} is not among --metrics; add it there or drop --metrics")
-    sources = load_sources(sides, results_dir)
+    sources = read_sources(sides, results_dir)
     for source in sources:
         source.table = filter_rows(source.table, wheres)
         if wheres and not len(source.table):  # not "no configuration in common" later: the filter left nothing
@@ -143,15 +145,16 @@ def compare_sides(sides, results_dir, split_by=None, on=(), wheres=(), metrics=(
 def write_report(runs, out, results_dir, wheres=(), title=None, correct="none") -> list[Path]:
     """report.md and its figures in ``out`` for ``runs`` (default: ``results_dir``); returns their paths.
     ``correct="holm"``: the comparisons' p-values Holm-adjusted across every configuration and metric."""
-    from ..results.lookup import combine, load_sources
+    from ..results.lookup import combine
     from ..results.report import build_report
     from ..results.run_folder import is_run_folder
     from ..results.views import filter_rows
+    from .older_rows import read_sources
 
     if is_run_folder(out):
         raise BenchError(f"--out {out} is a run folder, whose curves.png bench report would replace with its own; "
                          f"pass another folder, e.g. --out {Path(out) / 'report'}")
-    source = combine(load_sources(runs or [results_dir], results_dir))
+    source = combine(read_sources(runs or [results_dir], results_dir))
     source.table = filter_rows(source.table, wheres)
     if wheres and not len(source.table):
         raise BenchError(f"--where {' '.join(wheres)} leaves no runs to report on; bench results lists the values")

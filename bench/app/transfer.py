@@ -16,18 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..data.datasets import ROW_INFO
-from ..data.imagefolder import dataset_name
-from ..errors import BenchError
-from ..host.manager import get_entry
 from ..results.columns import CONFIG_COLUMNS, MACHINE_COLUMNS
 from ..results.run_folder import file_safe, write_class_tables
-from .dataset_lookup import Target, decode_options, load_target, zero_shot_templates
-
-SEPARATOR = "@"  # DATASET@TEMPLATES in --transfer, and <run id>@<dataset> in a transfer row's run id
+from .dataset_lookup import Target, dataset_templates, decode_options, load_target, zero_shot_templates
+from .transfer_spec import SEPARATOR, TransferSpec, parse_transfer
 
 # What a transfer row repeats of its training run's row: what the model is (stop_at_target too: a model stopped
 # early is another model), and where and how it was made. Its measurements (accuracies, times, the suite's
@@ -36,61 +31,6 @@ KEPT_COLUMNS = (*CONFIG_COLUMNS, *MACHINE_COLUMNS, "config_id", "time", "seed", 
                 "normalization", "eval_checkpoint", "deterministic", "world_size", "global_batch_size", "resumes",
                 "unseen_classes", "stop_at_target", "git_commit", "git_dirty", "bench_version", "python_version",
                 "command", "numpy_version")
-
-
-@dataclass(frozen=True)
-class TransferSpec:
-    dataset: str
-    templates: str | None = None  # None: the dataset's own default set, else the run's
-
-
-def parse_transfer(specs, home: str | None = None) -> list[TransferSpec]:
-    """``--transfer`` entries (``DATASET`` or ``DATASET@TEMPLATES``), checked for form only (names resolve later);
-    each dataset as bench keeps its name (:func:`bench.data.imagefolder.dataset_name`), so its rows join another
-    run's rows of the same folder however each typed it."""
-    out, seen = [], set()
-    for spec in specs or ():
-        spec = str(spec).strip()
-        dataset, sep, templates = _split(spec)
-        if not dataset or (sep and not templates):
-            raise BenchError(f"--transfer {spec!r} is not DATASET or DATASET@TEMPLATES; write it like "
-                             f"--transfer stl10,cifar100@openai")
-        dataset = dataset_name(dataset)
-        if home is not None and dataset == dataset_name(home):  # a saved run's home may be spelled as typed then
-            raise BenchError(f"--transfer {dataset!r} is the dataset the run trains on, whose zero-shot evaluation is "
-                             f"the run's own row; list other datasets (bench eval --templates for other template sets)")
-        if dataset in seen:
-            raise BenchError(f"--transfer names dataset {dataset!r} twice; list each dataset once")
-        seen.add(dataset)
-        out.append(TransferSpec(dataset, templates or None))
-    return out
-
-
-def _split(spec: str) -> tuple[str, str, str]:
-    """``DATASET@TEMPLATES`` at its last ``@``, unless what follows is no template set and the whole text names a
-    dataset: an ``@`` in a folder's path (``imagefolder:/data/me@home``)."""
-    if SEPARATOR not in spec:
-        return spec, "", ""
-    dataset, sep, templates = spec.rpartition(SEPARATOR)
-    if templates and not _resolves("templates", templates) and _resolves("datasets", spec):
-        return spec, "", ""
-    return dataset, sep, templates
-
-
-def _resolves(kind: str, name: str) -> bool:
-    try:
-        get_entry(kind, name)
-    except BenchError:  # an unknown name, or a resolver refusing it (imagefolder: a path that is no folder)
-        return False
-    return True
-
-
-def check_transfer_names(specs: list[TransferSpec]):
-    """Every dataset and template set named resolves, so a typo fails before any data is read."""
-    for spec in specs:
-        get_entry("datasets", spec.dataset)
-        if spec.templates:
-            get_entry("templates", spec.templates)
 
 
 def load_targets(cfg) -> list[Target]:
@@ -129,6 +69,14 @@ def safe_name(text: str) -> str:
 def transfer_run_id(run_id: str, dataset: str, templates: str | None = None) -> str:
     """``<run id>@<dataset>``, then ``+<template set>`` when it is not the dataset's default."""
     return f"{run_id}{SEPARATOR}{safe_name(dataset)}" + (f"+{safe_name(templates)}" if templates else "")
+
+
+def spec_run_id(run_id: str, spec: TransferSpec, run_templates: str) -> str:
+    """The id of the transfer row of ``spec`` (a ``--transfer`` entry) for run ``run_id``, whose own template set is
+    ``run_templates``: ``+TEMPLATES`` only for a set other than the one the dataset is evaluated with by default, as
+    ``bench eval --dataset D --templates T`` names that evaluation."""
+    default = dataset_templates(spec.dataset, check=False) or run_templates
+    return transfer_run_id(run_id, spec.dataset, spec.templates if spec.templates not in (None, default) else None)
 
 
 def transfer_row(base: dict, run_id: str, target: Target, metrics: dict, **extra) -> dict:

@@ -79,7 +79,7 @@ def validate_config(cfg):
     from ..data.corruptions import parse_severities
     from ..evaluation import parse_evals
     from ..results.loggers import check_loggers
-    from .transfer import parse_transfer
+    from .transfer_spec import parse_transfer
 
     check_holdout_spec(cfg.holdout_classes)
     parse_transfer(cfg.transfer, cfg.dataset)

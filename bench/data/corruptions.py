@@ -62,6 +62,12 @@ def _gaussian_blur(x, c, rng):
     return _to_uint8(gaussian_filter(x / 255, sigma=(0, c, c, 0), mode="nearest"))
 
 
+# What the corruptions compute, recorded on each robustness row (robust_protocol, a protocol column) so that bench
+# compare warns when two sides' robust_* numbers were measured differently; change it whenever a corruption changes
+# what it measures. Rows from before it was recorded: bench.results.columns.with_current_columns.
+PROTOCOL = "contrast per channel"
+
+
 def _contrast(x, c, rng):
     x = x / 255
     means = x.mean(axis=(1, 2), keepdims=True)  # each image's mean per channel, as make_cifar_c.py

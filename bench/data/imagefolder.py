@@ -22,12 +22,15 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..atomic_files import atomic_file
 from ..errors import BenchError
-from .datasets import ArrayDataset
+
+if TYPE_CHECKING:  # bench.data.datasets imports torch, and dataset names are read here before torch loads
+    from .datasets import ArrayDataset
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, compared without case
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -286,6 +289,8 @@ def load_imagefolder(path, split: str, seed: int = 0, test_fraction: float | Non
         images, labels = images[keep], labels[keep]
         info = {"data_split": f"test_fraction={test_fraction} split_seed={split_seed}"}
     order = stratified_order(labels)
+    from .datasets import ArrayDataset  # here, not at the top: see TYPE_CHECKING there
+
     return ArrayDataset(images[order], labels[order], names, f"{name}/{split}", info)
 
 

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from ..atomic_files import atomic_write_bytes
-from ..data.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from ..data.corruptions import CORRUPTIONS, PROTOCOL, SEVERITIES, corrupt
 from ..data.datasets import ArrayDataset
 from ..data.loader import to_device_uint8
 from .probe import VAL_FRACTION, WEIGHT_DECAYS, linear_probe
@@ -148,5 +148,5 @@ def robustness(model, test: ArrayDataset, classifier: torch.Tensor, device, auto
     per = table[table.corruption != "clean"].groupby("corruption", sort=False)["top1"].mean()
     columns = {f"robust_{name}": float(v) for name, v in per.items()}
     columns.update(robust_mean=float(per.mean()), robust_clean=rows[0]["top1"], robust_images=len(test),
-                   robust_severities=",".join(map(str, opts.robust_severities)))
+                   robust_severities=",".join(map(str, opts.robust_severities)), robust_protocol=PROTOCOL)
     return columns, table

@@ -3,6 +3,7 @@ higher is better), and the configuration key that names a configuration over see
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -25,7 +26,7 @@ CONFIG_COLUMNS += ["eval_dataset", "holdout_classes"]
 # Columns that describe how a number was measured; compare warns when they differ.
 PROTOCOL_COLUMNS = ["dataset", "test_images", "image_size", "normalization", "eval_checkpoint",
                     "retrieval_captions", "probe_train_images", "probe_val_fraction", "robust_images",
-                    "robust_severities"]
+                    "robust_severities", "robust_protocol"]
 
 
 MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version", "torch_threads"]
@@ -38,7 +39,7 @@ LABEL = "configuration"
 # Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better. zeroshot_top1_no_tta: the
 # top-1 of an encoder with test-time augmentation with it off (bench.app.run), an accuracy like the top-1 beside it.
 _ACCURACY = re.compile(r"^(zeroshot_top\d+(_no_tta)?|mean_per_class_recall|best_zeroshot_top1|retrieval_(i2t|t2i)_r\d+|"
-                       r"probe_top\d+|probe_mean_per_class_recall|robust_(?!images$|severities$)\w+)$")
+                       r"probe_top\d+|probe_mean_per_class_recall|robust_(?!images$|severities$|protocol$)\w+)$")
 
 
 # The headline numbers, in the order summaries show them.
@@ -95,6 +96,13 @@ def _flat(d: dict, prefix="") -> dict:
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _defaults(cls) -> dict:
+    """The flat defaults of a config class, built once: a sweep's plan asks for the key of every run (shared, so
+    never changed by its callers)."""
+    return _flat(cls().to_dict())
+
+
 def config_key(cfg, ranks: int = 1) -> str:
     """10 hex digits naming a configuration: every field that shapes training or evaluation except the seed.
     ``ranks``: the processes it trained on, whose per-rank ``batch_size`` makes the global batch that training
@@ -108,7 +116,7 @@ def config_key(cfg, ranks: int = 1) -> str:
     if ranks != 1:
         cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size * ranks)
     excluded = {f.name for f in dataclasses.fields(cfg) if not _in_id(f.metadata.get("config_id", True), cfg)}
-    default = _flat(type(cfg)().to_dict())
+    default = _defaults(type(cfg))
     values = {k: v for k, v in _flat(cfg.to_dict()).items()
               if k.split(".")[0] not in excluded and default.get(k, object()) != v}
     return hashlib.sha1(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -174,6 +182,39 @@ def with_eval_dataset(df: pd.DataFrame) -> pd.DataFrame:
         return df.assign(eval_dataset=df["dataset"])
     if df["eval_dataset"].isna().any():
         return df.assign(eval_dataset=df["eval_dataset"].where(df["eval_dataset"].notna(), df["dataset"]))
+    return df
+
+
+# A column an earlier bench wrote under another name -> its name now. 7bd3d82 and before: --warm-up's time,
+# warmup_seconds (now --prewarm-steps and prewarm_seconds, bench.app.run).
+RENAMED_COLUMNS = {"warmup_seconds": "prewarm_seconds"}
+# The robust_protocol of those rows' robustness numbers (bench.data.corruptions.PROTOCOL now): their contrast pulled
+# each image towards its mean over all channels, shifting hues (ca939d5 made it per channel, as make_cifar_c.py)
+OLD_ROBUST_PROTOCOL = "contrast over all channels (before ca939d5)"
+
+
+def with_current_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` as bench writes its rows now, from rows an older bench wrote (a results folder kept over an upgrade):
+    ``eval_dataset`` filled in (:func:`with_eval_dataset`), a renamed column read under its name now (a table
+    mixing old and new rows would show one quantity as two half-empty columns), and, on the training rows that
+    wrote ``warmup_seconds``, ``skipped_steps`` 0 (that bench trained no fp16, whose loss scaling alone skips a
+    step) and, where they measured robustness, the ``robust_protocol`` they measured it by, so that bench compare
+    warns before setting their ``robust_contrast`` and ``robust_mean`` against today's.
+    """
+    df = with_eval_dataset(df)
+    old_rows = df["warmup_seconds"].notna() if "warmup_seconds" in df.columns else None  # rows of 7bd3d82 and before
+    for old, new in RENAMED_COLUMNS.items():
+        if old in df.columns:
+            merged = df[new].where(df[new].notna(), df[old]) if new in df.columns else df[old]
+            df = df.assign(**{new: merged}).drop(columns=[old])
+    if old_rows is None:
+        return df
+    skipped = df["skipped_steps"] if "skipped_steps" in df.columns else pd.Series(np.nan, index=df.index)
+    df = df.assign(skipped_steps=skipped.where(skipped.notna() | ~old_rows, 0))
+    if "robust_clean" in df.columns:
+        measured = old_rows & df["robust_clean"].notna()
+        protocol = df["robust_protocol"] if "robust_protocol" in df.columns else pd.Series(None, df.index, dtype=object)
+        df = df.assign(robust_protocol=protocol.where(protocol.notna() | ~measured, OLD_ROBUST_PROTOCOL))
     return df
 
 

@@ -83,8 +83,10 @@ def split_sides(sources: list[Source], split_by: str | None = None) -> list[Sour
         if split_by not in table.columns:
             raise BenchError(f"--split-by {split_by!r}: no such column; columns are {', '.join(map(str, table.columns))}")
         keys = table[split_by].map(canonical_value)
-        # what combining the sources left out is said once, with the first side
-        sides = [Source(f"{split_by}={k}", table[keys == k], whole.run_dirs, whole.notes if i == 0 else [])
+        # what combining the sources left out is said once, with the first side; each side's rows taken by their
+        # positions (a mask per side is a pass over the whole table per side: configurations x runs)
+        rows = keys.groupby(keys, sort=False).indices
+        sides = [Source(f"{split_by}={k}", table.iloc[rows[k]], whole.run_dirs, whole.notes if i == 0 else [])
                  for i, k in enumerate(dict.fromkeys(keys))]
         if len(sides) == 1:
             raise BenchError(f"--split-by {split_by}: every run has {sides[0].label}, so there is one side; split by "
@@ -152,6 +154,7 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
     agg_base = _aggregate(base.table, joined_on + differs, shared)
     keys = [f"_k_{c}" for c in joined_on]
     records, targets, pairs = [], [], []
+    hits = {}  # the runs' predictions per (side, run ids): the baseline's are paired with every candidate's
     for side in sides[1:]:
         agg = _aggregate(side.table, joined_on + differs, shared)
         merged = agg_base.merge(agg, on=keys, suffixes=("_a", "_b")) if keys else agg_base.merge(agg, how="cross",
@@ -179,7 +182,7 @@ def compare(sides: list[Source], metrics=None, on=None, fail_on=(), alpha: float
                                         "configurations": pair})
             paired, unpaired = None, ""
             if PAIRED_METRIC in shared:
-                paired, unpaired = _paired_top1(base, r["run_ids_a"], side, r["run_ids_b"], warnings)
+                paired, unpaired = _paired_top1(base, r["run_ids_a"], side, r["run_ids_b"], warnings, hits)
             for m in shared:
                 if r[f"{m}_n_a"] == 0 and r[f"{m}_n_b"] == 0:  # measured by neither (a transfer row's train_seconds)
                     continue
@@ -261,11 +264,21 @@ def _decide(rows: pd.DataFrame, alpha: float, correct: str) -> pd.DataFrame:
     return rows
 
 
-def _paired_top1(base: Source, ids_a: list, side: Source, ids_b: list, warnings: list) -> tuple[TestResult | None, str]:
+def _paired_top1(base: Source, ids_a: list, side: Source, ids_b: list, warnings: list,
+                 cache: dict | None = None) -> tuple[TestResult | None, str]:
     """The paired top-1 test when every run of both groups kept its predictions on the same test images, and
-    otherwise None with why not (what the table's verdict says)."""
-    hits_a, why_a = run_hits(base, ids_a, warnings)
-    hits_b, why_b = run_hits(side, ids_b, warnings)
+    otherwise None with why not (what the table's verdict says). ``cache``: :func:`run_hits` per side and run ids,
+    kept across the pairs of one comparison (what it warns of is said once anyway)."""
+    cache = {} if cache is None else cache
+
+    def hits_of(source, ids):
+        key = (id(source), tuple(ids))
+        if key not in cache:
+            cache[key] = run_hits(source, ids, warnings)
+        return cache[key]
+
+    hits_a, why_a = hits_of(base, ids_a)
+    hits_b, why_b = hits_of(side, ids_b)
     if hits_a is None or hits_b is None:
         return None, why_a or why_b
     (labels_a, correct_a), (labels_b, correct_b) = hits_a, hits_b

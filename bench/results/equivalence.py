@@ -131,9 +131,8 @@ def _untested(r) -> str:
     measured (held-out accuracies of runs without --holdout-classes, a suite metric not run) is not a seed count."""
     if min(r.a_n, r.b_n) == 0:
         return "not measured on one side"
-    if max(r.a_n, r.b_n) >= 2:
-        return "one seed on a side, no predictions.npy" if r.metric == PAIRED_METRIC else "one seed on a side"
-    return "one seed a side, no predictions.npy" if r.metric == PAIRED_METRIC else "one seed a side"
+    seeds = "one seed on a side" if max(r.a_n, r.b_n) >= 2 else "one seed a side"
+    return f"{seeds}, no predictions.npy" if r.metric == PAIRED_METRIC else seeds
 
 
 def equivalence_failures(result: Comparison) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import BenchError
-from .columns import has_value, metric_columns, with_eval_dataset
+from .columns import has_value, metric_columns, with_current_columns
 from .runs_csv import TEXT_COLUMNS, read_results, read_table
 from .unfinished import unfinished_note
 from .views import wide_from_long
@@ -64,7 +64,7 @@ def read_results_file(path: Path) -> pd.DataFrame:
                          f"pass a runs.csv written by bench")
     if "run_id" not in table.columns:  # e.g. bench eval's eval.csv: one row per checkpoint x template set
         table = table.assign(run_id=[f"{path.stem}:{i}" for i in range(len(table))])
-    return with_eval_dataset(table)
+    return with_current_columns(table)
 
 
 def _run_dirs(table: pd.DataFrame, results_dir: Path) -> dict:
@@ -139,7 +139,11 @@ def combine(sources: list[Source]) -> Source:
     # of one id and one time are the same run, and of rows with different times the latest is kept
     times = table["time"].map(lambda t: str(t) if has_value(t) else "") if "time" in table.columns else \
         pd.Series("", index=table.index)
-    latest = times.groupby(ids).transform("max")
+    # each id's latest time, in one pass: a groupby max of text runs Python once per id (seconds at 8000 rows)
+    last: dict = {}
+    for run_id, time in zip(ids, times):
+        last[run_id] = max(last.get(run_id, time), time)
+    latest = ids.map(last)
     kept = (times == latest) & ~(ids + "\0" + times).duplicated(keep="first")
     replaced = (times != "") & (times != latest)
     notes = [n for s in sources for n in s.notes]
@@ -151,7 +155,7 @@ def combine(sources: list[Source]) -> Source:
         if run_id not in run_dirs and time == last and run_id in sources[i].run_dirs:
             run_dirs[run_id] = sources[i].run_dirs[run_id]
     table = table[kept]
-    table = with_eval_dataset(table.drop(columns=["_source"]).reset_index(drop=True))
+    table = with_current_columns(table.drop(columns=["_source"]).reset_index(drop=True))
     return Source(", ".join(s.label for s in sources), table, run_dirs, notes)
 
 

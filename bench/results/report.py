@@ -98,9 +98,30 @@ _NEEDS = {"history.csv": ("epoch", "step", "train_loss", "zeroshot_top1"), "trai
           "confusion.csv": ("true",), "per_class.csv": ("class", "accuracy")}
 
 
+class RunFolders(dict):
+    """``run_id -> folder`` that keeps each file :func:`_read` parsed, for one report: its figures, sections and
+    notes read the same files (``history.csv`` three times), which over thousands of runs was most of its reading.
+    The tables handed out are shared, so their readers never change them in place."""
+
+    def __init__(self, folders: dict):
+        super().__init__(folders)
+        self.tables: dict = {}
+
+
 def _read(run_dirs: dict, run_id: str, name: str) -> pd.DataFrame | None:
     """A run's file as a table, or None where it is missing; a damaged one (not CSV, cut short, or without the
-    columns the report reads) is said on stderr and left out like a missing one, not a traceback that loses the report."""
+    columns the report reads) is said on stderr and left out like a missing one, not a traceback that loses the report.
+    ``run_dirs`` a :class:`RunFolders`: each file is read once."""
+    cache = getattr(run_dirs, "tables", None)
+    if cache is None:
+        return _read_file(run_dirs, run_id, name)
+    key = (str(run_id), name)
+    if key not in cache:
+        cache[key] = _read_file(run_dirs, run_id, name)
+    return cache[key]
+
+
+def _read_file(run_dirs: dict, run_id: str, name: str) -> pd.DataFrame | None:
     folder = run_dirs.get(str(run_id))
     path = folder / name if folder else None
     if path is None or not path.is_file():
@@ -311,7 +332,7 @@ def build_report(sources: list[Source], out, title: str | None = None, correct: 
         raise BenchError("no runs to report on; pass results folders, results files, run folders or run ids")
     repeated = repeated_seeds(src.table, group_columns(src.table))
     notes = src.notes + ([repeated_seeds_note(src.table[repeated])] if repeated.any() else [])
-    src = Source(src.label, src.table[~repeated], src.run_dirs)
+    src = Source(src.label, src.table[~repeated], RunFolders(src.run_dirs))
     out = make_folder(out, what="report folder")
     import matplotlib
 

@@ -14,6 +14,7 @@ import pandas as pd
 from ..errors import BenchError
 from .columns import (
     CONFIG_COLUMNS,
+    HOLDOUT_METRICS,
     LOWER_IS_BETTER,
     OTHER_METRICS,
     SUMMARY_METRICS,
@@ -224,7 +225,7 @@ def display_table(table: pd.DataFrame, wheres=(), sort_by=None, descending=None,
         evaluated = ["eval_templates"] if "eval_templates" in shown.columns and "templates" in shown.columns and \
             not shown["eval_templates"].astype(str).equals(shown["templates"].astype(str)) else []
         default = [c for c in ["run_id", "encoder", "templates", *evaluated, *transfer_columns(shown), "seed",
-                               *SUMMARY_METRICS] if c in shown.columns]
+                               *SUMMARY_METRICS, *measured_columns(shown)] if c in shown.columns]
         shown = shown[default] if len(default) > 1 else shown
     if limit is not None:
         shown = shown.head(limit)
@@ -266,6 +267,17 @@ def as_written(col: pd.Series) -> pd.Series:
 def whole_floats(col: pd.Series) -> bool:
     """Whether ``col`` is floats only because a blank is among its whole numbers."""
     return pd.api.types.is_float_dtype(col) and bool((col.dropna() % 1 == 0).all())
+
+
+def measured_columns(table: pd.DataFrame) -> list[str]:
+    """What the default view adds where some run measured it: the held-out classes and their accuracies (a run of
+    ``--holdout-classes``), the target and the time to it (a run of ``--target``), so a table of such runs shows
+    what was asked of them without ``--columns``."""
+    def some(column):
+        return column in table.columns and table[column].map(has_value).any()
+
+    held_out = ["unseen_classes", *HOLDOUT_METRICS] if some("harmonic_top1") else []
+    return held_out + (["target", *TIME_TO_TARGET] if some("target") else [])
 
 
 def transfer_columns(table: pd.DataFrame) -> list[str]:

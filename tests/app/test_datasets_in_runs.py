@@ -45,7 +45,7 @@ def test_one_image_folder_is_one_dataset_however_its_path_is_typed(tmp_path):
     runs.csv dataset label (the configuration's), for bench run, sweeps, --transfer and bench eval --dataset alike;
     the path stays relative as typed (not made absolute: a row must join rows of the same folder elsewhere)."""
     from bench.app.evaluate import dataset_list
-    from bench.app.transfer import TransferSpec, parse_transfer
+    from bench.app.transfer_spec import TransferSpec, parse_transfer
     from bench.host.manager import get_entry
 
     rng = np.random.default_rng(0)

@@ -91,10 +91,13 @@ CASES = [
      "cuda:1; drop the index"),
     ("ray-fraction-with-a-cuda-index", 2, ["--launcher", "ray", "--gpus-per-run", "0.5", "--device", "cuda:1"], None,
      "--gpus-per-run 0.5 gives each Ray task 1 GPU(s), numbered from cuda:0"),
-    ("ray-cluster-default-no-gpu-for-cuda-runs", 0,
-     ["--launcher", "ray", "--ray-address", "127.0.0.1:9", "--device", "cuda"], None,
-     "--gpus-per-run 0 (the default: torch sees no GPU on this machine) gives each run no GPU, but the runs use "
-     "--device cuda; give them GPUs (e.g. --gpus-per-run 1)"),
+    ("ray-cluster-no-gpu-for-cuda-runs", 0,
+     ["--launcher", "ray", "--ray-address", "127.0.0.1:9", "--gpus-per-run", "0", "--device", "cuda"], None,
+     "--gpus-per-run 0 gives each run no GPU, but the runs use --device cuda; give them GPUs (e.g. --gpus-per-run 1)"),
+    ("ray-cluster-default-with-a-cuda-index-past-its-gpu", 0,
+     ["--launcher", "ray", "--ray-address", "127.0.0.1:9", "--device", "cuda:1"], None,
+     "--gpus-per-run 1 (the default on a cluster with GPUs) gives each Ray task 1 GPU(s), numbered from cuda:0, but "
+     "the runs use --device cuda:1; drop the index"),
     # a Slurm job sees the GPUs it asks for, numbered from cuda:0; submitit's local cluster none when it asks none
     ("slurm-job-without-gpu-for-cuda-runs", 0, ["--launcher", "slurm", "--slurm", "gpus_per_job=0", "--device",
                                                 "cuda"], None,
@@ -470,9 +473,44 @@ def test_ray_address_in_the_environment_takes_the_clusters_gpus_not_this_machine
     placed = placement.check_placement(placement.read_placement({}, {"launcher": "ray", "gpus_per_run": 1}, {}, ()),
                                        cuda)
     assert (placed.gpus_per_run, placed.ray_address) == (1, "auto")
-    # left to its default (this machine's count), each run gets no GPU: the fix named is the cluster's GPUs
-    with pytest.raises(BenchError, match=r"gives each run no GPU, but the runs use --device cuda; give them GPUs"):
-        placement.check_placement(placement.read_placement({}, {"launcher": "ray"}, {}, ()), cuda)
+    # left to its default, it is the cluster's to decide once joined, not this machine's count (0 here)
+    placed = placement.check_placement(placement.read_placement({}, {"launcher": "ray"}, {}, ()), cuda)
+    assert placed.gpus_per_run is None
+    assert placement.cluster_gpus_per_run(8, {"cuda"}, "--gpus-per-run") == (
+        1, "--gpus-per-run 1 (the default: the cluster has 8 GPU(s))")
+    assert placement.cluster_gpus_per_run(0, {"auto", "cpu"}, "--gpus-per-run")[0] == 0
+    with pytest.raises(BenchError, match=r"--gpus-per-run 0 \(the default: the cluster has 0 GPU\(s\)\) gives each "
+                                         r"run no GPU, but the runs use --device cuda; give them GPUs"):
+        placement.cluster_gpus_per_run(0, {"cuda", "cpu"}, "--gpus-per-run")
+
+
+def test_a_ray_cluster_sweep_from_a_machine_without_gpu_gives_each_run_a_gpu_of_the_cluster(gpus, monkeypatch,
+                                                                                           tmp_path):
+    """A sweep submitted from a login node without a GPU to a cluster with GPUs: each task asks for one GPU by
+    default (it asked for none, so runs on --device auto trained on the CPUs of GPU nodes), and the sweep says so."""
+    ray = pytest.importorskip("ray")
+    from bench.app.sweep import launchers
+    from bench.app.sweep.placement import Placement
+    from bench.app.sweep.plan import Planned
+    from bench.config import make_config
+
+    gpus(0)
+    asked = {}
+
+    class Task:
+        def options(self, **kwargs):
+            asked.update(kwargs)
+            raise RuntimeError("asked")  # no cluster here: what the task asks for is the point
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # joined
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})
+    monkeypatch.setattr(ray, "remote", lambda f=None, **kw: Task() if f is not None else (lambda g: Task()))
+    lines = []
+    planned = [Planned(make_config("smoke", device="auto", out=str(tmp_path)), "r0", {})]
+    with pytest.raises(RuntimeError, match="asked"):
+        launchers.ray_sweep(planned, Placement(launcher="ray", ray_address="10.0.0.1:6379"), ((), ()), lines.append)
+    assert asked["num_gpus"] == 1.0
+    assert lines == ["Ray: --gpus-per-run 1 (the default: the cluster has 8 GPU(s))"]
 
 
 def test_a_plan_of_fewer_runs_than_gpus_starts_a_worker_per_run(gpus):

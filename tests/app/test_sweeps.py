@@ -605,6 +605,43 @@ def test_a_remote_worker_records_the_sweeps_command_and_trains_at_the_thread_cou
     assert seen == {"argv": ["/venv/bin/bench", "sweep", "s.toml", "--launcher", "ray"], "threads": 3, "run_id": "r0"}
 
 
+def test_a_remote_worker_reads_data_where_the_sweeps_environment_says_and_gets_its_own_back(tmp_path, monkeypatch):
+    """A Ray cluster's worker starts with its node's environment: the sweep's BENCH_DATASETS_DIR (relative here, so
+    made absolute), BENCH_DATA_DIR and BENCH_LOAD_PLUGINS (empty: no installed plugin) hold for the task's run, over
+    the worker's own values; a variable the sweep leaves unset or empty keeps the worker's; after the run the
+    worker's environment is as it was (a Ray worker runs task after task, perhaps another sweep's)."""
+    from bench.app.sweep import launchers
+    from bench.app.sweep.plan import Planned
+    from bench.host.manager import set_host
+
+    names = ("BENCH_DATASETS_DIR", "BENCH_DATA_DIR", "BENCH_LOAD_PLUGINS", "BENCH_CACHE_DIR")
+    seen = {}
+
+    def fake_run_planned(p, stop):
+        seen.update({k: os.environ.get(k) for k in names})
+        return launchers.Outcome(p, "done")
+
+    monkeypatch.setattr(launchers, "run_planned", fake_run_planned)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BENCH_DATASETS_DIR", "sets")
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "cifar"))
+    monkeypatch.setenv("BENCH_LOAD_PLUGINS", "")
+    monkeypatch.setenv("BENCH_CACHE_DIR", "")  # an empty path names no folder
+    payload = launchers._payload(Planned(make_config(out=str(tmp_path / "res"), progress=False), "r0", {}))
+    worker = {"BENCH_DATASETS_DIR": "/node/sets", "BENCH_LOAD_PLUGINS": "airbench", "BENCH_CACHE_DIR": "/node/cache"}
+    monkeypatch.delenv("BENCH_DATA_DIR")
+    for k, v in worker.items():
+        monkeypatch.setenv(k, v)
+    previous = set_host(None)
+    try:
+        launchers.run_payload(payload, ([], []))
+    finally:
+        set_host(previous)
+    assert seen == {"BENCH_DATASETS_DIR": str(tmp_path / "sets"), "BENCH_DATA_DIR": str(tmp_path / "cifar"),
+                    "BENCH_LOAD_PLUGINS": "", "BENCH_CACHE_DIR": "/node/cache"}
+    assert {k: os.environ.get(k) for k in names} == {**worker, "BENCH_DATA_DIR": None}
+
+
 def test_a_remote_worker_loads_the_sweeps_bench_plugins_dir(tmp_path, monkeypatch):
     """BENCH_PLUGINS_DIR of the sweep's environment is among the plugin folders handed to Ray tasks and Slurm jobs,
     absolute: a node elsewhere has no such variable, and a worker resolves a relative path in its own folder."""

@@ -13,34 +13,13 @@ import bench
 import bench.testing
 from bench.results.predictions import FILENAME, load_predictions
 from tests.support.fake_results import make_row
+from tests.support.plugins import TransferSets, swatches
 from tests.support.runs import TINY
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # one torch thread in this module (tests/conftest.py)
 
 RUN = ["run", "--dataset", "synthetic", "--epochs", "1", "--limit-train", "48", "--limit-test", "60", "--batch-size",
        "8", "--device", "cpu", *TINY]
-
-
-def _swatches(split, data_dir=None, seed=0):
-    """4 of the synthetic colours at 48 px under other names: another dataset, size, class list and template set."""
-    from bench.data.datasets import ArrayDataset, make_synthetic
-
-    data = make_synthetic(split, seed + 11, n=100, size=48)
-    keep = data.labels < 4
-    return ArrayDataset(data.images[keep], data.labels[keep], ("scarlet", "amber", "lemon", "grass"),
-                        f"swatches48/{split}")
-
-
-class TransferSets:
-    """A test-only dataset that names its own template set, as a dataset plugin does."""
-
-    @bench.hookimpl
-    def register_datasets(self, register):
-        register("swatches48", _swatches, "4 colours at 48 px", templates="swatch_words")
-
-    @bench.hookimpl
-    def register_templates(self, register):
-        register("swatch_words", lambda: ["a swatch of {}", "{} paint"], "two prompts for colour swatches")
 
 
 @pytest.mark.slow  # a run, two evaluations of its checkpoint, a rebuild and a report
@@ -82,7 +61,7 @@ def test_a_run_holding_classes_out_and_transferring_records_what_it_measured(tmp
                                                                                   "synthetic", "blue,red")
         assert pd.isna(away.seen_top1) and pd.isna(away.train_seconds)  # the home dataset's measurements stay there
         truth, top1 = load_predictions(out / "runs" / away.run_id / FILENAME)
-        assert truth.tolist() == _swatches("test").labels[:60].tolist() and len(truth) == away.test_images
+        assert truth.tolist() == swatches("test").labels[:60].tolist() and len(truth) == away.test_images
         assert away.zeroshot_top1 == pytest.approx((truth == top1).mean())
 
         # bench eval of the final weights measures the same, and does not record a row twice
@@ -252,7 +231,7 @@ def test_a_transfer_with_an_explicit_set_never_needs_the_datasets_own(tmp_path, 
     class UnsetDefault:
         @bench.hookimpl
         def register_datasets(self, register):
-            register("swatches_bare", _swatches, "4 colours at 48 px", templates="never_registered")
+            register("swatches_bare", swatches, "4 colours at 48 px", templates="never_registered")
 
     out = tmp_path / "results"
     with bench.testing.plugin_registered(UnsetDefault()):
@@ -368,7 +347,7 @@ def test_an_image_folder_evaluated_by_another_size_of_model_is_decoded_at_its_in
 
 def test_an_at_sign_in_an_image_folders_path_is_part_of_the_dataset_not_a_template_set(tmp_path):
     """--transfer imagefolder:/data/me@home names that folder; @seed after it still names the template set."""
-    from bench.app.transfer import TransferSpec, parse_transfer
+    from bench.app.transfer_spec import TransferSpec, parse_transfer
 
     folder = tmp_path / "me@home"
     for name in ("a", "b"):

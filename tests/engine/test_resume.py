@@ -1,6 +1,7 @@
 """Exact resume, signals, NaN losses, gradient clipping, determinism and safe checkpoint loading."""
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -16,6 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.support.fake_results import OLD_RESULTS
 from tests.support.processes import free_port, spawn_bench
 from tests.support.runs import (FLAGS, assert_same_run, finished_run, history, run_dir_of, snapshot,
                                 stop_at_ask)
@@ -309,6 +311,29 @@ def test_a_last_pt_without_a_recorded_precision_resumes_as_before_with_a_note(ba
             f"it started in")
     assert [line for line in err.splitlines() if "note" in line] == [said]
     assert _assert_same_as_baseline(baseline, tmp_path / "cut")["precision"] == "fp32"
+
+
+def _as_7bd3d82(payload):
+    """``payload`` shaped as bench 7bd3d82 saved it (the fixture's config.json names that config's fields): no
+    recorded precision or thread count, --prewarm-steps under its old name warm_up, and none of the options since."""
+    old = json.loads(next((OLD_RESULTS / "runs").glob("*/config.json")).read_text())
+    payload.pop("precision"), payload.pop("torch_threads")
+    cfg = payload["config"]
+    cfg["warm_up"] = cfg.pop("prewarm_steps")
+    for key in [k for k in cfg if k not in old]:
+        del cfg[key]
+
+
+@pytest.mark.slow  # a stopped and a resumed run
+def test_a_last_pt_of_bench_7bd3d82_resumes_to_the_run_that_never_stopped(baseline, tmp_path, run_cli, monkeypatch):
+    """A run an older bench left stopped continues after an upgrade, bit for bit (checked by hand against 7bd3d82's
+    own SIGKILLed runs, whose 18 MB last.pt is too big to commit); its --warm-up steps prewarm as they did."""
+    run_dir = _stopped(run_cli, monkeypatch, tmp_path / "cut")
+    _edit_last(run_dir, lambda payload: (_as_7bd3d82(payload), payload["config"].update(warm_up=2)))
+    code, _, err = run_cli("run", "--resume", str(run_dir), "--no-progress")
+    assert code == 0 and "Traceback" not in err, err
+    row = _assert_same_as_baseline(baseline, tmp_path / "cut")
+    assert row["prewarm_seconds"] > 0
 
 
 @pytest.mark.slow  # fp16 on the CPU, a stopped and a resumed run

@@ -92,5 +92,6 @@ def test_eval_of_a_checkpoint_measures_the_suite_as_its_run_did(tmp_path, run_cl
     assert code == 0, err
     (evaluated,) = pd.read_csv(io.StringIO(stdout)).to_dict("records")
     columns = [c for c in row.index if c.startswith(("zeroshot_", "mean_per_class", "retrieval_", "probe_", "robust_"))]
-    assert {"probe_val_top1", "robust_gaussian_noise", "robust_images", "robust_severities"} <= set(columns)
+    assert {"probe_val_top1", "robust_gaussian_noise", "robust_images", "robust_severities",
+            "robust_protocol"} <= set(columns)
     assert {c: evaluated[c] for c in columns} == row[columns].to_dict()

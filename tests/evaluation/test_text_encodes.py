@@ -8,6 +8,7 @@ import torch
 from bench.clip.model import CLIP, create_model
 from bench.clip.templates import OPENAI_CIFAR10_TEMPLATES, SEED_TEMPLATES, fill
 from bench.clip.tokenizer import create_tokenizer
+from bench.data.corruptions import PROTOCOL
 from bench.data.datasets import CIFAR10_CLASSES, ArrayDataset
 
 
@@ -120,6 +121,7 @@ def test_a_runs_final_weights_encode_each_prompt_once(encoded, tmp_path):
                       out=str(tmp_path / "results"))
     row = run(cfg)
     assert "zeroshot_top1_no_tta" in row and "retrieval_i2t_r1" in row and "robust_mean" in row
+    assert row["robust_protocol"] == PROTOCOL  # what bench compare checks before it sets robust_* side by side
     assert len(encoded) == 2  # epoch 1's evaluation; epoch 2's, shared by everything after it
     prompts = prompts_encoded(encoded[1:])
     assert len(prompts) == len(set(prompts)) == len(encoded[0])

@@ -19,13 +19,10 @@ def test_builtins_register_every_kind_through_the_hooks(host):
 
 
 def test_listing_plugins_imports_no_heavy_module():
-    import subprocess
-    import sys
+    from tests.support.imports import heavy_modules_after
 
-    code = ("import sys; from bench.plugins import build_host; h = build_host(); h.collect(); "
-            "print(sorted(m for m in ('torch', 'timm', 'pandas', 'matplotlib') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    code = "from bench.plugins import build_host; h = build_host(); h.collect()"
+    assert heavy_modules_after(code, ("torch", "timm", "pandas", "matplotlib")) == ([], "")
 
 
 def test_unknown_name_suggests_the_closest_and_lists_the_rest(host):

@@ -123,6 +123,22 @@ def test_shown_tables_keep_blanks_blank_and_whole_numbers_whole(tmp_path):
                                      "tokenizer": ["clip_bpe", ""], "zeroshot_top1": ["50.0", "60.0"]}
 
 
+def test_the_default_view_shows_held_out_accuracies_and_targets_where_runs_measured_them():
+    """bench results' default columns add the held-out classes with seen, unseen and harmonic top-1 where a run held
+    classes out, and the target with the time to it where a run had one; a table of neither gains no column."""
+    from bench.results.views import display_table
+
+    plain = [make_row("a", "e", 0, 0.5), make_row("b", "e", 1, 0.6)]
+    held = make_row("h", "e", 2, 0.4, unseen_classes="cat,truck", seen_top1=0.5, unseen_top1=0.1, harmonic_top1=0.1667,
+                    target="zeroshot_top1=0.3", reached_target=True, epochs_to_target=1, time_to_target_seconds=2.5)
+    columns = list(display_table(pd.DataFrame(plain + [held])).columns)
+    assert columns[-8:] == ["unseen_classes", "seen_top1", "unseen_top1", "harmonic_top1", "target", "reached_target",
+                            "epochs_to_target", "time_to_target_seconds"]
+    assert display_table(pd.DataFrame(plain + [held])).iloc[-1]["harmonic_top1"] == "16.7"
+    table = pd.DataFrame(plain + [{**plain[0], "run_id": "c", "harmonic_top1": None, "target": ""}])
+    assert not {"harmonic_top1", "target"} & set(display_table(table).columns)
+
+
 def test_a_missing_metric_of_any_float_type_is_a_blank_cell():
     """A metric column built from float32 values (an evaluation's) holds numpy NaN, no Python float: its missing
     value still prints blank, as a Python NaN, None or pandas' NA does, never "nan"; so does a missing std."""

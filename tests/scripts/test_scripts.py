@@ -128,3 +128,34 @@ def test_stopping_rules_measures_each_rule_and_stopping_on_significance_inflates
     rates = table.set_index("rule")
     assert rates.loc["significance, 3 to 20", "welch_false_positive"] > 2 * rates.loc["fixed 3", "welch_false_positive"]
     assert rates.loc["fixed 10", "mean_seeds"] == 10 and (tmp_path / "rules.csv").is_file()
+
+
+def test_results_scale_builds_runs_whose_ids_records_rows_and_files_agree(tmp_path, tmp_path_factory):
+    """The folder scripts/results_scale.py builds for docs/performance.md's "Results at scale" holds runs as bench
+    leaves them: each run id the one a sweep plans for its config.json, its row the record's, its predictions.npy
+    giving its top-1, and one transfer row per run (the timing itself is not run here: it takes minutes)."""
+    import numpy as np
+    import pandas as pd
+
+    from bench.app.sweep.plan import planned_run_id
+    from bench.config import RunConfig
+    from bench.results.columns import config_key
+    from bench.results.predictions import load_predictions
+    from tests.support.runs import finished_run
+
+    out = tmp_path / "scale"
+    load("results_scale").main(["--runs", "6", "--seeds", "3", "--transfer", "--out", str(out),
+                                "--template", str(finished_run(tmp_path_factory.getbasetemp()))])
+    table = pd.read_csv(out / "runs.csv", dtype={"config_id": str})
+    own = table[table["eval_dataset"] == table["dataset"]]
+    assert len(own) == 6 and own["config_id"].nunique() == 2 and sorted(own["seed"]) == [0, 0, 1, 1, 2, 2]
+    assert len(table) == 12 and set(table.loc[table["eval_dataset"] == "stl10", "source_run_id"]) == set(own["run_id"])
+    for row in own.to_dict("records"):
+        folder = out / "runs" / row["run_id"]
+        config = json.loads((folder / "config.json").read_text())
+        cfg = RunConfig.from_dict({k: v for k, v in config.items() if k != "config_id"})
+        assert row["run_id"] == planned_run_id(cfg) and row["config_id"] == config_key(cfg) == config["config_id"]
+        assert json.loads((folder / "result.json").read_text())["zeroshot_top1"] == row["zeroshot_top1"]
+        labels, top1 = load_predictions(folder / "predictions.npy")
+        assert np.mean(labels == top1) == row["zeroshot_top1"]
+    assert (out / "runs_long.csv").is_file() and (out / "sweep.toml").is_file()

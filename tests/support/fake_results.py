@@ -11,6 +11,15 @@ from bench.results.runs_csv import append_run
 
 CLASSES = ["cat", "dog", "frog"]
 
+# A results folder an older bench wrote (its README says how): runs.csv and the run folders' small files, no
+# checkpoints. OLD_FLAGS: the flags its runs trained with, besides --templates and --seeds.
+OLD_RESULTS = Path(__file__).resolve().parent / "old_results" / "bench-7bd3d82"
+# two runs of OLD_FLAGS whose ids that bench computed otherwise: on 2 ranks x --batch-size 16, and AdamW with
+# --momentum 0.9 (its README says more)
+OLD_ID_RESULTS = OLD_RESULTS.with_name("bench-7bd3d82-ids")
+OLD_FLAGS = ["--preset", "smoke", "--dataset", "synthetic", "--no-progress", "--embed-dim", "32", "--text-width", "32",
+             "--text-layers", "1", "--text-heads", "2", "--encoder-opt", "width=8"]
+
 
 def make_row(run_id, encoder="a", seed=0, top1=0.5, templates="seed", **extra):
     row = {"run_id": run_id, "config_id": f"cfg-{encoder}-{templates}", "encoder": encoder, "tokenizer": "clip_bpe",

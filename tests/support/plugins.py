@@ -1,8 +1,11 @@
-"""Plugins for the tests: plugin source files, installed-looking distributions, the example plugin's folder."""
+"""Plugins for the tests: plugin source files, installed-looking distributions, the example plugin's folder, a
+transfer dataset with a template set of its own."""
 from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+
+import bench
 
 from . import REPO
 
@@ -39,3 +42,26 @@ GOOD_ENCODER = '''
             return nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size * image_size, embed_dim))
         register("{name}", factory, "a linear map of the pixels", family="linear", source="tests")
 '''
+
+
+def swatches(split, data_dir=None, seed=0):
+    """4 of the synthetic colours at 48 px under other names: another dataset, size, class list and template set."""
+    from bench.data.datasets import ArrayDataset, make_synthetic
+
+    data = make_synthetic(split, seed + 11, n=100, size=48)
+    keep = data.labels < 4
+    return ArrayDataset(data.images[keep], data.labels[keep], ("scarlet", "amber", "lemon", "grass"),
+                        f"swatches48/{split}")
+
+
+class TransferSets:
+    """A test-only dataset that names its own template set, as a dataset plugin does (register it with
+    :func:`bench.testing.plugin_registered`)."""
+
+    @bench.hookimpl
+    def register_datasets(self, register):
+        register("swatches48", swatches, "4 colours at 48 px", templates="swatch_words")
+
+    @bench.hookimpl
+    def register_templates(self, register):
+        register("swatch_words", lambda: ["a swatch of {}", "{} paint"], "two prompts for colour swatches")

@@ -19,7 +19,8 @@ from pathlib import Path
 from ...config import RunConfig
 from ...errors import BenchError
 from .placement import check_placement
-from .plan import RUNNING, Planned, counted, plan, plan_lines, planned_run_id, run_state, same_runs
+from .backfill import backfill_transfers, pending_lines
+from .plan import RUNNING, Planned, counted, finished_keys, plan, plan_lines, planned_run_id, run_states, same_runs
 from .precision import AT_MAX, PRECISE, Stage, Until, check_metric, stage
 
 WAIT_SECONDS = 5.0  # how often a copy of the command looks whether the runs others hold have finished
@@ -63,17 +64,27 @@ def metric_values(out: str | Path, metric: str, keys: set) -> dict[tuple[str, in
     their run's config id and seed)."""
     import pandas as pd
 
-    from ...results.columns import is_transfer
     from ...results.runs_csv import read_table, run_records
+    from ..older_rows import sweep_rows
+
+    def ours(config_id, world_size) -> bool:
+        # only the sweep's configurations' rows and records (the folder may hold thousands of other runs), and the
+        # runs on several ranks, whose id an older bench computed otherwise (bench.app.older_rows): read as the
+        # sweep's check of what is done reads them
+        return config_id in keys or pd.to_numeric(world_size, errors="coerce") > 1
 
     rows = []
     table = read_table(Path(out) / "runs.csv")
     if table.header and "config_id" in table.header:
-        rows += table.frame().to_dict("records")
-    rows += list(run_records(out).values())
+        frame = table.frame()
+        world = frame["world_size"] if "world_size" in frame.columns else pd.Series(1, index=frame.index)
+        rows += frame[[ours(c, w) for c, w in zip(frame["config_id"], world)]].to_dict("records")
+    rows += [r for r in run_records(out).values() if ours(r.get("config_id"), r.get("world_size", 1))]
     frame = pd.DataFrame(rows)
     values = {}
-    for row in frame[~is_transfer(frame)].to_dict("records") if len(frame) else []:
+    if len(frame):
+        frame = sweep_rows(frame, out)
+    for row in frame.to_dict("records") if len(frame) else []:
         if row.get("config_id") not in keys:
             continue
         value = row.get(metric)
@@ -162,7 +173,7 @@ def _wait_for_others(planned: list[Planned], echo):
     """Wait while other processes hold runs of this round (another copy of the command on the same folder)."""
     told = False
     while True:
-        held = [p for p in planned if run_state(p).name == RUNNING]
+        held = [p for p, s in zip(planned, run_states(planned)) if s.name == RUNNING]
         if not held:
             return
         if not told:
@@ -177,6 +188,7 @@ def _finish(configs, until: Until, current: list[Stage], echo, echo_err) -> int:
 
     out = configs[0].cfg.out
     reconcile_runs(out)  # a run killed between its record and its row
+    failed_transfers = backfill_transfers(_finished_runs(configs), echo, echo_err)
     for conf, st in zip(configs, current):
         echo(f"  {conf.label()}: {_so_far(until.metric, st)}, {_stopped(until, st)}")
     for line in sweep_summary_lines(out, {(conf.key, seed) for conf, st in zip(configs, current)
@@ -187,7 +199,13 @@ def _finish(configs, until: Until, current: list[Stage], echo, echo_err) -> int:
         echo_err(f"bench: note: {len(short)} of {len(configs)} configuration(s) reached --max-seeds "
                  f"{until.max_seeds} with the interval still wider than {_width(until.metric, until.halfwidth)} "
                  f"({'; '.join(short)}); raise --max-seeds to go on")
-    return 0
+    return 1 if failed_transfers else 0
+
+
+def _finished_runs(configs: list[Configuration]) -> list[Planned]:
+    """Every finished run (a row in ``runs.csv``) of the configurations, in their order, by seed."""
+    done = finished_keys(configs[0].cfg.out)
+    return [conf.at(seed) for conf in configs for seed in sorted(s for key, s in done if key == conf.key)]
 
 
 def status_lines(configs: list[Configuration], until: Until) -> list[str]:
@@ -209,7 +227,7 @@ def status_lines(configs: list[Configuration], until: Until) -> list[str]:
                  f"--max-seeds, {counts[None]} with a round to run ({counted(len(planned), 'run')})")
     if planned:
         lines += plan_lines(planned)
-    return lines
+    return lines + pending_lines(_finished_runs(configs))
 
 
 def _seeds(seeds) -> str:

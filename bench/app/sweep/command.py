@@ -1,5 +1,6 @@
 """``bench sweep`` from its parsed options: the plan (a sweep file's points or the flags' cross product), where
-its runs go, then the runs, a summary over seeds and the exit status.
+its runs go, then the runs, the transfer evaluations that finished runs lack (:mod:`.backfill`), a summary over
+seeds and the exit status.
 
 Every check runs before the first run starts or the first file is written: options, names and encoders
 (:func:`.plan.plan`), and where the runs go (:mod:`.placement`).
@@ -10,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from ...errors import BenchError
+from .backfill import backfill_transfers, pending_lines
 from .placement import SWEEP_KEYS, WORKER_VARIABLE, check_placement, read_placement
 from .plan import plan, plan_lines
 
@@ -71,7 +73,7 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
         placement = check_placement(placement, cfgs)  # before the plan builds every encoder
     planned = plan(cfgs, varying, writes=not (request.dry_run or request.status))
     if request.dry_run or request.status:
-        for line in plan_lines(planned):
+        for line in plan_lines(planned) + pending_lines(planned):
             echo(line)
         return 0
     from ...atomic_files import make_folder
@@ -80,9 +82,12 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
     make_folder(planned[0].out)
     outcomes = launch(planned, placement, argv=list(request.argv), in_worker=in_worker, echo=echo,
                       plugins=plugin_options(request.argv))
-    if in_worker:
+    if in_worker:  # the parent evaluates the finished runs' missing transfers and reports
         return 0
-    return _report(planned, outcomes, echo, echo_err)
+    # finished runs a new --transfer asks more of: evaluated in this process whatever the launcher (an evaluation
+    # takes seconds, where a worker, a Ray task or a Slurm job costs its start)
+    failed_transfers = backfill_transfers(planned, echo, echo_err)
+    return max(_report(planned, outcomes, echo, echo_err), 1 if failed_transfers else 0)
 
 
 def _report(planned, outcomes, echo, echo_err) -> int:

@@ -27,7 +27,7 @@ from ...engine.determinism import deterministic_mode
 from ...engine.faults import stop_on_signal
 from ...errors import BenchError, Interrupted, one_line_cause
 from ...results.runs_csv import reconcile_runs
-from .plan import DONE, Planned, run_state
+from .plan import DONE, Planned, run_state, run_states
 
 
 @dataclass
@@ -176,7 +176,7 @@ def run_plan(planned: list[Planned], concurrent: int = 1, echo=print) -> list[Ou
         reconcile_runs(planned[0].out)
     stopped = [o for o in outcomes if o.status == "stopped"]
     if stopped or stop.requested:
-        left = sum(1 for p in planned if run_state(p).name != DONE)
+        left = sum(1 for s in run_states(planned) if s.name != DONE)
         raise Interrupted(f"sweep stopped by {stop.requested or 'a signal'}: {len(stopped)} run(s) in flight saved "
                           f"their checkpoints, {left} run(s) left; run the same command again to continue")
     return outcomes

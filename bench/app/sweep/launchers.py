@@ -4,8 +4,9 @@
 
 Every path ends in :func:`bench.app.sweep.in_process.run_planned`, so each run is claimed before it starts (no run twice,
 even when two launchers share one results folder), resumes from its ``last.pt`` after a kill or a preemption,
-and writes its record before its row. Remote workers get each run's configuration as a plain dict and load the
-same plugins (``--plugins-dir`` / ``-p``, absolute paths) before they resolve any name.
+and writes its record before its row. Remote workers get each run's configuration as a plain dict and the sweep's
+data and plugin variables (:data:`FORWARDED_VARIABLES`), and load the same plugins (``--plugins-dir`` / ``-p``,
+absolute paths) before they resolve any name.
 """
 from __future__ import annotations
 
@@ -23,8 +24,8 @@ from ...engine.determinism import deterministic_mode
 from ...engine.faults import stop_on_signal
 from ...errors import BenchError, Interrupted, one_line_cause
 from .in_process import Outcome, SweepProgress, run_plan, run_planned
-from .placement import SLURM_PARAMETERS, WORKER_VARIABLE, Placement
-from .plan import DONE, FAILED, RUNNING, Planned, run_state
+from .placement import SLURM_PARAMETERS, WORKER_VARIABLE, Placement, cluster_gpus_per_run
+from .plan import DONE, FAILED, RUNNING, Planned, run_state, run_states
 
 
 def launch(planned: list[Planned], placement: Placement, argv, in_worker: bool, echo=print,
@@ -118,8 +119,8 @@ def _outcomes_from_files(planned: list[Planned]) -> list[Outcome]:
     if planned:
         reconcile_runs(planned[0].out)
     outcomes = []
-    for p in planned:  # "unfinished": a worker stopped before it (crashed, or stopped by a signal)
-        state = run_state(p)
+    # "unfinished": a worker stopped before it (crashed, or stopped by a signal)
+    for p, state in zip(planned, run_states(planned)):
         status = {DONE: "done", FAILED: "failed", RUNNING: "elsewhere"}.get(state.name, "unfinished")
         outcomes.append(Outcome(p, status, error=state.detail if state.name == FAILED else ""))
     return outcomes
@@ -134,13 +135,47 @@ def _portable(p: Planned) -> Planned:
     return dataclasses.replace(p, cfg=dataclasses.replace(cfg, **absolute))
 
 
+# Where a run reads its data, vocabulary and image-folder cache from, and which installed plugins load: a Ray node
+# has none of the sweep's environment (a Ray cluster's workers start with the node's own), so a sweep that sets
+# BENCH_DATASETS_DIR would train there on the node's default folder, or fail to find the data
+FORWARDED_VARIABLES = ("BENCH_DATA_DIR", "BENCH_DATASETS_DIR", "BENCH_CACHE_DIR", "BENCH_BPE_PATH",
+                       "BENCH_LOAD_PLUGINS", "BENCH_STRICT_PLUGINS")
+_PATH_VARIABLES = ("BENCH_DATA_DIR", "BENCH_DATASETS_DIR", "BENCH_CACHE_DIR", "BENCH_BPE_PATH")
+
+
+def _forwarded_environment() -> dict:
+    """This process's :data:`FORWARDED_VARIABLES` that are set, paths absolute (a worker resolves a relative one in
+    a folder of its own); an empty BENCH_LOAD_PLUGINS counts (it loads no installed plugin), an empty path not."""
+    env = {k: os.environ[k] for k in FORWARDED_VARIABLES
+           if os.environ.get(k) or (k not in _PATH_VARIABLES and k in os.environ)}
+    return {k: str(Path(v).expanduser().resolve()) if k in _PATH_VARIABLES else v for k, v in env.items()}
+
+
+@contextlib.contextmanager
+def _sweep_environment(payload: dict):
+    """The sweep's forwarded variables set for the run, the worker's own restored after it (a Ray worker process
+    runs task after task, perhaps of another sweep); a variable the sweep did not set keeps the node's value."""
+    env = payload.get("env") or {}
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _payload(p: Planned, threads: int | None = None) -> dict:
     # cwd: where the sweep was started, so paths still relative in the config (a dataset imagefolder:PATH, its
     # --transfer datasets) mean there what they meant to the command (a Ray worker starts in a folder of its own);
     # argv: the sweep's command line, which the run's row records as its command (not the Ray worker's or
-    # submitit's); threads: the torch thread count a task on this machine trains at (see ray_sweep)
+    # submitit's); env: the sweep's data and plugin variables; threads: the torch thread count a task on this
+    # machine trains at (see ray_sweep)
     payload = {"config": p.cfg.to_dict(), "run_id": p.run_id, "varying": p.varying, "cwd": os.getcwd(),
-               "argv": list(sys.argv)}
+               "argv": list(sys.argv), "env": _forwarded_environment()}
     if threads is not None:
         payload["threads"] = threads
     return payload
@@ -174,13 +209,14 @@ def run_payload(payload: dict, plugins) -> dict:
 
     dirs, modules = plugins
     _enter(payload)  # first: a relative BENCH_PLUGINS_DIR of the worker's means what it means to the sweep
-    set_host(build_host(plugins_dirs=dirs, modules=modules))
-    p = Planned(RunConfig.from_dict(payload["config"]), payload["run_id"], payload.get("varying", {}))
-    # a stop request (Ray's cancel arrives as a SIGINT in the task's thread) from the start, not only once training
-    # runs: the run stops at its next step with its checkpoint saved, its outcome "stopped"; and the run's own
-    # --deterministic, which the task held for no run before (run_planned leaves it to its caller)
-    with stop_on_signal() as stop, deterministic_mode(p.cfg.deterministic):
-        return run_planned(p, stop).to_dict()
+    with _sweep_environment(payload):  # before the host: BENCH_LOAD_PLUGINS decides which plugins load
+        set_host(build_host(plugins_dirs=dirs, modules=modules))
+        p = Planned(RunConfig.from_dict(payload["config"]), payload["run_id"], payload.get("varying", {}))
+        # a stop request (Ray's cancel arrives as a SIGINT in the task's thread) from the start, not only once
+        # training runs: the run stops at its next step with its checkpoint saved, its outcome "stopped"; and the
+        # run's own --deterministic, which the task held for no run before (run_planned leaves it to its caller)
+        with stop_on_signal() as stop, deterministic_mode(p.cfg.deterministic):
+            return run_planned(p, stop).to_dict()
 
 
 def _outcome(planned: dict[str, Planned], result: dict) -> Outcome:
@@ -197,9 +233,13 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
     except ImportError:
         raise BenchError("--launcher ray needs Ray; install it with: pip install 'bench[ray]'") from None
 
-    gpus_per_run = placement.gpus_per_run or 0
     address = placement.ray_address
     _connect_ray(ray, placement)
+    gpus_per_run = placement.gpus_per_run
+    if gpus_per_run is None:  # a cluster's default, from its GPUs (the submitting machine may have none)
+        gpus_per_run, shown = cluster_gpus_per_run(ray.cluster_resources().get("GPU", 0),
+                                                   {p.cfg.device for p in planned}, placement.label("gpus_per_run"))
+        echo(f"Ray: {shown}")
     # Ray runs task after task in one worker process; where the runs disagree on deterministic, a setting of the
     # whole process, each gets a process of its own (max_calls=1; Ray takes it only from ray.remote, not options)
     mixed = len({p.cfg.deterministic for p in planned}) > 1
@@ -212,7 +252,7 @@ def ray_sweep(planned: list[Planned], placement: Placement, plugins, echo=print)
     import torch
 
     threads = torch.get_num_threads() if address is None else None
-    todo = [p for p in planned if run_state(p).name != DONE]
+    todo = [p for p, s in zip(planned, run_states(planned)) if s.name != DONE]
     by_id = {p.run_id: p for p in planned}
     cap = placement.ray_in_flight or len(todo)
     progress = SweepProgress(planned, min(cap, len(todo)), echo)
@@ -282,7 +322,7 @@ def _finish_remote(planned: list[Planned], outcomes: list[Outcome], signal_name:
 
     reconcile_runs(planned[0].out)
     if signal_name or any(o.status == "stopped" for o in outcomes):
-        left = sum(1 for p in planned if run_state(p).name != DONE)
+        left = sum(1 for s in run_states(planned) if s.name != DONE)
         raise Interrupted(f"sweep stopped by {signal_name or 'a signal'}: {left} run(s) left; run the same command "
                           f"again to continue")
     return outcomes
@@ -300,11 +340,14 @@ class SlurmJob:
         from ...host.manager import build_host, set_host
 
         dirs, modules = self.plugins
-        if self.payloads:
-            _enter(self.payloads[0])  # one sweep's runs: one folder, one command line
-        set_host(build_host(plugins_dirs=dirs, modules=modules))
-        planned = [Planned(RunConfig.from_dict(d["config"]), d["run_id"], d.get("varying", {})) for d in self.payloads]
-        return [o.to_dict() for o in run_plan(planned, self.concurrent)]
+        first = self.payloads[0] if self.payloads else {}
+        if first:
+            _enter(first)  # one sweep's runs: one folder, one command line, one environment
+        with _sweep_environment(first):
+            set_host(build_host(plugins_dirs=dirs, modules=modules))
+            planned = [Planned(RunConfig.from_dict(d["config"]), d["run_id"], d.get("varying", {}))
+                       for d in self.payloads]
+            return [o.to_dict() for o in run_plan(planned, self.concurrent)]
 
     def checkpoint(self):
         import submitit
@@ -326,7 +369,7 @@ def slurm_sweep(planned: list[Planned], slurm: dict, concurrent: int, plugins, e
         import submitit
     except ImportError:
         raise BenchError("--launcher slurm needs submitit; install it with: pip install 'bench[slurm]'") from None
-    todo = [p for p in planned if run_state(p).name != DONE]
+    todo = [p for p, s in zip(planned, run_states(planned)) if s.name != DONE]
     if not todo:  # every run done: no job (submitit warns of a batch that submits none)
         return _finish_remote(planned, [])
     runs_per_job = slurm.get("runs_per_job", 1)

@@ -116,7 +116,8 @@ def read_placement(table: dict, flags: dict, slurm_table: dict, slurm_flags, pat
 
 def check_placement(placement: Placement, cfgs) -> Placement:
     """``placement`` checked against this machine and the plan's runs (``cfgs``), with its defaults resolved:
-    ``workers`` a count, ``gpus`` the indices of a worker's GPU each (or None), ``gpus_per_run`` a number."""
+    ``workers`` a count, ``gpus`` the indices of a worker's GPU each (or None), ``gpus_per_run`` a number (None:
+    a Ray cluster's default, decided once joined)."""
     _check_one_mode(placement, cfgs)
     devices = {c.device for c in cfgs}
     if placement.launcher in EXTRAS:
@@ -229,12 +230,17 @@ def _local_gpus(placement: Placement, devices: set) -> list[str] | None:
     return gpus
 
 
-def _ray_gpus(placement: Placement, devices: set) -> float:
-    """GPUs per Ray task: 1 when torch sees a GPU, else 0; a local Ray (no ``--ray-address``) has only this
-    machine's GPUs to give. Ray sets a task's ``CUDA_VISIBLE_DEVICES`` to the GPUs it gets, numbered from cuda:0."""
+def _ray_gpus(placement: Placement, devices: set) -> float | None:
+    """GPUs per Ray task. A local Ray (no ``--ray-address``) has only this machine's GPUs to give: 1 by default
+    when torch sees a GPU, else 0. A cluster's default is left None, decided once joined from the cluster's own
+    GPUs (:func:`cluster_gpus_per_run`): the machine a sweep is submitted from (a login node) may have none. Ray sets
+    a task's ``CUDA_VISIBLE_DEVICES`` to the GPUs it gets, numbered from cuda:0."""
     label, value = placement.label("gpus_per_run"), placement.gpus_per_run
-    n = visible_gpus()
     cuda = _cuda(devices)
+    if placement.ray_address is not None and value is None:
+        _check_numbering(cuda, 1, f"{label} 1 (the default on a cluster with GPUs)")
+        return None
+    n = visible_gpus()
     if placement.ray_address is None and cuda and not n:  # as on the local launcher: every run would fail at start
         raise BenchError(f"the runs use --device {cuda[0]}, and torch sees no GPU on this machine for the local Ray; "
                          f"use --device cpu or auto, or --ray-address of a cluster with GPUs")
@@ -250,15 +256,31 @@ def _ray_gpus(placement: Placement, devices: set) -> float:
         if value > n:
             raise BenchError(f"{label} {value:g}: no run could start, this machine has {n} GPU(s) for the local "
                              f"Ray; use {label} {n} or less")
+    _check_no_gpu(cuda, value, shown, label)
+    _check_numbering(cuda, max(1, math.ceil(value)), shown)  # a fraction is a share of one GPU
+    return value
+
+
+def cluster_gpus_per_run(cluster_gpus: float, devices: set, label: str) -> tuple[float, str]:
+    """A Ray cluster's default GPUs per run, once joined: 1 where it has a GPU, else 0; with the line that says
+    so. Runs on ``--device cuda`` where the cluster has none are refused, as the placement check refuses them."""
+    value = 1 if cluster_gpus >= 1 else 0
+    shown = f"{label} {value} (the default: the cluster has {cluster_gpus:g} GPU(s))"
+    _check_no_gpu(_cuda(devices), value, shown, label)
+    return value, shown
+
+
+def _check_no_gpu(cuda: list[str], value: float, shown: str, label: str):
     if value == 0 and cuda:
         raise BenchError(f"{shown} gives each run no GPU, but the runs use --device {cuda[0]}; give them GPUs "
                          f"(e.g. {label} 1) or use --device auto")
-    seen = max(1, math.ceil(value))  # a fraction is a share of one GPU
+
+
+def _check_numbering(cuda: list[str], seen: int, shown: str):
     past = _past(cuda, seen)
     if past:
         raise BenchError(f"{shown} gives each Ray task {seen} GPU(s), numbered from cuda:0, but the runs use "
                          f"--device {past[0]}; drop the index (use cuda or auto)")
-    return value
 
 
 def _check_slurm_gpus(slurm: dict, devices: set):

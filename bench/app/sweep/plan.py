@@ -18,9 +18,10 @@ import pandas as pd
 from ...claims import claim_alive, read_claim
 from ...config import RunConfig
 from ...errors import BenchError
-from ...results.columns import config_key, is_transfer
+from ...results.columns import config_key
 from ...results.run_folder import failure_error, failure_record_path, file_safe, sweep_claim_path
 from ...results.runs_csv import read_table
+from ..older_rows import sweep_rows
 
 DONE, RUNNING, FAILED, RESUME, TODO = "done", "running", "failed", "resume", "to do"
 
@@ -124,7 +125,7 @@ def finished_keys(out: str | Path) -> dict[tuple[str, int], str]:
     if not table.header or "config_id" not in table.header:
         return {}
     frame = table.frame()
-    frame = frame[~is_transfer(frame)]
+    frame = sweep_rows(frame, out)
     return {(str(c), int(s)): str(r) for c, s, r in zip(frame["config_id"], frame["seed"], frame["run_id"])
             if isinstance(c, str) and pd.notna(s)}
 
@@ -147,6 +148,13 @@ def run_state(p: Planned, finished: dict | None = None) -> State:
     return State(TODO)
 
 
+def run_states(planned: list[Planned]) -> list[State]:
+    """:func:`run_state` of each planned run, ``runs.csv`` read once for all of them: read again per run, a plan
+    of P runs into a folder of N rows costs P x N (minutes for a few hundred runs over a few thousand rows)."""
+    finished = finished_keys(planned[0].out) if planned else {}
+    return [run_state(p, finished) for p in planned]
+
+
 def counted(n: int, noun: str) -> str:
     """``n`` and ``noun``, plural unless one: "1 run", "6 runs"."""
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
@@ -154,8 +162,7 @@ def counted(n: int, noun: str) -> str:
 
 def plan_lines(planned: list[Planned]) -> list[str]:
     """``--dry-run`` and ``--status``: one line per run, then the count of each state."""
-    finished = finished_keys(planned[0].out) if planned else {}
-    states = [run_state(p, finished) for p in planned]
+    states = run_states(planned)
     width = max(len(p.run_id) for p in planned)
     lines = []
     for i, (p, s) in enumerate(zip(planned, states), 1):
