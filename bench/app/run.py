@@ -6,6 +6,7 @@ import copy
 import json
 import os
 import random
+import sys
 import threading
 import time
 import uuid
@@ -211,8 +212,13 @@ class Run:
         self.log_name: str | None = None
         self._text = None  # (step, prompt features): see _prompt_features
         self.started = time.perf_counter()
+        self._running = None  # the run folder's lock (main rank), once taken: see _release
         self._build_engine(run_id)
-        self._create_run_folder(run_id)
+        try:
+            self._create_run_folder(run_id)
+        except BaseException:  # failing after the lock was taken: nothing else would let it go
+            self._release()
+            raise
         self._contexts = None
 
     def _build_engine(self, run_id):
@@ -293,7 +299,6 @@ class Run:
         elif world.is_main:
             run_dir.mkdir(parents=True, exist_ok=False)
             atomic_write_text(run_dir / "config.json", cfg.to_json())
-        self._running = None
         if world.is_main:  # a resumed run's check happened before it was built; this closes the race
             try:
                 self._running = ProcessLock(run_dir / RUNNING_LOCK)
@@ -337,9 +342,13 @@ class Run:
 
     def __enter__(self):
         self._contexts = contextlib.ExitStack()
-        self.stop = self._shared_stop if self._shared_stop is not None else \
-            self._contexts.enter_context(stop_on_signal(self.world))
-        self._contexts.enter_context(self.saver)  # leaving waits for the checkpoint being written
+        try:
+            self.stop = self._shared_stop if self._shared_stop is not None else \
+                self._contexts.enter_context(stop_on_signal(self.world))
+            self._contexts.enter_context(self.saver)  # leaving waits for the checkpoint being written
+        except BaseException:  # not entered, so no __exit__ comes: leave as a failed run does
+            self.__exit__(*sys.exc_info())
+            raise
         return self
 
     def __exit__(self, *exc_info):
@@ -351,6 +360,12 @@ class Run:
         finally:
             if exc_info[0] is not None:  # after the checkpoint being written is on disk: then it may be resumed
                 self._release()
+
+    def abandon(self):
+        """A built run that will not be entered (what it was to run under could not be set up): its loggers closed
+        and its lock released, as leaving ``with run:`` on an error does."""
+        self.loggers.close()
+        self._release()
 
     def _release(self):
         if self._running is not None:

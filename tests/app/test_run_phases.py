@@ -57,3 +57,26 @@ def test_a_warm_up_longer_than_the_run_is_said_once_it_is_known(tmp_path, capsys
         capsys.readouterr().err
     run(replace(tiny(tmp_path, "short", 0), epochs=1, warmup_steps=4))
     assert "--lr-warmup-steps" not in capsys.readouterr().err
+
+
+
+@pytest.mark.parametrize("fails_in", ["building", "entering"])
+def test_a_run_that_fails_after_taking_its_lock_lets_it_go(tmp_path, monkeypatch, fails_in):
+    """An error after the run folder's lock was taken (a bad-input error the CLI turns into exit 2 included), in
+    the constructor or on entering ``with run:``, releases the lock: its file removed and no descriptor left open
+    for the garbage collector to find (until then the run would look as if another process trained it)."""
+    from bench.app import run as run_module
+    from bench.errors import BenchError
+    from tests.support.runs import files_left_open
+
+    def refuse(*args, **kwargs):
+        raise BenchError("refused after the lock was taken")
+
+    monkeypatch.setattr(run_module, "CheckpointSaver" if fails_in == "building" else "stop_on_signal", refuse)
+    out = tmp_path / "out"
+    with files_left_open() as left_open:
+        with pytest.raises(BenchError, match="refused after the lock was taken"):
+            run(tiny(tmp_path, "out", 0))
+    assert len(list((out / "runs").iterdir())) == 1  # the run folder was made, so its lock was taken
+    assert list((out / "runs").glob("*/.running.lock")) == []
+    assert left_open == []

@@ -659,8 +659,10 @@ def test_a_concurrent_run_that_fails_before_training_is_a_failure_not_a_silent_t
                                                                                           monkeypatch):
     """A run whose CUDA stream cannot be made fails with its record and the sweep exits 1, as a run failing
     anywhere else does (its thread died unseen and the sweep exited 0). Runs asking for CUDA on a machine without
-    it are refused before anything runs: one line, exit 2, nothing written."""
+    it are refused before anything runs: one line, exit 2, nothing written. A run built but never entered lets
+    its folder's lock go (it stayed held, as by another process, until the garbage collector came by)."""
     from bench.app.sweep import in_process
+    from tests.support.runs import files_left_open
 
     def no_stream(device):
         raise RuntimeError("CUDA stream: no device")
@@ -668,9 +670,12 @@ def test_a_concurrent_run_that_fails_before_training_is_a_failure_not_a_silent_t
     monkeypatch.setattr(in_process, "_run_stream", no_stream)
     path = tmp_path / "s.toml"
     path.write_text(sweep_text({"seed": [0, 1]}, out="res"))
-    code, out, err = run_cli("sweep", path, "--concurrent", "2")
+    with files_left_open() as left_open:
+        code, out, err = run_cli("sweep", path, "--concurrent", "2")
     assert code == 1 and "CUDA stream: no device" in out + err, (out, err)
     assert len(list((tmp_path / "res" / "sweep" / "failed").glob("*"))) == 2
+    assert len(list((tmp_path / "res" / "runs").iterdir())) == 2  # both built, so both took their locks
+    assert list((tmp_path / "res" / "runs").glob("*/.running.lock")) == [] and left_open == [], left_open
     path.write_text(sweep_text({"seed": [0, 1]}, device="cuda", out="cuda_res"))
     code, out, err = run_cli("sweep", path, "--concurrent", "2")
     assert code == 2 and "the runs use --device cuda, and torch sees no GPU" in err and len(err.splitlines()) == 1

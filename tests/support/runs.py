@@ -2,9 +2,12 @@
 bit, and snapshots of a folder."""
 from __future__ import annotations
 
+import contextlib
+import gc
 import glob
 import hashlib
 import os
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -136,3 +139,17 @@ def snapshot(folder: Path) -> dict:
         state[rel] = (st.st_size, st.st_mtime_ns, st.st_ino,
                       hashlib.sha256(path.read_bytes()).hexdigest() if st.st_size < 1 << 20 else None)
     return state
+
+
+@contextlib.contextmanager
+def files_left_open(collect: bool = True):
+    """The files left open inside the block (the ResourceWarnings of those closed by deallocation, or by the garbage
+    collection run at its end), as a list filled when it ends. ``collect=False`` skips the collection (about 0.2 s
+    with torch loaded): only files whose last reference went within the block are found."""
+    found: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield found
+        if collect:
+            gc.collect()
+    found += [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)]

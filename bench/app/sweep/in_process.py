@@ -119,7 +119,14 @@ def run_planned(p: Planned, stop=None, progress: SweepProgress | None = None, ow
             trained = True
             if progress:
                 progress.start(p, "resume" if resumed else "start")
-            with _run_stream(p.cfg.device) if own_stream else contextlib.nullcontext(), job:
+            with contextlib.ExitStack() as entered:
+                try:
+                    if own_stream:
+                        entered.enter_context(_run_stream(p.cfg.device))
+                except BaseException:  # built (its folder locked) but never entered: nothing else lets the lock go
+                    job.abandon()
+                    raise
+                entered.enter_context(job)
                 while not job.done:
                     job.step()
             row = job.finish()
