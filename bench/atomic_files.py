@@ -163,15 +163,18 @@ class ProcessLock:
     def __init__(self, path: str | os.PathLike, tries: int = 20):
         self.path = Path(path)
         self._file = open(self.path, "a+")
-        for attempt in range(tries):  # a moment's :meth:`held` probe holds it too: wait out probes, not a holder
-            try:
-                fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if attempt == tries - 1:
-                    self._file.close()
-                    raise
-                time.sleep(0.01)
+        try:
+            for attempt in range(tries):  # a moment's :meth:`held` probe holds it too: wait out probes, not a holder
+                try:
+                    fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return
+                except BlockingIOError:
+                    if attempt == tries - 1:
+                        raise
+                    time.sleep(0.01)
+        except BaseException:  # not taken (held elsewhere, a file system without flock): no descriptor kept open
+            self._file.close()
+            raise
 
     def release(self):
         """Unlock and remove the file (removed first: a process that finds it then finds it free)."""

@@ -312,6 +312,26 @@ def test_a_run_lock_is_seen_by_probes_which_neither_see_each_other_nor_keep_a_tr
     ending.join()
 
 
+@pytest.mark.parametrize("error", [BlockingIOError, OSError])
+def test_a_run_lock_not_taken_keeps_no_file_open(tmp_path, monkeypatch, error):
+    """A lock another process holds, or a file system without flock (ENOLCK): the error comes up (bench run makes
+    it one line) and the file opened to take the lock is closed, not left for the garbage collector."""
+    import errno
+    import fcntl
+
+    from bench.atomic_files import ProcessLock
+    from tests.support.runs import files_left_open
+
+    def refuse(fd, op):
+        raise error(errno.EAGAIN if error is BlockingIOError else errno.ENOLCK, "refused")
+
+    monkeypatch.setattr(fcntl, "flock", refuse)
+    with files_left_open() as left_open:
+        with pytest.raises(error):
+            ProcessLock(tmp_path / ".running.lock", tries=2)
+    assert left_open == []
+
+
 def test_a_rebuild_checks_its_view_on_the_table_as_it_is_read(tmp_path, run_cli):
     """A table from before transfer rows has no eval_dataset column; reading fills it in (each row evaluated its
     own dataset), so --where eval_dataset=... works with --rebuild as without it."""
