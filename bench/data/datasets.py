@@ -81,7 +81,8 @@ def default_data_dir() -> Path:
 
 def _load_npz(path: Path, name: str) -> ArrayDataset:
     try:
-        with np.load(path, allow_pickle=False) as f:
+        # opened here, not by np.load: numpy leaves its own file open when the zip is damaged
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as f:
             return ArrayDataset(f["images"], f["labels"], CIFAR10_CLASSES, name)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise BenchError(f"{path} is not a readable CIFAR-10 .npz ({type(exc).__name__}); unpack it again "
