@@ -186,8 +186,10 @@ def fmt_value(value, metric: str | None = None, std=None) -> str:
         return ""
     if metric == "params":
         return f"{value:,.0f}"
-    scale, digits = (100, 1) if metric and is_accuracy(metric) else (1, 1 if metric in ("train_seconds",
-                                                                                      "train_images_per_s") else 3)
+    # every time (train_seconds, train_eval_seconds) and the throughput to a tenth, mean and std alike: one seconds
+    # column at 3 decimals beside another at 1 read as if measured more finely
+    tenths = metric is not None and (metric.endswith("_seconds") or metric == "train_images_per_s")
+    scale, digits = (100, 1) if metric and is_accuracy(metric) else (1, 1 if tenths else 3)
     if isinstance(value, (int, np.integer)) and scale == 1:
         text = f"{int(value)}"
     else:

@@ -90,6 +90,25 @@ def test_the_long_view_in_markdown_shows_accuracies_in_percent_as_every_other_ma
     assert "zeroshot_top1,0.7195" in out.split()
 
 
+def test_every_seconds_column_shows_tenths_in_the_aggregated_view_as_in_the_per_run_view(tmp_path, run_cli):
+    """--aggregate printed train_seconds to a tenth (11.5 ± 1.4) beside train_eval_seconds to a thousandth
+    (13.346 ± 1.000); every time column now shows tenths, mean and std, as the per-run view shows train_seconds."""
+    import re
+
+    write_results(tmp_path, [make_row(f"r{s}", seed=s, train_seconds=10.123 + 1.37 * s,
+                                      train_eval_seconds=12.3456 + s) for s in range(3)], run_folders=False)
+    times = "train_seconds,train_eval_seconds"
+
+    def cells(*args):
+        code, out, err = run_cli("results", tmp_path, "--columns", times, *args)
+        assert code == 0, err
+        return [c.strip() for line in out.splitlines()[2:] for c in line.split("|")[1:-1]]
+
+    assert cells("--aggregate") == ["11.5 ± 1.4", "13.3 ± 1.0"]
+    per_run = cells()
+    assert per_run[:2] == ["10.1", "12.3"] and all(re.fullmatch(r"\d+\.\d", c) for c in per_run), per_run
+
+
 def test_runs_long_csv_keeps_the_columns_that_tell_pretrained_weights_apart(tmp_path, run_cli):
     """Two weights of one architecture (bench eval --open-clip rows: their own config ids, told apart by pretrained)
     compare from runs_long.csv as from runs.csv, not refused as configurations runs.csv has no column for."""
