@@ -520,7 +520,9 @@ class Run:
             run_id = spec_run_id(self.run_id, TransferSpec(target.dataset, target.templates_name), cfg.templates)
             transfer = transfer_row(row, run_id, target, target_metrics,
                                     eval_seconds=round(target_metrics["eval_seconds"], 3))
-            record_transfer(self.out, transfer, target, target_metrics, cfg.to_dict())
+            # an attempt that died before the run's own row wrote this row already: the finishing attempt's takes its
+            # place (resumes, times), as its result.json does; no one else records a row for an unfinished run
+            record_transfer(self.out, transfer, target, target_metrics, cfg.to_dict(), replace=True)
         finish_run(self.out, run_dir, row)
         self.loggers.finish(row, self.state.step, run_dir / "curves.png")
         self.loggers.close()

@@ -91,8 +91,9 @@ def transfer_row(base: dict, run_id: str, target: Target, metrics: dict, **extra
     return row
 
 
-def record_transfer(out, row: dict, target: Target, metrics: dict, config: dict):
-    """The transfer row's run folder (``config.json``: ``config``, the training run's), then its ``runs.csv`` row."""
+def record_transfer(out, row: dict, target: Target, metrics: dict, config: dict, replace: bool = False):
+    """The transfer row's run folder (``config.json``: ``config``, the training run's), then its ``runs.csv`` row;
+    ``replace``: in place of the row of that run id already there (one an earlier attempt of the run wrote)."""
     import numpy as np
 
     from ..atomic_files import atomic_write_text
@@ -107,4 +108,4 @@ def record_transfer(out, row: dict, target: Target, metrics: dict, config: dict)
     write_class_tables(run_dir, classes, np.asarray(metrics["per_class"], dtype=float),
                        np.asarray(metrics["confusion"], dtype=np.int64))
     save_predictions(run_dir / PREDICTIONS, target.test.labels, np.asarray(metrics["predictions"]), len(classes))
-    finish_run(out, run_dir, row)
+    finish_run(out, run_dir, row, replace=replace)

@@ -208,23 +208,27 @@ def _to_csv(records) -> str:
 
 
 def append_rows(path: str | os.PathLike, rows: list[dict], columns=(), on_written=None,
-                key: str | None = "run_id") -> Path:
+                key: str | None = "run_id", replace: bool = False) -> Path:
     """Add ``rows`` to the table at ``path`` under the lock; columns the file lacks are added at its end.
 
     ``columns`` orders a new file's header (known columns first, the rest sorted). ``on_written(table,
     path)`` runs while the lock is still held, for files derived from the table. ``key``: see :func:`read_table`.
+    A row whose key the table holds is not appended twice; with ``replace`` it takes that intact row's place.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with file_lock(path):
         table = read_table(path, key)
         table.report()
+        replacing = {}
         if key is not None:  # a row per run: one the table already holds is not appended twice
             have = table.run_ids() if key == "run_id" else set()
+            if replace:
+                replacing = {str(r.get(key)): r for r in rows if str(r.get(key)) in have}
             rows = [r for r in rows if str(r.get(key)) not in have]
-            if not rows:
+            if not rows and not replacing:
                 return path
-        names = list(dict.fromkeys(c for row in rows for c in row))
+        names = list(dict.fromkeys(c for row in [*rows, *replacing.values()] for c in row))
         header = table.header or [c for c in columns if c in names] + sorted(c for c in names if c not in columns)
         extra = [c for c in names if c not in header]
         if extra:  # widen the header; intact rows get blanks, damaged rows are copied as they are
@@ -241,6 +245,12 @@ def append_rows(path: str | os.PathLike, rows: list[dict], columns=(), on_writte
                      for i, r in enumerate(table.rows)]
         else:  # every row as it was written, damaged ones byte for byte
             lines = [_line(text) for text in table.raw]
+        if replacing:
+            column = header.index(key)
+            for i, fields in enumerate(table.rows):
+                if i not in table.problems and fields[column] in replacing:
+                    table.rows[i] = [_format(replacing[fields[column]].get(c)) for c in header]
+                    lines[i] = _to_csv([table.rows[i]])
         added = [[_format(row.get(c)) for c in header] for row in rows]
         atomic_write_text(path, _to_csv([header]) + "".join(lines) + _to_csv(added))
         if on_written is not None:
@@ -252,18 +262,20 @@ def append_rows(path: str | os.PathLike, rows: list[dict], columns=(), on_writte
     return path
 
 
-def append_row(path: str | os.PathLike, row: dict, columns=(), on_written=None) -> Path:
+def append_row(path: str | os.PathLike, row: dict, columns=(), on_written=None, replace: bool = False) -> Path:
     """:func:`append_rows` for one run row."""
-    return append_rows(path, [row], columns, on_written)
+    return append_rows(path, [row], columns, on_written, replace=replace)
 
 
-def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
-    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows.
+def append_run(out_dir: str | os.PathLike, row: dict, name: str = "runs.csv", replace: bool = False) -> Path:
+    """Append one row to ``out_dir/runs.csv`` under a lock, never rewriting other rows (``replace``: but the row
+    of its own run id, see :func:`append_rows`).
 
     The tidy twin ``runs_long.csv`` (run x metric) is rebuilt under the same lock, so the two agree.
     """
     return append_row(Path(out_dir) / name, row, RUN_COLUMNS,
-                      on_written=lambda table, path: write_csv(long_table(table.frame()), long_path(path)))
+                      on_written=lambda table, path: write_csv(long_table(table.frame()), long_path(path)),
+                      replace=replace)
 
 
 def long_path(path: str | os.PathLike) -> Path:
@@ -296,10 +308,12 @@ def read_results(path: str | os.PathLike) -> pd.DataFrame:
     return table.frame()
 
 
-def finish_run(out: str | os.PathLike, run_dir: str | os.PathLike, row: dict, name: str = "runs.csv") -> Path:
-    """Record a finished run: ``result.json`` in its folder first (so the row survives anything), then the table."""
+def finish_run(out: str | os.PathLike, run_dir: str | os.PathLike, row: dict, name: str = "runs.csv",
+               replace: bool = False) -> Path:
+    """Record a finished run: ``result.json`` in its folder first (so the row survives anything), then the table
+    (``replace``: see :func:`append_rows`)."""
     atomic_write_text(Path(run_dir) / "result.json", json.dumps(row, indent=2, default=str) + "\n")
-    return append_run(out, row, name)
+    return append_run(out, row, name, replace=replace)
 
 
 def run_records(out_dir: str | os.PathLike) -> dict[str, dict]:

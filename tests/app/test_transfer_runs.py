@@ -117,6 +117,41 @@ def test_a_transfer_with_another_template_set_is_named_as_bench_eval_names_it_an
         assert len(pd.read_csv(out / "runs.csv")) == rows
 
 
+class _Killed(BaseException):
+    """The process ending at a chosen point (nothing after it runs, no handler catches it)."""
+
+
+def test_a_run_killed_between_its_transfer_row_and_its_own_row_resumes_to_rows_that_agree(tmp_path, run_cli,
+                                                                                          monkeypatch):
+    """A run dies once its transfer row is in runs.csv, before its own row; --resume finishes it. The transfer row
+    is the finishing attempt's, as its result.json is: resumes 1, as the run's own row says (it stayed 0, the dead
+    attempt's, while result.json said 1), and still one row per run id."""
+    import json
+
+    import bench.app.run as run_module
+
+    def killed(*args, **kwargs):  # bench.app.run's finish_run writes the run's own row; transfer rows are written
+        raise _Killed             # through bench.app.transfer's
+
+    monkeypatch.setattr(run_module, "finish_run", killed)
+    out = tmp_path / "results"
+    with bench.testing.plugin_registered(TransferSets()):
+        with pytest.raises(_Killed):
+            run_cli(*RUN, "--transfer", "swatches48", "--out", out)
+        monkeypatch.undo()
+        (away,) = pd.read_csv(out / "runs.csv").to_dict("records")
+        assert away["resumes"] == 0 and away["eval_dataset"] == "swatches48"
+        code, _, err = run_cli("run", "--resume", "latest", "--out", out, "--no-progress")
+        assert code == 0, err
+    rows = pd.read_csv(out / "runs.csv").set_index("run_id")
+    home = rows.loc[away["source_run_id"]]
+    assert len(rows) == 2 and rows.index.is_unique
+    assert home["resumes"] == rows.loc[away["run_id"], "resumes"] == 1
+    record = json.loads((out / "runs" / away["run_id"] / "result.json").read_text())
+    assert rows.loc[away["run_id"], ["resumes", "eval_seconds", "zeroshot_top1"]].tolist() == pytest.approx(
+        [record["resumes"], record["eval_seconds"], record["zeroshot_top1"]])
+
+
 def test_a_sweep_counts_a_run_done_by_its_own_row_not_by_its_transfer_rows(tmp_path):
     from bench.app.sweep.plan import finished_keys
     from bench.results.runs_csv import append_run

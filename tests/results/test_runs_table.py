@@ -153,6 +153,32 @@ def test_rows_already_written_are_copied_field_for_field(tmp_path):
     assert lines[2] == "b,,0.5"
 
 
+@pytest.mark.parametrize("widens", [False, True])
+def test_a_replacing_append_rewrites_only_the_row_of_its_run_id_in_its_place(tmp_path, widens):
+    """replace=True (a run's transfer row written again by the attempt that finishes it) puts the new row where
+    the old one was, whether it brings a new column or not; every other row, a damaged one included, stays as
+    written, the long twin follows, and without replace the old row stays."""
+    from bench.results.runs_csv import long_path
+
+    path = tmp_path / "runs.csv"
+    for i in range(3):
+        append_row(path, _row(0, i), RUN_COLUMNS)
+    path.write_text(path.read_text() + "damaged,row\n")
+    new = {**_row(0, 1), "epochs": 7, **({"a_new_metric": 1.5} if widens else {})}
+    append_row(path, new, RUN_COLUMNS)
+    assert read_table(path).rows[1][read_table(path).header.index("epochs")] == "1"
+    before = path.read_text().splitlines()
+    append_run(tmp_path, new, replace=True)
+    after = path.read_text().splitlines()
+    assert [r[0] for r in read_table(path).rows] == ["w0-r0", "w0-r1", "w0-r2", "damaged"]
+    assert after[4] == "damaged,row" and (widens or after[:2] + after[3:] == before[:2] + before[3:])
+    runs = read_runs(tmp_path).set_index("run_id")
+    assert runs.loc["w0-r1", "epochs"] == 7 and runs.loc["w0-r0", "epochs"] == 0
+    assert (runs.loc["w0-r1", "a_new_metric"] == 1.5) if widens else "a_new_metric" not in runs.columns
+    long = pd.read_csv(long_path(path))
+    assert long.loc[long.run_id == "w0-r1", "epochs"].tolist() == [7]  # one metric (zeroshot_top1), the new row's
+
+
 def test_result_files_get_the_permissions_open_would_give_them(tmp_path):
     """Atomic writes go through mkstemp, which makes files readable by their owner only; a results folder
     on a shared machine must stay readable by whoever may read files its owner creates (the umask)."""
