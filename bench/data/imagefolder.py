@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,10 +163,10 @@ def _cache_file(folder: Path, size: int) -> Path:
 
 def _cache_hit(path: Path, key: str) -> bool:
     """The cache entry at ``path`` holds the arrays of ``key`` (reads only its key, not its arrays)."""
-    try:
-        with np.load(path, allow_pickle=False) as cached:
+    try:  # opened here, not by np.load: numpy leaves its own file open when the zip is damaged
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as cached:
             return str(cached["key"]) == key
-    except (OSError, ValueError, KeyError, EOFError):  # absent, or a damaged entry: decode again
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # absent, or damaged: decode again
         return False
 
 

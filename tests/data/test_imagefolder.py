@@ -135,6 +135,19 @@ def test_the_cache_lives_outside_the_folder_and_is_reused_while_the_folder_is_un
     assert len(list(cache_root().glob("*.npz"))) == 2  # the entry was replaced, not added to
 
 
+@pytest.mark.parametrize("damage", ["truncated", "not-a-zip", "empty"])
+def test_a_damaged_cache_entry_is_decoded_again_and_replaced(tmp_path, damage):
+    """A cache entry damaged from outside (a disk full mid-copy, a stray edit) costs a decoding, not the run."""
+    _folder(tmp_path / "pets")
+    first = load_imagefolder(tmp_path / "pets", "train")
+    for entry in cache_root().glob("*.npz"):
+        data = entry.read_bytes()
+        entry.write_bytes({"truncated": data[: len(data) // 2], "not-a-zip": b"PK" + bytes(64), "empty": b""}[damage])
+    np.testing.assert_array_equal(load_imagefolder(tmp_path / "pets", "train").images, first.images)
+    with np.load(next(cache_root().glob("*.npz"))) as cached:  # written anew, readable again
+        assert cached["images"].ndim == 4
+
+
 @pytest.mark.parametrize("path, name", [
     ("pets", "pets"), ("pets/", "pets"), ("pets//", "pets"), ("./pets", "pets"), ("./pets/./", "pets"),
     ("a//b/./c/", "a/b/c"), ("/data//pets/", "/data/pets"), ("//data", "/data"), ("/", "/"), (".", "."),
