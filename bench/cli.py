@@ -109,7 +109,9 @@ def cli(plugins_dirs, plugin_modules):
 @click.option("--batch-size", type=int,
               help="Image-caption pairs per step, per rank (default: the preset's; reference 32).")
 @click.option("--lr", type=float, help="Peak learning rate (default: the preset's; reference 1e-4).")
-@click.option("--weight-decay", type=float, help="AdamW weight decay (default: the preset's; reference 0.01).")
+@click.option("--weight-decay", type=float,
+              help="Weight decay: AdamW's, and the vision tower's SGD's under --optimizer sgd or muon (default: the "
+                   "preset's; reference 0.01).")
 @click.option("--lr-warmup-steps", "warmup_steps", type=int,
               help="Learning-rate warm-up: steps of linear ramp to --lr before the decay (default 0).")
 @click.option("--loss", type=click.Choice(["clip", "multipositive"]),

@@ -226,6 +226,22 @@ def test_bench_runs_options_are_checked_before_torch_or_pandas_load():
     assert heavy_modules_after(code, ("torch", "pandas"), env={"BENCH_LOAD_PLUGINS": ""}) == ([], "")
 
 
+@pytest.mark.parametrize("seeds", [(), ("--seeds", "0,1")])
+def test_bench_run_refuses_a_bad_option_before_torch_or_pandas_load(seeds):
+    """The command itself, not only config_from_flags: ``bench run`` (with or without ``--seeds``) refuses an option
+    that its last check finds bad with exit 2, every earlier check (transfer datasets, held-out classes, a target)
+    passed, and neither torch nor pandas loaded (run_command imported parse_seeds from the sweep's plan, whose
+    pandas then loaded before the checks and outside the GC-off window)."""
+    argv = ["run", "--preset", "smoke", "--transfer", "stl10,cifar100@openai", "--holdout-classes", "2", "--target",
+            "zeroshot_top1=0.5", "--evals", "retrieval", *seeds, "--device", "tpu"]
+    code = ("from bench.cli import main\n"
+            "try:\n"
+            f"    main({argv!r})\n"
+            "except SystemExit as exc:\n"
+            "    print(exc.code)\n")
+    assert heavy_modules_after(code, ("torch", "pandas"), env={"BENCH_LOAD_PLUGINS": ""}) == ([], "2")
+
+
 @pytest.mark.slow  # pip builds a wheel
 def test_a_wheel_holds_every_module_and_the_builtin_plugins(tmp_path):
     """``pip wheel --no-deps .`` packs every module of bench/ (subpackages found, not listed by hand) and

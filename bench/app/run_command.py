@@ -18,7 +18,7 @@ def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo
     cfgs = []
     if resume is None:  # bad options are refused before the heavy imports
         from .options import config_from_flags
-        from .sweep.plan import parse_seeds
+        from .validation import parse_seeds
 
         cfg = config_from_flags(**flags)
         cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)] if seeds else [cfg]

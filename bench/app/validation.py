@@ -24,6 +24,17 @@ MAX_LR = {"adamw": 1, "sgd": 100, "muon": 100}
 OPTIMIZERS = tuple(MAX_LR)
 
 
+def parse_seeds(values) -> list[int]:
+    """``--seeds`` (bench run and the flags form of bench sweep): distinct integers >= 0."""
+    try:
+        seeds = [int(v) for v in values]
+    except ValueError:
+        raise BenchError(f"--seeds takes integers separated by commas, got {','.join(map(str, values))!r}") from None
+    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise BenchError(f"--seeds must be distinct integers >= 0, got {','.join(map(str, values))!r}")
+    return seeds
+
+
 def check_preset(preset: str):
     """A preset name typed by the user (a saved run's ``preset`` is only a label of where its recipe came from)."""
     if preset not in PRESETS:

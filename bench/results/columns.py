@@ -199,7 +199,9 @@ def with_current_columns(df: pd.DataFrame) -> pd.DataFrame:
     mixing old and new rows would show one quantity as two half-empty columns), and, on the training rows that
     wrote ``warmup_seconds``, ``skipped_steps`` 0 (that bench trained no fp16, whose loss scaling alone skips a
     step) and, where they measured robustness, the ``robust_protocol`` they measured it by, so that bench compare
-    warns before setting their ``robust_contrast`` and ``robust_mean`` against today's.
+    warns before setting their ``robust_contrast`` and ``robust_mean`` against today's. Other robustness rows that
+    recorded no protocol keep it blank (bench cannot tell which contrast they measured), in a column of its own
+    where their table has none, so that bench compare warns of them against today's whatever else the table holds.
     """
     df = with_eval_dataset(df)
     old_rows = df["warmup_seconds"].notna() if "warmup_seconds" in df.columns else None  # rows of 7bd3d82 and before
@@ -207,14 +209,17 @@ def with_current_columns(df: pd.DataFrame) -> pd.DataFrame:
         if old in df.columns:
             merged = df[new].where(df[new].notna(), df[old]) if new in df.columns else df[old]
             df = df.assign(**{new: merged}).drop(columns=[old])
+    if "robust_clean" in df.columns and "robust_protocol" not in df.columns:
+        # compare skips a protocol column that one side lacks: without it such a side's numbers passed unwarned
+        df = df.assign(robust_protocol=pd.Series(None, index=df.index, dtype=object))
     if old_rows is None:
         return df
     skipped = df["skipped_steps"] if "skipped_steps" in df.columns else pd.Series(np.nan, index=df.index)
     df = df.assign(skipped_steps=skipped.where(skipped.notna() | ~old_rows, 0))
     if "robust_clean" in df.columns:
         measured = old_rows & df["robust_clean"].notna()
-        protocol = df["robust_protocol"] if "robust_protocol" in df.columns else pd.Series(None, df.index, dtype=object)
-        df = df.assign(robust_protocol=protocol.where(protocol.notna() | ~measured, OLD_ROBUST_PROTOCOL))
+        df = df.assign(robust_protocol=df["robust_protocol"].where(df["robust_protocol"].notna() | ~measured,
+                                                                   OLD_ROBUST_PROTOCOL))
     return df
 
 

@@ -72,6 +72,29 @@ def test_old_robustness_rows_name_the_contrast_they_measured_and_compare_warns_a
     assert compare_context([Source("A", new), Source("B", new)]) == []
 
 
+def test_robustness_rows_that_recorded_no_protocol_are_compared_blank_whatever_else_their_folder_holds():
+    """Rows between the warm-up rename (d9a8ec4) and ca939d5 measured the old contrast but wrote neither
+    warmup_seconds nor robust_protocol, so bench cannot name their protocol: blank. bench compare warned of blank
+    against today's only where the side's table also held a row with the column; a folder of such rows alone
+    lacked the column, and its robust_contrast was set against today's without a word."""
+    from bench.data.corruptions import PROTOCOL
+    from bench.results.compare import compare_context
+    from bench.results.lookup import Source
+
+    older = {"dataset": "synthetic", "prewarm_seconds": 0.0, "robust_clean": 0.5, "robust_contrast": 0.3}
+    today = {"run_id": "new", "dataset": "synthetic", "robust_clean": 0.5, "robust_contrast": 0.4,
+             "robust_protocol": PROTOCOL}
+    alone = with_current_columns(pd.DataFrame([{"run_id": "mid", **older}]))
+    assert pd.isna(alone["robust_protocol"]).all()
+    mixed = with_current_columns(pd.DataFrame([{"run_id": "mid", **older}, {**today, "run_id": "new2"}]))
+    new = with_current_columns(pd.DataFrame([today]))
+    for side in (alone, mixed):
+        (warning,) = compare_context([Source("A", side), Source("B", new)])
+        assert "robust_protocol" in warning and PROTOCOL in warning
+    plain = with_current_columns(pd.DataFrame([{"run_id": "p", "dataset": "synthetic", "zeroshot_top1": 0.5}]))
+    assert "robust_protocol" not in plain.columns  # no robustness measured: no column
+
+
 def test_aggregate_groups_the_old_runs_by_the_configuration_ids_they_recorded(run_cli):
     code, out, err = run_cli("results", str(OLD_RESULTS), "--aggregate", "--format", "csv")
     assert code == 0, err

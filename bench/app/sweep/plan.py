@@ -26,16 +26,6 @@ from ..older_rows import sweep_rows
 DONE, RUNNING, FAILED, RESUME, TODO = "done", "running", "failed", "resume", "to do"
 
 
-def parse_seeds(values) -> list[int]:
-    try:
-        seeds = [int(v) for v in values]
-    except ValueError:
-        raise BenchError(f"--seeds takes integers separated by commas, got {','.join(map(str, values))!r}") from None
-    if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise BenchError(f"--seeds must be distinct integers >= 0, got {','.join(map(str, values))!r}")
-    return seeds
-
-
 @dataclass(frozen=True)
 class Planned:
     """One run of a sweep: its configuration, its fixed run id, and the options it varies in (for the plan)."""

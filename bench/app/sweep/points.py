@@ -12,7 +12,8 @@ import json
 from ...config import RunConfig
 from ...errors import BenchError
 from ..options import config_from_flags
-from .plan import cross_product, parse_seeds
+from ..validation import parse_seeds
+from .plan import cross_product
 from .toml_file import SweepFile, varying_keys
 
 # the options a sweep file sets by their parameter names: their long flags are lists in the flags form
