@@ -3,6 +3,7 @@ counts as an import of its module), a package imports no more than its docstring
 circle, the configuration imports without torch, and a wheel carries every module."""
 import ast
 import importlib
+import json
 import subprocess
 import sys
 import zipfile
@@ -240,6 +241,45 @@ def test_bench_run_refuses_a_bad_option_before_torch_or_pandas_load(seeds):
             "except SystemExit as exc:\n"
             "    print(exc.code)\n")
     assert heavy_modules_after(code, ("torch", "pandas"), env={"BENCH_LOAD_PLUGINS": ""}) == ([], "2")
+
+
+# A mistyped name of each kind a run looks up, as bench run and bench sweep take it, with its line. The dataset with
+# --templates given: without it the dataset's own set is looked up while the options are read, which refused it early
+MISTYPED = [
+    (["--encoder", "nope"], "unknown encoder 'nope'"),
+    (["--dataset", "nope", "--templates", "seed"], "unknown dataset 'nope'"),
+    (["--transfer", "stl10,nope"], "unknown dataset 'nope'"),
+    (["--transfer", "stl10@nope"], "unknown template set 'nope'"),
+]
+
+
+def refusals_before_heavy_imports(argvs) -> list:
+    """``bench.cli.main`` on each of ``argvs`` in one fresh interpreter: per command line, its exit code, what it
+    wrote on stderr, and which of torch and pandas had loaded by then."""
+    code = ("import contextlib, io, json, sys\n"
+            "from bench.cli import main\n"
+            f"for argv in {argvs!r}:\n"
+            "    err, code = io.StringIO(), None\n"
+            "    with contextlib.redirect_stderr(err):\n"
+            "        try:\n"
+            "            main(argv)\n"
+            "        except SystemExit as exc:\n"
+            "            code = exc.code\n"
+            "    heavy = [m for m in ('torch', 'pandas') if m in sys.modules]\n"
+            "    print(json.dumps([code, err.getvalue().strip(), heavy]))\n")
+    _, printed = heavy_modules_after(code, ("torch", "pandas"), env={"BENCH_LOAD_PLUGINS": ""})
+    return [json.loads(line) for line in printed.splitlines()]
+
+
+def test_bench_run_refuses_a_mistyped_name_before_torch_or_pandas_load():
+    """``bench run`` (with and without ``--seeds``) refuses a mistyped encoder, dataset or ``--transfer`` entry with
+    its one line and exit 2 before torch or pandas load: the names were looked up only once the run was built, after
+    the engine's imports, so a typo cost torch's import (2.7 s) before its line."""
+    argvs = [["run", "--preset", "smoke", *seeds, *args] for args, _ in MISTYPED for seeds in ([], ["--seeds", "0,1"])]
+    expected = [[2, f"bench: error: {line}", []] for _, line in MISTYPED for _ in range(2)]
+    got = [[code, err.split(" (available")[0].split(";")[0], heavy] for code, err, heavy in
+           refusals_before_heavy_imports(argvs)]
+    assert got == expected
 
 
 @pytest.mark.slow  # pip builds a wheel

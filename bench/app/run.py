@@ -48,8 +48,9 @@ from ..results.run_folder import RUNNING_LOCK, file_safe, plot_curves, provenanc
 from ..results.runs_csv import finish_run
 from .dataset_lookup import dataset_split
 from .transfer import evaluate_target, load_targets, record_transfer, spec_run_id, transfer_row
-from .transfer_spec import TransferSpec, check_transfer_names, parse_transfer
-from .validation import check_encoder_forward, check_image_size, check_prompt_tokens, check_run_inputs
+from .transfer_spec import TransferSpec
+from .validation import (check_encoder_forward, check_image_size, check_names, check_prompt_tokens,
+                         check_run_inputs)
 
 
 @dataclass
@@ -82,14 +83,6 @@ def seed_everything(seed: int):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def check_names(cfg: RunConfig):
-    """Resolve every registered name first, so a typo fails before any data is read."""
-    for kind, name in (("encoders", cfg.model.encoder), ("tokenizers", cfg.tokenizer), ("templates", cfg.templates),
-                       ("datasets", cfg.dataset)):
-        get_entry(kind, name)
-    check_transfer_names(parse_transfer(cfg.transfer, cfg.dataset))
 
 
 def check_out_dir(out: str | os.PathLike) -> Path:

@@ -16,12 +16,16 @@ def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo
     process is the command (:mod:`bench.app.own_process`).
     """
     cfgs = []
-    if resume is None:  # bad options are refused before the heavy imports
+    if resume is None:  # bad options, unknown names among them, are refused before the heavy imports
         from .options import config_from_flags
-        from .validation import parse_seeds
+        from .own_process import imports_without_gc
+        from .validation import check_before_heavy_imports, parse_seeds
 
         cfg = config_from_flags(**flags)
         cfgs = [replace(cfg, seed=s) for s in parse_seeds(seeds)] if seeds else [cfg]
+        # a prefix name (timm:NAME) is looked up by its plugin's resolver, which may import torch: in the window too
+        with imports_without_gc(own_process):
+            check_before_heavy_imports(cfgs)
     _import_the_engine(own_process)
     from ..distributed.world import is_main_process
     from .run import run

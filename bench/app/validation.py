@@ -3,7 +3,9 @@ problem and the fix.
 
 Nothing here writes: the results folder is inspected, not created, so a rejected command leaves every file as
 it was. :func:`validate_config` holds the range checks of a run configuration (:class:`bench.config.RunConfig`
-is built unchecked), :func:`check_run_inputs` what a run needs beyond them (names, folders, encoder options).
+is built unchecked), :func:`check_names` the registered names a run looks up, :func:`check_run_inputs` what a
+run needs beyond them (folders, encoder options); :func:`check_before_heavy_imports` runs these two before
+``bench run`` and ``bench sweep`` import torch and pandas.
 """
 from __future__ import annotations
 
@@ -134,6 +136,31 @@ def model_size_checks(image_size: int, embed_dim: int, text_width: int, text_hea
 def check_device(name: str):
     if not (name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())):
         raise BenchError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}")
+
+
+def check_names(cfg: RunConfig):
+    """Resolve every registered name first, so a typo fails before any data is read."""
+    from ..host.manager import get_entry
+    from .transfer_spec import check_transfer_names, parse_transfer
+
+    for kind, name in (("encoders", cfg.model.encoder), ("tokenizers", cfg.tokenizer), ("templates", cfg.templates),
+                       ("datasets", cfg.dataset)):
+        get_entry(kind, name)
+    check_transfer_names(parse_transfer(cfg.transfer, cfg.dataset))
+
+
+def check_before_heavy_imports(cfgs):
+    """What ``bench run`` and ``bench sweep`` refuse before torch and pandas load: each configuration's names
+    (:func:`check_names`), then :func:`check_run_inputs` but the results folder's (pandas reads its runs.csv), once
+    per model configuration as a sweep's plan does. The run, or the plan, checks all of it again in the same order,
+    the folder included: a bad option gets the line it got before, without the seconds of torch's import first."""
+    checked = set()
+    for cfg in cfgs:
+        check_names(cfg)
+        model = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
+        if model not in checked:
+            check_run_inputs(cfg, writes=False)
+            checked.add(model)
 
 
 def check_run_inputs(cfg, writes: bool = True):
