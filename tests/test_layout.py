@@ -282,6 +282,24 @@ def test_bench_run_refuses_a_mistyped_name_before_torch_or_pandas_load():
     assert got == expected
 
 
+def test_bench_sweep_refuses_a_mistyped_name_or_a_bad_option_before_torch_or_pandas_load(tmp_path):
+    """``bench sweep``, in its flags form and with a sweep file, refuses a mistyped encoder, dataset or ``--transfer``
+    entry, and an option its checks refuse (``--device tpu``), with the line ``bench run`` gives and exit 2 before
+    torch or pandas load: the command's module imported the plan (pandas) and the transfer evaluations (torch)."""
+    sweep_file = tmp_path / "sweep.toml"
+    sweep_file.write_text('[base]\npreset = "smoke"\n[grid]\nencoder = ["modified_resnet", "nope"]\n')
+    argvs = [["sweep", "--preset", "smoke", "--seeds", "0,1", "--out", str(tmp_path / "out"),
+              *(args if args[0] == "--encoder" else ["--encoder", "modified_resnet", *args])] for args, _ in MISTYPED]
+    argvs += [["sweep", "--encoder", "modified_resnet", "--device", "tpu", "--seeds", "0,1", "--preset", "smoke"],
+              ["sweep", str(sweep_file), "--out", str(tmp_path / "out")]]
+    lines = [line for _, line in MISTYPED] + ["--device must be auto, cpu, cuda or cuda:N, got 'tpu'",
+                                              "unknown encoder 'nope'"]
+    got = [[code, err.split(" (available")[0].split(";")[0], heavy] for code, err, heavy in
+           refusals_before_heavy_imports(argvs)]
+    assert got == [[2, f"bench: error: {line}", []] for line in lines]
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
 @pytest.mark.slow  # pip builds a wheel
 def test_a_wheel_holds_every_module_and_the_builtin_plugins(tmp_path):
     """``pip wheel --no-deps .`` packs every module of bench/ (subpackages found, not listed by hand) and

@@ -3,7 +3,8 @@ its runs go, then the runs, the transfer evaluations that finished runs lack (:m
 seeds and the exit status.
 
 Every check runs before the first run starts or the first file is written: options, names and encoders
-(:func:`.plan.plan`), and where the runs go (:mod:`.placement`).
+(:func:`.plan.plan`), and where the runs go (:mod:`.placement`). The options and names are checked first, before
+torch and pandas load (:func:`bench.app.validation.check_before_heavy_imports`).
 """
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from ...errors import BenchError
-from .backfill import backfill_transfers, pending_lines
 from .placement import SWEEP_KEYS, WORKER_VARIABLE, check_placement, read_placement
-from .plan import plan, plan_lines
 
 
 @dataclass(frozen=True)
@@ -61,6 +60,13 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
             raise BenchError("--until picks each configuration's seeds (0, 1, 2, ...); drop --seeds")
         cfgs, varying = configs_from_lists(request.encoders, request.templates, request.seeds, flags)
         placement = read_placement({}, typed, {}, request.slurm)
+    from ..validation import check_before_heavy_imports
+
+    check_before_heavy_imports(cfgs)  # names and options: the plan checks them again after torch's import
+    # the plan and the transfers a sweep adds to finished runs read runs.csv with pandas, and import torch
+    from .backfill import backfill_transfers, pending_lines
+    from .plan import plan, plan_lines
+
     in_worker = WORKER_VARIABLE in os.environ
     if until is not None:
         from .adaptive import adaptive_sweep

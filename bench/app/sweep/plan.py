@@ -10,7 +10,7 @@ The sweep's own bookkeeping lives in ``OUT/sweep/``: ``claims/<run_id>`` while a
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -59,19 +59,11 @@ def planned_run_id(cfg: RunConfig) -> str:
     return f"{file_safe(cfg.model.encoder, keep='-_')}-{config_key(cfg)}-s{cfg.seed}"
 
 
-def cross_product(base: RunConfig, encoders, templates, seeds) -> list[RunConfig]:
-    """``bench sweep``'s flags form: encoders x template sets x seeds, encoder-major."""
-    return [replace(base, model=replace(base.model, encoder=e), templates=t, seed=s)
-            for e in encoders or [base.model.encoder] for t in templates or [base.templates]
-            for s in seeds or [base.seed]]
-
-
 def plan(cfgs: list[RunConfig], varying: list[dict] | None = None, writes: bool = True) -> list[Planned]:
     """The planned runs of ``cfgs``, every name, option and encoder checked first, so a typo or a bad option of
     the third encoder fails before the first run starts (each encoder configuration's tower is built once).
     ``writes``: the results folder must be writable (not for ``--dry-run`` and ``--status``, which only read)."""
-    from ..run import check_names
-    from ..validation import check_encoder_builds, check_run_inputs
+    from ..validation import check_encoder_builds, check_names, check_run_inputs
 
     if not cfgs:
         raise BenchError("the sweep plans no run; name at least one encoder")

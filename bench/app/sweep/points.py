@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import difflib
 import json
+from dataclasses import replace
 
 from ...config import RunConfig
 from ...errors import BenchError
 from ..options import config_from_flags
 from ..validation import parse_seeds
-from .plan import cross_product
 from .toml_file import SweepFile, varying_keys
 
 # the options a sweep file sets by their parameter names: their long flags are lists in the flags form
@@ -57,6 +57,13 @@ def configs_from_lists(encoders, templates, seeds, flags: dict) -> tuple[list[Ru
     varying = [{"encoder": c.model.encoder, "templates": c.templates, "seed": c.seed} for c in cfgs]
     shown = [k for k in ("encoder", "templates", "seed") if len({v[k] for v in varying}) > 1] or ["encoder", "seed"]
     return cfgs, [{k: v[k] for k in shown} for v in varying]
+
+
+def cross_product(base: RunConfig, encoders, templates, seeds) -> list[RunConfig]:
+    """``bench sweep``'s flags form: encoders x template sets x seeds, encoder-major."""
+    return [replace(base, model=replace(base.model, encoder=e), templates=t, seed=s)
+            for e in encoders or [base.model.encoder] for t in templates or [base.templates]
+            for s in seeds or [base.seed]]
 
 
 def _config_from_point(path, point: dict, flags: dict, given: set, varying: list, by_key: dict) -> RunConfig:
