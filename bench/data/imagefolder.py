@@ -190,8 +190,20 @@ def load_trees(trees: dict, want: str, size: int) -> tuple[np.ndarray, np.ndarra
         _write_cache(paths[s], keys[s], images, labels)
     if want in decoded:
         return decoded[want]
-    with np.load(paths[want], allow_pickle=False) as cached:
-        return cached["images"], cached["labels"]
+    cached = _cached_arrays(paths[want])
+    if cached is None:  # its key read, its arrays damaged (a changed byte fails the zip's CRC): decoded again
+        cached = decode_tree(trees[want], size)
+        _write_cache(paths[want], keys[want], *cached)
+    return cached
+
+
+def _cached_arrays(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The images and labels of the cache entry at ``path``, or None where they cannot be read."""
+    try:  # opened here, not by np.load: numpy leaves its own file open when the zip is damaged
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as cached:
+            return cached["images"], cached["labels"]
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def class_names(root: Path, classes: tuple) -> tuple:

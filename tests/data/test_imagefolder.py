@@ -135,17 +135,28 @@ def test_the_cache_lives_outside_the_folder_and_is_reused_while_the_folder_is_un
     assert len(list(cache_root().glob("*.npz"))) == 2  # the entry was replaced, not added to
 
 
-@pytest.mark.parametrize("damage", ["truncated", "not-a-zip", "empty"])
+def _flipped(data: bytes) -> bytes:
+    """``data`` with 16 bytes in its middle inverted: inside the images' array, the zip's directory and the key
+    intact, so only the array's CRC tells."""
+    mid = len(data) // 2
+    return data[:mid] + bytes(b ^ 0xFF for b in data[mid:mid + 16]) + data[mid + 16:]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not-a-zip", "empty", "flipped"])
 def test_a_damaged_cache_entry_is_decoded_again_and_replaced(tmp_path, damage):
-    """A cache entry damaged from outside (a disk full mid-copy, a stray edit) costs a decoding, not the run."""
+    """A cache entry damaged from outside (a disk full mid-copy, a stray edit) costs a decoding, not the run:
+    whether its key cannot be read or only its images (the key matched, then reading the arrays was a traceback)."""
     _folder(tmp_path / "pets")
-    first = load_imagefolder(tmp_path / "pets", "train")
+    first = {split: load_imagefolder(tmp_path / "pets", split) for split in ("train", "test")}
+    damaged = {"truncated": lambda d: d[: len(d) // 2], "not-a-zip": lambda d: b"PK" + bytes(64),
+               "empty": lambda d: b"", "flipped": _flipped}[damage]
     for entry in cache_root().glob("*.npz"):
-        data = entry.read_bytes()
-        entry.write_bytes({"truncated": data[: len(data) // 2], "not-a-zip": b"PK" + bytes(64), "empty": b""}[damage])
-    np.testing.assert_array_equal(load_imagefolder(tmp_path / "pets", "train").images, first.images)
-    with np.load(next(cache_root().glob("*.npz"))) as cached:  # written anew, readable again
-        assert cached["images"].ndim == 4
+        entry.write_bytes(damaged(entry.read_bytes()))
+    for split, dataset in first.items():
+        np.testing.assert_array_equal(load_imagefolder(tmp_path / "pets", split).images, dataset.images)
+    for entry in cache_root().glob("*.npz"):  # written anew, readable again
+        with np.load(entry) as cached:
+            assert cached["images"].ndim == 4
 
 
 @pytest.mark.parametrize("path, name", [
