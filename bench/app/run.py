@@ -350,6 +350,11 @@ class Run:
         contexts, self._contexts = self._contexts, None
         try:
             return contexts.__exit__(*exc_info)
+        except BaseException:  # leaving failed (the last checkpoint could not be written): no finish() comes either
+            if exc_info[0] is None:
+                self.loggers.close()
+            exc_info = sys.exc_info()
+            raise
         finally:
             if exc_info[0] is not None:  # after the checkpoint being written is on disk: then it may be resumed
                 self._release()

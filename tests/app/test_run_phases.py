@@ -80,3 +80,30 @@ def test_a_run_that_fails_after_taking_its_lock_lets_it_go(tmp_path, monkeypatch
     assert len(list((out / "runs").iterdir())) == 1  # the run folder was made, so its lock was taken
     assert list((out / "runs").glob("*/.running.lock")) == []
     assert left_open == []
+
+
+def test_a_run_whose_last_checkpoint_cannot_be_written_lets_its_lock_go(tmp_path, monkeypatch):
+    """The last epoch's last.pt is written in the background and its failure (a full disk) comes up on leaving
+    ``with run:`` with no error on its way in; finish() then never comes, so leaving lets the lock go as any failure
+    does (it stayed held, as by another process, until the garbage collector closed its file)."""
+    import errno
+    from dataclasses import replace
+
+    from bench.engine import checkpoint
+    from bench.errors import BenchError
+    from tests.support.runs import files_left_open
+
+    def disk_full(payload, path):
+        if path.name == "last.pt":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(payload, path)
+
+    save = checkpoint.save_checkpoint
+    monkeypatch.setattr(checkpoint, "save_checkpoint", disk_full)
+    out = tmp_path / "out"
+    with files_left_open() as left_open:
+        with pytest.raises(BenchError, match="could not write a checkpoint"):
+            run(replace(tiny(tmp_path, "out", 0), epochs=1))
+    assert len(list((out / "runs").iterdir())) == 1
+    assert list((out / "runs").glob("*/.running.lock")) == []
+    assert left_open == []
