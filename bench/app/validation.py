@@ -151,16 +151,12 @@ def check_names(cfg: RunConfig):
 
 def check_before_heavy_imports(cfgs):
     """What ``bench run`` and ``bench sweep`` refuse before torch and pandas load: each configuration's names
-    (:func:`check_names`), then :func:`check_run_inputs` but the results folder's (pandas reads its runs.csv), once
-    per model configuration as a sweep's plan does. The run, or the plan, checks all of it again in the same order,
-    the folder included: a bad option gets the line it got before, without the seconds of torch's import first."""
-    checked = set()
+    (:func:`check_names`), then :func:`check_run_inputs` but the results folder's (pandas reads its runs.csv). The
+    run, or the plan, checks all of it again in the same order, the folder included: a bad option gets the line it
+    got before, without the seconds of torch's import first."""
     for cfg in cfgs:
         check_names(cfg)
-        model = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
-        if model not in checked:
-            check_run_inputs(cfg, writes=False)
-            checked.add(model)
+        check_run_inputs(cfg, writes=False)
 
 
 def check_run_inputs(cfg, writes: bool = True):

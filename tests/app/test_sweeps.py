@@ -114,6 +114,9 @@ def test_sweep_lines_show_a_target_in_its_one_spelling(tmp_path, run_cli):
     ("[grid]\nseed = [0]\nlr = ['fast']\n", "lr = 'fast'"),
     ("[grid]\nseed = [0\n", "is not valid TOML"),
     ("[grid]\nencoder = ['modified_resnet', 'nope']\n", "unknown encoder 'nope'"),
+    # options checked beside the model's (checkpoints, clipping, data), a later point's too: one model, two points
+    ("[grid]\nmax_grad_norm = [1.0, -1.0]\n", "--max-grad-norm must be a positive number, got -1.0"),
+    ("[grid]\nseed = [0, 1]\n[[include]]\nseed = 2\ncheckpoint_every = -1\n", "--checkpoint-every must be >= 0 steps"),
     # a list, table or date where the option takes one value
     ("[grid]\nlr = [[0.1]]\n", "lr = [0.1] is a list, and --lr takes one value"),
     ("[[include]]\nepochs = 2020-01-01\n", "epochs = datetime.date(2020, 1, 1) is date, and --epochs takes one"),

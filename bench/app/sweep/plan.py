@@ -74,9 +74,11 @@ def plan(cfgs: list[RunConfig], varying: list[dict] | None = None, writes: bool 
     planned, built, seen = [], set(), {}
     for i, cfg in enumerate(cfgs):
         check_names(cfg)
+        # every point's options, which a point may set beside its model (max_grad_norm, data_dir); the results
+        # folder, one for all of them, once
+        check_run_inputs(cfg, writes and i == 0)
         model = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
-        if model not in built:  # the rest of a run's inputs vary only with its model, not templates or seed
-            check_run_inputs(cfg, writes)
+        if model not in built:
             check_encoder_builds(cfg.model.encoder, cfg.model.embed_dim, cfg.model.image_resolution,
                                  dict(cfg.model.encoder_opts))
             built.add(model)
