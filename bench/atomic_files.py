@@ -222,8 +222,9 @@ def make_folder(out, option: str = "--out", what: str = "results folder") -> Pat
     return out
 
 
-def check_writable_folder(out, option: str = "--out") -> Path:
-    """``out`` is a folder, or can be made one: the nearest folder above it that exists is writable, not a file."""
+def check_writable_folder(out, option: str = "--out", writes: bool = True) -> Path:
+    """``out`` is a folder, or can be made one: the nearest folder above it that exists is writable, not a file
+    (``writes=False``, for commands that only read it: not a file, writable or not)."""
     out = Path(out).expanduser()
     if out.is_symlink() and not out.exists():
         raise BenchError(f"{option} {str(out)!r} is a link to {os.readlink(out)!r}, which does not exist; create that "
@@ -235,6 +236,6 @@ def check_writable_folder(out, option: str = "--out") -> Path:
         existing = existing.parent
     if not existing.is_dir():
         raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is a file, not a folder; pass a folder for results")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    if writes and not os.access(existing, os.W_OK | os.X_OK):
         raise BenchError(f"{option} {str(out)!r}: {str(existing)!r} is not writable; pass a writable {option}")
     return out

@@ -156,12 +156,13 @@ def check_before_heavy_imports(cfgs):
     got before, without the seconds of torch's import first."""
     for cfg in cfgs:
         check_names(cfg)
-        check_run_inputs(cfg, writes=False)
+        check_run_inputs(cfg, out=None)
 
 
-def check_run_inputs(cfg, writes: bool = True):
+def check_run_inputs(cfg, out: str | None = "write"):
     """Everything a run's options must pass before it starts: :func:`validate_config`, then checkpoint options,
-    encoder options, logger packages and folders (``writes``: the results folder writable too)."""
+    encoder options, logger packages and folders; the results folder (:func:`check_out_dir`) one the command will
+    ``"write"`` into or only ``"read"`` (``--dry-run``, ``--status``), or ``None``: not checked here."""
     validate_config(cfg)
     if cfg.checkpoint_every < 0:
         raise BenchError(f"--checkpoint-every must be >= 0 steps (0 = only at the end of each epoch), "
@@ -174,8 +175,8 @@ def check_run_inputs(cfg, writes: bool = True):
 
     check_logger_packages(cfg.log)
     check_data_dir(cfg.data_dir)
-    if writes:
-        check_out_dir_writable(cfg.out)
+    if out is not None:
+        check_out_dir(cfg.out, writes=out == "write")
 
 
 def check_encoder_opts(encoder: str, opts: dict):
@@ -216,12 +217,13 @@ def check_data_dir(data_dir):
                          f"(CIFAR-10: train.npz/test.npz or cifar-10-batches-py/; the others: bench list datasets)")
 
 
-def check_out_dir_writable(out) -> Path:
-    """The results folder (or the nearest folder above it that exists) is a writable folder, and a runs.csv
-    already in it is a results table. Damaged rows in it are reported now, not after hours of training."""
+def check_out_dir(out, writes: bool = True) -> Path:
+    """The results folder (or the nearest folder above it that exists) is a folder, writable where the command
+    ``writes`` (``--dry-run`` and ``--status`` only read), and a runs.csv already in it is a results table. Damaged
+    rows in it are reported now, not after hours of training."""
     from ..results.runs_csv import read_table
 
-    out = check_writable_folder(out)
+    out = check_writable_folder(out, writes=writes)
     if out.exists() and (out / "runs").exists() and not (out / "runs").is_dir():
         raise BenchError(f"--out {str(out)!r}: {str(out / 'runs')!r} is a file, not the runs folder; move it away")
     if (out / "runs.csv").exists():

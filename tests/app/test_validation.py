@@ -498,6 +498,10 @@ CASES = [
     ("sweep-bad-seeds", SWEEP + ["--seeds", "x"], "--seeds takes integers separated by commas", None),
     ("sweep-empty-seeds", SWEEP + ["--seeds", ","], "'--seeds': names no seed", None),
     ("sweep-zero-epochs", SWEEP + ["--epochs", "0"], "--epochs must be at least 1", None),
+    # --dry-run and --status only read the results folder, but it must be one
+    ("sweep-dry-run-out-is-a-file", [*SWEEP[:-1], "{tmp}/afile", "--dry-run"], "is a file, not a folder", _file),
+    ("sweep-status-out-under-a-file", [*SWEEP[:-1], "{tmp}/afile/results", "--status"], "is a file, not a folder",
+     _file),
     ("sweep-bad-encoder-opt", ["sweep", "--encoder", "modified_resnet", *PLAIN, "--encoder-opt", "width=-3", "--out",
                                "{out}"], "width=-3 must be an integer of at least 2", None),
     # -- bench eval / predict --

@@ -76,7 +76,7 @@ def plan(cfgs: list[RunConfig], varying: list[dict] | None = None, writes: bool 
         check_names(cfg)
         # every point's options, which a point may set beside its model (max_grad_norm, data_dir); the results
         # folder, one for all of them, once
-        check_run_inputs(cfg, writes and i == 0)
+        check_run_inputs(cfg, out=("write" if writes else "read") if i == 0 else None)
         model = repr(cfg.model)  # its text: an encoder option may be a list (widths=[32,64,64]), not hashable
         if model not in built:
             check_encoder_builds(cfg.model.encoder, cfg.model.embed_dim, cfg.model.image_resolution,
