@@ -231,10 +231,11 @@ def sweep(file, encoder, templates, seeds, dry_run, status, slurm, until, min_se
     """
     from .app.sweep.command import SweepRequest, sweep_command
 
+    obj = click.get_current_context().obj
     request = SweepRequest(file=file, encoders=tuple(encoder), templates=tuple(templates), seeds=tuple(seeds),
                            dry_run=dry_run, status=status, slurm=tuple(slurm), options=options, given=_typed(),
-                           argv=tuple(click.get_current_context().obj["argv"]), until=until, min_seeds=min_seeds,
-                           max_seeds=max_seeds)
+                           argv=tuple(obj["argv"]), until=until, min_seeds=min_seeds, max_seeds=max_seeds,
+                           own_process=obj["own_process"])
     code = sweep_command(request, _sweep_run_params(), echo=click.echo, echo_err=_echo_err)
     if code:
         sys.exit(code)

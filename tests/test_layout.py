@@ -300,6 +300,31 @@ def test_bench_sweep_refuses_a_mistyped_name_or_a_bad_option_before_torch_or_pan
     assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
+def test_bench_sweep_refuses_a_bad_until_or_a_mistyped_name_with_it_before_torch_or_pandas_load(tmp_path):
+    """``bench sweep --until`` refuses a value that is not METRIC:HALFWIDTH, a half-width of an accuracy in points,
+    seed bounds an interval cannot use, and (flags form and sweep file) a mistyped name, each with its one line and
+    exit 2 before torch or pandas load: --until's parser came from bench.results.compare, which loaded pandas
+    first."""
+    sweep_file = tmp_path / "sweep.toml"
+    sweep_file.write_text('[base]\npreset = "smoke"\n[grid]\nencoder = ["modified_resnet", "nope"]\n')
+    out = ["--out", str(tmp_path / "out")]
+    cases = [
+        (["--until", "zeroshot_top1"], "--until 'zeroshot_top1' is not METRIC:HALFWIDTH"),
+        (["--until", "zeroshot_top1:0.7"], "--until zeroshot_top1:0.7: accuracies are fractions, so HALFWIDTH is too "
+                                           "(0.005 is half a point)"),
+        (["--until", "zeroshot_top1:0.005", "--min-seeds", "1"],
+         "--min-seeds must be at least 2 (an interval needs two seeds to measure the spread), got 1"),
+        (["--until", "zeroshot_top1:0.005", "--encoder", "nope"], "unknown encoder 'nope'"),
+    ]
+    argvs = [["sweep", "--preset", "smoke", *args, *out] for args, _ in cases]
+    argvs.append(["sweep", str(sweep_file), "--until", "zeroshot_top1:0.005", *out])
+    lines = [line for _, line in cases] + ["unknown encoder 'nope'"]
+    got = [[code, err.split(" (available")[0].split(";")[0], heavy] for code, err, heavy in
+           refusals_before_heavy_imports(argvs)]
+    assert got == [[2, f"bench: error: {line}", []] for line in lines]
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
 @pytest.mark.slow  # pip builds a wheel
 def test_a_wheel_holds_every_module_and_the_builtin_plugins(tmp_path):
     """``pip wheel --no-deps .`` packs every module of bench/ (subpackages found, not listed by hand) and

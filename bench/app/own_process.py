@@ -28,6 +28,16 @@ def imports_without_gc(own_process: bool):
         gc.enable()
 
 
+def import_the_engine(own_process: bool):
+    """What every run imports, with the command's GC held off: torch, pandas, bench's run, and ``torch._dynamo``,
+    which torch's optimizer constructor imports in every run anyway. Once per process, before the first run is
+    built: the freeze would keep a finished run's uncollected cycles alive for good."""
+    with imports_without_gc(own_process):
+        import torch._dynamo  # noqa: F401
+
+        from . import run  # noqa: F401
+
+
 def freeze_gc_at_exit():
     """Skip the exit's walk over objects the OS frees anyway. Registered before any other exit handler, so it runs
     after all of them."""

@@ -15,10 +15,11 @@ def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo
     the run's numbers may be among them (:data:`bench.app.resume.ALLOWED_WITH_RESUME`). ``own_process``: this
     process is the command (:mod:`bench.app.own_process`).
     """
+    from .own_process import import_the_engine, imports_without_gc
+
     cfgs = []
     if resume is None:  # bad options, unknown names among them, are refused before the heavy imports
         from .options import config_from_flags
-        from .own_process import imports_without_gc
         from .validation import check_before_heavy_imports, parse_seeds
 
         cfg = config_from_flags(**flags)
@@ -26,7 +27,7 @@ def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo
         # a prefix name (timm:NAME) is looked up by its plugin's resolver, which may import torch: in the window too
         with imports_without_gc(own_process):
             check_before_heavy_imports(cfgs)
-    _import_the_engine(own_process)
+    import_the_engine(own_process)
     from ..distributed.world import is_main_process
     from .run import run
 
@@ -46,13 +47,3 @@ def run_command(flags: dict, seeds=(), resume: str | None = None, given=(), echo
             echo(line)
     return rows
 
-
-def _import_the_engine(own_process: bool):
-    """What every run imports, with the command's GC held off (:mod:`bench.app.own_process`): torch, pandas, bench's
-    run, and ``torch._dynamo``, which torch's optimizer constructor imports in every run anyway."""
-    from .own_process import imports_without_gc
-
-    with imports_without_gc(own_process):
-        import torch._dynamo  # noqa: F401
-
-        from . import run  # noqa: F401

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..errors import BenchError
 from ..evaluation.target import HOLDOUT_TARGET_METRICS
+from .metric_units import is_accuracy
 
 # What defines a configuration in a table (besides config_id, the hash of the full config).
 CONFIG_COLUMNS = ["encoder", "tokenizer", "templates", "eval_templates", "dataset", "preset", "epochs", "batch_size",
@@ -34,12 +35,6 @@ MACHINE_COLUMNS = ["device_name", "hostname", "torch_version", "cuda_version", "
 # The column a report adds naming each configuration (bench.results.report), which its figures group and colour by
 # (bench.results.figures).
 LABEL = "configuration"
-
-
-# Metrics in display order; accuracy-like ones are fractions in [0, 1], higher is better. zeroshot_top1_no_tta: the
-# top-1 of an encoder with test-time augmentation with it off (bench.app.run), an accuracy like the top-1 beside it.
-_ACCURACY = re.compile(r"^(zeroshot_top\d+(_no_tta)?|mean_per_class_recall|best_zeroshot_top1|retrieval_(i2t|t2i)_r\d+|"
-                       r"probe_top\d+|probe_mean_per_class_recall|robust_(?!images$|severities$|protocol$)\w+)$")
 
 
 # The headline numbers, in the order summaries show them.
@@ -64,10 +59,6 @@ TIME_TO_TARGET = ("reached_target", "epochs_to_target", "time_to_target_seconds"
 
 # Generalized zero-shot accuracy with held-out classes (bench.evaluation.holdout).
 HOLDOUT_METRICS = HOLDOUT_TARGET_METRICS  # one list: the metrics a run with held-out classes reports
-
-
-def is_accuracy(metric: str) -> bool:
-    return bool(_ACCURACY.match(metric)) or metric in HOLDOUT_METRICS
 
 
 _FAMILY_ORDER = ["zeroshot_", "mean_per_class_recall", "harmonic_top1", "seen_top1", "unseen_top1", "best_zeroshot_", "retrieval_i2t_", "retrieval_t2i_",

@@ -33,6 +33,7 @@ from .columns import (
     with_eval_dataset,
 )
 from .lookup import Source, combine
+from .metric_units import parse_metric_number
 from .predictions import FILENAME as PREDICTIONS
 from .predictions import load_predictions
 from .stats import TestResult, holm, paired_top1, welch
@@ -385,29 +386,6 @@ def per_dataset(sides: list[Source]) -> list[tuple[str, list[Source]]]:
         return [("", sides)]
     return [(f" on {d}", [Source(s.label, s.table[s.table["eval_dataset"].map(canonical_value) == d], s.run_dirs)
                           for s, n in zip(sides, names) if d in n]) for d in shared]
-
-
-def parse_metric_number(flag: str, spec: str, name: str, example: str) -> tuple[str, float]:
-    """``METRIC:NUMBER`` of an option (``--fail-on``, ``--equivalence``, ``--until``) as ``(metric, number)``, the
-    number finite; else one line naming the option, what it takes (``name``) and an ``example``."""
-    metric, sep, value = spec.rpartition(":")
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not sep or not metric or not math.isfinite(number):
-        raise BenchError(f"{flag} {spec!r} is not METRIC:{name}; write it like {flag} {example}")
-    return metric, number
-
-
-def check_margin(flag: str, shown: str, metric: str, value: float, name: str):
-    """A margin or half-width in the metric's own unit: > 0, and for an accuracy (a fraction) below 0.5, which
-    would be 50 points. ``shown``: the option's value as the message repeats it."""
-    if not value > 0:
-        raise BenchError(f"{flag} {shown}: {name} must be > 0")
-    if is_accuracy(metric) and value >= 0.5:
-        raise BenchError(f"{flag} {shown}: accuracies are fractions, so {name} is too (0.005 is half a point); "
-                         f"{value:g} would be {100 * value:g} points")
 
 
 def parse_fail_on(specs) -> list[tuple[str, float]]:

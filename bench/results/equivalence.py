@@ -23,8 +23,8 @@ import pandas as pd
 
 from ..errors import BenchError
 from .columns import is_accuracy
-from .compare import (PAIRED_METRIC, Comparison, check_margin, check_measured, display_diff, parse_metric_number,
-                      run_hits)
+from .compare import PAIRED_METRIC, Comparison, check_measured, display_diff, run_hits
+from .metric_units import check_margin, parse_metric_number
 from .stats import Equivalence, holm, tost_paired, tost_welch
 
 NAMES = {"seeds": "TOST over seeds", "images": "paired TOST over images"}

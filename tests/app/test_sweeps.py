@@ -236,6 +236,68 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, run_cli):
     assert "1 done, 1 failed" in out
 
 
+# A linear tower that notes, at each forward, whether it trains, whether the cyclic GC is on, and whether objects
+# were frozen out of its sight (bench.app.own_process); torch is imported when the tower is built, as bench's are
+GC_PROBE_ENCODER = '''
+    import gc
+    import json
+
+    import bench
+
+    @bench.hookimpl
+    def register_encoders(register):
+        def factory(embed_dim, image_size):
+            from torch import nn
+
+            class Probe(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.proj = nn.Linear(3 * image_size * image_size, embed_dim)
+
+                def forward(self, x):
+                    with open("gc_probe.jsonl", "a") as f:
+                        f.write(json.dumps([self.training, gc.isenabled(), gc.get_freeze_count() > 0]) + "\\n")
+                    return self.proj(x.flatten(1))
+
+            return Probe()
+
+        register("gcprobe", factory, "notes the GC's state at each forward", family="test", source="tests")
+'''
+TINY_SWEEP = ["--encoder", "gcprobe", "--preset", "smoke", "--dataset", "synthetic", "--seeds", "0,1", "--epochs", "1",
+              "--limit-train", "32", "--limit-test", "16", "--batch-size", "16", "--embed-dim", "16", "--text-width",
+              "32", "--text-layers", "1", "--text-heads", "2", "--no-progress"]
+
+
+def gc_states(tmp_path, *args) -> set:
+    """``python -m bench sweep`` of the probe tower in ``tmp_path`` (its own process, as a user runs it): the
+    distinct ``(training, GC on, objects frozen)`` its forwards noted."""
+    from tests.support.plugins import write_plugin
+
+    write_plugin(tmp_path / "plugins", "gc_probe", GC_PROBE_ENCODER)
+    proc = spawn_bench("--plugins-dir", tmp_path / "plugins", "sweep", *TINY_SWEEP, "--out", tmp_path / "res", *args,
+                       cwd=tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    return {tuple(json.loads(line)) for line in (tmp_path / "gc_probe.jsonl").read_text().splitlines()}
+
+
+def test_a_sweeps_own_process_imports_torch_with_the_gc_off_and_plans_with_it_on(tmp_path):
+    """``bench sweep`` as its own process imports torch and pandas with the GC held off and then frozen, as ``bench
+    run`` does: the plan's forward check of each tower finds torch's objects frozen and the GC on again (the sweep
+    imported them with the GC on, whose full collections walked them all)."""
+    assert gc_states(tmp_path, "--dry-run") == {(False, True, True)}
+
+
+@pytest.mark.slow  # a sweep of two runs in a child process
+def test_a_sweep_that_trains_in_its_own_process_trains_with_the_gc_on(tmp_path):
+    """A sweep whose runs train in its own process imports the engine (torch._dynamo, bench's run) with the GC off
+    before its first run, and trains with the GC on: every training forward of both runs saw it on, after torch's
+    objects were frozen out of its sight."""
+    states = gc_states(tmp_path)
+    assert {s for s in states if s[0]} == {(True, True, True)}
+    assert len((tmp_path / "res" / "runs.csv").read_text().splitlines()) == 3  # both runs trained and recorded
+
+
 @pytest.mark.slow  # a SIGKILLed sweep process, then two more
 def test_sigkilled_sweep_continues_each_run_under_its_own_id(tmp_path):
     """SIGKILL in the middle of the second run; the same command again ends with one row per planned run, the

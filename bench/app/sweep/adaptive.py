@@ -18,7 +18,8 @@ from pathlib import Path
 
 from ...config import RunConfig
 from ...errors import BenchError
-from .placement import check_placement
+from ..own_process import import_the_engine
+from .placement import check_placement, trains_here
 from .backfill import backfill_transfers, pending_lines
 from .plan import RUNNING, Planned, counted, finished_keys, plan, plan_lines, planned_run_id, run_states, same_runs
 from .precision import AT_MAX, PRECISE, Stage, Until, check_metric, stage
@@ -109,15 +110,18 @@ def stages(configs: list[Configuration], until: Until) -> list[Stage]:
 
 
 def adaptive_sweep(cfgs, varying, until: Until, placement, *, show: bool, in_worker: bool, argv, plugins,
-                   seeds_given: bool, report, echo=print, echo_err=print) -> int:
+                   seeds_given: bool, report, echo=print, echo_err=print, own_process: bool = False) -> int:
     """Check, then show (``show``: ``--dry-run``/``--status``) or run the rounds; returns the exit status.
 
     ``report(planned, outcomes, echo, echo_err)``: the sweep's report of a round with failed or unfinished
-    runs (exit status 1); ``seeds_given``: the sweep file names seeds, which ``--until`` replaces."""
+    runs (exit status 1); ``seeds_given``: the sweep file names seeds, which ``--until`` replaces; ``own_process``:
+    this process is the command (:mod:`bench.app.own_process`)."""
     configs = configurations(cfgs, varying)
     check_metric(until, [c.cfg for c in configs])
     if not (show or in_worker):  # the first round is the largest one every restart can start with
         placement = check_placement(placement, [c.at(s).cfg for c in configs for s in range(until.min_seeds)])
+    if not show and trains_here(placement, in_worker):
+        import_the_engine(own_process)  # once, before the plan builds towers, whose cycles the freeze would keep
     plan([c.cfg for c in configs], [c.varying for c in configs], writes=not show)  # every name, option and encoder
     if seeds_given and not in_worker:
         echo_err("bench: note: --until picks each configuration's seeds (0, 1, 2, ...); the seeds the sweep file "

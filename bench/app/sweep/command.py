@@ -4,7 +4,8 @@ seeds and the exit status.
 
 Every check runs before the first run starts or the first file is written: options, names and encoders
 (:func:`.plan.plan`), and where the runs go (:mod:`.placement`). The options and names are checked first, before
-torch and pandas load (:func:`bench.app.validation.check_before_heavy_imports`).
+torch and pandas load (:func:`bench.app.validation.check_before_heavy_imports`); these then load with the
+command's GC held off, as the engine does where the runs train in this process (:mod:`bench.app.own_process`).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from ...errors import BenchError
-from .placement import SWEEP_KEYS, WORKER_VARIABLE, check_placement, read_placement
+from .placement import SWEEP_KEYS, WORKER_VARIABLE, check_placement, read_placement, trains_here
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class SweepRequest:
     until: str | None = None  # --until METRIC:HALFWIDTH: seeds in rounds (:mod:`.adaptive`)
     min_seeds: int | None = None
     max_seeds: int | None = None
+    own_process: bool = False  # this process is the command (:mod:`bench.app.own_process`)
 
 
 def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print) -> int:
@@ -60,12 +62,14 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
             raise BenchError("--until picks each configuration's seeds (0, 1, 2, ...); drop --seeds")
         cfgs, varying = configs_from_lists(request.encoders, request.templates, request.seeds, flags)
         placement = read_placement({}, typed, {}, request.slurm)
+    from ..own_process import import_the_engine, imports_without_gc
     from ..validation import check_before_heavy_imports
 
     check_before_heavy_imports(cfgs)  # names and options: the plan checks them again after torch's import
     # the plan and the transfers a sweep adds to finished runs read runs.csv with pandas, and import torch
-    from .backfill import backfill_transfers, pending_lines
-    from .plan import plan, plan_lines
+    with imports_without_gc(request.own_process):
+        from .backfill import backfill_transfers, pending_lines
+        from .plan import plan, plan_lines
 
     in_worker = WORKER_VARIABLE in os.environ
     if until is not None:
@@ -74,9 +78,12 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
         seeds_given = request.file is not None and any(c.seed != 0 or "seed" in v for c, v in zip(cfgs, varying))
         return adaptive_sweep(cfgs, varying, until, placement, show=request.dry_run or request.status,
                               in_worker=in_worker, argv=request.argv, plugins=plugin_options(request.argv),
-                              seeds_given=seeds_given, report=_report, echo=echo, echo_err=echo_err)
+                              seeds_given=seeds_given, report=_report, echo=echo, echo_err=echo_err,
+                              own_process=request.own_process)
     if not (request.dry_run or request.status or in_worker):
         placement = check_placement(placement, cfgs)  # before the plan builds every encoder
+    if not (request.dry_run or request.status) and trains_here(placement, in_worker):
+        import_the_engine(request.own_process)  # before the plan builds towers, whose cycles the freeze would keep
     planned = plan(cfgs, varying, writes=not (request.dry_run or request.status))
     if request.dry_run or request.status:
         for line in plan_lines(planned) + pending_lines(planned):

@@ -24,7 +24,7 @@ from ...engine.determinism import deterministic_mode
 from ...engine.faults import stop_on_signal
 from ...errors import BenchError, Interrupted, one_line_cause
 from .in_process import Outcome, SweepProgress, run_plan, run_planned
-from .placement import SLURM_PARAMETERS, WORKER_VARIABLE, Placement, cluster_gpus_per_run
+from .placement import SLURM_PARAMETERS, WORKER_VARIABLE, Placement, cluster_gpus_per_run, trains_here
 from .plan import DONE, FAILED, RUNNING, Planned, run_state, run_states
 
 
@@ -32,11 +32,9 @@ def launch(planned: list[Planned], placement: Placement, argv, in_worker: bool, 
            plugins=((), ())) -> list[Outcome]:
     """Run ``planned`` where ``placement`` says (checked by :func:`.placement.check_placement`, except in a worker:
     its parent checked it); ``argv``: this command line, which local workers run again."""
-    if in_worker:  # a worker that --workers/--gpus started: its share of the plan, in this process
+    if trains_here(placement, in_worker):  # a worker's share of the plan, or local runs without workers
         return run_plan(planned, placement.concurrent, echo)
     if placement.launcher == "local":
-        if placement.workers == 1 and not placement.gpus:  # a GPU named with --gpus is a worker's only GPU
-            return run_plan(planned, placement.concurrent, echo)
         return local_workers(planned, argv, placement.workers, placement.gpus, echo)
     remote = [_portable(p) for p in planned]
     if placement.launcher == "ray":

@@ -114,6 +114,12 @@ def read_placement(table: dict, flags: dict, slurm_table: dict, slurm_flags, pat
     return placement
 
 
+def trains_here(placement: Placement, in_worker: bool) -> bool:
+    """Whether the sweep's runs train in this process (:func:`.launchers.launch`): a worker's share, or local runs
+    without workers (a GPU named with --gpus is a worker's only GPU); else workers, Ray tasks or Slurm jobs do."""
+    return in_worker or (placement.launcher == "local" and placement.workers == 1 and not placement.gpus)
+
+
 def check_placement(placement: Placement, cfgs) -> Placement:
     """``placement`` checked against this machine and the plan's runs (``cfgs``), with its defaults resolved:
     ``workers`` a count, ``gpus`` the indices of a worker's GPU each (or None), ``gpus_per_run`` a number (None:

@@ -46,7 +46,7 @@ def parse_until(spec: str | None, min_seeds: int | None = None, max_seeds: int |
             raise BenchError(f"{flag} bounds an adaptive sweep; add --until METRIC:HALFWIDTH "
                              f"(e.g. --until zeroshot_top1:0.005), or give the seeds with --seeds")
         return None
-    from ...results.compare import check_margin, parse_metric_number
+    from ...results.metric_units import check_margin, parse_metric_number
 
     metric, halfwidth = parse_metric_number("--until", spec, "HALFWIDTH", "zeroshot_top1:0.005")
     check_margin("--until", f"{metric}:{halfwidth:g}", metric, halfwidth, "HALFWIDTH")
