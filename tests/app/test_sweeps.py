@@ -237,10 +237,13 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, run_cli):
 
 
 # A linear tower that notes, at each forward, whether it trains, whether the cyclic GC is on, and whether objects
-# were frozen out of its sight (bench.app.own_process); torch is imported when the tower is built, as bench's are
+# were frozen out of its sight (bench.app.own_process); torch is imported when the tower is built, as bench's are.
+# Its prefix form (gcprobe:NAME) is looked up by a resolver that imports torch, as timm:NAME's does, and notes at
+# each lookup whether the GC is on and whether torch had loaded before it
 GC_PROBE_ENCODER = '''
     import gc
     import json
+    import sys
 
     import bench
 
@@ -262,6 +265,16 @@ GC_PROBE_ENCODER = '''
             return Probe()
 
         register("gcprobe", factory, "notes the GC's state at each forward", family="test", source="tests")
+
+        def resolve(rest):
+            with open("gc_lookups.jsonl", "a") as f:
+                f.write(json.dumps([gc.isenabled(), "torch" in sys.modules]) + "\\n")
+            import torch  # noqa: F401
+
+            return factory
+
+        register("gcprobe:", resolve, "the probe, looked up by a resolver that imports torch", prefix=True,
+                 family="test", source="tests")
 '''
 TINY_SWEEP = ["--encoder", "gcprobe", "--preset", "smoke", "--dataset", "synthetic", "--seeds", "0,1", "--epochs", "1",
               "--limit-train", "32", "--limit-test", "16", "--batch-size", "16", "--embed-dim", "16", "--text-width",
@@ -286,6 +299,22 @@ def test_a_sweeps_own_process_imports_torch_with_the_gc_off_and_plans_with_it_on
     run`` does: the plan's forward check of each tower finds torch's objects frozen and the GC on again (the sweep
     imported them with the GC on, whose full collections walked them all)."""
     assert gc_states(tmp_path, "--dry-run") == {(False, True, True)}
+
+
+def test_a_sweeps_own_process_looks_up_a_prefix_name_with_the_gc_off(tmp_path):
+    """``bench sweep --encoder timm:NAME`` as its own process: the names are looked up before the heavy imports by
+    their plugin's resolver, which imports torch (timm's does), so the lookup runs inside the GC-off window, as
+    ``bench run``'s does; the sweep looked them up before its window, and torch's import ran with the GC on."""
+    from tests.support.plugins import write_plugin
+
+    write_plugin(tmp_path / "plugins", "gc_probe", GC_PROBE_ENCODER)
+    args = ["--encoder", "gcprobe:lookup", *TINY_SWEEP[2:], "--out", tmp_path / "res", "--dry-run"]
+    proc = spawn_bench("--plugins-dir", tmp_path / "plugins", "sweep", *args, cwd=tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    lookups = [json.loads(line) for line in (tmp_path / "gc_lookups.jsonl").read_text().splitlines()]
+    assert lookups[0] == [False, False]  # the first lookup imported torch, with the GC off
+    assert [gc_on for gc_on, torch_loaded in lookups if not torch_loaded] == [False]
 
 
 @pytest.mark.slow  # a sweep of two runs in a child process

@@ -65,9 +65,10 @@ def sweep_command(request: SweepRequest, run_params, echo=print, echo_err=print)
     from ..own_process import import_the_engine, imports_without_gc
     from ..validation import check_before_heavy_imports
 
-    check_before_heavy_imports(cfgs)  # names and options: the plan checks them again after torch's import
-    # the plan and the transfers a sweep adds to finished runs read runs.csv with pandas, and import torch
+    # the plan and the transfers a sweep adds to finished runs read runs.csv with pandas, and import torch; a prefix
+    # name (timm:NAME) is looked up by its plugin's resolver, which may import torch: in the window too
     with imports_without_gc(request.own_process):
+        check_before_heavy_imports(cfgs)  # names and options: the plan checks them again after torch's import
         from .backfill import backfill_transfers, pending_lines
         from .plan import plan, plan_lines
 
