@@ -161,7 +161,7 @@ def check_before_heavy_imports(cfgs):
 
 def check_run_inputs(cfg, out: str | None = "write"):
     """Everything a run's options must pass before it starts: :func:`validate_config`, then checkpoint options,
-    encoder options, logger packages and folders; the results folder (:func:`check_out_dir`) one the command will
+    encoder options, logger packages and folders; the results folder (:func:`check_results_folder`) one the command will
     ``"write"`` into or only ``"read"`` (``--dry-run``, ``--status``), or ``None``: not checked here."""
     validate_config(cfg)
     if cfg.checkpoint_every < 0:
@@ -176,7 +176,7 @@ def check_run_inputs(cfg, out: str | None = "write"):
     check_logger_packages(cfg.log)
     check_data_dir(cfg.data_dir)
     if out is not None:
-        check_out_dir(cfg.out, writes=out == "write")
+        check_results_folder(cfg.out, writes=out == "write")
 
 
 def check_encoder_opts(encoder: str, opts: dict):
@@ -217,7 +217,7 @@ def check_data_dir(data_dir):
                          f"(CIFAR-10: train.npz/test.npz or cifar-10-batches-py/; the others: bench list datasets)")
 
 
-def check_out_dir(out, writes: bool = True) -> Path:
+def check_results_folder(out, writes: bool = True) -> Path:
     """The results folder (or the nearest folder above it that exists) is a folder, writable where the command
     ``writes`` (``--dry-run`` and ``--status`` only read), and a runs.csv already in it is a results table. Damaged
     rows in it are reported now, not after hours of training."""
