@@ -50,6 +50,13 @@ def _echo_err(line: str):
     click.echo(line, err=True)
 
 
+# Options several commands take alike
+device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+format_option = click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown",
+                             show_default=True,
+                             help="markdown: a table to read; csv, json: the fractions the table holds, for scripts.")
+
+
 # bench run's ~60 options (and sweep's ~75) as sections in --help, as timm's train.py and pytest group theirs; by
 # parameter name, so a sweep's copies of run's options land where run's do. An option of neither command left out
 # of this table shows under "Other options" (a test keeps that empty)
@@ -150,7 +157,7 @@ def cli(plugins_dirs, plugin_modules):
                                  "torchvision's files, bench list datasets).")
 @click.option("--data-opt", "data_opts", multiple=True, metavar="KEY=VALUE",
               help="Dataset factory option, e.g. imagefolder's test_fraction=0.2, split_seed=0, size=32.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default="auto", show_default=True,
               help="Autocast: auto is bf16 on a GPU with bf16, fp16 (with dynamic loss scaling) on one without, fp32 "
                    "on a CPU.")
@@ -301,9 +308,8 @@ cli.add_command(_sweep_command())
 @click.option("--data-dir", help="Folder of the datasets named (default: the run's own for its dataset, else each "
                                   "dataset's default folder).")
 @click.option("--limit-test", type=int, help="Evaluate on the first N test images (default: the run's).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True,
-              help="markdown: a table to read; csv, json: the fractions the table holds, for scripts.")
+@device_option
+@format_option
 @click.option("--per-template", is_flag=True, help="Also one row per single template of each set.")
 @click.option("--evals", callback=_split, multiple=True,
               help="Also: retrieval, probe, robustness (comma-separated); a checkpoint's with its run's data seed.")
@@ -347,8 +353,7 @@ def eval_(fmt, **options):
 @click.option("--long", "long_", is_flag=True,
               help="The tidy long table: one row per run x metric, time to a --target included.")
 @click.option("--limit", type=int, help="Show at most N rows.")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True,
-              help="markdown: a table to read; csv, json: the fractions the table holds, for scripts.")
+@format_option
 @click.option("--rebuild", is_flag=True,
               help="Rebuild runs.csv from its runs' records (runs/*/result.json), in the folder named or else "
                    "--results, then print it.")
@@ -380,8 +385,7 @@ def results(**options):
                    "half a point): two one-sided tests over seeds and, for top-1, over test images; repeatable.")
 @click.option("--fail-on-not-equivalent", is_flag=True,
               help="With --equivalence: exit 1 unless every tested difference is shown equivalent (a CI gate).")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True,
-              help="markdown: a table to read; csv, json: the fractions the table holds, for scripts.")
+@format_option
 def compare_(**options):
     """Compare runs A B [C...] side by side: the first is the baseline; configurations are joined, seeds pooled.
 
@@ -419,7 +423,7 @@ def report(runs, out, results_dir, wheres, title, correct):
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--top-k", type=int, default=3, show_default=True, help="Classes shown per image.")
 @click.option("--templates", help="Template set for the classifier (default: the run's).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 def predict(checkpoint, images, top_k, templates, device):
     """Print the top classes of each image file (any size: its centre square, resized to the model's input)."""
     from .app.evaluate import predict_images
@@ -465,7 +469,7 @@ def list_(kind, pattern, count_params):
 @click.option("--cuda-graph/--no-cuda-graph", default=True, show_default=True, help="CLIP step as a CUDA graph (CUDA only).")
 @click.option("--tower-streams/--no-tower-streams", default=True, show_default=True,
               help="CLIP step with the two towers on two CUDA streams (CUDA only).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 @click.option("--steps", type=int, help="Timed steps (default 20 on CUDA, 5 on CPU).")
 @click.option("--untimed-steps", type=int,
               help="Steps run first and not timed (default 10 on CUDA, 2 on CPU), after the 3 that count FLOPs, "
